@@ -1,0 +1,51 @@
+# multienc developer/newcomer entry points. `make demo` and `make test` are the
+# README's two set-up commands; both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CSRC := $(shell find csrc -name '*.c' -o -name '*.h' | grep -v '^csrc/cuda/')
+EXT := multienc/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+LIBASAN := $(shell gcc -print-file-name=libasan.so)
+LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
+
+.PHONY: venv build test test-fast sanitize demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q setuptools wheel "numpy>=2.0" "scipy-openblas32>=0.3.27"
+	$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+$(EXT): $(CSRC) setup.py $(VENV)/.installed
+	$(VPY) setup.py -q build_ext --inplace -j 2
+
+build: $(EXT)
+
+# The full test suite, then the C code again under ASan + UBSan.
+test: build
+	$(VPY) -m pytest -q tests
+	$(MAKE) sanitize
+
+test-fast: build
+	$(VPY) -m pytest -q -x tests -m "not slow"
+
+# Build the extension with -fsanitize=address,undefined into build/asan and run
+# the C-heavy tests against it (the interpreter itself is not instrumented, so
+# libasan is preloaded; leak checking is off because CPython keeps globals).
+sanitize: $(VENV)/.installed
+	MULTIENC_SANITIZE=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan
+	cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" PYTHONPATH=. MULTIENC_SANITIZED=1 \
+	  ../../$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" --rootdir=../.. ../../tests
+
+demo: build
+	$(VPY) -m multienc
+
+bench: build
+	$(VPY) benchmarks/bench_encoder.py
+
+clean:
+	rm -rf build $(EXT) multienc/*.so

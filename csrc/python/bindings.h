@@ -1,0 +1,25 @@
+/* Shared header for the CPython binding files in csrc/python/.
+ * This directory is the only code that includes Python.h or numpy headers.
+ * Each binding file exposes one `me_register_*` function that module.c calls. */
+#ifndef MULTIENC_BINDINGS_H
+#define MULTIENC_BINDINGS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL multienc_ARRAY_API
+#ifndef MULTIENC_MODULE_MAIN
+#define NO_IMPORT_ARRAY
+#endif
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+/* Each returns 0 on success, -1 with a Python exception set. */
+int me_register_engine(PyObject *module);
+int me_register_ops(PyObject *module);
+int me_register_tokenizer(PyObject *module);
+
+/* Raise the Python exception matching a C status code (see csrc/common.h). */
+PyObject *me_raise(int status, const char *message);
+
+#endif
