@@ -6,6 +6,7 @@ that a later run would trust.
 """
 from __future__ import annotations
 
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -63,7 +64,7 @@ def download(url: str, dest: str, headers: Optional[Mapping[str, str]] = None,
                 while True:
                     try:
                         chunk = resp.read(1 << 20)
-                    except (OSError, ValueError) as e:
+                    except (OSError, ValueError, http.client.HTTPException) as e:
                         raise DownloadError(url, None, f"connection lost after {got} bytes: {e}") from None
                     if not chunk:
                         break
