@@ -1,3 +1,282 @@
+/* multienc._C.Encoder: the C encoder as a Python type. Arrays are checked
+ * here (dtype, shape, contiguity); values are checked by the model. Compute
+ * runs with the GIL released under a per-object lock. */
 #include "python/bindings.h"
+#include "common.h"
+#include "model/encoder.h"
 
-int me_register_engine(PyObject *module) { return 0; }
+#include <pythread.h>
+
+typedef struct {
+    PyObject_HEAD
+    MeEncoder *enc;
+    PyThread_type_lock lock;
+} EncoderObject;
+
+static int dict_int(PyObject *d, const char *key, int *out, int required, int dflt) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        if (required) {
+            PyErr_Format(PyExc_KeyError, "engine config is missing '%s'", key);
+            return -1;
+        }
+        *out = dflt;
+        return 0;
+    }
+    long x = PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    if (x < -2147483647L || x > 2147483647L) {
+        PyErr_Format(PyExc_ValueError, "engine config '%s' = %ld is out of range", key, x);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int dict_float(PyObject *d, const char *key, float *out, float dflt) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"config", NULL};
+    PyObject *cfgd;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!", kwlist, &PyDict_Type, &cfgd)) return -1;
+    MeEncoderConfig c;
+    if (dict_int(cfgd, "family", &c.family, 1, 0) || dict_int(cfgd, "vocab_size", &c.vocab_size, 1, 0) ||
+        dict_int(cfgd, "hidden_size", &c.hidden_size, 1, 0) ||
+        dict_int(cfgd, "num_hidden_layers", &c.num_layers, 1, 0) ||
+        dict_int(cfgd, "num_attention_heads", &c.num_heads, 1, 0) ||
+        dict_int(cfgd, "intermediate_size", &c.intermediate_size, 1, 0) ||
+        dict_int(cfgd, "max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
+        dict_int(cfgd, "type_vocab_size", &c.type_vocab_size, 1, 0) ||
+        dict_int(cfgd, "embedding_size", &c.embedding_size, 0, c.hidden_size) ||
+        dict_int(cfgd, "activation", &c.activation, 1, 0) ||
+        dict_int(cfgd, "pad_token_id", &c.pad_token_id, 0, -1) ||
+        dict_float(cfgd, "layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
+        dict_float(cfgd, "hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
+        dict_float(cfgd, "attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
+        return -1;
+    char err[ME_ERRLEN] = {0};
+    if (self->enc) me_encoder_free(self->enc);
+    self->enc = NULL;
+    int st = me_encoder_create(&self->enc, &c, me_cpu_backend(), err);
+    if (st) {
+        me_raise(st, err);
+        return -1;
+    }
+    if (!self->lock) self->lock = PyThread_allocate_lock();
+    if (!self->lock) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void Encoder_dealloc(EncoderObject *self) {
+    me_encoder_free(self->enc);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ready(EncoderObject *self) {
+    if (!self->enc) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder is not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+/* Acquire the object's lock with the GIL released. */
+#define LOCKED_COMPUTE(self, stmt)                          \
+    do {                                                    \
+        Py_BEGIN_ALLOW_THREADS                              \
+        PyThread_acquire_lock((self)->lock, WAIT_LOCK);     \
+        stmt;                                               \
+        PyThread_release_lock((self)->lock);                \
+        Py_END_ALLOW_THREADS                                \
+    } while (0)
+
+static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
+    if (!ready(self)) return NULL;
+    PyObject *list = PyList_New(self->enc->nparams);
+    if (!list) return NULL;
+    for (int i = 0; i < self->enc->nparams; i++) {
+        const MeParamInfo *p = &self->enc->info[i];
+        PyObject *shape = p->ndim == 2 ? Py_BuildValue("(LL)", (long long)p->shape[0], (long long)p->shape[1])
+                                       : Py_BuildValue("(L)", (long long)p->shape[0]);
+        PyObject *item = shape ? Py_BuildValue("(sNn)", p->name, shape, (Py_ssize_t)p->offset) : NULL;
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* A C-contiguous float32 1-D array of exactly the buffer's length. */
+static PyArrayObject *flat_buffer_arg(EncoderObject *self, PyObject *obj, int writable) {
+    if (!PyArray_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "expected a numpy.ndarray");
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_TYPE(a) != NPY_FLOAT32 || PyArray_NDIM(a) != 1 || !PyArray_IS_C_CONTIGUOUS(a) ||
+        (size_t)PyArray_DIM(a, 0) != self->enc->nfloats || (writable && !PyArray_ISWRITEABLE(a))) {
+        PyErr_Format(PyExc_ValueError,
+                     "expected a contiguous%s float32 array of shape (%zu,)",
+                     writable ? " writable" : "", self->enc->nfloats);
+        return NULL;
+    }
+    return a;
+}
+
+static PyObject *copy_buffer(EncoderObject *self, PyObject *arg, int which, int to_host) {
+    if (!ready(self)) return NULL;
+    PyArrayObject *a = flat_buffer_arg(self, arg, to_host);
+    if (!a) return NULL;
+    float *buf = which ? self->enc->grads : self->enc->params;
+    void *host = PyArray_DATA(a);
+    size_t bytes = self->enc->nfloats * sizeof(float);
+    const MeBackend *be = self->enc->be;
+    LOCKED_COMPUTE(self, if (to_host) be->to_host(host, buf, bytes); else be->to_device(buf, host, bytes));
+    Py_RETURN_NONE;
+}
+
+static PyObject *Encoder_read_params(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }
+static PyObject *Encoder_write_params(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 0, 0); }
+static PyObject *Encoder_read_grads(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 1, 1); }
+
+static PyObject *Encoder_zero_grad(EncoderObject *self, PyObject *noargs) {
+    if (!ready(self)) return NULL;
+    LOCKED_COMPUTE(self, self->enc->be->zero(self->enc->grads, self->enc->nfloats * sizeof(float)));
+    Py_RETURN_NONE;
+}
+
+/* An int32 C-contiguous [B,T] array (the Python layer converts dtypes). */
+static int int2d_arg(PyObject *obj, const char *name, int B, int T, PyArrayObject **out) {
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != NPY_INT32 ||
+        PyArray_NDIM((PyArrayObject *)obj) != 2 || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous int32 array of shape (batch, length)", name);
+        return -1;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (B >= 0 && (PyArray_DIM(a, 0) != B || PyArray_DIM(a, 1) != T)) {
+        PyErr_Format(PyExc_ValueError, "%s has shape (%ld, %ld) but input_ids has (%d, %d)", name,
+                     (long)PyArray_DIM(a, 0), (long)PyArray_DIM(a, 1), B, T);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"input_ids", "attention_mask", "token_type_ids", "train", "seed", NULL};
+    PyObject *ids_o, *mask_o, *types_o = Py_None;
+    int train = 0;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OpK", kwlist, &ids_o, &mask_o, &types_o, &train, &seed))
+        return NULL;
+    if (!ready(self)) return NULL;
+    PyArrayObject *ids, *mask, *types = NULL;
+    if (int2d_arg(ids_o, "input_ids", -1, -1, &ids)) return NULL;
+    int B = (int)PyArray_DIM(ids, 0), T = (int)PyArray_DIM(ids, 1);
+    if (PyArray_DIM(ids, 0) > 1 << 20 || PyArray_DIM(ids, 1) > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "input_ids is too large");
+        return NULL;
+    }
+    if (int2d_arg(mask_o, "attention_mask", B, T, &mask)) return NULL;
+    if (types_o != Py_None && int2d_arg(types_o, "token_type_ids", B, T, &types)) return NULL;
+    npy_intp dims[3] = {B, T, self->enc->cfg.hidden_size};
+    PyObject *out = PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+    if (!out) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
+    const int32_t *pt = types ? PyArray_DATA(types) : NULL;
+    float *po = PyArray_DATA((PyArrayObject *)out);
+    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, po, err));
+    if (st) {
+        Py_DECREF(out);
+        return me_raise(st, err);
+    }
+    return out;
+}
+
+static PyObject *Encoder_backward(EncoderObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    if (!self->enc->has_forward) return me_raise(ME_ERR_RUNTIME, "backward() needs a forward() first");
+    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)arg)) {
+        PyErr_SetString(PyExc_TypeError, "grad must be a C-contiguous float32 array");
+        return NULL;
+    }
+    PyArrayObject *g = (PyArrayObject *)arg;
+    const MeEncoder *e = self->enc;
+    if (PyArray_NDIM(g) != 3 || PyArray_DIM(g, 0) != e->B || PyArray_DIM(g, 1) != e->T ||
+        PyArray_DIM(g, 2) != e->cfg.hidden_size) {
+        PyErr_Format(PyExc_ValueError, "grad must have the last forward's output shape (%d, %d, %d)",
+                     e->B, e->T, e->cfg.hidden_size);
+        return NULL;
+    }
+    char err[ME_ERRLEN] = {0};
+    int st;
+    const float *pg = PyArray_DATA(g);
+    LOCKED_COMPUTE(self, st = me_encoder_backward(self->enc, pg, err));
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Encoder_get_num_floats(EncoderObject *self, void *closure) {
+    if (!ready(self)) return NULL;
+    return PyLong_FromSize_t(self->enc->nfloats);
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"param_info", (PyCFunction)Encoder_param_info, METH_NOARGS,
+     "List of (hf_name, shape, offset) for every parameter tensor in the flat buffer."},
+    {"read_params", (PyCFunction)Encoder_read_params, METH_O, "Copy the parameter buffer into a float32 array."},
+    {"write_params", (PyCFunction)Encoder_write_params, METH_O, "Copy a float32 array into the parameter buffer."},
+    {"read_grads", (PyCFunction)Encoder_read_grads, METH_O, "Copy the gradient buffer into a float32 array."},
+    {"zero_grad", (PyCFunction)Encoder_zero_grad, METH_NOARGS, "Set all gradients to zero."},
+    {"forward", (PyCFunction)(void (*)(void))Encoder_forward, METH_VARARGS | METH_KEYWORDS,
+     "forward(input_ids, attention_mask, token_type_ids=None, train=False, seed=0) -> float32 (B, T, H)"},
+    {"backward", (PyCFunction)Encoder_backward, METH_O,
+     "backward(grad): accumulate parameter gradients of the last forward."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Encoder_getset[] = {
+    {"num_floats", (getter)Encoder_get_num_floats, NULL, "Length of the flat parameter buffer.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc._C.Encoder",
+    .tp_basicsize = sizeof(EncoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "C transformer encoder (low level; see multienc.engine.Encoder).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Encoder_init,
+    .tp_dealloc = (destructor)Encoder_dealloc,
+    .tp_methods = Encoder_methods,
+    .tp_getset = Encoder_getset,
+};
+
+int me_register_engine(PyObject *module) {
+    if (PyType_Ready(&EncoderType) < 0) return -1;
+    Py_INCREF(&EncoderType);
+    if (PyModule_AddObject(module, "Encoder", (PyObject *)&EncoderType) < 0) {
+        Py_DECREF(&EncoderType);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,106 @@
+/* The backend interface: every tensor op the model code calls, as a
+ * forward/backward pair, plus memory management. The CPU backend
+ * (csrc/cpu/) implements it with OpenBLAS + OpenMP; a CUDA backend plugs in
+ * behind the same table without touching model code.
+ *
+ * Conventions
+ * - All tensors are contiguous row-major float32 on the backend's device
+ *   unless a leading dimension is given. Shapes: N = rows (tokens), C = input
+ *   features, OC = output features, B = batch, T = sequence length,
+ *   NH = heads, HS = head size.
+ * - Linear weights follow PyTorch: w is [OC, C]; out = inp @ w^T + b.
+ * - Gradients of parameters always ACCUMULATE (+=). Gradients of inputs
+ *   overwrite unless the op takes an `accumulate` flag that says otherwise.
+ * - Dropout masks come from a counter-based RNG: element i of dropout site
+ *   `site` under `seed` is kept iff me_uniform(seed, site, i) >= p. The same
+ *   (seed, site) regenerates the same mask in backward, so masks are never
+ *   stored.
+ * - Ops do not fail: the model validates shapes and ids before calling them.
+ */
+#ifndef MULTIENC_BACKEND_H
+#define MULTIENC_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { ME_ACT_GELU = 0, ME_ACT_GELU_TANH = 1 } MeActivation;
+
+typedef struct MeBackend {
+    const char *name;
+
+    /* memory on the backend's device */
+    void *(*alloc)(size_t bytes); /* zero-filled; NULL when out of memory */
+    void (*release)(void *ptr);
+    void (*zero)(void *ptr, size_t bytes);
+    void (*to_device)(void *dst, const void *host_src, size_t bytes);
+    void (*to_host)(void *host_dst, const void *src, size_t bytes);
+
+    /* out[n] (+)= table[ids[n]]  (accumulate selects +=) */
+    void (*embedding_forward)(float *out, const int32_t *ids, const float *table, int N, int C,
+                              int accumulate);
+    /* dtable[ids[n]] += dout[n], skipping rows whose id == padding_idx (-1: none) */
+    void (*embedding_backward)(float *dtable, const float *dout, const int32_t *ids, int N, int C,
+                               int padding_idx);
+
+    /* out = (inp - mean) * rstd * w + b per row; mean/rstd [N] saved for backward */
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int N, int C, float eps);
+    /* dinp (+)= ..., dw += ..., db += ... */
+    void (*layernorm_backward)(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *mean, const float *rstd,
+                               const float *w, int N, int C, int accumulate);
+
+    /* out[N,OC] = inp[N,C] @ w[OC,C]^T + b[OC] (b may be NULL) */
+    void (*matmul_forward)(float *out, const float *inp, const float *w, const float *b, int N,
+                           int C, int OC);
+    /* dinp (+)= dout @ w; dw += dout^T @ inp; db += colsum(dout). dinp or db may be NULL. */
+    void (*matmul_backward)(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int C, int OC,
+                            int accumulate);
+
+    /* out = act(inp) */
+    void (*gelu_forward)(float *out, const float *inp, size_t n, MeActivation act);
+    /* dinp = act'(inp) * dout */
+    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n,
+                          MeActivation act);
+
+    /* out = a + b */
+    void (*add_forward)(float *out, const float *a, const float *b, size_t n);
+    /* da (+)= dout; db (+)= dout */
+    void (*add_backward)(float *da, float *db, const float *dout, size_t n, int accumulate);
+
+    /* out = x * keep / (1 - p) with keep = me_uniform(seed, site, i) >= p; in place allowed */
+    void (*dropout_forward)(float *out, const float *inp, size_t n, float p, uint64_t seed,
+                            uint64_t site);
+    void (*dropout_backward)(float *dinp, const float *dout, size_t n, float p, uint64_t seed,
+                             uint64_t site);
+
+    /* Multi-head self-attention on a fused qkv [B*T, 3*NH*HS] (q | k | v blocks per row).
+     * mask [B,T] (1 = real token, 0 = padding; keys only). ctx [B*T, NH*HS].
+     * probs [B,NH,T,T] receives the softmax (before dropout) for backward.
+     * Attention dropout p uses sites site + b*NH + h. scratch: attention_scratch_floats(). */
+    void (*attention_forward)(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                              int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
+                              float *scratch);
+    /* dqkv = d(ctx)/d(qkv) applied to dctx (overwrites dqkv) */
+    void (*attention_backward)(float *dqkv, const float *dctx, const float *qkv,
+                               const float *probs, const int32_t *mask, int B, int T, int NH,
+                               int HS, float p, uint64_t seed, uint64_t site, float *scratch);
+    size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
+} MeBackend;
+
+const MeBackend *me_cpu_backend(void);
+
+/* Counter-based uniform in [0, 1): a pure function of (seed, site, index). */
+static inline float me_uniform(uint64_t seed, uint64_t site, uint64_t index) {
+    /* SplitMix64 finaliser over a per-site key stepped by the golden gamma. */
+    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + site * 0xD1B54A32D192ED03ULL;
+    z ^= z >> 31;
+    z += (index + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+#endif

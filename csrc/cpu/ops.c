@@ -1,0 +1,405 @@
+/* CPU backend: every op of backend.h with OpenBLAS for matrix products and
+ * OpenMP for element-wise work and reductions. All reductions use a fixed
+ * partition (no atomics, no thread-order dependence), so results repeat
+ * exactly for a given thread count. */
+#include "cpu/blas.h"
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+#define PAR_MIN 4096 /* below this many elements, stay single-threaded */
+
+/* ------------------------------------------------------------------ memory */
+
+static void *cpu_alloc(size_t bytes) {
+    if (bytes == 0) bytes = 64;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded);
+    if (p) memset(p, 0, rounded);
+    return p;
+}
+static void cpu_release(void *p) { free(p); }
+static void cpu_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+/* --------------------------------------------------------------- embedding */
+
+static void embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C,
+                              int accumulate) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *row = table + (size_t)ids[n] * C;
+        float *o = out + (size_t)n * C;
+        if (accumulate)
+            for (int c = 0; c < C; c++) o[c] += row[c];
+        else
+            memcpy(o, row, sizeof(float) * C);
+    }
+}
+
+/* Column blocks are split across threads and every thread walks all tokens in
+ * order, so repeated ids accumulate in a fixed order. */
+static void embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C,
+                               int padding_idx) {
+    const int BLK = 64;
+    int nblk = (C + BLK - 1) / BLK;
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
+        for (int n = 0; n < N; n++) {
+            if (ids[n] == padding_idx) continue;
+            float *d = dtable + (size_t)ids[n] * C;
+            const float *g = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++) d[c] += g[c];
+        }
+    }
+}
+
+/* --------------------------------------------------------------- layernorm */
+
+static void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int N, int C, float eps) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        double s = 0.0;
+        for (int c = 0; c < C; c++) s += x[c];
+        double m = s / C;
+        double v = 0.0;
+        for (int c = 0; c < C; c++) {
+            double d = x[c] - m;
+            v += d * d;
+        }
+        v /= C; /* biased variance, as torch */
+        float mf = (float)m;
+        float r = (float)(1.0 / sqrt(v + (double)eps));
+        float *o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = ((x[c] - mf) * r) * w[c] + b[c];
+        mean[n] = mf;
+        rstd[n] = r;
+    }
+}
+
+static void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *mean, const float *rstd,
+                               const float *w, int N, int C, int accumulate) {
+    if (dinp) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
+            float m = mean[n], r = rstd[n];
+            double sd = 0.0, sdx = 0.0;
+            for (int c = 0; c < C; c++) {
+                float xh = (x[c] - m) * r;
+                float dn = g[c] * w[c];
+                sd += dn;
+                sdx += (double)dn * xh;
+            }
+            float md = (float)(sd / C), mdx = (float)(sdx / C);
+            float *d = dinp + (size_t)n * C;
+            for (int c = 0; c < C; c++) {
+                float xh = (x[c] - m) * r;
+                float v = (g[c] * w[c] - md - xh * mdx) * r;
+                d[c] = accumulate ? d[c] + v : v;
+            }
+        }
+    }
+    const int BLK = 32;
+    int nblk = (C + BLK - 1) / BLK;
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
+        float aw[32], ab[32];
+        for (int c = c0; c < c1; c++) aw[c - c0] = ab[c - c0] = 0.0f;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
+            float m = mean[n], r = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                aw[c - c0] += g[c] * ((x[c] - m) * r);
+                ab[c - c0] += g[c];
+            }
+        }
+        for (int c = c0; c < c1; c++) {
+            dw[c] += aw[c - c0];
+            db[c] += ab[c - c0];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ matmul */
+
+static void colsum_accumulate(float *db, const float *dout, int N, int OC) {
+    const int BLK = 32;
+    int nblk = (OC + BLK - 1) / BLK;
+#pragma omp parallel for if ((size_t)N * OC > PAR_MIN) schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * BLK, c1 = c0 + BLK < OC ? c0 + BLK : OC;
+        float acc[32];
+        for (int c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+        for (int n = 0; n < N; n++) {
+            const float *g = dout + (size_t)n * OC;
+            for (int c = c0; c < c1; c++) acc[c - c0] += g[c];
+        }
+        for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
+    }
+}
+
+static void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N,
+                           int C, int OC) {
+    if (N == 0 || OC == 0) return;
+    if (b) {
+#pragma omp parallel for if ((size_t)N * OC > PAR_MIN) schedule(static)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * OC);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C,
+                b ? 1.0f : 0.0f, out, OC);
+}
+
+static void matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int C, int OC,
+                            int accumulate) {
+    if (N == 0) return;
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
+                    accumulate ? 1.0f : 0.0f, dinp, C);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C,
+                    1.0f, dw, C);
+    if (db) colsum_accumulate(db, dout, N, OC);
+}
+
+/* -------------------------------------------------------------------- gelu */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+static void gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
+    if (act == ME_ACT_GELU_TANH) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+        }
+    } else {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            out[i] = x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+        }
+    }
+}
+
+static void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
+                          MeActivation act) {
+    if (act == ME_ACT_GELU_TANH) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+            float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            dinp[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * x * dt);
+        }
+    } else {
+        const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+            float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+            dinp[i] = dout[i] * (cdf + x * pdf);
+        }
+    }
+}
+
+/* --------------------------------------------------------------------- add */
+
+static void add_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void add_backward(float *da, float *db, const float *dout, size_t n, int accumulate) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        if (da) da[i] = accumulate ? da[i] + dout[i] : dout[i];
+        if (db) db[i] = accumulate ? db[i] + dout[i] : dout[i];
+    }
+}
+
+/* ----------------------------------------------------------------- dropout */
+
+static void dropout_apply(float *out, const float *inp, size_t n, float p, uint64_t seed,
+                          uint64_t site) {
+    if (p <= 0.0f) {
+        if (out != inp) memcpy(out, inp, n * sizeof(float));
+        return;
+    }
+    if (p >= 1.0f) {
+        memset(out, 0, n * sizeof(float));
+        return;
+    }
+    float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = me_uniform(seed, site, i) >= p ? inp[i] * scale : 0.0f;
+}
+
+static void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed,
+                            uint64_t site) {
+    dropout_apply(out, inp, n, p, seed, site);
+}
+
+/* The mask and scale are the same as forward's, so backward is the same map. */
+static void dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t seed,
+                             uint64_t site) {
+    dropout_apply(dinp, dout, n, p, seed, site);
+}
+
+/* --------------------------------------------------------------- attention */
+
+static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
+    return 2 * (size_t)NH * T * T;
+}
+
+/* Softmax over keys of one row of scores, masked keys excluded (probability
+ * exactly 0, as HF's additive finfo.min mask gives); a row whose keys are all
+ * masked becomes uniform over all keys, as it does in HF. */
+static void masked_softmax_row(float *row, const int32_t *mask, int T) {
+    float mx = -INFINITY;
+    int any = 0;
+    for (int j = 0; j < T; j++)
+        if (mask[j]) {
+            any = 1;
+            if (row[j] > mx) mx = row[j];
+        }
+    if (!any) {
+        for (int j = 0; j < T; j++) row[j] = 1.0f / (float)T;
+        return;
+    }
+    double s = 0.0;
+    for (int j = 0; j < T; j++) {
+        float e = mask[j] ? expf(row[j] - mx) : 0.0f;
+        row[j] = e;
+        s += e;
+    }
+    float inv = (float)(1.0 / s);
+    for (int j = 0; j < T; j++) row[j] *= inv;
+}
+
+static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                              int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
+                              float *scratch) {
+    const int D = NH * HS, D3 = 3 * D;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const size_t TT = (size_t)T * T;
+    for (int b = 0; b < B; b++) {
+        const float *q = qkv + (size_t)b * T * D3, *k = q + D, *v = q + 2 * D;
+        float *P = probs + (size_t)b * NH * TT;
+        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, D3,
+                                  HS, k, D3, HS, 0.0f, P, T, TT, NH);
+        const int32_t *m = mask + (size_t)b * T;
+#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
+        for (int r = 0; r < NH * T; r++) masked_softmax_row(P + (size_t)r * T, m, T);
+        const float *Pd = P;
+        if (p > 0.0f) {
+            float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
+            for (int h = 0; h < NH; h++) {
+                const float *src = P + h * TT;
+                float *dst = scratch + h * TT;
+                uint64_t st = site + (uint64_t)b * NH + h;
+                for (size_t i = 0; i < TT; i++)
+                    dst[i] = me_uniform(seed, st, i) >= p ? src[i] * scl : 0.0f;
+            }
+            Pd = scratch;
+        }
+        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T,
+                                  TT, v, D3, HS, 0.0f, ctx + (size_t)b * T * D, D, HS, NH);
+    }
+}
+
+static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
+                               const float *probs, const int32_t *mask, int B, int T, int NH,
+                               int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS, D3 = 3 * D;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const size_t TT = (size_t)T * T;
+    float *Pd_buf = scratch, *dP = scratch + NH * TT;
+    float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+    for (int b = 0; b < B; b++) {
+        const float *q = qkv + (size_t)b * T * D3, *k = q + D, *v = q + 2 * D;
+        float *dq = dqkv + (size_t)b * T * D3, *dk = dq + D, *dv = dq + 2 * D;
+        const float *dc = dctx + (size_t)b * T * D;
+        const float *P = probs + (size_t)b * NH * TT;
+        const float *Pd = P;
+        if (p > 0.0f) {
+#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
+            for (int h = 0; h < NH; h++) {
+                uint64_t st = site + (uint64_t)b * NH + h;
+                for (size_t i = 0; i < TT; i++)
+                    Pd_buf[h * TT + i] = me_uniform(seed, st, i) >= p ? P[h * TT + i] * scl : 0.0f;
+            }
+            Pd = Pd_buf;
+        }
+        /* dV = Pd^T dctx ; dPd = dctx V^T */
+        cblas_sgemm_batch_strided(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T,
+                                  TT, dc, D, HS, 0.0f, dv, D3, HS, NH);
+        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dc, D,
+                                  HS, v, D3, HS, 0.0f, dP, T, TT, NH);
+        /* through dropout, then softmax: dS = P * (dP - sum(dP * P)) * scale */
+#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
+        for (int r = 0; r < NH * T; r++) {
+            float *g = dP + (size_t)r * T;
+            const float *pr = P + (size_t)r * T;
+            if (p > 0.0f) {
+                int h = r / T;
+                uint64_t st = site + (uint64_t)b * NH + h;
+                size_t base = (size_t)(r % T) * T;
+                for (int j = 0; j < T; j++)
+                    g[j] = me_uniform(seed, st, base + j) >= p ? g[j] * scl : 0.0f;
+            }
+            double dot = 0.0;
+            for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
+            float df = (float)dot;
+            for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df) * scale;
+        }
+        /* dQ = dS K ; dK = dS^T Q */
+        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T,
+                                  TT, k, D3, HS, 0.0f, dq, D3, HS, NH);
+        cblas_sgemm_batch_strided(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T,
+                                  TT, q, D3, HS, 0.0f, dk, D3, HS, NH);
+    }
+}
+
+/* ---------------------------------------------------------------- backend */
+
+static const MeBackend CPU_BACKEND = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .zero = cpu_zero,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .embedding_forward = embedding_forward,
+    .embedding_backward = embedding_backward,
+    .layernorm_forward = layernorm_forward,
+    .layernorm_backward = layernorm_backward,
+    .matmul_forward = matmul_forward,
+    .matmul_backward = matmul_backward,
+    .gelu_forward = gelu_forward,
+    .gelu_backward = gelu_backward,
+    .add_forward = add_forward,
+    .add_backward = add_backward,
+    .dropout_forward = dropout_forward,
+    .dropout_backward = dropout_backward,
+    .attention_forward = attention_forward,
+    .attention_backward = attention_backward,
+    .attention_scratch_floats = attention_scratch_floats,
+};
+
+const MeBackend *me_cpu_backend(void) { return &CPU_BACKEND; }

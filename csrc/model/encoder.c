@@ -1,0 +1,427 @@
+#include "model/encoder.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Dropout sites: one per (layer, place); attention adds b*NH + h. */
+#define SITE_EMB 1ULL
+#define SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
+enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
+
+/* ------------------------------------------------------------ parameters */
+
+typedef struct {
+    MeParamInfo *info;
+    int n, cap;
+    size_t nfloats;
+    int failed;
+} ParamList;
+
+/* Append a tensor; `pad` rounds the buffer up to 64 bytes after it (off inside the
+ * q/k/v groups, which must stay contiguous to form the fused qkv tensors). */
+static size_t add_param_p(ParamList *pl, const char *name, int64_t d0, int64_t d1, int pad) {
+    if (pl->n == pl->cap) {
+        int cap = pl->cap ? pl->cap * 2 : 64;
+        MeParamInfo *p = realloc(pl->info, sizeof(MeParamInfo) * cap);
+        if (!p) {
+            pl->failed = 1;
+            return 0;
+        }
+        pl->info = p;
+        pl->cap = cap;
+    }
+    MeParamInfo *pi = &pl->info[pl->n++];
+    snprintf(pi->name, sizeof pi->name, "%s", name);
+    pi->ndim = d1 > 0 ? 2 : 1;
+    pi->shape[0] = d0;
+    pi->shape[1] = d1 > 0 ? d1 : 0;
+    pi->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    pi->offset = pl->nfloats;
+    pl->nfloats += pad ? (pi->numel + 15) / 16 * 16 : pi->numel;
+    return pi->offset;
+}
+
+static size_t add_param(ParamList *pl, const char *name, int64_t d0, int64_t d1) {
+    return add_param_p(pl, name, d0, d1, 1);
+}
+
+static int check_config(const MeEncoderConfig *c, char *err) {
+#define POS(field)                                                                           \
+    if (c->field <= 0) return me_error(err, ME_ERR_VALUE, "config: " #field " must be > 0, got %d", c->field)
+    POS(vocab_size);
+    POS(hidden_size);
+    POS(num_layers);
+    POS(num_heads);
+    POS(intermediate_size);
+    POS(max_position_embeddings);
+    POS(type_vocab_size);
+    POS(embedding_size);
+#undef POS
+    if (c->hidden_size % c->num_heads)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: hidden_size %d is not a multiple of num_attention_heads %d",
+                        c->hidden_size, c->num_heads);
+    if (c->family < ME_FAMILY_BERT || c->family > ME_FAMILY_ELECTRA)
+        return me_error(err, ME_ERR_VALUE, "config: unknown model family %d", c->family);
+    if (c->activation != ME_ACT_GELU && c->activation != ME_ACT_GELU_TANH)
+        return me_error(err, ME_ERR_VALUE, "config: unknown activation %d", c->activation);
+    if (!(c->hidden_dropout >= 0.0f && c->hidden_dropout < 1.0f) ||
+        !(c->attention_dropout >= 0.0f && c->attention_dropout < 1.0f))
+        return me_error(err, ME_ERR_VALUE, "config: dropout probabilities must be in [0, 1)");
+    if (!(c->layer_norm_eps > 0.0f))
+        return me_error(err, ME_ERR_VALUE, "config: layer_norm_eps must be > 0");
+    if (c->embedding_size != c->hidden_size && c->family != ME_FAMILY_ELECTRA)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: embedding_size != hidden_size is only supported for ELECTRA");
+    if (c->pad_token_id < -1 || c->pad_token_id >= c->vocab_size)
+        return me_error(err, ME_ERR_VALUE, "config: pad_token_id %d outside the vocabulary",
+                        c->pad_token_id);
+    if (c->family == ME_FAMILY_ROBERTA && c->pad_token_id < 0)
+        return me_error(err, ME_ERR_VALUE, "config: RoBERTa needs a pad_token_id");
+    if (c->family == ME_FAMILY_ROBERTA && c->max_position_embeddings <= c->pad_token_id + 1)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: max_position_embeddings %d leaves no positions after padding_idx %d",
+                        c->max_position_embeddings, c->pad_token_id);
+    return ME_OK;
+}
+
+int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
+                      char *err) {
+    *out = NULL;
+    int st = check_config(cfg, err);
+    if (st) return st;
+    MeEncoder *enc = calloc(1, sizeof(MeEncoder));
+    if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
+    enc->cfg = *cfg;
+    enc->be = be;
+    const int H = cfg->hidden_size, E = cfg->embedding_size, I = cfg->intermediate_size;
+    ParamList pl = {0};
+    enc->wte = add_param(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E);
+    enc->wpe = add_param(&pl, "embeddings.position_embeddings.weight", cfg->max_position_embeddings, E);
+    enc->wtt = add_param(&pl, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, E);
+    enc->eln_w = add_param(&pl, "embeddings.LayerNorm.weight", E, 0);
+    enc->eln_b = add_param(&pl, "embeddings.LayerNorm.bias", E, 0);
+    if (E != H) {
+        enc->proj_w = add_param(&pl, "embeddings_project.weight", H, E);
+        enc->proj_b = add_param(&pl, "embeddings_project.bias", H, 0);
+    }
+    enc->lo = calloc((size_t)cfg->num_layers, sizeof(MeLayerOffsets));
+    enc->la = calloc((size_t)cfg->num_layers, sizeof(MeLayerActs));
+    if (!enc->lo || !enc->la) pl.failed = 1;
+    char nm[96];
+    for (int l = 0; l < cfg->num_layers && !pl.failed; l++) {
+        MeLayerOffsets *o = &enc->lo[l];
+        /* q, k, v weights consecutive -> fused [3H, H]; biases likewise -> [3H] */
+#define PP(field, suffix, d0, d1, pad)                                            \
+    snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, suffix);                    \
+    field = add_param_p(&pl, nm, d0, d1, pad)
+#define P(field, suffix, d0, d1) PP(field, suffix, d0, d1, 1)
+        size_t unused;
+        PP(o->qkv_w, "attention.self.query.weight", H, H, 0);
+        PP(unused, "attention.self.key.weight", H, H, 0);
+        PP(unused, "attention.self.value.weight", H, H, 1);
+        PP(o->qkv_b, "attention.self.query.bias", H, 0, 0);
+        PP(unused, "attention.self.key.bias", H, 0, 0);
+        PP(unused, "attention.self.value.bias", H, 0, 1);
+        (void)unused;
+        P(o->ao_w, "attention.output.dense.weight", H, H);
+        P(o->ao_b, "attention.output.dense.bias", H, 0);
+        P(o->ln1_w, "attention.output.LayerNorm.weight", H, 0);
+        P(o->ln1_b, "attention.output.LayerNorm.bias", H, 0);
+        P(o->fc_w, "intermediate.dense.weight", I, H);
+        P(o->fc_b, "intermediate.dense.bias", I, 0);
+        P(o->out_w, "output.dense.weight", H, I);
+        P(o->out_b, "output.dense.bias", H, 0);
+        P(o->ln2_w, "output.LayerNorm.weight", H, 0);
+        P(o->ln2_b, "output.LayerNorm.bias", H, 0);
+#undef P
+#undef PP
+    }
+    if (pl.failed) {
+        free(pl.info);
+        me_encoder_free(enc);
+        return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
+    }
+    enc->info = pl.info;
+    enc->nparams = pl.n;
+    enc->nfloats = pl.nfloats;
+    enc->params = be->alloc(enc->nfloats * sizeof(float));
+    enc->grads = be->alloc(enc->nfloats * sizeof(float));
+    if (!enc->params || !enc->grads) {
+        me_encoder_free(enc);
+        return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
+    }
+    *out = enc;
+    return ME_OK;
+}
+
+void me_encoder_free(MeEncoder *enc) {
+    if (!enc) return;
+    if (enc->be) {
+        if (enc->params) enc->be->release(enc->params);
+        if (enc->grads) enc->be->release(enc->grads);
+        if (enc->ws) enc->be->release(enc->ws);
+    }
+    free(enc->info);
+    free(enc->lo);
+    free(enc->la);
+    free(enc->host_ints);
+    free(enc);
+}
+
+/* ------------------------------------------------------------- workspace */
+
+/* Carve the workspace for (B, T); with base == NULL only count floats. */
+static size_t carve(MeEncoder *enc, float *base, int B, int T) {
+    const MeEncoderConfig *c = &enc->cfg;
+    const size_t N = (size_t)B * T, H = c->hidden_size, E = c->embedding_size,
+                 I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+    const size_t W = E > H ? E : H;
+    size_t off = 0;
+#define TAKE(ptr, count)                                                 \
+    do {                                                                 \
+        if (base) ptr = base + off;                                      \
+        off += ((size_t)(count) + 15) / 16 * 16;                         \
+    } while (0)
+#define TAKE_I(ptr, count)                                               \
+    do {                                                                 \
+        if (base) ptr = (int32_t *)(base + off);                         \
+        off += ((size_t)(count) + 15) / 16 * 16;                         \
+    } while (0)
+    TAKE_I(enc->ids, N);
+    TAKE_I(enc->types, N);
+    TAKE_I(enc->pos, N);
+    TAKE_I(enc->mask, N);
+    TAKE(enc->emb_sum, N * E);
+    TAKE(enc->emb_mean, N);
+    TAKE(enc->emb_rstd, N);
+    TAKE(enc->emb_ln, N * E);
+    if (E != H)
+        TAKE(enc->x0, N * H);
+    else if (base)
+        enc->x0 = enc->emb_ln;
+    for (int l = 0; l < c->num_layers; l++) {
+        MeLayerActs *a = &enc->la[l];
+        TAKE(a->qkv, N * 3 * H);
+        TAKE(a->probs, (size_t)B * NH * T * T);
+        TAKE(a->ctx, N * H);
+        TAKE(a->r1, N * H);
+        TAKE(a->mean1, N);
+        TAKE(a->rstd1, N);
+        TAKE(a->h1, N * H);
+        TAKE(a->f1pre, N * I);
+        TAKE(a->r2, N * H);
+        TAKE(a->mean2, N);
+        TAKE(a->rstd2, N);
+        TAKE(a->h2, N * H);
+    }
+    TAKE(enc->ff, N * I);
+    TAKE(enc->att_scratch, enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS));
+    TAKE(enc->tmp, N * H);
+    TAKE(enc->d_h, N * W);
+    TAKE(enc->d_a, N * W);
+    TAKE(enc->d_b, N * W);
+    TAKE(enc->d_qkv, N * 3 * H);
+    TAKE(enc->d_ff, N * I);
+#undef TAKE
+#undef TAKE_I
+    return off;
+}
+
+static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
+    size_t need = carve(enc, NULL, B, T);
+    if (need > enc->ws_floats) {
+        if (enc->ws) enc->be->release(enc->ws);
+        enc->ws = enc->be->alloc(need * sizeof(float));
+        enc->ws_floats = enc->ws ? need : 0;
+        if (!enc->ws)
+            return me_error(err, ME_ERR_NOMEM,
+                            "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
+                            need * 4.0 / (1 << 20));
+    }
+    carve(enc, enc->ws, B, T);
+    size_t ni = (size_t)B * T;
+    if (ni > enc->host_ints_cap) {
+        int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
+        if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
+        enc->host_ints = p;
+        enc->host_ints_cap = ni;
+    }
+    return ME_OK;
+}
+
+/* --------------------------------------------------------------- forward */
+
+static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32_t *types,
+                           const int32_t *mask, int B, int T, char *err) {
+    const MeEncoderConfig *c = &enc->cfg;
+    if (B <= 0 || T <= 0)
+        return me_error(err, ME_ERR_VALUE, "input_ids must have shape (batch, length) with both > 0, got (%d, %d)", B, T);
+    int max_len = c->family == ME_FAMILY_ROBERTA ? c->max_position_embeddings - c->pad_token_id - 1
+                                                 : c->max_position_embeddings;
+    if (T > max_len)
+        return me_error(err, ME_ERR_VALUE,
+                        "sequence length %d exceeds the model's maximum of %d positions "
+                        "(max_position_embeddings=%d); truncate the input",
+                        T, max_len, c->max_position_embeddings);
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return me_error(err, ME_ERR_VALUE,
+                            "input_ids[%zu][%zu] = %d is outside the vocabulary (size %d)",
+                            i / T, i % T, ids[i], c->vocab_size);
+        if (types && (types[i] < 0 || types[i] >= c->type_vocab_size))
+            return me_error(err, ME_ERR_VALUE,
+                            "token_type_ids[%zu][%zu] = %d is outside type_vocab_size %d", i / T,
+                            i % T, types[i], c->type_vocab_size);
+        if (mask[i] != 0 && mask[i] != 1)
+            return me_error(err, ME_ERR_VALUE, "attention_mask[%zu][%zu] = %d must be 0 or 1",
+                            i / T, i % T, mask[i]);
+    }
+    return ME_OK;
+}
+
+int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
+                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
+                       char *err) {
+    int st = validate_inputs(enc, ids, types, mask, B, T, err);
+    if (st) return st;
+    st = ensure_workspace(enc, B, T, err);
+    if (st) return st;
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int N = B * T, H = c->hidden_size, E = c->embedding_size, I = c->intermediate_size,
+              NH = c->num_heads, HS = H / NH;
+    const float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attention_dropout : 0.0f;
+    float *P = enc->params;
+    enc->has_forward = 0;
+    enc->B = B;
+    enc->T = T;
+    enc->train = train;
+    enc->seed = seed;
+
+    /* inputs; position ids as HF computes them */
+    int32_t *pos = enc->host_ints;
+    for (int b = 0; b < B; b++) {
+        if (c->family == ME_FAMILY_ROBERTA) {
+            int run = 0;
+            for (int t = 0; t < T; t++) {
+                int real = ids[b * T + t] != c->pad_token_id;
+                run += real;
+                pos[b * T + t] = real ? run + c->pad_token_id : c->pad_token_id;
+            }
+        } else {
+            for (int t = 0; t < T; t++) pos[b * T + t] = t;
+        }
+    }
+    be->to_device(enc->ids, ids, sizeof(int32_t) * N);
+    be->to_device(enc->pos, pos, sizeof(int32_t) * N);
+    be->to_device(enc->mask, mask, sizeof(int32_t) * N);
+    if (types)
+        be->to_device(enc->types, types, sizeof(int32_t) * N);
+    else
+        be->zero(enc->types, sizeof(int32_t) * N);
+
+    /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
+    be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
+    be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
+    be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
+    be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
+                          P + enc->eln_b, N, E, c->layer_norm_eps);
+    be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, SITE_EMB);
+    if (E != H) be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H);
+
+    const float *x = enc->x0;
+    for (int l = 0; l < c->num_layers; l++) {
+        const MeLayerOffsets *o = &enc->lo[l];
+        MeLayerActs *a = &enc->la[l];
+        be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H);
+        be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
+                              SITE(l, SITE_ATT), enc->att_scratch);
+        be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H);
+        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
+        be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
+        be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
+                              c->layer_norm_eps);
+        be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, N, H, I);
+        be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
+        be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H);
+        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+        be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
+        be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
+                              c->layer_norm_eps);
+        x = a->h2;
+    }
+    if (out) be->to_host(out, x, sizeof(float) * (size_t)N * H);
+    enc->has_forward = 1;
+    return ME_OK;
+}
+
+const float *me_encoder_output(const MeEncoder *enc) {
+    return enc->cfg.num_layers ? enc->la[enc->cfg.num_layers - 1].h2 : enc->x0;
+}
+
+/* -------------------------------------------------------------- backward */
+
+int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
+    if (!enc->has_forward)
+        return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,
+              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+    const float ph = enc->train ? c->hidden_dropout : 0.0f,
+                pa = enc->train ? c->attention_dropout : 0.0f;
+    const uint64_t seed = enc->seed;
+    const float *P = enc->params;
+    float *G = enc->grads;
+    float *dh = enc->d_h, *da = enc->d_a, *db = enc->d_b;
+
+    be->to_device(dh, dout, sizeof(float) * (size_t)N * H);
+    for (int l = c->num_layers - 1; l >= 0; l--) {
+        const MeLayerOffsets *o = &enc->lo[l];
+        const MeLayerActs *a = &enc->la[l];
+        const float *x = l ? enc->la[l - 1].h2 : enc->x0;
+        /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
+        be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
+                               P + o->ln2_w, N, H, 0);
+        be->dropout_backward(db, da, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+        be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
+        float *dff = enc->d_ff;
+        be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H,
+                            0);
+        be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation);
+        /* d(h1) = d(r2) + dff @ W1 */
+        be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1);
+        /* h1 = LN1(r1), r1 = dropout(att_out) + x */
+        be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
+                               P + o->ln1_w, N, H, 0);
+        be->dropout_backward(da, db, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
+        be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0);
+        be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa,
+                               seed, SITE(l, SITE_ATT), enc->att_scratch);
+        /* d(x) = d(r1) + dqkv @ Wqkv */
+        be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N, H,
+                            3 * H, 1);
+        float *t = dh;
+        dh = db;
+        db = t;
+    }
+    /* dh holds d(x0) */
+    float *demb = dh;
+    if (E != H) {
+        be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln, P + enc->proj_w,
+                            N, E, H, 0);
+        demb = da;
+    }
+    float *dln = demb == da ? dh : da;
+    be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, SITE_EMB);
+    be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
+                           enc->emb_rstd, P + enc->eln_w, N, E, 0);
+    int word_pad = c->pad_token_id;
+    int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
+    be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
+    be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
+    be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);
+    return ME_OK;
+}
