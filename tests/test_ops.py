@@ -1,0 +1,277 @@
+"""Every CPU backend op, forward and backward, against a float64 numpy reference
+on odd shapes. Backward references are the analytic gradients written out in
+float64; the attention reference is additionally checked by finite differences."""
+import math
+
+import numpy as np
+import pytest
+
+from multienc import _C
+
+RNG = np.random.default_rng(1234)
+SHAPES = [(1, 1), (3, 5), (7, 33), (129, 77)]
+
+
+def rel(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def f32(*shape, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+# ---------------------------------------------------------------- embedding
+@pytest.mark.parametrize("N,C,V", [(1, 1, 1), (9, 7, 5), (300, 65, 17)])
+def test_embedding_forward_backward(N, C, V):
+    table = f32(V, C)
+    ids = RNG.integers(0, V, N).astype(np.int32)
+    out = _C.ops_embedding_forward(ids, table)
+    np.testing.assert_array_equal(out, table[ids])
+    dout = f32(N, C)
+    for pad in (-1, 0):
+        ref = np.zeros((V, C))
+        for n in range(N):
+            if ids[n] != pad:
+                ref[ids[n]] += dout[n].astype(np.float64)
+        got = _C.ops_embedding_backward(dout, ids, V, pad)
+        assert rel(got, ref) < 1e-6 or np.abs(got - ref).max() < 1e-6
+        if pad == 0:
+            assert not got[0].any(), "the padding row gets no gradient"
+
+
+# ---------------------------------------------------------------- layernorm
+def ln_ref(x, w, b, eps):
+    x = x.astype(np.float64)
+    m = x.mean(1, keepdims=True)
+    v = ((x - m) ** 2).mean(1, keepdims=True)
+    r = 1.0 / np.sqrt(v + eps)
+    return (x - m) * r * w + b, m[:, 0], r[:, 0]
+
+
+def ln_grad_ref(dout, x, w, eps):
+    x = x.astype(np.float64)
+    dout = dout.astype(np.float64)
+    C = x.shape[1]
+    m = x.mean(1, keepdims=True)
+    r = 1.0 / np.sqrt(((x - m) ** 2).mean(1, keepdims=True) + eps)
+    xh = (x - m) * r
+    dn = dout * w
+    dx = r * (dn - dn.mean(1, keepdims=True) - xh * (dn * xh).mean(1, keepdims=True))
+    return dx, (dout * xh).sum(0), dout.sum(0)
+
+
+@pytest.mark.parametrize("N,C", SHAPES)
+def test_layernorm_forward_backward(N, C):
+    x = f32(N, C, scale=3.0) + 1.5
+    w, b = f32(C) + 1.0, f32(C)
+    eps = 1e-5
+    out, mean, rstd = _C.ops_layernorm_forward(x, w, b, eps)
+    ref, m, r = ln_ref(x, w, b, eps)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rstd, r, rtol=1e-5)
+    dout = f32(N, C)
+    dx, dw, db = _C.ops_layernorm_backward(dout, x, mean, rstd, w)
+    rdx, rdw, rdb = ln_grad_ref(dout, x, w, eps)
+    if C > 1:  # with C == 1 the input gradient is exactly zero
+        assert rel(dx, rdx) < 1e-5
+    else:
+        assert np.abs(dx).max() < 1e-6
+    assert rel(dw, rdw) < 1e-5
+    assert rel(db, rdb) < 1e-5
+
+
+# ------------------------------------------------------------------- matmul
+@pytest.mark.parametrize("N,C,OC", [(1, 1, 1), (5, 3, 7), (67, 45, 129), (130, 257, 31)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matmul_forward_backward(N, C, OC, bias):
+    x, w = f32(N, C), f32(OC, C)
+    b = f32(OC) if bias else None
+    out = _C.ops_matmul_forward(x, w, b)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0)
+    assert rel(out, ref) < 1e-5
+    dout = f32(N, OC)
+    dx, dw, db = _C.ops_matmul_backward(dout, x, w)
+    d64 = dout.astype(np.float64)
+    assert rel(dx, d64 @ w) < 1e-5
+    assert rel(dw, d64.T @ x) < 1e-5
+    assert rel(db, d64.sum(0)) < 1e-5
+
+
+# --------------------------------------------------------------------- gelu
+def gelu_ref(x, act):
+    x = x.astype(np.float64)
+    if act == 0:
+        erf = np.vectorize(math.erf)
+        y = 0.5 * x * (1 + erf(x / math.sqrt(2)))
+        dy = 0.5 * (1 + erf(x / math.sqrt(2))) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    else:
+        k = math.sqrt(2 / math.pi)
+        t = np.tanh(k * (x + 0.044715 * x ** 3))
+        y = 0.5 * x * (1 + t)
+        dy = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+    return y, dy
+
+
+@pytest.mark.parametrize("act", [0, 1])
+@pytest.mark.parametrize("n", [1, 17, 5001])
+def test_gelu_forward_backward(act, n):
+    x = f32(n, scale=3.0)
+    x[0] = 0.0
+    y = _C.ops_gelu_forward(x, act)
+    ry, rdy = gelu_ref(x, act)
+    np.testing.assert_allclose(y, ry, rtol=2e-6, atol=2e-7)
+    dout = f32(n)
+    dx = _C.ops_gelu_backward(x, dout, act)
+    # the tanh form loses absolute precision in float32 where 1 + tanh(u) cancels (x << 0)
+    np.testing.assert_allclose(dx, rdy * dout, rtol=2e-6, atol=2e-7 if act == 0 else 3e-6)
+
+
+# ---------------------------------------------------------------------- add
+@pytest.mark.parametrize("n", [1, 13, 9000])
+def test_add_forward_backward(n):
+    a, b = f32(n), f32(n)
+    np.testing.assert_array_equal(_C.ops_add_forward(a, b), a + b)
+    dout, da0, db0 = f32(n), f32(n), f32(n)
+    da, db = _C.ops_add_backward(dout, da0, db0, False)
+    np.testing.assert_array_equal(da, dout)
+    np.testing.assert_array_equal(db, dout)
+    da, db = _C.ops_add_backward(dout, da0, db0, True)
+    np.testing.assert_array_equal(da, da0 + dout)
+    np.testing.assert_array_equal(db, db0 + dout)
+
+
+# ------------------------------------------------------------------ dropout
+def test_rng_is_uniform_and_counter_based():
+    u = _C.ops_rng_uniform(7, 3, 200000)
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005
+    assert abs(np.mean(u < 0.1) - 0.1) < 0.003
+    np.testing.assert_array_equal(u[:1000], _C.ops_rng_uniform(7, 3, 1000))
+    assert np.mean(u[:1000] == _C.ops_rng_uniform(8, 3, 1000)) < 0.01
+    assert np.mean(u[:1000] == _C.ops_rng_uniform(7, 4, 1000)) < 0.01
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("n", [1, 7, 10007])
+def test_dropout_forward_backward(p, n):
+    x = f32(n)
+    keep = _C.ops_rng_uniform(11, 5, n) >= p
+    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    ref = np.where(keep, x.astype(np.float64) * scale, 0.0)
+    y = _C.ops_dropout_forward(x, p, 11, 5)
+    np.testing.assert_allclose(y, ref, rtol=1e-6)
+    dout = f32(n)
+    dx = _C.ops_dropout_backward(dout, p, 11, 5)
+    np.testing.assert_allclose(dx, np.where(keep, dout.astype(np.float64) * scale, 0.0), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- attention
+def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0):
+    """float64 reference in HF's eager formulation (additive finfo.min mask)."""
+    qkv = qkv.astype(np.float64)
+    B, T, D3 = qkv.shape
+    D = D3 // 3
+    HS = D // NH
+    q = qkv[..., :D].reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
+    k = qkv[..., D:2 * D].reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
+    v = qkv[..., 2 * D:].reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
+    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)
+    s = s + np.where(mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min)
+    s = s - s.max(-1, keepdims=True)
+    P = np.exp(s)
+    P /= P.sum(-1, keepdims=True)
+    Pd = P
+    if p > 0:
+        keep = np.stack([np.stack([_C.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
+                                   for h in range(NH)]) for b in range(B)])
+        Pd = np.where(keep, P / (1 - p), 0.0)
+    ctx = (Pd @ v).transpose(0, 2, 1, 3).reshape(B, T, D)
+    return ctx, P
+
+
+def attention_inputs(B, T, NH, HS):
+    qkv = f32(B, T, 3 * NH * HS)
+    mask = np.ones((B, T), np.int32)
+    for b in range(B):
+        mask[b, RNG.integers(1, T + 1):] = 0
+    if B > 1:
+        mask[-1] = 1  # one row without padding
+    return qkv, mask
+
+
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8)])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_forward(B, T, NH, HS, p):
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    ctx, probs = _C.ops_attention_forward(qkv, mask, NH, p, 5, 100)
+    rctx, rP = attention_ref(qkv, mask, NH, p, 5, 100)
+    np.testing.assert_allclose(probs, rP, atol=2e-6)
+    np.testing.assert_allclose(ctx, rctx, rtol=1e-4, atol=2e-5)
+
+
+def test_attention_fully_masked_row_is_uniform_as_in_hf():
+    qkv, mask = attention_inputs(2, 6, 2, 4)
+    mask[0] = 0
+    _, probs = _C.ops_attention_forward(qkv, mask, 2, 0.0, 0, 0)
+    np.testing.assert_allclose(probs[0], np.full((2, 6, 6), 1 / 6), rtol=1e-6)
+    _, rP = attention_ref(qkv, mask, 2)
+    np.testing.assert_allclose(probs, rP, atol=2e-6)
+
+
+def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0):
+    """Analytic float64 backward of attention_ref."""
+    qkv64 = qkv.astype(np.float64)
+    B, T, D3 = qkv.shape
+    D = D3 // 3
+    HS = D // NH
+    split = lambda a: a.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # noqa: E731
+    q, k, v = split(qkv64[..., :D]), split(qkv64[..., D:2 * D]), split(qkv64[..., 2 * D:])
+    _, P = attention_ref(qkv, mask, NH)
+    scale_p = np.ones_like(P)
+    if p > 0:
+        keep = np.stack([np.stack([_C.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
+                                   for h in range(NH)]) for b in range(B)])
+        scale_p = np.where(keep, 1 / (1 - p), 0.0)
+    Pd = P * scale_p
+    dc = split(dctx.astype(np.float64))
+    dv = Pd.transpose(0, 1, 3, 2) @ dc
+    dP = (dc @ v.transpose(0, 1, 3, 2)) * scale_p
+    dS = P * (dP - (dP * P).sum(-1, keepdims=True)) / math.sqrt(HS)
+    dq = dS @ k
+    dk = dS.transpose(0, 1, 3, 2) @ q
+    merge = lambda a: a.transpose(0, 2, 1, 3).reshape(B, T, D)  # noqa: E731
+    return np.concatenate([merge(dq), merge(dk), merge(dv)], -1)
+
+
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16)])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_backward(B, T, NH, HS, p):
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    ctx, probs = _C.ops_attention_forward(qkv, mask, NH, p, 9, 40)
+    dctx = f32(*ctx.shape)
+    dqkv = _C.ops_attention_backward(dctx, qkv, probs, mask, NH, p, 9, 40)
+    ref = attention_grad_ref(dctx, qkv, mask, NH, p, 9, 40)
+    if np.linalg.norm(ref) > 0:
+        assert rel(dqkv, ref) < 1e-4
+    else:
+        assert np.abs(dqkv).max() < 1e-6
+
+
+def test_attention_backward_matches_finite_differences():
+    """The analytic reference itself is checked against central differences."""
+    B, T, NH, HS = 2, 4, 2, 3
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    qkv = qkv.astype(np.float64)
+    R = RNG.standard_normal((B, T, NH * HS))
+    loss = lambda a: (attention_ref(a, mask, NH)[0] * R).sum()  # noqa: E731
+    ref = attention_grad_ref(R, qkv, mask, NH)
+    eps = 1e-6
+    for idx in [(0, 0, 0), (1, 2, 5), (0, 3, 7), (1, 1, 14), (0, 2, 17)]:
+        a, b = qkv.copy(), qkv.copy()
+        a[idx] += eps
+        b[idx] -= eps
+        fd = (loss(a) - loss(b)) / (2 * eps)
+        assert abs(fd - ref[idx]) < 1e-6 * max(1.0, abs(fd))
