@@ -135,6 +135,36 @@ static void layernorm_backward(float *dinp, float *dw, float *db, const float *d
 
 /* ------------------------------------------------------------------ matmul */
 
+/* Row-major C[M,N] = alpha * op(A) op(B) + beta * C with one thread pool: OpenBLAS
+ * runs single-threaded (me_cpu_init) and the OpenMP threads each take a block of
+ * C's rows (or columns when M is small), so BLAS and element-wise threads never
+ * compete. The partition depends only on the thread count: results repeat. */
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || (double)M * N * K < 2e6) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= 64 * nt || M >= N;
+    int len = by_rows ? M : N;
+    int chunk = ((len + nt - 1) / nt + 15) / 16 * 16;
+    int nchunks = (len + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nchunks < nt ? nchunks : nt)
+    for (int t = 0; t < nchunks; t++) {
+        int s0 = t * chunk, n = s0 + chunk <= len ? chunk : len - s0;
+        if (by_rows) {
+            const float *a = ta == CblasNoTrans ? A + (size_t)s0 * lda : A + s0;
+            cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha, a, lda, B, ldb, beta,
+                        C + (size_t)s0 * ldc, ldc);
+        } else {
+            const float *b = tb == CblasNoTrans ? B + s0 : B + (size_t)s0 * ldb;
+            cblas_sgemm(CblasRowMajor, ta, tb, M, n, K, alpha, A, lda, b, ldb, beta, C + s0, ldc);
+        }
+    }
+}
+
 static void colsum_accumulate(float *db, const float *dout, int N, int OC) {
     const int BLK = 32;
     int nblk = (OC + BLK - 1) / BLK;
@@ -158,8 +188,7 @@ static void matmul_forward(float *out, const float *inp, const float *w, const f
 #pragma omp parallel for if ((size_t)N * OC > PAR_MIN) schedule(static)
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * OC);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C,
-                b ? 1.0f : 0.0f, out, OC);
+    gemm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
 }
 
 static void matmul_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -167,11 +196,10 @@ static void matmul_backward(float *dinp, float *dw, float *db, const float *dout
                             int accumulate) {
     if (N == 0) return;
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
-                    accumulate ? 1.0f : 0.0f, dinp, C);
+        gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, accumulate ? 1.0f : 0.0f,
+             dinp, C);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C,
-                    1.0f, dw, C);
+        gemm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     if (db) colsum_accumulate(db, dout, N, OC);
 }
 
@@ -262,8 +290,11 @@ static void dropout_backward(float *dinp, const float *dout, size_t n, float p, 
 
 /* --------------------------------------------------------------- attention */
 
+/* One (batch, head) pair per OpenMP iteration: scores, softmax, dropout and the
+ * context product stay in that thread's cache; each thread owns two T x T
+ * scratch tiles. */
 static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
-    return 2 * (size_t)NH * T * T;
+    return 2 * (size_t)omp_get_max_threads() * T * T;
 }
 
 /* Softmax over keys of one row of scores, masked keys excluded (probability
@@ -291,36 +322,37 @@ static void masked_softmax_row(float *row, const int32_t *mask, int T) {
     for (int j = 0; j < T; j++) row[j] *= inv;
 }
 
+/* dst = P with attention dropout applied (mask from (seed, site, index)) */
+static void attention_dropout(float *dst, const float *P, size_t n, float p, uint64_t seed,
+                              uint64_t site) {
+    float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++) dst[i] = me_uniform(seed, site, i) >= p ? P[i] * scl : 0.0f;
+}
+
 static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                               int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
                               float *scratch) {
     const int D = NH * HS, D3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)HS);
     const size_t TT = (size_t)T * T;
-    for (int b = 0; b < B; b++) {
-        const float *q = qkv + (size_t)b * T * D3, *k = q + D, *v = q + 2 * D;
-        float *P = probs + (size_t)b * NH * TT;
-        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, D3,
-                                  HS, k, D3, HS, 0.0f, P, T, TT, NH);
-        const int32_t *m = mask + (size_t)b * T;
-#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
-        for (int r = 0; r < NH * T; r++) masked_softmax_row(P + (size_t)r * T, m, T);
-        const float *Pd = P;
-        if (p > 0.0f) {
-            float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
-            for (int h = 0; h < NH; h++) {
-                const float *src = P + h * TT;
-                float *dst = scratch + h * TT;
-                uint64_t st = site + (uint64_t)b * NH + h;
-                for (size_t i = 0; i < TT; i++)
-                    dst[i] = me_uniform(seed, st, i) >= p ? src[i] * scl : 0.0f;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * D3 + h * HS, *k = q + D, *v = q + 2 * D;
+            float *P = probs + ((size_t)b * NH + h) * TT;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, D3, k, D3,
+                        0.0f, P, T);
+            const int32_t *m = mask + (size_t)b * T;
+            for (int r = 0; r < T; r++) masked_softmax_row(P + (size_t)r * T, m, T);
+            const float *Pd = P;
+            if (p > 0.0f) {
+                float *tile = scratch + 2 * TT * omp_get_thread_num();
+                attention_dropout(tile, P, TT, p, seed, site + (uint64_t)b * NH + h);
+                Pd = tile;
             }
-            Pd = scratch;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, v, D3,
+                        0.0f, ctx + (size_t)b * T * D + h * HS, D);
         }
-        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T,
-                                  TT, v, D3, HS, 0.0f, ctx + (size_t)b * T * D, D, HS, NH);
-    }
 }
 
 static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
@@ -329,51 +361,45 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
     const int D = NH * HS, D3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)HS);
     const size_t TT = (size_t)T * T;
-    float *Pd_buf = scratch, *dP = scratch + NH * TT;
-    float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    for (int b = 0; b < B; b++) {
-        const float *q = qkv + (size_t)b * T * D3, *k = q + D, *v = q + 2 * D;
-        float *dq = dqkv + (size_t)b * T * D3, *dk = dq + D, *dv = dq + 2 * D;
-        const float *dc = dctx + (size_t)b * T * D;
-        const float *P = probs + (size_t)b * NH * TT;
-        const float *Pd = P;
-        if (p > 0.0f) {
-#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
-            for (int h = 0; h < NH; h++) {
-                uint64_t st = site + (uint64_t)b * NH + h;
-                for (size_t i = 0; i < TT; i++)
-                    Pd_buf[h * TT + i] = me_uniform(seed, st, i) >= p ? P[h * TT + i] * scl : 0.0f;
-            }
-            Pd = Pd_buf;
-        }
-        /* dV = Pd^T dctx ; dPd = dctx V^T */
-        cblas_sgemm_batch_strided(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T,
-                                  TT, dc, D, HS, 0.0f, dv, D3, HS, NH);
-        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dc, D,
-                                  HS, v, D3, HS, 0.0f, dP, T, TT, NH);
-        /* through dropout, then softmax: dS = P * (dP - sum(dP * P)) * scale */
-#pragma omp parallel for if ((size_t)NH * TT > PAR_MIN) schedule(static)
-        for (int r = 0; r < NH * T; r++) {
-            float *g = dP + (size_t)r * T;
-            const float *pr = P + (size_t)r * T;
+    const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const size_t row0 = (size_t)b * T * D3 + h * HS;
+            const float *q = qkv + row0, *k = q + D, *v = q + 2 * D;
+            float *dq = dqkv + row0, *dk = dq + D, *dv = dq + 2 * D;
+            const float *dc = dctx + (size_t)b * T * D + h * HS;
+            const float *P = probs + ((size_t)b * NH + h) * TT;
+            float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
+            const uint64_t st = site + (uint64_t)b * NH + h;
+            const float *Pd = P;
             if (p > 0.0f) {
-                int h = r / T;
-                uint64_t st = site + (uint64_t)b * NH + h;
-                size_t base = (size_t)(r % T) * T;
-                for (int j = 0; j < T; j++)
-                    g[j] = me_uniform(seed, st, base + j) >= p ? g[j] * scl : 0.0f;
+                attention_dropout(tile, P, TT, p, seed, st);
+                Pd = tile;
             }
-            double dot = 0.0;
-            for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
-            float df = (float)dot;
-            for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df) * scale;
+            /* dV = Pd^T dctx ; dPd = dctx V^T */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, dc, D, 0.0f,
+                        dv, D3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dc, D, v, D3, 0.0f,
+                        dP, T);
+            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)) * scale */
+            for (int r = 0; r < T; r++) {
+                float *g = dP + (size_t)r * T;
+                const float *pr = P + (size_t)r * T;
+                if (p > 0.0f)
+                    for (int j = 0; j < T; j++)
+                        g[j] = me_uniform(seed, st, (size_t)r * T + j) >= p ? g[j] * scl : 0.0f;
+                double dot = 0.0;
+                for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
+                float df = (float)dot;
+                for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df) * scale;
+            }
+            /* dQ = dS K ; dK = dS^T Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, k, D3,
+                        0.0f, dq, D3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, q, D3, 0.0f,
+                        dk, D3);
         }
-        /* dQ = dS K ; dK = dS^T Q */
-        cblas_sgemm_batch_strided(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T,
-                                  TT, k, D3, HS, 0.0f, dq, D3, HS, NH);
-        cblas_sgemm_batch_strided(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T,
-                                  TT, q, D3, HS, 0.0f, dk, D3, HS, NH);
-    }
 }
 
 /* ---------------------------------------------------------------- backend */
@@ -402,4 +428,11 @@ static const MeBackend CPU_BACKEND = {
     .attention_scratch_floats = attention_scratch_floats,
 };
 
-const MeBackend *me_cpu_backend(void) { return &CPU_BACKEND; }
+const MeBackend *me_cpu_backend(void) {
+    static int initialised = 0;
+    if (!initialised) { /* single pool: OpenMP threads, OpenBLAS single-threaded inside */
+        me_blas_set_threads(1);
+        initialised = 1;
+    }
+    return &CPU_BACKEND;
+}
