@@ -9,7 +9,7 @@ Every fixture file is written by the reference implementation (the
 plain ``.npz`` archives written by numpy, so the tests compare multienc's
 readers and writer against independent output without importing either
 reference library. Values are deterministic (seeded), so rerunning rewrites
-identical arrays (torch's zip records may differ in their serialization id).
+identical files, except legacy.bin (the legacy torch format embeds run-specific storage keys).
 """
 from __future__ import annotations
 
