@@ -241,3 +241,27 @@ def test_local_folders_and_bad_names(server, tmp_path, env):
     env.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     folder = hub.resolve_model_files("tiny-bin", progress=False)
     assert folder.startswith(str(tmp_path / "elsewhere" / "models--tiny-bin" / "snapshots"))
+
+
+def test_cache_is_shared_with_huggingface_hub(hub_root, env, tmp_path):
+    """huggingface_hub (a transformers dependency) is the independent reference for the cache layout."""
+    import huggingface_hub
+
+    with HubServer(str(hub_root), lfs=True) as server:
+        env.setenv("HF_ENDPOINT", server.url)
+        # huggingface_hub reads its environment once, at import: pass endpoint and cache explicitly
+        theirs = [huggingface_hub.hf_hub_download("google/tiny-electra", f, endpoint=server.url, token=False,
+                                                  cache_dir=str(tmp_path / "hf_home" / "hub"))
+                  for f in ("config.json", "model.safetensors")]
+        env.setenv("HF_HUB_OFFLINE", "1")
+        server.requests.clear()
+        assert hub.resolve_model_files("google/tiny-electra") == os.path.dirname(theirs[0])  # ours reads theirs
+        assert server.requests == []
+        env.delenv("HF_HUB_OFFLINE")
+        env.setenv("HF_HOME", str(tmp_path / "ours"))
+        folder = hub.resolve_model_files("tiny-bin", progress=False)
+    cache_dir = str(tmp_path / "ours" / "hub")  # theirs reads ours, including the .no_exist markers
+    assert huggingface_hub.try_to_load_from_cache("tiny-bin", "pytorch_model.bin", cache_dir=cache_dir) == \
+        os.path.join(folder, "pytorch_model.bin")
+    assert huggingface_hub.try_to_load_from_cache("tiny-bin", "model.safetensors", cache_dir=cache_dir) is \
+        huggingface_hub.file_download._CACHED_NO_EXIST
