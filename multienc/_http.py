@@ -11,7 +11,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 from tqdm.auto import tqdm
 
@@ -41,13 +41,40 @@ def open_url(url: str, headers: Optional[Mapping[str, str]] = None, method: str 
         raise DownloadError(url, None, f"could not reach the server: {reason}") from None
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib hook)
+        return None
+
+
+_NO_REDIRECT_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def request_headers(url: str, headers: Optional[Mapping[str, str]] = None, method: str = "HEAD",
+                    timeout: float = DEFAULT_TIMEOUT) -> Tuple[int, "http.client.HTTPMessage"]:
+    """Send a request without following redirects; return (status, response headers) for any status.
+
+    Only network failures raise (DownloadError with status None); 3xx, 4xx and
+    5xx answers are returned for the caller to interpret.
+    """
+    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    try:
+        with _NO_REDIRECT_OPENER.open(req, timeout=timeout) as resp:
+            return resp.status, resp.headers
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, e.headers
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(url, None, f"could not reach the server: {reason}") from None
+
+
 def download(url: str, dest: str, headers: Optional[Mapping[str, str]] = None,
              desc: Optional[str] = None, expected_size: Optional[int] = None,
              progress: bool = True, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Download ``url`` to ``dest`` atomically (temp file + rename) and return ``dest``.
 
-    A response shorter than its Content-Length (or ``expected_size``) raises
-    DownloadError and leaves nothing at ``dest``.
+    A response whose length differs from its Content-Length or from
+    ``expected_size`` raises DownloadError and leaves nothing at ``dest``.
     """
     folder = os.path.dirname(os.path.abspath(dest))
     os.makedirs(folder, exist_ok=True)
@@ -73,8 +100,9 @@ def download(url: str, dest: str, headers: Optional[Mapping[str, str]] = None,
                     bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
-            if total is not None and got != total:
-                raise DownloadError(url, None, f"incomplete download: got {got} of {total} bytes")
+            for want in {total, expected_size} - {None}:
+                if got != want:
+                    raise DownloadError(url, None, f"incomplete download: got {got} of {want} bytes")
             os.replace(tmp, dest)
         except BaseException:
             if os.path.exists(tmp):

@@ -15,7 +15,6 @@ bf16 value is the upper half of a float32). The 4/6/8-bit float formats
 from __future__ import annotations
 
 import json
-import math
 import mmap as _mmap
 import os
 import struct
@@ -150,9 +149,13 @@ def _validate(infos: Dict[str, TensorInfo], path: str) -> int:
             raise SafetensorsError(path, "InvalidOffset",
                                    f"data_offsets [{begin}, {end}] {what} (expected begin {start})", name)
         start = end
-        numel = math.prod(info.shape)
+        numel = 1
+        for dim in info.shape:  # stop at the first overflow, as the reference's checked_mul fold does
+            numel *= dim
+            if numel > _U64_MAX:
+                break
         nbits = numel * DTYPE_BITS[info.dtype]
-        if numel > _U64_MAX or nbits > _U64_MAX:
+        if nbits > _U64_MAX:
             raise SafetensorsError(path, "ValidationOverflow", f"shape {list(info.shape)} overflows", name)
         if nbits % 8:
             raise SafetensorsError(path, "MisalignedSlice",

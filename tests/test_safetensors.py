@@ -178,6 +178,7 @@ CORRUPT = [
      "InvalidOffset", "b"),
     ("size_mismatch", {"w": t("F32", [2, 3], 0, 20)}, b"\0" * 20, None, None, "TensorInvalidInfo", "w"),
     ("overflow", {"w": t("F32", [2**32, 2**32], 0, 4)}, b"\0" * 4, None, None, "ValidationOverflow", "w"),
+    ("overflow_before_zero_dim", {"w": t("F32", [2**63, 2**63, 0], 0, 0)}, b"", None, None, "ValidationOverflow", "w"),
     ("misaligned_bits", {"w": t("F4", [3], 0, 2)}, b"\0" * 2, None, None, "MisalignedSlice", "w"),
     ("out_of_range", {"w": t("F32", [4], 0, 16)}, b"\0" * 8, None, None, "MetadataIncompleteBuffer", "w"),
     ("trailing_bytes", {"w": t("F32", [1], 0, 4)}, b"\0" * 5, None, None, "MetadataIncompleteBuffer", "w"),

@@ -1,0 +1,314 @@
+"""Read ``pytorch_model.bin`` (torch's zip format) without torch and without running its pickle.
+
+``torch.save`` writes a zip archive whose ``data.pkl`` record is a pickle of
+the state dict; tensor bytes live in ``data/<key>`` records that the pickle
+references by persistent id. Python's ``pickle`` would import and call
+whatever the stream names, so this module interprets the stream itself with
+a small stack machine that knows only the opcodes torch's writer emits and
+only these globals:
+
+* ``collections.OrderedDict`` (the state dict and the empty backward-hooks dict),
+* ``torch._utils._rebuild_tensor_v2`` and ``torch._utils._rebuild_parameter``,
+* ``torch.FloatStorage``, ``torch.HalfStorage``, ``torch.BFloat16Storage``,
+  ``torch.LongStorage`` (only as the storage type inside a persistent id).
+
+Any other global or opcode raises :class:`TorchPickleError` when it is read;
+nothing named by the file is ever imported or called. Tensors come back as
+numpy arrays of their stored dtype (float32, float16, int64), except bfloat16,
+which numpy lacks and which is widened to float32 exactly.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from multienc.safetensors import bf16_to_float32
+
+__all__ = ["TorchPickleError", "load_file", "ALLOWED_GLOBALS"]
+
+# The pickled magic number that starts torch's legacy (pre-1.6, non-zip) format: LONG1 0x1950a86a20f9469cfc6c.
+_LEGACY_MAGIC = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+class TorchPickleError(ValueError):
+    """A ``pytorch_model.bin`` is malformed, unsupported or not allowed; names the file."""
+
+    def __init__(self, path: str, message: str, tensor: Optional[str] = None):
+        self.path = str(path)
+        self.tensor = tensor
+        super().__init__(f"{self.path}" + (f", tensor {tensor!r}" if tensor is not None else "") + f": {message}")
+
+
+class _Refused(Exception):
+    """The pickle asks for something outside the allowlist (raised before it could happen)."""
+
+
+class _StorageType(NamedTuple):
+    name: str
+    dtype: np.dtype  # little-endian numpy dtype of the stored bytes
+
+
+class _Storage(NamedTuple):
+    key: str
+    values: np.ndarray  # 1-D, read-only; bfloat16 already widened to float32
+
+
+class _Tensor(NamedTuple):
+    array: np.ndarray
+
+
+class _Reducer(NamedTuple):
+    """An allowed callable; ``fn`` is multienc's own implementation, never the named one."""
+    name: str
+    fn: Callable[..., Any]
+
+
+def _new_ordered_dict(*args: Any) -> "collections.OrderedDict[Any, Any]":
+    if args:
+        raise ValueError("collections.OrderedDict may only be rebuilt empty")
+    return collections.OrderedDict()
+
+
+def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       backward_hooks: Any, metadata: Any = None) -> _Tensor:
+    """torch._utils._rebuild_tensor_v2: a strided view of a storage, checked to stay inside it."""
+    if not isinstance(storage, _Storage):
+        raise ValueError("_rebuild_tensor_v2 needs a storage as its first argument")
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and all(type(v) is int and v >= 0 for v in size + stride)
+            and type(storage_offset) is int and storage_offset >= 0):
+        raise ValueError(f"bad tensor geometry: offset {storage_offset!r}, size {size!r}, stride {stride!r}")
+    if type(requires_grad) is not bool or not isinstance(backward_hooks, dict) or backward_hooks:
+        raise ValueError("tensors with backward hooks are not supported")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("tensor metadata must be a dict")
+    values = storage.values
+    if 0 in size:
+        arr = np.zeros(size, dtype=values.dtype)
+    else:
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= values.size:
+            raise ValueError(f"tensor (offset {storage_offset}, size {size}, stride {stride}) reaches element "
+                             f"{last} of storage {storage.key!r} which has {values.size}")
+        item = values.itemsize
+        view = np.lib.stride_tricks.as_strided(values[storage_offset:], shape=size,
+                                               strides=tuple(s * item for s in stride), writeable=False)
+        arr = np.require(view, requirements="C")
+    arr.flags.writeable = False
+    return _Tensor(arr)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> _Tensor:
+    """torch._utils._rebuild_parameter: a Parameter is just its tensor here."""
+    if not isinstance(data, _Tensor) or type(requires_grad) is not bool or backward_hooks:
+        raise ValueError("bad _rebuild_parameter arguments")
+    return data
+
+
+ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): _Reducer("collections.OrderedDict", _new_ordered_dict),
+    ("torch._utils", "_rebuild_tensor_v2"): _Reducer("torch._utils._rebuild_tensor_v2", _rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _Reducer("torch._utils._rebuild_parameter", _rebuild_parameter),
+    ("torch", "FloatStorage"): _StorageType("FloatStorage", np.dtype("<f4")),
+    ("torch", "HalfStorage"): _StorageType("HalfStorage", np.dtype("<f2")),
+    ("torch", "BFloat16Storage"): _StorageType("BFloat16Storage", np.dtype("<u2")),
+    ("torch", "LongStorage"): _StorageType("LongStorage", np.dtype("<i8")),
+}
+
+
+class _Machine:
+    """A pickle interpreter for torch's protocol-2 state dicts; values are plain data only."""
+
+    def __init__(self, data: bytes, load_storage: Callable[[str, _StorageType, int], _Storage]):
+        self.stream = io.BytesIO(data)
+        self.load_storage = load_storage
+        self.stack: List[Any] = []
+        self.metastack: List[List[Any]] = []
+        self.memo: Dict[int, Any] = {}
+
+    def read(self, n: int) -> bytes:
+        b = self.stream.read(n)
+        if len(b) != n:
+            raise ValueError("pickle ends in the middle of an instruction")
+        return b
+
+    def readline(self) -> str:
+        line = self.stream.readline()
+        if not line.endswith(b"\n"):
+            raise ValueError("pickle ends in the middle of a GLOBAL instruction")
+        return line[:-1].decode("utf-8")
+
+    def pop_mark(self) -> List[Any]:
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    def run(self) -> Any:
+        P = pickle
+        push = lambda v: self.stack.append(v)  # noqa: E731  (self.stack is rebound by MARK)
+        while True:
+            op = self.read(1)
+            if op == P.PROTO:
+                proto = self.read(1)[0]
+                if proto > 2:
+                    raise _Refused(f"pickle protocol {proto} (torch writes protocol 2)")
+            elif op == P.STOP:
+                if self.metastack or len(self.stack) != 1:
+                    raise ValueError("pickle stops with an unbalanced stack")
+                return self.stack.pop()
+            elif op == P.GLOBAL:
+                module, name = self.readline(), self.readline()
+                if (module, name) not in ALLOWED_GLOBALS:
+                    raise _Refused(f"global {module}.{name} is not allowed: only torch tensor rebuilding "
+                                          f"of float32/float16/bfloat16/int64 storages is (nothing was executed)")
+                push(ALLOWED_GLOBALS[(module, name)])
+            elif op == P.REDUCE:
+                args = self.stack.pop()
+                func = self.stack[-1]
+                if not isinstance(func, _Reducer) or not isinstance(args, tuple):
+                    raise _Refused(f"REDUCE of {func!r} is not allowed")
+                self.stack[-1] = func.fn(*args)
+            elif op == P.BUILD:
+                state = self.stack.pop()
+                if type(self.stack[-1]) is not collections.OrderedDict or not isinstance(state, dict):
+                    raise _Refused(f"BUILD is only allowed on an OrderedDict, not {type(self.stack[-1])}")
+                # The state is the state dict's `_metadata` (per-module versions); multienc does not need it.
+            elif op == P.BINPERSID:
+                pid = self.stack.pop()
+                if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                        and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
+                        and isinstance(pid[3], str) and type(pid[4]) is int and pid[4] >= 0):
+                    raise _Refused(f"persistent id {pid!r} is not a torch storage reference")
+                push(self.load_storage(pid[2], pid[1], pid[4]))
+            elif op == P.MARK:
+                self.metastack.append(self.stack)
+                self.stack = []
+            elif op in (P.APPEND, P.APPENDS):
+                items = [self.stack.pop()] if op == P.APPEND else self.pop_mark()
+                if type(self.stack[-1]) is not list:
+                    raise ValueError("APPEND to something that is not a list")
+                self.stack[-1].extend(items)
+            elif op in (P.SETITEM, P.SETITEMS):
+                items = self.stack[-2:] if op == P.SETITEM else self.pop_mark()
+                if op == P.SETITEM:
+                    del self.stack[-2:]
+                target = self.stack[-1]
+                if type(target) not in (dict, collections.OrderedDict) or len(items) % 2:
+                    raise ValueError("SETITEM(S) on something that is not a dict")
+                for i in range(0, len(items), 2):
+                    target[items[i]] = items[i + 1]
+            elif op == P.TUPLE:
+                items = self.pop_mark()
+                push(tuple(items))
+            elif op in (P.TUPLE1, P.TUPLE2, P.TUPLE3):
+                n = {P.TUPLE1: 1, P.TUPLE2: 2, P.TUPLE3: 3}[op]
+                if len(self.stack) < n:
+                    raise ValueError("tuple of missing items")
+                self.stack[-n:] = [tuple(self.stack[-n:])]
+            elif op in (P.NONE, P.NEWFALSE, P.NEWTRUE):
+                push({P.NONE: None, P.NEWFALSE: False, P.NEWTRUE: True}[op])
+            elif op == P.EMPTY_TUPLE:
+                push(())
+            elif op == P.EMPTY_LIST:
+                push([])
+            elif op == P.EMPTY_DICT:
+                push({})
+            elif op == P.BININT:
+                push(struct.unpack("<i", self.read(4))[0])
+            elif op == P.BININT1:
+                push(self.read(1)[0])
+            elif op == P.BININT2:
+                push(struct.unpack("<H", self.read(2))[0])
+            elif op == P.LONG1:
+                push(int.from_bytes(self.read(self.read(1)[0]), "little", signed=True))
+            elif op == P.BINFLOAT:
+                push(struct.unpack(">d", self.read(8))[0])
+            elif op == P.BINUNICODE:
+                push(self.read(struct.unpack("<I", self.read(4))[0]).decode("utf-8", "surrogatepass"))
+            elif op == P.SHORT_BINSTRING:
+                push(self.read(self.read(1)[0]).decode("ascii"))
+            elif op in (P.BINPUT, P.LONG_BINPUT):
+                idx = self.read(1)[0] if op == P.BINPUT else struct.unpack("<I", self.read(4))[0]
+                self.memo[idx] = self.stack[-1]
+            elif op in (P.BINGET, P.LONG_BINGET):
+                idx = self.read(1)[0] if op == P.BINGET else struct.unpack("<I", self.read(4))[0]
+                push(self.memo[idx])
+            else:
+                raise _Refused(f"pickle opcode {op!r} is not allowed")
+
+
+def _check_not_legacy(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return
+    if head[:2] == b"\x80\x02" and head[2:14] == _LEGACY_MAGIC:
+        raise TorchPickleError(path, "this is torch's legacy (pre-1.6, non-zip) format, which multienc does not "
+                                     "read; re-save it with torch>=1.6 or convert it to safetensors")
+    raise TorchPickleError(path, "not a torch zip checkpoint (no zip signature)")
+
+
+def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
+    """Read the state dict in ``path`` (a ``torch.save`` zip) as ``{name: numpy.ndarray}``.
+
+    Arrays are read-only and C-contiguous; float32/float16/int64 keep their
+    dtype, bfloat16 becomes float32. Raises :class:`TorchPickleError` for a
+    legacy or corrupt file, any global or opcode outside the allowlist, a
+    storage record of the wrong size, or a result that is not a flat mapping
+    from names to tensors.
+    """
+    path = os.fspath(path)
+    _check_not_legacy(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if not names or "/" not in names[0]:
+                raise TorchPickleError(path, "zip has no top-level folder, so it was not written by torch.save")
+            prefix = names[0].split("/", 1)[0]
+            infos = {i.filename: i for i in zf.infolist()}
+            if f"{prefix}/byteorder" in infos and zf.read(f"{prefix}/byteorder") != b"little":
+                raise TorchPickleError(path, "big-endian checkpoints are not supported")
+            if f"{prefix}/data.pkl" not in infos:
+                raise TorchPickleError(path, f"missing record {prefix}/data.pkl")
+            storages: Dict[str, _Storage] = {}
+
+            def load_storage(key: str, stype: _StorageType, numel: int) -> _Storage:
+                if key in storages:
+                    if storages[key].values.size != numel:
+                        raise ValueError(f"storage {key!r} is referenced with two different sizes")
+                    return storages[key]
+                record = f"{prefix}/data/{key}"
+                need = numel * stype.dtype.itemsize
+                if record not in infos or infos[record].file_size != need:
+                    have = infos[record].file_size if record in infos else "no"
+                    raise ValueError(f"storage record {record} has {have} bytes, {stype.name} of {numel} needs {need}")
+                values = np.frombuffer(zf.read(record), dtype=stype.dtype)
+                if stype.name == "BFloat16Storage":
+                    values = bf16_to_float32(values)
+                    values.flags.writeable = False
+                storages[key] = _Storage(key, values)
+                return storages[key]
+
+            try:
+                obj = _Machine(zf.read(f"{prefix}/data.pkl"), load_storage).run()
+            except _Refused as e:
+                raise TorchPickleError(path, f"refused: {e}") from None
+            except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error) as e:
+                raise TorchPickleError(path, f"malformed data.pkl: {type(e).__name__}: {e}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise TorchPickleError(path, f"corrupt zip archive: {e}") from None
+    if not isinstance(obj, dict):
+        raise TorchPickleError(path, f"expected a state dict, found {type(obj).__name__}")
+    out: Dict[str, np.ndarray] = {}
+    for name, value in obj.items():
+        if not isinstance(name, str) or not isinstance(value, _Tensor):
+            raise TorchPickleError(path, f"state dict entry is {type(value).__name__}, not a tensor", str(name))
+        out[name] = value.array
+    return out
