@@ -1,7 +1,6 @@
 """The 20 corpora built through their normal constructors from a local HTTP mirror
 (MULTIENC_DATASETS_MIRROR) serving small files in each source's original format."""
 import gzip
-import os
 import warnings
 
 import pytest
@@ -429,3 +428,76 @@ def test_default_cache_location(monkeypatch, tmp_path):
     assert ds.cache_root() == tmp_path / ".cache" / "multienc" / "datasets"
     monkeypatch.setenv("MULTIENC_CACHE", str(tmp_path / "c"))
     assert ds.cache_root() == tmp_path / "c" / "datasets"
+
+
+# --------------------------------------------------------------------------- Corpus, CSVCorpus, Sentence
+
+def test_csv_corpus_pairs_label_map_and_own_test_file(tmp_path):
+    (tmp_path / "train.csv").write_text("label\ta\tb\nyes\tA cat.\tA pet.\nno\tA cat.\tA car.\n")
+    (tmp_path / "dev.csv").write_text("label\ta\tb\nno\tRain.\tSun.\n")
+    (tmp_path / "test.csv").write_text("label\ta\tb\nyes\tHi.\tHello.\nyes\tBye.\tSee you.\n")
+    corpus = ds.CSVCorpus(tmp_path, label_column=0, sentence_column=1, sentence_pair_column=2,
+                          label_map={"no": 0, "yes": 1}, task_type=PC, dataset_name="Pairs")
+    assert corpus.train[0].text == ("A cat.", "A pet.") and [s.label for s in corpus.train] == [1, 0]
+    assert [s.text[0] for s in corpus.test] == ["Hi.", "Bye."]  # read from test.csv, not dev.csv
+    assert corpus.evaluation_metric == ["accuracy", "f1_score"] and corpus.num_classes == 2
+
+
+def test_csv_corpus_regression_quoted_csv_and_missing_files(tmp_path):
+    (tmp_path / "train.csv").write_text('text,score\n"Hello, world",0.5\nPlain,1.25\n')
+    (tmp_path / "dev.csv").write_text("text,score\nOther,2\n")
+    corpus = ds.CSVCorpus(tmp_path, label_column=1, sentence_column=0, task_type=SR, delimiter=",", quoting=True,
+                          evaluation_metric="pearsonr")
+    assert [(s.text, s.label) for s in corpus.train] == [("Hello, world", 0.5), ("Plain", 1.25)]
+    assert len(corpus.test) == 0 and corpus.num_classes == 1 and corpus.main_metric == "pearsonr"
+    (tmp_path / "dev.csv").write_text("text,score\nOther,high\n")
+    with pytest.raises(CorpusFormatError, match=r"dev.csv, line 2: label 'high' is not a number"):
+        ds.CSVCorpus(tmp_path, label_column=1, sentence_column=0, task_type=SR, delimiter=",", quoting=True)
+    with pytest.raises(FileNotFoundError, match="needs train.csv and dev.csv"):
+        ds.CSVCorpus(tmp_path / "nowhere", label_column=0, sentence_column=1)
+
+
+def test_corpus_validates_its_inputs():
+    train = [ds.Sentence("a", 0), ds.Sentence("b", 1)]
+    with pytest.raises(ValueError, match="the train split is empty"):
+        ds.Corpus("X", SC, [], train)
+    with pytest.raises(ValueError, match="unknown task_type"):
+        ds.Corpus("X", "classification", train, train)
+    with pytest.raises(ValueError, match=r"unknown evaluation metric\(s\) \['pearsonr'\]"):
+        ds.Corpus("X", SC, train, train, evaluation_metric=["accuracy", "pearsonr"])
+    with pytest.raises(ValueError, match="label id 1 is outside the label map of 1 labels"):
+        ds.Corpus("X", SC, train, train, label_map={"a": 0})
+    with pytest.raises(ValueError, match="train sentence 0 is single-sentence, which does not fit"):
+        ds.Corpus("X", PC, train, train)
+    with pytest.raises(ValueError, match="regression needs a number"):
+        ds.Corpus("X", SR, [ds.Sentence("a", None)], train)
+
+
+def test_corpus_defaults_counts_and_summary():
+    train = [ds.Sentence("good", 1), ds.Sentence("", 0), ds.Sentence("bad", 0), ds.Sentence("  ", 2)]
+    corpus = ds.Corpus("Toy", SC, train, [ds.Sentence("fine", 1)], label_map={"neg": 0, "pos": 1, "mixed": 2})
+    assert corpus.evaluation_metric == ["accuracy", "f1_score"] and corpus.main_metric == "accuracy"
+    assert corpus.num_classes == 3 and corpus.label_dictionary == {0: 2, 1: 2, 2: 1}
+    assert corpus.train.num_empty == 2 and [s.text for s in corpus.train.non_empty()] == ["good", "bad"]
+    assert str(corpus) == ("Dataset name: Toy\nTask type: Sentence classification\nTrain set: 4\nDev set: 1\n"
+                           "Test set: 0\nEvaluation metric: ['accuracy', 'f1_score']\nEmpty texts: {'train': 2}\n"
+                           "label frequency: {'neg': 2, 'pos': 2, 'mixed': 1}\n"
+                           "label map: {'neg': 0, 'pos': 1, 'mixed': 2}\n")
+    assert ds.Corpus("T", SL, [ds.Sentence("a b", [0, 1], tokens=["a", "b"])],
+                     [ds.Sentence("c", [2], tokens=["c"])]).main_metric == "f1_score"
+    assert ds.Corpus("R", PR, [ds.Sentence(("a", "b"), 0.5)], [ds.Sentence(("c", "d"), 1.0)]).num_classes == 1
+
+
+def test_sentence_and_dataset():
+    pair = ds.Sentence(["a", "b"], 1)
+    assert pair.text == ("a", "b") and pair.sentence_type == "sentence-pair" and pair.true_label == 1
+    assert not pair.is_empty and ds.Sentence(("", " "), 0).is_empty
+    with pytest.raises(ValueError, match="exactly 2 texts, got 3"):
+        ds.Sentence(["a", "b", "c"], 0)
+    with pytest.raises(ValueError, match="one tag per token"):
+        ds.Sentence("a b", [0], tokens=["a", "b"])
+    data = ds.SentenceDataset([ds.Sentence("x", 0), ds.Sentence("y", 1), ds.Sentence("z", 0)])
+    assert len(data) == 3 and data[1].text == "y" and isinstance(data[1:], ds.SentenceDataset)
+    assert data.texts == ["x", "y", "z"] and data.labels == [0, 1, 0]
+    assert [s.text for s in data] == ["x", "y", "z"] and data.get_subset(0, 2) == data.sentences[:2]
+    assert repr(data[0]) == "Sentence: x \nTrue label: 0 \nPredicted label: None"

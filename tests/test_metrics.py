@@ -1,7 +1,6 @@
 """multienc.metrics against the independent reference implementations, run live:
 scikit-learn (classification), scipy (correlations) and seqeval (entities)."""
 import math
-import warnings
 
 import numpy as np
 import pytest
