@@ -138,7 +138,7 @@ def glue_mnli(m: MirrorServer) -> None:
                  _mnli_row("3", "The cat sat.", "No cat sat.", ["contradiction", "contradiction"])])
     matched = tsv([MNLI_DEV_HEAD,
                    _mnli_row("0", "The new rights are nice enough", "Everyone really likes the newest benefits",
-                             ["neutral", "entailment", "neutral", "neutral", "neutral", "neutral"]),
+                             ["entailment", "neutral", "neutral", "neutral", "neutral", "neutral"]),
                    _mnli_row("1", "This site includes a list of all award winners.",
                              "The Government Executive articles are not on the site.",
                              ["contradiction", "contradiction", "contradiction", "contradiction", "contradiction",

@@ -217,6 +217,11 @@ def test_iob1_and_iobes_chunks():
         seqeval_metrics.sequence_labeling.get_entities(["PER-B", "PER-I", "O"], suffix=True)
 
 
+def test_tags_without_types_match_seqeval():
+    for seq in (["O", "I", "I", "O", "B", "I", "E", "O", "E", "S", "I"], ["I", "O", "E", "E", "B", "S", "I", "O"]):
+        assert metrics.get_entities(seq) == seqeval_metrics.sequence_labeling.get_entities(seq)
+
+
 @pytest.mark.parametrize("t,p", [
     ([["O", "O"]], [["O", "O"]]),              # no entities anywhere
     ([["O", "O"]], [["B-PER", "O"]]),          # no gold entities

@@ -57,26 +57,24 @@ def iter_rows(path: PathLike, delimiter: str = "\t", quoting: bool = False, skip
     ``quoting=False`` splits each line on ``delimiter`` and keeps quote characters
     as text (GLUE's TSVs are written that way); ``quoting=True`` reads standard
     CSV, where a quoted field may contain delimiters and line breaks (the line
-    number is then where the row starts).
+    number is then where the row starts). ``skip_header`` drops the first row.
     """
-    if not quoting:
-        first = True
-        for number, line in read_lines(path, encoding):
-            if first and skip_header:
-                first = False
-                continue
-            first = False
-            yield number, line.split(delimiter)
-        return
+    if quoting:
+        rows = _csv_rows(path, delimiter, encoding)
+    else:
+        rows = ((number, line.split(delimiter)) for number, line in read_lines(path, encoding))
+    if skip_header:
+        next(rows, None)
+    yield from rows
+
+
+def _csv_rows(path: PathLike, delimiter: str, encoding: str) -> Iterator[Tuple[int, List[str]]]:
     with _open(path, encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
         start = 1
         try:
             for row in reader:
                 number, start = start, reader.line_num + 1
-                if skip_header:
-                    skip_header = False
-                    continue
                 if any(field.strip() for field in row):
                     yield number, row
         except csv.Error as e:
