@@ -1,14 +1,17 @@
 """The 20 corpora built through their normal constructors from a local HTTP mirror
 (MULTIENC_DATASETS_MIRROR) serving small files in each source's original format."""
 import gzip
+import io
+import tarfile
 import warnings
+import zipfile
 
 import pytest
 
 from multienc import datasets as ds
 from multienc._http import DownloadError
 from multienc.datasets import CorpusFormatError
-from multienc.datasets.download import MARKER
+from multienc.datasets.download import MARKER, extract
 
 import _data_fixtures as fx
 from _data_server import MirrorServer
@@ -501,3 +504,36 @@ def test_sentence_and_dataset():
     assert data.texts == ["x", "y", "z"] and data.labels == [0, 1, 0]
     assert [s.text for s in data] == ["x", "y", "z"] and data.get_subset(0, 2) == data.sentences[:2]
     assert repr(data[0]) == "Sentence: x \nTrue label: 0 \nPredicted label: None"
+
+
+def test_extract_tar_and_unsafe_archives(tmp_path):
+    def tar_bytes(members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    good = tmp_path / "data.tar.gz"
+    good.write_bytes(tar_bytes({"corpus/train.txt": b"a\tb\n"}))
+    extract(good, tmp_path, "http://x/data.tar.gz")
+    assert (tmp_path / "corpus" / "train.txt").read_bytes() == b"a\tb\n" and not good.exists()
+
+    evil = tmp_path / "evil.tgz"
+    evil.write_bytes(tar_bytes({"../outside.txt": b"x"}))
+    with pytest.raises(DownloadError, match="unsafe members"):
+        extract(evil, tmp_path / "dest", "http://x/evil.tgz")
+    assert not (tmp_path / "outside.txt").exists()
+
+    evil_zip = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil_zip, "w") as z:
+        z.writestr("../../outside.txt", "x")
+    with pytest.raises(DownloadError, match="outside its folder"):
+        extract(evil_zip, tmp_path / "dest", "http://x/evil.zip")
+
+    not_tar = tmp_path / "page.tar"
+    not_tar.write_bytes(b"<html><body>moved</body></html>")
+    with pytest.raises(DownloadError, match="expected a tar archive but got an HTML page"):
+        extract(not_tar, tmp_path, "http://x/page.tar")
