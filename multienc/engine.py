@@ -17,7 +17,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from multienc import _C
-from multienc.safetensors import load_file, save_file
+from multienc.safetensors import save_file
+from multienc.weights import find_weight_file, load_state_dict
 
 FAMILIES = {"bert": 0, "roberta": 1, "electra": 2}
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
@@ -125,7 +126,9 @@ class Encoder:
     """A BERT / RoBERTa / ELECTRA encoder computed by the C engine.
 
     Args:
-        model_dir: folder with ``config.json`` and ``model.safetensors`` (HF layout).
+        model_dir: folder with ``config.json`` and the weights (HF layout:
+            ``model.safetensors``, its sharded index, or ``pytorch_model.bin`` read
+            without torch).
         config_overrides: values replacing those of config.json (e.g.
             ``{"hidden_dropout_prob": 0.4}``).
     """
@@ -133,11 +136,8 @@ class Encoder:
     def __init__(self, model_dir: str, config_overrides: Optional[Mapping[str, Any]] = None):
         config = read_config(model_dir)
         config.update(config_overrides or {})
-        weights = os.path.join(model_dir, "model.safetensors")
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"{model_dir}: no model.safetensors in this directory")
         self._init(config, os.path.join(model_dir, "config.json"))
-        self.load_state_dict(load_file(weights), source=weights)
+        self.load_state_dict(load_state_dict(model_dir), source=find_weight_file(model_dir)[0])
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], seed: int = 0) -> "Encoder":
