@@ -1,4 +1,542 @@
-/* Tokenizer bindings (issue: tokenizers in C). Placeholder until the tokenizer lands. */
+/* Python binding of the C tokenizers: multienc._C.Tokenizer (used by multienc/tokenization.py). */
 #include "python/bindings.h"
 
-int me_register_tokenizer(PyObject *module) { return 0; }
+#include <pythread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "tokenize/tokenizer.h"
+
+typedef struct {
+    PyObject_HEAD
+    me_tok *tok;
+    me_ws **ws;  /* one per thread; ws[0] also serves encode() */
+    int nws;
+    PyThread_type_lock lock; /* guards ws (taken with the GIL released) */
+} TokenizerObject;
+
+/* ------------------------------------------------------------------ input conversion */
+
+typedef struct {
+    uint32_t *cp;
+    size_t n, cap;
+    size_t *ws; /* word starts */
+    size_t nws, capws;
+} textbuf;
+
+static int tb_grow_cp(textbuf *b, size_t extra) {
+    if (b->n + extra <= b->cap) return 0;
+    size_t c = b->cap ? b->cap : 4096;
+    while (c < b->n + extra) c *= 2;
+    uint32_t *p = realloc(b->cp, c * sizeof *p);
+    if (!p) { PyErr_NoMemory(); return -1; }
+    b->cp = p;
+    b->cap = c;
+    return 0;
+}
+
+static int tb_push_ws(textbuf *b, size_t v) {
+    if (b->nws == b->capws) {
+        size_t c = b->capws ? b->capws * 2 : 256;
+        size_t *p = realloc(b->ws, c * sizeof *p);
+        if (!p) { PyErr_NoMemory(); return -1; }
+        b->ws = p;
+        b->capws = c;
+    }
+    b->ws[b->nws++] = v;
+    return 0;
+}
+
+static void tb_free(textbuf *b) {
+    free(b->cp);
+    free(b->ws);
+}
+
+/* Append the code points of str s; `where` names the input for error messages. */
+static int tb_append_str(textbuf *b, PyObject *s, const char *where) {
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected str, got %s", where, s == Py_None ? "None" : Py_TYPE(s)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (tb_grow_cp(b, (size_t)n) < 0) return -1;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    uint32_t *o = b->cp + b->n;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *d = data;
+        for (Py_ssize_t i = 0; i < n; i++) o[i] = d[i];
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c >= 0xD800 && c <= 0xDFFF) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s: str contains a lone surrogate U+%04X at position %zd, which is not valid "
+                             "Unicode text (HF tokenizers rejects such strings too); clean it first, e.g. "
+                             "s.encode('utf-8', 'replace').decode('utf-8')",
+                             where, (unsigned)c, i);
+                return -1;
+            }
+            o[i] = c;
+        }
+    }
+    b->n += (size_t)n;
+    return 0;
+}
+
+/* One sequence as offsets into a textbuf (pointers are fixed once the buffer stops moving). */
+typedef struct {
+    size_t start, len;
+    size_t ws_start; /* index into textbuf.ws of the first word start, or SIZE_MAX */
+    size_t nwords;
+} seqref;
+
+static int tb_add_seq(textbuf *b, PyObject *obj, int words, const char *where, seqref *r) {
+    r->start = b->n;
+    r->ws_start = SIZE_MAX;
+    r->nwords = 0;
+    if (!words) {
+        if (tb_append_str(b, obj, where) < 0) return -1;
+    } else {
+        if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
+            PyErr_Format(PyExc_TypeError, "%s: with is_split_into_words=True expected a list of str, got %s", where,
+                         obj == Py_None ? "None" : Py_TYPE(obj)->tp_name);
+            return -1;
+        }
+        Py_ssize_t nw = PySequence_Fast_GET_SIZE(obj);
+        r->ws_start = b->nws;
+        for (Py_ssize_t i = 0; i < nw; i++) {
+            char w2[160];
+            snprintf(w2, sizeof w2, "%s, word %zd", where, i);
+            if (tb_push_ws(b, b->n - r->start) < 0 || tb_append_str(b, PySequence_Fast_GET_ITEM(obj, i), w2) < 0)
+                return -1;
+        }
+        if (tb_push_ws(b, b->n - r->start) < 0) return -1;
+        r->nwords = (size_t)nw;
+    }
+    r->len = b->n - r->start;
+    return 0;
+}
+
+static me_seq seq_of(const textbuf *b, const seqref *r) {
+    me_seq s = {b->cp ? b->cp + r->start : NULL, r->len, NULL, 0};
+    if (r->ws_start != SIZE_MAX) {
+        s.word_start = b->ws + r->ws_start;
+        s.nwords = r->nwords;
+    }
+    return s;
+}
+
+static int is_seq(PyObject *o) { return PyList_Check(o) || PyTuple_Check(o); }
+
+/* Parse one batch item: text, (text, text), words, or (words, words). Returns 1 for a pair. */
+static int parse_item(textbuf *b, PyObject *item, int words, Py_ssize_t index, seqref *ra, seqref *rb) {
+    char where[96];
+    snprintf(where, sizeof where, "input %zd", index);
+    int pair;
+    if (!words) pair = is_seq(item);
+    else pair = is_seq(item) && PySequence_Fast_GET_SIZE(item) == 2 && is_seq(PySequence_Fast_GET_ITEM(item, 0)) &&
+                is_seq(PySequence_Fast_GET_ITEM(item, 1));
+    if (!pair) return tb_add_seq(b, item, words, where, ra) < 0 ? -1 : 0;
+    if (PySequence_Fast_GET_SIZE(item) != 2) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a str or a pair (text, text_pair), got a %s of length %zd", where,
+                     Py_TYPE(item)->tp_name, PySequence_Fast_GET_SIZE(item));
+        return -1;
+    }
+    char wa[112], wb[112];
+    snprintf(wa, sizeof wa, "%s, first of pair", where);
+    snprintf(wb, sizeof wb, "%s, second of pair", where);
+    if (tb_add_seq(b, PySequence_Fast_GET_ITEM(item, 0), words, wa, ra) < 0 ||
+        tb_add_seq(b, PySequence_Fast_GET_ITEM(item, 1), words, wb, rb) < 0)
+        return -1;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ construction */
+
+static int opt_int(PyObject *d, const char *key, int *out) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "tokenizer options lack '%s'", key);
+        return -1;
+    }
+    long x = PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static void tok_dealloc(TokenizerObject *self) {
+    me_tok_free(self->tok);
+    if (self->ws)
+        for (int i = 0; i < self->nws; i++) me_ws_free(self->ws[i]);
+    free(self->ws);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int raise_status(int st, const char *err) {
+    me_raise(st, err);
+    return -1;
+}
+
+static int build_template(me_tok *t, int pair, PyObject *items) {
+    PyObject *fast = PySequence_Fast(items, "template must be a sequence of (what, type_id)");
+    if (!fast) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    me_tmpl_item *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    if (!v) { Py_DECREF(fast); PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int what, type_id;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "ii", &what, &type_id)) {
+            free(v);
+            Py_DECREF(fast);
+            return -1;
+        }
+        v[i] = (me_tmpl_item){what, type_id};
+    }
+    Py_DECREF(fast);
+    char err[ME_ERRLEN];
+    int st = me_tok_set_template(t, pair, v, (size_t)n, err);
+    free(v);
+    return st ? raise_status(st, err) : 0;
+}
+
+/* Tokenizer(options: dict, vocab: list[(str, int)], merges: list[(str, str)],
+ *           added: list[(str, int, int flags)], single: list[(int, int)], pair: list[(int, int)]) */
+static int tok_init(TokenizerObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *opts, *vocab, *merges, *added, *single, *pair;
+    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyDict_Type, &opts, &vocab, &merges, &added, &single, &pair)) return -1;
+    if (self->tok) {
+        PyErr_SetString(PyExc_RuntimeError, "Tokenizer is already initialized");
+        return -1;
+    }
+    me_tok_options o;
+    memset(&o, 0, sizeof o);
+    int unk;
+    if (opt_int(opts, "model", &o.model) || opt_int(opts, "bert_normalizer", &o.bert_normalizer) ||
+        opt_int(opts, "clean_text", &o.clean_text) || opt_int(opts, "handle_chinese_chars", &o.handle_chinese_chars) ||
+        opt_int(opts, "strip_accents", &o.strip_accents) || opt_int(opts, "lowercase", &o.lowercase) ||
+        opt_int(opts, "pre_tokenizer", &o.pre_tokenizer) || opt_int(opts, "add_prefix_space", &o.add_prefix_space) ||
+        opt_int(opts, "use_regex", &o.use_regex) || opt_int(opts, "post", &o.post) ||
+        opt_int(opts, "trim_offsets", &o.trim_offsets) || opt_int(opts, "post_add_prefix_space", &o.post_add_prefix_space) ||
+        opt_int(opts, "unk_id", &unk) || opt_int(opts, "max_input_chars_per_word", &o.max_input_chars_per_word))
+        return -1;
+    o.unk_id = unk;
+    char err[ME_ERRLEN];
+    int st = me_tok_new(&o, &self->tok, err);
+    if (st) return raise_status(st, err);
+
+    PyObject *it = PyObject_GetIter(vocab);
+    if (!it) return -1;
+    PyObject *item;
+    while ((item = PyIter_Next(it))) {
+        const char *s;
+        Py_ssize_t len;
+        int id;
+        int ok = PyArg_ParseTuple(item, "s#i", &s, &len, &id);
+        Py_DECREF(item);
+        if (!ok) { Py_DECREF(it); return -1; }
+        if ((st = me_tok_add_vocab(self->tok, s, (size_t)len, id, err))) { Py_DECREF(it); return raise_status(st, err); }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return -1;
+
+    it = PyObject_GetIter(merges);
+    if (!it) return -1;
+    while ((item = PyIter_Next(it))) {
+        const char *a, *b;
+        Py_ssize_t la, lb;
+        int ok = PyArg_ParseTuple(item, "s#s#", &a, &la, &b, &lb);
+        Py_DECREF(item);
+        if (!ok) { Py_DECREF(it); return -1; }
+        if ((st = me_tok_add_merge(self->tok, a, (size_t)la, b, (size_t)lb, err))) { Py_DECREF(it); return raise_status(st, err); }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return -1;
+
+    it = PyObject_GetIter(added);
+    if (!it) return -1;
+    while ((item = PyIter_Next(it))) {
+        PyObject *content;
+        int id, flags;
+        int ok = PyArg_ParseTuple(item, "Uii", &content, &id, &flags);
+        textbuf tb = {0};
+        Py_ssize_t nbytes = 0;
+        const char *utf8 = ok ? PyUnicode_AsUTF8AndSize(content, &nbytes) : NULL;
+        ok = ok && utf8 && tb_append_str(&tb, content, "added token") == 0;
+        if (ok && (st = me_tok_add_added(self->tok, tb.cp, tb.n, utf8, (size_t)nbytes, id, flags, err))) {
+            raise_status(st, err);
+            ok = 0;
+        }
+        tb_free(&tb);
+        Py_DECREF(item);
+        if (!ok) { Py_DECREF(it); return -1; }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return -1;
+
+    if (o.post == ME_POST_TEMPLATE && (build_template(self->tok, 0, single) < 0 || build_template(self->tok, 1, pair) < 0))
+        return -1;
+    if ((st = me_tok_finalize(self->tok, err))) return raise_status(st, err);
+
+    self->nws = me_max_threads();
+    if (self->nws < 1) self->nws = 1;
+    self->ws = calloc((size_t)self->nws, sizeof *self->ws);
+    if (!self->ws) { PyErr_NoMemory(); return -1; }
+    for (int i = 0; i < self->nws; i++)
+        if (!(self->ws[i] = me_ws_new())) { PyErr_NoMemory(); return -1; }
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock) { PyErr_SetString(PyExc_RuntimeError, "cannot allocate a lock"); return -1; }
+    return 0;
+}
+
+static int check_ready(TokenizerObject *self) {
+    if (!self->tok || !self->lock) {
+        PyErr_SetString(PyExc_RuntimeError, "Tokenizer is not initialized");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ encode */
+
+static PyObject *list_i32(const int32_t *v, size_t n, size_t stride, int none_if_negative) {
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    if (!l) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int32_t x = v[i * stride];
+        PyObject *o;
+        if (none_if_negative && x < 0) { o = Py_None; Py_INCREF(o); }
+        else o = PyLong_FromLong(x);
+        if (!o) { Py_DECREF(l); return NULL; }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, o);
+    }
+    return l;
+}
+
+static PyObject *encoding_to_tuple(const me_tok *t, const me_enc *e) {
+    PyObject *tokens = PyList_New((Py_ssize_t)e->n), *offsets = PyList_New((Py_ssize_t)e->n);
+    PyObject *special = PyList_New((Py_ssize_t)e->n), *attention = PyList_New((Py_ssize_t)e->n);
+    PyObject *ids = list_i32(e->ids, e->n, 1, 0), *types = list_i32(e->type_ids, e->n, 1, 0);
+    PyObject *words = list_i32(e->word_ids, e->n, 1, 1), *seqs = list_i32(e->seq_ids, e->n, 1, 1);
+    PyObject *res = NULL;
+    if (!tokens || !offsets || !special || !attention || !ids || !types || !words || !seqs) goto done;
+    for (size_t i = 0; i < e->n; i++) {
+        size_t len = 0;
+        const char *s = me_tok_id_to_token(t, e->ids[i], &len);
+        PyObject *ts = s ? PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace") : PyUnicode_FromString("");
+        PyObject *of = Py_BuildValue("(ii)", (int)e->offsets[2 * i], (int)e->offsets[2 * i + 1]);
+        PyObject *sp = PyLong_FromLong(e->special[i]);
+        PyObject *at = PyLong_FromLong(1);
+        if (!ts || !of || !sp || !at) {
+            Py_XDECREF(ts); Py_XDECREF(of); Py_XDECREF(sp); Py_XDECREF(at);
+            goto done;
+        }
+        PyList_SET_ITEM(tokens, (Py_ssize_t)i, ts);
+        PyList_SET_ITEM(offsets, (Py_ssize_t)i, of);
+        PyList_SET_ITEM(special, (Py_ssize_t)i, sp);
+        PyList_SET_ITEM(attention, (Py_ssize_t)i, at);
+    }
+    res = PyTuple_Pack(8, ids, types, tokens, offsets, words, seqs, special, attention);
+done:
+    Py_XDECREF(tokens); Py_XDECREF(offsets); Py_XDECREF(special); Py_XDECREF(attention);
+    Py_XDECREF(ids); Py_XDECREF(types); Py_XDECREF(words); Py_XDECREF(seqs);
+    return res;
+}
+
+/* encode(text, pair, add_special_tokens, max_length, is_split_into_words)
+ * -> (ids, type_ids, tokens, offsets, word_ids, sequence_ids, special_tokens_mask, attention_mask) */
+static PyObject *tok_encode(TokenizerObject *self, PyObject *args) {
+    PyObject *text, *pair;
+    int add_special, words;
+    long max_length;
+    if (!PyArg_ParseTuple(args, "OOpli", &text, &pair, &add_special, &max_length, &words)) return NULL;
+    if (check_ready(self) < 0) return NULL;
+    textbuf tb = {0};
+    seqref ra, rb;
+    if (tb_add_seq(&tb, text, words, "text", &ra) < 0 ||
+        (pair != Py_None && tb_add_seq(&tb, pair, words, "pair", &rb) < 0)) {
+        tb_free(&tb);
+        return NULL;
+    }
+    me_seq sa = seq_of(&tb, &ra), sb = {0};
+    if (pair != Py_None) sb = seq_of(&tb, &rb);
+    me_enc enc = {0};
+    char err[ME_ERRLEN];
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    st = me_tok_encode(self->tok, self->ws[0], &sa, pair != Py_None ? &sb : NULL, add_special, max_length, &enc, err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    tb_free(&tb);
+    PyObject *res = st ? me_raise(st, err) : encoding_to_tuple(self->tok, &enc);
+    me_enc_free(&enc);
+    return res;
+}
+
+static PyObject *new_array(int nd, npy_intp *dims, PyObject *dict, const char *key) {
+    PyObject *a = PyArray_SimpleNew(nd, dims, NPY_INT64);
+    if (!a) return NULL;
+    int rc = PyDict_SetItemString(dict, key, a);
+    Py_DECREF(a);
+    return rc < 0 ? NULL : a;
+}
+
+/* encode_batch(inputs, add_special_tokens, max_length, is_split_into_words, pad_id, num_threads)
+ * -> dict of int64 arrays padded to the longest encoding. */
+static PyObject *tok_encode_batch(TokenizerObject *self, PyObject *args) {
+    PyObject *inputs;
+    int add_special, words, pad_id, num_threads;
+    long max_length;
+    if (!PyArg_ParseTuple(args, "Opliii", &inputs, &add_special, &max_length, &words, &pad_id, &num_threads)) return NULL;
+    if (check_ready(self) < 0) return NULL;
+    PyObject *fast = PySequence_Fast(inputs, "encode_batch expects a list of inputs");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    textbuf tb = {0};
+    seqref *refs = calloc((size_t)(n ? 2 * n : 1), sizeof *refs);
+    me_seq *sa = calloc((size_t)(n ? 2 * n : 2), sizeof *sa);
+    const me_seq **pb = calloc((size_t)(n ? n : 1), sizeof *pb);
+    me_enc *enc = calloc((size_t)(n ? n : 1), sizeof *enc);
+    char *is_pair = calloc((size_t)(n ? n : 1), 1);
+    PyObject *dict = NULL;
+    if (!refs || !sa || !pb || !enc || !is_pair) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = parse_item(&tb, PySequence_Fast_GET_ITEM(fast, i), words, i, &refs[2 * i], &refs[2 * i + 1]);
+        if (r < 0) goto fail;
+        is_pair[i] = (char)r;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sa[2 * i] = seq_of(&tb, &refs[2 * i]);
+        if (is_pair[i]) {
+            sa[2 * i + 1] = seq_of(&tb, &refs[2 * i + 1]);
+            pb[i] = &sa[2 * i + 1];
+        }
+    }
+    me_seq *sa_single = malloc((size_t)(n ? n : 1) * sizeof *sa_single);
+    if (!sa_single) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t i = 0; i < n; i++) sa_single[i] = sa[2 * i];
+    int nth = num_threads > 0 && num_threads < self->nws ? num_threads : self->nws;
+    char err[ME_ERRLEN];
+    size_t failed = 0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    st = me_tok_encode_batch(self->tok, self->ws, nth, sa_single, pb, (size_t)n, add_special, max_length, enc, &failed, err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    free(sa_single);
+    if (st) {
+        char msg[ME_ERRLEN + 64];
+        snprintf(msg, sizeof msg, "input %zu: %s", failed, err);
+        me_raise(st, msg);
+        goto fail;
+    }
+    size_t L = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (enc[i].n > L) L = enc[i].n;
+    dict = PyDict_New();
+    if (!dict) goto fail;
+    npy_intp d2[2] = {n, (npy_intp)L}, d3[3] = {n, (npy_intp)L, 2};
+    PyObject *a_ids = new_array(2, d2, dict, "input_ids"), *a_att = new_array(2, d2, dict, "attention_mask");
+    PyObject *a_typ = new_array(2, d2, dict, "token_type_ids"), *a_spe = new_array(2, d2, dict, "special_tokens_mask");
+    PyObject *a_wrd = new_array(2, d2, dict, "word_ids"), *a_seq = new_array(2, d2, dict, "sequence_ids");
+    PyObject *a_off = new_array(3, d3, dict, "offset_mapping");
+    if (!a_ids || !a_att || !a_typ || !a_spe || !a_wrd || !a_seq || !a_off) goto fail;
+    int64_t *ids = PyArray_DATA((PyArrayObject *)a_ids), *att = PyArray_DATA((PyArrayObject *)a_att);
+    int64_t *typ = PyArray_DATA((PyArrayObject *)a_typ), *spe = PyArray_DATA((PyArrayObject *)a_spe);
+    int64_t *wrd = PyArray_DATA((PyArrayObject *)a_wrd), *seq = PyArray_DATA((PyArrayObject *)a_seq);
+    int64_t *off = PyArray_DATA((PyArrayObject *)a_off);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const me_enc *e = &enc[i];
+        size_t base = (size_t)i * L;
+        for (size_t j = 0; j < L; j++) {
+            size_t k = base + j;
+            if (j < e->n) {
+                ids[k] = e->ids[j];
+                att[k] = 1;
+                typ[k] = e->type_ids[j];
+                spe[k] = e->special[j];
+                wrd[k] = e->word_ids[j];
+                seq[k] = e->seq_ids[j];
+                off[2 * k] = e->offsets[2 * j];
+                off[2 * k + 1] = e->offsets[2 * j + 1];
+            } else {
+                ids[k] = pad_id;
+                att[k] = 0;
+                typ[k] = 0;
+                spe[k] = 1;
+                wrd[k] = -1;
+                seq[k] = -1;
+                off[2 * k] = off[2 * k + 1] = 0;
+            }
+        }
+    }
+    goto done;
+fail:
+    Py_CLEAR(dict);
+done:
+    if (enc)
+        for (Py_ssize_t i = 0; i < n; i++) me_enc_free(&enc[i]);
+    free(enc);
+    free(refs);
+    free(sa);
+    free(pb);
+    free(is_pair);
+    tb_free(&tb);
+    Py_DECREF(fast);
+    return dict;
+}
+
+static PyObject *tok_id_to_token(TokenizerObject *self, PyObject *arg) {
+    if (check_ready(self) < 0) return NULL;
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred()) return NULL;
+    size_t len;
+    const char *s = id >= INT32_MIN && id <= INT32_MAX ? me_tok_id_to_token(self->tok, (int32_t)id, &len) : NULL;
+    if (!s) Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace");
+}
+
+static PyObject *tok_num_special(TokenizerObject *self, PyObject *arg) {
+    if (check_ready(self) < 0) return NULL;
+    int pair = PyObject_IsTrue(arg);
+    if (pair < 0) return NULL;
+    return PyLong_FromSize_t(me_tok_num_added(self->tok, pair));
+}
+
+static PyMethodDef tok_methods[] = {
+    {"encode", (PyCFunction)tok_encode, METH_VARARGS,
+     "encode(text, pair, add_special_tokens, max_length, is_split_into_words) -> tuple of lists"},
+    {"encode_batch", (PyCFunction)tok_encode_batch, METH_VARARGS,
+     "encode_batch(inputs, add_special_tokens, max_length, is_split_into_words, pad_id, num_threads) -> dict"},
+    {"id_to_token", (PyCFunction)tok_id_to_token, METH_O, "Token string of an id, or None."},
+    {"num_special_tokens_to_add", (PyCFunction)tok_num_special, METH_O,
+     "Special tokens the post-processor adds for a single (False) or pair (True) input."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TokenizerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "multienc._C.Tokenizer",
+    .tp_basicsize = sizeof(TokenizerObject),
+    .tp_dealloc = (destructor)tok_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "C WordPiece / byte-level BPE tokenizer; build it through multienc.tokenization.Tokenizer.",
+    .tp_methods = tok_methods,
+    .tp_init = (initproc)tok_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int me_register_tokenizer(PyObject *module) {
+    if (PyType_Ready(&TokenizerType) < 0) return -1;
+    Py_INCREF(&TokenizerType);
+    if (PyModule_AddObject(module, "Tokenizer", (PyObject *)&TokenizerType) < 0) {
+        Py_DECREF(&TokenizerType);
+        return -1;
+    }
+    return 0;
+}

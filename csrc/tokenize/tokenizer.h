@@ -1,0 +1,96 @@
+/* WordPiece and byte-level BPE tokenizers with the behaviour of HuggingFace `tokenizers`.
+ *
+ * Text enters as Unicode code points (uint32). Offsets are code-point offsets into the
+ * original text of their sequence (for pre-split words: into their word), as HF's Python
+ * binding reports them. No function here reads Python objects; all return ME_* codes. */
+#ifndef MULTIENC_TOKENIZE_TOKENIZER_H
+#define MULTIENC_TOKENIZE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { ME_TOK_WORDPIECE = 1, ME_TOK_BPE = 2 };
+enum { ME_PRE_NONE = 0, ME_PRE_BERT = 1, ME_PRE_BYTELEVEL = 2 };
+/* Post-processing: none (type ids 0 / 1, no special tokens) or a template. TemplateProcessing,
+ * BertProcessing and RobertaProcessing are all expressed as templates (RobertaProcessing: every
+ * type id 0, which HF applies with and without special tokens alike). */
+enum { ME_POST_NONE = 0, ME_POST_TEMPLATE = 1 };
+
+typedef struct {
+    int model;            /* ME_TOK_* */
+    int bert_normalizer;  /* BertNormalizer present */
+    int clean_text, handle_chinese_chars, strip_accents, lowercase;
+    int pre_tokenizer;    /* ME_PRE_* */
+    int add_prefix_space; /* ByteLevel pre-tokenizer */
+    int use_regex;        /* ByteLevel pre-tokenizer */
+    int post;             /* ME_POST_* */
+    int trim_offsets;     /* byte-level offset trimming in the post-processor */
+    int post_add_prefix_space;
+    int32_t unk_id;       /* WordPiece: required; BPE: -1 for none */
+    int max_input_chars_per_word;
+} me_tok_options;
+
+/* Added-token flags (HF AddedToken). */
+enum { ME_AT_SINGLE_WORD = 1, ME_AT_LSTRIP = 2, ME_AT_RSTRIP = 4, ME_AT_NORMALIZED = 8, ME_AT_SPECIAL = 16 };
+
+/* One template item: a sequence (ME_TMPL_A / ME_TMPL_B) or a special token id, with its type id. */
+enum { ME_TMPL_A = -1, ME_TMPL_B = -2 };
+typedef struct {
+    int32_t what;
+    int32_t type_id;
+} me_tmpl_item;
+
+typedef struct me_tok me_tok;
+typedef struct me_ws me_ws;
+
+/* One encoding; word_ids / seq_ids are -1 for none; offsets hold 2 values per token. */
+typedef struct {
+    int32_t *ids, *type_ids, *word_ids, *seq_ids, *offsets;
+    uint8_t *special;
+    size_t n, cap;
+} me_enc;
+
+/* One input sequence: text, or (nwords > 0) words given separately: word i is
+ * text[word_start[i] .. word_start[i + 1]). */
+typedef struct {
+    const uint32_t *text;
+    size_t len;
+    const size_t *word_start; /* nwords + 1 entries, or NULL */
+    size_t nwords;
+} me_seq;
+
+int me_tok_new(const me_tok_options *opt, me_tok **out, char *err);
+void me_tok_free(me_tok *t);
+/* Vocabulary entry (UTF-8 token). A later entry with the same token replaces the earlier. */
+int me_tok_add_vocab(me_tok *t, const char *tok, size_t len, int32_t id, char *err);
+/* BPE merge of two vocabulary tokens, in rank order (call in merges-file order). */
+int me_tok_add_merge(me_tok *t, const char *a, size_t alen, const char *b, size_t blen, char *err);
+/* Added token (content as code points and UTF-8). */
+int me_tok_add_added(me_tok *t, const uint32_t *content, size_t ncp, const char *utf8, size_t nbytes,
+                     int32_t id, int flags, char *err);
+int me_tok_set_template(me_tok *t, int pair, const me_tmpl_item *items, size_t n, char *err);
+/* Checks the configuration once everything is added. */
+int me_tok_finalize(me_tok *t, char *err);
+
+/* UTF-8 string of a token id (added content or vocabulary token); NULL if unknown. */
+const char *me_tok_id_to_token(const me_tok *t, int32_t id, size_t *len);
+/* Number of special tokens the post-processor adds (pair = 0 or 1). */
+size_t me_tok_num_added(const me_tok *t, int pair);
+
+/* Per-thread scratch space (holds the BPE word cache). */
+me_ws *me_ws_new(void);
+void me_ws_free(me_ws *w);
+
+/* Encode one input (b may be NULL). max_length < 0: no truncation; otherwise longest_first
+ * truncation to max_length including special tokens (as HF with add_special_tokens). */
+int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, int add_special_tokens,
+                  long max_length, me_enc *out, char *err);
+
+/* Encode n inputs (b[i] NULL for single sequences) with up to nws threads, one workspace each.
+ * On failure returns the status, sets *failed to the input's index and fills err. */
+int me_tok_encode_batch(const me_tok *t, me_ws **ws, int nws, const me_seq *a, const me_seq *const *b, size_t n,
+                        int add_special_tokens, long max_length, me_enc *out, size_t *failed, char *err);
+
+void me_enc_free(me_enc *e);
+
+#endif
