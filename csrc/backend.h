@@ -87,6 +87,47 @@ typedef struct MeBackend {
                                const float *probs, const int32_t *mask, int B, int T, int NH,
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch);
     size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
+
+    /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
+
+    /* out[b*K + k] = sum_t w[b,k,t] * h[b*T + t]   (h [B*T, C], w [B,K,T], out [B*K, C]) */
+    void (*pool_forward)(float *out, const float *h, const float *w, int B, int T, int K, int C);
+    /* dh[b*T + t] (+)= sum_k w[b,k,t] * dout[b*K + k] */
+    void (*pool_backward)(float *dh, const float *dout, const float *w, int B, int T, int K,
+                          int C, int accumulate);
+
+    /* Column block copy: dst[r, 0:C] (+)= src[r, 0:C] with leading dimensions. Concatenation's
+     * forward copies each input into its block; its backward copies the blocks back out. */
+    void (*concat_forward)(float *dst, int ldd, const float *src, int lds, int R, int C);
+    void (*concat_backward)(float *dsrc, int lds, const float *ddst, int ldd, int R, int C,
+                            int accumulate);
+
+    /* Weighted sum over n stacked inputs x [n, R, C]: out[r] = sum_i alpha[i,r] x[i,r].
+     * scores [n, R] != NULL: alpha [n, R] = softmax over i (DME); NULL: alpha = 1/n (mean). */
+    void (*combine_forward)(float *out, float *alpha, const float *x, const float *scores, int n,
+                            int R, int C);
+    /* dx[i,r] = alpha[i,r] * dout[r] (overwrites); dscores[i,r] (when scores were used) =
+     * alpha * (dalpha - sum_j alpha_j dalpha_j) with dalpha_i = dout[r] . x[i,r] */
+    void (*combine_backward)(float *dx, float *dscores, const float *dout, const float *x,
+                             const float *alpha, int n, int R, int C);
+
+    /* Cross-entropy over rows with target >= 0 (negative = ignored): probs [R,C] = softmax,
+     * returns the mean loss over counted rows through *loss (0 rows -> 0). */
+    void (*cross_entropy_forward)(float *loss, float *probs, const float *logits,
+                                  const int32_t *targets, int R, int C);
+    /* dlogits = (probs - onehot) / counted rows (0 for ignored rows) */
+    void (*cross_entropy_backward)(float *dlogits, const float *probs, const int32_t *targets,
+                                   int R, int C);
+    /* Mean squared error over R x C values. */
+    void (*mse_forward)(float *loss, const float *pred, const float *target, int R, int C);
+    void (*mse_backward)(float *dpred, const float *pred, const float *target, int R, int C);
+
+    /* sum of squares of x (double accumulation), for gradient-norm clipping */
+    double (*sum_squares)(const float *x, size_t n);
+    void (*scale)(float *x, size_t n, float factor);
+    /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9). */
+    void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int step);
 } MeBackend;
 
 const MeBackend *me_cpu_backend(void);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/cpu_ops.h"
 
 #define PAR_MIN 4096 /* below this many elements, stay single-threaded */
 
@@ -426,6 +427,19 @@ static const MeBackend CPU_BACKEND = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_scratch_floats = attention_scratch_floats,
+    .pool_forward = cpu_pool_forward,
+    .pool_backward = cpu_pool_backward,
+    .concat_forward = cpu_concat_forward,
+    .concat_backward = cpu_concat_backward,
+    .combine_forward = cpu_combine_forward,
+    .combine_backward = cpu_combine_backward,
+    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_backward = cpu_cross_entropy_backward,
+    .mse_forward = cpu_mse_forward,
+    .mse_backward = cpu_mse_backward,
+    .sum_squares = cpu_sum_squares,
+    .scale = cpu_scale,
+    .adamw_update = cpu_adamw_update,
 };
 
 const MeBackend *me_cpu_backend(void) {

@@ -363,7 +363,16 @@ const float *me_encoder_output(const MeEncoder *enc) {
 
 /* -------------------------------------------------------------- backward */
 
+float *me_encoder_grad_output(MeEncoder *enc) { return enc->has_forward ? enc->d_h : NULL; }
+
 int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
+    if (!enc->has_forward)
+        return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    enc->be->to_device(enc->d_h, dout, sizeof(float) * (size_t)enc->B * enc->T * enc->cfg.hidden_size);
+    return me_encoder_backward_device(enc, err);
+}
+
+int me_encoder_backward_device(MeEncoder *enc, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
     const MeBackend *be = enc->be;
@@ -377,7 +386,6 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
     float *G = enc->grads;
     float *dh = enc->d_h, *da = enc->d_a, *db = enc->d_b;
 
-    be->to_device(dh, dout, sizeof(float) * (size_t)N * H);
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const MeLayerOffsets *o = &enc->lo[l];
         const MeLayerActs *a = &enc->la[l];

@@ -82,6 +82,12 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * parameter gradients accumulate into enc->grads. */
 int me_encoder_backward(MeEncoder *enc, const float *dout, char *err);
 
+/* Backward when dL/d(last hidden state) is already in me_encoder_grad_output(). */
+int me_encoder_backward_device(MeEncoder *enc, char *err);
+
+/* Device buffer [B*T, H] that me_encoder_backward_device reads (NULL before a forward). */
+float *me_encoder_grad_output(MeEncoder *enc);
+
 /* Device pointer of the last hidden state [B*T, H] after a forward. */
 const float *me_encoder_output(const MeEncoder *enc);
 

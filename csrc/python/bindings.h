@@ -14,9 +14,32 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include <pythread.h>
+
+struct MeEncoder;
+
+/* multienc._C.Encoder instances (engine_py.c); the model binding borrows their encoders. */
+typedef struct {
+    PyObject_HEAD
+    struct MeEncoder *enc;
+    PyThread_type_lock lock;
+} EncoderObject;
+extern PyTypeObject MeEncoderType;
+
+/* Run `stmt` holding `lock`, with the GIL released. */
+#define LOCKED_COMPUTE(self, stmt)                          \
+    do {                                                    \
+        Py_BEGIN_ALLOW_THREADS                              \
+        PyThread_acquire_lock((self)->lock, WAIT_LOCK);     \
+        stmt;                                               \
+        PyThread_release_lock((self)->lock);                \
+        Py_END_ALLOW_THREADS                                \
+    } while (0)
+
 /* Each returns 0 on success, -1 with a Python exception set. */
 int me_register_engine(PyObject *module);
 int me_register_ops(PyObject *module);
+int me_register_model(PyObject *module);
 int me_register_tokenizer(PyObject *module);
 
 /* Raise the Python exception matching a C status code (see csrc/common.h). */

@@ -5,13 +5,6 @@
 #include "common.h"
 #include "model/encoder.h"
 
-#include <pythread.h>
-
-typedef struct {
-    PyObject_HEAD
-    MeEncoder *enc;
-    PyThread_type_lock lock;
-} EncoderObject;
 
 static int dict_int(PyObject *d, const char *key, int *out, int required, int dflt) {
     PyObject *v = PyDict_GetItemString(d, key);
@@ -94,15 +87,6 @@ static int ready(EncoderObject *self) {
     return 1;
 }
 
-/* Acquire the object's lock with the GIL released. */
-#define LOCKED_COMPUTE(self, stmt)                          \
-    do {                                                    \
-        Py_BEGIN_ALLOW_THREADS                              \
-        PyThread_acquire_lock((self)->lock, WAIT_LOCK);     \
-        stmt;                                               \
-        PyThread_release_lock((self)->lock);                \
-        Py_END_ALLOW_THREADS                                \
-    } while (0)
 
 static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
@@ -259,7 +243,7 @@ static PyGetSetDef Encoder_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject EncoderType = {
+PyTypeObject MeEncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc._C.Encoder",
     .tp_basicsize = sizeof(EncoderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -272,10 +256,10 @@ static PyTypeObject EncoderType = {
 };
 
 int me_register_engine(PyObject *module) {
-    if (PyType_Ready(&EncoderType) < 0) return -1;
-    Py_INCREF(&EncoderType);
-    if (PyModule_AddObject(module, "Encoder", (PyObject *)&EncoderType) < 0) {
-        Py_DECREF(&EncoderType);
+    if (PyType_Ready(&MeEncoderType) < 0) return -1;
+    Py_INCREF(&MeEncoderType);
+    if (PyModule_AddObject(module, "Encoder", (PyObject *)&MeEncoderType) < 0) {
+        Py_DECREF(&MeEncoderType);
         return -1;
     }
     return 0;

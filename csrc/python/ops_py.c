@@ -310,6 +310,208 @@ fail:
     return NULL;
 }
 
+/* pool_forward(h [B,T,C], w [B,K,T]) -> out [B,K,C] */
+static PyObject *ops_pool_forward(PyObject *s, PyObject *args) {
+    PyObject *ho, *wo;
+    if (!PyArg_ParseTuple(args, "OO", &ho, &wo)) return NULL;
+    PyArrayObject *h = farr(ho, 3, "h"), *w = h ? farr(wo, 3, "w") : NULL, *out = NULL;
+    if (!w) goto fail;
+    if (D(w, 0) != D(h, 0) || D(w, 2) != D(h, 1)) FAIL("shape mismatch");
+    npy_intp dims[3] = {D(h, 0), D(w, 1), D(h, 2)};
+    if (!(out = zeros(3, dims))) goto fail;
+    BE->pool_forward(F(out), F(h), F(w), D(h, 0), D(h, 1), D(w, 1), D(h, 2));
+    Py_DECREF(h); Py_DECREF(w);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(h); Py_XDECREF(w); Py_XDECREF(out);
+    return NULL;
+}
+
+/* pool_backward(dout [B,K,C], w [B,K,T]) -> dh [B,T,C] */
+static PyObject *ops_pool_backward(PyObject *s, PyObject *args) {
+    PyObject *go, *wo;
+    if (!PyArg_ParseTuple(args, "OO", &go, &wo)) return NULL;
+    PyArrayObject *g = farr(go, 3, "dout"), *w = g ? farr(wo, 3, "w") : NULL, *out = NULL;
+    if (!w) goto fail;
+    if (D(w, 0) != D(g, 0) || D(w, 1) != D(g, 1)) FAIL("shape mismatch");
+    npy_intp dims[3] = {D(g, 0), D(w, 2), D(g, 2)};
+    if (!(out = zeros(3, dims))) goto fail;
+    BE->pool_backward(F(out), F(g), F(w), D(g, 0), D(w, 2), D(w, 1), D(g, 2), 0);
+    Py_DECREF(g); Py_DECREF(w);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(g); Py_XDECREF(w); Py_XDECREF(out);
+    return NULL;
+}
+
+/* concat_forward(list of [R, C_i]) -> [R, sum C_i] */
+static PyObject *ops_concat_forward(PyObject *s, PyObject *args) {
+    PyObject *lo;
+    if (!PyArg_ParseTuple(args, "O", &lo)) return NULL;
+    PyObject *tup = PySequence_Tuple(lo);
+    if (!tup) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(tup);
+    PyArrayObject *parts[16] = {0}, *out = NULL;
+    int R = -1, total = 0;
+    if (n < 1 || n > 16) { PyErr_SetString(PyExc_ValueError, "1..16 inputs"); goto fail; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!(parts[i] = farr(PyTuple_GET_ITEM(tup, i), 2, "part"))) goto fail;
+        if (R >= 0 && D(parts[i], 0) != R) FAIL("row counts differ");
+        R = D(parts[i], 0);
+        total += D(parts[i], 1);
+    }
+    npy_intp dims[2] = {R, total};
+    if (!(out = zeros(2, dims))) goto fail;
+    for (Py_ssize_t i = 0, col = 0; i < n; col += D(parts[i], 1), i++)
+        BE->concat_forward(F(out) + col, total, F(parts[i]), D(parts[i], 1), R, D(parts[i], 1));
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(parts[i]);
+    Py_DECREF(tup);
+    return (PyObject *)out;
+fail:
+    for (Py_ssize_t i = 0; i < 16; i++) Py_XDECREF(parts[i]);
+    Py_XDECREF(out);
+    Py_DECREF(tup);
+    return NULL;
+}
+
+/* concat_backward(dout [R, total], col, width) -> [R, width] */
+static PyObject *ops_concat_backward(PyObject *s, PyObject *args) {
+    PyObject *go;
+    int col, width;
+    if (!PyArg_ParseTuple(args, "Oii", &go, &col, &width)) return NULL;
+    PyArrayObject *g = farr(go, 2, "dout"), *out = NULL;
+    if (!g) goto fail;
+    if (col < 0 || width < 0 || col + width > D(g, 1)) FAIL("block outside the input");
+    npy_intp dims[2] = {D(g, 0), width};
+    if (!(out = zeros(2, dims))) goto fail;
+    BE->concat_backward(F(out), width, F(g) + col, D(g, 1), D(g, 0), width, 0);
+    Py_DECREF(g);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(g); Py_XDECREF(out);
+    return NULL;
+}
+
+/* combine_forward(x [n,R,C], scores [n,R] | None) -> (out [R,C], alpha [n,R]) */
+static PyObject *ops_combine_forward(PyObject *s, PyObject *args) {
+    PyObject *xo, *so;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &so)) return NULL;
+    PyArrayObject *x = farr(xo, 3, "x"), *sc = NULL, *out = NULL, *alpha = NULL;
+    if (!x) goto fail;
+    if (so != Py_None && !(sc = farr(so, 2, "scores"))) goto fail;
+    if (sc && (D(sc, 0) != D(x, 0) || D(sc, 1) != D(x, 1))) FAIL("shape mismatch");
+    npy_intp od[2] = {D(x, 1), D(x, 2)}, ad[2] = {D(x, 0), D(x, 1)};
+    if (!(out = zeros(2, od)) || !(alpha = zeros(2, ad))) goto fail;
+    BE->combine_forward(F(out), F(alpha), F(x), sc ? F(sc) : NULL, D(x, 0), D(x, 1), D(x, 2));
+    Py_DECREF(x); Py_XDECREF(sc);
+    return Py_BuildValue("(NN)", out, alpha);
+fail:
+    Py_XDECREF(x); Py_XDECREF(sc); Py_XDECREF(out); Py_XDECREF(alpha);
+    return NULL;
+}
+
+/* combine_backward(dout [R,C], x [n,R,C], alpha [n,R], with_scores) -> (dx, dscores | None) */
+static PyObject *ops_combine_backward(PyObject *s, PyObject *args) {
+    PyObject *go, *xo, *ao;
+    int ws;
+    if (!PyArg_ParseTuple(args, "OOOp", &go, &xo, &ao, &ws)) return NULL;
+    PyArrayObject *g = farr(go, 2, "dout"), *x = g ? farr(xo, 3, "x") : NULL, *a = x ? farr(ao, 2, "alpha") : NULL;
+    PyArrayObject *dx = NULL, *ds = NULL;
+    if (!a) goto fail;
+    int n = D(x, 0), R = D(x, 1), C = D(x, 2);
+    if (D(g, 0) != R || D(g, 1) != C || D(a, 0) != n || D(a, 1) != R) FAIL("shape mismatch");
+    npy_intp xd[3] = {n, R, C}, sd[2] = {n, R};
+    if (!(dx = zeros(3, xd)) || !(ds = zeros(2, sd))) goto fail;
+    BE->combine_backward(F(dx), ws ? F(ds) : NULL, F(g), F(x), F(a), n, R, C);
+    Py_DECREF(g); Py_DECREF(x); Py_DECREF(a);
+    if (!ws) { Py_DECREF(ds); ds = (PyArrayObject *)Py_None; Py_INCREF(Py_None); }
+    return Py_BuildValue("(NN)", dx, ds);
+fail:
+    Py_XDECREF(g); Py_XDECREF(x); Py_XDECREF(a); Py_XDECREF(dx); Py_XDECREF(ds);
+    return NULL;
+}
+
+/* cross_entropy(logits [R,C], targets [R]) -> (loss, probs, dlogits) */
+static PyObject *ops_cross_entropy(PyObject *s, PyObject *args) {
+    PyObject *lo, *to;
+    if (!PyArg_ParseTuple(args, "OO", &lo, &to)) return NULL;
+    PyArrayObject *l = farr(lo, 2, "logits"), *t = l ? iarr(to, 1, "targets") : NULL, *p = NULL, *d = NULL;
+    if (!t) goto fail;
+    if (D(t, 0) != D(l, 0)) FAIL("shape mismatch");
+    for (int r = 0; r < D(t, 0); r++)
+        if (I32(t)[r] >= D(l, 1)) FAIL("target out of range");
+    npy_intp dims[2] = {D(l, 0), D(l, 1)};
+    if (!(p = zeros(2, dims)) || !(d = zeros(2, dims))) goto fail;
+    float loss;
+    BE->cross_entropy_forward(&loss, F(p), F(l), I32(t), D(l, 0), D(l, 1));
+    BE->cross_entropy_backward(F(d), F(p), I32(t), D(l, 0), D(l, 1));
+    Py_DECREF(l); Py_DECREF(t);
+    return Py_BuildValue("(dNN)", (double)loss, p, d);
+fail:
+    Py_XDECREF(l); Py_XDECREF(t); Py_XDECREF(p); Py_XDECREF(d);
+    return NULL;
+}
+
+/* mse(pred [R,C], target [R,C]) -> (loss, dpred) */
+static PyObject *ops_mse(PyObject *s, PyObject *args) {
+    PyObject *po, *to;
+    if (!PyArg_ParseTuple(args, "OO", &po, &to)) return NULL;
+    PyArrayObject *p = farr(po, 2, "pred"), *t = p ? farr(to, 2, "target") : NULL, *d = NULL;
+    if (!t) goto fail;
+    if (D(t, 0) != D(p, 0) || D(t, 1) != D(p, 1)) FAIL("shape mismatch");
+    npy_intp dims[2] = {D(p, 0), D(p, 1)};
+    if (!(d = zeros(2, dims))) goto fail;
+    float loss;
+    BE->mse_forward(&loss, F(p), F(t), D(p, 0), D(p, 1));
+    BE->mse_backward(F(d), F(p), F(t), D(p, 0), D(p, 1));
+    Py_DECREF(p); Py_DECREF(t);
+    return Py_BuildValue("(dN)", (double)loss, d);
+fail:
+    Py_XDECREF(p); Py_XDECREF(t); Py_XDECREF(d);
+    return NULL;
+}
+
+static PyObject *ops_sum_squares(PyObject *s, PyObject *args) {
+    PyObject *xo;
+    if (!PyArg_ParseTuple(args, "O", &xo)) return NULL;
+    PyArrayObject *x = farr(xo, 1, "x");
+    if (!x) return NULL;
+    double v = BE->sum_squares(F(x), (size_t)D(x, 0));
+    Py_DECREF(x);
+    return PyFloat_FromDouble(v);
+}
+
+static PyObject *ops_scale(PyObject *s, PyObject *args) {
+    PyObject *xo;
+    float f;
+    if (!PyArg_ParseTuple(args, "Of", &xo, &f)) return NULL;
+    PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 1, 1, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ENSURECOPY);
+    if (!x) return NULL;
+    BE->scale(F(x), (size_t)D(x, 0), f);
+    return (PyObject *)x;
+}
+
+/* adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step) -> (p, m, v) new arrays */
+static PyObject *ops_adamw(PyObject *s, PyObject *args) {
+    PyObject *po, *go, *mo, *vo;
+    double lr, b1, b2, eps, wd;
+    int step;
+    if (!PyArg_ParseTuple(args, "OOOOdddddi", &po, &go, &mo, &vo, &lr, &b1, &b2, &eps, &wd, &step)) return NULL;
+    int fl = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ENSURECOPY;
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROMANY(po, NPY_FLOAT32, 1, 1, fl);
+    PyArrayObject *g = p ? farr(go, 1, "g") : NULL;
+    PyArrayObject *m = g ? (PyArrayObject *)PyArray_FROMANY(mo, NPY_FLOAT32, 1, 1, fl) : NULL;
+    PyArrayObject *v = m ? (PyArrayObject *)PyArray_FROMANY(vo, NPY_FLOAT32, 1, 1, fl) : NULL;
+    if (!v) goto fail;
+    if (D(g, 0) != D(p, 0) || D(m, 0) != D(p, 0) || D(v, 0) != D(p, 0) || step < 1) FAIL("bad arguments");
+    BE->adamw_update(F(p), F(g), F(m), F(v), (size_t)D(p, 0), lr, b1, b2, eps, wd, step);
+    Py_DECREF(g);
+    return Py_BuildValue("(NNN)", p, m, v);
+fail:
+    Py_XDECREF(p); Py_XDECREF(g); Py_XDECREF(m); Py_XDECREF(v);
+    return NULL;
+}
+
 static PyMethodDef ops_methods[] = {
     {"ops_embedding_forward", ops_embedding_forward, METH_VARARGS, "(ids, table) -> out"},
     {"ops_embedding_backward", ops_embedding_backward, METH_VARARGS, "(dout, ids, V, padding_idx) -> dtable"},
@@ -326,6 +528,17 @@ static PyMethodDef ops_methods[] = {
     {"ops_rng_uniform", ops_rng_uniform, METH_VARARGS, "(seed, site, n) -> the dropout RNG's uniforms"},
     {"ops_attention_forward", ops_attention_forward, METH_VARARGS, "(qkv, mask, NH, p, seed, site) -> (ctx, probs)"},
     {"ops_attention_backward", ops_attention_backward, METH_VARARGS, "(dctx, qkv, probs, mask, NH, p, seed, site) -> dqkv"},
+    {"ops_pool_forward", ops_pool_forward, METH_VARARGS, "(h, w) -> out"},
+    {"ops_pool_backward", ops_pool_backward, METH_VARARGS, "(dout, w) -> dh"},
+    {"ops_concat_forward", ops_concat_forward, METH_VARARGS, "([parts]) -> out"},
+    {"ops_concat_backward", ops_concat_backward, METH_VARARGS, "(dout, col, width) -> dpart"},
+    {"ops_combine_forward", ops_combine_forward, METH_VARARGS, "(x, scores|None) -> (out, alpha)"},
+    {"ops_combine_backward", ops_combine_backward, METH_VARARGS, "(dout, x, alpha, with_scores) -> (dx, dscores)"},
+    {"ops_cross_entropy", ops_cross_entropy, METH_VARARGS, "(logits, targets) -> (loss, probs, dlogits)"},
+    {"ops_mse", ops_mse, METH_VARARGS, "(pred, target) -> (loss, dpred)"},
+    {"ops_sum_squares", ops_sum_squares, METH_VARARGS, "(x) -> sum of squares"},
+    {"ops_scale", ops_scale, METH_VARARGS, "(x, factor) -> x * factor"},
+    {"ops_adamw", ops_adamw, METH_VARARGS, "(p, g, m, v, lr, beta1, beta2, eps, wd, step) -> (p, m, v)"},
     {NULL, NULL, 0, NULL},
 };
 

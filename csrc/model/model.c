@@ -1,0 +1,450 @@
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SITE_COMBINE_DROPOUT (1ULL << 62)
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Dropout seed of LM i for a step seed: independent streams per LM. */
+static uint64_t lm_seed(uint64_t seed, int i) { return mix64(seed ^ mix64((uint64_t)i + 1)); }
+
+/* ------------------------------------------------------------ parameters */
+
+static size_t add(MeModel *m, int *cap, const char *name, int64_t d0, int64_t d1, int *failed) {
+    if (m->nparams == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        MeParamInfo *p = realloc(m->info, sizeof(MeParamInfo) * *cap);
+        if (!p) {
+            *failed = 1;
+            return 0;
+        }
+        m->info = p;
+    }
+    MeParamInfo *pi = &m->info[m->nparams++];
+    snprintf(pi->name, sizeof pi->name, "%s", name);
+    pi->ndim = d1 > 0 ? 2 : 1;
+    pi->shape[0] = d0;
+    pi->shape[1] = d1 > 0 ? d1 : 0;
+    pi->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    pi->offset = m->nfloats;
+    m->nfloats += (pi->numel + 15) / 16 * 16;
+    return pi->offset;
+}
+
+int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *cfg,
+                    const MeBackend *be, char *err) {
+    *out = NULL;
+    if (n < 1) return me_error(err, ME_ERR_VALUE, "a model needs at least one language model");
+    if (cfg->combine < ME_COMBINE_NONE || cfg->combine > ME_COMBINE_DME)
+        return me_error(err, ME_ERR_VALUE, "unknown combine method %d", cfg->combine);
+    if ((cfg->combine == ME_COMBINE_NONE) != (n == 1))
+        return me_error(err, ME_ERR_VALUE, "combine 'none' is for exactly one language model");
+    if (cfg->task != ME_TASK_CLASSIFY && cfg->task != ME_TASK_REGRESS)
+        return me_error(err, ME_ERR_VALUE, "unknown task %d", cfg->task);
+    if (cfg->num_classes < 1 || (cfg->task == ME_TASK_CLASSIFY && cfg->num_classes < 2))
+        return me_error(err, ME_ERR_VALUE, "num_classes must be >= 2 for classification, >= 1 for regression (got %d)",
+                        cfg->num_classes);
+    if (!(cfg->combine_dropout >= 0.0f && cfg->combine_dropout < 1.0f))
+        return me_error(err, ME_ERR_VALUE, "combine_dropout must be in [0, 1)");
+    for (int i = 0; i < n; i++)
+        if (lms[i]->be != be)
+            return me_error(err, ME_ERR_VALUE, "language model %d lives on another device", i + 1);
+    MeModel *m = calloc(1, sizeof(MeModel));
+    if (!m) return me_error(err, ME_ERR_NOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->be = be;
+    m->n = n;
+    m->C = cfg->num_classes;
+    int failed = 0;
+    m->lms = calloc(n, sizeof(MeEncoder *));
+    m->H = calloc(n, sizeof(int));
+    m->proj_w = calloc(n, sizeof(size_t));
+    m->proj_b = calloc(n, sizeof(size_t));
+    m->lm_m = calloc(n, sizeof(float *));
+    m->lm_v = calloc(n, sizeof(float *));
+    m->lm_step = calloc(n, sizeof(int));
+    m->trainable_now = calloc(n, sizeof(int));
+    m->pool_w = calloc(n, sizeof(float *));
+    m->pooled = calloc(n, sizeof(float *));
+    m->d_pooled = calloc(n, sizeof(float *));
+    if (!m->lms || !m->H || !m->proj_w || !m->proj_b || !m->lm_m || !m->lm_v || !m->lm_step ||
+        !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
+        me_model_free(m);
+        return me_error(err, ME_ERR_NOMEM, "out of memory");
+    }
+    int P = 0, sum = 0;
+    for (int i = 0; i < n; i++) {
+        m->lms[i] = lms[i];
+        m->H[i] = lms[i]->cfg.hidden_size;
+        P = m->H[i] > P ? m->H[i] : P;
+        sum += m->H[i];
+    }
+    m->P = P;
+    if (cfg->combine == ME_COMBINE_CONCAT && cfg->use_layer_norm)
+        for (int i = 0; i < n; i++)
+            if (m->H[i] != P) {
+                me_model_free(m);
+                return me_error(err, ME_ERR_VALUE,
+                                "use_layer_norm with combine_method='concat' shares one LayerNorm, so the "
+                                "language models need equal hidden sizes (got %d and %d)", m->H[i], P);
+            }
+    m->E = cfg->combine == ME_COMBINE_CONCAT ? sum : cfg->combine == ME_COMBINE_NONE ? m->H[0] : P;
+    int cap = 0;
+    char nm[96];
+    if (cfg->combine == ME_COMBINE_MEAN || cfg->combine == ME_COMBINE_DME)
+        for (int i = 0; i < n; i++) {
+            snprintf(nm, sizeof nm, "combiner.projections.%d.weight", i);
+            m->proj_w[i] = add(m, &cap, nm, P, m->H[i], &failed);
+            snprintf(nm, sizeof nm, "combiner.projections.%d.bias", i);
+            m->proj_b[i] = add(m, &cap, nm, P, 0, &failed);
+        }
+    if (cfg->use_layer_norm && cfg->combine != ME_COMBINE_NONE) {
+        m->ln_w = add(m, &cap, "combiner.layer_norm.weight", P, 0, &failed);
+        m->ln_b = add(m, &cap, "combiner.layer_norm.bias", P, 0, &failed);
+    }
+    if (cfg->combine == ME_COMBINE_DME) {
+        m->att_w = add(m, &cap, "combiner.attention.weight", 1, P, &failed);
+        m->att_b = add(m, &cap, "combiner.attention.bias", 1, 0, &failed);
+    }
+    m->decoder_start = m->nfloats;
+    m->dec_w = add(m, &cap, "decoder.weight", m->C, m->E, &failed);
+    m->dec_b = add(m, &cap, "decoder.bias", m->C, 0, &failed);
+    if (!failed) {
+        m->params = be->alloc(m->nfloats * sizeof(float));
+        m->grads = be->alloc(m->nfloats * sizeof(float));
+        m->adam_m = be->alloc(m->nfloats * sizeof(float));
+        m->adam_v = be->alloc(m->nfloats * sizeof(float));
+        failed = !m->params || !m->grads || !m->adam_m || !m->adam_v;
+    }
+    if (failed) {
+        me_model_free(m);
+        return me_error(err, ME_ERR_NOMEM, "out of memory allocating the head");
+    }
+    *out = m;
+    return ME_OK;
+}
+
+void me_model_free(MeModel *m) {
+    if (!m) return;
+    const MeBackend *be = m->be;
+    if (be) {
+        if (m->params) be->release(m->params);
+        if (m->grads) be->release(m->grads);
+        if (m->adam_m) be->release(m->adam_m);
+        if (m->adam_v) be->release(m->adam_v);
+        if (m->ws) be->release(m->ws);
+        for (int i = 0; i < m->n; i++) {
+            if (m->lm_m && m->lm_m[i]) be->release(m->lm_m[i]);
+            if (m->lm_v && m->lm_v[i]) be->release(m->lm_v[i]);
+        }
+    }
+    free(m->lms);
+    free(m->H);
+    free(m->proj_w);
+    free(m->proj_b);
+    free(m->lm_m);
+    free(m->lm_v);
+    free(m->lm_step);
+    free(m->trainable_now);
+    free(m->pool_w);
+    free(m->pooled);
+    free(m->d_pooled);
+    free(m->info);
+    free(m);
+}
+
+/* ------------------------------------------------------------- workspace */
+
+static size_t carve(MeModel *m, float *base, const MeLmInput *in, int B, int K) {
+    const size_t R = (size_t)B * K, n = m->n, P = m->P, E = m->E, C = m->C;
+    size_t off = 0;
+#define TAKE(ptr, count)                                       \
+    do {                                                       \
+        if (base) ptr = base + off;                            \
+        off += ((size_t)(count) + 15) / 16 * 16;               \
+    } while (0)
+    for (int i = 0; i < m->n; i++) {
+        TAKE(m->pool_w[i], (size_t)B * K * in[i].T);
+        TAKE(m->pooled[i], R * m->H[i]);
+        TAKE(m->d_pooled[i], R * m->H[i]);
+    }
+    TAKE(m->proj, n * R * P);
+    TAKE(m->ln_out, n * R * P);
+    TAKE(m->ln_mean, n * R);
+    TAKE(m->ln_rstd, n * R);
+    TAKE(m->scores, n * R);
+    TAKE(m->alpha, n * R);
+    TAKE(m->comb, R * E);
+    TAKE(m->drop, R * E);
+    TAKE(m->logits, R * C);
+    TAKE(m->probs, R * C);
+    TAKE(m->loss, 1);
+    TAKE(m->targets_f, R * C);
+    if (base) m->targets_i = (int32_t *)m->targets_f;
+    TAKE(m->d_logits, R * C);
+    TAKE(m->d_drop, R * E);
+    TAKE(m->d_comb, R * E);
+    TAKE(m->d_x, n * R * P);
+    TAKE(m->d_proj, n * R * P);
+    TAKE(m->d_scores, n * R);
+#undef TAKE
+    return off;
+}
+
+static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char *err) {
+    size_t need = carve(m, NULL, in, B, K);
+    if (need > m->ws_floats) {
+        if (m->ws) m->be->release(m->ws);
+        m->ws = m->be->alloc(need * sizeof(float));
+        m->ws_floats = m->ws ? need : 0;
+        if (!m->ws) return me_error(err, ME_ERR_NOMEM, "out of memory for the head's activations");
+    }
+    carve(m, m->ws, in, B, K);
+    return ME_OK;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *targets, int train,
+                     uint64_t seed, float *outputs, float *alpha, float *loss, char *err) {
+    const MeBackend *be = m->be;
+    if (B <= 0 || K <= 0) return me_error(err, ME_ERR_VALUE, "empty batch (%d sentences, %d rows each)", B, K);
+    for (int i = 0; i < m->n; i++)
+        if (!in[i].pool || in[i].T <= 0) return me_error(err, ME_ERR_VALUE, "language model %d: empty input", i + 1);
+    int st = ensure_workspace(m, in, B, K, err);
+    if (st) return st;
+    m->has_forward = 0;
+    const int R = B * K, n = m->n, P = m->P, E = m->E, C = m->C;
+    m->B = B;
+    m->K = K;
+    m->R = R;
+    m->train = train;
+    m->seed = seed;
+    const float *Wt = m->params;
+
+    for (int i = 0; i < n; i++) {
+        MeEncoder *enc = m->lms[i];
+        st = me_encoder_forward(enc, in[i].ids, in[i].types, in[i].mask, B, in[i].T, train,
+                                lm_seed(seed, i), NULL, err);
+        if (st) {
+            char tmp[ME_ERRLEN];
+            snprintf(tmp, sizeof tmp, "language model %d: %s", i + 1, err);
+            memcpy(err, tmp, ME_ERRLEN);
+            return st;
+        }
+        be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * in[i].T);
+        be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K, m->H[i]);
+    }
+
+    const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
+    switch (m->cfg.combine) {
+    case ME_COMBINE_NONE:
+        be->concat_forward(m->comb, E, m->pooled[0], E, R, E);
+        break;
+    case ME_COMBINE_CONCAT: {
+        int col = 0;
+        for (int i = 0; i < n; i++) {
+            const float *src = m->pooled[i];
+            if (ln) {
+                float *o = m->ln_out + (size_t)i * R * P;
+                be->layernorm_forward(o, m->ln_mean + (size_t)i * R, m->ln_rstd + (size_t)i * R, src,
+                                      Wt + m->ln_w, Wt + m->ln_b, R, P, m->cfg.ln_eps);
+                src = o;
+            }
+            be->concat_forward(m->comb + col, E, src, m->H[i], R, m->H[i]);
+            col += m->H[i];
+        }
+        break;
+    }
+    case ME_COMBINE_MEAN:
+    case ME_COMBINE_DME: {
+        for (int i = 0; i < n; i++)
+            be->matmul_forward(m->proj + (size_t)i * R * P, m->pooled[i], Wt + m->proj_w[i],
+                               Wt + m->proj_b[i], R, m->H[i], P);
+        const float *x = m->proj;
+        if (ln) {
+            be->layernorm_forward(m->ln_out, m->ln_mean, m->ln_rstd, m->proj, Wt + m->ln_w, Wt + m->ln_b,
+                                  n * R, P, m->cfg.ln_eps);
+            x = m->ln_out;
+        }
+        const float *scores = NULL;
+        if (m->cfg.combine == ME_COMBINE_DME) {
+            be->matmul_forward(m->scores, x, Wt + m->att_w, Wt + m->att_b, n * R, P, 1);
+            scores = m->scores;
+        }
+        be->combine_forward(m->comb, m->alpha, x, scores, n, R, P);
+        break;
+    }
+    }
+    be->dropout_forward(m->drop, m->comb, (size_t)R * E, train ? m->cfg.combine_dropout : 0.0f, seed,
+                        SITE_COMBINE_DROPOUT);
+    be->matmul_forward(m->logits, m->drop, Wt + m->dec_w, Wt + m->dec_b, R, E, C);
+
+    if (targets) {
+        if (m->cfg.task == ME_TASK_CLASSIFY) {
+            const int32_t *t = targets;
+            for (int r = 0; r < R; r++)
+                if (t[r] >= C)
+                    return me_error(err, ME_ERR_VALUE, "target %d of row %d is outside the %d classes", t[r], r, C);
+            be->to_device(m->targets_i, t, sizeof(int32_t) * R);
+            be->cross_entropy_forward(m->loss, m->probs, m->logits, m->targets_i, R, C);
+        } else {
+            be->to_device(m->targets_f, targets, sizeof(float) * (size_t)R * C);
+            be->mse_forward(m->loss, m->logits, m->targets_f, R, C);
+        }
+        if (loss) be->to_host(loss, m->loss, sizeof(float));
+    }
+    if (outputs) be->to_host(outputs, m->logits, sizeof(float) * (size_t)R * C);
+    if (alpha && (m->cfg.combine == ME_COMBINE_DME || m->cfg.combine == ME_COMBINE_MEAN))
+        be->to_host(alpha, m->alpha, sizeof(float) * (size_t)n * R);
+    m->has_forward = targets ? 1 : 0;
+    return ME_OK;
+}
+
+/* --------------------------------------------------------------- backward */
+
+int me_model_backward(MeModel *m, const int *trainable, char *err) {
+    if (!m->has_forward)
+        return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
+    const MeBackend *be = m->be;
+    const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
+    const float *Wt = m->params;
+    float *G = m->grads;
+    be->zero(G, m->nfloats * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        m->trainable_now[i] = trainable[i];
+        if (trainable[i]) be->zero(m->lms[i]->grads, m->lms[i]->nfloats * sizeof(float));
+    }
+    if (m->cfg.task == ME_TASK_CLASSIFY)
+        be->cross_entropy_backward(m->d_logits, m->probs, m->targets_i, R, C);
+    else
+        be->mse_backward(m->d_logits, m->logits, m->targets_f, R, C);
+    be->matmul_backward(m->d_drop, G + m->dec_w, G + m->dec_b, m->d_logits, m->drop, Wt + m->dec_w, R, E,
+                        C, 0);
+    be->dropout_backward(m->d_comb, m->d_drop, (size_t)R * E, m->train ? m->cfg.combine_dropout : 0.0f,
+                         m->seed, SITE_COMBINE_DROPOUT);
+
+    const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
+    switch (m->cfg.combine) {
+    case ME_COMBINE_NONE:
+        be->concat_backward(m->d_pooled[0], E, m->d_comb, E, R, E, 0);
+        break;
+    case ME_COMBINE_CONCAT: {
+        int col = 0;
+        for (int i = 0; i < n; i++) {
+            if (ln) {
+                float *dln = m->d_x + (size_t)i * R * P;
+                be->concat_backward(dln, P, m->d_comb + col, E, R, P, 0);
+                be->layernorm_backward(m->d_pooled[i], G + m->ln_w, G + m->ln_b, dln, m->pooled[i],
+                                       m->ln_mean + (size_t)i * R, m->ln_rstd + (size_t)i * R,
+                                       Wt + m->ln_w, R, P, 0);
+            } else {
+                be->concat_backward(m->d_pooled[i], m->H[i], m->d_comb + col, E, R, m->H[i], 0);
+            }
+            col += m->H[i];
+        }
+        break;
+    }
+    case ME_COMBINE_MEAN:
+    case ME_COMBINE_DME: {
+        const float *x = ln ? m->ln_out : m->proj;
+        int dme = m->cfg.combine == ME_COMBINE_DME;
+        be->combine_backward(m->d_x, dme ? m->d_scores : NULL, m->d_comb, x, m->alpha, n, R, P);
+        if (dme)
+            be->matmul_backward(m->d_x, G + m->att_w, G + m->att_b, m->d_scores, x, Wt + m->att_w, n * R, P,
+                                1, 1);
+        const float *dproj = m->d_x;
+        if (ln) {
+            be->layernorm_backward(m->d_proj, G + m->ln_w, G + m->ln_b, m->d_x, m->proj, m->ln_mean,
+                                   m->ln_rstd, Wt + m->ln_w, n * R, P, 0);
+            dproj = m->d_proj;
+        }
+        for (int i = 0; i < n; i++)
+            be->matmul_backward(m->d_pooled[i], G + m->proj_w[i], G + m->proj_b[i], dproj + (size_t)i * R * P,
+                                m->pooled[i], Wt + m->proj_w[i], R, m->H[i], P, 0);
+        break;
+    }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!trainable[i]) continue;
+        MeEncoder *enc = m->lms[i];
+        be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], B, enc->T, K, m->H[i], 0);
+        int st = me_encoder_backward_device(enc, err);
+        if (st) return st;
+    }
+    return ME_OK;
+}
+
+/* -------------------------------------------------------------- optimizer */
+
+static int ensure_moments(MeModel *m, int i, char *err) {
+    if (m->lm_m[i]) return ME_OK;
+    size_t bytes = m->lms[i]->nfloats * sizeof(float);
+    m->lm_m[i] = m->be->alloc(bytes);
+    m->lm_v[i] = m->be->alloc(bytes);
+    if (!m->lm_m[i] || !m->lm_v[i])
+        return me_error(err, ME_ERR_NOMEM, "out of memory for the optimizer state of language model %d", i + 1);
+    return ME_OK;
+}
+
+int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const void *targets,
+                        uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
+                        double *grad_norm, char *err) {
+    if (!targets) return me_error(err, ME_ERR_VALUE, "a training step needs targets");
+    const MeBackend *be = m->be;
+    float l = 0.0f;
+    int st = me_model_forward(m, in, B, K, targets, 1, seed, outputs, NULL, &l, err);
+    if (st) return st;
+    if (loss) *loss = l;
+    if (!isfinite(l))
+        return me_error(err, ME_ERR_VALUE, "the loss is %s; no update was made", isnan(l) ? "NaN" : "infinite");
+    for (int i = 0; i < m->n; i++) {
+        st = oc->trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        if (st) return st;
+    }
+    st = me_model_backward(m, oc->trainable, err);
+    if (st) return st;
+
+    double ss = be->sum_squares(m->grads, m->nfloats);
+    for (int i = 0; i < m->n; i++)
+        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->nfloats);
+    double norm = sqrt(ss);
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm))
+        return me_error(err, ME_ERR_VALUE, "the gradient norm is %s; no update was made",
+                        isnan(norm) ? "NaN" : "infinite");
+    if (oc->max_grad_norm > 0) {
+        /* torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), clamped to 1, always applied */
+        double coef = oc->max_grad_norm / (norm + 1e-6);
+        float c = (float)(coef < 1.0 ? coef : 1.0);
+        be->scale(m->grads, m->nfloats, c);
+        for (int i = 0; i < m->n; i++)
+            if (oc->trainable[i]) be->scale(m->lms[i]->grads, m->lms[i]->nfloats, c);
+    }
+    for (int i = 0; i < m->n; i++) {
+        if (!oc->trainable[i]) continue;
+        MeEncoder *enc = m->lms[i];
+        m->lm_step[i]++;
+        be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->nfloats, oc->lr[i], oc->beta1,
+                         oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i]);
+    }
+    m->step++;
+    const int n = m->n;
+    size_t ds = m->decoder_start;
+    if (ds)
+        be->adamw_update(m->params, m->grads, m->adam_m, m->adam_v, ds, oc->lr[n], oc->beta1, oc->beta2, oc->eps,
+                         oc->weight_decay[n], m->step);
+    be->adamw_update(m->params + ds, m->grads + ds, m->adam_m + ds, m->adam_v + ds, m->nfloats - ds,
+                     oc->lr[n + 1], oc->beta1, oc->beta2, oc->eps, oc->weight_decay[n + 1], m->step);
+    m->has_forward = 0; /* parameters changed: the stored activations are stale */
+    return ME_OK;
+}

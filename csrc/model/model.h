@@ -1,0 +1,96 @@
+/* The whole trainable model of a task: one or more encoders (LMs), pooling of
+ * each LM's hidden states into row vectors (sentence: one row per sentence;
+ * word level: one row per word), a combiner (none / concat / mean / DME with
+ * per-LM projections and an optional shared LayerNorm), dropout, a linear
+ * decoder and a loss. One call runs the forward of every LM, the head, the
+ * loss, the whole backward, gradient-norm clipping and AdamW with per-group
+ * learning rates. */
+#ifndef MULTIENC_MODEL_H
+#define MULTIENC_MODEL_H
+
+#include "model/encoder.h"
+
+typedef enum { ME_COMBINE_NONE = 0, ME_COMBINE_CONCAT = 1, ME_COMBINE_MEAN = 2, ME_COMBINE_DME = 3 } MeCombine;
+typedef enum { ME_TASK_CLASSIFY = 0, ME_TASK_REGRESS = 1 } MeTask;
+
+typedef struct {
+    int combine;        /* MeCombine */
+    int use_layer_norm; /* shared LayerNorm on each (projected) LM output */
+    float ln_eps;
+    float combine_dropout;
+    int task;           /* MeTask */
+    int num_classes;    /* outputs per row (1 for single-target regression) */
+} MeHeadConfig;
+
+/* One LM's part of a batch (host memory). pool [B, K, T] weights hidden states into K rows
+ * per sentence (a one-hot row for CLS pooling, 1/len over real tokens for mean pooling,
+ * sub-word weights per word for word-level pooling). */
+typedef struct {
+    const int32_t *ids, *mask, *types; /* [B, T]; types may be NULL */
+    const float *pool;                 /* [B, K, T] */
+    int T;
+} MeLmInput;
+
+typedef struct {
+    const double *lr;           /* [n + 2]: each LM, the combiner, the decoder */
+    const double *weight_decay; /* [n + 2] */
+    const int *trainable;       /* [n]: 0 = this LM runs forward only this step */
+    double beta1, beta2, eps;
+    double max_grad_norm;       /* <= 0: no clipping */
+} MeOptimConfig;
+
+typedef struct {
+    MeHeadConfig cfg;
+    const MeBackend *be;
+    int n;              /* number of LMs */
+    MeEncoder **lms;    /* borrowed; the binding keeps them alive */
+    int *H;             /* hidden size per LM */
+    int P;              /* projection size (dme/mean) */
+    int E;              /* combined embedding length */
+    int C;              /* num_classes */
+
+    int nparams;
+    MeParamInfo *info;
+    size_t nfloats, decoder_start;
+    float *params, *grads, *adam_m, *adam_v;
+    int step;                   /* optimizer steps taken by the head */
+    size_t *proj_w, *proj_b;    /* per LM (dme/mean) */
+    size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b;
+    float **lm_m, **lm_v;       /* AdamW moments per LM (allocated on first update) */
+    int *lm_step;
+
+    float *ws;
+    size_t ws_floats;
+    int B, K, R, has_forward, train;
+    uint64_t seed;
+    int *trainable_now;
+    float **pool_w, **pooled, **d_pooled;
+    float *proj, *ln_out, *ln_mean, *ln_rstd, *scores, *alpha, *comb, *drop, *logits, *probs, *loss;
+    int32_t *targets_i;
+    float *targets_f;
+    float *d_logits, *d_drop, *d_comb, *d_x, *d_proj, *d_scores;
+} MeModel;
+
+/* lms: n encoders (borrowed). Parameters start at zero; set them with the param buffer. */
+int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *cfg,
+                    const MeBackend *be, char *err);
+void me_model_free(MeModel *m);
+
+/* Forward of every LM and the head on B sentences (K rows each). targets (host) may be
+ * NULL; else int32 [R] class ids (negative = ignored row) or float [R, C]. outputs (host,
+ * may be NULL): logits / predictions [R, C]; alpha (host, may be NULL): DME / mean weights
+ * [n, R]; *loss: the loss when targets were given. */
+int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *targets, int train,
+                     uint64_t seed, float *outputs, float *alpha, float *loss, char *err);
+
+/* A whole training step: forward (train mode), loss, backward, clipping, AdamW.
+ * *grad_norm receives the total norm before clipping. */
+int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const void *targets,
+                        uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
+                        double *grad_norm, char *err);
+
+/* Backward of the last forward into the gradient buffers (zeroed first); for tests and
+ * for callers that run their own optimizer. trainable [n] as in MeOptimConfig. */
+int me_model_backward(MeModel *m, const int *trainable, char *err);
+
+#endif

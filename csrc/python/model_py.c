@@ -1,0 +1,434 @@
+/* multienc._C.Model: the task model (LMs + combiner + decoder + loss) and its
+ * one-call training step. Inputs are checked here; compute runs with the GIL
+ * released while holding the model's lock and every LM's lock (in order). */
+#include "python/bindings.h"
+#include "common.h"
+#include "model/model.h"
+
+#include <stdlib.h>
+
+typedef struct {
+    PyObject_HEAD
+    MeModel *model;
+    PyObject *encoders; /* tuple of EncoderObject, kept alive */
+    PyThread_type_lock lock;
+} ModelObject;
+
+static void lock_all(ModelObject *self) {
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->encoders); i++)
+        PyThread_acquire_lock(((EncoderObject *)PyTuple_GET_ITEM(self->encoders, i))->lock, WAIT_LOCK);
+}
+
+static void unlock_all(ModelObject *self) {
+    for (Py_ssize_t i = PyTuple_GET_SIZE(self->encoders) - 1; i >= 0; i--)
+        PyThread_release_lock(((EncoderObject *)PyTuple_GET_ITEM(self->encoders, i))->lock);
+    PyThread_release_lock(self->lock);
+}
+
+static int cfg_int(PyObject *d, const char *k, int *out, int dflt) {
+    PyObject *v = PyDict_GetItemString(d, k);
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    long x = PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int cfg_float(PyObject *d, const char *k, float *out, float dflt) {
+    PyObject *v = PyDict_GetItemString(d, k);
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"encoders", "config", NULL};
+    PyObject *encs, *cfgd;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!", kwlist, &encs, &PyDict_Type, &cfgd)) return -1;
+    PyObject *tup = PySequence_Tuple(encs);
+    if (!tup) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(tup);
+    if (n < 1 || n > 64) {
+        Py_DECREF(tup);
+        PyErr_SetString(PyExc_ValueError, "a model needs between 1 and 64 encoders");
+        return -1;
+    }
+    MeEncoder *lms[64];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyTuple_GET_ITEM(tup, i);
+        if (!PyObject_TypeCheck(e, &MeEncoderType) || !((EncoderObject *)e)->enc) {
+            Py_DECREF(tup);
+            PyErr_Format(PyExc_TypeError, "encoders[%zd] is not an initialised multienc._C.Encoder", i);
+            return -1;
+        }
+        lms[i] = ((EncoderObject *)e)->enc;
+    }
+    MeHeadConfig c;
+    if (cfg_int(cfgd, "combine", &c.combine, 0) || cfg_int(cfgd, "use_layer_norm", &c.use_layer_norm, 0) ||
+        cfg_float(cfgd, "ln_eps", &c.ln_eps, 1e-3f) || cfg_float(cfgd, "combine_dropout", &c.combine_dropout, 0.0f) ||
+        cfg_int(cfgd, "task", &c.task, 0) || cfg_int(cfgd, "num_classes", &c.num_classes, 2)) {
+        Py_DECREF(tup);
+        return -1;
+    }
+    char err[ME_ERRLEN] = {0};
+    me_model_free(self->model);
+    self->model = NULL;
+    int st = me_model_create(&self->model, lms, (int)n, &c, lms[0]->be, err);
+    if (st) {
+        Py_DECREF(tup);
+        me_raise(st, err);
+        return -1;
+    }
+    Py_XSETREF(self->encoders, tup);
+    if (!self->lock) self->lock = PyThread_allocate_lock();
+    if (!self->lock) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void Model_dealloc(ModelObject *self) {
+    me_model_free(self->model);
+    Py_XDECREF(self->encoders);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ready(ModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Model_param_info(ModelObject *self, PyObject *noargs) {
+    if (!ready(self)) return NULL;
+    PyObject *list = PyList_New(self->model->nparams);
+    if (!list) return NULL;
+    for (int i = 0; i < self->model->nparams; i++) {
+        const MeParamInfo *p = &self->model->info[i];
+        PyObject *shape = p->ndim == 2 ? Py_BuildValue("(LL)", (long long)p->shape[0], (long long)p->shape[1])
+                                       : Py_BuildValue("(L)", (long long)p->shape[0]);
+        PyObject *item = shape ? Py_BuildValue("(sNn)", p->name, shape, (Py_ssize_t)p->offset) : NULL;
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *copy_buffer(ModelObject *self, PyObject *obj, int grads, int to_host) {
+    if (!ready(self)) return NULL;
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (!PyArray_Check(obj) || PyArray_TYPE(a) != NPY_FLOAT32 || PyArray_NDIM(a) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS(a) || (size_t)PyArray_DIM(a, 0) != self->model->nfloats ||
+        (to_host && !PyArray_ISWRITEABLE(a))) {
+        PyErr_Format(PyExc_ValueError, "expected a contiguous float32 array of shape (%zu,)", self->model->nfloats);
+        return NULL;
+    }
+    float *buf = grads ? self->model->grads : self->model->params;
+    void *host = PyArray_DATA(a);
+    size_t bytes = self->model->nfloats * sizeof(float);
+    const MeBackend *be = self->model->be;
+    LOCKED_COMPUTE(self, if (to_host) be->to_host(host, buf, bytes); else be->to_device(buf, host, bytes));
+    Py_RETURN_NONE;
+}
+static PyObject *Model_read_params(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }
+static PyObject *Model_write_params(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 0, 0); }
+static PyObject *Model_read_grads(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 1, 1); }
+
+/* Parsed per-LM inputs; arrays are owned references released by free_inputs. */
+typedef struct {
+    int n, B, K;
+    MeLmInput in[64];
+    PyArrayObject *arrays[64 * 4];
+    int narrays;
+} Inputs;
+
+static void free_inputs(Inputs *x) {
+    for (int i = 0; i < x->narrays; i++) Py_XDECREF(x->arrays[i]);
+    x->narrays = 0;
+}
+
+static PyArrayObject *take(Inputs *x, PyObject *o, int type, int nd, const char *what, int lm) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, type, nd, nd, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!a) {
+        PyErr_Format(PyExc_TypeError, "inputs[%d]: %s must be a %d-d %s array", lm, what, nd,
+                     type == NPY_INT32 ? "integer" : "float");
+        return NULL;
+    }
+    x->arrays[x->narrays++] = a;
+    return a;
+}
+
+/* inputs: sequence (one per LM) of (ids [B,T], mask [B,T], types [B,T] | None, pool [B,K,T]) */
+static int parse_inputs(ModelObject *self, PyObject *seq, Inputs *x) {
+    memset(x, 0, sizeof *x);
+    PyObject *tup = PySequence_Tuple(seq);
+    if (!tup) return -1;
+    x->n = self->model->n;
+    if (PyTuple_GET_SIZE(tup) != x->n) {
+        PyErr_Format(PyExc_ValueError, "expected inputs for %d language models, got %zd", x->n, PyTuple_GET_SIZE(tup));
+        Py_DECREF(tup);
+        return -1;
+    }
+    for (int i = 0; i < x->n; i++) {
+        PyObject *ids_o, *mask_o, *types_o, *pool_o;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(tup, i), "OOOO;each input is (ids, mask, types, pool)", &ids_o, &mask_o,
+                              &types_o, &pool_o))
+            goto fail;
+        PyArrayObject *ids = take(x, ids_o, NPY_INT32, 2, "ids", i);
+        PyArrayObject *mask = ids ? take(x, mask_o, NPY_INT32, 2, "mask", i) : NULL;
+        PyArrayObject *types = NULL;
+        if (mask && types_o != Py_None) types = take(x, types_o, NPY_INT32, 2, "token types", i);
+        PyArrayObject *pool = (mask && (types || types_o == Py_None)) ? take(x, pool_o, NPY_FLOAT32, 3, "pool", i) : NULL;
+        if (!pool) goto fail;
+        int B = (int)PyArray_DIM(ids, 0), T = (int)PyArray_DIM(ids, 1), K = (int)PyArray_DIM(pool, 1);
+        if (i == 0) {
+            x->B = B;
+            x->K = K;
+        }
+        if (B != x->B || K != x->K || PyArray_DIM(mask, 0) != B || PyArray_DIM(mask, 1) != T ||
+            (types && (PyArray_DIM(types, 0) != B || PyArray_DIM(types, 1) != T)) || PyArray_DIM(pool, 0) != B ||
+            PyArray_DIM(pool, 2) != T) {
+            PyErr_Format(PyExc_ValueError,
+                         "inputs[%d]: shapes disagree (ids %dx%d; every LM needs the same batch size and rows per "
+                         "sentence, mask/types like ids, pool (batch, rows, length))", i, B, T);
+            goto fail;
+        }
+        x->in[i].ids = PyArray_DATA(ids);
+        x->in[i].mask = PyArray_DATA(mask);
+        x->in[i].types = types ? PyArray_DATA(types) : NULL;
+        x->in[i].pool = PyArray_DATA(pool);
+        x->in[i].T = T;
+    }
+    Py_DECREF(tup);
+    return 0;
+fail:
+    Py_DECREF(tup);
+    free_inputs(x);
+    return -1;
+}
+
+/* targets: int class ids [R] for classification, float [R, C] (or [R] when C == 1) for regression */
+static PyArrayObject *parse_targets(ModelObject *self, PyObject *o, int R) {
+    const MeModel *m = self->model;
+    int cls = m->cfg.task == ME_TASK_CLASSIFY;
+    PyArrayObject *t = (PyArrayObject *)PyArray_FROMANY(o, cls ? NPY_INT32 : NPY_FLOAT32, 1, 2,
+                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!t) return NULL;
+    npy_intp size = PyArray_SIZE(t);
+    if ((cls && (PyArray_NDIM(t) != 1 || size != R)) || (!cls && size != (npy_intp)R * m->C)) {
+        PyErr_Format(PyExc_ValueError, "targets: expected %d %s (one per row), got %ld", cls ? R : R * m->C,
+                     cls ? "class ids" : "values", (long)size);
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
+static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"inputs", "targets", "train", "seed", NULL};
+    PyObject *inputs, *targets_o = Py_None;
+    int train = 0;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OpK", kwlist, &inputs, &targets_o, &train, &seed)) return NULL;
+    if (!ready(self)) return NULL;
+    Inputs x;
+    if (parse_inputs(self, inputs, &x)) return NULL;
+    MeModel *m = self->model;
+    int R = x.B * x.K;
+    PyArrayObject *t = NULL;
+    if (targets_o != Py_None && !(t = parse_targets(self, targets_o, R))) {
+        free_inputs(&x);
+        return NULL;
+    }
+    npy_intp od[2] = {R, m->C}, ad[2] = {m->n, R};
+    PyObject *out = PyArray_SimpleNew(2, od, NPY_FLOAT32);
+    PyObject *alpha = out ? PyArray_ZEROS(2, ad, NPY_FLOAT32, 0) : NULL;
+    if (!alpha) {
+        Py_XDECREF(out);
+        Py_XDECREF(t);
+        free_inputs(&x);
+        return NULL;
+    }
+    char err[ME_ERRLEN] = {0};
+    float loss = 0.0f;
+    int st;
+    const void *tp = t ? PyArray_DATA(t) : NULL;
+    float *po = PyArray_DATA((PyArrayObject *)out), *pa = PyArray_DATA((PyArrayObject *)alpha);
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_forward(m, x.in, x.B, x.K, tp, train, seed, po, pa, &loss, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(t);
+    free_inputs(&x);
+    if (st) {
+        Py_DECREF(out);
+        Py_DECREF(alpha);
+        return me_raise(st, err);
+    }
+    PyObject *lo = tp ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
+    return Py_BuildValue("(NNN)", out, alpha, lo);
+}
+
+static int parse_trainable(ModelObject *self, PyObject *o, int *out) {
+    PyObject *tup = PySequence_Tuple(o);
+    if (!tup) return -1;
+    if (PyTuple_GET_SIZE(tup) != self->model->n) {
+        PyErr_Format(PyExc_ValueError, "trainable: expected %d flags", self->model->n);
+        Py_DECREF(tup);
+        return -1;
+    }
+    for (int i = 0; i < self->model->n; i++) {
+        int v = PyObject_IsTrue(PyTuple_GET_ITEM(tup, i));
+        if (v < 0) {
+            Py_DECREF(tup);
+            return -1;
+        }
+        out[i] = v;
+    }
+    Py_DECREF(tup);
+    return 0;
+}
+
+static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    int trainable[64];
+    if (parse_trainable(self, arg, trainable)) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_backward(self->model, trainable, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static int parse_doubles(PyObject *o, int n, double *out, const char *what) {
+    PyObject *tup = PySequence_Tuple(o);
+    if (!tup) return -1;
+    if (PyTuple_GET_SIZE(tup) != n) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d values", what, n);
+        Py_DECREF(tup);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(tup, i));
+        if (out[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(tup);
+            return -1;
+        }
+    }
+    Py_DECREF(tup);
+    return 0;
+}
+
+static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"inputs", "targets", "lr", "weight_decay", "trainable", "seed",
+                             "max_grad_norm", "beta1", "beta2", "eps", NULL};
+    PyObject *inputs, *targets_o, *lr_o, *wd_o, *tr_o;
+    unsigned long long seed = 0;
+    double max_norm = 5.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|Kdddd", kwlist, &inputs, &targets_o, &lr_o, &wd_o, &tr_o,
+                                     &seed, &max_norm, &beta1, &beta2, &eps))
+        return NULL;
+    if (!ready(self)) return NULL;
+    MeModel *m = self->model;
+    double lr[66], wd[66];
+    int trainable[64];
+    if (parse_doubles(lr_o, m->n + 2, lr, "lr") || parse_doubles(wd_o, m->n + 2, wd, "weight_decay") ||
+        parse_trainable(self, tr_o, trainable))
+        return NULL;
+    Inputs x;
+    if (parse_inputs(self, inputs, &x)) return NULL;
+    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K);
+    if (!t) {
+        free_inputs(&x);
+        return NULL;
+    }
+    MeOptimConfig oc = {lr, wd, trainable, beta1, beta2, eps, max_norm};
+    char err[ME_ERRLEN] = {0};
+    float loss = 0.0f;
+    double gnorm = 0.0;
+    int st;
+    const void *tp = PyArray_DATA(t);
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_train_step(m, x.in, x.B, x.K, tp, seed, &oc, NULL, &loss, &gnorm, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(t);
+    free_inputs(&x);
+    if (st) return me_raise(st, err);
+    return Py_BuildValue("(dd)", (double)loss, gnorm);
+}
+
+static PyObject *Model_get_num_floats(ModelObject *self, void *c) {
+    if (!ready(self)) return NULL;
+    return PyLong_FromSize_t(self->model->nfloats);
+}
+
+static PyObject *Model_get_embedding_length(ModelObject *self, void *c) {
+    if (!ready(self)) return NULL;
+    return PyLong_FromLong(self->model->E);
+}
+
+static PyMethodDef Model_methods[] = {
+    {"param_info", (PyCFunction)Model_param_info, METH_NOARGS, "(name, shape, offset) of the head's parameters."},
+    {"read_params", (PyCFunction)Model_read_params, METH_O, "Copy the head's parameters into a float32 array."},
+    {"write_params", (PyCFunction)Model_write_params, METH_O, "Set the head's parameters from a float32 array."},
+    {"read_grads", (PyCFunction)Model_read_grads, METH_O, "Copy the head's gradients into a float32 array."},
+    {"forward", (PyCFunction)(void (*)(void))Model_forward, METH_VARARGS | METH_KEYWORDS,
+     "forward(inputs, targets=None, train=False, seed=0) -> (outputs [R, C], weights [n, R], loss | None)"},
+    {"backward", (PyCFunction)Model_backward, METH_O,
+     "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
+    {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
+     "train_step(inputs, targets, lr, weight_decay, trainable, seed=0, max_grad_norm=5.0, beta1=0.9, "
+     "beta2=0.999, eps=1e-8) -> (loss, grad_norm)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Model_getset[] = {
+    {"num_floats", (getter)Model_get_num_floats, NULL, "Length of the head's parameter buffer.", NULL},
+    {"embedding_length", (getter)Model_get_embedding_length, NULL, "Width of the combined vector.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc._C.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Task model: encoders + combiner + decoder + loss with a one-call training step (low level).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Model_init,
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_methods = Model_methods,
+    .tp_getset = Model_getset,
+};
+
+int me_register_model(PyObject *module) {
+    if (PyType_Ready(&ModelType) < 0) return -1;
+    Py_INCREF(&ModelType);
+    if (PyModule_AddObject(module, "Model", (PyObject *)&ModelType) < 0) {
+        Py_DECREF(&ModelType);
+        return -1;
+    }
+    return 0;
+}
