@@ -1,0 +1,253 @@
+"""The C task model (LMs + pooling + combiner + dropout + decoder + loss) against a
+float64 numpy reference of the head, for every combine method, with the
+encoders' gradients checked through their own (HF-verified) backward."""
+import os
+
+import numpy as np
+import pytest
+
+from multienc import _C
+from multienc.engine import Encoder
+
+FIX = os.path.join(os.path.dirname(__file__), "fixtures", "models")
+COMBINE = {"none": 0, "concat": 1, "mean": 2, "dme": 3}
+
+
+def encoders(names):
+    return [Encoder(os.path.join(FIX, n)) for n in names]
+
+
+def batch(rng, enc, B, T, pooling):
+    pad = enc.config.get("pad_token_id", 0)
+    ids = rng.integers(3, 99, (B, T)).astype(np.int32)
+    mask = np.ones((B, T), np.int32)
+    lengths = rng.integers(2, T + 1, B)
+    lengths[0] = T
+    pool = np.zeros((B, 1, T), np.float32)
+    for b, n in enumerate(lengths):
+        ids[b, n:] = pad
+        mask[b, n:] = 0
+        if pooling == "cls":
+            pool[b, 0, 0] = 1.0
+        else:
+            pool[b, 0, :n] = 1.0 / n
+    return ids, mask, None, pool
+
+
+def init_head(model, rng):
+    flat = np.zeros(model.num_floats, np.float32)
+    info = model.param_info()
+    for name, shape, off in info:
+        n = int(np.prod(shape))
+        flat[off:off + n] = (rng.standard_normal(n) * 0.3 + (1.0 if "layer_norm.weight" in name else 0.0))
+    model.write_params(flat)
+    return {name: flat[off:off + int(np.prod(shape))].reshape(shape).astype(np.float64)
+            for name, shape, off in info}
+
+
+def ln64(x, w, b, eps):
+    m = x.mean(-1, keepdims=True)
+    v = ((x - m) ** 2).mean(-1, keepdims=True)
+    return (x - m) / np.sqrt(v + eps) * w + b
+
+
+def head_loss(pooled, W, combine, use_ln, task, targets, eps=1e-3):
+    """float64 forward of the head from pooled LM vectors to the loss (and DME weights)."""
+    n = len(pooled)
+    alpha = None
+    if combine == "none":
+        comb = pooled[0]
+    elif combine == "concat":
+        xs = [ln64(p, W["combiner.layer_norm.weight"], W["combiner.layer_norm.bias"], eps) if use_ln else p
+              for p in pooled]
+        comb = np.concatenate(xs, 1)
+    else:
+        xs = [p @ W[f"combiner.projections.{i}.weight"].T + W[f"combiner.projections.{i}.bias"]
+              for i, p in enumerate(pooled)]
+        if use_ln:
+            xs = [ln64(x, W["combiner.layer_norm.weight"], W["combiner.layer_norm.bias"], eps) for x in xs]
+        X = np.stack(xs)  # [n, R, P]
+        if combine == "dme":
+            s = (X @ W["combiner.attention.weight"].T)[..., 0] + W["combiner.attention.bias"][0]
+            e = np.exp(s - s.max(0))
+            alpha = e / e.sum(0)
+        else:
+            alpha = np.full(X.shape[:2], 1.0 / n)
+        comb = (alpha[..., None] * X).sum(0)
+    logits = comb @ W["decoder.weight"].T + W["decoder.bias"]
+    if task == 0:
+        z = logits - logits.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = -logp[np.arange(len(targets)), targets].mean()
+    else:
+        loss = ((logits - targets.reshape(logits.shape)) ** 2).mean()
+    return loss, logits, alpha
+
+
+def numeric_grad(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        a = f()
+        x[i] = old - eps
+        b = f()
+        x[i] = old
+        g[i] = (a - b) / (2 * eps)
+    return g
+
+
+CASES = [("none", ["bert"], False, 0, "cls"),
+         ("concat", ["bert", "roberta"], False, 0, "mean"),
+         ("concat", ["bert", "roberta"], True, 1, "cls"),
+         ("mean", ["electra", "roberta"], True, 0, "mean"),
+         ("dme", ["bert", "roberta", "electra"], False, 0, "cls"),
+         ("dme", ["electra", "bert"], True, 1, "mean")]
+
+
+@pytest.mark.parametrize("combine,names,use_ln,task,pooling", CASES)
+def test_head_forward_backward_matches_float64(combine, names, use_ln, task, pooling):
+    rng = np.random.default_rng(len(names) * 10 + task)
+    encs = encoders(names)
+    C = 3 if task == 0 else 2
+    model = _C.Model([e._c for e in encs], dict(combine=COMBINE[combine], use_layer_norm=int(use_ln),
+                                                task=task, num_classes=C))
+    W = init_head(model, rng)
+    B, T = 4, 9
+    inputs = [batch(rng, e, B, T, pooling) for e in encs]
+    targets = rng.integers(0, C, B).astype(np.int32) if task == 0 else rng.standard_normal((B, C)).astype(np.float32)
+    out, alpha, loss = model.forward(inputs, targets)
+    # the LMs' hidden states through the engine (verified against HF elsewhere)
+    hs = [e.forward(ids, mask).astype(np.float64) for e, (ids, mask, _, _) in zip(encs, inputs)]
+    pooled = [np.einsum("bkt,bth->bkh", inp[3].astype(np.float64), h)[:, 0] for inp, h in zip(inputs, hs)]
+    ref_loss, ref_logits, ref_alpha = head_loss(pooled, W, combine, use_ln, task, targets)
+    assert abs(loss - ref_loss) < 1e-5 * max(1, abs(ref_loss))
+    np.testing.assert_allclose(out, ref_logits, rtol=1e-4, atol=1e-5)
+    if ref_alpha is not None:
+        np.testing.assert_allclose(alpha, ref_alpha, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alpha.sum(0), 1.0, rtol=1e-6)
+    # backward of the head vs numeric float64 gradients of the reference
+    model.backward([True] * len(encs))
+    flat = np.empty(model.num_floats, np.float32)
+    model.read_grads(flat)
+    for name, shape, off in model.param_info():
+        got = flat[off:off + int(np.prod(shape))].reshape(shape)
+        ref = numeric_grad(lambda: head_loss(pooled, W, combine, use_ln, task, targets)[0], W[name])
+        err = np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12)
+        assert err < 1e-4 or np.abs(got - ref).max() < 1e-7, (name, err)
+    # encoder gradients: dL/dpooled (float64) pushed through each encoder's own backward
+    for i, (e, inp) in enumerate(zip(encs, inputs)):
+        dpooled = numeric_grad(lambda: head_loss(pooled, W, combine, use_ln, task, targets)[0], pooled[i])
+        dh = np.einsum("bkt,bh->bth", inp[3].astype(np.float64), dpooled).astype(np.float32)
+        in_model = e.gradients()
+        e.zero_grad()
+        e.forward(inp[0], inp[1])
+        ref = e.backward(dh)
+        for name in ref:
+            r, g = ref[name], in_model[name]
+            if np.linalg.norm(r) > 1e-6:
+                assert np.linalg.norm(g - r) / np.linalg.norm(r) < 1e-3, (names[i], name)
+
+
+def test_frozen_lm_gets_no_gradient_and_no_update():
+    rng = np.random.default_rng(5)
+    encs = encoders(["bert", "roberta"])
+    before = [e.state_dict() for e in encs]
+    model = _C.Model([e._c for e in encs], dict(combine=COMBINE["dme"], task=0, num_classes=2))
+    init_head(model, rng)
+    inputs = [batch(rng, e, 3, 6, "cls") for e in encs]
+    targets = np.array([0, 1, 1], np.int32)
+    for step in range(3):
+        loss, norm = model.train_step(inputs, targets, lr=[1e-2] * 4, weight_decay=[0.01] * 4,
+                                      trainable=[True, False], seed=step)
+        assert np.isfinite(loss) and norm > 0
+    after = [e.state_dict() for e in encs]
+    for name in before[1]:
+        np.testing.assert_array_equal(before[1][name], after[1][name])
+    assert any(not np.array_equal(before[0][n], after[0][n]) for n in before[0])
+
+
+def test_clipping_scales_every_gradient_like_torch():
+    rng = np.random.default_rng(6)
+    encs = encoders(["bert", "electra"])
+    model = _C.Model([e._c for e in encs], dict(combine=COMBINE["concat"], task=0, num_classes=2))
+    init_head(model, rng)
+    inputs = [batch(rng, e, 4, 7, "mean") for e in encs]
+    targets = np.array([0, 1, 1, 0], np.int32)
+    model.forward(inputs, targets, train=True, seed=3)
+    model.backward([True, True])
+    head = np.empty(model.num_floats, np.float32)
+    model.read_grads(head)
+    unclipped = [head.copy()] + [np.concatenate([g.ravel() for g in e.gradients().values()]) for e in encs]
+    total = np.sqrt(sum((u.astype(np.float64) ** 2).sum() for u in unclipped))
+    max_norm = total / 3  # forces clipping
+    loss, norm = model.train_step(inputs, targets, lr=[0.0] * 4, weight_decay=[0.0] * 4,
+                                  trainable=[True, True], seed=3, max_grad_norm=max_norm)
+    assert abs(norm - total) < 1e-5 * total
+    coef = max_norm / (total + 1e-6)
+    model.read_grads(head)
+    clipped = [head] + [np.concatenate([g.ravel() for g in e.gradients().values()]) for e in encs]
+    for u, c in zip(unclipped, clipped):
+        np.testing.assert_allclose(c, u * coef, rtol=1e-5, atol=1e-9)
+
+
+def test_same_seed_same_step():
+    """Identical losses and weights for the same seed (same thread count)."""
+    results = []
+    for _ in range(2):
+        rng = np.random.default_rng(8)
+        encs = [Encoder(os.path.join(FIX, "bert"), {"hidden_dropout_prob": 0.2}), Encoder(os.path.join(FIX, "roberta"))]
+        model = _C.Model([e._c for e in encs], dict(combine=COMBINE["dme"], task=0, num_classes=2,
+                                                    combine_dropout=0.3))
+        init_head(model, rng)
+        inputs = [batch(rng, e, 3, 6, "cls") for e in encs]
+        losses = [model.train_step(inputs, np.array([0, 1, 0], np.int32), lr=[1e-3] * 4,
+                                   weight_decay=[0.01] * 4, trainable=[True, True], seed=s)[0] for s in range(3)]
+        results.append((losses, encs[0].state_dict()))
+    assert results[0][0] == results[1][0]
+    for n in results[0][1]:
+        np.testing.assert_array_equal(results[0][1][n], results[1][1][n])
+
+
+def test_bad_inputs_are_clear():
+    encs = encoders(["bert", "roberta"])
+    model = _C.Model([e._c for e in encs], dict(combine=COMBINE["concat"], task=0, num_classes=2))
+    rng = np.random.default_rng(0)
+    inputs = [batch(rng, e, 3, 6, "cls") for e in encs]
+    with pytest.raises(ValueError, match="expected inputs for 2 language models"):
+        model.forward(inputs[:1])
+    with pytest.raises(ValueError, match="outside the 2 classes"):
+        model.forward(inputs, np.array([0, 1, 2], np.int32))
+    with pytest.raises(ValueError, match="expected 3 class ids"):
+        model.forward(inputs, np.array([0, 1], np.int32))
+    bad = list(inputs)
+    bad[1] = (inputs[1][0][:2], inputs[1][1][:2], None, inputs[1][3][:2])
+    with pytest.raises(ValueError, match="shapes disagree"):
+        model.forward(bad)
+    with pytest.raises(ValueError, match="language model 2: input_ids"):
+        ids = inputs[1][0].copy()
+        ids[0, 0] = 10 ** 6
+        model.forward([inputs[0], (ids, inputs[1][1], None, inputs[1][3])])
+    with pytest.raises(ValueError, match="exactly one language model"):
+        _C.Model([e._c for e in encs], dict(combine=COMBINE["none"], task=0, num_classes=2))
+    with pytest.raises(ValueError, match="equal hidden sizes"):
+        _C.Model([encs[0]._c, Encoder.from_config({**encs[0].config, "hidden_size": 48,
+                                                    "num_attention_heads": 4})._c],
+                 dict(combine=COMBINE["concat"], use_layer_norm=1, task=0, num_classes=2))
+
+
+def test_nan_loss_stops_without_update():
+    encs = encoders(["bert"])
+    model = _C.Model([encs[0]._c], dict(combine=COMBINE["none"], task=1, num_classes=1))
+    rng = np.random.default_rng(1)
+    init_head(model, rng)
+    inputs = [batch(rng, encs[0], 2, 5, "cls")]
+    before = encs[0].state_dict()
+    with pytest.raises(ValueError, match="loss is NaN"):
+        model.train_step(inputs, np.array([np.nan, 1.0], np.float32), lr=[1e-3] * 3, weight_decay=[0.0] * 3,
+                         trainable=[True])
+    after = encs[0].state_dict()
+    for n in before:
+        np.testing.assert_array_equal(before[n], after[n])
