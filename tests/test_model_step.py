@@ -118,7 +118,7 @@ def test_head_forward_backward_matches_float64(combine, names, use_ln, task, poo
     B, T = 4, 9
     inputs = [batch(rng, e, B, T, pooling) for e in encs]
     targets = rng.integers(0, C, B).astype(np.int32) if task == 0 else rng.standard_normal((B, C)).astype(np.float32)
-    out, alpha, loss = model.forward(inputs, targets)
+    out, alpha, loss, _ = model.forward(inputs, targets)
     # the LMs' hidden states through the engine (verified against HF elsewhere)
     hs = [e.forward(ids, mask).astype(np.float64) for e, (ids, mask, _, _) in zip(encs, inputs)]
     pooled = [np.einsum("bkt,bth->bkh", inp[3].astype(np.float64), h)[:, 0] for inp, h in zip(inputs, hs)]

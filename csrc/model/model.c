@@ -50,9 +50,10 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         return me_error(err, ME_ERR_VALUE, "combine 'none' is for exactly one language model");
     if (cfg->task != ME_TASK_CLASSIFY && cfg->task != ME_TASK_REGRESS)
         return me_error(err, ME_ERR_VALUE, "unknown task %d", cfg->task);
-    if (cfg->num_classes < 1 || (cfg->task == ME_TASK_CLASSIFY && cfg->num_classes < 2))
-        return me_error(err, ME_ERR_VALUE, "num_classes must be >= 2 for classification, >= 1 for regression (got %d)",
-                        cfg->num_classes);
+    if (cfg->num_classes < 0 || (cfg->task == ME_TASK_CLASSIFY && cfg->num_classes == 1))
+        return me_error(err, ME_ERR_VALUE,
+                        "num_classes must be >= 2 for classification, >= 1 for regression, or 0 for no "
+                        "decoder (got %d)", cfg->num_classes);
     if (!(cfg->combine_dropout >= 0.0f && cfg->combine_dropout < 1.0f))
         return me_error(err, ME_ERR_VALUE, "combine_dropout must be in [0, 1)");
     for (int i = 0; i < n; i++)
@@ -116,8 +117,10 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         m->att_b = add(m, &cap, "combiner.attention.bias", 1, 0, &failed);
     }
     m->decoder_start = m->nfloats;
-    m->dec_w = add(m, &cap, "decoder.weight", m->C, m->E, &failed);
-    m->dec_b = add(m, &cap, "decoder.bias", m->C, 0, &failed);
+    if (m->C > 0) {
+        m->dec_w = add(m, &cap, "decoder.weight", m->C, m->E, &failed);
+        m->dec_b = add(m, &cap, "decoder.bias", m->C, 0, &failed);
+    }
     if (!failed) {
         m->params = be->alloc(m->nfloats * sizeof(float));
         m->grads = be->alloc(m->nfloats * sizeof(float));
@@ -215,8 +218,9 @@ static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char 
 /* ---------------------------------------------------------------- forward */
 
 int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *targets, int train,
-                     uint64_t seed, float *outputs, float *alpha, float *loss, char *err) {
+                     uint64_t seed, float *outputs, float *alpha, float *embedding, float *loss, char *err) {
     const MeBackend *be = m->be;
+    if (targets && m->C == 0) return me_error(err, ME_ERR_VALUE, "a model without decoder has no loss");
     if (B <= 0 || K <= 0) return me_error(err, ME_ERR_VALUE, "empty batch (%d sentences, %d rows each)", B, K);
     for (int i = 0; i < m->n; i++)
         if (!in[i].pool || in[i].T <= 0) return me_error(err, ME_ERR_VALUE, "language model %d: empty input", i + 1);
@@ -287,7 +291,8 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *
     }
     be->dropout_forward(m->drop, m->comb, (size_t)R * E, train ? m->cfg.combine_dropout : 0.0f, seed,
                         SITE_COMBINE_DROPOUT);
-    be->matmul_forward(m->logits, m->drop, Wt + m->dec_w, Wt + m->dec_b, R, E, C);
+    if (embedding) be->to_host(embedding, m->comb, sizeof(float) * (size_t)R * E);
+    if (C > 0) be->matmul_forward(m->logits, m->drop, Wt + m->dec_w, Wt + m->dec_b, R, E, C);
 
     if (targets) {
         if (m->cfg.task == ME_TASK_CLASSIFY) {
@@ -303,7 +308,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *
         }
         if (loss) be->to_host(loss, m->loss, sizeof(float));
     }
-    if (outputs) be->to_host(outputs, m->logits, sizeof(float) * (size_t)R * C);
+    if (outputs && C > 0) be->to_host(outputs, m->logits, sizeof(float) * (size_t)R * C);
     if (alpha && (m->cfg.combine == ME_COMBINE_DME || m->cfg.combine == ME_COMBINE_MEAN))
         be->to_host(alpha, m->alpha, sizeof(float) * (size_t)n * R);
     m->has_forward = targets ? 1 : 0;
@@ -402,7 +407,7 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const voi
     if (!targets) return me_error(err, ME_ERR_VALUE, "a training step needs targets");
     const MeBackend *be = m->be;
     float l = 0.0f;
-    int st = me_model_forward(m, in, B, K, targets, 1, seed, outputs, NULL, &l, err);
+    int st = me_model_forward(m, in, B, K, targets, 1, seed, outputs, NULL, NULL, &l, err);
     if (st) return st;
     if (loss) *loss = l;
     if (!isfinite(l))

@@ -19,7 +19,7 @@ typedef struct {
     float ln_eps;
     float combine_dropout;
     int task;           /* MeTask */
-    int num_classes;    /* outputs per row (1 for single-target regression) */
+    int num_classes;    /* outputs per row (1 for single-target regression; 0: no decoder, no loss) */
 } MeHeadConfig;
 
 /* One LM's part of a batch (host memory). pool [B, K, T] weights hidden states into K rows
@@ -77,11 +77,13 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
 void me_model_free(MeModel *m);
 
 /* Forward of every LM and the head on B sentences (K rows each). targets (host) may be
- * NULL; else int32 [R] class ids (negative = ignored row) or float [R, C]. outputs (host,
- * may be NULL): logits / predictions [R, C]; alpha (host, may be NULL): DME / mean weights
- * [n, R]; *loss: the loss when targets were given. */
+ * NULL; else int32 [R] class ids (negative = ignored row) or float [R, C]. Host outputs,
+ * each may be NULL: outputs = logits / predictions [R, C]; alpha = DME / mean weights
+ * [n, R]; embedding = the combined vectors before dropout [R, E]; *loss when targets
+ * were given. */
 int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *targets, int train,
-                     uint64_t seed, float *outputs, float *alpha, float *loss, char *err);
+                     uint64_t seed, float *outputs, float *alpha, float *embedding, float *loss,
+                     char *err);
 
 /* A whole training step: forward (train mode), loss, backward, clipping, AdamW.
  * *grad_norm receives the total norm before clipping. */

@@ -241,11 +241,12 @@ static PyArrayObject *parse_targets(ModelObject *self, PyObject *o, int R) {
 }
 
 static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"inputs", "targets", "train", "seed", NULL};
+    static char *kwlist[] = {"inputs", "targets", "train", "seed", "embedding", NULL};
     PyObject *inputs, *targets_o = Py_None;
-    int train = 0;
+    int train = 0, want_emb = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OpK", kwlist, &inputs, &targets_o, &train, &seed)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OpKp", kwlist, &inputs, &targets_o, &train, &seed, &want_emb))
+        return NULL;
     if (!ready(self)) return NULL;
     Inputs x;
     if (parse_inputs(self, inputs, &x)) return NULL;
@@ -256,11 +257,13 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds
         free_inputs(&x);
         return NULL;
     }
-    npy_intp od[2] = {R, m->C}, ad[2] = {m->n, R};
-    PyObject *out = PyArray_SimpleNew(2, od, NPY_FLOAT32);
+    npy_intp od[2] = {R, m->C}, ad[2] = {m->n, R}, ed[2] = {R, want_emb ? m->E : 0};
+    PyObject *out = PyArray_ZEROS(2, od, NPY_FLOAT32, 0);
     PyObject *alpha = out ? PyArray_ZEROS(2, ad, NPY_FLOAT32, 0) : NULL;
-    if (!alpha) {
+    PyObject *emb = alpha ? PyArray_ZEROS(2, ed, NPY_FLOAT32, 0) : NULL;
+    if (!emb) {
         Py_XDECREF(out);
+        Py_XDECREF(alpha);
         Py_XDECREF(t);
         free_inputs(&x);
         return NULL;
@@ -270,9 +273,10 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds
     int st;
     const void *tp = t ? PyArray_DATA(t) : NULL;
     float *po = PyArray_DATA((PyArrayObject *)out), *pa = PyArray_DATA((PyArrayObject *)alpha);
+    float *pe = want_emb ? PyArray_DATA((PyArrayObject *)emb) : NULL;
     Py_BEGIN_ALLOW_THREADS
     lock_all(self);
-    st = me_model_forward(m, x.in, x.B, x.K, tp, train, seed, po, pa, &loss, err);
+    st = me_model_forward(m, x.in, x.B, x.K, tp, train, seed, po, pa, pe, &loss, err);
     unlock_all(self);
     Py_END_ALLOW_THREADS
     Py_XDECREF(t);
@@ -280,10 +284,15 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds
     if (st) {
         Py_DECREF(out);
         Py_DECREF(alpha);
+        Py_DECREF(emb);
         return me_raise(st, err);
     }
     PyObject *lo = tp ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
-    return Py_BuildValue("(NNN)", out, alpha, lo);
+    if (!want_emb) {
+        Py_DECREF(emb);
+        emb = (Py_INCREF(Py_None), Py_None);
+    }
+    return Py_BuildValue("(NNNN)", out, alpha, lo, emb);
 }
 
 static int parse_trainable(ModelObject *self, PyObject *o, int *out) {
@@ -396,7 +405,8 @@ static PyMethodDef Model_methods[] = {
     {"write_params", (PyCFunction)Model_write_params, METH_O, "Set the head's parameters from a float32 array."},
     {"read_grads", (PyCFunction)Model_read_grads, METH_O, "Copy the head's gradients into a float32 array."},
     {"forward", (PyCFunction)(void (*)(void))Model_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(inputs, targets=None, train=False, seed=0) -> (outputs [R, C], weights [n, R], loss | None)"},
+     "forward(inputs, targets=None, train=False, seed=0, embedding=False) -> (outputs [R, C], weights [n, R], "
+     "loss | None, embedding [R, E] | None)"},
     {"backward", (PyCFunction)Model_backward, METH_O,
      "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
