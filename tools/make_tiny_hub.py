@@ -8,7 +8,8 @@ Run with the reference environment (torch + transformers + tokenizers):
 
 The vocabularies are trained with the ``tokenizers`` library on the CoLA training
 sentences (default ``../shared/data/glue/CoLA/train.tsv``; the corpus itself is not
-committed). Each model is the shape of the seed's checkpoints at toy size (hidden 32,
+committed). The WordPiece trainer breaks frequency ties in hash order, so the vocabularies
+(and with them the references, which are always rewritten together) can differ between runs. Each model is the shape of the seed's checkpoints at toy size (hidden 32,
 2 layers, 4 heads, intermediate 37) and is saved the way its hub repository is:
 
 * ``google/electra-base-discriminator``: ``ElectraForPreTraining`` (``electra.`` prefix plus the
@@ -21,7 +22,7 @@ committed). Each model is the shape of the seed's checkpoints at toy size (hidde
 * ``nghuyong/ernie-2.0-en``: a bare ``BertModel`` (no prefix), uncased WordPiece,
   ``pytorch_model.bin`` only.
 
-The reference file holds, per model (key prefix ``{repo id}/``), the HF ``AutoTokenizer`` batch
+The reference file holds the inputs (``texts``: :data:`SENTENCES`, ``pairs``: :data:`PAIRS`) and, per model (key prefix ``{repo id}/``), the HF ``AutoTokenizer`` batch
 (``input_ids``, ``attention_mask``, and ``token_type_ids`` where it returns them) of :data:`SENTENCES` (texts, then
 pairs) and ``AutoModel``'s eval-mode ``last_hidden_state`` (eager attention), loaded from the
 very files written here.
@@ -156,7 +157,7 @@ def main() -> None:
                 add_pooling_layer=True),
             "uncased", True),
     }
-    out = {}
+    out = {"texts": np.array(SENTENCES), "pairs": np.array(PAIRS)}
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "tiny_hub")
         for seed, (repo_id, (make, vocab, as_bin)) in enumerate(models.items()):
