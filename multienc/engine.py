@@ -163,6 +163,16 @@ class Encoder:
             name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
         self.hidden_size = int(config["hidden_size"])
 
+    @property
+    def max_positions(self) -> int:
+        """Longest input (special tokens included) the position embeddings allow: RoBERTa numbers
+        positions from ``pad_token_id + 1`` (HF-SEMANTICS.md §2), so it loses ``pad_token_id + 1`` of
+        ``max_position_embeddings``; the C forward rejects longer inputs with the same rule."""
+        cfg = engine_config(self.config)
+        if cfg["family"] == FAMILIES["roberta"]:
+            return cfg["max_position_embeddings"] - cfg["pad_token_id"] - 1
+        return cfg["max_position_embeddings"]
+
     # ----------------------------------------------------------- parameters
     def param_names(self) -> list:
         """HF names of the encoder's parameters, in buffer order."""

@@ -35,7 +35,7 @@ from multienc.weights import WEIGHT_FILES, check_relative_path, read_index
 
 __all__ = ["HubError", "RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError",
            "EntryNotFoundError", "NotCachedError", "TOKENIZER_FILES", "hub_cache_dir", "get_token",
-           "is_offline", "repo_folder", "resolve_model_files"]
+           "is_offline", "repo_folder", "resolve_model_files", "resolve_tokenizer_files"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TOKENIZER_FILES: Tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -290,6 +290,11 @@ class _Repo:
         return hit
 
 
+def _check_repo_id(model: str) -> None:
+    if not _REPO_ID.match(model) or ".." in model or len(model) > 96:
+        raise ValueError(f"{model!r} is neither an existing folder nor a hub model id like 'org/name'")
+
+
 def resolve_model_files(model: str, revision: Optional[str] = None, token: Union[str, bool, None] = None,
                         cache_dir: Optional[str] = None, progress: bool = True) -> str:
     """Return a folder with ``model``'s config, weights and tokenizer files.
@@ -310,8 +315,7 @@ def resolve_model_files(model: str, revision: Optional[str] = None, token: Union
         if not os.path.isfile(os.path.join(model, "config.json")):
             raise FileNotFoundError(f"{model}: local model folder has no config.json")
         return os.path.abspath(model)
-    if not _REPO_ID.match(model) or ".." in model or len(model) > 96:
-        raise ValueError(f"{model!r} is neither an existing folder nor a hub model id like 'org/name'")
+    _check_repo_id(model)
     repo = _Repo(model, cache_dir, token, progress)
     revision = revision or "main"
 
@@ -346,9 +350,46 @@ def resolve_model_files(model: str, revision: Optional[str] = None, token: Union
         error = NotCachedError if not_cached else EntryNotFoundError
         raise error(f"{model} (revision {revision}, commit {commit}): none of the weight files "
                     f"{weight_names} is available" + (f"; {not_cached[0]}" if not_cached else ""))
+    _fetch_tokenizer_files(repo, commit)
+    return folder
+
+
+def _fetch_tokenizer_files(repo: _Repo, revision: str) -> Optional[str]:
+    """Fetch whichever of :data:`TOKENIZER_FILES` the repository has (those not cached while offline
+    are skipped); return the snapshot folder holding them, or None if none is available.
+
+    The first file found names the commit; the others are asked for at that commit.
+    """
+    folder = None
     for name in TOKENIZER_FILES:
         try:
-            repo.fetch(commit, name)
+            path = repo.fetch(revision, name)
         except NotCachedError:
-            pass
+            continue
+        if path and folder is None:
+            folder = os.path.dirname(path)
+            revision = os.path.basename(folder)
+    return folder
+
+
+def resolve_tokenizer_files(model: str, revision: Optional[str] = None, token: Union[str, bool, None] = None,
+                            cache_dir: Optional[str] = None, progress: bool = True) -> str:
+    """Return a folder with ``model``'s tokenizer files only (no config, no weights).
+
+    For taking the tokenizer of another model (e.g. ``bert-base-cased`` for a checkpoint
+    that ships none). ``model`` is a local folder (returned as is) or a hub id; the
+    arguments are those of :func:`resolve_model_files`. Raises a :class:`HubError`
+    subclass when the repository has none of :data:`TOKENIZER_FILES` (NotCachedError
+    when offline or unreachable and nothing is cached).
+    """
+    if os.path.isdir(model):
+        return os.path.abspath(model)
+    _check_repo_id(model)
+    repo = _Repo(model, cache_dir, token, progress)
+    folder = _fetch_tokenizer_files(repo, revision or "main")
+    if folder is None:
+        error = NotCachedError if repo.offline else EntryNotFoundError
+        raise error(f"{model} (revision {revision or 'main'}): none of the tokenizer files "
+                    f"{', '.join(TOKENIZER_FILES)} is available" +
+                    (" in the cache (offline or the hub is unreachable)" if repo.offline else ""))
     return folder

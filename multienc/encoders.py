@@ -1,0 +1,196 @@
+"""Pretrained encoders as the task heads and the trainer see them.
+
+:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, ELECTRA and the
+checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the hub or by a
+local folder, with its tokenizer and a pooling of the last hidden states::
+
+    lm = LanguageModel("google/electra-base-discriminator")       # hub id, HF cache, offline
+    lm = LanguageModel("roberta-base", hidden_dropout_prob=0.4, pooling="mean")
+    lm = LanguageModel("path/to/folder", tokenizer="bert-base-cased")
+    vectors = lm.embed(["A sentence.", ("A premise.", "A hypothesis.")])   # (2, lm.embedding_length)
+
+Files come from :func:`multienc.hub.resolve_model_files`, weights are read by
+:mod:`multienc.weights` (safetensors, sharded, ``pytorch_model.bin`` without torch),
+the encoder is :class:`multienc.engine.Encoder` and the tokenizer
+:class:`multienc.tokenization.Tokenizer`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+
+from multienc.engine import Encoder, engine_config, read_config
+from multienc.hub import TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
+from multienc.tokenization import Tokenizer, TokenizerFileError
+
+__all__ = ["LanguageModel", "POOLINGS"]
+
+POOLINGS = ("cls", "mean", "word-level")
+# Files from which Tokenizer.from_pretrained can build a tokenizer (with tokenizer_config.json etc.).
+_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+# What to suggest when a checkpoint ships no tokenizer, by model_type.
+_TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
+                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", "")}
+_WORD_LEVEL_TODO = ("word-level pooling is computed by the sequence tagger, which is not implemented yet; "
+                    "use pooling='cls' or 'mean'")
+
+Sentences = Sequence[Union[str, Sequence[str]]]
+
+
+def _check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(repr(p) for p in POOLINGS)}, got {pooling!r}")
+    return pooling
+
+
+class LanguageModel:
+    """One pretrained transformer encoder with its tokenizer (the seed's ``LanguageModel``).
+
+    Args:
+        model: a hub id (``"roberta-base"``, ``"org/name"``; looked up in the HF cache, downloaded
+            from ``$HF_ENDPOINT`` when missing, cache only with ``HF_HUB_OFFLINE=1``) or a local
+            folder holding ``config.json`` and the weights.
+        fine_tune: whether training updates this encoder (read by the trainer).
+        pooling: ``'cls'`` (the row of the classifier token), ``'mean'`` (average over the real
+            tokens) or ``'word-level'`` (one row per word, for sequence tagging).
+        hidden_dropout_prob: replaces the config's hidden dropout probability (0 <= p < 1).
+        keep_special_tokens: with word-level pooling, put the CLS row before the word rows.
+        revision: branch, tag or commit of a hub model (default ``main``).
+        tokenizer: the tokenizer to use instead of the model's own: a :class:`Tokenizer`, or a
+            hub id / folder whose tokenizer files are loaded (only those files are downloaded).
+            Needed for checkpoints that ship no tokenizer files.
+
+    Raises ValueError for a bad argument, NotImplementedError for a model type the engine does
+    not support, :class:`multienc.hub.HubError` (an OSError) when the files cannot be had,
+    :class:`multienc.engine.ModelConfigError` / ValueError for a broken config or checkpoint and
+    :class:`TokenizerFileError` for missing or broken tokenizer files; each message names the
+    file (and tensor).
+    """
+
+    def __init__(self, model: str = "google/electra-base-discriminator", fine_tune: bool = True,
+                 pooling: str = "cls", hidden_dropout_prob: float = 0.1, keep_special_tokens: bool = True,
+                 revision: Optional[str] = None, tokenizer: Union[Tokenizer, str, None] = None):
+        self.pooling: str = _check_pooling(pooling)
+        if isinstance(hidden_dropout_prob, bool) or not isinstance(hidden_dropout_prob, (int, float)) \
+                or not 0.0 <= hidden_dropout_prob < 1.0:
+            raise ValueError(f"hidden_dropout_prob must be a number in [0, 1), got {hidden_dropout_prob!r}")
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model must be a hub id or a folder, got {model!r}")
+        self.model_id: str = model
+        self.name: str = model.rstrip("/").split("/")[-1]
+        self.fine_tune: bool = bool(fine_tune)
+        self.keep_special_tokens: bool = bool(keep_special_tokens)
+
+        self.model_dir: str = resolve_model_files(model, revision=revision)
+        # An unsupported model type is reported before the tokenizer and the weights are read.
+        engine_config(read_config(self.model_dir), os.path.join(self.model_dir, "config.json"))
+        self.tokenizer: Tokenizer = self._load_tokenizer(tokenizer)
+        self.encoder: Encoder = Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)})
+        self.config: Dict[str, Any] = self.encoder.config
+
+        vocab_size = int(self.config["vocab_size"])
+        if self.tokenizer.vocab_size > vocab_size:
+            raise ValueError(f"{self.model_id}: the tokenizer ({self.tokenizer.source}) has "
+                             f"{self.tokenizer.vocab_size} tokens but the model's vocabulary only {vocab_size}; "
+                             f"pass the tokenizer the model was trained with (tokenizer=...)")
+        self.embedding_length: int = self.encoder.hidden_size
+        self.cls_position: int = 0 if self.tokenizer.encode("a").ids[0] == self.tokenizer.cls_token_id else -1
+        limit = self.tokenizer.model_max_length
+        self.max_length: int = min(self.encoder.max_positions, limit if limit is not None else 1 << 62)
+
+    def _load_tokenizer(self, tokenizer: Union[Tokenizer, str, None]) -> Tokenizer:
+        if isinstance(tokenizer, Tokenizer):
+            source = tokenizer.source
+            self._tokenizer_dir = source if os.path.isdir(source) else os.path.dirname(source)
+            return tokenizer
+        if tokenizer is not None and not isinstance(tokenizer, str):
+            raise TypeError(f"tokenizer must be a Tokenizer, a hub id or a folder, got {type(tokenizer).__name__}")
+        if tokenizer is None:
+            folder = self.model_dir
+            if not any(os.path.isfile(os.path.join(folder, f)) for f in _VOCABULARY_FILES):
+                example, note = _TOKENIZER_HINTS[read_config(folder)["model_type"]]
+                raise TokenizerFileError(
+                    f"{self.model_id} ships no tokenizer files (none of {', '.join(_VOCABULARY_FILES)} in "
+                    f"{folder}); pass the tokenizer it was trained with as a hub id or folder, e.g. "
+                    f"LanguageModel({self.model_id!r}, tokenizer={example!r}){note}")
+        else:
+            folder = resolve_tokenizer_files(tokenizer)
+        self._tokenizer_dir = folder
+        return Tokenizer.from_pretrained(folder)
+
+    # ------------------------------------------------------------------ pooling
+
+    def change_lm_pooling(self, pooling: str) -> None:
+        """Switch the pooling to ``'cls'``, ``'mean'`` or ``'word-level'`` (ValueError otherwise)."""
+        self.pooling = _check_pooling(pooling)
+
+    def pool(self, hidden_states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Pool last hidden states (B, T, H) into sentence vectors (B, H) with :attr:`pooling`.
+
+        ``'cls'``: the row at :attr:`cls_position` (for -1 the last real token; the seed took the
+        last padded slot). ``'mean'``: the average over real tokens only (``attention_mask`` 1);
+        the seed averaged over padding too, which made a sentence's vector depend on its batch.
+        ``'word-level'`` is not implemented yet (NotImplementedError).
+        """
+        hidden_states = np.asarray(hidden_states)
+        mask = np.asarray(attention_mask)
+        if hidden_states.ndim != 3 or mask.shape != hidden_states.shape[:2]:
+            raise ValueError(f"expected hidden states (B, T, H) and an attention mask (B, T), got "
+                             f"{hidden_states.shape} and {mask.shape}")
+        if self.pooling == "cls":
+            if self.cls_position == 0:
+                return hidden_states[:, 0].copy()
+            last = np.maximum(mask.sum(axis=1), 1) - 1
+            return hidden_states[np.arange(len(last)), last]
+        if self.pooling == "mean":
+            weights = mask.astype(hidden_states.dtype)[:, :, None]
+            count = np.maximum(weights.sum(axis=1), 1)
+            return (hidden_states * weights).sum(axis=1) / count
+        raise NotImplementedError(_WORD_LEVEL_TODO)
+
+    # ------------------------------------------------------------------ running
+
+    def tokenize(self, sentences: Sentences) -> Dict[str, np.ndarray]:
+        """Tokenize a batch as the seed does: padding to the longest, truncation to :attr:`max_length`.
+
+        ``sentences``: texts and/or sentence pairs (2-tuples or 2-item lists). Returns the int64
+        arrays of :meth:`Tokenizer.encode_batch` (``input_ids``, ``attention_mask``,
+        ``token_type_ids``, ``word_ids``, ...).
+        """
+        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
+            raise TypeError(f"sentences must be a list of texts or (text, text) pairs, got {type(sentences).__name__}")
+        if len(sentences) == 0:
+            raise ValueError("sentences is empty")
+        items = [tuple(s) if isinstance(s, list) and len(s) == 2 else s for s in sentences]
+        return self.tokenizer.encode_batch(items, max_length=self.max_length)
+
+    def embed(self, sentences: Sentences) -> np.ndarray:
+        """Eval-mode (no dropout) pooled embeddings, float32 (B, :attr:`embedding_length`)."""
+        if self.pooling == "word-level":
+            raise NotImplementedError(_WORD_LEVEL_TODO)
+        batch = self.tokenize(sentences)
+        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                      train=False)
+        return self.pool(hidden, batch["attention_mask"])
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write ``config.json`` (with the overridden dropout), ``model.safetensors`` (HF base-model
+        names) and the tokenizer files into ``directory``: the folder loads with transformers'
+        ``AutoModel`` / ``AutoTokenizer`` and with ``LanguageModel(directory)``."""
+        self.encoder.save_pretrained(directory)
+        for name in TOKENIZER_FILES:
+            source = os.path.join(self._tokenizer_dir, name)
+            target = os.path.join(directory, name)
+            if os.path.isfile(source) and not (os.path.exists(target) and os.path.samefile(source, target)):
+                shutil.copyfile(source, target)
+
+    def __repr__(self) -> str:
+        return (f"LanguageModel({self.model_id!r}, model_type={self.config.get('model_type')!r}, "
+                f"layers={self.config.get('num_hidden_layers')}, embedding_length={self.embedding_length}, "
+                f"pooling={self.pooling!r}, fine_tune={self.fine_tune}, "
+                f"hidden_dropout_prob={self.config.get('hidden_dropout_prob')}, max_length={self.max_length})")
