@@ -1,0 +1,244 @@
+"""The documented API end to end on tiny fixture models: learning, DME scores,
+frozen LMs, learning-rate groups and schedule, checkpoints, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import multienc
+from multienc.datasets import Corpus, Sentence
+from multienc.encoders import LanguageModel, MultiEncoder
+from multienc.optim import linear_schedule_factor
+from multienc.task_heads import TextClassifier, TextRegressor
+from multienc.trainer import ModelTrainer, TrainingError
+
+HUB = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub")
+ELECTRA = os.path.join(HUB, "google--electra-base-discriminator", "main")
+ROBERTA = os.path.join(HUB, "roberta-base", "main")
+SPANBERT = os.path.join(HUB, "SpanBERT--spanbert-base-cased", "main")
+OPTIM_REF = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "optim", "reference.npz"))
+
+GOOD = ["the movie was good", "a good and happy day", "they liked the good food", "good work by the team",
+        "what a good idea", "she is a good friend", "the good news came", "good weather today"]
+BAD = ["the movie was bad", "a bad and sad day", "they hated the bad food", "bad work by the team",
+       "what a bad idea", "she is a bad driver", "the bad news came", "bad weather today"]
+
+
+def classification_corpus(n_dev=4):
+    train = [Sentence(t, 1) for t in GOOD] + [Sentence(t, 0) for t in BAD]
+    dev = [Sentence(GOOD[i], 1) for i in range(n_dev // 2)] + [Sentence(BAD[i], 0) for i in range(n_dev // 2)]
+    return Corpus("TOY good or bad", "Sentence classification", train, dev, test=dev,
+                  label_map={"bad": 0, "good": 1}, evaluation_metric=["accuracy", "matthews_corr"])
+
+
+def regression_corpus():
+    train = [Sentence(t, 1.0 + 0.1 * i) for i, t in enumerate(GOOD)] + [Sentence(t, -1.0 - 0.1 * i) for i, t in enumerate(BAD)]
+    return Corpus("TOY score", "Sentence regression", train, train[:6])
+
+
+def lms(*folders, **kw):
+    return [LanguageModel(f, **kw) for f in folders]
+
+
+def test_single_lm_classifier_reaches_full_train_accuracy(tmp_path):
+    corpus = classification_corpus()
+    clf = TextClassifier(encoder=LanguageModel(ELECTRA), num_classes=corpus.num_classes)
+    hist = ModelTrainer(clf, corpus).train(learning_rate=1e-3, batch_size=4, epochs=12, shuffle_data=True,
+                                           base_path=str(tmp_path), seed=1, progress=False)
+    texts = [s.text for s in corpus.train]
+    assert (clf.predict(texts) == np.array([s.label for s in corpus.train])).all()
+    assert hist["train_loss"][-1] < hist["train_loss"][0]
+    for f in ("training.log", "loss.tsv", "best-model.pt"):
+        assert os.path.isfile(tmp_path / f)
+    rows = (tmp_path / "loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:5] == ["EPOCH", "TIMESTAMP", "LEARNING_RATE", "TRAIN_LOSS", "DEV_LOSS"]
+    assert len(rows) == 13
+    log = (tmp_path / "training.log").read_text()
+    assert "EPOCH 12 done" in log and "DONE TRAINING." in log and "TEST set performance" in log
+
+
+def test_regressor_reaches_low_mse(tmp_path):
+    corpus = regression_corpus()
+    reg = TextRegressor(encoder=MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="mean"))
+    ModelTrainer(reg, corpus).train(learning_rate=1e-3, batch_size=4, epochs=15, base_path=str(tmp_path), seed=2,
+                                    progress=False)
+    pred = reg.predict([s.text for s in corpus.train])
+    gold = np.array([s.label for s in corpus.train])
+    assert np.mean((pred - gold) ** 2) < 0.05 * np.var(gold)
+
+
+def test_dme_scores_sum_to_one_and_move(tmp_path):
+    corpus = classification_corpus()
+    enc = MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="dme")
+    clf = TextClassifier(enc, corpus.num_classes)
+    before = clf.predict_tags(GOOD[:3], corpus.label_map)
+    scores = np.array(before["DME scores"])
+    assert scores.shape == (3, 2)
+    np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-6)
+    ModelTrainer(clf, corpus).train(learning_rate=1e-3, batch_size=4, epochs=5, base_path=str(tmp_path), seed=3,
+                                    progress=False)
+    after = clf.predict_tags(GOOD[:3], corpus.label_map)
+    assert list(after) == ["Sentences", "DME scores", "Predictions"]
+    assert np.abs(np.array(after["DME scores"]) - scores).max() > 1e-3
+    assert set(after["Predictions"]) <= {"good", "bad"}
+    emb, att = enc.embed_with_attention(GOOD[:3])
+    np.testing.assert_allclose(att, after["DME scores"], rtol=1e-5)
+    assert emb.shape == (3, enc.embedding_length)
+
+
+def test_frozen_lm_stays_bit_identical(tmp_path):
+    corpus = classification_corpus()
+    frozen = LanguageModel(ROBERTA, fine_tune=False)
+    before = frozen.encoder.state_dict()
+    clf = TextClassifier(MultiEncoder([LanguageModel(ELECTRA), frozen], combine_method="concat"), 2)
+    ModelTrainer(clf, corpus).train(learning_rate=1e-3, batch_size=4, epochs=2, base_path=str(tmp_path),
+                                    progress=False)
+    after = frozen.encoder.state_dict()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_per_lm_learning_rates_and_decoder_rate(tmp_path):
+    corpus = classification_corpus()
+    a, b = lms(ELECTRA, ROBERTA)
+    sa, sb = a.encoder.state_dict(), b.encoder.state_dict()
+    clf = TextClassifier(MultiEncoder([a, b], combine_method="dme"), 2)
+    ModelTrainer(clf, corpus).train(learning_rate=[1e-3, 0.0], decoder_learning_rate=1e-2, batch_size=4, epochs=1,
+                                    base_path=str(tmp_path), progress=False)
+    assert any(not np.array_equal(sa[k], v) for k, v in a.encoder.state_dict().items())
+    for k, v in b.encoder.state_dict().items():  # rate 0: no step (and no weight decay)
+        np.testing.assert_array_equal(sb[k], v)
+    with pytest.raises(ValueError, match="learning_rate has 3 values but the model has 2"):
+        ModelTrainer(clf, corpus).train(learning_rate=[1e-3, 1e-3, 1e-3], base_path=str(tmp_path), progress=False)
+
+
+def test_trainer_applies_the_linear_schedule_step_by_step(tmp_path):
+    """The trainer's run equals explicit train_step calls with HF's schedule (torch reference)."""
+    corpus = classification_corpus()
+    total, warmup = 20, 2  # 5 epochs x 4 batches, warmup_fraction 0.1
+    ref = OPTIM_REF[f"schedule/{total}_{warmup}"]
+    np.testing.assert_allclose([linear_schedule_factor(s, total, warmup) for s in range(total)], ref)
+
+    def fresh():
+        multienc.set_seed(11)
+        return TextClassifier(LanguageModel(ELECTRA), 2)
+    clf = fresh()
+    ModelTrainer(clf, corpus).train(learning_rate=1e-3, batch_size=4, epochs=5, use_linear_scheduler=True,
+                                    warmup_fraction=0.1, seed=5, base_path=str(tmp_path), progress=False)
+    manual = fresh()
+    manual.reset_head(np.random.default_rng([5, 1]))
+    from multienc.batching import build_inputs
+    train = list(corpus.train)
+    step = 0
+    for epoch in range(5):
+        for i in range(0, len(train), 4):
+            batch = train[i:i + 4]
+            lr = 1e-3 * ref[step]
+            manual._c.train_step(build_inputs(manual.language_models, [s.text for s in batch]),
+                                 np.array([s.label for s in batch], np.int32), [lr] * 3, [0.01] * 3, [True],
+                                 seed=(5 << 32) + step)
+            step += 1
+    got, want = clf.state_dict(), manual.state_dict()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_first_warmup_step_changes_nothing(tmp_path):
+    corpus = classification_corpus()
+    clf = TextClassifier(LanguageModel(ELECTRA), 2)
+    trainer = ModelTrainer(clf, Corpus("TOY", "Sentence classification", list(corpus.train)[:4], corpus.dev))
+    clf.reset_head(np.random.default_rng([7, 1]))
+    before = clf.state_dict()
+    trainer.train(learning_rate=1e-3, batch_size=4, epochs=1, use_linear_scheduler=True, warmup_fraction=1.0,
+                  seed=7, base_path=str(tmp_path), progress=False)
+    after = clf.state_dict()
+    for k in before:  # lr factor 0 at step 0: no change, not even weight decay
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_same_seed_same_run(tmp_path):
+    corpus = classification_corpus()
+    runs = []
+    for i in range(2):
+        clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA, hidden_dropout_prob=0.3), combine_method="dme",
+                                          combine_dropout=0.2, alternate_freezing_prob=0.3), 2)
+        hist = ModelTrainer(clf, corpus).train(learning_rate=1e-3, batch_size=4, epochs=2, shuffle_data=True,
+                                               seed=42, base_path=str(tmp_path / str(i)), progress=False)
+        runs.append((hist["train_loss"], clf.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for k in runs[0][1]:
+        np.testing.assert_array_equal(runs[0][1][k], runs[1][1][k])
+
+
+def test_checkpoint_round_trip_in_a_new_offline_process(tmp_path):
+    corpus = classification_corpus()
+    clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="dme"), 2)
+    trainer = ModelTrainer(clf, corpus)
+    trainer.train(learning_rate=1e-3, batch_size=4, epochs=2, base_path=str(tmp_path), progress=False)
+    texts = GOOD[:2] + BAD[:2] + [""]
+    expected = trainer.best_model.predict_tags(texts, corpus.label_map)
+    script = (
+        "import json, sys\n"
+        "from multienc.task_heads import TextClassifier\n"
+        "m = TextClassifier.from_checkpoint(sys.argv[1])\n"
+        "print(json.dumps(m.predict_tags(json.loads(sys.argv[2]), m.label_map)))\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty_hf"),
+               MULTIENC_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "best-model.pt"), json.dumps(texts)],
+                         capture_output=True, text=True, env=env, cwd=str(tmp_path), check=True)
+    got = json.loads(out.stdout)
+    assert got["Predictions"] == expected["Predictions"]
+    assert got["DME scores"] == expected["DME scores"]  # bit-for-bit (same floats)
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    lm = LanguageModel(SPANBERT)
+    lm.save_pretrained(str(tmp_path / "export"))
+    again = LanguageModel(str(tmp_path / "export"))
+    np.testing.assert_array_equal(again.embed(["a b c"]), lm.embed(["a b c"]))
+
+
+def test_empty_sentences_are_skipped_with_a_count_and_still_predictable(tmp_path):
+    corpus = classification_corpus()
+    train = list(corpus.train) + [Sentence("", 1), Sentence("   ", 0)]
+    c2 = Corpus("TOY", "Sentence classification", train, corpus.dev)
+    clf = TextClassifier(LanguageModel(ELECTRA), 2)
+    with pytest.warns(UserWarning, match="skipping 2 empty sentence"):
+        ModelTrainer(clf, c2).train(learning_rate=1e-3, batch_size=8, epochs=1, base_path=str(tmp_path),
+                                    progress=False)
+    assert len(clf.predict_tags([""])["Predictions"]) == 1
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    corpus = classification_corpus()
+    clf = TextClassifier(LanguageModel(ELECTRA), 3)
+    with pytest.raises(ValueError, match="num_classes=3 but TOY good or bad has 2 classes"):
+        ModelTrainer(clf, corpus)
+    with pytest.raises(ValueError, match="combine_method must be"):
+        MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="sum")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        LanguageModel(ELECTRA, pooling="max")
+    bad = Corpus("TOY", "Sentence classification", [Sentence("x y", 0), Sentence("y z", 1)], [Sentence("x", 0)])
+    bad.train[1].label = 5
+    with pytest.raises(ValueError, match=r"train\[1\]: label 5 is outside the 2 classes"):
+        ModelTrainer(TextClassifier(LanguageModel(ELECTRA), 2), bad).train(base_path=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="use a TextRegressor"):
+        ModelTrainer(TextClassifier(LanguageModel(ELECTRA), 2), regression_corpus())
+    with pytest.raises(TypeError, match=r"sentences\[1\] must be a str"):
+        TextClassifier(LanguageModel(ELECTRA), 2).predict(["ok", 3])
+
+
+def test_infinite_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
+    corpus = regression_corpus()
+    reg = TextRegressor(LanguageModel(ELECTRA))
+    trainer = ModelTrainer(reg, corpus)
+    trainer.train(learning_rate=1e-3, batch_size=4, epochs=1, base_path=str(tmp_path), progress=False)
+    saved = (tmp_path / "best-model.pt").read_bytes()
+    corpus.train[5].label = 1e30  # finite, but its squared error overflows float32
+    with pytest.raises(TrainingError, match=r"epoch 1, batch 2/4: .*loss is infinite"):
+        trainer.train(learning_rate=1e-3, batch_size=4, epochs=3, base_path=str(tmp_path), progress=False)
+    assert (tmp_path / "best-model.pt").read_bytes() == saved
+    assert isinstance(TextRegressor.from_checkpoint(str(tmp_path / "best-model.pt")), TextRegressor)
