@@ -16,7 +16,7 @@ import transformers
 
 from multienc.encoders import LanguageModel
 from multienc.engine import ModelConfigError
-from multienc.hub import HubError, NotCachedError, RepositoryNotFoundError
+from multienc.hub import EntryNotFoundError, HubError, NotCachedError, RepositoryNotFoundError
 from multienc.safetensors import SafetensorsError, load_file, save_file
 from multienc.tokenization import Tokenizer, TokenizerFileError
 from multienc.weights import load_state_dict
@@ -156,7 +156,7 @@ def test_cut_download_is_not_trusted(server, tmp_path):
 # ---------------------------------------------------------------------------- tokenizers
 
 
-def test_checkpoint_without_tokenizer_files(server):
+def test_checkpoint_without_tokenizer_files(server, env):
     with pytest.raises(TokenizerFileError, match=r"spanbert-large-cased ships no tokenizer files.*"
                                                  r"tokenizer='bert-base-cased'"):
         LanguageModel("SpanBERT/spanbert-large-cased")
@@ -165,6 +165,13 @@ def test_checkpoint_without_tokenizer_files(server):
     fetched = [r.path for r in server.requests if r.path.startswith(f"/{SPANBERT}/")]
     assert fetched and not [p for p in fetched if p.endswith(("/config.json", ".bin"))]  # tokenizer files only
     check_against_hf(lm, SPANBERT)  # same weights and vocabulary as spanbert-base-cased
+    with pytest.raises(EntryNotFoundError, match="spanbert-large-cased .*none of the tokenizer files tokenizer.json"):
+        LanguageModel(SPANBERT, tokenizer="SpanBERT/spanbert-large-cased")
+    env.setenv("HF_HUB_OFFLINE", "1")
+    check_against_hf(LanguageModel("SpanBERT/spanbert-large-cased", tokenizer=SPANBERT), SPANBERT)
+    with pytest.raises(NotCachedError, match="roberta-base .*none of the tokenizer files.*in the cache"):
+        LanguageModel("SpanBERT/spanbert-large-cased", tokenizer="roberta-base")
+    env.delenv("HF_HUB_OFFLINE")
     given = Tokenizer.from_pretrained(local(SPANBERT))
     assert LanguageModel("SpanBERT/spanbert-large-cased", tokenizer=given).tokenizer is given
     with pytest.raises(TypeError, match="tokenizer must be a Tokenizer, a hub id or a folder"):
