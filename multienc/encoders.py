@@ -86,8 +86,9 @@ class LanguageModel:
 
         self.model_dir: str = resolve_model_files(model, revision=revision)
         # An unsupported model type is reported before the tokenizer and the weights are read.
-        engine_config(read_config(self.model_dir), os.path.join(self.model_dir, "config.json"))
-        self.tokenizer: Tokenizer = self._load_tokenizer(tokenizer)
+        raw_config = read_config(self.model_dir)
+        engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
+        self.tokenizer: Tokenizer = self._load_tokenizer(tokenizer, raw_config["model_type"])
         self.encoder: Encoder = Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)})
         self.config: Dict[str, Any] = self.encoder.config
 
@@ -101,7 +102,7 @@ class LanguageModel:
         limit = self.tokenizer.model_max_length
         self.max_length: int = min(self.encoder.max_positions, limit if limit is not None else 1 << 62)
 
-    def _load_tokenizer(self, tokenizer: Union[Tokenizer, str, None]) -> Tokenizer:
+    def _load_tokenizer(self, tokenizer: Union[Tokenizer, str, None], model_type: str) -> Tokenizer:
         if isinstance(tokenizer, Tokenizer):
             source = tokenizer.source
             self._tokenizer_dir = source if os.path.isdir(source) else os.path.dirname(source)
@@ -111,7 +112,7 @@ class LanguageModel:
         if tokenizer is None:
             folder = self.model_dir
             if not any(os.path.isfile(os.path.join(folder, f)) for f in _VOCABULARY_FILES):
-                example, note = _TOKENIZER_HINTS[read_config(folder)["model_type"]]
+                example, note = _TOKENIZER_HINTS[model_type]
                 raise TokenizerFileError(
                     f"{self.model_id} ships no tokenizer files (none of {', '.join(_VOCABULARY_FILES)} in "
                     f"{folder}); pass the tokenizer it was trained with as a hub id or folder, e.g. "

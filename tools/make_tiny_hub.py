@@ -8,8 +8,10 @@ Run with the reference environment (torch + transformers + tokenizers):
 
 The vocabularies are trained with the ``tokenizers`` library on the CoLA training
 sentences (default ``../shared/data/glue/CoLA/train.tsv``; the corpus itself is not
-committed). The WordPiece trainer breaks frequency ties in hash order, so the vocabularies
-(and with them the references, which are always rewritten together) can differ between runs. Each model is the shape of the seed's checkpoints at toy size (hidden 32,
+committed). The trainers break frequency ties in hash order, so a rerun can change a
+few tokens near the vocabulary cut-off; WordPiece vocabularies are written sorted (special
+tokens first) to keep such diffs small. The references are always rewritten with the
+fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 32,
 2 layers, 4 heads, intermediate 37) and is saved the way its hub repository is:
 
 * ``google/electra-base-discriminator``: ``ElectraForPreTraining`` (``electra.`` prefix plus the
@@ -18,14 +20,16 @@ committed). The WordPiece trainer breaks frequency ties in hash order, so the vo
 * ``roberta-base``: ``RobertaForMaskedLM`` (``roberta.`` prefix plus the LM head), byte-level BPE
   ``vocab.json`` + ``merges.txt`` + ``tokenizer_config.json``, ``model.safetensors``.
 * ``SpanBERT/spanbert-base-cased``: ``BertForPreTraining`` (``bert.`` prefix plus ``cls.`` heads),
-  cased WordPiece, weights only as ``pytorch_model.bin`` written by ``torch.save``.
+  cased WordPiece ``vocab.txt`` + ``tokenizer_config.json`` (``do_lower_case`` false), weights only
+  as ``pytorch_model.bin`` written by ``torch.save``.
 * ``nghuyong/ernie-2.0-en``: a bare ``BertModel`` (no prefix), uncased WordPiece,
   ``pytorch_model.bin`` only.
 
-The reference file holds the inputs (``texts``: :data:`SENTENCES`, ``pairs``: :data:`PAIRS`) and, per model (key prefix ``{repo id}/``), the HF ``AutoTokenizer`` batch
-(``input_ids``, ``attention_mask``, and ``token_type_ids`` where it returns them) of :data:`SENTENCES` (texts, then
-pairs) and ``AutoModel``'s eval-mode ``last_hidden_state`` (eager attention), loaded from the
-very files written here.
+The reference file holds the inputs (``texts``: :data:`SENTENCES`, ``pairs``: :data:`PAIRS`)
+and, per model (key prefix ``{repo id}/``) and kind (``texts`` / ``pairs``), the HF
+``AutoTokenizer`` batch (``input_ids``, ``attention_mask``, and ``token_type_ids`` where it
+returns them) and ``AutoModel``'s eval-mode ``last_hidden_state`` (eager attention), both
+loaded from the very files written here.
 """
 from __future__ import annotations
 
@@ -76,6 +80,12 @@ def wordpiece_vocab(texts: list, lowercase: bool, folder: str) -> None:
     tok = tokenizers.BertWordPieceTokenizer(lowercase=lowercase, strip_accents=None)
     tok.train_from_iterator(texts, vocab_size=VOCAB_SIZE, special_tokens=BERT_SPECIALS, show_progress=False)
     tok.save_model(folder)  # vocab.txt
+    # The trainer orders equally frequent merges by hash: sort, so that reruns differ little.
+    path = os.path.join(folder, "vocab.txt")
+    with open(path, encoding="utf-8") as f:
+        learned = [t for t in f.read().splitlines() if t not in BERT_SPECIALS]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in BERT_SPECIALS + sorted(learned)))
     write_json(os.path.join(folder, "tokenizer_config.json"), {
         "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "model_max_length": MAX_LENGTH,
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
@@ -113,9 +123,6 @@ def build(folder: str, model: torch.nn.Module, seed: int, as_bin: bool) -> None:
         torch.save(state, os.path.join(folder, "pytorch_model.bin"))
     else:
         model.save_pretrained(folder)
-    for junk in ("generation_config.json",):
-        if os.path.exists(os.path.join(folder, junk)):
-            os.remove(os.path.join(folder, junk))
 
 
 def reference(repo_id: str, folder: str) -> dict:
