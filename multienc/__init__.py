@@ -8,6 +8,7 @@ from multienc import _blas
 _blas.preload()
 
 from multienc import _C  # noqa: E402
+from multienc.random import set_seed  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,4 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["build_info", "__version__"]
+__all__ = ["build_info", "set_seed", "__version__"]

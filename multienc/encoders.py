@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from multienc.batching import sentence_pool_weights
 from multienc.engine import Encoder, engine_config, read_config
 from multienc.hub import TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
 from multienc.tokenization import Tokenizer, TokenizerFileError
 
-__all__ = ["LanguageModel", "POOLINGS"]
+__all__ = ["LanguageModel", "MultiEncoder", "POOLINGS"]
 
 POOLINGS = ("cls", "mean", "word-level")
 # Files from which Tokenizer.from_pretrained can build a tokenizer (with tokenizer_config.json etc.).
@@ -73,6 +74,30 @@ class LanguageModel:
     def __init__(self, model: str = "google/electra-base-discriminator", fine_tune: bool = True,
                  pooling: str = "cls", hidden_dropout_prob: float = 0.1, keep_special_tokens: bool = True,
                  revision: Optional[str] = None, tokenizer: Union[Tokenizer, str, None] = None):
+        self._set_options(model, fine_tune, pooling, hidden_dropout_prob, keep_special_tokens)
+        self.model_dir: str = resolve_model_files(model, revision=revision)
+        # An unsupported model type is reported before the tokenizer and the weights are read.
+        raw_config = read_config(self.model_dir)
+        engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
+        tok = self._load_tokenizer(tokenizer, raw_config["model_type"])
+        self._finish(tok, Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)}))
+
+    @classmethod
+    def _restore(cls, spec: Dict[str, Any], folder: str, state: Dict[str, np.ndarray],
+                 source: str = "checkpoint") -> "LanguageModel":
+        """Rebuild from a checkpoint: ``spec`` as :mod:`multienc.checkpoint` records it, ``folder``
+        holding its config.json and tokenizer files, ``state`` the encoder weights."""
+        self = cls.__new__(cls)
+        config = dict(spec["config"])
+        self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"],
+                          float(config.get("hidden_dropout_prob", 0.1)), spec["keep_special_tokens"])
+        self.model_dir = folder
+        self._tokenizer_dir = folder
+        self._finish(Tokenizer.from_pretrained(folder), Encoder.from_state_dict(config, state, source))
+        return self
+
+    def _set_options(self, model: str, fine_tune: bool, pooling: str, hidden_dropout_prob: float,
+                     keep_special_tokens: bool) -> None:
         self.pooling: str = _check_pooling(pooling)
         if isinstance(hidden_dropout_prob, bool) or not isinstance(hidden_dropout_prob, (int, float)) \
                 or not 0.0 <= hidden_dropout_prob < 1.0:
@@ -84,14 +109,10 @@ class LanguageModel:
         self.fine_tune: bool = bool(fine_tune)
         self.keep_special_tokens: bool = bool(keep_special_tokens)
 
-        self.model_dir: str = resolve_model_files(model, revision=revision)
-        # An unsupported model type is reported before the tokenizer and the weights are read.
-        raw_config = read_config(self.model_dir)
-        engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
-        self.tokenizer: Tokenizer = self._load_tokenizer(tokenizer, raw_config["model_type"])
-        self.encoder: Encoder = Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)})
+    def _finish(self, tokenizer: Tokenizer, encoder: Encoder) -> None:
+        self.tokenizer: Tokenizer = tokenizer
+        self.encoder: Encoder = encoder
         self.config: Dict[str, Any] = self.encoder.config
-
         vocab_size = int(self.config["vocab_size"])
         if self.tokenizer.vocab_size > vocab_size:
             raise ValueError(f"{self.model_id}: the tokenizer ({self.tokenizer.source}) has "
@@ -101,6 +122,15 @@ class LanguageModel:
         self.cls_position: int = 0 if self.tokenizer.encode("a").ids[0] == self.tokenizer.cls_token_id else -1
         limit = self.tokenizer.model_max_length
         self.max_length: int = min(self.encoder.max_positions, limit if limit is not None else 1 << 62)
+
+    @property
+    def tokenizer_dir(self) -> str:
+        """The folder the tokenizer files were read from."""
+        return self._tokenizer_dir
+
+    def tokenizer_file_names(self) -> List[str]:
+        """Names of the tokenizer files (of :data:`multienc.hub.TOKENIZER_FILES`) in :attr:`tokenizer_dir`."""
+        return [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(self._tokenizer_dir, n))]
 
     def _load_tokenizer(self, tokenizer: Union[Tokenizer, str, None], model_type: str) -> Tokenizer:
         if isinstance(tokenizer, Tokenizer):
@@ -141,15 +171,9 @@ class LanguageModel:
         if hidden_states.ndim != 3 or mask.shape != hidden_states.shape[:2]:
             raise ValueError(f"expected hidden states (B, T, H) and an attention mask (B, T), got "
                              f"{hidden_states.shape} and {mask.shape}")
-        if self.pooling == "cls":
-            if self.cls_position == 0:
-                return hidden_states[:, 0].copy()
-            last = np.maximum(mask.sum(axis=1), 1) - 1
-            return hidden_states[np.arange(len(last)), last]
-        if self.pooling == "mean":
-            weights = mask.astype(hidden_states.dtype)[:, :, None]
-            count = np.maximum(weights.sum(axis=1), 1)
-            return (hidden_states * weights).sum(axis=1) / count
+        if self.pooling in ("cls", "mean"):
+            weights = sentence_pool_weights(mask, self.pooling, self.cls_position)
+            return np.einsum("bkt,bth->bkh", weights, hidden_states)[:, 0]
         raise NotImplementedError(_WORD_LEVEL_TODO)
 
     # ------------------------------------------------------------------ running
@@ -184,10 +208,10 @@ class LanguageModel:
         names) and the tokenizer files into ``directory``: the folder loads with transformers'
         ``AutoModel`` / ``AutoTokenizer`` and with ``LanguageModel(directory)``."""
         self.encoder.save_pretrained(directory)
-        for name in TOKENIZER_FILES:
+        for name in self.tokenizer_file_names():
             source = os.path.join(self._tokenizer_dir, name)
             target = os.path.join(directory, name)
-            if os.path.isfile(source) and not (os.path.exists(target) and os.path.samefile(source, target)):
+            if not (os.path.exists(target) and os.path.samefile(source, target)):
                 shutil.copyfile(source, target)
 
     def __repr__(self) -> str:
@@ -195,3 +219,6 @@ class LanguageModel:
                 f"layers={self.config.get('num_hidden_layers')}, embedding_length={self.embedding_length}, "
                 f"pooling={self.pooling!r}, fine_tune={self.fine_tune}, "
                 f"hidden_dropout_prob={self.config.get('hidden_dropout_prob')}, max_length={self.max_length})")
+
+
+from multienc.multi_encoder import MultiEncoder  # noqa: E402  (it builds on LanguageModel)

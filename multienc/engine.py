@@ -156,6 +156,15 @@ class Encoder:
         self._c.write_params(flat)
         return self
 
+    @classmethod
+    def from_state_dict(cls, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
+                        source: str = "state dict") -> "Encoder":
+        """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
+        self = cls.__new__(cls)
+        self._init(dict(config), source)
+        self.load_state_dict(tensors, source=source)
+        return self
+
     def _init(self, config: Dict[str, Any], source: str) -> None:
         self.config: Dict[str, Any] = config
         self._c = _C.Encoder(engine_config(config, source))
