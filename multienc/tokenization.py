@@ -381,17 +381,23 @@ class Tokenizer:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_pretrained(cls, model_dir: str) -> "Tokenizer":
+    def from_pretrained(cls, model_dir: str, **overrides: Any) -> "Tokenizer":
         """Load the tokenizer of a model folder.
 
         Uses ``tokenizer.json`` when present, else ``vocab.txt`` (WordPiece) or ``vocab.json`` +
         ``merges.txt`` (byte-level BPE), with ``tokenizer_config.json`` / ``special_tokens_map.json``
         (``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``add_prefix_space``,
-        ``model_max_length``, special tokens), as ``transformers.AutoTokenizer`` does.
+        ``trim_offsets``, ``model_max_length``, special tokens), as ``transformers.AutoTokenizer``
+        does. ``overrides`` replace config values, e.g. ``add_prefix_space=True`` (which RoBERTa
+        needs for ``is_split_into_words``, as in transformers).
         """
         if not os.path.isdir(model_dir):
             raise TokenizerFileError(f"model folder not found: {model_dir}")
-        config = _read_config(model_dir)
+        unknown = set(overrides) - {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space",
+                                    "trim_offsets", "model_max_length", *_SPECIAL_KEYS}
+        if unknown:
+            raise TypeError(f"from_pretrained: unknown option(s) {sorted(unknown)}")
+        config = {**_read_config(model_dir), **overrides}
         tj = os.path.join(model_dir, "tokenizer.json")
         if os.path.exists(tj):
             spec = _spec_from_tokenizer_json(tj)
@@ -399,6 +405,8 @@ class Tokenizer:
             for role in _SPECIAL_KEYS:
                 if _token_content(config.get(role)) is not None:
                     spec.special[role] = _token_content(config[role])
+            if "add_prefix_space" in overrides and spec.pre_tokenizer == _PRE_BYTELEVEL:
+                spec.add_prefix_space = spec.post_add_prefix_space = bool(overrides["add_prefix_space"])
         else:
             spec = _spec_from_legacy(model_dir, config)
             source = model_dir

@@ -73,7 +73,7 @@ struct me_ws {
     /* UTF-8 of one word / piece, with the char index of each byte and the byte offset of each char */
     char *ub;
     int32_t *ubc, *cb;
-    size_t ucap, cbcap;
+    size_t ucap, cbcap, ubccap;
     bpe_sym *sym;
     size_t symcap;
     bpe_merge *heap;
@@ -484,27 +484,35 @@ static int normalize(const me_tok *t, me_ws *w, const uint32_t *text, size_t a, 
     if (!o->bert_normalizer) return ME_OK;
     size_t n;
     if (o->strip_accents) {
-        /* NFD (decompose, then order each run of non-starters by combining class), drop Mn. */
+        /* NFD: decompose, then stably order each run of non-starters by combining class. Like
+         * tokenizers (unicode-normalization-alignments + NormalizedString::transform), the flag
+         * "first char of its source's decomposition" travels with each char and the sources are
+         * then assigned positionally: a first char takes the next source in order, any other char
+         * the last source taken. ns holds the flag (0 first, 1 other) until then. Then drop Mn. */
         norm_swap(w, &n);
         for (size_t i = 0; i < n; i++) {
             uint32_t d[ME_NFD_MAX];
             int k = me_unfd_char(w->tc[i], d);
             for (int j = 0; j < k; j++) {
-                if (norm_push(w, d[j], w->ts[i])) return ME_ERR_NOMEM;
+                if (norm_push(w, d[j], j > 0)) return ME_ERR_NOMEM;
                 size_t pos = w->nn - 1;
                 unsigned cc = me_uccc(d[j]);
-                while (cc && pos > 0) {
-                    unsigned pc = me_uccc(w->nc[pos - 1]);
-                    if (pc <= cc) break;
+                while (cc && pos > 0 && me_uccc(w->nc[pos - 1]) > cc) {
                     uint32_t tc = w->nc[pos];
                     w->nc[pos] = w->nc[pos - 1];
                     w->nc[pos - 1] = tc;
-                    int32_t ts = w->ns[pos];
+                    int32_t tf = w->ns[pos];
                     w->ns[pos] = w->ns[pos - 1];
-                    w->ns[pos - 1] = ts;
+                    w->ns[pos - 1] = tf;
                     pos--;
                 }
             }
+        }
+        size_t next = 0;
+        int32_t cur = n ? w->ts[0] : 0;
+        for (size_t i = 0; i < w->nn; i++) {
+            if (w->ns[i] == 0 && next < n) cur = w->ts[next++];
+            w->ns[i] = cur;
         }
         size_t m = 0;
         for (size_t i = 0; i < w->nn; i++) {
@@ -669,7 +677,7 @@ static int bpe_piece(ctx *x, size_t a, size_t b) {
     const me_tok *t = x->t;
     me_ws *w = x->w;
     size_t nch = b - a;
-    if (grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || grow((void **)&w->ubc, &w->cbcap, 4 * nch, sizeof *w->ubc))
+    if (grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || grow((void **)&w->ubc, &w->ubccap, 4 * nch, sizeof *w->ubc))
         return ME_ERR_NOMEM;
     size_t nb = 0;
     for (size_t i = a; i < b; i++) {
@@ -923,12 +931,15 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
                   long max_length, me_enc *out, char *err) {
     out->n = 0;
     if (!t->finalized) return me_error(err, ME_ERR_RUNTIME, "tokenizer is not finalized");
+    size_t added = add_special_tokens ? me_tok_num_added(t, b != NULL) : 0;
+    if (max_length >= 0 && (size_t)max_length < added)
+        return me_error(err, ME_ERR_VALUE, "max_length=%ld leaves no room for the %zu special tokens added to %s; "
+                        "use a larger max_length", max_length, added, b ? "a pair" : "a single input");
     me_enc *ea = &w->seq[0], *eb = b ? &w->seq[1] : NULL;
     int st = encode_seq(t, w, a, ea);
     if (!st && b) st = encode_seq(t, w, b, eb);
     if (st) return me_error(err, st, "out of memory while tokenizing");
     if (max_length >= 0) {
-        size_t added = add_special_tokens ? me_tok_num_added(t, b != NULL) : 0;
         size_t max = (size_t)max_length > added ? (size_t)max_length - added : 0;
         truncate_longest_first(ea, eb, max);
     }
