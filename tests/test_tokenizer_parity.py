@@ -224,3 +224,23 @@ def test_added_token_flags(tmp_path):
              "[Mask]x", "world wor ld", "wor  x", "<ent><ent>", "héllo"] + C.stress_texts(300, seed=11)
     assert_batch_matches(ours.encode_batch(texts, truncation=False), ref.encode_batch(texts), texts, "added flags")
     assert_encode_matches(ours, ref, texts, "added flags, encode()")
+
+
+def test_roberta_lstrip_mask(tmp_path):
+    """`<mask>` as transformers 4 registered it (lstrip=True): swallowed whitespace, trimmed offsets."""
+    folder = C.vocab_dir("roberta-base")
+    if folder is None:
+        pytest.skip("roberta-base vocabulary not in ../shared/data/vocab")
+    d = json.loads(transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer.to_str())
+    for a in d["added_tokens"]:
+        if a["content"] == "<mask>":
+            a["lstrip"] = True
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    ref = tokenizers.Tokenizer.from_file(str(path))
+    ours = Tokenizer.from_file(str(path))
+    texts = ["The capital of France is <mask>.", "a  <mask>", "<mask>", " <mask> <mask>", "x\t\n<mask>y",
+             "\u3000<mask>"] + C.stress_texts(300, seed=12)
+    assert_encode_matches(ours, ref, texts, "lstrip <mask>")
+    pairs = list(zip(texts[::2], texts[1::2]))
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), ref.encode_batch(pairs), pairs, "lstrip pairs")

@@ -325,7 +325,7 @@ static PyObject *encoding_to_tuple(const me_tok *t, const me_enc *e) {
     if (!tokens || !offsets || !special || !attention || !ids || !types || !words || !seqs) goto done;
     for (size_t i = 0; i < e->n; i++) {
         size_t len = 0;
-        const char *s = me_tok_id_to_token(t, e->ids[i], &len);
+        const char *s = me_enc_token(t, e, i, &len);
         PyObject *ts = s ? PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace") : PyUnicode_FromString("");
         PyObject *of = Py_BuildValue("(ii)", (int)e->offsets[2 * i], (int)e->offsets[2 * i + 1]);
         PyObject *sp = PyLong_FromLong(e->special[i]);
