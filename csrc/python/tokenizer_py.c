@@ -71,11 +71,13 @@ static int tb_append_str(textbuf *b, PyObject *s, const char *where) {
         for (Py_ssize_t i = 0; i < n; i++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, i);
             if (c >= 0xD800 && c <= 0xDFFF) {
+                char cp[16];
+                snprintf(cp, sizeof cp, "U+%04X", (unsigned)c);
                 PyErr_Format(PyExc_TypeError,
-                             "%s: str contains a lone surrogate U+%04X at position %zd, which is not valid "
+                             "%s: str contains a lone surrogate %s at position %zd, which is not valid "
                              "Unicode text (HF tokenizers rejects such strings too); clean it first, e.g. "
                              "s.encode('utf-8', 'replace').decode('utf-8')",
-                             where, (unsigned)c, i);
+                             where, cp, i);
                 return -1;
             }
             o[i] = c;
