@@ -290,28 +290,34 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     else:
         raise TokenizerFileError(f"{model_dir}: no tokenizer.json, vocab.txt or vocab.json + merges.txt found")
 
-    for role in roles:
-        if role in config and _token_content(config[role]) is not None:
+    for role in _SPECIAL_KEYS:
+        if _token_content(config.get(role)) is not None:
             roles[role] = _token_content(config[role])
-    # Special tokens become added tokens (normalized=False), in id order as transformers registers them.
+    if spec.model == _WORDPIECE and roles["unk_token"] not in vocab:
+        raise TokenizerFileError(f"{vocab_txt}: the unknown token {roles['unk_token']!r} is not in the vocabulary")
+    # Special tokens become added tokens (normalized=False) as transformers registers them; one
+    # missing from the vocabulary gets its id as tokenizers assigns it (in transformers' role order).
     decoder_cfg = config.get("added_tokens_decoder") or {}
     added: Dict[str, Dict[str, Any]] = {}
-    next_id = max(vocab.values()) + 1 if vocab else 0
-    for content in dict.fromkeys(roles[r] for r in ("pad_token", "unk_token", "cls_token", "sep_token",
-                                                     "mask_token", "bos_token", "eos_token") if r in roles):
-        if content not in vocab:
-            vocab[content] = next_id
-            next_id += 1
-        added[content] = _added_dict(content, vocab[content])
     for tid, tok in decoder_cfg.items():
         if isinstance(tok, dict) and tok.get("content") is not None:
             flags = {k: bool(tok[k]) for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if k in tok}
             added[tok["content"]] = _added_dict(tok["content"], int(tid), **flags)
+    for content in dict.fromkeys(roles[r] for r in ("bos_token", "eos_token", "unk_token", "sep_token",
+                                                     "pad_token", "cls_token", "mask_token") if r in roles):
+        if content in added:
+            continue
+        if content in vocab:
+            added[content] = _added_dict(content, vocab[content])
+        else:  # tokenizers' AddedVocabulary::add_tokens id rule
+            top = max((a["id"] for a in added.values()), default=None)
+            new_id = top + 1 if top is not None and top >= len(vocab) else len(vocab)
+            added[content] = _added_dict(content, new_id)
     spec.added = sorted(added.values(), key=lambda a: a["id"])
     spec.unk_token = roles["unk_token"] if spec.model == _WORDPIECE else None
     spec.special = roles
-    cls_, sep = roles["cls_token"], roles["sep_token"]
-    cls_id, sep_id = vocab[cls_], vocab[sep]
+    ids = {**vocab, **{a["content"]: a["id"] for a in spec.added}}
+    cls_id, sep_id = ids[roles["cls_token"]], ids[roles["sep_token"]]
     if spec.model == _WORDPIECE:
         spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
         spec.pair = spec.single + [(_TMPL_B, 1), (sep_id, 1)]
@@ -381,17 +387,23 @@ class Tokenizer:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_pretrained(cls, model_dir: str) -> "Tokenizer":
+    def from_pretrained(cls, model_dir: str, **overrides: Any) -> "Tokenizer":
         """Load the tokenizer of a model folder.
 
         Uses ``tokenizer.json`` when present, else ``vocab.txt`` (WordPiece) or ``vocab.json`` +
         ``merges.txt`` (byte-level BPE), with ``tokenizer_config.json`` / ``special_tokens_map.json``
         (``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``add_prefix_space``,
-        ``model_max_length``, special tokens), as ``transformers.AutoTokenizer`` does.
+        ``trim_offsets``, ``model_max_length``, special tokens), as ``transformers.AutoTokenizer``
+        does. ``overrides`` replace config values, e.g. ``add_prefix_space=True`` (which RoBERTa
+        needs for ``is_split_into_words``, as in transformers).
         """
         if not os.path.isdir(model_dir):
             raise TokenizerFileError(f"model folder not found: {model_dir}")
-        config = _read_config(model_dir)
+        unknown = set(overrides) - {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space",
+                                    "trim_offsets", "model_max_length", *_SPECIAL_KEYS}
+        if unknown:
+            raise TypeError(f"from_pretrained: unknown option(s) {sorted(unknown)}")
+        config = {**_read_config(model_dir), **overrides}
         tj = os.path.join(model_dir, "tokenizer.json")
         if os.path.exists(tj):
             spec = _spec_from_tokenizer_json(tj)
@@ -399,6 +411,8 @@ class Tokenizer:
             for role in _SPECIAL_KEYS:
                 if _token_content(config.get(role)) is not None:
                     spec.special[role] = _token_content(config[role])
+            if "add_prefix_space" in overrides and spec.pre_tokenizer == _PRE_BYTELEVEL:
+                spec.add_prefix_space = spec.post_add_prefix_space = bool(overrides["add_prefix_space"])
         else:
             spec = _spec_from_legacy(model_dir, config)
             source = model_dir

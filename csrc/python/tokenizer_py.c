@@ -71,11 +71,13 @@ static int tb_append_str(textbuf *b, PyObject *s, const char *where) {
         for (Py_ssize_t i = 0; i < n; i++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, i);
             if (c >= 0xD800 && c <= 0xDFFF) {
+                char cp[16];
+                snprintf(cp, sizeof cp, "U+%04X", (unsigned)c);
                 PyErr_Format(PyExc_TypeError,
-                             "%s: str contains a lone surrogate U+%04X at position %zd, which is not valid "
+                             "%s: str contains a lone surrogate %s at position %zd, which is not valid "
                              "Unicode text (HF tokenizers rejects such strings too); clean it first, e.g. "
                              "s.encode('utf-8', 'replace').decode('utf-8')",
-                             where, (unsigned)c, i);
+                             where, cp, i);
                 return -1;
             }
             o[i] = c;
@@ -325,7 +327,7 @@ static PyObject *encoding_to_tuple(const me_tok *t, const me_enc *e) {
     if (!tokens || !offsets || !special || !attention || !ids || !types || !words || !seqs) goto done;
     for (size_t i = 0; i < e->n; i++) {
         size_t len = 0;
-        const char *s = me_tok_id_to_token(t, e->ids[i], &len);
+        const char *s = me_enc_token(t, e, i, &len);
         PyObject *ts = s ? PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace") : PyUnicode_FromString("");
         PyObject *of = Py_BuildValue("(ii)", (int)e->offsets[2 * i], (int)e->offsets[2 * i + 1]);
         PyObject *sp = PyLong_FromLong(e->special[i]);

@@ -15,7 +15,7 @@
 #define BYTE_LEVEL_SPACE 0x120u /* 'Ġ', the byte-level char of ' ' */
 
 typedef struct {
-    uint32_t *cp;
+    uint32_t *cp; /* what is matched: the content, normalized for `normalized` tokens */
     size_t ncp;
     int32_t id;
     int flags;
@@ -73,7 +73,7 @@ struct me_ws {
     /* UTF-8 of one word / piece, with the char index of each byte and the byte offset of each char */
     char *ub;
     int32_t *ubc, *cb;
-    size_t ucap, cbcap;
+    size_t ucap, cbcap, ubccap;
     bpe_sym *sym;
     size_t symcap;
     bpe_merge *heap;
@@ -131,6 +131,9 @@ static int enc_reserve(me_enc *e, size_t need) {
     int32_t *sq = realloc(e->seq_ids, n * sizeof *sq);
     if (!sq) return ME_ERR_NOMEM;
     e->seq_ids = sq;
+    int32_t *sr = realloc(e->sref, n * sizeof *sr);
+    if (!sr) return ME_ERR_NOMEM;
+    e->sref = sr;
     int32_t *of = realloc(e->offsets, 2 * n * sizeof *of);
     if (!of) return ME_ERR_NOMEM;
     e->offsets = of;
@@ -155,7 +158,28 @@ static int enc_push(me_enc *e, int32_t id, int32_t type_id, int32_t word, int32_
     e->offsets[2 * i] = start;
     e->offsets[2 * i + 1] = end;
     e->special[i] = (uint8_t)special;
+    e->sref[i] = -1;
     return ME_OK;
+}
+
+/* Give token i of e the string of bytes s[0..len). */
+static int enc_set_string(me_enc *e, size_t i, const char *s, size_t len) {
+    if (e->slen + 4 + len > INT32_MAX) return ME_ERR_NOMEM;
+    if (grow((void **)&e->sbuf, &e->scap, e->slen + 4 + len, 1)) return ME_ERR_NOMEM;
+    uint32_t l32 = (uint32_t)len;
+    memcpy(e->sbuf + e->slen, &l32, 4);
+    memcpy(e->sbuf + e->slen + 4, s, len);
+    e->sref[i] = (int32_t)e->slen;
+    e->slen += 4 + len;
+    return ME_OK;
+}
+
+const char *me_enc_token(const me_tok *t, const me_enc *e, size_t i, size_t *len) {
+    if (e->sref[i] < 0) return me_tok_id_to_token(t, e->ids[i], len);
+    uint32_t l32;
+    memcpy(&l32, e->sbuf + e->sref[i], 4);
+    *len = l32;
+    return e->sbuf + e->sref[i] + 4;
 }
 
 void me_enc_free(me_enc *e) {
@@ -165,6 +189,8 @@ void me_enc_free(me_enc *e) {
     free(e->seq_ids);
     free(e->offsets);
     free(e->special);
+    free(e->sref);
+    free(e->sbuf);
     memset(e, 0, sizeof *e);
 }
 
@@ -313,6 +339,8 @@ int me_tok_set_template(me_tok *t, int pair, const me_tmpl_item *items, size_t n
     return ME_OK;
 }
 
+static int normalize(const me_tok *t, me_ws *w, const uint32_t *text, size_t a, size_t b);
+
 int me_tok_finalize(me_tok *t, char *err) {
     if (t->o.model == ME_TOK_WORDPIECE) {
         if (t->o.unk_id < 0 || (size_t)t->o.unk_id >= t->ntok || t->tok_len[t->o.unk_id] == UINT32_MAX)
@@ -334,6 +362,25 @@ int me_tok_finalize(me_tok *t, char *err) {
             size_t n = utf8_put(cp, u);
             t->byte_id[b] = me_strmap_get(&t->vocab, u, n);
         }
+    }
+    /* tokenizers matches `normalized` added tokens by their normalized content */
+    if (t->has_normalized_added && t->o.bert_normalizer) {
+        me_ws *w = me_ws_new();
+        if (!w) return me_error(err, ME_ERR_NOMEM, "out of memory normalizing added tokens");
+        for (size_t i = 0; i < t->nadded; i++) {
+            added_tok *a = &t->added[i];
+            if (!(a->flags & ME_AT_NORMALIZED)) continue;
+            uint32_t *cp = NULL;
+            if (normalize(t, w, a->cp, 0, a->ncp) || (w->nn && !(cp = malloc(w->nn * sizeof *cp)))) {
+                me_ws_free(w);
+                return me_error(err, ME_ERR_NOMEM, "out of memory normalizing added tokens");
+            }
+            if (w->nn) memcpy(cp, w->nc, w->nn * sizeof *cp);
+            free(a->cp);
+            a->cp = cp;
+            a->ncp = w->nn; /* 0: never matches, as in tokenizers */
+        }
+        me_ws_free(w);
     }
     if (t->o.post == ME_POST_TEMPLATE && (!t->tmpl[0] || !t->tmpl[1]))
         return me_error(err, ME_ERR_VALUE, "post-processor template: single and pair templates are both required");
@@ -407,7 +454,7 @@ static int find_added(const me_tok *t, const uint32_t *c, size_t n, int normaliz
             for (size_t k = 0; k < t->nadded; k++) {
                 const added_tok *a = &t->added[k];
                 if (((a->flags & ME_AT_NORMALIZED) != 0) != (normalized != 0)) continue;
-                if (a->cp[0] != c[q] || a->ncp > n - q || a->ncp <= best) continue;
+                if (!a->ncp || a->cp[0] != c[q] || a->ncp > n - q || a->ncp <= best) continue;
                 if (memcmp(a->cp, c + q, a->ncp * sizeof *c) == 0) {
                     best = a->ncp;
                     bk = (int32_t)k;
@@ -484,27 +531,35 @@ static int normalize(const me_tok *t, me_ws *w, const uint32_t *text, size_t a, 
     if (!o->bert_normalizer) return ME_OK;
     size_t n;
     if (o->strip_accents) {
-        /* NFD (decompose, then order each run of non-starters by combining class), drop Mn. */
+        /* NFD: decompose, then stably order each run of non-starters by combining class. Like
+         * tokenizers (unicode-normalization-alignments + NormalizedString::transform), the flag
+         * "first char of its source's decomposition" travels with each char and the sources are
+         * then assigned positionally: a first char takes the next source in order, any other char
+         * the last source taken. ns holds the flag (0 first, 1 other) until then. Then drop Mn. */
         norm_swap(w, &n);
         for (size_t i = 0; i < n; i++) {
             uint32_t d[ME_NFD_MAX];
             int k = me_unfd_char(w->tc[i], d);
             for (int j = 0; j < k; j++) {
-                if (norm_push(w, d[j], w->ts[i])) return ME_ERR_NOMEM;
+                if (norm_push(w, d[j], j > 0)) return ME_ERR_NOMEM;
                 size_t pos = w->nn - 1;
                 unsigned cc = me_uccc(d[j]);
-                while (cc && pos > 0) {
-                    unsigned pc = me_uccc(w->nc[pos - 1]);
-                    if (pc <= cc) break;
+                while (cc && pos > 0 && me_uccc(w->nc[pos - 1]) > cc) {
                     uint32_t tc = w->nc[pos];
                     w->nc[pos] = w->nc[pos - 1];
                     w->nc[pos - 1] = tc;
-                    int32_t ts = w->ns[pos];
+                    int32_t tf = w->ns[pos];
                     w->ns[pos] = w->ns[pos - 1];
-                    w->ns[pos - 1] = ts;
+                    w->ns[pos - 1] = tf;
                     pos--;
                 }
             }
+        }
+        size_t next = 0;
+        int32_t cur = n ? w->ts[0] : 0;
+        for (size_t i = 0; i < w->nn; i++) {
+            if (w->ns[i] == 0 && next < n) cur = w->ts[next++];
+            w->ns[i] = cur;
         }
         size_t m = 0;
         for (size_t i = 0; i < w->nn; i++) {
@@ -669,7 +724,7 @@ static int bpe_piece(ctx *x, size_t a, size_t b) {
     const me_tok *t = x->t;
     me_ws *w = x->w;
     size_t nch = b - a;
-    if (grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || grow((void **)&w->ubc, &w->cbcap, 4 * nch, sizeof *w->ubc))
+    if (grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || grow((void **)&w->ubc, &w->ubccap, 4 * nch, sizeof *w->ubc))
         return ME_ERR_NOMEM;
     size_t nb = 0;
     for (size_t i = a; i < b; i++) {
@@ -794,9 +849,16 @@ static int pretokenize_and_model(ctx *x, size_t a, size_t b) {
     return ME_OK;
 }
 
-static int push_added(ctx *x, int32_t k, int32_t start, int32_t end) {
+/* An added token matched as span[0..n) (original or normalized text) from source start to end. */
+static int push_added(ctx *x, int32_t k, int32_t start, int32_t end, const uint32_t *span, size_t n) {
     const added_tok *a = &x->t->added[k];
-    return enc_push(x->e, a->id, 0, next_word(x), 0, start, end, 0);
+    int st = enc_push(x->e, a->id, 0, next_word(x), 0, start, end, 0);
+    if (st) return st;
+    me_ws *w = x->w;
+    if (grow((void **)&w->ub, &w->ucap, 4 * n + 1, 1)) return ME_ERR_NOMEM;
+    size_t nb = 0;
+    for (size_t i = 0; i < n; i++) nb += utf8_put(span[i], w->ub + nb);
+    return enc_set_string(x->e, x->e->n - 1, w->ub, nb);
 }
 
 /* Added tokens, normalizer, pre-tokenizer and model over text[0..n). */
@@ -814,7 +876,7 @@ static int encode_text(ctx *x, const uint32_t *text, size_t n) {
     for (size_t r = 0; r < w->raw.n; r++) {
         split sp = w->raw.v[r];
         if (sp.added >= 0) {
-            st = push_added(x, sp.added, (int32_t)sp.start, (int32_t)sp.stop);
+            st = push_added(x, sp.added, (int32_t)sp.start, (int32_t)sp.stop, text + sp.start, sp.stop - sp.start);
             if (st) return st;
             continue;
         }
@@ -826,7 +888,9 @@ static int encode_text(ctx *x, const uint32_t *text, size_t n) {
         if ((st = find_added(t, w->nc, w->nn, 1, &w->norm))) return st;
         for (size_t q = 0; q < w->norm.n; q++) {
             split s2 = w->norm.v[q];
-            if (s2.added >= 0) st = push_added(x, s2.added, w->ns[s2.start], w->ns[s2.stop - 1] + 1);
+            if (s2.added >= 0)
+                st = push_added(x, s2.added, w->ns[s2.start], w->ns[s2.stop - 1] + 1, w->nc + s2.start,
+                                s2.stop - s2.start);
             else st = pretokenize_and_model(x, s2.start, s2.stop);
             if (st) return st;
         }
@@ -836,6 +900,7 @@ static int encode_text(ctx *x, const uint32_t *text, size_t n) {
 
 static int encode_seq(const me_tok *t, me_ws *w, const me_seq *s, me_enc *e) {
     e->n = 0;
+    e->slen = 0;
     ctx x = {t, w, e, 0, 0};
     if (!s->word_start) return encode_text(&x, s->text, s->len);
     x.forced = 1;
@@ -852,7 +917,7 @@ static int encode_seq(const me_tok *t, me_ws *w, const me_seq *s, me_enc *e) {
 static void trim_offsets(const me_tok *t, me_enc *e, int add_prefix_space) {
     for (size_t i = 0; i < e->n; i++) {
         size_t len;
-        const unsigned char *s = (const unsigned char *)me_tok_id_to_token(t, e->ids[i], &len);
+        const unsigned char *s = (const unsigned char *)me_enc_token(t, e, i, &len);
         if (!s) continue;
         size_t lead = 0, trail = 0, p = 0, used;
         while (p < len) {
@@ -915,6 +980,13 @@ static int append_seq(me_enc *out, const me_enc *s, int32_t type_id, int32_t seq
         out->offsets[2 * j] = s->offsets[2 * i];
         out->offsets[2 * j + 1] = s->offsets[2 * i + 1];
         out->special[j] = 0;
+        out->sref[j] = -1;
+        if (s->sref[i] >= 0) {
+            size_t len;
+            const char *str = me_enc_token(NULL, s, i, &len);
+            st = enc_set_string(out, j, str, len);
+            if (st) return st;
+        }
     }
     return ME_OK;
 }
@@ -922,13 +994,17 @@ static int append_seq(me_enc *out, const me_enc *s, int32_t type_id, int32_t seq
 int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, int add_special_tokens,
                   long max_length, me_enc *out, char *err) {
     out->n = 0;
+    out->slen = 0;
     if (!t->finalized) return me_error(err, ME_ERR_RUNTIME, "tokenizer is not finalized");
+    size_t added = add_special_tokens ? me_tok_num_added(t, b != NULL) : 0;
+    if (max_length >= 0 && (size_t)max_length < added)
+        return me_error(err, ME_ERR_VALUE, "max_length=%ld leaves no room for the %zu special tokens added to %s; "
+                        "use a larger max_length", max_length, added, b ? "a pair" : "a single input");
     me_enc *ea = &w->seq[0], *eb = b ? &w->seq[1] : NULL;
     int st = encode_seq(t, w, a, ea);
     if (!st && b) st = encode_seq(t, w, b, eb);
     if (st) return me_error(err, st, "out of memory while tokenizing");
     if (max_length >= 0) {
-        size_t added = add_special_tokens ? me_tok_num_added(t, b != NULL) : 0;
         size_t max = (size_t)max_length > added ? (size_t)max_length - added : 0;
         truncate_longest_first(ea, eb, max);
     }

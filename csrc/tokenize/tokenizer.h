@@ -43,11 +43,16 @@ typedef struct {
 typedef struct me_tok me_tok;
 typedef struct me_ws me_ws;
 
-/* One encoding; word_ids / seq_ids are -1 for none; offsets hold 2 values per token. */
+/* One encoding; word_ids / seq_ids are -1 for none; offsets hold 2 values per token.
+ * Token strings: an added token found in the text is the text it matched (with the whitespace
+ * lstrip/rstrip took in), as in tokenizers; its string is in sbuf at sref[i] (a uint32 byte length,
+ * then UTF-8). Other tokens have sref[i] = -1: their string is me_tok_id_to_token(id). */
 typedef struct {
-    int32_t *ids, *type_ids, *word_ids, *seq_ids, *offsets;
+    int32_t *ids, *type_ids, *word_ids, *seq_ids, *offsets, *sref;
     uint8_t *special;
     size_t n, cap;
+    char *sbuf;
+    size_t slen, scap;
 } me_enc;
 
 /* One input sequence: text, or (nwords > 0) words given separately: word i is
@@ -74,6 +79,8 @@ int me_tok_finalize(me_tok *t, char *err);
 
 /* UTF-8 string of a token id (added content or vocabulary token); NULL if unknown. */
 const char *me_tok_id_to_token(const me_tok *t, int32_t id, size_t *len);
+/* String of token i of an encoding (see me_enc); NULL if its id is unknown. */
+const char *me_enc_token(const me_tok *t, const me_enc *e, size_t i, size_t *len);
 /* Number of special tokens the post-processor adds (pair = 0 or 1). */
 size_t me_tok_num_added(const me_tok *t, int pair);
 

