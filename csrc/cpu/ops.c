@@ -404,6 +404,9 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 
 /* ---------------------------------------------------------------- backend */
 
+/* CPU ops complete before they return and cannot fail. */
+static int cpu_status(char *err) { return 0; }
+
 static const MeBackend CPU_BACKEND = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -426,6 +429,7 @@ static const MeBackend CPU_BACKEND = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_scratch_floats = attention_scratch_floats,
+    .status = cpu_status,
 };
 
 const MeBackend *me_cpu_backend(void) {

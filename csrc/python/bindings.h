@@ -14,10 +14,16 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include "backend.h"
+
 /* Each returns 0 on success, -1 with a Python exception set. */
 int me_register_engine(PyObject *module);
 int me_register_ops(PyObject *module);
 int me_register_tokenizer(PyObject *module);
+
+/* The backend for "cpu", "cuda" or "cuda:N"; NULL with ValueError (bad string)
+ * or RuntimeError (CUDA not built, not loadable or no such GPU) set. */
+const MeBackend *me_backend_for_device(const char *device);
 
 /* Raise the Python exception matching a C status code (see csrc/common.h). */
 PyObject *me_raise(int status, const char *message);
