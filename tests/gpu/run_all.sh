@@ -9,6 +9,8 @@
 #   4. benchmarks/bench_encoder.py --device cuda (+ torch.compile)
 # Logs and results go to $OUT (default: a new folder under /tmp); a short
 # table is printed last. Exit status: 0 only if every step passed.
+# On the device tool: run(command="tests/gpu/run_all.sh", carry=[".whl"], timeout_s=600)
+# after tests/gpu/fetch_wheels.sh here.
 # Env: PYTHON (python3), WHEELS (.whl), SKIP_COMPILE=1 (no torch.compile side),
 # BUDGET (seconds for all steps together, default 540), REQUIRE_GPU=0 (dry run
 # of the flow on a machine without a GPU: the build must still have CUDA).
@@ -57,7 +59,7 @@ install() {
         "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
     fi
     export PYTHONPATH=$site
-    "$py" -c 'import numpy, setuptools, scipy_openblas32' ||
+    "$py" -c 'import numpy, setuptools, scipy_openblas32; print("setuptools", setuptools.__version__)' ||
         { echo "missing build requirements: run tests/gpu/fetch_wheels.sh and carry .whl"; return 1; }
     MULTIENC_CUDA=1 "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
         --target "$site" "$repo"
