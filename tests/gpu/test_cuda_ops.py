@@ -70,7 +70,7 @@ def test_layernorm(N, C):
     w, b = f32(C) + 1.0, f32(C)
     out, mean, rstd = both(_C.ops_layernorm_forward, x, w, b, 1e-5, tol=ELEMENTWISE)
     dout = f32(N, C)
-    both(_C.ops_layernorm_backward, dout, x, mean, rstd, w, tol=ELEMENTWISE * (1 if C > 1 else 0) + 1e-6)
+    both(_C.ops_layernorm_backward, dout, x, mean, rstd, w, tol=ELEMENTWISE)
 
 
 @pytest.mark.parametrize("N,C,OC", [(1, 1, 1), (5, 3, 7), (67, 45, 129), (130, 257, 31), (512, 768, 2304)])
@@ -129,7 +129,7 @@ def test_attention(B, T, NH, HS, p):
     qkv, mask = attention_inputs(B, T, NH, HS)
     ctx, probs = both(_C.ops_attention_forward, qkv, mask, NH, p, 5, 100, tol=GEMM)
     _, cpu_probs = _C.ops_attention_forward(qkv, mask, NH, p, 5, 100, "cpu")
-    assert np.abs(probs - cpu_probs).max() <= 1e-6
+    assert np.abs(probs - cpu_probs).max() <= 5e-6  # each side within 2e-6 of float64 (tests/test_ops.py)
     both(_C.ops_attention_backward, f32(*ctx.shape), qkv, cpu_probs, mask, NH, p, 5, 100, tol=GEMM)
 
 
