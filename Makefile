@@ -3,12 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-CSRC := $(shell find csrc -name '*.c' -o -name '*.h' | grep -v '^csrc/cuda/')
+# C and CUDA sources (setup.py builds multienc._C_cuda from csrc/cuda when nvcc is found)
+CSRC := $(shell find csrc -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 EXT := multienc/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
-.PHONY: venv build test test-fast sanitize demo bench clean
+.PHONY: venv build test test-fast sanitize demo bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +39,8 @@ test-fast: build
 # Build the extension with -fsanitize=address,undefined into build/asan and run
 # the C-heavy tests against it (the interpreter itself is not instrumented, so
 # libasan is preloaded; leak checking is off because CPython keeps globals).
+# setup.py leaves the CUDA part out of sanitizer builds (GPU code is checked by
+# compute-sanitizer in tests/gpu/run_all.sh).
 sanitize: $(VENV)/.installed
 	MULTIENC_SANITIZE=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan
 	cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -49,6 +52,10 @@ demo: build
 
 bench: build
 	$(VPY) benchmarks/bench_encoder.py
+
+# On a GPU machine: build, GPU tests, compute-sanitizer, benchmark (tests/gpu/run_all.sh).
+gpu-check:
+	tests/gpu/run_all.sh
 
 clean:
 	rm -rf build $(EXT) multienc/*.so

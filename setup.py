@@ -1,37 +1,92 @@
-"""Build script for multienc's C extension ``multienc._C``.
+"""Build script for multienc's C extensions.
 
-Every ``*.c`` file under ``csrc/`` (except ``csrc/cuda``) is compiled into one
-extension linked against OpenBLAS from the ``scipy-openblas32`` wheel (found
-at build time, located at run time through an rpath relative to the installed
-package and by ``multienc/_blas.py``) and OpenMP.
+``multienc._C``: every ``*.c`` file under ``csrc/`` (except the CUDA part)
+compiled into one extension linked against OpenBLAS from the
+``scipy-openblas32`` wheel (found at build time, located at run time through
+an rpath relative to the installed package and by ``multienc/_blas.py``) and
+OpenMP.
+
+``multienc._C_cuda`` (only when ``nvcc`` is found): the CUDA backend,
+``csrc/cuda/*.cu`` compiled by nvcc for sm_80 and sm_90 (plus compute_90 PTX
+that newer GPUs compile at load time) with ``csrc/python/cuda_module.c``,
+linked against cuBLAS and the static CUDA runtime. It is a separate module so
+that ``import multienc`` never needs the CUDA libraries: ``_C`` imports it only
+when a CUDA device is asked for (docs/ARCHITECTURE.md, "CUDA backend").
 
 Environment:
+  MULTIENC_CUDA=0      skip the CUDA part even where nvcc is found
+  MULTIENC_CUDA=1      require it (fail when nvcc is not found)
+  CUDA_HOME            toolkit folder to take nvcc from when it is not on PATH
   MULTIENC_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
+                       (CPU only: the CUDA part is skipped)
   MULTIENC_DEBUG=1     -O0 -g
 """
 import glob
 import os
+import re
+import shutil
+import subprocess
 
 import numpy
 import scipy_openblas32
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SANITIZE = os.environ.get("MULTIENC_SANITIZE") == "1"
+DEBUG = os.environ.get("MULTIENC_DEBUG") == "1"
+CUDA_ARCHS = ("80", "90")
+CUDA_ONLY_C = os.path.join("csrc", "python", "cuda_module.c")
+HEADERS = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 
 
 def c_sources():
     files = sorted(glob.glob(os.path.join("csrc", "**", "*.c"), recursive=True))
-    return [f for f in files if not f.startswith(os.path.join("csrc", "cuda"))]
+    return [f for f in files
+            if not f.startswith(os.path.join("csrc", "cuda")) and f != CUDA_ONLY_C]
 
 
-def compile_args():
+def find_nvcc():
+    """Path of nvcc, or None when the CUDA part is not to be built."""
+    want = os.environ.get("MULTIENC_CUDA", "")
+    if want == "0":
+        return None
+    if SANITIZE:  # ASan's shadow memory and the CUDA driver's mappings do not mix
+        return None
+    candidates = [shutil.which("nvcc")]
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root:
+            candidates.append(os.path.join(root, "bin", "nvcc"))
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return os.path.realpath(c)
+    if want == "1":
+        raise SystemExit("MULTIENC_CUDA=1 but nvcc was not found (put it on PATH or set CUDA_HOME)")
+    return None
+
+
+def cuda_layout(nvcc):
+    """(toolkit version "X.Y", include dir, library dir) of the toolkit holding nvcc."""
+    out = subprocess.run([nvcc, "--version"], check=True, capture_output=True, text=True).stdout
+    m = re.search(r"release (\d+\.\d+)", out)
+    if not m:
+        raise SystemExit(f"cannot read the CUDA version from `{nvcc} --version`:\n{out}")
+    root = os.path.dirname(os.path.dirname(nvcc))
+    libdirs = [os.path.join(root, d) for d in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"))]
+    libdir = next((d for d in libdirs if os.path.exists(os.path.join(d, "libcublas.so"))), None)
+    if libdir is None:
+        raise SystemExit(f"nvcc found at {nvcc}, but no libcublas.so in {', '.join(libdirs)}")
+    return m.group(1), os.path.join(root, "include"), libdir
+
+
+def compile_args(extra=()):
     args = ["-std=c11", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter",
             "-Wno-missing-field-initializers", "-fno-strict-aliasing",
-            "-DBLAS_SYMBOL_PREFIX=scipy_"]
-    if os.environ.get("MULTIENC_SANITIZE") == "1":
+            "-DBLAS_SYMBOL_PREFIX=scipy_", *extra]
+    if SANITIZE:
         args += ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                  "-fno-omit-frame-pointer"]
-    elif os.environ.get("MULTIENC_DEBUG") == "1":
+    elif DEBUG:
         args += ["-O0", "-g"]
     else:
         args += ["-O3"]
@@ -42,18 +97,73 @@ def link_args():
     libdir = scipy_openblas32.get_lib_dir()
     args = ["-fopenmp", f"-L{libdir}", f"-l{scipy_openblas32.get_library()}",
             "-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib", f"-Wl,-rpath,{libdir}"]
-    if os.environ.get("MULTIENC_SANITIZE") == "1":
+    if SANITIZE:
         args += ["-fsanitize=address,undefined"]
     return args
 
 
-ext = Extension(
-    "multienc._C",
-    sources=c_sources(),
-    include_dirs=[os.path.join("csrc"), numpy.get_include(), scipy_openblas32.get_include_dir()],
-    extra_compile_args=compile_args(),
-    extra_link_args=link_args(),
-    depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)),
-)
+class BuildExt(build_ext):
+    """build_ext that first compiles an extension's ``cuda_sources`` with nvcc."""
 
-setup(ext_modules=[ext])
+    def build_extension(self, ext):
+        cu = getattr(ext, "cuda_sources", None)
+        if cu:
+            ext.extra_objects = [self.nvcc_compile(src, ext) for src in cu]
+        super().build_extension(ext)
+
+    def nvcc_compile(self, src, ext):
+        obj = os.path.join(self.build_temp, "cuda", os.path.basename(src) + ".o")
+        os.makedirs(os.path.dirname(obj), exist_ok=True)
+        deps = [src, *ext.depends]
+        if not self.force and os.path.exists(obj) and \
+                os.path.getmtime(obj) >= max(os.path.getmtime(d) for d in deps):
+            return obj
+        gencode = []
+        for a in CUDA_ARCHS:
+            gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+        gencode += ["-gencode", f"arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}"]
+        opt = ["-O0", "-g", "-G"] if DEBUG else ["-O3", "-lineinfo"]
+        cmd = [ext.nvcc, "-std=c++20", *opt, *gencode, "-Xcompiler", "-fPIC,-Wall",
+               "-Icsrc", "-c", src, "-o", obj]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True, cwd=HERE)
+        return obj
+
+
+def extensions():
+    nvcc = find_nvcc()
+    c_defines = []
+    exts = []
+    if nvcc:
+        version, _, libdir = cuda_layout(nvcc)
+        archs = ",".join(f"sm_{a}" for a in CUDA_ARCHS)
+        c_defines = ["-DMULTIENC_WITH_CUDA", f'-DMULTIENC_CUDA_VERSION="{version}"',
+                     f'-DMULTIENC_CUDA_ARCHS="{archs}"']
+        major = version.split(".")[0]
+        cuda = Extension(
+            "multienc._C_cuda",
+            sources=[CUDA_ONLY_C],
+            include_dirs=["csrc"],
+            extra_compile_args=compile_args(),
+            # static CUDA runtime (it loads the driver itself); cuBLAS from the toolkit or
+            # from the nvidia-cublas wheel beside the package
+            extra_link_args=[f"-L{libdir}", "-lcublas", "-lcudart_static", "-lstdc++", "-lrt", "-lpthread", "-ldl",
+                             f"-Wl,-rpath,{libdir}", f"-Wl,-rpath,$ORIGIN/../nvidia/cu{major}/lib",
+                             "-Wl,-rpath,$ORIGIN/../nvidia/cublas/lib"],
+            depends=HEADERS + sorted(glob.glob(os.path.join("csrc", "cuda", "*.cuh"))),
+        )
+        cuda.cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        cuda.nvcc = nvcc
+        exts.append(cuda)
+    core = Extension(
+        "multienc._C",
+        sources=c_sources(),
+        include_dirs=[os.path.join("csrc"), numpy.get_include(), scipy_openblas32.get_include_dir()],
+        extra_compile_args=compile_args(c_defines),
+        extra_link_args=link_args(),
+        depends=HEADERS,
+    )
+    return [core, *exts]
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -15,13 +15,24 @@
  *   `site` under `seed` is kept iff me_uniform(seed, site, i) >= p. The same
  *   (seed, site) regenerates the same mask in backward, so masks are never
  *   stored.
- * - Ops do not fail: the model validates shapes and ids before calling them.
+ * - Ops do not return errors: the model validates shapes and ids before
+ *   calling them. A device backend whose launches or library calls can still
+ *   fail records the first failure and reports it through status(), which the
+ *   model checks after each forward and backward (and the bindings after
+ *   each copy); the CPU backend's status() is always ME_OK.
  */
 #ifndef MULTIENC_BACKEND_H
 #define MULTIENC_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Functions the CUDA backend also calls from device code (me_uniform). */
+#ifdef __CUDACC__
+#define ME_HOSTDEV __host__ __device__
+#else
+#define ME_HOSTDEV
+#endif
 
 typedef enum { ME_ACT_GELU = 0, ME_ACT_GELU_TANH = 1 } MeActivation;
 
@@ -128,12 +139,15 @@ typedef struct MeBackend {
     /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9). */
     void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, double lr,
                          double beta1, double beta2, double eps, double weight_decay, int step);
+    /* Wait for queued work, then return ME_OK or the first failure since the last
+     * call (a common.h status; the message goes into err, ME_ERRLEN bytes) and clear it. */
+    int (*status)(char *err);
 } MeBackend;
 
 const MeBackend *me_cpu_backend(void);
 
 /* Counter-based uniform in [0, 1): a pure function of (seed, site, index). */
-static inline float me_uniform(uint64_t seed, uint64_t site, uint64_t index) {
+static inline ME_HOSTDEV float me_uniform(uint64_t seed, uint64_t site, uint64_t index) {
     /* SplitMix64 finaliser over a per-site key stepped by the golden gamma. */
     uint64_t z = seed * 0x9E3779B97F4A7C15ULL + site * 0xD1B54A32D192ED03ULL;
     z ^= z >> 31;

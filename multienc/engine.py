@@ -1,6 +1,6 @@
 """Low-level engine API: a transformer encoder computed by multienc's C code.
 
-    enc = Encoder("path/to/model_dir")        # config.json + model.safetensors
+    enc = Encoder("path/to/model_dir")        # config.json + model.safetensors; device=None: auto
     h = enc.forward(input_ids, attention_mask)  # float32 (B, T, H), HF last_hidden_state
     grads = enc.backward(dL_dh)                 # {hf_name: gradient}, accumulating
 
@@ -17,6 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from multienc import _C
+from multienc.device import resolve_device
 from multienc.safetensors import save_file
 from multienc.weights import find_weight_file, load_state_dict
 
@@ -131,19 +132,25 @@ class Encoder:
             without torch).
         config_overrides: values replacing those of config.json (e.g.
             ``{"hidden_dropout_prob": 0.4}``).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None takes ``$MULTIENC_DEVICE``,
+            else a visible GPU, else the CPU (:func:`multienc.device.resolve_device`).
+            Parameters, gradients and activations live there; asking for a GPU that is
+            not available raises RuntimeError.
     """
 
-    def __init__(self, model_dir: str, config_overrides: Optional[Mapping[str, Any]] = None):
+    def __init__(self, model_dir: str, config_overrides: Optional[Mapping[str, Any]] = None,
+                 device: Optional[str] = None):
         config = read_config(model_dir)
         config.update(config_overrides or {})
-        self._init(config, os.path.join(model_dir, "config.json"))
+        self._init(config, os.path.join(model_dir, "config.json"), device)
         self.load_state_dict(load_state_dict(model_dir), source=find_weight_file(model_dir)[0])
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], seed: int = 0) -> "Encoder":
+    def from_config(cls, config: Mapping[str, Any], seed: int = 0,
+                    device: Optional[str] = None) -> "Encoder":
         """An encoder with HF-style random weights (normal(0, initializer_range), LayerNorm 1/0)."""
         self = cls.__new__(cls)
-        self._init(dict(config), "config")
+        self._init(dict(config), "config", device)
         rng = np.random.default_rng(seed)
         std = float(config.get("initializer_range", 0.02))
         flat = np.zeros(self._c.num_floats, np.float32)
@@ -158,16 +165,17 @@ class Encoder:
 
     @classmethod
     def from_state_dict(cls, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
-                        source: str = "state dict") -> "Encoder":
+                        source: str = "state dict", device: Optional[str] = None) -> "Encoder":
         """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
         self = cls.__new__(cls)
-        self._init(dict(config), source)
+        self._init(dict(config), source, device)
         self.load_state_dict(tensors, source=source)
         return self
 
-    def _init(self, config: Dict[str, Any], source: str) -> None:
+    def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
         self.config: Dict[str, Any] = config
-        self._c = _C.Encoder(engine_config(config, source))
+        self.device: str = resolve_device(device)
+        self._c = _C.Encoder(engine_config(config, source), device=self.device)
         self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
             name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
         self.hidden_size = int(config["hidden_size"])

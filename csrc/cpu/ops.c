@@ -405,6 +405,9 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 
 /* ---------------------------------------------------------------- backend */
 
+/* CPU ops complete before they return and cannot fail. */
+static int cpu_status(char *err) { return 0; }
+
 static const MeBackend CPU_BACKEND = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -440,6 +443,7 @@ static const MeBackend CPU_BACKEND = {
     .sum_squares = cpu_sum_squares,
     .scale = cpu_scale,
     .adamw_update = cpu_adamw_update,
+    .status = cpu_status,
 };
 
 const MeBackend *me_cpu_backend(void) {

@@ -353,6 +353,8 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
         x = a->h2;
     }
     if (out) be->to_host(out, x, sizeof(float) * (size_t)N * H);
+    st = be->status(err);
+    if (st) return st;
     enc->has_forward = 1;
     return ME_OK;
 }
@@ -431,5 +433,5 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
     be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
     be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
     be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);
-    return ME_OK;
+    return be->status(err);
 }

@@ -59,6 +59,10 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     for (int i = 0; i < n; i++)
         if (lms[i]->be != be)
             return me_error(err, ME_ERR_VALUE, "language model %d lives on another device", i + 1);
+    if (!be->pool_forward || !be->combine_forward || !be->cross_entropy_forward || !be->adamw_update)
+        return me_error(err, ME_ERR_NOTIMPL,
+                        "the task model (pooling, combiner, losses, optimizer) is not implemented on the "
+                        "'%s' backend yet; use device='cpu'", be->name);
     MeModel *m = calloc(1, sizeof(MeModel));
     if (!m) return me_error(err, ME_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;

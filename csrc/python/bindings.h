@@ -35,12 +35,17 @@ extern PyTypeObject MeEncoderType;
         PyThread_release_lock((self)->lock);                \
         Py_END_ALLOW_THREADS                                \
     } while (0)
+#include "backend.h"
 
 /* Each returns 0 on success, -1 with a Python exception set. */
 int me_register_engine(PyObject *module);
 int me_register_ops(PyObject *module);
 int me_register_model(PyObject *module);
 int me_register_tokenizer(PyObject *module);
+
+/* The backend for "cpu", "cuda" or "cuda:N"; NULL with ValueError (bad string)
+ * or RuntimeError (CUDA not built, not loadable or no such GPU) set. */
+const MeBackend *me_backend_for_device(const char *device);
 
 /* Raise the Python exception matching a C status code (see csrc/common.h). */
 PyObject *me_raise(int status, const char *message);

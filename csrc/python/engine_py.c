@@ -1,6 +1,7 @@
-/* multienc._C.Encoder: the C encoder as a Python type. Arrays are checked
- * here (dtype, shape, contiguity); values are checked by the model. Compute
- * runs with the GIL released under a per-object lock. */
+/* multienc._C.Encoder: the C encoder as a Python type, on the backend of its
+ * `device` ("cpu", "cuda", "cuda:N"). Arrays are checked here (dtype, shape,
+ * contiguity); values are checked by the model. Compute runs with the GIL
+ * released under a per-object lock. */
 #include "python/bindings.h"
 #include "common.h"
 #include "model/encoder.h"
@@ -39,9 +40,11 @@ static int dict_float(PyObject *d, const char *key, float *out, float dflt) {
 }
 
 static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"config", NULL};
+    static char *kwlist[] = {"config", "device", NULL};
     PyObject *cfgd;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!", kwlist, &PyDict_Type, &cfgd)) return -1;
+    const char *device = "cpu";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
+        return -1;
     MeEncoderConfig c;
     if (dict_int(cfgd, "family", &c.family, 1, 0) || dict_int(cfgd, "vocab_size", &c.vocab_size, 1, 0) ||
         dict_int(cfgd, "hidden_size", &c.hidden_size, 1, 0) ||
@@ -57,10 +60,12 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         dict_float(cfgd, "hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
         dict_float(cfgd, "attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
         return -1;
+    const MeBackend *be = me_backend_for_device(device);
+    if (!be) return -1;
     char err[ME_ERRLEN] = {0};
     if (self->enc) me_encoder_free(self->enc);
     self->enc = NULL;
-    int st = me_encoder_create(&self->enc, &c, me_cpu_backend(), err);
+    int st = me_encoder_create(&self->enc, &c, be, err);
     if (st) {
         me_raise(st, err);
         return -1;
@@ -131,7 +136,11 @@ static PyObject *copy_buffer(EncoderObject *self, PyObject *arg, int which, int 
     void *host = PyArray_DATA(a);
     size_t bytes = self->enc->nfloats * sizeof(float);
     const MeBackend *be = self->enc->be;
-    LOCKED_COMPUTE(self, if (to_host) be->to_host(host, buf, bytes); else be->to_device(buf, host, bytes));
+    char err[ME_ERRLEN] = {0};
+    int st;
+    LOCKED_COMPUTE(self, if (to_host) be->to_host(host, buf, bytes); else be->to_device(buf, host, bytes);
+                   st = be->status(err));
+    if (st) return me_raise(st, err);
     Py_RETURN_NONE;
 }
 
@@ -141,7 +150,11 @@ static PyObject *Encoder_read_grads(EncoderObject *self, PyObject *a) { return c
 
 static PyObject *Encoder_zero_grad(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
-    LOCKED_COMPUTE(self, self->enc->be->zero(self->enc->grads, self->enc->nfloats * sizeof(float)));
+    const MeBackend *be = self->enc->be;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    LOCKED_COMPUTE(self, be->zero(self->enc->grads, self->enc->nfloats * sizeof(float)); st = be->status(err));
+    if (st) return me_raise(st, err);
     Py_RETURN_NONE;
 }
 
@@ -163,11 +176,12 @@ static int int2d_arg(PyObject *obj, const char *name, int B, int T, PyArrayObjec
 }
 
 static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"input_ids", "attention_mask", "token_type_ids", "train", "seed", NULL};
+    static char *kwlist[] = {"input_ids", "attention_mask", "token_type_ids", "train", "seed", "output", NULL};
     PyObject *ids_o, *mask_o, *types_o = Py_None;
-    int train = 0;
+    int train = 0, want_output = 1;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OpK", kwlist, &ids_o, &mask_o, &types_o, &train, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OpKp", kwlist, &ids_o, &mask_o, &types_o, &train, &seed,
+                                     &want_output))
         return NULL;
     if (!ready(self)) return NULL;
     PyArrayObject *ids, *mask, *types = NULL;
@@ -180,13 +194,17 @@ static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *
     if (int2d_arg(mask_o, "attention_mask", B, T, &mask)) return NULL;
     if (types_o != Py_None && int2d_arg(types_o, "token_type_ids", B, T, &types)) return NULL;
     npy_intp dims[3] = {B, T, self->enc->cfg.hidden_size};
-    PyObject *out = PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+    PyObject *out = Py_None;
+    if (want_output)
+        out = PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+    else
+        Py_INCREF(Py_None);
     if (!out) return NULL;
     char err[ME_ERRLEN] = {0};
     int st;
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     const int32_t *pt = types ? PyArray_DATA(types) : NULL;
-    float *po = PyArray_DATA((PyArrayObject *)out);
+    float *po = want_output ? PyArray_DATA((PyArrayObject *)out) : NULL;
     LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, po, err));
     if (st) {
         Py_DECREF(out);
@@ -232,7 +250,8 @@ static PyMethodDef Encoder_methods[] = {
     {"read_grads", (PyCFunction)Encoder_read_grads, METH_O, "Copy the gradient buffer into a float32 array."},
     {"zero_grad", (PyCFunction)Encoder_zero_grad, METH_NOARGS, "Set all gradients to zero."},
     {"forward", (PyCFunction)(void (*)(void))Encoder_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(input_ids, attention_mask, token_type_ids=None, train=False, seed=0) -> float32 (B, T, H)"},
+     "forward(input_ids, attention_mask, token_type_ids=None, train=False, seed=0, output=True) -> float32 (B, T, H)\n"
+     "(None with output=False: the result stays on the device for backward)"},
     {"backward", (PyCFunction)Encoder_backward, METH_O,
      "backward(grad): accumulate parameter gradients of the last forward."},
     {NULL, NULL, 0, NULL},

@@ -17,10 +17,19 @@ PyObject *me_raise(int status, const char *message) {
     return NULL;
 }
 
+#ifdef MULTIENC_WITH_CUDA
+#define CUDA_BUILT Py_True
+#else
+#define CUDA_BUILT Py_False
+#define MULTIENC_CUDA_VERSION ""
+#define MULTIENC_CUDA_ARCHS ""
+#endif
+
 static PyObject *build_info(PyObject *self, PyObject *noargs) {
-    return Py_BuildValue("{s:O,s:s,s:s,s:O,s:i}",
-                         "cuda", Py_False,
-                         "cuda_version", "",
+    return Py_BuildValue("{s:O,s:s,s:s,s:s,s:O,s:i}",
+                         "cuda", CUDA_BUILT,
+                         "cuda_version", MULTIENC_CUDA_VERSION,
+                         "cuda_archs", MULTIENC_CUDA_ARCHS,
                          "blas", "OpenBLAS (scipy-openblas32)",
                          "openmp", Py_True,
                          "openmp_max_threads", me_max_threads());

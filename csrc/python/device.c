@@ -1,0 +1,67 @@
+/* Device strings -> backends: "cpu", "cuda" (= "cuda:0") or "cuda:N". The
+ * CUDA backend is reached through the capsule of multienc._C_cuda, imported
+ * here on first use (see csrc/python/cuda_module.c). */
+#include "python/bindings.h"
+#include "common.h"
+#include "cuda/cuda_backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* "cuda" -> 0, "cuda:N" -> N, anything else -> -1 */
+static int cuda_index(const char *device) {
+    if (strcmp(device, "cuda") == 0) return 0;
+    if (strncmp(device, "cuda:", 5) != 0 || !device[5]) return -1;
+    char *end;
+    long n = strtol(device + 5, &end, 10);
+    if (*end || n < 0 || n > 1023 || device[5] < '0' || device[5] > '9') return -1;
+    return (int)n;
+}
+
+const MeBackend *me_backend_for_device(const char *device) {
+    if (strcmp(device, "cpu") == 0) return me_cpu_backend();
+    int index = cuda_index(device);
+    if (index < 0) {
+        PyErr_Format(PyExc_ValueError, "device must be 'cpu', 'cuda' or 'cuda:N', got '%s'", device);
+        return NULL;
+    }
+#ifndef MULTIENC_WITH_CUDA
+    PyErr_Format(PyExc_RuntimeError,
+                 "device '%s' asked for, but this multienc was built without CUDA (nvcc was not "
+                 "found at install time, or MULTIENC_CUDA=0)", device);
+    return NULL;
+#else
+    PyObject *mod = PyImport_ImportModule("multienc._C_cuda");
+    if (!mod) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *msg = value ? PyObject_Str(value) : NULL;
+        PyErr_Format(PyExc_RuntimeError,
+                     "device '%s' asked for, but the CUDA part of multienc could not be loaded: %s",
+                     device, msg ? PyUnicode_AsUTF8(msg) : "unknown error");
+        Py_XDECREF(msg);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    const MeCudaApi *api = PyCapsule_Import(ME_CUDA_CAPSULE, 0);
+    Py_DECREF(mod);
+    if (!api) return NULL;
+    if (api->version != ME_CUDA_API_VERSION) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "multienc._C_cuda is from another build (API %d, expected %d); reinstall multienc",
+                     api->version, ME_CUDA_API_VERSION);
+        return NULL;
+    }
+    char err[ME_ERRLEN] = {0};
+    const MeBackend *be;
+    Py_BEGIN_ALLOW_THREADS be = api->backend(index, err);
+    Py_END_ALLOW_THREADS
+    if (!be) {
+        PyErr_Format(PyExc_RuntimeError, "device '%s' is not available: %s", device, err);
+        return NULL;
+    }
+    return be;
+#endif
+}

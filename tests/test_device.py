@@ -1,0 +1,111 @@
+"""Device choice and the CUDA build switch, checked where no GPU is needed:
+build_info, cuda_available, device strings and MULTIENC_DEVICE, the error for
+an unavailable GPU, and that `import multienc` never loads the CUDA libraries."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import multienc
+from multienc import _C
+from multienc.device import resolve_device
+from multienc.engine import Encoder, engine_config, read_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BERT = os.path.join(ROOT, "tests", "fixtures", "models", "bert")
+
+
+def test_build_info_says_what_was_built():
+    info = multienc.build_info()
+    assert isinstance(info["cuda"], bool)
+    assert isinstance(info["cuda_version"], str)
+    assert info["blas"].startswith("OpenBLAS")
+    assert info["openmp"] is True
+    if info["cuda"]:
+        assert info["cuda_version"].count(".") == 1 and "sm_80" in info["cuda_archs"]
+        from multienc import _C_cuda  # built with CUDA: the backend module loads here
+        assert _C_cuda.device_count() >= 0
+    else:
+        assert info["cuda_version"] == ""
+        with pytest.raises(ImportError):
+            from multienc import _C_cuda  # noqa: F401
+
+
+def test_cuda_available_is_a_bool_consistent_with_the_build():
+    avail = multienc.cuda_available()
+    assert isinstance(avail, bool)
+    if not multienc.build_info()["cuda"]:
+        assert avail is False
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.delenv("MULTIENC_DEVICE", raising=False)
+    assert resolve_device() == ("cuda" if multienc.cuda_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("cuda:3") == "cuda:3"
+    monkeypatch.setenv("MULTIENC_DEVICE", "cpu")
+    assert resolve_device() == "cpu"
+    assert resolve_device("cuda") == "cuda", "an argument beats the environment"
+    monkeypatch.setenv("MULTIENC_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="MULTIENC_DEVICE must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        resolve_device()
+    for bad in ("CUDA", "cuda:", "cuda:-1", "cuda:x", "cpu:0", ""):
+        with pytest.raises(ValueError, match="device must be"):
+            resolve_device(bad)
+
+
+def test_encoder_device_defaults_to_the_environment(monkeypatch):
+    monkeypatch.setenv("MULTIENC_DEVICE", "cpu")
+    assert Encoder(BERT).device == "cpu"
+
+
+@pytest.mark.skipif(multienc.cuda_available(), reason="a GPU is visible here")
+def test_asking_for_an_unavailable_gpu_says_so():
+    msg = "not available|built without CUDA|could not be loaded"
+    with pytest.raises(RuntimeError, match=msg):
+        Encoder(BERT, device="cuda")
+    with pytest.raises(RuntimeError, match=msg):
+        _C.ops_add_forward(np.ones(3, np.float32), np.ones(3, np.float32), "cuda:0")
+
+
+def test_bad_device_strings_reach_the_c_side_as_value_errors():
+    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
+        _C.ops_add_forward(np.ones(3, np.float32), np.ones(3, np.float32), "tpu")
+    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
+        _C.Encoder(engine_config(read_config(BERT)), device="cuda:1x")
+
+
+def test_ops_take_cpu_explicitly():
+    a, b = np.arange(5, dtype=np.float32), np.ones(5, np.float32)
+    np.testing.assert_array_equal(_C.ops_add_forward(a, b, "cpu"), a + b)
+    np.testing.assert_array_equal(_C.ops_add_forward(a, b, None), a + b)
+
+
+def test_forward_can_leave_the_output_on_the_device():
+    enc = Encoder(BERT, device="cpu")
+    ids = np.array([[2, 5, 7, 3]], np.int32)
+    mask = np.ones_like(ids)
+    ref = enc.forward(ids, mask)
+    assert enc._c.forward(ids, mask, None, False, 0, False) is None
+    g = np.ones(ref.shape, np.float32)
+    enc.zero_grad()
+    grads = enc.backward(g)  # backward of the output-less forward
+    enc.zero_grad()
+    enc.forward(ids, mask)
+    again = enc.backward(g)
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], again[name])
+
+
+def test_import_and_cpu_work_never_load_cuda_libraries():
+    code = ("import numpy as np, multienc\n"
+            "from multienc.engine import Encoder\n"
+            f"Encoder({BERT!r}, device='cpu').forward(np.array([[1, 2, 3]]))\n"
+            "maps = open('/proc/self/maps').read()\n"
+            "print(any(k in maps for k in ('libcudart', 'libcublas', 'libcuda.so', '_C_cuda')))\n")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(multienc.__file__)))  # this multienc
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "False"
