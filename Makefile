@@ -44,7 +44,7 @@ test-fast: build
 sanitize: $(VENV)/.installed
 	MULTIENC_SANITIZE=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan
 	cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" PYTHONPATH=. MULTIENC_SANITIZED=1 \
+	  LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1 \
 	  ../../$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" --rootdir=../.. ../../tests
 
 demo: build

@@ -11,41 +11,6 @@ enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
 
 /* ------------------------------------------------------------ parameters */
 
-typedef struct {
-    MeParamInfo *info;
-    int n, cap;
-    size_t nfloats;
-    int failed;
-} ParamList;
-
-/* Append a tensor; `pad` rounds the buffer up to 64 bytes after it (off inside the
- * q/k/v groups, which must stay contiguous to form the fused qkv tensors). */
-static size_t add_param_p(ParamList *pl, const char *name, int64_t d0, int64_t d1, int pad) {
-    if (pl->n == pl->cap) {
-        int cap = pl->cap ? pl->cap * 2 : 64;
-        MeParamInfo *p = realloc(pl->info, sizeof(MeParamInfo) * cap);
-        if (!p) {
-            pl->failed = 1;
-            return 0;
-        }
-        pl->info = p;
-        pl->cap = cap;
-    }
-    MeParamInfo *pi = &pl->info[pl->n++];
-    snprintf(pi->name, sizeof pi->name, "%s", name);
-    pi->ndim = d1 > 0 ? 2 : 1;
-    pi->shape[0] = d0;
-    pi->shape[1] = d1 > 0 ? d1 : 0;
-    pi->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
-    pi->offset = pl->nfloats;
-    pl->nfloats += pad ? (pi->numel + 15) / 16 * 16 : pi->numel;
-    return pi->offset;
-}
-
-static size_t add_param(ParamList *pl, const char *name, int64_t d0, int64_t d1) {
-    return add_param_p(pl, name, d0, d1, 1);
-}
-
 static int check_config(const MeEncoderConfig *c, char *err) {
 #define POS(field)                                                                           \
     if (c->field <= 0) return me_error(err, ME_ERR_VALUE, "config: " #field " must be > 0, got %d", c->field)
@@ -96,15 +61,15 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     enc->cfg = *cfg;
     enc->be = be;
     const int H = cfg->hidden_size, E = cfg->embedding_size, I = cfg->intermediate_size;
-    ParamList pl = {0};
-    enc->wte = add_param(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E);
-    enc->wpe = add_param(&pl, "embeddings.position_embeddings.weight", cfg->max_position_embeddings, E);
-    enc->wtt = add_param(&pl, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, E);
-    enc->eln_w = add_param(&pl, "embeddings.LayerNorm.weight", E, 0);
-    enc->eln_b = add_param(&pl, "embeddings.LayerNorm.bias", E, 0);
+    MeParamList pl = {0};
+    enc->wte = me_params_add(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
+    enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight", cfg->max_position_embeddings, E, 1);
+    enc->wtt = me_params_add(&pl, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, E, 1);
+    enc->eln_w = me_params_add(&pl, "embeddings.LayerNorm.weight", E, 0, 1);
+    enc->eln_b = me_params_add(&pl, "embeddings.LayerNorm.bias", E, 0, 1);
     if (E != H) {
-        enc->proj_w = add_param(&pl, "embeddings_project.weight", H, E);
-        enc->proj_b = add_param(&pl, "embeddings_project.bias", H, 0);
+        enc->proj_w = me_params_add(&pl, "embeddings_project.weight", H, E, 1);
+        enc->proj_b = me_params_add(&pl, "embeddings_project.bias", H, 0, 1);
     }
     enc->lo = calloc((size_t)cfg->num_layers, sizeof(MeLayerOffsets));
     enc->la = calloc((size_t)cfg->num_layers, sizeof(MeLayerActs));
@@ -115,7 +80,7 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
         /* q, k, v weights consecutive -> fused [3H, H]; biases likewise -> [3H] */
 #define PP(field, suffix, d0, d1, pad)                                            \
     snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, suffix);                    \
-    field = add_param_p(&pl, nm, d0, d1, pad)
+    field = me_params_add(&pl, nm, d0, d1, pad)
 #define P(field, suffix, d0, d1) PP(field, suffix, d0, d1, 1)
         size_t unused;
         PP(o->qkv_w, "attention.self.query.weight", H, H, 0);

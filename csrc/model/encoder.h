@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "model/params.h"
 
 typedef enum { ME_FAMILY_BERT = 0, ME_FAMILY_ROBERTA = 1, ME_FAMILY_ELECTRA = 2 } MeFamily;
 
@@ -25,13 +26,6 @@ typedef struct {
     int activation; /* MeActivation */
     int pad_token_id;
 } MeEncoderConfig;
-
-typedef struct {
-    char name[96];
-    int ndim;
-    int64_t shape[2];
-    size_t offset, numel; /* in floats, into the parameter buffer */
-} MeParamInfo;
 
 typedef struct {
     size_t qkv_w, qkv_b, ao_w, ao_b, ln1_w, ln1_b, fc_w, fc_b, out_w, out_b, ln2_w, ln2_b;

@@ -19,27 +19,6 @@ static uint64_t lm_seed(uint64_t seed, int i) { return mix64(seed ^ mix64((uint6
 
 /* ------------------------------------------------------------ parameters */
 
-static size_t add(MeModel *m, int *cap, const char *name, int64_t d0, int64_t d1, int *failed) {
-    if (m->nparams == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        MeParamInfo *p = realloc(m->info, sizeof(MeParamInfo) * *cap);
-        if (!p) {
-            *failed = 1;
-            return 0;
-        }
-        m->info = p;
-    }
-    MeParamInfo *pi = &m->info[m->nparams++];
-    snprintf(pi->name, sizeof pi->name, "%s", name);
-    pi->ndim = d1 > 0 ? 2 : 1;
-    pi->shape[0] = d0;
-    pi->shape[1] = d1 > 0 ? d1 : 0;
-    pi->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
-    pi->offset = m->nfloats;
-    m->nfloats += (pi->numel + 15) / 16 * 16;
-    return pi->offset;
-}
-
 int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *cfg,
                     const MeBackend *be, char *err) {
     *out = NULL;
@@ -103,28 +82,32 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
                                 "language models need equal hidden sizes (got %d and %d)", m->H[i], P);
             }
     m->E = cfg->combine == ME_COMBINE_CONCAT ? sum : cfg->combine == ME_COMBINE_NONE ? m->H[0] : P;
-    int cap = 0;
+    MeParamList pl = {0};
     char nm[96];
     if (cfg->combine == ME_COMBINE_MEAN || cfg->combine == ME_COMBINE_DME)
         for (int i = 0; i < n; i++) {
             snprintf(nm, sizeof nm, "combiner.projections.%d.weight", i);
-            m->proj_w[i] = add(m, &cap, nm, P, m->H[i], &failed);
+            m->proj_w[i] = me_params_add(&pl, nm, P, m->H[i], 1);
             snprintf(nm, sizeof nm, "combiner.projections.%d.bias", i);
-            m->proj_b[i] = add(m, &cap, nm, P, 0, &failed);
+            m->proj_b[i] = me_params_add(&pl, nm, P, 0, 1);
         }
     if (cfg->use_layer_norm && cfg->combine != ME_COMBINE_NONE) {
-        m->ln_w = add(m, &cap, "combiner.layer_norm.weight", P, 0, &failed);
-        m->ln_b = add(m, &cap, "combiner.layer_norm.bias", P, 0, &failed);
+        m->ln_w = me_params_add(&pl, "combiner.layer_norm.weight", P, 0, 1);
+        m->ln_b = me_params_add(&pl, "combiner.layer_norm.bias", P, 0, 1);
     }
     if (cfg->combine == ME_COMBINE_DME) {
-        m->att_w = add(m, &cap, "combiner.attention.weight", 1, P, &failed);
-        m->att_b = add(m, &cap, "combiner.attention.bias", 1, 0, &failed);
+        m->att_w = me_params_add(&pl, "combiner.attention.weight", 1, P, 1);
+        m->att_b = me_params_add(&pl, "combiner.attention.bias", 1, 0, 1);
     }
-    m->decoder_start = m->nfloats;
+    m->decoder_start = pl.nfloats;
     if (m->C > 0) {
-        m->dec_w = add(m, &cap, "decoder.weight", m->C, m->E, &failed);
-        m->dec_b = add(m, &cap, "decoder.bias", m->C, 0, &failed);
+        m->dec_w = me_params_add(&pl, "decoder.weight", m->C, m->E, 1);
+        m->dec_b = me_params_add(&pl, "decoder.bias", m->C, 0, 1);
     }
+    m->info = pl.info;
+    m->nparams = pl.n;
+    m->nfloats = pl.nfloats;
+    failed = pl.failed;
     if (!failed) {
         m->params = be->alloc(m->nfloats * sizeof(float));
         m->grads = be->alloc(m->nfloats * sizeof(float));

@@ -47,6 +47,17 @@ int me_register_tokenizer(PyObject *module);
  * or RuntimeError (CUDA not built, not loadable or no such GPU) set. */
 const MeBackend *me_backend_for_device(const char *device);
 
+#include "model/params.h"
+
+/* [(name, shape, offset), ...] of a parameter table. */
+PyObject *me_param_info_list(const MeParamInfo *info, int n);
+
+/* Copy between a parameter-sized buffer on `be` (n floats) and a contiguous float32
+ * numpy array of shape (n,): to_host reads the buffer into the array, else writes it.
+ * Runs under `lock` with the GIL released; None, or NULL with an exception set. */
+PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *buf, size_t n, PyObject *arr,
+                       int to_host);
+
 /* Raise the Python exception matching a C status code (see csrc/common.h). */
 PyObject *me_raise(int status, const char *message);
 

@@ -95,53 +95,13 @@ static int ready(EncoderObject *self) {
 
 static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
-    PyObject *list = PyList_New(self->enc->nparams);
-    if (!list) return NULL;
-    for (int i = 0; i < self->enc->nparams; i++) {
-        const MeParamInfo *p = &self->enc->info[i];
-        PyObject *shape = p->ndim == 2 ? Py_BuildValue("(LL)", (long long)p->shape[0], (long long)p->shape[1])
-                                       : Py_BuildValue("(L)", (long long)p->shape[0]);
-        PyObject *item = shape ? Py_BuildValue("(sNn)", p->name, shape, (Py_ssize_t)p->offset) : NULL;
-        if (!item) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, item);
-    }
-    return list;
-}
-
-/* A C-contiguous float32 1-D array of exactly the buffer's length. */
-static PyArrayObject *flat_buffer_arg(EncoderObject *self, PyObject *obj, int writable) {
-    if (!PyArray_Check(obj)) {
-        PyErr_SetString(PyExc_TypeError, "expected a numpy.ndarray");
-        return NULL;
-    }
-    PyArrayObject *a = (PyArrayObject *)obj;
-    if (PyArray_TYPE(a) != NPY_FLOAT32 || PyArray_NDIM(a) != 1 || !PyArray_IS_C_CONTIGUOUS(a) ||
-        (size_t)PyArray_DIM(a, 0) != self->enc->nfloats || (writable && !PyArray_ISWRITEABLE(a))) {
-        PyErr_Format(PyExc_ValueError,
-                     "expected a contiguous%s float32 array of shape (%zu,)",
-                     writable ? " writable" : "", self->enc->nfloats);
-        return NULL;
-    }
-    return a;
+    return me_param_info_list(self->enc->info, self->enc->nparams);
 }
 
 static PyObject *copy_buffer(EncoderObject *self, PyObject *arg, int which, int to_host) {
     if (!ready(self)) return NULL;
-    PyArrayObject *a = flat_buffer_arg(self, arg, to_host);
-    if (!a) return NULL;
-    float *buf = which ? self->enc->grads : self->enc->params;
-    void *host = PyArray_DATA(a);
-    size_t bytes = self->enc->nfloats * sizeof(float);
-    const MeBackend *be = self->enc->be;
-    char err[ME_ERRLEN] = {0};
-    int st;
-    LOCKED_COMPUTE(self, if (to_host) be->to_host(host, buf, bytes); else be->to_device(buf, host, bytes);
-                   st = be->status(err));
-    if (st) return me_raise(st, err);
-    Py_RETURN_NONE;
+    return me_copy_flat(self->lock, self->enc->be, which ? self->enc->grads : self->enc->params,
+                        self->enc->nfloats, arg, to_host);
 }
 
 static PyObject *Encoder_read_params(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }

@@ -114,37 +114,13 @@ static int ready(ModelObject *self) {
 
 static PyObject *Model_param_info(ModelObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
-    PyObject *list = PyList_New(self->model->nparams);
-    if (!list) return NULL;
-    for (int i = 0; i < self->model->nparams; i++) {
-        const MeParamInfo *p = &self->model->info[i];
-        PyObject *shape = p->ndim == 2 ? Py_BuildValue("(LL)", (long long)p->shape[0], (long long)p->shape[1])
-                                       : Py_BuildValue("(L)", (long long)p->shape[0]);
-        PyObject *item = shape ? Py_BuildValue("(sNn)", p->name, shape, (Py_ssize_t)p->offset) : NULL;
-        if (!item) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, item);
-    }
-    return list;
+    return me_param_info_list(self->model->info, self->model->nparams);
 }
 
 static PyObject *copy_buffer(ModelObject *self, PyObject *obj, int grads, int to_host) {
     if (!ready(self)) return NULL;
-    PyArrayObject *a = (PyArrayObject *)obj;
-    if (!PyArray_Check(obj) || PyArray_TYPE(a) != NPY_FLOAT32 || PyArray_NDIM(a) != 1 ||
-        !PyArray_IS_C_CONTIGUOUS(a) || (size_t)PyArray_DIM(a, 0) != self->model->nfloats ||
-        (to_host && !PyArray_ISWRITEABLE(a))) {
-        PyErr_Format(PyExc_ValueError, "expected a contiguous float32 array of shape (%zu,)", self->model->nfloats);
-        return NULL;
-    }
-    float *buf = grads ? self->model->grads : self->model->params;
-    void *host = PyArray_DATA(a);
-    size_t bytes = self->model->nfloats * sizeof(float);
-    const MeBackend *be = self->model->be;
-    LOCKED_COMPUTE(self, if (to_host) be->to_host(host, buf, bytes); else be->to_device(buf, host, bytes));
-    Py_RETURN_NONE;
+    return me_copy_flat(self->lock, self->model->be, grads ? self->model->grads : self->model->params,
+                        self->model->nfloats, obj, to_host);
 }
 static PyObject *Model_read_params(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }
 static PyObject *Model_write_params(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 0, 0); }

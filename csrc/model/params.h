@@ -1,0 +1,28 @@
+/* Parameter tables: the name, shape and offset of every tensor in a flat
+ * parameter buffer (encoders and task heads share this bookkeeping). */
+#ifndef MULTIENC_PARAMS_H
+#define MULTIENC_PARAMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    size_t offset, numel; /* in floats, into the parameter buffer */
+} MeParamInfo;
+
+typedef struct {
+    MeParamInfo *info;
+    int n, cap;
+    size_t nfloats;
+    int failed; /* an allocation failed; the list is unusable */
+} MeParamList;
+
+/* Append a tensor of shape (d0) or (d0, d1) (d1 <= 0: 1-D) and return its offset.
+ * `pad` rounds the buffer up to 64 bytes after it; without padding consecutive
+ * tensors stay contiguous (the fused q/k/v groups rely on that). */
+size_t me_params_add(MeParamList *pl, const char *name, int64_t d0, int64_t d1, int pad);
+
+#endif
