@@ -4,8 +4,14 @@ The engine (forward, backward, optimizer, tokenizers) is C, with an optional
 CUDA backend; this package is the Python API around it. See README.md for the
 user guide.
 """
+import os as _os
+
 from multienc import _blas
 
+# OpenMP threads that busy-wait between parallel regions steal the cores from the
+# threads still working whenever the machine has other load (measured: a MiniLM
+# training step 8x slower on 2 busy cores). Sleep instead, unless the user chose.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _blas.preload()
 
 from multienc import _C  # noqa: E402
