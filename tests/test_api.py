@@ -242,3 +242,36 @@ def test_infinite_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
         trainer.train(learning_rate=1e-3, batch_size=4, epochs=3, base_path=str(tmp_path), progress=False)
     assert (tmp_path / "best-model.pt").read_bytes() == saved
     assert isinstance(TextRegressor.from_checkpoint(str(tmp_path / "best-model.pt")), TextRegressor)
+
+
+def test_sentence_pairs_use_each_models_pair_template(tmp_path):
+    # the label is in the second text only
+    pairs = [(("what did they say", g), 1) for g in GOOD] + [(("what did they say", b), 0) for b in BAD]
+    corpus = Corpus("TOY pairs", "Sentence-pair classification", [Sentence(t, y) for t, y in pairs],
+                    [Sentence(t, y) for t, y in pairs[:4]])
+    enc = MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="concat")
+    from multienc.batching import build_inputs
+    electra_in, roberta_in = build_inputs(enc.language_models, [pairs[0][0]])
+    electra_tok = enc.language_models[0].tokenizer.encode(*pairs[0][0])
+    assert electra_in[0][0].tolist() == electra_tok.ids and electra_in[2][0].tolist() == electra_tok.type_ids
+    assert 1 in electra_tok.type_ids  # BERT-style second segment
+    assert roberta_in[0][0].tolist() == enc.language_models[1].tokenizer.encode(*pairs[0][0]).ids
+    assert roberta_in[2] is None  # RoBERTa has one token type
+    clf = TextClassifier(enc, 2)
+    ModelTrainer(clf, corpus).train(learning_rate=1e-3, batch_size=4, epochs=12, shuffle_data=True,
+                                    base_path=str(tmp_path), seed=4, progress=False)
+    assert (clf.predict([t for t, _ in pairs]) == np.array([y for _, y in pairs])).all()
+
+
+def test_group_by_length_batches_similar_lengths():
+    texts = [("x " * n).strip() for n in (9, 1, 7, 2, 8, 3, 6, 4)]
+    corpus = Corpus("TOY", "Sentence classification", [Sentence(t, i % 2) for i, t in enumerate(texts)],
+                    [Sentence("x", 0)])
+    trainer = ModelTrainer(TextClassifier(LanguageModel(ELECTRA), 2), corpus)
+    batches = trainer._batches(list(corpus.train), 2, epoch=1, shuffle=False, group_by_length=True,
+                               rng=np.random.default_rng(0))
+    lengths = [[len(s.text) for s in b] for b in batches]
+    assert sorted(sum(lengths, [])) == sorted(len(t) for t in texts)
+    assert all(max(b) - min(b) <= 4 for b in lengths)  # neighbours in length share a batch
+    plain = trainer._batches(list(corpus.train), 2, 1, False, False, np.random.default_rng(0))
+    assert [s.text for b in plain for s in b] == texts  # without grouping: file order

@@ -2,8 +2,11 @@
 pointing into multienc), run verbatim against a local model hub serving tiny
 models under the real names and a local dataset mirror serving CoLA in its
 original format."""
+import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,11 +59,19 @@ def local_world(tmp_path, monkeypatch):
         yield hub, mirror
 
 
-def test_seed_readme_snippets_run_verbatim(local_world, capsys):
+RELOAD = (
+    "import json, sys\n"
+    "from multienc.task_heads import TextClassifier\n"
+    "m = TextClassifier.from_checkpoint(sys.argv[1])\n"
+    "print(json.dumps(m.predict_tags(json.loads(sys.argv[2]), m.label_map)))\n")
+
+
+def test_seed_readme_snippets_run_verbatim(tmp_path, local_world, capsys, monkeypatch):
     hub, mirror = local_world
     ns: dict = {}
     for code in snippets():
         exec(compile(code, "README.md snippet", "exec"), ns)  # noqa: S102 (our own README)
+    hub.stop()
     out = capsys.readouterr().out
     assert "CoLA Corpus of Linguistic Acceptability" in out
     # the DME model's checkpoint sits where the original README looks for it
@@ -81,3 +92,11 @@ def test_seed_readme_snippets_run_verbatim(local_world, capsys):
     assert mirror.count(COLA_URL) == 1
     got = [r.path for r in hub.requests if r.method == "GET"]
     assert len(got) == len(set(got))
+    # with the hub stopped, offline, in a new process: the checkpoint alone rebuilds the model
+    # (the last snippets trained on and rewrote it, so compare with its current content)
+    from multienc.task_heads import TextClassifier
+    pred = TextClassifier.from_checkpoint(path).predict_tags(ns["sentences"], ns["corpus"].label_map)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(ns["sentences"])], capture_output=True,
+                         text=True, env=dict(os.environ, HF_HOME=str(tmp_path / "no-hf")), check=True)
+    assert json.loads(out.stdout) == pred
