@@ -185,14 +185,15 @@ class ModelTrainer:
         os.makedirs(base_path, exist_ok=True)
         handler = logging.FileHandler(os.path.join(base_path, "training.log"), mode="w", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        log.addHandler(handler)
         console = None
-        if not log.handlers[:-1] and not logging.getLogger().handlers:
+        if not log.handlers and not logging.getLogger().handlers:
+            # nobody configured logging: print to stdout as Flair does (else the user's handlers get it)
             console = logging.StreamHandler(sys.stdout)
-            console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+            console.setFormatter(handler.formatter)
             log.addHandler(console)
+            log.propagate = False
+        log.addHandler(handler)
         log.setLevel(logging.INFO)
-        log.propagate = False
         model.label_map = corpus.label_map
         model.corpus_name = corpus.name
         best_path = os.path.join(base_path, "best-model.pt")
@@ -205,6 +206,7 @@ class ModelTrainer:
             handler.close()
             if console is not None:
                 log.removeHandler(console)
+                log.propagate = True
 
     def _batches(self, sentences: List[Sentence], batch_size: int, epoch: int, shuffle: bool,
                  group_by_length: bool, rng: np.random.Generator) -> List[List[Sentence]]:
