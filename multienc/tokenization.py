@@ -44,26 +44,10 @@ class TokenizerFileError(ValueError):
     """A tokenizer file is missing, unreadable or malformed (the message names the file)."""
 
 
-@dataclass
-class Encoding:
-    """One encoded input, with the fields of HF ``tokenizers.Encoding`` (lists, one entry per token).
-
-    ``offsets`` are (start, end) code-point offsets into the input string (for pairs: into
-    the string of the token's own sequence; for pre-split words: into the token's word);
-    special tokens have (0, 0). ``word_ids`` / ``sequence_ids`` are ``None`` for special tokens.
-    """
-
-    ids: List[int]
-    type_ids: List[int]
-    tokens: List[str]
-    offsets: List[Tuple[int, int]]
-    word_ids: List[Optional[int]]
-    sequence_ids: List[Optional[int]]
-    special_tokens_mask: List[int]
-    attention_mask: List[int] = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+#: One encoded input (C type), with the list attributes of HF ``tokenizers.Encoding``: ``ids``,
+#: ``type_ids``, ``tokens``, ``offsets``, ``word_ids``, ``sequence_ids``, ``special_tokens_mask``,
+#: ``attention_mask``; see ``help(Encoding)``.
+Encoding = _C.Encoding
 
 
 @dataclass
@@ -406,6 +390,9 @@ class Tokenizer:
         config = {**_read_config(model_dir), **overrides}
         tj = os.path.join(model_dir, "tokenizer.json")
         if os.path.exists(tj):
+            fixed = set(overrides) & {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "trim_offsets"}
+            if fixed:
+                raise ValueError(f"{tj} fixes {sorted(fixed)}; edit the file to change them")
             spec = _spec_from_tokenizer_json(tj)
             source = tj
             for role in _SPECIAL_KEYS:
@@ -501,9 +488,8 @@ class Tokenizer:
         ``max_length`` truncates (longest_first for pairs, special tokens included); the default
         is no truncation. A ``str`` with lone surrogates raises TypeError, as in HF.
         """
-        r = self._c.encode(text, pair, bool(add_special_tokens), self._max_length(max_length),
-                           int(bool(is_split_into_words)))
-        return Encoding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+        return self._c.encode(text, pair, bool(add_special_tokens), self._max_length(max_length),
+                              int(bool(is_split_into_words)))
 
     def encode_batch(self, texts_or_pairs: Sequence[BatchInput], max_length: Optional[int] = None,
                      add_special_tokens: bool = True, is_split_into_words: bool = False,
