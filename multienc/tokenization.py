@@ -68,8 +68,9 @@ class _Spec:
     add_prefix_space: bool = False
     use_regex: bool = True
     post: int = _POST_NONE
-    single: List[Tuple[Union[int, str], int]] = field(default_factory=list)  # (token | _TMPL_*, type id)
-    pair: List[Tuple[Union[int, str], int]] = field(default_factory=list)
+    single: List[Tuple[int, int]] = field(default_factory=list)  # (token id | _TMPL_A/_TMPL_B, type id)
+    pair: List[Tuple[int, int]] = field(default_factory=list)
+    merges_file: Optional[str] = None  # named in merge errors
     trim_offsets: bool = False
     post_add_prefix_space: bool = False
     added: List[Dict[str, Any]] = field(default_factory=list)  # HF AddedToken dicts with "id"
@@ -196,8 +197,8 @@ def _spec_from_tokenizer_json(path: str) -> _Spec:
             spec.post = _POST_TEMPLATE
             specials = pp.get("special_tokens", {})
 
-            def items(tmpl: List[Dict[str, Any]]) -> List[Tuple[Union[int, str], int]]:
-                out: List[Tuple[Union[int, str], int]] = []
+            def items(tmpl: List[Dict[str, Any]]) -> List[Tuple[int, int]]:
+                out: List[Tuple[int, int]] = []
                 for piece in tmpl:
                     if "Sequence" in piece:
                         out.append((_TMPL_A if piece["Sequence"]["id"] == "A" else _TMPL_B,
@@ -268,7 +269,7 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
         aps = bool(config.get("add_prefix_space", False))
         spec = _Spec(_BPE, vocab, merges=_merge_pairs(lines, merges_txt), pre_tokenizer=_PRE_BYTELEVEL,
                      add_prefix_space=aps, post=_POST_TEMPLATE, trim_offsets=bool(config.get("trim_offsets", True)),
-                     post_add_prefix_space=aps, decoder="bytelevel")
+                     post_add_prefix_space=aps, decoder="bytelevel", merges_file=merges_txt)
         roles = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                  "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
     else:
@@ -364,7 +365,8 @@ class Tokenizer:
         try:
             self._c = _C.Tokenizer(options, list(vocab.items()), spec.merges, added, spec.single, spec.pair)
         except ValueError as e:
-            raise TokenizerFileError(f"{source}: {e}") from None
+            where = spec.merges_file if spec.merges_file and str(e).startswith("merge ") else source
+            raise TokenizerFileError(f"{where}: {e}") from None
         self.model_max_length: Optional[int] = spec.model_max_length
         self._pad_id = spec.pad_id
 
