@@ -44,26 +44,10 @@ class TokenizerFileError(ValueError):
     """A tokenizer file is missing, unreadable or malformed (the message names the file)."""
 
 
-@dataclass
-class Encoding:
-    """One encoded input, with the fields of HF ``tokenizers.Encoding`` (lists, one entry per token).
-
-    ``offsets`` are (start, end) code-point offsets into the input string (for pairs: into
-    the string of the token's own sequence; for pre-split words: into the token's word);
-    special tokens have (0, 0). ``word_ids`` / ``sequence_ids`` are ``None`` for special tokens.
-    """
-
-    ids: List[int]
-    type_ids: List[int]
-    tokens: List[str]
-    offsets: List[Tuple[int, int]]
-    word_ids: List[Optional[int]]
-    sequence_ids: List[Optional[int]]
-    special_tokens_mask: List[int]
-    attention_mask: List[int] = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+#: One encoded input (C type), with the list attributes of HF ``tokenizers.Encoding``: ``ids``,
+#: ``type_ids``, ``tokens``, ``offsets``, ``word_ids``, ``sequence_ids``, ``special_tokens_mask``,
+#: ``attention_mask``; see ``help(Encoding)``.
+Encoding = _C.Encoding
 
 
 @dataclass
@@ -84,8 +68,9 @@ class _Spec:
     add_prefix_space: bool = False
     use_regex: bool = True
     post: int = _POST_NONE
-    single: List[Tuple[Union[int, str], int]] = field(default_factory=list)  # (token | _TMPL_*, type id)
-    pair: List[Tuple[Union[int, str], int]] = field(default_factory=list)
+    single: List[Tuple[int, int]] = field(default_factory=list)  # (token id | _TMPL_A/_TMPL_B, type id)
+    pair: List[Tuple[int, int]] = field(default_factory=list)
+    merges_file: Optional[str] = None  # named in merge errors
     trim_offsets: bool = False
     post_add_prefix_space: bool = False
     added: List[Dict[str, Any]] = field(default_factory=list)  # HF AddedToken dicts with "id"
@@ -212,8 +197,8 @@ def _spec_from_tokenizer_json(path: str) -> _Spec:
             spec.post = _POST_TEMPLATE
             specials = pp.get("special_tokens", {})
 
-            def items(tmpl: List[Dict[str, Any]]) -> List[Tuple[Union[int, str], int]]:
-                out: List[Tuple[Union[int, str], int]] = []
+            def items(tmpl: List[Dict[str, Any]]) -> List[Tuple[int, int]]:
+                out: List[Tuple[int, int]] = []
                 for piece in tmpl:
                     if "Sequence" in piece:
                         out.append((_TMPL_A if piece["Sequence"]["id"] == "A" else _TMPL_B,
@@ -284,7 +269,7 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
         aps = bool(config.get("add_prefix_space", False))
         spec = _Spec(_BPE, vocab, merges=_merge_pairs(lines, merges_txt), pre_tokenizer=_PRE_BYTELEVEL,
                      add_prefix_space=aps, post=_POST_TEMPLATE, trim_offsets=bool(config.get("trim_offsets", True)),
-                     post_add_prefix_space=aps, decoder="bytelevel")
+                     post_add_prefix_space=aps, decoder="bytelevel", merges_file=merges_txt)
         roles = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                  "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
     else:
@@ -380,7 +365,8 @@ class Tokenizer:
         try:
             self._c = _C.Tokenizer(options, list(vocab.items()), spec.merges, added, spec.single, spec.pair)
         except ValueError as e:
-            raise TokenizerFileError(f"{source}: {e}") from None
+            where = spec.merges_file if spec.merges_file and str(e).startswith("merge ") else source
+            raise TokenizerFileError(f"{where}: {e}") from None
         self.model_max_length: Optional[int] = spec.model_max_length
         self._pad_id = spec.pad_id
 
@@ -406,6 +392,9 @@ class Tokenizer:
         config = {**_read_config(model_dir), **overrides}
         tj = os.path.join(model_dir, "tokenizer.json")
         if os.path.exists(tj):
+            fixed = set(overrides) & {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "trim_offsets"}
+            if fixed:
+                raise ValueError(f"{tj} fixes {sorted(fixed)}; edit the file to change them")
             spec = _spec_from_tokenizer_json(tj)
             source = tj
             for role in _SPECIAL_KEYS:
@@ -501,9 +490,8 @@ class Tokenizer:
         ``max_length`` truncates (longest_first for pairs, special tokens included); the default
         is no truncation. A ``str`` with lone surrogates raises TypeError, as in HF.
         """
-        r = self._c.encode(text, pair, bool(add_special_tokens), self._max_length(max_length),
-                           int(bool(is_split_into_words)))
-        return Encoding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+        return self._c.encode(text, pair, bool(add_special_tokens), self._max_length(max_length),
+                              int(bool(is_split_into_words)))
 
     def encode_batch(self, texts_or_pairs: Sequence[BatchInput], max_length: Optional[int] = None,
                      add_special_tokens: bool = True, is_split_into_words: bool = False,

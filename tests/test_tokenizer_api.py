@@ -1,7 +1,6 @@
 """multienc.tokenization API: errors, decoding, vocabulary accessors, batching details."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -167,7 +166,7 @@ def test_corrupt_files(tmp_path):
     with pytest.raises(TokenizerFileError, match=r"merges.txt: merge 5 \('a b c'\) is not two tokens"):
         Tokenizer.from_pretrained(str(tmp_path))
     (tmp_path / "merges.txt").write_text("\n".join(merges[:5] + ["zzzq qqq"] + merges[5:]), encoding="utf-8")
-    with pytest.raises(TokenizerFileError, match=r"merge 5: token 'zzzq' is not in the vocabulary"):
+    with pytest.raises(TokenizerFileError, match=r"merges.txt: merge 5: token 'zzzq' is not in the vocabulary"):
         Tokenizer.from_pretrained(str(tmp_path))
     (tmp_path / "vocab.json").write_text('{"a": 0, ', encoding="utf-8")
     with pytest.raises(TokenizerFileError, match=r"cannot read tokenizer file .*vocab.json"):

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _tok_corpora as C  # noqa: E402
-from test_tokenizer_parity import assert_batch_matches  # noqa: E402
+from _tok_compare import assert_batch_matches  # noqa: E402
 
 from multienc.tokenization import Tokenizer  # noqa: E402
 
@@ -52,6 +52,7 @@ def _wordpiece_all_chars(tmp_path, lowercase: bool) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_every_code_point_wordpiece(tmp_path):
     """Uncased BERT normalization (every step on); the cased pipeline is the same minus two steps."""
     lowercase = True
@@ -65,6 +66,7 @@ def test_every_code_point_wordpiece(tmp_path):
                          f"every code point, WordPiece lowercase={lowercase}")
 
 
+@pytest.mark.slow
 def test_every_code_point_byte_level():
     folder = C.vocab_dir("roberta-base")
     if folder is None:

@@ -13,7 +13,8 @@ typedef struct {
     me_tok *tok;
     me_ws **ws;  /* one per thread; ws[0] also serves encode() */
     int nws;
-    PyThread_type_lock lock; /* guards ws (taken with the GIL released) */
+    me_enc single;           /* encode()'s result buffer */
+    PyThread_type_lock lock; /* guards ws and single (taken with the GIL released) */
 } TokenizerObject;
 
 /* ------------------------------------------------------------------ input conversion */
@@ -53,13 +54,35 @@ static void tb_free(textbuf *b) {
     free(b->ws);
 }
 
-/* Append the code points of str s; `where` names the input for error messages. */
-static int tb_append_str(textbuf *b, PyObject *s, const char *where) {
+/* Names an input in error messages; formatted only when an error is raised. */
+typedef struct {
+    const char *label;  /* "input" (batch), "text", "pair", "added token" */
+    Py_ssize_t index;   /* batch index, or -1 */
+    int part;           /* 0, or 1 / 2 for the first / second of a pair */
+    Py_ssize_t word;    /* word index, or -1 */
+} where_t;
+
+static void where_str(const where_t *w, char *buf, size_t size) {
+    int k = w->index >= 0 ? snprintf(buf, size, "%s %zd", w->label, w->index) : snprintf(buf, size, "%s", w->label);
+    if (k < 0 || (size_t)k >= size) return;
+    if (w->part) k += snprintf(buf + k, size - (size_t)k, ", %s of pair", w->part == 1 ? "first" : "second");
+    if (k >= 0 && (size_t)k < size && w->word >= 0) snprintf(buf + k, size - (size_t)k, ", word %zd", w->word);
+}
+
+/* Append the code points of str s; `wh` names the input for error messages. */
+static int tb_append_str(textbuf *b, PyObject *s, const where_t *wh) {
+    char where[128];
     if (!PyUnicode_Check(s)) {
+        where_str(wh, where, sizeof where);
         PyErr_Format(PyExc_TypeError, "%s: expected str, got %s", where, s == Py_None ? "None" : Py_TYPE(s)->tp_name);
         return -1;
     }
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if ((size_t)n > (size_t)INT32_MAX - 1) {
+        where_str(wh, where, sizeof where);
+        PyErr_Format(PyExc_ValueError, "%s: str of %zd characters is too long to tokenize (limit 2**31 - 2)", where, n);
+        return -1;
+    }
     if (tb_grow_cp(b, (size_t)n) < 0) return -1;
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
@@ -73,6 +96,7 @@ static int tb_append_str(textbuf *b, PyObject *s, const char *where) {
             if (c >= 0xD800 && c <= 0xDFFF) {
                 char cp[16];
                 snprintf(cp, sizeof cp, "U+%04X", (unsigned)c);
+                where_str(wh, where, sizeof where);
                 PyErr_Format(PyExc_TypeError,
                              "%s: str contains a lone surrogate %s at position %zd, which is not valid "
                              "Unicode text (HF tokenizers rejects such strings too); clean it first, e.g. "
@@ -94,14 +118,16 @@ typedef struct {
     size_t nwords;
 } seqref;
 
-static int tb_add_seq(textbuf *b, PyObject *obj, int words, const char *where, seqref *r) {
+static int tb_add_seq(textbuf *b, PyObject *obj, int words, where_t wh, seqref *r) {
     r->start = b->n;
     r->ws_start = SIZE_MAX;
     r->nwords = 0;
     if (!words) {
-        if (tb_append_str(b, obj, where) < 0) return -1;
+        if (tb_append_str(b, obj, &wh) < 0) return -1;
     } else {
         if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
+            char where[128];
+            where_str(&wh, where, sizeof where);
             PyErr_Format(PyExc_TypeError, "%s: with is_split_into_words=True expected a list of str, got %s", where,
                          obj == Py_None ? "None" : Py_TYPE(obj)->tp_name);
             return -1;
@@ -109,9 +135,8 @@ static int tb_add_seq(textbuf *b, PyObject *obj, int words, const char *where, s
         Py_ssize_t nw = PySequence_Fast_GET_SIZE(obj);
         r->ws_start = b->nws;
         for (Py_ssize_t i = 0; i < nw; i++) {
-            char w2[160];
-            snprintf(w2, sizeof w2, "%s, word %zd", where, i);
-            if (tb_push_ws(b, b->n - r->start) < 0 || tb_append_str(b, PySequence_Fast_GET_ITEM(obj, i), w2) < 0)
+            wh.word = i;
+            if (tb_push_ws(b, b->n - r->start) < 0 || tb_append_str(b, PySequence_Fast_GET_ITEM(obj, i), &wh) < 0)
                 return -1;
         }
         if (tb_push_ws(b, b->n - r->start) < 0) return -1;
@@ -134,21 +159,18 @@ static int is_seq(PyObject *o) { return PyList_Check(o) || PyTuple_Check(o); }
 
 /* Parse one batch item: text, (text, text), words, or (words, words). Returns 1 for a pair. */
 static int parse_item(textbuf *b, PyObject *item, int words, Py_ssize_t index, seqref *ra, seqref *rb) {
-    char where[96];
-    snprintf(where, sizeof where, "input %zd", index);
+    where_t wh = {"input", index, 0, -1};
     int pair;
     if (!words) pair = is_seq(item);
     else pair = is_seq(item) && PySequence_Fast_GET_SIZE(item) == 2 && is_seq(PySequence_Fast_GET_ITEM(item, 0)) &&
                 is_seq(PySequence_Fast_GET_ITEM(item, 1));
-    if (!pair) return tb_add_seq(b, item, words, where, ra) < 0 ? -1 : 0;
+    if (!pair) return tb_add_seq(b, item, words, wh, ra) < 0 ? -1 : 0;
     if (PySequence_Fast_GET_SIZE(item) != 2) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a str or a pair (text, text_pair), got a %s of length %zd", where,
-                     Py_TYPE(item)->tp_name, PySequence_Fast_GET_SIZE(item));
+        PyErr_Format(PyExc_TypeError, "input %zd: expected a str or a pair (text, text_pair), got a %s of length %zd",
+                     index, Py_TYPE(item)->tp_name, PySequence_Fast_GET_SIZE(item));
         return -1;
     }
-    char wa[112], wb[112];
-    snprintf(wa, sizeof wa, "%s, first of pair", where);
-    snprintf(wb, sizeof wb, "%s, second of pair", where);
+    where_t wa = {"input", index, 1, -1}, wb = {"input", index, 2, -1};
     if (tb_add_seq(b, PySequence_Fast_GET_ITEM(item, 0), words, wa, ra) < 0 ||
         tb_add_seq(b, PySequence_Fast_GET_ITEM(item, 1), words, wb, rb) < 0)
         return -1;
@@ -171,6 +193,7 @@ static int opt_int(PyObject *d, const char *key, int *out) {
 
 static void tok_dealloc(TokenizerObject *self) {
     me_tok_free(self->tok);
+    me_enc_free(&self->single);
     if (self->ws)
         for (int i = 0; i < self->nws; i++) me_ws_free(self->ws[i]);
     free(self->ws);
@@ -267,7 +290,8 @@ static int tok_init(TokenizerObject *self, PyObject *args, PyObject *kwds) {
         textbuf tb = {0};
         Py_ssize_t nbytes = 0;
         const char *utf8 = ok ? PyUnicode_AsUTF8AndSize(content, &nbytes) : NULL;
-        ok = ok && utf8 && tb_append_str(&tb, content, "added token") == 0;
+        where_t wh = {"added token", -1, 0, -1};
+        ok = ok && utf8 && tb_append_str(&tb, content, &wh) == 0;
         if (ok && (st = me_tok_add_added(self->tok, tb.cp, tb.n, utf8, (size_t)nbytes, id, flags, err))) {
             raise_status(st, err);
             ok = 0;
@@ -304,52 +328,162 @@ static int check_ready(TokenizerObject *self) {
 
 /* ------------------------------------------------------------------ encode */
 
-static PyObject *list_i32(const int32_t *v, size_t n, size_t stride, int none_if_negative) {
-    PyObject *l = PyList_New((Py_ssize_t)n);
+/* ------------------------------------------------------------------ Encoding */
+
+/* One encoding, returned by encode(): the arrays are copied from the C encoding and turned into
+ * lists on attribute access (like HF's Encoding), so holding many encodings costs no GC work. */
+typedef struct {
+    PyObject_HEAD
+    TokenizerObject *owner; /* for token strings */
+    size_t n;
+    int32_t *v; /* ids, type ids, word ids, sequence ids, special mask, sref (n each), offsets (2n) */
+    char *sbuf; /* strings of added tokens found in the text (me_enc.sbuf) */
+} EncodingObject;
+
+enum { EV_IDS, EV_TYPES, EV_WORDS, EV_SEQS, EV_SPECIAL, EV_SREF, EV_OFFSETS };
+
+static void encoding_dealloc(EncodingObject *self) {
+    Py_XDECREF(self->owner);
+    free(self->v);
+    free(self->sbuf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *ev_list(EncodingObject *self, int which, int none_if_negative) {
+    PyObject *l = PyList_New((Py_ssize_t)self->n);
     if (!l) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int32_t x = v[i * stride];
+    const int32_t *v = self->v + (size_t)which * self->n;
+    for (size_t i = 0; i < self->n; i++) {
         PyObject *o;
-        if (none_if_negative && x < 0) { o = Py_None; Py_INCREF(o); }
-        else o = PyLong_FromLong(x);
-        if (!o) { Py_DECREF(l); return NULL; }
+        if (none_if_negative && v[i] < 0) {
+            o = Py_None;
+            Py_INCREF(o);
+        } else if (!(o = PyLong_FromLong(v[i]))) {
+            Py_DECREF(l);
+            return NULL;
+        }
         PyList_SET_ITEM(l, (Py_ssize_t)i, o);
     }
     return l;
 }
 
-static PyObject *encoding_to_tuple(const me_tok *t, const me_enc *e) {
-    PyObject *tokens = PyList_New((Py_ssize_t)e->n), *offsets = PyList_New((Py_ssize_t)e->n);
-    PyObject *special = PyList_New((Py_ssize_t)e->n), *attention = PyList_New((Py_ssize_t)e->n);
-    PyObject *ids = list_i32(e->ids, e->n, 1, 0), *types = list_i32(e->type_ids, e->n, 1, 0);
-    PyObject *words = list_i32(e->word_ids, e->n, 1, 1), *seqs = list_i32(e->seq_ids, e->n, 1, 1);
-    PyObject *res = NULL;
-    if (!tokens || !offsets || !special || !attention || !ids || !types || !words || !seqs) goto done;
-    for (size_t i = 0; i < e->n; i++) {
-        size_t len = 0;
-        const char *s = me_enc_token(t, e, i, &len);
-        PyObject *ts = s ? PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace") : PyUnicode_FromString("");
-        PyObject *of = Py_BuildValue("(ii)", (int)e->offsets[2 * i], (int)e->offsets[2 * i + 1]);
-        PyObject *sp = PyLong_FromLong(e->special[i]);
-        PyObject *at = PyLong_FromLong(1);
-        if (!ts || !of || !sp || !at) {
-            Py_XDECREF(ts); Py_XDECREF(of); Py_XDECREF(sp); Py_XDECREF(at);
-            goto done;
-        }
-        PyList_SET_ITEM(tokens, (Py_ssize_t)i, ts);
-        PyList_SET_ITEM(offsets, (Py_ssize_t)i, of);
-        PyList_SET_ITEM(special, (Py_ssize_t)i, sp);
-        PyList_SET_ITEM(attention, (Py_ssize_t)i, at);
+static PyObject *enc_ids(EncodingObject *self, void *c) { return ev_list(self, EV_IDS, 0); }
+static PyObject *enc_type_ids(EncodingObject *self, void *c) { return ev_list(self, EV_TYPES, 0); }
+static PyObject *enc_word_ids(EncodingObject *self, void *c) { return ev_list(self, EV_WORDS, 1); }
+static PyObject *enc_sequence_ids(EncodingObject *self, void *c) { return ev_list(self, EV_SEQS, 1); }
+static PyObject *enc_special(EncodingObject *self, void *c) { return ev_list(self, EV_SPECIAL, 0); }
+
+static PyObject *enc_attention(EncodingObject *self, void *c) {
+    PyObject *l = PyList_New((Py_ssize_t)self->n);
+    if (!l) return NULL;
+    for (size_t i = 0; i < self->n; i++) {
+        PyObject *one = PyLong_FromLong(1);
+        if (!one) { Py_DECREF(l); return NULL; }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, one);
     }
-    res = PyTuple_Pack(8, ids, types, tokens, offsets, words, seqs, special, attention);
-done:
-    Py_XDECREF(tokens); Py_XDECREF(offsets); Py_XDECREF(special); Py_XDECREF(attention);
-    Py_XDECREF(ids); Py_XDECREF(types); Py_XDECREF(words); Py_XDECREF(seqs);
-    return res;
+    return l;
 }
 
-/* encode(text, pair, add_special_tokens, max_length, is_split_into_words)
- * -> (ids, type_ids, tokens, offsets, word_ids, sequence_ids, special_tokens_mask, attention_mask) */
+static PyObject *enc_offsets(EncodingObject *self, void *c) {
+    PyObject *l = PyList_New((Py_ssize_t)self->n);
+    if (!l) return NULL;
+    const int32_t *o = self->v + (size_t)EV_OFFSETS * self->n;
+    for (size_t i = 0; i < self->n; i++) {
+        PyObject *t = Py_BuildValue("(ii)", (int)o[2 * i], (int)o[2 * i + 1]);
+        if (!t) { Py_DECREF(l); return NULL; }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, t);
+    }
+    return l;
+}
+
+static PyObject *enc_tokens(EncodingObject *self, void *c) {
+    PyObject *l = PyList_New((Py_ssize_t)self->n);
+    if (!l) return NULL;
+    const int32_t *ids = self->v, *sref = self->v + (size_t)EV_SREF * self->n;
+    for (size_t i = 0; i < self->n; i++) {
+        size_t len = 0;
+        const char *s;
+        if (sref[i] >= 0) {
+            uint32_t l32;
+            memcpy(&l32, self->sbuf + sref[i], 4);
+            len = l32;
+            s = self->sbuf + sref[i] + 4;
+        } else {
+            s = me_tok_id_to_token(self->owner->tok, ids[i], &len);
+        }
+        PyObject *t = s ? PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace") : PyUnicode_FromString("");
+        if (!t) { Py_DECREF(l); return NULL; }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, t);
+    }
+    return l;
+}
+
+static Py_ssize_t enc_len(EncodingObject *self) { return (Py_ssize_t)self->n; }
+
+static PyObject *enc_repr(EncodingObject *self) {
+    return PyUnicode_FromFormat("Encoding(num_tokens=%zu, attributes=[ids, type_ids, tokens, offsets, attention_mask, "
+                                "special_tokens_mask, word_ids, sequence_ids])", self->n);
+}
+
+static PyGetSetDef enc_getset[] = {
+    {"ids", (getter)enc_ids, NULL, "Token ids.", NULL},
+    {"type_ids", (getter)enc_type_ids, NULL, "Token type (segment) ids.", NULL},
+    {"tokens", (getter)enc_tokens, NULL, "Token strings.", NULL},
+    {"offsets", (getter)enc_offsets, NULL, "(start, end) code-point offsets; (0, 0) for special tokens.", NULL},
+    {"word_ids", (getter)enc_word_ids, NULL, "Word index of each token; None for special tokens.", NULL},
+    {"sequence_ids", (getter)enc_sequence_ids, NULL, "0 / 1 for the first / second sequence; None for specials.", NULL},
+    {"special_tokens_mask", (getter)enc_special, NULL, "1 for special tokens added by the template.", NULL},
+    {"attention_mask", (getter)enc_attention, NULL, "1 for every token (no padding in a single encoding).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods enc_as_sequence = {.sq_length = (lenfunc)enc_len};
+
+static PyTypeObject EncodingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "multienc._C.Encoding",
+    .tp_basicsize = sizeof(EncodingObject),
+    .tp_dealloc = (destructor)encoding_dealloc,
+    .tp_repr = (reprfunc)enc_repr,
+    .tp_as_sequence = &enc_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One encoded input, with the list attributes of HF tokenizers.Encoding.\n\n"
+              "ids, type_ids, tokens, offsets, word_ids, sequence_ids, special_tokens_mask, attention_mask:\n"
+              "lists with one entry per token, built on access; len(enc) is the token count. offsets are\n"
+              "(start, end) code-point offsets into the input str (for pairs: into the token's own\n"
+              "sequence; for pre-split words: into the token's word); special tokens have (0, 0) and\n"
+              "word/sequence id None. An added token found in the text has the matched text as token.",
+    .tp_getset = enc_getset,
+};
+
+static PyObject *encoding_new(TokenizerObject *owner, const me_enc *e) {
+    EncodingObject *o = PyObject_New(EncodingObject, &EncodingType);
+    if (!o) return NULL;
+    o->owner = NULL;
+    o->sbuf = NULL;
+    o->n = e->n;
+    o->v = malloc((e->n ? 8 * e->n : 1) * sizeof *o->v);
+    if (!o->v || (e->slen && !(o->sbuf = malloc(e->slen)))) {
+        Py_DECREF(o);
+        return PyErr_NoMemory();
+    }
+    size_t n = e->n;
+    if (n) {
+        memcpy(o->v + EV_IDS * n, e->ids, n * sizeof(int32_t));
+        memcpy(o->v + EV_TYPES * n, e->type_ids, n * sizeof(int32_t));
+        memcpy(o->v + EV_WORDS * n, e->word_ids, n * sizeof(int32_t));
+        memcpy(o->v + EV_SEQS * n, e->seq_ids, n * sizeof(int32_t));
+        memcpy(o->v + EV_SREF * n, e->sref, n * sizeof(int32_t));
+        memcpy(o->v + EV_OFFSETS * n, e->offsets, 2 * n * sizeof(int32_t));
+        for (size_t i = 0; i < n; i++) o->v[EV_SPECIAL * n + i] = e->special[i];
+    }
+    if (e->slen) memcpy(o->sbuf, e->sbuf, e->slen);
+    Py_INCREF(owner);
+    o->owner = owner;
+    return (PyObject *)o;
+}
+
+/* encode(text, pair, add_special_tokens, max_length, is_split_into_words) -> Encoding */
 static PyObject *tok_encode(TokenizerObject *self, PyObject *args) {
     PyObject *text, *pair;
     int add_special, words;
@@ -358,24 +492,26 @@ static PyObject *tok_encode(TokenizerObject *self, PyObject *args) {
     if (check_ready(self) < 0) return NULL;
     textbuf tb = {0};
     seqref ra, rb;
-    if (tb_add_seq(&tb, text, words, "text", &ra) < 0 ||
-        (pair != Py_None && tb_add_seq(&tb, pair, words, "pair", &rb) < 0)) {
+    where_t wt = {"text", -1, 0, -1}, wp = {"pair", -1, 0, -1};
+    if (tb_add_seq(&tb, text, words, wt, &ra) < 0 || (pair != Py_None && tb_add_seq(&tb, pair, words, wp, &rb) < 0)) {
         tb_free(&tb);
         return NULL;
     }
     me_seq sa = seq_of(&tb, &ra), sb = {0};
     if (pair != Py_None) sb = seq_of(&tb, &rb);
-    me_enc enc = {0};
     char err[ME_ERRLEN];
     int st;
+    PyObject *res = NULL;
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    st = me_tok_encode(self->tok, self->ws[0], &sa, pair != Py_None ? &sb : NULL, add_special, max_length, &enc, err);
+    st = me_tok_encode(self->tok, self->ws[0], &sa, pair != Py_None ? &sb : NULL, add_special, max_length,
+                       &self->single, err);
+    Py_BLOCK_THREADS
+    res = st ? me_raise(st, err) : encoding_new(self, &self->single);
+    Py_UNBLOCK_THREADS
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     tb_free(&tb);
-    PyObject *res = st ? me_raise(st, err) : encoding_to_tuple(self->tok, &enc);
-    me_enc_free(&enc);
     return res;
 }
 
@@ -398,39 +534,38 @@ static PyObject *tok_encode_batch(TokenizerObject *self, PyObject *args) {
     PyObject *fast = PySequence_Fast(inputs, "encode_batch expects a list of inputs");
     if (!fast) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    size_t nn = n ? (size_t)n : 1;
+    int nth = num_threads > 0 && num_threads < self->nws ? num_threads : self->nws;
     textbuf tb = {0};
-    seqref *refs = calloc((size_t)(n ? 2 * n : 1), sizeof *refs);
-    me_seq *sa = calloc((size_t)(n ? 2 * n : 2), sizeof *sa);
-    const me_seq **pb = calloc((size_t)(n ? n : 1), sizeof *pb);
-    me_enc *enc = calloc((size_t)(n ? n : 1), sizeof *enc);
-    char *is_pair = calloc((size_t)(n ? n : 1), 1);
+    seqref *refs = calloc(2 * nn, sizeof *refs);
+    me_seq *sa = calloc(nn, sizeof *sa), *sb = calloc(nn, sizeof *sb);
+    const me_seq **pb = calloc(nn, sizeof *pb);
+    me_batch_item *item = calloc(nn, sizeof *item);
+    me_enc *store = calloc((size_t)nth, sizeof *store);
+    char *is_pair = calloc(nn, 1);
     PyObject *dict = NULL;
-    if (!refs || !sa || !pb || !enc || !is_pair) { PyErr_NoMemory(); goto fail; }
+    if (!refs || !sa || !sb || !pb || !item || !store || !is_pair) { PyErr_NoMemory(); goto fail; }
     for (Py_ssize_t i = 0; i < n; i++) {
         int r = parse_item(&tb, PySequence_Fast_GET_ITEM(fast, i), words, i, &refs[2 * i], &refs[2 * i + 1]);
         if (r < 0) goto fail;
         is_pair[i] = (char)r;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sa[2 * i] = seq_of(&tb, &refs[2 * i]);
+    for (Py_ssize_t i = 0; i < n; i++) { /* the text buffer no longer moves */
+        sa[i] = seq_of(&tb, &refs[2 * i]);
         if (is_pair[i]) {
-            sa[2 * i + 1] = seq_of(&tb, &refs[2 * i + 1]);
-            pb[i] = &sa[2 * i + 1];
+            sb[i] = seq_of(&tb, &refs[2 * i + 1]);
+            pb[i] = &sb[i];
         }
     }
-    me_seq *sa_single = malloc((size_t)(n ? n : 1) * sizeof *sa_single);
-    if (!sa_single) { PyErr_NoMemory(); goto fail; }
-    for (Py_ssize_t i = 0; i < n; i++) sa_single[i] = sa[2 * i];
-    int nth = num_threads > 0 && num_threads < self->nws ? num_threads : self->nws;
     char err[ME_ERRLEN];
     size_t failed = 0;
     int st;
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    st = me_tok_encode_batch(self->tok, self->ws, nth, sa_single, pb, (size_t)n, add_special, max_length, enc, &failed, err);
+    st = me_tok_encode_batch(self->tok, self->ws, nth, sa, pb, (size_t)n, add_special, max_length, store, item,
+                             &failed, err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
-    free(sa_single);
     if (st) {
         char msg[ME_ERRLEN + 64];
         snprintf(msg, sizeof msg, "input %zu: %s", failed, err);
@@ -439,7 +574,7 @@ static PyObject *tok_encode_batch(TokenizerObject *self, PyObject *args) {
     }
     size_t L = 0;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (enc[i].n > L) L = enc[i].n;
+        if (item[i].len > L) L = item[i].len;
     dict = PyDict_New();
     if (!dict) goto fail;
     npy_intp d2[2] = {n, (npy_intp)L}, d3[3] = {n, (npy_intp)L, 2};
@@ -453,39 +588,39 @@ static PyObject *tok_encode_batch(TokenizerObject *self, PyObject *args) {
     int64_t *wrd = PyArray_DATA((PyArrayObject *)a_wrd), *seq = PyArray_DATA((PyArrayObject *)a_seq);
     int64_t *off = PyArray_DATA((PyArrayObject *)a_off);
     for (Py_ssize_t i = 0; i < n; i++) {
-        const me_enc *e = &enc[i];
-        size_t base = (size_t)i * L;
-        for (size_t j = 0; j < L; j++) {
+        const me_enc *e = &store[item[i].store];
+        size_t base = (size_t)i * L, s0 = item[i].start, m = item[i].len;
+        for (size_t j = 0; j < m; j++) {
+            size_t k = base + j, q = s0 + j;
+            ids[k] = e->ids[q];
+            att[k] = 1;
+            typ[k] = e->type_ids[q];
+            spe[k] = e->special[q];
+            wrd[k] = e->word_ids[q];
+            seq[k] = e->seq_ids[q];
+            off[2 * k] = e->offsets[2 * q];
+            off[2 * k + 1] = e->offsets[2 * q + 1];
+        }
+        for (size_t j = m; j < L; j++) {
             size_t k = base + j;
-            if (j < e->n) {
-                ids[k] = e->ids[j];
-                att[k] = 1;
-                typ[k] = e->type_ids[j];
-                spe[k] = e->special[j];
-                wrd[k] = e->word_ids[j];
-                seq[k] = e->seq_ids[j];
-                off[2 * k] = e->offsets[2 * j];
-                off[2 * k + 1] = e->offsets[2 * j + 1];
-            } else {
-                ids[k] = pad_id;
-                att[k] = 0;
-                typ[k] = 0;
-                spe[k] = 1;
-                wrd[k] = -1;
-                seq[k] = -1;
-                off[2 * k] = off[2 * k + 1] = 0;
-            }
+            ids[k] = pad_id;
+            att[k] = typ[k] = 0;
+            spe[k] = 1;
+            wrd[k] = seq[k] = -1;
+            off[2 * k] = off[2 * k + 1] = 0;
         }
     }
     goto done;
 fail:
     Py_CLEAR(dict);
 done:
-    if (enc)
-        for (Py_ssize_t i = 0; i < n; i++) me_enc_free(&enc[i]);
-    free(enc);
+    if (store)
+        for (int k = 0; k < nth; k++) me_enc_free(&store[k]);
+    free(store);
+    free(item);
     free(refs);
     free(sa);
+    free(sb);
     free(pb);
     free(is_pair);
     tb_free(&tb);
@@ -512,7 +647,7 @@ static PyObject *tok_num_special(TokenizerObject *self, PyObject *arg) {
 
 static PyMethodDef tok_methods[] = {
     {"encode", (PyCFunction)tok_encode, METH_VARARGS,
-     "encode(text, pair, add_special_tokens, max_length, is_split_into_words) -> tuple of lists"},
+     "encode(text, pair, add_special_tokens, max_length, is_split_into_words) -> Encoding"},
     {"encode_batch", (PyCFunction)tok_encode_batch, METH_VARARGS,
      "encode_batch(inputs, add_special_tokens, max_length, is_split_into_words, pad_id, num_threads) -> dict"},
     {"id_to_token", (PyCFunction)tok_id_to_token, METH_O, "Token string of an id, or None."},
@@ -534,7 +669,12 @@ static PyTypeObject TokenizerType = {
 };
 
 int me_register_tokenizer(PyObject *module) {
-    if (PyType_Ready(&TokenizerType) < 0) return -1;
+    if (PyType_Ready(&TokenizerType) < 0 || PyType_Ready(&EncodingType) < 0) return -1;
+    Py_INCREF(&EncodingType);
+    if (PyModule_AddObject(module, "Encoding", (PyObject *)&EncodingType) < 0) {
+        Py_DECREF(&EncodingType);
+        return -1;
+    }
     Py_INCREF(&TokenizerType);
     if (PyModule_AddObject(module, "Tokenizer", (PyObject *)&TokenizerType) < 0) {
         Py_DECREF(&TokenizerType);

@@ -81,7 +81,7 @@ struct me_ws {
     int32_t *bpe_out; /* (id, byte length) pairs of the current piece */
     size_t bpe_outcap;
     split_vec raw, norm;
-    me_enc seq[2];
+    me_enc seq[2], out; /* the two sequences; a batch item's encoding */
     me_strmap cache; /* piece bytes -> index into cache_val: n, then n (id, length) pairs */
     int32_t *cache_val;
     size_t cache_n, cache_cap;
@@ -422,6 +422,7 @@ void me_ws_free(me_ws *w) {
     free(w->norm.v);
     me_enc_free(&w->seq[0]);
     me_enc_free(&w->seq[1]);
+    me_enc_free(&w->out);
     me_strmap_free(&w->cache);
     free(w->cache_val);
     free(w);
@@ -1027,19 +1028,47 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
     return ME_OK;
 }
 
+/* Append all tokens of src to dst (token strings rebased into dst's string buffer). */
+static int enc_append(me_enc *dst, const me_enc *src) {
+    int st = enc_reserve(dst, dst->n + src->n);
+    if (st) return st;
+    if (src->slen && grow((void **)&dst->sbuf, &dst->scap, dst->slen + src->slen, 1)) return ME_ERR_NOMEM;
+    if (dst->slen + src->slen > INT32_MAX) return ME_ERR_NOMEM;
+    size_t n = src->n, at = dst->n;
+    memcpy(dst->ids + at, src->ids, n * sizeof *src->ids);
+    memcpy(dst->type_ids + at, src->type_ids, n * sizeof *src->type_ids);
+    memcpy(dst->word_ids + at, src->word_ids, n * sizeof *src->word_ids);
+    memcpy(dst->seq_ids + at, src->seq_ids, n * sizeof *src->seq_ids);
+    memcpy(dst->offsets + 2 * at, src->offsets, 2 * n * sizeof *src->offsets);
+    memcpy(dst->special + at, src->special, n);
+    for (size_t i = 0; i < n; i++) dst->sref[at + i] = src->sref[i] < 0 ? -1 : src->sref[i] + (int32_t)dst->slen;
+    if (src->slen) memcpy(dst->sbuf + dst->slen, src->sbuf, src->slen);
+    dst->slen += src->slen;
+    dst->n += n;
+    return ME_OK;
+}
+
 int me_tok_encode_batch(const me_tok *t, me_ws **ws, int nws, const me_seq *a, const me_seq *const *b, size_t n,
-                        int add_special_tokens, long max_length, me_enc *out, size_t *failed, char *err) {
+                        int add_special_tokens, long max_length, me_enc *store, me_batch_item *item,
+                        size_t *failed, char *err) {
     int status = ME_OK;
     size_t bad = n;
     if (nws < 1) nws = 1;
-    #pragma omp parallel for schedule(dynamic, 8) num_threads(nws) if (n > 16)
+    for (int k = 0; k < nws; k++) store[k].n = store[k].slen = 0;
+    #pragma omp parallel for schedule(dynamic, 32) num_threads(nws) if (n > 64)
     for (size_t i = 0; i < n; i++) {
         int st;
         #pragma omp atomic read
         st = status;
         if (st) continue;
         char e2[ME_ERRLEN];
-        st = me_tok_encode(t, ws[omp_get_thread_num()], &a[i], b[i], add_special_tokens, max_length, &out[i], e2);
+        int k = omp_get_thread_num();
+        me_ws *w = ws[k];
+        st = me_tok_encode(t, w, &a[i], b[i], add_special_tokens, max_length, &w->out, e2);
+        if (!st) {
+            item[i] = (me_batch_item){k, store[k].n, w->out.n};
+            if (enc_append(&store[k], &w->out)) st = me_error(e2, ME_ERR_NOMEM, "out of memory storing encodings");
+        }
         if (st) {
             #pragma omp critical(me_tok_batch_error)
             {

@@ -93,10 +93,18 @@ void me_ws_free(me_ws *w);
 int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, int add_special_tokens,
                   long max_length, me_enc *out, char *err);
 
+/* Where one input's encoding lies in the batch results: tokens [start, start + len) of store[store]. */
+typedef struct {
+    int32_t store;
+    size_t start, len;
+} me_batch_item;
+
 /* Encode n inputs (b[i] NULL for single sequences) with up to nws threads, one workspace each.
- * On failure returns the status, sets *failed to the input's index and fills err. */
+ * Thread k appends its encodings to store[k] (nws stores, emptied first); item[i] says where
+ * input i lies. On failure returns the status, sets *failed to the input's index and fills err. */
 int me_tok_encode_batch(const me_tok *t, me_ws **ws, int nws, const me_seq *a, const me_seq *const *b, size_t n,
-                        int add_special_tokens, long max_length, me_enc *out, size_t *failed, char *err);
+                        int add_special_tokens, long max_length, me_enc *store, me_batch_item *item,
+                        size_t *failed, char *err);
 
 void me_enc_free(me_enc *e);
 

@@ -1,0 +1,89 @@
+"""Tokens per second of multienc's C tokenizers vs HuggingFace tokenizers on the shared corpora.
+
+For each real vocabulary in ../shared/data/vocab (bert-base-uncased, bert-base-cased,
+roberta-base) and every unique sentence of the shared corpora, in one run:
+
+* single-thread: one ``encode(text)`` call per sentence (multienc ``Tokenizer.encode`` vs
+  ``tokenizers.Tokenizer.encode``, the backend ``transformers.AutoTokenizer`` builds);
+* batched: one ``encode_batch`` call over all sentences (multienc: C + OpenMP with the GIL
+  released, returning padded numpy arrays; HF: Rust + rayon, returning Encoding objects),
+  on all threads and, for multienc, on one thread.
+
+Tokens counted are those HF produces (special tokens included); both sides produce the same.
+
+    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from typing import Callable, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+import _tok_corpora as C  # noqa: E402
+
+from multienc import build_info  # noqa: E402
+from multienc.tokenization import Tokenizer  # noqa: E402
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N unique sentences")
+    ap.add_argument("--repeat", type=int, default=3, help="best of R runs per measurement")
+    args = ap.parse_args()
+
+    import tokenizers
+    import transformers
+
+    texts: List[str] = list(dict.fromkeys(C.corpora().texts))
+    if args.limit:
+        texts = texts[:args.limit]
+    if not texts:
+        sys.exit("no corpora under ../shared/data")
+    threads = build_info()["openmp_max_threads"]
+    print(f"{len(texts)} unique sentences from {len(C.corpora().files)} corpus files; "
+          f"{os.cpu_count()} CPUs, OpenMP threads {threads}; tokenizers {tokenizers.__version__}, "
+          f"transformers {transformers.__version__}; {platform.processor() or platform.machine()}")
+    print()
+    print("| vocabulary | tokens | single-thread ours | single-thread HF | ratio | "
+          "batched ours (all threads) | batched ours (1 thread) | batched HF (all threads) | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in C.VOCABS:
+        folder = C.vocab_dir(name)
+        if folder is None:
+            print(f"| {name} | (absent) |")
+            continue
+        ours = Tokenizer.from_pretrained(folder)
+        hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
+        hf.no_truncation()
+        hf.no_padding()
+        n_tok = sum(len(e.ids) for e in hf.encode_batch(texts))
+
+        t_ours1 = best_of(lambda: [ours.encode(t) for t in texts], args.repeat)
+        t_hf1 = best_of(lambda: [hf.encode(t) for t in texts], args.repeat)
+        t_oursb = best_of(lambda: ours.encode_batch(texts, truncation=False), args.repeat)
+        t_oursb1 = best_of(lambda: ours.encode_batch(texts, truncation=False, num_threads=1), args.repeat)
+        t_hfb = best_of(lambda: hf.encode_batch(texts), args.repeat)
+
+        def rate(t: float) -> str:
+            return f"{n_tok / t / 1e6:.2f} M/s"
+
+        print(f"| {name} | {n_tok} | {rate(t_ours1)} | {rate(t_hf1)} | {t_hf1 / t_ours1:.2f}x | "
+              f"{rate(t_oursb)} | {rate(t_oursb1)} | {rate(t_hfb)} | {t_hfb / t_oursb:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
