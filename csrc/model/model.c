@@ -103,10 +103,11 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     if (cfg->combine == ME_COMBINE_CONCAT && cfg->use_layer_norm)
         for (int i = 0; i < n; i++)
             if (m->H[i] != P) {
+                const int h = m->H[i];
                 me_model_free(m);
                 return me_error(err, ME_ERR_VALUE,
                                 "use_layer_norm with combine_method='concat' shares one LayerNorm, so the "
-                                "language models need equal hidden sizes (got %d and %d)", m->H[i], P);
+                                "language models need equal hidden sizes (got %d and %d)", h, P);
             }
     m->E = cfg->combine == ME_COMBINE_CONCAT ? sum : cfg->combine == ME_COMBINE_NONE ? m->H[0] : P;
     int cap = 0;
