@@ -66,7 +66,8 @@ class ModelTrainer:
 
     def __init__(self, model: _TaskHead, corpus: Corpus, optimizer: Any = "AdamW"):
         if not isinstance(model, _TaskHead):
-            raise TypeError(f"model must be a TextClassifier, TextRegressor or SequenceTagger, got {type(model).__name__}")
+            raise TypeError(f"model must be a TextClassifier, TextRegressor or SequenceTagger, "
+                            f"got {type(model).__name__}")
         if not isinstance(corpus, Corpus):
             raise TypeError(f"corpus must be a multienc.datasets.Corpus, got {type(corpus).__name__}")
         if getattr(optimizer, "__name__", optimizer) != "AdamW":

@@ -4,14 +4,13 @@ with one LM and with two LMs of different tokenizers, entity F1 against seqeval,
 truncation, checkpoints and bad input."""
 import os
 import sys
-import warnings
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _tok_corpora as TC  # noqa: E402
-from test_tagger_crf import brute_force  # noqa: E402
+from _crf_reference import brute_force  # noqa: E402
 
 from multienc import _C  # noqa: E402
 from multienc.batching import word_inputs, word_pool_weights  # noqa: E402

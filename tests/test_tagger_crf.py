@@ -1,52 +1,16 @@
 """The CRF op pair (negative log-likelihood by the forward algorithm, gradients by
 forward-backward) and Viterbi decoding against float64 references that enumerate
 every tag sequence (independent of the dynamic programmes being tested)."""
-import itertools
+import os
+import sys
 
 import numpy as np
 import pytest
 
-from multienc import _C
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _crf_reference import brute_force  # noqa: E402
 
-
-def path_score(em, y, trans, start, end):
-    """Score of one tag sequence y (len L) of one sentence's emissions em [>= L, C]."""
-    s = start[y[0]] + end[y[-1]] + sum(em[k, t] for k, t in enumerate(y))
-    return s + sum(trans[a, b] for a, b in zip(y[:-1], y[1:]))
-
-
-def brute_force(em, tags, lengths, trans, start, end):
-    """(loss, dem, dtrans, dstart, dend, best paths) by enumerating all C**L sequences, float64.
-
-    The gradient of log Z is the expectation of each feature's count under the CRF's distribution,
-    so the reference gradients are expected minus gold feature counts, divided by the word count.
-    """
-    em, trans, start, end = (np.asarray(x, np.float64) for x in (em, trans, start, end))
-    B, K, C = em.shape
-    N = int(np.sum(lengths))
-    loss = 0.0
-    dem, dtr, dst, den = np.zeros_like(em), np.zeros_like(trans), np.zeros(C), np.zeros(C)
-    best = np.full((B, K), -1)
-    for b in range(B):
-        L = int(lengths[b])
-        if L == 0:
-            continue
-        seqs = list(itertools.product(range(C), repeat=L))
-        scores = np.array([path_score(em[b], y, trans, start, end) for y in seqs])
-        logz = np.logaddexp.reduce(scores)
-        p = np.exp(scores - logz)
-        gold = tuple(int(t) for t in tags[b, :L])
-        loss += logz - path_score(em[b], gold, trans, start, end)
-        for y, w in itertools.chain(zip(seqs, p), [(gold, -1.0)]):
-            for k, t in enumerate(y):
-                dem[b, k, t] += w
-            dst[y[0]] += w
-            den[y[-1]] += w
-            for a, c in zip(y[:-1], y[1:]):
-                dtr[a, c] += w
-        best[b, :L] = seqs[int(np.argmax(scores))]  # first maximum = lowest ids (lexicographic)
-    inv = 1.0 / N if N else 0.0
-    return loss * inv, dem * inv, dtr * inv, dst * inv, den * inv, best
+from multienc import _C  # noqa: E402
 
 
 def random_case(rng, B, K, C, scale=1.0):

@@ -268,7 +268,8 @@ void cpu_crf_backward(float *dem, float *dtrans, float *dstart, float *dend, dou
         for (int k = L - 2; k >= 0; k--)
             for (int i = 0; i < C; i++) {
                 for (int j = 0; j < C; j++)
-                    tmp[j] = (double)trans[(size_t)i * C + j] + e[(size_t)(k + 1) * C + j] + be[(size_t)(k + 1) * C + j];
+                    tmp[j] = (double)trans[(size_t)i * C + j] + e[(size_t)(k + 1) * C + j] +
+                             be[(size_t)(k + 1) * C + j];
                 be[(size_t)k * C + i] = lse(tmp, C);
             }
         for (int k = 0; k < L; k++)
