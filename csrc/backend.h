@@ -133,6 +133,26 @@ typedef struct MeBackend {
     void (*mse_forward)(float *loss, const float *pred, const float *target, int R, int C);
     void (*mse_backward)(float *dpred, const float *pred, const float *target, int R, int C);
 
+    /* Linear-chain CRF over B sentences of K rows (pytorch-crf semantics). em [B*K, C]: emission
+     * scores, row b*K + k; tags [B*K]: gold tags, read for k < lengths[b]; lengths [B] in 0..K.
+     * trans [C, C]: trans[i*C + j] scores tag i followed by tag j; start / end [C]: scores of the
+     * first / last tag. *loss = sum_b (log Z_b - score_b(tags)) / sum_b lengths[b] (0 words -> 0).
+     * scratch: ME_CRF_SCRATCH(B, K, C) doubles; forward leaves there what backward reads. */
+    void (*crf_forward)(float *loss, double *scratch, const float *em, const int32_t *tags,
+                        const int32_t *lengths, const float *trans, const float *start,
+                        const float *end, int B, int K, int C);
+    /* dem = (marginals - onehot(tags)) / sum lengths (overwrites; 0 past each length);
+     * dtrans, dstart, dend += expected minus gold counts / sum lengths (forward-backward). */
+    void (*crf_backward)(float *dem, float *dtrans, float *dstart, float *dend, double *scratch,
+                         const float *em, const int32_t *tags, const int32_t *lengths,
+                         const float *trans, const float *start, const float *end, int B, int K,
+                         int C);
+    /* Viterbi: path [B*K] = the highest-scoring tag sequence of each sentence (ties: lowest tag
+     * id), -1 past its length. scratch: ME_CRF_SCRATCH(B, K, C) doubles. */
+    void (*crf_viterbi)(int32_t *path, double *scratch, const float *em, const int32_t *lengths,
+                        const float *trans, const float *start, const float *end, int B, int K,
+                        int C);
+
     /* sum of squares of x (double accumulation), for gradient-norm clipping */
     double (*sum_squares)(const float *x, size_t n);
     void (*scale)(float *x, size_t n, float factor);
@@ -145,6 +165,9 @@ typedef struct MeBackend {
 } MeBackend;
 
 const MeBackend *me_cpu_backend(void);
+
+/* Doubles of CRF scratch for B sentences of K rows and C tags: alpha | beta | log Z | NLL. */
+#define ME_CRF_SCRATCH(B, K, C) (2 * (size_t)(B) * (size_t)(K) * (size_t)(C) + 2 * (size_t)(B))
 
 /* Counter-based uniform in [0, 1): a pure function of (seed, site, index). */
 static inline ME_HOSTDEV float me_uniform(uint64_t seed, uint64_t site, uint64_t index) {

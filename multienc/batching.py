@@ -2,11 +2,15 @@
 
 For every LM of a model: tokenize the batch (texts or (a, b) pairs, padded to
 the longest, truncated to the LM's maximum) and build the pooling weights that
-select each sentence's vector from the LM's hidden states. Shared by the
-combiner, the task heads and the trainer.
+select each sentence's vector from the LM's hidden states. For sequence
+labeling (:func:`word_inputs`) the words are tokenized pre-split, each LM's
+sub-words are mapped to the words through the tokenizer's ``word_ids`` and the
+weights make one vector per word. Shared by the combiner, the task heads and
+the trainer.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,6 +19,8 @@ from multienc import _C
 
 #: combine method name -> the C model's code
 COMBINE_METHODS = {"none": 0, "concat": 1, "mean": 2, "dme": 3}
+#: sub-word pooling of a word (Flair's ``subtoken_pooling``) -> pooled rows per word
+SUBTOKEN_POOLINGS = {"first": 1, "last": 1, "mean": 1, "first_last": 2}
 
 Inputs = List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]]
 
@@ -52,6 +58,92 @@ def lm_inputs(lm, sentences: Sequence) -> Tuple[np.ndarray, np.ndarray, Optional
 def build_inputs(language_models: Sequence, sentences: Sequence) -> Inputs:
     """The C model's inputs for a batch: one tuple per LM."""
     return [lm_inputs(lm, sentences) for lm in language_models]
+
+
+def word_pool_weights(word_ids: np.ndarray, lengths: Sequence[int], K: int, subtoken_pooling: str) -> np.ndarray:
+    """Word-level pooling as weights over positions, float32 (B, K * rows, T).
+
+    ``word_ids`` (B, T): the word index of each sub-word (-1 for special tokens and padding),
+    as the tokenizer gives them for pre-split words (a word's sub-words are consecutive).
+    Words ``w < lengths[b]`` get weights; rows of other words stay zero. ``'first'`` / ``'last'``:
+    1 at the word's first / last sub-word; ``'mean'``: 1/n over its n sub-words;
+    ``'first_last'``: two rows per word (2w: first, 2w + 1: last), which the C model joins
+    into one 2H-wide vector. A word without sub-words (e.g. only characters the tokenizer
+    drops) keeps all-zero weights: its vector is zero.
+    """
+    if subtoken_pooling not in SUBTOKEN_POOLINGS:
+        raise ValueError(f"subtoken_pooling must be one of {', '.join(map(repr, SUBTOKEN_POOLINGS))}, "
+                         f"got {subtoken_pooling!r}")
+    ids = np.asarray(word_ids, np.int64)
+    B, T = ids.shape
+    rows = SUBTOKEN_POOLINGS[subtoken_pooling]
+    weights = np.zeros((B, K * rows, T), np.float32)
+    limit = np.asarray(lengths, np.int64)[:, None]
+    keep = (ids >= 0) & (ids < limit)
+    prev = np.concatenate([np.full((B, 1), -1), ids[:, :-1]], 1)
+    nxt = np.concatenate([ids[:, 1:], np.full((B, 1), -1)], 1)
+    first, last = keep & (ids != prev), keep & (ids != nxt)
+    if subtoken_pooling == "mean":
+        b, t = np.nonzero(keep)
+        counts = np.zeros((B, K))
+        np.add.at(counts, (b, ids[b, t]), 1.0)
+        weights[b, ids[b, t], t] = 1.0 / counts[b, ids[b, t]]
+        return weights
+    for mask, offset in {"first": [(first, 0)], "last": [(last, 0)],
+                         "first_last": [(first, 0), (last, 1)]}[subtoken_pooling]:
+        b, t = np.nonzero(mask)
+        weights[b, ids[b, t] * rows + offset, t] = 1.0
+    return weights
+
+
+def _covered_words(lm, words: Sequence[Sequence[str]], enc: Dict[str, np.ndarray]) -> np.ndarray:
+    """How many leading words of each sentence the LM sees completely after truncation."""
+    ids = enc["word_ids"]
+    real = enc["attention_mask"].sum(1)
+    covered = np.array([len(w) for w in words], np.int64)
+    for b in np.nonzero(real >= lm.max_length)[0]:  # maybe truncated
+        present = ids[b][ids[b] >= 0]
+        if len(present) == 0:
+            covered[b] = 0
+            continue
+        last = int(present[-1])
+        whole = len(lm.word_tokenizer.encode([words[b][last]], add_special_tokens=False,
+                                             is_split_into_words=True).ids)
+        if last + 1 < len(words[b]) or int((present == last).sum()) < whole:
+            covered[b] = last + 1 if int((present == last).sum()) == whole else last
+    return covered
+
+
+def word_inputs(language_models: Sequence, words: Sequence[Sequence[str]],
+                subtoken_pooling: str = "first") -> Tuple[Inputs, np.ndarray]:
+    """The C model's inputs for a batch of pre-split sentences, and each sentence's length.
+
+    Each LM tokenizes the words with ``is_split_into_words=True`` (its :attr:`word_tokenizer`)
+    truncated to its maximum length; the pooling weights (:func:`word_pool_weights`) give
+    K = max length rows per sentence. A sentence's length (int32) is the number of leading
+    words that every LM sees whole; words past it (cut off by a maximum length) get no row
+    and a warning, and the tagger tags them ``'O'``.
+    """
+    if not words:
+        raise ValueError("empty batch of sentences")
+    encs = [lm.word_tokenizer.encode_batch([list(w) for w in words], max_length=lm.max_length,
+                                           is_split_into_words=True) for lm in language_models]
+    lengths = np.array([len(w) for w in words], np.int64)
+    for lm, enc in zip(language_models, encs):
+        covered = _covered_words(lm, words, enc)
+        cut = int((lengths - np.minimum(lengths, covered)).sum())
+        if cut:
+            warnings.warn(f"{lm.name}: {cut} word(s) of this batch lie past the model's maximum length of "
+                          f"{lm.max_length} sub-words; they are tagged 'O' and not trained on", stacklevel=3)
+        lengths = np.minimum(lengths, covered)
+    K = max(1, int(lengths.max()))
+    inputs = []
+    for lm, enc in zip(language_models, encs):
+        mask = enc["attention_mask"].astype(np.int32)
+        types = enc["token_type_ids"].astype(np.int32) if int(lm.config.get("type_vocab_size", 2)) > 1 else None
+        inputs.append((enc["input_ids"].astype(np.int32), mask, types,
+                       word_pool_weights(enc["word_ids"], lengths, K, subtoken_pooling)))
+    return inputs, lengths.astype(np.int32)
 
 
 def linear_init(rng: np.random.Generator, out_features: int, in_features: int) -> Tuple[np.ndarray, np.ndarray]:

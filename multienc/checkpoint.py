@@ -2,11 +2,12 @@
 
 The seed's file name ``best-model.pt`` is kept, but the content is safetensors
 (no pickle, nothing executed on load). Tensors: ``lm.<i>.<hf name>`` for each
-LM's encoder weights, ``combiner.*`` and ``decoder.*`` for the head. Metadata
+LM's encoder weights, ``combiner.*``, ``decoder.*`` and ``crf.*`` for the head. Metadata
 (string -> string; JSON values):
 
 - ``multienc_checkpoint``: format version (``"1"``)
-- ``head``: head class, num_classes, MultiEncoder settings
+- ``head``: head class, num_classes, MultiEncoder settings, head ``options`` (the tagger's
+  ``use_crf`` and ``subtoken_pooling``)
 - ``language_models``: per LM its hub id / name, pooling, fine_tune,
   keep_special_tokens, max_length, ``config`` (config.json, dropout override
   included) and ``tokenizer_files`` (the tokenizer files' text)
@@ -95,7 +96,7 @@ def rebuild(metadata: Mapping[str, str], tensors: Mapping[str, np.ndarray], sour
     """A model from checkpoint metadata and tensors (what :func:`load_checkpoint` reads)."""
     from multienc.encoders import LanguageModel
     from multienc.multi_encoder import MultiEncoder
-    from multienc.task_heads import TextClassifier, TextRegressor
+    from multienc.task_heads import SequenceTagger, TextClassifier, TextRegressor
     if metadata.get("multienc_checkpoint") != FORMAT_VERSION:
         raise ValueError(f"{source}: not a multienc checkpoint (format {metadata.get('multienc_checkpoint')!r})")
     try:
@@ -108,11 +109,11 @@ def rebuild(metadata: Mapping[str, str], tensors: Mapping[str, np.ndarray], sour
         prefix = f"lm.{i}."
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         lms.append(LanguageModel._restore(spec, _materialise(spec), state, source=source))
-    heads = {"TextClassifier": TextClassifier, "TextRegressor": TextRegressor}
+    heads = {"TextClassifier": TextClassifier, "TextRegressor": TextRegressor, "SequenceTagger": SequenceTagger}
     if head.get("head") not in heads:
         raise ValueError(f"{source}: unknown head {head.get('head')!r}")
     encoder = MultiEncoder(lms, **head["multi_encoder"]) if "multi_encoder" in head else lms[0]
-    model = heads[head["head"]](encoder, head["num_classes"])
+    model = heads[head["head"]](encoder, head["num_classes"], **head.get("options", {}))
     model.load_state_dict(dict(tensors), source=source)
     model.label_map = json.loads(metadata["label_map"]) if "label_map" in metadata else None
     model.corpus_name = metadata.get("corpus_name")

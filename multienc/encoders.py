@@ -35,8 +35,8 @@ _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 # What to suggest when a checkpoint ships no tokenizer, by model_type.
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
                     "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", "")}
-_WORD_LEVEL_TODO = ("word-level pooling is computed by the sequence tagger, which is not implemented yet; "
-                    "use pooling='cls' or 'mean'")
+_WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word inside the sequence tagger "
+                    "(multienc.task_heads.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
 
 Sentences = Sequence[Union[str, Sequence[str]]]
 
@@ -58,7 +58,9 @@ class LanguageModel:
         pooling: ``'cls'`` (the row of the classifier token), ``'mean'`` (average over the real
             tokens) or ``'word-level'`` (one row per word, for sequence tagging).
         hidden_dropout_prob: replaces the config's hidden dropout probability (0 <= p < 1).
-        keep_special_tokens: with word-level pooling, put the CLS row before the word rows.
+        keep_special_tokens: the seed's option to put the CLS row before the word rows; recorded in
+            checkpoints but unused: the tagger's rows are the words only (in the seed the CLS row
+            shifted every word's vector against its tag).
         revision: branch, tag or commit of a hub model (default ``main``).
         tokenizer: the tokenizer to use instead of the model's own: a :class:`Tokenizer`, or a
             hub id / folder whose tokenizer files are loaded (only those files are downloaded).
@@ -111,6 +113,7 @@ class LanguageModel:
 
     def _finish(self, tokenizer: Tokenizer, encoder: Encoder) -> None:
         self.tokenizer: Tokenizer = tokenizer
+        self._word_tokenizer: Optional[Tokenizer] = None
         self.encoder: Encoder = encoder
         self.config: Dict[str, Any] = self.encoder.config
         vocab_size = int(self.config["vocab_size"])
@@ -122,6 +125,18 @@ class LanguageModel:
         self.cls_position: int = 0 if self.tokenizer.encode("a").ids[0] == self.tokenizer.cls_token_id else -1
         limit = self.tokenizer.model_max_length
         self.max_length: int = min(self.encoder.max_positions, limit if limit is not None else 1 << 62)
+
+    @property
+    def word_tokenizer(self) -> Tokenizer:
+        """The tokenizer for pre-split words (``is_split_into_words=True``), as the tagger uses it.
+
+        The model's own tokenizer reloaded from :attr:`tokenizer_dir` with ``add_prefix_space=True``,
+        which byte-level BPE (RoBERTa) needs so that every word is tokenized as after a space (what
+        transformers requires for pre-split input); WordPiece tokenizers ignore the option.
+        """
+        if self._word_tokenizer is None:
+            self._word_tokenizer = Tokenizer.from_pretrained(self._tokenizer_dir, add_prefix_space=True)
+        return self._word_tokenizer
 
     @property
     def tokenizer_dir(self) -> str:
@@ -164,7 +179,7 @@ class LanguageModel:
         ``'cls'``: the row at :attr:`cls_position` (for -1 the last real token; the seed took the
         last padded slot). ``'mean'``: the average over real tokens only (``attention_mask`` 1);
         the seed averaged over padding too, which made a sentence's vector depend on its batch.
-        ``'word-level'`` is not implemented yet (NotImplementedError).
+        ``'word-level'`` is the sequence tagger's (NotImplementedError here).
         """
         hidden_states = np.asarray(hidden_states)
         mask = np.asarray(attention_mask)
@@ -174,7 +189,7 @@ class LanguageModel:
         if self.pooling in ("cls", "mean"):
             weights = sentence_pool_weights(mask, self.pooling, self.cls_position)
             return np.einsum("bkt,bth->bkh", weights, hidden_states)[:, 0]
-        raise NotImplementedError(_WORD_LEVEL_TODO)
+        raise NotImplementedError(_WORD_LEVEL_ONLY_IN_TAGGER)
 
     # ------------------------------------------------------------------ running
 
@@ -195,7 +210,7 @@ class LanguageModel:
     def embed(self, sentences: Sentences) -> np.ndarray:
         """Eval-mode (no dropout) pooled embeddings, float32 (B, :attr:`embedding_length`)."""
         if self.pooling == "word-level":
-            raise NotImplementedError(_WORD_LEVEL_TODO)
+            raise NotImplementedError(_WORD_LEVEL_ONLY_IN_TAGGER)
         batch = self.tokenize(sentences)
         hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                       train=False)

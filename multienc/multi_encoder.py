@@ -63,17 +63,25 @@ class MultiEncoder:
                           "use_layer_norm and combine_dropout are ignored", stacklevel=2)
         self.name = "-".join(lm.name for lm in lms)
         sizes = [lm.embedding_length for lm in lms]
-        self.projection_size = max(sizes)
         if self.combine_method == "concat" and self.use_layer_norm and len(set(sizes)) > 1:
             raise ValueError(f"use_layer_norm with combine_method='concat' shares one LayerNorm, so the language "
                              f"models need equal hidden sizes (got {sizes}); use 'dme' or 'mean'")
-        self.embedding_length = sum(sizes) if self.combine_method == "concat" else (
-            sizes[0] if self.combine_method == "none" else self.projection_size)
         for i, lm in enumerate(lms, start=1):
             setattr(self, f"lm_{i}", lm)
-        self._state: Dict[str, np.ndarray] = self._init_state(me_random.generator())
         self._owner = None  # the task head whose C model holds the live combiner weights
         self._standalone = None
+        self.set_pool_rows(1)
+
+    def set_pool_rows(self, rows: int) -> None:
+        """Vectors made of ``rows`` pooled vectors side by side per LM (the tagger's
+        ``subtoken_pooling='first_last'``: 2): every LM's width, the projection size and
+        :attr:`embedding_length` scale by ``rows``; the combiner weights are drawn anew."""
+        self.pool_rows = int(rows)
+        sizes = [lm.embedding_length * self.pool_rows for lm in self.language_models]
+        self.projection_size = max(sizes)
+        self.embedding_length = sum(sizes) if self.combine_method == "concat" else (
+            sizes[0] if self.combine_method == "none" else self.projection_size)
+        self._state: Dict[str, np.ndarray] = self._init_state(me_random.generator())
 
     # ------------------------------------------------------------- weights
     def _init_state(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:
@@ -81,7 +89,7 @@ class MultiEncoder:
         P, st = self.projection_size, {}
         if self.combine_method in ("mean", "dme"):
             for i, lm in enumerate(self.language_models):
-                w, b = linear_init(rng, P, lm.embedding_length)
+                w, b = linear_init(rng, P, lm.embedding_length * self.pool_rows)
                 st[f"combiner.projections.{i}.weight"], st[f"combiner.projections.{i}.bias"] = w, b
         if self.use_layer_norm and self.combine_method != "none":
             st["combiner.layer_norm.weight"] = np.ones(P, np.float32)
@@ -106,7 +114,7 @@ class MultiEncoder:
     def head_config(self) -> dict:
         """The combiner part of the C model's config."""
         return dict(combine=COMBINE_METHODS[self.combine_method], use_layer_norm=int(self.use_layer_norm),
-                    combine_dropout=self.combine_dropout, ln_eps=1e-3)
+                    combine_dropout=self.combine_dropout, ln_eps=1e-3, pool_rows=self.pool_rows)
 
     def _bind(self, owner) -> None:
         self._owner = owner

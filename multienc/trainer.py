@@ -9,7 +9,8 @@ pooling, combination, decoder, loss, the whole backward, gradient clipping and
 AdamW with per-group learning rates) is one call into C with the GIL released.
 Files in ``base_path`` (as Flair users expect): ``training.log``, ``loss.tsv``
 and ``best-model.pt`` (the best dev score so far; a safetensors file, see
-:mod:`multienc.checkpoint`).
+:mod:`multienc.checkpoint`); for sequence labeling also ``test.tsv`` (CoNLL
+style: token, gold tag, predicted tag; a blank line after each sentence).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from multienc.batching import build_inputs
 from multienc.datasets import Corpus, Sentence
 from multienc.multi_encoder import MultiEncoder
 from multienc.optim import group_learning_rates, linear_schedule_factor
-from multienc.task_heads import TextClassifier, TextRegressor, _TaskHead
+from multienc.task_heads import SequenceTagger, TextClassifier, TextRegressor, _TaskHead
 
 __all__ = ["ModelTrainer", "TrainingError"]
 
@@ -58,19 +59,24 @@ class ModelTrainer:
     corpus has a test split.
 
     Args:
-        model: a :class:`TextClassifier` or :class:`TextRegressor`.
+        model: a :class:`TextClassifier`, :class:`TextRegressor` or :class:`SequenceTagger`.
         corpus: a :class:`multienc.datasets.Corpus` of the matching task type.
         optimizer: ``"AdamW"`` (the only optimizer; kept for the seed's signature).
     """
 
     def __init__(self, model: _TaskHead, corpus: Corpus, optimizer: Any = "AdamW"):
         if not isinstance(model, _TaskHead):
-            raise TypeError(f"model must be a TextClassifier or TextRegressor, got {type(model).__name__}")
+            raise TypeError(f"model must be a TextClassifier, TextRegressor or SequenceTagger, "
+                            f"got {type(model).__name__}")
         if not isinstance(corpus, Corpus):
             raise TypeError(f"corpus must be a multienc.datasets.Corpus, got {type(corpus).__name__}")
         if getattr(optimizer, "__name__", optimizer) != "AdamW":
             raise ValueError(f"only the AdamW optimizer is available, got {optimizer!r}")
         regression = corpus.is_regression
+        self.tagging = corpus.task_type == "Sequence labeling"
+        if self.tagging != isinstance(model, SequenceTagger):
+            raise ValueError(f"{corpus.name} is a {corpus.task_type} corpus; " + (
+                "use a SequenceTagger" if self.tagging else "a SequenceTagger needs a Sequence labeling corpus"))
         if isinstance(model, TextClassifier) and regression:
             raise ValueError(f"{corpus.name} is a regression corpus ({corpus.task_type}); use a TextRegressor")
         if isinstance(model, TextRegressor) and not regression:
@@ -104,12 +110,36 @@ class ModelTrainer:
     def _check_labels(self, split: Sequence[Sentence], which: str) -> None:
         for i, s in enumerate(split):
             lab = s.label
-            if self.corpus.is_regression:
+            if self.tagging:
+                self._check_tags(s, f"{self.corpus.name} {which}[{i}]")
+            elif self.corpus.is_regression:
                 if isinstance(lab, bool) or not isinstance(lab, (int, float)) or not math.isfinite(lab):
                     raise ValueError(f"{self.corpus.name} {which}[{i}]: regression label {lab!r} is not a finite number")
             elif isinstance(lab, bool) or not isinstance(lab, (int, np.integer)) or not 0 <= lab < self.model.num_classes:
                 raise ValueError(f"{self.corpus.name} {which}[{i}]: label {lab!r} is outside the "
                                  f"{self.model.num_classes} classes (0..{self.model.num_classes - 1})")
+
+    def _check_tags(self, s: Sentence, where: str) -> None:
+        """A tagged sentence: at least one non-blank token, one tag id per token, ids in range."""
+        C = self.model.num_classes
+        if not s.tokens:
+            raise ValueError(f"{where}: the sentence has no tokens; a tagged sentence needs at least one word")
+        blank = [j for j, w in enumerate(s.tokens) if not isinstance(w, str) or not w.strip()]
+        if blank:
+            raise ValueError(f"{where}: token {blank[0]} ({s.tokens[blank[0]]!r}) is empty or not a str")
+        if not isinstance(s.label, list) or len(s.label) != len(s.tokens):
+            n = len(s.label) if isinstance(s.label, list) else s.label
+            raise ValueError(f"{where}: {len(s.tokens)} tokens but tags {n!r}; one tag per token is needed")
+        bad = [t for t in s.label if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < C]
+        if bad:
+            raise ValueError(f"{where}: tag {bad[0]!r} is outside the {C} tags (0..{C - 1}) of the label map")
+
+    def _step_inputs(self, batch: Sequence[Sentence]) -> Tuple[list, np.ndarray, Dict[str, Any]]:
+        """(inputs, targets, extra keyword arguments) of the C model's training step for a batch."""
+        if self.tagging:
+            inputs, lengths, targets = self.model._tagging_inputs([s.tokens for s in batch], [s.label for s in batch])
+            return inputs, targets, {"lengths": lengths}
+        return build_inputs(self.model.language_models, [s.text for s in batch]), self._targets(batch), {}
 
     @staticmethod
     def _non_empty(split: Sequence[Sentence], which: str) -> List[Sentence]:
@@ -124,6 +154,8 @@ class ModelTrainer:
     def evaluate(self, sentences: Sequence[Sentence], batch_size: int = 32) -> Tuple[float, Dict[str, float], np.ndarray]:
         """(mean batch loss, {metric: score}, predictions) of the current model on ``sentences``."""
         model = self.model
+        if self.tagging:
+            return self._evaluate_tags(sentences, batch_size)
         losses, outs = [], []
         for i in range(0, len(sentences), batch_size):
             chunk = sentences[i:i + batch_size]
@@ -136,6 +168,33 @@ class ModelTrainer:
         scores = {m: me_metrics.compute(m, gold, pred.tolist(), self.corpus.task_type, self.corpus.label_map)
                   for m in self.metrics}
         return float(np.mean(losses)) if losses else float("nan"), scores, pred
+
+    def _evaluate_tags(self, sentences: Sequence[Sentence], batch_size: int
+                       ) -> Tuple[float, Dict[str, float], List[List[int]]]:
+        """:meth:`evaluate` of a tagger: predictions are tag-id lists, one id per token."""
+        losses, pred = [], []
+        for i in range(0, len(sentences), batch_size):
+            chunk = sentences[i:i + batch_size]
+            tags, _, _, loss = self.model._tag_batch([s.tokens for s in chunk], [s.label for s in chunk],
+                                                     label_map=self.corpus.label_map)
+            losses.append(loss)
+            pred += tags
+        gold = [s.label for s in sentences]
+        scores = {m: me_metrics.compute(m, gold, pred, self.corpus.task_type, self.corpus.label_map)
+                  for m in self.metrics}
+        return float(np.mean(losses)) if losses else float("nan"), scores, pred
+
+    def _tag_names(self, ids: Sequence[int]) -> List[str]:
+        inverse = {v: k for k, v in (self.corpus.label_map or {}).items()}
+        return [inverse.get(int(t), str(t)) for t in ids]
+
+    def _write_test_tsv(self, path: str, sentences: Sequence[Sentence], pred: List[List[int]]) -> None:
+        """CoNLL-style predictions: ``token<TAB>gold<TAB>predicted`` lines, a blank line after each sentence."""
+        with open(path, "w", encoding="utf-8") as f:
+            for s, p in zip(sentences, pred):
+                for word, gold, guess in zip(s.tokens, self._tag_names(s.label), self._tag_names(p)):
+                    f.write(f"{word}\t{gold}\t{guess}\n")
+                f.write("\n")
 
     # ------------------------------------------------------------------- train
     def train(self, learning_rate: Union[float, Sequence[float]] = 2e-5, decoder_learning_rate: Optional[float] = None,
@@ -301,10 +360,10 @@ class ModelTrainer:
                 trainable = [lm.fine_tune for lm in model.language_models]
                 if freeze_prob > 0 and rng.random() < freeze_prob:
                     trainable[int(rng.integers(0, n_lms))] = False
-                inputs = build_inputs(model.language_models, [s.text for s in batch])
+                inputs, targets, extra = self._step_inputs(batch)
                 try:
-                    loss, _ = model._c.train_step(inputs, self._targets(batch), lrs, wd, trainable,
-                                                  seed=(int(seed) << 32) + step, max_grad_norm=max_grad_norm)
+                    loss, _ = model._c.train_step(inputs, targets, lrs, wd, trainable,
+                                                  seed=(int(seed) << 32) + step, max_grad_norm=max_grad_norm, **extra)
                 except ValueError as e:
                     if "no update was made" not in str(e):
                         raise
@@ -358,7 +417,12 @@ class ModelTrainer:
                 self.model = current
             history["test_scores"] = scores
             log.info("TEST set performance: " + " ".join(f"{m} {round(v, 4)}" for m, v in scores.items()))
-            if isinstance(current, TextClassifier):
+            if self.tagging:
+                self._write_test_tsv(os.path.join(base_path, "test.tsv"), test, pred)
+                report = me_metrics.entity_classification_report([self._tag_names(s.label) for s in test],
+                                                                 [self._tag_names(p) for p in pred])
+                log.info("entity-level precision, recall and F1 per type (seqeval):\n" + report)
+            elif isinstance(current, TextClassifier):
                 names = None
                 if self.corpus.label_map:
                     inv = {v: k for k, v in self.corpus.label_map.items()}

@@ -18,6 +18,13 @@ void cpu_cross_entropy_forward(float *loss, float *probs, const float *logits, c
 void cpu_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *targets, int R, int C);
 void cpu_mse_forward(float *loss, const float *pred, const float *target, int R, int C);
 void cpu_mse_backward(float *dpred, const float *pred, const float *target, int R, int C);
+void cpu_crf_forward(float *loss, double *scratch, const float *em, const int32_t *tags, const int32_t *lengths,
+                     const float *trans, const float *start, const float *end, int B, int K, int C);
+void cpu_crf_backward(float *dem, float *dtrans, float *dstart, float *dend, double *scratch, const float *em,
+                      const int32_t *tags, const int32_t *lengths, const float *trans, const float *start,
+                      const float *end, int B, int K, int C);
+void cpu_crf_viterbi(int32_t *path, double *scratch, const float *em, const int32_t *lengths, const float *trans,
+                     const float *start, const float *end, int B, int K, int C);
 double cpu_sum_squares(const float *x, size_t n);
 void cpu_scale(float *x, size_t n, float factor);
 void cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,

@@ -266,3 +266,159 @@ void cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, do
         if (a < b) adamw_range(p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, -step_size);
     }
 }
+
+/* ------------------------------------------------------------------ linear-chain CRF
+ * Scratch layout (doubles): alpha [B*K*C] | beta [B*K*C] | logZ [B] | nll [B]. Every
+ * sentence is independent (one OpenMP iteration each); sums run in sentence order. */
+
+static double lse(const double *x, int n) {
+    double mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (isinf(mx)) return mx;
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += exp(x[i] - mx);
+    return mx + log(s);
+}
+
+static int crf_count(const int32_t *lengths, int B) {
+    int n = 0;
+    for (int b = 0; b < B; b++) n += lengths[b];
+    return n;
+}
+
+/* Forward algorithm of one sentence: alpha rows 0..L-1 (log space). tmp holds C doubles. */
+static void crf_alpha(double *alpha, const float *em, const float *trans, const float *start, int L, int C,
+                        double *tmp) {
+    for (int j = 0; j < C; j++) alpha[j] = (double)start[j] + em[j];
+    for (int k = 1; k < L; k++)
+        for (int j = 0; j < C; j++) {
+            for (int i = 0; i < C; i++) tmp[i] = alpha[(size_t)(k - 1) * C + i] + trans[(size_t)i * C + j];
+            alpha[(size_t)k * C + j] = lse(tmp, C) + em[(size_t)k * C + j];
+        }
+}
+
+void cpu_crf_forward(float *loss, double *scratch, const float *em, const int32_t *tags, const int32_t *lengths,
+                     const float *trans, const float *start, const float *end, int B, int K, int C) {
+    const size_t BKC = (size_t)B * K * C;
+    double *alpha = scratch, *logz = scratch + 2 * BKC, *nll = logz + B;
+#pragma omp parallel for if ((size_t)B * K * C * C > PAR_MIN) schedule(static)
+    for (int b = 0; b < B; b++) {
+        const int L = lengths[b];
+        double tmp[C];
+        logz[b] = nll[b] = 0.0;
+        if (L <= 0) continue;
+        double *a = alpha + (size_t)b * K * C;
+        const float *e = em + (size_t)b * K * C;
+        const int32_t *y = tags + (size_t)b * K;
+        crf_alpha(a, e, trans, start, L, C, tmp);
+        for (int j = 0; j < C; j++) tmp[j] = a[(size_t)(L - 1) * C + j] + end[j];
+        logz[b] = lse(tmp, C);
+        double score = (double)start[y[0]] + e[y[0]] + end[y[L - 1]];
+        for (int k = 1; k < L; k++) score += (double)trans[(size_t)y[k - 1] * C + y[k]] + e[(size_t)k * C + y[k]];
+        nll[b] = logz[b] - score;
+    }
+    double total = 0.0;
+    for (int b = 0; b < B; b++) total += nll[b];
+    int n = crf_count(lengths, B);
+    *loss = n ? (float)(total / n) : 0.0f;
+}
+
+void cpu_crf_backward(float *dem, float *dtrans, float *dstart, float *dend, double *scratch, const float *em,
+                      const int32_t *tags, const int32_t *lengths, const float *trans, const float *start,
+                      const float *end, int B, int K, int C) {
+    const size_t BKC = (size_t)B * K * C;
+    const double *alpha = scratch, *logz = scratch + 2 * BKC;
+    double *beta = scratch + BKC;
+    const int n = crf_count(lengths, B);
+    const double inv = n ? 1.0 / n : 0.0;
+    memset(dem, 0, sizeof(float) * BKC);
+    /* emissions: per sentence in parallel (beta, unary marginals) */
+#pragma omp parallel for if ((size_t)B * K * C * C > PAR_MIN) schedule(static)
+    for (int b = 0; b < B; b++) {
+        const int L = lengths[b];
+        if (L <= 0) continue;
+        double tmp[C];
+        const double *a = alpha + (size_t)b * K * C;
+        double *be = beta + (size_t)b * K * C;
+        const float *e = em + (size_t)b * K * C;
+        float *d = dem + (size_t)b * K * C;
+        const int32_t *y = tags + (size_t)b * K;
+        for (int i = 0; i < C; i++) be[(size_t)(L - 1) * C + i] = end[i];
+        for (int k = L - 2; k >= 0; k--)
+            for (int i = 0; i < C; i++) {
+                for (int j = 0; j < C; j++)
+                    tmp[j] = (double)trans[(size_t)i * C + j] + e[(size_t)(k + 1) * C + j] +
+                             be[(size_t)(k + 1) * C + j];
+                be[(size_t)k * C + i] = lse(tmp, C);
+            }
+        for (int k = 0; k < L; k++)
+            for (int j = 0; j < C; j++)
+                d[(size_t)k * C + j] = (float)((exp(a[(size_t)k * C + j] + be[(size_t)k * C + j] - logz[b]) -
+                                                (y[k] == j ? 1.0 : 0.0)) * inv);
+    }
+    /* transitions, start, end: sentence order (deterministic sums) */
+    for (int b = 0; b < B; b++) {
+        const int L = lengths[b];
+        if (L <= 0) continue;
+        const double *a = alpha + (size_t)b * K * C, *be = beta + (size_t)b * K * C;
+        const float *e = em + (size_t)b * K * C;
+        const int32_t *y = tags + (size_t)b * K;
+        for (int j = 0; j < C; j++) {
+            dstart[j] += (float)((exp(a[j] + be[j] - logz[b]) - (y[0] == j)) * inv);
+            dend[j] += (float)((exp(a[(size_t)(L - 1) * C + j] + be[(size_t)(L - 1) * C + j] - logz[b]) -
+                                (y[L - 1] == j)) * inv);
+        }
+        for (int k = 1; k < L; k++) {
+            for (int i = 0; i < C; i++)
+                for (int j = 0; j < C; j++) {
+                    double p = exp(a[(size_t)(k - 1) * C + i] + trans[(size_t)i * C + j] + e[(size_t)k * C + j] +
+                                   be[(size_t)k * C + j] - logz[b]);
+                    dtrans[(size_t)i * C + j] += (float)(p * inv);
+                }
+            dtrans[(size_t)y[k - 1] * C + y[k]] -= (float)inv;
+        }
+    }
+}
+
+void cpu_crf_viterbi(int32_t *path, double *scratch, const float *em, const int32_t *lengths, const float *trans,
+                     const float *start, const float *end, int B, int K, int C) {
+    const size_t BKC = (size_t)B * K * C;
+    double *delta = scratch, *back = scratch + BKC;
+#pragma omp parallel for if ((size_t)B * K * C * C > PAR_MIN) schedule(static)
+    for (int b = 0; b < B; b++) {
+        const int L = lengths[b];
+        int32_t *p = path + (size_t)b * K;
+        for (int k = 0; k < K; k++) p[k] = -1;
+        if (L <= 0) continue;
+        double *dl = delta + (size_t)b * K * C, *bk = back + (size_t)b * K * C;
+        const float *e = em + (size_t)b * K * C;
+        for (int j = 0; j < C; j++) dl[j] = (double)start[j] + e[j];
+        for (int k = 1; k < L; k++)
+            for (int j = 0; j < C; j++) {
+                int best = 0;
+                double bs = dl[(size_t)(k - 1) * C] + trans[j];
+                for (int i = 1; i < C; i++) {
+                    double s = dl[(size_t)(k - 1) * C + i] + trans[(size_t)i * C + j];
+                    if (s > bs) {
+                        bs = s;
+                        best = i;
+                    }
+                }
+                dl[(size_t)k * C + j] = bs + e[(size_t)k * C + j];
+                bk[(size_t)k * C + j] = best;
+            }
+        int cur = 0;
+        double bs = dl[(size_t)(L - 1) * C] + end[0];
+        for (int j = 1; j < C; j++) {
+            double s = dl[(size_t)(L - 1) * C + j] + end[j];
+            if (s > bs) {
+                bs = s;
+                cur = j;
+            }
+        }
+        for (int k = L - 1; k >= 0; k--) {
+            p[k] = cur;
+            if (k > 0) cur = (int)bk[(size_t)k * C + cur];
+        }
+    }
+}

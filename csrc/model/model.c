@@ -27,12 +27,15 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         return me_error(err, ME_ERR_VALUE, "unknown combine method %d", cfg->combine);
     if ((cfg->combine == ME_COMBINE_NONE) != (n == 1))
         return me_error(err, ME_ERR_VALUE, "combine 'none' is for exactly one language model");
-    if (cfg->task != ME_TASK_CLASSIFY && cfg->task != ME_TASK_REGRESS)
+    if (cfg->task != ME_TASK_CLASSIFY && cfg->task != ME_TASK_REGRESS && cfg->task != ME_TASK_CRF)
         return me_error(err, ME_ERR_VALUE, "unknown task %d", cfg->task);
-    if (cfg->num_classes < 0 || (cfg->task == ME_TASK_CLASSIFY && cfg->num_classes == 1))
+    if (cfg->num_classes < 0 || (cfg->task != ME_TASK_REGRESS && cfg->num_classes == 1) ||
+        (cfg->task == ME_TASK_CRF && cfg->num_classes == 0))
         return me_error(err, ME_ERR_VALUE,
-                        "num_classes must be >= 2 for classification, >= 1 for regression, or 0 for no "
-                        "decoder (got %d)", cfg->num_classes);
+                        "num_classes must be >= 2 for classification and tagging, >= 1 for regression, or 0 for "
+                        "no decoder (got %d)", cfg->num_classes);
+    if (cfg->pool_rows != 1 && cfg->pool_rows != 2)
+        return me_error(err, ME_ERR_VALUE, "pool_rows must be 1 or 2 (got %d)", cfg->pool_rows);
     if (!(cfg->combine_dropout >= 0.0f && cfg->combine_dropout < 1.0f))
         return me_error(err, ME_ERR_VALUE, "combine_dropout must be in [0, 1)");
     for (int i = 0; i < n; i++)
@@ -42,6 +45,9 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         return me_error(err, ME_ERR_NOTIMPL,
                         "the task model (pooling, combiner, losses, optimizer) is not implemented on the "
                         "'%s' backend yet; use device='cpu'", be->name);
+    if (cfg->task == ME_TASK_CRF && !be->crf_forward)
+        return me_error(err, ME_ERR_NOTIMPL, "the CRF is not implemented on the '%s' backend yet; use device='cpu'",
+                        be->name);
     MeModel *m = calloc(1, sizeof(MeModel));
     if (!m) return me_error(err, ME_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
@@ -68,7 +74,7 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     int P = 0, sum = 0;
     for (int i = 0; i < n; i++) {
         m->lms[i] = lms[i];
-        m->H[i] = lms[i]->cfg.hidden_size;
+        m->H[i] = cfg->pool_rows * lms[i]->cfg.hidden_size;
         P = m->H[i] > P ? m->H[i] : P;
         sum += m->H[i];
     }
@@ -76,10 +82,11 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     if (cfg->combine == ME_COMBINE_CONCAT && cfg->use_layer_norm)
         for (int i = 0; i < n; i++)
             if (m->H[i] != P) {
+                const int h = m->H[i];
                 me_model_free(m);
                 return me_error(err, ME_ERR_VALUE,
                                 "use_layer_norm with combine_method='concat' shares one LayerNorm, so the "
-                                "language models need equal hidden sizes (got %d and %d)", m->H[i], P);
+                                "language models need equal hidden sizes (got %d and %d)", h, P);
             }
     m->E = cfg->combine == ME_COMBINE_CONCAT ? sum : cfg->combine == ME_COMBINE_NONE ? m->H[0] : P;
     MeParamList pl = {0};
@@ -103,6 +110,11 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     if (m->C > 0) {
         m->dec_w = me_params_add(&pl, "decoder.weight", m->C, m->E, 1);
         m->dec_b = me_params_add(&pl, "decoder.bias", m->C, 0, 1);
+    }
+    if (cfg->task == ME_TASK_CRF) { /* pytorch-crf's names; trained with the decoder's group */
+        m->crf_trans = me_params_add(&pl, "crf.transitions", m->C, m->C, 1);
+        m->crf_start = me_params_add(&pl, "crf.start_transitions", m->C, 0, 1);
+        m->crf_end = me_params_add(&pl, "crf.end_transitions", m->C, 0, 1);
     }
     m->info = pl.info;
     m->nparams = pl.n;
@@ -163,7 +175,7 @@ static size_t carve(MeModel *m, float *base, const MeLmInput *in, int B, int K) 
         off += ((size_t)(count) + 15) / 16 * 16;               \
     } while (0)
     for (int i = 0; i < m->n; i++) {
-        TAKE(m->pool_w[i], (size_t)B * K * in[i].T);
+        TAKE(m->pool_w[i], (size_t)B * K * m->cfg.pool_rows * in[i].T);
         TAKE(m->pooled[i], R * m->H[i]);
         TAKE(m->d_pooled[i], R * m->H[i]);
     }
@@ -186,6 +198,14 @@ static size_t carve(MeModel *m, float *base, const MeLmInput *in, int B, int K) 
     TAKE(m->d_x, n * R * P);
     TAKE(m->d_proj, n * R * P);
     TAKE(m->d_scores, n * R);
+    float *ints = NULL, *crf = NULL;
+    TAKE(ints, (size_t)B + R); /* lengths_i [B] | path_i [R] */
+    TAKE(crf, m->cfg.task == ME_TASK_CRF ? 2 * ME_CRF_SCRATCH(B, K, C) : 0);
+    if (base) {
+        m->lengths_i = (int32_t *)ints;
+        m->path_i = m->lengths_i + B;
+        m->crf_scratch = (double *)crf; /* offsets are multiples of 16 floats: aligned for double */
+    }
 #undef TAKE
     return off;
 }
@@ -204,11 +224,28 @@ static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char 
 
 /* ---------------------------------------------------------------- forward */
 
-int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *targets, int train,
-                     uint64_t seed, float *outputs, float *alpha, float *embedding, float *loss, char *err) {
+int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                     const void *targets, int train, uint64_t seed, float *outputs, int32_t *tags,
+                     float *alpha, float *embedding, float *loss, char *err) {
     const MeBackend *be = m->be;
+    const int crf = m->cfg.task == ME_TASK_CRF;
     if (targets && m->C == 0) return me_error(err, ME_ERR_VALUE, "a model without decoder has no loss");
+    if (tags && !crf) return me_error(err, ME_ERR_VALUE, "Viterbi tags come from a CRF head; this head has none");
+    if (crf && (tags || targets) && !lengths)
+        return me_error(err, ME_ERR_VALUE, "the CRF needs each sentence's length (number of words)");
     if (B <= 0 || K <= 0) return me_error(err, ME_ERR_VALUE, "empty batch (%d sentences, %d rows each)", B, K);
+    for (int b = 0; lengths && b < B; b++)
+        if (lengths[b] < 0 || lengths[b] > K)
+            return me_error(err, ME_ERR_VALUE, "sentence %d: length %d is outside 0..%d rows", b, lengths[b], K);
+    if (crf && targets)
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < lengths[b]; k++) {
+                int32_t t = ((const int32_t *)targets)[(size_t)b * K + k];
+                if (t < 0 || t >= m->C)
+                    return me_error(err, ME_ERR_VALUE,
+                                    "sentence %d, word %d: tag %d is outside the %d tags (the CRF needs a tag for "
+                                    "every word inside the sentence's length)", b, k, t, m->C);
+            }
     for (int i = 0; i < m->n; i++)
         if (!in[i].pool || in[i].T <= 0) return me_error(err, ME_ERR_VALUE, "language model %d: empty input", i + 1);
     int st = ensure_workspace(m, in, B, K, err);
@@ -232,8 +269,10 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *
             memcpy(err, tmp, ME_ERRLEN);
             return st;
         }
-        be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * in[i].T);
-        be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K, m->H[i]);
+        const int pr = m->cfg.pool_rows;
+        be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * pr * in[i].T);
+        /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
+        be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K * pr, m->H[i] / pr);
     }
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
@@ -281,8 +320,18 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *
     if (embedding) be->to_host(embedding, m->comb, sizeof(float) * (size_t)R * E);
     if (C > 0) be->matmul_forward(m->logits, m->drop, Wt + m->dec_w, Wt + m->dec_b, R, E, C);
 
+    if (crf && lengths) be->to_device(m->lengths_i, lengths, sizeof(int32_t) * B);
+    if (tags) { /* before the loss: Viterbi reuses the scratch that the CRF's backward reads */
+        be->crf_viterbi(m->path_i, m->crf_scratch, m->logits, m->lengths_i, Wt + m->crf_trans, Wt + m->crf_start,
+                        Wt + m->crf_end, B, K, C);
+        be->to_host(tags, m->path_i, sizeof(int32_t) * R);
+    }
     if (targets) {
-        if (m->cfg.task == ME_TASK_CLASSIFY) {
+        if (crf) {
+            be->to_device(m->targets_i, targets, sizeof(int32_t) * R);
+            be->crf_forward(m->loss, m->crf_scratch, m->logits, m->targets_i, m->lengths_i, Wt + m->crf_trans,
+                            Wt + m->crf_start, Wt + m->crf_end, B, K, C);
+        } else if (m->cfg.task == ME_TASK_CLASSIFY) {
             const int32_t *t = targets;
             for (int r = 0; r < R; r++)
                 if (t[r] >= C)
@@ -316,7 +365,10 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) {
         m->trainable_now[i] = trainable[i];
         if (trainable[i]) be->zero(m->lms[i]->grads, m->lms[i]->nfloats * sizeof(float));
     }
-    if (m->cfg.task == ME_TASK_CLASSIFY)
+    if (m->cfg.task == ME_TASK_CRF)
+        be->crf_backward(m->d_logits, G + m->crf_trans, G + m->crf_start, G + m->crf_end, m->crf_scratch, m->logits,
+                         m->targets_i, m->lengths_i, Wt + m->crf_trans, Wt + m->crf_start, Wt + m->crf_end, B, K, C);
+    else if (m->cfg.task == ME_TASK_CLASSIFY)
         be->cross_entropy_backward(m->d_logits, m->probs, m->targets_i, R, C);
     else
         be->mse_backward(m->d_logits, m->logits, m->targets_f, R, C);
@@ -369,7 +421,9 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) {
     for (int i = 0; i < n; i++) {
         if (!trainable[i]) continue;
         MeEncoder *enc = m->lms[i];
-        be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], B, enc->T, K, m->H[i], 0);
+        const int pr = m->cfg.pool_rows;
+        be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], B, enc->T, K * pr, m->H[i] / pr,
+                          0);
         int st = me_encoder_backward_device(enc, err);
         if (st) return st;
     }
@@ -388,13 +442,13 @@ static int ensure_moments(MeModel *m, int i, char *err) {
     return ME_OK;
 }
 
-int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const void *targets,
-                        uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
+int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                        const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err) {
     if (!targets) return me_error(err, ME_ERR_VALUE, "a training step needs targets");
     const MeBackend *be = m->be;
     float l = 0.0f;
-    int st = me_model_forward(m, in, B, K, targets, 1, seed, outputs, NULL, NULL, &l, err);
+    int st = me_model_forward(m, in, B, K, lengths, targets, 1, seed, outputs, NULL, NULL, NULL, &l, err);
     if (st) return st;
     if (loss) *loss = l;
     if (!isfinite(l))

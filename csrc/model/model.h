@@ -2,7 +2,8 @@
  * each LM's hidden states into row vectors (sentence: one row per sentence;
  * word level: one row per word), a combiner (none / concat / mean / DME with
  * per-LM projections and an optional shared LayerNorm), dropout, a linear
- * decoder and a loss. One call runs the forward of every LM, the head, the
+ * decoder and a loss (cross-entropy per row, MSE, or a linear-chain CRF over
+ * each sentence's rows). One call runs the forward of every LM, the head, the
  * loss, the whole backward, gradient-norm clipping and AdamW with per-group
  * learning rates. */
 #ifndef MULTIENC_MODEL_H
@@ -11,7 +12,9 @@
 #include "model/encoder.h"
 
 typedef enum { ME_COMBINE_NONE = 0, ME_COMBINE_CONCAT = 1, ME_COMBINE_MEAN = 2, ME_COMBINE_DME = 3 } MeCombine;
-typedef enum { ME_TASK_CLASSIFY = 0, ME_TASK_REGRESS = 1 } MeTask;
+/* CLASSIFY: cross-entropy per row (sentence classes, or word tags without a CRF); REGRESS: MSE;
+ * CRF: each sentence's first lengths[b] rows are one tag sequence scored by a linear-chain CRF. */
+typedef enum { ME_TASK_CLASSIFY = 0, ME_TASK_REGRESS = 1, ME_TASK_CRF = 2 } MeTask;
 
 typedef struct {
     int combine;        /* MeCombine */
@@ -20,14 +23,17 @@ typedef struct {
     float combine_dropout;
     int task;           /* MeTask */
     int num_classes;    /* outputs per row (1 for single-target regression; 0: no decoder, no loss) */
+    int pool_rows;      /* pooled hidden-state rows per output row, joined side by side: 1, or 2 for
+                           word vectors made of the first and the last sub-word (width 2H per LM) */
 } MeHeadConfig;
 
-/* One LM's part of a batch (host memory). pool [B, K, T] weights hidden states into K rows
- * per sentence (a one-hot row for CLS pooling, 1/len over real tokens for mean pooling,
- * sub-word weights per word for word-level pooling). */
+/* One LM's part of a batch (host memory). pool [B, K * pool_rows, T] weights hidden states into
+ * K * pool_rows rows per sentence (a one-hot row for CLS pooling, 1/len over real tokens for mean
+ * pooling, sub-word weights per word for word-level pooling); rows p*r .. p*r + p-1 (p = pool_rows)
+ * are joined side by side into output row r. */
 typedef struct {
     const int32_t *ids, *mask, *types; /* [B, T]; types may be NULL */
-    const float *pool;                 /* [B, K, T] */
+    const float *pool;                 /* [B, K * pool_rows, T] */
     int T;
 } MeLmInput;
 
@@ -44,7 +50,7 @@ typedef struct {
     const MeBackend *be;
     int n;              /* number of LMs */
     MeEncoder **lms;    /* borrowed; the binding keeps them alive */
-    int *H;             /* hidden size per LM */
+    int *H;             /* width of each LM's pooled row: pool_rows x its hidden size */
     int P;              /* projection size (dme/mean) */
     int E;              /* combined embedding length */
     int C;              /* num_classes */
@@ -55,7 +61,7 @@ typedef struct {
     float *params, *grads, *adam_m, *adam_v;
     int step;                   /* optimizer steps taken by the head */
     size_t *proj_w, *proj_b;    /* per LM (dme/mean) */
-    size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b;
+    size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b, crf_trans, crf_start, crf_end;
     float **lm_m, **lm_v;       /* AdamW moments per LM (allocated on first update) */
     int *lm_step;
 
@@ -66,7 +72,8 @@ typedef struct {
     int *trainable_now;
     float **pool_w, **pooled, **d_pooled;
     float *proj, *ln_out, *ln_mean, *ln_rstd, *scores, *alpha, *comb, *drop, *logits, *probs, *loss;
-    int32_t *targets_i;
+    int32_t *targets_i, *lengths_i, *path_i;
+    double *crf_scratch;
     float *targets_f;
     float *d_logits, *d_drop, *d_comb, *d_x, *d_proj, *d_scores;
 } MeModel;
@@ -76,19 +83,22 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
                     const MeBackend *be, char *err);
 void me_model_free(MeModel *m);
 
-/* Forward of every LM and the head on B sentences (K rows each). targets (host) may be
- * NULL; else int32 [R] class ids (negative = ignored row) or float [R, C]. Host outputs,
- * each may be NULL: outputs = logits / predictions [R, C]; alpha = DME / mean weights
- * [n, R]; embedding = the combined vectors before dropout [R, E]; *loss when targets
- * were given. */
-int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const void *targets, int train,
-                     uint64_t seed, float *outputs, float *alpha, float *embedding, float *loss,
-                     char *err);
+/* Forward of every LM and the head on B sentences (K rows each). lengths (host, [B], 0..K)
+ * says how many rows of each sentence the CRF reads (needed with targets or tags; other tasks
+ * ignore it).
+ * targets (host) may be NULL; else int32 [R] class ids (negative = ignored row; for the CRF
+ * read only inside each length, where they must be valid) or float [R, C]. Host outputs,
+ * each may be NULL: outputs = logits / predictions / CRF emissions [R, C]; tags = the CRF's
+ * Viterbi tags [R] (-1 past each length; CRF only); alpha = DME / mean weights [n, R];
+ * embedding = the combined vectors before dropout [R, E]; *loss when targets were given. */
+int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                     const void *targets, int train, uint64_t seed, float *outputs, int32_t *tags,
+                     float *alpha, float *embedding, float *loss, char *err);
 
 /* A whole training step: forward (train mode), loss, backward, clipping, AdamW.
  * *grad_norm receives the total norm before clipping. */
-int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const void *targets,
-                        uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
+int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                        const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err);
 
 /* Backward of the last forward into the gradient buffers (zeroed first); for tests and

@@ -75,7 +75,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     MeHeadConfig c;
     if (cfg_int(cfgd, "combine", &c.combine, 0) || cfg_int(cfgd, "use_layer_norm", &c.use_layer_norm, 0) ||
         cfg_float(cfgd, "ln_eps", &c.ln_eps, 1e-3f) || cfg_float(cfgd, "combine_dropout", &c.combine_dropout, 0.0f) ||
-        cfg_int(cfgd, "task", &c.task, 0) || cfg_int(cfgd, "num_classes", &c.num_classes, 2)) {
+        cfg_int(cfgd, "task", &c.task, 0) || cfg_int(cfgd, "num_classes", &c.num_classes, 2) ||
+        cfg_int(cfgd, "pool_rows", &c.pool_rows, 1)) {
         Py_DECREF(tup);
         return -1;
     }
@@ -150,7 +151,7 @@ static PyArrayObject *take(Inputs *x, PyObject *o, int type, int nd, const char 
     return a;
 }
 
-/* inputs: sequence (one per LM) of (ids [B,T], mask [B,T], types [B,T] | None, pool [B,K,T]) */
+/* inputs: sequence (one per LM) of (ids [B,T], mask [B,T], types [B,T] | None, pool [B,K*pool_rows,T]) */
 static int parse_inputs(ModelObject *self, PyObject *seq, Inputs *x) {
     memset(x, 0, sizeof *x);
     PyObject *tup = PySequence_Tuple(seq);
@@ -172,7 +173,13 @@ static int parse_inputs(ModelObject *self, PyObject *seq, Inputs *x) {
         if (mask && types_o != Py_None) types = take(x, types_o, NPY_INT32, 2, "token types", i);
         PyArrayObject *pool = (mask && (types || types_o == Py_None)) ? take(x, pool_o, NPY_FLOAT32, 3, "pool", i) : NULL;
         if (!pool) goto fail;
-        int B = (int)PyArray_DIM(ids, 0), T = (int)PyArray_DIM(ids, 1), K = (int)PyArray_DIM(pool, 1);
+        const int pr = self->model->cfg.pool_rows;
+        int B = (int)PyArray_DIM(ids, 0), T = (int)PyArray_DIM(ids, 1), K = (int)PyArray_DIM(pool, 1) / pr;
+        if (PyArray_DIM(pool, 1) % pr) {
+            PyErr_Format(PyExc_ValueError, "inputs[%d]: pool has %d rows per sentence, not a multiple of the "
+                         "model's %d pooled rows per output row", i, (int)PyArray_DIM(pool, 1), pr);
+            goto fail;
+        }
         if (i == 0) {
             x->B = B;
             x->K = K;
@@ -199,10 +206,11 @@ fail:
     return -1;
 }
 
-/* targets: int class ids [R] for classification, float [R, C] (or [R] when C == 1) for regression */
+/* targets: int class / tag ids [R] for classification and the CRF, float [R, C] (or [R] when C == 1)
+ * for regression */
 static PyArrayObject *parse_targets(ModelObject *self, PyObject *o, int R) {
     const MeModel *m = self->model;
-    int cls = m->cfg.task == ME_TASK_CLASSIFY;
+    int cls = m->cfg.task != ME_TASK_REGRESS;
     PyArrayObject *t = (PyArrayObject *)PyArray_FROMANY(o, cls ? NPY_INT32 : NPY_FLOAT32, 1, 2,
                                                         NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
     if (!t) return NULL;
@@ -216,31 +224,60 @@ static PyArrayObject *parse_targets(ModelObject *self, PyObject *o, int R) {
     return t;
 }
 
+/* lengths: int [B] (words per sentence, for the CRF); None -> NULL, or every sentence's K rows
+ * when required (a CRF step). Returns 0, or -1 with an exception set. */
+static int parse_lengths(ModelObject *self, PyObject *o, int B, int K, int required, PyArrayObject **out) {
+    *out = NULL;
+    if (o == Py_None) {
+        if (!required) return 0;
+        npy_intp d[1] = {B};
+        if (!(*out = (PyArrayObject *)PyArray_EMPTY(1, d, NPY_INT32, 0))) return -1;
+        for (int b = 0; b < B; b++) ((int32_t *)PyArray_DATA(*out))[b] = K;
+        return 0;
+    }
+    *out = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!*out) return -1;
+    if (PyArray_DIM(*out, 0) != B) {
+        PyErr_Format(PyExc_ValueError, "lengths: expected %d values (one per sentence), got %ld", B,
+                     (long)PyArray_DIM(*out, 0));
+        Py_CLEAR(*out);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"inputs", "targets", "train", "seed", "embedding", NULL};
-    PyObject *inputs, *targets_o = Py_None;
-    int train = 0, want_emb = 0;
+    static char *kwlist[] = {"inputs", "targets", "train", "seed", "embedding", "lengths", "decode", NULL};
+    PyObject *inputs, *targets_o = Py_None, *lengths_o = Py_None;
+    int train = 0, want_emb = 0, decode = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OpKp", kwlist, &inputs, &targets_o, &train, &seed, &want_emb))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OpKpOp", kwlist, &inputs, &targets_o, &train, &seed, &want_emb,
+                                     &lengths_o, &decode))
         return NULL;
     if (!ready(self)) return NULL;
     Inputs x;
     if (parse_inputs(self, inputs, &x)) return NULL;
     MeModel *m = self->model;
     int R = x.B * x.K;
-    PyArrayObject *t = NULL;
-    if (targets_o != Py_None && !(t = parse_targets(self, targets_o, R))) {
+    PyArrayObject *t = NULL, *lens = NULL;
+    int crf_needs = m->cfg.task == ME_TASK_CRF && (decode || targets_o != Py_None);
+    if ((targets_o != Py_None && !(t = parse_targets(self, targets_o, R))) ||
+        parse_lengths(self, lengths_o, x.B, x.K, crf_needs, &lens)) {
+        Py_XDECREF(t);
         free_inputs(&x);
         return NULL;
     }
-    npy_intp od[2] = {R, m->C}, ad[2] = {m->n, R}, ed[2] = {R, want_emb ? m->E : 0};
+    npy_intp od[2] = {R, m->C}, ad[2] = {m->n, R}, ed[2] = {R, want_emb ? m->E : 0}, pd[2] = {x.B, decode ? x.K : 0};
     PyObject *out = PyArray_ZEROS(2, od, NPY_FLOAT32, 0);
     PyObject *alpha = out ? PyArray_ZEROS(2, ad, NPY_FLOAT32, 0) : NULL;
     PyObject *emb = alpha ? PyArray_ZEROS(2, ed, NPY_FLOAT32, 0) : NULL;
-    if (!emb) {
+    PyObject *path = emb ? PyArray_ZEROS(2, pd, NPY_INT32, 0) : NULL;
+    if (!path) {
         Py_XDECREF(out);
         Py_XDECREF(alpha);
+        Py_XDECREF(emb);
         Py_XDECREF(t);
+        Py_XDECREF(lens);
         free_inputs(&x);
         return NULL;
     }
@@ -248,19 +285,23 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds
     float loss = 0.0f;
     int st;
     const void *tp = t ? PyArray_DATA(t) : NULL;
+    const int32_t *lp = lens ? PyArray_DATA(lens) : NULL;
     float *po = PyArray_DATA((PyArrayObject *)out), *pa = PyArray_DATA((PyArrayObject *)alpha);
     float *pe = want_emb ? PyArray_DATA((PyArrayObject *)emb) : NULL;
+    int32_t *pp = decode ? PyArray_DATA((PyArrayObject *)path) : NULL;
     Py_BEGIN_ALLOW_THREADS
     lock_all(self);
-    st = me_model_forward(m, x.in, x.B, x.K, tp, train, seed, po, pa, pe, &loss, err);
+    st = me_model_forward(m, x.in, x.B, x.K, lp, tp, train, seed, po, pp, pa, pe, &loss, err);
     unlock_all(self);
     Py_END_ALLOW_THREADS
     Py_XDECREF(t);
+    Py_XDECREF(lens);
     free_inputs(&x);
     if (st) {
         Py_DECREF(out);
         Py_DECREF(alpha);
         Py_DECREF(emb);
+        Py_DECREF(path);
         return me_raise(st, err);
     }
     PyObject *lo = tp ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
@@ -268,6 +309,8 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds
         Py_DECREF(emb);
         emb = (Py_INCREF(Py_None), Py_None);
     }
+    if (decode) return Py_BuildValue("(NNNNN)", out, alpha, lo, emb, path);
+    Py_DECREF(path);
     return Py_BuildValue("(NNNN)", out, alpha, lo, emb);
 }
 
@@ -327,12 +370,12 @@ static int parse_doubles(PyObject *o, int n, double *out, const char *what) {
 
 static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"inputs", "targets", "lr", "weight_decay", "trainable", "seed",
-                             "max_grad_norm", "beta1", "beta2", "eps", NULL};
-    PyObject *inputs, *targets_o, *lr_o, *wd_o, *tr_o;
+                             "max_grad_norm", "beta1", "beta2", "eps", "lengths", NULL};
+    PyObject *inputs, *targets_o, *lr_o, *wd_o, *tr_o, *lengths_o = Py_None;
     unsigned long long seed = 0;
     double max_norm = 5.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|Kdddd", kwlist, &inputs, &targets_o, &lr_o, &wd_o, &tr_o,
-                                     &seed, &max_norm, &beta1, &beta2, &eps))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|KddddO", kwlist, &inputs, &targets_o, &lr_o, &wd_o, &tr_o,
+                                     &seed, &max_norm, &beta1, &beta2, &eps, &lengths_o))
         return NULL;
     if (!ready(self)) return NULL;
     MeModel *m = self->model;
@@ -343,8 +386,9 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
         return NULL;
     Inputs x;
     if (parse_inputs(self, inputs, &x)) return NULL;
-    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K);
-    if (!t) {
+    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
+    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
+        Py_XDECREF(t);
         free_inputs(&x);
         return NULL;
     }
@@ -356,10 +400,12 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
     const void *tp = PyArray_DATA(t);
     Py_BEGIN_ALLOW_THREADS
     lock_all(self);
-    st = me_model_train_step(m, x.in, x.B, x.K, tp, seed, &oc, NULL, &loss, &gnorm, err);
+    st = me_model_train_step(m, x.in, x.B, x.K, lens ? PyArray_DATA(lens) : NULL, tp, seed, &oc, NULL, &loss, &gnorm,
+                             err);
     unlock_all(self);
     Py_END_ALLOW_THREADS
     Py_DECREF(t);
+    Py_XDECREF(lens);
     free_inputs(&x);
     if (st) return me_raise(st, err);
     return Py_BuildValue("(dd)", (double)loss, gnorm);
@@ -381,13 +427,14 @@ static PyMethodDef Model_methods[] = {
     {"write_params", (PyCFunction)Model_write_params, METH_O, "Set the head's parameters from a float32 array."},
     {"read_grads", (PyCFunction)Model_read_grads, METH_O, "Copy the head's gradients into a float32 array."},
     {"forward", (PyCFunction)(void (*)(void))Model_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(inputs, targets=None, train=False, seed=0, embedding=False) -> (outputs [R, C], weights [n, R], "
-     "loss | None, embedding [R, E] | None)"},
+     "forward(inputs, targets=None, train=False, seed=0, embedding=False, lengths=None, decode=False) -> "
+     "(outputs [R, C], weights [n, R], loss | None, embedding [R, E] | None), plus the CRF's Viterbi tags "
+     "int32 [B, K] (-1 past each length) when decode. lengths [B]: words per sentence (CRF; default K)."},
     {"backward", (PyCFunction)Model_backward, METH_O,
      "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
      "train_step(inputs, targets, lr, weight_decay, trainable, seed=0, max_grad_norm=5.0, beta1=0.9, "
-     "beta2=0.999, eps=1e-8) -> (loss, grad_norm)"},
+     "beta2=0.999, eps=1e-8, lengths=None) -> (loss, grad_norm)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -641,6 +641,107 @@ fail:
     return NULL;
 }
 
+/* Validated CRF arguments: emissions [B,K,C], lengths [B] (0..K), trans [C,C], start/end [C],
+ * tags [B,K] with ids in 0..C-1 inside each length (tags may be NULL). */
+typedef struct {
+    PyArrayObject *em, *tags, *len, *tr, *st, *en;
+    int B, K, C;
+} CrfArgs;
+
+static void crf_release(CrfArgs *a) {
+    Py_XDECREF(a->em); Py_XDECREF(a->tags); Py_XDECREF(a->len); Py_XDECREF(a->tr); Py_XDECREF(a->st);
+    Py_XDECREF(a->en);
+}
+
+static int crf_parse(CrfArgs *a, PyObject *emo, PyObject *tgo, PyObject *lo, PyObject *tro, PyObject *sto, PyObject *eno) {
+    memset(a, 0, sizeof *a);
+    if (!(a->em = farr(emo, 3, "emissions")) || (tgo && !(a->tags = iarr(tgo, 2, "tags"))) ||
+        !(a->len = iarr(lo, 1, "lengths")) || !(a->tr = farr(tro, 2, "transitions")) ||
+        !(a->st = farr(sto, 1, "start")) || !(a->en = farr(eno, 1, "end")))
+        return -1;
+    a->B = D(a->em, 0);
+    a->K = D(a->em, 1);
+    a->C = D(a->em, 2);
+    if (a->C < 1 || D(a->len, 0) != a->B || D(a->tr, 0) != a->C || D(a->tr, 1) != a->C || D(a->st, 0) != a->C ||
+        D(a->en, 0) != a->C || (a->tags && (D(a->tags, 0) != a->B || D(a->tags, 1) != a->K))) {
+        PyErr_SetString(PyExc_ValueError, "shape mismatch");
+        return -1;
+    }
+    for (int b = 0; b < a->B; b++) {
+        int L = I32(a->len)[b];
+        if (L < 0 || L > a->K) {
+            PyErr_Format(PyExc_ValueError, "lengths[%d] = %d is outside 0..%d", b, L, a->K);
+            return -1;
+        }
+        for (int k = 0; a->tags && k < L; k++) {
+            int t = I32(a->tags)[(size_t)b * a->K + k];
+            if (t < 0 || t >= a->C) {
+                PyErr_Format(PyExc_ValueError, "tags[%d, %d] = %d is outside 0..%d", b, k, t, a->C - 1);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* crf(emissions [B,K,C], tags [B,K], lengths [B], trans [C,C], start [C], end [C])
+ * -> (loss, demissions [B,K,C], dtrans, dstart, dend) */
+static PyObject *ops_crf(PyObject *s, PyObject *args) {
+    PyObject *emo, *tgo, *lo, *tro, *sto, *eno;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &emo, &tgo, &lo, &tro, &sto, &eno)) return NULL;
+    CrfArgs a;
+    PyArrayObject *dem = NULL, *dtr = NULL, *dst = NULL, *den = NULL;
+    double *scratch = NULL;
+    if (crf_parse(&a, emo, tgo, lo, tro, sto, eno)) goto fail;
+    npy_intp ed[3] = {a.B, a.K, a.C}, td[2] = {a.C, a.C}, cd[1] = {a.C};
+    if (!(dem = zeros(3, ed)) || !(dtr = zeros(2, td)) || !(dst = zeros(1, cd)) || !(den = zeros(1, cd))) goto fail;
+    scratch = PyMem_Malloc(sizeof(double) * (ME_CRF_SCRATCH(a.B, a.K, a.C) + 1));
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    float loss;
+    Py_BEGIN_ALLOW_THREADS
+    BE->crf_forward(&loss, scratch, F(a.em), I32(a.tags), I32(a.len), F(a.tr), F(a.st), F(a.en), a.B, a.K, a.C);
+    BE->crf_backward(F(dem), F(dtr), F(dst), F(den), scratch, F(a.em), I32(a.tags), I32(a.len), F(a.tr), F(a.st),
+                     F(a.en), a.B, a.K, a.C);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    crf_release(&a);
+    return Py_BuildValue("(dNNNN)", (double)loss, dem, dtr, dst, den);
+fail:
+    crf_release(&a);
+    Py_XDECREF(dem); Py_XDECREF(dtr); Py_XDECREF(dst); Py_XDECREF(den);
+    return NULL;
+}
+
+/* crf_viterbi(emissions [B,K,C], lengths [B], trans [C,C], start [C], end [C]) -> path int32 [B,K] */
+static PyObject *ops_crf_viterbi(PyObject *s, PyObject *args) {
+    PyObject *emo, *lo, *tro, *sto, *eno;
+    if (!PyArg_ParseTuple(args, "OOOOO", &emo, &lo, &tro, &sto, &eno)) return NULL;
+    CrfArgs a;
+    PyArrayObject *path = NULL;
+    double *scratch = NULL;
+    if (crf_parse(&a, emo, NULL, lo, tro, sto, eno)) goto fail;
+    npy_intp pd[2] = {a.B, a.K};
+    if (!(path = (PyArrayObject *)PyArray_ZEROS(2, pd, NPY_INT32, 0))) goto fail;
+    scratch = PyMem_Malloc(sizeof(double) * (ME_CRF_SCRATCH(a.B, a.K, a.C) + 1));
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    BE->crf_viterbi(I32(path), scratch, F(a.em), I32(a.len), F(a.tr), F(a.st), F(a.en), a.B, a.K, a.C);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    crf_release(&a);
+    return (PyObject *)path;
+fail:
+    crf_release(&a);
+    Py_XDECREF(path);
+    return NULL;
+}
+
 static PyObject *ops_sum_squares(PyObject *s, PyObject *args) {
     PyObject *xo;
     if (!PyArg_ParseTuple(args, "O", &xo)) return NULL;
@@ -706,6 +807,8 @@ static PyMethodDef ops_methods[] = {
     {"ops_combine_backward", ops_combine_backward, METH_VARARGS, "(dout, x, alpha, with_scores) -> (dx, dscores)"},
     {"ops_cross_entropy", ops_cross_entropy, METH_VARARGS, "(logits, targets) -> (loss, probs, dlogits)"},
     {"ops_mse", ops_mse, METH_VARARGS, "(pred, target) -> (loss, dpred)"},
+    {"ops_crf", ops_crf, METH_VARARGS, "(emissions, tags, lengths, trans, start, end) -> (loss, dem, dtrans, dstart, dend)"},
+    {"ops_crf_viterbi", ops_crf_viterbi, METH_VARARGS, "(emissions, lengths, trans, start, end) -> path"},
     {"ops_sum_squares", ops_sum_squares, METH_VARARGS, "(x) -> sum of squares"},
     {"ops_scale", ops_scale, METH_VARARGS, "(x, factor) -> x * factor"},
     {"ops_adamw", ops_adamw, METH_VARARGS, "(p, g, m, v, lr, beta1, beta2, eps, wd, step) -> (p, m, v)"},

@@ -177,7 +177,7 @@ def read_column_file(path: PathLike, label_map: Mapping[str, int], word_column: 
     holding only spaces or tabs, as in WNUT-17) end a sentence; ``-DOCSTART-``
     lines separate documents and are dropped; the last sentence needs no blank
     line after it. ``to_iob2`` rewrites IOB1 tags (the official CoNLL-2003
-    files) as IOB2. Unknown tags raise CorpusFormatError.
+    files) as IOB2. Unknown tags, missing columns and empty tokens raise CorpusFormatError.
     """
     sentences: List[Sentence] = []
     words: List[str] = []
@@ -204,6 +204,9 @@ def read_column_file(path: PathLike, label_map: Mapping[str, int], word_column: 
                     continue
                 row = line.split(delimiter)
                 word = field(row, word_column, path, number)
+                if not word.strip():
+                    raise CorpusFormatError(path, number, f"empty token in column {word_column} (a tagged word "
+                                                          "must have at least one visible character)")
                 if word == "-DOCSTART-":
                     flush()
                     continue
