@@ -188,13 +188,14 @@ def _model_folder(model: str) -> str:
     return packaged_model_folder(model) if model in DEMO_MODELS and not os.path.isdir(model) else model
 
 
-def _language_models(models: Optional[List[str]], pooling: str) -> list:
+def _language_models(models: Optional[List[str]], pooling: str, announce: bool = True) -> list:
     from multienc.data import DEMO_MODELS
     from multienc.encoders import LanguageModel
     names = models or list(DEMO_MODELS)
     lms = []
     for name in names:
-        print(f"loading {name} ...", flush=True)
+        if announce:
+            print(f"loading {name} ...", flush=True)
         lms.append(LanguageModel(_model_folder(name), pooling=pooling))
     return lms
 
@@ -339,7 +340,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
     _select_device(args.device)
     corpus = demo_corpus()
-    lms = _language_models(args.lm, args.pooling)
+    lms = _language_models(args.lm, args.pooling, announce=not args.json)
     model = _build_model(corpus, lms, args.combine)
     result = training_speed(model, corpus, batch_size=args.batch_size, epochs=args.epochs,
                             sentences=args.sentences)
