@@ -16,7 +16,10 @@ from multienc.checkpoint import load_checkpoint
 from multienc.data import (DATA_DIR, DEMO_MODELS, NER_LABEL_MAP, TOPICS_LABEL_MAP, demo_corpus, demo_ner_corpus,
                            packaged_model_folder)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import multienc
+
+# The subprocesses import the multienc this test imported (the source tree, or the sanitizer build)
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(multienc.__file__)))
 HUB = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub")
 TINY = [os.path.join(HUB, "roberta-base", "main"), os.path.join(HUB, "google--electra-base-discriminator", "main")]
 REAL_INSTALLED = all(__import__("importlib.util").util.find_spec(m.module) for m in DEMO_MODELS.values())
@@ -30,9 +33,9 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def run(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "multienc", *argv], capture_output=True, text=True, env=env,
-                          input=stdin, timeout=300, cwd=ROOT)
+                          input=stdin, timeout=300, cwd=PACKAGE_PARENT)
 
 
 def tiny_lms():

@@ -16,7 +16,12 @@ pytest.importorskip("matplotlib")
 
 import multienc.task_heads  # noqa: E402
 
+if os.environ.get("MULTIENC_SANITIZED"):
+    pytest.skip("the notebooks' kernels are not run under the sanitizers (test_cli covers the same C paths)",
+                allow_module_level=True)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(multienc.task_heads.__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
 HUB = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub")
 TINY = [os.path.join(HUB, "roberta-base", "main"), os.path.join(HUB, "google--electra-base-discriminator", "main")]
@@ -33,7 +38,7 @@ def execute(name: str, out_dir: str, monkeypatch):
     params = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, f"{name} needs exactly one cell tagged 'parameters'"
     params[0].source = f"MODELS = {TINY!r}\nEPOCHS = 1\nOUT = {out_dir!r}\n"
-    monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("MULTIENC_CACHE", os.path.join(out_dir, "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     nbclient.NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": out_dir}}).execute()
