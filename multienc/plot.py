@@ -119,6 +119,10 @@ def plot_training_curves(base_path: str):
         metric_ax.plot([epochs[best]], [main[best]], "*", markersize=16, color="gold", markeredgecolor="black",
                        label=f"best {metrics[0][4:].lower()}")
         metric_ax.legend()
+        values = [v for name in metrics for v in columns[name]]
+        lo, hi = min(values), max(values)
+        if 0.0 <= lo and hi <= 1.0:  # a score in [0, 1]: show at least 0.2 of the scale, so that one
+            metric_ax.set_ylim(max(0.0, min(lo, hi - 0.2) - 0.02), 1.01)  # dev sentence is not a cliff
     metric_ax.set(xlabel="epoch", ylabel="score", title="Dev metrics")
     for ax in (loss_ax, metric_ax):
         ax.set_xticks(epochs)

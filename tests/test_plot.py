@@ -66,6 +66,15 @@ def test_training_curves_from_loss_tsv(tmp_path):
     best = lines["best accuracy"]
     assert list(best.get_xdata()) == [2] and list(best.get_ydata()) == [0.8]
     assert [t for t in loss_ax.get_xticks()] == [1, 2, 3]
+    assert metric_ax.get_ylim() == pytest.approx((0.38, 1.01))  # scores in [0, 1]: the scale ends at 1
+
+
+def test_close_scores_are_not_magnified(tmp_path):
+    (tmp_path / "loss.tsv").write_text(LOSS_TSV.replace("0.500000\t0.400000", "0.979000\t0.979000")
+                                       .replace("0.800000\t0.750000", "1.000000\t1.000000")
+                                       .replace("0.700000\t0.690000", "0.979000\t0.979000"))
+    metric_ax = plot_training_curves(str(tmp_path)).axes[1]
+    assert metric_ax.get_ylim() == pytest.approx((0.78, 1.01))
 
 
 def test_not_a_loss_tsv(tmp_path):
