@@ -9,6 +9,7 @@ Both return the matplotlib Figure (``fig.savefig("x.png")``); in a notebook it i
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -45,9 +46,11 @@ def plot_dme_scores(result: Mapping[str, list], lm_names: Optional[Sequence[str]
     plt = _pyplot()
     scores = result["DME scores"]
     predictions = result.get("Predictions", [])
-    per_word = bool(scores) and bool(scores[0]) and isinstance(scores[0][0], (list, tuple))
+    per_word = any(isinstance(w, (list, tuple)) for sent in scores for w in sent)
     if per_word:
-        weights = [list(row) for row in scores[sentence]]
+        n = max(len(w) for w in scores[sentence] if w is not None)
+        # a tagger gives None for a word past the maximum length: no cell
+        weights = [list(w) if w is not None else [math.nan] * n for w in scores[sentence]]
         words = _words(result, sentence, len(weights))
         tags = predictions[sentence] if len(predictions) > sentence else [""] * len(weights)
         labels = [f"{w} ({_tag_text(t)})" for w, t in zip(words, tags)]
@@ -70,6 +73,8 @@ def plot_dme_scores(result: Mapping[str, list], lm_names: Optional[Sequence[str]
     ax.set_yticks(range(len(labels)), labels)
     for i, row in enumerate(weights):
         for j, w in enumerate(row):
+            if math.isnan(w):
+                continue
             ax.text(j, i, f"{w:.2f}", ha="center", va="center", color="black" if w > 0.5 else "white", fontsize=9)
     fig.colorbar(image, ax=ax, label="DME weight", shrink=0.8)
     ax.set_title(title or ("DME weight per word" if per_word else "DME weight per sentence"))

@@ -45,6 +45,16 @@ def test_word_heat_map_of_one_sentence():
     assert ax.get_title() == "DME weight per word"
 
 
+def test_word_past_the_maximum_length_has_no_cell():
+    result = {"Sentences": ["a b c"], "DME scores": [[[0.9, 0.1], [0.4, 0.6], None]],
+              "Predictions": [[("a", "O"), ("b", "B-PER"), ("c", "O")]]}
+    ax = plot_dme_scores(result).axes[0]
+    data = ax.images[0].get_array()
+    np.testing.assert_allclose(data[:2], [[0.9, 0.1], [0.4, 0.6]])
+    assert np.ma.getmaskarray(data).tolist() == [[False, False], [False, False], [True, True]]
+    assert len(ax.texts) == 4
+
+
 def test_heat_map_errors():
     with pytest.raises(ValueError, match="no 'DME scores'"):
         plot_dme_scores({"Sentences": ["a"], "Predictions": ["x"]})
