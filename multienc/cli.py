@@ -31,6 +31,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only for real defaults that the help text does not already state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class CommandError(Exception):
     """A failure to report as one line (exit status 1)."""
 
@@ -102,18 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train", help="fine-tune language models together on a corpus (the default command)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         description="Fine-tune one or more language models together on a corpus, print the dev metrics "
                     "per epoch and example DME scores, and save best-model.pt, loss.tsv and training.log.")
     _add_model_arguments(train)
     train.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme",
                        help="how the language models' vectors are combined")
-    train.add_argument("--epochs", type=_non_negative_int, default=3, help="training epochs")
+    train.add_argument("--epochs", type=_non_negative_int, default=3, metavar="N", help="training epochs")
     train.add_argument("--lr", type=_learning_rate, nargs="+", default=[5e-5], metavar="LR",
-                       help="learning rate of the language models: one, or one per --lm")
+                       help="learning rate of the language models: one, or one per --lm (default: 5e-5)")
     train.add_argument("--decoder-lr", type=_learning_rate, default=1e-3, metavar="LR",
                        help="learning rate of the new layers (combiner and decoder)")
-    train.add_argument("--seed", type=_non_negative_int, default=42,
+    train.add_argument("--seed", type=_non_negative_int, default=42, metavar="N",
                        help="seed of the data order, dropout and initial head weights")
     train.add_argument("--base-path", default=None, metavar="FOLDER",
                        help="where best-model.pt, loss.tsv and training.log go "
@@ -124,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser(
         "predict", help="label sentences with a trained model and show its DME scores",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         description="Load a checkpoint written by 'multienc train' (or ModelTrainer) and print, per sentence, "
                     "the predicted label and, for a DME multi-encoder, the weight of each language model.")
     predict.add_argument("checkpoint", help="a best-model.pt file")
@@ -132,18 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", metavar="PATH",
                          help="read sentences from a file, one per line ('-' = standard input); "
                               "a TAB in a line separates the two texts of a sentence pair")
-    predict.add_argument("--batch-size", type=_positive_int, default=32)
+    predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                         help="sentences per forward pass")
     predict.add_argument("--json", action="store_true", help="print the prediction dict as JSON")
 
     bench = sub.add_parser(
         "benchmark", help="measure training and prediction speed on this machine",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         description="Time one epoch of training (and one pass of prediction) on the built-in corpus with the "
                     "given models and settings; prints sentences per second. benchmarks/run_all.py compares "
                     "the same measurement with PyTorch.")
     _add_model_arguments(bench, corpus=False)
-    bench.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme")
-    bench.add_argument("--epochs", type=_positive_int, default=1, help="epochs to time")
+    bench.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme",
+                       help="how the language models' vectors are combined")
+    bench.add_argument("--epochs", type=_positive_int, default=1, metavar="N", help="epochs to time")
     bench.add_argument("--sentences", type=_positive_int, default=None, metavar="N",
                        help="use the first N training sentences (default: all 200)")
     bench.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -159,7 +171,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, corpus: bool = True) -
                         help="a language model: a built-in name (see multienc --help), a hub id or a local "
                              "folder; repeat for several (default: the two built-in models)")
     parser.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="sentence pooling of every LM")
-    parser.add_argument("--batch-size", type=_positive_int, default=16)
+    parser.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
+                        help="sentences per training step")
     parser.add_argument("--device", type=_device, default="auto", metavar="DEVICE",
                         help="auto, cpu, cuda or cuda:N (auto: a GPU when the CUDA backend and one are there)")
 
