@@ -243,7 +243,13 @@ def _text(sentence: Union[str, Sequence[str]]) -> str:
 
 
 def format_predictions(result: Dict[str, list], lm_names: Sequence[str], gold: Optional[Sequence] = None) -> str:
-    """``predict_tags``' dict as a table: label, (gold,) one DME score column per LM, sentence."""
+    """``predict_tags``' dict as a table: label, (gold,) one DME score column per LM, sentence.
+
+    A tagger's result (per sentence a list of (word, tag) pairs) is shown per sentence: one row
+    per word with its tag and, for DME, its weights (``-`` for a word past the maximum length).
+    """
+    if result["Predictions"] and isinstance(result["Predictions"][0], list):
+        return "\n\n".join(_format_tagged(result, i, lm_names) for i in range(len(result["Sentences"])))
     header = (["prediction"] + (["gold"] if gold is not None else [])
               + (list(lm_names) if "DME scores" in result else []) + ["sentence"])
     rows = []
@@ -256,6 +262,17 @@ def format_predictions(result: Dict[str, list], lm_names: Sequence[str], gold: O
             row += [f"{w:.3f}" for w in result["DME scores"][i]]
         rows.append(row + [_text(sentence)])
     return _table(header, rows)
+
+
+def _format_tagged(result: Dict[str, list], i: int, lm_names: Sequence[str]) -> str:
+    dme = "DME scores" in result
+    rows = []
+    for k, (word, tag) in enumerate(result["Predictions"][i]):
+        weights = result["DME scores"][i][k] if dme else None
+        scores = ([f"{w:.3f}" for w in weights] if weights is not None else ["-"] * len(lm_names)) if dme else []
+        rows.append([str(word), str(tag), *scores])
+    header = ["word", "tag"] + (list(lm_names) if dme else [])
+    return _text(result["Sentences"][i]) + "\n" + _table(header + [""], [r + [""] for r in rows])
 
 
 def _examples(corpus, per_label: int) -> list:

@@ -235,3 +235,16 @@ def test_console_script_is_installed():
         pytest.skip("multienc is not pip-installed in this interpreter's environment")
     proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("multienc ")
+
+
+def test_tagger_predictions_are_shown_per_word():
+    result = {"Sentences": ["Anna flew to Oslo ."],
+              "DME scores": [[[0.9, 0.1], [0.3, 0.7], [0.5, 0.5], [0.8, 0.2], None]],
+              "Predictions": [[("Anna", "B-PER"), ("flew", "O"), ("to", "O"), ("Oslo", "B-LOC"), (".", "O")]]}
+    lines = cli.format_predictions(result, ["minilm", "sre"]).splitlines()
+    assert lines[0] == "Anna flew to Oslo ."
+    assert [line.split() for line in lines[1:]] == [
+        ["word", "tag", "minilm", "sre"], ["Anna", "B-PER", "0.900", "0.100"], ["flew", "O", "0.300", "0.700"],
+        ["to", "O", "0.500", "0.500"], ["Oslo", "B-LOC", "0.800", "0.200"], [".", "O", "-", "-"]]
+    del result["DME scores"]
+    assert cli.format_predictions(result, ["minilm", "sre"]).splitlines()[1].split() == ["word", "tag"]
