@@ -64,7 +64,8 @@ def machine() -> str:
     import multienc
     info = multienc.build_info()
     build = f"BLAS {info.get('blas')}, OpenMP {info.get('openmp')}, CUDA backend {'yes' if info.get('cuda') else 'no'}"
-    return (f"{cpu}, {os.cpu_count()} logical cores{mem_gib}; GPU: {gpu or 'none'}; "
+    load = ", load average %.1f at the start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return (f"{cpu}, {os.cpu_count()} logical cores{mem_gib}{load}; GPU: {gpu or 'none'}; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}; multienc "
             f"{multienc.__version__} ({build})")
 
