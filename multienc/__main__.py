@@ -1,4 +1,6 @@
-"""`python -m multienc`: placeholder until the command line lands."""
-import multienc
+"""``python -m multienc``: the command line of :mod:`multienc.cli` (no arguments: the default training run)."""
+import sys
 
-print("multienc", multienc.__version__, multienc.build_info())
+from multienc.cli import main
+
+sys.exit(main())

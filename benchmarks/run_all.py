@@ -1,0 +1,134 @@
+"""Run every benchmark and regenerate benchmarks/RESULTS.md from their outputs.
+
+    python benchmarks/run_all.py            # CPU sections, plus GPU sections when a GPU is usable
+    python benchmarks/run_all.py --only train --output /tmp/RESULTS.md
+
+Each benchmark script prints its own markdown (a caption and a table); this script runs them one
+after another (they share the machine, so nothing runs in parallel), puts each output in its own
+section and writes the file with the machine, the date and the commands. A script missing from
+this checkout, or one that fails, gets a section saying so (and the exit status is 1 on failure).
+PyTorch comparisons run where bench_encoder.torch_python() finds torch ($MULTIENC_TORCH_PYTHON,
+.venv-ref/bin/python).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from typing import List, NamedTuple, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+class Section(NamedTuple):
+    key: str
+    title: str
+    script: str
+    args: Tuple[str, ...] = ()
+    gpu: bool = False
+
+
+SECTIONS = (
+    Section("encoder", "Encoder: forward and backward, multienc vs PyTorch (CPU)", "bench_encoder.py"),
+    Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
+    Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
+            "bench_train.py"),
+    Section("encoder-gpu", "Encoder on the GPU: multienc vs PyTorch", "bench_encoder.py", ("--device", "cuda"),
+            gpu=True),
+)
+
+
+def _first_line(path: str, key: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> str:
+    """CPU model, core count, memory, GPU (if any) and how multienc was built."""
+    cpu = _first_line("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    mem = _first_line("/proc/meminfo", "MemTotal")
+    mem_gib = f", {int(mem.split()[0]) / 2 ** 20:.0f} GiB RAM" if mem else ""
+    gpu = gpu_name()
+    sys.path.insert(0, ROOT)
+    import multienc
+    info = multienc.build_info()
+    build = f"BLAS {info.get('blas')}, OpenMP {info.get('openmp')}, CUDA backend {'yes' if info.get('cuda') else 'no'}"
+    load = ", load average %.1f at the start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return (f"{cpu}, {os.cpu_count()} logical cores{mem_gib}{load}; GPU: {gpu or 'none'}; "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}; multienc "
+            f"{multienc.__version__} ({build})")
+
+
+def gpu_name() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
+    return ", ".join(names) if out.returncode == 0 and names else None
+
+
+def gpu_usable() -> bool:
+    sys.path.insert(0, ROOT)
+    from multienc import cuda_available
+    return cuda_available()
+
+
+def run_section(section: Section) -> Tuple[str, bool]:
+    """(markdown body, ok) of one section."""
+    path = os.path.join(HERE, section.script)
+    command = " ".join(["python", f"benchmarks/{section.script}", *map(shlex.quote, section.args)])
+    if not os.path.isfile(path):
+        return f"Not run: `benchmarks/{section.script}` is not in this checkout.", True
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, path, *section.args], capture_output=True, text=True, cwd=ROOT, env=env)
+    seconds = time.perf_counter() - started
+    print(f"  {section.key}: {seconds:.0f} s, exit status {proc.returncode}", file=sys.stderr)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no error output)"]
+        return f"Command: `{command}`\n\nFailed (exit status {proc.returncode}): `{tail[0]}`", False
+    return f"Command: `{command}` ({seconds:.0f} s)\n\n{proc.stdout.strip()}", True
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="+", choices=[s.key for s in SECTIONS], help="run only these sections")
+    ap.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="the file to write")
+    args = ap.parse_args(argv)
+    gpu = gpu_usable()
+    chosen = [s for s in SECTIONS if (args.only is None or s.key in args.only) and (gpu or not s.gpu)]
+    skipped_gpu = [s for s in SECTIONS if s.gpu and not gpu and (args.only is None or s.key in args.only)]
+    command = " ".join(["python benchmarks/run_all.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    parts = ["# Benchmark results", "",
+             f"Regenerated by `{command}` on {time.strftime('%Y-%m-%d %H:%M %Z')}.", "", f"Machine: {machine()}.", "",
+             "Numbers are from one run on that machine; other processes running at the same time lower them. "
+             "Each section gives the command that reproduces it."]
+    ok = True
+    for section in chosen:
+        print(f"running {section.script} {' '.join(section.args)}", file=sys.stderr, flush=True)
+        body, good = run_section(section)
+        ok &= good
+        parts += ["", f"## {section.title}", "", body]
+    for section in skipped_gpu:
+        parts += ["", f"## {section.title}", "", "Not run: no usable GPU (multienc.cuda_available() is False)."]
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

