@@ -2,6 +2,10 @@
 
     python benchmarks/run_all.py            # CPU sections, plus GPU sections when a GPU is usable
     python benchmarks/run_all.py --only train --output /tmp/RESULTS.md
+    python benchmarks/run_all.py --only real-cola     # rewrite that section, keep the others
+
+With ``--only`` the chosen sections replace their namesakes in an existing output file and the
+other sections stay as they were (each section states its own date and command).
 
 Each benchmark script prints its own markdown (a caption and a table); this script runs them one
 after another (they share the machine, so nothing runs in parallel), puts each output in its own
@@ -40,6 +44,10 @@ SECTIONS = (
             "bench_train.py"),
     Section("encoder-gpu", "Encoder on the GPU: multienc vs PyTorch", "bench_encoder.py", ("--device", "cuda"),
             gpu=True),
+    Section("real-cola", "Real data: a pretrained model from PyPI fine-tuned on CoLA, multienc vs HF transformers",
+            "real_cola.py", ("--train", "2000", "--epochs", "3")),
+    Section("real-ner", "Real data: sequence labeling on WNUT-17, multienc vs HF transformers", "real_ner.py"),
+    Section("export", "Export: save_pretrained folders loaded by HF transformers", "check_export.py"),
 )
 
 
@@ -100,7 +108,23 @@ def run_section(section: Section) -> Tuple[str, bool]:
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no error output)"]
         return f"Command: `{command}`\n\nFailed (exit status {proc.returncode}): `{tail[0]}`", False
-    return f"Command: `{command}` ({seconds:.0f} s)\n\n{proc.stdout.strip()}", True
+    when = time.strftime("%Y-%m-%d %H:%M %Z")
+    load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
+    return f"Command: `{command}` ({seconds:.0f} s, {when}{load})\n\n{proc.stdout.strip()}", True
+
+
+def existing_sections(path: str) -> List[Tuple[str, str]]:
+    """(title, body) of each ``## `` section of an existing results file (none if absent)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return []
+    out = []
+    for chunk in text.split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        out.append((title.strip(), body.strip()))
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -117,13 +141,18 @@ def main(argv: Optional[List[str]] = None) -> int:
              "Numbers are from one run on that machine; other processes running at the same time lower them. "
              "Each section gives the command that reproduces it."]
     ok = True
+    bodies = dict(existing_sections(args.output)) if args.only else {}
     for section in chosen:
         print(f"running {section.script} {' '.join(section.args)}", file=sys.stderr, flush=True)
         body, good = run_section(section)
         ok &= good
-        parts += ["", f"## {section.title}", "", body]
+        bodies[section.title] = body
     for section in skipped_gpu:
-        parts += ["", f"## {section.title}", "", "Not run: no usable GPU (multienc.cuda_available() is False)."]
+        bodies[section.title] = "Not run: no usable GPU (multienc.cuda_available() is False)."
+    order = [s.title for s in SECTIONS] + [t for t in bodies if t not in {s.title for s in SECTIONS}]
+    for title in order:
+        if title in bodies:
+            parts += ["", f"## {title}", "", bodies[title].strip()]
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("\n".join(parts) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
