@@ -56,7 +56,10 @@ def models() -> dict:
 
 
 def main() -> None:
+    import logging
+
     import numpy as np
+    logging.getLogger("multienc.trainer").addHandler(logging.NullHandler())  # keep the table clean
 
     from multienc.datasets import Corpus, Sentence
     from multienc.encoders import LanguageModel
