@@ -100,7 +100,18 @@ def run_section(section: Section) -> Tuple[str, bool]:
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no error output)"]
         return f"Command: `{command}`\n\nFailed (exit status {proc.returncode}): `{tail[0]}`", False
-    return f"Command: `{command}` ({seconds:.0f} s)\n\n{proc.stdout.strip()}", True
+    return f"Command: `{command}` ({seconds:.0f} s)\n\n{separate_tables(proc.stdout.strip())}", True
+
+
+def separate_tables(text: str) -> str:
+    """A blank line before and after each markdown table (scripts print a caption right above)."""
+    out: List[str] = []
+    for line in text.splitlines():
+        table = line.startswith("|")
+        if out and out[-1] and out[-1].startswith("|") != table:
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
