@@ -110,7 +110,7 @@ def run_section(section: Section) -> Tuple[str, bool]:
         return f"Command: `{command}`\n\nFailed (exit status {proc.returncode}): `{tail[0]}`", False
     when = time.strftime("%Y-%m-%d %H:%M %Z")
     load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
-    return f"Command: `{command}` ({seconds:.0f} s, {when}{load})\n\n{proc.stdout.strip()}", True
+    return f"Command: `{command}` ({seconds:.0f} s, {when}{load})\n\n{separate_tables(proc.stdout.strip())}", True
 
 
 def existing_sections(path: str) -> List[Tuple[str, str]]:
@@ -125,6 +125,17 @@ def existing_sections(path: str) -> List[Tuple[str, str]]:
         title, _, body = chunk.partition("\n")
         out.append((title.strip(), body.strip()))
     return out
+
+
+def separate_tables(text: str) -> str:
+    """A blank line before and after each markdown table (scripts print a caption right above)."""
+    out: List[str] = []
+    for line in text.splitlines():
+        table = line.startswith("|")
+        if out and out[-1] and out[-1].startswith("|") != table:
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

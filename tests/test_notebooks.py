@@ -41,7 +41,9 @@ def execute(name: str, out_dir: str, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("MULTIENC_CACHE", os.path.join(out_dir, "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    nbclient.NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": out_dir}}).execute()
+    client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": out_dir}})
+    client.execute()
     return book
 
 
