@@ -21,6 +21,7 @@ from typing import Dict, List, NoReturn, Optional, Sequence, Union
 __all__ = ["main", "build_parser"]
 
 DEMO = "demo"
+DEMO_NER = "demo-ner"
 DEMO_SENTENCES_PER_LABEL = 2
 
 
@@ -165,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_arguments(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
     if corpus:
         parser.add_argument("--corpus", default=DEMO, metavar="NAME",
-                            help="'demo' (the shipped topic corpus) or a corpus of multienc.datasets, "
-                                 "e.g. GLUE_COLA, TREC, GLUE_STSB (downloaded once)")
+                            help="'demo' (the shipped topic corpus), 'demo-ner' (the shipped NER corpus: trains a "
+                                 "SequenceTagger) or a corpus of multienc.datasets, e.g. GLUE_COLA, TREC, "
+                                 "GLUE_STSB, WNUT_NER (downloaded once)")
     parser.add_argument("--lm", action="append", metavar="MODEL",
                         help="a language model: a built-in name (see multienc --help), a hub id or a local "
                              "folder; repeat for several (default: the two built-in models)")
@@ -186,13 +188,15 @@ def _select_device(device: str) -> None:
 
 
 def _load_corpus(name: str):
-    from multienc.data import demo_corpus
+    from multienc.data import demo_corpus, demo_ner_corpus
     from multienc.datasets import CORPORA
     if name == DEMO:
         return demo_corpus()
+    if name == DEMO_NER:
+        return demo_ner_corpus()
     by_name = {k.lower(): cls for k, cls in CORPORA.items()}
     if name.lower() not in by_name:
-        raise CommandError(f"unknown corpus {name!r}; choose 'demo' or one of {', '.join(CORPORA)}")
+        raise CommandError(f"unknown corpus {name!r}; choose 'demo', 'demo-ner' or one of {', '.join(CORPORA)}")
     return by_name[name.lower()]()
 
 
@@ -215,11 +219,10 @@ def _language_models(models: Optional[List[str]], pooling: str, announce: bool =
 
 def _build_model(corpus, lms: list, combine: str):
     from multienc.encoders import MultiEncoder
-    from multienc.task_heads import TextClassifier, TextRegressor
-    if corpus.task_type == "Sequence labeling":
-        raise CommandError(f"{corpus.name} is a sequence labeling corpus; the command line trains sentence "
-                           f"classifiers and regressors (use the SequenceTagger API for tagging)")
+    from multienc.task_heads import SequenceTagger, TextClassifier, TextRegressor
     encoder = MultiEncoder(lms, combine_method=combine) if len(lms) > 1 else lms[0]
+    if corpus.task_type == "Sequence labeling":
+        return SequenceTagger(encoder=encoder, num_classes=corpus.num_classes)
     head = TextRegressor if corpus.is_regression else TextClassifier
     return head(encoder=encoder, num_classes=corpus.num_classes)
 
@@ -276,8 +279,8 @@ def _format_tagged(result: Dict[str, list], i: int, lm_names: Sequence[str]) -> 
 
 
 def _examples(corpus, per_label: int) -> list:
-    """The first ``per_label`` dev sentences of each label (the first dev sentences for regression)."""
-    if corpus.is_regression:
+    """The first ``per_label`` dev sentences of each label (the first few for regression and tagging)."""
+    if corpus.is_regression or corpus.task_type == "Sequence labeling":
         return list(corpus.dev)[:per_label * 4]
     counts: Dict[object, int] = {}
     picked = []
@@ -321,7 +324,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if best is not None and examples:
         result = best.predict_tags([s.text for s in examples], corpus.label_map)
         names = {v: k for k, v in (corpus.label_map or {}).items()}
-        gold = [names.get(s.label, s.label) for s in examples]
+        tagging = corpus.task_type == "Sequence labeling"
+        gold = None if tagging else [names.get(s.label, s.label) for s in examples]
         what = "predictions and DME scores (weight of each language model)" if "DME scores" in result \
             else "predictions"
         print(f"\nExample dev sentences, best model's {what}:")

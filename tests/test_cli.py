@@ -123,7 +123,7 @@ def test_subcommand_help(command, options):
     (["train", "--device", "tpu"], 2, "argument --device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
     (["train", "--batch-size", "0"], 2, "argument --batch-size: expected a positive integer, got '0'"),
     (["fly"], 2, "invalid choice: 'fly'"),
-    (["train", "--corpus", "NOPE"], 1, "unknown corpus 'NOPE'; choose 'demo' or one of CLICKBAIT"),
+    (["train", "--corpus", "NOPE"], 1, "unknown corpus 'NOPE'; choose 'demo', 'demo-ner' or one of CLICKBAIT"),
     (["train", "--lr", "1e-5", "2e-5", "3e-5"], 1, "--lr takes one rate or one per language model (2), got 3"),
     (["train", "--lm", "/no/such/folder", "--epochs", "0"], 1, "/no/such/folder"),
     (["predict", "missing.pt", "hello"], 1, "missing.pt: no such checkpoint file"),
@@ -248,3 +248,14 @@ def test_tagger_predictions_are_shown_per_word():
         ["to", "O", "0.500", "0.500"], ["Oslo", "B-LOC", "0.800", "0.200"], [".", "O", "-", "-"]]
     del result["DME scores"]
     assert cli.format_predictions(result, ["minilm", "sre"]).splitlines()[1].split() == ["word", "tag"]
+
+
+def test_train_a_tagger_on_the_shipped_ner_corpus(tmp_path, capsys):
+    """A sequence labeling corpus trains a SequenceTagger; examples are shown per word."""
+    assert cli.main(["train", "--corpus", "demo-ner", *tiny_lms(), "--epochs", "1", "--batch-size", "16",
+                     "--base-path", str(tmp_path), "--no-progress", "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Sequence labeling" in out and "f1_score" in out
+    assert os.path.isfile(tmp_path / "best-model.pt") and os.path.isfile(tmp_path / "test.tsv")
+    from multienc.task_heads import SequenceTagger
+    assert isinstance(SequenceTagger.from_checkpoint(str(tmp_path / "best-model.pt")), SequenceTagger)
