@@ -152,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
              "Numbers are from one run on that machine; other processes running at the same time lower them. "
              "Each section gives the command that reproduces it."]
     ok = True
-    bodies = dict(existing_sections(args.output)) if args.only else {}
+    bodies = dict(existing_sections(args.output))  # sections no script makes (e.g. parity counts) stay
     for section in chosen:
         print(f"running {section.script} {' '.join(section.args)}", file=sys.stderr, flush=True)
         body, good = run_section(section)
