@@ -5,13 +5,16 @@ roberta-base) and every unique sentence of the shared corpora, in one run:
 
 * single-thread: one ``encode(text)`` call per sentence (multienc ``Tokenizer.encode`` vs
   ``tokenizers.Tokenizer.encode``, the backend ``transformers.AutoTokenizer`` builds);
-* batched: one ``encode_batch`` call over all sentences (multienc: C + OpenMP with the GIL
-  released, returning padded numpy arrays; HF: Rust + rayon, returning Encoding objects),
-  on all threads and, for multienc, on one thread.
+* batched: ``encode_batch`` over batches of ``--batch-size`` sentences, truncated to 512 tokens
+  and padded to the longest in each batch, as a trainer uses it (multienc: C + OpenMP with
+  the GIL released, returning numpy arrays; HF: Rust + rayon with ``enable_truncation(512)``
+  and ``enable_padding()``, returning Encoding objects), on all threads and, for multienc,
+  on one thread.
 
-Tokens counted are those HF produces (special tokens included); both sides produce the same.
+Tokens counted are those HF produces without truncation or padding (special tokens included);
+both sides produce the same.
 
-    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R]
+    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R] [--batch-size B]
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=0, help="use only the first N unique sentences")
     ap.add_argument("--repeat", type=int, default=3, help="best of R runs per measurement")
+    ap.add_argument("--batch-size", type=int, default=1024, help="sentences per encode_batch call")
     args = ap.parse_args()
 
     import tokenizers
@@ -54,12 +58,12 @@ def main() -> None:
     if not texts:
         sys.exit("no corpora under ../shared/data")
     threads = build_info()["openmp_max_threads"]
-    print(f"{len(texts)} unique sentences from {len(C.corpora().files)} corpus files; "
+    print(f"{len(texts)} unique sentences from {len(C.corpora().files)} corpus files, batches of {args.batch_size}; "
           f"{os.cpu_count()} CPUs, OpenMP threads {threads}; tokenizers {tokenizers.__version__}, "
           f"transformers {transformers.__version__}; {platform.processor() or platform.machine()}")
     print()
     print("| vocabulary | tokens | single-thread ours | single-thread HF | ratio | "
-          "batched ours (all threads) | batched ours (1 thread) | batched HF (all threads) | ratio |")
+          "batched ours (all threads) | batched ours (1 thread) | batched HF (all threads) | ratio |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|")
     for name in C.VOCABS:
         folder = C.vocab_dir(name)
@@ -74,15 +78,19 @@ def main() -> None:
 
         t_ours1 = best_of(lambda: [ours.encode(t) for t in texts], args.repeat)
         t_hf1 = best_of(lambda: [hf.encode(t) for t in texts], args.repeat)
-        t_oursb = best_of(lambda: ours.encode_batch(texts, truncation=False), args.repeat)
-        t_oursb1 = best_of(lambda: ours.encode_batch(texts, truncation=False, num_threads=1), args.repeat)
-        t_hfb = best_of(lambda: hf.encode_batch(texts), args.repeat)
+        batches = [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+        t_oursb = best_of(lambda: [ours.encode_batch(b, max_length=512) for b in batches], args.repeat)
+        t_oursb1 = best_of(lambda: [ours.encode_batch(b, max_length=512, num_threads=1) for b in batches],
+                           args.repeat)
+        hf.enable_truncation(max_length=512)
+        hf.enable_padding(pad_id=ours.pad_token_id)
+        t_hfb = best_of(lambda: [hf.encode_batch(b) for b in batches], args.repeat)
 
         def rate(t: float) -> str:
             return f"{n_tok / t / 1e6:.2f} M/s"
 
         print(f"| {name} | {n_tok} | {rate(t_ours1)} | {rate(t_hf1)} | {t_hf1 / t_ours1:.2f}x | "
-              f"{rate(t_oursb)} | {rate(t_oursb1)} | {rate(t_hfb)} | {t_hfb / t_oursb:.2f}x |")
+              f"{rate(t_oursb)} | {rate(t_oursb1)} | {rate(t_hfb)} | {t_hfb / t_oursb:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
