@@ -45,7 +45,7 @@ SECTIONS = (
     Section("encoder-gpu", "Encoder on the GPU: multienc vs PyTorch", "bench_encoder.py", ("--device", "cuda"),
             gpu=True),
     Section("real-cola", "Real data: a pretrained model from PyPI fine-tuned on CoLA, multienc vs HF transformers",
-            "real_cola.py", ("--train", "2000", "--epochs", "3")),
+            "real_cola.py", ("--train", "1500", "--epochs", "3", "--lr", "1e-4")),
     Section("real-ner", "Real data: sequence labeling on WNUT-17, multienc vs HF transformers", "real_ner.py"),
     Section("export", "Export: save_pretrained folders loaded by HF transformers", "check_export.py"),
 )
