@@ -12,12 +12,13 @@ batches in file order with the train split shuffled from the second epoch on (th
 permutations), same seed. Entity-level micro F1 by seqeval on the dev split after each
 epoch (for multienc also its own metric, which must agree).
 
-The HF side is ``AutoModelForTokenClassification`` (BertForTokenClassification: dropout 0.1
-on the word vectors, then the decoder; labels on first sub-words, -100 elsewhere) in the
-reference venv (.venv-ref, or $MULTIENC_TORCH_PYTHON). Differences by construction: head
-initialisation (HF normal(0, 0.02) vs the seed's xavier-uniform), that extra dropout, and
-the dropout RNG streams, so F1 agrees within run-to-run noise, not bit for bit.
-Prints a markdown table.
+The HF side is ``AutoModelForTokenClassification`` (BertForTokenClassification; labels on
+first sub-words, -100 elsewhere) in the reference venv (.venv-ref, or $MULTIENC_TORCH_PYTHON).
+With ``--hf-head matched`` (default) its decoder is initialised as multienc's (weight
+xavier-uniform, bias U(+-1/sqrt(in))) and its classifier dropout is 0 (multienc has no dropout
+between a single LM's word vectors and the decoder); ``--hf-head default`` keeps HF's normal(0,
+0.02) init and dropout 0.1 there. The dropout RNG streams differ, so F1 agrees within
+run-to-run noise, not bit for bit. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -111,8 +112,14 @@ def run_hf(args) -> dict:
     lm_ = label_map()
     inv = {v: k for k, v in lm_.items()}
     tok = transformers.AutoTokenizer.from_pretrained(folder)
+    extra = {"classifier_dropout": 0.0} if args.hf_head == "matched" else {}
     model = transformers.AutoModelForTokenClassification.from_pretrained(folder, num_labels=len(lm_),
-                                                                         attn_implementation="eager")
+                                                                         attn_implementation="eager", **extra)
+    if args.hf_head == "matched":
+        with torch.no_grad():
+            torch.nn.init.xavier_uniform_(model.classifier.weight)
+            bound = 1.0 / model.config.hidden_size ** 0.5
+            torch.nn.init.uniform_(model.classifier.bias, -bound, bound)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     tr, dv = read_conll(TRAIN, args.train), read_conll(DEV, args.dev)
 
@@ -183,6 +190,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--crf", action="store_true", help="multienc only: add the CRF layer (no HF counterpart)")
+    ap.add_argument("--hf-head", choices=["matched", "default"], default="matched",
+                    help="HF decoder init and dropout: as multienc's, or HF's own")
     ap.add_argument("--out", default="/tmp/multienc-real-ner")
     ap.add_argument("--worker", choices=["ours", "hf"])
     args = ap.parse_args()
@@ -194,8 +203,7 @@ def main() -> None:
         sys.exit(f"real WNUT-17 files not found under {WNUT}")
     base = [os.path.abspath(__file__), "--train", str(args.train or 0), "--dev", str(args.dev or 0), "--epochs",
             str(args.epochs), "--batch", str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed), "--out",
-            args.out] + \
-        (["--crf"] if args.crf else [])
+            args.out, "--hf-head", args.hf_head] + (["--crf"] if args.crf else [])
     ours = json.loads(subprocess.run([sys.executable] + base + ["--worker", "ours"], check=True,
                                      capture_output=True, text=True).stdout.splitlines()[-1])
     tp = None if args.crf else torch_python()
@@ -203,7 +211,7 @@ def main() -> None:
                                    text=True).stdout.splitlines()[-1]) if tp else None
     n, n_dev = len(read_conll(TRAIN, args.train)[0]), len(read_conll(DEV, args.dev)[0])
     print(f"all-MiniLM-L6-v2 on WNUT-17: {n} train sentences, dev {n_dev}, {args.epochs} epochs, batch {args.batch}, "
-          f"lr {args.lr}, seed {args.seed}{', CRF' if args.crf else ''}")
+          f"lr {args.lr}, seed {args.seed}{', CRF' if args.crf else ''}, HF head {args.hf_head}")
     print("| | dev entity F1 per epoch | train loss per epoch | wall time | sentences/s |\n|---|---|---|---|---|")
     for name, r in (("multienc" + (" + CRF" if args.crf else ""), ours), ("HF transformers (PyTorch)", hf)):
         if r:

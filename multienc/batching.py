@@ -60,6 +60,14 @@ def build_inputs(language_models: Sequence, sentences: Sequence) -> Inputs:
     return [lm_inputs(lm, sentences) for lm in language_models]
 
 
+def pool_rows(subtoken_pooling: str) -> int:
+    """Pooled rows per word of a ``subtoken_pooling`` (ValueError for an unknown one)."""
+    if subtoken_pooling not in SUBTOKEN_POOLINGS:
+        raise ValueError(f"subtoken_pooling must be one of {', '.join(map(repr, SUBTOKEN_POOLINGS))}, "
+                         f"got {subtoken_pooling!r}")
+    return SUBTOKEN_POOLINGS[subtoken_pooling]
+
+
 def word_pool_weights(word_ids: np.ndarray, lengths: Sequence[int], K: int, subtoken_pooling: str) -> np.ndarray:
     """Word-level pooling as weights over positions, float32 (B, K * rows, T).
 
@@ -71,12 +79,9 @@ def word_pool_weights(word_ids: np.ndarray, lengths: Sequence[int], K: int, subt
     into one 2H-wide vector. A word without sub-words (e.g. only characters the tokenizer
     drops) keeps all-zero weights: its vector is zero.
     """
-    if subtoken_pooling not in SUBTOKEN_POOLINGS:
-        raise ValueError(f"subtoken_pooling must be one of {', '.join(map(repr, SUBTOKEN_POOLINGS))}, "
-                         f"got {subtoken_pooling!r}")
+    rows = pool_rows(subtoken_pooling)
     ids = np.asarray(word_ids, np.int64)
     B, T = ids.shape
-    rows = SUBTOKEN_POOLINGS[subtoken_pooling]
     weights = np.zeros((B, K * rows, T), np.float32)
     limit = np.asarray(lengths, np.int64)[:, None]
     keep = (ids >= 0) & (ids < limit)

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from multienc import random as me_random
-from multienc.batching import (SUBTOKEN_POOLINGS, build_inputs, linear_init, new_c_model, read_state, word_inputs,
-                                write_state, xavier_uniform)
+from multienc.batching import (build_inputs, linear_init, new_c_model, pool_rows, read_state, word_inputs, write_state,
+                                xavier_uniform)
 from multienc.encoders import LanguageModel
 from multienc.multi_encoder import MultiEncoder
 
@@ -300,9 +300,7 @@ class SequenceTagger(_TaskHead):
         if isinstance(num_classes, (LanguageModel, MultiEncoder)) and not isinstance(encoder, (LanguageModel,
                                                                                              MultiEncoder)):
             encoder, num_classes = num_classes, encoder  # the seed's SequenceTagger(num_classes, encoder)
-        if subtoken_pooling not in SUBTOKEN_POOLINGS:
-            raise ValueError(f"subtoken_pooling must be one of {', '.join(map(repr, SUBTOKEN_POOLINGS))}, "
-                             f"got {subtoken_pooling!r}")
+        self._rows = pool_rows(subtoken_pooling)
         self.use_crf = bool(use_crf)
         self.subtoken_pooling = subtoken_pooling
         self._task = 2 if self.use_crf else 0
@@ -313,10 +311,10 @@ class SequenceTagger(_TaskHead):
         for lm in self.language_models:
             lm.change_lm_pooling("word-level")
         if isinstance(self.encoder, MultiEncoder):
-            self.encoder.set_pool_rows(SUBTOKEN_POOLINGS[self.subtoken_pooling])
+            self.encoder.set_pool_rows(self._rows)
 
     def _c_options(self) -> Dict[str, Any]:
-        return {"pool_rows": SUBTOKEN_POOLINGS[self.subtoken_pooling]}
+        return {"pool_rows": self._rows}
 
     def reset_head(self, rng: np.random.Generator) -> None:
         """Fresh combiner and decoder weights, and the CRF's transitions drawn from U(-0.1, 0.1)
@@ -339,7 +337,7 @@ class SequenceTagger(_TaskHead):
         inputs, lengths = word_inputs(self.language_models, words, self.subtoken_pooling)
         if tags is None:
             return inputs, lengths, None
-        K = inputs[0][3].shape[1] // SUBTOKEN_POOLINGS[self.subtoken_pooling]
+        K = inputs[0][3].shape[1] // self._rows
         targets = np.full((len(words), K), -1, np.int32)
         for b, (t, n) in enumerate(zip(tags, lengths)):
             targets[b, :n] = t[:n]
@@ -350,7 +348,7 @@ class SequenceTagger(_TaskHead):
         """(tag ids per sentence (one per word), DME / mean weights [B, K, n], lengths, loss | None)."""
         inputs, lengths, targets = self._tagging_inputs(words, tags)
         B = len(words)
-        K = inputs[0][3].shape[1] // SUBTOKEN_POOLINGS[self.subtoken_pooling]
+        K = inputs[0][3].shape[1] // self._rows
         res = self._c.forward(inputs, targets, lengths=lengths, decode=self.use_crf)
         out, alpha, loss = res[0], res[1], res[2]
         ids = res[4] if self.use_crf else out.reshape(B, K, self.num_classes).argmax(-1)
