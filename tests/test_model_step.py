@@ -8,6 +8,7 @@ import pytest
 
 from multienc import _C
 from multienc.engine import Encoder
+from _numeric import numeric_grad
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "models")
 COMBINE = {"none": 0, "concat": 1, "mean": 2, "dme": 3}
@@ -84,19 +85,6 @@ def head_loss(pooled, W, combine, use_ln, task, targets, eps=1e-3):
     return loss, logits, alpha
 
 
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        a = f()
-        x[i] = old - eps
-        b = f()
-        x[i] = old
-        g[i] = (a - b) / (2 * eps)
-    return g
 
 
 CASES = [("none", ["bert"], False, 0, "cls"),

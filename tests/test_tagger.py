@@ -20,6 +20,7 @@ from multienc.engine import Encoder  # noqa: E402
 from multienc.task_heads import SequenceTagger, TextClassifier  # noqa: E402
 from multienc.tokenization import Tokenizer  # noqa: E402
 from multienc.trainer import ModelTrainer  # noqa: E402
+from _numeric import numeric_grad
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HUB = os.path.join(HERE, "fixtures", "tiny_hub")
@@ -198,17 +199,6 @@ def head64(pooled, W, combine, targets):
     return -logp[np.nonzero(keep)[0], targets[keep]].mean(), logits, comb
 
 
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        a = f()
-        x[i] = old - eps
-        b = f()
-        x[i] = old
-        g[i] = (a - b) / (2 * eps)
-    return g
 
 
 def word_batch(rng, enc, B, T, mode):

@@ -144,53 +144,41 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
                  I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
     const size_t W = E > H ? E : H;
     size_t off = 0;
-#define TAKE(ptr, count)                                                 \
-    do {                                                                 \
-        if (base) ptr = base + off;                                      \
-        off += ((size_t)(count) + 15) / 16 * 16;                         \
-    } while (0)
-#define TAKE_I(ptr, count)                                               \
-    do {                                                                 \
-        if (base) ptr = (int32_t *)(base + off);                         \
-        off += ((size_t)(count) + 15) / 16 * 16;                         \
-    } while (0)
-    TAKE_I(enc->ids, N);
-    TAKE_I(enc->types, N);
-    TAKE_I(enc->pos, N);
-    TAKE_I(enc->mask, N);
-    TAKE(enc->emb_sum, N * E);
-    TAKE(enc->emb_mean, N);
-    TAKE(enc->emb_rstd, N);
-    TAKE(enc->emb_ln, N * E);
+    enc->ids = (int32_t *)me_carve(base, &off, N);
+    enc->types = (int32_t *)me_carve(base, &off, N);
+    enc->pos = (int32_t *)me_carve(base, &off, N);
+    enc->mask = (int32_t *)me_carve(base, &off, N);
+    enc->emb_sum = me_carve(base, &off, N * E);
+    enc->emb_mean = me_carve(base, &off, N);
+    enc->emb_rstd = me_carve(base, &off, N);
+    enc->emb_ln = me_carve(base, &off, N * E);
     if (E != H)
-        TAKE(enc->x0, N * H);
+        enc->x0 = me_carve(base, &off, N * H);
     else if (base)
         enc->x0 = enc->emb_ln;
     for (int l = 0; l < c->num_layers; l++) {
         MeLayerActs *a = &enc->la[l];
-        TAKE(a->qkv, N * 3 * H);
-        TAKE(a->probs, (size_t)B * NH * T * T);
-        TAKE(a->ctx, N * H);
-        TAKE(a->r1, N * H);
-        TAKE(a->mean1, N);
-        TAKE(a->rstd1, N);
-        TAKE(a->h1, N * H);
-        TAKE(a->f1pre, N * I);
-        TAKE(a->r2, N * H);
-        TAKE(a->mean2, N);
-        TAKE(a->rstd2, N);
-        TAKE(a->h2, N * H);
+        a->qkv = me_carve(base, &off, N * 3 * H);
+        a->probs = me_carve(base, &off, (size_t)B * NH * T * T);
+        a->ctx = me_carve(base, &off, N * H);
+        a->r1 = me_carve(base, &off, N * H);
+        a->mean1 = me_carve(base, &off, N);
+        a->rstd1 = me_carve(base, &off, N);
+        a->h1 = me_carve(base, &off, N * H);
+        a->f1pre = me_carve(base, &off, N * I);
+        a->r2 = me_carve(base, &off, N * H);
+        a->mean2 = me_carve(base, &off, N);
+        a->rstd2 = me_carve(base, &off, N);
+        a->h2 = me_carve(base, &off, N * H);
     }
-    TAKE(enc->ff, N * I);
-    TAKE(enc->att_scratch, enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS));
-    TAKE(enc->tmp, N * H);
-    TAKE(enc->d_h, N * W);
-    TAKE(enc->d_a, N * W);
-    TAKE(enc->d_b, N * W);
-    TAKE(enc->d_qkv, N * 3 * H);
-    TAKE(enc->d_ff, N * I);
-#undef TAKE
-#undef TAKE_I
+    enc->ff = me_carve(base, &off, N * I);
+    enc->att_scratch = me_carve(base, &off, enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS));
+    enc->tmp = me_carve(base, &off, N * H);
+    enc->d_h = me_carve(base, &off, N * W);
+    enc->d_a = me_carve(base, &off, N * W);
+    enc->d_b = me_carve(base, &off, N * W);
+    enc->d_qkv = me_carve(base, &off, N * 3 * H);
+    enc->d_ff = me_carve(base, &off, N * I);
     return off;
 }
 
@@ -251,6 +239,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
                        char *err) {
     int st = validate_inputs(enc, ids, types, mask, B, T, err);
     if (st) return st;
+    enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
     st = ensure_workspace(enc, B, T, err);
     if (st) return st;
     const MeBackend *be = enc->be;

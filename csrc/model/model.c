@@ -169,44 +169,38 @@ void me_model_free(MeModel *m) {
 static size_t carve(MeModel *m, float *base, const MeLmInput *in, int B, int K) {
     const size_t R = (size_t)B * K, n = m->n, P = m->P, E = m->E, C = m->C;
     size_t off = 0;
-#define TAKE(ptr, count)                                       \
-    do {                                                       \
-        if (base) ptr = base + off;                            \
-        off += ((size_t)(count) + 15) / 16 * 16;               \
-    } while (0)
     for (int i = 0; i < m->n; i++) {
-        TAKE(m->pool_w[i], (size_t)B * K * m->cfg.pool_rows * in[i].T);
-        TAKE(m->pooled[i], R * m->H[i]);
-        TAKE(m->d_pooled[i], R * m->H[i]);
+        m->pool_w[i] = me_carve(base, &off, (size_t)B * K * m->cfg.pool_rows * in[i].T);
+        m->pooled[i] = me_carve(base, &off, R * m->H[i]);
+        m->d_pooled[i] = me_carve(base, &off, R * m->H[i]);
     }
-    TAKE(m->proj, n * R * P);
-    TAKE(m->ln_out, n * R * P);
-    TAKE(m->ln_mean, n * R);
-    TAKE(m->ln_rstd, n * R);
-    TAKE(m->scores, n * R);
-    TAKE(m->alpha, n * R);
-    TAKE(m->comb, R * E);
-    TAKE(m->drop, R * E);
-    TAKE(m->logits, R * C);
-    TAKE(m->probs, R * C);
-    TAKE(m->loss, 1);
-    TAKE(m->targets_f, R * C);
+    m->proj = me_carve(base, &off, n * R * P);
+    m->ln_out = me_carve(base, &off, n * R * P);
+    m->ln_mean = me_carve(base, &off, n * R);
+    m->ln_rstd = me_carve(base, &off, n * R);
+    m->scores = me_carve(base, &off, n * R);
+    m->alpha = me_carve(base, &off, n * R);
+    m->comb = me_carve(base, &off, R * E);
+    m->drop = me_carve(base, &off, R * E);
+    m->logits = me_carve(base, &off, R * C);
+    m->probs = me_carve(base, &off, R * C);
+    m->loss = me_carve(base, &off, 1);
+    m->targets_f = me_carve(base, &off, R * C);
     if (base) m->targets_i = (int32_t *)m->targets_f;
-    TAKE(m->d_logits, R * C);
-    TAKE(m->d_drop, R * E);
-    TAKE(m->d_comb, R * E);
-    TAKE(m->d_x, n * R * P);
-    TAKE(m->d_proj, n * R * P);
-    TAKE(m->d_scores, n * R);
+    m->d_logits = me_carve(base, &off, R * C);
+    m->d_drop = me_carve(base, &off, R * E);
+    m->d_comb = me_carve(base, &off, R * E);
+    m->d_x = me_carve(base, &off, n * R * P);
+    m->d_proj = me_carve(base, &off, n * R * P);
+    m->d_scores = me_carve(base, &off, n * R);
     float *ints = NULL, *crf = NULL;
-    TAKE(ints, (size_t)B + R); /* lengths_i [B] | path_i [R] */
-    TAKE(crf, m->cfg.task == ME_TASK_CRF ? 2 * ME_CRF_SCRATCH(B, K, C) : 0);
+    ints = me_carve(base, &off, (size_t)B + R); /* lengths_i [B] | path_i [R] */
+    crf = me_carve(base, &off, m->cfg.task == ME_TASK_CRF ? 2 * ME_CRF_SCRATCH(B, K, C) : 0);
     if (base) {
         m->lengths_i = (int32_t *)ints;
         m->path_i = m->lengths_i + B;
         m->crf_scratch = (double *)crf; /* offsets are multiples of 16 floats: aligned for double */
     }
-#undef TAKE
     return off;
 }
 
@@ -248,9 +242,9 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
             }
     for (int i = 0; i < m->n; i++)
         if (!in[i].pool || in[i].T <= 0) return me_error(err, ME_ERR_VALUE, "language model %d: empty input", i + 1);
+    m->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
     int st = ensure_workspace(m, in, B, K, err);
     if (st) return st;
-    m->has_forward = 0;
     const int R = B * K, n = m->n, P = m->P, E = m->E, C = m->C;
     m->B = B;
     m->K = K;

@@ -25,4 +25,12 @@ typedef struct {
  * tensors stay contiguous (the fused q/k/v groups rely on that). */
 size_t me_params_add(MeParamList *pl, const char *name, int64_t d0, int64_t d1, int pad);
 
+/* Workspace carving: the next `count` floats of `base` (64-byte aligned slices), advancing
+ * *off; with base == NULL only *off advances (a first pass that sizes the workspace). */
+static inline float *me_carve(float *base, size_t *off, size_t count) {
+    float *p = base ? base + *off : NULL;
+    *off += (count + 15) / 16 * 16;
+    return p;
+}
+
 #endif
