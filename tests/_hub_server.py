@@ -35,6 +35,8 @@ import threading
 import urllib.parse
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+import pytest
+
 LFS_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -213,3 +215,17 @@ class HubServer:
                 return self._answer(200, {"X-Repo-Commit": commit, "ETag": f'"{file.git_sha1}"'}, file, body)
 
         return Handler
+
+
+#: Environment variables that steer HF hub clients; tests start with none of them set.
+HF_ENV = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "HF_TOKEN",
+          "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A clean hub environment: no HF variables, HF_HOME in the test's temporary folder."""
+    for name in HF_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    return monkeypatch

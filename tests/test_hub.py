@@ -11,13 +11,11 @@ from multienc import safetensors as st
 from multienc.hub import (EntryNotFoundError, GatedRepoError, HubError, NotCachedError, RepositoryNotFoundError,
                           RevisionNotFoundError)
 
-from _hub_server import HubServer
+from _hub_server import HubServer, env  # noqa: F401 (env is a fixture)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "weights")
 TWIN = os.path.join(FIXTURES, "bin_twin.safetensors")
 BIN = os.path.join(FIXTURES, "bin", "pytorch_model.bin")
-ENV = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "HF_TOKEN",
-       "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def make_repo(root, repo_id, revision="main", **files):
@@ -57,14 +55,6 @@ def hub_root(tmp_path):
         weight_map.update({k: shard for k in part})
     (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     return root
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    return monkeypatch
 
 
 @pytest.fixture

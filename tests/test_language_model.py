@@ -21,7 +21,7 @@ from multienc.safetensors import SafetensorsError, load_file, save_file
 from multienc.tokenization import Tokenizer, TokenizerFileError
 from multienc.weights import load_state_dict
 
-from _hub_server import HubServer
+from _hub_server import HubServer, env  # noqa: F401 (env is a fixture)
 
 HERE = os.path.dirname(__file__)
 TINY_HUB = os.path.join(HERE, "fixtures", "tiny_hub")
@@ -36,8 +36,6 @@ MODELS = {  # hub id -> (model_type, weight file)
 }
 ELECTRA = "google/electra-base-discriminator"
 SPANBERT = "SpanBERT/spanbert-base-cased"
-ENV = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "HF_TOKEN",
-       "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def local(repo_id):
@@ -48,14 +46,6 @@ def copy_local(tmp_path, repo_id=ELECTRA):
     dst = tmp_path / repo_id.replace("/", "--")
     shutil.copytree(local(repo_id), dst)
     return dst
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    return monkeypatch
 
 
 @pytest.fixture

@@ -8,14 +8,10 @@ import pytest
 
 from multienc import _C
 
+from _numeric import rel
+
 RNG = np.random.default_rng(1234)
 SHAPES = [(1, 1), (3, 5), (7, 33), (129, 77)]
-
-
-def rel(a, b):
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
 
 
 def f32(*shape, scale=1.0):

@@ -9,16 +9,14 @@ import pytest
 from multienc import _C
 from multienc.optim import linear_schedule_factor
 
+from _numeric import rel
+
 RNG = np.random.default_rng(77)
 REF = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "optim", "reference.npz"))
 
 
 def f32(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def rel(a, b):
-    return np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30)
 
 
 @pytest.mark.parametrize("B,T,K,C", [(1, 1, 1, 1), (3, 7, 1, 5), (4, 11, 6, 17)])
