@@ -14,17 +14,9 @@ from multienc.datasets import CorpusFormatError
 from multienc.datasets.download import MARKER, extract
 
 import _data_fixtures as fx
-from _data_server import MirrorServer
+from _data_server import MirrorServer, mirror  # noqa: F401 (mirror is a fixture)
 
 SC, PC, SR, PR, SL = ds.TASK_TYPES
-
-
-@pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    with MirrorServer(tmp_path / "mirror") as server:
-        monkeypatch.setenv("MULTIENC_DATASETS_MIRROR", server.url)
-        monkeypatch.setenv("MULTIENC_CACHE", str(tmp_path / "cache"))
-        yield server
 
 
 @pytest.fixture

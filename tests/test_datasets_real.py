@@ -14,7 +14,7 @@ from multienc import datasets as ds
 from multienc.datasets import corpora
 from multienc.datasets.readers import read_column_file
 
-from _data_server import MirrorServer
+from _data_server import MirrorServer, mirror  # noqa: F401 (mirror is a fixture)
 
 DATA = Path(os.environ.get("MULTIENC_SHARED_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -27,14 +27,6 @@ def need(*names: str) -> list:
     if missing:
         pytest.skip(f"real data not available: {', '.join(missing)}")
     return paths
-
-
-@pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    with MirrorServer(tmp_path / "mirror") as server:
-        monkeypatch.setenv("MULTIENC_DATASETS_MIRROR", server.url)
-        monkeypatch.setenv("MULTIENC_CACHE", str(tmp_path / "cache"))
-        yield server
 
 
 def serve_glue_zip(mirror, archive, folder, files):
