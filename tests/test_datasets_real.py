@@ -14,7 +14,7 @@ from multienc import datasets as ds
 from multienc.datasets import corpora
 from multienc.datasets.readers import read_column_file
 
-from _data_server import MirrorServer, mirror  # noqa: F401 (mirror is a fixture)
+from _data_server import mirror  # noqa: F401 (mirror is a fixture)
 
 DATA = Path(os.environ.get("MULTIENC_SHARED_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))
