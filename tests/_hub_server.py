@@ -35,7 +35,6 @@ import threading
 import urllib.parse
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-import pytest
 
 LFS_SUFFIXES = (".safetensors", ".bin")
 
@@ -220,12 +219,3 @@ class HubServer:
 #: Environment variables that steer HF hub clients; tests start with none of them set.
 HF_ENV = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "HF_TOKEN",
           "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A clean hub environment: no HF variables, HF_HOME in the test's temporary folder."""
-    for name in HF_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    return monkeypatch

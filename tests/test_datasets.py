@@ -14,7 +14,7 @@ from multienc.datasets import CorpusFormatError
 from multienc.datasets.download import MARKER, extract
 
 import _data_fixtures as fx
-from _data_server import MirrorServer, mirror  # noqa: F401 (mirror is a fixture)
+from _data_server import MirrorServer
 
 SC, PC, SR, PR, SL = ds.TASK_TYPES
 

@@ -1,32 +1,20 @@
 """The corpora parsed from the REAL source files in ../shared/data (see its SOURCES.md),
-served in place by the local mirror; each test skips when its files are absent.
+served in place by the local mirror. Without ../shared the tests skip; a file missing from a
+present ../shared/data fails (tests/_shared_data.py).
 
 Expected counts are the sources' documented sizes (GLUE, CoNLL-2003, WNUT-17,
 MIT Movie) or follow from them by the documented split rule.
 """
 import csv
-import os
-from pathlib import Path
 
 import pytest
 
+from _shared_data import require as need
 from multienc import datasets as ds
 from multienc.datasets import corpora
 from multienc.datasets.readers import read_column_file
 
-from _data_server import mirror  # noqa: F401 (mirror is a fixture)
-
-DATA = Path(os.environ.get("MULTIENC_SHARED_DATA",
-                           Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 GLUE = "https://dl.fbaipublicfiles.com/glue/data/"
-
-
-def need(*names: str) -> list:
-    paths = [DATA / n for n in names]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        pytest.skip(f"real data not available: {', '.join(missing)}")
-    return paths
 
 
 def serve_glue_zip(mirror, archive, folder, files):
@@ -175,8 +163,8 @@ def test_real_conll_files():
 
 
 def test_real_conll_local_path():
-    need("conll2003/eng.train", "conll2003/eng.testa", "conll2003/eng.testb")
-    corpus = ds.CONLL_NER(local_path=DATA / "conll2003")
+    train, _, _ = need("conll2003/eng.train", "conll2003/eng.testa", "conll2003/eng.testb", staged=False)
+    corpus = ds.CONLL_NER(local_path=train.parent)
     assert (len(corpus.train), len(corpus.dev), len(corpus.test)) == (14041, 3250, 3453)
 
 
@@ -196,7 +184,7 @@ def test_real_wnut_files():
 ])
 def test_real_corpora_not_staged_here(name, files, mirror):
     """Full constructors for sources SOURCES.md does not hold yet (skip until they are added)."""
-    paths = need(*files)
+    paths = need(*files, staged=False)
     cls = ds.CORPORA[name]
     if name == "EMOTION_STIMULUS":
         mirror.put_zip(cls.URLS[0], {"Dataset/No Cause.txt": paths[0].read_bytes()})

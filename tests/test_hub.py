@@ -11,7 +11,7 @@ from multienc import safetensors as st
 from multienc.hub import (EntryNotFoundError, GatedRepoError, HubError, NotCachedError, RepositoryNotFoundError,
                           RevisionNotFoundError)
 
-from _hub_server import HubServer, env  # noqa: F401 (env is a fixture)
+from _hub_server import HubServer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "weights")
 TWIN = os.path.join(FIXTURES, "bin_twin.safetensors")

@@ -21,7 +21,7 @@ from multienc.safetensors import SafetensorsError, load_file, save_file
 from multienc.tokenization import Tokenizer, TokenizerFileError
 from multienc.weights import load_state_dict
 
-from _hub_server import HubServer, env  # noqa: F401 (env is a fixture)
+from _hub_server import HubServer
 
 HERE = os.path.dirname(__file__)
 TINY_HUB = os.path.join(HERE, "fixtures", "tiny_hub")

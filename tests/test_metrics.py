@@ -4,12 +4,11 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats as stats
+import seqeval.metrics as seqeval_metrics
+import sklearn.metrics as sk
 
 from multienc import metrics
-
-sk = pytest.importorskip("sklearn.metrics")
-stats = pytest.importorskip("scipy.stats")
-seqeval_metrics = pytest.importorskip("seqeval.metrics")
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

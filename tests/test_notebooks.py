@@ -7,14 +7,11 @@ so the whole file takes seconds. The notebooks themselves are stored without out
 import base64
 import os
 
+import nbclient
+import nbformat
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("matplotlib")
-
-import multienc.task_heads  # noqa: E402
+import multienc.task_heads
 
 if os.environ.get("MULTIENC_SANITIZED"):
     pytest.skip("the notebooks' kernels are not run under the sanitizers (test_cli covers the same C paths)",
@@ -88,8 +85,6 @@ def test_dme_scores_figures(tmp_path, monkeypatch):
     assert [line.split()[0] for line in means] == ["it-ops", "food", "sport", "weather"]
 
 
-@pytest.mark.skipif(not hasattr(multienc.task_heads, "SequenceTagger"),
-                    reason="multienc.task_heads has no SequenceTagger yet (it lands on the 'tagger' branch)")
 def test_ner_figure(tmp_path, monkeypatch):
     book = execute(NAMES[2], str(tmp_path), monkeypatch)
     assert "Dataset name: multienc demo NER" in text_output(book, "print(corpus)")

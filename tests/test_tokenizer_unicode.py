@@ -9,18 +9,14 @@ character shows in the ids), and the \\p{L} / \\p{N} / \\s classes of the GPT-2 
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
+import tokenizers
+import transformers
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _tok_corpora as C  # noqa: E402
-from _tok_compare import assert_batch_matches  # noqa: E402
-
-from multienc.tokenization import Tokenizer  # noqa: E402
-
-tokenizers = pytest.importorskip("tokenizers")
+import _tok_corpora as C
+from _tok_compare import assert_batch_matches
+from multienc.tokenization import Tokenizer
 
 CODE_POINTS = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
 CHUNK = 200
@@ -68,10 +64,7 @@ def test_every_code_point_wordpiece(tmp_path):
 
 @pytest.mark.slow
 def test_every_code_point_byte_level():
-    folder = C.vocab_dir("roberta-base")
-    if folder is None:
-        pytest.skip("roberta-base vocabulary not in ../shared/data/vocab")
-    transformers = pytest.importorskip("transformers")
+    folder = C.shared_vocab("roberta-base")
     ref = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
     ours = Tokenizer.from_pretrained(folder)
     # letters, numbers, others and whitespace split differently next to 'a', '1', '.', ' ', "'"
