@@ -61,5 +61,5 @@ def training_speed(model, corpus: Corpus, batch_size: int = 16, epochs: int = 1,
         "predict sentences": len(dev),
         "predict sentences/s": round(len(dev) / predict_seconds, 2),
         "threads": int(info.get("openmp_max_threads", os.cpu_count() or 1)),
-        "device": model.language_models[0].encoder.device,
+        "device": model.device,
     }

@@ -3,12 +3,20 @@
 The CUDA backend is the extension ``multienc._C_cuda``, built only where nvcc
 was found at install time and imported only here and when a CUDA encoder is
 created, so that ``import multienc`` never needs the CUDA libraries.
+
+One place decides: :func:`resolve_device` (an explicit ``device=``, else
+``$MULTIENC_DEVICE``, else :func:`auto_device`). Language models are created
+on that device; heads and the trainer take the device of their language models,
+and a ``device=`` given to them that differs is an error naming both
+(:func:`check_device`).
 """
 from __future__ import annotations
 
 import os
 import re
 from typing import Optional
+
+from multienc import _C
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -22,9 +30,15 @@ def cuda_available() -> bool:
     return _C_cuda.device_count() > 0
 
 
+def auto_device() -> str:
+    """What automatic choice picks: ``"cuda"`` when :func:`cuda_available` and the whole task model
+    (encoders, pooling, combiner, head, loss, optimizer) runs on this build's CUDA backend, else
+    ``"cpu"``. Today the CUDA backend has the encoder ops only, so the choice is ``"cpu"``."""
+    return "cuda" if cuda_available() and _C.model_runs_on("cuda") else "cpu"
+
+
 def resolve_device(device: Optional[str] = None) -> str:
-    """The device to use: ``device`` if given, else ``$MULTIENC_DEVICE``, else ``"cuda"``
-    when :func:`cuda_available` and ``"cpu"`` otherwise.
+    """The device to use: ``device`` if given, else ``$MULTIENC_DEVICE``, else :func:`auto_device`.
 
     Raises ValueError for a string that is not ``cpu``, ``cuda`` or ``cuda:N``. Whether the
     CUDA device exists is checked when an encoder is created on it (RuntimeError).
@@ -34,7 +48,24 @@ def resolve_device(device: Optional[str] = None) -> str:
         device = os.environ.get("MULTIENC_DEVICE", "").strip() or None
         source = "MULTIENC_DEVICE"
     if device is None:
-        return "cuda" if cuda_available() else "cpu"
+        return auto_device()
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise ValueError(f"{source} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return device
+
+
+def same_device(a: str, b: str) -> bool:
+    """Whether two device strings name one device (``"cuda"`` is ``"cuda:0"``)."""
+    return a == b or {a, b} == {"cuda", "cuda:0"}
+
+
+def check_device(requested: Optional[str], actual: str, who: str, where: str) -> str:
+    """``actual`` (the device of ``where``, e.g. its language models) when ``requested`` is None or
+    names the same device; else ValueError naming both, for ``who`` (e.g. ``"TextClassifier"``)."""
+    if requested is None:
+        return actual
+    wanted = resolve_device(requested)
+    if not same_device(wanted, actual):
+        raise ValueError(f"{who}(device={requested!r}): {where} on {actual!r}; create the language models "
+                         f"with device={requested!r} (LanguageModel(..., device={requested!r})) or leave device out")
+    return actual

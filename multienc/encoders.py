@@ -65,6 +65,9 @@ class LanguageModel:
         tokenizer: the tokenizer to use instead of the model's own: a :class:`Tokenizer`, or a
             hub id / folder whose tokenizer files are loaded (only those files are downloaded).
             Needed for checkpoints that ship no tokenizer files.
+        device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` for the encoder's weights and compute; None
+            chooses as :func:`multienc.device.resolve_device` says (``$MULTIENC_DEVICE``, else a
+            device on which the whole task model runs). A head built on this LM runs there too.
 
     Raises ValueError for a bad argument, NotImplementedError for a model type the engine does
     not support, :class:`multienc.hub.HubError` (an OSError) when the files cannot be had,
@@ -75,14 +78,15 @@ class LanguageModel:
 
     def __init__(self, model: str = "google/electra-base-discriminator", fine_tune: bool = True,
                  pooling: str = "cls", hidden_dropout_prob: float = 0.1, keep_special_tokens: bool = True,
-                 revision: Optional[str] = None, tokenizer: Union[Tokenizer, str, None] = None):
+                 revision: Optional[str] = None, tokenizer: Union[Tokenizer, str, None] = None,
+                 device: Optional[str] = None):
         self._set_options(model, fine_tune, pooling, hidden_dropout_prob, keep_special_tokens)
         self.model_dir: str = resolve_model_files(model, revision=revision)
         # An unsupported model type is reported before the tokenizer and the weights are read.
         raw_config = read_config(self.model_dir)
         engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
         tok = self._load_tokenizer(tokenizer, raw_config["model_type"])
-        self._finish(tok, Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)}))
+        self._finish(tok, Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)}, device=device))
 
     @classmethod
     def _restore(cls, spec: Dict[str, Any], folder: str, state: Dict[str, np.ndarray],
@@ -125,6 +129,11 @@ class LanguageModel:
         self.cls_position: int = 0 if self.tokenizer.encode("a").ids[0] == self.tokenizer.cls_token_id else -1
         limit = self.tokenizer.model_max_length
         self.max_length: int = min(self.encoder.max_positions, limit if limit is not None else 1 << 62)
+
+    @property
+    def device(self) -> str:
+        """Where the encoder's weights live and it computes (``'cpu'``, ``'cuda:N'``...)."""
+        return self.encoder.device
 
     @property
     def word_tokenizer(self) -> Tokenizer:

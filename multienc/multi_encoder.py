@@ -46,6 +46,10 @@ class MultiEncoder:
             raise TypeError("language_models must be a non-empty list of LanguageModel")
         if combine_method not in COMBINE_METHODS or combine_method == "none":
             raise ValueError(f"combine_method must be 'concat', 'dme' or 'mean', got {combine_method!r}")
+        devices = {lm.device for lm in lms}
+        if len(devices) > 1:
+            raise ValueError("the language models live on different devices: " + ", ".join(
+                f"{lm.name} on {lm.device!r}" for lm in lms) + "; create them all with one device=...")
         poolings = {lm.pooling for lm in lms}
         if len(poolings) > 1:
             raise ValueError(f"all language models need the same pooling, got {sorted(poolings)}")
@@ -82,6 +86,11 @@ class MultiEncoder:
         self.embedding_length = sum(sizes) if self.combine_method == "concat" else (
             sizes[0] if self.combine_method == "none" else self.projection_size)
         self._state: Dict[str, np.ndarray] = self._init_state(me_random.generator())
+
+    @property
+    def device(self) -> str:
+        """The device of the language models (one for all of them)."""
+        return self.language_models[0].device
 
     # ------------------------------------------------------------- weights
     def _init_state(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:

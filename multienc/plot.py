@@ -36,7 +36,9 @@ def plot_dme_scores(result: Mapping[str, list], lm_names: Optional[Sequence[str]
     """Heat map of DME scores from a ``predict_tags`` result: one row per sentence (or, for a tagger's
     per-word scores, one row per word of sentence number ``sentence``), one column per language
     model, each cell the weight (0..1) the multi-encoder gave that model; row labels carry the
-    prediction. ``lm_names`` label the columns (default LM 1, LM 2, ...). Returns the Figure.
+    prediction. ``lm_names`` label the columns (default: the language models' names, which a
+    ``predict_tags`` result carries as ``result.lm_names``; LM 1, LM 2, ... for a plain dict).
+    Returns the Figure.
 
     ValueError when the result has no ``'DME scores'`` (the model does not combine with DME).
     """
@@ -59,7 +61,9 @@ def plot_dme_scores(result: Mapping[str, list], lm_names: Optional[Sequence[str]
         labels = [f"{p}: {_short(s)}" if predictions else _short(s)
                   for p, s in zip(predictions or [None] * len(weights), result["Sentences"])]
     n_lms = len(weights[0]) if weights else 0
-    names = list(lm_names) if lm_names is not None else [f"LM {i + 1}" for i in range(n_lms)]
+    if lm_names is None:
+        lm_names = getattr(result, "lm_names", None) or [f"LM {i + 1}" for i in range(n_lms)]
+    names = list(lm_names)
     if len(names) != n_lms:
         raise ValueError(f"lm_names has {len(names)} names but the scores are for {n_lms} language models")
     if ax is None:

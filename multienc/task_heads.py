@@ -21,12 +21,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from multienc import random as me_random
+from multienc.device import check_device
 from multienc.batching import (build_inputs, linear_init, new_c_model, pool_rows, read_state, word_inputs, write_state,
                                 xavier_uniform)
 from multienc.encoders import LanguageModel
 from multienc.multi_encoder import MultiEncoder
 
-__all__ = ["TextClassifier", "TextRegressor", "SequenceTagger"]
+__all__ = ["TextClassifier", "TextRegressor", "SequenceTagger", "Predictions"]
 
 Encoder = Union[LanguageModel, MultiEncoder]
 
@@ -45,19 +46,33 @@ def _check_sentences(sentences: Any) -> List:
     return out
 
 
+class Predictions(dict):
+    """The dict ``predict_tags`` returns (the seed's keys), which also knows the names of the
+    language models whose DME scores it holds (:attr:`lm_names`, in score order) so that
+    :func:`multienc.plot.plot_dme_scores` labels its columns with them."""
+
+    def __init__(self, model: "_TaskHead", items: Dict[str, list]):
+        super().__init__(items)
+        #: each language model's name, in the order of the weights in ``'DME scores'``
+        self.lm_names: List[str] = [lm.name for lm in model.language_models]
+
+
 class _TaskHead:
     """Shared machinery of TextClassifier, TextRegressor and SequenceTagger."""
 
     _task = 0  # the C model's task: 0 cross-entropy, 1 MSE, 2 CRF
     _suffix = ""
 
-    def __init__(self, encoder: Encoder, num_classes: int):
+    def __init__(self, encoder: Encoder, num_classes: int, device: Optional[str] = None):
         if not isinstance(encoder, (LanguageModel, MultiEncoder)):
             raise TypeError(f"encoder must be a LanguageModel or a MultiEncoder, got {type(encoder).__name__}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if self._task != 1 and num_classes < 2:
             raise ValueError(f"a {type(self).__name__} needs num_classes >= 2, got {num_classes}")
+        #: where the whole model runs: its language models' device
+        self.device: str = check_device(device, encoder.device, type(self).__name__,
+                                        f"the language model(s) {encoder.name!r} live")
         self.encoder = encoder
         self.num_classes = int(num_classes)
         self.language_models: List[LanguageModel] = (
@@ -152,12 +167,12 @@ class _TaskHead:
         return isinstance(self.encoder, MultiEncoder) and self.encoder.combine_method == "dme"
 
     def predict_tags(self, sentences: Sequence, label_map: Optional[Mapping[str, int]] = None,
-                     batch_size: int = 32) -> Dict[str, list]:
+                     batch_size: int = 32) -> "Predictions":
         """The seed's prediction dict: ``'Sentences'`` (as given), ``'DME scores'`` (one weight per
         LM per sentence, summing to 1; only for a DME multi-encoder) and ``'Predictions'``
         (label names when ``label_map`` is given)."""
         outputs, weights = self._outputs(sentences, batch_size)
-        result: Dict[str, list] = {"Sentences": list(sentences)}
+        result = Predictions(self, {"Sentences": list(sentences)})
         if self._dme():
             result["DME scores"] = weights.astype(float).tolist()
         result["Predictions"] = self._labels(outputs, label_map)
@@ -202,6 +217,7 @@ class TextClassifier(_TaskHead):
     Args:
         encoder: a :class:`LanguageModel` or :class:`MultiEncoder`.
         num_classes: the number of classes (``corpus.num_classes``).
+        device: None (the language models' device) or that same device; another one is a ValueError.
     """
 
     _task = 0
@@ -231,13 +247,14 @@ class TextRegressor(_TaskHead):
     Args:
         encoder: a :class:`LanguageModel` or :class:`MultiEncoder`.
         num_classes: number of target values per sentence (1).
+        device: None (the language models' device) or that same device; another one is a ValueError.
     """
 
     _task = 1
     _suffix = "-regressor"
 
-    def __init__(self, encoder: Encoder, num_classes: int = 1):
-        super().__init__(encoder, num_classes)
+    def __init__(self, encoder: Encoder, num_classes: int = 1, device: Optional[str] = None):
+        super().__init__(encoder, num_classes, device)
 
     def predict(self, sentences: Sequence, batch_size: int = 32) -> np.ndarray:
         """Predicted scores, float32 (B,) (or (B, num_classes) for several targets)."""
@@ -291,12 +308,13 @@ class SequenceTagger(_TaskHead):
         use_crf: a CRF layer on the decoder's scores.
         subtoken_pooling: ``'first'`` (the seed's), ``'last'``, ``'mean'`` or ``'first_last'`` (the
             first and last sub-word vectors side by side, twice as wide), as in Flair.
+        device: None (the language models' device) or that same device; another one is a ValueError.
     """
 
     _suffix = "-sequence-tagger"
 
     def __init__(self, encoder: Union[Encoder, int], num_classes: Union[int, Encoder], use_crf: bool = False,
-                 subtoken_pooling: str = "first"):
+                 subtoken_pooling: str = "first", device: Optional[str] = None):
         if isinstance(num_classes, (LanguageModel, MultiEncoder)) and not isinstance(encoder, (LanguageModel,
                                                                                              MultiEncoder)):
             encoder, num_classes = num_classes, encoder  # the seed's SequenceTagger(num_classes, encoder)
@@ -305,7 +323,7 @@ class SequenceTagger(_TaskHead):
         self.subtoken_pooling = subtoken_pooling
         self._task = 2 if self.use_crf else 0
         self.label_map: Optional[Dict[str, int]] = None
-        super().__init__(encoder, num_classes)
+        super().__init__(encoder, num_classes, device)
 
     def _prepare_encoder(self) -> None:
         for lm in self.language_models:
@@ -363,7 +381,7 @@ class SequenceTagger(_TaskHead):
         return [p for chunk in self._batches(words, batch_size) for p in self._tag_batch(chunk)[0]]
 
     def predict_tags(self, sentences: Sequence, label_map: Optional[Mapping[str, int]] = None,
-                     batch_size: int = 32) -> Dict[str, list]:
+                     batch_size: int = 32) -> "Predictions":
         """The seed's prediction dict: ``'Sentences'`` (as given), ``'DME scores'`` (DME multi-encoder
         only: per sentence, per word one weight per LM summing to 1; None for a word past the
         maximum length) and ``'Predictions'``: per sentence the (word, tag) pairs, tags as names
@@ -376,7 +394,7 @@ class SequenceTagger(_TaskHead):
             preds += [[(w, names.get(t, t)) for w, t in zip(ws, p)] for ws, p in zip(chunk, pred)]
             scores += [weights[b, :n].astype(float).tolist() + [None] * (len(chunk[b]) - n)
                        for b, n in enumerate(lengths)]
-        result: Dict[str, list] = {"Sentences": list(sentences)}
+        result = Predictions(self, {"Sentences": list(sentences)})
         if self._dme():
             result["DME scores"] = scores
         result["Predictions"] = preds

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -29,6 +30,7 @@ from multienc import metrics as me_metrics
 from multienc import random as me_random
 from multienc.batching import build_inputs
 from multienc.datasets import Corpus, Sentence
+from multienc.device import check_device
 from multienc.multi_encoder import MultiEncoder
 from multienc.optim import group_learning_rates, linear_schedule_factor
 from multienc.task_heads import SequenceTagger, TextClassifier, TextRegressor, _TaskHead
@@ -44,8 +46,18 @@ class TrainingError(RuntimeError):
 
 
 def default_base_path(corpus: Corpus, model: _TaskHead) -> str:
-    """The seed's rule: ``models/<first 4 chars of the corpus name, no spaces/hyphens>-<encoder type>-<model name>``."""
-    prefix = corpus.name[:4].replace(" ", "").replace("-", "")
+    """``models/<corpus prefix>-<encoder type>-<model name>``.
+
+    The prefix is the seed's (the first four characters of the corpus name without spaces and
+    hyphens: ``models/CoLA-multi-transformer-electra-base-discriminator-roberta-base-classifier``,
+    where the seed's README looks for it) unless those four characters cut a word, as in
+    ``"multienc demo topics"``: then it is the whole name as a slug (``multienc-demo-topics``).
+    """
+    name = corpus.name
+    if len(name) > 4 and name[3].isalnum() and name[4].isalnum():
+        prefix = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    else:
+        prefix = name[:4].replace(" ", "").replace("-", "")
     return os.path.join("models", f"{prefix}-{model.encoder_type}-{model.name}")
 
 
@@ -62,9 +74,11 @@ class ModelTrainer:
         model: a :class:`TextClassifier`, :class:`TextRegressor` or :class:`SequenceTagger`.
         corpus: a :class:`multienc.datasets.Corpus` of the matching task type.
         optimizer: ``"AdamW"`` (the only optimizer; kept for the seed's signature).
+        device: None (train where the model is: :attr:`model.device`) or that same device;
+            another one is a ValueError naming both.
     """
 
-    def __init__(self, model: _TaskHead, corpus: Corpus, optimizer: Any = "AdamW"):
+    def __init__(self, model: _TaskHead, corpus: Corpus, optimizer: Any = "AdamW", device: Optional[str] = None):
         if not isinstance(model, _TaskHead):
             raise TypeError(f"model must be a TextClassifier, TextRegressor or SequenceTagger, "
                             f"got {type(model).__name__}")
@@ -84,6 +98,7 @@ class ModelTrainer:
         if model.num_classes != corpus.num_classes:
             raise ValueError(f"the model has num_classes={model.num_classes} but {corpus.name} has "
                              f"{corpus.num_classes} classes; build the head with num_classes=corpus.num_classes")
+        self.device: str = check_device(device, model.device, "ModelTrainer", f"the model {model.name!r} lives")
         self.model = model
         self.corpus = corpus
         self.metrics: List[str] = list(corpus.evaluation_metric)
@@ -310,7 +325,7 @@ class ModelTrainer:
             log.info(f"Model type: single-transformer {model.name}")
         log.info(DASHES)
         log.info("Model parameters:")
-        log.info(" - device: cpu, precision: fp32")
+        log.info(f" - device: {model.device}, precision: fp32")
         log.info(f" - epochs: {epochs}")
         log.info(f" - batch size: {batch_size}")
         log.info(f" - training steps: {total_steps}")

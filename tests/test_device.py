@@ -1,6 +1,7 @@
 """Device choice and the CUDA build switch, checked where no GPU is needed:
 build_info, cuda_available, device strings and MULTIENC_DEVICE, the error for
 an unavailable GPU, and that `import multienc` never loads the CUDA libraries."""
+import ctypes
 import os
 import subprocess
 import sys
@@ -9,12 +10,40 @@ import numpy as np
 import pytest
 
 import multienc
+import multienc.device
 from multienc import _C
+from multienc.datasets import Corpus, Sentence
 from multienc.device import resolve_device
+from multienc.encoders import LanguageModel, MultiEncoder
 from multienc.engine import Encoder, engine_config, read_config
+from multienc.task_heads import TextClassifier, TextRegressor
+from multienc.trainer import ModelTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BERT = os.path.join(ROOT, "tests", "fixtures", "models", "bert")
+HUB = os.path.join(ROOT, "tests", "fixtures", "tiny_hub")
+ELECTRA = os.path.join(HUB, "google--electra-base-discriminator", "main")
+ROBERTA = os.path.join(HUB, "roberta-base", "main")
+
+
+def driver_device_count(min_major: int) -> int:
+    """Visible GPUs of compute capability >= min_major as the NVIDIA driver itself counts them (its
+    C API through ctypes, independent of multienc's CUDA runtime); 0 where no driver is installed."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    if cuda.cuInit(0) != 0:  # CUDA_ERROR_NO_DEVICE and friends: nothing usable
+        return 0
+    n = ctypes.c_int(0)
+    assert cuda.cuDeviceGetCount(ctypes.byref(n)) == 0
+    usable = 0
+    for ordinal in range(n.value):
+        dev, major = ctypes.c_int(0), ctypes.c_int(0)
+        assert cuda.cuDeviceGet(ctypes.byref(dev), ordinal) == 0
+        assert cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev) == 0  # COMPUTE_CAPABILITY_MAJOR
+        usable += major.value >= min_major
+    return usable
 
 
 def test_build_info_says_what_was_built():
@@ -26,7 +55,7 @@ def test_build_info_says_what_was_built():
     if info["cuda"]:
         assert info["cuda_version"].count(".") == 1 and "sm_80" in info["cuda_archs"]
         from multienc import _C_cuda  # built with CUDA: the backend module loads here
-        assert _C_cuda.device_count() >= 0
+        assert _C_cuda.device_count() == driver_device_count(min_major=8)
     else:
         assert info["cuda_version"] == ""
         # (not "import _C_cuda fails": an editable install's finder may still find a CUDA module
@@ -111,3 +140,44 @@ def test_import_and_cpu_work_never_load_cuda_libraries():
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- the device a user gets
+
+def test_automatic_choice_with_a_visible_gpu_picks_where_the_whole_model_runs(monkeypatch):
+    """A GPU is visible (simulated), but this build's CUDA backend lacks the task-model ops: the
+    automatic choice must be the CPU, where the whole model runs (else every README snippet
+    would fail on a GPU machine); once the task model runs on CUDA, CUDA is chosen."""
+    monkeypatch.delenv("MULTIENC_DEVICE", raising=False)
+    monkeypatch.setattr(multienc.device, "cuda_available", lambda: True)
+    assert _C.model_runs_on("cpu") and not _C.model_runs_on("cuda")
+    assert resolve_device() == "cpu"
+    lm = LanguageModel(ELECTRA)
+    assert lm.device == "cpu" and TextClassifier(lm, 2).device == "cpu"
+    monkeypatch.setattr(_C, "model_runs_on", lambda device, task=0: True)
+    assert resolve_device() == "cuda"
+
+
+def test_heads_and_trainer_take_the_language_models_device(tmp_path, monkeypatch):
+    monkeypatch.delenv("MULTIENC_DEVICE", raising=False)
+    lm = LanguageModel(ELECTRA, device="cpu")
+    clf = TextClassifier(lm, 2, device="cpu")
+    assert clf.device == "cpu"
+    with pytest.raises(ValueError, match=r"TextClassifier\(device='cuda'\): the language model\(s\) "
+                                         r"'main' live on 'cpu'"):
+        TextClassifier(lm, 2, device="cuda")
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+        TextRegressor(lm, device="gpu")
+    corpus = Corpus("TOY", "Sentence classification", [Sentence("good", 1), Sentence("bad", 0)] * 2,
+                    [Sentence("good", 1), Sentence("bad", 0)])
+    with pytest.raises(ValueError, match=r"ModelTrainer\(device='cuda:0'\): the model .* lives on 'cpu'"):
+        ModelTrainer(clf, corpus, device="cuda:0")
+    ModelTrainer(clf, corpus, device="cpu").train(epochs=1, batch_size=2, base_path=str(tmp_path), progress=False)
+    assert " - device: cpu, precision: fp32" in (tmp_path / "training.log").read_text()
+
+
+def test_language_models_on_two_devices_cannot_be_combined(monkeypatch):
+    a, b = LanguageModel(ELECTRA, device="cpu"), LanguageModel(ROBERTA, device="cpu")
+    monkeypatch.setattr(type(b), "device", property(lambda self: "cuda:1" if self is b else "cpu"))
+    with pytest.raises(ValueError, match=r"different devices: main on 'cpu', main on 'cuda:1'"):
+        MultiEncoder([a, b], combine_method="dme")

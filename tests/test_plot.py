@@ -1,15 +1,17 @@
 """multienc.plot: DME heat maps and training curves, checked through the figures' artists."""
+import os
 import sys
 
+import matplotlib
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib")
-import matplotlib  # noqa: E402
+from multienc.encoders import LanguageModel, MultiEncoder
+from multienc.plot import plot_dme_scores, plot_training_curves, read_loss_tsv
+from multienc.task_heads import TextClassifier
 
 matplotlib.use("Agg")
-
-from multienc.plot import plot_dme_scores, plot_training_curves, read_loss_tsv  # noqa: E402
+HUB = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub")
 
 RESULT = {"Sentences": ["The server is down.", "Rain all day.", "A very long sentence " * 5],
           "DME scores": [[0.8, 0.2], [0.25, 0.75], [0.5, 0.5]],
@@ -31,6 +33,18 @@ def test_sentence_heat_map():
     assert rows[2].startswith("food: A very long sentence") and rows[2].endswith("…") and len(rows[2]) == 6 + 48
     assert sorted(t.get_text() for t in ax.texts) == sorted(["0.80", "0.20", "0.25", "0.75", "0.50", "0.50"])
     assert fig.axes[1].get_ylabel() == "DME weight"  # the colour bar
+
+
+def test_columns_are_the_language_models_names_by_default(tmp_path):
+    for name, folder in (("electra-tiny", "google--electra-base-discriminator"), ("roberta-tiny", "roberta-base")):
+        os.symlink(os.path.join(HUB, folder, "main"), tmp_path / name)
+    lms = [LanguageModel(str(tmp_path / name)) for name in ("electra-tiny", "roberta-tiny")]
+    clf = TextClassifier(MultiEncoder(lms, combine_method="dme"), 2)
+    result = clf.predict_tags(["a good day", "a bad day"])
+    assert result.lm_names == ["electra-tiny", "roberta-tiny"]
+    ax = plot_dme_scores(result).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["electra-tiny", "roberta-tiny"]
+    np.testing.assert_allclose(ax.images[0].get_array(), result["DME scores"])
 
 
 def test_word_heat_map_of_one_sentence():

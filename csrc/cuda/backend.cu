@@ -200,6 +200,8 @@ static int setup(int device, char *err) {
     return ME_OK;
 }
 
+const MeBackend *me_cuda_op_table(void) { return &CUDA_BACKEND; }
+
 const MeBackend *me_cuda_backend(int device, char *err) {
     static std::mutex lock;
     std::lock_guard<std::mutex> guard(lock);

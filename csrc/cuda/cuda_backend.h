@@ -10,7 +10,7 @@
 #include "backend.h"
 
 #define ME_CUDA_CAPSULE "multienc._C_cuda.api"
-#define ME_CUDA_API_VERSION 1
+#define ME_CUDA_API_VERSION 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,9 +29,13 @@ int me_cuda_device_count(void);
  * me_cuda_backend succeeded or on error. */
 int me_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 
+/* The backend's op table without setting up any device: which ops exist. */
+const MeBackend *me_cuda_op_table(void);
+
 typedef struct {
     int version; /* ME_CUDA_API_VERSION */
     const MeBackend *(*backend)(int device, char *err);
+    const MeBackend *(*op_table)(void);
 } MeCudaApi;
 
 #ifdef __cplusplus

@@ -19,6 +19,17 @@ static uint64_t lm_seed(uint64_t seed, int i) { return mix64(seed ^ mix64((uint6
 
 /* ------------------------------------------------------------ parameters */
 
+int me_model_check_backend(const MeBackend *be, int task, char *err) {
+    if (!be->pool_forward || !be->combine_forward || !be->cross_entropy_forward || !be->adamw_update)
+        return me_error(err, ME_ERR_NOTIMPL,
+                        "the task model (pooling, combiner, losses, optimizer) is not implemented on the "
+                        "'%s' backend yet; use device='cpu'", be->name);
+    if (task == ME_TASK_CRF && !be->crf_forward)
+        return me_error(err, ME_ERR_NOTIMPL, "the CRF is not implemented on the '%s' backend yet; use device='cpu'",
+                        be->name);
+    return ME_OK;
+}
+
 int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *cfg,
                     const MeBackend *be, char *err) {
     *out = NULL;
@@ -41,13 +52,8 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     for (int i = 0; i < n; i++)
         if (lms[i]->be != be)
             return me_error(err, ME_ERR_VALUE, "language model %d lives on another device", i + 1);
-    if (!be->pool_forward || !be->combine_forward || !be->cross_entropy_forward || !be->adamw_update)
-        return me_error(err, ME_ERR_NOTIMPL,
-                        "the task model (pooling, combiner, losses, optimizer) is not implemented on the "
-                        "'%s' backend yet; use device='cpu'", be->name);
-    if (cfg->task == ME_TASK_CRF && !be->crf_forward)
-        return me_error(err, ME_ERR_NOTIMPL, "the CRF is not implemented on the '%s' backend yet; use device='cpu'",
-                        be->name);
+    int st = me_model_check_backend(be, cfg->task, err);
+    if (st) return st;
     MeModel *m = calloc(1, sizeof(MeModel));
     if (!m) return me_error(err, ME_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;

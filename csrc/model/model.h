@@ -78,6 +78,10 @@ typedef struct {
     float *d_logits, *d_drop, *d_comb, *d_x, *d_proj, *d_scores;
 } MeModel;
 
+/* ME_OK when backend `be` has every op a task model of `task` (ME_TASK_*) runs; else
+ * ME_ERR_NOTIMPL with a message. Reads only the op table: no device is set up. */
+int me_model_check_backend(const MeBackend *be, int task, char *err);
+
 /* lms: n encoders (borrowed). Parameters start at zero; set them with the param buffer. */
 int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *cfg,
                     const MeBackend *be, char *err);

@@ -47,6 +47,10 @@ int me_register_tokenizer(PyObject *module);
  * or RuntimeError (CUDA not built, not loadable or no such GPU) set. */
 const MeBackend *me_backend_for_device(const char *device);
 
+/* The op table of that device's backend without setting up a device (which ops exist);
+ * NULL with the same errors, except that no GPU is needed. */
+const MeBackend *me_op_table_for_device(const char *device);
+
 #include "model/params.h"
 
 /* [(name, shape, offset), ...] of a parameter table. */

@@ -18,19 +18,9 @@ static int cuda_index(const char *device) {
     return (int)n;
 }
 
-const MeBackend *me_backend_for_device(const char *device) {
-    if (strcmp(device, "cpu") == 0) return me_cpu_backend();
-    int index = cuda_index(device);
-    if (index < 0) {
-        PyErr_Format(PyExc_ValueError, "device must be 'cpu', 'cuda' or 'cuda:N', got '%s'", device);
-        return NULL;
-    }
-#ifndef MULTIENC_WITH_CUDA
-    PyErr_Format(PyExc_RuntimeError,
-                 "device '%s' asked for, but this multienc was built without CUDA (nvcc was not "
-                 "found at install time, or MULTIENC_CUDA=0)", device);
-    return NULL;
-#else
+#ifdef MULTIENC_WITH_CUDA
+/* The API table of multienc._C_cuda (imported on first use), or NULL with RuntimeError set. */
+static const MeCudaApi *cuda_api(const char *device) {
     PyObject *mod = PyImport_ImportModule("multienc._C_cuda");
     if (!mod) {
         PyObject *type, *value, *tb;
@@ -54,6 +44,35 @@ const MeBackend *me_backend_for_device(const char *device) {
                      api->version, ME_CUDA_API_VERSION);
         return NULL;
     }
+    return api;
+}
+#endif
+
+/* Index of a CUDA device string, or -1 with ValueError (bad string) or RuntimeError (a build
+ * without CUDA) set. */
+static int checked_cuda_index(const char *device) {
+    int index = cuda_index(device);
+    if (index < 0) {
+        PyErr_Format(PyExc_ValueError, "device must be 'cpu', 'cuda' or 'cuda:N', got '%s'", device);
+        return -1;
+    }
+#ifndef MULTIENC_WITH_CUDA
+    PyErr_Format(PyExc_RuntimeError,
+                 "device '%s' asked for, but this multienc was built without CUDA (nvcc was not "
+                 "found at install time, or MULTIENC_CUDA=0)", device);
+    return -1;
+#else
+    return index;
+#endif
+}
+
+const MeBackend *me_backend_for_device(const char *device) {
+    if (strcmp(device, "cpu") == 0) return me_cpu_backend();
+    int index = checked_cuda_index(device);
+    if (index < 0) return NULL;
+#ifdef MULTIENC_WITH_CUDA
+    const MeCudaApi *api = cuda_api(device);
+    if (!api) return NULL;
     char err[ME_ERRLEN] = {0};
     const MeBackend *be;
     Py_BEGIN_ALLOW_THREADS be = api->backend(index, err);
@@ -63,5 +82,18 @@ const MeBackend *me_backend_for_device(const char *device) {
         return NULL;
     }
     return be;
+#else
+    return NULL;
+#endif
+}
+
+const MeBackend *me_op_table_for_device(const char *device) {
+    if (strcmp(device, "cpu") == 0) return me_cpu_backend();
+    if (checked_cuda_index(device) < 0) return NULL;
+#ifdef MULTIENC_WITH_CUDA
+    const MeCudaApi *api = cuda_api(device);
+    return api ? api->op_table() : NULL;
+#else
+    return NULL;
 #endif
 }

@@ -456,7 +456,30 @@ static PyTypeObject ModelType = {
     .tp_getset = Model_getset,
 };
 
+static PyObject *model_runs_on(PyObject *self, PyObject *args) {
+    const char *device;
+    int task = ME_TASK_CLASSIFY;
+    if (!PyArg_ParseTuple(args, "s|i:model_runs_on", &device, &task)) return NULL;
+    const MeBackend *be = me_op_table_for_device(device);
+    if (!be) {
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) return NULL; /* a bad device string */
+        PyErr_Clear(); /* CUDA not built or not loadable: nothing runs there */
+        Py_RETURN_FALSE;
+    }
+    char err[ME_ERRLEN] = {0};
+    return PyBool_FromLong(me_model_check_backend(be, task, err) == ME_OK);
+}
+
+static PyMethodDef module_methods[] = {
+    {"model_runs_on", model_runs_on, METH_VARARGS,
+     "model_runs_on(device, task=0) -> bool: whether the backend of device ('cpu', 'cuda', 'cuda:N') has every "
+     "op of a task model (encoders, pooling, combiner, head, loss, optimizer; task 2 = with a CRF). Reads the "
+     "backend's op table only: no GPU is needed to ask."},
+    {NULL, NULL, 0, NULL},
+};
+
 int me_register_model(PyObject *module) {
+    if (PyModule_AddFunctions(module, module_methods) < 0) return -1;
     if (PyType_Ready(&ModelType) < 0) return -1;
     Py_INCREF(&ModelType);
     if (PyModule_AddObject(module, "Model", (PyObject *)&ModelType) < 0) {
