@@ -13,7 +13,7 @@ EXT := multienc/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_co
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
-.PHONY: venv ref-venv build test test-fast sanitize demo bench gpu-check clean
+.PHONY: venv ref-venv build wheel test test-fast sanitize demo bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ $(EXT): $(CSRC) setup.py $(VENV)/.installed
 	$(VPY) setup.py -q build_ext --inplace -j 2
 
 build: $(EXT)
+
+# The sdist and a manylinux wheel in dist/ (tools/build_wheel.py; tests/test_wheel.py installs one).
+wheel: $(VENV)/.installed
+	$(VPY) tools/build_wheel.py --outdir dist
 
 # The full test suite, then the C code again under ASan + UBSan.
 test: build
@@ -78,4 +82,4 @@ gpu-check:
 	tests/gpu/run_all.sh
 
 clean:
-	rm -rf build $(EXT) multienc/*.so
+	rm -rf build dist $(EXT) multienc/*.so

@@ -21,8 +21,17 @@ from multienc import _C
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
+#: The NVIDIA kernel driver's control device: without it no GPU is usable, and the CUDA
+#: backend (which loads cuBLAS) is not even imported to ask.
+NVIDIA_CONTROL_DEVICE = "/dev/nvidiactl"
+
+
 def cuda_available() -> bool:
-    """Whether this install has the CUDA backend and a usable GPU (compute capability >= 8.0) is visible now."""
+    """Whether this install has the CUDA backend and a usable GPU (compute capability >= 8.0) is visible now.
+
+    Without CUDA in the build or without the NVIDIA driver the answer needs no CUDA library."""
+    if not _C.build_info()["cuda"] or not os.path.exists(NVIDIA_CONTROL_DEVICE):
+        return False
     try:
         from multienc import _C_cuda
     except ImportError:
