@@ -150,7 +150,8 @@ def extensions():
             extra_link_args=[f"-L{libdir}", "-lcublas", "-lcudart_static", "-lstdc++", "-lrt", "-lpthread", "-ldl",
                              f"-Wl,-rpath,{libdir}", f"-Wl,-rpath,$ORIGIN/../nvidia/cu{major}/lib",
                              "-Wl,-rpath,$ORIGIN/../nvidia/cublas/lib"],
-            depends=HEADERS + sorted(glob.glob(os.path.join("csrc", "cuda", "*.cuh"))),
+            # the .cu files too: setuptools relinks only when a dependency is newer than the module
+            depends=HEADERS + sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu*"))),
         )
         cuda.cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         cuda.nvcc = nvcc
