@@ -7,9 +7,9 @@ REFVENV := .venv-ref
 CONSTRAINTS := requirements/constraints.txt
 PIP := $(VPY) -m pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS)
 WHEELHOUSE := build/wheelhouse
-# C and CUDA sources (setup.py builds multienc._C_cuda from csrc/cuda when nvcc is found)
+# C and CUDA sources (setup.py builds multienc.engine._C_cuda from csrc/cuda when nvcc is found)
 CSRC := $(shell find csrc -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
-EXT := multienc/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+EXT := multienc/engine/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
@@ -82,4 +82,4 @@ gpu-check:
 	tests/gpu/run_all.sh
 
 clean:
-	rm -rf build dist $(EXT) multienc/*.so
+	rm -rf build dist multienc/engine/*.so

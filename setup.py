@@ -1,12 +1,13 @@
 """Build script for multienc's C extensions.
 
-``multienc._C``: every ``*.c`` file under ``csrc/`` (except the CUDA part)
+``multienc.engine._C``: every ``*.c`` file under ``csrc/`` (except the CUDA part)
 compiled into one extension linked against OpenBLAS from the
 ``scipy-openblas32`` wheel (found at build time, located at run time through
-an rpath relative to the installed package and by ``multienc/_blas.py``) and
-OpenMP.
+an rpath relative to the installed package and by ``multienc/engine/native.py``)
+and OpenMP. The extensions live in the engine package, the only Python that
+imports them.
 
-``multienc._C_cuda`` (only when ``nvcc`` is found): the CUDA backend,
+``multienc.engine._C_cuda`` (only when ``nvcc`` is found): the CUDA backend,
 ``csrc/cuda/*.cu`` compiled by nvcc for sm_80 and sm_90 (plus compute_90 PTX
 that newer GPUs compile at load time) with ``csrc/python/cuda_module.c``,
 linked against cuBLAS and the static CUDA runtime. It is a separate module so
@@ -96,7 +97,7 @@ def compile_args(extra=()):
 def link_args():
     libdir = scipy_openblas32.get_lib_dir()
     args = ["-fopenmp", f"-L{libdir}", f"-l{scipy_openblas32.get_library()}",
-            "-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib", f"-Wl,-rpath,{libdir}"]
+            "-Wl,-rpath,$ORIGIN/../../scipy_openblas32/lib", f"-Wl,-rpath,{libdir}"]
     if SANITIZE:
         args += ["-fsanitize=address,undefined"]
     return args
@@ -141,15 +142,15 @@ def extensions():
                      f'-DMULTIENC_CUDA_ARCHS="{archs}"']
         major = version.split(".")[0]
         cuda = Extension(
-            "multienc._C_cuda",
+            "multienc.engine._C_cuda",
             sources=[CUDA_ONLY_C],
             include_dirs=["csrc"],
             extra_compile_args=compile_args(),
             # static CUDA runtime (it loads the driver itself); cuBLAS from the toolkit or
             # from the nvidia-cublas wheel beside the package
             extra_link_args=[f"-L{libdir}", "-lcublas", "-lcudart_static", "-lstdc++", "-lrt", "-lpthread", "-ldl",
-                             f"-Wl,-rpath,{libdir}", f"-Wl,-rpath,$ORIGIN/../nvidia/cu{major}/lib",
-                             "-Wl,-rpath,$ORIGIN/../nvidia/cublas/lib"],
+                             f"-Wl,-rpath,{libdir}", f"-Wl,-rpath,$ORIGIN/../../nvidia/cu{major}/lib",
+                             "-Wl,-rpath,$ORIGIN/../../nvidia/cublas/lib"],
             # the .cu files too: setuptools relinks only when a dependency is newer than the module
             depends=HEADERS + sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu*"))),
         )
@@ -157,7 +158,7 @@ def extensions():
         cuda.nvcc = nvcc
         exts.append(cuda)
     core = Extension(
-        "multienc._C",
+        "multienc.engine._C",
         sources=c_sources(),
         include_dirs=[os.path.join("csrc"), numpy.get_include(), scipy_openblas32.get_include_dir()],
         extra_compile_args=compile_args(c_defines),

@@ -78,12 +78,12 @@ def _timed(fn) -> float:
 
 def worker_ours(args) -> dict:
     import numpy as np
-    from multienc import _C
+    from multienc.engine import _C
     from multienc.engine import Encoder
     cfg = bert_config(args.layers)
     cuda = args.device.startswith("cuda")
     if cuda:  # start the backend first so its context and handles are not counted below
-        from multienc import _C_cuda
+        from multienc.engine import _C_cuda
         _C.ops_add_forward(np.ones(1, np.float32), np.ones(1, np.float32), args.device)
         free0, total = _C_cuda.mem_info()
     enc = Encoder.from_config(cfg, seed=0, device=args.device)

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import _tok_corpora as C  # noqa: E402
 
 from multienc import build_info  # noqa: E402
-from multienc.tokenization import Tokenizer  # noqa: E402
+from multienc.engine.tokenization import Tokenizer  # noqa: E402
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:

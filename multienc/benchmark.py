@@ -17,7 +17,7 @@ from typing import Dict, Optional, Union
 
 from multienc import build_info
 from multienc.datasets import Corpus
-from multienc.trainer import ModelTrainer
+from multienc.training import ModelTrainer
 
 __all__ = ["training_speed"]
 

@@ -79,7 +79,7 @@ def _learning_rate(text: str) -> float:
 
 
 def _device(text: str) -> str:
-    from multienc.device import resolve_device
+    from multienc.engine.device import resolve_device
     if text == "auto":
         return text
     try:
@@ -182,7 +182,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, corpus: bool = True) -
 # --------------------------------------------------------------------------- shared steps
 
 def _select_device(device: str) -> None:
-    """Language models are placed by ``$MULTIENC_DEVICE`` (see :func:`multienc.device.resolve_device`)."""
+    """Language models are placed by ``$MULTIENC_DEVICE`` (see :func:`multienc.engine.device.resolve_device`)."""
     if device != "auto":
         os.environ["MULTIENC_DEVICE"] = device
 
@@ -207,7 +207,7 @@ def _model_folder(model: str) -> str:
 
 def _language_models(models: Optional[List[str]], pooling: str, announce: bool = True) -> list:
     from multienc.data import DEMO_MODELS
-    from multienc.encoders import LanguageModel
+    from multienc.models import LanguageModel
     names = models or list(DEMO_MODELS)
     lms = []
     for name in names:
@@ -218,8 +218,7 @@ def _language_models(models: Optional[List[str]], pooling: str, announce: bool =
 
 
 def _build_model(corpus, lms: list, combine: str):
-    from multienc.encoders import MultiEncoder
-    from multienc.task_heads import SequenceTagger, TextClassifier, TextRegressor
+    from multienc.models import MultiEncoder, SequenceTagger, TextClassifier, TextRegressor
     encoder = MultiEncoder(lms, combine_method=combine) if len(lms) > 1 else lms[0]
     if corpus.task_type == "Sequence labeling":
         return SequenceTagger(encoder=encoder, num_classes=corpus.num_classes)
@@ -296,7 +295,7 @@ def _examples(corpus, per_label: int) -> list:
 def cmd_train(args: argparse.Namespace) -> None:
     """Train with :class:`multienc.trainer.ModelTrainer` and print example DME scores."""
     from multienc.data import DEMO_MODELS
-    from multienc.trainer import ModelTrainer, default_base_path
+    from multienc.training import ModelTrainer, default_base_path
 
     _select_device(args.device)
     if not args.lm:
@@ -355,11 +354,11 @@ def _read_sentences(args: argparse.Namespace) -> list:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Label sentences with a checkpoint through ``predict_tags``."""
-    from multienc.checkpoint import load_checkpoint
+    from multienc.models import load_model
     if not os.path.isfile(args.checkpoint):
         raise CommandError(f"{args.checkpoint}: no such checkpoint file")
     sentences = _read_sentences(args)
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
     result = model.predict_tags(sentences, getattr(model, "label_map", None), batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result, indent=1))

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import pytest
 
-from multienc.tokenization import Tokenizer
+from multienc.engine.tokenization import Tokenizer
 
 
 def assert_batch_matches(ours: dict, hf_encs, inputs: Sequence, label: str) -> int:

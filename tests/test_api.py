@@ -11,7 +11,7 @@ import pytest
 import multienc
 from multienc.datasets import Corpus, Sentence
 from multienc.encoders import LanguageModel, MultiEncoder
-from multienc.optim import linear_schedule_factor
+from multienc.training.optim import linear_schedule_factor
 from multienc.task_heads import TextClassifier, TextRegressor
 from multienc.trainer import ModelTrainer, TrainingError
 
@@ -130,16 +130,16 @@ def test_trainer_applies_the_linear_schedule_step_by_step(tmp_path):
                                     warmup_fraction=0.1, seed=5, base_path=str(tmp_path), progress=False)
     manual = fresh()
     manual.reset_head(np.random.default_rng([5, 1]))
-    from multienc.batching import build_inputs
+    from multienc.models.inputs import build_inputs
     train = list(corpus.train)
     step = 0
     for epoch in range(5):
         for i in range(0, len(train), 4):
             batch = train[i:i + 4]
             lr = 1e-3 * ref[step]
-            manual._c.train_step(build_inputs(manual.language_models, [s.text for s in batch]),
-                                 np.array([s.label for s in batch], np.int32), [lr] * 3, [0.01] * 3, [True],
-                                 seed=(5 << 32) + step)
+            manual.task_model.train_step(build_inputs(manual.language_models, [s.text for s in batch]),
+                                         np.array([s.label for s in batch], np.int32), [lr] * 3, [0.01] * 3,
+                                         [True], seed=(5 << 32) + step)
             step += 1
     got, want = clf.state_dict(), manual.state_dict()
     for k in want:
@@ -254,7 +254,7 @@ def test_sentence_pairs_use_each_models_pair_template(tmp_path):
     corpus = Corpus("TOY pairs", "Sentence-pair classification", [Sentence(t, y) for t, y in pairs],
                     [Sentence(t, y) for t, y in pairs[:4]])
     enc = MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="concat")
-    from multienc.batching import build_inputs
+    from multienc.models.inputs import build_inputs
     electra_in, roberta_in = build_inputs(enc.language_models, [pairs[0][0]])
     electra_tok = enc.language_models[0].tokenizer.encode(*pairs[0][0])
     assert electra_in[0][0].tolist() == electra_tok.ids and electra_in[2][0].tolist() == electra_tok.type_ids

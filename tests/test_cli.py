@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from multienc import cli
-from multienc.checkpoint import load_checkpoint
+from multienc.models import load_model
 import multienc
 from multienc.data import (DATA_DIR, NER_LABEL_MAP, TOPICS_LABEL_MAP, demo_corpus, demo_ner_corpus,
                            packaged_model_folder)
@@ -180,7 +180,7 @@ def test_predict_prints_labels_and_dme_scores(trained):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split() == ["prediction", "main", "main", "sentence"]
-    model = load_checkpoint(checkpoint)
+    model = load_model(checkpoint)
     expected = model.predict_tags(sentences, model.label_map)
     for line, label, weights, sentence in zip(lines[1:], expected["Predictions"], expected["DME scores"], sentences):
         assert line.split()[0] == label and line.endswith(sentence)

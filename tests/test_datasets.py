@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from multienc import datasets as ds
-from multienc._http import DownloadError
+from multienc.hub.http import DownloadError
 from multienc.datasets import CorpusFormatError
 from multienc.datasets.download import MARKER, extract
 

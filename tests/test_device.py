@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import multienc
-import multienc.device
-from multienc import _C
+import multienc.engine.device
+from multienc.engine import _C
 from multienc.datasets import Corpus, Sentence
-from multienc.device import resolve_device
+from multienc.engine.device import resolve_device
 from multienc.encoders import LanguageModel, MultiEncoder
 from multienc.engine import Encoder, engine_config, read_config
 from multienc.task_heads import TextClassifier, TextRegressor
@@ -54,7 +54,7 @@ def test_build_info_says_what_was_built():
     assert info["openmp"] is True
     if info["cuda"]:
         assert info["cuda_version"].count(".") == 1 and "sm_80" in info["cuda_archs"]
-        from multienc import _C_cuda  # built with CUDA: the backend module loads here
+        from multienc.engine import _C_cuda  # built with CUDA: the backend module loads here
         assert _C_cuda.device_count() == driver_device_count(min_major=8)
     else:
         assert info["cuda_version"] == ""
@@ -149,7 +149,7 @@ def test_automatic_choice_with_a_visible_gpu_picks_where_the_whole_model_runs(mo
     automatic choice must be the CPU, where the whole model runs (else every README snippet
     would fail on a GPU machine); once the task model runs on CUDA, CUDA is chosen."""
     monkeypatch.delenv("MULTIENC_DEVICE", raising=False)
-    monkeypatch.setattr(multienc.device, "cuda_available", lambda: True)
+    monkeypatch.setattr(multienc.engine.device, "cuda_available", lambda: True)
     assert _C.model_runs_on("cpu") and not _C.model_runs_on("cuda")
     assert resolve_device() == "cpu"
     lm = LanguageModel(ELECTRA)

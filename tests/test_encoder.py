@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from multienc.engine import Encoder, ModelConfigError
-from multienc.safetensors import SafetensorsError, load_file, save_file
+from multienc.formats.safetensors import SafetensorsError, load_file, save_file
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
 FAMILIES = ["bert", "roberta", "electra"]

@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from multienc import hub, weights
-from multienc import safetensors as st
+from multienc import hub
+from multienc.formats import weights
+from multienc.formats import safetensors as st
 from multienc.hub import (EntryNotFoundError, GatedRepoError, HubError, NotCachedError, RepositoryNotFoundError,
                           RevisionNotFoundError)
 

@@ -17,9 +17,9 @@ import transformers
 from multienc.encoders import LanguageModel
 from multienc.engine import ModelConfigError
 from multienc.hub import EntryNotFoundError, HubError, NotCachedError, RepositoryNotFoundError
-from multienc.safetensors import SafetensorsError, load_file, save_file
-from multienc.tokenization import Tokenizer, TokenizerFileError
-from multienc.weights import load_state_dict
+from multienc.formats.safetensors import SafetensorsError, load_file, save_file
+from multienc.engine.tokenization import Tokenizer, TokenizerFileError
+from multienc.formats.weights import load_state_dict
 
 from _hub_server import HubServer
 

@@ -1,4 +1,4 @@
-"""multienc.metrics against the independent reference implementations, run live:
+"""multienc.evaluation.metrics against the independent reference implementations, run live:
 scikit-learn (classification), scipy (correlations) and seqeval (entities)."""
 import math
 
@@ -8,7 +8,7 @@ import scipy.stats as stats
 import seqeval.metrics as seqeval_metrics
 import sklearn.metrics as sk
 
-from multienc import metrics
+from multienc.evaluation import metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

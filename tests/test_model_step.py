@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from multienc import _C
+from multienc.engine import _C
 from multienc.engine import Encoder
 from _numeric import numeric_grad
 

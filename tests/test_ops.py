@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from multienc import _C
+from multienc.engine import _C
 
 from _numeric import rel
 

@@ -1,4 +1,4 @@
-"""multienc.safetensors against files written by the reference ``safetensors`` package
+"""multienc.formats.safetensors against files written by the reference ``safetensors`` package
 (tests/fixtures/weights/, made by tools/make_weight_fixtures.py) and against crafted corrupt files."""
 import json
 import os
@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from multienc import safetensors as st
-from multienc.safetensors import SafetensorsError
+from multienc.formats import safetensors as st
+from multienc.formats.safetensors import SafetensorsError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "weights")
 

@@ -12,13 +12,13 @@ import transformers
 import _tok_corpora as TC
 from _crf_reference import brute_force
 from _numeric import numeric_grad
-from multienc import _C
-from multienc.batching import word_inputs, word_pool_weights
+from multienc.engine import _C
+from multienc.models.inputs import word_inputs, word_pool_weights
 from multienc.datasets import Corpus, CorpusFormatError, Sentence, read_column_file
 from multienc.encoders import LanguageModel, MultiEncoder
 from multienc.engine import Encoder
 from multienc.task_heads import SequenceTagger, TextClassifier
-from multienc.tokenization import Tokenizer
+from multienc.engine.tokenization import Tokenizer
 from multienc.trainer import ModelTrainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -445,7 +445,7 @@ def test_seed_argument_order_and_first_last_width():
     assert tagger.num_classes == 5 and tagger.encoder is lm and tagger.name.endswith("-sequence-tagger")
     wide = SequenceTagger(MultiEncoder([LanguageModel(ELECTRA), LanguageModel(ROBERTA)], combine_method="dme"), 5,
                           subtoken_pooling="first_last")
-    assert wide.encoder.embedding_length == 64 == wide._c.embedding_length
+    assert wide.encoder.embedding_length == 64 == wide.task_model.embedding_length
     assert wide.encoder.combiner_state_dict()["combiner.projections.0.weight"].shape == (64, 64)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from _crf_reference import brute_force
 
-from multienc import _C
+from multienc.engine import _C
 
 
 def random_case(rng, B, K, C, scale=1.0):

@@ -1,4 +1,4 @@
-"""multienc.tokenization API: errors, decoding, vocabulary accessors, batching details."""
+"""multienc.engine.tokenization API: errors, decoding, vocabulary accessors, batching details."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 import transformers
 
 import _tok_corpora as C
-from multienc.tokenization import Tokenizer, TokenizerFileError
+from multienc.engine.tokenization import Tokenizer, TokenizerFileError
 
 
 @pytest.fixture(scope="module", params=C.VOCABS)

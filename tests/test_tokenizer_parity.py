@@ -17,7 +17,7 @@ import transformers
 
 import _tok_corpora as C
 from _tok_compare import assert_batch_matches, assert_encode_matches
-from multienc.tokenization import Tokenizer
+from multienc.engine.tokenization import Tokenizer
 
 
 @pytest.fixture(scope="module", params=list(C.VOCABS) + ["all-MiniLM-L6-v2"])

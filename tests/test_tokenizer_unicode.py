@@ -16,7 +16,7 @@ import transformers
 
 import _tok_corpora as C
 from _tok_compare import assert_batch_matches
-from multienc.tokenization import Tokenizer
+from multienc.engine.tokenization import Tokenizer
 
 CODE_POINTS = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
 CHUNK = 200

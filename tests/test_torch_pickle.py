@@ -1,4 +1,4 @@
-"""multienc.torch_pickle: torch.save checkpoints read without torch, and pickles that must never run.
+"""multienc.formats.torch_pickle: torch.save checkpoints read without torch, and pickles that must never run.
 
 The real checkpoints are made by tools/make_weight_fixtures.py with torch.save; their
 safetensors twins by the safetensors package. Malicious pickles are built here with the
@@ -14,9 +14,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from multienc import safetensors as st
-from multienc import torch_pickle as tp
-from multienc.torch_pickle import TorchPickleError
+from multienc.formats import safetensors as st
+from multienc.formats import torch_pickle as tp
+from multienc.formats.torch_pickle import TorchPickleError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "weights")
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from multienc import _C
-from multienc.optim import linear_schedule_factor
+from multienc.engine import _C
+from multienc.training.optim import linear_schedule_factor
 
 from _numeric import rel
 

@@ -1,4 +1,4 @@
-"""multienc.weights.load_state_dict: file choice, shards, dtype widening, clear errors."""
+"""multienc.formats.weights.load_state_dict: file choice, shards, dtype widening, clear errors."""
 import json
 import os
 import shutil
@@ -6,11 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from multienc import safetensors as st
-from multienc import weights
-from multienc.safetensors import SafetensorsError
-from multienc.torch_pickle import TorchPickleError
-from multienc.weights import WeightsError
+from multienc.formats import safetensors as st
+from multienc.formats import weights
+from multienc.formats.safetensors import SafetensorsError
+from multienc.formats.torch_pickle import TorchPickleError
+from multienc.formats.weights import WeightsError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "weights")
 TWIN = os.path.join(FIXTURES, "bin_twin.safetensors")

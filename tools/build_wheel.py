@@ -8,7 +8,7 @@
 2. ``auditwheel repair``: grafts the OpenMP runtime (libgomp) into ``multienc.libs/`` so that
    machines without a compiler run the wheel, and tags it manylinux. Left out on purpose:
    OpenBLAS (the declared dependency ``scipy-openblas32`` provides it; ``multienc/_blas.py``
-   loads it) and cuBLAS (only ``multienc._C_cuda`` needs it, and that module is imported only
+   loads it) and cuBLAS (only ``multienc.engine._C_cuda`` needs it, and that module is imported only
    when a CUDA device is asked for; the ``cuda`` extra installs ``nvidia-cublas``, found
    through the module's rpath).
 

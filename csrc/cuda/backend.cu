@@ -14,7 +14,7 @@ MeCudaState me_cu = {-1, nullptr, nullptr};
 
 /* ------------------------------------------------------------------ errors */
 
-/* common.c's me_error lives in multienc._C, which this module does not link. */
+/* common.c's me_error lives in multienc.engine._C, which this module does not link. */
 static int fail(char *err, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int fail(char *err, int status, const char *fmt, ...) {

@@ -1,6 +1,6 @@
 /* The CUDA backend's entry points (C linkage). They live in the separately
- * loaded extension multienc._C_cuda, so that `import multienc` never needs the
- * CUDA libraries; multienc._C reaches them through the MeCudaApi table that
+ * loaded extension multienc.engine._C_cuda, so that `import multienc` never needs the
+ * CUDA libraries; multienc.engine._C reaches them through the MeCudaApi table that
  * _C_cuda publishes as a PyCapsule named ME_CUDA_CAPSULE. */
 #ifndef MULTIENC_CUDA_BACKEND_H
 #define MULTIENC_CUDA_BACKEND_H
@@ -9,7 +9,7 @@
 
 #include "backend.h"
 
-#define ME_CUDA_CAPSULE "multienc._C_cuda.api"
+#define ME_CUDA_CAPSULE "multienc.engine._C_cuda.api"
 #define ME_CUDA_API_VERSION 2
 
 #ifdef __cplusplus

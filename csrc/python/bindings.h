@@ -18,7 +18,7 @@
 
 struct MeEncoder;
 
-/* multienc._C.Encoder instances (engine_py.c); the model binding borrows their encoders. */
+/* multienc.engine._C.Encoder instances (engine_py.c); the model binding borrows their encoders. */
 typedef struct {
     PyObject_HEAD
     struct MeEncoder *enc;

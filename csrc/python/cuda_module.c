@@ -1,8 +1,8 @@
-/* multienc._C_cuda: the CUDA backend as its own extension module, loaded only
+/* multienc.engine._C_cuda: the CUDA backend as its own extension module, loaded only
  * when a CUDA device is asked for (or cuda_available() is called), so that
  * `import multienc` and the CPU backend never need the CUDA libraries. It
- * publishes the backend's entry points to multienc._C as a capsule. Built
- * only when nvcc is found (setup.py); not part of multienc._C. */
+ * publishes the backend's entry points to multienc.engine._C as a capsule. Built
+ * only when nvcc is found (setup.py); not part of multienc.engine._C. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -35,7 +35,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "multienc._C_cuda", "multienc's CUDA backend (loaded on demand).", -1, methods,
+    PyModuleDef_HEAD_INIT, "multienc.engine._C_cuda", "multienc's CUDA backend (loaded on demand).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__C_cuda(void) {

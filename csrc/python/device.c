@@ -1,5 +1,5 @@
 /* Device strings -> backends: "cpu", "cuda" (= "cuda:0") or "cuda:N". The
- * CUDA backend is reached through the capsule of multienc._C_cuda, imported
+ * CUDA backend is reached through the capsule of multienc.engine._C_cuda, imported
  * here on first use (see csrc/python/cuda_module.c). */
 #include "python/bindings.h"
 #include "common.h"
@@ -19,9 +19,9 @@ static int cuda_index(const char *device) {
 }
 
 #ifdef MULTIENC_WITH_CUDA
-/* The API table of multienc._C_cuda (imported on first use), or NULL with RuntimeError set. */
+/* The API table of multienc.engine._C_cuda (imported on first use), or NULL with RuntimeError set. */
 static const MeCudaApi *cuda_api(const char *device) {
-    PyObject *mod = PyImport_ImportModule("multienc._C_cuda");
+    PyObject *mod = PyImport_ImportModule("multienc.engine._C_cuda");
     if (!mod) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -40,7 +40,7 @@ static const MeCudaApi *cuda_api(const char *device) {
     if (!api) return NULL;
     if (api->version != ME_CUDA_API_VERSION) {
         PyErr_Format(PyExc_RuntimeError,
-                     "multienc._C_cuda is from another build (API %d, expected %d); reinstall multienc",
+                     "multienc.engine._C_cuda is from another build (API %d, expected %d); reinstall multienc",
                      api->version, ME_CUDA_API_VERSION);
         return NULL;
     }

@@ -1,4 +1,4 @@
-/* multienc._C.Encoder: the C encoder as a Python type, on the backend of its
+/* multienc.engine._C.Encoder: the C encoder as a Python type, on the backend of its
  * `device` ("cpu", "cuda", "cuda:N"). Arrays are checked here (dtype, shape,
  * contiguity); values are checked by the model. Compute runs with the GIL
  * released under a per-object lock. */
@@ -223,7 +223,7 @@ static PyGetSetDef Encoder_getset[] = {
 };
 
 PyTypeObject MeEncoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc._C.Encoder",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc.engine._C.Encoder",
     .tp_basicsize = sizeof(EncoderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "C transformer encoder (low level; see multienc.engine.Encoder).",

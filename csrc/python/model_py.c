@@ -1,4 +1,4 @@
-/* multienc._C.Model: the task model (LMs + combiner + decoder + loss) and its
+/* multienc.engine._C.Model: the task model (LMs + combiner + decoder + loss) and its
  * one-call training step. Inputs are checked here; compute runs with the GIL
  * released while holding the model's lock and every LM's lock (in order). */
 #include "python/bindings.h"
@@ -67,7 +67,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
         PyObject *e = PyTuple_GET_ITEM(tup, i);
         if (!PyObject_TypeCheck(e, &MeEncoderType) || !((EncoderObject *)e)->enc) {
             Py_DECREF(tup);
-            PyErr_Format(PyExc_TypeError, "encoders[%zd] is not an initialised multienc._C.Encoder", i);
+            PyErr_Format(PyExc_TypeError, "encoders[%zd] is not an initialised multienc.engine._C.Encoder", i);
             return -1;
         }
         lms[i] = ((EncoderObject *)e)->enc;
@@ -445,7 +445,7 @@ static PyGetSetDef Model_getset[] = {
 };
 
 static PyTypeObject ModelType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc._C.Model",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "multienc.engine._C.Model",
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Task model: encoders + combiner + decoder + loss with a one-call training step (low level).",

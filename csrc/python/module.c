@@ -1,4 +1,4 @@
-/* multienc._C: module definition; each area registers its own types and functions. */
+/* multienc.engine._C: module definition; each area registers its own types and functions. */
 #define MULTIENC_MODULE_MAIN
 #include "python/bindings.h"
 #include "common.h"
@@ -82,12 +82,12 @@ static PyObject *build_info(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef module_methods[] = {
-    {"build_info", build_info, METH_NOARGS, "What this build of multienc._C was compiled with."},
+    {"build_info", build_info, METH_NOARGS, "What this build of multienc.engine._C was compiled with."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "multienc._C", "multienc's C engine.", -1, module_methods,
+    PyModuleDef_HEAD_INIT, "multienc.engine._C", "multienc's C engine.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -1,4 +1,4 @@
-/* multienc._C.ops_*: each backend op exposed on numpy arrays, so every
+/* multienc.engine._C.ops_*: each backend op exposed on numpy arrays, so every
  * forward/backward pair is tested on its own against a float64 reference and
  * every backend against the CPU one. Inputs are converted to C-contiguous
  * float32 / int32; outputs are new arrays. Each function takes an optional

@@ -1,4 +1,4 @@
-/* Python binding of the C tokenizers: multienc._C.Tokenizer (used by multienc/tokenization.py). */
+/* Python binding of the C tokenizers: multienc.engine._C.Tokenizer (used by multienc/engine/tokenization.py). */
 #include "python/bindings.h"
 
 #include <pythread.h>
@@ -441,7 +441,7 @@ static PySequenceMethods enc_as_sequence = {.sq_length = (lenfunc)enc_len};
 
 static PyTypeObject EncodingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "multienc._C.Encoding",
+    .tp_name = "multienc.engine._C.Encoding",
     .tp_basicsize = sizeof(EncodingObject),
     .tp_dealloc = (destructor)encoding_dealloc,
     .tp_repr = (reprfunc)enc_repr,
@@ -658,7 +658,7 @@ static PyMethodDef tok_methods[] = {
 
 static PyTypeObject TokenizerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "multienc._C.Tokenizer",
+    .tp_name = "multienc.engine._C.Tokenizer",
     .tp_basicsize = sizeof(TokenizerObject),
     .tp_dealloc = (destructor)tok_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from multienc._http import DownloadError
+from multienc.hub.http import DownloadError
 from multienc.datasets.corpus import TASK_TYPES, Corpus
 from multienc.datasets.download import cache_root, fetch_corpus
 from multienc.datasets.readers import (CorpusFormatError, field, first_per_label, iter_rows, parse_label,

@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from multienc import metrics
+from multienc.evaluation import metrics
 from multienc.datasets.readers import read_sentences
 from multienc.datasets.sentence import Sentence, SentenceDataset
 

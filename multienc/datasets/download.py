@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 from urllib.parse import urlsplit
 
-from multienc._http import DownloadError, download
+from multienc.hub.http import DownloadError, download
 
 MARKER = ".multienc-complete"
 _ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".gz")

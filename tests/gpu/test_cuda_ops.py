@@ -6,7 +6,7 @@ repeat bit-for-bit on the GPU."""
 import numpy as np
 import pytest
 
-from multienc import _C
+from multienc.engine import _C
 
 GPU = "cuda"
 RNG = np.random.default_rng(20240917)

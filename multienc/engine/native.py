@@ -1,4 +1,5 @@
-"""Make OpenBLAS from the scipy-openblas32 wheel visible before ``multienc._C`` loads.
+"""Loading the C extension: OpenBLAS from the scipy-openblas32 wheel made visible before
+``multienc.engine._C`` loads, and what the extension was built with.
 
 The extension records an rpath to the wheel's library folder, but an editable
 install built in an isolated environment records a folder that no longer
@@ -16,3 +17,14 @@ def preload() -> None:
     path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
     if os.path.exists(path):
         ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
+def build_info() -> dict:
+    """What this install of multienc was built with.
+
+    Keys: ``cuda`` (bool: the CUDA backend was built), ``cuda_version`` (the toolkit's
+    "X.Y", "" without CUDA), ``cuda_archs``, ``blas``, ``openmp``, ``openmp_max_threads``.
+    Whether a GPU is usable now is :func:`multienc.engine.device.cuda_available`.
+    """
+    from multienc.engine import _C  # after preload()
+    return dict(_C.build_info())

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from multienc import safetensors, torch_pickle
+from multienc.formats import safetensors, torch_pickle
 
 __all__ = ["WEIGHT_FILES", "WeightsError", "check_relative_path", "find_weight_file", "read_index",
            "load_state_dict"]

@@ -30,8 +30,8 @@ import tempfile
 import urllib.parse
 from typing import Dict, List, Optional, Tuple, Union
 
-from multienc import _http
-from multienc.weights import WEIGHT_FILES, check_relative_path, read_index
+from multienc.formats.weights import WEIGHT_FILES, check_relative_path, read_index
+from multienc.hub import http
 
 __all__ = ["HubError", "RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError",
            "EntryNotFoundError", "NotCachedError", "TOKENIZER_FILES", "hub_cache_dir", "get_token",
@@ -191,8 +191,8 @@ class _Repo:
         url = self.url(revision, filename)
         for _ in range(5):  # relative redirects (renamed repositories) are followed, absolute ones are not
             try:
-                status, h = _http.request_headers(url, self.headers(), timeout=_timeout("HF_HUB_ETAG_TIMEOUT"))
-            except _http.DownloadError as e:
+                status, h = http.request_headers(url, self.headers(), timeout=_timeout("HF_HUB_ETAG_TIMEOUT"))
+            except http.DownloadError as e:
                 raise HubError(f"cannot reach the hub for {self.repo_id}/{filename}: {e}", None, url) from None
             location = h.get("Location")
             if 300 <= status < 400 and location and not urllib.parse.urlsplit(location).netloc:
@@ -273,10 +273,10 @@ class _Repo:
                 if urllib.parse.urlsplit(location).netloc != urllib.parse.urlsplit(self.endpoint).netloc:
                     headers.pop("Authorization", None)
                 try:
-                    _http.download(location, blob, headers=headers, desc=f"{self.repo_id}/{filename}",
+                    http.download(location, blob, headers=headers, desc=f"{self.repo_id}/{filename}",
                                    expected_size=size, progress=self.progress,
                                    timeout=_timeout("HF_HUB_DOWNLOAD_TIMEOUT"))
-                except _http.DownloadError as e:
+                except http.DownloadError as e:
                     raise HubError(f"downloading {filename} of {self.repo_id} failed: {e}", e.status, location) from None
             _atomic_symlink(os.path.relpath(blob, os.path.dirname(pointer)), pointer)
         self.remember_ref(revision, commit)

@@ -1,6 +1,6 @@
 """Where the engine computes: ``"cpu"``, ``"cuda"`` (= ``"cuda:0"``) or ``"cuda:N"``.
 
-The CUDA backend is the extension ``multienc._C_cuda``, built only where nvcc
+The CUDA backend is the extension ``multienc.engine._C_cuda``, built only where nvcc
 was found at install time and imported only here and when a CUDA encoder is
 created, so that ``import multienc`` never needs the CUDA libraries.
 
@@ -16,7 +16,7 @@ import os
 import re
 from typing import Optional
 
-from multienc import _C
+from multienc.engine import _C
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -33,7 +33,7 @@ def cuda_available() -> bool:
     if not _C.build_info()["cuda"] or not os.path.exists(NVIDIA_CONTROL_DEVICE):
         return False
     try:
-        from multienc import _C_cuda
+        from multienc.engine import _C_cuda
     except ImportError:
         return False
     return _C_cuda.device_count() > 0

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from multienc.safetensors import bf16_to_float32
+from multienc.formats.safetensors import bf16_to_float32
 
 __all__ = ["TorchPickleError", "load_file", "ALLOWED_GLOBALS"]
 

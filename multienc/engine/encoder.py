@@ -16,10 +16,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from multienc import _C
-from multienc.device import resolve_device
-from multienc.safetensors import save_file
-from multienc.weights import find_weight_file, load_state_dict
+from multienc.engine import _C
+from multienc.engine.device import resolve_device
+from multienc.formats.safetensors import save_file
+from multienc.formats.weights import find_weight_file, load_state_dict
 
 FAMILIES = {"bert": 0, "roberta": 1, "electra": 2}
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}

@@ -1,4 +1,4 @@
-"""Turning sentences into the C model's inputs, and building the C model.
+"""Turning sentences into the task model's inputs.
 
 For every LM of a model: tokenize the batch (texts or (a, b) pairs, padded to
 the longest, truncated to the LM's maximum) and build the pooling weights that
@@ -11,18 +11,22 @@ the trainer.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from multienc import _C
+from multienc.engine.task_model import Inputs
 
-#: combine method name -> the C model's code
-COMBINE_METHODS = {"none": 0, "concat": 1, "mean": 2, "dme": 3}
 #: sub-word pooling of a word (Flair's ``subtoken_pooling``) -> pooled rows per word
 SUBTOKEN_POOLINGS = {"first": 1, "last": 1, "mean": 1, "first_last": 2}
 
-Inputs = List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]]
+
+def chunked(items: List, batch_size: int) -> Iterator[List]:
+    """``items`` in consecutive batches of ``batch_size`` (ValueError unless a positive int)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for i in range(0, len(items), batch_size):
+        yield items[i:i + batch_size]
 
 
 def sentence_pool_weights(attention_mask: np.ndarray, pooling: str, cls_position: int) -> np.ndarray:
@@ -149,48 +153,3 @@ def word_inputs(language_models: Sequence, words: Sequence[Sequence[str]],
         inputs.append((enc["input_ids"].astype(np.int32), mask, types,
                        word_pool_weights(enc["word_ids"], lengths, K, subtoken_pooling)))
     return inputs, lengths.astype(np.int32)
-
-
-def linear_init(rng: np.random.Generator, out_features: int, in_features: int) -> Tuple[np.ndarray, np.ndarray]:
-    """torch.nn.Linear's default initialisation: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias."""
-    bound = 1.0 / np.sqrt(in_features)
-    w = rng.uniform(-bound, bound, (out_features, in_features)).astype(np.float32)
-    b = rng.uniform(-bound, bound, out_features).astype(np.float32)
-    return w, b
-
-
-def xavier_uniform(rng: np.random.Generator, out_features: int, in_features: int) -> np.ndarray:
-    """torch.nn.init.xavier_uniform_ (gain 1)."""
-    a = np.sqrt(6.0 / (in_features + out_features))
-    return rng.uniform(-a, a, (out_features, in_features)).astype(np.float32)
-
-
-def new_c_model(language_models: Sequence, combiner_config: Mapping, task: int, num_classes: int,
-                state: Optional[Mapping[str, np.ndarray]] = None):
-    """A ``_C.Model`` over the LMs' encoders with the given head weights (missing ones stay 0)."""
-    cfg = dict(combiner_config, task=task, num_classes=num_classes)
-    model = _C.Model([lm.encoder._c for lm in language_models], cfg)
-    if state:
-        write_state(model, state)
-    return model
-
-
-def read_state(model) -> Dict[str, np.ndarray]:
-    """Copies of a C model's head weights by name."""
-    flat = np.empty(model.num_floats, np.float32)
-    model.read_params(flat)
-    return {name: flat[off:off + int(np.prod(shape))].reshape(shape).copy()
-            for name, shape, off in model.param_info()}
-
-
-def write_state(model, state: Mapping[str, np.ndarray], source: str = "state") -> None:
-    """Set a C model's head weights from a name -> array mapping (missing names keep their value)."""
-    flat = np.empty(model.num_floats, np.float32)
-    model.read_params(flat)
-    for name, shape, off in model.param_info():
-        if name in state:
-            arr = np.asarray(state[name], np.float32)
-            if arr.shape != tuple(shape):
-                raise ValueError(f"{source}: {name} has shape {arr.shape}, expected {tuple(shape)}")
-            flat[off:off + arr.size] = arr.reshape(-1)
-    model.write_params(flat)

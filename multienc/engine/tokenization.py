@@ -1,6 +1,6 @@
 """Tokenizers for the BERT family (WordPiece) and the RoBERTa family (byte-level BPE).
 
-The tokenization itself runs in C (``multienc._C.Tokenizer``) with the behaviour of
+The tokenization itself runs in C (``multienc.engine._C.Tokenizer``) with the behaviour of
 HuggingFace's fast tokenizers: the same ids, type ids, character offsets and word
 indices. This module reads the tokenizer files and offers the Python API::
 
@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from multienc import _C
+from multienc.engine import _C
 
 __all__ = ["Encoding", "Tokenizer", "TokenizerFileError"]
 

@@ -2,21 +2,20 @@
 
 The combiner's weights (per-LM projections, the shared LayerNorm, the DME
 attention) are initialised here; once a task head is built on the encoder they
-live in that head's C model, which computes everything (see
-``multienc.task_heads``). Exported from :mod:`multienc.encoders`.
+live in that head's task model, which computes everything (see
+:mod:`multienc.models.heads`). Exported from :mod:`multienc.encoders` too.
 """
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from multienc import random as me_random
-from multienc.batching import COMBINE_METHODS, build_inputs, linear_init, new_c_model
-
-if TYPE_CHECKING:  # pragma: no cover
-    from multienc.encoders import LanguageModel
+from multienc.engine.task_model import COMBINE_METHODS, TASK_CLASSIFY, TaskModel
+from multienc.models.initialization import generator, linear_init
+from multienc.models.inputs import build_inputs
+from multienc.models.language_model import LanguageModel
 
 __all__ = ["MultiEncoder"]
 
@@ -38,9 +37,8 @@ class MultiEncoder:
     With a single LM the method is ``'none'``: its vector passes through unchanged.
     """
 
-    def __init__(self, language_models: Sequence["LanguageModel"], combine_method: str = "concat",
+    def __init__(self, language_models: Sequence[LanguageModel], combine_method: str = "concat",
                  use_layer_norm: bool = False, alternate_freezing_prob: float = 0.0, combine_dropout: float = 0.0):
-        from multienc.encoders import LanguageModel
         lms = list(language_models) if not isinstance(language_models, (str, bytes)) else None
         if not lms or not all(isinstance(lm, LanguageModel) for lm in lms):
             raise TypeError("language_models must be a non-empty list of LanguageModel")
@@ -56,7 +54,7 @@ class MultiEncoder:
         for what, p in (("alternate_freezing_prob", alternate_freezing_prob), ("combine_dropout", combine_dropout)):
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"{what} must be a number in [0, 1), got {p!r}")
-        self.language_models: List["LanguageModel"] = lms
+        self.language_models: List[LanguageModel] = lms
         self.num_lms = len(lms)
         self.combine_method = combine_method if len(lms) > 1 else "none"
         self.use_layer_norm = bool(use_layer_norm)
@@ -85,7 +83,7 @@ class MultiEncoder:
         self.projection_size = max(sizes)
         self.embedding_length = sum(sizes) if self.combine_method == "concat" else (
             sizes[0] if self.combine_method == "none" else self.projection_size)
-        self._state: Dict[str, np.ndarray] = self._init_state(me_random.generator())
+        self._state: Dict[str, np.ndarray] = self._init_state(generator())
 
     @property
     def device(self) -> str:
@@ -112,30 +110,42 @@ class MultiEncoder:
         """Re-draw the combiner weights (the trainer does this for a fresh model given a seed)."""
         self._state = self._init_state(rng)
         if self._owner is not None:
-            self._owner._load_head(self._state)
+            self._owner.task_model.load_state(self._state)
 
     def combiner_state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of the combiner's weights (from the C model once a head uses them)."""
         if self._owner is not None:
-            return {k: v for k, v in self._owner._head_state().items() if k.startswith("combiner.")}
+            return {k: v for k, v in self._owner.task_model.state().items() if k.startswith("combiner.")}
         return {k: v.copy() for k, v in self._state.items()}
 
-    def head_config(self) -> dict:
-        """The combiner part of the C model's config."""
-        return dict(combine=COMBINE_METHODS[self.combine_method], use_layer_norm=int(self.use_layer_norm),
+    def task_model_options(self) -> Dict[str, Any]:
+        """The combiner's part of a :class:`~multienc.engine.TaskModel`'s arguments."""
+        return dict(combine=self.combine_method, use_layer_norm=self.use_layer_norm,
                     combine_dropout=self.combine_dropout, ln_eps=1e-3, pool_rows=self.pool_rows)
+
+    def checkpoint_settings(self) -> Dict[str, Any]:
+        """The constructor's settings, as a checkpoint records them (:meth:`from_checkpoint_settings`)."""
+        return dict(combine_method=self.combine_method if self.num_lms > 1 else "concat",
+                    use_layer_norm=self.use_layer_norm, alternate_freezing_prob=self.alternate_freezing_prob,
+                    combine_dropout=self.combine_dropout)
+
+    @classmethod
+    def from_checkpoint_settings(cls, language_models: Sequence[LanguageModel],
+                                 settings: Mapping[str, Any]) -> "MultiEncoder":
+        """The multi-encoder a checkpoint recorded with :meth:`checkpoint_settings`."""
+        return cls(language_models, **settings)
 
     def _bind(self, owner) -> None:
         self._owner = owner
         self._standalone = None
 
     # ------------------------------------------------------------- running
-    def _runtime(self):
+    def _runtime(self) -> TaskModel:
         if self._owner is not None:
-            return self._owner._c
+            return self._owner.task_model
         if self._standalone is None:
-            self._standalone = new_c_model(self.language_models, self.head_config(), task=0, num_classes=0,
-                                           state=self._state)
+            self._standalone = TaskModel([lm.encoder for lm in self.language_models], task=TASK_CLASSIFY,
+                                         num_classes=0, state=self._state, **self.task_model_options())
         return self._standalone
 
     def embed(self, sentences: Sequence) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""TaskModel: the C task model (``multienc.engine._C.Model``) over some engine encoders.
+
+One object computes every language model's forward, the pooling (as weights over positions),
+the combination (none / concat / mean / DME), the decoder, the loss (cross-entropy, MSE or a
+CRF), and in :meth:`TaskModel.train_step` the whole backward, gradient clipping and AdamW per
+parameter group, in one call with the GIL released. The head's own weights (``combiner.*``,
+``decoder.*``, ``crf.*``) live in its flat buffer; the encoders keep theirs.
+
+Inputs per language model: ``(input_ids, attention_mask, token_type_ids or None, pool weights)``
+int32 / int32 / int32 / float32 arrays of shapes (B, T), (B, T), (B, T), (B, K, T).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from multienc.engine import _C
+from multienc.engine.encoder import Encoder
+
+#: combine method name -> the C model's code
+COMBINE_METHODS = {"none": 0, "concat": 1, "mean": 2, "dme": 3}
+#: loss of a task model: cross-entropy, mean squared error, linear-chain CRF
+TASK_CLASSIFY, TASK_REGRESS, TASK_CRF = 0, 1, 2
+
+Inputs = List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]]
+
+
+class TaskModel:
+    """Encoders + pooling + combiner + head + loss + optimizer, computed by the C engine.
+
+    Args:
+        encoders: the engine encoders of the language models (borrowed: they keep their weights;
+            they must all live on one device and outlive this model).
+        combine: a :data:`COMBINE_METHODS` name (``"none"`` for exactly one encoder).
+        task: :data:`TASK_CLASSIFY`, :data:`TASK_REGRESS` or :data:`TASK_CRF`.
+        num_classes: outputs per row (0: no decoder, the combined vectors only).
+        use_layer_norm, ln_eps, combine_dropout: the combiner's LayerNorm and dropout.
+        pool_rows: pooled vectors per row put side by side (2 for first_last word pooling).
+        state: initial head weights by name (missing ones start at zero).
+    """
+
+    def __init__(self, encoders: Sequence[Encoder], combine: str, task: int, num_classes: int,
+                 use_layer_norm: bool = False, ln_eps: float = 1e-3, combine_dropout: float = 0.0,
+                 pool_rows: int = 1, state: Optional[Mapping[str, np.ndarray]] = None):
+        config = dict(combine=COMBINE_METHODS[combine], task=int(task), num_classes=int(num_classes),
+                      use_layer_norm=int(bool(use_layer_norm)), ln_eps=float(ln_eps),
+                      combine_dropout=float(combine_dropout), pool_rows=int(pool_rows))
+        self._c = _C.Model([e._c for e in encoders], config)
+        if state:
+            self.load_state(state)
+
+    @property
+    def embedding_length(self) -> int:
+        """Width of the combined vector the decoder reads."""
+        return self._c.embedding_length
+
+    def param_info(self) -> List[Tuple[str, Tuple[int, ...], int]]:
+        """(name, shape, offset) of the head's parameters in its flat buffer."""
+        return [(name, tuple(shape), off) for name, shape, off in self._c.param_info()]
+
+    # ------------------------------------------------------------ weights
+    def state(self) -> Dict[str, np.ndarray]:
+        """Copies of the head's weights by name."""
+        flat = np.empty(self._c.num_floats, np.float32)
+        self._c.read_params(flat)
+        return {name: flat[off:off + int(np.prod(shape))].reshape(shape).copy()
+                for name, shape, off in self.param_info()}
+
+    def load_state(self, state: Mapping[str, np.ndarray], source: str = "state") -> None:
+        """Set head weights from a name -> array mapping (names not given keep their value).
+
+        ValueError naming ``source`` and the tensor when a shape disagrees."""
+        flat = np.empty(self._c.num_floats, np.float32)
+        self._c.read_params(flat)
+        for name, shape, off in self.param_info():
+            if name in state:
+                arr = np.asarray(state[name], np.float32)
+                if arr.shape != shape:
+                    raise ValueError(f"{source}: {name} has shape {arr.shape}, expected {shape}")
+                flat[off:off + arr.size] = arr.reshape(-1)
+        self._c.write_params(flat)
+
+    # ------------------------------------------------------------ compute
+    def forward(self, inputs: Inputs, targets: Optional[np.ndarray] = None, train: bool = False, seed: int = 0,
+                embedding: bool = False, lengths: Optional[np.ndarray] = None, decode: bool = False) -> tuple:
+        """(outputs [R, C], weights [n, R], loss or None, embedding [R, E] or None), plus the CRF's
+        Viterbi tags int32 [B, K] (-1 past each length) when ``decode``. ``lengths`` [B]: the rows
+        (words) of each sentence that a CRF reads."""
+        return self._c.forward(inputs, targets, train=train, seed=seed, embedding=embedding, lengths=lengths,
+                               decode=decode)
+
+    def train_step(self, inputs: Inputs, targets: np.ndarray, learning_rates: Sequence[float],
+                   weight_decay: Sequence[float], trainable: Sequence[bool], seed: int = 0,
+                   max_grad_norm: float = 5.0, lengths: Optional[np.ndarray] = None) -> Tuple[float, float]:
+        """One training step: forward (dropout seeded by ``seed``), loss, backward, clipping to
+        ``max_grad_norm`` and AdamW with one rate and decay per group (each language model, the
+        combiner, the decoder); language models not ``trainable`` are not updated. Returns
+        (loss, gradient norm before clipping)."""
+        kwargs: Dict[str, Any] = {"seed": seed, "max_grad_norm": max_grad_norm}
+        if lengths is not None:
+            kwargs["lengths"] = lengths
+        return self._c.train_step(inputs, targets, list(learning_rates), list(weight_decay), list(trainable),
+                                  **kwargs)
