@@ -229,6 +229,14 @@ def test_bad_arguments_are_clear(tmp_path):
         ModelTrainer(TextClassifier(LanguageModel(ELECTRA), 2), regression_corpus())
     with pytest.raises(TypeError, match=r"sentences\[1\] must be a str"):
         TextClassifier(LanguageModel(ELECTRA), 2).predict(["ok", 3])
+    trainer = ModelTrainer(TextClassifier(LanguageModel(ELECTRA), 2), corpus)
+    for kwargs, message in (({"num_workers": 2}, "num_workers=2: multienc has no data-loader workers"),
+                            ({"max_grad_norm": float("nan")}, "max_grad_norm must be a number > 0"),
+                            ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+                            ({"seed": -1}, "seed must be a non-negative integer")):
+        with pytest.raises(ValueError, match=message):
+            trainer.train(base_path=str(tmp_path), progress=False, **kwargs)
+    assert not os.path.exists(tmp_path / "training.log"), "a rejected call started a run"
 
 
 def test_infinite_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
