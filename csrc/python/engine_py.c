@@ -62,17 +62,21 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;
+    /* Checked with the GIL held until self->enc is set: a model may hold this encoder's pointer,
+     * and another thread may be computing with it, so a live encoder is never replaced. */
+    if (self->enc) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder is already initialised (models may be using it): "
+                                            "create a new Encoder instead");
+        return -1;
+    }
+    if (!self->lock && !(self->lock = PyThread_allocate_lock())) {
+        PyErr_NoMemory();
+        return -1;
+    }
     char err[ME_ERRLEN] = {0};
-    if (self->enc) me_encoder_free(self->enc);
-    self->enc = NULL;
     int st = me_encoder_create(&self->enc, &c, be, err);
     if (st) {
         me_raise(st, err);
-        return -1;
-    }
-    if (!self->lock) self->lock = PyThread_allocate_lock();
-    if (!self->lock) {
-        PyErr_NoMemory();
         return -1;
     }
     return 0;
@@ -173,26 +177,30 @@ static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *
     return out;
 }
 
+/* The backward of the last forward, whichever thread ran it: the gradient's shape is compared with
+ * that forward's under the encoder's lock (another thread's forward changes it), then used. */
+static int backward_locked(MeEncoder *e, const npy_intp *shape, const float *grad, char *err) {
+    if (!e->has_forward) return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    if (shape[0] != e->B || shape[1] != e->T || shape[2] != e->cfg.hidden_size)
+        return me_error(err, ME_ERR_VALUE, "grad must have the last forward's output shape (%d, %d, %d)", e->B,
+                        e->T, e->cfg.hidden_size);
+    return me_encoder_backward(e, grad, err);
+}
+
 static PyObject *Encoder_backward(EncoderObject *self, PyObject *arg) {
     if (!ready(self)) return NULL;
-    if (!self->enc->has_forward) return me_raise(ME_ERR_RUNTIME, "backward() needs a forward() first");
     if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32 ||
         !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)arg)) {
         PyErr_SetString(PyExc_TypeError, "grad must be a C-contiguous float32 array");
         return NULL;
     }
     PyArrayObject *g = (PyArrayObject *)arg;
-    const MeEncoder *e = self->enc;
-    if (PyArray_NDIM(g) != 3 || PyArray_DIM(g, 0) != e->B || PyArray_DIM(g, 1) != e->T ||
-        PyArray_DIM(g, 2) != e->cfg.hidden_size) {
-        PyErr_Format(PyExc_ValueError, "grad must have the last forward's output shape (%d, %d, %d)",
-                     e->B, e->T, e->cfg.hidden_size);
-        return NULL;
-    }
+    npy_intp shape[3] = {-1, -1, -1};
+    if (PyArray_NDIM(g) == 3) memcpy(shape, PyArray_DIMS(g), sizeof shape);
     char err[ME_ERRLEN] = {0};
     int st;
     const float *pg = PyArray_DATA(g);
-    LOCKED_COMPUTE(self, st = me_encoder_backward(self->enc, pg, err));
+    LOCKED_COMPUTE(self, st = backward_locked(self->enc, shape, pg, err));
     if (st) return me_raise(st, err);
     Py_RETURN_NONE;
 }

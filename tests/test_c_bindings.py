@@ -1,0 +1,138 @@
+"""The CPython binding layer (csrc/python/) on its own: objects that are used from several threads,
+re-initialised, or given what a careless caller gives. Regression tests of issue 17's binding
+defects; the thread-safety contract they check is in docs/ARCHITECTURE.md ("Threads")."""
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from multienc import _C
+import _c_engine as ce
+
+SANITIZED = os.environ.get("MULTIENC_SANITIZED") == "1"
+
+
+def test_encoder_backward_checks_the_last_forward_under_the_encoders_lock():
+    """Issue 17 (1): backward compared the gradient with the last forward's shape before taking the
+    lock, so a forward of another thread in between made it copy B*T*H floats out of a smaller
+    array. Here a head's forward holds both LMs' locks while its slow first LM runs; meanwhile
+    backward is asked for the second LM with a gradient of that LM's previous (small) forward. It
+    must wait for the lock and then refuse: the last forward is now the head's, of another shape."""
+    slow, small = ce.encoder(64, 4, seed=1), ce.encoder(32, 1, seed=2)
+    head = ce.model([slow, small], "concat")
+    rng = np.random.default_rng(0)
+    B = 16
+    inputs = ce.model_inputs(rng, 2, B, [512, 64])
+    ids, mask = ce.lm_batch(rng, 1, 4)
+    outcomes = []
+    for wait in (0.3, 0.6, 1.0, 1.0, 1.0):
+        grad = small.forward(ids, mask)  # small's last forward: (1, 4, 32)
+        finished = {}
+
+        def head_forward():
+            head.forward(inputs)
+            finished["head"] = time.monotonic()
+
+        t = threading.Thread(target=head_forward)
+        t.start()
+        time.sleep(wait)  # by now the head's forward holds both locks (its first LM takes seconds)
+        error = None
+        try:
+            small.backward(np.ones_like(grad))
+        except ValueError as e:
+            error = str(e)
+        returned = time.monotonic()
+        t.join()
+        # backward returning before the head's forward did means it got the lock first: no overlap
+        outcomes.append((returned > finished["head"], error))
+        if outcomes[-1][0]:
+            break
+    overlapped, error = outcomes[-1]
+    assert overlapped, f"backward never waited for the head's forward: {outcomes}"
+    assert error is not None, "backward accepted a gradient of another forward's shape"
+    assert f"last forward's output shape ({B}, 64, 32)" in error
+
+
+def test_heads_listing_the_same_lms_in_opposite_orders_do_not_deadlock():
+    """Issue 17 (2): each head took its LMs' locks in its own order, so two heads on (a, b) and
+    (b, a) used from two threads blocked each other forever. Run in a subprocess: a regression is a
+    timeout here, not a hung test session."""
+    try:
+        proc = ce.run_script("opposite_orders", 60, timeout=300 if SANITIZED else 60)
+    except Exception as e:  # subprocess.TimeoutExpired: the threads are stuck
+        pytest.fail(f"two heads on the same LMs in opposite orders deadlocked: {e}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result == {"done": [60, 60], "errors": []}
+
+
+def test_a_live_encoder_refuses_a_second_init():
+    """Issue 17 (3): __init__ on a live _C.Encoder freed its C encoder while a _C.Model built on it
+    kept the pointer. Re-initialisation is refused, and the head keeps working on the same weights."""
+    enc = ce.encoder(32, 1)
+    head = ce.model([enc], "none")
+    rng = np.random.default_rng(1)
+    inputs = ce.model_inputs(rng, 1, 2, [6])
+    before = head.forward(inputs)[0]
+    with pytest.raises(RuntimeError, match="already initialised"):
+        enc.__init__(ce.engine_config(48, 2))
+    assert enc.num_floats == ce.encoder(32, 1).num_floats
+    np.testing.assert_array_equal(head.forward(inputs)[0], before)
+
+
+def test_a_live_model_refuses_a_second_init():
+    """The same for _C.Model, whose compute may run on another thread while __init__ frees it."""
+    enc = ce.encoder(32, 1)
+    head = ce.model([enc], "none")
+    with pytest.raises(RuntimeError, match="already initialised"):
+        head.__init__([enc], {"combine": 0, "task": 0, "num_classes": 3})
+    assert head.forward(ce.model_inputs(np.random.default_rng(2), 1, 2, [5]))[0].shape == (2, 2)
+
+
+def test_a_model_refuses_the_same_encoder_twice():
+    """A head listing one encoder twice would take that encoder's lock twice (a deadlock on the
+    first call) and run two forwards into one workspace; it is refused when built."""
+    enc = ce.encoder(32, 1)
+    with pytest.raises(ValueError, match=r"encoders\[1\] is encoders\[0\]"):
+        _C.Model([enc, enc], {"combine": 1, "task": 0, "num_classes": 2})
+
+
+def test_head_backward_refuses_when_its_lm_last_ran_another_shape():
+    """A head's backward reads each trainable LM's last forward. When the LM ran another forward in
+    between (another head, or Encoder.forward, on any thread), of another shape, backward used to
+    read the head's pool weights and the LM's buffers with mismatched lengths; it refuses."""
+    enc = ce.encoder(32, 1)
+    head = ce.model([enc], "none")
+    rng = np.random.default_rng(3)
+    inputs = ce.model_inputs(rng, 1, 2, [8])
+    head.forward(inputs, ce.targets(rng, ce.CLASSIFY, 2, 2))
+    enc.forward(*ce.lm_batch(rng, 4, 16))
+    with pytest.raises(RuntimeError, match="language model 1's last forward is not of this model's shape"):
+        head.backward([True])
+    head.forward(inputs, ce.targets(rng, ce.CLASSIFY, 2, 2))
+    head.backward([False])  # a frozen LM needs no activations
+    head.backward([True])
+
+
+def wordpiece(vocab):
+    """A _C.Tokenizer: BERT normalizer (clean text, lowercase) and pre-tokenizer, WordPiece, no
+    template (what multienc.tokenization builds from a vocab.txt, minus the special tokens)."""
+    opts = {"model": 1, "bert_normalizer": 1, "clean_text": 1, "handle_chinese_chars": 1, "strip_accents": 1,
+            "lowercase": 1, "pre_tokenizer": 1, "add_prefix_space": 0, "use_regex": 0, "post": 0,
+            "trim_offsets": 0, "post_add_prefix_space": 0, "unk_id": 0, "max_input_chars_per_word": 100}
+    return _C.Tokenizer(opts, [(t, i) for i, t in enumerate(vocab)], [], [], [], [])
+
+
+def test_a_batch_item_without_tokens():
+    """Issue 17 (5): an item that normalizes to nothing (a private-use character, dropped by
+    clean_text) gave memcpy(NULL, NULL, 0) when its encoding was appended (UBSan; this test runs
+    under `make sanitize`). It encodes to no tokens, beside items that have some."""
+    tok = wordpiece(["[UNK]", "a", "b"])
+    out = tok.encode_batch(["\U000fbd2b"], False, -1, 0, 0, 1)
+    assert out["input_ids"].shape == (1, 0)
+    out = tok.encode_batch(["\U000fbd2b", "a b", "\U000fbd2b"], False, -1, 0, 0, 2)
+    np.testing.assert_array_equal(out["input_ids"], [[0, 0], [1, 2], [0, 0]])
+    np.testing.assert_array_equal(out["attention_mask"], [[0, 0], [1, 1], [0, 0]])
