@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from multienc import _C
+from multienc import _C, _C_tests
 import _c_engine as ce
 
 SANITIZED = os.environ.get("MULTIENC_SANITIZED") == "1"
@@ -117,6 +117,18 @@ def test_head_backward_refuses_when_its_lm_last_ran_another_shape():
     head.backward([True])
 
 
+def test_config_values_outside_the_c_int_range_are_refused():
+    """One config reader for the engine and the head: an integer that does not fit the C field is a
+    ValueError (the head's reader used to truncate 2**32 classes to 0, a model without decoder)."""
+    enc = ce.encoder(32, 1)
+    with pytest.raises(ValueError, match="'num_classes' = 4294967296 is out of range"):
+        _C.Model([enc], {"combine": 0, "task": 0, "num_classes": 2 ** 32})
+    with pytest.raises(ValueError, match="'hidden_size' = -4294967296 is out of range"):
+        _C.Encoder({**ce.engine_config(), "hidden_size": -2 ** 32})
+    with pytest.raises(KeyError, match="'vocab_size' is missing from the engine config"):
+        _C.Encoder({k: v for k, v in ce.engine_config().items() if k != "vocab_size"})
+
+
 def wordpiece(vocab):
     """A _C.Tokenizer: BERT normalizer (clean text, lowercase) and pre-tokenizer, WordPiece, no
     template (what multienc.tokenization builds from a vocab.txt, minus the special tokens)."""
@@ -136,3 +148,43 @@ def test_a_batch_item_without_tokens():
     out = tok.encode_batch(["\U000fbd2b", "a b", "\U000fbd2b"], False, -1, 0, 0, 2)
     np.testing.assert_array_equal(out["input_ids"], [[0, 0], [1, 2], [0, 0]])
     np.testing.assert_array_equal(out["attention_mask"], [[0, 0], [1, 1], [0, 0]])
+
+
+def test_the_op_test_entry_points_are_a_separate_extension():
+    """Issue 13: the op entry points live in multienc._C_tests (built for the tests, never in a
+    wheel: tests/test_wheel.py), not in the shipped multienc._C."""
+    assert not [name for name in dir(_C) if name.startswith("ops_")]
+    ops = [name for name in dir(_C_tests) if name.startswith("ops_")]
+    assert len(ops) == 28 and "ops_crf" in ops and "ops_adamw" in ops
+    assert _C_tests.ops_embedding_backward.__doc__.startswith(
+        "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
+
+
+def test_the_op_driver_checks_every_argument_the_same_way():
+    """One driver parses every op: argument counts, array ranks, scalar types, the device."""
+    a = np.ones(3, np.float32)
+    with pytest.raises(TypeError, match=r"ops_add_forward\(\) takes 2 or, with a device, one more positional "
+                                        r"arguments, got 1"):
+        _C_tests.ops_add_forward(a)
+    with pytest.raises(TypeError, match=r"ops_rng_uniform\(\) takes 3 positional arguments, got 4"):
+        _C_tests.ops_rng_uniform(1, 2, 3, "cpu")
+    with pytest.raises(ValueError, match="b: expected a 1-d float array"):
+        _C_tests.ops_add_forward(a, np.ones((3, 1), np.float32))
+    with pytest.raises(ValueError, match="ids: expected a 1-d int array"):
+        _C_tests.ops_embedding_forward("x", np.ones((2, 2), np.float32))
+    with pytest.raises(TypeError, match="integer"):
+        _C_tests.ops_gelu_forward(a, 0.5)
+    with pytest.raises(TypeError, match="device must be a str or None"):
+        _C_tests.ops_add_forward(a, a, 0)
+    with pytest.raises(ValueError, match="1..16 inputs"):
+        _C_tests.ops_concat_forward([])
+    # in/out arguments are copies: the caller's arrays are not changed
+    da0, db0 = np.zeros(3, np.float32), np.ones(3, np.float32)
+    da, db = _C_tests.ops_add_backward(a * 2, da0, db0, True)
+    np.testing.assert_array_equal(da, [2, 2, 2])
+    np.testing.assert_array_equal(db, [3, 3, 3])
+    assert not da0.any() and (db0 == 1).all()
+    dx, dscores = _C_tests.ops_combine_backward(np.ones((2, 3), np.float32), np.ones((2, 2, 3), np.float32),
+                                                np.full((2, 2), 0.5, np.float32), False)
+    assert dscores is None
+    np.testing.assert_array_equal(dx, np.full((2, 2, 3), 0.5))

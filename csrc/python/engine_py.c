@@ -7,37 +7,8 @@
 #include "model/encoder.h"
 
 
-static int dict_int(PyObject *d, const char *key, int *out, int required, int dflt) {
-    PyObject *v = PyDict_GetItemString(d, key);
-    if (!v) {
-        if (required) {
-            PyErr_Format(PyExc_KeyError, "engine config is missing '%s'", key);
-            return -1;
-        }
-        *out = dflt;
-        return 0;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    if (x < -2147483647L || x > 2147483647L) {
-        PyErr_Format(PyExc_ValueError, "engine config '%s' = %ld is out of range", key, x);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int dict_float(PyObject *d, const char *key, float *out, float dflt) {
-    PyObject *v = PyDict_GetItemString(d, key);
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred()) return -1;
-    *out = (float)x;
-    return 0;
-}
+#define ENGINE_INT(key, field, required, dflt) me_cfg_int(cfgd, "engine config", key, required, dflt, field)
+#define ENGINE_FLOAT(key, field, dflt) me_cfg_float(cfgd, "engine config", key, dflt, field)
 
 static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"config", "device", NULL};
@@ -46,19 +17,17 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
         return -1;
     MeEncoderConfig c;
-    if (dict_int(cfgd, "family", &c.family, 1, 0) || dict_int(cfgd, "vocab_size", &c.vocab_size, 1, 0) ||
-        dict_int(cfgd, "hidden_size", &c.hidden_size, 1, 0) ||
-        dict_int(cfgd, "num_hidden_layers", &c.num_layers, 1, 0) ||
-        dict_int(cfgd, "num_attention_heads", &c.num_heads, 1, 0) ||
-        dict_int(cfgd, "intermediate_size", &c.intermediate_size, 1, 0) ||
-        dict_int(cfgd, "max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
-        dict_int(cfgd, "type_vocab_size", &c.type_vocab_size, 1, 0) ||
-        dict_int(cfgd, "embedding_size", &c.embedding_size, 0, c.hidden_size) ||
-        dict_int(cfgd, "activation", &c.activation, 1, 0) ||
-        dict_int(cfgd, "pad_token_id", &c.pad_token_id, 0, -1) ||
-        dict_float(cfgd, "layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
-        dict_float(cfgd, "hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
-        dict_float(cfgd, "attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
+    if (ENGINE_INT("family", &c.family, 1, 0) || ENGINE_INT("vocab_size", &c.vocab_size, 1, 0) ||
+        ENGINE_INT("hidden_size", &c.hidden_size, 1, 0) || ENGINE_INT("num_hidden_layers", &c.num_layers, 1, 0) ||
+        ENGINE_INT("num_attention_heads", &c.num_heads, 1, 0) ||
+        ENGINE_INT("intermediate_size", &c.intermediate_size, 1, 0) ||
+        ENGINE_INT("max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
+        ENGINE_INT("type_vocab_size", &c.type_vocab_size, 1, 0) ||
+        ENGINE_INT("embedding_size", &c.embedding_size, 0, c.hidden_size) ||
+        ENGINE_INT("activation", &c.activation, 1, 0) || ENGINE_INT("pad_token_id", &c.pad_token_id, 0, -1) ||
+        ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
+        ENGINE_FLOAT("hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
+        ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
         return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;

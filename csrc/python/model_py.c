@@ -34,29 +34,8 @@ static void unlock_all(ModelObject *self) {
     for (int i = self->nlocks - 1; i >= 0; i--) PyThread_release_lock(self->locks[i]);
 }
 
-static int cfg_int(PyObject *d, const char *k, int *out, int dflt) {
-    PyObject *v = PyDict_GetItemString(d, k);
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    *out = (int)x;
-    return 0;
-}
-
-static int cfg_float(PyObject *d, const char *k, float *out, float dflt) {
-    PyObject *v = PyDict_GetItemString(d, k);
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred()) return -1;
-    *out = (float)x;
-    return 0;
-}
+#define HEAD_INT(key, field, dflt) me_cfg_int(cfgd, "model config", key, 0, dflt, field)
+#define HEAD_FLOAT(key, field, dflt) me_cfg_float(cfgd, "model config", key, dflt, field)
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"encoders", "config", NULL};
@@ -88,10 +67,10 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
             }
     }
     MeHeadConfig c;
-    if (cfg_int(cfgd, "combine", &c.combine, 0) || cfg_int(cfgd, "use_layer_norm", &c.use_layer_norm, 0) ||
-        cfg_float(cfgd, "ln_eps", &c.ln_eps, 1e-3f) || cfg_float(cfgd, "combine_dropout", &c.combine_dropout, 0.0f) ||
-        cfg_int(cfgd, "task", &c.task, 0) || cfg_int(cfgd, "num_classes", &c.num_classes, 2) ||
-        cfg_int(cfgd, "pool_rows", &c.pool_rows, 1)) {
+    if (HEAD_INT("combine", &c.combine, 0) || HEAD_INT("use_layer_norm", &c.use_layer_norm, 0) ||
+        HEAD_FLOAT("ln_eps", &c.ln_eps, 1e-3f) || HEAD_FLOAT("combine_dropout", &c.combine_dropout, 0.0f) ||
+        HEAD_INT("task", &c.task, 0) || HEAD_INT("num_classes", &c.num_classes, 2) ||
+        HEAD_INT("pool_rows", &c.pool_rows, 1)) {
         Py_DECREF(tup);
         return -1;
     }
