@@ -188,3 +188,68 @@ def test_the_op_driver_checks_every_argument_the_same_way():
                                                 np.full((2, 2), 0.5, np.float32), False)
     assert dscores is None
     np.testing.assert_array_equal(dx, np.full((2, 2, 3), 0.5))
+
+
+def op_samples(rng):
+    """Valid arguments for every op that takes a device."""
+    f = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    ids = np.array([3, 0, 7, 3, 1], np.int32)
+    B, T, NH, HS = 2, 5, 2, 3
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)
+    qkv = f(B, T, 3 * NH * HS)
+    _, probs = _C_tests.ops_attention_forward(qkv, mask, NH, 0.1, 5, 9)
+    x = f(6, 4)
+    out, mean, rstd = _C_tests.ops_layernorm_forward(x, f(4), f(4), 1e-5)
+    em, tags, lengths = f(2, 4, 3), np.array([[0, 2, 1, 0], [1, 1, 0, 0]], np.int32), np.array([4, 2], np.int32)
+    return {
+        "embedding_forward": (ids, f(8, 4)),
+        "embedding_backward": (f(5, 4), ids, 8, 3),
+        "layernorm_forward": (x, f(4), f(4), 1e-5),
+        "layernorm_backward": (f(6, 4), x, mean, rstd, f(4)),
+        "matmul_forward": (x, f(3, 4), f(3)),
+        "matmul_backward": (f(6, 3), x, f(3, 4)),
+        "gelu_forward": (f(9), 1),
+        "gelu_backward": (f(9), f(9), 0),
+        "add_forward": (f(7), f(7)),
+        "add_backward": (f(7), f(7), f(7), True),
+        "dropout_forward": (f(50), 0.3, 11, 2),
+        "dropout_backward": (f(50), 0.3, 11, 2),
+        "attention_forward": (qkv, mask, NH, 0.1, 5, 9),
+        "attention_backward": (f(B, T, NH * HS), qkv, probs, mask, NH, 0.1, 5, 9),
+        "pool_forward": (f(2, 5, 4), f(2, 3, 5)),
+        "pool_backward": (f(2, 3, 4), f(2, 3, 5)),
+        "concat_forward": ([f(3, 2), f(3, 5), f(3, 1)],),
+        "concat_backward": (f(3, 8), 2, 5),
+        "combine_forward": (f(3, 4, 5), f(3, 4)),
+        "combine_backward": (f(4, 5), f(3, 4, 5), np.full((3, 4), 1 / 3, np.float32), True),
+        "cross_entropy": (f(4, 3), np.array([2, -1, 0, 1], np.int32)),
+        "mse": (f(4, 2), f(4, 2)),
+        "crf": (em, tags, lengths, f(3, 3), f(3), f(3)),
+        "crf_viterbi": (em, lengths, f(3, 3), f(3), f(3)),
+        "sum_squares": (f(33),),
+        "scale": (f(33), 0.5),
+        "adamw": (f(10), f(10), f(10), np.abs(f(10)), 1e-3, 0.9, 0.999, 1e-8, 0.01, 3),
+    }
+
+
+def flat(result):
+    return [result] if not isinstance(result, tuple) else list(result)
+
+
+def test_every_op_gives_the_same_bits_through_the_device_path():
+    """The driver's device path (a buffer per array, copies in, results and in/out arguments copied
+    back, scratch on the backend) on the CPU backend ("cpu:staged", a device only _C_tests knows)
+    against the direct path, for every op that takes a device: a staging mistake (a missing copy,
+    a wrong size) shows here (and under ASan in `make sanitize`) without a GPU."""
+    samples = op_samples(np.random.default_rng(4))
+    with_device = sorted(n[4:] for n in dir(_C_tests) if n.startswith("ops_") and "[, device]" in
+                         getattr(_C_tests, n).__doc__)
+    assert sorted(samples) == with_device
+    for name, args in samples.items():
+        op = getattr(_C_tests, "ops_" + name)
+        direct, staged = flat(op(*args, "cpu")), flat(op(*args, "cpu:staged"))
+        assert len(direct) == len(staged), name
+        for a, b in zip(direct, staged):
+            assert type(a) is type(b), name
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        assert any(np.any(np.asarray(a) != 0) for a in direct), f"{name} computed nothing"

@@ -105,6 +105,17 @@ static int convert(OpCall *c, int i, PyObject *o) {
     return -1;
 }
 
+/* "cpu:staged", a device of this extension only: the CPU backend's table at another address, so
+ * the driver takes the device path (separate buffers, copies in and out) on any machine. */
+static const MeBackend *staged_cpu(void) {
+    static MeBackend table;
+    if (!table.name) {
+        table = *me_cpu_backend();
+        table.name = "cpu:staged";
+    }
+    return &table;
+}
+
 /* The backend of the trailing device argument (None or absent: "cpu"), with every function the
  * op calls. */
 static const MeBackend *backend(const OpDesc *op, PyObject *device) {
@@ -116,7 +127,7 @@ static const MeBackend *backend(const OpDesc *op, PyObject *device) {
         }
         if (!(name = PyUnicode_AsUTF8(device))) return NULL;
     }
-    const MeBackend *be = me_backend_for_device(name);
+    const MeBackend *be = strcmp(name, "cpu:staged") == 0 ? staged_cpu() : me_backend_for_device(name);
     for (int u = 0; be && u < OP_MAX_USES && op->uses[u].name; u++) {
         void (*fn)(void);
         memcpy(&fn, (const char *)be + op->uses[u].offset, sizeof fn);

@@ -6,6 +6,9 @@
  * stage arrays to the device, run with the GIL released, copy back, check the backend's status,
  * release everything and build the return value.
  *
+ * Besides the devices of multienc._C, the driver knows "cpu:staged": the CPU backend reached
+ * through the device path (its own buffers, copies both ways), so staging is tested without a GPU.
+ *
  * Ideas from numpy's _multiarray_tests (test entry points in their own extension) and
  * npy_argparse (argument parsing described once, not per function). */
 #ifndef MULTIENC_OP_DRIVER_H
