@@ -6,7 +6,7 @@
 #include "common.h"
 #include "model/encoder.h"
 
-
+/* Entries of Encoder_init's config dict `cfgd`. */
 #define ENGINE_INT(key, field, required, dflt) me_cfg_int(cfgd, "engine config", key, required, dflt, field)
 #define ENGINE_FLOAT(key, field, dflt) me_cfg_float(cfgd, "engine config", key, dflt, field)
 
@@ -64,7 +64,6 @@ static int ready(EncoderObject *self) {
     }
     return 1;
 }
-
 
 static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;

@@ -22,7 +22,7 @@ typedef struct {
 } ModelObject;
 
 static int by_address(const void *a, const void *b) {
-    uintptr_t x = (uintptr_t) * (const PyThread_type_lock *)a, y = (uintptr_t) * (const PyThread_type_lock *)b;
+    const uintptr_t x = (uintptr_t)*(const PyThread_type_lock *)a, y = (uintptr_t)*(const PyThread_type_lock *)b;
     return (x > y) - (x < y);
 }
 
@@ -34,6 +34,7 @@ static void unlock_all(ModelObject *self) {
     for (int i = self->nlocks - 1; i >= 0; i--) PyThread_release_lock(self->locks[i]);
 }
 
+/* Entries of Model_init's config dict `cfgd` (all optional). */
 #define HEAD_INT(key, field, dflt) me_cfg_int(cfgd, "model config", key, 0, dflt, field)
 #define HEAD_FLOAT(key, field, dflt) me_cfg_float(cfgd, "model config", key, dflt, field)
 
