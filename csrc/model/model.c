@@ -68,12 +68,13 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     m->lm_m = calloc(n, sizeof(float *));
     m->lm_v = calloc(n, sizeof(float *));
     m->lm_step = calloc(n, sizeof(int));
+    m->lm_T = calloc(n, sizeof(int));
     m->trainable_now = calloc(n, sizeof(int));
     m->pool_w = calloc(n, sizeof(float *));
     m->pooled = calloc(n, sizeof(float *));
     m->d_pooled = calloc(n, sizeof(float *));
     if (!m->lms || !m->H || !m->proj_w || !m->proj_b || !m->lm_m || !m->lm_v || !m->lm_step ||
-        !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
+        !m->lm_T || !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
         me_model_free(m);
         return me_error(err, ME_ERR_NOMEM, "out of memory");
     }
@@ -162,6 +163,7 @@ void me_model_free(MeModel *m) {
     free(m->lm_m);
     free(m->lm_v);
     free(m->lm_step);
+    free(m->lm_T);
     free(m->trainable_now);
     free(m->pool_w);
     free(m->pooled);
@@ -269,6 +271,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
             memcpy(err, tmp, ME_ERRLEN);
             return st;
         }
+        m->lm_T[i] = in[i].T;
         const int pr = m->cfg.pool_rows;
         be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * pr * in[i].T);
         /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
@@ -356,6 +359,16 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
 int me_model_backward(MeModel *m, const int *trainable, char *err) {
     if (!m->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
+    /* Backward reads each trainable LM's last forward. Another model or Encoder.forward (possibly
+     * on another thread) may have run one since this model's: its shape must still be this model's. */
+    for (int i = 0; i < m->n; i++) {
+        const MeEncoder *enc = m->lms[i];
+        if (trainable[i] && (!enc->has_forward || enc->B != m->B || enc->T != m->lm_T[i]))
+            return me_error(err, ME_ERR_RUNTIME,
+                            "language model %d's last forward is not of this model's shape (another model or "
+                            "Encoder.forward used it since, possibly on another thread): run the model's "
+                            "forward again before backward", i + 1);
+    }
     const MeBackend *be = m->be;
     const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
     const float *Wt = m->params;

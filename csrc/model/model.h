@@ -64,6 +64,7 @@ typedef struct {
     size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b, crf_trans, crf_start, crf_end;
     float **lm_m, **lm_v;       /* AdamW moments per LM (allocated on first update) */
     int *lm_step;
+    int *lm_T;                  /* each LM's length in this model's last forward */
 
     float *ws;
     size_t ws_floats;

@@ -180,15 +180,7 @@ static int parse_item(textbuf *b, PyObject *item, int words, Py_ssize_t index, s
 /* ------------------------------------------------------------------ construction */
 
 static int opt_int(PyObject *d, const char *key, int *out) {
-    PyObject *v = PyDict_GetItemString(d, key);
-    if (!v) {
-        PyErr_Format(PyExc_KeyError, "tokenizer options lack '%s'", key);
-        return -1;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    *out = (int)x;
-    return 0;
+    return me_cfg_int(d, "tokenizer options", key, 1, 0, out);
 }
 
 static void tok_dealloc(TokenizerObject *self) {

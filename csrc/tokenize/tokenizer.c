@@ -1030,6 +1030,7 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
 
 /* Append all tokens of src to dst (token strings rebased into dst's string buffer). */
 static int enc_append(me_enc *dst, const me_enc *src) {
+    if (!src->n) return ME_OK; /* an item without tokens (its buffers may be NULL: nothing to copy) */
     int st = enc_reserve(dst, dst->n + src->n);
     if (st) return st;
     if (src->slen && grow((void **)&dst->sbuf, &dst->scap, dst->slen + src->slen, 1)) return ME_ERR_NOMEM;

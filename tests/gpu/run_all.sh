@@ -61,8 +61,9 @@ install() {
     export PYTHONPATH=$site
     "$py" -c 'import numpy, setuptools, scipy_openblas32; print("setuptools", setuptools.__version__)' ||
         { echo "missing build requirements: run tests/gpu/fetch_wheels.sh and carry .whl"; return 1; }
-    MULTIENC_CUDA=1 "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-        --target "$site" "$repo"
+    # the op test entry points (multienc.engine._C_tests) too: tests/gpu and the benchmark call them
+    MULTIENC_CUDA=1 MULTIENC_TEST_EXTENSION=1 "$py" -m pip install -q --no-index --no-deps --no-build-isolation \
+        --no-compile --target "$site" "$repo"
     cd /tmp  # import the installed package, not the source tree
     "$py" -c 'import multienc; i = multienc.build_info(); print(i); assert i["cuda"], "CUDA part not built"
 print("cuda_available:", multienc.cuda_available())'
