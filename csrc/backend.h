@@ -99,6 +99,37 @@ typedef struct MeBackend {
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch);
     size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
 
+    /* ---- rotary positions, gated linear units, windowed attention (ModernBERT) ---- */
+
+    /* Rotary position embedding in place on the q and k blocks of a fused qkv [B*T, 3*NH*HS] (v is
+     * untouched); a row's position is its index t in its sequence. Per head, for i < HS/2 with
+     * c = cos_t[t, i], s = sin_t[t, i] (tables [T, HS/2]): (x_i, x_{i+HS/2}) <- (x_i c - x_{i+HS/2} s,
+     * x_{i+HS/2} c + x_i s), HF's q * cos + rotate_half(q) * sin. */
+    void (*rope_forward)(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+    /* The inverse (transposed) rotation in place on dqkv's q and k blocks: the gradient with
+     * respect to q and k before the rotation. */
+    void (*rope_backward)(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+
+    /* Gated linear unit over inp [N, 2C] = (a | g): out[n, i] = act(a[n, i]) * g[n, i], out [N, C]. */
+    void (*glu_forward)(float *out, const float *inp, int N, int C, MeActivation act);
+    /* dinp [N, 2C] = (act'(a) g dout | act(a) dout) (overwrites) */
+    void (*glu_backward)(float *dinp, const float *inp, const float *dout, int N, int C, MeActivation act);
+
+    /* Self-attention as attention_forward, keys also limited to |query - key| <= window (window < 0:
+     * no limit), and the probabilities are not stored: stats [B, NH, T, 2] receives each row's
+     * softmax maximum and 1 / sum, from which backward recomputes them. A row with no allowed key
+     * (padding and window together) is uniform over all T keys, as HF's eager attention with its
+     * additive finfo.min masks. Dropout as attention_forward (site + b*NH + h, index
+     * query * T + key). scratch: window_attention_scratch_floats(). */
+    void (*window_attention_forward)(float *ctx, float *stats, const float *qkv, const int32_t *mask, int B,
+                                     int T, int NH, int HS, int window, float p, uint64_t seed, uint64_t site,
+                                     float *scratch);
+    /* dqkv = d(ctx)/d(qkv) applied to dctx (overwrites dqkv) */
+    void (*window_attention_backward)(float *dqkv, const float *dctx, const float *qkv, const float *stats,
+                                      const int32_t *mask, int B, int T, int NH, int HS, int window, float p,
+                                      uint64_t seed, uint64_t site, float *scratch);
+    size_t (*window_attention_scratch_floats)(int B, int T, int NH, int HS, int window);
+
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 
     /* out[b*K + k] = sum_t w[b,k,t] * h[b*T + t]   (h [B*T, C], w [B,K,T], out [B*K, C]) */

@@ -155,7 +155,7 @@ def test_the_op_test_entry_points_are_a_separate_extension():
     wheel: tests/test_wheel.py), not in the shipped multienc.engine._C."""
     assert not [name for name in dir(_C) if name.startswith("ops_")]
     ops = [name for name in dir(_C_tests) if name.startswith("ops_")]
-    assert len(ops) == 28 and "ops_crf" in ops and "ops_adamw" in ops
+    assert len(ops) == 35 and "ops_crf" in ops and "ops_adamw" in ops and "ops_window_attention_backward" in ops
     assert _C_tests.ops_embedding_backward.__doc__.startswith(
         "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
 
@@ -201,6 +201,9 @@ def op_samples(rng):
     x = f(6, 4)
     out, mean, rstd = _C_tests.ops_layernorm_forward(x, f(4), f(4), 1e-5)
     em, tags, lengths = f(2, 4, 3), np.array([[0, 2, 1, 0], [1, 1, 0, 0]], np.int32), np.array([4, 2], np.int32)
+    qkv4 = f(B, T, 3 * NH * 4)
+    cos, sin = _C_tests.ops_rope_tables(T, 4, 100.0)
+    _, stats = _C_tests.ops_window_attention_forward(qkv4, mask, NH, 1, 0.1, 5, 9)
     return {
         "embedding_forward": (ids, f(8, 4)),
         "embedding_backward": (f(5, 4), ids, 8, 3),
@@ -216,6 +219,12 @@ def op_samples(rng):
         "dropout_backward": (f(50), 0.3, 11, 2),
         "attention_forward": (qkv, mask, NH, 0.1, 5, 9),
         "attention_backward": (f(B, T, NH * HS), qkv, probs, mask, NH, 0.1, 5, 9),
+        "rope_forward": (qkv4, cos, sin, NH),
+        "rope_backward": (qkv4, cos, sin, NH),
+        "glu_forward": (f(6, 8), 0),
+        "glu_backward": (f(6, 8), f(6, 4), 1),
+        "window_attention_forward": (qkv4, mask, NH, 1, 0.1, 5, 9),
+        "window_attention_backward": (f(B, T, NH * 4), qkv4, stats, mask, NH, 1, 0.1, 5, 9),
         "pool_forward": (f(2, 5, 4), f(2, 3, 5)),
         "pool_backward": (f(2, 3, 4), f(2, 3, 5)),
         "concat_forward": ([f(3, 2), f(3, 5), f(3, 1)],),

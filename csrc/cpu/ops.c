@@ -206,44 +206,15 @@ static void matmul_backward(float *dinp, float *dw, float *db, const float *dout
 
 /* -------------------------------------------------------------------- gelu */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-
 static void gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
-    if (act == ME_ACT_GELU_TANH) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
-        }
-    } else {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            out[i] = x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-        }
-    }
+    for (size_t i = 0; i < n; i++) out[i] = cpu_gelu(inp[i], act);
 }
 
 static void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                           MeActivation act) {
-    if (act == ME_ACT_GELU_TANH) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
-            float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            dinp[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * x * dt);
-        }
-    } else {
-        const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-            float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-            dinp[i] = dout[i] * (cdf + x * pdf);
-        }
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * cpu_gelu_grad(inp[i], act);
 }
 
 /* --------------------------------------------------------------------- add */
@@ -430,6 +401,13 @@ static const MeBackend CPU_BACKEND = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_scratch_floats = attention_scratch_floats,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .glu_forward = cpu_glu_forward,
+    .glu_backward = cpu_glu_backward,
+    .window_attention_forward = cpu_window_attention_forward,
+    .window_attention_backward = cpu_window_attention_backward,
+    .window_attention_scratch_floats = cpu_window_attention_scratch_floats,
     .pool_forward = cpu_pool_forward,
     .pool_backward = cpu_pool_backward,
     .concat_forward = cpu_concat_forward,

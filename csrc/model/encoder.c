@@ -1,4 +1,5 @@
 #include "model/encoder.h"
+#include "model/modernbert.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,7 @@ static int check_config(const MeEncoderConfig *c, char *err) {
 
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
                       char *err) {
+    if (cfg->family == ME_FAMILY_MODERNBERT) return me_modernbert_create(out, cfg, be, err);
     *out = NULL;
     int st = check_config(cfg, err);
     if (st) return st;
@@ -123,6 +125,7 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
 
 void me_encoder_free(MeEncoder *enc) {
     if (!enc) return;
+    if (enc->mb) me_modernbert_free(enc);
     if (enc->be) {
         if (enc->params) enc->be->release(enc->params);
         if (enc->grads) enc->be->release(enc->grads);
@@ -183,7 +186,8 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
 }
 
 static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
-    size_t need = carve(enc, NULL, B, T);
+    size_t (*carve_fn)(MeEncoder *, float *, int, int) = enc->mb ? me_modernbert_carve : carve;
+    size_t need = carve_fn(enc, NULL, B, T);
     if (need > enc->ws_floats) {
         if (enc->ws) enc->be->release(enc->ws);
         enc->ws = enc->be->alloc(need * sizeof(float));
@@ -193,7 +197,7 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
                             need * 4.0 / (1 << 20));
     }
-    carve(enc, enc->ws, B, T);
+    carve_fn(enc, enc->ws, B, T);
     size_t ni = (size_t)B * T;
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
@@ -237,7 +241,8 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
                        const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
                        char *err) {
-    int st = validate_inputs(enc, ids, types, mask, B, T, err);
+    /* ModernBERT has no token type embeddings: its token types are not read */
+    int st = validate_inputs(enc, ids, enc->mb ? NULL : types, mask, B, T, err);
     if (st) return st;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
     st = ensure_workspace(enc, B, T, err);
@@ -253,6 +258,11 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
     enc->T = T;
     enc->train = train;
     enc->seed = seed;
+    if (enc->mb) {
+        st = me_modernbert_forward(enc, ids, mask, out, err);
+        enc->has_forward = st == ME_OK;
+        return st;
+    }
 
     /* inputs; position ids as HF computes them */
     int32_t *pos = enc->host_ints;
@@ -314,6 +324,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
 }
 
 const float *me_encoder_output(const MeEncoder *enc) {
+    if (enc->mb) return me_modernbert_output(enc);
     return enc->cfg.num_layers ? enc->la[enc->cfg.num_layers - 1].h2 : enc->x0;
 }
 
@@ -331,6 +342,7 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
 int me_encoder_backward_device(MeEncoder *enc, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    if (enc->mb) return me_modernbert_backward(enc, err);
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,

@@ -1,5 +1,5 @@
-/* Transformer encoder (BERT / RoBERTa / ELECTRA) forward and backward on a
- * backend. Parameters and gradients live in one contiguous buffer each; every
+/* Transformer encoder (BERT / RoBERTa / ELECTRA; ModernBERT in model/modernbert.c) forward and
+ * backward on a backend. Parameters and gradients live in one contiguous buffer each; every
  * HF parameter tensor is a contiguous slice of it (the query/key/value
  * weights of a layer are consecutive, so together they form the fused
  * [3H, H] qkv weight the model multiplies by). Activations live in one
@@ -14,7 +14,12 @@
 #include "common.h"
 #include "model/params.h"
 
-typedef enum { ME_FAMILY_BERT = 0, ME_FAMILY_ROBERTA = 1, ME_FAMILY_ELECTRA = 2 } MeFamily;
+typedef enum {
+    ME_FAMILY_BERT = 0,
+    ME_FAMILY_ROBERTA = 1,
+    ME_FAMILY_ELECTRA = 2,
+    ME_FAMILY_MODERNBERT = 5 /* its own layer loop: model/modernbert.c */
+} MeFamily;
 
 typedef struct {
     int family; /* MeFamily */
@@ -25,6 +30,12 @@ typedef struct {
     float hidden_dropout, attention_dropout;
     int activation; /* MeActivation */
     int pad_token_id;
+    /* ModernBERT only (layer_norm_eps is its norm_eps, attention_dropout its attention_dropout) */
+    int local_attention;       /* a local layer's query sees keys within local_attention / 2 */
+    int global_every;          /* global_attn_every_n_layers: layer l is global iff l % n == 0 */
+    float global_rope_theta, local_rope_theta;
+    int norm_bias, attention_bias, mlp_bias; /* 1: the LayerNorms / attention / MLP linears have biases */
+    float embedding_dropout, mlp_dropout;
 } MeEncoderConfig;
 
 typedef struct {
@@ -60,6 +71,7 @@ typedef struct MeEncoder {
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
     int32_t *host_ints; /* host staging for position ids */
     size_t host_ints_cap;
+    struct MeModernBert *mb; /* ModernBERT's offsets and activations (NULL for the BERT families) */
 } MeEncoder;
 
 /* Create an encoder with zeroed parameters in *out; a status + message on failure. */

@@ -27,7 +27,16 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         ENGINE_INT("activation", &c.activation, 1, 0) || ENGINE_INT("pad_token_id", &c.pad_token_id, 0, -1) ||
         ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
         ENGINE_FLOAT("hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
-        ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
+        ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f) ||
+        /* ModernBERT's keys (multienc.engine.encoder.engine_config writes them for model_type modernbert) */
+        ENGINE_INT("local_attention", &c.local_attention, 0, 0) ||
+        ENGINE_INT("global_attn_every_n_layers", &c.global_every, 0, 1) ||
+        ENGINE_FLOAT("global_rope_theta", &c.global_rope_theta, 160000.0f) ||
+        ENGINE_FLOAT("local_rope_theta", &c.local_rope_theta, 10000.0f) ||
+        ENGINE_INT("norm_bias", &c.norm_bias, 0, 0) || ENGINE_INT("attention_bias", &c.attention_bias, 0, 0) ||
+        ENGINE_INT("mlp_bias", &c.mlp_bias, 0, 0) ||
+        ENGINE_FLOAT("embedding_dropout", &c.embedding_dropout, 0.0f) ||
+        ENGINE_FLOAT("mlp_dropout", &c.mlp_dropout, 0.0f))
         return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;

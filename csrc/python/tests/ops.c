@@ -6,6 +6,7 @@
  * "cuda", "cuda:N"): their arrays are staged through that backend's memory. */
 #include "python/tests/op_driver.h"
 #include "common.h"
+#include "model/modernbert.h"
 
 #include <limits.h>
 
@@ -171,6 +172,93 @@ static void attention_backward_run(OpCall *c) {
     const int NH = c->val[4].i;
     BE(c)->attention_backward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), DIM(c, 1, 0), DIM(c, 1, 1), NH,
                               DIM(c, 1, 2) / (3 * NH), c->val[5].f, c->val[6].u, c->val[7].u, c->scratch);
+}
+
+/* ------------------------------------------------- rotary, gated unit, windowed attention */
+
+/* rope_forward / rope_backward(qkv [B, T, 3 * NH * HS], cos [T, HS/2], sin [T, HS/2], NH) -> the
+ * rotated copy of qkv */
+static int rope_check(OpCall *c) {
+    const int T = DIM(c, 0, 1), NH = c->val[3].i;
+    if (NH <= 0 || DIM(c, 0, 2) % (6 * NH)) return op_fail("shape mismatch");
+    const int half = DIM(c, 0, 2) / (6 * NH);
+    if (DIM(c, 1, 0) != T || DIM(c, 1, 1) != half || DIM(c, 2, 0) != T || DIM(c, 2, 1) != half)
+        return op_fail("shape mismatch");
+    return 0;
+}
+static void rope_forward_run(OpCall *c) {
+    const int NH = c->val[3].i;
+    BE(c)->rope_forward(F(c, 0), F(c, 1), F(c, 2), DIM(c, 0, 0), DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+}
+static void rope_backward_run(OpCall *c) {
+    const int NH = c->val[3].i;
+    BE(c)->rope_backward(F(c, 0), F(c, 1), F(c, 2), DIM(c, 0, 0), DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+}
+
+/* rope_tables(T, HS, theta) -> (cos [T, HS/2], sin [T, HS/2]) as the ModernBERT encoder computes them */
+static int rope_tables_check(OpCall *c) {
+    const int T = c->val[0].i, HS = c->val[1].i;
+    if (T <= 0 || HS <= 0 || HS % 2 || !(c->val[2].f > 0.0f)) return op_fail("bad arguments");
+    return op_result(c, 0, 2, T, HS / 2) || op_result(c, 1, 2, T, HS / 2);
+}
+static void rope_tables_run(OpCall *c) { me_rope_tables(OUT(c, 0), OUT(c, 1), c->val[0].i, c->val[1].i, c->val[2].f); }
+
+/* glu_forward(inp [N, 2I], act) -> out [N, I];  glu_backward(inp [N, 2I], dout [N, I], act) -> dinp */
+static int glu_check(OpCall *c, int act) {
+    if (c->val[act].i != ME_ACT_GELU && c->val[act].i != ME_ACT_GELU_TANH) return op_fail("unknown activation");
+    if (DIM(c, 0, 1) % 2) return op_fail("inp must have an even number of columns");
+    if (act == 2 && (DIM(c, 1, 0) != DIM(c, 0, 0) || DIM(c, 1, 1) * 2 != DIM(c, 0, 1)))
+        return op_fail("shape mismatch");
+    return op_result(c, 0, 2, DIM(c, 0, 0), act == 2 ? DIM(c, 0, 1) : DIM(c, 0, 1) / 2);
+}
+static int glu_forward_check(OpCall *c) { return glu_check(c, 1); }
+static int glu_backward_check(OpCall *c) { return glu_check(c, 2); }
+static void glu_forward_run(OpCall *c) {
+    BE(c)->glu_forward(OUT(c, 0), F(c, 0), DIM(c, 0, 0), DIM(c, 0, 1) / 2, (MeActivation)c->val[1].i);
+}
+static void glu_backward_run(OpCall *c) {
+    BE(c)->glu_backward(OUT(c, 0), F(c, 0), F(c, 1), DIM(c, 0, 0), DIM(c, 0, 1) / 2, (MeActivation)c->val[2].i);
+}
+
+/* Heads, head size and scratch of a windowed attention call (qkv argument, NH and window arguments). */
+static int window_shape(OpCall *c, int qkv, int nh, int win, int *HS) {
+    if (attention_shape(c, qkv, nh, HS)) return -1;
+    c->scratch_bytes = sizeof(float) * BE(c)->window_attention_scratch_floats(DIM(c, qkv, 0), DIM(c, qkv, 1),
+                                                                             c->val[nh].i, *HS, c->val[win].i);
+    return 0;
+}
+
+/* window_attention_forward(qkv [B, T, 3D], mask [B, T], NH, window, p, seed, site)
+ * -> (ctx [B, T, D], stats [B, NH, T, 2]) */
+static int window_attention_forward_check(OpCall *c) {
+    const int B = DIM(c, 0, 0), T = DIM(c, 0, 1), NH = c->val[2].i;
+    int HS = 0;
+    if (window_shape(c, 0, 2, 3, &HS)) return -1;
+    if (DIM(c, 1, 0) != B || DIM(c, 1, 1) != T) return op_fail("shape mismatch");
+    return op_result(c, 0, 3, B, T, NH * HS) || op_result(c, 1, 4, B, NH, T, 2);
+}
+static void window_attention_forward_run(OpCall *c) {
+    const int NH = c->val[2].i;
+    BE(c)->window_attention_forward(OUT(c, 0), OUT(c, 1), F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1), NH,
+                                    DIM(c, 0, 2) / (3 * NH), c->val[3].i, c->val[4].f, c->val[5].u, c->val[6].u,
+                                    c->scratch);
+}
+
+/* window_attention_backward(dctx, qkv, stats, mask, NH, window, p, seed, site) -> dqkv */
+static int window_attention_backward_check(OpCall *c) {
+    const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
+    int HS = 0;
+    if (window_shape(c, 1, 4, 5, &HS)) return -1;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * HS || DIM(c, 2, 0) != B ||
+        DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T || DIM(c, 2, 3) != 2 || DIM(c, 3, 0) != B || DIM(c, 3, 1) != T)
+        return op_fail("shape mismatch");
+    return op_result(c, 0, 3, B, T, 3 * NH * HS);
+}
+static void window_attention_backward_run(OpCall *c) {
+    const int NH = c->val[4].i;
+    BE(c)->window_attention_backward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), DIM(c, 1, 0), DIM(c, 1, 1),
+                                     NH, DIM(c, 1, 2) / (3 * NH), c->val[5].i, c->val[6].f, c->val[7].u, c->val[8].u,
+                                     c->scratch);
 }
 
 /* ------------------------------------------------------------------------- training-step ops */
@@ -383,6 +471,25 @@ static OpDesc OPS[] = {
        ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "probs", 4), A(I32, "mask", 2), S(INT, "NH"),
             S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
        OUTS(R_F32), USING(USES(attention_backward))),
+    {"ops_rope_forward", "-> qkv with q and k rotated", 1,
+     ARGS(A(F32_INOUT, "qkv", 3), A(F32, "cos", 2), A(F32, "sin", 2), S(INT, "NH")), OUTS(R_ARG(0)),
+     USING(USES(rope_forward)), rope_check, rope_forward_run, {0}},
+    {"ops_rope_backward", "-> dqkv with dq and dk rotated back", 1,
+     ARGS(A(F32_INOUT, "dqkv", 3), A(F32, "cos", 2), A(F32, "sin", 2), S(INT, "NH")), OUTS(R_ARG(0)),
+     USING(USES(rope_backward)), rope_check, rope_backward_run, {0}},
+    OP(rope_tables, "-> (cos, sin): the ModernBERT encoder's rotary tables (host only)", 0,
+       ARGS(S(INT, "T"), S(INT, "HS"), S(FLOAT, "theta")), OUTS(R_F32, R_F32), USING({0})),
+    OP(glu_forward, "-> act(a) * g", 1, ARGS(A(F32, "inp", 2), S(INT, "act")), OUTS(R_F32), USING(USES(glu_forward))),
+    OP(glu_backward, "-> dinp", 1, ARGS(A(F32, "inp", 2), A(F32, "dout", 2), S(INT, "act")), OUTS(R_F32),
+       USING(USES(glu_backward))),
+    OP(window_attention_forward, "-> (ctx, stats)", 1,
+       ARGS(A(F32, "qkv", 3), A(I32, "mask", 2), S(INT, "NH"), S(INT, "window"), S(FLOAT, "p"), S(U64, "seed"),
+            S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(window_attention_forward), USES(window_attention_scratch_floats))),
+    OP(window_attention_backward, "-> dqkv", 1,
+       ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "stats", 4), A(I32, "mask", 2), S(INT, "NH"),
+            S(INT, "window"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32), USING(USES(window_attention_backward), USES(window_attention_scratch_floats))),
     OP(pool_forward, "-> out", 1, ARGS(A(F32, "h", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_forward))),
     OP(pool_backward, "-> dh", 1, ARGS(A(F32, "dout", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_backward))),
     OP(concat_forward, "-> out", 1, ARGS(A(F32_LIST, "parts", 2)), OUTS(R_F32), USING(USES(concat_forward))),

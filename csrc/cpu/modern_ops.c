@@ -1,0 +1,286 @@
+/* CPU backend, part 3: the ops ModernBERT adds to the BERT block: rotary position embeddings,
+ * the gated linear unit of its feed-forward and self-attention limited to a window of keys.
+ * Same conventions as ops.c: OpenMP over independent rows or (batch, head) pairs, single-threaded
+ * sgemm inside, fixed summation orders, so results repeat for a given thread count. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "cpu/blas.h"
+#include "cpu/cpu_ops.h"
+
+#define PAR_MIN 4096
+
+/* ------------------------------------------------------------------ rotary */
+
+/* Rotate the q and k blocks of every row by the position's angles; inverse = 1 rotates back
+ * (sin negated), which is the gradient map of the forward rotation. */
+static void rope_apply(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS,
+                       int inverse) {
+    const int D = NH * HS, half = HS / 2, N = B * T;
+#pragma omp parallel for if ((size_t)N * D > PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *c = cos_t + (size_t)(n % T) * half, *s = sin_t + (size_t)(n % T) * half;
+        float *row = qkv + (size_t)n * 3 * D;
+        for (int blk = 0; blk < 2 * NH; blk++) { /* q heads, then k heads */
+            float *x = row + (size_t)blk * HS;
+            for (int i = 0; i < half; i++) {
+                const float a = x[i], b = x[i + half], si = inverse ? -s[i] : s[i];
+                x[i] = a * c[i] - b * si;
+                x[i + half] = b * c[i] + a * si;
+            }
+        }
+    }
+}
+
+void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS) {
+    rope_apply(qkv, cos_t, sin_t, B, T, NH, HS, 0);
+}
+
+void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS) {
+    rope_apply(dqkv, cos_t, sin_t, B, T, NH, HS, 1);
+}
+
+/* ------------------------------------------------------------- gated unit */
+
+void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation act) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *a = inp + (size_t)n * 2 * C, *g = a + C;
+        float *o = out + (size_t)n * C;
+        for (int i = 0; i < C; i++) o[i] = cpu_gelu(a[i], act) * g[i];
+    }
+}
+
+void cpu_glu_backward(float *dinp, const float *inp, const float *dout, int N, int C, MeActivation act) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *a = inp + (size_t)n * 2 * C, *g = a + C, *d = dout + (size_t)n * C;
+        float *da = dinp + (size_t)n * 2 * C, *dg = da + C;
+        for (int i = 0; i < C; i++) {
+            da[i] = cpu_gelu_grad(a[i], act) * g[i] * d[i];
+            dg[i] = cpu_gelu(a[i], act) * d[i];
+        }
+    }
+}
+
+/* ------------------------------------------------------- windowed attention */
+
+/* Query rows are processed in blocks; a block's keys are one contiguous range that holds every key
+ * its rows may see: all T keys without a window, else the block plus `window` keys on each side,
+ * clipped to the sequence (a fixed width, shifted inside at the ends). */
+typedef struct {
+    int QB, KW; /* rows per block, keys per block */
+} WaGeometry;
+
+static WaGeometry wa_geometry(int T, int window) {
+    WaGeometry g;
+    const int global = window < 0 || window >= T;
+    g.QB = global ? 64 : 32;
+    if (g.QB > T) g.QB = T;
+    g.KW = global || g.QB + 2 * window >= T ? T : g.QB + 2 * window;
+    return g;
+}
+
+static int wa_key_start(int r0, int window, int T, int KW) {
+    int ks = KW == T ? 0 : r0 - window;
+    if (ks < 0) ks = 0;
+    if (ks > T - KW) ks = T - KW;
+    return ks;
+}
+
+/* Allowed keys of query r: [lo, hi) inside the window, and mask[j] != 0. */
+static void wa_range(int r, int window, int T, int *lo, int *hi) {
+    *lo = window < 0 || r - window < 0 ? 0 : r - window;
+    *hi = window < 0 || r + window + 1 > T ? T : r + window + 1;
+}
+
+static int wa_any_key(const int32_t *m, int lo, int hi) {
+    for (int j = lo; j < hi; j++)
+        if (m[j]) return 1;
+    return 0;
+}
+
+size_t cpu_window_attention_scratch_floats(int B, int T, int NH, int HS, int window) {
+    const WaGeometry g = wa_geometry(T, window);
+    return (size_t)omp_get_max_threads() * (2 * (size_t)g.QB * g.KW + (size_t)T);
+}
+
+static float keep_scale(float p) { return p >= 1.0f ? 0.0f : 1.0f / (1.0f - p); }
+
+void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, const int32_t *mask, int B, int T,
+                                  int NH, int HS, int window, float p, uint64_t seed, uint64_t site,
+                                  float *scratch) {
+    const int D = NH * HS, D3 = 3 * D;
+    const float scale = 1.0f / sqrtf((float)HS), scl = keep_scale(p);
+    const WaGeometry g = wa_geometry(T, window);
+    const size_t per_thread = 2 * (size_t)g.QB * g.KW + (size_t)T;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * g.KW * HS > 100000)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * D3 + h * HS, *k = q + D, *v = q + 2 * D;
+            float *o = ctx + (size_t)b * T * D + h * HS, *st = stats + ((size_t)b * NH + h) * T * 2;
+            const int32_t *m = mask + (size_t)b * T;
+            const uint64_t s = site + (uint64_t)b * NH + h;
+            float *S = scratch + per_thread * omp_get_thread_num(), *Pd = S + (size_t)g.QB * g.KW;
+            for (int r0 = 0; r0 < T; r0 += g.QB) {
+                const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, scale, q + (size_t)r0 * D3, D3,
+                            k + (size_t)ks * D3, D3, 0.0f, S, g.KW);
+                for (int i = 0; i < n; i++) {
+                    const int r = r0 + i;
+                    float *row = S + (size_t)i * g.KW;
+                    int lo, hi;
+                    wa_range(r, window, T, &lo, &hi);
+                    float mx = -INFINITY;
+                    for (int j = lo; j < hi; j++)
+                        if (m[j] && row[j - ks] > mx) mx = row[j - ks];
+                    double sum = 0.0;
+                    for (int jj = 0; jj < g.KW; jj++) {
+                        const int j = ks + jj;
+                        const float e = j >= lo && j < hi && m[j] ? expf(row[jj] - mx) : 0.0f;
+                        row[jj] = e;
+                        sum += e;
+                    }
+                    /* no allowed key: the band stays 0 here and the row is made uniform below */
+                    const float inv = sum > 0.0 ? (float)(1.0 / sum) : 0.0f;
+                    for (int jj = 0; jj < g.KW; jj++) row[jj] *= inv;
+                    st[2 * r] = mx;
+                    st[2 * r + 1] = inv;
+                }
+                const float *P = S;
+                if (p > 0.0f) {
+                    for (int i = 0; i < n; i++)
+                        for (int jj = 0; jj < g.KW; jj++) {
+                            const size_t idx = (size_t)i * g.KW + jj;
+                            Pd[idx] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? S[idx] * scl : 0.0f;
+                        }
+                    P = Pd;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, g.KW, 1.0f, P, g.KW,
+                            v + (size_t)ks * D3, D3, 0.0f, o + (size_t)r0 * D, D);
+                for (int i = 0; i < n; i++) {
+                    const int r = r0 + i;
+                    int lo, hi;
+                    wa_range(r, window, T, &lo, &hi);
+                    if (wa_any_key(m, lo, hi)) continue;
+                    /* uniform over all T keys (with dropout) */
+                    float *orow = o + (size_t)r * D;
+                    for (int c = 0; c < HS; c++) orow[c] = 0.0f;
+                    for (int j = 0; j < T; j++) {
+                        const float w = p > 0.0f && me_uniform(seed, s, (size_t)r * T + j) < p ? 0.0f
+                                                                                               : scl / (float)T;
+                        const float *vj = v + (size_t)j * D3;
+                        for (int c = 0; c < HS; c++) orow[c] += w * vj[c];
+                    }
+                }
+            }
+        }
+}
+
+void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *stats,
+                                   const int32_t *mask, int B, int T, int NH, int HS, int window, float p,
+                                   uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS, D3 = 3 * D;
+    const float scale = 1.0f / sqrtf((float)HS), scl = keep_scale(p);
+    const WaGeometry g = wa_geometry(T, window);
+    const size_t per_thread = 2 * (size_t)g.QB * g.KW + (size_t)T;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * g.KW * HS > 100000)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const size_t row0 = (size_t)b * T * D3 + h * HS;
+            const float *q = qkv + row0, *k = q + D, *v = q + 2 * D;
+            float *dq = dqkv + row0, *dk = dq + D, *dv = dq + 2 * D;
+            const float *dO = dctx + (size_t)b * T * D + h * HS, *st = stats + ((size_t)b * NH + h) * T * 2;
+            const int32_t *m = mask + (size_t)b * T;
+            const uint64_t s = site + (uint64_t)b * NH + h;
+            float *P = scratch + per_thread * omp_get_thread_num(), *G = P + (size_t)g.QB * g.KW;
+            float *dS = G + (size_t)g.QB * g.KW; /* T floats: a uniform row's score gradients */
+            for (int t = 0; t < T; t++) {
+                memset(dk + (size_t)t * D3, 0, sizeof(float) * HS);
+                memset(dv + (size_t)t * D3, 0, sizeof(float) * HS);
+            }
+            for (int r0 = 0; r0 < T; r0 += g.QB) {
+                const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
+                /* the forward's probabilities, recomputed from its row statistics */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, scale, q + (size_t)r0 * D3, D3,
+                            k + (size_t)ks * D3, D3, 0.0f, P, g.KW);
+                for (int i = 0; i < n; i++) {
+                    const int r = r0 + i;
+                    float *row = P + (size_t)i * g.KW;
+                    int lo, hi;
+                    wa_range(r, window, T, &lo, &hi);
+                    const float mx = st[2 * r], inv = st[2 * r + 1];
+                    for (int jj = 0; jj < g.KW; jj++) {
+                        const int j = ks + jj;
+                        row[jj] = j >= lo && j < hi && m[j] ? expf(row[jj] - mx) * inv : 0.0f;
+                    }
+                }
+                /* dV += Pd^T dO (Pd: P with dropout, built in G) */
+                const float *Pd = P;
+                if (p > 0.0f) {
+                    for (int i = 0; i < n; i++)
+                        for (int jj = 0; jj < g.KW; jj++) {
+                            const size_t idx = (size_t)i * g.KW + jj;
+                            G[idx] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? P[idx] * scl : 0.0f;
+                        }
+                    Pd = G;
+                }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.KW, HS, n, 1.0f, Pd, g.KW,
+                            dO + (size_t)r0 * D, D, 1.0f, dv + (size_t)ks * D3, D3);
+                /* dPd = dO V^T; through dropout, then softmax: dS = P (dP - sum(dP P)) scale */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, 1.0f, dO + (size_t)r0 * D, D,
+                            v + (size_t)ks * D3, D3, 0.0f, G, g.KW);
+                for (int i = 0; i < n; i++) {
+                    float *gr = G + (size_t)i * g.KW;
+                    const float *pr = P + (size_t)i * g.KW;
+                    if (p > 0.0f)
+                        for (int jj = 0; jj < g.KW; jj++)
+                            gr[jj] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? gr[jj] * scl : 0.0f;
+                    double dot = 0.0;
+                    for (int jj = 0; jj < g.KW; jj++) dot += (double)gr[jj] * pr[jj];
+                    const float df = (float)dot;
+                    for (int jj = 0; jj < g.KW; jj++) gr[jj] = pr[jj] * (gr[jj] - df) * scale;
+                }
+                /* dQ = dS K ; dK += dS^T Q */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, g.KW, 1.0f, G, g.KW,
+                            k + (size_t)ks * D3, D3, 0.0f, dq + (size_t)r0 * D3, D3);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.KW, HS, n, 1.0f, G, g.KW,
+                            q + (size_t)r0 * D3, D3, 1.0f, dk + (size_t)ks * D3, D3);
+                /* rows without an allowed key: uniform over all T keys */
+                for (int i = 0; i < n; i++) {
+                    const int r = r0 + i;
+                    int lo, hi;
+                    wa_range(r, window, T, &lo, &hi);
+                    if (wa_any_key(m, lo, hi)) continue;
+                    const float *dOr = dO + (size_t)r * D, *qr = q + (size_t)r * D3;
+                    float *dqr = dq + (size_t)r * D3;
+                    const float pu = 1.0f / (float)T;
+                    double dot = 0.0;
+                    for (int j = 0; j < T; j++) {
+                        const int keep = !(p > 0.0f) || me_uniform(seed, s, (size_t)r * T + j) >= p;
+                        const float *vj = v + (size_t)j * D3;
+                        float *dvj = dv + (size_t)j * D3;
+                        const float w = keep ? pu * scl : 0.0f;
+                        float gj = 0.0f;
+                        for (int c = 0; c < HS; c++) {
+                            dvj[c] += w * dOr[c];
+                            gj += dOr[c] * vj[c];
+                        }
+                        dS[j] = p > 0.0f ? (keep ? gj * scl : 0.0f) : gj;
+                        dot += (double)dS[j] * pu;
+                    }
+                    const float df = (float)dot;
+                    for (int j = 0; j < T; j++) {
+                        const float d = pu * (dS[j] - df) * scale;
+                        const float *kj = k + (size_t)j * D3;
+                        float *dkj = dk + (size_t)j * D3;
+                        for (int c = 0; c < HS; c++) {
+                            dqr[c] += d * kj[c];
+                            dkj[c] += d * qr[c];
+                        }
+                    }
+                }
+            }
+        }
+}
