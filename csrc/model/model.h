@@ -79,7 +79,8 @@ typedef struct {
     float *d_logits, *d_drop, *d_comb, *d_x, *d_proj, *d_scores;
 } MeModel;
 
-/* ME_OK when backend `be` has every op a task model of `task` (ME_TASK_*) runs; else
+/* ME_OK when backend `be` has every op a task model of `task` (ME_TASK_*) runs, the encoder ops of
+ * every family included (a ModernBERT LM needs the rotary, gated-unit and windowed-attention ops); else
  * ME_ERR_NOTIMPL with a message. Reads only the op table: no device is set up. */
 int me_model_check_backend(const MeBackend *be, int task, char *err);
 

@@ -21,13 +21,21 @@ from multienc.engine.device import resolve_device
 from multienc.formats.safetensors import save_file
 from multienc.formats.weights import find_weight_file, load_state_dict
 
-FAMILIES = {"bert": 0, "roberta": 1, "electra": 2}
+FAMILIES = {"bert": 0, "roberta": 1, "electra": 2, "modernbert": 5}
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
 # Checkpoint tensors that belong to task heads or buffers, not to the encoder.
 IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator_predictions.",
                     "generator_lm_head.", "pooler.", "classifier.", "qa_outputs.",
-                    "sop_classifier.", "embeddings.position_ids")
-BASE_PREFIXES = ("bert.", "roberta.", "electra.")
+                    "sop_classifier.", "embeddings.position_ids", "head.", "decoder.")
+BASE_PREFIXES = ("bert.", "roberta.", "electra.", "model.")
+# LayerNorm weights (initialised to 1): BERT's "....LayerNorm.weight", ModernBERT's "...norm.weight".
+NORM_WEIGHTS = ("LayerNorm.weight", "norm.weight")
+# ModernBertConfig's defaults (transformers 5.24) for what a config.json may leave out.
+_MODERNBERT_DEFAULTS = {"max_position_embeddings": 8192, "hidden_activation": "gelu", "norm_eps": 1e-5,
+                        "norm_bias": False, "attention_bias": False, "mlp_bias": False,
+                        "attention_dropout": 0.0, "embedding_dropout": 0.0, "mlp_dropout": 0.0,
+                        "local_attention": 128, "global_attn_every_n_layers": 3,
+                        "global_rope_theta": 160000.0, "local_rope_theta": 10000.0}
 
 
 class ModelConfigError(ValueError):
@@ -45,6 +53,8 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
         raise NotImplementedError(
             f"{source}: model_type {model_type!r} is not supported; supported model types: "
             f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
+    if model_type == "modernbert":
+        return _modernbert_config(config, source)
     act = config.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
         raise NotImplementedError(
@@ -80,6 +90,90 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
     except (TypeError, ValueError) as e:
         raise ModelConfigError(f"{source}: bad value: {e}") from None
     return cfg
+
+
+def _global_every(config: Mapping[str, Any], layers: int, source: str) -> int:
+    """ModernBERT's layer pattern as the engine's n (layer l global iff l % n == 0): from
+    ``layer_types`` (what transformers 5 writes) when present, else ``global_attn_every_n_layers``
+    (the hub checkpoints' spelling), as ModernBertConfig.__post_init__ reads them."""
+    n = int(config.get("global_attn_every_n_layers") or _MODERNBERT_DEFAULTS["global_attn_every_n_layers"])
+    types = config.get("layer_types")
+    if types is None:
+        return n
+    types = list(types)
+    if len(types) != layers or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise ModelConfigError(f"{source}: layer_types must name 'full_attention' or 'sliding_attention' "
+                               f"for each of the {layers} layers, got {types!r}")
+    for n in range(1, layers + 1):
+        if types == ["sliding_attention" if i % n else "full_attention" for i in range(layers)]:
+            return n
+    raise NotImplementedError(f"{source}: layer_types {types!r} is not a pattern of one global layer every n "
+                              f"layers from layer 0, the only pattern multienc's ModernBERT implements")
+
+
+def _rope_theta(config: Mapping[str, Any], layer_type: str, legacy_key: str, source: str) -> float:
+    """The rotary base of one layer type: ``rope_parameters[layer_type]`` (transformers 5), else the
+    hub spelling ``global_rope_theta`` / ``local_rope_theta``, else ModernBertConfig's default. Only
+    the default rotary type (no scaling) is implemented."""
+    if config.get("rope_scaling") is not None:
+        raise NotImplementedError(f"{source}: rope_scaling is not supported (only the default rotary embedding)")
+    params = (config.get("rope_parameters") or {}).get(layer_type) or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type != "default":
+        raise NotImplementedError(f"{source}: rope_parameters[{layer_type!r}] has rope_type {rope_type!r}; "
+                                  f"only 'default' is supported")
+    theta = params.get("rope_theta")
+    if theta is None:
+        theta = config.get(legacy_key, _MODERNBERT_DEFAULTS[legacy_key])
+    return float(theta)
+
+
+def _modernbert_config(config: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """The engine config of a ModernBERT ``config.json`` (see :func:`engine_config`)."""
+    def get(key: str) -> Any:
+        value = config.get(key)
+        return _MODERNBERT_DEFAULTS[key] if value is None else value
+
+    act = get("hidden_activation")
+    if act not in ACTIVATIONS:
+        raise NotImplementedError(
+            f"{source}: hidden_activation {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+    try:
+        hidden, heads, layers = int(config["hidden_size"]), int(config["num_attention_heads"]), \
+            int(config["num_hidden_layers"])
+        head_dim = config.get("head_dim")
+        if head_dim is not None and heads and int(head_dim) != hidden // heads:
+            raise NotImplementedError(f"{source}: head_dim {head_dim} != hidden_size / num_attention_heads "
+                                      f"is not supported")
+        # a missing key takes ModernBertConfig's default, an explicit null means no padding row
+        pad = config["pad_token_id"] if "pad_token_id" in config else 50283
+        return {
+            "family": FAMILIES["modernbert"],
+            "vocab_size": int(config["vocab_size"]),
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "intermediate_size": int(config["intermediate_size"]),
+            "max_position_embeddings": int(get("max_position_embeddings")),
+            "type_vocab_size": 0,  # no token type embeddings
+            "activation": ACTIVATIONS[act],
+            "pad_token_id": -1 if pad is None else int(pad),
+            "layer_norm_eps": float(get("norm_eps")),
+            "attention_probs_dropout_prob": float(get("attention_dropout")),
+            "embedding_dropout": float(get("embedding_dropout")),
+            "mlp_dropout": float(get("mlp_dropout")),
+            "norm_bias": int(bool(get("norm_bias"))),
+            "attention_bias": int(bool(get("attention_bias"))),
+            "mlp_bias": int(bool(get("mlp_bias"))),
+            "local_attention": int(get("local_attention")),
+            "global_attn_every_n_layers": _global_every(config, layers, source),
+            "global_rope_theta": _rope_theta(config, "full_attention", "global_rope_theta", source),
+            "local_rope_theta": _rope_theta(config, "sliding_attention", "local_rope_theta", source),
+        }
+    except KeyError as e:
+        raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ModelConfigError(f"{source}: bad value: {e}") from None
 
 
 def read_config(model_dir: str) -> Dict[str, Any]:
@@ -124,7 +218,7 @@ def _int_array(x: Any, name: str) -> np.ndarray:
 
 
 class Encoder:
-    """A BERT / RoBERTa / ELECTRA encoder computed by the C engine.
+    """A BERT / RoBERTa / ELECTRA / ModernBERT encoder computed by the C engine.
 
     Args:
         model_dir: folder with ``config.json`` and the weights (HF layout:
@@ -156,7 +250,7 @@ class Encoder:
         flat = np.zeros(self._c.num_floats, np.float32)
         for name, shape, off in self._c.param_info():
             n = int(np.prod(shape))
-            if name.endswith("LayerNorm.weight"):
+            if name.endswith(NORM_WEIGHTS):
                 flat[off:off + n] = 1.0
             elif name.endswith("weight"):
                 flat[off:off + n] = rng.normal(0.0, std, n).astype(np.float32)
