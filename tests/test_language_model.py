@@ -33,6 +33,7 @@ MODELS = {  # hub id -> (model_type, weight file)
     "roberta-base": ("roberta", "model.safetensors"),
     "SpanBERT/spanbert-base-cased": ("bert", "pytorch_model.bin"),
     "nghuyong/ernie-2.0-en": ("bert", "pytorch_model.bin"),
+    "answerdotai/ModernBERT-base": ("modernbert", "model.safetensors"),
 }
 ELECTRA = "google/electra-base-discriminator"
 SPANBERT = "SpanBERT/spanbert-base-cased"
@@ -272,7 +273,7 @@ def test_bad_model_folders(tmp_path):
     cfg = json.loads((folder / "config.bak").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "deberta-v2"}))
     with pytest.raises(NotImplementedError, match="'deberta-v2' is not supported; supported model types: bert, "
-                                                  "electra, roberta"):
+                                                  "electra, modernbert, roberta"):
         LanguageModel(str(folder))
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 38}))
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'electra.encoder.layer.0.intermediate.dense."

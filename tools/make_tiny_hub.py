@@ -4,7 +4,9 @@ and ``tests/fixtures/tiny_hub_reference.npz`` with HF transformers' outputs for 
 
 Run with the reference environment (torch + transformers + tokenizers):
 
-    .venv-ref/bin/python tools/make_tiny_hub.py [path/to/CoLA/train.tsv]
+    .venv-ref/bin/python tools/make_tiny_hub.py [path/to/CoLA/train.tsv] [--only REPO_ID ...]
+
+``--only`` regenerates the named repositories and their reference entries and keeps the others.
 
 The vocabularies are trained with the ``tokenizers`` library on the CoLA training
 sentences (default ``../shared/data/glue/CoLA/train.tsv``; the corpus itself is not
@@ -24,6 +26,15 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   as ``pytorch_model.bin`` written by ``torch.save``.
 * ``nghuyong/ernie-2.0-en``: a bare ``BertModel`` (no prefix), uncased WordPiece,
   ``pytorch_model.bin`` only.
+* ``answerdotai/ModernBERT-base``: ``ModernBertForMaskedLM`` (``model.`` prefix, ``head.`` and
+  ``decoder.``; the decoder weight tied to the embeddings), 3 layers with a global layer every 3
+  and window 8, ``config.json`` in the hub checkpoint's spelling (``global_attn_every_n_layers``,
+  ``global_rope_theta``, ``local_rope_theta``; no ``layer_types`` / ``rope_parameters``), a
+  byte-level BPE ``tokenizer.json`` laid out as ModernBERT's (no normalizer, ByteLevel without
+  prefix space, the BERT template ``[CLS] $A [SEP]`` / ``[CLS] $A [SEP] $B:1 [SEP]:1``, the special
+  tokens after the learned vocabulary, ``[MASK]`` with ``lstrip``) with its
+  ``tokenizer_config.json`` (``PreTrainedTokenizerFast``, ``model_input_names`` without token types)
+  and ``special_tokens_map.json``, ``model.safetensors``.
 
 The reference file holds the inputs (``texts``: :data:`SENTENCES`, ``pairs``: :data:`PAIRS`)
 and, per model (key prefix ``{repo id}/``) and kind (``texts`` / ``pairs``), the HF
@@ -33,10 +44,10 @@ loaded from the very files written here.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
@@ -54,6 +65,8 @@ COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, interm
               hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+MODERNBERT = "answerdotai/ModernBERT-base"
 
 # Texts, then pairs: ordinary English, casing, punctuation, digits, accents, one past max length.
 SENTENCES = [
@@ -100,6 +113,51 @@ def bpe_vocab(texts: list, folder: str) -> None:
         "tokenizer_class": "RobertaTokenizer", "model_max_length": MAX_LENGTH, "add_prefix_space": False})
 
 
+def modernbert_tokenizer(texts: list, folder: str) -> None:
+    """A byte-level BPE tokenizer.json in the layout of ModernBERT's (see the module docstring)."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.add_special_tokens([AddedToken(t, lstrip=t == "[MASK]", normalized=False, special=True)
+                            for t in MODERNBERT_SPECIALS])
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    roles = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+             "mask_token": "[MASK]"}
+    write_json(os.path.join(folder, "tokenizer_config.json"), {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": MAX_LENGTH,
+        "model_input_names": ["input_ids", "attention_mask"], "clean_up_tokenization_spaces": True, **roles})
+    write_json(os.path.join(folder, "special_tokens_map.json"), roles)
+
+
+def modernbert_model(vocab_size: int) -> torch.nn.Module:
+    ids = {t: i for i, t in enumerate(MODERNBERT_SPECIALS, vocab_size - len(MODERNBERT_SPECIALS))}
+    return transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=MAX_LENGTH, local_attention=8, global_attn_every_n_layers=3,
+        pad_token_id=ids["[PAD]"], cls_token_id=ids["[CLS]"], bos_token_id=ids["[CLS]"],
+        sep_token_id=ids["[SEP]"], eos_token_id=ids["[SEP]"]))
+
+
+def hub_spelling(folder: str) -> None:
+    """Rewrite config.json as the hub checkpoints spell ModernBERT's layer pattern and bases."""
+    path = os.path.join(folder, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.pop("layer_types")
+    rope = cfg.pop("rope_parameters")
+    cfg.update(global_rope_theta=rope["full_attention"]["rope_theta"],
+               local_rope_theta=rope["sliding_attention"]["rope_theta"], architectures=["ModernBertForMaskedLM"])
+    assert cfg["global_attn_every_n_layers"] == 3
+    write_json(path, cfg)
+
+
 def write_json(path: str, data: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
@@ -111,7 +169,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "LayerNorm" in name or name.endswith("bias"):
+            if "LayerNorm" in name or "norm.weight" in name or name.endswith("bias"):
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
 
 
@@ -141,7 +199,11 @@ def reference(repo_id: str, folder: str) -> dict:
 
 
 def main() -> None:
-    texts = corpus(sys.argv[1] if len(sys.argv) > 1 else CORPUS)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus", nargs="?", default=CORPUS, help="CoLA's train.tsv")
+    parser.add_argument("--only", nargs="+", metavar="REPO_ID", help="regenerate only these repositories")
+    args = parser.parse_args()
+    texts = corpus(args.corpus)
     torch.manual_seed(0)
     models = {
         "google/electra-base-discriminator": (
@@ -163,23 +225,39 @@ def main() -> None:
                 **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH, type_vocab_size=4),
                 add_pooling_layer=True),
             "uncased", True),
+        MODERNBERT: (modernbert_model, "modernbert", False),
     }
+    unknown = set(args.only or ()) - set(models)
+    if unknown:
+        parser.error(f"unknown repositories {sorted(unknown)}; known: {', '.join(models)}")
     out = {"texts": np.array(SENTENCES), "pairs": np.array(PAIRS)}
+    if args.only:  # keep the other repositories and their reference entries
+        with np.load(REFERENCE) as old:
+            out.update({k: old[k] for k in old.files if not k.startswith(tuple(f"{r}/" for r in args.only))})
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "tiny_hub")
         for seed, (repo_id, (make, vocab, as_bin)) in enumerate(models.items()):
+            if args.only and repo_id not in args.only:
+                continue
             folder = os.path.join(root, repo_id.replace("/", "--"), "main")
             os.makedirs(folder)
-            if vocab == "bpe":
+            if vocab == "modernbert":
+                modernbert_tokenizer(texts, folder)
+            elif vocab == "bpe":
                 bpe_vocab(texts, folder)
             else:
                 wordpiece_vocab(texts, vocab == "uncased", folder)
             vocab_size = len(transformers.AutoTokenizer.from_pretrained(folder))
             build(folder, make(vocab_size), seed, as_bin)
+            if vocab == "modernbert":
+                hub_spelling(folder)
             out.update(reference(repo_id, folder))
-        if os.path.exists(ROOT):
+        if not args.only and os.path.exists(ROOT):
             shutil.rmtree(ROOT)
-        shutil.copytree(root, ROOT)
+        for repo in os.listdir(root):
+            if os.path.exists(os.path.join(ROOT, repo)):
+                shutil.rmtree(os.path.join(ROOT, repo))
+            shutil.copytree(os.path.join(root, repo), os.path.join(ROOT, repo))
     np.savez_compressed(REFERENCE, **out)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)
     print(f"wrote {ROOT} ({size / 1e6:.2f} MB) and {REFERENCE}")
