@@ -64,7 +64,7 @@ typedef struct MeBackend {
     /* out[N,OC] = inp[N,C] @ w[OC,C]^T + b[OC] (b may be NULL) */
     void (*matmul_forward)(float *out, const float *inp, const float *w, const float *b, int N,
                            int C, int OC);
-    /* dinp (+)= dout @ w; dw += dout^T @ inp; db += colsum(dout). dinp or db may be NULL. */
+    /* dinp (+)= dout @ w; dw += dout^T @ inp; db += colsum(dout). dinp, dw or db may be NULL. */
     void (*matmul_backward)(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int C, int OC,
                             int accumulate);
@@ -112,8 +112,10 @@ typedef struct MeBackend {
 
     /* Gated linear unit over inp [N, 2C] = (a | g): out[n, i] = act(a[n, i]) * g[n, i], out [N, C]. */
     void (*glu_forward)(float *out, const float *inp, int N, int C, MeActivation act);
-    /* dinp [N, 2C] = (act'(a) g dout | act(a) dout) (overwrites) */
-    void (*glu_backward)(float *dinp, const float *inp, const float *dout, int N, int C, MeActivation act);
+    /* dinp [N, 2C] = (act'(a) g dout | act(a) dout) (overwrites); out [N, C], unless NULL, receives
+     * the forward's act(a) * g on the way (a backward that needs it saves a second pass). */
+    void (*glu_backward)(float *dinp, float *out, const float *inp, const float *dout, int N, int C,
+                         MeActivation act);
 
     /* Self-attention as attention_forward, keys also limited to |query - key| <= window (window < 0:
      * no limit), and the probabilities are not stored: stats [B, NH, T, 2] receives each row's

@@ -343,9 +343,10 @@ def test_glu_forward_backward(act, N, C):
     out = _C_tests.ops_glu_forward(inp, act)
     np.testing.assert_allclose(out, y * g, rtol=1e-5, atol=1e-6)
     dout = f32(N, C)
-    dinp = _C_tests.ops_glu_backward(inp, dout, act)
+    dinp, again = _C_tests.ops_glu_backward(inp, dout, act)
     np.testing.assert_allclose(dinp[:, :C], dy * g * dout, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dinp[:, C:], y * dout, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(again, out)  # the forward's output, recomputed on the way
 
 
 WINDOW_CASES = [(1, 1, 1, 2, -1), (2, 5, 3, 4, 1), (2, 40, 2, 8, 4), (3, 70, 2, 6, 8), (2, 64, 2, 8, -1),

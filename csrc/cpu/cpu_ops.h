@@ -11,26 +11,26 @@
 
 #define CPU_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-/* GELU (erf, or torch's tanh approximation) and its derivative, element by element. */
-static inline float cpu_gelu(float x, MeActivation act) {
-    if (act == ME_ACT_GELU_TANH) return 0.5f * x * (1.0f + tanhf(CPU_GELU_K * (x + 0.044715f * x * x * x)));
-    return x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-}
-static inline float cpu_gelu_grad(float x, MeActivation act) {
+/* GELU (erf, or torch's tanh approximation) of x, and its derivative through *grad unless NULL. */
+static inline float cpu_gelu(float x, MeActivation act, float *grad) {
     if (act == ME_ACT_GELU_TANH) {
         float t = tanhf(CPU_GELU_K * (x + 0.044715f * x * x * x));
-        float dt = (1.0f - t * t) * CPU_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        return 0.5f * (1.0f + t) + 0.5f * x * dt;
+        if (grad) {
+            float dt = (1.0f - t * t) * CPU_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            *grad = 0.5f * (1.0f + t) + 0.5f * x * dt;
+        }
+        return 0.5f * x * (1.0f + t);
     }
     float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-    float pdf = 0.3989422804014327f * expf(-0.5f * x * x); /* 1/sqrt(2 pi) */
-    return cdf + x * pdf;
+    if (grad) *grad = cdf + x * (0.3989422804014327f * expf(-0.5f * x * x)); /* pdf: 1/sqrt(2 pi) */
+    return x * cdf;
 }
 
 void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation act);
-void cpu_glu_backward(float *dinp, const float *inp, const float *dout, int N, int C, MeActivation act);
+void cpu_glu_backward(float *dinp, float *out, const float *inp, const float *dout, int N, int C,
+                      MeActivation act);
 void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, const int32_t *mask, int B, int T,
                                   int NH, int HS, int window, float p, uint64_t seed, uint64_t site,
                                   float *scratch);

@@ -48,23 +48,58 @@ void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation ac
     for (int n = 0; n < N; n++) {
         const float *a = inp + (size_t)n * 2 * C, *g = a + C;
         float *o = out + (size_t)n * C;
-        for (int i = 0; i < C; i++) o[i] = cpu_gelu(a[i], act) * g[i];
+        for (int i = 0; i < C; i++) o[i] = cpu_gelu(a[i], act, NULL) * g[i];
     }
 }
 
-void cpu_glu_backward(float *dinp, const float *inp, const float *dout, int N, int C, MeActivation act) {
+void cpu_glu_backward(float *dinp, float *out, const float *inp, const float *dout, int N, int C,
+                      MeActivation act) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *a = inp + (size_t)n * 2 * C, *g = a + C, *d = dout + (size_t)n * C;
-        float *da = dinp + (size_t)n * 2 * C, *dg = da + C;
+        float *da = dinp + (size_t)n * 2 * C, *dg = da + C, *o = out ? out + (size_t)n * C : NULL;
         for (int i = 0; i < C; i++) {
-            da[i] = cpu_gelu_grad(a[i], act) * g[i] * d[i];
-            dg[i] = cpu_gelu(a[i], act) * d[i];
+            float grad;
+            const float y = cpu_gelu(a[i], act, &grad);
+            da[i] = grad * g[i] * d[i];
+            dg[i] = y * d[i];
+            if (o) o[i] = y * g[i];
         }
     }
 }
 
 /* ------------------------------------------------------- windowed attention */
+
+/* exp(x) for the softmax's x <= 0, within 1 ulp of exp (0.99 at worst over every float in
+ * [-88, 0], against double exp): x clamped at -88 (the reduction below
+ * needs |x| < 2^21), Cody-Waite reduction x = n ln2 + r, Cephes' degree-6 polynomial for e^r, and
+ * 2^n built in the exponent bits (0 below 2^-126, where a softmax term is nothing next to the
+ * maximum's 1). Neither calls nor branches nor float-to-int conversions, so loops over it vectorize. */
+static inline float softmax_exp(float x) {
+    x = x < -88.0f ? -88.0f : x; /* NaN stays NaN */
+    const float big = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to an integer */
+    const float n = (x * 1.44269504088896341f + big) - big;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float e = p * r * r + r + 1.0f;
+    const float biased = n + (127.0f + big); /* n + 127 in the low mantissa bits */
+    int32_t k;
+    memcpy(&k, &biased, sizeof k);
+    k -= 0x4B400000;
+    const int32_t bits = k > 0 ? k << 23 : 0;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return e * two_n;
+}
+
+/* Row sums: vectorized float partial sums over chunks of WA_CHUNK keys, added up in double. */
+#define WA_CHUNK 64
 
 /* Query rows are processed in blocks; a block's keys are one contiguous range that holds every key
  * its rows may see: all T keys without a window, else the block plus `window` keys on each side,
@@ -89,24 +124,85 @@ static int wa_key_start(int r0, int window, int T, int KW) {
     return ks;
 }
 
-/* Allowed keys of query r: [lo, hi) inside the window, and mask[j] != 0. */
-static void wa_range(int r, int window, int T, int *lo, int *hi) {
-    *lo = window < 0 || r - window < 0 ? 0 : r - window;
-    *hi = window < 0 || r + window + 1 > T ? T : r + window + 1;
+/* Query r's window [lo, hi), its real keys counted by the prefix counts cnt (cnt[j] = real keys
+ * before j): 0 -> no allowed key (a uniform row); hi - lo -> every key in the window is real. */
+typedef struct {
+    int lo, hi, real;
+} WaRow;
+
+static WaRow wa_row(int r, int window, int T, const int32_t *cnt) {
+    WaRow w;
+    w.lo = window < 0 || r - window < 0 ? 0 : r - window;
+    w.hi = window < 0 || r + window + 1 > T ? T : r + window + 1;
+    w.real = cnt[w.hi] - cnt[w.lo];
+    return w;
 }
 
-static int wa_any_key(const int32_t *m, int lo, int hi) {
-    for (int j = lo; j < hi; j++)
-        if (m[j]) return 1;
-    return 0;
-}
+/* Per thread: two QB x KW tiles, T floats, T + 1 prefix counts. */
+static size_t wa_thread_floats(WaGeometry g, int T) { return 2 * (size_t)g.QB * g.KW + 2 * (size_t)T + 1; }
 
 size_t cpu_window_attention_scratch_floats(int B, int T, int NH, int HS, int window) {
-    const WaGeometry g = wa_geometry(T, window);
-    return (size_t)omp_get_max_threads() * (2 * (size_t)g.QB * g.KW + (size_t)T);
+    return (size_t)omp_get_max_threads() * wa_thread_floats(wa_geometry(T, window), T);
 }
 
 static float keep_scale(float p) { return p >= 1.0f ? 0.0f : 1.0f / (1.0f - p); }
+
+/* Scores row (band coordinates, key j at row[j - ks]) -> the softmax over its allowed keys, 0 on
+ * the others; returns the row maximum and 1 / sum through mx / inv (inv 0: no allowed key). */
+static void wa_softmax_row(float *row, int KW, int ks, WaRow w, const int32_t *m, float *mx_out,
+                           float *inv_out) {
+    const int a = w.lo - ks, b = w.hi - ks;
+    float mx = -INFINITY;
+    double sum = 0.0;
+    if (w.real == w.hi - w.lo) { /* every key in the window is real */
+#pragma omp simd reduction(max : mx)
+        for (int j = a; j < b; j++) mx = row[j] > mx ? row[j] : mx;
+        for (int j0 = a; j0 < b; j0 += WA_CHUNK) { /* float partial sums (vectorized), in double across */
+            const int j1 = j0 + WA_CHUNK < b ? j0 + WA_CHUNK : b;
+            float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+            for (int j = j0; j < j1; j++) {
+                const float e = softmax_exp(row[j] - mx);
+                row[j] = e;
+                part += e;
+            }
+            sum += part;
+        }
+    } else if (w.real > 0) {
+        for (int j = a; j < b; j++)
+            if (m[ks + j] && row[j] > mx) mx = row[j];
+        for (int j = a; j < b; j++) {
+            const float e = m[ks + j] ? softmax_exp(row[j] - mx) : 0.0f;
+            row[j] = e;
+            sum += e;
+        }
+    }
+    const float inv = sum > 0.0 ? (float)(1.0 / sum) : 0.0f;
+    for (int j = 0; j < a; j++) row[j] = 0.0f;
+#pragma omp simd
+    for (int j = a; j < b; j++) row[j] *= inv;
+    for (int j = b; j < KW; j++) row[j] = 0.0f;
+    *mx_out = mx;
+    *inv_out = inv;
+}
+
+/* The same probabilities again from the row statistics (backward). */
+static void wa_probs_row(float *row, int KW, int ks, WaRow w, const int32_t *m, float mx, float inv) {
+    const int a = w.lo - ks, b = w.hi - ks;
+    for (int j = 0; j < a; j++) row[j] = 0.0f;
+    if (w.real == w.hi - w.lo) {
+#pragma omp simd
+        for (int j = a; j < b; j++) row[j] = softmax_exp(row[j] - mx) * inv;
+    } else {
+        for (int j = a; j < b; j++) row[j] = w.real && m[ks + j] ? softmax_exp(row[j] - mx) * inv : 0.0f;
+    }
+    for (int j = b; j < KW; j++) row[j] = 0.0f;
+}
+
+static void prefix_counts(int32_t *cnt, const int32_t *m, int T) {
+    cnt[0] = 0;
+    for (int j = 0; j < T; j++) cnt[j + 1] = cnt[j] + (m[j] != 0);
+}
 
 void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, const int32_t *mask, int B, int T,
                                   int NH, int HS, int window, float p, uint64_t seed, uint64_t site,
@@ -114,7 +210,7 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
     const int D = NH * HS, D3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)HS), scl = keep_scale(p);
     const WaGeometry g = wa_geometry(T, window);
-    const size_t per_thread = 2 * (size_t)g.QB * g.KW + (size_t)T;
+    const size_t per_thread = wa_thread_floats(g, T);
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * g.KW * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
@@ -123,31 +219,15 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
             const int32_t *m = mask + (size_t)b * T;
             const uint64_t s = site + (uint64_t)b * NH + h;
             float *S = scratch + per_thread * omp_get_thread_num(), *Pd = S + (size_t)g.QB * g.KW;
+            int32_t *cnt = (int32_t *)(Pd + (size_t)g.QB * g.KW + T);
+            prefix_counts(cnt, m, T);
             for (int r0 = 0; r0 < T; r0 += g.QB) {
                 const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, scale, q + (size_t)r0 * D3, D3,
                             k + (size_t)ks * D3, D3, 0.0f, S, g.KW);
-                for (int i = 0; i < n; i++) {
-                    const int r = r0 + i;
-                    float *row = S + (size_t)i * g.KW;
-                    int lo, hi;
-                    wa_range(r, window, T, &lo, &hi);
-                    float mx = -INFINITY;
-                    for (int j = lo; j < hi; j++)
-                        if (m[j] && row[j - ks] > mx) mx = row[j - ks];
-                    double sum = 0.0;
-                    for (int jj = 0; jj < g.KW; jj++) {
-                        const int j = ks + jj;
-                        const float e = j >= lo && j < hi && m[j] ? expf(row[jj] - mx) : 0.0f;
-                        row[jj] = e;
-                        sum += e;
-                    }
-                    /* no allowed key: the band stays 0 here and the row is made uniform below */
-                    const float inv = sum > 0.0 ? (float)(1.0 / sum) : 0.0f;
-                    for (int jj = 0; jj < g.KW; jj++) row[jj] *= inv;
-                    st[2 * r] = mx;
-                    st[2 * r + 1] = inv;
-                }
+                for (int i = 0; i < n; i++)
+                    wa_softmax_row(S + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m,
+                                   &st[2 * (r0 + i)], &st[2 * (r0 + i) + 1]);
                 const float *P = S;
                 if (p > 0.0f) {
                     for (int i = 0; i < n; i++)
@@ -161,10 +241,8 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
                             v + (size_t)ks * D3, D3, 0.0f, o + (size_t)r0 * D, D);
                 for (int i = 0; i < n; i++) {
                     const int r = r0 + i;
-                    int lo, hi;
-                    wa_range(r, window, T, &lo, &hi);
-                    if (wa_any_key(m, lo, hi)) continue;
-                    /* uniform over all T keys (with dropout) */
+                    if (wa_row(r, window, T, cnt).real) continue;
+                    /* no allowed key: uniform over all T keys (with dropout) */
                     float *orow = o + (size_t)r * D;
                     for (int c = 0; c < HS; c++) orow[c] = 0.0f;
                     for (int j = 0; j < T; j++) {
@@ -184,7 +262,7 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
     const int D = NH * HS, D3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)HS), scl = keep_scale(p);
     const WaGeometry g = wa_geometry(T, window);
-    const size_t per_thread = 2 * (size_t)g.QB * g.KW + (size_t)T;
+    const size_t per_thread = wa_thread_floats(g, T);
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * g.KW * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
@@ -196,6 +274,8 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
             const uint64_t s = site + (uint64_t)b * NH + h;
             float *P = scratch + per_thread * omp_get_thread_num(), *G = P + (size_t)g.QB * g.KW;
             float *dS = G + (size_t)g.QB * g.KW; /* T floats: a uniform row's score gradients */
+            int32_t *cnt = (int32_t *)(dS + T);
+            prefix_counts(cnt, m, T);
             for (int t = 0; t < T; t++) {
                 memset(dk + (size_t)t * D3, 0, sizeof(float) * HS);
                 memset(dv + (size_t)t * D3, 0, sizeof(float) * HS);
@@ -205,17 +285,9 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                 /* the forward's probabilities, recomputed from its row statistics */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, scale, q + (size_t)r0 * D3, D3,
                             k + (size_t)ks * D3, D3, 0.0f, P, g.KW);
-                for (int i = 0; i < n; i++) {
-                    const int r = r0 + i;
-                    float *row = P + (size_t)i * g.KW;
-                    int lo, hi;
-                    wa_range(r, window, T, &lo, &hi);
-                    const float mx = st[2 * r], inv = st[2 * r + 1];
-                    for (int jj = 0; jj < g.KW; jj++) {
-                        const int j = ks + jj;
-                        row[jj] = j >= lo && j < hi && m[j] ? expf(row[jj] - mx) * inv : 0.0f;
-                    }
-                }
+                for (int i = 0; i < n; i++)
+                    wa_probs_row(P + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m, st[2 * (r0 + i)],
+                                 st[2 * (r0 + i) + 1]);
                 /* dV += Pd^T dO (Pd: P with dropout, built in G) */
                 const float *Pd = P;
                 if (p > 0.0f) {
@@ -238,8 +310,15 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                         for (int jj = 0; jj < g.KW; jj++)
                             gr[jj] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? gr[jj] * scl : 0.0f;
                     double dot = 0.0;
-                    for (int jj = 0; jj < g.KW; jj++) dot += (double)gr[jj] * pr[jj];
+                    for (int j0 = 0; j0 < g.KW; j0 += WA_CHUNK) {
+                        const int j1 = j0 + WA_CHUNK < g.KW ? j0 + WA_CHUNK : g.KW;
+                        float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+                        for (int jj = j0; jj < j1; jj++) part += gr[jj] * pr[jj];
+                        dot += part;
+                    }
                     const float df = (float)dot;
+#pragma omp simd
                     for (int jj = 0; jj < g.KW; jj++) gr[jj] = pr[jj] * (gr[jj] - df) * scale;
                 }
                 /* dQ = dS K ; dK += dS^T Q */
@@ -250,9 +329,7 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                 /* rows without an allowed key: uniform over all T keys */
                 for (int i = 0; i < n; i++) {
                     const int r = r0 + i;
-                    int lo, hi;
-                    wa_range(r, window, T, &lo, &hi);
-                    if (wa_any_key(m, lo, hi)) continue;
+                    if (wa_row(r, window, T, cnt).real) continue;
                     const float *dOr = dO + (size_t)r * D, *qr = q + (size_t)r * D3;
                     float *dqr = dq + (size_t)r * D3;
                     const float pu = 1.0f / (float)T;

@@ -208,13 +208,17 @@ static void matmul_backward(float *dinp, float *dw, float *db, const float *dout
 
 static void gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = cpu_gelu(inp[i], act);
+    for (size_t i = 0; i < n; i++) out[i] = cpu_gelu(inp[i], act, NULL);
 }
 
 static void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                           MeActivation act) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * cpu_gelu_grad(inp[i], act);
+    for (size_t i = 0; i < n; i++) {
+        float grad;
+        cpu_gelu(inp[i], act, &grad);
+        dinp[i] = dout[i] * grad;
+    }
 }
 
 /* --------------------------------------------------------------------- add */

@@ -341,12 +341,13 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         const float *x = l ? mb->la[l - 1].out : mb->x0;
         const float *cos_t, *sin_t;
         rope_of(enc, l, &cos_t, &sin_t);
-        /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)) */
-        be->glu_forward(mb->ff, a->wi, N, I, act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_SITE(l, MB_MLP));
-        be->matmul_backward(mb->d_ff, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff, P + o->wo_w, N, I, H, 0);
+        /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)); the GeGLU output
+         * Wo's weight gradient needs is recomputed by glu_backward on the way */
+        be->matmul_backward(mb->d_ff, NULL, NULL, D, NULL, P + o->wo_w, N, I, H, 0);
         be->dropout_backward(mb->d_ff, mb->d_ff, (size_t)N * I, pm, seed, MB_SITE(l, MB_MLP));
-        be->glu_backward(mb->d_wi, a->wi, mb->d_ff, N, I, act);
+        be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, N, I, act);
+        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_SITE(l, MB_MLP));
+        be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff, P + o->wo_w, N, I, H, 0);
         be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, eps);
         be->matmul_backward(mb->d_a, G + o->wi_w, LIN_G(c->mlp_bias, o->wi_b), mb->d_wi, mb->hn, P + o->wi_w, N, H,
                             2 * I, 0);

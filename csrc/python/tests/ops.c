@@ -203,13 +203,15 @@ static int rope_tables_check(OpCall *c) {
 }
 static void rope_tables_run(OpCall *c) { me_rope_tables(OUT(c, 0), OUT(c, 1), c->val[0].i, c->val[1].i, c->val[2].f); }
 
-/* glu_forward(inp [N, 2I], act) -> out [N, I];  glu_backward(inp [N, 2I], dout [N, I], act) -> dinp */
+/* glu_forward(inp [N, 2C], act) -> out [N, C];
+ * glu_backward(inp [N, 2C], dout [N, C], act) -> (dinp [N, 2C], out [N, C]) */
 static int glu_check(OpCall *c, int act) {
+    const int N = DIM(c, 0, 0), C = DIM(c, 0, 1) / 2;
     if (c->val[act].i != ME_ACT_GELU && c->val[act].i != ME_ACT_GELU_TANH) return op_fail("unknown activation");
     if (DIM(c, 0, 1) % 2) return op_fail("inp must have an even number of columns");
-    if (act == 2 && (DIM(c, 1, 0) != DIM(c, 0, 0) || DIM(c, 1, 1) * 2 != DIM(c, 0, 1)))
-        return op_fail("shape mismatch");
-    return op_result(c, 0, 2, DIM(c, 0, 0), act == 2 ? DIM(c, 0, 1) : DIM(c, 0, 1) / 2);
+    if (act == 1) return op_result(c, 0, 2, N, C);
+    if (DIM(c, 1, 0) != N || DIM(c, 1, 1) != C) return op_fail("shape mismatch");
+    return op_result(c, 0, 2, N, 2 * C) || op_result(c, 1, 2, N, C);
 }
 static int glu_forward_check(OpCall *c) { return glu_check(c, 1); }
 static int glu_backward_check(OpCall *c) { return glu_check(c, 2); }
@@ -217,7 +219,8 @@ static void glu_forward_run(OpCall *c) {
     BE(c)->glu_forward(OUT(c, 0), F(c, 0), DIM(c, 0, 0), DIM(c, 0, 1) / 2, (MeActivation)c->val[1].i);
 }
 static void glu_backward_run(OpCall *c) {
-    BE(c)->glu_backward(OUT(c, 0), F(c, 0), F(c, 1), DIM(c, 0, 0), DIM(c, 0, 1) / 2, (MeActivation)c->val[2].i);
+    BE(c)->glu_backward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), DIM(c, 0, 0), DIM(c, 0, 1) / 2,
+                        (MeActivation)c->val[2].i);
 }
 
 /* Heads, head size and scratch of a windowed attention call (qkv argument, NH and window arguments). */
@@ -480,8 +483,8 @@ static OpDesc OPS[] = {
     OP(rope_tables, "-> (cos, sin): the ModernBERT encoder's rotary tables (host only)", 0,
        ARGS(S(INT, "T"), S(INT, "HS"), S(FLOAT, "theta")), OUTS(R_F32, R_F32), USING({0})),
     OP(glu_forward, "-> act(a) * g", 1, ARGS(A(F32, "inp", 2), S(INT, "act")), OUTS(R_F32), USING(USES(glu_forward))),
-    OP(glu_backward, "-> dinp", 1, ARGS(A(F32, "inp", 2), A(F32, "dout", 2), S(INT, "act")), OUTS(R_F32),
-       USING(USES(glu_backward))),
+    OP(glu_backward, "-> (dinp, the forward's output)", 1, ARGS(A(F32, "inp", 2), A(F32, "dout", 2), S(INT, "act")),
+       OUTS(R_F32, R_F32), USING(USES(glu_backward))),
     OP(window_attention_forward, "-> (ctx, stats)", 1,
        ARGS(A(F32, "qkv", 3), A(I32, "mask", 2), S(INT, "NH"), S(INT, "window"), S(FLOAT, "p"), S(U64, "seed"),
             S(U64, "site")),
