@@ -31,8 +31,8 @@ import numpy as np
 
 from multienc import _C
 
-__all__ = ["Encoding", "SpmModel", "Tokenizer", "TokenizerFileError", "UnsupportedTokenizerError", "convert_spm_model", "read_spm_model",
-           "spm_family", "SPM_FAMILIES"]
+__all__ = ["Encoding", "SpmModel", "Tokenizer", "TokenizerFileError", "UnsupportedTokenizerError", "convert_spm_model",
+           "read_spm_model", "spm_checkpoint_tokenizer_json", "spm_family", "SPM_FAMILIES"]
 
 TextInput = Union[str, Sequence[str]]
 BatchInput = Union[TextInput, Tuple[TextInput, TextInput], List[TextInput]]
@@ -108,9 +108,76 @@ class _Spec:
     decoders: List[Dict[str, Any]] = field(default_factory=list)  # decoder = "steps": tokenizers decoders
 
 
-def _read_json(path: str) -> Any:
+_POW10 = [float(f"1e{k}") for k in range(309)]
+_U64_MAX = (1 << 64) - 1
+
+
+def _serde_json_float(text: str) -> float:
+    """A JSON number as serde_json (without its float_roundtrip feature, as tokenizers builds it) reads
+    it into an f64: the decimal significand as a u64 (digits past its range dropped), converted to f64,
+    then one multiplication or division by a power of ten. This is not always the correctly rounded
+    value (1 ulp off for many 17-digit scores), and Unigram's Viterbi must see the same scores."""
+    i, n = 0, len(text)
+    positive = True
+    if text[0] == "-":
+        positive, i = False, 1
+    sig, exp = 0, 0
+    overflowed = False
+    while i < n and text[i].isdigit():  # integer part
+        d = ord(text[i]) - 48
+        if overflowed or sig > (_U64_MAX - d) // 10:
+            overflowed = True
+            exp += 1
+        else:
+            sig = sig * 10 + d
+        i += 1
+    if i < n and text[i] == ".":
+        i += 1
+        while i < n and text[i].isdigit():
+            d = ord(text[i]) - 48
+            if not overflowed and sig <= (_U64_MAX - d) // 10:
+                sig = sig * 10 + d
+                exp -= 1
+            else:
+                overflowed = True
+            i += 1
+    if i < n and text[i] in "eE":
+        i += 1
+        eneg = False
+        if text[i] in "+-":
+            eneg, i = text[i] == "-", i + 1
+        e = int(text[i:])
+        if e > 2 ** 31 - 1:
+            return (0.0 if sig == 0 or eneg else float("inf")) * (1 if positive else -1)
+        exp = max(-2 ** 31, min(2 ** 31 - 1, exp - e if eneg else exp + e))
+    f = float(sig)
+    while True:
+        if abs(exp) < len(_POW10):
+            f = f * _POW10[exp] if exp >= 0 else f / _POW10[-exp]
+            break
+        if f == 0.0:
+            break
+        if exp >= 0:
+            raise ValueError(f"number out of range: {text}")
+        f /= 1e308
+        exp += 308
+    if f == float("inf"):
+        raise ValueError(f"number out of range: {text}")
+    return f if positive else -f
+
+
+def _serde_json_int(text: str) -> Any:
+    """Integers as serde_json reads them: exact within (i|u)64, else an f64 as _serde_json_float."""
+    v = int(text)
+    return v if -(1 << 63) <= v <= _U64_MAX else _serde_json_float(text)
+
+
+def _read_json(path: str, serde_numbers: bool = False) -> Any:
+    """A JSON file; `serde_numbers`: numbers as tokenizers (serde_json) reads them."""
     try:
         with open(path, encoding="utf-8") as f:
+            if serde_numbers:
+                return json.load(f, parse_float=_serde_json_float, parse_int=_serde_json_int)
             return json.load(f)
     except FileNotFoundError:
         raise TokenizerFileError(f"tokenizer file not found: {path}") from None
@@ -463,7 +530,7 @@ def _read_post_processor(pp: Any, spec: _Spec, path: str) -> None:
 
 def _spec_from_tokenizer_json(path: str) -> _Spec:
     """Read a HF tokenizers ``tokenizer.json``."""
-    return _spec_from_tokenizer_dict(_read_json(path), path)
+    return _spec_from_tokenizer_dict(_read_json(path, serde_numbers=True), path)
 
 
 def _spec_from_tokenizer_dict(d: Any, path: str) -> _Spec:
@@ -886,6 +953,136 @@ def convert_spm_model(path: str, family: str, do_lower_case: Optional[bool] = No
                       "byte_fallback": False}}
 
 
+_SPM_SPECIAL_DEFAULTS = {
+    "xlm-roberta": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                    "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"},
+    "albert": {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
+               "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
+    "deberta-v2": {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
+                   "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"},
+}
+
+
+def spm_checkpoint_tokenizer_json(path: str, family: str, config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    r"""The tokenizer.json object of the backend tokenizer that ``transformers.AutoTokenizer`` (5.24)
+    builds for a checkpoint that has only a SentencePiece model: ``XLMRobertaTokenizer``,
+    ``AlbertTokenizer`` or ``DebertaV2Tokenizer`` from the vocabulary (XLM-R: fairseq order), the
+    charsmap and ``config`` (tokenizer_config.json: ``do_lower_case``, ``keep_accents``,
+    ``split_by_punct``, ``add_prefix_space``, special tokens). These classes rebuild normalizer and
+    pre-tokenizer in code: ALBERT gets no -100 comma rule and unk id 1, DeBERTa-v2 gets
+    ``Replace(\s{2,}|[\n\r\t])``, NFC, right Strip and no Precompiled (transformers 4 differed;
+    ``convert_spm_model`` gives the converter's pipeline)."""
+    if family not in SPM_FAMILIES:
+        raise ValueError(f"unknown SentencePiece family {family!r}; known: {', '.join(SPM_FAMILIES)}")
+    cfg = dict(config or {})
+    spm = read_spm_model(path)
+    tokens = {role: _token_content(cfg.get(role)) or default for role, default in _SPM_SPECIAL_DEFAULTS[family].items()}
+    vocab = [(p, sc) for p, sc, _ in spm.pieces]
+    charsmap = spm.precompiled_charsmap
+    precompiled = {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(charsmap).decode("ascii")}
+    add_prefix_space = bool(cfg.get("add_prefix_space", True))
+    norms: List[Dict[str, Any]]
+    if family == "xlm-roberta":
+        vocab = [(tokens["bos_token"], 0.0), (tokens["pad_token"], 0.0), (tokens["eos_token"], 0.0),
+                 (tokens["unk_token"], 0.0)] + vocab[3:] + [(tokens["mask_token"], 0.0)]
+        unk_id = 3
+        normalizer: Optional[Dict[str, Any]] = precompiled if charsmap else None
+        scheme = "always" if add_prefix_space else "never"
+        pre: Dict[str, Any] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, {
+            "type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}]}
+    elif family == "albert":
+        unk_id = 1
+        norms = [{"type": "Replace", "pattern": {"String": "``"}, "content": '"'},
+                 {"type": "Replace", "pattern": {"String": "''"}, "content": '"'}]
+        if not cfg.get("keep_accents", False):
+            norms += [{"type": "NFKD"}, {"type": "StripAccents"}]
+        if cfg.get("do_lower_case", True):
+            norms.append({"type": "Lowercase"})
+        if charsmap:
+            norms.append(precompiled)
+        normalizer = {"type": "Sequence", "normalizers": norms}
+        scheme = "always" if add_prefix_space else "never"
+        pre = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, {
+            "type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}]}
+    else:
+        unk_id = next((i for i, v in enumerate(vocab) if v == (tokens["unk_token"], 0.0)), spm.unk_id)
+        norms = [{"type": "Lowercase"}] if cfg.get("do_lower_case", False) else []
+        norms += [{"type": "Replace", "pattern": {"Regex": r"\s{2,}|[\n\r\t]"}, "content": " "}, {"type": "NFC"},
+                  {"type": "Strip", "strip_left": False, "strip_right": True}]
+        normalizer = {"type": "Sequence", "normalizers": norms}
+        scheme = "always" if add_prefix_space else "first"
+        steps = [{"type": "Punctuation", "behavior": "Isolated"}] if cfg.get("split_by_punct", False) else []
+        pre = {"type": "Sequence", "pretokenizers": steps + [
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}]}
+    ids: Dict[str, int] = {}
+    for i, (p, _) in enumerate(vocab):
+        ids[p] = i
+    if family == "albert":
+        for role in ("cls_token", "sep_token"):
+            if tokens[role] not in ids:
+                raise TokenizerFileError(f"{path}: the ALBERT {role} {tokens[role]!r} is not a piece of the model "
+                                         "(transformers 5 cannot build this tokenizer either)")
+    # added tokens: the CONTROL / USER_DEFINED pieces, then the special tokens (transformers' role order)
+    added: List[Dict[str, Any]] = []
+    by_content: Dict[str, Dict[str, Any]] = {}
+
+    def add(content: str, special: bool) -> None:
+        if content in by_content:
+            return
+        if content in ids:
+            tid = ids[content]
+        else:
+            top = max((a["id"] for a in added), default=None)
+            tid = top + 1 if top is not None and top >= len(vocab) else len(vocab)
+        a = _added_token_json(tid, content, special)
+        by_content[content] = a
+        added.append(a)
+
+    for p, _, t in spm.pieces:
+        if t in (_SPM_PIECE_CONTROL, _SPM_PIECE_USER) and not (family == "xlm-roberta" and p not in ids):
+            add(p, t == _SPM_PIECE_CONTROL)
+    for role in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
+        add(tokens[role], True)
+    tid = {**ids, **{a["content"]: a["id"] for a in added}}
+    if family == "xlm-roberta":
+        b, e = tokens["bos_token"], tokens["eos_token"]
+        post = _template_json([(b, 0), ("$A", 0), (e, 0)], [(b, 0), ("$A", 0), (e, 0), (e, 0), ("$B", 0), (e, 0)],
+                              [(b, tid[b]), (e, tid[e])])
+    else:
+        c, e = tokens["cls_token"], tokens["sep_token"]
+        post = _template_json([(c, 0), ("$A", 0), (e, 0)], [(c, 0), ("$A", 0), (e, 0), ("$B", 1), (e, 1)],
+                              [(c, tid[c]), (e, tid[e])])
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": sorted(added, key=lambda a: a["id"]),
+            "normalizer": normalizer, "pre_tokenizer": pre, "post_processor": post,
+            "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True},
+            "model": {"type": "Unigram", "unk_id": unk_id, "vocab": [[p, sc] for p, sc in vocab],
+                      "byte_fallback": False}}
+
+
+def _spm_file(model_dir: str) -> Optional[str]:
+    for name, _ in SPM_FAMILIES.values():
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any]) -> _Spec:
+    """A folder with a SentencePiece model and no tokenizer.json, as transformers 5.24 loads it."""
+    model_config: Dict[str, Any] = {}
+    cfg_path = os.path.join(model_dir, "config.json")
+    if os.path.exists(cfg_path):
+        mc = _read_json(cfg_path)
+        model_config = mc if isinstance(mc, dict) else {}
+    family = spm_family(config, model_config)
+    if family is None:
+        family = next(f for f, (name, _) in SPM_FAMILIES.items() if os.path.basename(path) == name)
+    spec = _spec_from_tokenizer_dict(spm_checkpoint_tokenizer_json(path, family, config), path)
+    spec.special = {role: _token_content(config.get(role)) or default
+                    for role, default in _SPM_SPECIAL_DEFAULTS[family].items()}
+    return spec
+
+
 def _read_config(model_dir: str) -> Dict[str, Any]:
     """tokenizer_config.json overlaid with special_tokens_map.json (both optional)."""
     config: Dict[str, Any] = {}
@@ -971,13 +1168,15 @@ class Tokenizer:
         if not os.path.isdir(model_dir):
             raise TokenizerFileError(f"model folder not found: {model_dir}")
         unknown = set(overrides) - {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space",
-                                    "trim_offsets", "model_max_length", *_SPECIAL_KEYS}
+                                    "trim_offsets", "model_max_length", "keep_accents", "split_by_punct",
+                                    *_SPECIAL_KEYS}
         if unknown:
             raise TypeError(f"from_pretrained: unknown option(s) {sorted(unknown)}")
         config = {**_read_config(model_dir), **overrides}
         tj = os.path.join(model_dir, "tokenizer.json")
         if os.path.exists(tj):
-            fixed = set(overrides) & {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "trim_offsets"}
+            fixed = set(overrides) & {"do_lower_case", "strip_accents", "tokenize_chinese_chars", "trim_offsets",
+                                      "keep_accents", "split_by_punct"}
             if fixed:
                 raise ValueError(f"{tj} fixes {sorted(fixed)}; edit the file to change them")
             spec = _spec_from_tokenizer_json(tj)
@@ -987,6 +1186,9 @@ class Tokenizer:
                     spec.special[role] = _token_content(config[role])
             if "add_prefix_space" in overrides and spec.pre_tokenizer == _PRE_BYTELEVEL:
                 spec.add_prefix_space = spec.post_add_prefix_space = bool(overrides["add_prefix_space"])
+        elif _spm_file(model_dir) is not None and not os.path.exists(os.path.join(model_dir, "vocab.txt")):
+            source = _spm_file(model_dir)
+            spec = _spec_from_spm_checkpoint(model_dir, source, config)
         else:
             spec = _spec_from_legacy(model_dir, config)
             source = model_dir
@@ -1109,7 +1311,8 @@ class Tokenizer:
     # ------------------------------------------------------------------ decoding
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        """Text of token ids, as HF ``tokenizers.Tokenizer.decode`` (WordPiece or ByteLevel decoder)."""
+        """Text of token ids, as HF ``tokenizers.Tokenizer.decode`` (WordPiece, ByteLevel or the Unigram
+        files' decoders: Metaspace, Replace, ByteFallback, Fuse, Strip)."""
         tokens = []
         for i in ids:
             i = int(i)
@@ -1119,6 +1322,8 @@ class Tokenizer:
             tokens.append(tok)
         if self._spec.decoder == "bytelevel":
             return _bytelevel_decode(tokens)
+        if self._spec.decoder == "steps":
+            return "".join(_decode_steps(tokens, self._spec.decoders))
         prefix, out = self._spec.decoder_prefix, []
         for n, tok in enumerate(tokens):
             if n:
@@ -1129,7 +1334,7 @@ class Tokenizer:
         return "".join(out)
 
     def __repr__(self) -> str:
-        kind = "WordPiece" if self._spec.model == _WORDPIECE else "BPE"
+        kind = {_WORDPIECE: "WordPiece", _BPE: "BPE", _UNIGRAM: "Unigram"}[self._spec.model]
         return f"Tokenizer({kind}, vocab_size={self.vocab_size}, source={self.source!r})"
 
 
@@ -1139,6 +1344,52 @@ def _cleanup(s: str) -> str:
                  (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
         s = s.replace(a, b)
     return s
+
+
+def _decode_steps(tokens: List[str], decoders: List[Dict[str, Any]]) -> List[str]:
+    """tokenizers' decode_chain of each decoder in turn (Metaspace, Replace, ByteFallback, Fuse, Strip)."""
+    for d in decoders:
+        t = d["type"]
+        if t == "Metaspace":
+            repl, lead = d["replacement"], d["prepend_scheme"] != "never"
+            tokens = ["".join(("" if i == 0 and lead else " ") if c == repl else c for c in tok)
+                      for i, tok in enumerate(tokens)]
+        elif t == "Replace":
+            tokens = [tok.replace(d["from"], d["to"]) for tok in tokens]
+        elif t == "Fuse":
+            tokens = ["".join(tokens)]
+        elif t == "Strip":
+            out = []
+            for tok in tokens:
+                a, b = 0, len(tok)
+                while a < min(d["start"], b) and tok[a] == d["content"]:
+                    a += 1
+                for _ in range(d["stop"]):
+                    if b > a and tok[b - 1] == d["content"]:
+                        b -= 1
+                out.append(tok[a:b])
+            tokens = out
+        else:  # ByteFallback: runs of <0xNN> pieces become their UTF-8 text (U+FFFD per byte if invalid)
+            out, pending = [], bytearray()
+
+            def flush() -> None:
+                if pending:
+                    try:
+                        out.append(pending.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        out.extend("\ufffd" for _ in pending)
+                    pending.clear()
+
+            for tok in tokens:
+                if len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">") and \
+                        all(c in "0123456789abcdefABCDEF" for c in tok[3:5]):
+                    pending.append(int(tok[3:5], 16))
+                else:
+                    flush()
+                    out.append(tok)
+            flush()
+            tokens = out
+    return tokens
 
 
 def _byte_table() -> Dict[str, int]:

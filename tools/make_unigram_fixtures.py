@@ -3,12 +3,14 @@
 
 Run with the reference venv (transformers 5.24, tokenizers, sentencepiece, protobuf)::
 
-    /work/main/.venv-ref/bin/python tools/make_unigram_fixtures.py [--skip-training]
+    /work/main/.venv-ref/bin/python tools/make_unigram_fixtures.py [--retrain]
 
 Writes tests/fixtures/unigram/:
 
 * ``trained-{8k,32k}[-bf].model``: Unigram models trained with the ``sentencepiece`` package on every
-  unique sentence of the shared corpora (``nmt_nfkc``; ``-bf``: ``byte_fallback=True``).
+  unique sentence of the shared corpora (``nmt_nfkc``; ``-bf``: ``byte_fallback=True``), and two 4k
+  models with the special pieces of ALBERT's and DeBERTa-v3's models (``trained-albert-4k``,
+  ``trained-debertav3-4k``).
 * ``convert-<model>-<family>.json``: tokenizer.json written by transformers' converters
   (``XLMRobertaConverter``, ``AlbertConverter``, ``DebertaV2Converter``) from ``../shared/data/spm``'s
   ``test_model.model`` / ``test_ja_model.model``, with the family's special tokens added as
@@ -58,7 +60,13 @@ OPTIONS = {
 FAMILY_DEFAULTS = {"albert": {"do_lower_case": True, "keep_accents": False},
                    "deberta-v2": {"do_lower_case": False, "split_by_punct": False}, "xlm-roberta": {}}
 TRAINED = [("trained-8k", 8000, False), ("trained-8k-bf", 8000, True), ("trained-32k", 32000, False),
-           ("trained-32k-bf", 32000, True)]
+           ("trained-32k-bf", 32000, True), ("trained-albert-4k", 4000, False), ("trained-debertav3-4k", 4000, False)]
+# special pieces laid out as the real checkpoints' models: albert-base-v2's spiece.model and DeBERTa-v3's spm.model
+TRAIN_SPECIALS = {
+    "trained-albert-4k": dict(pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"]),
+    "trained-debertav3-4k": dict(pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+                                 eos_piece="[SEP]", unk_piece="[UNK]"),
+}
 
 
 def sha(b: bytes) -> str:
@@ -80,12 +88,12 @@ def strip_charsmap(d: Any) -> Any:
     return d
 
 
-def train(path: str, vocab_size: int, byte_fallback: bool, corpus: str) -> None:
+def train(path: str, vocab_size: int, byte_fallback: bool, corpus: str, **extra: Any) -> None:
     import sentencepiece as spm
     prefix = path[:-len(".model")]
     spm.SentencePieceTrainer.train(input=corpus, model_prefix=prefix, model_type="unigram", vocab_size=vocab_size,
                                    normalization_rule_name="nmt_nfkc", byte_fallback=byte_fallback,
-                                   num_threads=2, minloglevel=2)
+                                   num_threads=2, minloglevel=2, **extra)
     os.remove(prefix + ".vocab")
 
 
@@ -162,13 +170,14 @@ def auto_outputs(folder: str, inputs: Dict[str, Any]) -> Dict[str, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--skip-training", action="store_true", help="keep the trained models already in the folder")
+    ap.add_argument("--retrain", action="store_true", help="train again the models already in the folder")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     from sentencepiece import sentencepiece_model_pb2 as pb
     from transformers import AutoTokenizer
 
-    if not args.skip_training:
+    todo = [t for t in TRAINED if args.retrain or not os.path.exists(os.path.join(OUT, t[0] + ".model"))]
+    if todo:
         texts = list(dict.fromkeys(C.corpora().texts))
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
             for t in texts:
@@ -176,9 +185,9 @@ def main() -> None:
                     f.write(t.replace("\n", " ") + "\n")
             corpus = f.name
         try:
-            for name, size, bf in TRAINED:
+            for name, size, bf in todo:
                 print("training", name, flush=True)
-                train(os.path.join(OUT, name + ".model"), size, bf, corpus)
+                train(os.path.join(OUT, name + ".model"), size, bf, corpus, **TRAIN_SPECIALS.get(name, {}))
         finally:
             os.remove(corpus)
 
@@ -203,7 +212,8 @@ def main() -> None:
                           ensure_ascii=False)
     # checkpoint folders without tokenizer.json, as transformers 5 loads them
     inputs = C.unigram_sample_inputs()
-    autos = [(m, fam) for m in ("test_model", "test_ja_model") for fam in FAMILIES] + [("trained-8k-bf", "xlm-roberta")]
+    autos = [(m, fam) for m in ("test_model", "test_ja_model") for fam in FAMILIES] + [
+        ("trained-8k-bf", "xlm-roberta"), ("trained-albert-4k", "albert"), ("trained-debertav3-4k", "deberta-v2")]
     for mname, family in autos:
         folder = os.path.join(OUT, f"auto-{mname}-{family}")
         os.makedirs(folder, exist_ok=True)

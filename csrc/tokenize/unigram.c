@@ -34,6 +34,7 @@ static size_t edge_slot(uint64_t key, size_t cap) {
 
 static int32_t child(const me_unigram *u, int32_t node, unsigned char c) {
     if (node == 0) return u->root[c];
+    if (!u->ecap) return -1;
     uint64_t key = (((uint64_t)node << 8) | c) + 1;
     for (size_t j = edge_slot(key, u->ecap);; j = (j + 1) & (u->ecap - 1)) {
         if (u->ekey[j] == key) return u->eval[j];
