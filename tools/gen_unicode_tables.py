@@ -162,8 +162,8 @@ def _compositions(db: str) -> Dict[Tuple[int, int], int]:
     i.e. canonical pairs minus Full_Composition_Exclusion."""
     total_last = c_define(db, "TOTAL_LAST")
     shift = c_define(db, "COMP_SHIFT")
-    first = c_records(db, "nfc_first", 3)
-    last = c_records(db, "nfc_last", 3)
+    first = [r for r in c_records(db, "nfc_first", 3) if r[0]]  # a {0, 0, 0} record ends each list
+    last = [r for r in c_records(db, "nfc_last", 3) if r[0]]
     index, data = c_array(db, "comp_index"), c_array(db, "comp_data")
     out: Dict[Tuple[int, int], int] = {}
     for fs, fc, fi in first:

@@ -337,6 +337,10 @@ static int replace_part(me_norm_ws *w, size_t old_count, const char *rep, size_t
 /* Per grapheme cluster: a cluster shorter than 6 bytes with an entry for one of its prefixes is
  * replaced whole by the shortest prefix's replacement; otherwise each char alone. */
 static int precompiled(const me_charsmap *m, me_nstr *s, int32_t base, me_norm_ws *w) {
+    /* fast path: an ASCII string whose chars have no entry (and no CR LF cluster) stays as it is */
+    size_t i0 = 0;
+    while (i0 < s->n && s->c[i0] < 128 && !m->ascii_has[s->c[i0]]) i0++;
+    if (i0 == s->n) return ME_OK;
     w->dn = 0;
     int modified = 0;
     uint8_t key[8];
@@ -384,6 +388,9 @@ typedef struct {
 } re_item;
 
 struct me_regex {
+    uint8_t start_ascii[128]; /* whether a match may start at this ASCII char ... */
+    uint8_t start_other;      /* ... or at a non-ASCII char */
+    uint8_t filtered;         /* every alternative starts with a positive set of at least one char */
     size_t nalts;
     size_t *alt_start; /* nalts + 1 item indices */
     re_item *items;
@@ -399,6 +406,8 @@ void me_regex_free(me_regex *r) {
     free(r->ranges);
     free(r);
 }
+
+static int re_in(const me_regex *r, const re_item *x, uint32_t c);
 
 int me_regex_new(const int32_t *prog, size_t n, me_regex **out, char *err) {
     *out = NULL;
@@ -450,6 +459,21 @@ int me_regex_new(const int32_t *prog, size_t n, me_regex **out, char *err) {
         }
     }
     r->alt_start[nalts] = it;
+    /* first-char filter: only an alternative starting with a positive set that needs a char restricts it */
+    r->filtered = 1;
+    for (size_t a = 0; a < nalts; a++) {
+        const re_item *x = &r->items[r->alt_start[a]];
+        if (x->kind != ME_RE_SET || x->min < 1) {
+            memset(r->start_ascii, 1, sizeof r->start_ascii);
+            r->start_other = 1;
+            r->filtered = 0;
+            break;
+        }
+        for (uint32_t c = 0; c < 128; c++)
+            if (re_in(r, x, c)) r->start_ascii[c] = 1;
+        for (size_t k = 0; k < x->nr; k++)
+            if (r->ranges[x->r0 + 2 * k + 1] >= 128) r->start_other = 1;
+    }
     *out = r;
     return ME_OK;
 }
@@ -476,12 +500,15 @@ static int re_items(const me_regex *r, size_t k, size_t end_item, const uint32_t
 }
 
 int me_regex_find(const me_regex *r, const uint32_t *c, size_t n, size_t from, size_t *ms, size_t *me) {
-    for (size_t p = from; p <= n; p++)
+    for (size_t p = from; p <= n; p++) {
+        if (p < n && !(c[p] < 128 ? r->start_ascii[c[p]] : r->start_other)) continue;
+        if (p == n && r->filtered) break; /* every alternative needs a char */
         for (size_t a = 0; a < r->nalts; a++)
             if (re_items(r, r->alt_start[a], r->alt_start[a + 1], c, n, p, me)) {
                 *ms = p;
                 return 1;
             }
+    }
     return 0;
 }
 
@@ -662,6 +689,10 @@ int me_norm_apply(const me_norm_step *st, me_nstr *s, int32_t base, me_norm_ws *
     case ME_NORM_NFKD:
     case ME_NORM_NFC:
     case ME_NORM_NFKC: {
+        /* below U+00A0 nothing decomposes, composes or reorders */
+        size_t i = 0;
+        while (i < s->n && s->c[i] < 0xA0) i++;
+        if (i == s->n) return ME_OK;
         int compat = st->kind == ME_NORM_NFKD || st->kind == ME_NORM_NFKC;
         if ((r = decompose(s, compat, w))) return r;
         if ((st->kind == ME_NORM_NFC || st->kind == ME_NORM_NFKC) && (r = recompose(w))) return r;
@@ -680,6 +711,9 @@ int me_norm_apply(const me_norm_step *st, me_nstr *s, int32_t base, me_norm_ws *
         return transform(s, w, lead, base);
     }
     case ME_NORM_STRIP_ACCENTS: {
+        size_t i = 0;
+        while (i < s->n && !(me_ugraph(s->c[i]) & ME_UG_MARK)) i++;
+        if (i == s->n) return ME_OK;
         /* NormalizedString::filter: each kept char carries the removal of the chars after it */
         size_t removed = 0, removed_start = 0;
         int have_last = 0;
@@ -703,8 +737,18 @@ int me_norm_apply(const me_norm_step *st, me_nstr *s, int32_t base, me_norm_ws *
         return transform(s, w, removed_start, base);
     }
     case ME_NORM_LOWERCASE: {
-        w->dn = 0;
         uint32_t l[ME_ULOWER_MAX];
+        size_t i = 0; /* chars that map to themselves alone keep their place */
+        for (; i < s->n; i++) {
+            if (s->c[i] < 128) {
+                if (s->c[i] >= 'A' && s->c[i] <= 'Z') s->c[i] += 32;
+                continue;
+            }
+            if (me_ulower(s->c[i], l) != 1) break;
+            s->c[i] = l[0];
+        }
+        if (i == s->n) return ME_OK;
+        w->dn = 0;
         for (size_t i = 0; i < s->n; i++) {
             int k = me_ulower(s->c[i], l);
             for (int j = 0; j < k; j++)

@@ -19,7 +19,7 @@ extern const uint32_t me_ulower_data[];
 extern const uint32_t me_ukdecomp_data[];
 extern const uint64_t me_ucomp_keys[];
 extern const uint32_t me_ucomp_vals[];
-#define ME_UCOMP_COUNT 1025
+#define ME_UCOMP_COUNT 940
 #define ME_UDECOMP_MAX 4
 #define ME_ULOWER_MAX 2
 #define ME_UKDECOMP_MAX 18

@@ -218,7 +218,8 @@ int me_unigram_encode(const me_unigram *u, const char *s, size_t n, me_ug_ws *w,
         }
         p += mblen;
     }
-    /* backtrack: pieces right to left (reversed below), consecutive unk-id nodes fused */
+    /* backtrack: pieces right to left (reversed below), consecutive unk-id nodes fused (id -1: their
+     * string decides, as in Model::tokenize) */
     size_t end = n, fuse_end = 0;
     int fusing = 0;
     while (end > 0) {
@@ -231,7 +232,8 @@ int me_unigram_encode(const me_unigram *u, const char *s, size_t n, me_ug_ws *w,
                 if (tok_push(w, -1, end, fuse_end, 0)) return ME_ERR_NOMEM;
                 fusing = 0;
             }
-            if (tok_push(w, -1, start, end, 0)) return ME_ERR_NOMEM;
+            /* a piece the trie matched: its string is a vocabulary key, its id the key's id */
+            if (tok_push(w, w->id[end], start, end, 0)) return ME_ERR_NOMEM;
         }
         end = start;
     }
@@ -239,7 +241,8 @@ int me_unigram_encode(const me_unigram *u, const char *s, size_t n, me_ug_ws *w,
     /* the pieces now lie reversed in tok[0..m): turn them into tokens, appended after them */
     size_t m = w->ntok;
     for (size_t k = m; k-- > 0;) {
-        int st = emit_piece(u, w, s, w->tok[k].start, w->tok[k].end, err);
+        me_ug_tok p = w->tok[k];
+        int st = p.id >= 0 ? tok_push(w, p.id, p.start, p.end, 0) : emit_piece(u, w, s, p.start, p.end, err);
         if (st) return st;
     }
     memmove(w->tok, w->tok + m, (w->ntok - m) * sizeof *w->tok);
