@@ -362,18 +362,28 @@ def _regex_program(pattern: str, literal: bool, where: str) -> List[int]:
     return prog
 
 
+def _steps(obj: Any, key: str, what: str, where: str, one: Any) -> List[Any]:
+    """The components of a tokenizer.json component, a Sequence (its list under `key`) flattened;
+    `one` turns a single component into a list of steps."""
+    if obj is None:
+        return []
+    if not isinstance(obj, dict):
+        raise TokenizerFileError(f"{where}: {what} must be an object")
+    if obj.get("type") != "Sequence":
+        return one(obj, where)
+    seq = obj.get(key)
+    if not isinstance(seq, list):
+        raise TokenizerFileError(f"{where}: Sequence {what} without a {key!r} list")
+    return [x for sub in seq for x in _steps(sub, key, what, where, one)]
+
+
 def _normalizer_steps(n: Any, where: str) -> List[Tuple[Any, ...]]:
     """A tokenizer.json normalizer (Sequence flattened) as (kind, left, right, charsmap, program, content)."""
-    if n is None:
-        return []
-    if not isinstance(n, dict):
-        raise TokenizerFileError(f"{where}: normalizer must be an object")
+    return _steps(n, "normalizers", "normalizer", where, _normalizer_step)
+
+
+def _normalizer_step(n: Dict[str, Any], where: str) -> List[Tuple[Any, ...]]:
     t = n.get("type")
-    if t == "Sequence":
-        seq = n.get("normalizers")
-        if not isinstance(seq, list):
-            raise TokenizerFileError(f"{where}: Sequence normalizer without a 'normalizers' list")
-        return [step for sub in seq for step in _normalizer_steps(sub, where)]
     if t == "Precompiled":
         raw = n.get("precompiled_charsmap")
         if not isinstance(raw, str):
@@ -413,16 +423,11 @@ def _metaspace_scheme(p: Dict[str, Any], where: str) -> str:
 
 def _pre_tokenizer_steps(p: Any, where: str) -> List[Tuple[Any, ...]]:
     """A tokenizer.json pre-tokenizer (Sequence flattened) as (kind, replacement, scheme, split, behavior)."""
-    if p is None:
-        return []
-    if not isinstance(p, dict):
-        raise TokenizerFileError(f"{where}: pre_tokenizer must be an object")
+    return _steps(p, "pretokenizers", "pre-tokenizer", where, _pre_tokenizer_step)
+
+
+def _pre_tokenizer_step(p: Dict[str, Any], where: str) -> List[Tuple[Any, ...]]:
     t = p.get("type")
-    if t == "Sequence":
-        seq = p.get("pretokenizers")
-        if not isinstance(seq, list):
-            raise TokenizerFileError(f"{where}: Sequence pre-tokenizer without a 'pretokenizers' list")
-        return [step for sub in seq for step in _pre_tokenizer_steps(sub, where)]
     if t == "Metaspace":
         repl = p.get("replacement", "\u2581")
         if not isinstance(repl, str) or len(repl) != 1:
@@ -442,11 +447,11 @@ def _pre_tokenizer_steps(p: Any, where: str) -> List[Tuple[Any, ...]]:
 
 def _decoder_steps(dec: Any, where: str) -> List[Dict[str, Any]]:
     """Decoders of a Unigram tokenizer (Sequence flattened): Metaspace, Replace, ByteFallback, Fuse, Strip."""
-    if dec is None:
-        return []
-    t = dec.get("type") if isinstance(dec, dict) else None
-    if t == "Sequence":
-        return [x for sub in dec.get("decoders") or [] for x in _decoder_steps(sub, where)]
+    return _steps(dec, "decoders", "decoder", where, _decoder_step)
+
+
+def _decoder_step(dec: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
+    t = dec.get("type")
     if t == "Metaspace":
         return [{"type": t, "replacement": dec.get("replacement", "\u2581"), "prepend_scheme": _metaspace_scheme(dec, where)}]
     if t == "Replace":

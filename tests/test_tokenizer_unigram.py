@@ -31,7 +31,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _tok_corpora as C  # noqa: E402
-from _tok_compare import assert_batch_matches, assert_encode_matches  # noqa: E402
+from _tok_compare import assert_batch_matches, assert_encode_matches, assert_truncation_matches  # noqa: E402
 
 from multienc.tokenization import (SPM_FAMILIES, Tokenizer, TokenizerFileError, UnsupportedTokenizerError,  # noqa: E402
                                    convert_spm_model, read_spm_model, spm_checkpoint_tokenizer_json, spm_family)
@@ -151,26 +151,7 @@ def test_converted_corpora(converted):
 @pytest.mark.parametrize("max_length", [3, 4, 5, 8, 16, 64])
 def test_converted_truncation_and_padding(converted, max_length):
     name, ours, ref = converted
-    texts = C.stress_texts(200, seed=5) + ["a b c d e f g h i j k l m n o p", ""]
-    pairs = C.stress_pairs(150, seed=6) + [("a b c d e f g", "h"), ("x", "a b c d e f g h i")]
-    pad_id = ours.pad_token_id
-    for inputs in (texts, pairs):
-        if max_length < ours.num_special_tokens_to_add(isinstance(inputs[0], tuple)):
-            continue
-        ref.enable_truncation(max_length=max_length, strategy="longest_first")
-        ref.enable_padding(pad_id=pad_id)
-        try:
-            want = ref.encode_batch(inputs)
-        finally:
-            ref.no_truncation()
-            ref.no_padding()
-        got = ours.encode_batch(inputs, max_length=max_length)
-        assert got["input_ids"].tolist() == [e.ids for e in want]
-        assert got["attention_mask"].tolist() == [e.attention_mask for e in want]
-        assert got["token_type_ids"].tolist() == [e.type_ids for e in want]
-        assert got["special_tokens_mask"].tolist() == [e.special_tokens_mask for e in want]
-        assert got["offset_mapping"].tolist() == [[list(o) for o in e.offsets] for e in want]
-        assert got["word_ids"].tolist() == [[-1 if x is None else x for x in e.word_ids] for e in want]
+    assert_truncation_matches(ours, ref, max_length)
 
 
 def test_converted_decode(converted):
@@ -463,33 +444,31 @@ def test_spm_reader_errors(tmp_path):
         read_spm_model(str(p))
 
 
+def _mutated(rng: random.Random, data: bytes, max_flips: int, cut: float) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randrange(1, max_flips)):
+        b[rng.randrange(len(b))] = rng.randrange(256)
+    return bytes(b[:rng.randrange(len(b))] if rng.random() < cut else b)
+
+
 def test_fuzz_spm_reader_and_charsmap(tmp_path):
     """Random byte mutations of a model file and of a charsmap give clean errors or working tokenizers."""
     rng = random.Random(14)
     good = open(_model_path("test_model"), "rb").read()
     charsmap = read_spm_model(_model_path("test_model")).precompiled_charsmap
     texts = C.stress_texts(40, seed=3)
-    for i in range(120):
-        b = bytearray(good)
-        for _ in range(rng.randrange(1, 8)):
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        if rng.random() < 0.3:
-            b = b[:rng.randrange(len(b))]
-        p = tmp_path / "m.model"
-        p.write_bytes(bytes(b))
+    p = tmp_path / "m.model"
+    for _ in range(120):
+        p.write_bytes(_mutated(rng, good, 8, 0.3))
         try:
             read_spm_model(str(p))
         except TokenizerFileError:
             pass
-    for i in range(60):
-        b = bytearray(charsmap)
-        for _ in range(rng.randrange(1, 40)):
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        if rng.random() < 0.2:
-            b = b[:rng.randrange(len(b))]
+    path = tmp_path / "t.json"
+    for _ in range(60):
+        blob = _mutated(rng, charsmap, 40, 0.2)
         d = {"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0], ["a", -1.0]]}, "added_tokens": [],
-             "normalizer": {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(bytes(b)).decode("ascii")}}
-        path = tmp_path / "t.json"
+             "normalizer": {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(blob).decode("ascii")}}
         path.write_text(json.dumps(d), encoding="utf-8")
         try:
             tok = Tokenizer.from_file(str(path))
