@@ -354,6 +354,8 @@ def _regex_program(pattern: str, literal: bool, where: str) -> List[int]:
             raise unsupported("it can match the empty string")
         if len(alt) > 64 or len(alts) > 64:
             raise unsupported("too long")
+        if sum(1 for it in alt if it[1] != it[2]) > 3:  # bounds the backtracking (polynomial degree)
+            raise unsupported("more than 3 variable-length items in one alternative")
         prog.append(len(alt))
         for kind, lo_q, hi_q, ranges in alt:
             prog += [kind, lo_q, hi_q, len(ranges)]
