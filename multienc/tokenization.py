@@ -85,8 +85,9 @@ class _Spec:
     add_prefix_space: bool = False
     use_regex: bool = True
     post: int = _POST_NONE
-    single: List[Tuple[int, int]] = field(default_factory=list)  # (token id | _TMPL_A/_TMPL_B, type id)
-    pair: List[Tuple[int, int]] = field(default_factory=list)
+    # (token id | _TMPL_A/_TMPL_B, type id[, the template's token string])
+    single: List[Tuple[Any, ...]] = field(default_factory=list)
+    pair: List[Tuple[Any, ...]] = field(default_factory=list)
     merges_file: Optional[str] = None  # named in merge errors
     trim_offsets: bool = False
     post_add_prefix_space: bool = False
@@ -502,8 +503,8 @@ def _read_post_processor(pp: Any, spec: _Spec, path: str) -> None:
             spec.post = _POST_TEMPLATE
             specials = pp.get("special_tokens", {})
 
-            def items(tmpl: List[Dict[str, Any]]) -> List[Tuple[int, int]]:
-                out: List[Tuple[int, int]] = []
+            def items(tmpl: List[Dict[str, Any]]) -> List[Tuple[Any, ...]]:
+                out: List[Tuple[Any, ...]] = []
                 for piece in tmpl:
                     if "Sequence" in piece:
                         out.append((_TMPL_A if piece["Sequence"]["id"] == "A" else _TMPL_B,
@@ -512,21 +513,24 @@ def _read_post_processor(pp: Any, spec: _Spec, path: str) -> None:
                         sid = piece["SpecialToken"]["id"]
                         if sid not in specials:
                             raise TokenizerFileError(f"{path}: template token {sid!r} has no special_tokens entry")
-                        out.extend((int(i), int(piece["SpecialToken"]["type_id"])) for i in specials[sid]["ids"])
+                        ids, toks = specials[sid]["ids"], specials[sid].get("tokens") or []
+                        out.extend((int(i), int(piece["SpecialToken"]["type_id"]),
+                                    *([toks[k]] if k < len(toks) and isinstance(toks[k], str) else []))
+                                   for k, i in enumerate(ids))
                 return out
 
             spec.single, spec.pair = items(pp["single"]), items(pp["pair"])
         elif t in ("RobertaProcessing", "BertProcessing"):
             spec.post = _POST_TEMPLATE
-            (_, sep_id), (_, cls_id) = pp["sep"], pp["cls"]
+            (sep_tok, sep_id), (cls_tok, cls_id) = pp["sep"], pp["cls"]
             if t == "RobertaProcessing":
-                spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
-                spec.pair = spec.single + [(sep_id, 0), (_TMPL_B, 0), (sep_id, 0)]
+                spec.single = [(cls_id, 0, cls_tok), (_TMPL_A, 0), (sep_id, 0, sep_tok)]
+                spec.pair = spec.single + [(sep_id, 0, sep_tok), (_TMPL_B, 0), (sep_id, 0, sep_tok)]
                 spec.trim_offsets = bool(pp.get("trim_offsets", True))
                 spec.post_add_prefix_space = bool(pp.get("add_prefix_space", True))
             else:
-                spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
-                spec.pair = spec.single + [(_TMPL_B, 1), (sep_id, 1)]
+                spec.single = [(cls_id, 0, cls_tok), (_TMPL_A, 0), (sep_id, 0, sep_tok)]
+                spec.pair = spec.single + [(_TMPL_B, 1), (sep_id, 1, sep_tok)]
         elif t == "ByteLevel":
             spec.trim_offsets = bool(pp.get("trim_offsets", True))
             spec.post_add_prefix_space = bool(pp.get("add_prefix_space", True))

@@ -207,19 +207,21 @@ static int raise_status(int st, const char *err) {
 }
 
 static int build_template(me_tok *t, int pair, PyObject *items) {
-    PyObject *fast = PySequence_Fast(items, "template must be a sequence of (what, type_id)");
+    PyObject *fast = PySequence_Fast(items, "template must be a sequence of (what, type_id[, token])");
     if (!fast) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     me_tmpl_item *v = malloc((size_t)(n ? n : 1) * sizeof *v);
     if (!v) { Py_DECREF(fast); PyErr_NoMemory(); return -1; }
     for (Py_ssize_t i = 0; i < n; i++) {
         int what, type_id;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "ii", &what, &type_id)) {
+        const char *str = NULL;
+        Py_ssize_t len = 0;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "ii|z#", &what, &type_id, &str, &len)) {
             free(v);
             Py_DECREF(fast);
             return -1;
         }
-        v[i] = (me_tmpl_item){what, type_id};
+        v[i] = (me_tmpl_item){what, type_id, str, (size_t)len};
     }
     Py_DECREF(fast);
     char err[ME_ERRLEN];

@@ -211,6 +211,12 @@ static uint32_t utf8_get(const unsigned char *s, size_t n, size_t *used) {
 
 /* ------------------------------------------------------------------ construction */
 
+static void free_template(me_tmpl_item *items, size_t n) {
+    if (!items) return;
+    for (size_t i = 0; i < n; i++) free((char *)items[i].str);
+    free(items);
+}
+
 int me_tok_new(const me_tok_options *opt, me_tok **out, char *err) {
     *out = NULL;
     if (opt->model != ME_TOK_WORDPIECE && opt->model != ME_TOK_BPE && opt->model != ME_TOK_UNIGRAM)
@@ -235,8 +241,8 @@ void me_tok_free(me_tok *t) {
     me_pairmap_free(&t->merges);
     for (size_t i = 0; i < t->nadded; i++) free(t->added[i].cp);
     free(t->added);
-    free(t->tmpl[0]);
-    free(t->tmpl[1]);
+    free_template(t->tmpl[0], t->ntmpl[0]);
+    free_template(t->tmpl[1], t->ntmpl[1]);
     for (size_t i = 0; i < t->nnorms; i++) me_norm_step_free(&t->norms[i]);
     free(t->norms);
     free(t->pres);
@@ -316,16 +322,26 @@ int me_tok_add_added(me_tok *t, const uint32_t *content, size_t ncp, const char 
 
 int me_tok_set_template(me_tok *t, int pair, const me_tmpl_item *items, size_t n, char *err) {
     pair = pair ? 1 : 0;
-    me_tmpl_item *c = malloc((n ? n : 1) * sizeof *c);
+    me_tmpl_item *c = calloc(n ? n : 1, sizeof *c);
     if (!c) return me_error(err, ME_ERR_NOMEM, "out of memory storing the template");
     for (size_t i = 0; i < n; i++) {
         if (items[i].what < ME_TMPL_B || (items[i].what == ME_TMPL_B && !pair)) {
-            free(c);
+            free_template(c, n);
             return me_error(err, ME_ERR_VALUE, "template item %zu is invalid", i);
         }
         c[i] = items[i];
+        c[i].str = NULL;
+        if (items[i].str && items[i].what >= 0) {
+            char *s = malloc(items[i].str_len + 1);
+            if (!s) {
+                free_template(c, n);
+                return me_error(err, ME_ERR_NOMEM, "out of memory storing the template");
+            }
+            memcpy(s, items[i].str, items[i].str_len);
+            c[i].str = s;
+        }
     }
-    free(t->tmpl[pair]);
+    free_template(t->tmpl[pair], t->ntmpl[pair]);
     t->tmpl[pair] = c;
     t->ntmpl[pair] = n;
     return ME_OK;
@@ -1274,7 +1290,13 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
         for (size_t i = 0; i < t->ntmpl[b ? 1 : 0] && !st; i++) {
             if (it[i].what == ME_TMPL_A) st = append_seq(out, ea, it[i].type_id, 0);
             else if (it[i].what == ME_TMPL_B) st = append_seq(out, eb, it[i].type_id, 1);
-            else if (add_special_tokens) st = enc_push(out, it[i].what, it[i].type_id, -1, -1, 0, 0, 1);
+            else if (add_special_tokens) {
+                st = enc_push(out, it[i].what, it[i].type_id, -1, -1, 0, 0, 1);
+                size_t len;
+                const char *own = me_tok_id_to_token(t, it[i].what, &len);
+                if (!st && it[i].str && (!own || len != it[i].str_len || memcmp(own, it[i].str, len)))
+                    st = enc_set_string(out, out->n - 1, it[i].str, it[i].str_len);
+            }
         }
     }
     if (st) return me_error(err, st, "out of memory while tokenizing");

@@ -36,11 +36,16 @@ typedef struct {
 /* Added-token flags (HF AddedToken). */
 enum { ME_AT_SINGLE_WORD = 1, ME_AT_LSTRIP = 2, ME_AT_RSTRIP = 4, ME_AT_NORMALIZED = 8, ME_AT_SPECIAL = 16 };
 
-/* One template item: a sequence (ME_TMPL_A / ME_TMPL_B) or a special token id, with its type id. */
+/* One template item: a sequence (ME_TMPL_A / ME_TMPL_B) or a special token id, with its type id.
+ * A special token may name its string (str, str_len bytes of UTF-8; NULL: none): tokenizers shows the
+ * template's token string, which differs from the id's vocabulary string when a template names a
+ * token the vocabulary spells otherwise. me_tok_set_template copies it. */
 enum { ME_TMPL_A = -1, ME_TMPL_B = -2 };
 typedef struct {
     int32_t what;
     int32_t type_id;
+    const char *str;
+    size_t str_len;
 } me_tmpl_item;
 
 typedef struct me_tok me_tok;
