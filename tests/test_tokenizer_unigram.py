@@ -98,18 +98,23 @@ def _batches(ours, ref, items: list, label: str, words: bool = False, size: int 
     return n
 
 
+# Under `make sanitize` (ASan + UBSan preloaded into everything, HF's allocations included) the stress
+# comparisons are cut to a fifth: the sanitizers check memory safety; parity is the plain run's job.
+STRESS_SCALE = 5 if os.environ.get("MULTIENC_SANITIZED") else 1
+
+
 def _compare_all(ours, ref, label: str, full: bool) -> Dict[str, int]:
     """Stress set (always) and every corpus sentence / pair / word list (full)."""
     counts = {}
-    texts = C.stress_texts()
+    texts = C.stress_texts(3000 // STRESS_SCALE)
     counts["stress"] = assert_batch_matches(ours.encode_batch(texts, truncation=False), ref.encode_batch(texts),
                                             texts, f"{label} stress")
     assert_encode_matches(ours, ref, texts[:600], f"{label} stress, encode()")
     assert_encode_matches(ours, ref, texts[:300], f"{label} no special tokens", add_special_tokens=False)
-    pairs = C.stress_pairs()
+    pairs = C.stress_pairs(1000 // STRESS_SCALE)
     counts["stress pairs"] = assert_batch_matches(ours.encode_batch(pairs, truncation=False),
                                                   ref.encode_batch(pairs), pairs, f"{label} stress pairs")
-    words = C.stress_words()
+    words = C.stress_words(1000 // STRESS_SCALE)
     counts["stress words"] = assert_batch_matches(
         ours.encode_batch(words, truncation=False, is_split_into_words=True),
         ref.encode_batch(words, is_pretokenized=True), words, f"{label} stress words")
@@ -197,8 +202,8 @@ def test_trained_stress(tmp_path, mname):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mname, family", [(m, "xlm-roberta") for m in TRAINED]
-                         + [("trained-8k", "albert"), ("trained-32k-bf", "deberta-v2")])
+@pytest.mark.parametrize("mname, family", [("trained-8k", "xlm-roberta"), ("trained-8k-bf", "albert"),
+                                           ("trained-32k", "deberta-v2"), ("trained-32k-bf", "xlm-roberta")])
 def test_trained_corpora(tmp_path, mname, family):
     ours, ref = _trained_pair(tmp_path, mname, family, mname.endswith("-bf"))
     _compare_all(ours, ref, f"{mname}/{family}", full=True)
@@ -289,9 +294,8 @@ def test_spm_checkpoint_outputs_match_autotokenizer(auto):
             pos += n
 
 
-# one folder per distinct pipeline (the stress set and the sample outputs cover all of them)
-AUTO_CORPORA = ["test_ja_model-xlm-roberta", "test_model-deberta-v2", "trained-albert-4k-albert",
-                "trained-debertav3-4k-deberta-v2"]
+# one folder per family (the stress set and the sample outputs cover every folder)
+AUTO_CORPORA = ["test_ja_model-xlm-roberta", "trained-albert-4k-albert", "trained-debertav3-4k-deberta-v2"]
 
 
 @pytest.mark.slow
