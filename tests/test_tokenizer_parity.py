@@ -16,7 +16,7 @@ import tokenizers
 import transformers
 
 import _tok_corpora as C
-from _tok_compare import assert_batch_matches, assert_encode_matches
+from _tok_compare import assert_batch_matches, assert_encode_matches, assert_truncation_matches
 from multienc.engine.tokenization import Tokenizer
 
 
@@ -92,26 +92,7 @@ def test_tokenizer_json_roundtrip(pair_of_tokenizers, tmp_path):
 def test_truncation_and_padding_match_transformers(pair_of_tokenizers, max_length):
     """encode_batch(max_length=...) == transformers __call__(truncation=True, padding='longest')."""
     ours, hf = pair_of_tokenizers
-    texts = C.stress_texts(200, seed=5) + ["a b c d e f g h i j k l m n o p", ""]
-    pairs = C.stress_pairs(150, seed=6) + [("a b c d e f g", "h"), ("x", "a b c d e f g h i")]
-    pad_id = ours.pad_token_id
-    for inputs in (texts, pairs):
-        hf.enable_truncation(max_length=max_length, strategy="longest_first")
-        hf.enable_padding(pad_id=pad_id)
-        try:
-            ref = hf.encode_batch(inputs)
-        finally:
-            hf.no_truncation()
-            hf.no_padding()
-        got = ours.encode_batch(inputs, max_length=max_length)
-        w = len(ref[0].ids)
-        assert got["input_ids"].tolist() == [e.ids for e in ref]
-        assert got["attention_mask"].tolist() == [e.attention_mask for e in ref]
-        assert got["token_type_ids"].tolist() == [e.type_ids for e in ref]
-        assert got["special_tokens_mask"].tolist() == [e.special_tokens_mask for e in ref]
-        assert got["offset_mapping"].tolist() == [[list(o) for o in e.offsets] for e in ref]
-        assert got["word_ids"].tolist() == [[-1 if x is None else x for x in e.word_ids] for e in ref]
-        assert got["input_ids"].shape == (len(inputs), w)
+    assert_truncation_matches(ours, hf, max_length)
 
 
 def test_transformers_call_word_ids(pair_of_tokenizers):
