@@ -20,13 +20,29 @@ from _tok_compare import assert_batch_matches, assert_encode_matches, assert_tru
 from multienc.engine.tokenization import Tokenizer
 
 
-@pytest.fixture(scope="module", params=list(C.VOCABS) + ["all-MiniLM-L6-v2"])
-def pair_of_tokenizers(request):
-    folder = C.minilm_dir() if request.param == "all-MiniLM-L6-v2" else C.shared_vocab(request.param)
+NAMES = list(C.VOCABS) + ["all-MiniLM-L6-v2"]
+# every corpus sentence through one WordPiece and one byte-level BPE vocabulary in `make test`, the
+# other two in `make parity`
+EXHAUSTIVE_ONLY = ("bert-base-cased", "all-MiniLM-L6-v2")
+
+
+def _tokenizers(name: str):
+    folder = C.minilm_dir() if name == "all-MiniLM-L6-v2" else C.shared_vocab(name)
     hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
     hf.no_truncation()
     hf.no_padding()
     return Tokenizer.from_pretrained(folder), hf
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def pair_of_tokenizers(request):
+    return _tokenizers(request.param)
+
+
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.parity) if v in EXHAUSTIVE_ONLY else v
+                                        for v in NAMES])
+def corpus_pair(request):
+    return _tokenizers(request.param)
 
 
 def _unique(xs):
@@ -34,23 +50,23 @@ def _unique(xs):
 
 
 @pytest.mark.slow
-def test_corpora_sentences(pair_of_tokenizers):
-    ours, hf = pair_of_tokenizers
+def test_corpora_sentences(corpus_pair):
+    ours, hf = corpus_pair
     texts = _unique(C.shared_corpora().texts)
     n = assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "corpora")
     print(f"\ncompared {n} unique corpus sentences")
 
 
 @pytest.mark.slow
-def test_corpora_pairs(pair_of_tokenizers):
-    ours, hf = pair_of_tokenizers
+def test_corpora_pairs(corpus_pair):
+    ours, hf = corpus_pair
     pairs = _unique(C.shared_corpora().pairs)
     assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "pairs")
 
 
 @pytest.mark.slow
-def test_corpora_split_into_words(pair_of_tokenizers):
-    ours, hf = pair_of_tokenizers
+def test_corpora_split_into_words(corpus_pair):
+    ours, hf = corpus_pair
     words = C.shared_corpora().words
     got = ours.encode_batch(words, truncation=False, is_split_into_words=True)
     assert_batch_matches(got, hf.encode_batch(words, is_pretokenized=True), words, "split into words")

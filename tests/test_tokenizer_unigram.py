@@ -127,13 +127,17 @@ def _compare_all(ours, ref, label: str, full: bool) -> Dict[str, int]:
 
 # ------------------------------------------------------------------ tokenizer.json from the converters
 
+def _converted_pair(key: str, folder):
+    mname, family = _split_name(key)
+    spm = read_spm_model(_model_path(mname))
+    fx = json.load(open(os.path.join(FIX, f"convert-{key}.json"), encoding="utf-8"))
+    d = _with_charsmap(fx["tokenizer"], spm.precompiled_charsmap)
+    return _pair(folder, d)
+
+
 @pytest.fixture(scope="module", params=CONVERT)
 def converted(request, tmp_path_factory):
-    mname, family = _split_name(request.param)
-    spm = read_spm_model(_model_path(mname))
-    fx = json.load(open(os.path.join(FIX, f"convert-{request.param}.json"), encoding="utf-8"))
-    d = _with_charsmap(fx["tokenizer"], spm.precompiled_charsmap)
-    ours, ref = _pair(tmp_path_factory.mktemp("conv"), d)
+    ours, ref = _converted_pair(request.param, tmp_path_factory.mktemp("conv"))
     return request.param, ours, ref
 
 
@@ -142,10 +146,13 @@ def test_converted_stress(converted):
     _compare_all(ours, ref, name, full=False)
 
 
+# every corpus sentence through one converted pipeline in `make test`; the others in `make parity`
 @pytest.mark.slow
-def test_converted_corpora(converted):
-    name, ours, ref = converted
-    _compare_all(ours, ref, name, full=True)
+@pytest.mark.parametrize("key", [k if k == "test_model-xlm-roberta" else pytest.param(k, marks=pytest.mark.parity)
+                                 for k in CONVERT])
+def test_converted_corpora(tmp_path, key):
+    ours, ref = _converted_pair(key, tmp_path)
+    _compare_all(ours, ref, key, full=True)
 
 
 @pytest.mark.parametrize("max_length", [3, 4, 5, 8, 16, 64])
@@ -197,6 +204,7 @@ def test_trained_stress(tmp_path, mname):
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 @pytest.mark.parametrize("mname, family", [("trained-8k", "xlm-roberta"), ("trained-8k-bf", "albert"),
                                            ("trained-32k", "deberta-v2"), ("trained-32k-bf", "xlm-roberta")])
 def test_trained_corpora(tmp_path, mname, family):
@@ -293,6 +301,7 @@ AUTO_CORPORA = ["test_ja_model-xlm-roberta", "trained-albert-4k-albert", "traine
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 @pytest.mark.parametrize("key", AUTO_CORPORA)
 def test_spm_checkpoint_corpora(tmp_path, key):
     key, ours, ref, src, folder, backend = _auto_pair(tmp_path, key)
@@ -330,7 +339,8 @@ def _code_point_texts() -> List[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("normalizer", ["Precompiled", "NFC", "NFD", "NFKC", "NFKD", "StripAccents+Lowercase"])
+@pytest.mark.parametrize("normalizer", ["Precompiled"] + [pytest.param(n, marks=pytest.mark.parity) for n in
+                                                          ("NFC", "NFD", "NFKC", "NFKD", "StripAccents+Lowercase")])
 def test_every_code_point_normalizers(tmp_path, normalizer):
     """Normalized text (the strings of fused unknown tokens) and offsets for every code point."""
     if normalizer == "Precompiled":
