@@ -14,10 +14,17 @@ linked against cuBLAS and the static CUDA runtime. It is a separate module so
 that ``import multienc`` never needs the CUDA libraries: ``_C`` imports it only
 when a CUDA device is asked for (docs/ARCHITECTURE.md, "CUDA backend").
 
+``multienc.engine._C_nccl`` (only when nvcc and NCCL are found: ``nccl.h`` and ``libnccl.so`` in
+``$NCCL_HOME`` or the toolkit): NCCL all-reduce over the CUDA backend's buffers for data-parallel
+training with one process per GPU (``csrc/python/nccl_module.c``, linked against libnccl). Its
+own module, so that single-GPU use never needs libnccl (docs/distributed.md).
+
 Environment:
   MULTIENC_CUDA=0      skip the CUDA part even where nvcc is found
   MULTIENC_CUDA=1      require it (fail when nvcc is not found)
   CUDA_HOME            toolkit folder to take nvcc from when it is not on PATH
+  NCCL_HOME            folder with include/nccl.h and lib/libnccl.so (default: the toolkit's)
+  MULTIENC_NCCL=0|1    skip / require the NCCL module (default: build it when NCCL is found)
   MULTIENC_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
                        (CPU only: the CUDA part is skipped)
   MULTIENC_DEBUG=1     -O0 -g
@@ -38,13 +45,14 @@ SANITIZE = os.environ.get("MULTIENC_SANITIZE") == "1"
 DEBUG = os.environ.get("MULTIENC_DEBUG") == "1"
 CUDA_ARCHS = ("80", "90")
 CUDA_ONLY_C = os.path.join("csrc", "python", "cuda_module.c")
+NCCL_ONLY_C = os.path.join("csrc", "python", "nccl_module.c")
 HEADERS = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 
 
 def c_sources():
     files = sorted(glob.glob(os.path.join("csrc", "**", "*.c"), recursive=True))
     return [f for f in files
-            if not f.startswith(os.path.join("csrc", "cuda")) and f != CUDA_ONLY_C]
+            if not f.startswith(os.path.join("csrc", "cuda")) and f not in (CUDA_ONLY_C, NCCL_ONLY_C)]
 
 
 def find_nvcc():
@@ -78,6 +86,22 @@ def cuda_layout(nvcc):
     if libdir is None:
         raise SystemExit(f"nvcc found at {nvcc}, but no libcublas.so in {', '.join(libdirs)}")
     return m.group(1), os.path.join(root, "include"), libdir
+
+
+def find_nccl(cuda_include, cuda_libdir):
+    """(include dir, library dir) of NCCL, or None when the NCCL module is not to be built."""
+    want = os.environ.get("MULTIENC_NCCL", "")
+    if want == "0":
+        return None
+    home = os.environ.get("NCCL_HOME")
+    places = [(os.path.join(home, "include"), os.path.join(home, "lib"))] if home else []
+    places.append((cuda_include, cuda_libdir))
+    for inc, lib in places:
+        if os.path.exists(os.path.join(inc, "nccl.h")) and os.path.exists(os.path.join(lib, "libnccl.so")):
+            return inc, lib
+    if want == "1":
+        raise SystemExit("MULTIENC_NCCL=1 but nccl.h and libnccl.so were not found (set NCCL_HOME)")
+    return None
 
 
 def compile_args(extra=()):
@@ -136,7 +160,7 @@ def extensions():
     c_defines = []
     exts = []
     if nvcc:
-        version, _, libdir = cuda_layout(nvcc)
+        version, cuda_include, libdir = cuda_layout(nvcc)
         archs = ",".join(f"sm_{a}" for a in CUDA_ARCHS)
         c_defines = ["-DMULTIENC_WITH_CUDA", f'-DMULTIENC_CUDA_VERSION="{version}"',
                      f'-DMULTIENC_CUDA_ARCHS="{archs}"']
@@ -157,6 +181,17 @@ def extensions():
         cuda.cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         cuda.nvcc = nvcc
         exts.append(cuda)
+        nccl = find_nccl(cuda_include, libdir)
+        if nccl:
+            exts.append(Extension(
+                "multienc.engine._C_nccl",
+                sources=[NCCL_ONLY_C],
+                include_dirs=["csrc", nccl[0], cuda_include],
+                extra_compile_args=compile_args(),
+                extra_link_args=[f"-L{nccl[1]}", "-lnccl", f"-Wl,-rpath,{nccl[1]}",
+                                 "-Wl,-rpath,$ORIGIN/../../nvidia/nccl/lib"],
+                depends=HEADERS,
+            ))
     core = Extension(
         "multienc.engine._C",
         sources=c_sources(),

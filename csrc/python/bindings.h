@@ -62,6 +62,14 @@ PyObject *me_param_info_list(const MeParamInfo *info, int n);
 PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *buf, size_t n, PyObject *arr,
                        int to_host);
 
+#include "model/model.h"
+
+/* The task model of a multienc.engine._C.Model, or NULL when obj is none (or not initialised). */
+MeModel *me_model_of(PyObject *obj);
+
+/* multienc.engine._C.buffer_views / buffer_addresses (buffers_py.c). */
+int me_register_buffers(PyObject *module);
+
 /* Raise the Python exception matching a C status code (see csrc/common.h). */
 PyObject *me_raise(int status, const char *message);
 

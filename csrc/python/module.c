@@ -94,7 +94,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     import_array();
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
-    if (me_register_engine(m) < 0 || me_register_ops(m) < 0 || me_register_model(m) < 0 || me_register_tokenizer(m) < 0) {
+    if (me_register_engine(m) < 0 || me_register_ops(m) < 0 || me_register_model(m) < 0 || me_register_tokenizer(m) < 0 ||
+        me_register_buffers(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
