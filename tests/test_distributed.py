@@ -328,3 +328,17 @@ def test_a_stalled_rank_ends_the_job_after_the_timeout(tmp_path):
     assert proc.returncode != 0
     assert "multienc: rank 0: the test's sum did not complete within 3 s" in out, out[-3000:]
     assert took < 60
+
+
+def test_nccl_needs_the_cuda_backend_or_says_how_it_is_built():
+    from multienc.engine.nccl import NcclCommunicator, nccl_unique_id
+    try:
+        from multienc.engine import _C_nccl  # noqa: F401
+    except ImportError:  # a build without NCCL: the error says how to get it
+        with pytest.raises(RuntimeError, match="built when nvcc and NCCL"):
+            nccl_unique_id()
+        return
+    with pytest.raises(ValueError, match="unique_id must be the 128 bytes"):
+        NcclCommunicator(b"short", 1, 0)
+    with pytest.raises(RuntimeError, match="the CUDA backend is not set up in this process"):
+        NcclCommunicator(bytes(128), 1, 0)
