@@ -33,7 +33,7 @@ from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-MPIRUN = ["mpirun", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]
+MPIRUN = ["mpirun", "--oversubscribe"]
 
 
 def _env() -> Dict[str, str]:
@@ -143,7 +143,7 @@ def main() -> None:
                 runs.append(_job(n, common + flags + ["--json", path], path))
             results[name] = runs
         first = results[configs[0][0]][0]
-        sizes = first["buffer_floats"]
+        sizes = sorted(set(first["buffer_floats"]))
         ours = json.loads(subprocess.run(MPIRUN + ["-n", "2", sys.executable, os.path.abspath(__file__),
                                                    "--mpi4py", *map(str, sizes)], capture_output=True, text=True,
                                          env=_env(), check=True, timeout=600).stdout.strip().splitlines()[-1])

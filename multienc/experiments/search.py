@@ -28,8 +28,10 @@ import math
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -152,6 +154,10 @@ def _worker_main(base_path: str, index: int) -> None:
     _train_run(plan, plan["runs"][index], None)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads: int, progress: bool) -> None:
     """Run the pending runs in at most ``processes`` worker processes at a time."""
     base = plan["base_path"]
@@ -159,6 +165,9 @@ def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads:
     running: Dict[int, Tuple[subprocess.Popen, Any]] = {}
     queue = list(pending)
     failed: List[str] = []
+    # a batch system's SIGTERM (a job's time limit) stops the workers too, as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         while queue or running:
             while queue and len(running) < processes:
@@ -188,6 +197,8 @@ def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads:
         for proc, log in running.values():
             proc.wait()
             log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
 
