@@ -151,3 +151,18 @@ def test_runs_spread_over_mpi_ranks(models, tmp_path):
     assert [r["combination"] for r in rows] and sorted(r["combination"] for r in rows) == \
         ["electra", "roberta", "roberta+electra"]
     assert proc.stdout.count("| roberta+electra | 2 |") == 1
+
+
+def test_failed_runs_are_named_and_the_table_covers_the_others(models, tmp_path):
+    from multienc.data import demo_corpus
+    from multienc.datasets import Corpus
+    demo = demo_corpus()
+    corpus = Corpus("tiny", demo.task_type, list(demo.train)[:16], list(demo.dev)[:8], None, demo.label_map)
+    missing = str(tmp_path / "lms" / "missing")  # no such model: its runs fail in their workers
+    base = tmp_path / "search"
+    with pytest.raises(RuntimeError, match=r"2 run\(s\) failed: missing seed 1 .*worker\.log.*roberta\+missing seed 1"):
+        combination_search(corpus, [models[0], missing], seeds=1, base_path=str(base), processes=2, threads=1,
+                           progress=False, epochs=1, batch_size=8)
+    assert "is neither an existing folder nor a hub model id" in (base / "missing" / "seed-1" / "worker.log").read_text()
+    assert [(r["combination"], r["runs"]) for r in _table(base)] == [("roberta", "1"), ("missing", "0"),
+                                                                     ("roberta+missing", "0")]

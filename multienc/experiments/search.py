@@ -158,8 +158,9 @@ def _terminated(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads: int, progress: bool) -> None:
-    """Run the pending runs in at most ``processes`` worker processes at a time."""
+def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads: int, progress: bool) -> List[str]:
+    """Run the pending runs in at most ``processes`` worker processes at a time; the failed runs
+    (one line each, naming its log)."""
     base = plan["base_path"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     running: Dict[int, Tuple[subprocess.Popen, Any]] = {}
@@ -199,8 +200,7 @@ def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads:
             log.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+    return failed
 
 
 def combination_search(corpus: Corpus, language_models: Sequence[str], seeds: Union[int, Sequence[int]] = 5,
@@ -228,12 +228,17 @@ def combination_search(corpus: Corpus, language_models: Sequence[str], seeds: Un
             ``learning_rate``, ``batch_size``, ...; ``save_best_model`` defaults to False here: a
             search writes many models).
 
-    Returns the table's rows (see :func:`read_results`), best dev score first; writes
-    ``results.md``, ``results.csv`` and (with matplotlib) ``results.png`` into ``base_path``.
+    Returns the table's rows, best dev score first: dicts with ``combination``, ``runs`` (finished),
+    ``seeds``, and ``dev`` / ``test``: ``{metric: (mean, standard deviation)}`` over the seeds (ddof 1,
+    NaN for one run). Writes them as ``results.md``, ``results.csv`` and (with matplotlib)
+    ``results.png`` into ``base_path``. RuntimeError after the table when runs failed (each named with
+    its ``worker.log``); started again, the search retries them.
     """
     for key in ("base_path", "seed", "distributed", "progress"):
         if key in train_args:
             raise ValueError(f"{key} is set by the search for each run; leave it out of the training arguments")
+    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
     seed_list = list(range(1, seeds + 1)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ValueError("seeds: give a number >= 1 or a list of seeds")
@@ -246,11 +251,15 @@ def combination_search(corpus: Corpus, language_models: Sequence[str], seeds: Un
     if launched_ranks() > 1:
         return _search_on_ranks(plan, ranks_per_run, progress)
     pending = _pending(plan, progress)
+    failed: List[str] = []
     if pending:
         cores = os.cpu_count() or 1
         processes = processes or min(len(pending), cores)
-        _run_pool(plan, pending, processes, threads or max(1, cores // processes), progress)
-    return _write_tables(runs, base_path)
+        failed = _run_pool(plan, pending, processes, threads or max(1, cores // processes), progress)
+    rows = _write_tables(runs, base_path)
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+    return rows
 
 
 def _pending(plan: Dict[str, Any], progress: bool) -> List[int]:
