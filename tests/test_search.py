@@ -153,6 +153,18 @@ def test_runs_spread_over_mpi_ranks(models, tmp_path):
     assert proc.stdout.count("| roberta+electra | 2 |") == 1
 
 
+def test_a_run_can_be_data_parallel_over_its_rank_group(models, tmp_path):
+    base = tmp_path / "search"
+    cmd = ["mpirun", "-n", "2", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
+           *search_command(models[:2], base, "--seeds", "1", "--ranks-per-run", "2", "--combination",
+                           f"{models[0]},{models[1]}")]
+    proc = subprocess.run(cmd, env=_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.parent.parent.name for p in _results(base)] == ["roberta+electra"]
+    log = (base / "roberta+electra" / "seed-1" / "training.log").read_text()
+    assert " - processes: 2 (data parallel" in log
+
+
 def test_failed_runs_are_named_and_the_table_covers_the_others(models, tmp_path):
     from multienc.data import demo_corpus
     from multienc.datasets import Corpus

@@ -286,11 +286,14 @@ class ProcessGroup:
 
 def _install_excepthook(group: ProcessGroup) -> None:
     """An uncaught exception on one rank aborts the job (with its traceback and rank) instead of
-    leaving the other ranks in a collective until their timeout."""
+    leaving the other ranks in a collective until their timeout. Once per process."""
+    if getattr(sys.excepthook, "multienc_aborts", False):
+        return
     previous = sys.excepthook
 
     def hook(kind: Type[BaseException], value: BaseException, tb: Any) -> None:
         previous(kind, value, tb)
         group.abort("ended with the uncaught exception above")
 
+    hook.multienc_aborts = True  # type: ignore[attr-defined]
     sys.excepthook = hook
