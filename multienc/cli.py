@@ -420,23 +420,23 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     """:func:`multienc.experiments.combination_search` and its table."""
+    from multienc.data import DEMO_MODELS
     from multienc.experiments import combination_search
 
     _select_device(args.device)
-    if not args.lm:
-        raise CommandError("give the language models to combine with --lm (one or more)")
     corpus = _load_corpus(args.corpus)
-    folders = {name: _model_folder(name) for name in args.lm}
+    names = args.lm or list(DEMO_MODELS)
+    folders = {name: _model_folder(name) for name in names}
     combinations = None
     if args.combination:
         combinations = []
         for text in args.combination:
-            names = [m.strip() for m in text.split(",")]
-            unknown = [m for m in names if m not in folders]
+            members = [m.strip() for m in text.split(",")]
+            unknown = [m for m in members if m not in folders]
             if unknown:
                 raise CommandError(f"--combination {text!r} names {', '.join(unknown)}, not among the --lm models "
-                                   f"({', '.join(args.lm)})")
-            combinations.append([folders[m] for m in names])
+                                   f"({', '.join(names)})")
+            combinations.append([folders[m] for m in members])
     base_path = args.base_path or os.path.join("search", corpus.name.replace(" ", "_"))
     with _ranks():
         rows = combination_search(corpus, list(folders.values()), seeds=args.seeds, combinations=combinations,

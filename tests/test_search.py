@@ -178,3 +178,11 @@ def test_failed_runs_are_named_and_the_table_covers_the_others(models, tmp_path)
     assert "is neither an existing folder nor a hub model id" in (base / "missing" / "seed-1" / "worker.log").read_text()
     assert [(r["combination"], r["runs"]) for r in _table(base)] == [("roberta", "1"), ("missing", "0"),
                                                                      ("roberta+missing", "0")]
+
+
+def test_a_combination_of_models_not_given_is_refused(models, tmp_path):
+    proc = subprocess.run(search_command(models[:2], tmp_path / "s", "--combination", f"{models[0]},elsewhere"),
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert f"multienc search: error: --combination '{models[0]},elsewhere' names elsewhere, not among the --lm " \
+           f"models ({models[0]}, {models[1]})" in proc.stderr
