@@ -26,11 +26,18 @@ linked against cuBLAS and the static CUDA runtime. It is a separate module so
 that ``import multienc`` never needs the CUDA libraries: ``_C`` imports it only
 when a CUDA device is asked for (docs/ARCHITECTURE.md, "CUDA backend").
 
+``multienc.engine._C_nccl`` (only when nvcc and NCCL are found: ``nccl.h`` and ``libnccl.so`` in
+``$NCCL_HOME`` or the toolkit): NCCL all-reduce over the CUDA backend's buffers for data-parallel
+training with one process per GPU (``csrc/python/nccl_module.c``, linked against libnccl). Its
+own module, so that single-GPU use never needs libnccl (docs/distributed.md).
+
 Environment:
   MULTIENC_TEST_EXTENSION=1  also build multienc.engine._C_tests (the op test entry points)
   MULTIENC_CUDA=0      skip the CUDA part even where nvcc is found
   MULTIENC_CUDA=1      require it (fail when nvcc is not found)
   CUDA_HOME            toolkit folder to take nvcc from when it is not on PATH
+  NCCL_HOME            folder with include/nccl.h and lib/libnccl.so (default: the toolkit's)
+  MULTIENC_NCCL=0|1    skip / require the NCCL module (default: build it when NCCL is found)
   MULTIENC_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
                        (CPU only: the CUDA part is skipped)
   MULTIENC_DEBUG=1     -O0 -g
@@ -54,6 +61,7 @@ TEST_EXTENSION = os.environ.get("MULTIENC_TEST_EXTENSION") == "1"
 CUDA_ARCHS = ("80", "90")
 PYTHON_DIR = os.path.join("csrc", "python")
 CUDA_ONLY_C = os.path.join(PYTHON_DIR, "cuda_module.c")
+NCCL_ONLY_C = os.path.join(PYTHON_DIR, "nccl_module.c")
 SHARED_BINDINGS = [os.path.join(PYTHON_DIR, "convert.c"), os.path.join(PYTHON_DIR, "device.c")]
 HEADERS = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 
@@ -71,7 +79,7 @@ def engine_sources():
 
 def core_binding_sources():
     """multienc.engine._C's own binding files."""
-    return [f for f in c_files(PYTHON_DIR) if f not in SHARED_BINDINGS and f != CUDA_ONLY_C]
+    return [f for f in c_files(PYTHON_DIR) if f not in SHARED_BINDINGS and f not in (CUDA_ONLY_C, NCCL_ONLY_C)]
 
 
 def find_nvcc():
@@ -105,6 +113,22 @@ def cuda_layout(nvcc):
     if libdir is None:
         raise SystemExit(f"nvcc found at {nvcc}, but no libcublas.so in {', '.join(libdirs)}")
     return m.group(1), os.path.join(root, "include"), libdir
+
+
+def find_nccl(cuda_include, cuda_libdir):
+    """(include dir, library dir) of NCCL, or None when the NCCL module is not to be built."""
+    want = os.environ.get("MULTIENC_NCCL", "")
+    if want == "0":
+        return None
+    home = os.environ.get("NCCL_HOME")
+    places = [(os.path.join(home, "include"), os.path.join(home, "lib"))] if home else []
+    places.append((cuda_include, cuda_libdir))
+    for inc, lib in places:
+        if os.path.exists(os.path.join(inc, "nccl.h")) and os.path.exists(os.path.join(lib, "libnccl.so")):
+            return inc, lib
+    if want == "1":
+        raise SystemExit("MULTIENC_NCCL=1 but nccl.h and libnccl.so were not found (set NCCL_HOME)")
+    return None
 
 
 def compile_args(extra=()):
@@ -174,7 +198,7 @@ def extensions():
     c_defines = []
     exts = []
     if nvcc:
-        version, _, libdir = cuda_layout(nvcc)
+        version, cuda_include, libdir = cuda_layout(nvcc)
         archs = ",".join(f"sm_{a}" for a in CUDA_ARCHS)
         c_defines = ["-DMULTIENC_WITH_CUDA", f'-DMULTIENC_CUDA_VERSION="{version}"',
                      f'-DMULTIENC_CUDA_ARCHS="{archs}"']
@@ -195,6 +219,17 @@ def extensions():
         cuda.cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         cuda.nvcc = nvcc
         exts.append(cuda)
+        nccl = find_nccl(cuda_include, libdir)
+        if nccl:
+            exts.append(Extension(
+                "multienc.engine._C_nccl",
+                sources=[NCCL_ONLY_C],
+                include_dirs=["csrc", nccl[0], cuda_include],
+                extra_compile_args=compile_args(),
+                extra_link_args=[f"-L{nccl[1]}", "-lnccl", f"-Wl,-rpath,{nccl[1]}",
+                                 "-Wl,-rpath,$ORIGIN/../../nvidia/nccl/lib"],
+                depends=HEADERS,
+            ))
     include_dirs = ["csrc", numpy.get_include(), scipy_openblas32.get_include_dir()]
     core = Extension(
         "multienc.engine._C",

@@ -131,7 +131,7 @@ def test_config_values_outside_the_c_int_range_are_refused():
 
 def wordpiece(vocab):
     """A _C.Tokenizer: BERT normalizer (clean text, lowercase) and pre-tokenizer, WordPiece, no
-    template (what multienc.tokenization builds from a vocab.txt, minus the special tokens)."""
+    template (what multienc.engine.tokenization builds from a vocab.txt, minus the special tokens)."""
     opts = {"model": 1, "bert_normalizer": 1, "clean_text": 1, "handle_chinese_chars": 1, "strip_accents": 1,
             "lowercase": 1, "pre_tokenizer": 1, "add_prefix_space": 0, "use_regex": 0, "post": 0,
             "trim_offsets": 0, "post_add_prefix_space": 0, "unk_id": 0, "max_input_chars_per_word": 100}

@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Dropout sites: one per (layer, place); attention adds b*NH + h. */
+/* Dropout sites: one per (layer, place); attention adds b*NH + h (b counted from row0), the others
+ * are taken at the rows of the last forward (me_encoder_rows_site). */
 #define MB_SITE_EMB 1ULL
 #define MB_SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
 enum { MB_ATT = 1, MB_ATT_OUT = 2, MB_MLP = 3 };
+#define MB_ROWS(site, width) me_encoder_rows_site(enc, site, width)
 
 typedef struct {
     size_t an_w, an_b, qkv_w, qkv_b, ao_w, ao_b, mn_w, mn_b, wi_w, wi_b, wo_w, wo_b;
@@ -273,7 +275,7 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
     /* embeddings: token embedding, LayerNorm, dropout (positions enter through the rotary tables) */
     be->embedding_forward(mb->emb, enc->ids, P + mb->wte, N, H, 0);
     be->layernorm_forward(mb->x0, mb->emb_mean, mb->emb_rstd, mb->emb, P + mb->eln_w, LN_B(mb->eln_b), N, H, eps);
-    be->dropout_forward(mb->x0, mb->x0, (size_t)N * H, pe, seed, MB_SITE_EMB);
+    be->dropout_forward(mb->x0, mb->x0, (size_t)N * H, pe, seed, MB_ROWS(MB_SITE_EMB, H));
 
     const float *x = mb->x0;
     for (int l = 0; l < c->num_layers; l++) {
@@ -290,15 +292,15 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
         be->matmul_forward(a->qkv, xn, P + o->qkv_w, LIN_B(c->attention_bias, o->qkv_b), N, H, 3 * H);
         be->rope_forward(a->qkv, cos_t, sin_t, B, T, NH, HS);
         be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), pa, seed,
-                                     MB_SITE(l, MB_ATT), mb->att_scratch);
+                                     MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
         be->matmul_forward(mb->tmp, a->ctx, P + o->ao_w, LIN_B(c->attention_bias, o->ao_b), N, H, H);
-        be->dropout_forward(mb->tmp, mb->tmp, (size_t)N * H, pa, seed, MB_SITE(l, MB_ATT_OUT));
+        be->dropout_forward(mb->tmp, mb->tmp, (size_t)N * H, pa, seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
         be->add_forward(a->r1, mb->tmp, x, (size_t)N * H);
         /* r1 + Wo(dropout(GeGLU(Wi(mlp_norm(r1))))) */
         be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, eps);
         be->matmul_forward(a->wi, mb->hn, P + o->wi_w, LIN_B(c->mlp_bias, o->wi_b), N, H, 2 * I);
         be->glu_forward(mb->ff, a->wi, N, I, act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_SITE(l, MB_MLP));
+        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
         be->matmul_forward(mb->tmp, mb->ff, P + o->wo_w, LIN_B(c->mlp_bias, o->wo_b), N, I, H);
         be->add_forward(a->out, mb->tmp, a->r1, (size_t)N * H);
         x = a->out;
@@ -344,9 +346,9 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)); the GeGLU output
          * Wo's weight gradient needs is recomputed by glu_backward on the way */
         be->matmul_backward(mb->d_ff, NULL, NULL, D, NULL, P + o->wo_w, N, I, H, 0);
-        be->dropout_backward(mb->d_ff, mb->d_ff, (size_t)N * I, pm, seed, MB_SITE(l, MB_MLP));
+        be->dropout_backward(mb->d_ff, mb->d_ff, (size_t)N * I, pm, seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
         be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, N, I, act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_SITE(l, MB_MLP));
+        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
         be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff, P + o->wo_w, N, I, H, 0);
         be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, eps);
         be->matmul_backward(mb->d_a, G + o->wi_w, LIN_G(c->mlp_bias, o->wi_b), mb->d_wi, mb->hn, P + o->wi_w, N, H,
@@ -355,11 +357,11 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         be->layernorm_backward(D, G + o->mn_w, LN_G(o->mn_b), mb->d_a, a->r1, a->mean2, a->rstd2, P + o->mn_w, N,
                                H, 1);
         /* attention branch: r1 = x + dropout(Wo(attn(qkv))), qkv = rope(Wqkv(attn_norm(x))) */
-        be->dropout_backward(mb->d_a, D, (size_t)N * H, pa, seed, MB_SITE(l, MB_ATT_OUT));
+        be->dropout_backward(mb->d_a, D, (size_t)N * H, pa, seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
         be->matmul_backward(mb->d_b, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a, a->ctx, P + o->ao_w, N,
                             H, H, 0);
         be->window_attention_backward(mb->d_qkv, mb->d_b, a->qkv, a->stats, enc->mask, B, T, NH, HS, window_of(c, l),
-                                      pa, seed, MB_SITE(l, MB_ATT), mb->att_scratch);
+                                      pa, seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
         be->rope_backward(mb->d_qkv, cos_t, sin_t, B, T, NH, HS);
         if (l == 0) { /* attn_norm is the identity: d(x) = d(r1) + dqkv @ Wqkv */
             be->matmul_backward(D, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), mb->d_qkv, x, P + o->qkv_w, N,
@@ -373,7 +375,7 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         }
     }
     /* D holds d(x0): embedding dropout, LayerNorm, table (the padding row gets nothing) */
-    be->dropout_backward(D, D, (size_t)N * H, pe, seed, MB_SITE_EMB);
+    be->dropout_backward(D, D, (size_t)N * H, pe, seed, MB_ROWS(MB_SITE_EMB, H));
     be->layernorm_backward(mb->d_a, G + mb->eln_w, LN_G(mb->eln_b), D, mb->emb, mb->emb_mean, mb->emb_rstd,
                            P + mb->eln_w, N, H, 0);
     be->embedding_backward(G + mb->wte, mb->d_a, enc->ids, N, H, c->pad_token_id);

@@ -61,6 +61,7 @@ int me_register_build_info(PyObject *module); /* device.c: build_info() */
 int me_register_engine(PyObject *module);     /* engine_py.c: Encoder */
 int me_register_model(PyObject *module);      /* model_py.c: Model, model_runs_on() */
 int me_register_tokenizer(PyObject *module);  /* tokenizer_py.c: Tokenizer, Encoding */
+int me_register_buffers(PyObject *module);    /* buffers_py.c: buffer_views, buffer_addresses */
 
 struct MeEncoder;
 
@@ -83,5 +84,10 @@ extern PyTypeObject MeEncoderType;
         PyThread_release_lock((self)->lock);                \
         Py_END_ALLOW_THREADS                                \
     } while (0)
+
+#include "model/model.h"
+
+/* The task model of a multienc.engine._C.Model, or NULL when obj is none (or not initialised). */
+MeModel *me_model_of(PyObject *obj);
 
 #endif

@@ -414,6 +414,106 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
     return Py_BuildValue("(dd)", (double)loss, gnorm);
 }
 
+/* ---- the training step in stages, for data parallelism (docs/distributed.md): forward_backward
+ * (forward of a shard + the head's backward), backward_lm per LM, then update on the gradients
+ * summed across processes; zero_grads for a process whose shard is empty. */
+
+static PyObject *Model_forward_backward(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"inputs", "targets", "trainable", "seed", "row0", "grad_scale", "lengths", NULL};
+    PyObject *inputs, *targets_o, *tr_o, *lengths_o = Py_None;
+    unsigned long long seed = 0, row0 = 0;
+    double scale = 1.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|KKdO", kwlist, &inputs, &targets_o, &tr_o, &seed, &row0, &scale,
+                                     &lengths_o))
+        return NULL;
+    if (!ready(self)) return NULL;
+    MeModel *m = self->model;
+    int trainable[64];
+    if (parse_trainable(self, tr_o, trainable)) return NULL;
+    Inputs x;
+    if (parse_inputs(self, inputs, &x)) return NULL;
+    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
+    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
+        Py_XDECREF(t);
+        free_inputs(&x);
+        return NULL;
+    }
+    char err[ME_ERRLEN] = {0};
+    float loss = 0.0f;
+    int st;
+    const void *tp = PyArray_DATA(t);
+    const int32_t *lp = lens ? PyArray_DATA(lens) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_forward_rows(m, x.in, x.B, x.K, lp, tp, 1, seed, row0, NULL, NULL, NULL, NULL, &loss, err);
+    if (!st) st = me_model_backward_head(m, trainable, (float)scale, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(t);
+    Py_XDECREF(lens);
+    free_inputs(&x);
+    if (st) return me_raise(st, err);
+    return PyFloat_FromDouble(loss);
+}
+
+static PyObject *Model_backward_lm(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_backward_lm(self->model, (int)i, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    int trainable[64];
+    if (parse_trainable(self, arg, trainable)) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    me_model_zero_grads(self->model, trainable);
+    st = self->model->be->status(err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lr", "weight_decay", "trainable", "max_grad_norm", "beta1", "beta2", "eps", NULL};
+    PyObject *lr_o, *wd_o, *tr_o;
+    double max_norm = 5.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|dddd", kwlist, &lr_o, &wd_o, &tr_o, &max_norm, &beta1, &beta2,
+                                     &eps))
+        return NULL;
+    if (!ready(self)) return NULL;
+    MeModel *m = self->model;
+    double lr[66], wd[66];
+    int trainable[64];
+    if (parse_doubles(lr_o, m->n + 2, lr, "lr") || parse_doubles(wd_o, m->n + 2, wd, "weight_decay") ||
+        parse_trainable(self, tr_o, trainable))
+        return NULL;
+    MeOptimConfig oc = {lr, wd, trainable, beta1, beta2, eps, max_norm};
+    char err[ME_ERRLEN] = {0};
+    double gnorm = 0.0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_update(m, &oc, &gnorm, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    return PyFloat_FromDouble(gnorm);
+}
+
 static PyObject *Model_get_num_floats(ModelObject *self, void *c) {
     if (!ready(self)) return NULL;
     return PyLong_FromSize_t(self->model->nfloats);
@@ -438,6 +538,17 @@ static PyMethodDef Model_methods[] = {
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
      "train_step(inputs, targets, lr, weight_decay, trainable, seed=0, max_grad_norm=5.0, beta1=0.9, "
      "beta2=0.999, eps=1e-8, lengths=None) -> (loss, grad_norm)"},
+    {"forward_backward", (PyCFunction)(void (*)(void))Model_forward_backward, METH_VARARGS | METH_KEYWORDS,
+     "forward_backward(inputs, targets, trainable, seed=0, row0=0, grad_scale=1.0, lengths=None) -> loss: forward "
+     "(train mode) of rows row0.. of a larger batch padded alike (dropout as the whole batch's), then the head's "
+     "backward with the loss's gradient times grad_scale. Then backward_lm(i) per LM and update(...)."},
+    {"backward_lm", (PyCFunction)Model_backward_lm, METH_O,
+     "backward_lm(i): LM i's gradients (zeroed first) after forward_backward; nothing when it is not trainable."},
+    {"zero_grads", (PyCFunction)Model_zero_grads, METH_O,
+     "zero_grads(trainable): zero the head's gradients and those of the trainable LMs (an empty shard)."},
+    {"update", (PyCFunction)(void (*)(void))Model_update, METH_VARARGS | METH_KEYWORDS,
+     "update(lr, weight_decay, trainable, max_grad_norm=5.0, beta1=0.9, beta2=0.999, eps=1e-8) -> grad_norm: "
+     "clipping and AdamW on the gradients in the buffers (trainable as in the backward)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -458,6 +569,11 @@ static PyTypeObject ModelType = {
     .tp_methods = Model_methods,
     .tp_getset = Model_getset,
 };
+
+MeModel *me_model_of(PyObject *obj) {
+    if (!PyObject_TypeCheck(obj, &ModelType) || !((ModelObject *)obj)->model) return NULL;
+    return ((ModelObject *)obj)->model;
+}
 
 static PyObject *model_runs_on(PyObject *self, PyObject *args) {
     const char *device;

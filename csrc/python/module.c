@@ -13,7 +13,7 @@ PyMODINIT_FUNC PyInit__C(void) {
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     if (me_register_build_info(m) < 0 || me_register_engine(m) < 0 || me_register_model(m) < 0 ||
-        me_register_tokenizer(m) < 0) {
+        me_register_tokenizer(m) < 0 || me_register_buffers(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
