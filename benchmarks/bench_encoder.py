@@ -1,9 +1,14 @@
-"""Encoder throughput: multienc's engine vs HF BertModel in PyTorch, same run, same machine.
+"""Encoder throughput: multienc's engine vs HF BertModel / ModernBertModel in PyTorch, same run, same machine.
 
     python benchmarks/bench_encoder.py [--batch 16 --seq 128 --layers 12 --iters 3]
+    python benchmarks/bench_encoder.py --model modernbert [--batch 4 --seq 1024] [--no-eager]
     python benchmarks/bench_encoder.py --device cuda [--torch-compile]
 
-BERT-base shape (hidden 768, 12 heads, intermediate 3072) with random weights.
+BERT-base shape (hidden 768, 12 heads, intermediate 3072) with random weights; --model
+modernbert: the ModernBERT-base shape (answerdotai/ModernBERT-base's config: 22 layers,
+intermediate 1152 GeGLU, windows of 128 on two layers of three, dropouts 0 as released) against
+ModernBertModel with eager and with sdpa attention (--no-eager leaves eager out: its T x T
+probabilities per layer need gigabytes at long lengths).
 Each side runs in its own subprocess (so peak memory is its own).
 
 CPU (default): the same thread count on both sides; forward tokens/s (eval),
@@ -44,17 +49,45 @@ def bert_config(layers: int) -> dict:
                 hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 
 
+def modernbert_config(layers: int) -> dict:
+    """answerdotai/ModernBERT-base's shape (ModernBertConfig's defaults in transformers 5.24)."""
+    return dict(model_type="modernbert", vocab_size=50368, hidden_size=768, num_hidden_layers=layers,
+                num_attention_heads=12, intermediate_size=1152, max_position_embeddings=8192,
+                hidden_activation="gelu", norm_eps=1e-5, norm_bias=False, attention_bias=False,
+                mlp_bias=False, local_attention=128, global_attn_every_n_layers=3,
+                global_rope_theta=160000.0, local_rope_theta=10000.0, pad_token_id=50283,
+                attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0)
+
+
+def model_config(args) -> dict:
+    return modernbert_config(args.layers) if args.model == "modernbert" else bert_config(args.layers)
+
+
+def gemm_shapes(cfg: dict, N: int) -> list:
+    """(rows, in, out) of a layer's linears: QKV, attention output, the feed-forward pair."""
+    H, I = cfg["hidden_size"], cfg["intermediate_size"]
+    up = 2 * I if cfg["model_type"] == "modernbert" else I  # GeGLU's Wi: input and gate
+    return [(N, H, 3 * H), (N, H, H), (N, H, up), (N, I, H)]
+
+
 def flops(cfg: dict, B: int, T: int) -> float:
-    """Forward FLOPs of the encoder layers (2 per multiply-add; embeddings excluded)."""
-    H, I, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    N = B * T
-    dense = 2 * N * (3 * H * H + H * H + 2 * H * I)
-    attention = 2 * 2 * B * T * T * H
-    return L * (dense + attention)
+    """Forward FLOPs of the encoder layers (2 per multiply-add; embeddings excluded); a ModernBERT
+    local layer's query sees at most local_attention + 1 keys."""
+    H, L = cfg["hidden_size"], cfg["num_hidden_layers"]
+    dense = sum(2 * n * c * oc for n, c, oc in gemm_shapes(cfg, B * T))
+    total = 0.0
+    for layer in range(L):
+        keys = T
+        if cfg["model_type"] == "modernbert" and layer % cfg["global_attn_every_n_layers"]:
+            keys = min(T, cfg["local_attention"] + 1)
+        total += dense + 2 * 2 * B * T * keys * H
+    return total
 
 
 def non_embedding_params(cfg: dict) -> int:
     H, I, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    if cfg["model_type"] == "modernbert":  # no biases; two LayerNorm weights per layer
+        return L * (3 * H * H + H * H + 2 * H * I + I * H + 2 * H)
     per_layer = (3 * H * H + 3 * H) + (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H
     return L * per_layer
 
@@ -80,7 +113,8 @@ def worker_ours(args) -> dict:
     import numpy as np
     from multienc.engine import _C, _C_tests  # the op entry points: built by `make build` (not in wheels)
     from multienc.engine import Encoder
-    cfg = bert_config(args.layers)
+    cfg = model_config(args)
+    H = cfg["hidden_size"]
     cuda = args.device.startswith("cuda")
     if cuda:  # start the backend first so its context and handles are not counted below
         from multienc.engine import _C_cuda
@@ -90,7 +124,7 @@ def worker_ours(args) -> dict:
     rng = np.random.default_rng(0)
     ids = rng.integers(0, cfg["vocab_size"], (args.batch, args.seq)).astype(np.int32)
     mask = np.ones_like(ids)
-    grad = rng.standard_normal((args.batch, args.seq, 768)).astype(np.float32)
+    grad = rng.standard_normal((args.batch, args.seq, H)).astype(np.float32)
     # The training step never converts gradients to numpy, so the timed backward is the
     # engine call itself (Encoder.backward also copies every gradient out into a dict); on
     # the GPU the forward leaves its output on the device (output=False). Each engine call
@@ -111,10 +145,8 @@ def worker_ours(args) -> dict:
         res["gpu_mib"] = (free0 - free1) / 2 ** 20  # nothing is freed between steps: the peak
         return res
     # the ceiling: sgemm at the layer's shapes through the same BLAS call path
-    N, H, I = args.batch * args.seq, 768, 3072
-    shapes = [(N, H, 3 * H), (N, H, H), (N, H, I), (N, I, H)]
     gemm_flops, gemm_time = 0.0, 0.0
-    for (n, c, oc) in shapes:
+    for (n, c, oc) in gemm_shapes(cfg, args.batch * args.seq):
         x = rng.standard_normal((n, c)).astype(np.float32)
         w = rng.standard_normal((oc, c)).astype(np.float32)
         _C_tests.ops_matmul_forward(x, w, None)
@@ -125,19 +157,26 @@ def worker_ours(args) -> dict:
     return res
 
 
-def worker_torch(args, compiled: bool = False) -> dict:
+def worker_torch(args, compiled: bool = False, attention: str | None = None) -> dict:
     import torch
     import transformers
     cuda = args.device.startswith("cuda")
     torch.set_num_threads(args.threads)
-    cfg = transformers.BertConfig(**{k: v for k, v in bert_config(args.layers).items() if k != "model_type"})
-    cfg._attn_implementation = "sdpa" if cuda else "eager"
+    settings = {k: v for k, v in model_config(args).items() if k != "model_type"}
+    if args.model == "modernbert":
+        cfg = transformers.ModernBertConfig(**settings)
+    else:
+        cfg = transformers.BertConfig(**settings)
+    cfg._attn_implementation = attention or ("sdpa" if cuda else "eager")
     dev = torch.device(args.device)
-    model = transformers.BertModel(cfg, add_pooling_layer=False).to(dev)
+    if args.model == "modernbert":
+        model = transformers.ModernBertModel(cfg).to(dev)
+    else:
+        model = transformers.BertModel(cfg, add_pooling_layer=False).to(dev)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
     mask = torch.ones_like(ids)
-    grad = torch.randn(args.batch, args.seq, 768, generator=g).to(dev)
+    grad = torch.randn(args.batch, args.seq, cfg.hidden_size, generator=g).to(dev)
     run = torch.compile(model) if compiled else model
 
     def sync():
@@ -201,7 +240,7 @@ def torch_python() -> str | None:
 def run_worker(python: str, kind: str, args) -> dict:
     cmd = [python, os.path.abspath(__file__), "--worker", kind, "--batch", str(args.batch),
            "--seq", str(args.seq), "--layers", str(args.layers), "--iters", str(args.iters),
-           "--threads", str(args.threads), "--device", args.device]
+           "--threads", str(args.threads), "--device", args.device, "--model", args.model]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
@@ -218,36 +257,43 @@ def bf16_peak(card: str, override: float | None) -> tuple[float | None, str]:
     return None, "unknown card"
 
 
-def report_cpu(args, ours: dict, ref: dict | None) -> None:
+SHAPE_NAMES = {"bert": "BERT-base", "modernbert": "ModernBERT-base"}
+
+
+def report_cpu(args, ours: dict, refs: dict) -> None:
+    """The engine against each PyTorch side (refs: column title -> its numbers, or None)."""
     tokens = args.batch * args.seq
-    fl = flops(bert_config(args.layers), args.batch, args.seq)
-    rows = [("forward tokens/s (eval)", tokens / ours["fwd_s"], tokens / ref["fwd_s"] if ref else None),
-            ("forward+backward tokens/s (train)", tokens / ours["step_s"], tokens / ref["step_s"] if ref else None),
-            ("peak RSS MiB", ours["rss_mib"], ref["rss_mib"] if ref else None)]
-    print(f"BERT-base shape, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
+    fl = flops(model_config(args), args.batch, args.seq)
+    rows = [("forward tokens/s (eval)", lambda s: tokens / s["fwd_s"]),
+            ("forward+backward tokens/s (train)", lambda s: tokens / s["step_s"]),
+            ("peak RSS MiB", lambda s: s["rss_mib"])]
+    print(f"{SHAPE_NAMES[args.model]} shape, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
           f"{args.threads} threads")
-    print("| metric | multienc | PyTorch | ratio |\n|---|---|---|---|")
-    for name, a, b in rows:
-        ratio = f"{a / b:.2f}x" if b else "n/a"
-        print(f"| {name} | {a:,.1f} | {b:,.1f} | {ratio} |" if b else f"| {name} | {a:,.1f} | n/a | n/a |")
+    print("| metric | multienc | " + " | ".join(f"{t} | ratio" for t in refs) + " |\n|---|---|"
+          + "---|---|" * len(refs))
+    for name, fn in rows:
+        a = fn(ours)
+        cells = [f"{fn(r):,.1f} | {a / fn(r):.2f}x" if r else "n/a | n/a" for r in refs.values()]
+        print(f"| {name} | {a:,.1f} | " + " | ".join(cells) + " |")
     fwd_gf = fl / ours["fwd_s"] / 1e9
     step_gf = 3 * fl / ours["step_s"] / 1e9
     print(f"| sgemm ceiling at layer shapes GFLOP/s | {ours['sgemm_gflops']:.1f} | | |")
     print(f"| engine forward GFLOP/s | {fwd_gf:.1f} ({fwd_gf / ours['sgemm_gflops']:.0%} of ceiling) | | |")
     print(f"| engine forward+backward GFLOP/s | {step_gf:.1f} ({step_gf / ours['sgemm_gflops']:.0%} of ceiling) | | |")
+    ref = next((r for r in refs.values() if r), None)
     if ref:
-        print(f"PyTorch {ref['torch']}, transformers {ref['transformers']}, {ref['attention']} attention")
+        print(f"PyTorch {ref['torch']}, transformers {ref['transformers']}")
 
 
 def report_cuda(args, sides: dict) -> None:
     tokens = args.batch * args.seq
-    cfg = bert_config(args.layers)
+    cfg = model_config(args)
     card = next((s["card"] for s in sides.values() if s and "card" in s), "unknown card")
     peak, peak_src = bf16_peak(card, args.peak_tflops)
     tf = train_flops(cfg, args.batch, args.seq)
     names = [n for n in sides if sides[n]]
     base = sides.get("torch")
-    print(f"BERT-base shape, {args.layers} layers, batch {args.batch} x seq {args.seq}, {card}; "
+    print(f"{SHAPE_NAMES[args.model]} shape, {args.layers} layers, batch {args.batch} x seq {args.seq}, {card}; "
           f"bf16 peak {peak or '?'} TFLOP/s ({peak_src}); multienc fp32, PyTorch bf16 autocast + SDPA")
     print("| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
 
@@ -270,24 +316,35 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ap.add_argument("--batch", type=int, help="default 16 on cpu, 32 on cuda")
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--model", choices=sorted(SHAPE_NAMES), default="bert", help="the shape (default bert)")
+    ap.add_argument("--layers", type=int, help="default 12 (bert), 22 (modernbert)")
+    ap.add_argument("--no-eager", action="store_true",
+                    help="cpu: leave PyTorch eager attention out (modernbert: sdpa only)")
     ap.add_argument("--iters", type=int, help="timed repetitions (best taken); default 3 on cpu, 10 on cuda")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--torch-compile", action="store_true", help="cuda: also time torch.compile(BertModel)")
     ap.add_argument("--peak-tflops", type=float, help="cuda: the card's dense bf16 peak for MFU")
-    ap.add_argument("--worker", choices=["ours", "torch", "torch_compile"])
+    ap.add_argument("--worker", choices=["ours", "torch", "torch_sdpa", "torch_compile"])
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     args.batch = args.batch or (32 if cuda else 16)
     args.iters = args.iters or (10 if cuda else 3)
+    args.layers = args.layers or (22 if args.model == "modernbert" else 12)
+    if cuda and args.model == "modernbert":
+        ap.error("the engine runs ModernBERT on the CPU only (no CUDA rotary, GeGLU and windowed attention yet)")
     if args.worker:
-        res = worker_ours(args) if args.worker == "ours" else worker_torch(args, args.worker == "torch_compile")
+        res = worker_ours(args) if args.worker == "ours" else \
+            worker_torch(args, args.worker == "torch_compile", "sdpa" if args.worker == "torch_sdpa" else None)
         print(json.dumps(res))
         return
     sides = {"multienc": run_worker(sys.executable, "ours", args)}
     tp = torch_python()
-    kinds = ["torch"] + (["torch_compile"] if cuda and args.torch_compile else [])
+    kinds = [] if args.no_eager else ["torch"]
+    if cuda and args.torch_compile:
+        kinds.append("torch_compile")
+    if not cuda and args.model == "modernbert":
+        kinds.append("torch_sdpa")
     for kind in kinds:
         try:
             sides[kind] = run_worker(tp, kind, args) if tp else None
@@ -297,12 +354,13 @@ def main() -> None:
     if cuda:
         report_cuda(args, sides)
     else:
-        report_cpu(args, sides["multienc"], sides["torch"])
+        titles = {"torch": "PyTorch eager" if args.model == "modernbert" else "PyTorch", "torch_sdpa": "PyTorch sdpa"}
+        report_cpu(args, sides["multienc"], {titles[k]: sides[k] for k in kinds})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), results=sides,
-                           flops_forward=flops(bert_config(args.layers), args.batch, args.seq),
-                           flops_train_step=train_flops(bert_config(args.layers), args.batch, args.seq)),
+                           flops_forward=flops(model_config(args), args.batch, args.seq),
+                           flops_train_step=train_flops(model_config(args), args.batch, args.seq)),
                       f, indent=2)
 
 

@@ -73,15 +73,35 @@ def cases(family: str, rng: np.random.Generator) -> list:
     return out
 
 
-def randomize(model: torch.nn.Module, seed: int) -> None:
+def randomize(model: torch.nn.Module, seed: int, norm_weight: str = "LayerNorm.weight") -> None:
+    """Weights far from the initialisation: LayerNorm weights (names containing ``norm_weight``)
+    1 + N(0, 0.1), embeddings N(0, 0.3), the rest N(0, 0.1)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g) * 0.1
-            if "LayerNorm.weight" in name:
+            if norm_weight in name:
                 p.copy_(1.0 + noise)
             else:
                 p.copy_(noise * (3.0 if "embeddings" in name else 1.0))
+
+
+def record_case(model: torch.nn.Module, inputs: dict, rng: np.random.Generator, c: int, ref: dict) -> torch.Tensor:
+    """Case ``c`` into ``ref``: the inputs, the eval-mode last_hidden_state, a random ``R`` and
+    every parameter's gradient of sum(last_hidden_state * R). Returns last_hidden_state."""
+    tin = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    model.zero_grad(set_to_none=True)
+    h = model(**tin).last_hidden_state
+    R = torch.from_numpy(rng.standard_normal(h.shape).astype(np.float32))
+    (h * R).sum().backward()
+    for k, v in inputs.items():
+        ref[f"case{c}/{k}"] = v
+    ref[f"case{c}/last_hidden_state"] = h.detach().numpy()
+    ref[f"case{c}/R"] = R.numpy()
+    for name, p in model.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        ref[f"case{c}/grad/{name}"] = g.numpy().copy()
+    return h.detach()
 
 
 def main() -> None:
@@ -98,18 +118,7 @@ def main() -> None:
         rng = np.random.default_rng(1000 + i)
         ref = {}
         for c, inputs in enumerate(cases(family, rng)):
-            tin = {k: torch.from_numpy(v) for k, v in inputs.items()}
-            model.zero_grad(set_to_none=True)
-            h = model(**tin).last_hidden_state
-            R = torch.from_numpy(rng.standard_normal(h.shape).astype(np.float32))
-            (h * R).sum().backward()
-            for k, v in inputs.items():
-                ref[f"case{c}/{k}"] = v
-            ref[f"case{c}/last_hidden_state"] = h.detach().numpy()
-            ref[f"case{c}/R"] = R.numpy()
-            for name, p in model.named_parameters():
-                g = p.grad if p.grad is not None else torch.zeros_like(p)
-                ref[f"case{c}/grad/{name}"] = g.numpy().copy()
+            record_case(model, inputs, rng, c, ref)
         np.savez_compressed(os.path.join(folder, "reference.npz"), **ref)
         print(family, "->", folder, len(ref), "arrays",
               f"torch {torch.__version__} transformers {transformers.__version__}")

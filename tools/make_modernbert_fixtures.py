@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import transformers
 
+from make_encoder_fixtures import randomize, record_case  # tools/ is on sys.path when run as a script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "fixtures", "models")
 VOCAB = 99
@@ -64,17 +66,6 @@ def cases(rng: np.random.Generator) -> list:
     return out
 
 
-def randomize(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g) * 0.1
-            if "norm.weight" in name:
-                p.copy_(1.0 + noise)
-            else:
-                p.copy_(noise * (3.0 if "embeddings" in name else 1.0))
-
-
 def rope_tables() -> dict:
     """transformers' cos/sin (ModernBertRotaryEmbedding) for head sizes and bases in use."""
     out = {}
@@ -101,7 +92,7 @@ def main() -> None:
     for i, (name, cfg) in enumerate(configs().items()):
         cfg._attn_implementation = "eager"
         model = transformers.ModernBertModel(cfg)
-        randomize(model, 300 + i)
+        randomize(model, 300 + i, norm_weight="norm.weight")
         model.eval()
         folder = os.path.join(OUT, name)
         os.makedirs(folder, exist_ok=True)
@@ -109,25 +100,15 @@ def main() -> None:
         rng = np.random.default_rng(3000 + i)
         ref = {}
         for c, inputs in enumerate(cases(rng)):
-            tin = {k: torch.from_numpy(v) for k, v in inputs.items()}
-            model.zero_grad(set_to_none=True)
-            h = model(**tin).last_hidden_state
-            R = torch.from_numpy(rng.standard_normal(h.shape).astype(np.float32))
-            (h * R).sum().backward()
-            for k, v in inputs.items():
-                ref[f"case{c}/{k}"] = v
-            ref[f"case{c}/last_hidden_state"] = h.detach().numpy()
-            ref[f"case{c}/R"] = R.numpy()
-            for pname, p in model.named_parameters():
-                g = p.grad if p.grad is not None else torch.zeros_like(p)
-                ref[f"case{c}/grad/{pname}"] = g.numpy().copy()
+            h = record_case(model, inputs, rng, c, ref)
             # the SDPA path computes the same function on the real tokens
+            tin = {k: torch.from_numpy(v) for k, v in inputs.items()}
             model.config._attn_implementation = "sdpa"
             with torch.no_grad():
                 hs = model(**tin).last_hidden_state
             model.config._attn_implementation = "eager"
             real = tin["attention_mask"].bool()
-            assert torch.allclose(hs[real], h.detach()[real], atol=1e-5), "eager and sdpa disagree"
+            assert torch.allclose(hs[real], h[real], atol=1e-5), "eager and sdpa disagree"
         np.savez_compressed(os.path.join(folder, "reference.npz"), **ref)
         print(name, "->", folder, len(ref), "arrays",
               f"torch {torch.__version__} transformers {transformers.__version__}")

@@ -1,7 +1,7 @@
 """Pretrained encoders as the task heads and the trainer see them.
 
-:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, ELECTRA and the
-checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the hub or by a
+:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, ELECTRA, ModernBERT and
+the checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the hub or by a
 local folder, with its tokenizer and a pooling of the last hidden states::
 
     lm = LanguageModel("google/electra-base-discriminator")       # hub id, HF cache, offline
@@ -61,7 +61,9 @@ class LanguageModel:
         fine_tune: whether training updates this encoder (read by the trainer).
         pooling: ``'cls'`` (the row of the classifier token), ``'mean'`` (average over the real
             tokens) or ``'word-level'`` (one row per word, for sequence tagging).
-        hidden_dropout_prob: replaces the config's hidden dropout probability (0 <= p < 1).
+        hidden_dropout_prob: replaces the config's hidden dropout probability (0 <= p < 1) of
+            BERT, RoBERTa and ELECTRA; ModernBERT has none (its embedding, attention and MLP
+            dropouts come from config.json).
         keep_special_tokens: the seed's option to put the CLS row before the word rows; recorded in
             checkpoints but unused: the tagger's rows are the words only (in the seed the CLS row
             shifted every word's vector against its tag).
