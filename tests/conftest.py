@@ -4,7 +4,8 @@ fixtures several test files use (a local dataset mirror, a clean hub environment
 Helpers that are plain code rather than fixtures live beside this file in ``_*.py`` modules
 (pytest puts this folder on ``sys.path``): ``_shared_data`` (the real files in ../shared/data
 and the policy for their absence), ``_hub_server`` and ``_data_server`` (local HTTP servers),
-``_numeric``, ``_tok_corpora``, ``_tok_compare``, ``_crf_reference``, ``_data_fixtures``.
+``_numeric``, ``_tok_corpora``, ``_tok_compare``, ``_crf_reference``, ``_data_fixtures``, ``_hf_fixtures``
+(the tiny encoders saved by transformers and their reference outputs).
 """
 from __future__ import annotations
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 
 import pytest
-import tokenizers
 import transformers
 
 import _tok_corpora as C
-from _tok_compare import assert_batch_matches, assert_encode_matches
+from _tok_compare import assert_batch_matches, assert_encode_matches, assert_json_roundtrip, assert_truncation_matches
 from multienc.engine.tokenization import Tokenizer
 
 FOLDER = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub", "answerdotai--ModernBERT-base", "main")
@@ -75,33 +74,12 @@ def test_template_special_tokens_and_mask(pair_of_tokenizers):
 
 def test_tokenizer_json_roundtrip(pair_of_tokenizers, tmp_path):
     """The pipeline HF built, saved as tokenizer.json, loads identically in both (from_file)."""
-    _, hf = pair_of_tokenizers
-    path = tmp_path / "tokenizer.json"
-    hf.save(str(path))
-    ours = Tokenizer.from_file(str(path))
-    ref = tokenizers.Tokenizer.from_file(str(path))
-    texts = C.stress_texts(800)
-    assert_batch_matches(ours.encode_batch(texts, truncation=False), ref.encode_batch(texts), texts, "from_file")
+    assert_json_roundtrip(pair_of_tokenizers[1], tmp_path, C.stress_texts(800))
 
 
 @pytest.mark.parametrize("max_length", [4, 8, 64])
 def test_truncation_and_padding_match_transformers(pair_of_tokenizers, max_length):
-    """encode_batch(max_length=...) == HF's longest_first truncation with padding. Inputs are cut to
-    40 characters: HF builds every combination of the two segments' overflowing pieces, which
-    for long stress pairs in a 1500-token vocabulary takes gigabytes."""
-    ours, hf = pair_of_tokenizers
-    texts = [t[:40] for t in C.stress_texts(200, seed=5)] + ["a b c d e f g h i j k l m n o p", ""]
-    pairs = [(a[:40], b[:40]) for a, b in C.stress_pairs(150, seed=6)] + [("a b c d e f g", "h")]
-    for inputs in (texts, pairs):
-        hf.enable_truncation(max_length=max_length, strategy="longest_first")
-        hf.enable_padding(pad_id=ours.pad_token_id)
-        try:
-            ref = hf.encode_batch(inputs)
-        finally:
-            hf.no_truncation()
-            hf.no_padding()
-        got = ours.encode_batch(inputs, max_length=max_length)
-        assert got["input_ids"].tolist() == [e.ids for e in ref]
-        assert got["token_type_ids"].tolist() == [e.type_ids for e in ref]
-        assert got["offset_mapping"].tolist() == [[list(o) for o in e.offsets] for e in ref]
-        assert got["attention_mask"].tolist() == [e.attention_mask for e in ref]
+    """encode_batch(max_length=...) == HF's longest_first truncation with padding, stress texts cut to
+    40 characters (HF builds every combination of the two segments' overflowing pieces, which for
+    long stress pairs in a 1500-token vocabulary takes gigabytes)."""
+    assert_truncation_matches(*pair_of_tokenizers, max_length, cut=40)

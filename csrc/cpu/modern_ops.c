@@ -199,6 +199,18 @@ static void wa_probs_row(float *row, int KW, int ks, WaRow w, const int32_t *m, 
     for (int j = b; j < KW; j++) row[j] = 0.0f;
 }
 
+/* dst = src with dropout (in place when dst == src): the n x KW band of query rows r0.. and keys ks.., each element drawn
+ * at its place (query, key) in the T x T matrix of the (batch row, head) site s. Returns dst. */
+static const float *wa_dropout_band(float *dst, const float *src, int n, int KW, int r0, int ks, int T, float p,
+                                    float scl, uint64_t seed, uint64_t s) {
+    for (int i = 0; i < n; i++)
+        for (int jj = 0; jj < KW; jj++) {
+            const size_t idx = (size_t)i * KW + jj;
+            dst[idx] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? src[idx] * scl : 0.0f;
+        }
+    return dst;
+}
+
 static void prefix_counts(int32_t *cnt, const int32_t *m, int T) {
     cnt[0] = 0;
     for (int j = 0; j < T; j++) cnt[j + 1] = cnt[j] + (m[j] != 0);
@@ -228,15 +240,7 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
                 for (int i = 0; i < n; i++)
                     wa_softmax_row(S + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m,
                                    &st[2 * (r0 + i)], &st[2 * (r0 + i) + 1]);
-                const float *P = S;
-                if (p > 0.0f) {
-                    for (int i = 0; i < n; i++)
-                        for (int jj = 0; jj < g.KW; jj++) {
-                            const size_t idx = (size_t)i * g.KW + jj;
-                            Pd[idx] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? S[idx] * scl : 0.0f;
-                        }
-                    P = Pd;
-                }
+                const float *P = p > 0.0f ? wa_dropout_band(Pd, S, n, g.KW, r0, ks, T, p, scl, seed, s) : S;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, g.KW, 1.0f, P, g.KW,
                             v + (size_t)ks * D3, D3, 0.0f, o + (size_t)r0 * D, D);
                 for (int i = 0; i < n; i++) {
@@ -289,26 +293,16 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                     wa_probs_row(P + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m, st[2 * (r0 + i)],
                                  st[2 * (r0 + i) + 1]);
                 /* dV += Pd^T dO (Pd: P with dropout, built in G) */
-                const float *Pd = P;
-                if (p > 0.0f) {
-                    for (int i = 0; i < n; i++)
-                        for (int jj = 0; jj < g.KW; jj++) {
-                            const size_t idx = (size_t)i * g.KW + jj;
-                            G[idx] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? P[idx] * scl : 0.0f;
-                        }
-                    Pd = G;
-                }
+                const float *Pd = p > 0.0f ? wa_dropout_band(G, P, n, g.KW, r0, ks, T, p, scl, seed, s) : P;
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.KW, HS, n, 1.0f, Pd, g.KW,
                             dO + (size_t)r0 * D, D, 1.0f, dv + (size_t)ks * D3, D3);
                 /* dPd = dO V^T; through dropout, then softmax: dS = P (dP - sum(dP P)) scale */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, 1.0f, dO + (size_t)r0 * D, D,
                             v + (size_t)ks * D3, D3, 0.0f, G, g.KW);
+                if (p > 0.0f) wa_dropout_band(G, G, n, g.KW, r0, ks, T, p, scl, seed, s);
                 for (int i = 0; i < n; i++) {
                     float *gr = G + (size_t)i * g.KW;
                     const float *pr = P + (size_t)i * g.KW;
-                    if (p > 0.0f)
-                        for (int jj = 0; jj < g.KW; jj++)
-                            gr[jj] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? gr[jj] * scl : 0.0f;
                     double dot = 0.0;
                     for (int j0 = 0; j0 < g.KW; j0 += WA_CHUNK) {
                         const int j1 = j0 + WA_CHUNK < g.KW ? j0 + WA_CHUNK : g.KW;

@@ -12,18 +12,24 @@ enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
 
 /* ------------------------------------------------------------ parameters */
 
-static int check_config(const MeEncoderConfig *c, char *err) {
 #define POS(field)                                                                           \
     if (c->field <= 0) return me_error(err, ME_ERR_VALUE, "config: " #field " must be > 0, got %d", c->field)
+
+int me_encoder_check_sizes(const MeEncoderConfig *c, char *err) {
     POS(vocab_size);
     POS(hidden_size);
     POS(num_layers);
     POS(num_heads);
     POS(intermediate_size);
     POS(max_position_embeddings);
+    return ME_OK;
+}
+
+static int check_config(const MeEncoderConfig *c, char *err) {
+    int st = me_encoder_check_sizes(c, err);
+    if (st) return st;
     POS(type_vocab_size);
     POS(embedding_size);
-#undef POS
     if (c->hidden_size % c->num_heads)
         return me_error(err, ME_ERR_VALUE,
                         "config: hidden_size %d is not a multiple of num_attention_heads %d",
@@ -51,6 +57,7 @@ static int check_config(const MeEncoderConfig *c, char *err) {
                         c->max_position_embeddings, c->pad_token_id);
     return ME_OK;
 }
+#undef POS
 
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
                       char *err) {

@@ -90,6 +90,10 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
                             int B, int T, int train, uint64_t seed, uint64_t row0, float *out, char *err);
 
+/* Checks the sizes every family needs (vocabulary, hidden, layers, heads, intermediate, positions
+ * all > 0); ME_ERR_VALUE naming the field otherwise. */
+int me_encoder_check_sizes(const MeEncoderConfig *c, char *err);
+
 /* The dropout site of a [B*T, width] tensor's mask for the rows of the last forward: the whole
  * batch's mask from row row0 on (me_dropout_site_at), so a shard keeps the units that the whole
  * batch would keep. (Attention masks, per row and head, add row0 * NH to their site instead.) */

@@ -40,16 +40,10 @@ static int window_of(const MeEncoderConfig *c, int l) { return is_global(c, l) ?
 /* ------------------------------------------------------------ parameters */
 
 static int check_config(const MeEncoderConfig *c, const MeBackend *be, char *err) {
-#define POS(field)                                                                                   \
-    if (c->field <= 0) return me_error(err, ME_ERR_VALUE, "config: " #field " must be > 0, got %d", c->field)
-    POS(vocab_size);
-    POS(hidden_size);
-    POS(num_layers);
-    POS(num_heads);
-    POS(intermediate_size);
-    POS(max_position_embeddings);
-    POS(global_every);
-#undef POS
+    int st = me_encoder_check_sizes(c, err);
+    if (st) return st;
+    if (c->global_every <= 0)
+        return me_error(err, ME_ERR_VALUE, "config: global_every must be > 0, got %d", c->global_every);
     if (c->hidden_size % c->num_heads || (c->hidden_size / c->num_heads) % 2)
         return me_error(err, ME_ERR_VALUE,
                         "config: hidden_size %d must be num_attention_heads %d times an even head size "
@@ -252,19 +246,42 @@ static void rope_of(const MeEncoder *enc, int l, const float **cos_t, const floa
 
 /* --------------------------------------------------------------- forward */
 
+/* What a forward or backward reads of the encoder: the sizes of the last forward, and the dropout
+ * probabilities of its mode (0 in eval mode). */
+typedef struct {
+    int B, T, N, H, I, NH, HS;
+    float pe, pa, pm, eps; /* embedding, attention, MLP dropout; norm_eps */
+    MeActivation act;
+    uint64_t seed;
+} MbRun;
+
+static MbRun mb_run(const MeEncoder *enc) {
+    const MeEncoderConfig *c = &enc->cfg;
+    MbRun r;
+    r.B = enc->B;
+    r.T = enc->T;
+    r.N = r.B * r.T;
+    r.H = c->hidden_size;
+    r.I = c->intermediate_size;
+    r.NH = c->num_heads;
+    r.HS = r.H / r.NH;
+    r.pe = enc->train ? c->embedding_dropout : 0.0f;
+    r.pa = enc->train ? c->attention_dropout : 0.0f;
+    r.pm = enc->train ? c->mlp_dropout : 0.0f;
+    r.eps = c->layer_norm_eps;
+    r.act = (MeActivation)c->activation;
+    r.seed = enc->seed;
+    return r;
+}
+
 int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mask, float *out, char *err) {
     int st = ensure_rope(enc, enc->T, err);
     if (st) return st;
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     struct MeModernBert *mb = enc->mb;
-    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, I = c->intermediate_size,
-              NH = c->num_heads, HS = H / NH;
-    const int train = enc->train;
-    const uint64_t seed = enc->seed;
-    const float pe = train ? c->embedding_dropout : 0.0f, pa = train ? c->attention_dropout : 0.0f,
-                pm = train ? c->mlp_dropout : 0.0f, eps = c->layer_norm_eps;
-    const MeActivation act = (MeActivation)c->activation;
+    const MbRun r = mb_run(enc);
+    const int B = r.B, T = r.T, N = r.N, H = r.H, I = r.I, NH = r.NH, HS = r.HS;
     const float *P = enc->params;
     /* an optional bias as the op wants it: the linears' NULL, the LayerNorms' zeros */
 #define LIN_B(has, off) ((has) ? P + (off) : NULL)
@@ -274,8 +291,8 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
 
     /* embeddings: token embedding, LayerNorm, dropout (positions enter through the rotary tables) */
     be->embedding_forward(mb->emb, enc->ids, P + mb->wte, N, H, 0);
-    be->layernorm_forward(mb->x0, mb->emb_mean, mb->emb_rstd, mb->emb, P + mb->eln_w, LN_B(mb->eln_b), N, H, eps);
-    be->dropout_forward(mb->x0, mb->x0, (size_t)N * H, pe, seed, MB_ROWS(MB_SITE_EMB, H));
+    be->layernorm_forward(mb->x0, mb->emb_mean, mb->emb_rstd, mb->emb, P + mb->eln_w, LN_B(mb->eln_b), N, H, r.eps);
+    be->dropout_forward(mb->x0, mb->x0, (size_t)N * H, r.pe, r.seed, MB_ROWS(MB_SITE_EMB, H));
 
     const float *x = mb->x0;
     for (int l = 0; l < c->num_layers; l++) {
@@ -286,26 +303,26 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
         /* x + attn(attn_norm(x)) */
         const float *xn = x;
         if (l > 0) {
-            be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), N, H, eps);
+            be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), N, H, r.eps);
             xn = mb->xn;
         }
         be->matmul_forward(a->qkv, xn, P + o->qkv_w, LIN_B(c->attention_bias, o->qkv_b), N, H, 3 * H);
         be->rope_forward(a->qkv, cos_t, sin_t, B, T, NH, HS);
-        be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), pa, seed,
+        be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), r.pa, r.seed,
                                      MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
         be->matmul_forward(mb->tmp, a->ctx, P + o->ao_w, LIN_B(c->attention_bias, o->ao_b), N, H, H);
-        be->dropout_forward(mb->tmp, mb->tmp, (size_t)N * H, pa, seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
+        be->dropout_forward(mb->tmp, mb->tmp, (size_t)N * H, r.pa, r.seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
         be->add_forward(a->r1, mb->tmp, x, (size_t)N * H);
         /* r1 + Wo(dropout(GeGLU(Wi(mlp_norm(r1))))) */
-        be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, eps);
+        be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, r.eps);
         be->matmul_forward(a->wi, mb->hn, P + o->wi_w, LIN_B(c->mlp_bias, o->wi_b), N, H, 2 * I);
-        be->glu_forward(mb->ff, a->wi, N, I, act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
+        be->glu_forward(mb->ff, a->wi, N, I, r.act);
+        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, r.pm, r.seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
         be->matmul_forward(mb->tmp, mb->ff, P + o->wo_w, LIN_B(c->mlp_bias, o->wo_b), N, I, H);
         be->add_forward(a->out, mb->tmp, a->r1, (size_t)N * H);
         x = a->out;
     }
-    be->layernorm_forward(mb->final, mb->fn_mean, mb->fn_rstd, x, P + mb->fn_w, LN_B(mb->fn_b), N, H, eps);
+    be->layernorm_forward(mb->final, mb->fn_mean, mb->fn_rstd, x, P + mb->fn_w, LN_B(mb->fn_b), N, H, r.eps);
 #undef LIN_B
 #undef LN_B
     if (out) be->to_host(out, mb->final, sizeof(float) * (size_t)N * H);
@@ -320,13 +337,8 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     struct MeModernBert *mb = enc->mb;
-    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, I = c->intermediate_size,
-              NH = c->num_heads, HS = H / NH;
-    const int train = enc->train;
-    const uint64_t seed = enc->seed;
-    const float pe = train ? c->embedding_dropout : 0.0f, pa = train ? c->attention_dropout : 0.0f,
-                pm = train ? c->mlp_dropout : 0.0f, eps = c->layer_norm_eps;
-    const MeActivation act = (MeActivation)c->activation;
+    const MbRun r = mb_run(enc);
+    const int B = r.B, T = r.T, N = r.N, H = r.H, I = r.I, NH = r.NH, HS = r.HS;
     const float *P = enc->params;
     float *G = enc->grads, *D = mb->d_x;
 #define LIN_G(has, off) ((has) ? G + (off) : NULL)
@@ -346,28 +358,28 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)); the GeGLU output
          * Wo's weight gradient needs is recomputed by glu_backward on the way */
         be->matmul_backward(mb->d_ff, NULL, NULL, D, NULL, P + o->wo_w, N, I, H, 0);
-        be->dropout_backward(mb->d_ff, mb->d_ff, (size_t)N * I, pm, seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
-        be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, N, I, act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, pm, seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
+        be->dropout_backward(mb->d_ff, mb->d_ff, (size_t)N * I, r.pm, r.seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
+        be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, N, I, r.act);
+        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, r.pm, r.seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
         be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff, P + o->wo_w, N, I, H, 0);
-        be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, eps);
+        be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, r.eps);
         be->matmul_backward(mb->d_a, G + o->wi_w, LIN_G(c->mlp_bias, o->wi_b), mb->d_wi, mb->hn, P + o->wi_w, N, H,
                             2 * I, 0);
         /* D becomes d(r1): the residual plus the branch */
         be->layernorm_backward(D, G + o->mn_w, LN_G(o->mn_b), mb->d_a, a->r1, a->mean2, a->rstd2, P + o->mn_w, N,
                                H, 1);
         /* attention branch: r1 = x + dropout(Wo(attn(qkv))), qkv = rope(Wqkv(attn_norm(x))) */
-        be->dropout_backward(mb->d_a, D, (size_t)N * H, pa, seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
+        be->dropout_backward(mb->d_a, D, (size_t)N * H, r.pa, r.seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
         be->matmul_backward(mb->d_b, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a, a->ctx, P + o->ao_w, N,
                             H, H, 0);
         be->window_attention_backward(mb->d_qkv, mb->d_b, a->qkv, a->stats, enc->mask, B, T, NH, HS, window_of(c, l),
-                                      pa, seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
+                                      r.pa, r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
         be->rope_backward(mb->d_qkv, cos_t, sin_t, B, T, NH, HS);
         if (l == 0) { /* attn_norm is the identity: d(x) = d(r1) + dqkv @ Wqkv */
             be->matmul_backward(D, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), mb->d_qkv, x, P + o->qkv_w, N,
                                 H, 3 * H, 1);
         } else {
-            be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), N, H, eps);
+            be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), N, H, r.eps);
             be->matmul_backward(mb->d_a, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), mb->d_qkv, mb->xn,
                                 P + o->qkv_w, N, H, 3 * H, 0);
             be->layernorm_backward(D, G + o->an_w, LN_G(o->an_b), mb->d_a, x, a->mean1, a->rstd1, P + o->an_w, N, H,
@@ -375,7 +387,7 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         }
     }
     /* D holds d(x0): embedding dropout, LayerNorm, table (the padding row gets nothing) */
-    be->dropout_backward(D, D, (size_t)N * H, pe, seed, MB_ROWS(MB_SITE_EMB, H));
+    be->dropout_backward(D, D, (size_t)N * H, r.pe, r.seed, MB_ROWS(MB_SITE_EMB, H));
     be->layernorm_backward(mb->d_a, G + mb->eln_w, LN_G(mb->eln_b), D, mb->emb, mb->emb_mean, mb->emb_rstd,
                            P + mb->eln_w, N, H, 0);
     be->embedding_backward(G + mb->wte, mb->d_a, enc->ids, N, H, c->pad_token_id);
