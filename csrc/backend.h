@@ -99,6 +99,29 @@ typedef struct MeBackend {
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch);
     size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
 
+    /* Attention with an additive score bias (MPNet's relative position bias, DeBERTa's
+     * disentangled terms): scores = scale * q.k + bias, then as attention_forward.
+     * bias [NH,T,T] shared by the batch (bias_per_batch 0) or [B,NH,T,T] (1); NULL: none.
+     * query_mask 1: the row of a padded query (mask 0) is filled, not computed, and becomes
+     * uniform over all keys (HF's masked_fill of a query x key mask). Scratch as attention's.
+     * Optional (NULL in a backend without it). */
+    void (*attention_bias_forward)(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                                   const float *bias, int bias_per_batch, float scale, int query_mask,
+                                   int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch);
+    /* dqkv as attention_backward; dscores [B,NH,T,T] (NULL: not wanted) = the gradient of the
+     * scores before softmax, i.e. of the bias (0 in filled rows). Both overwritten. */
+    void (*attention_bias_backward)(float *dqkv, float *dscores, const float *dctx,
+                                    const float *qkv, const float *probs, const int32_t *mask,
+                                    float scale, int query_mask, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch);
+    /* Relative position bias from a bucket table: bias[h,i,j] = table[buckets[j - i + T - 1], h]
+     * (table [NB, NH], buckets [2T - 1] of the relative positions -(T-1) .. T-1, bias [NH,T,T]). */
+    void (*relbias_forward)(float *bias, const float *table, const int32_t *buckets, int T, int NH);
+    /* dtable[buckets[j - i + T - 1], h] += sum_b dbias[b,h,i,j] (dbias [B,NH,T,T]) */
+    void (*relbias_backward)(float *dtable, const float *dbias, const int32_t *buckets, int B, int T,
+                             int NH);
+
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 
     /* out[b*K + k] = sum_t w[b,k,t] * h[b*T + t]   (h [B*T, C], w [B,K,T], out [B*K, C]) */

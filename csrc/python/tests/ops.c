@@ -173,6 +173,72 @@ static void attention_backward_run(OpCall *c) {
                               DIM(c, 1, 2) / (3 * NH), c->val[5].f, c->val[6].u, c->val[7].u, c->scratch);
 }
 
+/* attention_bias_forward(qkv [B, T, 3D], mask [B, T], bias [1 or B, NH, T, T] | None, NH, scale,
+ * query_mask, p, seed, site) -> (ctx [B, T, D], probs [B, NH, T, T]) */
+static int attention_bias_forward_check(OpCall *c) {
+    const int B = DIM(c, 0, 0), T = DIM(c, 0, 1), NH = c->val[3].i;
+    int HS = 0;
+    if (attention_shape(c, 0, 3, &HS)) return -1;
+    if (DIM(c, 1, 0) != B || DIM(c, 1, 1) != T) return op_fail("shape mismatch");
+    if (c->arr[2] && ((DIM(c, 2, 0) != 1 && DIM(c, 2, 0) != B) || DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T ||
+                      DIM(c, 2, 3) != T))
+        return op_fail("bias must have shape (1 or B, NH, T, T)");
+    return op_result(c, 0, 3, B, T, NH * HS) || op_result(c, 1, 4, B, NH, T, T);
+}
+static void attention_bias_forward_run(OpCall *c) {
+    const int B = DIM(c, 0, 0), NH = c->val[3].i;
+    const int per_batch = c->arr[2] && B > 1 && DIM(c, 2, 0) == B;
+    BE(c)->attention_bias_forward(OUT(c, 0), OUT(c, 1), F(c, 0), I32(c, 1), F(c, 2), per_batch, c->val[4].f,
+                                  c->val[5].i, B, DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH), c->val[6].f,
+                                  c->val[7].u, c->val[8].u, c->scratch);
+}
+
+/* attention_bias_backward(dctx, qkv, probs, mask, NH, scale, query_mask, p, seed, site)
+ * -> (dqkv, dscores [B, NH, T, T]) */
+static int attention_bias_backward_check(OpCall *c) {
+    const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
+    int HS = 0;
+    if (attention_shape(c, 1, 4, &HS)) return -1;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * HS || DIM(c, 2, 0) != B ||
+        DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T || DIM(c, 2, 3) != T || DIM(c, 3, 0) != B || DIM(c, 3, 1) != T)
+        return op_fail("shape mismatch");
+    return op_result(c, 0, 3, B, T, 3 * NH * HS) || op_result(c, 1, 4, B, NH, T, T);
+}
+static void attention_bias_backward_run(OpCall *c) {
+    const int NH = c->val[4].i;
+    BE(c)->attention_bias_backward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), c->val[5].f,
+                                   c->val[6].i, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH),
+                                   c->val[7].f, c->val[8].u, c->val[9].u, c->scratch);
+}
+
+/* Buckets [2T - 1] (odd length) with every entry in [0, NB). */
+static int relbias_buckets(OpCall *c, int buckets, int NB) {
+    const int L = DIM(c, buckets, 0);
+    if (L % 2 == 0) return op_fail("buckets must have odd length 2T - 1");
+    for (int n = 0; n < L; n++)
+        if (HOST_I32(c, buckets)[n] < 0 || HOST_I32(c, buckets)[n] >= NB) return op_fail("bucket out of range");
+    return 0;
+}
+
+/* relbias_forward(table [NB, NH], buckets [2T - 1]) -> bias [NH, T, T] */
+static int relbias_forward_check(OpCall *c) {
+    const int T = (DIM(c, 1, 0) + 1) / 2;
+    return relbias_buckets(c, 1, DIM(c, 0, 0)) || op_result(c, 0, 3, DIM(c, 0, 1), T, T);
+}
+static void relbias_forward_run(OpCall *c) {
+    BE(c)->relbias_forward(OUT(c, 0), F(c, 0), I32(c, 1), (DIM(c, 1, 0) + 1) / 2, DIM(c, 0, 1));
+}
+
+/* relbias_backward(dbias [B, NH, T, T], buckets [2T - 1], NB) -> dtable [NB, NH] */
+static int relbias_backward_check(OpCall *c) {
+    const int T = (DIM(c, 1, 0) + 1) / 2, NB = c->val[2].i;
+    if (NB <= 0 || DIM(c, 0, 2) != T || DIM(c, 0, 3) != T) return op_fail("shape mismatch");
+    return relbias_buckets(c, 1, NB) || op_result(c, 0, 2, NB, DIM(c, 0, 1));
+}
+static void relbias_backward_run(OpCall *c) {
+    BE(c)->relbias_backward(OUT(c, 0), F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 2), DIM(c, 0, 1));
+}
+
 /* ------------------------------------------------------------------------- training-step ops */
 
 /* pool_forward(h [B, T, C], w [B, K, T]) -> out [B, K, C] */
@@ -383,6 +449,18 @@ static OpDesc OPS[] = {
        ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "probs", 4), A(I32, "mask", 2), S(INT, "NH"),
             S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
        OUTS(R_F32), USING(USES(attention_backward))),
+    OP(attention_bias_forward, "-> (ctx, probs) (bias [1 or B, NH, T, T] or None)", 1,
+       ARGS(A(F32, "qkv", 3), A(I32, "mask", 2), A(F32_OPT, "bias", 4), S(INT, "NH"), S(FLOAT, "scale"),
+            S(BOOL, "query_mask"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(attention_bias_forward))),
+    OP(attention_bias_backward, "-> (dqkv, dscores)", 1,
+       ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "probs", 4), A(I32, "mask", 2), S(INT, "NH"),
+            S(FLOAT, "scale"), S(BOOL, "query_mask"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(attention_bias_backward))),
+    OP(relbias_forward, "-> bias [NH, T, T]", 1, ARGS(A(F32, "table", 2), A(I32, "buckets", 1)), OUTS(R_F32),
+       USING(USES(relbias_forward))),
+    OP(relbias_backward, "-> dtable [NB, NH]", 1, ARGS(A(F32, "dbias", 4), A(I32, "buckets", 1), S(INT, "NB")),
+       OUTS(R_F32), USING(USES(relbias_backward))),
     OP(pool_forward, "-> out", 1, ARGS(A(F32, "h", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_forward))),
     OP(pool_backward, "-> dh", 1, ARGS(A(F32, "dout", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_backward))),
     OP(concat_forward, "-> out", 1, ARGS(A(F32_LIST, "parts", 2)), OUTS(R_F32), USING(USES(concat_forward))),

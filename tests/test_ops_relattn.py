@@ -1,0 +1,179 @@
+"""The relative-attention backend ops (attention with an additive score bias, the relative
+position bias gathered from a bucket table), forward and backward, against float64 numpy
+references; the biased attention's analytic reference is checked by finite differences."""
+import math
+
+import numpy as np
+import pytest
+
+from multienc.engine import _C_tests
+
+from _numeric import rel
+
+RNG = np.random.default_rng(4321)
+
+
+def f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def split_heads(a, NH):
+    B, T, D = a.shape
+    return a.reshape(B, T, NH, D // NH).transpose(0, 2, 1, 3)
+
+
+def merge_heads(a):
+    B, NH, T, HS = a.shape
+    return a.transpose(0, 2, 1, 3).reshape(B, T, NH * HS)
+
+
+def keep_scale(B, T, NH, p, seed, site):
+    """The dropout factor of every probability: 1/(1-p) where the op's RNG keeps it, else 0."""
+    if p == 0:
+        return np.ones((B, NH, T, T))
+    keep = np.stack([np.stack([_C_tests.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
+                               for h in range(NH)]) for b in range(B)])
+    return np.where(keep, 1 / (1 - p), 0.0)
+
+
+def biased_ref(qkv, mask, bias, NH, scale, query_mask, p=0.0, seed=0, site=0):
+    """float64, in HF's eager formulation: scores = scale q.k + bias; keys masked additively
+    with finfo.min (MPNet) or, query_mask, the scores of a query x key mask filled with
+    finfo.min (DeBERTa); softmax; dropout; context. Returns (ctx, P, the dropout factors)."""
+    qkv = qkv.astype(np.float64)
+    B, T, D3 = qkv.shape
+    D = D3 // 3
+    q, k, v = (split_heads(qkv[..., i * D:(i + 1) * D], NH) for i in range(3))
+    s = scale * (q @ k.transpose(0, 1, 3, 2))
+    if bias is not None:
+        s = s + bias.astype(np.float64)
+    fmin = np.finfo(np.float32).min
+    if query_mask:
+        m2 = (mask[:, None, :, None] > 0) & (mask[:, None, None, :] > 0)
+        s = np.where(m2, s, fmin)
+    else:
+        s = s + np.where(mask[:, None, None, :] > 0, 0.0, fmin)
+    s = s - s.max(-1, keepdims=True)
+    P = np.exp(s)
+    P /= P.sum(-1, keepdims=True)
+    ks = keep_scale(B, T, NH, p, seed, site)
+    return merge_heads((P * ks) @ v), P, ks
+
+
+def biased_grad_ref(dctx, qkv, mask, bias, NH, scale, query_mask, p=0.0, seed=0, site=0):
+    """Analytic float64 backward of biased_ref: (dqkv, dscores)."""
+    qkv64 = qkv.astype(np.float64)
+    D = qkv.shape[2] // 3
+    q, k, v = (split_heads(qkv64[..., i * D:(i + 1) * D], NH) for i in range(3))
+    _, P, ks = biased_ref(qkv, mask, bias, NH, scale, query_mask, p, seed, site)
+    dc = split_heads(dctx.astype(np.float64), NH)
+    dv = (P * ks).transpose(0, 1, 3, 2) @ dc
+    dP = (dc @ v.transpose(0, 1, 3, 2)) * ks
+    dS = P * (dP - (dP * P).sum(-1, keepdims=True))
+    if query_mask:  # masked_fill cuts the graph: a filled score has no gradient
+        dS = dS * ((mask[:, None, :, None] > 0) & (mask[:, None, None, :] > 0))
+    dq = scale * dS @ k
+    dk = scale * dS.transpose(0, 1, 3, 2) @ q
+    return np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], -1), dS
+
+
+def inputs(B, T, NH, HS):
+    qkv = f32(B, T, 3 * NH * HS)
+    mask = np.ones((B, T), np.int32)
+    for b in range(B):
+        mask[b, RNG.integers(1, T + 1):] = 0
+    if B > 1:
+        mask[-1] = 1
+    return qkv, mask
+
+
+CASES = [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8)]
+
+
+@pytest.mark.parametrize("B,T,NH,HS", CASES)
+@pytest.mark.parametrize("bias_rows", [None, 1, "B"])
+@pytest.mark.parametrize("query_mask", [False, True])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_bias_forward_backward(B, T, NH, HS, bias_rows, query_mask, p):
+    qkv, mask = inputs(B, T, NH, HS)
+    bias = None if bias_rows is None else f32(B if bias_rows == "B" else 1, NH, T, T)
+    scale = 1 / math.sqrt(HS * 3)
+    ctx, probs = _C_tests.ops_attention_bias_forward(qkv, mask, bias, NH, scale, query_mask, p, 5, 100)
+    rctx, rP, _ = biased_ref(qkv, mask, bias, NH, scale, query_mask, p, 5, 100)
+    np.testing.assert_allclose(probs, rP, atol=2e-6)
+    np.testing.assert_allclose(ctx, rctx, rtol=1e-4, atol=2e-5)
+    dctx = f32(*ctx.shape)
+    dqkv, dscores = _C_tests.ops_attention_bias_backward(dctx, qkv, probs, mask, NH, scale, query_mask, p, 5, 100)
+    rdqkv, rdS = biased_grad_ref(dctx, qkv, mask, bias, NH, scale, query_mask, p, 5, 100)
+    for got, ref in ((dqkv, rdqkv), (dscores, rdS)):
+        if np.linalg.norm(ref) > 0:
+            assert rel(got, ref) < 1e-4
+        else:
+            assert np.abs(got).max() < 1e-6
+
+
+def test_attention_bias_without_bias_is_plain_attention():
+    qkv, mask = inputs(3, 9, 2, 5)
+    plain = _C_tests.ops_attention_forward(qkv, mask, 2, 0.2, 3, 7)
+    biased = _C_tests.ops_attention_bias_forward(qkv, mask, None, 2, 1 / math.sqrt(5), False, 0.2, 3, 7)
+    for a, b in zip(plain, biased):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_padded_query_rows_are_uniform_with_no_gradient():
+    qkv, mask = inputs(2, 6, 2, 4)
+    mask[0, 3:] = 0
+    _, probs = _C_tests.ops_attention_bias_forward(qkv, mask, f32(2, 2, 6, 6), 2, 0.5, True, 0.0, 0, 0)
+    np.testing.assert_allclose(probs[0, :, 3:], np.full((2, 3, 6), 1 / 6), rtol=1e-6)
+    _, dscores = _C_tests.ops_attention_bias_backward(f32(2, 6, 8), qkv, probs, mask, 2, 0.5, True, 0.0, 0, 0)
+    assert not dscores[0, :, 3:].any()
+    assert dscores[0, :, :3].any()
+
+
+def test_biased_reference_matches_finite_differences():
+    B, T, NH, HS = 2, 4, 2, 3
+    qkv, mask = inputs(B, T, NH, HS)
+    mask[0, 2:] = 0
+    bias = RNG.standard_normal((B, NH, T, T))
+    R = RNG.standard_normal((B, T, NH * HS))
+    for query_mask in (False, True):
+        rq, rS = biased_grad_ref(R, qkv, mask, bias, NH, 0.4, query_mask)
+        eps = 1e-6
+        for arr, ref, idxs in ((qkv.astype(np.float64), rq, [(0, 0, 0), (1, 2, 5), (0, 1, 7), (1, 3, 14)]),
+                               (bias, rS, [(0, 0, 0, 1), (0, 1, 1, 0), (1, 1, 3, 2), (0, 0, 3, 1)])):
+            for idx in idxs:
+                a, b = arr.copy(), arr.copy()
+                a[idx] += eps
+                b[idx] -= eps
+                args = ((a, bias), (b, bias)) if arr.ndim == 3 else ((qkv, a), (qkv, b))
+                la, lb = ((biased_ref(x, mask, y, NH, 0.4, query_mask)[0] * R).sum() for x, y in args)
+                fd = (la - lb) / (2 * eps)
+                assert abs(fd - ref[idx]) < 1e-6 * max(1.0, abs(fd))
+
+
+def relbias_ref(table, buckets, T):
+    NH = table.shape[1]
+    rel_idx = np.arange(T)[None, :] - np.arange(T)[:, None] + T - 1
+    return table[buckets[rel_idx]].transpose(2, 0, 1).reshape(NH, T, T)
+
+
+@pytest.mark.parametrize("B,T,NH,NB", [(1, 1, 1, 1), (2, 7, 3, 5), (3, 40, 4, 32)])
+def test_relbias_forward_backward(B, T, NH, NB):
+    table = f32(NB, NH)
+    buckets = RNG.integers(0, NB, 2 * T - 1).astype(np.int32)
+    bias = _C_tests.ops_relbias_forward(table, buckets)
+    np.testing.assert_array_equal(bias, relbias_ref(table, buckets, T))
+    dbias = f32(B, NH, T, T)
+    ref = np.zeros((NB, NH))
+    rel_idx = np.arange(T)[None, :] - np.arange(T)[:, None] + T - 1
+    for h in range(NH):
+        np.add.at(ref[:, h], buckets[rel_idx].ravel().repeat(1), dbias[:, h].astype(np.float64).sum(0).ravel())
+    got = _C_tests.ops_relbias_backward(dbias, buckets, NB)
+    assert rel(got, ref) < 1e-6
+
+
+def test_relbias_rejects_bad_buckets():
+    with pytest.raises(ValueError, match="bucket out of range"):
+        _C_tests.ops_relbias_forward(f32(4, 2), np.array([0, 4, 1], np.int32))
+    with pytest.raises(ValueError, match="odd length"):
+        _C_tests.ops_relbias_forward(f32(4, 2), np.array([0, 1], np.int32))
