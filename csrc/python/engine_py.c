@@ -54,6 +54,9 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         dict_int(cfgd, "max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
         dict_int(cfgd, "type_vocab_size", &c.type_vocab_size, 1, 0) ||
         dict_int(cfgd, "embedding_size", &c.embedding_size, 0, c.hidden_size) ||
+        dict_int(cfgd, "num_hidden_groups", &c.num_groups, 0, 1) ||
+        dict_int(cfgd, "inner_group_num", &c.inner_group_num, 0, 1) ||
+        dict_int(cfgd, "frozen_position_embeddings", &c.frozen_positions, 0, 0) ||
         dict_int(cfgd, "activation", &c.activation, 1, 0) ||
         dict_int(cfgd, "pad_token_id", &c.pad_token_id, 0, -1) ||
         dict_float(cfgd, "layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
