@@ -271,8 +271,8 @@ def test_bad_model_folders(tmp_path):
         LanguageModel(str(folder))
     cfg = json.loads((folder / "config.bak").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "deberta-v2"}))
-    with pytest.raises(NotImplementedError, match="'deberta-v2' is not supported; supported model types: bert, "
-                                                  "electra, roberta"):
+    with pytest.raises(NotImplementedError, match="'deberta-v2' is not supported; supported model types: albert, "
+                                                  "bert, distilbert, electra, roberta, xlm-roberta"):
         LanguageModel(str(folder))
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 38}))
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'electra.encoder.layer.0.intermediate.dense."

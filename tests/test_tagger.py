@@ -3,6 +3,7 @@ CRF inside the C model against float64 references, learning a small CoNLL-format
 with one LM and with two LMs of different tokenizers, entity F1 against seqeval, test.tsv,
 truncation, checkpoints and bad input."""
 import os
+import types
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ class _TokenizerOnly:
     def __init__(self, folder):
         self.name = os.path.basename(folder)
         self.word_tokenizer = Tokenizer.from_pretrained(folder, add_prefix_space=True)  # as LanguageModel does
-        self.config = {"type_vocab_size": 2}
+        self.encoder = types.SimpleNamespace(uses_token_types=True)
 
 
 def alignment_folders():

@@ -23,9 +23,11 @@ static int check_config(const MeEncoderConfig *c, char *err) {
     POS(intermediate_size);
     POS(max_position_embeddings);
     POS(embedding_size);
-    POS(num_groups);
-    POS(inner_group_num);
 #undef POS
+    if (c->num_groups <= 0 || c->inner_group_num <= 0)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: num_hidden_groups and inner_group_num must be > 0, got %d and %d",
+                        c->num_groups, c->inner_group_num);
     if (c->family < ME_FAMILY_BERT || c->family > ME_FAMILY_LAST)
         return me_error(err, ME_ERR_VALUE, "config: unknown model family %d", c->family);
     const char *fam = FAMILY_NAMES[c->family];
