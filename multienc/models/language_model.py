@@ -38,7 +38,9 @@ POOLINGS = ("cls", "mean", "word-level")
 _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 # What to suggest when a checkpoint ships no tokenizer, by model_type.
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
-                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", "")}
+                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", ""),
+                    "xlm-roberta": ("xlm-roberta-base", ""), "albert": ("albert-base-v2", ""),
+                    "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)")}
 _WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word inside the sequence tagger "
                     "(multienc.models.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
 
