@@ -102,3 +102,13 @@ def predict_in_offline_process(tmp_path, head_class, checkpoint, texts):
     out = subprocess.run([sys.executable, "-c", script, str(checkpoint), json.dumps(texts)],
                          capture_output=True, text=True, env=env, cwd=str(tmp_path), check=True)
     return json.loads(out.stdout)
+
+
+def assert_reloads_offline(trainer, tmp_path, texts):
+    """The trainer's best model and its ``best-model.pt`` reloaded in a new offline process predict the
+    same tags and, bit for bit, the same DME scores."""
+    expected = trainer.best_model.predict_tags(texts, trainer.corpus.label_map)
+    got = predict_in_offline_process(tmp_path, type(trainer.best_model).__name__, tmp_path / "best-model.pt", texts)
+    assert got["Predictions"] == expected["Predictions"]
+    assert got["DME scores"] == expected["DME scores"]  # bit-for-bit (same floats)
+    return expected

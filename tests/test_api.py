@@ -12,7 +12,7 @@ from multienc.training.optim import linear_schedule_factor
 from multienc.task_heads import TextClassifier, TextRegressor
 from multienc.trainer import ModelTrainer, TrainingError
 
-from _toy_tasks import BAD, GOOD, classification_corpus, predict_in_offline_process
+from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
 
 HUB = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub")
 ELECTRA = os.path.join(HUB, "google--electra-base-discriminator", "main")
@@ -164,11 +164,7 @@ def test_checkpoint_round_trip_in_a_new_offline_process(tmp_path):
     clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="dme"), 2)
     trainer = ModelTrainer(clf, corpus)
     trainer.train(learning_rate=1e-3, batch_size=4, epochs=2, base_path=str(tmp_path), progress=False)
-    texts = GOOD[:2] + BAD[:2] + [""]
-    expected = trainer.best_model.predict_tags(texts, corpus.label_map)
-    got = predict_in_offline_process(tmp_path, "TextClassifier", tmp_path / "best-model.pt", texts)
-    assert got["Predictions"] == expected["Predictions"]
-    assert got["DME scores"] == expected["DME scores"]  # bit-for-bit (same floats)
+    assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
 
 
 def test_save_pretrained_round_trip(tmp_path):

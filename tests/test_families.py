@@ -22,7 +22,7 @@ from multienc.trainer import ModelTrainer
 
 from _hub_server import HubServer
 from _tiny_hub import REF, TINY_HUB, local
-from _toy_tasks import BAD, GOOD, classification_corpus, predict_in_offline_process
+from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
 
 DISTILBERT = "distilbert-base-uncased"
 ELECTRA = local("google/electra-base-discriminator")
@@ -65,11 +65,7 @@ def test_distilbert_in_a_dme_multi_encoder_trains_and_reloads_offline(server, tm
     assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
     after = distil.encoder.state_dict()
     assert all(not np.array_equal(before[n], after[n]) for n in before if n.startswith("transformer.layer.1."))
-    texts = GOOD[:2] + BAD[:2] + [""]
-    expected = trainer.best_model.predict_tags(texts, corpus.label_map)
-    got = predict_in_offline_process(tmp_path, "TextClassifier", tmp_path / "best-model.pt", texts)
-    assert got["Predictions"] == expected["Predictions"]
-    assert got["DME scores"] == expected["DME scores"]  # bit-for-bit (same floats)
+    assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
 
 
 def test_distilbert_pairs_carry_no_token_types(server):

@@ -25,7 +25,7 @@ from multienc.trainer import ModelTrainer
 from _alignment import check_word_alignment
 from _hub_server import HubServer
 from _tiny_hub import TINY_HUB, check_against_hf, check_save_pretrained, local
-from _toy_tasks import BAD, GOOD, classification_corpus, names, ner_corpus, predict_in_offline_process
+from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus, names, ner_corpus
 
 pytestmark = pytest.mark.xfail(raises=TokenizerFileError, strict=True,
                                reason="needs the SentencePiece Unigram tokenizer (branch tok-unigram); "
@@ -63,12 +63,8 @@ def test_three_families_in_a_dme_multi_encoder_train_and_reload_offline(server, 
     for lm, old in zip(lms, before):
         new = lm.encoder.state_dict()
         assert not np.array_equal(new["embeddings.LayerNorm.weight"], old["embeddings.LayerNorm.weight"]), lm.name
-    texts = GOOD[:2] + BAD[:2] + [""]
-    expected = trainer.best_model.predict_tags(texts, corpus.label_map)
+    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
     assert np.array(expected["DME scores"]).shape == (5, 3)
-    got = predict_in_offline_process(tmp_path, "TextClassifier", tmp_path / "best-model.pt", texts)
-    assert got["Predictions"] == expected["Predictions"]
-    assert got["DME scores"] == expected["DME scores"]  # bit-for-bit (same floats)
 
 
 @pytest.mark.parametrize("repo_id", UNIGRAM_REPOS)

@@ -76,6 +76,9 @@ SPM_PIECES = 1000
 MAX_LENGTH = 64
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
               hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+# RoBERTa and XLM-R: positions after the padding index, one token type, fairseq special ids
+ROBERTA_LIKE = dict(COMMON, max_position_embeddings=MAX_LENGTH + 2, type_vocab_size=1, hidden_act="gelu",
+                    layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
@@ -225,9 +228,7 @@ def models() -> dict:
                 type_vocab_size=2, hidden_act="gelu", pad_token_id=0)),
             "uncased", False),
         "roberta-base": (
-            lambda v: transformers.RobertaForMaskedLM(transformers.RobertaConfig(
-                **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH + 2, type_vocab_size=1,
-                hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+            lambda v: transformers.RobertaForMaskedLM(transformers.RobertaConfig(**ROBERTA_LIKE, vocab_size=v)),
             "bpe", False),
         "SpanBERT/spanbert-base-cased": (
             lambda v: transformers.BertForPreTraining(transformers.BertConfig(
@@ -244,9 +245,7 @@ def models() -> dict:
                 dropout=0.1, attention_dropout=0.1, activation="gelu", pad_token_id=0)),
             "distilbert", False),
         "xlm-roberta-base": (
-            lambda v: transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(
-                **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH + 2, type_vocab_size=1,
-                hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+            lambda v: transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(**ROBERTA_LIKE, vocab_size=v)),
             "xlm-roberta", False),
         "albert-base-v2": (
             lambda v: transformers.AlbertForMaskedLM(transformers.AlbertConfig(
