@@ -1,9 +1,11 @@
-/* Transformer encoder (BERT / RoBERTa / ELECTRA) forward and backward on a
- * backend. Parameters and gradients live in one contiguous buffer each; every
- * HF parameter tensor is a contiguous slice of it (the query/key/value
- * weights of a layer are consecutive, so together they form the fused
- * [3H, H] qkv weight the model multiplies by). Activations live in one
- * workspace that grows to the largest (batch x length) seen and is reused. */
+/* Transformer encoder (BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT) forward
+ * and backward on a backend. Parameters and gradients live in one contiguous buffer each; every
+ * HF parameter tensor is a contiguous slice of it (the query/key/value weights of a layer are
+ * consecutive, so together they form the fused [3H, H] qkv weight the model multiplies by).
+ * A layer *application* runs one layer *weight set*: one set per layer, except ALBERT, whose
+ * num_hidden_groups x inner_group_num sets are shared by num_hidden_layers x inner_group_num
+ * applications (their gradients sum over the uses). Activations live in one workspace that
+ * grows to the largest (batch x length) seen and is reused. */
 #ifndef MULTIENC_ENCODER_H
 #define MULTIENC_ENCODER_H
 
@@ -14,13 +16,25 @@
 #include "common.h"
 #include "model/params.h"
 
-typedef enum { ME_FAMILY_BERT = 0, ME_FAMILY_ROBERTA = 1, ME_FAMILY_ELECTRA = 2 } MeFamily;
+/* XLM-RoBERTa is RoBERTa's architecture (ME_FAMILY_ROBERTA). */
+typedef enum {
+    ME_FAMILY_BERT = 0,
+    ME_FAMILY_ROBERTA = 1,
+    ME_FAMILY_ELECTRA = 2,
+    ME_FAMILY_DISTILBERT = 3,
+    ME_FAMILY_ALBERT = 4
+} MeFamily;
+#define ME_FAMILY_LAST ME_FAMILY_ALBERT
 
 typedef struct {
     int family; /* MeFamily */
     int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
-    int max_position_embeddings, type_vocab_size;
-    int embedding_size; /* == hidden_size except ELECTRA small/base generators etc. */
+    int max_position_embeddings;
+    int type_vocab_size; /* 0: no token type embeddings (DistilBERT) */
+    int embedding_size;  /* != hidden_size: ELECTRA (projected when different), ALBERT (always) */
+    int num_groups, inner_group_num; /* ALBERT's num_hidden_groups, inner_group_num; 1 otherwise */
+    int frozen_positions; /* 1: the position table gets no gradient and no update (DistilBERT's
+                             sinusoidal_pos_embds); it is the last tensor, past ntrain */
     float layer_norm_eps;
     float hidden_dropout, attention_dropout;
     int activation; /* MeActivation */
@@ -42,9 +56,14 @@ typedef struct MeEncoder {
     int nparams;
     MeParamInfo *info;
     size_t nfloats;
+    size_t ntrain; /* leading floats the optimizer updates; frozen tensors lie after them */
     float *params, *grads;
-    size_t wte, wpe, wtt, eln_w, eln_b, proj_w, proj_b; /* offsets; proj only when E != H */
-    MeLayerOffsets *lo;
+    size_t wte, wpe, wtt, eln_w, eln_b, proj_w, proj_b; /* offsets; wtt with token types, proj
+                                                          only with has_proj */
+    int has_proj; /* an embedding -> hidden projection (ELECTRA with E != H, ALBERT) */
+    int nsets, napps; /* layer weight sets; layer applications (forward order) */
+    int *app_set;     /* [napps]: the weight set each application runs */
+    MeLayerOffsets *lo; /* [nsets] */
 
     /* workspace (device) and its carving for the last (B, T) */
     float *ws;
@@ -56,7 +75,7 @@ typedef struct MeEncoder {
     uint64_t row0;    /* last forward's first row in the whole batch (dropout masks; 0 unless sharded) */
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_ln, *x0;
-    MeLayerActs *la;
+    MeLayerActs *la; /* [napps] */
     float *ff, *att_scratch, *tmp;            /* forward/backward scratch */
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
     int32_t *host_ints; /* host staging for position ids */

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from multienc.engine import Encoder, Tokenizer, TokenizerFileError, engine_config, read_config
+from multienc.engine import Encoder, Tokenizer, TokenizerFileError, engine_config, hidden_dropout_key, read_config
 from multienc.hub import TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
 from multienc.models.inputs import sentence_pool_weights
 
@@ -38,7 +38,9 @@ POOLINGS = ("cls", "mean", "word-level")
 _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 # What to suggest when a checkpoint ships no tokenizer, by model_type.
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
-                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", "")}
+                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", ""),
+                    "xlm-roberta": ("xlm-roberta-base", ""), "albert": ("albert-base-v2", ""),
+                    "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)")}
 _WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word inside the sequence tagger "
                     "(multienc.models.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
 
@@ -90,7 +92,8 @@ class LanguageModel:
         raw_config = read_config(self.model_dir)
         engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
         tok = self._load_tokenizer(tokenizer, raw_config["model_type"])
-        self._finish(tok, Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)}, device=device))
+        dropout = {hidden_dropout_key(raw_config["model_type"]): float(hidden_dropout_prob)}
+        self._finish(tok, Encoder(self.model_dir, dropout, device=device))
 
     def checkpoint_spec(self) -> Dict[str, Any]:
         """What a checkpoint records of this language model (JSON-able): its settings, its config
@@ -112,7 +115,7 @@ class LanguageModel:
         self = cls.__new__(cls)
         config = dict(spec["config"])
         self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"],
-                          float(config.get("hidden_dropout_prob", 0.1)), spec["keep_special_tokens"])
+                          engine_config(config, source)["hidden_dropout_prob"], spec["keep_special_tokens"])
         self.model_dir = folder
         self._tokenizer_dir = folder
         self._finish(Tokenizer.from_pretrained(folder), Encoder.from_state_dict(config, state, source))
@@ -237,8 +240,8 @@ class LanguageModel:
         if self.pooling == "word-level":
             raise NotImplementedError(_WORD_LEVEL_ONLY_IN_TAGGER)
         batch = self.tokenize(sentences)
-        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                      train=False)
+        types = batch["token_type_ids"] if self.encoder.uses_token_types else None
+        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], types, train=False)
         return self.pool(hidden, batch["attention_mask"])
 
     # ------------------------------------------------------------------ saving
@@ -255,10 +258,11 @@ class LanguageModel:
                 shutil.copyfile(source, target)
 
     def __repr__(self) -> str:
+        cfg = self.encoder.engine_config
         return (f"LanguageModel({self.model_id!r}, model_type={self.config.get('model_type')!r}, "
-                f"layers={self.config.get('num_hidden_layers')}, embedding_length={self.embedding_length}, "
+                f"layers={cfg['num_hidden_layers']}, embedding_length={self.embedding_length}, "
                 f"pooling={self.pooling!r}, fine_tune={self.fine_tune}, "
-                f"hidden_dropout_prob={self.config.get('hidden_dropout_prob')}, max_length={self.max_length})")
+                f"hidden_dropout_prob={cfg['hidden_dropout_prob']}, max_length={self.max_length})")
 
 
 
