@@ -1,7 +1,8 @@
 """The C encoder against HF transformers: eval-mode forward and the gradient of
 every parameter, on tiny random-weight BERT / RoBERTa / ELECTRA / XLM-RoBERTa / DistilBERT
-(learned and sinusoidal positions) / ALBERT (shared layer groups) models saved by transformers
-(tests/fixtures/models, made by tools/make_encoder_fixtures.py); for the newer families also
+(learned and sinusoidal positions) / ALBERT (shared layer groups) / MPNet (relative attention bias,
+sequences of 140 tokens) models saved by transformers (tests/fixtures/models, made by
+tools/make_encoder_fixtures.py); for the newer families also
 train mode, with HF run under the masks the engine draws."""
 import json
 import os
@@ -16,9 +17,9 @@ from multienc.formats.safetensors import SafetensorsError, load_file, save_file
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
 FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
-            "albert-uneven"]
+            "albert-uneven", "mpnet"]
 # fixtures whose reference holds a train-mode case (HF under the engine's dropout masks)
-TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven"]
+TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet"]
 
 
 def load(family):
@@ -96,12 +97,13 @@ def test_train_mode_matches_hf_under_the_same_masks(family):
 
 def test_padding_rows_get_no_gradient():
     """nn.Embedding(padding_idx=pad): the pad row of the word (and RoBERTa position) table."""
-    for family, pad in (("bert", 0), ("roberta", 1), ("xlm-roberta", 1), ("distilbert", 0), ("albert", 0)):
+    for family, pad in (("bert", 0), ("roberta", 1), ("xlm-roberta", 1), ("distilbert", 0), ("albert", 0),
+                        ("mpnet", 1)):
         enc, ref = load(family)
         enc.forward(**case_inputs(ref, "case0"))
         grads = enc.backward(ref["case0/R"])
         assert not grads["embeddings.word_embeddings.weight"][pad].any()
-        if family.endswith("roberta"):
+        if family.endswith("roberta") or family == "mpnet":
             assert not grads["embeddings.position_embeddings.weight"][pad].any()
 
 
@@ -115,6 +117,9 @@ FD_NAMES = {
                "encoder.albert_layer_groups.1.albert_layers.1.full_layer_layer_norm.bias",
                "encoder.embedding_hidden_mapping_in.weight"],
 }
+FD_NAMES["mpnet"] = ["encoder.layer.0.attention.attn.q.weight", "encoder.layer.1.attention.attn.o.bias",
+                     "encoder.relative_attention_bias.weight", "encoder.relative_attention_bias.weight",
+                     "embeddings.position_embeddings.weight"]
 FD_NAMES.update({"roberta": FD_NAMES["bert"], "xlm-roberta": FD_NAMES["bert"],
                  "electra": FD_NAMES["bert"] + ["embeddings_project.weight"]})
 
@@ -533,3 +538,28 @@ def test_family_defaults_follow_the_config_classes():
     assert engine_config(xlmr)["pad_token_id"] == 1
     distil = engine_config({**fixture_config("distilbert"), "layer_norm_eps": 1e-5})
     assert distil["layer_norm_eps"] == 1e-12 and distil["hidden_size"] == 32 and distil["type_vocab_size"] == 0
+
+
+def test_mpnet_config_follows_transformers_code():
+    """MPNet: no token types; padding index 1 and bucketing into 32 buckets come from transformers'
+    code, not from config.json (pad_token_id, relative_attention_num_buckets only sizes the table)."""
+    mpnet = fixture_config("mpnet")
+    cfg = engine_config({**mpnet, "pad_token_id": 0})
+    assert cfg["pad_token_id"] == 1 and cfg["type_vocab_size"] == 0 and cfg["relative_attention_num_buckets"] == 32
+    no_buckets = {k: v for k, v in mpnet.items() if k != "relative_attention_num_buckets"}
+    assert engine_config(no_buckets)["relative_attention_num_buckets"] == 32
+    enc = Encoder.from_config({**mpnet, "relative_attention_num_buckets": 40})
+    assert dict((n, s) for n, s, _ in enc._c.param_info())["encoder.relative_attention_bias.weight"] == (40, 4)
+    with pytest.raises(ValueError, match="relative_attention_num_buckets 16 is below the 32 buckets"):
+        Encoder.from_config({**mpnet, "relative_attention_num_buckets": 16})
+    with pytest.raises(ValueError, match="relative_attention_num_buckets is MPNet's"):
+        _C.Encoder({**engine_config(fixture_config("bert")), "relative_attention_num_buckets": 32})
+    with pytest.raises(ValueError, match="MPNet's padding index is 1"):
+        _C.Encoder({**cfg, "pad_token_id": 0})
+    enc, ref = load("mpnet")
+    assert not enc.uses_token_types and enc.max_positions == 140
+    ids = ref["case0/input_ids"]
+    with pytest.raises(ValueError, match="MPNet model has no token type embeddings"):
+        enc.forward(ids, ref["case0/attention_mask"], np.zeros_like(ids))
+    with pytest.raises(ValueError, match="sequence length 141 exceeds the model's maximum of 140"):
+        enc.forward(np.full((1, 141), 5))

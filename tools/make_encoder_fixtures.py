@@ -6,7 +6,8 @@ Run with the reference environment (torch + transformers), not the test venv:
 
 For each fixture (bert, roberta, electra with embedding_size != hidden_size, xlm-roberta,
 distilbert, distilbert-sinusoidal, albert with 4 layers over 2 groups of 2 shared layers,
-albert-uneven with 3 layers over 2 groups) it writes ``tests/fixtures/models/<name>/`` holding
+albert-uneven with 3 layers over 2 groups, mpnet with sequences of up to 140 tokens, so that every
+relative position bucket is used) it writes ``tests/fixtures/models/<name>/`` holding
 the model saved by transformers (``config.json`` + ``model.safetensors``) and ``reference.npz``
 with, per input case, the inputs, the eval-mode ``last_hidden_state``, a fixed random ``R`` and
 the gradient of ``sum(last_hidden_state * R)`` for EVERY parameter (keys ``grad/<hf name>``;
@@ -68,20 +69,25 @@ def configs() -> dict:
                                                    num_hidden_groups=2, inner_group_num=1,
                                                    type_vocab_size=2, hidden_act="gelu",
                                                    layer_norm_eps=1e-12, pad_token_id=0),
+        # positions run from padding_idx + 1 = 2: 142 of them for 140 tokens
+        "mpnet": transformers.MPNetConfig(**{**common, "max_position_embeddings": 142}, hidden_act="gelu",
+                                          layer_norm_eps=1e-5, relative_attention_num_buckets=32,
+                                          pad_token_id=1, bos_token_id=0, eos_token_id=2),
     }
 
 
 # Fixtures with a train-mode case, and the dropout sites of one layer application after the
 # attention probabilities, in HF's call order (csrc/model/encoder.c: SITE_ATT_OUT 2, SITE_FFN_OUT 3).
 TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
-                    "albert": (2,), "albert-uneven": (2,)}
+                    "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3)}
 TRAIN_SEED = 7
 
 
 def make_model(name: str, cfg):
     cls = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel,
            "electra": transformers.ElectraModel, "xlm-roberta": transformers.XLMRobertaModel,
-           "distilbert": transformers.DistilBertModel, "albert": transformers.AlbertModel}[cfg.model_type]
+           "distilbert": transformers.DistilBertModel, "albert": transformers.AlbertModel,
+           "mpnet": transformers.MPNetModel}[cfg.model_type]
     if cfg.model_type in ("electra", "distilbert"):  # no pooler
         return cls(cfg)
     return cls(cfg, add_pooling_layer=False)
@@ -89,11 +95,11 @@ def make_model(name: str, cfg):
 
 def cases(family: str, rng: np.random.Generator) -> list:
     """Padded batches of unequal lengths; sentence pairs with token types; RoBERTa-style models
-    also with a literal pad id inside the text (it keeps position ``pad``)."""
-    roberta = family in ("roberta", "xlm-roberta")
+    also with a literal pad id inside the text (it keeps position ``pad``). MPNet: up to 140 tokens,
+    relative distances up to 139, past max_distance 128 (every bucket, both directions)."""
+    roberta = family in ("roberta", "xlm-roberta", "mpnet")
     pad = 1 if roberta else 0
-    T = 11
-    lengths = [11, 7, 3, 9]
+    T, lengths = (140, [140, 61, 3]) if family == "mpnet" else (11, [11, 7, 3, 9])
     ids = rng.integers(3, 99, size=(len(lengths), T)).astype(np.int64)
     mask = np.zeros_like(ids)
     for b, n in enumerate(lengths):
@@ -125,8 +131,8 @@ def randomize(model: torch.nn.Module, seed: int, keep: tuple = ()) -> None:
                 continue
             if "LayerNorm.weight" in name or "layer_norm.weight" in name:
                 p.copy_(1.0 + noise)
-            else:
-                p.copy_(noise * (3.0 if "embeddings" in name else 1.0))
+            else:  # embeddings and MPNet's bucket table larger: a wrong bucket shows
+                p.copy_(noise * (3.0 if "embeddings" in name or "relative_attention" in name else 1.0))
 
 
 GAMMA, MIX1, MIX2, SITE_KEY = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD1B54A32D192ED03
@@ -198,11 +204,25 @@ def record(model, inputs: dict, R: torch.Tensor, prefix: str, ref: dict) -> None
         ref[f"{prefix}/grad/{name}"] = g.numpy().copy()
 
 
+def check_mpnet_buckets() -> None:
+    """The float32 formula that csrc/model/mpnet.c implements equals transformers' buckets
+    at every relative position the fixtures (and a 512-token input) reach."""
+    rel = torch.arange(-600, 601)
+    hf = transformers.models.mpnet.modeling_mpnet.MPNetEncoder.relative_position_bucket(rel).numpy()
+    n = np.abs(-rel.numpy()).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        x = np.log(n / np.float32(8)) / np.float32(np.log(128 / 8)) * np.float32(8)
+    large = np.minimum(8 + np.where(n >= 8, x, 0).astype(np.int64), 15)
+    ours = np.where(-rel.numpy() < 0, 16, 0) + np.where(n < 8, n.astype(np.int64), large)
+    assert np.array_equal(hf, ours), np.nonzero(hf != ours)
+
+
 def main() -> None:
     only = set(sys.argv[1:])
     unknown = only - set(configs())
     if unknown:
         sys.exit(f"unknown fixture(s): {', '.join(sorted(unknown))}; known: {', '.join(configs())}")
+    check_mpnet_buckets()
     torch.manual_seed(0)
     for i, (family, cfg) in enumerate(configs().items()):
         if only and family not in only:

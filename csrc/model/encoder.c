@@ -1,5 +1,7 @@
 #include "model/encoder.h"
+#include "model/mpnet.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,12 @@ enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
 
 /* ------------------------------------------------------------ parameters */
 
-static const char *const FAMILY_NAMES[] = {"BERT", "RoBERTa", "ELECTRA", "DistilBERT", "ALBERT"};
+static const char *const FAMILY_NAMES[] = {"BERT", "RoBERTa", "ELECTRA", "DistilBERT", "ALBERT", "MPNet"};
+
+/* Position ids from pad_token_id + 1 over the real tokens (RoBERTa's, MPNet's) */
+static int roberta_positions(const MeEncoderConfig *c) {
+    return c->family == ME_FAMILY_ROBERTA || c->family == ME_FAMILY_MPNET;
+}
 
 static int check_config(const MeEncoderConfig *c, char *err) {
 #define POS(field)                                                                           \
@@ -35,9 +42,10 @@ static int check_config(const MeEncoderConfig *c, char *err) {
         return me_error(err, ME_ERR_VALUE,
                         "config: hidden_size %d is not a multiple of num_attention_heads %d",
                         c->hidden_size, c->num_heads);
-    if (c->family == ME_FAMILY_DISTILBERT ? c->type_vocab_size != 0 : c->type_vocab_size <= 0)
+    const int no_types = c->family == ME_FAMILY_DISTILBERT || c->family == ME_FAMILY_MPNET;
+    if (no_types ? c->type_vocab_size != 0 : c->type_vocab_size <= 0)
         return me_error(err, ME_ERR_VALUE,
-                        c->family == ME_FAMILY_DISTILBERT
+                        no_types
                             ? "config: %s has no token types (type_vocab_size must be 0, got %d)"
                             : "config: %s needs type_vocab_size > 0, got %d",
                         fam, c->type_vocab_size);
@@ -62,7 +70,19 @@ static int check_config(const MeEncoderConfig *c, char *err) {
                         c->pad_token_id);
     if (c->family == ME_FAMILY_ROBERTA && c->pad_token_id < 0)
         return me_error(err, ME_ERR_VALUE, "config: RoBERTa needs a pad_token_id");
-    if (c->family == ME_FAMILY_ROBERTA && c->max_position_embeddings <= c->pad_token_id + 1)
+    if (c->family == ME_FAMILY_MPNET && c->pad_token_id != ME_MPNET_PADDING_IDX)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: MPNet's padding index is %d (MPNetEmbeddings), got pad_token_id %d",
+                        ME_MPNET_PADDING_IDX, c->pad_token_id);
+    if ((c->family == ME_FAMILY_MPNET) != (c->relative_buckets != 0))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: relative_attention_num_buckets is MPNet's (and required there), got %d "
+                        "for %s", c->relative_buckets, fam);
+    if (c->family == ME_FAMILY_MPNET && c->relative_buckets < ME_MPNET_BUCKETS)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: relative_attention_num_buckets %d is below the %d buckets transformers' "
+                        "MPNet computes positions into", c->relative_buckets, ME_MPNET_BUCKETS);
+    if (roberta_positions(c) && c->max_position_embeddings <= c->pad_token_id + 1)
         return me_error(err, ME_ERR_VALUE,
                         "config: max_position_embeddings %d leaves no positions after padding_idx %d",
                         c->max_position_embeddings, c->pad_token_id);
@@ -98,6 +118,7 @@ static void add_layer_set(MeParamList *pl, MeLayerOffsets *o, const MeEncoderCon
     const int H = c->hidden_size, I = c->intermediate_size;
     const char *const *names = c->family == ME_FAMILY_DISTILBERT ? DISTILBERT_LAYER
                                : c->family == ME_FAMILY_ALBERT   ? ALBERT_LAYER
+                               : c->family == ME_FAMILY_MPNET    ? ME_MPNET_LAYER
                                                                  : BERT_LAYER;
     char prefix[80], nm[sizeof(((MeParamInfo *)0)->name)];
     if (c->family == ME_FAMILY_DISTILBERT)
@@ -132,6 +153,9 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     *out = NULL;
     int st = check_config(cfg, err);
     if (st) return st;
+    if (cfg->relative_buckets && (!be->attention_bias_forward || !be->relbias_forward))
+        return me_error(err, ME_ERR_VALUE, "%s is not implemented on the %s backend yet; use the CPU",
+                        FAMILY_NAMES[cfg->family], be->name);
     MeEncoder *enc = calloc(1, sizeof(MeEncoder));
     if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
     enc->cfg = *cfg;
@@ -166,6 +190,9 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
         enc->app_set[a] = albert ? albert_group(cfg, a / cfg->inner_group_num) * cfg->inner_group_num +
                                        a % cfg->inner_group_num
                                  : a;
+    if (cfg->relative_buckets)
+        enc->relb = me_params_add(&pl, "encoder.relative_attention_bias.weight", cfg->relative_buckets,
+                                  cfg->num_heads, 1);
     enc->ntrain = pl.nfloats;
     if (cfg->frozen_positions)
         enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight",
@@ -247,6 +274,11 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->d_b = me_carve(base, &off, N * W);
     enc->d_qkv = me_carve(base, &off, N * 3 * H);
     enc->d_ff = me_carve(base, &off, N * I);
+    if (c->relative_buckets) {
+        enc->relbias = me_carve(base, &off, NH * T * T);
+        enc->d_scores = me_carve(base, &off, (size_t)B * NH * T * T);
+        enc->buckets = (int32_t *)me_carve(base, &off, 2 * (size_t)T);
+    }
     return off;
 }
 
@@ -262,7 +294,7 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             need * 4.0 / (1 << 20));
     }
     carve(enc, enc->ws, B, T);
-    size_t ni = (size_t)B * T;
+    size_t ni = (size_t)B * T > 2 * (size_t)T ? (size_t)B * T : 2 * (size_t)T; /* ids or buckets */
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
         if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
@@ -283,7 +315,7 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
         return me_error(err, ME_ERR_VALUE,
                         "this %s model has no token type embeddings; pass no token_type_ids",
                         FAMILY_NAMES[c->family]);
-    int max_len = c->family == ME_FAMILY_ROBERTA ? c->max_position_embeddings - c->pad_token_id - 1
+    int max_len = roberta_positions(c) ? c->max_position_embeddings - c->pad_token_id - 1
                                                  : c->max_position_embeddings;
     if (T > max_len)
         return me_error(err, ME_ERR_VALUE,
@@ -342,7 +374,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     /* inputs; position ids as HF computes them */
     int32_t *pos = enc->host_ints;
     for (int b = 0; b < B; b++) {
-        if (c->family == ME_FAMILY_ROBERTA) {
+        if (roberta_positions(c)) {
             int run = 0;
             for (int t = 0; t < T; t++) {
                 int real = ids[b * T + t] != c->pad_token_id;
@@ -360,6 +392,11 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         be->to_device(enc->types, types, sizeof(int32_t) * N);
     else
         be->zero(enc->types, sizeof(int32_t) * N);
+    if (c->relative_buckets) { /* MPNet: one bias [NH,T,T] for every layer */
+        me_mpnet_buckets(enc->host_ints, T);
+        be->to_device(enc->buckets, enc->host_ints, sizeof(int32_t) * (2 * (size_t)T - 1));
+        be->relbias_forward(enc->relbias, P + enc->relb, enc->buckets, T, NH);
+    }
 
     /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
     be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
@@ -380,8 +417,13 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
         MeLayerActs *a = &enc->la[l];
         be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H);
-        be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
-                              SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
+        if (c->relative_buckets)
+            be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
+                                       1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                       SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
+        else
+            be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
+                                  SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
         be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H);
         be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_att_out, seed,
                             rows_site(enc, SITE(l, SITE_ATT_OUT), H));
@@ -458,8 +500,15 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
                                P + o->ln1_w, N, H, 0);
         be->dropout_backward(da, db, (size_t)N * H, p_att_out, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
         be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0);
-        be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa,
-                               seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+        if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
+            be->attention_bias_backward(enc->d_qkv, enc->d_scores, dh, a->qkv, a->probs, enc->mask,
+                                        1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                        SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+            be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH);
+        } else {
+            be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa,
+                                   seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+        }
         /* d(x) = d(r1) + dqkv @ Wqkv */
         be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N, H,
                             3 * H, 1);
@@ -479,7 +528,7 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
     be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
                            enc->emb_rstd, P + enc->eln_w, N, E, 0);
     int word_pad = c->pad_token_id;
-    int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
+    int pos_pad = roberta_positions(c) ? c->pad_token_id : -1;
     be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
     if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
     if (!c->frozen_positions) be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);

@@ -1,10 +1,11 @@
-/* Transformer encoder (BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT) forward
+/* Transformer encoder (BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT / MPNet) forward
  * and backward on a backend. Parameters and gradients live in one contiguous buffer each; every
  * HF parameter tensor is a contiguous slice of it (the query/key/value weights of a layer are
  * consecutive, so together they form the fused [3H, H] qkv weight the model multiplies by).
  * A layer *application* runs one layer *weight set*: one set per layer, except ALBERT, whose
  * num_hidden_groups x inner_group_num sets are shared by num_hidden_layers x inner_group_num
- * applications (their gradients sum over the uses). Activations live in one workspace that
+ * applications (their gradients sum over the uses). MPNet adds one relative position bias,
+ * gathered from a bucket table (model/mpnet.c), to every layer's attention scores. Activations live in one workspace that
  * grows to the largest (batch x length) seen and is reused. */
 #ifndef MULTIENC_ENCODER_H
 #define MULTIENC_ENCODER_H
@@ -22,9 +23,10 @@ typedef enum {
     ME_FAMILY_ROBERTA = 1,
     ME_FAMILY_ELECTRA = 2,
     ME_FAMILY_DISTILBERT = 3,
-    ME_FAMILY_ALBERT = 4
+    ME_FAMILY_ALBERT = 4,
+    ME_FAMILY_MPNET = 5
 } MeFamily;
-#define ME_FAMILY_LAST ME_FAMILY_ALBERT
+#define ME_FAMILY_LAST ME_FAMILY_MPNET
 
 typedef struct {
     int family; /* MeFamily */
@@ -39,6 +41,7 @@ typedef struct {
     float hidden_dropout, attention_dropout;
     int activation; /* MeActivation */
     int pad_token_id;
+    int relative_buckets; /* MPNet: rows of the relative attention bias table; 0 otherwise */
 } MeEncoderConfig;
 
 typedef struct {
@@ -64,6 +67,7 @@ typedef struct MeEncoder {
     int nsets, napps; /* layer weight sets; layer applications (forward order) */
     int *app_set;     /* [napps]: the weight set each application runs */
     MeLayerOffsets *lo; /* [nsets] */
+    size_t relb;        /* MPNet: the relative attention bias table [relative_buckets, NH] */
 
     /* workspace (device) and its carving for the last (B, T) */
     float *ws;
@@ -78,6 +82,8 @@ typedef struct MeEncoder {
     MeLayerActs *la; /* [napps] */
     float *ff, *att_scratch, *tmp;            /* forward/backward scratch */
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
+    float *relbias, *d_scores; /* MPNet: the bias [NH,T,T] all layers add; a layer's score gradient */
+    int32_t *buckets;          /* MPNet: the bucket of each relative position [2T - 1] */
     int32_t *host_ints; /* host staging for position ids */
     size_t host_ints_cap;
 } MeEncoder;

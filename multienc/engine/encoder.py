@@ -22,15 +22,18 @@ from multienc.formats.safetensors import save_file
 from multienc.formats.weights import find_weight_file, load_state_dict
 
 #: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
-FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4}
-_ROBERTA, _DISTILBERT, _ALBERT = 1, 3, 4
+FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
+            "mpnet": 5}
+_ROBERTA, _DISTILBERT, _ALBERT, _MPNET = 1, 3, 4, 5
+#: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
+MPNET_PADDING_IDX = 1
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
 # Checkpoint tensors that belong to task heads or buffers, not to the encoder.
 IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator_predictions.",
                     "generator_lm_head.", "pooler.", "classifier.", "qa_outputs.",
                     "sop_classifier.", "predictions.", "vocab_transform.", "vocab_layer_norm.",
                     "vocab_projector.", "pre_classifier.", "embeddings.position_ids")
-BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.")
+BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.")
 # DistilBERT's config.json names (DistilBertConfig.attribute_map, read the other way round).
 _DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
                     "intermediate_size": "hidden_dim", "hidden_act": "activation",
@@ -49,6 +52,7 @@ _DEFAULTS = {
     "albert": {**_COMMON_DEFAULTS, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
                "attention_probs_dropout_prob": 0.0, "embedding_size": 128, "num_hidden_groups": 1,
                "inner_group_num": 1},
+    "mpnet": {**_COMMON_DEFAULTS, "pad_token_id": 1, "relative_attention_num_buckets": 32},
 }
 
 
@@ -108,12 +112,12 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
             "num_attention_heads": int(get("num_attention_heads")),
             "intermediate_size": int(get("intermediate_size")),
             "max_position_embeddings": int(get("max_position_embeddings")),
-            # DistilBERT: no token types, and every LayerNorm's eps is 1e-12 in its code
-            "type_vocab_size": 0 if family == _DISTILBERT else int(get("type_vocab_size")),
+            # DistilBERT, MPNet: no token types; DistilBERT's LayerNorms use eps 1e-12 in its code
+            "type_vocab_size": 0 if family in (_DISTILBERT, _MPNET) else int(get("type_vocab_size")),
             "embedding_size": int(get("embedding_size")) if family == _ALBERT
             else int(config.get("embedding_size") or hidden),
             "activation": ACTIVATIONS[act],
-            "pad_token_id": int(get("pad_token_id")),
+            "pad_token_id": MPNET_PADDING_IDX if family == _MPNET else int(get("pad_token_id")),
             "layer_norm_eps": 1e-12 if family == _DISTILBERT else float(get("layer_norm_eps")),
             "hidden_dropout_prob": float(get("hidden_dropout_prob")),
             "attention_probs_dropout_prob": float(get("attention_probs_dropout_prob")),
@@ -121,6 +125,8 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
         if family == _ALBERT:
             cfg["num_hidden_groups"] = int(get("num_hidden_groups"))
             cfg["inner_group_num"] = int(get("inner_group_num"))
+        if family == _MPNET:
+            cfg["relative_attention_num_buckets"] = int(get("relative_attention_num_buckets"))
         if family == _DISTILBERT:
             cfg["frozen_position_embeddings"] = int(bool(get("sinusoidal_pos_embds")))
     except KeyError as e:
@@ -251,7 +257,7 @@ class Encoder:
         ``pad_token_id + 1`` of ``max_position_embeddings``; the C forward rejects longer inputs
         with the same rule."""
         cfg = self.engine_config
-        if cfg["family"] == _ROBERTA:
+        if cfg["family"] in (_ROBERTA, _MPNET):
             return cfg["max_position_embeddings"] - cfg["pad_token_id"] - 1
         return cfg["max_position_embeddings"]
 
