@@ -121,6 +121,18 @@ typedef struct MeBackend {
     /* dtable[buckets[j - i + T - 1], h] += sum_b dbias[b,h,i,j] (dbias [B,NH,T,T]) */
     void (*relbias_backward)(float *dtable, const float *dbias, const int32_t *buckets, int B, int T,
                              int NH);
+    /* DeBERTa's disentangled attention terms, the gathers fused with the products: with
+     * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1]),
+     * bias[b,h,i,j] = scale * (q[b,i,h] . posk[r,h] + k[b,j,h] . posq[r,h]) (c2p + p2c; posk or
+     * posq NULL drops its term). q, k: the q and k blocks of a fused qkv [B*T, 3*NH*HS];
+     * posk, posq [S2, NH*HS]; bias [B,NH,T,T]. Optional. */
+    void (*disentangled_forward)(float *bias, const float *qkv, const float *posk, const float *posq,
+                                 const int32_t *idx, float scale, int B, int T, int NH, int HS);
+    /* Given dbias: the q and k blocks of dqkv += ... (its v block untouched); dposk, dposq
+     * (+)= ... (each NULL when its term is absent). Deterministic (fixed summation order). */
+    void (*disentangled_backward)(float *dqkv, float *dposk, float *dposq, const float *dbias,
+                                  const float *qkv, const float *posk, const float *posq,
+                                  const int32_t *idx, float scale, int B, int T, int NH, int HS);
 
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 

@@ -177,3 +177,88 @@ def test_relbias_rejects_bad_buckets():
         _C_tests.ops_relbias_forward(f32(4, 2), np.array([0, 4, 1], np.int32))
     with pytest.raises(ValueError, match="odd length"):
         _C_tests.ops_relbias_forward(f32(4, 2), np.array([0, 1], np.int32))
+
+
+def disentangled_ref(qkv, posk, posq, idx, NH, scale):
+    """float64 in transformers' formulation: the products with every relative row (bmm), then
+    torch.gather at the row of each (i, j) (c2p at q's row i, p2c at k's row j, transposed)."""
+    B, T, D3 = qkv.shape
+    D = D3 // 3
+    q, k = (split_heads(qkv[..., i * D:(i + 1) * D].astype(np.float64), NH) for i in range(2))
+    rows = idx[np.arange(T)[None, :] - np.arange(T)[:, None] + T - 1]  # [i, j]
+    out = np.zeros((B, NH, T, T))
+    for pos, x, transpose in ((posk, q, False), (posq, k, True)):
+        if pos is None:
+            continue
+        p = pos.astype(np.float64).reshape(-1, NH, D // NH).transpose(1, 0, 2)  # [NH, S2, HS]
+        full = x @ p.transpose(0, 2, 1)[None]  # [B, NH, T, S2]
+        g = rows.T if transpose else rows  # p2c gathers at [j, i] and is transposed back
+        gathered = np.take_along_axis(full, np.broadcast_to(g, (B, NH, T, T)), -1)
+        out += (gathered.transpose(0, 1, 3, 2) if transpose else gathered) * scale
+    return out
+
+
+def disentangled_grad_ref(dbias, qkv, posk, posq, idx, NH, scale):
+    B, T, D3 = qkv.shape
+    D = D3 // 3
+    HS = D // NH
+    q, k = (split_heads(qkv[..., i * D:(i + 1) * D].astype(np.float64), NH) for i in range(2))
+    rows = idx[np.arange(T)[None, :] - np.arange(T)[:, None] + T - 1]
+    S2 = (posk if posk is not None else posq).shape[0]
+    onehot = np.eye(S2)[rows]  # [i, j, S2]
+    g = dbias.astype(np.float64) * scale
+    dq = dk = np.zeros_like(q)
+    res = []
+    for pos, x, sub in ((posk, q, "bhij,ijr->bhir"), (posq, k, "bhij,ijr->bhjr")):
+        if pos is None:
+            res.append(None)
+            continue
+        p = pos.astype(np.float64).reshape(S2, NH, HS).transpose(1, 0, 2)
+        G = np.einsum(sub, g, onehot)  # [B, NH, T, S2]: gradient of the full products
+        dx = G @ p[None]
+        if pos is posk:
+            dq = dx
+        else:
+            dk = dx
+        res.append(np.einsum("bhtr,bhtd->rhd", G, x).reshape(S2, D))
+    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), np.zeros((B, T, D))], -1)
+    return dqkv, res[0], res[1]
+
+
+@pytest.mark.parametrize("B,T,NH,HS,S2", [(1, 1, 1, 1, 2), (2, 5, 3, 7, 8), (3, 17, 2, 16, 12), (2, 40, 4, 8, 64)])
+@pytest.mark.parametrize("terms", ["c2p+p2c", "c2p", "p2c"])
+def test_disentangled_forward_backward(B, T, NH, HS, S2, terms):
+    qkv = f32(B, T, 3 * NH * HS)
+    posk = f32(S2, NH * HS) if "c2p" in terms else None
+    posq = f32(S2, NH * HS) if "p2c" in terms else None
+    idx = RNG.integers(0, S2, 2 * T - 1).astype(np.int32)
+    scale = 1 / math.sqrt(HS * 3)
+    bias = _C_tests.ops_disentangled_forward(qkv, posk, posq, idx, NH, scale)
+    np.testing.assert_allclose(bias, disentangled_ref(qkv, posk, posq, idx, NH, scale), rtol=1e-5, atol=1e-5)
+    dbias = f32(B, NH, T, T)
+    got = _C_tests.ops_disentangled_backward(dbias, qkv, posk, posq, idx, NH, scale)
+    ref = disentangled_grad_ref(dbias, qkv, posk, posq, idx, NH, scale)
+    for g, r in zip(got, ref):
+        if r is None:
+            assert g is None
+        else:
+            assert rel(g, r) < 1e-5
+
+
+def test_disentangled_grad_reference_matches_finite_differences():
+    B, T, NH, HS, S2 = 2, 4, 2, 3, 6
+    qkv = RNG.standard_normal((B, T, 3 * NH * HS))
+    posk, posq = RNG.standard_normal((S2, NH * HS)), RNG.standard_normal((S2, NH * HS))
+    idx = np.array([0, 5, 2, 3, 1, 4, 5], np.int32)
+    R = RNG.standard_normal((B, NH, T, T))
+    ref = disentangled_grad_ref(R, qkv, posk, posq, idx, NH, 0.7)
+    args = [qkv, posk, posq]
+    for a, idxs in ((0, [(0, 0, 0), (1, 3, 8)]), (1, [(0, 0), (5, 4), (3, 1)]), (2, [(2, 5), (4, 0)])):
+        for ix in idxs:
+            vals = []
+            for sign in (1, -1):
+                pert = [x.copy() for x in args]
+                pert[a][ix] += sign * 1e-6
+                vals.append((disentangled_ref(*pert, idx, NH, 0.7) * R).sum())
+            fd = (vals[0] - vals[1]) / 2e-6
+            assert abs(fd - ref[a][ix]) < 1e-6 * max(1.0, abs(fd))

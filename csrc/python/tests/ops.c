@@ -239,6 +239,48 @@ static void relbias_backward_run(OpCall *c) {
     BE(c)->relbias_backward(OUT(c, 0), F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 2), DIM(c, 0, 1));
 }
 
+/* qkv [B, T, 3 NH HS], posk / posq [S2, NH HS] | None, idx [2T - 1] in [0, S2): the shapes of the
+ * disentangled ops; *S2 = the rows of the relative embeddings. */
+static int disentangled_shape(OpCall *c, int qkv, int posk, int posq, int idx, int nh, int *S2) {
+    int HS = 0;
+    if (attention_shape(c, qkv, nh, &HS)) return -1;
+    const int T = DIM(c, qkv, 1), D = c->val[nh].i * HS;
+    *S2 = c->arr[posk] ? DIM(c, posk, 0) : c->arr[posq] ? DIM(c, posq, 0) : 0;
+    for (int a = posk; a <= posq; a++)
+        if (c->arr[a] && (DIM(c, a, 0) != *S2 || DIM(c, a, 1) != D)) return op_fail("posk/posq must be [S2, NH*HS]");
+    if (DIM(c, idx, 0) != 2 * T - 1) return op_fail("idx must have length 2T - 1");
+    return relbias_buckets(c, idx, *S2 > 0 ? *S2 : 1);
+}
+
+/* disentangled_forward(qkv, posk | None, posq | None, idx, NH, scale) -> bias [B, NH, T, T] */
+static int disentangled_forward_check(OpCall *c) {
+    int S2;
+    if (disentangled_shape(c, 0, 1, 2, 3, 4, &S2)) return -1;
+    return op_result(c, 0, 4, DIM(c, 0, 0), c->val[4].i, DIM(c, 0, 1), DIM(c, 0, 1));
+}
+static void disentangled_forward_run(OpCall *c) {
+    const int NH = c->val[4].i;
+    BE(c)->disentangled_forward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), c->val[5].f, DIM(c, 0, 0),
+                                DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+}
+
+/* disentangled_backward(dbias, qkv, posk | None, posq | None, idx, NH, scale)
+ * -> (dqkv (v block 0), dposk | None, dposq | None) */
+static int disentangled_backward_check(OpCall *c) {
+    int S2;
+    if (disentangled_shape(c, 1, 2, 3, 4, 5, &S2)) return -1;
+    const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[5].i, D = DIM(c, 1, 2) / 3;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != NH || DIM(c, 0, 2) != T || DIM(c, 0, 3) != T)
+        return op_fail("dbias must be [B, NH, T, T]");
+    return op_result(c, 0, 3, B, T, 3 * D) || op_result(c, 1, c->arr[2] ? 2 : -1, S2, D) ||
+           op_result(c, 2, c->arr[3] ? 2 : -1, S2, D);
+}
+static void disentangled_backward_run(OpCall *c) {
+    const int NH = c->val[5].i;
+    BE(c)->disentangled_backward(OUT(c, 0), OUT(c, 1), OUT(c, 2), F(c, 0), F(c, 1), F(c, 2), F(c, 3), I32(c, 4),
+                                 c->val[6].f, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH));
+}
+
 /* ------------------------------------------------------------------------- training-step ops */
 
 /* pool_forward(h [B, T, C], w [B, K, T]) -> out [B, K, C] */
@@ -461,6 +503,14 @@ static OpDesc OPS[] = {
        USING(USES(relbias_forward))),
     OP(relbias_backward, "-> dtable [NB, NH]", 1, ARGS(A(F32, "dbias", 4), A(I32, "buckets", 1), S(INT, "NB")),
        OUTS(R_F32), USING(USES(relbias_backward))),
+    OP(disentangled_forward, "-> bias [B, NH, T, T] (posk / posq None: no c2p / p2c term)", 1,
+       ARGS(A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1), S(INT, "NH"),
+            S(FLOAT, "scale")),
+       OUTS(R_F32), USING(USES(disentangled_forward))),
+    OP(disentangled_backward, "-> (dqkv, dposk | None, dposq | None)", 1,
+       ARGS(A(F32, "dbias", 4), A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1),
+            S(INT, "NH"), S(FLOAT, "scale")),
+       OUTS(R_F32, R_F32, R_F32), USING(USES(disentangled_backward))),
     OP(pool_forward, "-> out", 1, ARGS(A(F32, "h", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_forward))),
     OP(pool_backward, "-> dh", 1, ARGS(A(F32, "dout", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_backward))),
     OP(concat_forward, "-> out", 1, ARGS(A(F32_LIST, "parts", 2)), OUTS(R_F32), USING(USES(concat_forward))),
