@@ -121,6 +121,10 @@ typedef struct MeBackend {
     /* dtable[buckets[j - i + T - 1], h] += sum_b dbias[b,h,i,j] (dbias [B,NH,T,T]) */
     void (*relbias_backward)(float *dtable, const float *dbias, const int32_t *buckets, int B, int T,
                              int NH);
+    /* x[n, :] *= mask[n] (mask 0/1) in place, x [N, C]: DeBERTa's mask on the embedding output.
+     * The backward is the same map on the gradient. */
+    void (*mask_rows_forward)(float *x, const int32_t *mask, int N, int C);
+    void (*mask_rows_backward)(float *dx, const int32_t *mask, int N, int C);
     /* DeBERTa's disentangled attention terms, the gathers fused with the products: with
      * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1]),
      * bias[b,h,i,j] = scale * (q[b,i,h] . posk[r,h] + k[b,j,h] . posq[r,h]) (c2p + p2c; posk or

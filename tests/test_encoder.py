@@ -16,10 +16,14 @@ from multienc.engine.encoder import sinusoidal_table
 from multienc.formats.safetensors import SafetensorsError, load_file, save_file
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
+# DeBERTa-v3 as released, separate position projections with embedding_size != hidden_size and token
+# types, c2p only, p2c only without norm_rel_ebd, v2-style raw distances (tools/make_encoder_fixtures.py)
+DEBERTA = ["deberta-v3", "deberta-v3-separate", "deberta-v3-c2p", "deberta-v3-p2c", "deberta-v2-nobuckets"]
 FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
-            "albert-uneven", "mpnet"]
+            "albert-uneven", "mpnet", *DEBERTA]
 # fixtures whose reference holds a train-mode case (HF under the engine's dropout masks)
-TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet"]
+TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet",
+               "deberta-v3", "deberta-v3-separate"]
 
 
 def load(family):
@@ -98,7 +102,7 @@ def test_train_mode_matches_hf_under_the_same_masks(family):
 def test_padding_rows_get_no_gradient():
     """nn.Embedding(padding_idx=pad): the pad row of the word (and RoBERTa position) table."""
     for family, pad in (("bert", 0), ("roberta", 1), ("xlm-roberta", 1), ("distilbert", 0), ("albert", 0),
-                        ("mpnet", 1)):
+                        ("mpnet", 1), ("deberta-v3", 0)):
         enc, ref = load(family)
         enc.forward(**case_inputs(ref, "case0"))
         grads = enc.backward(ref["case0/R"])
@@ -120,6 +124,14 @@ FD_NAMES = {
 FD_NAMES["mpnet"] = ["encoder.layer.0.attention.attn.q.weight", "encoder.layer.1.attention.attn.o.bias",
                      "encoder.relative_attention_bias.weight", "encoder.relative_attention_bias.weight",
                      "embeddings.position_embeddings.weight"]
+FD_NAMES["deberta-v3"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight",
+                          "encoder.rel_embeddings.weight", "encoder.LayerNorm.weight",
+                          "encoder.layer.0.attention.self.key_proj.weight", "embeddings.LayerNorm.bias"]
+FD_NAMES["deberta-v3-separate"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight",
+                                   "encoder.layer.1.attention.self.pos_key_proj.weight",
+                                   "encoder.layer.0.attention.self.pos_query_proj.bias",
+                                   "embeddings.embed_proj.weight"]
+FD_NAMES["deberta-v3-p2c"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight"]
 FD_NAMES.update({"roberta": FD_NAMES["bert"], "xlm-roberta": FD_NAMES["bert"],
                  "electra": FD_NAMES["bert"] + ["embeddings_project.weight"]})
 
@@ -563,3 +575,49 @@ def test_mpnet_config_follows_transformers_code():
         enc.forward(ids, ref["case0/attention_mask"], np.zeros_like(ids))
     with pytest.raises(ValueError, match="sequence length 141 exceeds the model's maximum of 140"):
         enc.forward(np.full((1, 141), 5))
+
+
+@pytest.mark.parametrize("family", ["deberta-v3", "deberta-v3-separate", "mpnet"])
+def test_relative_attention_gradients_are_deterministic(family):
+    """The scatter-adds of the gathers (and every other reduction) run in a fixed order: two
+    backward passes of the same batch give bit-identical gradients for a given thread count."""
+    enc, ref = load(family)
+    inputs = case_inputs(ref, "case0")
+    runs = []
+    for _ in range(2):
+        enc.zero_grad()
+        enc.forward(**inputs, train=True, seed=3)
+        runs.append(enc.backward(ref["case0/R"]))
+    for name in runs[0]:
+        np.testing.assert_array_equal(runs[0][name], runs[1][name])
+
+
+def test_deberta_config_follows_transformers():
+    """DebertaV2Config's keys and the getattr defaults of its modules: pos_att_type as a string or a
+    list, max_relative_positions < 1 meaning max_position_embeddings, norm_rel_ebd as '|' list; what the
+    engine does not implement (the v2 convolution) and what transformers cannot run are refused."""
+    v3 = fixture_config("deberta-v3")
+    cfg = engine_config({**v3, "pos_att_type": "c2p|p2c", "max_relative_positions": -1,
+                         "norm_rel_ebd": "none | layer_norm"})
+    assert (cfg["pos_att"], cfg["max_relative_positions"], cfg["norm_rel_ebd"]) == (3, 40, 1)
+    assert (cfg["share_att_key"], cfg["position_biased_input"], cfg["type_vocab_size"]) == (1, 0, 0)
+    bare = {k: v for k, v in v3.items() if k not in ("share_att_key", "norm_rel_ebd", "position_buckets",
+                                                       "position_biased_input", "type_vocab_size")}
+    cfg = engine_config(bare)
+    assert (cfg["share_att_key"], cfg["norm_rel_ebd"], cfg["position_buckets"], cfg["position_biased_input"],
+            cfg["type_vocab_size"]) == (0, 0, -1, 1, 0)
+    with pytest.raises(NotImplementedError, match="convolution layer"):
+        engine_config({**v3, "conv_kernel_size": 3})
+    with pytest.raises(ModelConfigError, match="attention_head_size 4 x num_attention_heads 4 != hidden_size 32"):
+        engine_config({**v3, "attention_head_size": 4})
+    with pytest.raises(ValueError, match="relative attention and position_biased_input are DeBERTa's, not BERT's"):
+        _C.Encoder({**engine_config(fixture_config("bert")), "relative_attention": 1})
+    enc, ref = load("deberta-v3")
+    assert not enc.uses_token_types and "embeddings.position_embeddings.weight" not in enc.param_names()
+    # a DeBERTa-v3 checkpoint under the task prefix, with the unused absolute table and an MLM head
+    state = {f"deberta.{k}": v for k, v in enc.state_dict().items()}
+    state["deberta.embeddings.position_embeddings.weight"] = np.zeros((512, 32), np.float32)
+    state["lm_predictions.lm_head.bias"] = np.zeros(99, np.float32)
+    enc.load_state_dict(state)
+    inputs = case_inputs(ref, "case0")
+    assert np.abs(enc.forward(**inputs) - ref["case0/last_hidden_state"]).max() <= 1e-5

@@ -262,3 +262,14 @@ def test_disentangled_grad_reference_matches_finite_differences():
                 vals.append((disentangled_ref(*pert, idx, NH, 0.7) * R).sum())
             fd = (vals[0] - vals[1]) / 2e-6
             assert abs(fd - ref[a][ix]) < 1e-6 * max(1.0, abs(fd))
+
+
+@pytest.mark.parametrize("N,C", [(1, 1), (7, 33), (300, 65)])
+def test_mask_rows_forward_backward(N, C):
+    x = f32(N, C)
+    mask = RNG.integers(0, 2, N).astype(np.int32)
+    ref = x.astype(np.float64) * mask[:, None]
+    np.testing.assert_array_equal(_C_tests.ops_mask_rows_forward(x, mask), ref)
+    np.testing.assert_array_equal(_C_tests.ops_mask_rows_backward(x, mask), ref)  # d(x * m)/dx = m
+    with pytest.raises(ValueError, match="0 or 1"):
+        _C_tests.ops_mask_rows_forward(x, np.full(N, 2, np.int32))

@@ -7,7 +7,7 @@ Run with the reference environment (torch + transformers), not the test venv:
 For each fixture (bert, roberta, electra with embedding_size != hidden_size, xlm-roberta,
 distilbert, distilbert-sinusoidal, albert with 4 layers over 2 groups of 2 shared layers,
 albert-uneven with 3 layers over 2 groups, mpnet with sequences of up to 140 tokens, so that every
-relative position bucket is used) it writes ``tests/fixtures/models/<name>/`` holding
+relative position bucket is used, and the DeBERTa matrix below) it writes ``tests/fixtures/models/<name>/`` holding
 the model saved by transformers (``config.json`` + ``model.safetensors``) and ``reference.npz``
 with, per input case, the inputs, the eval-mode ``last_hidden_state``, a fixed random ``R`` and
 the gradient of ``sum(last_hidden_state * R)`` for EVERY parameter (keys ``grad/<hf name>``;
@@ -70,16 +70,45 @@ def configs() -> dict:
                                                    type_vocab_size=2, hidden_act="gelu",
                                                    layer_norm_eps=1e-12, pad_token_id=0),
         # positions run from padding_idx + 1 = 2: 142 of them for 140 tokens
+        **deberta_configs(common),
         "mpnet": transformers.MPNetConfig(**{**common, "max_position_embeddings": 142}, hidden_act="gelu",
                                           layer_norm_eps=1e-5, relative_attention_num_buckets=32,
                                           pad_token_id=1, bos_token_id=0, eos_token_id=2),
     }
 
 
+def deberta_configs(common: dict) -> dict:
+    """DeBERTa-v3 as released (relative attention only, log buckets, c2p + p2c through the shared
+    key/query projections, LayerNorm on the relative embeddings, no token types) and its variants:
+    separate pos_key_proj / pos_query_proj with embedding_size != hidden_size and token types;
+    c2p only; p2c only without norm_rel_ebd; DeBERTa-v2 style without buckets (position_buckets -1,
+    raw distances clamped at max_relative_positions) with absolute positions too and an explicit
+    attention_head_size. Sequences of 3 to 40 tokens reach the exact region (|d| < 4), the log
+    region and the clamp of the 16-row table (8 buckets, max_relative_positions 20)."""
+    base = dict(common, hidden_act="gelu", layer_norm_eps=1e-7, pad_token_id=0, relative_attention=True,
+                position_biased_input=False, position_buckets=8, max_relative_positions=20,
+                type_vocab_size=0, norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type="p2c|c2p")
+    v = transformers.DebertaV2Config
+    return {
+        "deberta-v3": v(**base),
+        "deberta-v3-separate": v(**{**base, "share_att_key": False, "pos_att_type": "c2p|p2c",
+                                    "embedding_size": 16, "type_vocab_size": 2}),
+        "deberta-v3-c2p": v(**{**base, "pos_att_type": "c2p"}),
+        "deberta-v3-p2c": v(**{**base, "pos_att_type": "p2c", "share_att_key": False, "norm_rel_ebd": "none"}),
+        "deberta-v2-nobuckets": v(**{**base, "position_buckets": -1, "max_relative_positions": 16,
+                                     "position_biased_input": True, "attention_head_size": 8,
+                                     "hidden_act": "gelu_new"}),
+    }
+
+
 # Fixtures with a train-mode case, and the dropout sites of one layer application after the
 # attention probabilities, in HF's call order (csrc/model/encoder.c: SITE_ATT_OUT 2, SITE_FFN_OUT 3).
 TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
-                    "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3)}
+                    "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3), "deberta-v3": (2, 3),
+                    "deberta-v3-separate": (2, 3)}
+# ... and the sites of a layer application's dropouts before its attention probabilities:
+# DeBERTa's pos_dropout on the relative embeddings (SITE_REL 4)
+BEFORE_ATTENTION_SITES = {"deberta-v3": (4,), "deberta-v3-separate": (4,)}
 TRAIN_SEED = 7
 
 
@@ -87,10 +116,14 @@ def make_model(name: str, cfg):
     cls = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel,
            "electra": transformers.ElectraModel, "xlm-roberta": transformers.XLMRobertaModel,
            "distilbert": transformers.DistilBertModel, "albert": transformers.AlbertModel,
-           "mpnet": transformers.MPNetModel}[cfg.model_type]
-    if cfg.model_type in ("electra", "distilbert"):  # no pooler
+           "mpnet": transformers.MPNetModel, "deberta-v2": transformers.DebertaV2Model}[cfg.model_type]
+    if cfg.model_type in ("electra", "distilbert", "deberta-v2"):  # no pooler
         return cls(cfg)
     return cls(cfg, add_pooling_layer=False)
+
+
+def types_on(family: str) -> bool:
+    return configs()[family].type_vocab_size > 0
 
 
 def cases(family: str, rng: np.random.Generator) -> list:
@@ -99,14 +132,15 @@ def cases(family: str, rng: np.random.Generator) -> list:
     relative distances up to 139, past max_distance 128 (every bucket, both directions)."""
     roberta = family in ("roberta", "xlm-roberta", "mpnet")
     pad = 1 if roberta else 0
-    T, lengths = (140, [140, 61, 3]) if family == "mpnet" else (11, [11, 7, 3, 9])
+    T, lengths = {"mpnet": (140, [140, 61, 3]), "deberta": (40, [40, 23, 3, 9])}.get(
+        family.split("-")[0], (11, [11, 7, 3, 9]))
     ids = rng.integers(3, 99, size=(len(lengths), T)).astype(np.int64)
     mask = np.zeros_like(ids)
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
         ids[b, n:] = pad
     out = []
-    if roberta or family.startswith("distilbert"):
+    if roberta or family.startswith("distilbert") or (family.startswith("deberta") and not types_on(family)):
         ids2 = ids.copy()
         ids2[0, 4] = pad  # a literal pad id inside the text keeps position `pad`
         out.append(dict(input_ids=ids, attention_mask=mask))
@@ -119,6 +153,9 @@ def cases(family: str, rng: np.random.Generator) -> list:
         out.append(dict(input_ids=ids, attention_mask=mask, token_type_ids=types))
     full = rng.integers(3, 99, size=(2, 40)).astype(np.int64)
     out.append(dict(input_ids=full, attention_mask=np.ones_like(full)))
+    if family.startswith("deberta"):  # the shortest sequences: 3 tokens, no padding
+        short = rng.integers(3, 99, size=(2, 3)).astype(np.int64)
+        out.append(dict(input_ids=short, attention_mask=np.ones_like(short)))
     return out
 
 
@@ -156,12 +193,14 @@ def site(layer: int, kind: int) -> int:
 
 class EngineMasks:
     """Replaces torch.nn.functional.dropout while active: each call gets the mask the C engine
-    draws at the matching site (embeddings: site 1; per layer application: the attention
-    probabilities, then ``after_attention`` sites in order)."""
+    draws at the matching site (embeddings: site 1; per layer application: the
+    ``before_attention`` sites, the attention probabilities, then ``after_attention`` sites, in
+    order)."""
 
-    def __init__(self, seed: int, after_attention: tuple):
-        self.seed, self.after = seed, after_attention
+    def __init__(self, seed: int, after_attention: tuple, before_attention: tuple = ()):
+        self.seed, self.after, self.before = seed, after_attention, before_attention
         self.app, self.pos = -1, len(after_attention)
+        self.emb_done, self.nbefore = False, 0
 
     def __call__(self, x, p=0.5, training=True, inplace=False):
         if not training or p == 0.0:
@@ -169,14 +208,18 @@ class EngineMasks:
         p32 = np.float32(p)
         if x.dim() == 4:  # attention probabilities [B, NH, T, T]: site + b*NH + h, index r*T + j
             assert self.pos == len(self.after), "a layer's hidden dropouts were not all seen"
-            self.app, self.pos = self.app + 1, 0
+            assert self.nbefore == len(self.before), "a layer's dropouts before attention were not all seen"
+            self.app, self.pos, self.nbefore = self.app + 1, 0, 0
             B, NH, T, _ = x.shape
             idx = np.arange(T * T)
             keep = np.stack([np.stack([me_uniform(self.seed, site(self.app, 1) + b * NH + h, idx) >= p32
                                        for h in range(NH)]) for b in range(B)]).reshape(x.shape)
         else:
-            if self.app < 0:
-                s = 1  # embeddings
+            if not self.emb_done:
+                s, self.emb_done = 1, True  # embeddings
+            elif self.pos == len(self.after) and self.nbefore < len(self.before):
+                s = site(self.app + 1, self.before[self.nbefore])  # the next layer's, before attention
+                self.nbefore += 1
             else:
                 assert self.pos < len(self.after), "HF drops out where the engine does not"
                 s = site(self.app, self.after[self.pos])
@@ -248,7 +291,7 @@ def main() -> None:
             R = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
             record(model, inputs, R, f"case{c}", ref)
         if family in TRAIN_CASE_SITES:
-            masks = EngineMasks(TRAIN_SEED, TRAIN_CASE_SITES[family])
+            masks = EngineMasks(TRAIN_SEED, TRAIN_CASE_SITES[family], BEFORE_ATTENTION_SITES.get(family, ()))
             model.train()
             original = torch.nn.functional.dropout
             torch.nn.functional.dropout = masks

@@ -435,6 +435,14 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                             NH, HS, p, seed, site, scratch);
 }
 
+/* ------------------------------------------------------------------ row mask */
+
+static void mask_rows(float *x, const int32_t *mask, int N, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++)
+        if (!mask[n]) memset(x + (size_t)n * C, 0, (size_t)C * sizeof(float));
+}
+
 /* --------------------------------------------------- relative position bias */
 
 /* bias[h, i, j] = table[buckets[j - i + T - 1], h] */
@@ -493,6 +501,8 @@ static const MeBackend CPU_BACKEND = {
     .attention_bias_backward = attention_bias_backward,
     .relbias_forward = relbias_forward,
     .relbias_backward = relbias_backward,
+    .mask_rows_forward = mask_rows,
+    .mask_rows_backward = mask_rows,
     .disentangled_forward = cpu_disentangled_forward,
     .disentangled_backward = cpu_disentangled_backward,
     .pool_forward = cpu_pool_forward,

@@ -1,4 +1,5 @@
 #include "model/encoder.h"
+#include "model/deberta.h"
 #include "model/mpnet.h"
 
 #include <math.h>
@@ -9,11 +10,12 @@
 /* Dropout sites: one per (layer, place); attention adds b*NH + h (b counted from row0). */
 #define SITE_EMB 1ULL
 #define SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
-enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
+enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3, SITE_REL = 4 /* DeBERTa's pos_dropout */ };
 
 /* ------------------------------------------------------------ parameters */
 
-static const char *const FAMILY_NAMES[] = {"BERT", "RoBERTa", "ELECTRA", "DistilBERT", "ALBERT", "MPNet"};
+static const char *const FAMILY_NAMES[] = {"BERT", "RoBERTa", "ELECTRA", "DistilBERT", "ALBERT", "MPNet",
+                                            "DeBERTa-v2"};
 
 /* Position ids from pad_token_id + 1 over the real tokens (RoBERTa's, MPNet's) */
 static int roberta_positions(const MeEncoderConfig *c) {
@@ -43,7 +45,8 @@ static int check_config(const MeEncoderConfig *c, char *err) {
                         "config: hidden_size %d is not a multiple of num_attention_heads %d",
                         c->hidden_size, c->num_heads);
     const int no_types = c->family == ME_FAMILY_DISTILBERT || c->family == ME_FAMILY_MPNET;
-    if (no_types ? c->type_vocab_size != 0 : c->type_vocab_size <= 0)
+    const int deberta = c->family == ME_FAMILY_DEBERTA_V2;
+    if (deberta ? c->type_vocab_size < 0 : no_types ? c->type_vocab_size != 0 : c->type_vocab_size <= 0)
         return me_error(err, ME_ERR_VALUE,
                         no_types
                             ? "config: %s has no token types (type_vocab_size must be 0, got %d)"
@@ -57,10 +60,22 @@ static int check_config(const MeEncoderConfig *c, char *err) {
     if (!(c->layer_norm_eps > 0.0f))
         return me_error(err, ME_ERR_VALUE, "config: layer_norm_eps must be > 0");
     if (c->embedding_size != c->hidden_size && c->family != ME_FAMILY_ELECTRA &&
-        c->family != ME_FAMILY_ALBERT)
+        c->family != ME_FAMILY_ALBERT && !deberta)
         return me_error(err, ME_ERR_VALUE,
-                        "config: embedding_size != hidden_size is only supported for ELECTRA and "
-                        "ALBERT, not %s", fam);
+                        "config: embedding_size != hidden_size is only supported for ELECTRA, "
+                        "ALBERT and DeBERTa, not %s", fam);
+    if (!deberta && (!c->position_biased_input || c->relative_attention || c->pos_att ||
+                     c->share_att_key || c->norm_rel_ebd))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: relative attention and position_biased_input are DeBERTa's, not %s's",
+                        fam);
+    if (deberta && c->relative_attention && c->max_relative_positions < 1)
+        return me_error(err, ME_ERR_VALUE, "config: max_relative_positions must be >= 1, got %d",
+                        c->max_relative_positions);
+    if (deberta && c->relative_attention && c->position_buckets == 1)
+        return me_error(err, ME_ERR_VALUE, "config: position_buckets must be -1 (none) or >= 2, got 1");
+    if (deberta && (c->pos_att & ~(ME_POS_C2P | ME_POS_P2C)))
+        return me_error(err, ME_ERR_VALUE, "config: unknown pos_att_type bits %d", c->pos_att);
     if ((c->num_groups != 1 || c->inner_group_num != 1) && c->family != ME_FAMILY_ALBERT)
         return me_error(err, ME_ERR_VALUE,
                         "config: shared layer groups (num_hidden_groups, inner_group_num) are "
@@ -119,6 +134,7 @@ static void add_layer_set(MeParamList *pl, MeLayerOffsets *o, const MeEncoderCon
     const char *const *names = c->family == ME_FAMILY_DISTILBERT ? DISTILBERT_LAYER
                                : c->family == ME_FAMILY_ALBERT   ? ALBERT_LAYER
                                : c->family == ME_FAMILY_MPNET    ? ME_MPNET_LAYER
+                               : c->family == ME_FAMILY_DEBERTA_V2 ? ME_DEBERTA_LAYER
                                                                  : BERT_LAYER;
     char prefix[80], nm[sizeof(((MeParamInfo *)0)->name)];
     if (c->family == ME_FAMILY_DISTILBERT)
@@ -153,7 +169,9 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     *out = NULL;
     int st = check_config(cfg, err);
     if (st) return st;
-    if (cfg->relative_buckets && (!be->attention_bias_forward || !be->relbias_forward))
+    if ((cfg->relative_buckets || cfg->family == ME_FAMILY_DEBERTA_V2) &&
+        (!be->attention_bias_forward || !be->relbias_forward || !be->disentangled_forward ||
+         !be->mask_rows_forward))
         return me_error(err, ME_ERR_VALUE, "%s is not implemented on the %s backend yet; use the CPU",
                         FAMILY_NAMES[cfg->family], be->name);
     MeEncoder *enc = calloc(1, sizeof(MeEncoder));
@@ -161,21 +179,23 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     enc->cfg = *cfg;
     enc->be = be;
     const int H = cfg->hidden_size, E = cfg->embedding_size;
-    const int albert = cfg->family == ME_FAMILY_ALBERT;
+    const int albert = cfg->family == ME_FAMILY_ALBERT, deberta = cfg->family == ME_FAMILY_DEBERTA_V2;
     enc->has_proj = albert || E != H;
     enc->nsets = albert ? cfg->num_groups * cfg->inner_group_num : cfg->num_layers;
     enc->napps = albert ? cfg->num_layers * cfg->inner_group_num : cfg->num_layers;
     MeParamList pl = {0};
     enc->wte = me_params_add(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
-    if (!cfg->frozen_positions)
+    if (!cfg->frozen_positions && cfg->position_biased_input)
         enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight",
                                  cfg->max_position_embeddings, E, 1);
     if (cfg->type_vocab_size > 0)
         enc->wtt = me_params_add(&pl, "embeddings.token_type_embeddings.weight",
                                  cfg->type_vocab_size, E, 1);
-    enc->eln_w = me_params_add(&pl, "embeddings.LayerNorm.weight", E, 0, 1);
-    enc->eln_b = me_params_add(&pl, "embeddings.LayerNorm.bias", E, 0, 1);
-    if (enc->has_proj) {
+    /* DeBERTa projects (without bias) before its LayerNorm, over the hidden size */
+    if (deberta && enc->has_proj) enc->proj_w = me_params_add(&pl, "embeddings.embed_proj.weight", H, E, 1);
+    enc->eln_w = me_params_add(&pl, "embeddings.LayerNorm.weight", deberta ? H : E, 0, 1);
+    enc->eln_b = me_params_add(&pl, "embeddings.LayerNorm.bias", deberta ? H : E, 0, 1);
+    if (enc->has_proj && !deberta) {
         const char *w = albert ? "encoder.embedding_hidden_mapping_in.weight" : "embeddings_project.weight";
         const char *b = albert ? "encoder.embedding_hidden_mapping_in.bias" : "embeddings_project.bias";
         enc->proj_w = me_params_add(&pl, w, H, E, 1);
@@ -193,6 +213,7 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     if (cfg->relative_buckets)
         enc->relb = me_params_add(&pl, "encoder.relative_attention_bias.weight", cfg->relative_buckets,
                                   cfg->num_heads, 1);
+    if (deberta && !pl.failed && me_deberta_add_params(enc, &pl)) pl.failed = 1;
     enc->ntrain = pl.nfloats;
     if (cfg->frozen_positions)
         enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight",
@@ -227,6 +248,7 @@ void me_encoder_free(MeEncoder *enc) {
     free(enc->la);
     free(enc->app_set);
     free(enc->host_ints);
+    me_deberta_free(enc);
     free(enc);
 }
 
@@ -246,11 +268,15 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->emb_sum = me_carve(base, &off, N * E);
     enc->emb_mean = me_carve(base, &off, N);
     enc->emb_rstd = me_carve(base, &off, N);
-    enc->emb_ln = me_carve(base, &off, N * E);
-    if (enc->has_proj)
+    enc->emb_ln = me_carve(base, &off, N * W);
+    if (c->family == ME_FAMILY_DEBERTA_V2) { /* project, LayerNorm over H into emb_ln = x0 */
+        enc->emb_proj = enc->has_proj ? me_carve(base, &off, N * H) : NULL;
+        if (base) enc->x0 = enc->emb_ln;
+    } else if (enc->has_proj) {
         enc->x0 = me_carve(base, &off, N * H);
-    else if (base)
+    } else if (base) {
         enc->x0 = enc->emb_ln;
+    }
     for (int l = 0; l < enc->napps; l++) {
         MeLayerActs *a = &enc->la[l];
         a->qkv = me_carve(base, &off, N * 3 * H);
@@ -276,9 +302,10 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->d_ff = me_carve(base, &off, N * I);
     if (c->relative_buckets) {
         enc->relbias = me_carve(base, &off, NH * T * T);
-        enc->d_scores = me_carve(base, &off, (size_t)B * NH * T * T);
         enc->buckets = (int32_t *)me_carve(base, &off, 2 * (size_t)T);
     }
+    if (c->relative_buckets || enc->deb) enc->d_scores = me_carve(base, &off, (size_t)B * NH * T * T);
+    if (enc->deb) me_deberta_carve(enc, base, &off, T);
     return off;
 }
 
@@ -397,17 +424,30 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         be->to_device(enc->buckets, enc->host_ints, sizeof(int32_t) * (2 * (size_t)T - 1));
         be->relbias_forward(enc->relbias, P + enc->relb, enc->buckets, T, NH);
     }
+    if (enc->deb) me_deberta_prepare(enc, enc->host_ints);
 
     /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
     be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
     if (c->type_vocab_size > 0)
         be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
-    be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
-    be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
-                          P + enc->eln_b, N, E, c->layer_norm_eps);
-    be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
-    if (enc->has_proj)
-        be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H);
+    if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
+    if (enc->deb) { /* DeBERTa: projection (no bias), LayerNorm over H, the mask, dropout */
+        const float *ln_in = enc->emb_sum;
+        if (enc->has_proj) {
+            be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, N, E, H);
+            ln_in = enc->emb_proj;
+        }
+        be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, ln_in, P + enc->eln_w,
+                              P + enc->eln_b, N, H, c->layer_norm_eps);
+        be->mask_rows_forward(enc->emb_ln, enc->mask, N, H);
+        be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * H, ph, seed, rows_site(enc, SITE_EMB, H));
+    } else {
+        be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
+                              P + enc->eln_b, N, E, c->layer_norm_eps);
+        be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
+        if (enc->has_proj)
+            be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H);
+    }
 
     /* DistilBERT has no dropout after the attention output projection, ALBERT none after the FFN */
     const float p_att_out = c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph;
@@ -417,7 +457,10 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
         MeLayerActs *a = &enc->la[l];
         be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H);
-        if (c->relative_buckets)
+        if (enc->deb)
+            me_deberta_attention_forward(enc, l, pa, ph, seed, SITE(l, SITE_ATT) + row0 * NH,
+                                         SITE(l, SITE_REL));
+        else if (c->relative_buckets)
             be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
                                        1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
                                        SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
@@ -478,6 +521,7 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
     const float p_att_out = c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph;
     const float p_ffn_out = c->family == ME_FAMILY_ALBERT ? 0.0f : ph;
 
+    if (enc->deb) me_deberta_backward_begin(enc);
     /* Applications in reverse: a shared weight set's gradients arrive last use first, the
      * order in which PyTorch's autograd accumulates them. */
     for (int l = enc->napps - 1; l >= 0; l--) {
@@ -500,7 +544,10 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
                                P + o->ln1_w, N, H, 0);
         be->dropout_backward(da, db, (size_t)N * H, p_att_out, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
         be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0);
-        if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
+        if (enc->deb) {
+            me_deberta_attention_backward(enc, l, dh, pa, ph, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
+                                          SITE(l, SITE_REL));
+        } else if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
             be->attention_bias_backward(enc->d_qkv, enc->d_scores, dh, a->qkv, a->probs, enc->mask,
                                         1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
                                         SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
@@ -517,20 +564,36 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         db = t;
     }
     /* dh holds d(x0) */
-    float *demb = dh;
-    if (enc->has_proj) {
-        be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln, P + enc->proj_w,
-                            N, E, H, 0);
-        demb = da;
+    float *dln;
+    if (enc->deb) {
+        me_deberta_backward_end(enc);
+        be->dropout_backward(dh, dh, (size_t)N * H, ph, seed, rows_site(enc, SITE_EMB, H));
+        be->mask_rows_backward(dh, enc->mask, N, H);
+        be->layernorm_backward(da, G + enc->eln_w, G + enc->eln_b, dh,
+                               enc->has_proj ? enc->emb_proj : enc->emb_sum, enc->emb_mean,
+                               enc->emb_rstd, P + enc->eln_w, N, H, 0);
+        dln = da;
+        if (enc->has_proj) {
+            be->matmul_backward(db, G + enc->proj_w, NULL, da, enc->emb_sum, P + enc->proj_w, N, E, H, 0);
+            dln = db;
+        }
+    } else {
+        float *demb = dh;
+        if (enc->has_proj) {
+            be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln, P + enc->proj_w,
+                                N, E, H, 0);
+            demb = da;
+        }
+        dln = demb == da ? dh : da;
+        be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
+        be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
+                               enc->emb_rstd, P + enc->eln_w, N, E, 0);
     }
-    float *dln = demb == da ? dh : da;
-    be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
-    be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
-                           enc->emb_rstd, P + enc->eln_w, N, E, 0);
     int word_pad = c->pad_token_id;
     int pos_pad = roberta_positions(c) ? c->pad_token_id : -1;
     be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
     if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
-    if (!c->frozen_positions) be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);
+    if (!c->frozen_positions && c->position_biased_input)
+        be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);
     return be->status(err);
 }

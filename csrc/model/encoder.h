@@ -1,11 +1,13 @@
-/* Transformer encoder (BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT / MPNet) forward
+/* Transformer encoder (BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT / MPNet /
+ * DeBERTa-v2/v3) forward
  * and backward on a backend. Parameters and gradients live in one contiguous buffer each; every
  * HF parameter tensor is a contiguous slice of it (the query/key/value weights of a layer are
  * consecutive, so together they form the fused [3H, H] qkv weight the model multiplies by).
  * A layer *application* runs one layer *weight set*: one set per layer, except ALBERT, whose
  * num_hidden_groups x inner_group_num sets are shared by num_hidden_layers x inner_group_num
  * applications (their gradients sum over the uses). MPNet adds one relative position bias,
- * gathered from a bucket table (model/mpnet.c), to every layer's attention scores. Activations live in one workspace that
+ * gathered from a bucket table (model/mpnet.c), to every layer's attention scores; DeBERTa
+ * computes its embeddings in another order and its attention in model/deberta.c. Activations live in one workspace that
  * grows to the largest (batch x length) seen and is reused. */
 #ifndef MULTIENC_ENCODER_H
 #define MULTIENC_ENCODER_H
@@ -24,9 +26,13 @@ typedef enum {
     ME_FAMILY_ELECTRA = 2,
     ME_FAMILY_DISTILBERT = 3,
     ME_FAMILY_ALBERT = 4,
-    ME_FAMILY_MPNET = 5
+    ME_FAMILY_MPNET = 5,
+    ME_FAMILY_DEBERTA_V2 = 6 /* DeBERTa-v2 and v3 (model_type deberta-v2) */
 } MeFamily;
-#define ME_FAMILY_LAST ME_FAMILY_MPNET
+#define ME_FAMILY_LAST ME_FAMILY_DEBERTA_V2
+
+/* DeBERTa's pos_att_type terms */
+enum { ME_POS_C2P = 1, ME_POS_P2C = 2 };
 
 typedef struct {
     int family; /* MeFamily */
@@ -42,6 +48,13 @@ typedef struct {
     int activation; /* MeActivation */
     int pad_token_id;
     int relative_buckets; /* MPNet: rows of the relative attention bias table; 0 otherwise */
+    /* DeBERTa-v2/v3 (0 / 1 elsewhere): */
+    int position_biased_input;   /* 1: absolute position embeddings (every other family) */
+    int relative_attention;      /* relative embeddings and the c2p / p2c terms */
+    int position_buckets;        /* <= 0: no log buckets */
+    int max_relative_positions;  /* resolved (>= 1: config's, else max_position_embeddings) */
+    int pos_att;                 /* ME_POS_C2P | ME_POS_P2C */
+    int share_att_key, norm_rel_ebd;
 } MeEncoderConfig;
 
 typedef struct {
@@ -68,6 +81,7 @@ typedef struct MeEncoder {
     int *app_set;     /* [napps]: the weight set each application runs */
     MeLayerOffsets *lo; /* [nsets] */
     size_t relb;        /* MPNet: the relative attention bias table [relative_buckets, NH] */
+    struct MeDeberta *deb; /* DeBERTa's relative attention (model/deberta.h) */
 
     /* workspace (device) and its carving for the last (B, T) */
     float *ws;
@@ -82,7 +96,9 @@ typedef struct MeEncoder {
     MeLayerActs *la; /* [napps] */
     float *ff, *att_scratch, *tmp;            /* forward/backward scratch */
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
-    float *relbias, *d_scores; /* MPNet: the bias [NH,T,T] all layers add; a layer's score gradient */
+    float *relbias, *d_scores; /* MPNet: the bias [NH,T,T] all layers add; a layer's score gradient
+                                  (DeBERTa: a layer's bias [B,NH,T,T], then its gradient) */
+    float *emb_proj;           /* DeBERTa with embedding_size != hidden_size: the projection, LN's input */
     int32_t *buckets;          /* MPNet: the bucket of each relative position [2T - 1] */
     int32_t *host_ints; /* host staging for position ids */
     size_t host_ints_cap;

@@ -23,8 +23,8 @@ from multienc.formats.weights import find_weight_file, load_state_dict
 
 #: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
 FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
-            "mpnet": 5}
-_ROBERTA, _DISTILBERT, _ALBERT, _MPNET = 1, 3, 4, 5
+            "mpnet": 5, "deberta-v2": 6}
+_ROBERTA, _DISTILBERT, _ALBERT, _MPNET, _DEBERTA = 1, 3, 4, 5, 6
 #: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
 MPNET_PADDING_IDX = 1
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
@@ -33,7 +33,7 @@ IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator
                     "generator_lm_head.", "pooler.", "classifier.", "qa_outputs.",
                     "sop_classifier.", "predictions.", "vocab_transform.", "vocab_layer_norm.",
                     "vocab_projector.", "pre_classifier.", "embeddings.position_ids")
-BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.")
+BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.", "deberta.")
 # DistilBERT's config.json names (DistilBertConfig.attribute_map, read the other way round).
 _DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
                     "intermediate_size": "hidden_dim", "hidden_act": "activation",
@@ -53,6 +53,7 @@ _DEFAULTS = {
                "attention_probs_dropout_prob": 0.0, "embedding_size": 128, "num_hidden_groups": 1,
                "inner_group_num": 1},
     "mpnet": {**_COMMON_DEFAULTS, "pad_token_id": 1, "relative_attention_num_buckets": 32},
+    "deberta-v2": {**_COMMON_DEFAULTS, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
 }
 
 
@@ -127,6 +128,8 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
             cfg["inner_group_num"] = int(get("inner_group_num"))
         if family == _MPNET:
             cfg["relative_attention_num_buckets"] = int(get("relative_attention_num_buckets"))
+        if family == _DEBERTA:
+            cfg.update(_deberta_config(config, cfg, source))
         if family == _DISTILBERT:
             cfg["frozen_position_embeddings"] = int(bool(get("sinusoidal_pos_embds")))
     except KeyError as e:
@@ -134,6 +137,31 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
     except (TypeError, ValueError) as e:
         raise ModelConfigError(f"{source}: bad value: {e}") from None
     return cfg
+
+
+def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
+    """DeBERTa-v2/v3's engine keys, read as DebertaV2Config and its modules read them (getattr
+    defaults for the keys the config class does not declare)."""
+    if int(config.get("conv_kernel_size") or 0) > 0:
+        raise NotImplementedError(f"{source}: DeBERTa-v2's convolution layer (conv_kernel_size > 0) is not "
+                                  "supported yet")
+    head = config.get("attention_head_size")
+    if head is not None and int(head) * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        raise ModelConfigError(f"{source}: attention_head_size {head} x num_attention_heads "
+                               f"{cfg['num_attention_heads']} != hidden_size {cfg['hidden_size']} (the attention "
+                               "output projection is hidden_size x hidden_size)")
+    att = config.get("pos_att_type") or []
+    if isinstance(att, str):
+        att = [x.strip() for x in att.lower().split("|")]
+    max_rel = int(config.get("max_relative_positions", -1))
+    norm = [x.strip() for x in str(config.get("norm_rel_ebd", "none")).lower().split("|")]
+    return {"position_biased_input": int(bool(config.get("position_biased_input", True))),
+            "relative_attention": int(bool(config.get("relative_attention", False))),
+            "position_buckets": int(config.get("position_buckets", -1)),
+            "max_relative_positions": max_rel if max_rel >= 1 else cfg["max_position_embeddings"],
+            "pos_att": (1 if "c2p" in att else 0) | (2 if "p2c" in att else 0),
+            "share_att_key": int(bool(config.get("share_att_key", False))),
+            "norm_rel_ebd": int("layer_norm" in norm)}
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:

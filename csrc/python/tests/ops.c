@@ -281,6 +281,16 @@ static void disentangled_backward_run(OpCall *c) {
                                  c->val[6].f, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH));
 }
 
+/* mask_rows_forward / _backward(x [N, C], mask [N]) -> x with the masked rows zeroed */
+static int mask_rows_check(OpCall *c) {
+    if (DIM(c, 1, 0) != DIM(c, 0, 0)) return op_fail("mask must have one entry per row");
+    for (int n = 0; n < DIM(c, 1, 0); n++)
+        if (HOST_I32(c, 1)[n] != 0 && HOST_I32(c, 1)[n] != 1) return op_fail("mask entries must be 0 or 1");
+    return 0;
+}
+static void mask_rows_forward_run(OpCall *c) { BE(c)->mask_rows_forward(F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1)); }
+static void mask_rows_backward_run(OpCall *c) { BE(c)->mask_rows_backward(F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1)); }
+
 /* ------------------------------------------------------------------------- training-step ops */
 
 /* pool_forward(h [B, T, C], w [B, K, T]) -> out [B, K, C] */
@@ -503,6 +513,11 @@ static OpDesc OPS[] = {
        USING(USES(relbias_forward))),
     OP(relbias_backward, "-> dtable [NB, NH]", 1, ARGS(A(F32, "dbias", 4), A(I32, "buckets", 1), S(INT, "NB")),
        OUTS(R_F32), USING(USES(relbias_backward))),
+    {"ops_mask_rows_forward", "-> x with rows of mask 0 zeroed", 1, ARGS(A(F32_INOUT, "x", 2), A(I32, "mask", 1)),
+     OUTS(R_ARG(0)), USING(USES(mask_rows_forward)), mask_rows_check, mask_rows_forward_run, {0}},
+    {"ops_mask_rows_backward", "-> dx: dout with rows of mask 0 zeroed", 1,
+     ARGS(A(F32_INOUT, "dout", 2), A(I32, "mask", 1)), OUTS(R_ARG(0)), USING(USES(mask_rows_backward)),
+     mask_rows_check, mask_rows_backward_run, {0}},
     OP(disentangled_forward, "-> bias [B, NH, T, T] (posk / posq None: no c2p / p2c term)", 1,
        ARGS(A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1), S(INT, "NH"),
             S(FLOAT, "scale")),
