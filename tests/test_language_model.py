@@ -249,9 +249,9 @@ def test_bad_model_folders(tmp_path):
     with pytest.raises(ModelConfigError, match=r"config.json: cannot read the model config"):
         LanguageModel(str(folder))
     cfg = json.loads((folder / "config.bak").read_text())
-    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "deberta-v2"}))
-    with pytest.raises(NotImplementedError, match="'deberta-v2' is not supported; supported model types: albert, "
-                                                  "bert, distilbert, electra, roberta, xlm-roberta"):
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
+    with pytest.raises(NotImplementedError, match="'gpt2' is not supported; supported model types: albert, "
+                                                  "bert, deberta-v2, distilbert, electra, mpnet, roberta, xlm-roberta"):
         LanguageModel(str(folder))
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 38}))
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'electra.encoder.layer.0.intermediate.dense."
