@@ -531,8 +531,8 @@ def test_family_config_errors_are_clear():
     cfg = engine_config(bert)
     with pytest.raises(ValueError, match="shared layer groups .* are ALBERT's, not BERT's"):
         _C.Encoder({**cfg, "num_hidden_groups": 2})
-    with pytest.raises(ValueError, match="embedding_size != hidden_size is only supported for ELECTRA and ALBERT, "
-                                         "not BERT"):
+    with pytest.raises(ValueError, match="embedding_size != hidden_size is only supported for ELECTRA, ALBERT and "
+                                         "DeBERTa, not BERT"):
         _C.Encoder({**cfg, "embedding_size": 16})
     with pytest.raises(ValueError, match="DistilBERT has no token types"):
         _C.Encoder({**engine_config(distil), "type_vocab_size": 2})
