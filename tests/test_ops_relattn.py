@@ -8,7 +8,7 @@ import pytest
 
 from multienc.engine import _C_tests
 
-from _numeric import rel
+from _numeric import attention_inputs, rel
 
 RNG = np.random.default_rng(4321)
 
@@ -78,13 +78,7 @@ def biased_grad_ref(dctx, qkv, mask, bias, NH, scale, query_mask, p=0.0, seed=0,
 
 
 def inputs(B, T, NH, HS):
-    qkv = f32(B, T, 3 * NH * HS)
-    mask = np.ones((B, T), np.int32)
-    for b in range(B):
-        mask[b, RNG.integers(1, T + 1):] = 0
-    if B > 1:
-        mask[-1] = 1
-    return qkv, mask
+    return attention_inputs(RNG, B, T, NH, HS)
 
 
 CASES = [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8)]

@@ -157,15 +157,22 @@ static void attention_forward_run(OpCall *c) {
                              DIM(c, 0, 2) / (3 * NH), c->val[3].f, c->val[4].u, c->val[5].u, c->scratch);
 }
 
-/* attention_backward(dctx, qkv, probs, mask, NH, p, seed, site) -> dqkv */
-static int attention_backward_check(OpCall *c) {
+/* The arguments (dctx, qkv, probs, mask, NH, ...) of the attention backward ops: their shapes
+ * agree; *HS = the head size. */
+static int attention_backward_shapes(OpCall *c, int *HS) {
     const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
-    int HS = 0;
-    if (attention_shape(c, 1, 4, &HS)) return -1;
-    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * HS || DIM(c, 2, 0) != B ||
+    if (attention_shape(c, 1, 4, HS)) return -1;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * *HS || DIM(c, 2, 0) != B ||
         DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T || DIM(c, 2, 3) != T || DIM(c, 3, 0) != B || DIM(c, 3, 1) != T)
         return op_fail("shape mismatch");
-    return op_result(c, 0, 3, B, T, 3 * NH * HS);
+    return 0;
+}
+
+/* attention_backward(dctx, qkv, probs, mask, NH, p, seed, site) -> dqkv */
+static int attention_backward_check(OpCall *c) {
+    int HS = 0;
+    return attention_backward_shapes(c, &HS) ||
+           op_result(c, 0, 3, DIM(c, 1, 0), DIM(c, 1, 1), 3 * c->val[4].i * HS);
 }
 static void attention_backward_run(OpCall *c) {
     const int NH = c->val[4].i;
@@ -198,11 +205,8 @@ static void attention_bias_forward_run(OpCall *c) {
 static int attention_bias_backward_check(OpCall *c) {
     const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
     int HS = 0;
-    if (attention_shape(c, 1, 4, &HS)) return -1;
-    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * HS || DIM(c, 2, 0) != B ||
-        DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T || DIM(c, 2, 3) != T || DIM(c, 3, 0) != B || DIM(c, 3, 1) != T)
-        return op_fail("shape mismatch");
-    return op_result(c, 0, 3, B, T, 3 * NH * HS) || op_result(c, 1, 4, B, NH, T, T);
+    return attention_backward_shapes(c, &HS) || op_result(c, 0, 3, B, T, 3 * NH * HS) ||
+           op_result(c, 1, 4, B, NH, T, T);
 }
 static void attention_bias_backward_run(OpCall *c) {
     const int NH = c->val[4].i;
