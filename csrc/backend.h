@@ -125,6 +125,14 @@ typedef struct MeBackend {
      * The backward is the same map on the gradient. */
     void (*mask_rows_forward)(float *x, const int32_t *mask, int N, int C);
     void (*mask_rows_backward)(float *dx, const int32_t *mask, int N, int C);
+    /* DeBERTa-v2's ConvLayer: a 1-D convolution over time of rows [B*T, C], kernel K (odd),
+     * zero padding (K-1)/2, G groups: out[b,t,o] = bias[o] + sum over the c of o's group and k of
+     * w[o, c - g*C/G, k] * inp[b, t + k - (K-1)/2, c]; w [C, C/G, K] (PyTorch's Conv1d layout). */
+    void (*conv1d_forward)(float *out, const float *inp, const float *w, const float *bias, int B,
+                           int T, int C, int K, int G);
+    /* dinp = ... (overwrites); dw, dbias += ... (deterministic: one output channel per thread) */
+    void (*conv1d_backward)(float *dinp, float *dw, float *dbias, const float *dout,
+                            const float *inp, const float *w, int B, int T, int C, int K, int G);
     /* DeBERTa's disentangled attention terms, the gathers fused with the products: with
      * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1]),
      * bias[b,h,i,j] = scale * (q[b,i,h] . posk[r,h] + k[b,j,h] . posq[r,h]) (c2p + p2c; posk or

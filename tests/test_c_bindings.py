@@ -155,7 +155,7 @@ def test_the_op_test_entry_points_are_a_separate_extension():
     wheel: tests/test_wheel.py), not in the shipped multienc.engine._C."""
     assert not [name for name in dir(_C) if name.startswith("ops_")]
     ops = [name for name in dir(_C_tests) if name.startswith("ops_")]
-    assert len(ops) == 36 and "ops_crf" in ops and "ops_adamw" in ops
+    assert len(ops) == 38 and "ops_crf" in ops and "ops_adamw" in ops
     assert _C_tests.ops_embedding_backward.__doc__.startswith(
         "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
 
@@ -223,6 +223,8 @@ def op_samples(rng):
         "relbias_backward": (f(B, NH, T, T), rel_rows, 6),
         "disentangled_forward": (qkv, f(6, NH * HS), f(6, NH * HS), rel_rows, NH, 0.4),
         "disentangled_backward": (f(B, NH, T, T), qkv, f(6, NH * HS), None, rel_rows, NH, 0.4),
+        "conv1d_forward": (f(B, T, 4), f(4, 2, 3), f(4), 2),
+        "conv1d_backward": (f(B, T, 4), f(B, T, 4), f(4, 2, 3), 2),
         "mask_rows_forward": (x, np.array([1, 0, 1, 1, 0, 1], np.int32)),
         "mask_rows_backward": (x, np.array([0, 0, 1, 1, 0, 1], np.int32)),
         "pool_forward": (f(2, 5, 4), f(2, 3, 5)),

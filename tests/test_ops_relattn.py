@@ -8,7 +8,7 @@ import pytest
 
 from multienc.engine import _C_tests
 
-from _numeric import attention_inputs, rel
+from _numeric import attention_inputs, numeric_grad, rel
 
 RNG = np.random.default_rng(4321)
 
@@ -267,3 +267,35 @@ def test_mask_rows_forward_backward(N, C):
     np.testing.assert_array_equal(_C_tests.ops_mask_rows_backward(x, mask), ref)  # d(x * m)/dx = m
     with pytest.raises(ValueError, match="0 or 1"):
         _C_tests.ops_mask_rows_forward(x, np.full(N, 2, np.int32))
+
+
+def conv1d_ref(inp, w, bias, G):
+    """float64 Conv1d over time (PyTorch's cross-correlation, zero padding (K-1)/2, groups)."""
+    B, T, C = inp.shape
+    K = w.shape[2]
+    pad = (K - 1) // 2
+    CG = C // G
+    x = np.pad(inp.astype(np.float64), ((0, 0), (pad, pad), (0, 0)))
+    out = np.zeros((B, T, C)) + (0 if bias is None else bias.astype(np.float64))
+    for oc in range(C):
+        g = oc // CG
+        for k in range(K):
+            out[:, :, oc] += x[:, k:k + T, g * CG:(g + 1) * CG] @ w[oc, :, k].astype(np.float64)
+    return out
+
+
+@pytest.mark.parametrize("B,T,C,K,G", [(1, 1, 1, 1, 1), (2, 5, 6, 3, 1), (3, 9, 8, 5, 2), (2, 17, 12, 3, 4)])
+def test_conv1d_forward_backward(B, T, C, K, G):
+    inp, w, bias = f32(B, T, C), f32(C, C // G, K), f32(C)
+    out = _C_tests.ops_conv1d_forward(inp, w, bias, G)
+    assert rel(out, conv1d_ref(inp, w, bias, G)) < 1e-6
+    assert rel(_C_tests.ops_conv1d_forward(inp, w, None, G), conv1d_ref(inp, w, None, G)) < 1e-6
+    dout = f32(B, T, C)
+    dinp, dw, dbias = _C_tests.ops_conv1d_backward(dout, inp, w, G)
+    # the map is linear in inp and in (w, bias): its gradients are d<dout, conv(.)> by finite differences,
+    # exact up to rounding in float64
+    loss = lambda i, ww, bb: (conv1d_ref(i, ww, bb, G) * dout).sum()  # noqa: E731
+    inp64, w64, b64 = inp.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)
+    assert rel(dinp, numeric_grad(lambda: loss(inp64, w64, b64), inp64)) < 1e-5
+    assert rel(dw, numeric_grad(lambda: loss(inp64, w64, b64), w64)) < 1e-5
+    assert rel(dbias, dout.astype(np.float64).sum((0, 1))) < 1e-6

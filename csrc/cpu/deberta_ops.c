@@ -69,3 +69,66 @@ void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const fl
                 }
         }
 }
+
+/* ------------------------------------------------------------ ConvLayer's conv1d */
+
+void cpu_conv1d_forward(float *out, const float *inp, const float *w, const float *bias, int B, int T, int C,
+                        int K, int G) {
+    const int CG = C / G, pad = (K - 1) / 2;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C * CG * K > 100000)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            for (int oc = 0; oc < C; oc++) {
+                const int c0 = oc / CG * CG;
+                float s = bias ? bias[oc] : 0.0f;
+                for (int k = 0; k < K; k++) {
+                    const int ts = t + k - pad;
+                    if (ts < 0 || ts >= T) continue;
+                    const float *x = inp + ((size_t)b * T + ts) * C + c0;
+                    const float *wk = w + (size_t)oc * CG * K + k;
+                    for (int c = 0; c < CG; c++) s += wk[(size_t)c * K] * x[c];
+                }
+                o[oc] = s;
+            }
+        }
+}
+
+void cpu_conv1d_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                         int B, int T, int C, int K, int G) {
+    const int CG = C / G, pad = (K - 1) / 2;
+    const int par = (size_t)B * T * C * CG * K > 100000;
+    /* dinp[b, ts, c] = sum over (oc of c's group, k) with t = ts - k + pad of w[oc, c, k] dout[b, t, oc] */
+#pragma omp parallel for collapse(2) schedule(static) if (par)
+    for (int b = 0; b < B; b++)
+        for (int ts = 0; ts < T; ts++) {
+            float *dx = dinp + ((size_t)b * T + ts) * C;
+            for (int c = 0; c < C; c++) dx[c] = 0.0f;
+            for (int k = 0; k < K; k++) {
+                const int t = ts - k + pad;
+                if (t < 0 || t >= T) continue;
+                const float *g = dout + ((size_t)b * T + t) * C;
+                for (int oc = 0; oc < C; oc++) {
+                    const int c0 = oc / CG * CG;
+                    const float *wk = w + (size_t)oc * CG * K + k;
+                    for (int c = 0; c < CG; c++) dx[c0 + c] += wk[(size_t)c * K] * g[oc];
+                }
+            }
+        }
+#pragma omp parallel for schedule(static) if (par)
+    for (int oc = 0; oc < C; oc++) {
+        const int c0 = oc / CG * CG;
+        float *dwo = dw + (size_t)oc * CG * K;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const float g = dout[((size_t)b * T + t) * C + oc];
+                if (dbias) dbias[oc] += g;
+                for (int k = 0; k < K; k++) {
+                    const int ts = t + k - pad;
+                    if (ts < 0 || ts >= T) continue;
+                    const float *x = inp + ((size_t)b * T + ts) * C + c0;
+                    for (int c = 0; c < CG; c++) dwo[(size_t)c * K + k] += g * x[c];
+                }
+            }
+    }
+}

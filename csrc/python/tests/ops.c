@@ -295,6 +295,36 @@ static int mask_rows_check(OpCall *c) {
 static void mask_rows_forward_run(OpCall *c) { BE(c)->mask_rows_forward(F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1)); }
 static void mask_rows_backward_run(OpCall *c) { BE(c)->mask_rows_backward(F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1)); }
 
+/* conv1d_forward(inp [B, T, C], w [C, C/G, K], bias [C] | None, G) -> out [B, T, C] */
+static int conv1d_shape(OpCall *c, int inp, int w, int G) {
+    const int C = DIM(c, inp, 2);
+    if (G <= 0 || C % G || DIM(c, w, 0) != C || DIM(c, w, 1) != C / G || DIM(c, w, 2) % 2 == 0)
+        return op_fail("w must be [C, C/G, K] with C divisible by G and K odd");
+    return 0;
+}
+static int conv1d_forward_check(OpCall *c) {
+    if (conv1d_shape(c, 0, 1, c->val[3].i)) return -1;
+    if (c->arr[2] && DIM(c, 2, 0) != DIM(c, 0, 2)) return op_fail("bias must be [C]");
+    return op_result(c, 0, 3, DIM(c, 0, 0), DIM(c, 0, 1), DIM(c, 0, 2));
+}
+static void conv1d_forward_run(OpCall *c) {
+    BE(c)->conv1d_forward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), DIM(c, 0, 0), DIM(c, 0, 1), DIM(c, 0, 2),
+                          DIM(c, 1, 2), c->val[3].i);
+}
+
+/* conv1d_backward(dout [B, T, C], inp [B, T, C], w, G) -> (dinp, dw, dbias) */
+static int conv1d_backward_check(OpCall *c) {
+    if (conv1d_shape(c, 1, 2, c->val[3].i)) return -1;
+    for (int d = 0; d < 3; d++)
+        if (DIM(c, 0, d) != DIM(c, 1, d)) return op_fail("dout and inp must have the same shape");
+    return op_result(c, 0, 3, DIM(c, 1, 0), DIM(c, 1, 1), DIM(c, 1, 2)) ||
+           op_result(c, 1, 3, DIM(c, 2, 0), DIM(c, 2, 1), DIM(c, 2, 2)) || op_result(c, 2, 1, DIM(c, 1, 2));
+}
+static void conv1d_backward_run(OpCall *c) {
+    BE(c)->conv1d_backward(OUT(c, 0), OUT(c, 1), OUT(c, 2), F(c, 0), F(c, 1), F(c, 2), DIM(c, 1, 0), DIM(c, 1, 1),
+                           DIM(c, 1, 2), DIM(c, 2, 2), c->val[3].i);
+}
+
 /* ------------------------------------------------------------------------- training-step ops */
 
 /* pool_forward(h [B, T, C], w [B, K, T]) -> out [B, K, C] */
@@ -522,6 +552,11 @@ static OpDesc OPS[] = {
     {"ops_mask_rows_backward", "-> dx: dout with rows of mask 0 zeroed", 1,
      ARGS(A(F32_INOUT, "dout", 2), A(I32, "mask", 1)), OUTS(R_ARG(0)), USING(USES(mask_rows_backward)),
      mask_rows_check, mask_rows_backward_run, {0}},
+    OP(conv1d_forward, "-> out (bias may be None)", 1,
+       ARGS(A(F32, "inp", 3), A(F32, "w", 3), A(F32_OPT, "bias", 1), S(INT, "G")), OUTS(R_F32),
+       USING(USES(conv1d_forward))),
+    OP(conv1d_backward, "-> (dinp, dw, dbias)", 1, ARGS(A(F32, "dout", 3), A(F32, "inp", 3), A(F32, "w", 3), S(INT, "G")),
+       OUTS(R_F32, R_F32, R_F32), USING(USES(conv1d_backward))),
     OP(disentangled_forward, "-> bias [B, NH, T, T] (posk / posq None: no c2p / p2c term)", 1,
        ARGS(A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1), S(INT, "NH"),
             S(FLOAT, "scale")),
