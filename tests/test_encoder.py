@@ -17,13 +17,15 @@ from multienc.formats.safetensors import SafetensorsError, load_file, save_file
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
 # DeBERTa-v3 as released, separate position projections with embedding_size != hidden_size and token
-# types, c2p only, p2c only without norm_rel_ebd, v2-style raw distances (tools/make_encoder_fixtures.py)
-DEBERTA = ["deberta-v3", "deberta-v3-separate", "deberta-v3-c2p", "deberta-v3-p2c", "deberta-v2-nobuckets"]
+# types, c2p only, p2c only without norm_rel_ebd, v2-style raw distances, v2's ConvLayer
+# (tools/make_encoder_fixtures.py)
+DEBERTA = ["deberta-v3", "deberta-v3-separate", "deberta-v3-c2p", "deberta-v3-p2c", "deberta-v2-nobuckets",
+           "deberta-v2-conv"]
 FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
             "albert-uneven", "mpnet", *DEBERTA]
 # fixtures whose reference holds a train-mode case (HF under the engine's dropout masks)
 TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet",
-               "deberta-v3", "deberta-v3-separate"]
+               "deberta-v3", "deberta-v3-separate", "deberta-v2-conv"]
 
 
 def load(family):
@@ -132,6 +134,8 @@ FD_NAMES["deberta-v3-separate"] = ["encoder.rel_embeddings.weight", "encoder.rel
                                    "encoder.layer.0.attention.self.pos_query_proj.bias",
                                    "embeddings.embed_proj.weight"]
 FD_NAMES["deberta-v3-p2c"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight"]
+FD_NAMES["deberta-v2-conv"] = ["encoder.conv.conv.weight", "encoder.conv.conv.weight", "encoder.conv.LayerNorm.bias",
+                               "encoder.rel_embeddings.weight"]
 FD_NAMES.update({"roberta": FD_NAMES["bert"], "xlm-roberta": FD_NAMES["bert"],
                  "electra": FD_NAMES["bert"] + ["embeddings_project.weight"]})
 
@@ -577,7 +581,7 @@ def test_mpnet_config_follows_transformers_code():
         enc.forward(np.full((1, 141), 5))
 
 
-@pytest.mark.parametrize("family", ["deberta-v3", "deberta-v3-separate", "mpnet"])
+@pytest.mark.parametrize("family", ["deberta-v3", "deberta-v3-separate", "deberta-v2-conv", "mpnet"])
 def test_relative_attention_gradients_are_deterministic(family):
     """The scatter-adds of the gathers (and every other reduction) run in a fixed order: two
     backward passes of the same batch give bit-identical gradients for a given thread count."""
@@ -595,7 +599,7 @@ def test_relative_attention_gradients_are_deterministic(family):
 def test_deberta_config_follows_transformers():
     """DebertaV2Config's keys and the getattr defaults of its modules: pos_att_type as a string or a
     list, max_relative_positions < 1 meaning max_position_embeddings, norm_rel_ebd as '|' list; what the
-    engine does not implement (the v2 convolution) and what transformers cannot run are refused."""
+    engine does not implement (a tanh ConvLayer) and what transformers cannot run are refused."""
     v3 = fixture_config("deberta-v3")
     cfg = engine_config({**v3, "pos_att_type": "c2p|p2c", "max_relative_positions": -1,
                          "norm_rel_ebd": "none | layer_norm"})
@@ -606,8 +610,10 @@ def test_deberta_config_follows_transformers():
     cfg = engine_config(bare)
     assert (cfg["share_att_key"], cfg["norm_rel_ebd"], cfg["position_buckets"], cfg["position_biased_input"],
             cfg["type_vocab_size"]) == (0, 0, -1, 1, 0)
-    with pytest.raises(NotImplementedError, match="convolution layer"):
-        engine_config({**v3, "conv_kernel_size": 3})
+    with pytest.raises(NotImplementedError, match="conv_act 'tanh' is not supported"):
+        engine_config({**v3, "conv_kernel_size": 3})  # DebertaV2's default conv_act
+    with pytest.raises(ValueError, match="needs an odd conv_kernel_size"):
+        Encoder.from_config({**v3, "conv_kernel_size": 2, "conv_act": "gelu"})
     with pytest.raises(ModelConfigError, match="attention_head_size 4 x num_attention_heads 4 != hidden_size 32"):
         engine_config({**v3, "attention_head_size": 4})
     with pytest.raises(ValueError, match="relative attention and position_biased_input are DeBERTa's, not BERT's"):

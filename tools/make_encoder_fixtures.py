@@ -83,7 +83,7 @@ def deberta_configs(common: dict) -> dict:
     separate pos_key_proj / pos_query_proj with embedding_size != hidden_size and token types;
     c2p only; p2c only without norm_rel_ebd; DeBERTa-v2 style without buckets (position_buckets -1,
     raw distances clamped at max_relative_positions) with absolute positions too and an explicit
-    attention_head_size. Sequences of 3 to 40 tokens reach the exact region (|d| < 4), the log
+    attention_head_size; DeBERTa-v2 with its ConvLayer (kernel 3, 2 groups, gelu) after layer 0. Sequences of 3 to 40 tokens reach the exact region (|d| < 4), the log
     region and the clamp of the 16-row table (8 buckets, max_relative_positions 20)."""
     base = dict(common, hidden_act="gelu", layer_norm_eps=1e-7, pad_token_id=0, relative_attention=True,
                 position_biased_input=False, position_buckets=8, max_relative_positions=20,
@@ -98,6 +98,8 @@ def deberta_configs(common: dict) -> dict:
         "deberta-v2-nobuckets": v(**{**base, "position_buckets": -1, "max_relative_positions": 16,
                                      "position_biased_input": True, "attention_head_size": 8,
                                      "hidden_act": "gelu_new"}),
+        "deberta-v2-conv": v(**{**base, "conv_kernel_size": 3, "conv_act": "gelu", "conv_groups": 2,
+                                "position_buckets": 16, "max_relative_positions": 32}),
     }
 
 
@@ -105,10 +107,12 @@ def deberta_configs(common: dict) -> dict:
 # attention probabilities, in HF's call order (csrc/model/encoder.c: SITE_ATT_OUT 2, SITE_FFN_OUT 3).
 TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
                     "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3), "deberta-v3": (2, 3),
-                    "deberta-v3-separate": (2, 3)}
+                    "deberta-v3-separate": (2, 3), "deberta-v2-conv": (2, 3)}
 # ... and the sites of a layer application's dropouts before its attention probabilities:
 # DeBERTa's pos_dropout on the relative embeddings (SITE_REL 4)
-BEFORE_ATTENTION_SITES = {"deberta-v3": (4,), "deberta-v3-separate": (4,)}
+BEFORE_ATTENTION_SITES = {"deberta-v3": (4,), "deberta-v3-separate": (4,), "deberta-v2-conv": (4,)}
+# ... and after the first application's hidden dropouts: DeBERTa-v2's ConvLayer (SITE_CONV 5)
+AFTER_FIRST_LAYER_SITES = {"deberta-v2-conv": (5,)}
 TRAIN_SEED = 7
 
 
@@ -195,12 +199,12 @@ class EngineMasks:
     """Replaces torch.nn.functional.dropout while active: each call gets the mask the C engine
     draws at the matching site (embeddings: site 1; per layer application: the
     ``before_attention`` sites, the attention probabilities, then ``after_attention`` sites, in
-    order)."""
+    order; after the first application's, the ``after_first`` sites)."""
 
-    def __init__(self, seed: int, after_attention: tuple, before_attention: tuple = ()):
-        self.seed, self.after, self.before = seed, after_attention, before_attention
+    def __init__(self, seed: int, after_attention: tuple, before_attention: tuple = (), after_first: tuple = ()):
+        self.seed, self.after, self.before, self.after_first = seed, after_attention, before_attention, after_first
         self.app, self.pos = -1, len(after_attention)
-        self.emb_done, self.nbefore = False, 0
+        self.emb_done, self.nbefore, self.nfirst = False, 0, 0
 
     def __call__(self, x, p=0.5, training=True, inplace=False):
         if not training or p == 0.0:
@@ -217,6 +221,9 @@ class EngineMasks:
         else:
             if not self.emb_done:
                 s, self.emb_done = 1, True  # embeddings
+            elif self.app == 0 and self.pos == len(self.after) and self.nfirst < len(self.after_first):
+                s = site(0, self.after_first[self.nfirst])
+                self.nfirst += 1
             elif self.pos == len(self.after) and self.nbefore < len(self.before):
                 s = site(self.app + 1, self.before[self.nbefore])  # the next layer's, before attention
                 self.nbefore += 1
@@ -230,6 +237,7 @@ class EngineMasks:
 
     def finish(self) -> None:
         assert self.pos == len(self.after), "the last layer's hidden dropouts were not all seen"
+        assert self.nfirst == len(self.after_first), "the dropouts after the first layer were not all seen"
 
 
 def record(model, inputs: dict, R: torch.Tensor, prefix: str, ref: dict) -> None:
@@ -291,7 +299,8 @@ def main() -> None:
             R = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
             record(model, inputs, R, f"case{c}", ref)
         if family in TRAIN_CASE_SITES:
-            masks = EngineMasks(TRAIN_SEED, TRAIN_CASE_SITES[family], BEFORE_ATTENTION_SITES.get(family, ()))
+            masks = EngineMasks(TRAIN_SEED, TRAIN_CASE_SITES[family], BEFORE_ATTENTION_SITES.get(family, ()),
+                                AFTER_FIRST_LAYER_SITES.get(family, ()))
             model.train()
             original = torch.nn.functional.dropout
             torch.nn.functional.dropout = masks

@@ -71,6 +71,12 @@ int me_deberta_add_params(MeEncoder *enc, MeParamList *pl) {
         d->rln_w = me_params_add(pl, "encoder.LayerNorm.weight", H, 0, 1);
         d->rln_b = me_params_add(pl, "encoder.LayerNorm.bias", H, 0, 1);
     }
+    if (c->conv_kernel_size > 0) {
+        d->conv_w = me_params_add3(pl, "encoder.conv.conv.weight", H, H / c->conv_groups, c->conv_kernel_size, 1);
+        d->conv_b = me_params_add(pl, "encoder.conv.conv.bias", H, 0, 1);
+        d->cln_w = me_params_add(pl, "encoder.conv.LayerNorm.weight", H, 0, 1);
+        d->cln_b = me_params_add(pl, "encoder.conv.LayerNorm.bias", H, 0, 1);
+    }
     return 0;
 }
 
@@ -81,9 +87,18 @@ void me_deberta_free(MeEncoder *enc) {
     enc->deb = NULL;
 }
 
-void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int T) {
+void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     MeDeberta *d = enc->deb;
     const MeEncoderConfig *c = &enc->cfg;
+    if (c->conv_kernel_size > 0) {
+        const size_t N = (size_t)B * T, H = c->hidden_size;
+        d->conv_pre = me_carve(base, off, N * H);
+        d->conv_r = me_carve(base, off, N * H);
+        d->conv_mean = me_carve(base, off, N);
+        d->conv_rstd = me_carve(base, off, N);
+        d->conv_out = me_carve(base, off, N * H);
+        d->conv_dx = me_carve(base, off, N * H);
+    }
     if (!has_terms(c)) return;
     const size_t S2 = 2 * (size_t)d->span, H = c->hidden_size;
     d->rel_ln = c->norm_rel_ebd ? me_carve(base, off, S2 * H) : NULL;
@@ -208,4 +223,40 @@ void me_deberta_backward_end(MeEncoder *enc) {
                                     enc->params + d->rln_w, S2, H, 1);
     else
         enc->be->add_forward(G + d->rel, G + d->rel, d->d_rel, (size_t)S2 * H);
+}
+
+void me_deberta_conv_forward(MeEncoder *enc, const float *x0, const float *h0, float p, uint64_t site) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    MeDeberta *d = enc->deb;
+    const float *P = enc->params;
+    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size;
+    be->conv1d_forward(d->conv_pre, x0, P + d->conv_w, P + d->conv_b, B, T, H, c->conv_kernel_size,
+                       c->conv_groups);
+    be->mask_rows_forward(d->conv_pre, enc->mask, N, H);
+    be->dropout_forward(d->conv_pre, d->conv_pre, (size_t)N * H, p, enc->seed, site);
+    be->gelu_forward(d->conv_r, d->conv_pre, (size_t)N * H, (MeActivation)c->conv_act);
+    be->add_forward(d->conv_r, d->conv_r, h0, (size_t)N * H);
+    be->layernorm_forward(d->conv_out, d->conv_mean, d->conv_rstd, d->conv_r, P + d->cln_w,
+                          P + d->cln_b, N, H, c->layer_norm_eps);
+    be->mask_rows_forward(d->conv_out, enc->mask, N, H);
+}
+
+void me_deberta_conv_backward(MeEncoder *enc, float *dh0, float *dout, const float *x0,
+                              float *scratch, float p, uint64_t site) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    MeDeberta *d = enc->deb;
+    const float *P = enc->params;
+    float *G = enc->grads;
+    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size;
+    /* dh0 = d(conv_r): the residual's gradient and the activation's */
+    be->mask_rows_backward(dout, enc->mask, N, H);
+    be->layernorm_backward(dh0, G + d->cln_w, G + d->cln_b, dout, d->conv_r, d->conv_mean,
+                           d->conv_rstd, P + d->cln_w, N, H, 0);
+    be->gelu_backward(scratch, d->conv_pre, dh0, (size_t)N * H, (MeActivation)c->conv_act);
+    be->dropout_backward(scratch, scratch, (size_t)N * H, p, enc->seed, site);
+    be->mask_rows_backward(scratch, enc->mask, N, H);
+    be->conv1d_backward(d->conv_dx, G + d->conv_w, G + d->conv_b, scratch, x0, P + d->conv_w, B, T, H,
+                        c->conv_kernel_size, c->conv_groups);
 }

@@ -27,6 +27,9 @@ typedef struct MeDeberta {
     float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
     float *d_rel, *d_tmp, *d_posk, *d_posq;
     int32_t *idx;             /* row of the relative embeddings per relative position [2T - 1] */
+    /* v2's ConvLayer (conv_kernel_size > 0): encoder.conv.{conv,LayerNorm} */
+    size_t conv_w, conv_b, cln_w, cln_b;
+    float *conv_pre, *conv_r, *conv_mean, *conv_rstd, *conv_out, *conv_dx; /* [N, H] / [N] */
 } MeDeberta;
 
 /* HF names of a layer's 16 tensors in encoder.c's layer order. */
@@ -41,8 +44,17 @@ int me_deberta_bucket(int relative_pos, int position_buckets, int max_relative_p
 int me_deberta_add_params(struct MeEncoder *enc, MeParamList *pl);
 void me_deberta_free(struct MeEncoder *enc);
 
-/* Carve DeBERTa's workspace for length T (base NULL: count only). */
-void me_deberta_carve(struct MeEncoder *enc, float *base, size_t *off, int T);
+/* Carve DeBERTa's workspace for (B, T) (base NULL: count only). */
+void me_deberta_carve(struct MeEncoder *enc, float *base, size_t *off, int B, int T);
+
+/* v2's ConvLayer after layer 0: conv_out = mask * LN(h0 + act(dropout(mask * conv(x0)))), where x0
+ * is the embedding output and h0 layer 0's output. */
+void me_deberta_conv_forward(struct MeEncoder *enc, const float *x0, const float *h0, float p,
+                             uint64_t site);
+/* Its backward given d(conv_out) in dout (masked in place): d(h0) into dh0, d(x0)'s share into
+ * conv_dx, the parameters' gradients; scratch [N, H]. */
+void me_deberta_conv_backward(struct MeEncoder *enc, float *dh0, float *dout, const float *x0,
+                              float *scratch, float p, uint64_t site);
 
 /* Once per forward, before the layers: the relative rows per distance and the normalised
  * relative embeddings. host_ints: host scratch of at least 2T ints. */

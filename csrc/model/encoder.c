@@ -10,7 +10,13 @@
 /* Dropout sites: one per (layer, place); attention adds b*NH + h (b counted from row0). */
 #define SITE_EMB 1ULL
 #define SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
-enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3, SITE_REL = 4 /* DeBERTa's pos_dropout */ };
+enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3, SITE_REL = 4 /* DeBERTa's pos_dropout */,
+       SITE_CONV = 5 /* DeBERTa-v2's ConvLayer */ };
+
+/* The hidden state after layer application l: its output, or after layer 0 DeBERTa-v2's ConvLayer. */
+static const float *layer_output(const MeEncoder *enc, int l) {
+    return l == 0 && enc->cfg.conv_kernel_size > 0 ? enc->deb->conv_out : enc->la[l].h2;
+}
 
 /* ------------------------------------------------------------ parameters */
 
@@ -74,6 +80,14 @@ static int check_config(const MeEncoderConfig *c, char *err) {
                         c->max_relative_positions);
     if (deberta && c->relative_attention && c->position_buckets == 1)
         return me_error(err, ME_ERR_VALUE, "config: position_buckets must be -1 (none) or >= 2, got 1");
+    if (c->conv_kernel_size != 0 &&
+        (!deberta || c->conv_kernel_size < 0 || c->conv_kernel_size % 2 == 0 || c->conv_groups <= 0 ||
+         c->hidden_size % c->conv_groups ||
+         (c->conv_act != ME_ACT_GELU && c->conv_act != ME_ACT_GELU_TANH)))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: the convolution layer is DeBERTa-v2's and needs an odd conv_kernel_size, "
+                        "conv_groups dividing hidden_size and a GELU conv_act (got %d, %d, %d for %s)",
+                        c->conv_kernel_size, c->conv_groups, c->conv_act, fam);
     if (deberta && (c->pos_att & ~(ME_POS_C2P | ME_POS_P2C)))
         return me_error(err, ME_ERR_VALUE, "config: unknown pos_att_type bits %d", c->pos_att);
     if ((c->num_groups != 1 || c->inner_group_num != 1) && c->family != ME_FAMILY_ALBERT)
@@ -171,7 +185,7 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     if (st) return st;
     if ((cfg->relative_buckets || cfg->family == ME_FAMILY_DEBERTA_V2) &&
         (!be->attention_bias_forward || !be->relbias_forward || !be->disentangled_forward ||
-         !be->mask_rows_forward))
+         !be->mask_rows_forward || !be->conv1d_forward))
         return me_error(err, ME_ERR_VALUE, "%s is not implemented on the %s backend yet; use the CPU",
                         FAMILY_NAMES[cfg->family], be->name);
     MeEncoder *enc = calloc(1, sizeof(MeEncoder));
@@ -305,7 +319,7 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
         enc->buckets = (int32_t *)me_carve(base, &off, 2 * (size_t)T);
     }
     if (c->relative_buckets || enc->deb) enc->d_scores = me_carve(base, &off, (size_t)B * NH * T * T);
-    if (enc->deb) me_deberta_carve(enc, base, &off, T);
+    if (enc->deb) me_deberta_carve(enc, base, &off, B, T);
     return off;
 }
 
@@ -481,7 +495,9 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
         be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
                               c->layer_norm_eps);
-        x = a->h2;
+        if (l == 0 && c->conv_kernel_size > 0)
+            me_deberta_conv_forward(enc, enc->x0, a->h2, ph, rows_site(enc, SITE(0, SITE_CONV), H));
+        x = layer_output(enc, l);
     }
     if (out) be->to_host(out, x, sizeof(float) * (size_t)N * H);
     st = be->status(err);
@@ -491,7 +507,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
 }
 
 const float *me_encoder_output(const MeEncoder *enc) {
-    return enc->napps ? enc->la[enc->napps - 1].h2 : enc->x0;
+    return enc->napps ? layer_output(enc, enc->napps - 1) : enc->x0;
 }
 
 /* -------------------------------------------------------------- backward */
@@ -527,7 +543,13 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
     for (int l = enc->napps - 1; l >= 0; l--) {
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
         const MeLayerActs *a = &enc->la[l];
-        const float *x = l ? enc->la[l - 1].h2 : enc->x0;
+        const float *x = l ? layer_output(enc, l - 1) : enc->x0;
+        if (l == 0 && c->conv_kernel_size > 0) { /* dh: d(conv_out) -> d(layer 0's output) */
+            me_deberta_conv_backward(enc, da, dh, enc->x0, db, ph, rows_site(enc, SITE(0, SITE_CONV), H));
+            float *t = dh;
+            dh = da;
+            da = t;
+        }
         /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
         be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
                                P + o->ln2_w, N, H, 0);
@@ -563,8 +585,9 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         dh = db;
         db = t;
     }
-    /* dh holds d(x0) */
+    /* dh holds d(x0) (plus the ConvLayer's share) */
     float *dln;
+    if (c->conv_kernel_size > 0) be->add_forward(dh, dh, enc->deb->conv_dx, (size_t)N * H);
     if (enc->deb) {
         me_deberta_backward_end(enc);
         be->dropout_backward(dh, dh, (size_t)N * H, ph, seed, rows_site(enc, SITE_EMB, H));

@@ -55,6 +55,7 @@ typedef struct {
     int max_relative_positions;  /* resolved (>= 1: config's, else max_position_embeddings) */
     int pos_att;                 /* ME_POS_C2P | ME_POS_P2C */
     int share_att_key, norm_rel_ebd;
+    int conv_kernel_size, conv_groups, conv_act; /* v2's ConvLayer after layer 0 (0: none); MeActivation */
 } MeEncoderConfig;
 
 typedef struct {

@@ -35,6 +35,8 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         ENGINE_INT("max_relative_positions", &c.max_relative_positions, 0, -1) ||
         ENGINE_INT("pos_att", &c.pos_att, 0, 0) || ENGINE_INT("share_att_key", &c.share_att_key, 0, 0) ||
         ENGINE_INT("norm_rel_ebd", &c.norm_rel_ebd, 0, 0) ||
+        ENGINE_INT("conv_kernel_size", &c.conv_kernel_size, 0, 0) ||
+        ENGINE_INT("conv_groups", &c.conv_groups, 0, 1) || ENGINE_INT("conv_act", &c.conv_act, 0, 0) ||
         ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
         ENGINE_FLOAT("hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
         ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f))

@@ -142,9 +142,14 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
 def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
     """DeBERTa-v2/v3's engine keys, read as DebertaV2Config and its modules read them (getattr
     defaults for the keys the config class does not declare)."""
-    if int(config.get("conv_kernel_size") or 0) > 0:
-        raise NotImplementedError(f"{source}: DeBERTa-v2's convolution layer (conv_kernel_size > 0) is not "
-                                  "supported yet")
+    conv = {}
+    if int(config.get("conv_kernel_size") or 0) > 0:  # v2's ConvLayer after the first layer
+        act = config.get("conv_act", "tanh")
+        if act not in ACTIVATIONS:
+            raise NotImplementedError(f"{source}: conv_act {act!r} is not supported; supported: "
+                                      f"{', '.join(ACTIVATIONS)}")
+        conv = {"conv_kernel_size": int(config["conv_kernel_size"]), "conv_groups": int(config.get("conv_groups", 1)),
+                "conv_act": ACTIVATIONS[act]}
     head = config.get("attention_head_size")
     if head is not None and int(head) * cfg["num_attention_heads"] != cfg["hidden_size"]:
         raise ModelConfigError(f"{source}: attention_head_size {head} x num_attention_heads "
@@ -161,7 +166,7 @@ def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: s
             "max_relative_positions": max_rel if max_rel >= 1 else cfg["max_position_embeddings"],
             "pos_att": (1 if "c2p" in att else 0) | (2 if "p2c" in att else 0),
             "share_att_key": int(bool(config.get("share_att_key", False))),
-            "norm_rel_ebd": int("layer_norm" in norm)}
+            "norm_rel_ebd": int("layer_norm" in norm), **conv}
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
