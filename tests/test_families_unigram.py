@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 from multienc.encoders import LanguageModel, MultiEncoder
+from multienc.engine.tokenization import SPM_FAMILIES
+from multienc.hub import SENTENCEPIECE_FILES, TOKENIZER_FILES
 from multienc.task_heads import SequenceTagger, TextClassifier
 from multienc.trainer import ModelTrainer
 
@@ -43,6 +45,11 @@ def server(env):
     with HubServer(TINY_HUB) as s:
         env.setenv("HF_ENDPOINT", s.url)
         yield s
+
+
+def test_hub_knows_every_sentencepiece_file_the_tokenizer_reads():
+    assert set(SENTENCEPIECE_FILES) == {name for name, _ in SPM_FAMILIES.values()}
+    assert set(SENTENCEPIECE_FILES) <= set(TOKENIZER_FILES)
 
 
 @pytest.mark.parametrize("repo_id", ALL_UNIGRAM)

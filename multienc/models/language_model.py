@@ -1,8 +1,8 @@
 """Pretrained encoders as the task heads and the trainer see them.
 
-:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, ELECTRA and the
-checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the hub or by a
-local folder, with its tokenizer and a pooling of the last hidden states::
+:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
+DistilBERT, ALBERT and the checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the
+hub or by a local folder, with its tokenizer and a pooling of the last hidden states::
 
     lm = LanguageModel("google/electra-base-discriminator")       # hub id, HF cache, offline
     lm = LanguageModel("roberta-base", hidden_dropout_prob=0.4, pooling="mean")
