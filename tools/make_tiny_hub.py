@@ -37,6 +37,11 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   size 16, one shared layer group, ``gelu_new``, dropouts 0 as the real config; a lower-cased
   Unigram model (``<pad>`` 0, ``<unk>`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4) as ``spiece.model``
   and the ``tokenizer.json`` of transformers' ``AlbertConverter``.
+* ``multienc-test/xlm-roberta-spm-only`` and ``multienc-test/albert-spm-only``: the same kinds of
+  model and SentencePiece files without ``tokenizer.json``, as many fine-tuned checkpoints ship
+  them; transformers builds the tokenizer from the ``.model`` file. The XLM-R one's
+  ``tokenizer_config.json`` names no ``tokenizer_class``, so the family comes from config.json's
+  ``model_type``.
 
 The converters' output gets the special tokens transformers' tokenizer classes register
 (``<pad>``/``<unk>``/``<mask>``, ``<mask>`` and ``[MASK]`` with ``lstrip``) as added tokens, as the hub
@@ -221,6 +226,13 @@ def reference(repo_id: str, folder: str) -> dict:
 
 def models() -> dict:
     """repo id -> (model for a vocabulary size, vocabulary kind, saved as pytorch_model.bin)."""
+    xlm_roberta = lambda v: transformers.XLMRobertaForMaskedLM(  # noqa: E731
+        transformers.XLMRobertaConfig(**ROBERTA_LIKE, vocab_size=v))
+    albert = lambda v: transformers.AlbertForMaskedLM(transformers.AlbertConfig(  # noqa: E731
+        vocab_size=v, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, num_hidden_groups=1, inner_group_num=1, hidden_act="gelu_new",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=MAX_LENGTH,
+        type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=2, eos_token_id=3))
     return {
         "google/electra-base-discriminator": (
             lambda v: transformers.ElectraForPreTraining(transformers.ElectraConfig(
@@ -244,16 +256,10 @@ def models() -> dict:
                 vocab_size=v, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=MAX_LENGTH,
                 dropout=0.1, attention_dropout=0.1, activation="gelu", pad_token_id=0)),
             "distilbert", False),
-        "xlm-roberta-base": (
-            lambda v: transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(**ROBERTA_LIKE, vocab_size=v)),
-            "xlm-roberta", False),
-        "albert-base-v2": (
-            lambda v: transformers.AlbertForMaskedLM(transformers.AlbertConfig(
-                vocab_size=v, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=37, num_hidden_groups=1, inner_group_num=1, hidden_act="gelu_new",
-                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=MAX_LENGTH,
-                type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=2, eos_token_id=3)),
-            "albert", False),
+        "xlm-roberta-base": (xlm_roberta, "xlm-roberta", False),
+        "albert-base-v2": (albert, "albert", False),
+        "multienc-test/xlm-roberta-spm-only": (xlm_roberta, "xlm-roberta-spm", False),
+        "multienc-test/albert-spm-only": (albert, "albert-spm", False),
     }
 
 
@@ -262,6 +268,9 @@ def write_vocabulary(texts: list, vocab: str, folder: str) -> None:
         bpe_vocab(texts, folder)
     elif vocab in ("xlm-roberta", "albert"):
         unigram_vocab(texts, folder, vocab)
+    elif vocab.endswith("-spm"):
+        unigram_vocab(texts, folder, vocab[:-4])
+        os.remove(os.path.join(folder, "tokenizer.json"))
     else:
         wordpiece_vocab(texts, vocab != "cased", folder)
     if vocab == "distilbert":  # the hub repo ships a tokenizer.json beside vocab.txt
@@ -300,6 +309,11 @@ def main() -> None:
             vocab_size = len(transformers.AutoTokenizer.from_pretrained(folder))
             torch.manual_seed(seed)  # each repository's weights independent of which others are made
             build(folder, make(vocab_size), seed, as_bin)
+            if vocab == "xlm-roberta-spm":  # the family from config.json's model_type (written by build)
+                cfg_path = os.path.join(folder, "tokenizer_config.json")
+                with open(cfg_path, encoding="utf-8") as f:
+                    cfg = json.load(f)
+                write_json(cfg_path, {k: v for k, v in cfg.items() if k != "tokenizer_class"})
             out.update(reference(repo_id, folder))
         os.makedirs(ROOT, exist_ok=True)
         for repo_id in chosen:
