@@ -38,7 +38,7 @@ def check_against_hf(lm, repo_id):
         np.testing.assert_allclose(h[real], REF[f"{repo_id}/{kind}/last_hidden_state"][real], atol=1e-5, rtol=0)
 
 
-BASE_PREFIXES = ("electra.", "roberta.", "bert.", "distilbert.", "albert.")
+BASE_PREFIXES = ("electra.", "roberta.", "bert.", "distilbert.", "albert.", "deberta.", "mpnet.")
 ENCODER_PARTS = ("embeddings.", "encoder.", "embeddings_project.", "transformer.")
 
 

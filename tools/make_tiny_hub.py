@@ -42,6 +42,16 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   them; transformers builds the tokenizer from the ``.model`` file. The XLM-R one's
   ``tokenizer_config.json`` names no ``tokenizer_class``, so the family comes from config.json's
   ``model_type``.
+* ``microsoft/deberta-v3-base``: ``DebertaV2ForMaskedLM`` (``deberta.`` prefix plus ``lm_predictions.``)
+  with DeBERTa-v3's attention (relative only, 16 log buckets, c2p + p2c through the shared
+  projections, LayerNorm on the relative embeddings, no token types), ``pytorch_model.bin``, and as
+  the hub repository no ``tokenizer.json``: a cased Unigram ``spm.model`` (``[PAD]`` 0, ``[CLS]`` 1,
+  ``[SEP]`` 2, ``[UNK]`` 3; ``[MASK]`` added after the pieces) with ``tokenizer_class``
+  ``DebertaV2Tokenizer``: transformers builds the tokenizer with its ``DebertaV2Converter``.
+* ``sentence-transformers/all-mpnet-base-v2``: a bare ``MPNetModel`` with its pooler (no prefix),
+  an uncased WordPiece ``vocab.txt`` with MPNet's specials (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2,
+  ``<unk>`` 3, then BERT's part with ``[UNK]``, the tokenizer's unk token, ``<mask>`` last) and the ``tokenizer.json`` of ``MPNetTokenizerFast`` (template
+  ``<s> A </s></s> B </s>``), ``model.safetensors``.
 
 The converters' output gets the special tokens transformers' tokenizer classes register
 (``<pad>``/``<unk>``/``<mask>``, ``<mask>`` and ``[MASK]`` with ``lstrip``) as added tokens, as the hub
@@ -85,6 +95,8 @@ COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, interm
 ROBERTA_LIKE = dict(COMMON, max_position_embeddings=MAX_LENGTH + 2, type_vocab_size=1, hidden_act="gelu",
                     layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# MPNet's vocabulary: these, BERT's vocabulary (with its "[UNK]", MPNet's unk_token), "<mask>" last
+MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 # Texts, then pairs: ordinary English, casing, punctuation, digits, accents, one past max length.
@@ -122,6 +134,43 @@ def wordpiece_vocab(texts: list, lowercase: bool, folder: str) -> None:
         "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "model_max_length": MAX_LENGTH,
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
         "mask_token": "[MASK]"})
+
+
+def mpnet_vocab(texts: list, folder: str) -> None:
+    """An uncased WordPiece vocabulary laid out as MPNet's (specials first, ``<mask>`` last) with the
+    ``tokenizer.json`` ``MPNetTokenizerFast`` builds from it."""
+    tok = tokenizers.BertWordPieceTokenizer(lowercase=True, strip_accents=None)
+    tok.train_from_iterator(texts, vocab_size=VOCAB_SIZE, special_tokens=MPNET_SPECIALS + ["<mask>"],
+                            show_progress=False)
+    tok.save_model(folder)
+    path = os.path.join(folder, "vocab.txt")
+    with open(path, encoding="utf-8") as f:
+        learned = [t for t in f.read().splitlines() if t not in MPNET_SPECIALS + ["<mask>"]]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in MPNET_SPECIALS + sorted(learned) + ["<mask>"]))
+    with open(path, encoding="utf-8") as f:
+        vocab = {t: i for i, t in enumerate(f.read().splitlines())}
+    fast = transformers.MPNetTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=MAX_LENGTH)
+    fast.backend_tokenizer.save(os.path.join(folder, "tokenizer.json"))
+    write_json(os.path.join(folder, "tokenizer_config.json"), {
+        "tokenizer_class": "MPNetTokenizer", "do_lower_case": True, "model_max_length": MAX_LENGTH,
+        "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "unk_token": "[UNK]",
+        "pad_token": "<pad>", "mask_token": "<mask>"})
+
+
+def deberta_spm(texts: list, folder: str) -> None:
+    """A cased Unigram ``spm.model`` with DeBERTa-v3's special ids, no ``tokenizer.json``."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=SPM_PIECES, model_type="unigram",
+        normalization_rule_name="nmt_nfkc", character_coverage=1.0, num_threads=1, shuffle_input_sentence=False,
+        minloglevel=2, pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+        eos_piece="[SEP]", unk_piece="[UNK]")
+    with open(os.path.join(folder, "spm.model"), "wb") as f:
+        f.write(model.getvalue())
+    write_json(os.path.join(folder, "tokenizer_config.json"), {
+        "tokenizer_class": "DebertaV2Tokenizer", "do_lower_case": False, "vocab_type": "spm",
+        "model_max_length": MAX_LENGTH})
 
 
 def bpe_vocab(texts: list, folder: str) -> None:
@@ -260,12 +309,29 @@ def models() -> dict:
         "albert-base-v2": (albert, "albert", False),
         "multienc-test/xlm-roberta-spm-only": (xlm_roberta, "xlm-roberta-spm", False),
         "multienc-test/albert-spm-only": (albert, "albert-spm", False),
+        "microsoft/deberta-v3-base": (
+            lambda v: transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(
+                **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH, type_vocab_size=0, hidden_act="gelu",
+                layer_norm_eps=1e-7, pad_token_id=0, relative_attention=True, position_biased_input=False,
+                position_buckets=16, max_relative_positions=-1, pos_att_type="p2c|c2p",
+                norm_rel_ebd="layer_norm", share_att_key=True)),
+            "deberta-v3", True),
+        "sentence-transformers/all-mpnet-base-v2": (
+            lambda v: transformers.MPNetModel(transformers.MPNetConfig(
+                **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH + 2, hidden_act="gelu",
+                layer_norm_eps=1e-5, relative_attention_num_buckets=32, pad_token_id=1, bos_token_id=0,
+                eos_token_id=2), add_pooling_layer=True),
+            "mpnet", False),
     }
 
 
 def write_vocabulary(texts: list, vocab: str, folder: str) -> None:
     if vocab == "bpe":
         bpe_vocab(texts, folder)
+    elif vocab == "mpnet":
+        mpnet_vocab(texts, folder)
+    elif vocab == "deberta-v3":
+        deberta_spm(texts, folder)
     elif vocab in ("xlm-roberta", "albert"):
         unigram_vocab(texts, folder, vocab)
     elif vocab.endswith("-spm"):
