@@ -1,7 +1,8 @@
 """Pretrained encoders as the task heads and the trainer see them.
 
 :class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
-DistilBERT, ALBERT and the checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the
+DistilBERT, ALBERT, MPNet, DeBERTa-v2/v3 and the checkpoints built on them, e.g. SpanBERT, ERNIE 2.0,
+all-mpnet-base-v2) named as on the
 hub or by a local folder, with its tokenizer and a pooling of the last hidden states::
 
     lm = LanguageModel("google/electra-base-discriminator")       # hub id, HF cache, offline
@@ -42,7 +43,9 @@ _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
                     "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", ""),
                     "xlm-roberta": ("xlm-roberta-base", ""), "albert": ("albert-base-v2", ""),
-                    "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)")}
+                    "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)"),
+                    "mpnet": ("sentence-transformers/all-mpnet-base-v2", ""),
+                    "deberta-v2": ("microsoft/deberta-v3-base", " (DeBERTa-v3's; 'microsoft/deberta-v2-xlarge' for v2)")}
 _WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word inside the sequence tagger "
                     "(multienc.models.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
 
