@@ -38,6 +38,16 @@ def check_against_hf(lm, repo_id):
         np.testing.assert_allclose(h[real], REF[f"{repo_id}/{kind}/last_hidden_state"][real], atol=1e-5, rtol=0)
 
 
+def assert_reloads_from_cache(lm, repo_id, server, env):
+    """With HF_HUB_OFFLINE=1 the repository loads again from the HF cache alone (no request to the
+    hub) and embeds as before."""
+    env.setenv("HF_HUB_OFFLINE", "1")
+    seen = len(server.requests)
+    again = LanguageModel(repo_id)
+    assert len(server.requests) == seen
+    np.testing.assert_array_equal(again.embed(["Café prices rose."]), lm.embed(["Café prices rose."]))
+
+
 BASE_PREFIXES = ("electra.", "roberta.", "bert.", "distilbert.", "albert.", "deberta.", "mpnet.")
 ENCODER_PARTS = ("embeddings.", "encoder.", "embeddings_project.", "transformer.")
 

@@ -14,7 +14,7 @@ from multienc.task_heads import TextClassifier
 from multienc.trainer import ModelTrainer
 
 from _hub_server import HubServer
-from _tiny_hub import TINY_HUB, check_against_hf, check_save_pretrained, local
+from _tiny_hub import TINY_HUB, assert_reloads_from_cache, check_against_hf, check_save_pretrained, local
 from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
 
 DEBERTA, MPNET = "microsoft/deberta-v3-base", "sentence-transformers/all-mpnet-base-v2"
@@ -37,11 +37,7 @@ def test_hub_names_resolve_and_match_hf(server, env, repo_id, files, model_type)
     assert lm.cls_position == 0 and lm.max_length == 64 and not lm.encoder.uses_token_types
     assert sorted(os.listdir(lm.model_dir)) == files
     check_against_hf(lm, repo_id)  # [CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>, hidden states
-    env.setenv("HF_HUB_OFFLINE", "1")
-    seen = len(server.requests)
-    again = LanguageModel(repo_id)
-    assert len(server.requests) == seen
-    np.testing.assert_array_equal(again.embed(["Café prices rose."]), lm.embed(["Café prices rose."]))
+    assert_reloads_from_cache(lm, repo_id, server, env)
 
 
 def test_deberta_v3_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
