@@ -92,7 +92,7 @@ def main() -> None:
     for i, (name, cfg) in enumerate(configs().items()):
         cfg._attn_implementation = "eager"
         model = transformers.ModernBertModel(cfg)
-        randomize(model, 300 + i, norm_weight="norm.weight")
+        randomize(model, 300 + i, norm_weights=("norm.weight",))
         model.eval()
         folder = os.path.join(OUT, name)
         os.makedirs(folder, exist_ok=True)

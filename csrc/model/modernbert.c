@@ -124,6 +124,7 @@ int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBa
     enc->info = pl.info;
     enc->nparams = pl.n;
     enc->nfloats = pl.nfloats;
+    enc->ntrain = pl.nfloats; /* every tensor trains (none frozen) */
     if (pl.failed) {
         me_encoder_free(enc);
         return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
