@@ -51,36 +51,29 @@ static int check_config(const MeEncoderConfig *c, char *err) {
     return ME_OK;
 }
 
-int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
-                      char *err) {
-    *out = NULL;
-    int st = check_config(cfg, err);
-    if (st) return st;
-    MeEncoder *enc = calloc(1, sizeof(MeEncoder));
-    if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
-    enc->cfg = *cfg;
-    enc->be = be;
+/* The parameter table of enc->cfg into *pl, with the offsets into enc's fields (enc->lo allocated
+ * here); pl->failed on an allocation failure. */
+static void lay_out(MeEncoder *enc, MeParamList *pl) {
+    const MeEncoderConfig *cfg = &enc->cfg;
     const int H = cfg->hidden_size, E = cfg->embedding_size, I = cfg->intermediate_size;
-    MeParamList pl = {0};
-    enc->wte = me_params_add(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
-    enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight", cfg->max_position_embeddings, E, 1);
-    enc->wtt = me_params_add(&pl, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, E, 1);
-    enc->eln_w = me_params_add(&pl, "embeddings.LayerNorm.weight", E, 0, 1);
-    enc->eln_b = me_params_add(&pl, "embeddings.LayerNorm.bias", E, 0, 1);
+    enc->wte = me_params_add(pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
+    enc->wpe = me_params_add(pl, "embeddings.position_embeddings.weight", cfg->max_position_embeddings, E, 1);
+    enc->wtt = me_params_add(pl, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, E, 1);
+    enc->eln_w = me_params_add(pl, "embeddings.LayerNorm.weight", E, 0, 1);
+    enc->eln_b = me_params_add(pl, "embeddings.LayerNorm.bias", E, 0, 1);
     if (E != H) {
-        enc->proj_w = me_params_add(&pl, "embeddings_project.weight", H, E, 1);
-        enc->proj_b = me_params_add(&pl, "embeddings_project.bias", H, 0, 1);
+        enc->proj_w = me_params_add(pl, "embeddings_project.weight", H, E, 1);
+        enc->proj_b = me_params_add(pl, "embeddings_project.bias", H, 0, 1);
     }
     enc->lo = calloc((size_t)cfg->num_layers, sizeof(MeLayerOffsets));
-    enc->la = calloc((size_t)cfg->num_layers, sizeof(MeLayerActs));
-    if (!enc->lo || !enc->la) pl.failed = 1;
+    if (!enc->lo) pl->failed = 1;
     char nm[96];
-    for (int l = 0; l < cfg->num_layers && !pl.failed; l++) {
+    for (int l = 0; l < cfg->num_layers && !pl->failed; l++) {
         MeLayerOffsets *o = &enc->lo[l];
         /* q, k, v weights consecutive -> fused [3H, H]; biases likewise -> [3H] */
 #define PP(field, suffix, d0, d1, pad)                                            \
     snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, suffix);                    \
-    field = me_params_add(&pl, nm, d0, d1, pad)
+    field = me_params_add(pl, nm, d0, d1, pad)
 #define P(field, suffix, d0, d1) PP(field, suffix, d0, d1, 1)
         size_t unused;
         PP(o->qkv_w, "attention.self.query.weight", H, H, 0);
@@ -103,6 +96,39 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
 #undef P
 #undef PP
     }
+}
+
+int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *n, size_t *nfloats, char *err) {
+    *info = NULL;
+    int st = check_config(cfg, err);
+    if (st) return st;
+    MeEncoder scratch = {.cfg = *cfg};
+    MeParamList pl = {0};
+    lay_out(&scratch, &pl);
+    free(scratch.lo);
+    if (pl.failed) {
+        free(pl.info);
+        return me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters");
+    }
+    *info = pl.info;
+    *n = pl.n;
+    *nfloats = pl.nfloats;
+    return ME_OK;
+}
+
+int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
+                      char *err) {
+    *out = NULL;
+    int st = check_config(cfg, err);
+    if (st) return st;
+    MeEncoder *enc = calloc(1, sizeof(MeEncoder));
+    if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
+    enc->cfg = *cfg;
+    enc->be = be;
+    MeParamList pl = {0};
+    lay_out(enc, &pl);
+    enc->la = calloc((size_t)cfg->num_layers, sizeof(MeLayerActs));
+    if (!enc->la) pl.failed = 1;
     if (pl.failed) {
         free(pl.info);
         me_encoder_free(enc);

@@ -39,12 +39,8 @@ static int dict_float(PyObject *d, const char *key, float *out, float dflt) {
     return 0;
 }
 
-static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"config", "device", NULL};
-    PyObject *cfgd;
-    const char *device = "cpu";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
-        return -1;
+/* An engine config dict (multienc.engine.encoder.engine_config) as the C struct. */
+static int parse_config(PyObject *cfgd, MeEncoderConfig *out) {
     MeEncoderConfig c;
     if (dict_int(cfgd, "family", &c.family, 1, 0) || dict_int(cfgd, "vocab_size", &c.vocab_size, 1, 0) ||
         dict_int(cfgd, "hidden_size", &c.hidden_size, 1, 0) ||
@@ -60,6 +56,37 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         dict_float(cfgd, "hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
         dict_float(cfgd, "attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
         return -1;
+    *out = c;
+    return 0;
+}
+
+/* encoder_param_table(config) -> ([(name, shape, offset), ...], num_floats): the layout, nothing allocated. */
+static PyObject *encoder_param_table(PyObject *module, PyObject *cfgd) {
+    if (!PyDict_Check(cfgd)) {
+        PyErr_SetString(PyExc_TypeError, "encoder_param_table expects an engine config dict");
+        return NULL;
+    }
+    MeEncoderConfig c;
+    if (parse_config(cfgd, &c)) return NULL;
+    MeParamInfo *info;
+    int n = 0;
+    size_t nfloats = 0;
+    char err[ME_ERRLEN] = {0};
+    int st = me_encoder_param_table(&c, &info, &n, &nfloats, err);
+    if (st) return me_raise(st, err);
+    PyObject *list = me_param_info_list(info, n);
+    free(info);
+    return list ? Py_BuildValue("(Nn)", list, (Py_ssize_t)nfloats) : NULL;
+}
+
+static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"config", "device", NULL};
+    PyObject *cfgd;
+    const char *device = "cpu";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
+        return -1;
+    MeEncoderConfig c;
+    if (parse_config(cfgd, &c)) return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;
     char err[ME_ERRLEN] = {0};
@@ -234,7 +261,15 @@ PyTypeObject MeEncoderType = {
     .tp_getset = Encoder_getset,
 };
 
+static PyMethodDef engine_functions[] = {
+    {"encoder_param_table", encoder_param_table, METH_O,
+     "encoder_param_table(config) -> ([(hf_name, shape, offset), ...], num_floats): the parameters an engine "
+     "config implies, computed without allocating them."},
+    {NULL, NULL, 0, NULL},
+};
+
 int me_register_engine(PyObject *module) {
+    if (PyModule_AddFunctions(module, engine_functions) < 0) return -1;
     if (PyType_Ready(&MeEncoderType) < 0) return -1;
     Py_INCREF(&MeEncoderType);
     if (PyModule_AddObject(module, "Encoder", (PyObject *)&MeEncoderType) < 0) {

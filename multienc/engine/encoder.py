@@ -18,8 +18,9 @@ import numpy as np
 
 from multienc.engine import _C
 from multienc.engine.device import resolve_device
+from multienc.formats import schema
 from multienc.formats.safetensors import save_file
-from multienc.formats.weights import find_weight_file, load_state_dict
+from multienc.formats.weights import WeightsError, find_weight_file, load_state_dict
 
 FAMILIES = {"bert": 0, "roberta": 1, "electra": 2}
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
@@ -34,18 +35,46 @@ class ModelConfigError(ValueError):
     """config.json is missing, unreadable or describes an unsupported model."""
 
 
+# The config.json fields the engine reads (others are ignored); sizes are bounded so that no
+# product of them overflows, and each must then match the weights before anything is allocated.
+_CONFIG_SCHEMA = schema.Obj({
+    "model_type": schema.Str(max_len=100),
+    "hidden_act": schema.Opt(schema.Str(max_len=100)),
+    "position_embedding_type": schema.Opt(schema.Str(max_len=100)),
+    "pad_token_id": schema.Opt(schema.Int(-1, (1 << 31) - 1)),
+    "vocab_size": schema.Int(1, (1 << 31) - 1),
+    "hidden_size": schema.Int(1, 1 << 16),
+    "num_hidden_layers": schema.Int(1, 1 << 12),
+    "num_attention_heads": schema.Int(1, 1 << 16),
+    "intermediate_size": schema.Int(1, 1 << 20),
+    "max_position_embeddings": schema.Int(1, 1 << 20),
+    "type_vocab_size": schema.Int(1, 1 << 16),
+    "embedding_size": schema.Opt(schema.Int(1, 1 << 16)),
+    "layer_norm_eps": schema.Float(1e-30, 1.0),
+    "hidden_dropout_prob": schema.Float(0.0, 1.0, below_hi=True),
+    "attention_probs_dropout_prob": schema.Float(0.0, 1.0, below_hi=True),
+    "initializer_range": schema.Float(0.0, 1e3),
+}, required=("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "intermediate_size"))
+
+
 def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dict[str, Any]:
     """Translate an HF ``config.json`` dict into the C engine's config.
 
-    Raises NotImplementedError for model types, activations or position
-    embedding types the engine does not implement, naming the supported ones.
+    Raises :class:`ModelConfigError` naming ``source`` and the field for a missing or malformed
+    value, NotImplementedError for model types, activations or position embedding types the
+    engine does not implement, naming the supported ones.
     """
-    model_type = config.get("model_type")
+    try:
+        schema.check(dict(config), _CONFIG_SCHEMA)
+    except schema.SchemaError as e:
+        raise ModelConfigError(f"{source}: {e}") from None
+    model_type = config["model_type"]
     if model_type not in FAMILIES:
         raise NotImplementedError(
             f"{source}: model_type {model_type!r} is not supported; supported model types: "
             f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
-    act = config.get("hidden_act", "gelu")
+    act = config.get("hidden_act") or "gelu"
     if act not in ACTIVATIONS:
         raise NotImplementedError(
             f"{source}: hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
@@ -55,31 +84,67 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
             f"{source}: position_embedding_type {pos_type!r} is not supported (only 'absolute')")
     defaults = {"bert": 0, "roberta": 1, "electra": 0}
     pad = config.get("pad_token_id")
-    if pad is None:
-        pad = defaults[model_type]
+    hidden = config["hidden_size"]
+    return {
+        "family": FAMILIES[model_type],
+        "vocab_size": config["vocab_size"],
+        "hidden_size": hidden,
+        "num_hidden_layers": config["num_hidden_layers"],
+        "num_attention_heads": config["num_attention_heads"],
+        "intermediate_size": config["intermediate_size"],
+        "max_position_embeddings": config.get("max_position_embeddings", 512),
+        "type_vocab_size": config.get("type_vocab_size", 2),
+        "embedding_size": config.get("embedding_size") or hidden,
+        "activation": ACTIVATIONS[act],
+        "pad_token_id": defaults[model_type] if pad is None else pad,
+        "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
+        "hidden_dropout_prob": float(config.get("hidden_dropout_prob", 0.1)),
+        "attention_probs_dropout_prob": float(config.get("attention_probs_dropout_prob", 0.1)),
+    }
+
+
+def param_table(config: Mapping[str, Any], source: str = "config.json"
+                ) -> Tuple[Dict[str, Tuple[Tuple[int, ...], int]], int]:
+    """({HF name: (shape, offset)}, buffer length) of the encoder ``config`` describes, computed by
+    the C engine without allocating it; ModelConfigError for a config the engine refuses (e.g. a
+    hidden size that is not a multiple of the number of heads)."""
+    cfg = engine_config(config, source)
     try:
-        hidden = int(config["hidden_size"])
-        cfg = {
-            "family": FAMILIES[model_type],
-            "vocab_size": int(config["vocab_size"]),
-            "hidden_size": hidden,
-            "num_hidden_layers": int(config["num_hidden_layers"]),
-            "num_attention_heads": int(config["num_attention_heads"]),
-            "intermediate_size": int(config["intermediate_size"]),
-            "max_position_embeddings": int(config.get("max_position_embeddings", 512)),
-            "type_vocab_size": int(config.get("type_vocab_size", 2)),
-            "embedding_size": int(config.get("embedding_size") or hidden),
-            "activation": ACTIVATIONS[act],
-            "pad_token_id": int(pad),
-            "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
-            "hidden_dropout_prob": float(config.get("hidden_dropout_prob", 0.1)),
-            "attention_probs_dropout_prob": float(config.get("attention_probs_dropout_prob", 0.1)),
-        }
-    except KeyError as e:
-        raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise ModelConfigError(f"{source}: bad value: {e}") from None
-    return cfg
+        table, nfloats = _C.encoder_param_table(cfg)
+    except ValueError as e:
+        raise ModelConfigError(f"{source}: {e}") from None
+    return {name: (tuple(shape), off) for name, shape, off in table}, nfloats
+
+
+def flatten_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], nfloats: int,
+                    tensors: Mapping[str, np.ndarray], source: str) -> np.ndarray:
+    """The flat float32 parameter buffer from HF-named tensors (heads and prefixes ignored).
+
+    Every tensor the layout ``info`` expects must be there with its shape and a float dtype
+    (:class:`~multienc.formats.weights.WeightsError` naming ``source`` and the tensor otherwise);
+    this is checked before the buffer is allocated, so a config whose sizes the weights do not
+    back is refused without allocating what it declares."""
+    found: Dict[str, np.ndarray] = {}
+    for raw, arr in tensors.items():
+        name = normalize_name(raw)
+        if name is None or name not in info:
+            continue
+        shape = info[name][0]
+        if tuple(arr.shape) != shape:
+            raise WeightsError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
+                               f"config implies {shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise WeightsError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
+        found[name] = arr
+    missing = [n for n in info if n not in found]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise WeightsError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
+    flat = np.zeros(nfloats, np.float32)
+    for name, arr in found.items():
+        off = info[name][1]
+        flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
+    return flat
 
 
 def read_config(model_dir: str) -> Dict[str, Any]:
@@ -142,8 +207,11 @@ class Encoder:
                  device: Optional[str] = None):
         config = read_config(model_dir)
         config.update(config_overrides or {})
-        self._init(config, os.path.join(model_dir, "config.json"), device)
-        self.load_state_dict(load_state_dict(model_dir), source=find_weight_file(model_dir)[0])
+        source = os.path.join(model_dir, "config.json")
+        info, nfloats = param_table(config, source)
+        flat = flatten_weights(info, nfloats, load_state_dict(model_dir), find_weight_file(model_dir)[0])
+        self._init(config, source, device)
+        self._c.write_params(flat)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], seed: int = 0,
@@ -167,17 +235,18 @@ class Encoder:
     def from_state_dict(cls, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
                         source: str = "state dict", device: Optional[str] = None) -> "Encoder":
         """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
+        info, nfloats = param_table(config, source)
+        flat = flatten_weights(info, nfloats, tensors, source)
         self = cls.__new__(cls)
         self._init(dict(config), source, device)
-        self.load_state_dict(tensors, source=source)
+        self._c.write_params(flat)
         return self
 
     def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
         self.config: Dict[str, Any] = config
         self.device: str = resolve_device(device)
+        self._info, _ = param_table(config, source)
         self._c = _C.Encoder(engine_config(config, source), device=self.device)
-        self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
-            name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
         self.hidden_size = int(config["hidden_size"])
 
     @property
@@ -208,28 +277,10 @@ class Encoder:
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], source: str = "state dict") -> None:
         """Set every parameter from an HF-named mapping (task heads and prefixes are ignored).
 
-        Raises ValueError naming ``source`` and the tensor on a missing tensor or a shape
-        that disagrees with the config.
+        Raises :class:`~multienc.formats.weights.WeightsError` (a ValueError) naming ``source`` and
+        the tensor on a missing tensor or a shape that disagrees with the config.
         """
-        flat = np.zeros(self._c.num_floats, np.float32)
-        seen = set()
-        for raw, arr in tensors.items():
-            name = normalize_name(raw)
-            if name is None or name not in self._info:
-                continue
-            shape, off = self._info[name]
-            if tuple(arr.shape) != shape:
-                raise ValueError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
-                                 f"config implies {shape}")
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise ValueError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
-            flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
-            seen.add(name)
-        missing = [n for n in self._info if n not in seen]
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise ValueError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
-        self._c.write_params(flat)
+        self._c.write_params(flatten_weights(self._info, self._c.num_floats, tensors, source))
 
     def save_pretrained(self, model_dir: str) -> None:
         """Write ``config.json`` and ``model.safetensors`` (HF names) into ``model_dir``."""

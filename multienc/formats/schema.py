@@ -66,17 +66,18 @@ class Int(Schema):
 
 
 class Float(Schema):
-    """A finite number in ``[lo, hi]`` (ints accepted)."""
+    """A finite number in ``[lo, hi]`` (``[lo, hi)`` with ``below_hi``; ints accepted)."""
 
-    def __init__(self, lo: float = -math.inf, hi: float = math.inf):
-        self.lo, self.hi = lo, hi
+    def __init__(self, lo: float = -math.inf, hi: float = math.inf, below_hi: bool = False):
+        self.lo, self.hi, self.below_hi = lo, hi, below_hi
 
     def __call__(self, value: Any, field: str) -> float:
         if type(value) not in (int, float):
             raise SchemaError(field, f"expected a number, got {_kind(value)} {_show(value)}")
-        if not math.isfinite(value) or not self.lo <= value <= self.hi:
-            raise SchemaError(field, f"{_show(value)} is not a finite number in [{self.lo}, {self.hi}]")
-        return value
+        if not math.isfinite(value) or not self.lo <= value <= self.hi or (self.below_hi and value == self.hi):
+            raise SchemaError(field, f"{_show(value)} is not a finite number in [{self.lo}, {self.hi}"
+                                     f"{')' if self.below_hi else ']'}")
+        return float(value) if type(value) is float else value
 
 
 class Bool(Schema):
