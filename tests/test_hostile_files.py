@@ -386,8 +386,9 @@ def test_checkpoint_metadata_is_checked_at_load(tmp_path, edit, field):
     assert path in str(info.value) and field in str(info.value)
 
 
-def test_huge_num_classes_is_refused_before_allocating(tmp_path):
-    path = _edited_checkpoint(tmp_path, _json_edit("head", _put("num_classes", 2 ** 32)))
+@pytest.mark.parametrize("num_classes, named", [(2 ** 32, "[1, 2147483647]"), (1 << 26, "decoder.weight")])
+def test_huge_num_classes_is_refused_before_allocating(tmp_path, num_classes, named):
+    path = _edited_checkpoint(tmp_path, _json_edit("head", _put("num_classes", num_classes)))
     child = run_capped(f"""
         from multienc.models import load_model
         from multienc.formats.checkpoint import CheckpointError
@@ -397,7 +398,7 @@ def test_huge_num_classes_is_refused_before_allocating(tmp_path):
             print("refused:", type(e).__name__, e)
     """)
     assert child.returncode == 0, child.stderr[-2000:]
-    assert "refused: CheckpointError" in child.stdout and "num_classes" in child.stdout and "decoder.weight" in child.stdout
+    assert "refused: CheckpointError" in child.stdout and "head.num_classes" in child.stdout and named in child.stdout
 
 
 def test_unmodified_checkpoints_still_load():

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from multienc.engine import _C
+from multienc.formats import schema
 
 __all__ = ["Encoding", "Tokenizer", "TokenizerFileError"]
 
@@ -41,7 +42,85 @@ _SPECIAL_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token
 
 
 class TokenizerFileError(ValueError):
-    """A tokenizer file is missing, unreadable or malformed (the message names the file)."""
+    """A tokenizer file is missing, unreadable or malformed (the message names the file and field)."""
+
+
+# ---------------------------------------------------------------- what the readers accept
+# Only the fields multienc reads are described; every other key is ignored, as in HF. Ids and type
+# ids are int32 for the C tokenizer; the largest id is further bounded by the number of tokens.
+_ID = schema.Int(0, (1 << 31) - 1)
+_FLAG = schema.Bool()
+_ADDED_TOKEN = schema.Obj({"id": _ID, "content": schema.Str(1), "single_word": _FLAG, "lstrip": _FLAG,
+                           "rstrip": _FLAG, "normalized": _FLAG, "special": _FLAG}, required=("id", "content"))
+
+
+def _one_template_kind(item: Dict[str, Any], field: str) -> None:
+    if ("Sequence" in item) == ("SpecialToken" in item):
+        raise schema.SchemaError(field, "a template item is either {\"Sequence\": ...} or {\"SpecialToken\": ...}")
+
+
+_TEMPLATE = schema.Arr(schema.Obj({
+    "Sequence": schema.Obj({"id": schema.Const("A", "B"), "type_id": _ID}, required=("id", "type_id")),
+    "SpecialToken": schema.Obj({"id": schema.Str(), "type_id": _ID}, required=("id", "type_id")),
+}, check=_one_template_kind), max_len=1024)
+_PAIR = schema.Tup(schema.Str(), _ID)
+_TOKENIZER_JSON = schema.Obj({
+    "model": schema.Obj({
+        "type": schema.Opt(schema.Str()),
+        "vocab": schema.MapOf(_ID),
+        "merges": schema.Arr(schema.Either(schema.Str(), schema.Tup(schema.Str(), schema.Str()),
+                                           what='"a b" or ["a", "b"]')),
+        "unk_token": schema.Opt(schema.Str()),
+        "continuing_subword_prefix": schema.Opt(schema.Str()),
+        "end_of_word_suffix": schema.Opt(schema.Str()),
+        "max_input_chars_per_word": schema.Int(0, (1 << 31) - 1),
+        "dropout": schema.Opt(schema.Float(0.0, 1.0)),
+        "fuse_unk": schema.Opt(_FLAG), "byte_fallback": schema.Opt(_FLAG), "ignore_merges": schema.Opt(_FLAG),
+    }, required=("vocab",)),
+    "normalizer": schema.Opt(schema.Obj({"type": schema.Str(), "clean_text": _FLAG, "handle_chinese_chars": _FLAG,
+                                         "strip_accents": schema.Opt(_FLAG), "lowercase": _FLAG})),
+    "pre_tokenizer": schema.Opt(schema.Obj({"type": schema.Str(), "add_prefix_space": _FLAG,
+                                            "use_regex": _FLAG})),
+    "post_processor": schema.Opt(schema.Obj({
+        "type": schema.Str(), "single": _TEMPLATE, "pair": _TEMPLATE,
+        "special_tokens": schema.MapOf(schema.Obj({"id": schema.Str(), "ids": schema.Arr(_ID, max_len=1024)},
+                                                  required=("ids",))),
+        "sep": _PAIR, "cls": _PAIR, "trim_offsets": _FLAG, "add_prefix_space": _FLAG})),
+    "decoder": schema.Opt(schema.Obj({"type": schema.Str(), "prefix": schema.Str(), "cleanup": _FLAG})),
+    "added_tokens": schema.Opt(schema.Arr(_ADDED_TOKEN)),
+    "padding": schema.Opt(schema.Obj({"pad_id": _ID})),
+}, required=("model",))
+
+
+def _digits(value: Any, field: str) -> str:
+    schema.Str(1, 10)(value, field)
+    if not value.isdigit() or not value.isascii() or int(value) >= 1 << 31:
+        raise schema.SchemaError(field, f"key {value!r} is not a token id")
+    return value
+
+
+_SPECIAL = schema.Opt(schema.Either(schema.Str(), schema.Obj({"content": schema.Str()}, required=("content",)),
+                                    what="a token string or an AddedToken object"))
+_TOKENIZER_CONFIG = schema.Obj({
+    "do_lower_case": _FLAG, "tokenize_chinese_chars": _FLAG, "strip_accents": schema.Opt(_FLAG),
+    "add_prefix_space": _FLAG, "trim_offsets": _FLAG,
+    # transformers writes int(1e30) when there is no limit
+    "model_max_length": schema.Opt(schema.Either(schema.Int(1, 1 << 128), schema.Float(1.0),
+                                                 what="a positive number")),
+    "added_tokens_decoder": schema.MapOf(schema.Obj(
+        {"content": schema.Str(1), "single_word": _FLAG, "lstrip": _FLAG, "rstrip": _FLAG, "normalized": _FLAG,
+         "special": _FLAG}, required=("content",)), key=_digits),
+    **{role: _SPECIAL for role in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token",
+                                   "eos_token")},
+})
+
+
+def _checked(value: Any, spec: "schema.Schema", path: str) -> Any:
+    """``value`` checked against ``spec``; TokenizerFileError naming the file and the field otherwise."""
+    try:
+        return schema.check(value, spec)
+    except schema.SchemaError as e:
+        raise TokenizerFileError(f"{path}: {e}") from None
 
 
 #: One encoded input (C type), with the list attributes of HF ``tokenizers.Encoding``: ``ids``,
@@ -85,10 +164,10 @@ class _Spec:
 def _read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return schema.load_json(f.read())
     except FileNotFoundError:
         raise TokenizerFileError(f"tokenizer file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise TokenizerFileError(f"cannot read tokenizer file {path}: {e}") from None
 
 
@@ -148,14 +227,10 @@ def _need(cond: bool, where: str, what: str) -> None:
 
 def _spec_from_tokenizer_json(path: str) -> _Spec:
     """Read a HF tokenizers ``tokenizer.json`` (the components the BERT and RoBERTa families use)."""
-    d = _read_json(path)
-    if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
-        raise TokenizerFileError(f"{path}: not a tokenizers JSON file (no 'model' object)")
+    d = _checked(_read_json(path), _TOKENIZER_JSON, path)
     m = d["model"]
     mtype = m.get("type") or ("BPE" if "merges" in m else "WordPiece" if "continuing_subword_prefix" in m else None)
-    vocab = m.get("vocab")
-    if not isinstance(vocab, dict):
-        raise TokenizerFileError(f"{path}: model.vocab must be an object of token -> id")
+    vocab = m["vocab"]
     if mtype == "WordPiece":
         _need(m.get("continuing_subword_prefix", "##") == "##", path, "a WordPiece prefix other than '##'")
         spec = _Spec(_WORDPIECE, vocab, unk_token=m.get("unk_token", "[UNK]"),
@@ -261,9 +336,7 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
         roles = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                  "mask_token": "[MASK]"}
     elif os.path.exists(vocab_json):
-        vocab = _read_json(vocab_json)
-        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-            raise TokenizerFileError(f"{vocab_json}: expected a JSON object of token -> integer id")
+        vocab = _checked(_read_json(vocab_json), schema.MapOf(_ID), vocab_json)
         merges_txt = os.path.join(model_dir, "merges.txt")
         lines = [ln for ln in _read_lines(merges_txt) if not ln.startswith("#version")]
         aps = bool(config.get("add_prefix_space", False))
@@ -312,16 +385,29 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     return spec
 
 
+def _check_id_range(vocab: Dict[str, int], added: List[Dict[str, Any]], source: str) -> None:
+    """Ids may leave holes (HF allows any), but not so many that the id table the C tokenizer sizes
+    by the largest id dwarfs the vocabulary: the largest must be below twice the number of tokens
+    plus 1024 (one id of 2**30 - 1 in a small file would otherwise cost gigabytes)."""
+    count = len(vocab) + len(added)
+    limit = 2 * count + 1024
+    for token, i in vocab.items():
+        if i >= limit:
+            raise TokenizerFileError(f"{source}: model.vocab[{token[:60]!r}]: id {i} is far beyond the {count} "
+                                     f"tokens (ids must be below {limit}: sparse ids are refused)")
+    for n, a in enumerate(added):
+        if a["id"] >= limit:
+            raise TokenizerFileError(f"{source}: added_tokens[{n}].id {a['id']} is far beyond the {count} tokens "
+                                     f"(ids must be below {limit}: sparse ids are refused)")
+
+
 def _read_config(model_dir: str) -> Dict[str, Any]:
     """tokenizer_config.json overlaid with special_tokens_map.json (both optional)."""
     config: Dict[str, Any] = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         path = os.path.join(model_dir, name)
         if os.path.exists(path):
-            data = _read_json(path)
-            if not isinstance(data, dict):
-                raise TokenizerFileError(f"{path}: expected a JSON object")
-            config.update(data)
+            config.update(_checked(_read_json(path), _TOKENIZER_CONFIG, path))
     return config
 
 
@@ -337,9 +423,7 @@ class Tokenizer:
         self._spec = spec
         self.source = source
         vocab = dict(spec.vocab)
-        for a in spec.added:
-            if not isinstance(a.get("content"), str) or not a["content"] or not isinstance(a.get("id"), int):
-                raise TokenizerFileError(f"{source}: malformed added token {a!r}")
+        _check_id_range(vocab, spec.added, source)
         if spec.model == _WORDPIECE and spec.unk_token not in vocab:
             raise TokenizerFileError(f"{source}: the unknown token {spec.unk_token!r} is not in the vocabulary")
         # id -> token: the vocabulary (a later duplicate wins), then added tokens.

@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
-__all__ = ["SchemaError", "Schema", "Int", "Float", "Bool", "Str", "Const", "Opt", "Any_", "Either", "Arr", "Obj",
+__all__ = ["SchemaError", "Schema", "Int", "Float", "Bool", "Str", "Const", "Opt", "Any_", "Either", "Arr", "Tup", "Obj",
            "MapOf", "check", "load_json"]
 
 
@@ -28,20 +28,20 @@ class SchemaError(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         self.message = message
-        super().__init__(f"{field or 'the top level'}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 def _show(value: Any) -> str:
     """A short description of a value for an error message (never the whole of a big value)."""
     if isinstance(value, (dict, list)):
-        return f"a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)} items"
+        return f"of {len(value)} items"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", type(None): "null",
-            list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+            list: "a JSON array", dict: "a JSON object"}.get(type(value), type(value).__name__)
 
 
 class Schema:
@@ -159,11 +159,25 @@ class Arr(Schema):
 
     def __call__(self, value: Any, field: str) -> list:
         if type(value) is not list:
-            raise SchemaError(field, f"expected an array, got {_kind(value)} {_show(value)}")
+            raise SchemaError(field, f"expected a JSON array, got {_kind(value)} {_show(value)}")
         if not self.min_len <= len(value) <= self.max_len:
             raise SchemaError(field, f"array of {len(value)} items; expected {self.min_len} to {self.max_len}")
         for i, item in enumerate(value):
             self.item(item, f"{field}[{i}]")
+        return value
+
+
+class Tup(Schema):
+    """A fixed-length array with one schema per position (``["</s>", 2]``)."""
+
+    def __init__(self, *items: Schema):
+        self.items = items
+
+    def __call__(self, value: Any, field: str) -> list:
+        if type(value) is not list or len(value) != len(self.items):
+            raise SchemaError(field, f"expected an array of {len(self.items)} items, got {_kind(value)} {_show(value)}")
+        for i, (item, sub) in enumerate(zip(value, self.items)):
+            sub(item, f"{field}[{i}]")
         return value
 
 
@@ -176,7 +190,7 @@ class Obj(Schema):
 
     def __call__(self, value: Any, field: str) -> dict:
         if type(value) is not dict:
-            raise SchemaError(field, f"expected an object, got {_kind(value)} {_show(value)}")
+            raise SchemaError(field, f"expected a JSON object, got {_kind(value)} {_show(value)}")
         for name in self.required:
             if name not in value:
                 raise SchemaError(_join(field, name), "is missing")
@@ -198,7 +212,7 @@ class MapOf(Schema):
 
     def __call__(self, value: Any, field: str) -> dict:
         if type(value) is not dict:
-            raise SchemaError(field, f"expected an object, got {_kind(value)} {_show(value)}")
+            raise SchemaError(field, f"expected a JSON object, got {_kind(value)} {_show(value)}")
         if len(value) > self.max_len:
             raise SchemaError(field, f"object of {len(value)} entries; at most {self.max_len}")
         for k, v in value.items():

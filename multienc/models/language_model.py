@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from multienc.engine import Encoder, Tokenizer, TokenizerFileError, engine_config, read_config
+from multienc.formats import schema
 from multienc.hub import TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
 from multienc.models.inputs import sentence_pool_weights
 
@@ -91,6 +92,15 @@ class LanguageModel:
         engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
         tok = self._load_tokenizer(tokenizer, raw_config["model_type"])
         self._finish(tok, Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)}, device=device))
+
+    #: what :meth:`checkpoint_spec` writes (checked when a checkpoint is read; the config is checked
+    #: by the engine, the tokenizer files by the tokenizer)
+    SPEC_SCHEMA = schema.Obj({
+        "model_id": schema.Str(1, 4096), "name": schema.Str(0, 4096), "pooling": schema.Const(*POOLINGS),
+        "fine_tune": schema.Bool(), "keep_special_tokens": schema.Bool(), "max_length": schema.Int(1, 1 << 31),
+        "config": schema.Obj({}),
+        "tokenizer_files": schema.MapOf(schema.Str(0, 1 << 30), key=schema.Const(*TOKENIZER_FILES), max_len=16),
+    }, required=("model_id", "pooling", "fine_tune", "keep_special_tokens", "config", "tokenizer_files"))
 
     def checkpoint_spec(self) -> Dict[str, Any]:
         """What a checkpoint records of this language model (JSON-able): its settings, its config
