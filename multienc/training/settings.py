@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from multienc.training.optim import group_learning_rates
+from multienc.training.optim import FLOAT32_MAX, group_learning_rates
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,12 @@ class TrainSettings:
         if num_workers != 0:
             raise ValueError(f"num_workers={num_workers!r}: multienc has no data-loader workers (batches are "
                              f"tokenized in the training loop, the step runs in C on all threads); leave it at 0")
-        if not 0.0 <= warmup_fraction <= 1.0:
+        if isinstance(warmup_fraction, bool) or not isinstance(warmup_fraction, (int, float)) \
+                or not 0.0 <= warmup_fraction <= 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1], got {warmup_fraction!r}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+                or not 0.0 <= weight_decay <= FLOAT32_MAX:
+            raise ValueError(f"weight_decay must be a finite number >= 0 that float32 can hold, got {weight_decay!r}")
         if isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float)) or not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be a number > 0 (inf: no clipping), got {max_grad_norm!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
