@@ -94,14 +94,16 @@ class TaskModel:
             out.append((step, first, second))
         return out
 
-    def load_adamw_state(self, state: Sequence[Tuple[int, np.ndarray, np.ndarray]], source: str = "state") -> None:
-        """Restore what :meth:`adamw_state` returned (ValueError naming ``source`` on a size mismatch)."""
+    def load_adamw_state(self, state: Sequence[Tuple[int, Optional[np.ndarray], Optional[np.ndarray]]],
+                         source: str = "state") -> None:
+        """Restore what :meth:`adamw_state` returned (moments given as None are zeros; ValueError
+        naming ``source`` on a size mismatch)."""
         sizes = [self._c.num_floats] + self._lm_floats
         if len(state) != len(sizes):
             raise ValueError(f"{source}: optimizer state for {len(state)} owners, the model has {len(sizes)}")
         for which, ((step, first, second), n) in enumerate(zip(state, sizes), start=-1):
-            first = np.ascontiguousarray(first, np.float32).reshape(-1)
-            second = np.ascontiguousarray(second, np.float32).reshape(-1)
+            first = np.zeros(n, np.float32) if first is None else np.ascontiguousarray(first, np.float32).reshape(-1)
+            second = np.zeros(n, np.float32) if second is None else np.ascontiguousarray(second, np.float32).reshape(-1)
             if first.size != n or second.size != n:
                 raise ValueError(f"{source}: optimizer moments of owner {which} have {first.size} / {second.size} "
                                  f"floats, the model's buffer {n}")
