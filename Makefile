@@ -13,7 +13,7 @@ EXT := multienc/engine/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
-.PHONY: venv ref-venv build wheel test test-fast sanitize demo bench gpu-check clean
+.PHONY: venv ref-venv build wheel test test-fast sanitize sanitize-build fuzz fuzz-sanitized demo bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -63,11 +63,28 @@ test-fast: build
 # libasan is preloaded; leak checking is off because CPython keeps globals).
 # setup.py leaves the CUDA part out of sanitizer builds (GPU code is checked by
 # compute-sanitizer in tests/gpu/run_all.sh).
-sanitize: $(VENV)/.installed
+# Then every fuzz harness for FUZZ_TEST_SECONDS each (8 targets: about 2 minutes), also under the sanitizers.
+SANITIZED := cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" \
+	PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1
+FUZZ_TEST_SECONDS ?= 10
+sanitize: sanitize-build
+	$(SANITIZED) ../../$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" --rootdir=../.. ../../tests
+	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(FUZZ_TEST_SECONDS)
+
+sanitize-build: $(VENV)/.installed
 	MULTIENC_SANITIZE=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan
-	cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1 \
-	  ../../$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" --rootdir=../.. ../../tests
+
+# Fuzz every parser and the C API (docs/fuzzing.md): `make fuzz SECONDS=600` runs each target
+# that long; `make fuzz-sanitized` does the same against the ASan + UBSan build. Findings go to
+# fuzz/findings/ and make the command fail.
+SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: build
+	$(VPY) fuzz/fuzz.py --seconds $(SECONDS) $(FUZZ_TARGETS)
+
+fuzz-sanitized: sanitize-build
+	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(SECONDS) $(FUZZ_TARGETS)
 
 # The README's first command: install, build, then the default run (two real models, offline).
 demo: build

@@ -118,9 +118,10 @@ class LanguageModel:
                              source: str = "checkpoint") -> "LanguageModel":
         """Rebuild from :meth:`checkpoint_spec` and the encoder weights, with no network: the config
         and tokenizer files are written once into a content-addressed cache folder."""
+        config = dict(spec["config"])
+        engine_config(config, f"{source}: config")  # checked before anything is written or read
         folder = _materialise(spec)
         self = cls.__new__(cls)
-        config = dict(spec["config"])
         self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"],
                           float(config.get("hidden_dropout_prob", 0.1)), spec["keep_special_tokens"])
         self.model_dir = folder
