@@ -33,6 +33,12 @@ from typing import Dict, List, Optional, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CAP_BYTES = 2 << 30
+# Findings already filed and fixed on another branch, by a line of their report: counted and
+# listed as "known", without failing the run. Remove an entry once its fix is merged.
+KNOWN = {
+    "in enc_append csrc/tokenize/tokenizer.c": "issue 17 defect 5, UBSan memcpy(NULL, NULL, 0) for a batch item "
+                                               "of zero tokens; fixed on branch c-bindings",
+}
 RESTART_EVERY = 400  # inputs per worker before a fresh one (bounds slow leaks and cache growth)
 
 
@@ -165,6 +171,11 @@ def fuzz_target(name: str, seconds: float, timeout: float, rnd: random.Random) -
         stats["inputs"] += 1
         stats["largest_input"] = max(stats["largest_input"], len(data))
         outcome = answer["outcome"]
+        known = [why for sign, why in KNOWN.items() if sign in answer.get("traceback", "")]
+        if known and outcome in ("crash", "escaped", "memory"):
+            stats.setdefault("known", {})
+            stats["known"][known[0]] = stats["known"].get(known[0], 0) + 1
+            return
         if outcome == "ok":
             stats["ok"] += 1
         elif outcome == "rejected":
@@ -227,6 +238,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{name}: {stats['inputs']} inputs in {stats['seconds']} s: {stats['ok']} accepted, {rejected} refused "
               f"({', '.join(f'{k} {v}' for k, v in sorted(stats['rejected'].items()))}); "
               f"{len(stats['findings'])} findings", flush=True)
+        for why, count in stats.get("known", {}).items():
+            print(f"  known ({count} inputs): {why}", flush=True)
         for finding in stats["findings"][:10]:
             print(f"  {finding['kind']}: {finding['type']}: {finding['message']} ({finding['input']}, "
                   f"from {finding['from']})", flush=True)
