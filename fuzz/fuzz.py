@@ -194,7 +194,7 @@ def fuzz_target(name: str, seconds: float, timeout: float, rnd: random.Random) -
     started = time.monotonic()
     for origin, data in regressions + seeds:
         record(data, worker.run(data, timeout), origin)
-    deadline = started + seconds
+    deadline = time.monotonic() + seconds  # mutation time, after the replay
     while time.monotonic() < deadline:
         parent = rnd.choice(pool)
         data = target.mutate(rnd, parent, pool)
