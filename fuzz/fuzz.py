@@ -197,7 +197,10 @@ def fuzz_target(name: str, seconds: float, timeout: float, rnd: random.Random) -
     deadline = time.monotonic() + seconds  # mutation time, after the replay
     while time.monotonic() < deadline:
         parent = rnd.choice(pool)
-        data = target.mutate(rnd, parent, pool)
+        try:
+            data = target.mutate(rnd, parent, pool)
+        except RecursionError:  # a mutant nested too deeply for the mutator itself: draw another
+            continue
         if len(data) > 1 << 20:  # the acceptance criterion is about files under 1 MB
             continue
         answer = worker.run(data, timeout)

@@ -3,6 +3,7 @@ bundles of named files. Every function takes a ``random.Random`` and returns new
 them needs the format to be valid (a mutator that cannot parse its input falls back to bytes)."""
 from __future__ import annotations
 
+import copy
 import io
 import json
 import random
@@ -61,6 +62,8 @@ def mutate_bytes(rnd: random.Random, data: bytes, pool: List[bytes]) -> bytes:
 
 def _paths(node: Any, path: tuple = ()) -> List[tuple]:
     out = [path]
+    if len(path) >= 64:
+        return out
     if isinstance(node, dict):
         for k, v in list(node.items())[:200]:
             out += _paths(v, path + (k,))
@@ -81,7 +84,7 @@ def mutate_json_tree(rnd: random.Random, tree: Any) -> Any:
     paths = _paths(tree)
     for _ in range(rnd.choice([1, 1, 2, 4])):
         path = rnd.choice(paths)
-        value = rnd.choice(INTERESTING_JSON)
+        value = copy.deepcopy(rnd.choice(INTERESTING_JSON))  # never share (and so never mutate) the table
         if not path:
             if rnd.random() < 0.05:
                 return value
@@ -95,7 +98,7 @@ def mutate_json_tree(rnd: random.Random, tree: Any) -> Any:
         if kind == 0 and isinstance(parent, dict):
             del parent[key]
         elif kind == 1 and isinstance(parent, list):
-            parent.insert(key, old)
+            parent.insert(key, copy.deepcopy(old))
         elif kind == 2 and isinstance(old, int) and not isinstance(old, bool):
             parent[key] = old + rnd.choice([-1, 1, 2 ** 31, -(2 ** 31), old, -2 * old])
         elif kind == 3 and isinstance(old, str):
