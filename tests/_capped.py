@@ -38,3 +38,13 @@ def run_capped(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
                "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n" % os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run([sys.executable, "-c", _PRELUDE + cap + textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def capped_error(setup: str, call: str, timeout: float = 120) -> str:
+    """``"<ExceptionType> <message>"`` of ``call`` (one expression, after the ``setup`` statement) run
+    in a capped child; fails the test when the child crashes or the call raises nothing."""
+    child = run_capped(f"{setup}\ntry:\n    {call}\nexcept Exception as e:\n    print(type(e).__name__, e)\n",
+                       timeout=timeout)
+    assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr[-2000:]}"
+    assert child.stdout.strip(), f"{call} raised nothing"
+    return child.stdout.strip()
