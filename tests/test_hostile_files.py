@@ -366,3 +366,13 @@ def test_unmodified_checkpoints_still_load():
 
 def test_checkpoint_error_types_are_value_errors():
     assert issubclass(ckpt.CheckpointError, ValueError) and issubclass(WeightsError, ValueError)
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "tokenizer.json"])
+def test_json_nested_too_deep_for_the_parser_is_the_formats_error(tmp_path, name):
+    folder = tmp_path / "m"
+    shutil.copytree(ELECTRA, folder)
+    (folder / name).write_text("[" * 100_000 + "]" * 100_000)
+    error = ModelConfigError if name == "config.json" else TokenizerFileError
+    with pytest.raises(error, match="nested too deep"):
+        Encoder(str(folder)) if name == "config.json" else Tokenizer.from_pretrained(str(folder))

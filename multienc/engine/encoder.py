@@ -154,8 +154,8 @@ def read_config(model_dir: str) -> Dict[str, Any]:
         raise ModelConfigError(f"{model_dir}: no config.json in this directory")
     try:
         with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            config = schema.load_json(f.read())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelConfigError(f"{path}: cannot read the model config: {e}") from None
     if not isinstance(config, dict):
         raise ModelConfigError(f"{path}: expected a JSON object")
