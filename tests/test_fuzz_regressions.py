@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import multienc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -13,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(multienc.__file__)))
 
 
+@pytest.mark.slow  # make sanitize replays the same inputs under the sanitizers (fuzz/fuzz.py after its tests)
 def test_every_target_replays_its_regressions_without_a_finding(tmp_path):
     report = tmp_path / "report.jsonl"
     env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))

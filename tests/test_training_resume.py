@@ -71,6 +71,7 @@ def references(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # child processes; the sanitizer pass covers the same C calls in the tests below
 @pytest.mark.parametrize("kind", ["classifier", "tagger"])
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_run(tmp_path, references, kind):
     ref, steps = references[kind]
@@ -89,6 +90,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_run(tmp_path, refer
     assert not os.path.exists(tmp_path / "training-checkpoint.pt"), "a finished run leaves nothing to resume"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["classifier", "tagger"])
 def test_ctrl_c_stops_after_the_step_with_a_resumable_checkpoint(tmp_path, references, kind):
     ref, steps = references[kind]
