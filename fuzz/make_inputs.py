@@ -45,11 +45,11 @@ def _read(*parts: str) -> bytes:
 
 def _torch_zip(pkl: bytes, records=None, compress=zipfile.ZIP_STORED) -> bytes:
     out = io.BytesIO()
+    members = {"archive/data.pkl": pkl, "archive/byteorder": b"little",
+               **{f"archive/data/{key}": data for key, data in (records or {}).items()}}
     with zipfile.ZipFile(out, "w", compress) as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
-        for key, data in (records or {}).items():
-            z.writestr(f"archive/data/{key}", data)
+        for name, data in members.items():  # fixed timestamps: the same bytes on every run
+            z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data, compress_type=compress)
     return out.getvalue()
 
 
@@ -140,6 +140,8 @@ def seeds(tmp: str) -> None:
              "to", "oslo", ".", "##s", "a", "day", "mary", "smith", "##e", "is", "and", "!"]
     with open(os.path.join(micro, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(words) + "\n")
+    os.chdir(tmp)  # the checkpoints record the model's id: "micro", not a temporary path
+    micro = "micro"
     lm = LanguageModel(micro)
     os.makedirs(os.path.join(out, "checkpoint"))
     clf = TextClassifier(MultiEncoder([lm, LanguageModel(micro, pooling="cls")], combine_method="dme"), 2)
@@ -201,6 +203,12 @@ def regressions(tmp: str) -> None:
         "unk-token-list": lambda d: d["model"].__setitem__("unk_token", ["<unk>"]),
         "template-without-type-id": lambda d: d["post_processor"]["single"][1]["Sequence"].pop("type_id"),
         "decoder-prefix-5": lambda d: d.__setitem__("decoder", {"type": "WordPiece", "prefix": 5}),
+        # found by the fuzzer: post-processors without the fields their type needs (KeyError escaped)
+        "template-without-pair": lambda d: d["post_processor"].pop("pair"),
+        "roberta-processing-without-cls": lambda d: d.__setitem__(
+            "post_processor", {"type": "RobertaProcessing", "sep": ["</s>", 2]}),
+        "bert-processing-without-sep": lambda d: d.__setitem__(
+            "post_processor", {"type": "BertProcessing", "cls": ["<s>", 0]}),
     }
     for name, edit in edits.items():
         _write(os.path.join(t, name + ".json"), _json_file(tmp, edit))
@@ -240,10 +248,12 @@ def regressions(tmp: str) -> None:
 def main() -> None:
     tmp = tempfile.mkdtemp()
     os.environ["MULTIENC_CACHE"] = os.path.join(tmp, "cache")
+    cwd = os.getcwd()
     try:
         seeds(tmp)
         regressions(tmp)
     finally:
+        os.chdir(cwd)
         shutil.rmtree(tmp, ignore_errors=True)
     for kind in ("seeds", "regressions"):
         for target in sorted(os.listdir(os.path.join(HERE, kind))):

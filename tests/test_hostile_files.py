@@ -252,6 +252,10 @@ def _drop_type_id(d):
     (_set("model", "merges", value=[1, 2]), "model.merges[0]"), (_set("padding", value={"pad_id": "x"}),
                                                                  "padding.pad_id"),
     (_set("post_processor", "special_tokens", "<s>", "ids", value=[2 ** 40]), "post_processor.special_tokens"),
+    # found by the fuzzer (make fuzz): a post-processor without the fields its type needs
+    (lambda d: d["post_processor"].pop("pair"), "post_processor.pair"),
+    (_set("post_processor", value={"type": "RobertaProcessing", "sep": ["</s>", 2]}), "post_processor.cls"),
+    (_set("post_processor", value={"type": "BertProcessing", "cls": ["<s>", 0]}), "post_processor.sep"),
 ])
 def test_tokenizer_json_fields_are_checked_at_load(tmp_path, edit, field):
     path = _tokenizer_json(tmp_path, edit)

@@ -268,6 +268,12 @@ def _spec_from_tokenizer_json(path: str) -> _Spec:
     pp = d.get("post_processor")
     if pp is not None:
         t = pp.get("type")
+        needed = {"TemplateProcessing": ("single", "pair"), "RobertaProcessing": ("sep", "cls"),
+                  "BertProcessing": ("sep", "cls")}.get(t, ())
+        missing = [k for k in needed if k not in pp]
+        if missing:
+            raise TokenizerFileError(f"{path}: post_processor.{missing[0]}: is missing (a {t} needs "
+                                     f"{' and '.join(needed)})")
         if t == "TemplateProcessing":
             spec.post = _POST_TEMPLATE
             specials = pp.get("special_tokens", {})
