@@ -214,6 +214,7 @@ def regressions(tmp: str) -> None:
         _write(os.path.join(t, name + ".json"), _json_file(tmp, edit))
     f = os.path.join(out, "tokenizer_files")
     for name, key, value in (("model-max-length-true", "model_max_length", True),
+                             ("model-max-length-1", "model_max_length", 1),  # found by the fuzzer
                              ("unk-token-list", "unk_token", ["[UNK]"])):
         config = json.loads(_read(ELECTRA, "tokenizer_config.json"))
         config[key] = value

@@ -279,7 +279,7 @@ def _legacy_dir(tmp_path, config_edit):
     return str(folder)
 
 
-@pytest.mark.parametrize("field, value", [("model_max_length", True), ("unk_token", ["[UNK]"]),
+@pytest.mark.parametrize("field, value", [("model_max_length", True), ("model_max_length", 1), ("unk_token", ["[UNK]"]),
                                           ("do_lower_case", "yes"), ("model_max_length", -3),
                                           ("added_tokens_decoder", {"x": {"content": "[X]"}})])
 def test_tokenizer_config_fields_are_checked_at_load(tmp_path, field, value):

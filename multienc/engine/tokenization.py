@@ -498,7 +498,14 @@ class Tokenizer:
         mml = config.get("model_max_length")
         if isinstance(mml, int) and 0 < mml < 10 ** 9:  # transformers writes 1e30 for "no limit"
             spec.model_max_length = mml
-        return cls(spec, source)
+        tok = cls(spec, source)
+        specials = tok.num_special_tokens_to_add(pair=True)
+        if spec.model_max_length is not None and spec.model_max_length < specials:
+            # every encode_batch truncates to it by default, and would fail
+            raise TokenizerFileError(f"{os.path.join(model_dir, 'tokenizer_config.json')}: model_max_length: "
+                                     f"{spec.model_max_length} leaves no room for the {specials} special tokens "
+                                     f"of a sentence pair")
+        return tok
 
     @classmethod
     def from_file(cls, path: str) -> "Tokenizer":
