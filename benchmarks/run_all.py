@@ -42,6 +42,7 @@ SECTIONS = (
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),
+    Section("distributed", "Data-parallel training: 1 process vs 2 MPI ranks (CPU)", "bench_distributed.py"),
     Section("encoder-gpu", "Encoder on the GPU: multienc vs PyTorch", "bench_encoder.py", ("--device", "cuda"),
             gpu=True),
     Section("real-cola", "Real data: a pretrained model from PyPI fine-tuned on CoLA, multienc vs HF transformers",

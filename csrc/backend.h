@@ -181,4 +181,23 @@ static inline ME_HOSTDEV float me_uniform(uint64_t seed, uint64_t site, uint64_t
     return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
+/* The site whose mask is site's mask moved by `delta` elements: for every index i,
+ * me_uniform(seed, me_dropout_site_at(seed, site, delta), i) == me_uniform(seed, site, i + delta).
+ * A shard of a batch that starts at element `delta` of the whole batch's tensor draws the
+ * whole batch's mask for its elements through the existing ops (data parallelism). Exact
+ * because the index only enters me_uniform as (index + 1) * gamma added to a per-site key,
+ * and the key's mixing (seed * gamma + site * D, then z ^= z >> 31) is invertible for odd D. */
+static inline uint64_t me_dropout_site_at(uint64_t seed, uint64_t site, uint64_t delta) {
+    if (!delta) return site;
+    const uint64_t G = 0x9E3779B97F4A7C15ULL, D = 0xD1B54A32D192ED03ULL;
+    uint64_t key = seed * G + site * D;
+    key ^= key >> 31;
+    key += delta * G;                      /* the shifted key */
+    uint64_t x = key ^ (key >> 31);        /* invert z ^= z >> 31 (two rounds cover 64 bits) */
+    x = key ^ (x >> 31);
+    uint64_t inv = D;                      /* D^-1 mod 2^64 by Newton's iteration */
+    for (int i = 0; i < 5; i++) inv *= 2 - D * inv;
+    return (x - seed * G) * inv;
+}
+
 #endif

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Dropout sites: one per (layer, place); attention adds b*NH + h. */
+/* Dropout sites: one per (layer, place); attention adds b*NH + h (b counted from row0). */
 #define SITE_EMB 1ULL
 #define SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
 enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
@@ -263,6 +263,18 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
                        const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
                        char *err) {
+    return me_encoder_forward_rows(enc, ids, types, mask, B, T, train, seed, 0, out, err);
+}
+
+/* The dropout site of a [B*T, width] tensor's mask for the rows of the last forward: the
+ * whole batch's mask from row row0 on (me_dropout_site_at), so a shard keeps the units that
+ * the whole batch would keep. */
+static uint64_t rows_site(const MeEncoder *enc, uint64_t site, int width) {
+    return me_dropout_site_at(enc->seed, site, enc->row0 * (uint64_t)enc->T * (uint64_t)width);
+}
+
+int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
+                            int B, int T, int train, uint64_t seed, uint64_t row0, float *out, char *err) {
     int st = validate_inputs(enc, ids, types, mask, B, T, err);
     if (st) return st;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
@@ -279,6 +291,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
     enc->T = T;
     enc->train = train;
     enc->seed = seed;
+    enc->row0 = row0;
 
     /* inputs; position ids as HF computes them */
     int32_t *pos = enc->host_ints;
@@ -308,7 +321,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
     be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
     be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
                           P + enc->eln_b, N, E, c->layer_norm_eps);
-    be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, SITE_EMB);
+    be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
     if (E != H) be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H);
 
     const float *x = enc->x0;
@@ -317,16 +330,16 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
         MeLayerActs *a = &enc->la[l];
         be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H);
         be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
-                              SITE(l, SITE_ATT), enc->att_scratch);
+                              SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
         be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H);
-        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
+        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
         be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
         be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
                               c->layer_norm_eps);
         be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, N, H, I);
         be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
         be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H);
-        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
         be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
         be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
                               c->layer_norm_eps);
@@ -375,7 +388,7 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
         be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
                                P + o->ln2_w, N, H, 0);
-        be->dropout_backward(db, da, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+        be->dropout_backward(db, da, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
         be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
         float *dff = enc->d_ff;
         be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H,
@@ -386,10 +399,10 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         /* h1 = LN1(r1), r1 = dropout(att_out) + x */
         be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
                                P + o->ln1_w, N, H, 0);
-        be->dropout_backward(da, db, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
+        be->dropout_backward(da, db, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
         be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0);
         be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa,
-                               seed, SITE(l, SITE_ATT), enc->att_scratch);
+                               seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
         /* d(x) = d(r1) + dqkv @ Wqkv */
         be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N, H,
                             3 * H, 1);
@@ -405,7 +418,7 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         demb = da;
     }
     float *dln = demb == da ? dh : da;
-    be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, SITE_EMB);
+    be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
     be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
                            enc->emb_rstd, P + enc->eln_w, N, E, 0);
     int word_pad = c->pad_token_id;

@@ -53,6 +53,7 @@ typedef struct MeEncoder {
     int has_forward;  /* backward allowed */
     int train;        /* last forward's mode */
     uint64_t seed;    /* last forward's dropout seed */
+    uint64_t row0;    /* last forward's first row in the whole batch (dropout masks; 0 unless sharded) */
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_ln, *x0;
     MeLayerActs *la;
@@ -76,6 +77,11 @@ void me_encoder_free(MeEncoder *enc);
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
                        const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
                        char *err);
+
+/* Forward of rows row0 .. row0 + B - 1 of a larger batch padded to the same T (a data-parallel
+ * shard): dropout keeps exactly the units that the whole batch's forward keeps in those rows. */
+int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
+                            int B, int T, int train, uint64_t seed, uint64_t row0, float *out, char *err);
 
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
  * parameter gradients accumulate into enc->grads. */

@@ -68,12 +68,13 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     m->lm_m = calloc(n, sizeof(float *));
     m->lm_v = calloc(n, sizeof(float *));
     m->lm_step = calloc(n, sizeof(int));
+    m->lm_T = calloc(n, sizeof(int));
     m->trainable_now = calloc(n, sizeof(int));
     m->pool_w = calloc(n, sizeof(float *));
     m->pooled = calloc(n, sizeof(float *));
     m->d_pooled = calloc(n, sizeof(float *));
     if (!m->lms || !m->H || !m->proj_w || !m->proj_b || !m->lm_m || !m->lm_v || !m->lm_step ||
-        !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
+        !m->lm_T || !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
         me_model_free(m);
         return me_error(err, ME_ERR_NOMEM, "out of memory");
     }
@@ -162,6 +163,7 @@ void me_model_free(MeModel *m) {
     free(m->lm_m);
     free(m->lm_v);
     free(m->lm_step);
+    free(m->lm_T);
     free(m->trainable_now);
     free(m->pool_w);
     free(m->pooled);
@@ -224,9 +226,21 @@ static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char 
 
 /* ---------------------------------------------------------------- forward */
 
+/* The combiner dropout's site for the rows of the last forward (see me_dropout_site_at). */
+static uint64_t combine_site(const MeModel *m) {
+    return me_dropout_site_at(m->seed, SITE_COMBINE_DROPOUT, m->row0 * (uint64_t)m->K * (uint64_t)m->E);
+}
+
 int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                      const void *targets, int train, uint64_t seed, float *outputs, int32_t *tags,
                      float *alpha, float *embedding, float *loss, char *err) {
+    return me_model_forward_rows(m, in, B, K, lengths, targets, train, seed, 0, outputs, tags, alpha, embedding,
+                                 loss, err);
+}
+
+int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                          const void *targets, int train, uint64_t seed, uint64_t row0, float *outputs,
+                          int32_t *tags, float *alpha, float *embedding, float *loss, char *err) {
     const MeBackend *be = m->be;
     const int crf = m->cfg.task == ME_TASK_CRF;
     if (targets && m->C == 0) return me_error(err, ME_ERR_VALUE, "a model without decoder has no loss");
@@ -249,6 +263,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     for (int i = 0; i < m->n; i++)
         if (!in[i].pool || in[i].T <= 0) return me_error(err, ME_ERR_VALUE, "language model %d: empty input", i + 1);
     m->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
+    m->head_backward = 0;
     int st = ensure_workspace(m, in, B, K, err);
     if (st) return st;
     const int R = B * K, n = m->n, P = m->P, E = m->E, C = m->C;
@@ -257,18 +272,20 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     m->R = R;
     m->train = train;
     m->seed = seed;
+    m->row0 = row0;
     const float *Wt = m->params;
 
     for (int i = 0; i < n; i++) {
         MeEncoder *enc = m->lms[i];
-        st = me_encoder_forward(enc, in[i].ids, in[i].types, in[i].mask, B, in[i].T, train,
-                                lm_seed(seed, i), NULL, err);
+        st = me_encoder_forward_rows(enc, in[i].ids, in[i].types, in[i].mask, B, in[i].T, train,
+                                     lm_seed(seed, i), row0, NULL, err);
         if (st) {
             char tmp[ME_ERRLEN];
             snprintf(tmp, sizeof tmp, "language model %d: %s", i + 1, err);
             memcpy(err, tmp, ME_ERRLEN);
             return st;
         }
+        m->lm_T[i] = in[i].T;
         const int pr = m->cfg.pool_rows;
         be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * pr * in[i].T);
         /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
@@ -316,7 +333,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     }
     }
     be->dropout_forward(m->drop, m->comb, (size_t)R * E, train ? m->cfg.combine_dropout : 0.0f, seed,
-                        SITE_COMBINE_DROPOUT);
+                        combine_site(m));
     if (embedding) be->to_host(embedding, m->comb, sizeof(float) * (size_t)R * E);
     if (C > 0) be->matmul_forward(m->logits, m->drop, Wt + m->dec_w, Wt + m->dec_b, R, E, C);
 
@@ -354,17 +371,30 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
 /* --------------------------------------------------------------- backward */
 
 int me_model_backward(MeModel *m, const int *trainable, char *err) {
+    int st = me_model_backward_head(m, trainable, 1.0f, err);
+    for (int i = 0; !st && i < m->n; i++) st = me_model_backward_lm(m, i, err);
+    return st;
+}
+
+int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, char *err) {
     if (!m->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
+    /* Backward reads each trainable LM's last forward. Another model or Encoder.forward (possibly
+     * on another thread) may have run one since this model's: its shape must still be this model's. */
+    for (int i = 0; i < m->n; i++) {
+        const MeEncoder *enc = m->lms[i];
+        if (trainable[i] && (!enc->has_forward || enc->B != m->B || enc->T != m->lm_T[i]))
+            return me_error(err, ME_ERR_RUNTIME,
+                            "language model %d's last forward is not of this model's shape (another model or "
+                            "Encoder.forward used it since, possibly on another thread): run the model's "
+                            "forward again before backward", i + 1);
+    }
     const MeBackend *be = m->be;
     const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
     const float *Wt = m->params;
     float *G = m->grads;
     be->zero(G, m->nfloats * sizeof(float));
-    for (int i = 0; i < n; i++) {
-        m->trainable_now[i] = trainable[i];
-        if (trainable[i]) be->zero(m->lms[i]->grads, m->lms[i]->nfloats * sizeof(float));
-    }
+    for (int i = 0; i < n; i++) m->trainable_now[i] = trainable[i];
     if (m->cfg.task == ME_TASK_CRF)
         be->crf_backward(m->d_logits, G + m->crf_trans, G + m->crf_start, G + m->crf_end, m->crf_scratch, m->logits,
                          m->targets_i, m->lengths_i, Wt + m->crf_trans, Wt + m->crf_start, Wt + m->crf_end, B, K, C);
@@ -372,10 +402,18 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) {
         be->cross_entropy_backward(m->d_logits, m->probs, m->targets_i, R, C);
     else
         be->mse_backward(m->d_logits, m->logits, m->targets_f, R, C);
+    if (grad_scale != 1.0f) { /* this shard's share of the whole batch's mean loss */
+        be->scale(m->d_logits, (size_t)R * C, grad_scale);
+        if (m->cfg.task == ME_TASK_CRF) { /* the CRF's own gradients do not flow through d_logits */
+            be->scale(G + m->crf_trans, (size_t)C * C, grad_scale);
+            be->scale(G + m->crf_start, (size_t)C, grad_scale);
+            be->scale(G + m->crf_end, (size_t)C, grad_scale);
+        }
+    }
     be->matmul_backward(m->d_drop, G + m->dec_w, G + m->dec_b, m->d_logits, m->drop, Wt + m->dec_w, R, E,
                         C, 0);
     be->dropout_backward(m->d_comb, m->d_drop, (size_t)R * E, m->train ? m->cfg.combine_dropout : 0.0f,
-                         m->seed, SITE_COMBINE_DROPOUT);
+                         m->seed, combine_site(m));
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
     switch (m->cfg.combine) {
@@ -418,16 +456,30 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) {
         break;
     }
     }
-    for (int i = 0; i < n; i++) {
-        if (!trainable[i]) continue;
-        MeEncoder *enc = m->lms[i];
-        const int pr = m->cfg.pool_rows;
-        be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], B, enc->T, K * pr, m->H[i] / pr,
-                          0);
-        int st = me_encoder_backward_device(enc, err);
-        if (st) return st;
+    m->head_backward = 1;
+    return be->status(err);
+}
+
+int me_model_backward_lm(MeModel *m, int i, char *err) {
+    if (!m->has_forward || !m->head_backward)
+        return me_error(err, ME_ERR_RUNTIME, "a language model's backward needs the head's backward first");
+    if (i < 0 || i >= m->n) return me_error(err, ME_ERR_VALUE, "no language model %d (the model has %d)", i + 1, m->n);
+    if (!m->trainable_now[i]) return ME_OK;
+    const MeBackend *be = m->be;
+    MeEncoder *enc = m->lms[i];
+    const int pr = m->cfg.pool_rows;
+    be->zero(enc->grads, enc->nfloats * sizeof(float));
+    be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], m->B, enc->T, m->K * pr,
+                      m->H[i] / pr, 0);
+    return me_encoder_backward_device(enc, err);
+}
+
+void me_model_zero_grads(MeModel *m, const int *trainable) {
+    m->be->zero(m->grads, m->nfloats * sizeof(float));
+    for (int i = 0; i < m->n; i++) {
+        m->trainable_now[i] = trainable[i];
+        if (trainable[i]) m->be->zero(m->lms[i]->grads, m->lms[i]->nfloats * sizeof(float));
     }
-    return ME_OK;
 }
 
 /* -------------------------------------------------------------- optimizer */
@@ -469,20 +521,26 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err) {
     if (!targets) return me_error(err, ME_ERR_VALUE, "a training step needs targets");
-    const MeBackend *be = m->be;
     float l = 0.0f;
     int st = me_model_forward(m, in, B, K, lengths, targets, 1, seed, outputs, NULL, NULL, NULL, &l, err);
     if (st) return st;
     if (loss) *loss = l;
     if (!isfinite(l))
         return me_error(err, ME_ERR_VALUE, "the loss is %s; no update was made", isnan(l) ? "NaN" : "infinite");
-    for (int i = 0; i < m->n; i++) {
-        st = oc->trainable[i] ? ensure_moments(m, i, err) : ME_OK;
-        if (st) return st;
-    }
     st = me_model_backward(m, oc->trainable, err);
     if (st) return st;
+    return me_model_update(m, oc, grad_norm, err);
+}
 
+int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char *err) {
+    const MeBackend *be = m->be;
+    for (int i = 0; i < m->n; i++) {
+        if (oc->trainable[i] != m->trainable_now[i])
+            return me_error(err, ME_ERR_VALUE, "language model %d: trainable is %d but its gradients were %s", i + 1,
+                            oc->trainable[i], m->trainable_now[i] ? "computed" : "not computed");
+        int st = oc->trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        if (st) return st;
+    }
     double ss = be->sum_squares(m->grads, m->nfloats);
     for (int i = 0; i < m->n; i++)
         if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->nfloats);
@@ -515,5 +573,6 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
     be->adamw_update(m->params + ds, m->grads + ds, m->adam_m + ds, m->adam_v + ds, m->nfloats - ds,
                      oc->lr[n + 1], oc->beta1, oc->beta2, oc->eps, oc->weight_decay[n + 1], m->step);
     m->has_forward = 0; /* parameters changed: the stored activations are stale */
-    return ME_OK;
+    m->head_backward = 0;
+    return be->status(err);
 }

@@ -231,10 +231,11 @@ def check(value: Any, schema: Schema, field: str = "") -> Any:
     return schema(value, field)
 
 
-def load_json(text: "str | bytes") -> Any:
-    """``json.loads`` whose every failure is a ValueError (also nesting too deep for the parser).
-    ``NaN`` / ``Infinity`` parse as Python does; the schemas' :class:`Float` refuses them."""
+def load_json(text: "str | bytes", **options: Any) -> Any:
+    """``json.loads(text, **options)`` whose every failure is a ValueError (also nesting too deep
+    for the parser). ``NaN`` / ``Infinity`` parse as Python does; the schemas' :class:`Float`
+    refuses them."""
     try:
-        return json.loads(text)
+        return json.loads(text, **options)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None

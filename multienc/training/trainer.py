@@ -16,6 +16,10 @@ style: token, gold tag, predicted tag; a blank line after each sentence).
 Ctrl-C, after the current step): weights, AdamW state, data order, RNG, position, best score and
 log positions. ``ModelTrainer(model, corpus).resume(base_path)`` continues from it and ends with
 the same weights and ``loss.tsv`` as a run that was never interrupted.
+
+``train(..., distributed=True)`` under ``mpirun -n N`` (or ``srun``) trains data-parallel: every
+rank takes its shard of every batch, gradients are summed across the ranks, dev and test
+evaluation are sharded, and rank 0 alone writes the files above (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -36,13 +41,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from multienc.datasets import Corpus, Sentence
-from multienc.engine import check_device
+from multienc.engine import build_info, check_device
 from multienc.evaluation import metrics as me_metrics
 from multienc.formats import schema
 from multienc.formats.checkpoint import CheckpointError, checked_field, read_checkpoint, write_checkpoint
 from multienc.models import MultiEncoder, SequenceTagger, TaskHead, TextClassifier, TextRegressor
 from multienc.models.initialization import generator
 from multienc.models.inputs import chunked
+from multienc.parallel import ProcessGroup
 from multienc.training.log import flush_log, log, log_line, training_log
 from multienc.training.optim import linear_schedule_factor
 from multienc.training.settings import TrainSettings
@@ -136,6 +142,17 @@ def default_base_path(corpus: Corpus, model: TaskHead) -> str:
     return os.path.join("models", f"{prefix}-{model.encoder_type}-{model.name}")
 
 
+def _process_group(distributed: Union[bool, ProcessGroup]) -> Optional[ProcessGroup]:
+    """The ranks ``train(distributed=...)`` asks for: none, every process of the job, or a given group."""
+    if isinstance(distributed, ProcessGroup):
+        return distributed
+    if distributed is True:
+        return ProcessGroup.world()
+    if distributed is False:
+        return None
+    raise ValueError(f"distributed must be True, False or a multienc.parallel.ProcessGroup, got {distributed!r}")
+
+
 class ModelTrainer:
     """Trains ``model`` on ``corpus`` (train split), evaluates on dev after each epoch, keeps
     the best model by the corpus' main metric and finally evaluates it on test when the
@@ -178,6 +195,8 @@ class ModelTrainer:
         self.best_model_score: Optional[float] = None
         self._best: Optional[Tuple[Dict[str, str], Dict[str, np.ndarray]]] = None
         self._best_model: Optional[TaskHead] = None
+        #: the ranks of a distributed ``train`` call while it runs (None: one process)
+        self.group: Optional[ProcessGroup] = None
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -226,12 +245,16 @@ class ModelTrainer:
 
     def evaluate(self, sentences: Sequence[Sentence], batch_size: int = 32) -> Tuple[float, Dict[str, float], list]:
         """(mean batch loss, {metric: score}, predictions) of the current model on ``sentences``:
-        class ids, scores, or tag-id lists (one id per token) by the model's task."""
-        losses, pred = [], []
-        for chunk in chunked(list(sentences), batch_size):
-            loss, p = self.model.evaluate_batch(chunk, self.corpus.label_map)
-            losses.append(loss)
-            pred += p
+        class ids, scores, or tag-id lists (one id per token) by the model's task. During a
+        distributed ``train`` the batches are shared out among the ranks (contiguous blocks) and
+        their results gathered in order, so every rank gets what one process computes."""
+        chunks = list(chunked(list(sentences), batch_size))
+        lo, hi = self.group.shard(len(chunks)) if self.group else (0, len(chunks))
+        results = [self.model.evaluate_batch(chunk, self.corpus.label_map) for chunk in chunks[lo:hi]]
+        if self.group:
+            results = [r for part in self.group.allgather(results, "gathering evaluation results") for r in part]
+        losses = [loss for loss, _ in results]
+        pred = [p for _, batch in results for p in batch]
         gold = [s.label for s in sentences]
         scores = {m: me_metrics.compute(m, gold, pred, self.corpus.task_type, self.corpus.label_map)
                   for m in self.metrics}
@@ -255,7 +278,8 @@ class ModelTrainer:
               base_path: Optional[str] = None, save_best_model: bool = True, use_linear_scheduler: bool = False,
               warmup_fraction: float = 0.1, weight_decay: float = 0.01, seed: Optional[int] = None,
               group_by_length: bool = False, max_grad_norm: float = 5.0, eval_batch_size: int = 32,
-              progress: bool = True, checkpoint_every: Optional[int] = None) -> Dict[str, List[float]]:
+              progress: bool = True, checkpoint_every: Optional[int] = None,
+              distributed: Union[bool, ProcessGroup] = False) -> Dict[str, List[float]]:
         """Train and return the history ``{"train_loss", "val_loss", "dev_score_history", "dev_scores",
         "test_scores"}`` (per epoch; ``dev_score_history`` holds the main metric).
 
@@ -268,13 +292,23 @@ class ModelTrainer:
         ``num_workers`` must be 0 (it is in the seed's signature; there are no workers).
         ``checkpoint_every``: write ``training-checkpoint.pt`` every that many steps, for
         :meth:`resume` after a crash or a kill (Ctrl-C always writes one after the current step,
-        then raises KeyboardInterrupt). A model whose weights, dev loss or dev score are not finite
-        is never saved as the best model. The arguments are checked and frozen into a
-        :class:`TrainSettings`.
+        then raises KeyboardInterrupt; one process only, not with ``distributed``). A model whose
+        weights, dev loss or dev score are not finite is never saved as the best model.
+        ``distributed``: True to train data-parallel over every process ``mpirun`` / ``srun`` started
+        (needs mpi4py; a :class:`~multienc.parallel.ProcessGroup` to train over that group):
+        ``batch_size`` stays the global batch, each rank computes its share, the result equals one
+        process's within rounding, rank 0 writes the files (docs/distributed.md).
+        The arguments are checked and frozen into a :class:`TrainSettings`.
         """
+        group = _process_group(distributed)
+        if group is not None and checkpoint_every:
+            raise ValueError("checkpoint_every is not available with distributed training (the training "
+                             "checkpoint holds one process's state); train without one of the two")
         model, corpus = self.model, self.corpus
         if seed is None:
             seed = int(generator().integers(0, 2 ** 31))
+            if group:
+                seed = group.broadcast(seed, what="the seed")
         settings = TrainSettings.from_arguments(
             len(model.language_models), learning_rate, decoder_learning_rate, batch_size, epochs, shuffle_data,
             num_workers, base_path or default_base_path(corpus, model), save_best_model, use_linear_scheduler,
@@ -283,15 +317,55 @@ class ModelTrainer:
         train, dev, test = self._splits()
         if model.steps_trained == 0:
             model.reset_head(np.random.default_rng([settings.seed, 1]))
-        os.makedirs(settings.base_path, exist_ok=True)
-        stale = os.path.join(settings.base_path, CHECKPOINT_NAME)
+        if group is None:
+            self._start_folder(settings.base_path)
+            with training_log(settings.base_path):
+                self._prepare_folder(settings.base_path)
+                return self._train(settings, train, dev, test, None)
+        # errors every rank raises at the same point propagate; any other one ends the job at once
+        self.group = group
+        try:
+            with group.fail_fast((TrainingError,)):
+                self._start_ranks(group)
+                if not group.is_main:  # rank 0 alone writes the log and the files
+                    log.disabled = True
+                    try:
+                        return self._train(settings, train, dev, test, None)
+                    finally:
+                        log.disabled = False
+                self._start_folder(settings.base_path)
+                with training_log(settings.base_path):
+                    self._prepare_folder(settings.base_path)
+                    return self._train(settings, train, dev, test, None)
+        finally:
+            self.group = None
+
+    @staticmethod
+    def _start_folder(base_path: str) -> None:
+        """Create the run's folder; a training checkpoint of an earlier run there is removed (with a warning)."""
+        os.makedirs(base_path, exist_ok=True)
+        stale = os.path.join(base_path, CHECKPOINT_NAME)
         if os.path.exists(stale):
             warnings.warn(f"{stale} of an earlier run is replaced by this run's (use resume() to continue one)",
-                          stacklevel=2)
+                          stacklevel=3)
             os.unlink(stale)
-        with training_log(settings.base_path):
-            self._prepare_folder(settings.base_path)
-            return self._train(settings, train, dev, test, None)
+
+    def _start_ranks(self, group: ProcessGroup) -> None:
+        """Every rank starts from rank 0's weights, with the same number of threads (the gradient
+        norm's rounding, and so the weights, would otherwise drift apart between ranks)."""
+        group.check_same(build_info()["openmp_max_threads"],
+                         "the number of OpenMP threads per rank (give every rank the same OMP_NUM_THREADS)")
+        state = self.model.state_dict()
+        group.broadcast_arrays(list(state.values()), what="rank 0's weights")
+        if not group.is_main:
+            self.model.load_state_dict(state, source="rank 0's weights")
+
+    def _weights_digest(self) -> int:
+        """A checksum of every weight's bits (ranks compare it after each epoch)."""
+        digest = 0
+        for value in self.model.state_dict().values():
+            digest = zlib.crc32(np.ascontiguousarray(value).view(np.uint8), digest)
+        return digest
 
     def resume(self, base_path: str) -> Dict[str, List[float]]:
         """Continue the run whose ``training-checkpoint.pt`` is in ``base_path`` (written by
@@ -364,7 +438,8 @@ class ModelTrainer:
         return out
 
     def _splits(self) -> Tuple[List[Sentence], List[Sentence], List[Sentence]]:
-        """The corpus' splits, labels checked, empty sentences dropped (with a warning)."""
+        """The corpus' splits, labels checked, empty sentences dropped (with a warning); the model
+        takes the corpus' label map and name."""
         corpus = self.corpus
         self._check_labels(corpus.train, "train")
         self._check_labels(corpus.dev, "dev")
@@ -374,14 +449,14 @@ class ModelTrainer:
         test = self._non_empty(corpus.test, "test")
         if not train:
             raise ValueError(f"{corpus.name}: the train split has no non-empty sentence")
+        self.model.label_map = corpus.label_map
+        self.model.corpus_name = corpus.name
         return train, dev, test
 
     def _prepare_folder(self, base_path: str) -> None:
         removed = remove_stale_temp_files(base_path)
         if removed:
             log.info(f"removed {len(removed)} temporary file(s) of interrupted checkpoint writes in {base_path}")
-        self.model.label_map = self.corpus.label_map
-        self.model.corpus_name = self.corpus.name
 
     def _batches(self, sentences: List[Sentence], batch_size: int, epoch: int, shuffle: bool,
                  group_by_length: bool, rng: np.random.Generator) -> List[List[Sentence]]:
@@ -427,6 +502,8 @@ class ModelTrainer:
         log.info(f" - device: {model.device}, precision: fp32")
         log.info(f" - epochs: {s.epochs}")
         log.info(f" - batch size: {s.batch_size}")
+        if self.group:
+            log.info(f" - processes: {self.group.size} (data parallel: each computes its share of every batch)")
         log.info(f" - training steps: {total_steps}")
         log.info(" - optimizer: AdamW")
         names = [lm.name for lm in model.language_models] + ["combiner", "decoder"]
@@ -453,18 +530,22 @@ class ModelTrainer:
         wd = [s.weight_decay] * (n_lms + 2)
         freeze_prob = model.encoder.alternate_freezing_prob if isinstance(model.encoder, MultiEncoder) else 0.0
         corpus_key = _corpus_fingerprint(train, dev, test)
+        group = self.group
+        main = group is None or group.is_main
         if resumed is None:
             self._log_header(s, total_steps)
-            with open(loss_tsv, "w", encoding="utf-8") as f:
-                f.write("\t".join(["EPOCH", "TIMESTAMP", "LEARNING_RATE", "TRAIN_LOSS", "DEV_LOSS"]
-                                  + [f"DEV_{m.upper()}" for m in self.metrics]) + "\n")
+            if main:
+                with open(loss_tsv, "w", encoding="utf-8") as f:
+                    f.write("\t".join(["EPOCH", "TIMESTAMP", "LEARNING_RATE", "TRAIN_LOSS", "DEV_LOSS"]
+                                      + [f"DEV_{m.upper()}" for m in self.metrics]) + "\n")
             self.best_model_score, self._best, self._best_model = None, None, None
             pos = _Position(lrs=list(s.learning_rates))
         else:
             pos = resumed
         history = pos.history
         interrupted: List[int] = []
-        restore = self._catch_sigint(interrupted)
+        # Ctrl-C checkpoints one process's run; under mpirun it stops the job as before
+        restore = self._catch_sigint(interrupted) if group is None else (lambda: None)
         try:
             for epoch in range(pos.epoch, s.epochs + 1):
                 if pos.epoch != epoch or pos.epoch_rng is None:  # a new epoch (not the one resumed)
@@ -477,7 +558,7 @@ class ModelTrainer:
                     rng.bit_generator.state = pos.rng
                 log_every = max(1, int(len(batches) / 10))
                 bar = tqdm(batches[pos.batch:], desc=f"epoch {epoch}/{s.epochs}", unit="batch", initial=pos.batch,
-                           total=len(batches), disable=not s.progress, leave=False, file=sys.stderr)
+                           total=len(batches), disable=not (s.progress and main), leave=False, file=sys.stderr)
                 started, seen = time.perf_counter(), 0
                 for b, batch in enumerate(bar, start=pos.batch + 1):
                     factor = linear_schedule_factor(pos.step, total_steps, warmup_steps) \
@@ -488,7 +569,7 @@ class ModelTrainer:
                         trainable[int(rng.integers(0, n_lms))] = False
                     try:
                         loss, _ = model.train_step(batch, pos.lrs, wd, trainable, seed=(s.seed << 32) + pos.step,
-                                                   max_grad_norm=s.max_grad_norm)
+                                                   max_grad_norm=s.max_grad_norm, group=group)
                     except ValueError as e:
                         if "no update was made" not in str(e):
                             raise
@@ -511,6 +592,11 @@ class ModelTrainer:
                     if interrupted:
                         self._stop(s, pos)
                 bar.close()
+                if group:
+                    group.check_same(self._weights_digest(), f"the weights after epoch {epoch} (a checksum)")
+                    log.info(f"gradient all-reduce: {group.reduce_seconds / len(batches):.4f} s per step, "
+                             f"{group.reduce_wait_seconds / len(batches):.4f} s of it not overlapped with the backward")
+                    group.reduce_seconds = group.reduce_wait_seconds = 0.0
                 self._end_epoch(s, pos, dev, loss_tsv, best_path)
                 if interrupted:
                     pos.epoch, pos.batch, pos.losses, pos.rng = epoch + 1, 0, [], None
@@ -525,7 +611,7 @@ class ModelTrainer:
         if test and self._best is not None:
             self._test(test, s, history)
         finished = os.path.join(s.base_path, CHECKPOINT_NAME)
-        if os.path.exists(finished):
+        if main and os.path.exists(finished):
             os.unlink(finished)  # the run is complete: nothing to resume
         return history
 
@@ -533,6 +619,7 @@ class ModelTrainer:
                    best_path: str) -> None:
         """Dev evaluation, the loss.tsv row and the best model at the end of epoch ``pos.epoch``."""
         model, history, epoch = self.model, pos.history, pos.epoch
+        writes = self.group is None or self.group.is_main  # rank 0 alone writes the files
         train_loss = float(np.mean(pos.losses))
         history["train_loss"].append(train_loss)
         log_line()
@@ -543,10 +630,11 @@ class ModelTrainer:
         history["dev_score_history"].append(main)
         history["dev_scores"].append(scores)
         log.info(f"DEV: loss {dev_loss:.4f} " + " ".join(f"{m} {round(v, 4)}" for m, v in scores.items()))
-        with open(loss_tsv, "a", encoding="utf-8") as f:
-            f.write("\t".join([str(epoch), time.strftime("%H:%M:%S"), f"{pos.lrs[0]:.4e}", f"{train_loss:.6f}",
-                               f"{dev_loss:.6f}"] + [f"{scores.get(m, float('nan')):.6f}" for m in self.metrics])
-                    + "\n")
+        if writes:
+            with open(loss_tsv, "a", encoding="utf-8") as f:
+                f.write("\t".join([str(epoch), time.strftime("%H:%M:%S"), f"{pos.lrs[0]:.4e}", f"{train_loss:.6f}",
+                                   f"{dev_loss:.6f}"] + [f"{scores.get(m, float('nan')):.6f}" for m in self.metrics])
+                        + "\n")
         problem = self._not_finite(dev_loss, main, bool(dev))
         if problem:
             log.info(f"epoch {epoch}: {problem}: not saved as the best model")
@@ -555,7 +643,7 @@ class ModelTrainer:
             self.best_model_score = main
             self._best = model.checkpoint()
             self._best_model = None
-            if s.save_best_model:
+            if s.save_best_model and writes:
                 log.info("saving best model")
                 model.save(best_path)
         log_line()
@@ -628,7 +716,7 @@ class ModelTrainer:
             self.model = current
         history["test_scores"] = scores
         log.info("TEST set performance: " + " ".join(f"{m} {round(v, 4)}" for m, v in scores.items()))
-        if self.tagging:
+        if self.tagging and (self.group is None or self.group.is_main):
             self._write_test_tsv(os.path.join(s.base_path, "test.tsv"), test, pred)
             report = me_metrics.entity_classification_report([self._tag_names(t.label) for t in test],
                                                              [self._tag_names(p) for p in pred])
