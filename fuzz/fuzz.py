@@ -35,10 +35,7 @@ ROOT = os.path.dirname(HERE)
 CAP_BYTES = 2 << 30
 # Findings already filed and fixed on another branch, by a line of their report: counted and
 # listed as "known", without failing the run. Remove an entry once its fix is merged.
-KNOWN = {
-    "in enc_append csrc/tokenize/tokenizer.c": "issue 17 defect 5, UBSan memcpy(NULL, NULL, 0) for a batch item "
-                                               "of zero tokens; fixed on branch c-bindings",
-}
+KNOWN: Dict[str, str] = {}
 RESTART_EVERY = 400  # inputs per worker before a fresh one (bounds slow leaks and cache growth)
 
 

@@ -8,6 +8,7 @@ reproducer tests in tests/test_hostile_files.py.
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -97,6 +98,127 @@ class _TmpFile(str):
             f.write(text)
 
 
+# ------------------------------------------------------------------ SentencePiece pieces for the Unigram seeds
+
+def charsmap(mapping: dict) -> bytes:
+    """A SentencePiece precompiled charsmap for ``mapping`` (text -> replacement): the trie size
+    (uint32), the darts-clone double array (one 256-unit block per node: a node at position p
+    with block base B has offset p ^ B, its child for byte c sits at B ^ c and its value unit at
+    B), then the NUL-terminated replacements its values point into."""
+    tree: dict = {}
+    for key in sorted(mapping):
+        node = tree
+        for byte in key.encode("utf-8"):
+            node = node.setdefault(byte, {})
+        node[None] = mapping[key]
+    units = [0] * 256  # block 0 holds the root unit (position 0)
+    strings = bytearray()
+
+    def place(node: dict, pos: int) -> None:
+        base = len(units)
+        units.extend([0] * 256)
+        units[pos] |= (pos ^ base) << 10
+        if None in node:
+            units[pos] |= 1 << 8
+            units[base] = 0x80000000 | len(strings)
+            strings.extend(node[None].encode("utf-8") + b"\0")
+        for byte, child in node.items():
+            if byte is not None:
+                units[base ^ byte] = byte
+                place(child, base ^ byte)
+
+    place(tree, 0)
+    return struct.pack("<I", 4 * len(units)) + struct.pack(f"<{len(units)}I", *units) + bytes(strings)
+
+
+TINY_CHARSMAP = {"\uff21": "A", "\ufb01": "fi", "\t": " ", "e\u0301": "\u00e9", "\u2163": "IV"}
+WORDS = [("\u2581the", -2.0), ("\u2581a", -2.5), ("\u2581quick", -6.0), ("\u2581brown", -6.5), ("\u2581fox", -7.0),
+         ("\u2581hello", -5.0), ("\u2581world", -5.5), ("!", -3.0), ("\u2581", -1.5), ("e", -4.0), ("t", -4.1),
+         ("h", -4.2), ("o", -4.3), ("l", -4.4), ("w", -4.5), ("r", -4.6), ("d", -4.7), ("caf", -8.0), ("\u00e9", -8.5),
+         ("fi", -7.5), ("IV", -9.0), ("[MASK]", 0.0)]
+
+
+def _pb_varint(v: int) -> bytes:
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
+
+
+def _pb(num: int, value) -> bytes:
+    """One protobuf field: an int (varint), a float (fixed32) or bytes (length-delimited)."""
+    if isinstance(value, float):
+        return _pb_varint(num << 3 | 5) + struct.pack("<f", value)
+    if isinstance(value, int):
+        return _pb_varint(num << 3) + _pb_varint(value)
+    return _pb_varint(num << 3 | 2) + _pb_varint(len(value)) + value
+
+
+def spm_model(pieces: list, byte_fallback: bool, charsmap_blob: bytes, unk_id: int = 0) -> bytes:
+    """A SentencePiece ModelProto: pieces (piece, score, type), a Unigram trainer spec and a normalizer spec."""
+    out = b"".join(_pb(1, _pb(1, p.encode("utf-8")) + _pb(2, float(sc)) + _pb(3, t)) for p, sc, t in pieces)
+    out += _pb(2, _pb(3, 1) + _pb(35, int(byte_fallback)) + _pb(40, unk_id) + _pb(41, 1) + _pb(42, 2) + _pb(43, -1))
+    return out + _pb(3, _pb(1, b"nmt_nfkc") + (_pb(2, charsmap_blob) if charsmap_blob else b"") + _pb(3, 1) + _pb(4, 1)
+                     + _pb(5, 1))
+
+
+def unigram_seeds(out: str) -> None:
+    """Unigram tokenizer.json seeds (Precompiled normalizer, Metaspace, byte fallback; converted ALBERT
+    and DeBERTa-v2 pipelines with the tiny charsmap) and SentencePiece model seeds."""
+    blob = charsmap(TINY_CHARSMAP)
+    b64 = base64.b64encode(blob).decode("ascii")
+    specials = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)]
+    byte_pieces = [(f"<0x{b:02X}>", 0.0) for b in range(256)]
+    vocab = specials + byte_pieces + [w for w in WORDS if w[0] != "[MASK]"]
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": True} for i, (t, _) in enumerate(specials)]
+    template = {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": "</s>", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                                   "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    metaspace = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    byte_fallback = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                     "normalizer": {"type": "Sequence", "normalizers": [
+                         {"type": "Precompiled", "precompiled_charsmap": b64},
+                         {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+                         {"type": "Strip", "strip_left": False, "strip_right": True}]},
+                     "pre_tokenizer": metaspace, "post_processor": template,
+                     "decoder": {"type": "Sequence", "decoders": [
+                         {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                         {"type": "ByteFallback"}, {"type": "Fuse"},
+                         {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+                     "model": {"type": "Unigram", "unk_id": 0, "vocab": [[p, sc] for p, sc in vocab],
+                               "byte_fallback": True}}
+    _write(os.path.join(out, "tokenizer_json", "unigram-precompiled-bytefallback.json"),
+           json.dumps(byte_fallback, ensure_ascii=False).encode())
+    plain = {**byte_fallback, "normalizer": {"type": "Precompiled", "precompiled_charsmap": b64},
+             "decoder": metaspace, "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": False,
+                                             "vocab": [[p, sc] for p, sc in specials + WORDS[:-1]]}}
+    _write(os.path.join(out, "tokenizer_json", "unigram-metaspace.json"), json.dumps(plain, ensure_ascii=False).encode())
+    for family in ("albert", "deberta-v2"):  # the converters' pipelines, the charsmap swapped for the tiny one
+        with open(os.path.join(ROOT, "tests", "fixtures", "unigram", f"convert-test_model-{family}.json"),
+                  encoding="utf-8") as f:
+            tok = json.load(f)["tokenizer"]
+        for norm in tok["normalizer"]["normalizers"]:
+            if norm["type"] == "Precompiled":
+                norm["precompiled_charsmap"] = b64
+        _write(os.path.join(out, "tokenizer_json", f"unigram-{family}.json"), json.dumps(tok, ensure_ascii=False).encode())
+    # SentencePiece models: unknown / control / byte / normal / user-defined pieces
+    pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)] + [(p, 0.0, 6) for p, _ in byte_pieces] + \
+        [(p, sc, 4 if p == "[MASK]" else 1) for p, sc in WORDS]
+    _write(os.path.join(out, "spm_model", "bytefallback.model"), spm_model(pieces, True, blob))
+    _write(os.path.join(out, "spm_model", "plain.model"),
+           spm_model([("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)] + [(p, sc, 1) for p, sc in WORDS], False,
+                     b""))
+
+
 def seeds(tmp: str) -> None:
     out = os.path.join(HERE, "seeds")
     shutil.rmtree(out, ignore_errors=True)
@@ -122,6 +244,7 @@ def seeds(tmp: str) -> None:
           "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                     "max_input_chars_per_word": 100, "vocab": {t: i for i, t in enumerate(vocab)}}}
     _write(os.path.join(out, "tokenizer_json", "wordpiece.json"), json.dumps(wp).encode())
+    unigram_seeds(out)
     # tokenizer files: the WordPiece and BPE fixture folders as bundles
     _write(os.path.join(out, "tokenizer_files", "wordpiece.bundle"),
            pack_bundle({n: _read(ELECTRA, n) for n in ("vocab.txt", "tokenizer_config.json")}))
@@ -212,6 +335,12 @@ def regressions(tmp: str) -> None:
     }
     for name, edit in edits.items():
         _write(os.path.join(t, name + ".json"), _json_file(tmp, edit))
+    # found by the fuzzer (campaign 2): a Unigram model without unk_id loads (as in HF) and its encode
+    # failed with a bare ValueError for text the vocabulary cannot cover
+    _write(os.path.join(t, "unigram-unk-id-null.json"), json.dumps(
+        {"model": {"type": "Unigram", "unk_id": None, "vocab": [["\u2581", -1.0], ["e", -2.0]]},
+         "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
+         "added_tokens": []}).encode())
     f = os.path.join(out, "tokenizer_files")
     for name, key, value in (("model-max-length-true", "model_max_length", True),
                              ("model-max-length-1", "model_max_length", 1),  # found by the fuzzer

@@ -7,9 +7,11 @@ a model predicts), because some malformed values used to pass loading and fail o
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import zlib
 from typing import Callable, Dict, List, NamedTuple, Tuple, Type
 
 from mutate import (mutate_bundle, mutate_bytes, mutate_json, mutate_lines, mutate_safetensors, mutate_torch_zip,
@@ -77,6 +79,28 @@ def run_tokenizer_files(data: bytes, folder: str) -> None:
     _write(folder, unpack_bundle(data))
     _use_tokenizer(Tokenizer.from_pretrained(folder))
     _use_tokenizer(Tokenizer.from_pretrained(folder, add_prefix_space=True))
+
+
+def run_spm_model(data: bytes, folder: str) -> None:
+    """A SentencePiece model file: the reader, each family's converter (its tokenizer.json built and
+    used), and a model folder with only the spm file (AutoTokenizer's path) of one family the input
+    picks."""
+    from multienc.engine import Tokenizer
+    from multienc.engine.tokenization import SPM_FAMILIES, convert_spm_model, read_spm_model
+    path = os.path.join(folder, "input.model")
+    _write(folder, {"input.model": data})
+    read_spm_model(path)
+    for family in SPM_FAMILIES:
+        converted = os.path.join(folder, f"{family}.json")
+        with open(converted, "w", encoding="utf-8") as f:
+            json.dump(convert_spm_model(path, family), f)
+        _use_tokenizer(Tokenizer.from_file(converted))
+    family = sorted(SPM_FAMILIES)[zlib.crc32(data) % len(SPM_FAMILIES)]
+    name, cls = SPM_FAMILIES[family]
+    checkpoint = os.path.join(folder, "checkpoint")
+    os.makedirs(checkpoint)
+    _write(checkpoint, {name: data, "tokenizer_config.json": json.dumps({"tokenizer_class": cls}).encode()})
+    _use_tokenizer(Tokenizer.from_pretrained(checkpoint))
 
 
 def run_config(data: bytes, folder: str) -> None:
@@ -219,6 +243,13 @@ def _allowed_tokenizer():
     return (TokenizerFileError, NotImplementedError)  # NotImplementedError: a valid HF component multienc lacks
 
 
+def _allowed_spm():
+    # the reader's and converters' one error type (UnsupportedTokenizerError, for a model type other
+    # than Unigram, is a TokenizerFileError too)
+    from multienc.engine import TokenizerFileError
+    return (TokenizerFileError,)
+
+
 def _allowed_config():
     from multienc.engine import ModelConfigError, TokenizerFileError
     from multienc.formats.weights import WeightsError
@@ -252,6 +283,8 @@ TARGETS: Dict[str, Target] = {
     "tokenizer_files": Target(["fuzz/seeds/tokenizer_files/*"],
                               lambda r, d, p: mutate_bundle(r, d, p, _bundle_mutator), run_tokenizer_files,
                               _allowed_tokenizer),
+    "spm_model": Target(["fuzz/seeds/spm_model/*", "tests/fixtures/unigram/trained-albert-4k.model"], mutate_bytes,
+                        run_spm_model, _allowed_spm),
     "config": Target(["fuzz/seeds/config/*"], mutate_json, run_config, _allowed_config),
     "checkpoint": Target(["fuzz/seeds/checkpoint/*"], lambda r, d, p: mutate_safetensors(r, d, p, meta_json=True),
                          run_checkpoint, _allowed_checkpoint),

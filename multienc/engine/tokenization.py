@@ -1413,8 +1413,20 @@ class Tokenizer:
         ``max_length`` truncates (longest_first for pairs, special tokens included); the default
         is no truncation. A ``str`` with lone surrogates raises TypeError, as in HF.
         """
-        return self._c.encode(text, pair, bool(add_special_tokens), self._max_length(max_length),
-                              int(bool(is_split_into_words)))
+        return self._encoding_call(self._c.encode, text, pair, bool(add_special_tokens), self._max_length(max_length),
+                                   int(bool(is_split_into_words)))
+
+    def _encoding_call(self, encode: Any, *args: Any) -> Any:
+        """``encode(*args)``; a Unigram model without ``unk_id`` meeting text its vocabulary cannot
+        cover fails as in HF tokenizers, as a TokenizerFileError naming the file (the file lacks the
+        unknown token that text needs)."""
+        try:
+            return encode(*args)
+        except ValueError as e:
+            if self._spec.model == _UNIGRAM and self._spec.unk_id is None and "`unk_id` is missing" in str(e):
+                raise TokenizerFileError(f"{self.source}: {e} (model.unk_id is null and byte_fallback cannot cover "
+                                         f"the text; give the Unigram model an unk_id)") from None
+            raise
 
     def encode_batch(self, texts_or_pairs: Sequence[BatchInput], max_length: Optional[int] = None,
                      add_special_tokens: bool = True, is_split_into_words: bool = False,
@@ -1441,8 +1453,8 @@ class Tokenizer:
         pad = self.pad_token_id
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        return self._c.encode_batch(list(texts_or_pairs), bool(add_special_tokens), limit,
-                                    int(bool(is_split_into_words)), 0 if pad is None else pad, num_threads or 0)
+        return self._encoding_call(self._c.encode_batch, list(texts_or_pairs), bool(add_special_tokens), limit,
+                                   int(bool(is_split_into_words)), 0 if pad is None else pad, num_threads or 0)
 
     # ------------------------------------------------------------------ decoding
 
