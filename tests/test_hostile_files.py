@@ -161,13 +161,17 @@ def test_shapes_numpy_cannot_hold_are_safetensors_errors(tmp_path, shape, what):
 
 # ------------------------------------------------------------------ config.json (defect 7)
 
-def _model_dir(tmp_path, edit):
-    folder = tmp_path / "model"
+def _edited_copy(folder, name, edit):
+    """A copy of the ELECTRA fixture in ``folder`` whose JSON file ``name`` went through ``edit``."""
     shutil.copytree(ELECTRA, folder)
-    config = json.load(open(folder / "config.json"))
-    edit(config)
-    (folder / "config.json").write_text(json.dumps(config))
+    data = json.load(open(folder / name))
+    edit(data)
+    (folder / name).write_text(json.dumps(data))
     return str(folder)
+
+
+def _model_dir(tmp_path, edit):
+    return _edited_copy(tmp_path / "model", "config.json", edit)
 
 
 @pytest.mark.parametrize("field, value", [
@@ -271,12 +275,7 @@ def test_sparse_huge_vocabulary_id_is_refused_before_allocating(tmp_path):
 
 
 def _legacy_dir(tmp_path, config_edit):
-    folder = tmp_path / "tok"
-    shutil.copytree(ELECTRA, folder)
-    config = json.load(open(folder / "tokenizer_config.json"))
-    config_edit(config)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return str(folder)
+    return _edited_copy(tmp_path / "tok", "tokenizer_config.json", config_edit)
 
 
 @pytest.mark.parametrize("field, value", [("model_max_length", True), ("model_max_length", 1), ("unk_token", ["[UNK]"]),

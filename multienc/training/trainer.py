@@ -75,7 +75,7 @@ class _Position:
     batch: int = 0                      # its batches done
     step: int = 0                       # optimizer steps done in the run (the schedule's position)
     epoch_rng: Optional[dict] = None    # the data-order RNG when the epoch began (redraws its batches)
-    rng: Optional[dict] = None          # the RNG now
+    rng: Optional[dict] = None          # the RNG now (None at the start of an epoch)
     losses: List[float] = field(default_factory=list)  # this epoch's batch losses
     lrs: List[float] = field(default_factory=list)     # the last step's rates (loss.tsv's column)
     history: Dict[str, Any] = field(default_factory=lambda: {
@@ -93,7 +93,7 @@ _RNG = schema.Obj({"bit_generator": schema.Const("PCG64"), "state": schema.Obj({
                   required=("bit_generator", "state", "has_uint32", "uinteger"))
 _POSITION_SCHEMA = schema.Obj({
     "epoch": schema.Int(1, 1 << 31), "batch": schema.Int(0, 1 << 31), "step": schema.Int(0, 1 << 62),
-    "epoch_rng": _RNG, "rng": _RNG, "losses": schema.Arr(schema.Float()), "lrs": schema.Arr(schema.Float(0.0)),
+    "epoch_rng": _RNG, "rng": schema.Opt(_RNG), "losses": schema.Arr(schema.Float()), "lrs": schema.Arr(schema.Float(0.0)),
     "history": schema.Obj({}), "best_score": schema.Opt(schema.Any_()), "has_best": schema.Bool(),
     "steps_trained": schema.Int(0, 1 << 62),
     "log_sizes": schema.Obj({"loss.tsv": schema.Int(0, 1 << 50), "training.log": schema.Int(0, 1 << 50)},
