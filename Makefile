@@ -16,7 +16,7 @@ TEST_EXT := multienc/engine/_C_tests$(EXT_SUFFIX)
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
-.PHONY: venv ref-venv build wheel test parity test-fast sanitize sanitize-build fuzz fuzz-sanitized demo bench gpu-check clean
+.PHONY: venv ref-venv build wheel test parity test-fast sanitize sanitize-build fuzz fuzz-sanitized fuzz-c demo bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -98,6 +98,21 @@ fuzz: build
 
 fuzz-sanitized: sanitize-build
 	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(SECONDS) $(FUZZ_TARGETS)
+
+# libFuzzer (clang -fsanitize=fuzzer,address,undefined) on the one format C parses itself, the
+# Precompiled normalizer's charsmap; the corpus grows in build/libfuzzer/corpus, crashers go to
+# fuzz/findings/charsmap/.
+CHARSMAP_FUZZER := build/libfuzzer/charsmap_fuzzer
+$(CHARSMAP_FUZZER): fuzz/libfuzzer/charsmap_fuzzer.c csrc/tokenize/normalizers.c csrc/tokenize/unicode.c \
+		csrc/tokenize/unicode_tables.c csrc/common.c
+	mkdir -p $(dir $@)
+	clang -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icsrc -o $@ $^ -lm
+
+fuzz-c: $(CHARSMAP_FUZZER)
+	mkdir -p build/libfuzzer/corpus fuzz/findings/charsmap
+	cp fuzz/seeds/charsmap/* build/libfuzzer/corpus/
+	$(CHARSMAP_FUZZER) -max_total_time=$(SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=fuzz/findings/charsmap/ build/libfuzzer/corpus
 
 # The README's first command: install, build, then the default run (two real models, offline).
 demo: build

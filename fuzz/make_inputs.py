@@ -214,6 +214,9 @@ def unigram_seeds(out: str) -> None:
     pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)] + [(p, 0.0, 6) for p, _ in byte_pieces] + \
         [(p, sc, 4 if p == "[MASK]" else 1) for p, sc in WORDS]
     _write(os.path.join(out, "spm_model", "bytefallback.model"), spm_model(pieces, True, blob))
+    # the libFuzzer charsmap target (fuzz/libfuzzer/charsmap_fuzzer.c): uint16 blob length, blob, text
+    text = "\uff21 \ufb01ne  cafe\u0301 \u2163 Zz\u00f8\t\u6771\u4eac".encode("utf-16-le")
+    _write(os.path.join(out, "charsmap", "tiny.bin"), struct.pack("<H", len(blob)) + blob + text)
     _write(os.path.join(out, "spm_model", "plain.model"),
            spm_model([("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)] + [(p, sc, 1) for p, sc in WORDS], False,
                      b""))
