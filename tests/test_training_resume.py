@@ -204,3 +204,10 @@ def test_ctrl_c_during_the_dev_evaluation_resumes_at_the_next_epoch(tmp_path):
     for name, value in reference.state_dict().items():
         assert weights[name].tobytes() == value.tobytes(), name
     assert _loss_rows(tmp_path / "reference") == _loss_rows(tmp_path / "run")
+
+
+def test_checkpoints_are_refused_with_distributed_training(tmp_path):
+    clf = TextClassifier(LanguageModel(ELECTRA), 2)
+    with pytest.raises(ValueError, match="checkpoint_every is not available with distributed"):
+        ModelTrainer(clf, classification_corpus()).train(base_path=str(tmp_path), checkpoint_every=2,
+                                                         distributed=True)

@@ -300,10 +300,10 @@ class ModelTrainer:
         process's within rounding, rank 0 writes the files (docs/distributed.md).
         The arguments are checked and frozen into a :class:`TrainSettings`.
         """
-        group = _process_group(distributed)
-        if group is not None and checkpoint_every:
+        if checkpoint_every and distributed is not False:
             raise ValueError("checkpoint_every is not available with distributed training (the training "
                              "checkpoint holds one process's state); train without one of the two")
+        group = _process_group(distributed)
         model, corpus = self.model, self.corpus
         if seed is None:
             seed = int(generator().integers(0, 2 ** 31))
