@@ -24,9 +24,10 @@ def test_every_target_replays_its_regressions_without_a_finding(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     stats = {s["target"]: s for s in map(json.loads, report.read_text().splitlines())}
     assert set(stats) == {"safetensors", "torch_zip", "tokenizer_json", "tokenizer_files", "config", "checkpoint",
-                          "corpus", "c_api"}
+                          "corpus", "c_api", "spm_model"}
     for name, s in stats.items():
         assert not s["findings"], (name, s["findings"])
         assert s["inputs"] > s["seeds"] + s["regressions"], f"{name}: the mutation loop ran no input"
     # every regression input is refused by its format's error (none is accepted as valid)
     assert stats["torch_zip"]["regressions"] == 10 and stats["checkpoint"]["regressions"] == 5
+    assert stats["tokenizer_json"]["regressions"] == 11
