@@ -39,6 +39,8 @@ class Section(NamedTuple):
 
 SECTIONS = (
     Section("encoder", "Encoder: forward and backward, multienc vs PyTorch (CPU)", "bench_encoder.py"),
+    Section("encoder-families", "Encoder families: DistilBERT-base and XLM-R-base shapes, multienc vs PyTorch (CPU)",
+            "bench_encoder.py", ("--shape", "distilbert-base", "--shape", "xlm-roberta-base", "--runs", "3")),
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, HERE)
 
 from mutate import pack_bundle  # noqa: E402
+from targets import CONFIG_MODELS  # noqa: E402
 from test_hostile_files import (ELECTRA, ROBERTA, _bad_utf8_name, _negative_offset, _tokenizer_json,  # noqa: E402
                                 _unsupported_method, deep_key_pickle)
 from test_torch_pickle import G, I, S, state_dict, tensor, tup  # noqa: E402
@@ -253,8 +254,9 @@ def seeds(tmp: str) -> None:
            pack_bundle({n: _read(ELECTRA, n) for n in ("vocab.txt", "tokenizer_config.json")}))
     _write(os.path.join(out, "tokenizer_files", "bpe.bundle"),
            pack_bundle({n: _read(ROBERTA, n) for n in ("vocab.json", "merges.txt", "tokenizer_config.json")}))
-    # config.json of the model whose weights the config target uses
-    _write(os.path.join(out, "config", "electra.json"), _read(ELECTRA, "config.json"))
+    # config.json of each model whose weights the config target uses (one per model type)
+    for model_type, folder in CONFIG_MODELS.items():
+        _write(os.path.join(out, "config", model_type + ".json"), _read(folder, "config.json"))
     # checkpoints: a classifier and a CRF tagger over the tiny ELECTRA
     from multienc.engine import Encoder
     from multienc.models import LanguageModel, MultiEncoder, SequenceTagger, TextClassifier

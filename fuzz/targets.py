@@ -20,6 +20,13 @@ from mutate import (mutate_bundle, mutate_bytes, mutate_json, mutate_lines, muta
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 ELECTRA = os.path.join(FIXTURES, "tiny_hub", "google--electra-base-discriminator", "main")
+#: the tiny hub model whose weights and tokenizer the config target loads a config.json with, by
+#: its model_type (ELECTRA's for any other); fuzz/make_inputs.py seeds the target with their configs
+CONFIG_MODELS = {model_type: os.path.join(FIXTURES, "tiny_hub", repo, "main") for model_type, repo in (
+    ("bert", "nghuyong--ernie-2.0-en"), ("roberta", "roberta-base"), ("xlm-roberta", "xlm-roberta-base"),
+    ("electra", "google--electra-base-discriminator"), ("distilbert", "distilbert-base-uncased"),
+    ("albert", "albert-base-v2"), ("mpnet", "sentence-transformers--all-mpnet-base-v2"),
+    ("deberta-v2", "microsoft--deberta-v3-base"))}
 TEXTS = ["Hello world!", "  the QUICK brown fox — jumps  ", "", "naïve café 東京 \U0001F600", ("a pair", "second")]
 
 
@@ -108,8 +115,15 @@ def run_config(data: bytes, folder: str) -> None:
     from multienc.engine import Encoder
     from multienc.models import LanguageModel
     _write(folder, {"config.json": data})
-    for name in ("model.safetensors", "vocab.txt", "tokenizer_config.json"):
-        os.symlink(os.path.join(ELECTRA, name), os.path.join(folder, name))
+    try:
+        config = json.loads(data)
+    except (ValueError, RecursionError):  # the engine reports it; any model's files will do
+        config = None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    model = CONFIG_MODELS.get(model_type, ELECTRA) if isinstance(model_type, str) else ELECTRA
+    for name in os.listdir(model):
+        if name != "config.json":
+            os.symlink(os.path.join(model, name), os.path.join(folder, name))
     enc = Encoder(folder)
     ids = np.array([[1, 5, 7, 2]], np.int64)
     enc.forward(ids, train=True, seed=3)

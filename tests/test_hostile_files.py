@@ -186,6 +186,27 @@ def test_config_values_are_checked_with_the_field_named(tmp_path, field, value):
     assert os.path.join(folder, "config.json") in str(info.value) and field in str(info.value)
 
 
+@pytest.mark.parametrize("repo, field, value", [
+    ("distilbert-base-uncased", "dim", "32"), ("distilbert-base-uncased", "n_layers", 2 ** 40),
+    ("distilbert-base-uncased", "sinusoidal_pos_embds", "yes"), ("albert-base-v2", "inner_group_num", 1 << 20),
+    ("albert-base-v2", "num_hidden_groups", 0), ("sentence-transformers--all-mpnet-base-v2",
+                                                  "relative_attention_num_buckets", 1.5),
+    ("microsoft--deberta-v3-base", "position_buckets", 1 << 40), ("microsoft--deberta-v3-base", "pos_att_type", 7),
+    ("microsoft--deberta-v3-base", "max_relative_positions", float("inf")),
+    ("microsoft--deberta-v3-base", "relative_attention", "true"), ("microsoft--deberta-v3-base", "type_vocab_size", -1),
+])
+def test_family_config_fields_are_checked_with_the_field_named(tmp_path, repo, field, value):
+    """Each family's own keys (DistilBERT's names, ALBERT's groups, MPNet's buckets, DeBERTa's relative
+    attention) are type- and bound-checked like BERT's, before the engine reads them."""
+    folder = tmp_path / "model"
+    shutil.copytree(os.path.join(TINY, repo, "main"), folder)
+    config = json.load(open(folder / "config.json"))
+    (folder / "config.json").write_text(json.dumps({**config, field: value}))
+    with pytest.raises(ModelConfigError) as info:
+        Encoder(str(folder))
+    assert str(folder / "config.json") in str(info.value) and field in str(info.value)
+
+
 def test_config_sizes_must_match_the_weights_before_anything_is_allocated(tmp_path):
     """A config that declares a 2**20-word vocabulary with the fixture's 1500-word weights."""
     folder = _model_dir(tmp_path, lambda c: c.__setitem__("vocab_size", 1 << 28))

@@ -8,6 +8,7 @@ import pytest
 
 from multienc.engine import _C_tests
 
+import _numeric
 from _numeric import rel
 
 RNG = np.random.default_rng(1234)
@@ -188,13 +189,7 @@ def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0):
 
 
 def attention_inputs(B, T, NH, HS):
-    qkv = f32(B, T, 3 * NH * HS)
-    mask = np.ones((B, T), np.int32)
-    for b in range(B):
-        mask[b, RNG.integers(1, T + 1):] = 0
-    if B > 1:
-        mask[-1] = 1  # one row without padding
-    return qkv, mask
+    return _numeric.attention_inputs(RNG, B, T, NH, HS)
 
 
 @pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8)])

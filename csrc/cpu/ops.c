@@ -300,11 +300,12 @@ static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
 
 /* Softmax over keys of one row of scores, masked keys excluded (probability
  * exactly 0, as HF's additive finfo.min mask gives); a row whose keys are all
- * masked becomes uniform over all keys, as it does in HF. */
-static void masked_softmax_row(float *row, const int32_t *mask, int T) {
+ * masked, or (row_masked) the row of a padded query, becomes uniform over all
+ * keys, as it does in HF. */
+static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_masked) {
     float mx = -INFINITY;
     int any = 0;
-    for (int j = 0; j < T; j++)
+    for (int j = 0; j < T && !row_masked; j++)
         if (mask[j]) {
             any = 1;
             if (row[j] > mx) mx = row[j];
@@ -330,21 +331,28 @@ static void attention_dropout(float *dst, const float *P, size_t n, float p, uin
     for (size_t i = 0; i < n; i++) dst[i] = me_uniform(seed, site, i) >= p ? P[i] * scl : 0.0f;
 }
 
-static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                              int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
-                              float *scratch) {
+/* The biased attention of backend.h; plain attention is bias = NULL, scale = 1/sqrt(HS),
+ * query_mask = 0. */
+static void attention_bias_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                                   const float *bias, int bias_per_batch, float scale, int query_mask,
+                                   int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch) {
     const int D = NH * HS, D3 = 3 * D;
-    const float scale = 1.0f / sqrtf((float)HS);
     const size_t TT = (size_t)T * T;
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const float *q = qkv + (size_t)b * T * D3 + h * HS, *k = q + D, *v = q + 2 * D;
             float *P = probs + ((size_t)b * NH + h) * TT;
+            float beta = 0.0f;
+            if (bias) {
+                memcpy(P, bias + ((bias_per_batch ? (size_t)b * NH : 0) + h) * TT, TT * sizeof(float));
+                beta = 1.0f;
+            }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, D3, k, D3,
-                        0.0f, P, T);
+                        beta, P, T);
             const int32_t *m = mask + (size_t)b * T;
-            for (int r = 0; r < T; r++) masked_softmax_row(P + (size_t)r * T, m, T);
+            for (int r = 0; r < T; r++) masked_softmax_row(P + (size_t)r * T, m, T, query_mask && !m[r]);
             const float *Pd = P;
             if (p > 0.0f) {
                 float *tile = scratch + 2 * TT * omp_get_thread_num();
@@ -356,11 +364,18 @@ static void attention_forward(float *ctx, float *probs, const float *qkv, const 
         }
 }
 
-static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
-                               const float *probs, const int32_t *mask, int B, int T, int NH,
-                               int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                              int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
+                              float *scratch) {
+    attention_bias_forward(ctx, probs, qkv, mask, NULL, 0, 1.0f / sqrtf((float)HS), 0, B, T, NH, HS,
+                           p, seed, site, scratch);
+}
+
+static void attention_bias_backward(float *dqkv, float *dscores, const float *dctx,
+                                    const float *qkv, const float *probs, const int32_t *mask,
+                                    float scale, int query_mask, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch) {
     const int D = NH * HS, D3 = 3 * D;
-    const float scale = 1.0f / sqrtf((float)HS);
     const size_t TT = (size_t)T * T;
     const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
@@ -371,6 +386,7 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
             float *dq = dqkv + row0, *dk = dq + D, *dv = dq + 2 * D;
             const float *dc = dctx + (size_t)b * T * D + h * HS;
             const float *P = probs + ((size_t)b * NH + h) * TT;
+            const int32_t *m = mask + (size_t)b * T;
             float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
             const uint64_t st = site + (uint64_t)b * NH + h;
             const float *Pd = P;
@@ -383,17 +399,26 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                         dv, D3);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dc, D, v, D3, 0.0f,
                         dP, T);
-            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)) * scale */
+            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)); a padded query's row
+             * (query_mask) was filled, not computed, so its dS is 0. dS is the bias gradient;
+             * scaled, the gradient of q.k */
+            float *ds = dscores ? dscores + ((size_t)b * NH + h) * TT : NULL;
             for (int r = 0; r < T; r++) {
                 float *g = dP + (size_t)r * T;
                 const float *pr = P + (size_t)r * T;
-                if (p > 0.0f)
-                    for (int j = 0; j < T; j++)
-                        g[j] = me_uniform(seed, st, (size_t)r * T + j) >= p ? g[j] * scl : 0.0f;
-                double dot = 0.0;
-                for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
-                float df = (float)dot;
-                for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df) * scale;
+                if (query_mask && !m[r]) {
+                    memset(g, 0, (size_t)T * sizeof(float));
+                } else {
+                    if (p > 0.0f)
+                        for (int j = 0; j < T; j++)
+                            g[j] = me_uniform(seed, st, (size_t)r * T + j) >= p ? g[j] * scl : 0.0f;
+                    double dot = 0.0;
+                    for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
+                    float df = (float)dot;
+                    for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
+                }
+                if (ds) memcpy(ds + (size_t)r * T, g, (size_t)T * sizeof(float));
+                for (int j = 0; j < T; j++) g[j] *= scale;
             }
             /* dQ = dS K ; dK = dS^T Q */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, k, D3,
@@ -401,6 +426,48 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, q, D3, 0.0f,
                         dk, D3);
         }
+}
+
+static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
+                               const float *probs, const int32_t *mask, int B, int T, int NH,
+                               int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+    attention_bias_backward(dqkv, NULL, dctx, qkv, probs, mask, 1.0f / sqrtf((float)HS), 0, B, T,
+                            NH, HS, p, seed, site, scratch);
+}
+
+/* ------------------------------------------------------------------ row mask */
+
+static void mask_rows(float *x, const int32_t *mask, int N, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++)
+        if (!mask[n]) memset(x + (size_t)n * C, 0, (size_t)C * sizeof(float));
+}
+
+/* --------------------------------------------------- relative position bias */
+
+/* bias[h, i, j] = table[buckets[j - i + T - 1], h] */
+static void relbias_forward(float *bias, const float *table, const int32_t *buckets, int T, int NH) {
+#pragma omp parallel for schedule(static) if ((size_t)NH * T * T > PAR_MIN)
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < T; i++) {
+            float *row = bias + ((size_t)h * T + i) * T;
+            const int32_t *bk = buckets + (T - 1 - i);
+            for (int j = 0; j < T; j++) row[j] = table[(size_t)bk[j] * NH + h];
+        }
+}
+
+/* dtable[buckets[j - i + T - 1], h] += sum_b dbias[b, h, i, j]: one head per thread, each
+ * column of dtable summed in a fixed order (deterministic). */
+static void relbias_backward(float *dtable, const float *dbias, const int32_t *buckets, int B, int T,
+                             int NH) {
+#pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T > PAR_MIN)
+    for (int h = 0; h < NH; h++)
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < T; i++) {
+                const float *row = dbias + (((size_t)b * NH + h) * T + i) * T;
+                const int32_t *bk = buckets + (T - 1 - i);
+                for (int j = 0; j < T; j++) dtable[(size_t)bk[j] * NH + h] += row[j];
+            }
 }
 
 /* ---------------------------------------------------------------- backend */
@@ -430,6 +497,16 @@ static const MeBackend CPU_BACKEND = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_scratch_floats = attention_scratch_floats,
+    .attention_bias_forward = attention_bias_forward,
+    .attention_bias_backward = attention_bias_backward,
+    .relbias_forward = relbias_forward,
+    .relbias_backward = relbias_backward,
+    .mask_rows_forward = mask_rows,
+    .mask_rows_backward = mask_rows,
+    .conv1d_forward = cpu_conv1d_forward,
+    .conv1d_backward = cpu_conv1d_backward,
+    .disentangled_forward = cpu_disentangled_forward,
+    .disentangled_backward = cpu_disentangled_backward,
     .pool_forward = cpu_pool_forward,
     .pool_backward = cpu_pool_backward,
     .concat_forward = cpu_concat_forward,

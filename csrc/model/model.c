@@ -486,7 +486,7 @@ void me_model_zero_grads(MeModel *m, const int *trainable) {
 
 static int ensure_moments(MeModel *m, int i, char *err) {
     if (m->lm_m[i]) return ME_OK;
-    size_t bytes = m->lms[i]->nfloats * sizeof(float);
+    size_t bytes = m->lms[i]->ntrain * sizeof(float);
     m->lm_m[i] = m->be->alloc(bytes);
     m->lm_v[i] = m->be->alloc(bytes);
     if (!m->lm_m[i] || !m->lm_v[i])
@@ -543,7 +543,7 @@ int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char
     }
     double ss = be->sum_squares(m->grads, m->nfloats);
     for (int i = 0; i < m->n; i++)
-        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->nfloats);
+        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->ntrain);
     double norm = sqrt(ss);
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
@@ -555,13 +555,14 @@ int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char
         float c = (float)(coef < 1.0 ? coef : 1.0);
         be->scale(m->grads, m->nfloats, c);
         for (int i = 0; i < m->n; i++)
-            if (oc->trainable[i]) be->scale(m->lms[i]->grads, m->lms[i]->nfloats, c);
+            if (oc->trainable[i]) be->scale(m->lms[i]->grads, m->lms[i]->ntrain, c);
     }
     for (int i = 0; i < m->n; i++) {
         if (!oc->trainable[i]) continue;
         MeEncoder *enc = m->lms[i];
         m->lm_step[i]++;
-        be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->nfloats, oc->lr[i], oc->beta1,
+        /* frozen tensors (past ntrain) are not in the optimizer, as requires_grad=False ones */
+        be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->ntrain, oc->lr[i], oc->beta1,
                          oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i]);
     }
     m->step++;

@@ -20,7 +20,19 @@ static int parse_config(PyObject *cfgd, MeEncoderConfig *out) {
         ENGINE_INT("max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
         ENGINE_INT("type_vocab_size", &c.type_vocab_size, 1, 0) ||
         ENGINE_INT("embedding_size", &c.embedding_size, 0, c.hidden_size) ||
+        ENGINE_INT("num_hidden_groups", &c.num_groups, 0, 1) ||
+        ENGINE_INT("inner_group_num", &c.inner_group_num, 0, 1) ||
+        ENGINE_INT("frozen_position_embeddings", &c.frozen_positions, 0, 0) ||
         ENGINE_INT("activation", &c.activation, 1, 0) || ENGINE_INT("pad_token_id", &c.pad_token_id, 0, -1) ||
+        ENGINE_INT("relative_attention_num_buckets", &c.relative_buckets, 0, 0) ||
+        ENGINE_INT("position_biased_input", &c.position_biased_input, 0, 1) ||
+        ENGINE_INT("relative_attention", &c.relative_attention, 0, 0) ||
+        ENGINE_INT("position_buckets", &c.position_buckets, 0, -1) ||
+        ENGINE_INT("max_relative_positions", &c.max_relative_positions, 0, -1) ||
+        ENGINE_INT("pos_att", &c.pos_att, 0, 0) || ENGINE_INT("share_att_key", &c.share_att_key, 0, 0) ||
+        ENGINE_INT("norm_rel_ebd", &c.norm_rel_ebd, 0, 0) ||
+        ENGINE_INT("conv_kernel_size", &c.conv_kernel_size, 0, 0) ||
+        ENGINE_INT("conv_groups", &c.conv_groups, 0, 1) || ENGINE_INT("conv_act", &c.conv_act, 0, 0) ||
         ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
         ENGINE_FLOAT("hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
         ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f))

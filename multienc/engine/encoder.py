@@ -22,40 +22,116 @@ from multienc.formats import schema
 from multienc.formats.safetensors import save_file
 from multienc.formats.weights import WeightsError, find_weight_file, load_state_dict
 
-FAMILIES = {"bert": 0, "roberta": 1, "electra": 2}
+#: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
+FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
+            "mpnet": 5, "deberta-v2": 6}
+_ROBERTA, _DISTILBERT, _ALBERT, _MPNET, _DEBERTA = 1, 3, 4, 5, 6
+#: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
+MPNET_PADDING_IDX = 1
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
 # Checkpoint tensors that belong to task heads or buffers, not to the encoder.
 IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator_predictions.",
                     "generator_lm_head.", "pooler.", "classifier.", "qa_outputs.",
-                    "sop_classifier.", "embeddings.position_ids")
-BASE_PREFIXES = ("bert.", "roberta.", "electra.")
+                    "sop_classifier.", "predictions.", "vocab_transform.", "vocab_layer_norm.",
+                    "vocab_projector.", "pre_classifier.", "embeddings.position_ids")
+BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.", "deberta.")
+# DistilBERT's config.json names (DistilBertConfig.attribute_map, read the other way round).
+_DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                    "intermediate_size": "hidden_dim", "hidden_act": "activation",
+                    "hidden_dropout_prob": "dropout", "attention_probs_dropout_prob": "attention_dropout"}
+# What the transformers config classes use when config.json omits a key (vocab_size, the hidden,
+# layer, head and intermediate sizes are required: a config.json written by transformers has them).
+_COMMON_DEFAULTS = {"max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
+                    "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                    "pad_token_id": 0}
+_DEFAULTS = {
+    "bert": _COMMON_DEFAULTS,
+    "roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
+    "xlm-roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
+    "electra": _COMMON_DEFAULTS,
+    "distilbert": {**_COMMON_DEFAULTS, "sinusoidal_pos_embds": False},
+    "albert": {**_COMMON_DEFAULTS, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
+               "attention_probs_dropout_prob": 0.0, "embedding_size": 128, "num_hidden_groups": 1,
+               "inner_group_num": 1},
+    "mpnet": {**_COMMON_DEFAULTS, "pad_token_id": 1, "relative_attention_num_buckets": 32},
+    "deberta-v2": {**_COMMON_DEFAULTS, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
+}
 
 
 class ModelConfigError(ValueError):
     """config.json is missing, unreadable or describes an unsupported model."""
 
 
-# The config.json fields the engine reads (others are ignored); sizes are bounded so that no
-# product of them overflows, and each must then match the weights before anything is allocated.
-_CONFIG_SCHEMA = schema.Obj({
+# config.json's fields the engine reads (others are ignored), BERT's names; sizes are bounded so
+# that no product of them overflows, and each must then match the weights before anything is
+# allocated. One schema per family: the family's own keys, DistilBERT's names (_DISTILBERT_KEYS).
+# Missing keys take the config class's default or are refused by engine_config (_value).
+_SIZE = schema.Int(1, 1 << 16)
+_DROPOUT = schema.Float(0.0, 1.0, below_hi=True)
+_BERT_FIELDS: Dict[str, schema.Schema] = {
     "model_type": schema.Str(max_len=100),
     "hidden_act": schema.Opt(schema.Str(max_len=100)),
     "position_embedding_type": schema.Opt(schema.Str(max_len=100)),
     "pad_token_id": schema.Opt(schema.Int(-1, (1 << 31) - 1)),
     "vocab_size": schema.Int(1, (1 << 31) - 1),
-    "hidden_size": schema.Int(1, 1 << 16),
+    "hidden_size": _SIZE,
     "num_hidden_layers": schema.Int(1, 1 << 12),
-    "num_attention_heads": schema.Int(1, 1 << 16),
+    "num_attention_heads": _SIZE,
     "intermediate_size": schema.Int(1, 1 << 20),
     "max_position_embeddings": schema.Int(1, 1 << 20),
-    "type_vocab_size": schema.Int(1, 1 << 16),
-    "embedding_size": schema.Opt(schema.Int(1, 1 << 16)),
+    "type_vocab_size": _SIZE,
+    "embedding_size": schema.Opt(_SIZE),
     "layer_norm_eps": schema.Float(1e-30, 1.0),
-    "hidden_dropout_prob": schema.Float(0.0, 1.0, below_hi=True),
-    "attention_probs_dropout_prob": schema.Float(0.0, 1.0, below_hi=True),
+    "hidden_dropout_prob": _DROPOUT,
+    "attention_probs_dropout_prob": _DROPOUT,
     "initializer_range": schema.Float(0.0, 1e3),
-}, required=("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-             "intermediate_size"))
+}
+_MODEL_TYPE_SCHEMA = schema.Obj({"model_type": _BERT_FIELDS["model_type"]}, required=("model_type",))
+_BERT_SCHEMA = schema.Obj(_BERT_FIELDS)
+_CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
+    "bert": _BERT_SCHEMA, "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
+    "distilbert": schema.Obj(
+        {**{_DISTILBERT_KEYS.get(k, k): v for k, v in _BERT_FIELDS.items()
+            if k not in ("type_vocab_size", "embedding_size", "layer_norm_eps")},
+         "sinusoidal_pos_embds": schema.Bool()}),
+    "albert": schema.Obj({**_BERT_FIELDS, "num_hidden_groups": schema.Int(1, 1 << 12),
+                          "inner_group_num": schema.Int(1, 1 << 12)}),
+    "mpnet": schema.Obj({**_BERT_FIELDS, "relative_attention_num_buckets": _SIZE}),
+    "deberta-v2": schema.Obj({
+        **_BERT_FIELDS,
+        "type_vocab_size": schema.Int(0, 1 << 16),
+        "position_biased_input": schema.Bool(),
+        "relative_attention": schema.Bool(),
+        "pos_att_type": schema.Opt(schema.Either(
+            schema.Str(max_len=100), schema.Arr(schema.Str(max_len=100), max_len=8),
+            what="a string like 'p2c|c2p' or an array of strings")),
+        "position_buckets": schema.Int(-1, 1 << 16),
+        "max_relative_positions": schema.Int(-1, 1 << 20),
+        "share_att_key": schema.Bool(),
+        "norm_rel_ebd": schema.Opt(schema.Str(max_len=100)),
+        "conv_kernel_size": schema.Opt(schema.Int(0, 1 << 10)),
+        "conv_groups": _SIZE,
+        "conv_act": schema.Str(max_len=100),
+        "attention_head_size": schema.Opt(_SIZE),
+    }),
+}
+
+
+def hidden_dropout_key(model_type: str) -> str:
+    """The config.json key of the hidden dropout probability (``dropout`` for DistilBERT)."""
+    return _DISTILBERT_KEYS["hidden_dropout_prob"] if model_type == "distilbert" else "hidden_dropout_prob"
+
+
+def _value(config: Mapping[str, Any], model_type: str, key: str) -> Any:
+    """config.json's value for an engine key: the family's own name for it, else the config
+    class's default (None counts as missing, as transformers' ``pad_token_id=None`` does)."""
+    name = _DISTILBERT_KEYS.get(key, key) if model_type == "distilbert" else key
+    value = config.get(name)
+    if value is None:
+        if key not in _DEFAULTS[model_type]:
+            raise KeyError(name)
+        value = _DEFAULTS[model_type][key]
+    return value
 
 
 def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dict[str, Any]:
@@ -65,42 +141,64 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
     value, NotImplementedError for model types, activations or position embedding types the
     engine does not implement, naming the supported ones.
     """
+    config = dict(config)
     try:
-        schema.check(dict(config), _CONFIG_SCHEMA)
+        model_type = schema.check(config, _MODEL_TYPE_SCHEMA)["model_type"]
+        if model_type not in FAMILIES:
+            raise NotImplementedError(
+                f"{source}: model_type {model_type!r} is not supported; supported model types: "
+                f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
+        schema.check(config, _CONFIG_SCHEMAS[model_type])
     except schema.SchemaError as e:
         raise ModelConfigError(f"{source}: {e}") from None
-    model_type = config["model_type"]
-    if model_type not in FAMILIES:
-        raise NotImplementedError(
-            f"{source}: model_type {model_type!r} is not supported; supported model types: "
-            f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
-    act = config.get("hidden_act") or "gelu"
+    family = FAMILIES[model_type]
+    act = _value(config, model_type, "hidden_act")
     if act not in ACTIVATIONS:
         raise NotImplementedError(
-            f"{source}: hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+            f"{source}: {'activation' if family == _DISTILBERT else 'hidden_act'} {act!r} is not supported; "
+            f"supported: {', '.join(ACTIVATIONS)}")
     pos_type = config.get("position_embedding_type", "absolute")
     if pos_type not in (None, "absolute"):
         raise NotImplementedError(
             f"{source}: position_embedding_type {pos_type!r} is not supported (only 'absolute')")
-    defaults = {"bert": 0, "roberta": 1, "electra": 0}
-    pad = config.get("pad_token_id")
-    hidden = config["hidden_size"]
-    return {
-        "family": FAMILIES[model_type],
-        "vocab_size": config["vocab_size"],
-        "hidden_size": hidden,
-        "num_hidden_layers": config["num_hidden_layers"],
-        "num_attention_heads": config["num_attention_heads"],
-        "intermediate_size": config["intermediate_size"],
-        "max_position_embeddings": config.get("max_position_embeddings", 512),
-        "type_vocab_size": config.get("type_vocab_size", 2),
-        "embedding_size": config.get("embedding_size") or hidden,
-        "activation": ACTIVATIONS[act],
-        "pad_token_id": defaults[model_type] if pad is None else pad,
-        "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
-        "hidden_dropout_prob": float(config.get("hidden_dropout_prob", 0.1)),
-        "attention_probs_dropout_prob": float(config.get("attention_probs_dropout_prob", 0.1)),
-    }
+
+    def get(key: str) -> Any:
+        return _value(config, model_type, key)
+
+    try:
+        hidden = int(get("hidden_size"))
+        cfg = {
+            "family": family,
+            "vocab_size": int(get("vocab_size")),
+            "hidden_size": hidden,
+            "num_hidden_layers": int(get("num_hidden_layers")),
+            "num_attention_heads": int(get("num_attention_heads")),
+            "intermediate_size": int(get("intermediate_size")),
+            "max_position_embeddings": int(get("max_position_embeddings")),
+            # DistilBERT, MPNet: no token types; DistilBERT's LayerNorms use eps 1e-12 in its code
+            "type_vocab_size": 0 if family in (_DISTILBERT, _MPNET) else int(get("type_vocab_size")),
+            "embedding_size": int(get("embedding_size")) if family == _ALBERT
+            else int(config.get("embedding_size") or hidden),
+            "activation": ACTIVATIONS[act],
+            "pad_token_id": MPNET_PADDING_IDX if family == _MPNET else int(get("pad_token_id")),
+            "layer_norm_eps": 1e-12 if family == _DISTILBERT else float(get("layer_norm_eps")),
+            "hidden_dropout_prob": float(get("hidden_dropout_prob")),
+            "attention_probs_dropout_prob": float(get("attention_probs_dropout_prob")),
+        }
+        if family == _ALBERT:
+            cfg["num_hidden_groups"] = int(get("num_hidden_groups"))
+            cfg["inner_group_num"] = int(get("inner_group_num"))
+        if family == _MPNET:
+            cfg["relative_attention_num_buckets"] = int(get("relative_attention_num_buckets"))
+        if family == _DEBERTA:
+            cfg.update(_deberta_config(config, cfg, source))
+        if family == _DISTILBERT:
+            cfg["frozen_position_embeddings"] = int(bool(get("sinusoidal_pos_embds")))
+    except KeyError as e:
+        raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ModelConfigError(f"{source}: bad value: {e}") from None
+    return cfg
 
 
 def param_table(config: Mapping[str, Any], source: str = "config.json"
@@ -147,6 +245,46 @@ def flatten_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], nfloats: in
     return flat
 
 
+def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
+    """DeBERTa-v2/v3's engine keys, read as DebertaV2Config and its modules read them (getattr
+    defaults for the keys the config class does not declare)."""
+    conv = {}
+    if int(config.get("conv_kernel_size") or 0) > 0:  # v2's ConvLayer after the first layer
+        act = config.get("conv_act", "tanh")
+        if act not in ACTIVATIONS:
+            raise NotImplementedError(f"{source}: conv_act {act!r} is not supported; supported: "
+                                      f"{', '.join(ACTIVATIONS)}")
+        conv = {"conv_kernel_size": int(config["conv_kernel_size"]), "conv_groups": int(config.get("conv_groups", 1)),
+                "conv_act": ACTIVATIONS[act]}
+    head = config.get("attention_head_size")
+    if head is not None and int(head) * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        raise ModelConfigError(f"{source}: attention_head_size {head} x num_attention_heads "
+                               f"{cfg['num_attention_heads']} != hidden_size {cfg['hidden_size']} (the attention "
+                               "output projection is hidden_size x hidden_size)")
+    att = config.get("pos_att_type") or []
+    if isinstance(att, str):
+        att = [x.strip() for x in att.lower().split("|")]
+    max_rel = int(config.get("max_relative_positions", -1))
+    norm = [x.strip() for x in str(config.get("norm_rel_ebd", "none")).lower().split("|")]
+    return {"position_biased_input": int(bool(config.get("position_biased_input", True))),
+            "relative_attention": int(bool(config.get("relative_attention", False))),
+            "position_buckets": int(config.get("position_buckets", -1)),
+            "max_relative_positions": max_rel if max_rel >= 1 else cfg["max_position_embeddings"],
+            "pos_att": (1 if "c2p" in att else 0) | (2 if "p2c" in att else 0),
+            "share_att_key": int(bool(config.get("share_att_key", False))),
+            "norm_rel_ebd": int("layer_norm" in norm), **conv}
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
+    """DistilBERT's fixed position table (``create_sinusoidal_embeddings``): angles
+    ``pos / 10000^(2 (j // 2) / dim)`` in float64, sine in even and cosine in odd columns, float32."""
+    angle = np.array([[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(n_pos)])
+    table = np.empty((n_pos, dim), np.float32)
+    table[:, 0::2] = np.sin(angle[:, 0::2])
+    table[:, 1::2] = np.cos(angle[:, 1::2])
+    return table
+
+
 def read_config(model_dir: str) -> Dict[str, Any]:
     """Read ``model_dir/config.json`` with errors that name the file."""
     path = os.path.join(model_dir, "config.json")
@@ -189,7 +327,7 @@ def _int_array(x: Any, name: str) -> np.ndarray:
 
 
 class Encoder:
-    """A BERT / RoBERTa / ELECTRA encoder computed by the C engine.
+    """A BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT encoder computed by the C engine.
 
     Args:
         model_dir: folder with ``config.json`` and the weights (HF layout:
@@ -216,15 +354,19 @@ class Encoder:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], seed: int = 0,
                     device: Optional[str] = None) -> "Encoder":
-        """An encoder with HF-style random weights (normal(0, initializer_range), LayerNorm 1/0)."""
+        """An encoder with HF-style random weights (normal(0, initializer_range), LayerNorm 1/0;
+        DistilBERT's ``sinusoidal_pos_embds`` table as its ``create_sinusoidal_embeddings``)."""
         self = cls.__new__(cls)
         self._init(dict(config), "config", device)
         rng = np.random.default_rng(seed)
         std = float(config.get("initializer_range", 0.02))
         flat = np.zeros(self._c.num_floats, np.float32)
+        sinusoidal = bool(self.engine_config.get("frozen_position_embeddings"))
         for name, shape, off in self._c.param_info():
             n = int(np.prod(shape))
-            if name.endswith("LayerNorm.weight"):
+            if sinusoidal and name == "embeddings.position_embeddings.weight":
+                flat[off:off + n] = sinusoidal_table(*shape).reshape(-1)
+            elif name.endswith(("LayerNorm.weight", "layer_norm.weight")):
                 flat[off:off + n] = 1.0
             elif name.endswith("weight"):
                 flat[off:off + n] = rng.normal(0.0, std, n).astype(np.float32)
@@ -245,19 +387,30 @@ class Encoder:
     def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
         self.config: Dict[str, Any] = config
         self.device: str = resolve_device(device)
-        self._info, _ = param_table(config, source)
-        self._c = _C.Encoder(engine_config(config, source), device=self.device)
-        self.hidden_size = int(config["hidden_size"])
+        #: the config as the C engine reads it (family code, BERT's key names, defaults filled in)
+        self.engine_config: Dict[str, Any] = engine_config(config, source)
+        self._c = _C.Encoder(self.engine_config, device=self.device)
+        self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
+            name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
+        self.hidden_size: int = self.engine_config["hidden_size"]
 
     @property
     def max_positions(self) -> int:
-        """Longest input (special tokens included) the position embeddings allow: RoBERTa numbers
-        positions from ``pad_token_id + 1`` (HF-SEMANTICS.md §2), so it loses ``pad_token_id + 1`` of
-        ``max_position_embeddings``; the C forward rejects longer inputs with the same rule."""
-        cfg = engine_config(self.config)
-        if cfg["family"] == FAMILIES["roberta"]:
+        """Longest input (special tokens included) the position embeddings allow: RoBERTa and
+        XLM-RoBERTa number positions from ``pad_token_id + 1`` (HF-SEMANTICS.md §2), so they lose
+        ``pad_token_id + 1`` of ``max_position_embeddings``; the C forward rejects longer inputs
+        with the same rule."""
+        cfg = self.engine_config
+        if cfg["family"] in (_ROBERTA, _MPNET):
             return cfg["max_position_embeddings"] - cfg["pad_token_id"] - 1
         return cfg["max_position_embeddings"]
+
+    @property
+    def uses_token_types(self) -> bool:
+        """Whether ``forward`` reads ``token_type_ids``: the model has more than one token type.
+        Models with one type (RoBERTa, XLM-RoBERTa) take None (all zeros); DistilBERT, which has no
+        token type embeddings, refuses them."""
+        return self.engine_config["type_vocab_size"] > 1
 
     # ----------------------------------------------------------- parameters
     def param_names(self) -> list:

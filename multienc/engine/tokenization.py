@@ -32,7 +32,8 @@ from multienc.engine import _C
 from multienc.formats import schema
 
 __all__ = ["Encoding", "SpmModel", "Tokenizer", "TokenizerFileError", "UnsupportedTokenizerError", "convert_spm_model",
-           "read_spm_model", "spm_checkpoint_tokenizer_json", "spm_family", "SPM_FAMILIES"]
+           "read_spm_model", "spm_checkpoint_tokenizer_json", "spm_family", "spm_folder_tokenizer_json",
+           "SPM_FAMILIES"]
 
 TextInput = Union[str, Sequence[str]]
 BatchInput = Union[TextInput, Tuple[TextInput, TextInput], List[TextInput]]
@@ -1184,8 +1185,9 @@ def _spm_file(model_dir: str) -> Optional[str]:
     return None
 
 
-def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any]) -> _Spec:
-    """A folder with a SentencePiece model and no tokenizer.json, as transformers 5.24 loads it."""
+def _spm_folder_family(model_dir: str, path: str, config: Dict[str, Any]) -> str:
+    """The family of the SentencePiece model ``path`` in ``model_dir``: :func:`spm_family` of the
+    tokenizer config and config.json, else the one whose file name it has."""
     model_config: Dict[str, Any] = {}
     cfg_path = os.path.join(model_dir, "config.json")
     if os.path.exists(cfg_path):
@@ -1194,6 +1196,24 @@ def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any])
     family = spm_family(config, model_config)
     if family is None:
         family = next(f for f, (name, _) in SPM_FAMILIES.items() if os.path.basename(path) == name)
+    return family
+
+
+def spm_folder_tokenizer_json(model_dir: str) -> Optional[Dict[str, Any]]:
+    """The tokenizer.json object ``transformers.AutoTokenizer`` builds for ``model_dir`` when the
+    folder has a SentencePiece model and no tokenizer.json (its tokenizer_config.json,
+    special_tokens_map.json and config.json read as :meth:`Tokenizer.from_pretrained` reads them);
+    None when the folder has no SentencePiece model."""
+    path = _spm_file(model_dir)
+    if path is None:
+        return None
+    config = _read_config(model_dir)
+    return spm_checkpoint_tokenizer_json(path, _spm_folder_family(model_dir, path, config), config)
+
+
+def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any]) -> _Spec:
+    """A folder with a SentencePiece model and no tokenizer.json, as transformers 5.24 loads it."""
+    family = _spm_folder_family(model_dir, path, config)
     spec = _spec_from_tokenizer_dict(spm_checkpoint_tokenizer_json(path, family, config), path)
     spec.special = {role: _token_content(config.get(role)) or default
                     for role, default in _SPM_SPECIAL_DEFAULTS[family].items()}
