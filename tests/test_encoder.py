@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from multienc.engine import Encoder, ModelConfigError, TaskModel, _C, engine_config
-from multienc.engine.encoder import sinusoidal_table
+from multienc.engine.encoder import normalize_name, sinusoidal_table
 from multienc.formats.safetensors import SafetensorsError, load_file, save_file
+from multienc.formats.weights import load_state_dict
 
 from _hf_fixtures import FIXTURES, assert_gradients_match, case_inputs, cases, forward_errors, load
 
@@ -487,8 +488,10 @@ def test_family_config_errors_are_clear():
         engine_config({k: v for k, v in distil.items() if k != "dim"})
     with pytest.raises(ModelConfigError, match="missing required key 'num_attention_heads'"):
         engine_config({k: v for k, v in albert.items() if k != "num_attention_heads"})
-    with pytest.raises(ValueError, match="num_hidden_groups and inner_group_num must be > 0, got 0 and 2"):
+    with pytest.raises(ModelConfigError, match=r"config: num_hidden_groups: 0 is outside \[1, 4096\]"):
         Encoder.from_config({**albert, "num_hidden_groups": 0})
+    with pytest.raises(ValueError, match="num_hidden_groups and inner_group_num must be > 0, got 0 and 2"):
+        _C.Encoder({**engine_config(albert), "num_hidden_groups": 0})
     with pytest.raises(ValueError, match="hidden_size 32 is not a multiple of num_attention_heads 5"):
         Encoder.from_config({**distil, "n_heads": 5})
     # what only one family has is refused for the others, at the C level too
@@ -587,3 +590,18 @@ def test_deberta_config_follows_transformers():
     enc.load_state_dict(state)
     inputs = case_inputs(ref, "case0")
     assert np.abs(enc.forward(**inputs) - ref["case0/last_hidden_state"]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(d for d in os.listdir(FIXTURES) if os.path.isdir(os.path.join(FIXTURES, d))))
+def test_param_table_is_the_created_encoders_layout(name):
+    """``_C.encoder_param_table`` (the layout checked against the weights before anything is
+    allocated) reports exactly the parameters ``me_encoder_create`` lays out, for every family's
+    fixture: names, shapes, offsets and the buffer length (frozen sinusoidal positions included)."""
+    cfg = engine_config(fixture_config(name))
+    table, nfloats = _C.encoder_param_table(cfg)
+    enc = _C.Encoder(cfg, device="cpu")
+    assert [(n, tuple(s), o) for n, s, o in table] == [(n, tuple(s), o) for n, s, o in enc.param_info()]
+    assert nfloats == enc.num_floats
+    # and the fixture's weights are exactly that table's tensors
+    shapes = {normalize_name(k): tuple(v.shape) for k, v in load_state_dict(os.path.join(FIXTURES, name)).items()}
+    assert {n: tuple(s) for n, s, _ in table}.items() <= shapes.items()

@@ -186,6 +186,80 @@ static int albert_group(const MeEncoderConfig *c, int i) {
     return g < c->num_groups ? g : c->num_groups - 1;
 }
 
+/* The parameter table of enc->cfg into *pl, with the offsets into enc's fields (enc->lo, enc->la,
+ * enc->app_set and DeBERTa's enc->deb allocated here); pl->failed on an allocation failure.
+ * Trainable parameters first (enc->ntrain floats), then frozen sinusoidal positions. */
+static void lay_out(MeEncoder *enc, MeParamList *pl) {
+    const MeEncoderConfig *cfg = &enc->cfg;
+    const int H = cfg->hidden_size, E = cfg->embedding_size;
+    const int albert = cfg->family == ME_FAMILY_ALBERT, deberta = cfg->family == ME_FAMILY_DEBERTA_V2;
+    enc->has_proj = albert || E != H;
+    enc->nsets = albert ? cfg->num_groups * cfg->inner_group_num : cfg->num_layers;
+    enc->napps = albert ? cfg->num_layers * cfg->inner_group_num : cfg->num_layers;
+    enc->wte = me_params_add(pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
+    if (!cfg->frozen_positions && cfg->position_biased_input)
+        enc->wpe = me_params_add(pl, "embeddings.position_embeddings.weight",
+                                 cfg->max_position_embeddings, E, 1);
+    if (cfg->type_vocab_size > 0)
+        enc->wtt = me_params_add(pl, "embeddings.token_type_embeddings.weight",
+                                 cfg->type_vocab_size, E, 1);
+    /* DeBERTa projects (without bias) before its LayerNorm, over the hidden size */
+    if (deberta && enc->has_proj) enc->proj_w = me_params_add(pl, "embeddings.embed_proj.weight", H, E, 1);
+    enc->eln_w = me_params_add(pl, "embeddings.LayerNorm.weight", deberta ? H : E, 0, 1);
+    enc->eln_b = me_params_add(pl, "embeddings.LayerNorm.bias", deberta ? H : E, 0, 1);
+    if (enc->has_proj && !deberta) {
+        const char *w = albert ? "encoder.embedding_hidden_mapping_in.weight" : "embeddings_project.weight";
+        const char *b = albert ? "encoder.embedding_hidden_mapping_in.bias" : "embeddings_project.bias";
+        enc->proj_w = me_params_add(pl, w, H, E, 1);
+        enc->proj_b = me_params_add(pl, b, H, 0, 1);
+    }
+    enc->lo = calloc((size_t)enc->nsets, sizeof(MeLayerOffsets));
+    enc->la = calloc((size_t)enc->napps, sizeof(MeLayerActs));
+    enc->app_set = calloc((size_t)enc->napps, sizeof(int));
+    if (!enc->lo || !enc->la || !enc->app_set) pl->failed = 1;
+    for (int s = 0; s < enc->nsets && !pl->failed; s++) add_layer_set(pl, &enc->lo[s], cfg, s);
+    for (int a = 0; a < enc->napps && !pl->failed; a++)
+        enc->app_set[a] = albert ? albert_group(cfg, a / cfg->inner_group_num) * cfg->inner_group_num +
+                                       a % cfg->inner_group_num
+                                 : a;
+    if (cfg->relative_buckets)
+        enc->relb = me_params_add(pl, "encoder.relative_attention_bias.weight", cfg->relative_buckets,
+                                  cfg->num_heads, 1);
+    if (deberta && !pl->failed && me_deberta_add_params(enc, pl)) pl->failed = 1;
+    enc->ntrain = pl->nfloats;
+    if (cfg->frozen_positions)
+        enc->wpe = me_params_add(pl, "embeddings.position_embeddings.weight",
+                                 cfg->max_position_embeddings, E, 1);
+}
+
+int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *n, size_t *nfloats, char *err) {
+    *info = NULL;
+    const int modern = cfg->family == ME_FAMILY_MODERNBERT; /* checked by its own lay-out */
+    int st = modern ? ME_OK : check_config(cfg, err);
+    if (st) return st;
+    MeEncoder *scratch = calloc(1, sizeof(MeEncoder)); /* no backend: nothing of it is allocated */
+    if (!scratch) return me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters");
+    scratch->cfg = *cfg;
+    MeParamList pl = {0};
+    if (modern)
+        st = me_modernbert_lay_out(scratch, &pl, err);
+    else
+        lay_out(scratch, &pl);
+    me_encoder_free(scratch);
+    if (st) {
+        free(pl.info);
+        return st;
+    }
+    if (pl.failed) {
+        free(pl.info);
+        return me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters");
+    }
+    *info = pl.info;
+    *n = pl.n;
+    *nfloats = pl.nfloats;
+    return ME_OK;
+}
+
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
                       char *err) {
     if (cfg->family == ME_FAMILY_MODERNBERT) return me_modernbert_create(out, cfg, be, err);
@@ -201,46 +275,8 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
     enc->cfg = *cfg;
     enc->be = be;
-    const int H = cfg->hidden_size, E = cfg->embedding_size;
-    const int albert = cfg->family == ME_FAMILY_ALBERT, deberta = cfg->family == ME_FAMILY_DEBERTA_V2;
-    enc->has_proj = albert || E != H;
-    enc->nsets = albert ? cfg->num_groups * cfg->inner_group_num : cfg->num_layers;
-    enc->napps = albert ? cfg->num_layers * cfg->inner_group_num : cfg->num_layers;
     MeParamList pl = {0};
-    enc->wte = me_params_add(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
-    if (!cfg->frozen_positions && cfg->position_biased_input)
-        enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight",
-                                 cfg->max_position_embeddings, E, 1);
-    if (cfg->type_vocab_size > 0)
-        enc->wtt = me_params_add(&pl, "embeddings.token_type_embeddings.weight",
-                                 cfg->type_vocab_size, E, 1);
-    /* DeBERTa projects (without bias) before its LayerNorm, over the hidden size */
-    if (deberta && enc->has_proj) enc->proj_w = me_params_add(&pl, "embeddings.embed_proj.weight", H, E, 1);
-    enc->eln_w = me_params_add(&pl, "embeddings.LayerNorm.weight", deberta ? H : E, 0, 1);
-    enc->eln_b = me_params_add(&pl, "embeddings.LayerNorm.bias", deberta ? H : E, 0, 1);
-    if (enc->has_proj && !deberta) {
-        const char *w = albert ? "encoder.embedding_hidden_mapping_in.weight" : "embeddings_project.weight";
-        const char *b = albert ? "encoder.embedding_hidden_mapping_in.bias" : "embeddings_project.bias";
-        enc->proj_w = me_params_add(&pl, w, H, E, 1);
-        enc->proj_b = me_params_add(&pl, b, H, 0, 1);
-    }
-    enc->lo = calloc((size_t)enc->nsets, sizeof(MeLayerOffsets));
-    enc->la = calloc((size_t)enc->napps, sizeof(MeLayerActs));
-    enc->app_set = calloc((size_t)enc->napps, sizeof(int));
-    if (!enc->lo || !enc->la || !enc->app_set) pl.failed = 1;
-    for (int s = 0; s < enc->nsets && !pl.failed; s++) add_layer_set(&pl, &enc->lo[s], cfg, s);
-    for (int a = 0; a < enc->napps && !pl.failed; a++)
-        enc->app_set[a] = albert ? albert_group(cfg, a / cfg->inner_group_num) * cfg->inner_group_num +
-                                       a % cfg->inner_group_num
-                                 : a;
-    if (cfg->relative_buckets)
-        enc->relb = me_params_add(&pl, "encoder.relative_attention_bias.weight", cfg->relative_buckets,
-                                  cfg->num_heads, 1);
-    if (deberta && !pl.failed && me_deberta_add_params(enc, &pl)) pl.failed = 1;
-    enc->ntrain = pl.nfloats;
-    if (cfg->frozen_positions)
-        enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight",
-                                 cfg->max_position_embeddings, E, 1);
+    lay_out(enc, &pl);
     if (pl.failed) {
         free(pl.info);
         me_encoder_free(enc);

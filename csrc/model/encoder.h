@@ -113,6 +113,11 @@ typedef struct MeEncoder {
     struct MeModernBert *mb; /* ModernBERT's offsets and activations (NULL for the other families) */
 } MeEncoder;
 
+/* The parameter table a config implies (names, shapes, offsets; *nfloats the buffer length) without
+ * allocating the buffers, so callers can check a weight file against it first. *info is the
+ * caller's to free. */
+int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *n, size_t *nfloats, char *err);
+
 /* Create an encoder with zeroed parameters in *out; a status + message on failure. */
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err);
 void me_encoder_free(MeEncoder *enc);

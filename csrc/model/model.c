@@ -498,6 +498,29 @@ static int ensure_moments(MeModel *m, int i, char *err) {
     return ME_OK;
 }
 
+int me_model_adamw_state(MeModel *m, int which, int allocate, float **first, float **second, size_t *numel,
+                         int **step, char *err) {
+    if (which < -1 || which >= m->n)
+        return me_error(err, ME_ERR_VALUE, "optimizer group owner %d: expected -1 (the head) or 0..%d", which,
+                        m->n - 1);
+    if (which == -1) {
+        *first = m->adam_m;
+        *second = m->adam_v;
+        *numel = m->nfloats;
+        *step = &m->step;
+        return ME_OK;
+    }
+    if (allocate) {
+        int st = ensure_moments(m, which, err);
+        if (st) return st;
+    }
+    *first = m->lm_m[which];
+    *second = m->lm_v[which];
+    *numel = m->lms[which]->nfloats;
+    *step = &m->lm_step[which];
+    return ME_OK;
+}
+
 int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err) {

@@ -115,6 +115,13 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err);
 
+/* The AdamW state of `which` (-1: the head's buffer; 0..n-1: language model i), for saving and
+ * restoring a training run: *first / *second its moment buffers on the backend (*numel floats
+ * each; NULL for a language model never updated, unless `allocate` creates them zeroed) and
+ * *step its update count (bias correction), which the caller may read or set. */
+int me_model_adamw_state(MeModel *m, int which, int allocate, float **first, float **second, size_t *numel,
+                         int **step, char *err);
+
 /* Backward of the last forward into the gradient buffers (zeroed first); for tests and
  * for callers that run their own optimizer. trainable [n] as in MeOptimConfig.
  * = me_model_backward_head(m, trainable, 1, err) then me_model_backward_lm for each LM. */

@@ -39,7 +39,7 @@ static int window_of(const MeEncoderConfig *c, int l) { return is_global(c, l) ?
 
 /* ------------------------------------------------------------ parameters */
 
-static int check_config(const MeEncoderConfig *c, const MeBackend *be, char *err) {
+static int check_config(const MeEncoderConfig *c, char *err) {
     int st = me_encoder_check_sizes(c, err);
     if (st) return st;
     if (c->global_every <= 0)
@@ -61,43 +61,30 @@ static int check_config(const MeEncoderConfig *c, const MeBackend *be, char *err
         return me_error(err, ME_ERR_VALUE, "config: rope thetas must be > 0");
     if (c->pad_token_id < -1 || c->pad_token_id >= c->vocab_size)
         return me_error(err, ME_ERR_VALUE, "config: pad_token_id %d outside the vocabulary", c->pad_token_id);
-    if (!be->rope_forward || !be->glu_forward || !be->window_attention_forward)
-        return me_error(err, ME_ERR_NOTIMPL,
-                        "ModernBERT is not implemented on the '%s' backend yet (rotary embeddings, gated "
-                        "linear units, windowed attention); use device='cpu'", be->name);
     return ME_OK;
 }
 
-int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err) {
-    *out = NULL;
-    int st = check_config(cfg, be, err);
+int me_modernbert_lay_out(MeEncoder *enc, MeParamList *pl, char *err) {
+    const MeEncoderConfig *cfg = &enc->cfg;
+    int st = check_config(cfg, err);
     if (st) return st;
-    MeEncoder *enc = calloc(1, sizeof(MeEncoder));
-    struct MeModernBert *mb = calloc(1, sizeof(struct MeModernBert));
-    if (!enc || !mb) {
-        free(enc);
-        free(mb);
-        return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
-    }
-    enc->cfg = *cfg;
-    enc->be = be;
-    enc->mb = mb;
+    struct MeModernBert *mb = enc->mb = calloc(1, sizeof(struct MeModernBert));
+    if (!mb) return me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters");
     const int H = cfg->hidden_size, I = cfg->intermediate_size, L = cfg->num_layers;
-    MeParamList pl = {0};
     char nm[96];
     /* an optional bias: its offset, or 0 (never read) when the config has none */
-#define BIAS(has, name, d0) ((has) ? me_params_add(&pl, name, d0, 0, 1) : 0)
-    mb->wte = me_params_add(&pl, "embeddings.tok_embeddings.weight", cfg->vocab_size, H, 1);
-    mb->eln_w = me_params_add(&pl, "embeddings.norm.weight", H, 0, 1);
+#define BIAS(has, name, d0) ((has) ? me_params_add(pl, name, d0, 0, 1) : 0)
+    mb->wte = me_params_add(pl, "embeddings.tok_embeddings.weight", cfg->vocab_size, H, 1);
+    mb->eln_w = me_params_add(pl, "embeddings.norm.weight", H, 0, 1);
     mb->eln_b = BIAS(cfg->norm_bias, "embeddings.norm.bias", H);
     mb->lo = calloc((size_t)L, sizeof(MbLayer));
     mb->la = calloc((size_t)L, sizeof(MbActs));
-    if (!mb->lo || !mb->la) pl.failed = 1;
-    for (int l = 0; l < L && !pl.failed; l++) {
+    if (!mb->lo || !mb->la) pl->failed = 1;
+    for (int l = 0; l < L && !pl->failed; l++) {
         MbLayer *o = &mb->lo[l];
 #define W(field, suffix, d0, d1)                                 \
     snprintf(nm, sizeof nm, "layers.%d.%s.weight", l, suffix);   \
-    o->field##_w = me_params_add(&pl, nm, d0, d1, 1);
+    o->field##_w = me_params_add(pl, nm, d0, d1, 1);
 #define B(field, suffix, has, d0)                                \
     snprintf(nm, sizeof nm, "layers.%d.%s.bias", l, suffix);     \
     o->field##_b = BIAS(has, nm, d0);
@@ -118,17 +105,34 @@ int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBa
 #undef W
 #undef B
     }
-    mb->fn_w = me_params_add(&pl, "final_norm.weight", H, 0, 1);
+    mb->fn_w = me_params_add(pl, "final_norm.weight", H, 0, 1);
     mb->fn_b = BIAS(cfg->norm_bias, "final_norm.bias", H);
 #undef BIAS
+    return pl->failed ? me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters") : ME_OK;
+}
+
+int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err) {
+    *out = NULL;
+    if (!be->rope_forward || !be->glu_forward || !be->window_attention_forward)
+        return me_error(err, ME_ERR_NOTIMPL,
+                        "ModernBERT is not implemented on the '%s' backend yet (rotary embeddings, gated "
+                        "linear units, windowed attention); use device='cpu'", be->name);
+    MeEncoder *enc = calloc(1, sizeof(MeEncoder));
+    if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
+    enc->cfg = *cfg;
+    enc->be = be;
+    MeParamList pl = {0};
+    int st = me_modernbert_lay_out(enc, &pl, err);
     enc->info = pl.info;
     enc->nparams = pl.n;
     enc->nfloats = pl.nfloats;
     enc->ntrain = pl.nfloats; /* every tensor trains (none frozen) */
-    if (pl.failed) {
+    if (st) {
         me_encoder_free(enc);
-        return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
+        return st;
     }
+    const int H = cfg->hidden_size;
+    struct MeModernBert *mb = enc->mb;
     enc->params = be->alloc(enc->nfloats * sizeof(float));
     enc->grads = be->alloc(enc->nfloats * sizeof(float));
     mb->zeros = be->alloc((size_t)H * sizeof(float));

@@ -11,8 +11,13 @@
 #define MULTIENC_MODERNBERT_H
 
 #include "model/encoder.h"
+#include "model/params.h"
 
 int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err);
+
+/* Check enc->cfg and lay out its parameter table into *pl, the offsets into enc->mb (allocated
+ * here, freed by me_modernbert_free); nothing of the backend is touched (enc->be may be NULL). */
+int me_modernbert_lay_out(MeEncoder *enc, MeParamList *pl, char *err);
 
 /* Free what the ModernBERT part holds (me_encoder_free frees the rest). */
 void me_modernbert_free(MeEncoder *enc);

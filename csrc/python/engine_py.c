@@ -10,12 +10,8 @@
 #define ENGINE_INT(key, field, required, dflt) me_cfg_int(cfgd, "engine config", key, required, dflt, field)
 #define ENGINE_FLOAT(key, field, dflt) me_cfg_float(cfgd, "engine config", key, dflt, field)
 
-static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"config", "device", NULL};
-    PyObject *cfgd;
-    const char *device = "cpu";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
-        return -1;
+/* An engine config dict (multienc.engine.encoder.engine_config) as the C struct. */
+static int parse_config(PyObject *cfgd, MeEncoderConfig *out) {
     MeEncoderConfig c;
     if (ENGINE_INT("family", &c.family, 1, 0) || ENGINE_INT("vocab_size", &c.vocab_size, 1, 0) ||
         ENGINE_INT("hidden_size", &c.hidden_size, 1, 0) || ENGINE_INT("num_hidden_layers", &c.num_layers, 1, 0) ||
@@ -50,6 +46,37 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         ENGINE_FLOAT("embedding_dropout", &c.embedding_dropout, 0.0f) ||
         ENGINE_FLOAT("mlp_dropout", &c.mlp_dropout, 0.0f))
         return -1;
+    *out = c;
+    return 0;
+}
+
+/* encoder_param_table(config) -> ([(name, shape, offset), ...], num_floats): the layout, nothing allocated. */
+static PyObject *encoder_param_table(PyObject *module, PyObject *cfgd) {
+    if (!PyDict_Check(cfgd)) {
+        PyErr_SetString(PyExc_TypeError, "encoder_param_table expects an engine config dict");
+        return NULL;
+    }
+    MeEncoderConfig c;
+    if (parse_config(cfgd, &c)) return NULL;
+    MeParamInfo *info;
+    int n = 0;
+    size_t nfloats = 0;
+    char err[ME_ERRLEN] = {0};
+    int st = me_encoder_param_table(&c, &info, &n, &nfloats, err);
+    if (st) return me_raise(st, err);
+    PyObject *list = me_param_info_list(info, n);
+    free(info);
+    return list ? Py_BuildValue("(Nn)", list, (Py_ssize_t)nfloats) : NULL;
+}
+
+static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"config", "device", NULL};
+    PyObject *cfgd;
+    const char *device = "cpu";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
+        return -1;
+    MeEncoderConfig c;
+    if (parse_config(cfgd, &c)) return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;
     /* Checked with the GIL held until self->enc is set: a model may hold this encoder's pointer,
@@ -231,7 +258,15 @@ PyTypeObject MeEncoderType = {
     .tp_getset = Encoder_getset,
 };
 
+static PyMethodDef engine_functions[] = {
+    {"encoder_param_table", encoder_param_table, METH_O,
+     "encoder_param_table(config) -> ([(hf_name, shape, offset), ...], num_floats): the parameters an engine "
+     "config implies, computed without allocating them."},
+    {NULL, NULL, 0, NULL},
+};
+
 int me_register_engine(PyObject *module) {
+    if (PyModule_AddFunctions(module, engine_functions) < 0) return -1;
     if (PyType_Ready(&MeEncoderType) < 0) return -1;
     Py_INCREF(&MeEncoderType);
     if (PyModule_AddObject(module, "Encoder", (PyObject *)&MeEncoderType) < 0) {

@@ -18,8 +18,9 @@ import numpy as np
 
 from multienc.engine import _C
 from multienc.engine.device import resolve_device
+from multienc.formats import schema
 from multienc.formats.safetensors import save_file
-from multienc.formats.weights import find_weight_file, load_state_dict
+from multienc.formats.weights import WeightsError, find_weight_file, load_state_dict
 
 #: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
 FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
@@ -70,6 +71,79 @@ class ModelConfigError(ValueError):
     """config.json is missing, unreadable or describes an unsupported model."""
 
 
+# config.json's fields the engine reads (others are ignored), BERT's names; sizes are bounded so
+# that no product of them overflows, and each must then match the weights before anything is
+# allocated. One schema per family: the family's own keys, DistilBERT's names (_DISTILBERT_KEYS).
+# Missing keys take the config class's default or are refused by engine_config (_value).
+_SIZE = schema.Int(1, 1 << 16)
+_DROPOUT = schema.Float(0.0, 1.0, below_hi=True)
+_BERT_FIELDS: Dict[str, schema.Schema] = {
+    "model_type": schema.Str(max_len=100),
+    "hidden_act": schema.Opt(schema.Str(max_len=100)),
+    "position_embedding_type": schema.Opt(schema.Str(max_len=100)),
+    "pad_token_id": schema.Opt(schema.Int(-1, (1 << 31) - 1)),
+    "vocab_size": schema.Int(1, (1 << 31) - 1),
+    "hidden_size": _SIZE,
+    "num_hidden_layers": schema.Int(1, 1 << 12),
+    "num_attention_heads": _SIZE,
+    "intermediate_size": schema.Int(1, 1 << 20),
+    "max_position_embeddings": schema.Int(1, 1 << 20),
+    "type_vocab_size": _SIZE,
+    "embedding_size": schema.Opt(_SIZE),
+    "layer_norm_eps": schema.Float(1e-30, 1.0),
+    "hidden_dropout_prob": _DROPOUT,
+    "attention_probs_dropout_prob": _DROPOUT,
+    "initializer_range": schema.Float(0.0, 1e3),
+}
+_MODEL_TYPE_SCHEMA = schema.Obj({"model_type": _BERT_FIELDS["model_type"]}, required=("model_type",))
+_BERT_SCHEMA = schema.Obj(_BERT_FIELDS)
+_CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
+    "bert": _BERT_SCHEMA, "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
+    "distilbert": schema.Obj(
+        {**{_DISTILBERT_KEYS.get(k, k): v for k, v in _BERT_FIELDS.items()
+            if k not in ("type_vocab_size", "embedding_size", "layer_norm_eps")},
+         "sinusoidal_pos_embds": schema.Bool()}),
+    "albert": schema.Obj({**_BERT_FIELDS, "num_hidden_groups": schema.Int(1, 1 << 12),
+                          "inner_group_num": schema.Int(1, 1 << 12)}),
+    "mpnet": schema.Obj({**_BERT_FIELDS, "relative_attention_num_buckets": _SIZE}),
+    "deberta-v2": schema.Obj({
+        **_BERT_FIELDS,
+        "type_vocab_size": schema.Int(0, 1 << 16),
+        "position_biased_input": schema.Bool(),
+        "relative_attention": schema.Bool(),
+        "pos_att_type": schema.Opt(schema.Either(
+            schema.Str(max_len=100), schema.Arr(schema.Str(max_len=100), max_len=8),
+            what="a string like 'p2c|c2p' or an array of strings")),
+        "position_buckets": schema.Int(-1, 1 << 16),
+        "max_relative_positions": schema.Int(-1, 1 << 20),
+        "share_att_key": schema.Bool(),
+        "norm_rel_ebd": schema.Opt(schema.Str(max_len=100)),
+        "conv_kernel_size": schema.Opt(schema.Int(0, 1 << 10)),
+        "conv_groups": _SIZE,
+        "conv_act": schema.Str(max_len=100),
+        "attention_head_size": schema.Opt(_SIZE),
+    }),
+    "modernbert": schema.Obj({
+        **{k: _BERT_FIELDS[k] for k in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+                                        "num_attention_heads", "intermediate_size", "max_position_embeddings",
+                                        "hidden_dropout_prob", "initializer_range")},
+        "pad_token_id": schema.Opt(schema.Int(-1, (1 << 31) - 1)),
+        "head_dim": schema.Opt(_SIZE),
+        "hidden_activation": schema.Opt(schema.Str(max_len=100)),
+        "norm_eps": schema.Opt(schema.Float(1e-30, 1.0)),
+        **{k: schema.Opt(schema.Bool()) for k in ("norm_bias", "attention_bias", "mlp_bias")},
+        **{k: schema.Opt(_DROPOUT) for k in ("attention_dropout", "embedding_dropout", "mlp_dropout")},
+        "local_attention": schema.Opt(schema.Int(2, 1 << 20)),
+        "global_attn_every_n_layers": schema.Opt(schema.Int(1, 1 << 12)),
+        "layer_types": schema.Opt(schema.Arr(schema.Str(max_len=100), max_len=1 << 12)),
+        **{k: schema.Opt(schema.Float(1e-30, 1e30)) for k in ("global_rope_theta", "local_rope_theta")},
+        "rope_parameters": schema.Opt(schema.MapOf(schema.Opt(schema.Obj({
+            "rope_type": schema.Str(max_len=100), "type": schema.Str(max_len=100),
+            "rope_theta": schema.Float(1e-30, 1e30)})), max_len=16)),
+    }),
+}
+
+
 def hidden_dropout_key(model_type: str) -> str:
     """The config.json key of the hidden dropout probability (``dropout`` for DistilBERT)."""
     return _DISTILBERT_KEYS["hidden_dropout_prob"] if model_type == "distilbert" else "hidden_dropout_prob"
@@ -90,14 +164,20 @@ def _value(config: Mapping[str, Any], model_type: str, key: str) -> Any:
 def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dict[str, Any]:
     """Translate an HF ``config.json`` dict into the C engine's config.
 
-    Raises NotImplementedError for model types, activations or position
-    embedding types the engine does not implement, naming the supported ones.
+    Raises :class:`ModelConfigError` naming ``source`` and the field for a missing or malformed
+    value, NotImplementedError for model types, activations or position embedding types the
+    engine does not implement, naming the supported ones.
     """
-    model_type = config.get("model_type")
-    if model_type not in FAMILIES:
-        raise NotImplementedError(
-            f"{source}: model_type {model_type!r} is not supported; supported model types: "
-            f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
+    config = dict(config)
+    try:
+        model_type = schema.check(config, _MODEL_TYPE_SCHEMA)["model_type"]
+        if model_type not in FAMILIES:
+            raise NotImplementedError(
+                f"{source}: model_type {model_type!r} is not supported; supported model types: "
+                f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
+        schema.check(config, _CONFIG_SCHEMAS[model_type])
+    except schema.SchemaError as e:
+        raise ModelConfigError(f"{source}: {e}") from None
     if model_type == "modernbert":
         return _modernbert_config(config, source)
     family = FAMILIES[model_type]
@@ -235,6 +315,52 @@ def _modernbert_config(config: Mapping[str, Any], source: str) -> Dict[str, Any]
         raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise ModelConfigError(f"{source}: bad value: {e}") from None
+
+
+def param_table(config: Mapping[str, Any], source: str = "config.json"
+                ) -> Tuple[Dict[str, Tuple[Tuple[int, ...], int]], int]:
+    """({HF name: (shape, offset)}, buffer length) of the encoder ``config`` describes, computed by
+    the C engine without allocating it; ModelConfigError for a config the engine refuses (e.g. a
+    hidden size that is not a multiple of the number of heads)."""
+    cfg = engine_config(config, source)
+    try:
+        table, nfloats = _C.encoder_param_table(cfg)
+    except ValueError as e:
+        raise ModelConfigError(f"{source}: {e}") from None
+    return {name: (tuple(shape), off) for name, shape, off in table}, nfloats
+
+
+def flatten_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], nfloats: int,
+                    tensors: Mapping[str, np.ndarray], source: str) -> np.ndarray:
+    """The flat float32 parameter buffer from HF-named tensors (heads and prefixes ignored).
+
+    Every tensor the layout ``info`` expects must be there with its shape and a float dtype
+    (:class:`~multienc.formats.weights.WeightsError` naming ``source`` and the tensor otherwise);
+    this is checked before the buffer is allocated, so a config whose sizes the weights do not
+    back is refused without allocating what it declares."""
+    found: Dict[str, np.ndarray] = {}
+    for raw, arr in tensors.items():
+        name = normalize_name(raw)
+        if name is None or name not in info:
+            continue
+        shape = info[name][0]
+        if tuple(arr.shape) != shape:
+            raise WeightsError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
+                               f"config implies {shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise WeightsError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
+        found[name] = arr
+    missing = [n for n in info if n not in found]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise WeightsError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
+    flat = np.zeros(nfloats, np.float32)
+    for name, arr in found.items():
+        off = info[name][1]
+        flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
+    return flat
+
+
 def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
     """DeBERTa-v2/v3's engine keys, read as DebertaV2Config and its modules read them (getattr
     defaults for the keys the config class does not declare)."""
@@ -282,8 +408,8 @@ def read_config(model_dir: str) -> Dict[str, Any]:
         raise ModelConfigError(f"{model_dir}: no config.json in this directory")
     try:
         with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            config = schema.load_json(f.read())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelConfigError(f"{path}: cannot read the model config: {e}") from None
     if not isinstance(config, dict):
         raise ModelConfigError(f"{path}: expected a JSON object")
@@ -336,8 +462,11 @@ class Encoder:
                  device: Optional[str] = None):
         config = read_config(model_dir)
         config.update(config_overrides or {})
-        self._init(config, os.path.join(model_dir, "config.json"), device)
-        self.load_state_dict(load_state_dict(model_dir), source=find_weight_file(model_dir)[0])
+        source = os.path.join(model_dir, "config.json")
+        info, nfloats = param_table(config, source)
+        flat = flatten_weights(info, nfloats, load_state_dict(model_dir), find_weight_file(model_dir)[0])
+        self._init(config, source, device)
+        self._c.write_params(flat)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], seed: int = 0,
@@ -365,9 +494,11 @@ class Encoder:
     def from_state_dict(cls, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
                         source: str = "state dict", device: Optional[str] = None) -> "Encoder":
         """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
+        info, nfloats = param_table(config, source)
+        flat = flatten_weights(info, nfloats, tensors, source)
         self = cls.__new__(cls)
         self._init(dict(config), source, device)
-        self.load_state_dict(tensors, source=source)
+        self._c.write_params(flat)
         return self
 
     def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
@@ -416,28 +547,10 @@ class Encoder:
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], source: str = "state dict") -> None:
         """Set every parameter from an HF-named mapping (task heads and prefixes are ignored).
 
-        Raises ValueError naming ``source`` and the tensor on a missing tensor or a shape
-        that disagrees with the config.
+        Raises :class:`~multienc.formats.weights.WeightsError` (a ValueError) naming ``source`` and
+        the tensor on a missing tensor or a shape that disagrees with the config.
         """
-        flat = np.zeros(self._c.num_floats, np.float32)
-        seen = set()
-        for raw, arr in tensors.items():
-            name = normalize_name(raw)
-            if name is None or name not in self._info:
-                continue
-            shape, off = self._info[name]
-            if tuple(arr.shape) != shape:
-                raise ValueError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
-                                 f"config implies {shape}")
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise ValueError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
-            flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
-            seen.add(name)
-        missing = [n for n in self._info if n not in seen]
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise ValueError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
-        self._c.write_params(flat)
+        self._c.write_params(flatten_weights(self._info, self._c.num_floats, tensors, source))
 
     def save_pretrained(self, model_dir: str) -> None:
         """Write ``config.json`` and ``model.safetensors`` (HF names) into ``model_dir``."""

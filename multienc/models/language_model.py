@@ -31,6 +31,7 @@ import numpy as np
 
 from multienc.engine import (Encoder, Tokenizer, TokenizerFileError, engine_config, hidden_dropout_key, read_config,
                              spm_folder_tokenizer_json)
+from multienc.formats import schema
 from multienc.hub import SENTENCEPIECE_FILES, TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
 from multienc.models.inputs import sentence_pool_weights
 
@@ -102,6 +103,17 @@ class LanguageModel:
         dropout = {hidden_dropout_key(raw_config["model_type"]): float(hidden_dropout_prob)}
         self._finish(tok, Encoder(self.model_dir, dropout, device=device))
 
+    #: what :meth:`checkpoint_spec` writes (checked when a checkpoint is read; the config is checked
+    #: by the engine, the tokenizer files by the tokenizer)
+    SPEC_SCHEMA = schema.Obj({
+        "model_id": schema.Str(1, 4096), "name": schema.Str(0, 4096), "pooling": schema.Const(*POOLINGS),
+        "fine_tune": schema.Bool(), "keep_special_tokens": schema.Bool(), "max_length": schema.Int(1, 1 << 31),
+        "config": schema.Obj({}),
+        "tokenizer_files": schema.MapOf(schema.Str(0, 1 << 30), key=schema.Const(*TOKENIZER_FILES), max_len=16),
+        "tokenizer_binary_files": schema.MapOf(schema.Str(0, 1 << 30), key=schema.Const(*SENTENCEPIECE_FILES),
+                                               max_len=len(SENTENCEPIECE_FILES)),
+    }, required=("model_id", "pooling", "fine_tune", "keep_special_tokens", "config", "tokenizer_files"))
+
     def checkpoint_spec(self) -> Dict[str, Any]:
         """What a checkpoint records of this language model (JSON-able): its settings, its config
         (the dropout override included) and the tokenizer files :class:`Tokenizer` reads: the text
@@ -131,11 +143,12 @@ class LanguageModel:
                              source: str = "checkpoint") -> "LanguageModel":
         """Rebuild from :meth:`checkpoint_spec` and the encoder weights, with no network: the config
         and tokenizer files are written once into a content-addressed cache folder."""
+        config = dict(spec["config"])
+        cfg = engine_config(config, f"{source}: config")  # checked before anything is written or read
         folder = _materialise(spec)
         self = cls.__new__(cls)
-        config = dict(spec["config"])
-        self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"],
-                          engine_config(config, source)["hidden_dropout_prob"], spec["keep_special_tokens"])
+        self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"], cfg["hidden_dropout_prob"],
+                          spec["keep_special_tokens"])
         self.model_dir = folder
         self._tokenizer_dir = folder
         self._finish(Tokenizer.from_pretrained(folder), Encoder.from_state_dict(config, state, source))
