@@ -249,6 +249,21 @@ static int parse_lengths(ModelObject *self, PyObject *o, int B, int K, int requi
     return 0;
 }
 
+/* A training batch: the inputs, targets [R] and lengths (every sentence's K words when none are
+ * given for a CRF). Returns 0, or -1 with an exception set and nothing left to free. */
+static int parse_batch(ModelObject *self, PyObject *inputs, PyObject *targets_o, PyObject *lengths_o, Inputs *x,
+                       PyArrayObject **t, PyArrayObject **lens) {
+    *lens = NULL;
+    if (parse_inputs(self, inputs, x)) return -1;
+    *t = parse_targets(self, targets_o, x->B * x->K);
+    if (!*t || parse_lengths(self, lengths_o, x->B, x->K, self->model->cfg.task == ME_TASK_CRF, lens)) {
+        Py_XDECREF(*t);
+        free_inputs(x);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"inputs", "targets", "train", "seed", "embedding", "lengths", "decode", NULL};
     PyObject *inputs, *targets_o = Py_None, *lengths_o = Py_None;
@@ -388,13 +403,8 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
         parse_trainable(self, tr_o, trainable))
         return NULL;
     Inputs x;
-    if (parse_inputs(self, inputs, &x)) return NULL;
-    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
-    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
-        Py_XDECREF(t);
-        free_inputs(&x);
-        return NULL;
-    }
+    PyArrayObject *t, *lens;
+    if (parse_batch(self, inputs, targets_o, lengths_o, &x, &t, &lens)) return NULL;
     MeOptimConfig oc = {lr, wd, trainable, beta1, beta2, eps, max_norm};
     char err[ME_ERRLEN] = {0};
     float loss = 0.0f;
@@ -496,13 +506,8 @@ static PyObject *Model_forward_backward(ModelObject *self, PyObject *args, PyObj
     int trainable[64];
     if (parse_trainable(self, tr_o, trainable)) return NULL;
     Inputs x;
-    if (parse_inputs(self, inputs, &x)) return NULL;
-    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
-    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
-        Py_XDECREF(t);
-        free_inputs(&x);
-        return NULL;
-    }
+    PyArrayObject *t, *lens;
+    if (parse_batch(self, inputs, targets_o, lengths_o, &x, &t, &lens)) return NULL;
     char err[ME_ERRLEN] = {0};
     float loss = 0.0f;
     int st;
