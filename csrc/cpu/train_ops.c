@@ -156,8 +156,8 @@ void cpu_mse_backward(float *dpred, const float *pred, const float *target, int 
 #define ME_INLINE static inline
 #endif
 
-static int cpu_level(void) { /* 2: AVX-512 + FMA, 1: AVX2 + FMA, 0: baseline */
 #ifdef ME_VARIANTS
+static int cpu_level(void) { /* 2: AVX-512 + FMA, 1: AVX2 + FMA, 0: baseline */
     static int level = -1;
     if (level < 0) {
         __builtin_cpu_init();
@@ -166,10 +166,8 @@ static int cpu_level(void) { /* 2: AVX-512 + FMA, 1: AVX2 + FMA, 0: baseline */
                 : fma && __builtin_cpu_supports("avx2") ? 1 : 0;
     }
     return level;
-#else
-    return 0;
-#endif
 }
+#endif
 
 ME_INLINE double sum_squares_body(const float *x, size_t a, size_t b) {
     double s = 0.0;
