@@ -10,7 +10,9 @@ layers under a 250,002-row word table) and modernbert-base (answerdotai/ModernBE
 22 layers, intermediate 1152 GeGLU, windows of 128 on two layers of three, dropouts 0 as released;
 on the CPU against ModernBertModel with eager and with sdpa attention, --no-eager leaving eager
 out: its T x T probabilities per layer need gigabytes at long lengths). --layers overrides the
-layer count.
+layer count. deberta-v3-base (microsoft/deberta-v3-base: 12 BERT-base-size layers with disentangled
+attention, 256 position buckets, a 128,100-row word table) and mpnet-base
+(sentence-transformers/all-mpnet-base-v2: 12 such layers with a 32-bucket relative attention bias).
 Each side runs in its own subprocess (so peak memory is its own); with --runs N both sides run N
 times, alternating, and the table gives each number as the median of the N runs with all N listed.
 
@@ -67,6 +69,16 @@ SHAPES = {
                             mlp_bias=False, local_attention=128, global_attn_every_n_layers=3,
                             global_rope_theta=160000.0, local_rope_theta=10000.0, pad_token_id=50283,
                             attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0),
+    # microsoft/deberta-v3-base's config.json
+    "deberta-v3-base": dict(_BASE, model_type="deberta-v2", vocab_size=128100, max_position_embeddings=512,
+                            type_vocab_size=0, layer_norm_eps=1e-7, relative_attention=True,
+                            position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True,
+                            pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+                            position_biased_input=False, pad_token_id=0),
+    # sentence-transformers/all-mpnet-base-v2's config.json
+    "mpnet-base": dict(_BASE, model_type="mpnet", vocab_size=30527, max_position_embeddings=514,
+                       relative_attention_num_buckets=32, layer_norm_eps=1e-5, pad_token_id=1,
+                       bos_token_id=0, eos_token_id=2),
 }
 _DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "intermediate_size": "hidden_dim"}
 
@@ -101,6 +113,9 @@ def flops(cfg: dict, B: int, T: int) -> float:
         if cfg["model_type"] == "modernbert" and layer % cfg["global_attn_every_n_layers"]:
             keys = min(T, cfg["local_attention"] + 1)
         total += dense + 2 * 2 * B * T * keys * H
+        if cfg["model_type"] == "deberta-v2":  # c2p and p2c: each query/key row against 2 x span positions
+            span = min(T, cfg["position_buckets"]) if cfg["position_buckets"] > 0 else T
+            total += 2 * 2 * B * T * (2 * span) * H * len(cfg["pos_att_type"])
     return total
 
 
@@ -211,7 +226,7 @@ def worker_torch(args, compiled: bool = False, attention: str | None = None) -> 
     cfg = transformers.AutoConfig.for_model(**shape)
     cfg._attn_implementation = attention or ("sdpa" if cuda else "eager")
     dev = torch.device(args.device)
-    pooler = {} if shape["model_type"] in ("distilbert", "modernbert") else {"add_pooling_layer": False}
+    pooler = {"add_pooling_layer": False} if shape["model_type"] in ("bert", "xlm-roberta", "mpnet") else {}
     model = transformers.AutoModel.from_config(cfg, **pooler).to(dev)
     ids_np, grad_np = batch_arrays(shape, args.batch, args.seq)
     ids = torch.from_numpy(ids_np).to(dev)
