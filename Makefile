@@ -76,7 +76,8 @@ test-fast: build
 # sanitizer report, written to file descriptor 2 just before the abort, is seen.
 # setup.py leaves the CUDA part out of sanitizer builds (GPU code is checked by
 # compute-sanitizer in tests/gpu/run_all.sh).
-# Then every fuzz harness for FUZZ_TEST_SECONDS each (about 2 minutes in all), also under the sanitizers.
+# Then every fuzz harness for FUZZ_TEST_SECONDS each, two at a time (about a minute in all), also under
+# the sanitizers.
 SANITIZED := cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" \
 	PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1
@@ -94,7 +95,7 @@ SANITIZE_SKIP = datasets datasets_real docs hub layers metrics notebooks plot sa
 sanitize: sanitize-build
 	$(SANITIZED) ../../$(VPY) -m pytest -q --capture=sys -p no:cacheprovider -m "not slow and not parity" \
 	  --rootdir=../.. $(SANITIZE_SKIP:%=--ignore=../../tests/test_%.py) ../../tests
-	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(FUZZ_TEST_SECONDS)
+	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(FUZZ_TEST_SECONDS) --jobs 2
 
 sanitize-build: $(VENV)/.installed
 	MULTIENC_SANITIZE=1 MULTIENC_TEST_EXTENSION=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan

@@ -16,6 +16,7 @@ exit status is 1 when there is any.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import glob
 import hashlib
 import json
@@ -151,8 +152,7 @@ def _load(patterns: List[str]) -> List[Tuple[str, bytes]]:
 
 
 def fuzz_target(name: str, seconds: float, timeout: float, rnd: random.Random) -> Dict[str, object]:
-    sys.path.insert(0, HERE)
-    import targets
+    import targets  # on sys.path: main() put this folder there
     target = targets.TARGETS[name]
     seeds = _load(target.seeds)
     regressions = _load([f"fuzz/regressions/{name}/*"])
@@ -218,6 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds one input may take (a hang)")
     parser.add_argument("--seed", type=int, default=None, help="mutation RNG seed (default: random, printed)")
     parser.add_argument("--report", help="append each target's statistics as a JSON line to this file")
+    parser.add_argument("--jobs", type=int, default=1, help="targets fuzzed at once (each in its own worker process)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -231,23 +232,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     timeout = args.timeout or (120.0 if os.environ.get("MULTIENC_SANITIZED") == "1" else 30.0)
     print(f"fuzz: seed {seed}, {args.seconds:g} s per target, {', '.join(names)}", flush=True)
     failed = False
-    for name in names:
-        stats = fuzz_target(name, args.seconds, timeout, random.Random(f"{seed}-{name}"))
-        stats["seed"] = seed
-        rejected = sum(stats["rejected"].values())
-        print(f"{name}: {stats['inputs']} inputs in {stats['seconds']} s: {stats['ok']} accepted, {rejected} refused "
-              f"({', '.join(f'{k} {v}' for k, v in sorted(stats['rejected'].items()))}); "
-              f"{len(stats['findings'])} findings", flush=True)
-        for why, count in stats.get("known", {}).items():
-            print(f"  known ({count} inputs): {why}", flush=True)
-        for finding in stats["findings"][:10]:
-            print(f"  {finding['kind']}: {finding['type']}: {finding['message']} ({finding['input']}, "
-                  f"from {finding['from']})", flush=True)
-        failed |= bool(stats["findings"])
-        if args.report:
-            with open(args.report, "a", encoding="utf-8") as f:
-                f.write(json.dumps(stats) + "\n")
+    # the mutation loops wait on their worker processes most of the time, so threads run them side by side
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        runs = pool.map(lambda name: fuzz_target(name, args.seconds, timeout, random.Random(f"{seed}-{name}")),
+                        names)
+        for stats in runs:  # reported in the order named, each as soon as it and those before it are done
+            failed |= report(stats, seed, args.report)
     return 1 if failed else 0
+
+
+def report(stats: Dict[str, object], seed: int, path: Optional[str]) -> bool:
+    """Prints one target's statistics (and appends them as a JSON line to ``path``); True when it
+    found anything."""
+    stats["seed"] = seed
+    rejected = sum(stats["rejected"].values())
+    print(f"{stats['target']}: {stats['inputs']} inputs in {stats['seconds']} s: {stats['ok']} accepted, "
+          f"{rejected} refused ({', '.join(f'{k} {v}' for k, v in sorted(stats['rejected'].items()))}); "
+          f"{len(stats['findings'])} findings", flush=True)
+    for why, count in stats.get("known", {}).items():
+        print(f"  known ({count} inputs): {why}", flush=True)
+    for finding in stats["findings"][:10]:
+        print(f"  {finding['kind']}: {finding['type']}: {finding['message']} ({finding['input']}, "
+              f"from {finding['from']})", flush=True)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(stats) + "\n")
+    return bool(stats["findings"])
 
 
 if __name__ == "__main__":
