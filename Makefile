@@ -57,15 +57,20 @@ build: $(EXT) $(TEST_EXT)
 wheel: $(VENV)/.installed
 	$(VPY) tools/build_wheel.py --outdir dist
 
+# Test files run on TEST_JOBS pytest-xdist workers (a file's tests stay on one worker, so its
+# module fixtures are built once).
+TEST_JOBS ?= 2
+XDIST = -n $(TEST_JOBS) --dist loadfile
+
 # The full test suite, then the C code again under ASan + UBSan.
 test: build
-	$(VPY) -m pytest -q -m "not parity" tests
+	$(VPY) -m pytest -q $(XDIST) -m "not parity" tests
 	$(MAKE) sanitize
 
 # The exhaustive tokenizer parity runs that make test leaves out (every corpus sentence through
 # every tokenizer pipeline, every code point through every normalizer): about 20 minutes.
 parity: build
-	$(VPY) -m pytest -q -m parity tests
+	$(VPY) -m pytest -q $(XDIST) -m parity tests
 
 test-fast: build
 	$(VPY) -m pytest -q -x tests -m "not slow and not parity"
@@ -77,7 +82,7 @@ test-fast: build
 # sanitizer report, written to file descriptor 2 just before the abort, is seen.
 # setup.py leaves the CUDA part out of sanitizer builds (GPU code is checked by
 # compute-sanitizer in tests/gpu/run_all.sh).
-# Then every fuzz harness for FUZZ_TEST_SECONDS each, two at a time (about a minute in all), also under
+# Then every fuzz harness for FUZZ_TEST_SECONDS each, TEST_JOBS at a time (about a minute in all), also under
 # the sanitizers.
 SANITIZED := cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" \
@@ -94,9 +99,9 @@ FUZZ_TEST_SECONDS ?= 10
 SANITIZE_SKIP = datasets datasets_real docs hub layers metrics notebooks plot safetensors \
 	seed_snippets torch_pickle weights cli tokenizer_parity tokenizer_unigram
 sanitize: sanitize-build
-	$(SANITIZED) ../../$(VPY) -m pytest -q --capture=sys -p no:cacheprovider -m "not slow and not parity" \
+	$(SANITIZED) ../../$(VPY) -m pytest -q $(XDIST) --capture=sys -p no:cacheprovider -m "not slow and not parity" \
 	  --rootdir=../.. $(SANITIZE_SKIP:%=--ignore=../../tests/test_%.py) ../../tests
-	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(FUZZ_TEST_SECONDS) --jobs 2
+	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(FUZZ_TEST_SECONDS) --jobs $(TEST_JOBS)
 
 sanitize-build: $(VENV)/.installed
 	MULTIENC_SANITIZE=1 MULTIENC_TEST_EXTENSION=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan
