@@ -155,10 +155,13 @@ typedef struct MeBackend {
 
     /* sum of squares of x (double accumulation), for gradient-norm clipping */
     double (*sum_squares)(const float *x, size_t n);
-    void (*scale)(float *x, size_t n, float factor);
-    /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9). */
-    void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, double lr,
-                         double beta1, double beta2, double eps, double weight_decay, int step);
+    /* the same over rows `rows` [nrows] (distinct) of x [*, C]: a sparse gradient's norm */
+    double (*sum_squares_rows)(const float *x, const int32_t *rows, int nrows, int C);
+    /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9) with the
+     * gradient first scaled by grad_scale (clipping: torch's g *= coef in float32); the
+     * gradient is set to zero afterwards, ready for the next step's accumulation. */
+    void (*adamw_update)(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1,
+                         double beta2, double eps, double weight_decay, int step, float grad_scale);
     /* Wait for queued work, then return ME_OK or the first failure since the last
      * call (a common.h status; the message goes into err, ME_ERRLEN bytes) and clear it. */
     int (*status)(char *err);

@@ -124,6 +124,57 @@ def test_gelu_forward_backward(act, n):
     np.testing.assert_allclose(dx, rdy * dout, rtol=2e-6, atol=2e-7 if act == 0 else 3e-6)
 
 
+def ulps_from(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Distance of float32 results from float64 values, in float32 ulps at the exact value."""
+    return np.abs(got.astype(np.float64) - exact) / np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
+
+
+def test_vector_erf_is_within_one_ulp():
+    """The GELU's vectorised erf against scipy's float64 erf: every float32 result within 1 ulp
+    (dense over [-5, 5], random wide inputs, the interval ends, signed zeros, tiny, inf, NaN)."""
+    from scipy.special import erf
+    x = np.concatenate([np.linspace(-5, 5, 400001, dtype=np.float32), f32(100000, scale=3.0),
+                        np.array([0.0, -0.0, 1.0, -1.0, np.nextafter(np.float32(1), np.float32(0)), 4.0,
+                                  np.nextafter(np.float32(4), np.float32(0)), 1e-30, -1e-38, 1e-45, 30.0],
+                                 np.float32)])
+    got = _C.ops_vmath("erf", x)
+    assert ulps_from(got, erf(x.astype(np.float64))).max() <= 1.0
+    np.testing.assert_array_equal(_C.ops_vmath("erf", np.array([np.inf, -np.inf], np.float32)), [1.0, -1.0])
+    assert np.isnan(_C.ops_vmath("erf", np.array([np.nan], np.float32))).all()
+    assert np.signbit(_C.ops_vmath("erf", np.array([-0.0], np.float32))).all()
+
+
+def test_vector_exp_is_within_one_ulp():
+    """The softmax's vectorised exp against numpy's float64 exp over the float range, with
+    underflow to 0 and overflow to inf where float32 has them."""
+    x = np.concatenate([np.linspace(-87, 88, 400001, dtype=np.float32), np.clip(f32(100000, scale=20.0), -87, 88),
+                        np.array([0.0, 1e-8, -1e-8, 88.72], np.float32)])
+    got = _C.ops_vmath("exp", x)
+    assert ulps_from(got, np.exp(x.astype(np.float64))).max() <= 1.0
+    edge = _C.ops_vmath("exp", np.array([-np.inf, -200.0, 89.0, np.inf, np.nan], np.float32))
+    np.testing.assert_array_equal(edge[:4], [0.0, 0.0, np.inf, np.inf])
+    assert np.isnan(edge[4])
+
+
+def test_vector_variants_compute_the_same_bits():
+    """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp and GELU."""
+    best = _C.cpu_level()
+    x = np.concatenate([f32(1003, scale=4.0), np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)])
+    dout = f32(x.size)
+    results = []
+    try:
+        for level in range(best, -1, -1):
+            _C.cpu_level(level)
+            results.append([_C.ops_vmath("erf", x), _C.ops_vmath("exp", x)]
+                           + [_C.ops_gelu_forward(x, act) for act in (0, 1)]
+                           + [_C.ops_gelu_backward(x, dout, act) for act in (0, 1)])
+    finally:
+        _C.cpu_level(best)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- add
 @pytest.mark.parametrize("n", [1, 13, 9000])
 def test_add_forward_backward(n):

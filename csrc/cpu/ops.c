@@ -2,27 +2,58 @@
  * OpenMP for element-wise work and reductions. All reductions use a fixed
  * partition (no atomics, no thread-order dependence), so results repeat
  * exactly for a given thread count. */
+#define _GNU_SOURCE /* mmap flags */
 #include "cpu/blas.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/vmath.h"
 
 #define PAR_MIN 4096 /* below this many elements, stay single-threaded */
 
 /* ------------------------------------------------------------------ memory */
 
+/* Large buffers (parameters, gradients, optimizer moments, workspaces) are
+ * mapped with MAP_POPULATE: the kernel hands them out zero-filled and already
+ * faulted in, so the pages are cleared once, when the buffer is made, and never
+ * again inside a training step (a memset after malloc would touch every page a
+ * second time). Small ones come from the heap. Both carry a 64-byte header
+ * saying which. Under AddressSanitizer every buffer comes from the heap so that
+ * overruns are caught. */
+#define ALLOC_HEADER 64
+#define ALLOC_MAP_MIN ((size_t)1 << 20)
+
 static void *cpu_alloc(size_t bytes) {
-    if (bytes == 0) bytes = 64;
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, rounded);
-    if (p) memset(p, 0, rounded);
-    return p;
+    size_t total = (bytes + 63) / 64 * 64 + ALLOC_HEADER;
+    char *p;
+#if !defined(__SANITIZE_ADDRESS__)
+    if (total >= ALLOC_MAP_MIN) {
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        p = m;
+        *(size_t *)p = total;
+        return p + ALLOC_HEADER;
+    }
+#endif
+    p = aligned_alloc(64, total);
+    if (!p) return NULL;
+    memset(p, 0, total);
+    return p + ALLOC_HEADER; /* header size 0: from the heap */
 }
-static void cpu_release(void *p) { free(p); }
+static void cpu_release(void *ptr) {
+    if (!ptr) return;
+    char *p = (char *)ptr - ALLOC_HEADER;
+    size_t mapped = *(size_t *)p;
+    if (mapped)
+        munmap(p, mapped);
+    else
+        free(p);
+}
 static void cpu_zero(void *p, size_t bytes) {
     if (bytes) memset(p, 0, bytes);
 }
@@ -206,44 +237,25 @@ static void matmul_backward(float *dinp, float *dw, float *db, const float *dout
 
 /* -------------------------------------------------------------------- gelu */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+/* cpu/vmath.c over fixed chunks, one per thread. */
+#define CHUNKED(n, call)                                                             \
+    do {                                                                             \
+        const int nt_ = omp_get_max_threads();                                       \
+        const size_t chunk_ = (((n) + nt_ - 1) / nt_ + 15) / 16 * 16;                \
+        _Pragma("omp parallel for schedule(static) if ((n) > PAR_MIN)")              \
+        for (int t_ = 0; t_ < nt_; t_++) {                                           \
+            size_t a = t_ * chunk_, len = a < (n) ? ((n) - a < chunk_ ? (n) - a : chunk_) : 0; \
+            if (len) call;                                                           \
+        }                                                                            \
+    } while (0)
 
 static void gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
-    if (act == ME_ACT_GELU_TANH) {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
-        }
-    } else {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            out[i] = x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-        }
-    }
+    CHUNKED(n, me_vgelu_forward(out + a, inp + a, len, act == ME_ACT_GELU_TANH));
 }
 
 static void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                           MeActivation act) {
-    if (act == ME_ACT_GELU_TANH) {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
-            float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            dinp[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * x * dt);
-        }
-    } else {
-        const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-            float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-            dinp[i] = dout[i] * (cdf + x * pdf);
-        }
-    }
+    CHUNKED(n, me_vgelu_backward(dinp + a, inp + a, dout + a, len, act == ME_ACT_GELU_TANH));
 }
 
 /* --------------------------------------------------------------------- add */
@@ -313,12 +325,10 @@ static void masked_softmax_row(float *row, const int32_t *mask, int T) {
         for (int j = 0; j < T; j++) row[j] = 1.0f / (float)T;
         return;
     }
+    for (int j = 0; j < T; j++) row[j] = mask[j] ? row[j] - mx : -INFINITY;
+    me_vexp(row, row, (size_t)T); /* exp(-inf) = 0: masked keys */
     double s = 0.0;
-    for (int j = 0; j < T; j++) {
-        float e = mask[j] ? expf(row[j] - mx) : 0.0f;
-        row[j] = e;
-        s += e;
-    }
+    for (int j = 0; j < T; j++) s += row[j];
     float inv = (float)(1.0 / s);
     for (int j = 0; j < T; j++) row[j] *= inv;
 }
@@ -444,7 +454,7 @@ static const MeBackend CPU_BACKEND = {
     .crf_backward = cpu_crf_backward,
     .crf_viterbi = cpu_crf_viterbi,
     .sum_squares = cpu_sum_squares,
-    .scale = cpu_scale,
+    .sum_squares_rows = cpu_sum_squares_rows,
     .adamw_update = cpu_adamw_update,
     .status = cpu_status,
 };

@@ -1,5 +1,7 @@
 #include "model/encoder.h"
 
+#include "model/profile.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,7 +115,10 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     enc->nfloats = pl.nfloats;
     enc->params = be->alloc(enc->nfloats * sizeof(float));
     enc->grads = be->alloc(enc->nfloats * sizeof(float));
-    if (!enc->params || !enc->grads) {
+    enc->grads_zero = 1;
+    int tables = cfg->vocab_size > cfg->max_position_embeddings ? cfg->vocab_size : cfg->max_position_embeddings;
+    enc->seen = calloc((size_t)(tables > cfg->type_vocab_size ? tables : cfg->type_vocab_size), 1);
+    if (!enc->params || !enc->grads || !enc->seen) {
         me_encoder_free(enc);
         return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
     }
@@ -132,6 +137,7 @@ void me_encoder_free(MeEncoder *enc) {
     free(enc->lo);
     free(enc->la);
     free(enc->host_ints);
+    free(enc->seen);
     free(enc);
 }
 
@@ -148,6 +154,7 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->types = (int32_t *)me_carve(base, &off, N);
     enc->pos = (int32_t *)me_carve(base, &off, N);
     enc->mask = (int32_t *)me_carve(base, &off, N);
+    enc->rows = (int32_t *)me_carve(base, &off, 3 * N);
     enc->emb_sum = me_carve(base, &off, N * E);
     enc->emb_mean = me_carve(base, &off, N);
     enc->emb_rstd = me_carve(base, &off, N);
@@ -185,16 +192,18 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
 static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
     size_t need = carve(enc, NULL, B, T);
     if (need > enc->ws_floats) {
+        /* grow by half at least: batches of growing length reallocate (and clear) a few times, not each time */
+        size_t grow = enc->ws_floats + enc->ws_floats / 2 > need ? enc->ws_floats + enc->ws_floats / 2 : need;
         if (enc->ws) enc->be->release(enc->ws);
-        enc->ws = enc->be->alloc(need * sizeof(float));
-        enc->ws_floats = enc->ws ? need : 0;
+        enc->ws = enc->be->alloc(grow * sizeof(float));
+        enc->ws_floats = enc->ws ? grow : 0;
         if (!enc->ws)
             return me_error(err, ME_ERR_NOMEM,
                             "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
                             need * 4.0 / (1 << 20));
     }
     carve(enc, enc->ws, B, T);
-    size_t ni = (size_t)B * T;
+    size_t ni = 4 * (size_t)B * T;
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
         if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
@@ -205,6 +214,20 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
 }
 
 /* --------------------------------------------------------------- forward */
+
+/* The distinct values of ids [N] other than `skip`, in first-seen order, into out; their count.
+ * seen [> max id] is all 0 before and after. */
+static int distinct_rows(const int32_t *ids, int N, int skip, uint8_t *seen, int32_t *out) {
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        int32_t id = ids ? ids[i] : 0;
+        if (id == skip || seen[id]) continue;
+        seen[id] = 1;
+        out[n++] = id;
+    }
+    for (int i = 0; i < n; i++) seen[out[i]] = 0;
+    return n;
+}
 
 static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32_t *types,
                            const int32_t *mask, int B, int T, char *err) {
@@ -268,6 +291,14 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
             for (int t = 0; t < T; t++) pos[b * T + t] = t;
         }
     }
+    if (train) { /* the embedding rows this batch touches (their gradients' norm is all that is nonzero) */
+        int32_t *rows = enc->host_ints + N;
+        int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
+        enc->nrows[0] = distinct_rows(ids, N, c->pad_token_id, enc->seen, rows);
+        enc->nrows[1] = distinct_rows(pos, N, pos_pad, enc->seen, rows + N);
+        enc->nrows[2] = distinct_rows(types, N, -1, enc->seen, rows + 2 * N);
+        be->to_device(enc->rows, rows, sizeof(int32_t) * 3 * N);
+    }
     be->to_device(enc->ids, ids, sizeof(int32_t) * N);
     be->to_device(enc->pos, pos, sizeof(int32_t) * N);
     be->to_device(enc->mask, mask, sizeof(int32_t) * N);
@@ -277,33 +308,36 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
         be->zero(enc->types, sizeof(int32_t) * N);
 
     /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
-    be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
-    be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
-    be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
-    be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
-                          P + enc->eln_b, N, E, c->layer_norm_eps);
-    be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, SITE_EMB);
-    if (E != H) be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H);
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
+             be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
+             be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
+             be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
+                                   P + enc->eln_b, N, E, c->layer_norm_eps);
+             be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, SITE_EMB));
+    if (E != H) ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H));
 
     const float *x = enc->x0;
     for (int l = 0; l < c->num_layers; l++) {
         const MeLayerOffsets *o = &enc->lo[l];
         MeLayerActs *a = &enc->la[l];
-        be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H);
-        be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
-                              SITE(l, SITE_ATT), enc->att_scratch);
-        be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H);
-        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
-        be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
-        be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
-                              c->layer_norm_eps);
-        be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, N, H, I);
-        be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
-        be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H);
-        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
-        be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
-        be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
-                              c->layer_norm_eps);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
+        ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
+                                                           seed, SITE(l, SITE_ATT), enc->att_scratch));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
+                 be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
+                 be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
+                                       c->layer_norm_eps));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, N, H, I));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+                 be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
+                 be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
+                                       c->layer_norm_eps));
         x = a->h2;
     }
     if (out) be->to_host(out, x, sizeof(float) * (size_t)N * H);
@@ -325,12 +359,22 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
     enc->be->to_device(enc->d_h, dout, sizeof(float) * (size_t)enc->B * enc->T * enc->cfg.hidden_size);
-    return me_encoder_backward_device(enc, err);
+    return me_encoder_backward_device(enc, NULL, err);
 }
 
-int me_encoder_backward_device(MeEncoder *enc, char *err) {
+void me_encoder_zero_grad(MeEncoder *enc) {
+    if (enc->grads_zero) return;
+    enc->be->zero(enc->grads, enc->nfloats * sizeof(float));
+    enc->grads_zero = 1;
+}
+
+int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    if (grad_sumsq && !(enc->grads_zero && enc->train))
+        return me_error(err, ME_ERR_RUNTIME, "the gradient norm of a backward needs zeroed gradients and a "
+                        "train-mode forward");
+    enc->grads_zero = 0;
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,
@@ -347,26 +391,32 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         const MeLayerActs *a = &enc->la[l];
         const float *x = l ? enc->la[l - 1].h2 : enc->x0;
         /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
-        be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
-                               P + o->ln2_w, N, H, 0);
-        be->dropout_backward(db, da, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
-        be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
+                                        P + o->ln2_w, N, H, 0);
+                 be->dropout_backward(db, da, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+                 be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
         float *dff = enc->d_ff;
-        be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H,
-                            0);
-        be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation);
+        ME_TIMED(ME_PHASE_GEMM,
+                 be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H, 0));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation));
         /* d(h1) = d(r2) + dff @ W1 */
-        be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1));
         /* h1 = LN1(r1), r1 = dropout(att_out) + x */
-        be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
-                               P + o->ln1_w, N, H, 0);
-        be->dropout_backward(da, db, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
-        be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0);
-        be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa,
-                               seed, SITE(l, SITE_ATT), enc->att_scratch);
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
+                                        P + o->ln1_w, N, H, 0);
+                 be->dropout_backward(da, db, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT)));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0));
+        ME_TIMED(ME_PHASE_ATTENTION, be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS,
+                                                            pa, seed, SITE(l, SITE_ATT), enc->att_scratch));
         /* d(x) = d(r1) + dqkv @ Wqkv */
-        be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N, H,
-                            3 * H, 1);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N,
+                                                    H, 3 * H, 1));
+        /* this layer's gradients are complete (and still in cache): add their squares */
+        if (grad_sumsq)
+            ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G + o->qkv_w, o->ln2_b + H - o->qkv_w));
         float *t = dh;
         dh = db;
         db = t;
@@ -374,18 +424,26 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
     /* dh holds d(x0) */
     float *demb = dh;
     if (E != H) {
-        be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln, P + enc->proj_w,
-                            N, E, H, 0);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln,
+                                                    P + enc->proj_w, N, E, H, 0));
         demb = da;
     }
     float *dln = demb == da ? dh : da;
-    be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, SITE_EMB);
-    be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
-                           enc->emb_rstd, P + enc->eln_w, N, E, 0);
     int word_pad = c->pad_token_id;
     int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
-    be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
-    be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
-    be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, SITE_EMB);
+             be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
+                                    enc->emb_rstd, P + enc->eln_w, N, E, 0);
+             be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
+             be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
+             be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad));
+    if (grad_sumsq) /* the embedding tables' gradients are zero outside the rows this batch used */
+        ME_TIMED(ME_PHASE_OPTIMIZER,
+                 size_t end = E != H ? enc->proj_b + H : enc->eln_b + E;
+                 *grad_sumsq += be->sum_squares(G + enc->eln_w, end - enc->eln_w) +
+                                be->sum_squares_rows(G + enc->wte, enc->rows, enc->nrows[0], E) +
+                                be->sum_squares_rows(G + enc->wpe, enc->rows + N, enc->nrows[1], E) +
+                                be->sum_squares_rows(G + enc->wtt, enc->rows + 2 * N, enc->nrows[2], E));
     return be->status(err);
 }

@@ -58,8 +58,12 @@ typedef struct MeEncoder {
     MeLayerActs *la;
     float *ff, *att_scratch, *tmp;            /* forward/backward scratch */
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
-    int32_t *host_ints; /* host staging for position ids */
+    int32_t *host_ints; /* host staging: position ids [N] | the distinct rows below [3N] */
     size_t host_ints_cap;
+    int32_t *rows;      /* device: distinct ids, positions, token types of a train-mode forward [3N] */
+    int nrows[3];
+    uint8_t *seen;      /* host scratch for finding distinct rows (max table size bytes, all 0) */
+    int grads_zero;     /* the gradient buffer is all zero (nothing accumulated since it was cleared) */
 } MeEncoder;
 
 /* Create an encoder with zeroed parameters in *out; a status + message on failure. */
@@ -76,8 +80,14 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * parameter gradients accumulate into enc->grads. */
 int me_encoder_backward(MeEncoder *enc, const float *dout, char *err);
 
-/* Backward when dL/d(last hidden state) is already in me_encoder_grad_output(). */
-int me_encoder_backward_device(MeEncoder *enc, char *err);
+/* Backward when dL/d(last hidden state) is already in me_encoder_grad_output(). With grad_sumsq
+ * (only after a train-mode forward, on zeroed gradients): adds the sum of squares of the
+ * gradients to *grad_sumsq, each layer's right after it is computed (while it is in cache) and
+ * only the rows of the embedding tables this batch used (the others are zero). */
+int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err);
+
+/* Set the gradients to zero (nothing to do when they are: grads_zero). */
+void me_encoder_zero_grad(MeEncoder *enc);
 
 /* Device buffer [B*T, H] that me_encoder_backward_device reads (NULL before a forward). */
 float *me_encoder_grad_output(MeEncoder *enc);

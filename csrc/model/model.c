@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include "model/profile.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +134,7 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         m->adam_m = be->alloc(m->nfloats * sizeof(float));
         m->adam_v = be->alloc(m->nfloats * sizeof(float));
         failed = !m->params || !m->grads || !m->adam_m || !m->adam_v;
+        m->grads_zero = 1;
     }
     if (failed) {
         me_model_free(m);
@@ -213,9 +216,11 @@ static size_t carve(MeModel *m, float *base, const MeLmInput *in, int B, int K) 
 static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char *err) {
     size_t need = carve(m, NULL, in, B, K);
     if (need > m->ws_floats) {
+        /* grow by half at least: batches of growing length reallocate (and clear) a few times, not each time */
+        size_t grow = m->ws_floats + m->ws_floats / 2 > need ? m->ws_floats + m->ws_floats / 2 : need;
         if (m->ws) m->be->release(m->ws);
-        m->ws = m->be->alloc(need * sizeof(float));
-        m->ws_floats = m->ws ? need : 0;
+        m->ws = m->be->alloc(grow * sizeof(float));
+        m->ws_floats = m->ws ? grow : 0;
         if (!m->ws) return me_error(err, ME_ERR_NOMEM, "out of memory for the head's activations");
     }
     carve(m, m->ws, in, B, K);
@@ -272,8 +277,10 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
         const int pr = m->cfg.pool_rows;
         be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * pr * in[i].T);
         /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
-        be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K * pr, m->H[i] / pr);
+        ME_TIMED(ME_PHASE_HEAD,
+                 be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K * pr, m->H[i] / pr));
     }
+    uint64_t t_head = me_profile_begin();
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
     switch (m->cfg.combine) {
@@ -344,6 +351,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
         }
         if (loss) be->to_host(loss, m->loss, sizeof(float));
     }
+    me_profile_end(ME_PHASE_HEAD, t_head);
     if (outputs && C > 0) be->to_host(outputs, m->logits, sizeof(float) * (size_t)R * C);
     if (alpha && (m->cfg.combine == ME_COMBINE_DME || m->cfg.combine == ME_COMBINE_MEAN))
         be->to_host(alpha, m->alpha, sizeof(float) * (size_t)n * R);
@@ -353,18 +361,29 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
 
 /* --------------------------------------------------------------- backward */
 
-int me_model_backward(MeModel *m, const int *trainable, char *err) {
+static void zero_head_grads(MeModel *m) {
+    if (m->grads_zero) return;
+    m->be->zero(m->grads, m->nfloats * sizeof(float));
+    m->grads_zero = 1;
+}
+
+/* Backward into zeroed gradient buffers; with grad_sumsq, the sum of squares of every gradient
+ * computed (see me_encoder_backward_device) is added to it. */
+static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *err) {
     if (!m->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
     const MeBackend *be = m->be;
     const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
     const float *Wt = m->params;
     float *G = m->grads;
-    be->zero(G, m->nfloats * sizeof(float));
-    for (int i = 0; i < n; i++) {
-        m->trainable_now[i] = trainable[i];
-        if (trainable[i]) be->zero(m->lms[i]->grads, m->lms[i]->nfloats * sizeof(float));
-    }
+    ME_TIMED(ME_PHASE_OPTIMIZER,
+             zero_head_grads(m);
+             for (int i = 0; i < n; i++) {
+                 m->trainable_now[i] = trainable[i];
+                 if (trainable[i]) me_encoder_zero_grad(m->lms[i]);
+             });
+    m->grads_zero = 0;
+    uint64_t t_head = me_profile_begin();
     if (m->cfg.task == ME_TASK_CRF)
         be->crf_backward(m->d_logits, G + m->crf_trans, G + m->crf_start, G + m->crf_end, m->crf_scratch, m->logits,
                          m->targets_i, m->lengths_i, Wt + m->crf_trans, Wt + m->crf_start, Wt + m->crf_end, B, K, C);
@@ -424,11 +443,18 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) {
         const int pr = m->cfg.pool_rows;
         be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], B, enc->T, K * pr, m->H[i] / pr,
                           0);
-        int st = me_encoder_backward_device(enc, err);
+    }
+    me_profile_end(ME_PHASE_HEAD, t_head);
+    if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G, m->nfloats));
+    for (int i = 0; i < n; i++) {
+        if (!trainable[i]) continue;
+        int st = me_encoder_backward_device(m->lms[i], grad_sumsq, err);
         if (st) return st;
     }
     return ME_OK;
 }
+
+int me_model_backward(MeModel *m, const int *trainable, char *err) { return backward(m, trainable, NULL, err); }
 
 /* -------------------------------------------------------------- optimizer */
 
@@ -439,6 +465,14 @@ static int ensure_moments(MeModel *m, int i, char *err) {
     m->lm_v[i] = m->be->alloc(bytes);
     if (!m->lm_m[i] || !m->lm_v[i])
         return me_error(err, ME_ERR_NOMEM, "out of memory for the optimizer state of language model %d", i + 1);
+    return ME_OK;
+}
+
+int me_model_prepare_training(MeModel *m, const int *trainable, char *err) {
+    for (int i = 0; i < m->n; i++) {
+        int st = trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        if (st) return st;
+    }
     return ME_OK;
 }
 
@@ -453,44 +487,42 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
     if (loss) *loss = l;
     if (!isfinite(l))
         return me_error(err, ME_ERR_VALUE, "the loss is %s; no update was made", isnan(l) ? "NaN" : "infinite");
-    for (int i = 0; i < m->n; i++) {
-        st = oc->trainable[i] ? ensure_moments(m, i, err) : ME_OK;
-        if (st) return st;
-    }
-    st = me_model_backward(m, oc->trainable, err);
+    st = me_model_prepare_training(m, oc->trainable, err);
     if (st) return st;
-
-    double ss = be->sum_squares(m->grads, m->nfloats);
-    for (int i = 0; i < m->n; i++)
-        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->nfloats);
+    double ss = 0.0;
+    st = backward(m, oc->trainable, &ss, err);
+    if (st) return st;
     double norm = sqrt(ss);
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
         return me_error(err, ME_ERR_VALUE, "the gradient norm is %s; no update was made",
                         isnan(norm) ? "NaN" : "infinite");
+    float c = 1.0f;
     if (oc->max_grad_norm > 0) {
         /* torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), clamped to 1, always applied */
         double coef = oc->max_grad_norm / (norm + 1e-6);
-        float c = (float)(coef < 1.0 ? coef : 1.0);
-        be->scale(m->grads, m->nfloats, c);
-        for (int i = 0; i < m->n; i++)
-            if (oc->trainable[i]) be->scale(m->lms[i]->grads, m->lms[i]->nfloats, c);
+        c = (float)(coef < 1.0 ? coef : 1.0);
     }
+    /* one pass over each buffer: clipping, AdamW and zeroing the gradients for the next step */
+    uint64_t t0 = me_profile_begin();
     for (int i = 0; i < m->n; i++) {
         if (!oc->trainable[i]) continue;
         MeEncoder *enc = m->lms[i];
         m->lm_step[i]++;
         be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->nfloats, oc->lr[i], oc->beta1,
-                         oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i]);
+                         oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i], c);
+        enc->grads_zero = 1;
     }
     m->step++;
     const int n = m->n;
     size_t ds = m->decoder_start;
     if (ds)
         be->adamw_update(m->params, m->grads, m->adam_m, m->adam_v, ds, oc->lr[n], oc->beta1, oc->beta2, oc->eps,
-                         oc->weight_decay[n], m->step);
+                         oc->weight_decay[n], m->step, c);
     be->adamw_update(m->params + ds, m->grads + ds, m->adam_m + ds, m->adam_v + ds, m->nfloats - ds,
-                     oc->lr[n + 1], oc->beta1, oc->beta2, oc->eps, oc->weight_decay[n + 1], m->step);
+                     oc->lr[n + 1], oc->beta1, oc->beta2, oc->eps, oc->weight_decay[n + 1], m->step, c);
+    m->grads_zero = 1;
+    me_profile_end(ME_PHASE_OPTIMIZER, t0);
     m->has_forward = 0; /* parameters changed: the stored activations are stale */
     return ME_OK;
 }

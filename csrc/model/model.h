@@ -62,7 +62,8 @@ typedef struct {
     int step;                   /* optimizer steps taken by the head */
     size_t *proj_w, *proj_b;    /* per LM (dme/mean) */
     size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b, crf_trans, crf_start, crf_end;
-    float **lm_m, **lm_v;       /* AdamW moments per LM (allocated on first update) */
+    float **lm_m, **lm_v;       /* AdamW moments per LM (me_model_prepare_training, else the first update) */
+    int grads_zero;             /* the head's gradient buffer is all zero */
     int *lm_step;
 
     float *ws;
@@ -104,6 +105,10 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
 int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err);
+
+/* Allocate (zero-filled, pages already mapped) the AdamW moments of the LMs flagged in trainable [n]
+ * that have none yet, so that the first step does not; a training step does it too. */
+int me_model_prepare_training(MeModel *m, const int *trainable, char *err);
 
 /* Backward of the last forward into the gradient buffers (zeroed first); for tests and
  * for callers that run their own optimizer. trainable [n] as in MeOptimConfig. */

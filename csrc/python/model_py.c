@@ -4,6 +4,7 @@
 #include "python/bindings.h"
 #include "common.h"
 #include "model/model.h"
+#include "model/profile.h"
 
 #include <stdlib.h>
 
@@ -411,6 +412,21 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
     return Py_BuildValue("(dd)", (double)loss, gnorm);
 }
 
+static PyObject *Model_prepare_training(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    int trainable[64];
+    if (parse_trainable(self, arg, trainable)) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_prepare_training(self->model, trainable, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Model_get_num_floats(ModelObject *self, void *c) {
     if (!ready(self)) return NULL;
     return PyLong_FromSize_t(self->model->nfloats);
@@ -432,6 +448,8 @@ static PyMethodDef Model_methods[] = {
      "int32 [B, K] (-1 past each length) when decode. lengths [B]: words per sentence (CRF; default K)."},
     {"backward", (PyCFunction)Model_backward, METH_O,
      "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
+    {"prepare_training", (PyCFunction)Model_prepare_training, METH_O,
+     "prepare_training(trainable): allocate the optimizer state of the flagged LMs now, not in the first step."},
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
      "train_step(inputs, targets, lr, weight_decay, trainable, seed=0, max_grad_norm=5.0, beta1=0.9, "
      "beta2=0.999, eps=1e-8, lengths=None) -> (loss, grad_norm)"},
@@ -470,7 +488,34 @@ static PyObject *model_runs_on(PyObject *self, PyObject *args) {
     return PyBool_FromLong(me_model_check_backend(be, task, err) == ME_OK);
 }
 
+static PyObject *profile_ops(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    me_profile_enable(on);
+    Py_RETURN_NONE;
+}
+
+static PyObject *profile_read(PyObject *self, PyObject *noargs) {
+    double sec[ME_PHASE_COUNT];
+    me_profile_read(sec);
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < ME_PHASE_COUNT; i++) {
+        PyObject *v = PyFloat_FromDouble(sec[i]);
+        if (!v || PyDict_SetItemString(d, me_phase_names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef module_methods[] = {
+    {"profile_ops", profile_ops, METH_O,
+     "profile_ops(on): time the task model's backend calls by phase (process-wide; off by default)."},
+    {"profile_read", profile_read, METH_NOARGS,
+     "profile_read() -> {phase: seconds} summed since the last read (then reset)."},
     {"model_runs_on", model_runs_on, METH_VARARGS,
      "model_runs_on(device, task=0) -> bool: whether the backend of device ('cpu', 'cuda', 'cuda:N') has every "
      "op of a task model (encoders, pooling, combiner, head, loss, optimizer; task 2 = with a CRF). Reads the "

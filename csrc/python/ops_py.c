@@ -7,6 +7,8 @@
 #include "python/bindings.h"
 #include "backend.h"
 #include "common.h"
+#include "cpu/dispatch.h"
+#include "cpu/vmath.h"
 
 static PyArrayObject *farr(PyObject *o, int ndim, const char *name) {
     PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, ndim, ndim,
@@ -752,38 +754,83 @@ static PyObject *ops_sum_squares(PyObject *s, PyObject *args) {
     return PyFloat_FromDouble(v);
 }
 
-static PyObject *ops_scale(PyObject *s, PyObject *args) {
-    PyObject *xo;
-    float f;
-    if (!PyArg_ParseTuple(args, "Of", &xo, &f)) return NULL;
-    PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 1, 1, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ENSURECOPY);
-    if (!x) return NULL;
-    BE->scale(F(x), (size_t)D(x, 0), f);
-    return (PyObject *)x;
+/* sum_squares_rows(x [V, C], rows [n]) -> sum of squares of those rows (distinct, in range) */
+static PyObject *ops_sum_squares_rows(PyObject *s, PyObject *args) {
+    PyObject *xo, *ro;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &ro)) return NULL;
+    PyArrayObject *x = farr(xo, 2, "x"), *r = x ? iarr(ro, 1, "rows") : NULL;
+    if (!r) goto fail;
+    for (int i = 0; i < D(r, 0); i++)
+        if (I32(r)[i] < 0 || I32(r)[i] >= D(x, 0)) FAIL("row out of range");
+    double v = BE->sum_squares_rows(F(x), I32(r), D(r, 0), D(x, 1));
+    Py_DECREF(x); Py_DECREF(r);
+    return PyFloat_FromDouble(v);
+fail:
+    Py_XDECREF(x); Py_XDECREF(r);
+    return NULL;
 }
 
-/* adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step) -> (p, m, v) new arrays */
+/* adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step, grad_scale=1) -> (p, m, v, g) new arrays (g zeroed) */
 static PyObject *ops_adamw(PyObject *s, PyObject *args) {
     PyObject *po, *go, *mo, *vo;
     double lr, b1, b2, eps, wd;
     int step;
-    if (!PyArg_ParseTuple(args, "OOOOdddddi", &po, &go, &mo, &vo, &lr, &b1, &b2, &eps, &wd, &step)) return NULL;
+    float gscale = 1.0f;
+    if (!PyArg_ParseTuple(args, "OOOOdddddi|f", &po, &go, &mo, &vo, &lr, &b1, &b2, &eps, &wd, &step, &gscale))
+        return NULL;
     int fl = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ENSURECOPY;
     PyArrayObject *p = (PyArrayObject *)PyArray_FROMANY(po, NPY_FLOAT32, 1, 1, fl);
-    PyArrayObject *g = p ? farr(go, 1, "g") : NULL;
+    PyArrayObject *g = p ? (PyArrayObject *)PyArray_FROMANY(go, NPY_FLOAT32, 1, 1, fl) : NULL;
     PyArrayObject *m = g ? (PyArrayObject *)PyArray_FROMANY(mo, NPY_FLOAT32, 1, 1, fl) : NULL;
     PyArrayObject *v = m ? (PyArrayObject *)PyArray_FROMANY(vo, NPY_FLOAT32, 1, 1, fl) : NULL;
     if (!v) goto fail;
     if (D(g, 0) != D(p, 0) || D(m, 0) != D(p, 0) || D(v, 0) != D(p, 0) || step < 1) FAIL("bad arguments");
-    BE->adamw_update(F(p), F(g), F(m), F(v), (size_t)D(p, 0), lr, b1, b2, eps, wd, step);
-    Py_DECREF(g);
-    return Py_BuildValue("(NNN)", p, m, v);
+    BE->adamw_update(F(p), F(g), F(m), F(v), (size_t)D(p, 0), lr, b1, b2, eps, wd, step, gscale);
+    return Py_BuildValue("(NNNN)", p, m, v, g);
 fail:
     Py_XDECREF(p); Py_XDECREF(g); Py_XDECREF(m); Py_XDECREF(v);
     return NULL;
 }
 
+/* vmath(name, x) -> float32 array: the CPU backend's vectorised "erf" or "exp" of x */
+static PyObject *ops_vmath(PyObject *s, PyObject *args) {
+    const char *name;
+    PyObject *xo;
+    if (!PyArg_ParseTuple(args, "sO", &name, &xo)) return NULL;
+    int erf = strcmp(name, "erf") == 0;
+    if (!erf && strcmp(name, "exp") != 0) {
+        PyErr_Format(PyExc_ValueError, "vmath: unknown function '%s' (erf, exp)", name);
+        return NULL;
+    }
+    PyArrayObject *x = farr(xo, 1, "x"), *out = NULL;
+    if (!x) return NULL;
+    npy_intp d[1] = {D(x, 0)};
+    if (!(out = zeros(1, d))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    if (erf)
+        me_verf(F(out), F(x), (size_t)D(x, 0));
+    else
+        me_vexp(F(out), F(x), (size_t)D(x, 0));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(x);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(x);
+    return NULL;
+}
+
+/* cpu_level(cap=None) -> the vector level CPU kernels use (2 AVX-512, 1 AVX2, 0 baseline); with cap,
+ * use at most that level from now on (tests compare the variants). */
+static PyObject *cpu_level(PyObject *s, PyObject *args) {
+    int cap = -1;
+    if (!PyArg_ParseTuple(args, "|i", &cap)) return NULL;
+    return PyLong_FromLong(cap >= 0 ? me_cpu_set_level(cap) : me_cpu_level());
+}
+
 static PyMethodDef ops_methods[] = {
+    {"ops_vmath", ops_vmath, METH_VARARGS, "(name, x) -> the vectorised 'erf' or 'exp' of a float32 array"},
+    {"cpu_level", cpu_level, METH_VARARGS,
+     "cpu_level(cap=None) -> the vector code level in use (2 AVX-512, 1 AVX2, 0 baseline); cap limits it"},
     {"ops_embedding_forward", ops_embedding_forward, METH_VARARGS, "(ids, table) -> out"},
     {"ops_embedding_backward", ops_embedding_backward, METH_VARARGS, "(dout, ids, V, padding_idx) -> dtable"},
     {"ops_layernorm_forward", ops_layernorm_forward, METH_VARARGS, "(inp, w, b, eps) -> (out, mean, rstd)"},
@@ -810,8 +857,9 @@ static PyMethodDef ops_methods[] = {
     {"ops_crf", ops_crf, METH_VARARGS, "(emissions, tags, lengths, trans, start, end) -> (loss, dem, dtrans, dstart, dend)"},
     {"ops_crf_viterbi", ops_crf_viterbi, METH_VARARGS, "(emissions, lengths, trans, start, end) -> path"},
     {"ops_sum_squares", ops_sum_squares, METH_VARARGS, "(x) -> sum of squares"},
-    {"ops_scale", ops_scale, METH_VARARGS, "(x, factor) -> x * factor"},
-    {"ops_adamw", ops_adamw, METH_VARARGS, "(p, g, m, v, lr, beta1, beta2, eps, wd, step) -> (p, m, v)"},
+    {"ops_sum_squares_rows", ops_sum_squares_rows, METH_VARARGS, "(x, rows) -> sum of squares of those rows"},
+    {"ops_adamw", ops_adamw, METH_VARARGS,
+     "(p, g, m, v, lr, beta1, beta2, eps, wd, step, grad_scale=1) -> (p, m, v, g): g scaled, used, then zeroed"},
     {NULL, NULL, 0, NULL},
 };
 

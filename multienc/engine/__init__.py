@@ -22,8 +22,9 @@ _native.preload()
 from multienc.engine.device import auto_device, check_device, cuda_available, resolve_device  # noqa: E402
 from multienc.engine.encoder import Encoder, ModelConfigError, engine_config, read_config  # noqa: E402
 from multienc.engine.native import build_info  # noqa: E402
+from multienc.engine.profiling import op_profile  # noqa: E402
 from multienc.engine.task_model import TaskModel  # noqa: E402
 from multienc.engine.tokenization import Encoding, Tokenizer, TokenizerFileError  # noqa: E402
 
 __all__ = ["Encoder", "ModelConfigError", "engine_config", "read_config", "Tokenizer", "TokenizerFileError",
-           "Encoding", "TaskModel", "auto_device", "check_device", "cuda_available", "resolve_device", "build_info"]
+           "Encoding", "TaskModel", "op_profile", "auto_device", "check_device", "cuda_available", "resolve_device", "build_info"]

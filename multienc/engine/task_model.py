@@ -90,6 +90,11 @@ class TaskModel:
         return self._c.forward(inputs, targets, train=train, seed=seed, embedding=embedding, lengths=lengths,
                                decode=decode)
 
+    def prepare_training(self, trainable: Sequence[bool]) -> None:
+        """Allocate the AdamW state of the language models flagged ``trainable`` now (zero-filled,
+        its memory already mapped) instead of inside the first training step."""
+        self._c.prepare_training(list(trainable))
+
     def train_step(self, inputs: Inputs, targets: np.ndarray, learning_rates: Sequence[float],
                    weight_decay: Sequence[float], trainable: Sequence[bool], seed: int = 0,
                    max_grad_norm: float = 5.0, lengths: Optional[np.ndarray] = None) -> Tuple[float, float]:

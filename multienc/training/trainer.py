@@ -294,6 +294,7 @@ class ModelTrainer:
             f.write("\t".join(["EPOCH", "TIMESTAMP", "LEARNING_RATE", "TRAIN_LOSS", "DEV_LOSS"]
                               + [f"DEV_{m.upper()}" for m in self.metrics]) + "\n")
         self.best_model_score, self._best, self._best_model = None, None, None
+        model.prepare_training()
         step = 0
         lrs = s.learning_rates
         for epoch in range(1, s.epochs + 1):
