@@ -99,6 +99,29 @@ typedef struct MeBackend {
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch);
     size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
 
+    /* The same for some query rows only (a layer whose output is read at a few positions):
+     * queries q [M, NH*HS], keys and values of every position kv [B*T, 2*NH*HS] (k | v per row),
+     * ctx [M, NH*HS]. Sentence b's queries are rows qstart[b] .. qstart[b+1]-1 (qstart [B+1]),
+     * row m being position qpos[m] of its sentence (ascending); probs [M*NH*T] holds each
+     * (b, h)'s [m_b, T] block at (qstart[b]*NH + h*m_b)*T. Dropout as attention_forward's at
+     * those positions. Optional (NULL: the model computes every row). */
+    void (*attention_rows_forward)(float *ctx, float *probs, const float *q, const float *kv,
+                                   const int32_t *mask, const int32_t *qstart, const int32_t *qpos, int B,
+                                   int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
+                                   float *scratch);
+    /* dq [M, NH*HS] and dkv [B*T, 2*NH*HS] (overwritten) */
+    void (*attention_rows_backward)(float *dq, float *dkv, const float *dctx, const float *q,
+                                    const float *kv, const float *probs, const int32_t *mask,
+                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH,
+                                    int HS, float p, uint64_t seed, uint64_t site, float *scratch);
+    /* dropout of rows rows [M] of a [*, C] tensor held as [M, C]: element (m, c) keeps iff element
+     * rows[m]*C + c of the whole tensor would (dropout_forward's mask); in place allowed.
+     * Optional, with attention_rows_*. */
+    void (*dropout_rows_forward)(float *out, const float *inp, const int32_t *rows, int M, int C, float p,
+                                 uint64_t seed, uint64_t site);
+    void (*dropout_rows_backward)(float *dinp, const float *dout, const int32_t *rows, int M, int C,
+                                  float p, uint64_t seed, uint64_t site);
+
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 
     /* out[b*K + k] = sum_t w[b,k,t] * h[b*T + t]   (h [B*T, C], w [B,K,T], out [B*K, C]) */

@@ -259,3 +259,98 @@ def test_nan_loss_stops_without_update():
     after = encs[0].state_dict()
     for n in before:
         np.testing.assert_array_equal(before[n], after[n])
+
+
+@pytest.mark.parametrize("combine", ["dme", "concat"])
+def test_lms_side_by_side_compute_the_same_bits(monkeypatch, combine):
+    """The LMs run side by side on shares of the threads or one after another on all of them
+    (whichever the model measures faster): the same losses, norms and weights either way."""
+    results = []
+    for schedule in ("sequential", "side-by-side"):
+        monkeypatch.setenv("MULTIENC_LM_SCHEDULE", schedule)
+        rng = np.random.default_rng(9)
+        encs = [Encoder(os.path.join(FIX, "bert"), {"hidden_dropout_prob": 0.2}), Encoder(os.path.join(FIX, "electra")),
+                Encoder(os.path.join(FIX, "roberta"))]
+        model = _C.Model([e._c for e in encs], dict(combine=COMBINE[combine], task=0, num_classes=2))
+        init_head(model, rng)
+        inputs = [batch(rng, e, 3, 6 + i, "cls") for i, e in enumerate(encs)]
+        steps = [model.train_step(inputs, np.array([0, 1, 0], np.int32), lr=[1e-3] * 5, weight_decay=[0.01] * 5,
+                                  trainable=[True, i != 1, True], seed=i) for i in range(3)]
+        out, alpha, _, _ = model.forward(inputs)
+        if _C.build_info()["openmp_max_threads"] > 1:
+            assert model.lm_schedule().startswith("side by side" if schedule == "side-by-side" else "one after")
+        results.append((steps, out, alpha, [params(e._c) for e in encs], params(model)))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1:], results[1][1:]):
+        for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_lm_schedule_is_measured_then_kept(monkeypatch):
+    """Without MULTIENC_LM_SCHEDULE the model times its first forwards both ways, then keeps one."""
+    monkeypatch.delenv("MULTIENC_LM_SCHEDULE", raising=False)
+    rng = np.random.default_rng(10)
+    encs = encoders(["bert", "electra"])
+    model = _C.Model([e._c for e in encs], dict(combine=COMBINE["mean"], task=0, num_classes=2))
+    init_head(model, rng)
+    inputs = [batch(rng, e, 2, 5, "cls") for e in encs]
+    if _C.build_info()["openmp_max_threads"] < 2:
+        assert model.lm_schedule().startswith("one language model at a time")
+        return
+    assert model.lm_schedule() == "not measured yet"
+    for _ in range(6):
+        model.forward(inputs)
+    decided = model.lm_schedule()
+    assert decided in ("side by side (measured faster)", "one after another (measured faster)")
+    for _ in range(3):
+        model.forward(inputs)
+    assert model.lm_schedule() == decided
+
+
+def lm_dropout_seed(seed: int, i: int) -> int:
+    """The dropout seed the task model gives LM i for a step seed (model.c's SplitMix64 mixing)."""
+    mask = (1 << 64) - 1
+
+    def mix(z: int) -> int:
+        z = (z + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    return mix(seed ^ mix(i + 1))
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "electra"])
+@pytest.mark.parametrize("pooling", ["cls", "some rows"])
+def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
+    """A head that reads a few rows per sentence makes the LM's last layer compute only those
+    (queries, attention output, residuals, LayerNorms, FFN; keys and values from every row):
+    in train mode, with dropout, the logits and every encoder gradient equal the full encoder's
+    (Encoder.forward / backward, which compute every row) read at those rows."""
+    rng = np.random.default_rng(11)
+    enc = Encoder(os.path.join(FIX, name), {"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.2})
+    model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
+    W = init_head(model, rng)
+    B, T = 4, 9
+    ids, mask, _, pool = batch(rng, enc, B, T, "cls")
+    if pooling == "some rows":  # K = 2 rows per sentence, each a mix of one or two positions
+        pool = np.zeros((B, 2, T), np.float32)
+        for b in range(B):
+            for k in range(2):
+                pool[b, k, rng.choice(T, 1 + k, replace=False)] = rng.uniform(0.2, 1.0, 1 + k)
+    K = pool.shape[1]
+    targets = rng.integers(0, 3, B * K).astype(np.int32)
+    out, _, loss, _ = model.forward([(ids, mask, None, pool)], targets, train=True, seed=21)
+    model.backward([True])
+    got = grads(enc._c)
+    h = enc.forward(ids, mask, train=True, seed=lm_dropout_seed(21, 0)).astype(np.float64)
+    pooled = np.einsum("bkt,bth->bkh", pool.astype(np.float64), h).reshape(B * K, -1)
+    logits = pooled @ W["decoder.weight"].T + W["decoder.bias"]
+    np.testing.assert_allclose(out, logits, rtol=1e-5, atol=1e-6)
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    dlogits = (z / z.sum(1, keepdims=True) - np.eye(3)[targets]) / (B * K)
+    dh = np.einsum("bkt,bkh->bth", pool.astype(np.float64), (dlogits @ W["decoder.weight"]).reshape(B, K, -1))
+    enc.zero_grad()
+    enc.backward(dh.astype(np.float32))
+    want = grads(enc._c)
+    assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)

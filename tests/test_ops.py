@@ -306,6 +306,67 @@ def test_attention_backward(B, T, NH, HS, p):
         assert np.abs(dqkv).max() < 1e-6
 
 
+def query_rows(mask, every=False):
+    """A random subset of positions per sentence (ascending; some sentences may have none) as the
+    attention_rows ops take them: qstart [B+1], qpos [M], and their flat rows b*T + t."""
+    B, T = mask.shape
+    picks = [np.arange(T) if every else np.sort(RNG.choice(T, RNG.integers(0, min(T, 3) + 1), replace=False))
+             for _ in range(B)]
+    qstart = np.concatenate([[0], np.cumsum([len(x) for x in picks])]).astype(np.int32)
+    qpos = np.concatenate(picks).astype(np.int32)
+    flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
+    return qstart, qpos, flat
+
+
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16)])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_for_some_query_rows(B, T, NH, HS, p):
+    """Queries of a few positions, keys and values of all (a last layer read at its CLS rows only):
+    the float64 reference's rows, forward and backward, with the same dropout masks."""
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    D = NH * HS
+    qstart, qpos, flat = query_rows(mask)
+    q = qkv.reshape(B * T, 3 * D)[flat, :D]
+    kv = np.ascontiguousarray(qkv[..., D:])
+    ctx, probs = _C.ops_attention_rows_forward(q, kv, mask, qstart, qpos, NH, p, 5, 100)
+    rctx, rP = attention_ref(qkv, mask, NH, p, 5, 100)
+    np.testing.assert_allclose(ctx, rctx.reshape(B * T, D)[flat], rtol=1e-4, atol=2e-5)
+    for b in range(B):
+        m = qstart[b + 1] - qstart[b]
+        block = probs[qstart[b] * NH * T:qstart[b + 1] * NH * T].reshape(NH, m, T)
+        np.testing.assert_allclose(block, rP[b][:, qpos[qstart[b]:qstart[b + 1]]], atol=2e-6)
+    dctx = f32(len(flat), D)
+    dq, dkv = _C.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
+    full = np.zeros((B * T, D), np.float32)
+    full[flat] = dctx  # the rows nobody reads pass back nothing
+    ref = attention_grad_ref(full.reshape(B, T, D), qkv, mask, NH, p, 5, 100).reshape(B * T, 3 * D)
+    for got, want in ((dq, ref[flat, :D]), (dkv.reshape(B * T, 2 * D), ref[:, D:])):
+        if np.linalg.norm(want) > 0:
+            assert rel(got, want) < 1e-4
+        else:
+            assert got.size == 0 or np.abs(got).max() < 1e-6
+
+
+def test_attention_for_every_row_is_the_full_attention():
+    qkv, mask = attention_inputs(2, 6, 2, 4)
+    D = 8
+    qstart, qpos, flat = query_rows(mask, every=True)
+    ctx, probs = _C.ops_attention_rows_forward(qkv.reshape(12, 3 * D)[:, :D], np.ascontiguousarray(qkv[..., D:]),
+                                               mask, qstart, qpos, 2, 0.2, 1, 2)
+    fctx, fprobs = _C.ops_attention_forward(qkv, mask, 2, 0.2, 1, 2)
+    np.testing.assert_array_equal(ctx, fctx.reshape(12, D))
+    np.testing.assert_array_equal(probs, fprobs.ravel())
+
+
+@pytest.mark.parametrize("p", [0.0, 0.4])
+def test_dropout_of_some_rows_keeps_the_full_tensors_mask(p):
+    full = f32(9, 13)
+    rows = np.array([0, 4, 8], np.int32)
+    want = _C.ops_dropout_forward(full.ravel(), p, 3, 7).reshape(9, 13)[rows]
+    np.testing.assert_array_equal(_C.ops_dropout_rows(full[rows], rows, p, 3, 7, False), want)
+    np.testing.assert_array_equal(_C.ops_dropout_rows(full[rows], rows, p, 3, 7, True), want)
+
+
 def test_attention_backward_matches_finite_differences():
     """The analytic reference itself is checked against central differences."""
     B, T, NH, HS = 2, 4, 2, 3

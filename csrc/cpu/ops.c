@@ -301,6 +301,25 @@ static void dropout_backward(float *dinp, const float *dout, size_t n, float p, 
     dropout_apply(dinp, dout, n, p, seed, site);
 }
 
+/* Dropout of rows `rows` [M] of a [*, C] tensor held compactly in [M, C]: element (m, c) is
+ * element rows[m] * C + c of the full tensor, so it keeps or drops as it does there. */
+static void dropout_rows(float *out, const float *inp, const int32_t *rows, int M, int C, float p, uint64_t seed,
+                         uint64_t site) {
+    if (p <= 0.0f) {
+        if (out != inp) memcpy(out, inp, sizeof(float) * (size_t)M * C);
+        return;
+    }
+    const float scale = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+#pragma omp parallel for if ((size_t)M * C > PAR_MIN) schedule(static)
+    for (int m = 0; m < M; m++) {
+        const size_t base = (size_t)rows[m] * C;
+        for (int c = 0; c < C; c++) {
+            const size_t i = (size_t)m * C + c;
+            out[i] = me_uniform(seed, site, base + c) >= p ? inp[i] * scale : 0.0f;
+        }
+    }
+}
+
 /* --------------------------------------------------------------- attention */
 
 /* One (batch, head) pair per OpenMP iteration: scores, softmax, dropout and the
@@ -333,84 +352,150 @@ static void masked_softmax_row(float *row, const int32_t *mask, int T) {
     for (int j = 0; j < T; j++) row[j] *= inv;
 }
 
-/* dst = P with attention dropout applied (mask from (seed, site, index)) */
-static void attention_dropout(float *dst, const float *P, size_t n, float p, uint64_t seed,
-                              uint64_t site) {
-    float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++) dst[i] = me_uniform(seed, site, i) >= p ? P[i] * scl : 0.0f;
+/* The queries of one sentence: rows q0 .. q0 + m - 1 of q; row r is position pos(r) of the
+ * sentence (pos NULL: position r, all T of them). */
+typedef struct {
+    int q0, m;
+    const int32_t *pos;
+} Queries;
+
+static Queries sentence_queries(int b, int T, const int32_t *qstart, const int32_t *qpos) {
+    Queries s = {b * T, T, NULL};
+    if (qstart) {
+        s.q0 = qstart[b];
+        s.m = qstart[b + 1] - qstart[b];
+        s.pos = qpos + s.q0;
+    }
+    return s;
 }
 
-static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                              int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
-                              float *scratch) {
-    const int D = NH * HS, D3 = 3 * D;
+/* dst [m, T] = P with attention dropout applied: element (r, j) keeps iff
+ * me_uniform(seed, site, pos(r) * T + j) >= p, so a subset of query rows sees the same masks as
+ * the full matrix. */
+static void attention_dropout(float *dst, const float *P, const Queries *s, int T, float p, uint64_t seed,
+                              uint64_t site) {
+    const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+    for (int r = 0; r < s->m; r++) {
+        const size_t base = (size_t)(s->pos ? s->pos[r] : r) * T;
+        for (int j = 0; j < T; j++)
+            dst[(size_t)r * T + j] = me_uniform(seed, site, base + j) >= p ? P[(size_t)r * T + j] * scl : 0.0f;
+    }
+}
+
+/* Attention over the query rows of qstart / qpos (NULL: every position) with keys and values
+ * of every position: q [*, ldq], k and v [B*T, ldkv] (row b*T + t), ctx [*, ldc]; probs holds
+ * each (b, h)'s [m_b, T] block at (q0_b * NH + h * m_b) * T, which for all positions is the
+ * [B, NH, T, T] layout. */
+static void attention_core_forward(float *ctx, int ldc, float *probs, const float *q, int ldq, const float *k,
+                                   const float *v, int ldkv, const int32_t *mask, const int32_t *qstart,
+                                   const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch) {
     const float scale = 1.0f / sqrtf((float)HS);
-    const size_t TT = (size_t)T * T;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * D3 + h * HS, *k = q + D, *v = q + 2 * D;
-            float *P = probs + ((size_t)b * NH + h) * TT;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, D3, k, D3,
-                        0.0f, P, T);
-            const int32_t *m = mask + (size_t)b * T;
-            for (int r = 0; r < T; r++) masked_softmax_row(P + (size_t)r * T, m, T);
+            const Queries s = sentence_queries(b, T, qstart, qpos);
+            if (s.m == 0) continue;
+            const float *qb = q + (size_t)s.q0 * ldq + h * HS;
+            const float *kb = k + (size_t)b * T * ldkv + h * HS, *vb = v + (size_t)b * T * ldkv + h * HS;
+            float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, scale, qb, ldq, kb, ldkv, 0.0f, P, T);
+            const int32_t *mk = mask + (size_t)b * T;
+            for (int r = 0; r < s.m; r++) masked_softmax_row(P + (size_t)r * T, mk, T);
             const float *Pd = P;
             if (p > 0.0f) {
-                float *tile = scratch + 2 * TT * omp_get_thread_num();
-                attention_dropout(tile, P, TT, p, seed, site + (uint64_t)b * NH + h);
+                float *tile = scratch + 2 * (size_t)T * T * omp_get_thread_num();
+                attention_dropout(tile, P, &s, T, p, seed, site + (uint64_t)b * NH + h);
                 Pd = tile;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, v, D3,
-                        0.0f, ctx + (size_t)b * T * D + h * HS, D);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, Pd, T, vb, ldkv, 0.0f,
+                        ctx + (size_t)s.q0 * ldc + h * HS, ldc);
         }
 }
 
-static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
-                               const float *probs, const int32_t *mask, int B, int T, int NH,
-                               int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
-    const int D = NH * HS, D3 = 3 * D;
+/* Backward of attention_core_forward: dq (rows as q), dk and dv of every position (overwritten). */
+static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, int ldkv, const float *dctx, int ldc,
+                                    const float *q, const float *k, const float *v, const float *probs,
+                                    const int32_t *mask, const int32_t *qstart, const int32_t *qpos, int B, int T,
+                                    int NH, int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
     const float scale = 1.0f / sqrtf((float)HS);
-    const size_t TT = (size_t)T * T;
     const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
-            const size_t row0 = (size_t)b * T * D3 + h * HS;
-            const float *q = qkv + row0, *k = q + D, *v = q + 2 * D;
-            float *dq = dqkv + row0, *dk = dq + D, *dv = dq + 2 * D;
-            const float *dc = dctx + (size_t)b * T * D + h * HS;
-            const float *P = probs + ((size_t)b * NH + h) * TT;
-            float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
+            const Queries s = sentence_queries(b, T, qstart, qpos);
+            const size_t kv0 = (size_t)b * T * ldkv + h * HS;
+            if (s.m == 0) { /* no query reads this sentence: its keys and values get no gradient */
+                for (int t = 0; t < T; t++) {
+                    memset(dk + kv0 + (size_t)t * ldkv, 0, sizeof(float) * HS);
+                    memset(dv + kv0 + (size_t)t * ldkv, 0, sizeof(float) * HS);
+                }
+                continue;
+            }
+            const float *qb = q + (size_t)s.q0 * ldq + h * HS, *kb = k + kv0, *vb = v + kv0;
+            const float *dc = dctx + (size_t)s.q0 * ldc + h * HS;
+            const float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
+            float *tile = scratch + 2 * (size_t)T * T * omp_get_thread_num(), *dP = tile + (size_t)T * T;
             const uint64_t st = site + (uint64_t)b * NH + h;
             const float *Pd = P;
             if (p > 0.0f) {
-                attention_dropout(tile, P, TT, p, seed, st);
+                attention_dropout(tile, P, &s, T, p, seed, st);
                 Pd = tile;
             }
             /* dV = Pd^T dctx ; dPd = dctx V^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, dc, D, 0.0f,
-                        dv, D3);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dc, D, v, D3, 0.0f,
-                        dP, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, Pd, T, dc, ldc, 0.0f, dv + kv0,
+                        ldkv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, 1.0f, dc, ldc, vb, ldkv, 0.0f, dP, T);
             /* through dropout, then softmax: dS = P * (dP - sum(dP * P)) * scale */
-            for (int r = 0; r < T; r++) {
+            for (int r = 0; r < s.m; r++) {
                 float *g = dP + (size_t)r * T;
                 const float *pr = P + (size_t)r * T;
+                const size_t base = (size_t)(s.pos ? s.pos[r] : r) * T;
                 if (p > 0.0f)
-                    for (int j = 0; j < T; j++)
-                        g[j] = me_uniform(seed, st, (size_t)r * T + j) >= p ? g[j] * scl : 0.0f;
+                    for (int j = 0; j < T; j++) g[j] = me_uniform(seed, st, base + j) >= p ? g[j] * scl : 0.0f;
                 double dot = 0.0;
                 for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
                 float df = (float)dot;
                 for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df) * scale;
             }
             /* dQ = dS K ; dK = dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, k, D3,
-                        0.0f, dq, D3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, q, D3, 0.0f,
-                        dk, D3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, dP, T, kb, ldkv, 0.0f,
+                        dq + (size_t)s.q0 * ldq + h * HS, ldq);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, dP, T, qb, ldq, 0.0f, dk + kv0,
+                        ldkv);
         }
+}
+
+static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask, int B, int T,
+                              int NH, int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_forward(ctx, D, probs, qkv, 3 * D, qkv + D, qkv + 2 * D, 3 * D, mask, NULL, NULL, B, T, NH, HS,
+                           p, seed, site, scratch);
+}
+
+static void attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *probs,
+                               const int32_t *mask, int B, int T, int NH, int HS, float p, uint64_t seed,
+                               uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_backward(dqkv, 3 * D, dqkv + D, dqkv + 2 * D, 3 * D, dctx, D, qkv, qkv + D, qkv + 2 * D, probs,
+                            mask, NULL, NULL, B, T, NH, HS, p, seed, site, scratch);
+}
+
+static void attention_rows_forward(float *ctx, float *probs, const float *q, const float *kv, const int32_t *mask,
+                                   const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
+                                   uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, qstart, qpos, B, T, NH, HS, p, seed, site,
+                           scratch);
+}
+
+static void attention_rows_backward(float *dq, float *dkv, const float *dctx, const float *q, const float *kv,
+                                    const float *probs, const int32_t *mask, const int32_t *qstart,
+                                    const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
+                                    uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, dctx, D, q, kv, kv + D, probs, mask, qstart, qpos, B, T, NH,
+                            HS, p, seed, site, scratch);
 }
 
 /* ---------------------------------------------------------------- backend */
@@ -440,6 +525,10 @@ static const MeBackend CPU_BACKEND = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_scratch_floats = attention_scratch_floats,
+    .attention_rows_forward = attention_rows_forward,
+    .attention_rows_backward = attention_rows_backward,
+    .dropout_rows_forward = dropout_rows,
+    .dropout_rows_backward = dropout_rows,
     .pool_forward = cpu_pool_forward,
     .pool_backward = cpu_pool_backward,
     .concat_forward = cpu_concat_forward,

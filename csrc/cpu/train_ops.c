@@ -173,18 +173,21 @@ static double sum_squares_range(const float *x, size_t a, size_t b) {
     return sum_squares_base(x, a, b);
 }
 
+/* Blocks of a fixed size (at most SUMSQ_BLOCKS of them), summed in block order: the result does
+ * not depend on the thread count, so the LMs' schedule (cpu/model.c) cannot change it. */
+#define SUMSQ_BLOCKS 1024
 double cpu_sum_squares(const float *x, size_t n) {
-    int nt = omp_get_max_threads();
-    if (nt > 64) nt = 64;
-    double part[64] = {0};
-    size_t chunk = (n + nt - 1) / nt;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > PAR_MIN)
-    for (int t = 0; t < nt; t++) {
-        size_t a = t * chunk, b = a + chunk < n ? a + chunk : n;
-        part[t] = a < b ? sum_squares_range(x, a, b) : 0.0;
+    size_t blk = (n + SUMSQ_BLOCKS - 1) / SUMSQ_BLOCKS;
+    blk = blk < 4096 ? 4096 : (blk + 15) / 16 * 16;
+    const int nblk = (int)((n + blk - 1) / blk);
+    double part[SUMSQ_BLOCKS];
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int k = 0; k < nblk; k++) {
+        size_t a = k * blk, b = a + blk < n ? a + blk : n;
+        part[k] = sum_squares_range(x, a, b);
     }
     double s = 0.0;
-    for (int t = 0; t < nt; t++) s += part[t];
+    for (int k = 0; k < nblk; k++) s += part[k];
     return s;
 }
 

@@ -155,6 +155,10 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->pos = (int32_t *)me_carve(base, &off, N);
     enc->mask = (int32_t *)me_carve(base, &off, N);
     enc->rows = (int32_t *)me_carve(base, &off, 3 * N);
+    enc->sel = (int32_t *)me_carve(base, &off, N);
+    enc->qstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
+    enc->qpos = (int32_t *)me_carve(base, &off, N);
+    enc->xs = me_carve(base, &off, N * H);
     enc->emb_sum = me_carve(base, &off, N * E);
     enc->emb_mean = me_carve(base, &off, N);
     enc->emb_rstd = me_carve(base, &off, N);
@@ -203,7 +207,7 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             need * 4.0 / (1 << 20));
     }
     carve(enc, enc->ws, B, T);
-    size_t ni = 4 * (size_t)B * T;
+    size_t ni = 6 * (size_t)B * T + B + 1; /* positions | distinct rows (3N) | query starts and positions */
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
         if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
@@ -257,9 +261,85 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
     return ME_OK;
 }
 
+/* The last layer for the M rows enc->sel only (a sentence head reads one or a few): keys and
+ * values come from every row of x, the query, attention output, residuals, LayerNorms and FFN
+ * from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
+ * output h2 [N, H] is zero outside the read rows. Dropout masks are those of the full layer. */
+static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, float pa, uint64_t seed) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int l = c->num_layers - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
+              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+    const MeLayerOffsets *o = &enc->lo[l];
+    MeLayerActs *a = &enc->la[l];
+    const float *P = enc->params;
+    float *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H; /* kv [N, 2H] | q [M, H] */
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->xs, enc->sel, x, M, H, 0));
+    ME_TIMED(ME_PHASE_GEMM,
+             be->matmul_forward(kv, x, P + o->qkv_w + (size_t)H * H, P + o->qkv_b + H, N, H, 2 * H);
+             be->matmul_forward(q, enc->xs, P + o->qkv_w, P + o->qkv_b, M, H, H));
+    ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, enc->qstart, enc->qpos,
+                                                            B, T, NH, HS, pa, seed, SITE(l, SITE_ATT),
+                                                            enc->att_scratch));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, SITE(l, SITE_ATT_OUT));
+             be->add_forward(a->r1, enc->tmp, enc->xs, (size_t)M * H);
+             be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
+                                   c->layer_norm_eps));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, M, H, I));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, M, I, H));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, SITE(l, SITE_FFN_OUT));
+             be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
+             be->layernorm_forward(enc->tmp, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
+                                   c->layer_norm_eps);
+             be->zero(a->h2, sizeof(float) * (size_t)N * H);
+             be->embedding_backward(a->h2, enc->tmp, enc->sel, M, H, -1)); /* scatter the read rows */
+}
+
+/* Backward of last_layer_forward_rows: reads d(h2) [N, H] in dh (zero outside the read rows) and
+ * leaves d(x) [N, H] in db; da and dh are scratch. */
+static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, float *da, float *db, float ph,
+                                     float pa, uint64_t seed) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int l = c->num_layers - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
+              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+    const MeLayerOffsets *o = &enc->lo[l];
+    const MeLayerActs *a = &enc->la[l];
+    const float *P = enc->params, *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H;
+    float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H, *dff = enc->d_ff;
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->embedding_forward(db, enc->sel, dh, M, H, 0); /* gather d(h2) of the read rows */
+             be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, db, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
+                                    H, 0);
+             be->dropout_rows_backward(db, da, enc->sel, M, H, ph, seed, SITE(l, SITE_FFN_OUT));
+             be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, M, I, H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_backward(dff, a->f1pre, dff, (size_t)M * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, M, H, I, 1));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1, P + o->ln1_w, M,
+                                    H, 0);
+             be->dropout_rows_backward(da, db, enc->sel, M, H, ph, seed, SITE(l, SITE_ATT_OUT)));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, M, H, H, 0));
+    ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_backward(dq, dkv, dh, q, kv, a->probs, enc->mask, enc->qstart,
+                                                             enc->qpos, B, T, NH, HS, pa, seed, SITE(l, SITE_ATT),
+                                                             enc->att_scratch));
+    /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the read rows */
+    ME_TIMED(ME_PHASE_GEMM,
+             be->matmul_backward(da, G + o->qkv_w, G + o->qkv_b, dq, enc->xs, P + o->qkv_w, M, H, H, 0);
+             be->add_backward(da, NULL, db, (size_t)M * H, 1);
+             be->matmul_backward(db, G + o->qkv_w + (size_t)H * H, G + o->qkv_b + H, dkv, x, P + o->qkv_w + (size_t)H * H,
+                                 N, H, 2 * H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(db, da, enc->sel, M, H, -1));
+}
+
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
-                       char *err) {
+                       const int32_t *mask, int B, int T, int train, uint64_t seed, const int32_t *read_rows,
+                       int nread, float *out, char *err) {
     int st = validate_inputs(enc, ids, types, mask, B, T, err);
     if (st) return st;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
@@ -299,6 +379,19 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
         enc->nrows[2] = distinct_rows(types, N, -1, enc->seen, rows + 2 * N);
         be->to_device(enc->rows, rows, sizeof(int32_t) * 3 * N);
     }
+    /* the last layer computes only the rows the caller reads (when it reads fewer than all) */
+    enc->M = N;
+    if (read_rows && nread < N && c->num_layers > 0 && be->attention_rows_forward && be->dropout_rows_forward) {
+        int32_t *qstart = enc->host_ints + 4 * N, *qpos = qstart + B + 1;
+        for (int b = 0, r = 0; b <= B; b++) {
+            qstart[b] = r;
+            while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
+        }
+        enc->M = nread;
+        be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
+        be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
+        be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
+    }
     be->to_device(enc->ids, ids, sizeof(int32_t) * N);
     be->to_device(enc->pos, pos, sizeof(int32_t) * N);
     be->to_device(enc->mask, mask, sizeof(int32_t) * N);
@@ -319,6 +412,11 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
 
     const float *x = enc->x0;
     for (int l = 0; l < c->num_layers; l++) {
+        if (l == c->num_layers - 1 && enc->M < N) {
+            last_layer_forward_rows(enc, x, ph, pa, seed);
+            x = enc->la[l].h2;
+            break;
+        }
         const MeLayerOffsets *o = &enc->lo[l];
         MeLayerActs *a = &enc->la[l];
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
@@ -390,6 +488,9 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         const MeLayerOffsets *o = &enc->lo[l];
         const MeLayerActs *a = &enc->la[l];
         const float *x = l ? enc->la[l - 1].h2 : enc->x0;
+        if (l == c->num_layers - 1 && enc->M < N)
+            last_layer_backward_rows(enc, x, dh, da, db, ph, pa, seed);
+        else {
         /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
@@ -414,6 +515,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         /* d(x) = d(r1) + dqkv @ Wqkv */
         ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N,
                                                     H, 3 * H, 1));
+        }
         /* this layer's gradients are complete (and still in cache): add their squares */
         if (grad_sumsq)
             ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G + o->qkv_w, o->ln2_b + H - o->qkv_w));

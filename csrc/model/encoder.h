@@ -64,6 +64,9 @@ typedef struct MeEncoder {
     int nrows[3];
     uint8_t *seen;      /* host scratch for finding distinct rows (max table size bytes, all 0) */
     int grads_zero;     /* the gradient buffer is all zero (nothing accumulated since it was cleared) */
+    int M;              /* rows the last layer computed (N = B*T unless the caller reads fewer) */
+    int32_t *sel, *qstart, *qpos; /* device: those rows [M], per sentence their start [B+1] and position [M] */
+    float *xs;          /* the last layer's input at those rows [M, H] */
 } MeEncoder;
 
 /* Create an encoder with zeroed parameters in *out; a status + message on failure. */
@@ -71,10 +74,14 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
 void me_encoder_free(MeEncoder *enc);
 
 /* Forward. ids/types/mask are host int32 [B,T] (types may be NULL = zeros).
+ * read_rows (host, may be NULL): the rows b*T + t of the last hidden state the caller will read,
+ * ascending, nread of them; with fewer than B*T the last layer computes only those rows (its
+ * keys and values still from every row) and the other rows of the output are zero. Exact: the
+ * read rows are what the full layer gives, up to the order of float additions.
  * out (host, may be NULL) receives the last hidden state [B,T,H]. */
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
-                       char *err);
+                       const int32_t *mask, int B, int T, int train, uint64_t seed, const int32_t *read_rows,
+                       int nread, float *out, char *err);
 
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
  * parameter gradients accumulate into enc->grads. */

@@ -1,11 +1,16 @@
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#endif
 #include "model/model.h"
 
 #include "model/profile.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SITE_COMBINE_DROPOUT (1ULL << 62)
 
@@ -60,6 +65,8 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     if (!m) return me_error(err, ME_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
     m->be = be;
+    const char *sched = getenv("MULTIENC_LM_SCHEDULE");
+    m->side_fixed = sched && !strcmp(sched, "sequential") ? 0 : sched && !strcmp(sched, "side-by-side") ? 1 : -1;
     m->n = n;
     m->C = cfg->num_classes;
     int failed = 0;
@@ -227,6 +234,153 @@ static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char 
     return ME_OK;
 }
 
+/* ------------------------------------------------------- the LMs' schedule
+ * With n >= 2 LMs and T >= 2 threads the LMs can run side by side: LM i on team i % t of
+ * t = min(n, T) teams of T / t threads each, all at once, rather than one after another on all
+ * T threads. Side by side each GEMM packs its weights once instead of once per thread and no
+ * thread waits at the end of each small op; but the slowest LM sets the pace, so with LMs of
+ * unequal size one after another can win. The model measures: its first forwards alternate
+ * between the two (LM_PROBES each), timing the LMs per unit of work, and it keeps the faster
+ * (MULTIENC_LM_SCHEDULE=sequential or =side-by-side at creation fixes one). The results are the
+ * same bits either way: every op's partition of work is fixed by the thread count of its team,
+ * and no op's result depends on that count. */
+#define LM_PROBES 3
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Multiply-adds of the LMs' forward (proportional to their time). */
+static double lm_work(const MeModel *m, const MeLmInput *in, int B) {
+    double w = 0.0;
+    for (int i = 0; i < m->n; i++) {
+        const MeEncoderConfig *c = &m->lms[i]->cfg;
+        const double N = (double)B * in[i].T, H = c->hidden_size;
+        w += c->num_layers * N * (4.0 * H * H + 2.0 * H * c->intermediate_size + 2.0 * in[i].T * H);
+    }
+    return w;
+}
+
+/* 1: side by side for this call, 0: one after another. */
+static int lm_schedule(const MeModel *m) {
+    if (m->n < 2 || omp_get_max_threads() < 2 || m->side_fixed == 0) return 0;
+    if (m->side_fixed == 1) return 1;
+    return m->probes[1] < m->probes[0] ? 1 : m->probes[0] < LM_PROBES ? 0 : m->seconds[0] * m->work[1] >
+                                                                             m->seconds[1] * m->work[0];
+}
+
+static void record_schedule(MeModel *m, int side, double seconds, double work) {
+    if (m->side_fixed >= 0 || m->probes[side] >= LM_PROBES || m->n < 2 || omp_get_max_threads() < 2) return;
+    m->probes[side]++;
+    m->seconds[side] += seconds;
+    m->work[side] += work;
+}
+
+const char *me_model_lm_schedule(const MeModel *m) {
+    if (m->n < 2 || omp_get_max_threads() < 2) return "one language model at a time (one LM or one thread)";
+    if (m->side_fixed >= 0)
+        return m->side_fixed ? "side by side (MULTIENC_LM_SCHEDULE)" : "one after another (MULTIENC_LM_SCHEDULE)";
+    if (m->probes[0] < LM_PROBES || m->probes[1] < LM_PROBES) return "not measured yet";
+    return lm_schedule(m) ? "side by side (measured faster)" : "one after another (measured faster)";
+}
+
+typedef int (*LmTask)(void *ctx, int i, char *err);
+
+/* task(ctx, i) for every LM i (those flagged in active, when given) on the chosen schedule; the
+ * first failure's status and message. */
+static int run_lms(MeModel *m, int side, const int *active, LmTask task, void *ctx, char *err) {
+    int list[64], k = 0;
+    for (int i = 0; i < m->n; i++)
+        if (!active || active[i]) list[k++] = i;
+    if (!side || k < 2) {
+        for (int j = 0; j < k; j++) {
+            int st = task(ctx, list[j], err);
+            if (st) return st;
+        }
+        return ME_OK;
+    }
+    const int nt = omp_get_max_threads(), teams = k < nt ? k : nt, per = nt / teams;
+    if (per > 1 && omp_get_max_active_levels() < 2) omp_set_max_active_levels(2);
+    int status = ME_OK;
+#pragma omp parallel num_threads(teams)
+    {
+        omp_set_num_threads(per); /* this team's ops partition their work for its own threads */
+        char e[ME_ERRLEN];
+        for (int j = omp_get_thread_num(); j < k; j += teams) {
+            int st = task(ctx, list[j], e);
+            if (st) {
+#pragma omp critical(me_lm_failure)
+                if (status == ME_OK) {
+                    status = st;
+                    memcpy(err, e, ME_ERRLEN);
+                }
+                break;
+            }
+        }
+    }
+    return status;
+}
+
+typedef struct {
+    MeModel *m;
+    const MeLmInput *in;
+    int B, K, train;
+    uint64_t seed;
+} LmForward;
+
+/* LM i's forward and its pooling */
+static int lm_forward(void *ctx, int i, char *err) {
+    LmForward *f = ctx;
+    MeModel *m = f->m;
+    const MeBackend *be = m->be;
+    MeEncoder *enc = m->lms[i];
+    const MeLmInput *in = &f->in[i];
+    const int pr = m->cfg.pool_rows, N = f->B * in->T;
+    /* the hidden-state rows the pooling reads: the LM's last layer computes only those */
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    if (!rows) return me_error(err, ME_ERR_NOMEM, "out of memory");
+    int nrows = 0;
+    for (int b = 0; b < f->B; b++)
+        for (int t = 0; t < in->T; t++) {
+            const float *w = in->pool + (size_t)b * f->K * pr * in->T + t;
+            int read = 0;
+            for (int k = 0; k < f->K * pr && !read; k++) read = w[(size_t)k * in->T] != 0.0f;
+            if (read) rows[nrows++] = b * in->T + t;
+        }
+    int st = me_encoder_forward(enc, in->ids, in->types, in->mask, f->B, in->T, f->train, lm_seed(f->seed, i),
+                                rows, nrows, NULL, err);
+    free(rows);
+    if (st) {
+        char tmp[ME_ERRLEN];
+        snprintf(tmp, sizeof tmp, "language model %d: %s", i + 1, err);
+        memcpy(err, tmp, ME_ERRLEN);
+        return st;
+    }
+    be->to_device(m->pool_w[i], in->pool, sizeof(float) * (size_t)f->B * f->K * pr * in->T);
+    /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
+    ME_TIMED(ME_PHASE_HEAD, be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], f->B, in->T,
+                                             f->K * pr, m->H[i] / pr));
+    return ME_OK;
+}
+
+typedef struct {
+    MeModel *m;
+    double *sumsq; /* [n] or NULL */
+} LmBackward;
+
+/* LM i's pooling backward and its backward */
+static int lm_backward(void *ctx, int i, char *err) {
+    LmBackward *b = ctx;
+    MeModel *m = b->m;
+    MeEncoder *enc = m->lms[i];
+    const int pr = m->cfg.pool_rows;
+    ME_TIMED(ME_PHASE_HEAD, m->be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], m->B,
+                                                 enc->T, m->K * pr, m->H[i] / pr, 0));
+    return me_encoder_backward_device(enc, b->sumsq ? &b->sumsq[i] : NULL, err);
+}
+
 /* ---------------------------------------------------------------- forward */
 
 int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
@@ -264,22 +418,12 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     m->seed = seed;
     const float *Wt = m->params;
 
-    for (int i = 0; i < n; i++) {
-        MeEncoder *enc = m->lms[i];
-        st = me_encoder_forward(enc, in[i].ids, in[i].types, in[i].mask, B, in[i].T, train,
-                                lm_seed(seed, i), NULL, err);
-        if (st) {
-            char tmp[ME_ERRLEN];
-            snprintf(tmp, sizeof tmp, "language model %d: %s", i + 1, err);
-            memcpy(err, tmp, ME_ERRLEN);
-            return st;
-        }
-        const int pr = m->cfg.pool_rows;
-        be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * pr * in[i].T);
-        /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
-        ME_TIMED(ME_PHASE_HEAD,
-                 be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K * pr, m->H[i] / pr));
-    }
+    LmForward fw = {m, in, B, K, train, seed};
+    m->side_now = lm_schedule(m);
+    double t0 = now_seconds();
+    st = run_lms(m, m->side_now, NULL, lm_forward, &fw, err);
+    if (st) return st;
+    record_schedule(m, m->side_now, now_seconds() - t0, lm_work(m, in, B));
     uint64_t t_head = me_profile_begin();
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
@@ -437,20 +581,13 @@ static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *
         break;
     }
     }
-    for (int i = 0; i < n; i++) {
-        if (!trainable[i]) continue;
-        MeEncoder *enc = m->lms[i];
-        const int pr = m->cfg.pool_rows;
-        be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], B, enc->T, K * pr, m->H[i] / pr,
-                          0);
-    }
     me_profile_end(ME_PHASE_HEAD, t_head);
     if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G, m->nfloats));
-    for (int i = 0; i < n; i++) {
-        if (!trainable[i]) continue;
-        int st = me_encoder_backward_device(m->lms[i], grad_sumsq, err);
-        if (st) return st;
-    }
+    double sumsq[64] = {0};
+    LmBackward bw = {m, grad_sumsq ? sumsq : NULL};
+    int st = run_lms(m, m->side_now, trainable, lm_backward, &bw, err);
+    if (st) return st;
+    for (int i = 0; grad_sumsq && i < n; i++) *grad_sumsq += sumsq[i];
     return ME_OK;
 }
 

@@ -64,6 +64,10 @@ typedef struct {
     size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b, crf_trans, crf_start, crf_end;
     float **lm_m, **lm_v;       /* AdamW moments per LM (me_model_prepare_training, else the first update) */
     int grads_zero;             /* the head's gradient buffer is all zero */
+    int side_fixed;             /* LMs side by side: -1 measure and choose, 0 never, 1 always */
+    int side_now;               /* the schedule of the last forward (its backward uses it too) */
+    int probes[2];              /* measured forwards per schedule (0 one after another, 1 side by side) */
+    double seconds[2], work[2]; /* their wall time and multiply-adds */
     int *lm_step;
 
     float *ws;
@@ -105,6 +109,9 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
 int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err);
+
+/* How the model runs its LMs now (a sentence for logs and benchmarks). */
+const char *me_model_lm_schedule(const MeModel *m);
 
 /* Allocate (zero-filled, pages already mapped) the AdamW moments of the LMs flagged in trainable [n]
  * that have none yet, so that the first step does not; a training step does it too. */

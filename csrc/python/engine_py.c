@@ -165,7 +165,7 @@ static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     const int32_t *pt = types ? PyArray_DATA(types) : NULL;
     float *po = want_output ? PyArray_DATA((PyArrayObject *)out) : NULL;
-    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, po, err));
+    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, NULL, 0, po, err));
     if (st) {
         Py_DECREF(out);
         return me_raise(st, err);

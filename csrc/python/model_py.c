@@ -427,6 +427,14 @@ static PyObject *Model_prepare_training(ModelObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Model_lm_schedule(ModelObject *self, PyObject *noargs) {
+    if (!ready(self)) return NULL;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    PyObject *r = PyUnicode_FromString(me_model_lm_schedule(self->model));
+    PyThread_release_lock(self->lock);
+    return r;
+}
+
 static PyObject *Model_get_num_floats(ModelObject *self, void *c) {
     if (!ready(self)) return NULL;
     return PyLong_FromSize_t(self->model->nfloats);
@@ -448,6 +456,8 @@ static PyMethodDef Model_methods[] = {
      "int32 [B, K] (-1 past each length) when decode. lengths [B]: words per sentence (CRF; default K)."},
     {"backward", (PyCFunction)Model_backward, METH_O,
      "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
+    {"lm_schedule", (PyCFunction)Model_lm_schedule, METH_NOARGS,
+     "lm_schedule() -> how the language models run now: side by side, one after another, or not measured yet."},
     {"prepare_training", (PyCFunction)Model_prepare_training, METH_O,
      "prepare_training(trainable): allocate the optimizer state of the flagged LMs now, not in the first step."},
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,

@@ -482,6 +482,113 @@ fail:
 /* The training-step ops below run on the CPU backend only, until their CUDA versions exist. */
 #define BE me_cpu_backend()
 
+/* Query rows of attention_rows_*: qstart [B+1] from 0 to M, positions qpos [M] ascending within
+ * each sentence and below T; 0, or -1 with an exception set. */
+static int check_query_rows(PyArrayObject *qs, PyArrayObject *qp, int B, int T, int M) {
+    if (D(qs, 0) != B + 1 || D(qp, 0) != M || I32(qs)[0] != 0 || I32(qs)[B] != M) {
+        PyErr_SetString(PyExc_ValueError, "qstart must run from 0 to the number of query rows, qpos one per row");
+        return -1;
+    }
+    for (int b = 0; b < B; b++)
+        for (int r = I32(qs)[b]; r < I32(qs)[b + 1]; r++)
+            if (r < 0 || r >= M || I32(qp)[r] < 0 || I32(qp)[r] >= T || (r > I32(qs)[b] && I32(qp)[r] <= I32(qp)[r - 1])) {
+                PyErr_SetString(PyExc_ValueError, "qpos: positions of a sentence must ascend within 0..T-1");
+                return -1;
+            }
+    return 0;
+}
+
+/* attention_rows_forward(q [M,D], kv [B,T,2D], mask [B,T], qstart [B+1], qpos [M], NH, p, seed, site)
+ * -> (ctx [M,D], probs [M*NH*T]) */
+static PyObject *ops_attention_rows_forward(PyObject *s, PyObject *args) {
+    PyObject *qo, *ko, *mo, *so, *po;
+    int NH;
+    float p;
+    unsigned long long seed, site;
+    if (!PyArg_ParseTuple(args, "OOOOOifKK", &qo, &ko, &mo, &so, &po, &NH, &p, &seed, &site)) return NULL;
+    PyArrayObject *q = farr(qo, 2, "q"), *kv = q ? farr(ko, 3, "kv") : NULL, *m = kv ? iarr(mo, 2, "mask") : NULL;
+    PyArrayObject *qs = m ? iarr(so, 1, "qstart") : NULL, *qp = qs ? iarr(po, 1, "qpos") : NULL;
+    PyArrayObject *ctx = NULL, *probs = NULL;
+    float *scratch = NULL;
+    if (!qp) goto fail;
+    int M = D(q, 0), B = D(kv, 0), T = D(kv, 1);
+    if (NH <= 0 || D(q, 1) % NH || D(kv, 2) != 2 * D(q, 1) || D(m, 0) != B || D(m, 1) != T) FAIL("shape mismatch");
+    if (check_query_rows(qs, qp, B, T, M)) goto fail;
+    int HS = D(q, 1) / NH;
+    npy_intp cd[2] = {M, NH * HS}, pd[1] = {(npy_intp)M * NH * T};
+    if (!(ctx = zeros(2, cd)) || !(probs = zeros(1, pd))) goto fail;
+    scratch = BE->alloc(sizeof(float) * BE->attention_scratch_floats(B, T, NH, HS));
+    if (!scratch) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    BE->attention_rows_forward(F(ctx), F(probs), F(q), F(kv), I32(m), I32(qs), I32(qp), B, T, NH, HS, p, seed, site,
+                               scratch);
+    Py_END_ALLOW_THREADS
+    BE->release(scratch);
+    Py_DECREF(q); Py_DECREF(kv); Py_DECREF(m); Py_DECREF(qs); Py_DECREF(qp);
+    return Py_BuildValue("(NN)", ctx, probs);
+fail:
+    Py_XDECREF(q); Py_XDECREF(kv); Py_XDECREF(m); Py_XDECREF(qs); Py_XDECREF(qp); Py_XDECREF(ctx); Py_XDECREF(probs);
+    return NULL;
+}
+
+/* attention_rows_backward(dctx [M,D], q, kv, probs, mask, qstart, qpos, NH, p, seed, site) -> (dq [M,D], dkv [B,T,2D]) */
+static PyObject *ops_attention_rows_backward(PyObject *s, PyObject *args) {
+    PyObject *go, *qo, *ko, *pro, *mo, *so, *po;
+    int NH;
+    float p;
+    unsigned long long seed, site;
+    if (!PyArg_ParseTuple(args, "OOOOOOOifKK", &go, &qo, &ko, &pro, &mo, &so, &po, &NH, &p, &seed, &site))
+        return NULL;
+    PyArrayObject *g = farr(go, 2, "dctx"), *q = g ? farr(qo, 2, "q") : NULL, *kv = q ? farr(ko, 3, "kv") : NULL;
+    PyArrayObject *pr = kv ? farr(pro, 1, "probs") : NULL, *m = pr ? iarr(mo, 2, "mask") : NULL;
+    PyArrayObject *qs = m ? iarr(so, 1, "qstart") : NULL, *qp = qs ? iarr(po, 1, "qpos") : NULL;
+    PyArrayObject *dq = NULL, *dkv = NULL;
+    float *scratch = NULL;
+    if (!qp) goto fail;
+    int M = D(q, 0), B = D(kv, 0), T = D(kv, 1);
+    if (NH <= 0 || D(q, 1) % NH || D(kv, 2) != 2 * D(q, 1) || D(m, 0) != B || D(m, 1) != T || D(g, 0) != M ||
+        D(g, 1) != D(q, 1) || D(pr, 0) != M * NH * T)
+        FAIL("shape mismatch");
+    if (check_query_rows(qs, qp, B, T, M)) goto fail;
+    int HS = D(q, 1) / NH;
+    npy_intp qd[2] = {M, NH * HS}, kd[3] = {B, T, 2 * NH * HS};
+    if (!(dq = zeros(2, qd)) || !(dkv = zeros(3, kd))) goto fail;
+    scratch = BE->alloc(sizeof(float) * BE->attention_scratch_floats(B, T, NH, HS));
+    if (!scratch) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    BE->attention_rows_backward(F(dq), F(dkv), F(g), F(q), F(kv), F(pr), I32(m), I32(qs), I32(qp), B, T, NH, HS, p,
+                                seed, site, scratch);
+    Py_END_ALLOW_THREADS
+    BE->release(scratch);
+    Py_DECREF(g); Py_DECREF(q); Py_DECREF(kv); Py_DECREF(pr); Py_DECREF(m); Py_DECREF(qs); Py_DECREF(qp);
+    return Py_BuildValue("(NN)", dq, dkv);
+fail:
+    Py_XDECREF(g); Py_XDECREF(q); Py_XDECREF(kv); Py_XDECREF(pr); Py_XDECREF(m); Py_XDECREF(qs); Py_XDECREF(qp);
+    Py_XDECREF(dq); Py_XDECREF(dkv);
+    return NULL;
+}
+
+/* dropout_rows(x [M,C], rows [M], p, seed, site, backward) -> y */
+static PyObject *ops_dropout_rows(PyObject *s, PyObject *args) {
+    PyObject *xo, *ro;
+    float p;
+    unsigned long long seed, site;
+    int backward;
+    if (!PyArg_ParseTuple(args, "OOfKKp", &xo, &ro, &p, &seed, &site, &backward)) return NULL;
+    PyArrayObject *x = farr(xo, 2, "x"), *r = x ? iarr(ro, 1, "rows") : NULL, *out = NULL;
+    if (!r) goto fail;
+    if (D(r, 0) != D(x, 0)) FAIL("one row index per row of x");
+    npy_intp d[2] = {D(x, 0), D(x, 1)};
+    if (!(out = zeros(2, d))) goto fail;
+    (backward ? BE->dropout_rows_backward : BE->dropout_rows_forward)(F(out), F(x), I32(r), D(x, 0), D(x, 1), p, seed,
+                                                                      site);
+    Py_DECREF(x); Py_DECREF(r);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(x); Py_XDECREF(r); Py_XDECREF(out);
+    return NULL;
+}
+
 /* pool_forward(h [B,T,C], w [B,K,T]) -> out [B,K,C] */
 static PyObject *ops_pool_forward(PyObject *s, PyObject *args) {
     PyObject *ho, *wo;
@@ -846,6 +953,12 @@ static PyMethodDef ops_methods[] = {
     {"ops_rng_uniform", ops_rng_uniform, METH_VARARGS, "(seed, site, n) -> the dropout RNG's uniforms"},
     {"ops_attention_forward", ops_attention_forward, METH_VARARGS, "(qkv, mask, NH, p, seed, site) -> (ctx, probs)"},
     {"ops_attention_backward", ops_attention_backward, METH_VARARGS, "(dctx, qkv, probs, mask, NH, p, seed, site) -> dqkv"},
+    {"ops_attention_rows_forward", ops_attention_rows_forward, METH_VARARGS,
+     "(q, kv, mask, qstart, qpos, NH, p, seed, site) -> (ctx, probs): attention for some query rows"},
+    {"ops_attention_rows_backward", ops_attention_rows_backward, METH_VARARGS,
+     "(dctx, q, kv, probs, mask, qstart, qpos, NH, p, seed, site) -> (dq, dkv)"},
+    {"ops_dropout_rows", ops_dropout_rows, METH_VARARGS,
+     "(x, rows, p, seed, site, backward) -> dropout of rows `rows` of a tensor held compactly"},
     {"ops_pool_forward", ops_pool_forward, METH_VARARGS, "(h, w) -> out"},
     {"ops_pool_backward", ops_pool_backward, METH_VARARGS, "(dout, w) -> dh"},
     {"ops_concat_forward", ops_concat_forward, METH_VARARGS, "([parts]) -> out"},
