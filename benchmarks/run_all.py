@@ -42,6 +42,8 @@ SECTIONS = (
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),
+    Section("seed-job", "The research project's job: ELECTRA-base + RoBERTa-base with DME on CoLA, multienc vs PyTorch "
+            "(CPU)", "bench_seed_job.py"),
     Section("encoder-gpu", "Encoder on the GPU: multienc vs PyTorch", "bench_encoder.py", ("--device", "cuda"),
             gpu=True),
     Section("real-cola", "Real data: a pretrained model from PyPI fine-tuned on CoLA, multienc vs HF transformers",
