@@ -354,3 +354,44 @@ def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
     enc.backward(dh.astype(np.float32))
     want = grads(enc._c)
     assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "words"])
+def test_pooled_head_matches_hf(family, pooling):
+    """A classification head on CLS rows, on each sentence's mean, and on three first-subtoken rows
+    per sentence (a word-level head), in training mode: the task model's last layer computes only
+    the rows the pooling reads (all of them for the mean), and the logits, the loss and the gradient
+    of every HF parameter and of the decoder equal HF transformers' (dropout off on both sides;
+    tests/fixtures/models/<family>/pooled_heads.npz, made by tools/make_pooled_head_reference.py)."""
+    ref = np.load(os.path.join(FIX, family, "pooled_heads.npz"))
+    enc = Encoder(os.path.join(FIX, family), {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
+    info = model.param_info()
+    assert sorted(n for n, _, _ in info) == ["decoder.bias", "decoder.weight"]
+    flat = np.zeros(model.num_floats, np.float32)
+    for name, shape, off in info:
+        flat[off:off + int(np.prod(shape))] = ref[f"{pooling}/{name}"].ravel()
+    model.write_params(flat)
+    ids, mask = ref["input_ids"].astype(np.int32), ref["attention_mask"].astype(np.int32)
+    types = ref["token_type_ids"].astype(np.int32) if "token_type_ids" in ref else None
+    out, _, loss, _ = model.forward([(ids, mask, types, ref[f"{pooling}/pool"])], ref[f"{pooling}/targets"],
+                                    train=True, seed=3)
+    np.testing.assert_allclose(out, ref[f"{pooling}/logits"], rtol=1e-4, atol=1e-5)
+    assert abs(loss - float(ref[f"{pooling}/loss"])) <= 1e-5 * max(1.0, abs(float(ref[f"{pooling}/loss"])))
+    enc.zero_grad()
+    model.backward([True])
+    got = dict(enc.gradients())
+    head = grads(model)
+    for name, shape, off in info:
+        got[name] = head[off:off + int(np.prod(shape))].reshape(shape)
+    prefix = f"{pooling}/grad/"
+    assert set(got) == {k[len(prefix):] for k in ref.files if k.startswith(prefix)}
+    scale = np.median([np.linalg.norm(ref[prefix + n]) for n in got])
+    for name, g in got.items():
+        r = ref[prefix + name]
+        err = np.linalg.norm(g - r)
+        if np.linalg.norm(r) > 1e-4 * scale:
+            assert err <= 1e-4 * np.linalg.norm(r), (name, err / np.linalg.norm(r))
+        else:  # analytically zero (the key bias; rows no pooled row depends on): float32 noise only
+            assert err <= 1e-4 * scale, (name, err)
