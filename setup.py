@@ -1,11 +1,23 @@
 """Build script for multienc's C extensions.
 
-``multienc.engine._C``: every ``*.c`` file under ``csrc/`` (except the CUDA part)
-compiled into one extension linked against OpenBLAS from the
-``scipy-openblas32`` wheel (found at build time, located at run time through
-an rpath relative to the installed package and by ``multienc/engine/native.py``)
-and OpenMP. The extensions live in the engine package, the only Python that
-imports them.
+The engine is compiled once, into two static libraries that every extension links (setuptools'
+``libraries`` / build_clib, compiled with the extensions' flags and -fPIC):
+``multienc_engine`` (every ``*.c`` under ``csrc/`` outside ``csrc/python`` and ``csrc/cuda``: the
+model, the CPU backend, the tokenizer; no Python) and ``multienc_bindings`` (the binding helpers
+both Python modules use: ``csrc/python/convert.c``, ``csrc/python/device.c``). Everything is
+compiled with -fvisibility=hidden, so each extension keeps its own copy private.
+
+The extensions live in the engine package, the only Python that imports them.
+
+``multienc.engine._C``: the binding files of ``csrc/python/`` (module, Encoder, Model, Tokenizer)
+linked against those libraries, OpenBLAS from the ``scipy-openblas32`` wheel (found at build time,
+located at run time through an rpath relative to the installed package and by
+``multienc/engine/native.py``) and OpenMP.
+
+``multienc.engine._C_tests`` (only with MULTIENC_TEST_EXTENSION=1): the op test entry points
+(``csrc/python/tests/``), as numpy's ``_multiarray_tests``; ``make build``, ``make sanitize`` and
+``tests/gpu/run_all.sh`` set it, a wheel (``tools/build_wheel.py``, ``python -m build``) leaves
+it out.
 
 ``multienc.engine._C_cuda`` (only when ``nvcc`` is found): the CUDA backend,
 ``csrc/cuda/*.cu`` compiled by nvcc for sm_80 and sm_90 (plus compute_90 PTX
@@ -14,10 +26,18 @@ linked against cuBLAS and the static CUDA runtime. It is a separate module so
 that ``import multienc`` never needs the CUDA libraries: ``_C`` imports it only
 when a CUDA device is asked for (docs/ARCHITECTURE.md, "CUDA backend").
 
+``multienc.engine._C_nccl`` (only when nvcc and NCCL are found: ``nccl.h`` and ``libnccl.so`` in
+``$NCCL_HOME`` or the toolkit): NCCL all-reduce over the CUDA backend's buffers for data-parallel
+training with one process per GPU (``csrc/python/nccl_module.c``, linked against libnccl). Its
+own module, so that single-GPU use never needs libnccl (docs/distributed.md).
+
 Environment:
+  MULTIENC_TEST_EXTENSION=1  also build multienc.engine._C_tests (the op test entry points)
   MULTIENC_CUDA=0      skip the CUDA part even where nvcc is found
   MULTIENC_CUDA=1      require it (fail when nvcc is not found)
   CUDA_HOME            toolkit folder to take nvcc from when it is not on PATH
+  NCCL_HOME            folder with include/nccl.h and lib/libnccl.so (default: the toolkit's)
+  MULTIENC_NCCL=0|1    skip / require the NCCL module (default: build it when NCCL is found)
   MULTIENC_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
                        (CPU only: the CUDA part is skipped)
   MULTIENC_DEBUG=1     -O0 -g
@@ -27,6 +47,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 
 import numpy
 import scipy_openblas32
@@ -36,15 +57,29 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 SANITIZE = os.environ.get("MULTIENC_SANITIZE") == "1"
 DEBUG = os.environ.get("MULTIENC_DEBUG") == "1"
+TEST_EXTENSION = os.environ.get("MULTIENC_TEST_EXTENSION") == "1"
 CUDA_ARCHS = ("80", "90")
-CUDA_ONLY_C = os.path.join("csrc", "python", "cuda_module.c")
+PYTHON_DIR = os.path.join("csrc", "python")
+CUDA_ONLY_C = os.path.join(PYTHON_DIR, "cuda_module.c")
+NCCL_ONLY_C = os.path.join(PYTHON_DIR, "nccl_module.c")
+SHARED_BINDINGS = [os.path.join(PYTHON_DIR, "convert.c"), os.path.join(PYTHON_DIR, "device.c")]
 HEADERS = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 
 
-def c_sources():
-    files = sorted(glob.glob(os.path.join("csrc", "**", "*.c"), recursive=True))
-    return [f for f in files
-            if not f.startswith(os.path.join("csrc", "cuda")) and f != CUDA_ONLY_C]
+def c_files(folder, recursive=False):
+    pattern = os.path.join(folder, "**", "*.c") if recursive else os.path.join(folder, "*.c")
+    return sorted(glob.glob(pattern, recursive=recursive))
+
+
+def engine_sources():
+    """Every C file of the engine: csrc/ outside the bindings and the CUDA part."""
+    skip = (PYTHON_DIR + os.sep, os.path.join("csrc", "cuda") + os.sep)
+    return [f for f in c_files("csrc", recursive=True) if not f.startswith(skip)]
+
+
+def core_binding_sources():
+    """multienc.engine._C's own binding files."""
+    return [f for f in c_files(PYTHON_DIR) if f not in SHARED_BINDINGS and f not in (CUDA_ONLY_C, NCCL_ONLY_C)]
 
 
 def find_nvcc():
@@ -80,8 +115,24 @@ def cuda_layout(nvcc):
     return m.group(1), os.path.join(root, "include"), libdir
 
 
+def find_nccl(cuda_include, cuda_libdir):
+    """(include dir, library dir) of NCCL, or None when the NCCL module is not to be built."""
+    want = os.environ.get("MULTIENC_NCCL", "")
+    if want == "0":
+        return None
+    home = os.environ.get("NCCL_HOME")
+    places = [(os.path.join(home, "include"), os.path.join(home, "lib"))] if home else []
+    places.append((cuda_include, cuda_libdir))
+    for inc, lib in places:
+        if os.path.exists(os.path.join(inc, "nccl.h")) and os.path.exists(os.path.join(lib, "libnccl.so")):
+            return inc, lib
+    if want == "1":
+        raise SystemExit("MULTIENC_NCCL=1 but nccl.h and libnccl.so were not found (set NCCL_HOME)")
+    return None
+
+
 def compile_args(extra=()):
-    args = ["-std=c11", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter",
+    args = ["-std=c11", "-fopenmp", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter",
             "-Wno-missing-field-initializers", "-fno-strict-aliasing",
             "-DBLAS_SYMBOL_PREFIX=scipy_", *extra]
     if SANITIZE:
@@ -104,9 +155,20 @@ def link_args():
 
 
 class BuildExt(build_ext):
-    """build_ext that first compiles an extension's ``cuda_sources`` with nvcc."""
+    """build_ext that builds the static engine libraries first (also for ``build_ext --inplace``,
+    which does not run build_clib), relinks an extension when they changed, and compiles an
+    extension's ``cuda_sources`` with nvcc."""
+
+    def run(self):
+        if self.distribution.has_c_libraries():
+            self.run_command("build_clib")
+        super().run()
 
     def build_extension(self, ext):
+        if self.distribution.has_c_libraries():
+            clib = self.get_finalized_command("build_clib")
+            ext.depends = ext.depends + [os.path.join(clib.build_clib, self.compiler.library_filename(name))
+                                         for name in clib.get_library_names()]
         cu = getattr(ext, "cuda_sources", None)
         if cu:
             ext.extra_objects = [self.nvcc_compile(src, ext) for src in cu]
@@ -136,7 +198,7 @@ def extensions():
     c_defines = []
     exts = []
     if nvcc:
-        version, _, libdir = cuda_layout(nvcc)
+        version, cuda_include, libdir = cuda_layout(nvcc)
         archs = ",".join(f"sm_{a}" for a in CUDA_ARCHS)
         c_defines = ["-DMULTIENC_WITH_CUDA", f'-DMULTIENC_CUDA_VERSION="{version}"',
                      f'-DMULTIENC_CUDA_ARCHS="{archs}"']
@@ -157,15 +219,46 @@ def extensions():
         cuda.cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         cuda.nvcc = nvcc
         exts.append(cuda)
+        nccl = find_nccl(cuda_include, libdir)
+        if nccl:
+            exts.append(Extension(
+                "multienc.engine._C_nccl",
+                sources=[NCCL_ONLY_C],
+                include_dirs=["csrc", nccl[0], cuda_include],
+                extra_compile_args=compile_args(),
+                extra_link_args=[f"-L{nccl[1]}", "-lnccl", f"-Wl,-rpath,{nccl[1]}",
+                                 "-Wl,-rpath,$ORIGIN/../../nvidia/nccl/lib"],
+                depends=HEADERS,
+            ))
+    include_dirs = ["csrc", numpy.get_include(), scipy_openblas32.get_include_dir()]
     core = Extension(
         "multienc.engine._C",
-        sources=c_sources(),
-        include_dirs=[os.path.join("csrc"), numpy.get_include(), scipy_openblas32.get_include_dir()],
+        sources=core_binding_sources(),
+        include_dirs=include_dirs,
         extra_compile_args=compile_args(c_defines),
         extra_link_args=link_args(),
         depends=HEADERS,
     )
-    return [core, *exts]
+    exts = [core, *exts]
+    if TEST_EXTENSION:
+        exts.append(Extension(
+            "multienc.engine._C_tests",
+            sources=c_files(os.path.join(PYTHON_DIR, "tests")),
+            include_dirs=include_dirs,
+            extra_compile_args=compile_args(c_defines),
+            extra_link_args=link_args(),
+            depends=HEADERS,
+        ))
+    # compiled once, linked into every extension (in this order: the bindings call the engine);
+    # build_clib adds no Python headers: only the bindings get them, the engine cannot include them
+    lib = {"cflags": compile_args(c_defines), "obj_deps": {"": HEADERS}}
+    python_include = sorted({sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]})
+    libraries = [("multienc_bindings", {"sources": SHARED_BINDINGS, "include_dirs": include_dirs + python_include,
+                                        **lib}),
+                 ("multienc_engine", {"sources": engine_sources(), "include_dirs": ["csrc",
+                                      scipy_openblas32.get_include_dir()], **lib})]
+    return exts, libraries
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+exts, libraries = extensions()
+setup(ext_modules=exts, libraries=libraries, cmdclass={"build_ext": BuildExt})

@@ -1,7 +1,10 @@
 """Tokens per second of multienc's C tokenizers vs HuggingFace tokenizers on the shared corpora.
 
 For each real vocabulary in ../shared/data/vocab (bert-base-uncased, bert-base-cased,
-roberta-base) and every unique sentence of the shared corpora, in one run:
+roberta-base), for SentencePiece Unigram tokenizers (the 32k model trained on the corpora,
+tests/fixtures/unigram, as transformers' XLM-R and ALBERT converters write its tokenizer.json, and
+SentencePiece's test_model as the DeBERTa-v2 converter writes it) and every unique sentence of
+the shared corpora, in one run:
 
 * single-thread: one ``encode(text)`` call per sentence (multienc ``Tokenizer.encode`` vs
   ``tokenizers.Tokenizer.encode``, the backend ``transformers.AutoTokenizer`` builds);
@@ -14,12 +17,15 @@ roberta-base) and every unique sentence of the shared corpora, in one run:
 Tokens counted are those HF produces without truncation or padding (special tokens included);
 both sides produce the same.
 
-    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R] [--batch-size B]
+    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R] [--batch-size B] [--only all|vocab|unigram]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
+import warnings
 import platform
 import sys
 import time
@@ -30,7 +36,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import _tok_corpora as C  # noqa: E402
 
 from multienc import build_info  # noqa: E402
-from multienc.engine.tokenization import Tokenizer  # noqa: E402
+from multienc.engine.tokenization import Tokenizer, convert_spm_model  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(HERE), "tests", "fixtures", "unigram")
+# (row name, SentencePiece model, converter family)
+UNIGRAMS = [("unigram 32k, XLM-R converter", os.path.join(FIXTURES, "trained-32k.model"), "xlm-roberta"),
+            ("unigram 32k, ALBERT converter", os.path.join(FIXTURES, "trained-32k.model"), "albert"),
+            ("unigram test_model, DeBERTa-v2 converter", os.path.join(C.SHARED_DATA, "spm", "test_model.model"),
+             "deberta-v2")]
+
+
+def load_pairs(name: str, tmp: str):
+    """(ours, HF backend) for a vocabulary folder or a Unigram row; None if its files are absent."""
+    import tokenizers
+    import transformers
+
+    for row, model, family in UNIGRAMS:
+        if row == name:
+            if not os.path.exists(model):
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                d = convert_spm_model(model, family)
+            path = os.path.join(tmp, "tokenizer.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(d, f)
+            return Tokenizer.from_file(path), tokenizers.Tokenizer.from_file(path)
+    folder = C.vocab_dir(name)
+    if folder is None:
+        return None
+    return Tokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:
@@ -47,6 +82,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N unique sentences")
     ap.add_argument("--repeat", type=int, default=3, help="best of R runs per measurement")
     ap.add_argument("--batch-size", type=int, default=1024, help="sentences per encode_batch call")
+    ap.add_argument("--only", choices=["all", "vocab", "unigram"], default="all",
+                    help="rows: the real vocabularies, the Unigram tokenizers, or both")
     args = ap.parse_args()
 
     import tokenizers
@@ -62,16 +99,18 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, OpenMP threads {threads}; tokenizers {tokenizers.__version__}, "
           f"transformers {transformers.__version__}; {platform.processor() or platform.machine()}")
     print()
-    print("| vocabulary | tokens | single-thread ours | single-thread HF | ratio | "
+    print("| tokenizer | tokens | single-thread ours | single-thread HF | ratio | "
           "batched ours (all threads) | batched ours (1 thread) | batched HF (all threads) | ratio |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in C.VOCABS:
-        folder = C.vocab_dir(name)
-        if folder is None:
+    tmp = tempfile.mkdtemp(prefix="bench-tok-")
+    names = (list(C.VOCABS) if args.only != "unigram" else []) + \
+        ([row for row, _, _ in UNIGRAMS] if args.only != "vocab" else [])
+    for name in names:
+        loaded = load_pairs(name, tmp)
+        if loaded is None:
             print(f"| {name} | (absent) |")
             continue
-        ours = Tokenizer.from_pretrained(folder)
-        hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
+        ours, hf = loaded
         hf.no_truncation()
         hf.no_padding()
         n_tok = sum(len(e.ids) for e in hf.encode_batch(texts))
@@ -83,7 +122,7 @@ def main() -> None:
         t_oursb1 = best_of(lambda: [ours.encode_batch(b, max_length=512, num_threads=1) for b in batches],
                            args.repeat)
         hf.enable_truncation(max_length=512)
-        hf.enable_padding(pad_id=ours.pad_token_id)
+        hf.enable_padding(pad_id=ours.pad_token_id or 0)
         t_hfb = best_of(lambda: [hf.encode_batch(b) for b in batches], args.repeat)
 
         def rate(t: float) -> str:

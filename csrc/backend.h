@@ -180,6 +180,8 @@ typedef struct MeBackend {
     double (*sum_squares)(const float *x, size_t n);
     /* the same over rows `rows` [nrows] (distinct) of x [*, C]: a sparse gradient's norm */
     double (*sum_squares_rows)(const float *x, const int32_t *rows, int nrows, int C);
+    /* x *= factor (a data-parallel shard's share of the batch's mean loss) */
+    void (*scale)(float *x, size_t n, float factor);
     /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9) with the
      * gradient first scaled by grad_scale (clipping: torch's g *= coef in float32); the
      * gradient is set to zero afterwards, ready for the next step's accumulation. */
@@ -191,6 +193,15 @@ typedef struct MeBackend {
 } MeBackend;
 
 const MeBackend *me_cpu_backend(void);
+
+/* The CPU backend's vector code level, chosen at run time (cpu/vmath.c): 2 AVX-512 (F, VL, DQ)
+ * + FMA, 1 AVX2 + FMA, 0 baseline; the CPU's best unless me_cpu_set_level lowered it. */
+int me_cpu_level(void);
+/* Use at most `level` (tests compare the variants); returns the level now in use. */
+int me_cpu_set_level(int level);
+/* Its vectorised exp and erf (cpu/vmath.c; for tests against float64): out = f(inp), in place allowed. */
+void me_vexp(float *out, const float *inp, size_t n);
+void me_verf(float *out, const float *inp, size_t n);
 
 /* Doubles of CRF scratch for B sentences of K rows and C tags: alpha | beta | log Z | NLL. */
 #define ME_CRF_SCRATCH(B, K, C) (2 * (size_t)(B) * (size_t)(K) * (size_t)(C) + 2 * (size_t)(B))
@@ -205,6 +216,25 @@ static inline ME_HOSTDEV float me_uniform(uint64_t seed, uint64_t site, uint64_t
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     z ^= z >> 31;
     return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* The site whose mask is site's mask moved by `delta` elements: for every index i,
+ * me_uniform(seed, me_dropout_site_at(seed, site, delta), i) == me_uniform(seed, site, i + delta).
+ * A shard of a batch that starts at element `delta` of the whole batch's tensor draws the
+ * whole batch's mask for its elements through the existing ops (data parallelism). Exact
+ * because the index only enters me_uniform as (index + 1) * gamma added to a per-site key,
+ * and the key's mixing (seed * gamma + site * D, then z ^= z >> 31) is invertible for odd D. */
+static inline uint64_t me_dropout_site_at(uint64_t seed, uint64_t site, uint64_t delta) {
+    if (!delta) return site;
+    const uint64_t G = 0x9E3779B97F4A7C15ULL, D = 0xD1B54A32D192ED03ULL;
+    uint64_t key = seed * G + site * D;
+    key ^= key >> 31;
+    key += delta * G;                      /* the shifted key */
+    uint64_t x = key ^ (key >> 31);        /* invert z ^= z >> 31 (two rounds cover 64 bits) */
+    x = key ^ (x >> 31);
+    uint64_t inv = D;                      /* D^-1 mod 2^64 by Newton's iteration */
+    for (int i = 0; i < 5; i++) inv *= 2 - D * inv;
+    return (x - seed * G) * inv;
 }
 
 #endif

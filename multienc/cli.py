@@ -1,8 +1,10 @@
-"""The ``multienc`` command (also ``python -m multienc``): train, predict, benchmark.
+"""The ``multienc`` command (also ``python -m multienc``): train, predict, search, benchmark.
 
     multienc                         # = multienc train: the built-in default, offline
     multienc train --corpus GLUE_COLA --lm roberta-base --lm google/electra-base-discriminator
+    mpirun -n 4 multienc train ...   # the same, data-parallel over 4 processes
     multienc predict models/.../best-model.pt "The server is down." "Rain all day."
+    multienc search --corpus GLUE_COLA --lm A --lm B --lm C --seeds 5
     multienc benchmark
 
 Every subcommand calls the Python API (:mod:`multienc.encoders`, :mod:`multienc.task_heads`,
@@ -12,11 +14,12 @@ print one line, ``multienc <command>: error: ...``, and exit with status 2 (argu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Dict, List, NoReturn, Optional, Sequence, Union
+from typing import Dict, Iterator, List, NoReturn, Optional, Sequence, Union
 
 __all__ = ["main", "build_parser"]
 
@@ -91,7 +94,7 @@ def _device(text: str) -> str:
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``multienc`` argument parser (subcommands ``train``, ``predict``, ``benchmark``)."""
+    """The ``multienc`` argument parser (subcommands ``train``, ``predict``, ``search``, ``benchmark``)."""
     from multienc import __version__
     from multienc.data import DEMO_MODELS
 
@@ -105,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                "examples:\n"
                "  multienc                                    # the default run, offline, a few minutes\n"
                "  multienc train --corpus GLUE_COLA --lm roberta-base --lm google/electra-base-discriminator\n"
+               "  mpirun -n 2 multienc train ...              # data-parallel over 2 processes\n"
                "  multienc predict models/<run>/best-model.pt 'The deploy failed.' 'Sunny tomorrow.'\n"
+               "  multienc search --corpus GLUE_COLA --lm A --lm B --lm C --seeds 5\n"
                "  multienc benchmark --epochs 1\n\n"
                "'multienc COMMAND --help' describes each command.")
     parser.add_argument("--version", action="version", version=f"multienc {__version__}")
@@ -115,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="fine-tune language models together on a corpus (the default command)",
         formatter_class=_Help,
         description="Fine-tune one or more language models together on a corpus, print the dev metrics "
-                    "per epoch and example DME scores, and save best-model.pt, loss.tsv and training.log.")
+                    "per epoch and example DME scores, and save best-model.pt, loss.tsv and training.log. "
+                    "Under mpirun -n N (or srun) the N processes train data-parallel: --batch-size stays the "
+                    "global batch, rank 0 prints and writes the files.")
     _add_model_arguments(train)
     train.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme",
                        help="how the language models' vectors are combined")
@@ -146,6 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                          help="sentences per forward pass")
     predict.add_argument("--json", action="store_true", help="print the prediction dict as JSON")
+
+    search = sub.add_parser(
+        "search", help="train every combination of some language models for several seeds and tabulate them",
+        formatter_class=_Help,
+        description="Train every non-empty combination of the --lm models (or the --combination ones) for each "
+                    "seed, each run an ordinary training run in BASE_PATH/<combination>/seed-<n>, and write "
+                    "results.md, results.csv and results.png: dev and test metrics, mean and standard deviation "
+                    "over the seeds per combination, best first. Started again, it trains only the runs that "
+                    "have not finished. Runs go to a pool of local processes, or under mpirun / srun to groups of "
+                    "--ranks-per-run ranks.")
+    _add_model_arguments(search)
+    search.add_argument("--combination", action="append", metavar="A,B",
+                        help="a combination to train, --lm models joined by commas; repeat (default: every "
+                             "non-empty subset of the --lm models)")
+    search.add_argument("--seeds", type=_positive_int, default=5, metavar="N", help="seeds 1..N per combination")
+    search.add_argument("--combine", choices=("dme", "concat", "mean"), default="dme",
+                        help="how the language models' vectors are combined")
+    search.add_argument("--epochs", type=_non_negative_int, default=3, metavar="N", help="training epochs per run")
+    search.add_argument("--lr", type=_learning_rate, default=5e-5, metavar="LR", help="learning rate of the LMs")
+    search.add_argument("--decoder-lr", type=_learning_rate, default=1e-3, metavar="LR",
+                        help="learning rate of the new layers (combiner and decoder)")
+    search.add_argument("--base-path", default=None, metavar="FOLDER",
+                        help="the search's folder (default: search/<corpus>)")
+    search.add_argument("--processes", type=_positive_int, default=None, metavar="N",
+                        help="local runs at a time (default: one per core, up to the number of runs)")
+    search.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="threads of each local run (default: cores / processes)")
+    search.add_argument("--ranks-per-run", type=_positive_int, default=1, metavar="N",
+                        help="under mpirun / srun: ranks that train one run together (data-parallel)")
+    search.add_argument("--save-models", action="store_true", help="write each run's best-model.pt")
+    search.add_argument("--no-progress", action="store_true", help="no line per finished run")
 
     bench = sub.add_parser(
         "benchmark", help="measure training and prediction speed on this machine",
@@ -217,13 +255,20 @@ def _language_models(models: Optional[List[str]], pooling: str, announce: bool =
     return lms
 
 
-def _build_model(corpus, lms: list, combine: str):
-    from multienc.models import MultiEncoder, SequenceTagger, TextClassifier, TextRegressor
-    encoder = MultiEncoder(lms, combine_method=combine) if len(lms) > 1 else lms[0]
-    if corpus.task_type == "Sequence labeling":
-        return SequenceTagger(encoder=encoder, num_classes=corpus.num_classes)
-    head = TextRegressor if corpus.is_regression else TextClassifier
-    return head(encoder=encoder, num_classes=corpus.num_classes)
+@contextlib.contextmanager
+def _ranks() -> Iterator[object]:
+    """Under mpirun / srun with several processes: the ranks (a ProcessGroup) and only rank 0 prints;
+    else None."""
+    from multienc.parallel import ProcessGroup, launched_ranks
+    if launched_ranks() == 1:
+        yield None
+        return
+    group = ProcessGroup.world()
+    if group.is_main:
+        yield group
+        return
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        yield group
 
 
 def _lm_names(model) -> List[str]:
@@ -293,8 +338,15 @@ def _examples(corpus, per_label: int) -> list:
 # --------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train with :class:`multienc.trainer.ModelTrainer` and print example DME scores."""
+    """Train with :class:`multienc.trainer.ModelTrainer` and print example DME scores (data-parallel
+    under mpirun / srun)."""
+    with _ranks() as group:
+        _train(args, group)
+
+
+def _train(args: argparse.Namespace, group) -> None:
     from multienc.data import DEMO_MODELS
+    from multienc.experiments import build_model
     from multienc.training import ModelTrainer, default_base_path
 
     _select_device(args.device)
@@ -309,18 +361,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print()
     print(corpus)
     lms = _language_models(args.lm, args.pooling)
-    model = _build_model(corpus, lms, args.combine)
+    model = build_model(corpus, lms, args.combine)
     base_path = args.base_path or default_base_path(corpus, model)
     trainer = ModelTrainer(model=model, corpus=corpus)
     started = time.perf_counter()
     trainer.train(learning_rate=args.lr[0] if len(args.lr) == 1 else args.lr, decoder_learning_rate=args.decoder_lr,
                   batch_size=args.batch_size, epochs=args.epochs, shuffle_data=True, base_path=base_path,
-                  seed=args.seed, progress=not args.no_progress)
+                  seed=args.seed, progress=not args.no_progress, distributed=group or False)
     minutes, seconds = divmod(time.perf_counter() - started, 60)
     print(f"\ntraining took {int(minutes)} min {seconds:.0f} s")
     best = trainer.best_model
     examples = _examples(corpus, args.examples)
-    if best is not None and examples:
+    if best is not None and examples and (group is None or group.is_main):
         result = best.predict_tags([s.text for s in examples], corpus.label_map)
         names = {v: k for k, v in (corpus.label_map or {}).items()}
         tagging = corpus.task_type == "Sequence labeling"
@@ -366,15 +418,49 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(format_predictions(result, _lm_names(model)))
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    """:func:`multienc.experiments.combination_search` and its table."""
+    from multienc.data import DEMO_MODELS
+    from multienc.experiments import combination_search
+
+    _select_device(args.device)
+    corpus = _load_corpus(args.corpus)
+    names = args.lm or list(DEMO_MODELS)
+    folders = {name: _model_folder(name) for name in names}
+    combinations = None
+    if args.combination:
+        combinations = []
+        for text in args.combination:
+            members = [m.strip() for m in text.split(",")]
+            unknown = [m for m in members if m not in folders]
+            if unknown:
+                raise CommandError(f"--combination {text!r} names {', '.join(unknown)}, not among the --lm models "
+                                   f"({', '.join(names)})")
+            combinations.append([folders[m] for m in members])
+    base_path = args.base_path or os.path.join("search", corpus.name.replace(" ", "_"))
+    with _ranks():
+        rows = combination_search(corpus, list(folders.values()), seeds=args.seeds, combinations=combinations,
+                                  base_path=base_path, combine_method=args.combine, pooling=args.pooling,
+                                  processes=args.processes, threads=args.threads, ranks_per_run=args.ranks_per_run,
+                                  progress=not args.no_progress, epochs=args.epochs, learning_rate=args.lr,
+                                  decoder_learning_rate=args.decoder_lr, batch_size=args.batch_size,
+                                  shuffle_data=True, save_best_model=args.save_models)
+        if rows:
+            with open(os.path.join(base_path, "results.md"), encoding="utf-8") as f:
+                print("\n" + f.read().rstrip())
+            print(f"\nwritten: {os.path.join(base_path, 'results.md')}, results.csv and the runs' folders")
+
+
 def cmd_benchmark(args: argparse.Namespace) -> None:
     """Print :func:`multienc.benchmark.training_speed` on the built-in corpus."""
     from multienc.benchmark import training_speed
     from multienc.data import demo_corpus
+    from multienc.experiments import build_model
 
     _select_device(args.device)
     corpus = demo_corpus()
     lms = _language_models(args.lm, args.pooling, announce=not args.json)
-    model = _build_model(corpus, lms, args.combine)
+    model = build_model(corpus, lms, args.combine)
     result = training_speed(model, corpus, batch_size=args.batch_size, epochs=args.epochs,
                             sentences=args.sentences)
     if args.json:
@@ -383,7 +469,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     print(_table(["what", "value"], [[k, v] for k, v in result.items()]))
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "benchmark": cmd_benchmark}
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "search": cmd_search, "benchmark": cmd_benchmark}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

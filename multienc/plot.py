@@ -4,8 +4,9 @@
     result = classifier.predict_tags(sentences, corpus.label_map)
     plot_dme_scores(result, lm_names=["all-MiniLM-L6-v2", "sre-embedding-model"])   # heat map
     plot_training_curves("models/<run>")                                            # from loss.tsv
+    plot_search_results(combination_search(...), "mcc")   # a search's table as bars
 
-Both return the matplotlib Figure (``fig.savefig("x.png")``); in a notebook it is displayed.
+All return the matplotlib Figure (``fig.savefig("x.png")``); in a notebook it is displayed.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["plot_dme_scores", "plot_training_curves", "read_loss_tsv"]
+__all__ = ["plot_dme_scores", "plot_training_curves", "plot_search_results", "read_loss_tsv"]
 
 _MAX_LABEL = 48
 
@@ -137,4 +138,29 @@ def plot_training_curves(base_path: str):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
     fig.suptitle(os.path.basename(os.path.normpath(base_path)), fontsize=9)
+    return fig
+
+
+def plot_search_results(rows: Sequence[Mapping[str, Any]], metric: str):
+    """Horizontal bars of a combination search's table (the rows
+    :func:`multienc.experiments.combination_search` returns): per combination, the dev and (where
+    the runs have one) the test ``metric``'s mean over the seeds, with the standard deviation as an
+    error bar, in the table's order (best dev score at the top). Returns the Figure."""
+    plt = _pyplot()
+    names = [r["combination"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(names)), layout="constrained")
+    splits = [s for s in ("dev", "test") if any(metric in r[s] for r in rows)]
+    height = 0.8 / max(1, len(splits))
+    for k, split in enumerate(splits):
+        means = [r[split][metric][0] if metric in r[split] else math.nan for r in rows]
+        stds = [r[split][metric][1] if metric in r[split] else math.nan for r in rows]
+        ys = [i + (k - (len(splits) - 1) / 2) * height for i in range(len(rows))]
+        ax.barh(ys, means, height=height, xerr=[0.0 if math.isnan(e) else e for e in stds], capsize=3,
+                label=f"{split} (mean ± std over seeds)")
+    ax.set_yticks(range(len(names)), [_short(n) for n in names])
+    ax.invert_yaxis()
+    ax.set(xlabel=metric, title=f"Combination search: {metric}")
+    ax.grid(axis="x", alpha=0.3)
+    if splits:
+        ax.legend(loc="lower right", fontsize=8)
     return fig

@@ -50,3 +50,31 @@ def _hf_kw(kw: dict) -> dict:
     if out.pop("is_split_into_words", False):
         out["is_pretokenized"] = True
     return out
+
+
+def assert_truncation_matches(ours: Tokenizer, hf, max_length: int) -> None:
+    """encode_batch(max_length=...) == HF with longest_first truncation and padding to the longest, on
+    stress texts and pairs (inputs whose special tokens leave no room are left out, as ours refuses them)."""
+    import _tok_corpora as C
+
+    texts = C.stress_texts(200, seed=5) + ["a b c d e f g h i j k l m n o p", ""]
+    pairs = C.stress_pairs(150, seed=6) + [("a b c d e f g", "h"), ("x", "a b c d e f g h i")]
+    pad_id = ours.pad_token_id
+    for inputs in (texts, pairs):
+        if max_length < ours.num_special_tokens_to_add(isinstance(inputs[0], tuple)):
+            continue
+        hf.enable_truncation(max_length=max_length, strategy="longest_first")
+        hf.enable_padding(pad_id=pad_id)
+        try:
+            ref = hf.encode_batch(inputs)
+        finally:
+            hf.no_truncation()
+            hf.no_padding()
+        got = ours.encode_batch(inputs, max_length=max_length)
+        assert got["input_ids"].tolist() == [e.ids for e in ref]
+        assert got["attention_mask"].tolist() == [e.attention_mask for e in ref]
+        assert got["token_type_ids"].tolist() == [e.type_ids for e in ref]
+        assert got["special_tokens_mask"].tolist() == [e.special_tokens_mask for e in ref]
+        assert got["offset_mapping"].tolist() == [[list(o) for o in e.offsets] for e in ref]
+        assert got["word_ids"].tolist() == [[-1 if x is None else x for x in e.word_ids] for e in ref]
+        assert got["input_ids"].shape == (len(inputs), len(ref[0].ids))

@@ -241,3 +241,11 @@ def stress_words(n: int = 1000, seed: int = 7) -> List[List[str]]:
     rng = random.Random(seed)
     pool = [w for w in stress_texts(3 * n, seed) if w]
     return [[rng.choice(pool)[:40] or "x" for _ in range(rng.randrange(1, 10))] for _ in range(n)]
+
+
+def unigram_sample_inputs() -> Dict[str, list]:
+    """The inputs whose transformers AutoTokenizer outputs tools/make_unigram_fixtures.py stores:
+    stress texts / pairs / word lists and every third of the first corpus sentences, pairs, word lists."""
+    return {"texts": stress_texts(400, seed=21) + list(dict.fromkeys(corpora().texts))[:600:3],
+            "pairs": stress_pairs(150, seed=22) + list(dict.fromkeys(corpora().pairs))[:300:3],
+            "words": stress_words(150, seed=23) + corpora().words[:300:3]}

@@ -29,7 +29,7 @@ def _imports_of_the_extension(path: str) -> list:
             names = [a.name for a in node.names]
         else:
             continue
-        hits += [(node.lineno, n) for n in names if n.split(".")[-1] in ("_C", "_C_cuda") or ".engine._C" in n]
+        hits += [(node.lineno, n) for n in names if n.split(".")[-1] in ("_C", "_C_cuda", "_C_nccl") or ".engine._C" in n]
     return hits
 
 

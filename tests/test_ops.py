@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from multienc.engine import _C
+from multienc.engine import _C_tests
 
 from _numeric import rel
 
@@ -23,7 +23,7 @@ def f32(*shape, scale=1.0):
 def test_embedding_forward_backward(N, C, V):
     table = f32(V, C)
     ids = RNG.integers(0, V, N).astype(np.int32)
-    out = _C.ops_embedding_forward(ids, table)
+    out = _C_tests.ops_embedding_forward(ids, table)
     np.testing.assert_array_equal(out, table[ids])
     dout = f32(N, C)
     for pad in (-1, 0):
@@ -31,7 +31,7 @@ def test_embedding_forward_backward(N, C, V):
         for n in range(N):
             if ids[n] != pad:
                 ref[ids[n]] += dout[n].astype(np.float64)
-        got = _C.ops_embedding_backward(dout, ids, V, pad)
+        got = _C_tests.ops_embedding_backward(dout, ids, V, pad)
         assert rel(got, ref) < 1e-6 or np.abs(got - ref).max() < 1e-6
         if pad == 0:
             assert not got[0].any(), "the padding row gets no gradient"
@@ -62,13 +62,13 @@ def test_layernorm_forward_backward(N, C):
     x = f32(N, C, scale=3.0) + 1.5
     w, b = f32(C) + 1.0, f32(C)
     eps = 1e-5
-    out, mean, rstd = _C.ops_layernorm_forward(x, w, b, eps)
+    out, mean, rstd = _C_tests.ops_layernorm_forward(x, w, b, eps)
     ref, m, r = ln_ref(x, w, b, eps)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mean, m, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rstd, r, rtol=1e-5)
     dout = f32(N, C)
-    dx, dw, db = _C.ops_layernorm_backward(dout, x, mean, rstd, w)
+    dx, dw, db = _C_tests.ops_layernorm_backward(dout, x, mean, rstd, w)
     rdx, rdw, rdb = ln_grad_ref(dout, x, w, eps)
     if C > 1:  # with C == 1 the input gradient is exactly zero
         assert rel(dx, rdx) < 1e-5
@@ -84,11 +84,11 @@ def test_layernorm_forward_backward(N, C):
 def test_matmul_forward_backward(N, C, OC, bias):
     x, w = f32(N, C), f32(OC, C)
     b = f32(OC) if bias else None
-    out = _C.ops_matmul_forward(x, w, b)
+    out = _C_tests.ops_matmul_forward(x, w, b)
     ref = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0)
     assert rel(out, ref) < 1e-5
     dout = f32(N, OC)
-    dx, dw, db = _C.ops_matmul_backward(dout, x, w)
+    dx, dw, db = _C_tests.ops_matmul_backward(dout, x, w)
     d64 = dout.astype(np.float64)
     assert rel(dx, d64 @ w) < 1e-5
     assert rel(dw, d64.T @ x) < 1e-5
@@ -115,11 +115,11 @@ def gelu_ref(x, act):
 def test_gelu_forward_backward(act, n):
     x = f32(n, scale=3.0)
     x[0] = 0.0
-    y = _C.ops_gelu_forward(x, act)
+    y = _C_tests.ops_gelu_forward(x, act)
     ry, rdy = gelu_ref(x, act)
     np.testing.assert_allclose(y, ry, rtol=2e-6, atol=2e-7)
     dout = f32(n)
-    dx = _C.ops_gelu_backward(x, dout, act)
+    dx = _C_tests.ops_gelu_backward(x, dout, act)
     # the tanh form loses absolute precision in float32 where 1 + tanh(u) cancels (x << 0)
     np.testing.assert_allclose(dx, rdy * dout, rtol=2e-6, atol=2e-7 if act == 0 else 3e-6)
 
@@ -137,11 +137,11 @@ def test_vector_erf_is_within_one_ulp():
                         np.array([0.0, -0.0, 1.0, -1.0, np.nextafter(np.float32(1), np.float32(0)), 4.0,
                                   np.nextafter(np.float32(4), np.float32(0)), 1e-30, -1e-38, 1e-45, 30.0],
                                  np.float32)])
-    got = _C.ops_vmath("erf", x)
+    got = _C_tests.ops_verf(x)
     assert ulps_from(got, erf(x.astype(np.float64))).max() <= 1.0
-    np.testing.assert_array_equal(_C.ops_vmath("erf", np.array([np.inf, -np.inf], np.float32)), [1.0, -1.0])
-    assert np.isnan(_C.ops_vmath("erf", np.array([np.nan], np.float32))).all()
-    assert np.signbit(_C.ops_vmath("erf", np.array([-0.0], np.float32))).all()
+    np.testing.assert_array_equal(_C_tests.ops_verf(np.array([np.inf, -np.inf], np.float32)), [1.0, -1.0])
+    assert np.isnan(_C_tests.ops_verf(np.array([np.nan], np.float32))).all()
+    assert np.signbit(_C_tests.ops_verf(np.array([-0.0], np.float32))).all()
 
 
 def test_vector_exp_is_within_one_ulp():
@@ -149,27 +149,27 @@ def test_vector_exp_is_within_one_ulp():
     underflow to 0 and overflow to inf where float32 has them."""
     x = np.concatenate([np.linspace(-87, 88, 400001, dtype=np.float32), np.clip(f32(100000, scale=20.0), -87, 88),
                         np.array([0.0, 1e-8, -1e-8, 88.72], np.float32)])
-    got = _C.ops_vmath("exp", x)
+    got = _C_tests.ops_vexp(x)
     assert ulps_from(got, np.exp(x.astype(np.float64))).max() <= 1.0
-    edge = _C.ops_vmath("exp", np.array([-np.inf, -200.0, 89.0, np.inf, np.nan], np.float32))
+    edge = _C_tests.ops_vexp(np.array([-np.inf, -200.0, 89.0, np.inf, np.nan], np.float32))
     np.testing.assert_array_equal(edge[:4], [0.0, 0.0, np.inf, np.inf])
     assert np.isnan(edge[4])
 
 
 def test_vector_variants_compute_the_same_bits():
     """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp and GELU."""
-    best = _C.cpu_level()
+    best = _C_tests.cpu_level()
     x = np.concatenate([f32(1003, scale=4.0), np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)])
     dout = f32(x.size)
     results = []
     try:
         for level in range(best, -1, -1):
-            _C.cpu_level(level)
-            results.append([_C.ops_vmath("erf", x), _C.ops_vmath("exp", x)]
-                           + [_C.ops_gelu_forward(x, act) for act in (0, 1)]
-                           + [_C.ops_gelu_backward(x, dout, act) for act in (0, 1)])
+            _C_tests.cpu_level(level)
+            results.append([_C_tests.ops_verf(x), _C_tests.ops_vexp(x)]
+                           + [_C_tests.ops_gelu_forward(x, act) for act in (0, 1)]
+                           + [_C_tests.ops_gelu_backward(x, dout, act) for act in (0, 1)])
     finally:
-        _C.cpu_level(best)
+        _C_tests.cpu_level(best)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
@@ -179,38 +179,38 @@ def test_vector_variants_compute_the_same_bits():
 @pytest.mark.parametrize("n", [1, 13, 9000])
 def test_add_forward_backward(n):
     a, b = f32(n), f32(n)
-    np.testing.assert_array_equal(_C.ops_add_forward(a, b), a + b)
+    np.testing.assert_array_equal(_C_tests.ops_add_forward(a, b), a + b)
     dout, da0, db0 = f32(n), f32(n), f32(n)
-    da, db = _C.ops_add_backward(dout, da0, db0, False)
+    da, db = _C_tests.ops_add_backward(dout, da0, db0, False)
     np.testing.assert_array_equal(da, dout)
     np.testing.assert_array_equal(db, dout)
-    da, db = _C.ops_add_backward(dout, da0, db0, True)
+    da, db = _C_tests.ops_add_backward(dout, da0, db0, True)
     np.testing.assert_array_equal(da, da0 + dout)
     np.testing.assert_array_equal(db, db0 + dout)
 
 
 # ------------------------------------------------------------------ dropout
 def test_rng_is_uniform_and_counter_based():
-    u = _C.ops_rng_uniform(7, 3, 200000)
+    u = _C_tests.ops_rng_uniform(7, 3, 200000)
     assert 0.0 <= u.min() and u.max() < 1.0
     assert abs(u.mean() - 0.5) < 0.005
     assert abs(np.mean(u < 0.1) - 0.1) < 0.003
-    np.testing.assert_array_equal(u[:1000], _C.ops_rng_uniform(7, 3, 1000))
-    assert np.mean(u[:1000] == _C.ops_rng_uniform(8, 3, 1000)) < 0.01
-    assert np.mean(u[:1000] == _C.ops_rng_uniform(7, 4, 1000)) < 0.01
+    np.testing.assert_array_equal(u[:1000], _C_tests.ops_rng_uniform(7, 3, 1000))
+    assert np.mean(u[:1000] == _C_tests.ops_rng_uniform(8, 3, 1000)) < 0.01
+    assert np.mean(u[:1000] == _C_tests.ops_rng_uniform(7, 4, 1000)) < 0.01
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("n", [1, 7, 10007])
 def test_dropout_forward_backward(p, n):
     x = f32(n)
-    keep = _C.ops_rng_uniform(11, 5, n) >= p
+    keep = _C_tests.ops_rng_uniform(11, 5, n) >= p
     scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
     ref = np.where(keep, x.astype(np.float64) * scale, 0.0)
-    y = _C.ops_dropout_forward(x, p, 11, 5)
+    y = _C_tests.ops_dropout_forward(x, p, 11, 5)
     np.testing.assert_allclose(y, ref, rtol=1e-6)
     dout = f32(n)
-    dx = _C.ops_dropout_backward(dout, p, 11, 5)
+    dx = _C_tests.ops_dropout_backward(dout, p, 11, 5)
     np.testing.assert_allclose(dx, np.where(keep, dout.astype(np.float64) * scale, 0.0), rtol=1e-6)
 
 
@@ -231,7 +231,7 @@ def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0):
     P /= P.sum(-1, keepdims=True)
     Pd = P
     if p > 0:
-        keep = np.stack([np.stack([_C.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
+        keep = np.stack([np.stack([_C_tests.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
                                    for h in range(NH)]) for b in range(B)])
         Pd = np.where(keep, P / (1 - p), 0.0)
     ctx = (Pd @ v).transpose(0, 2, 1, 3).reshape(B, T, D)
@@ -252,7 +252,7 @@ def attention_inputs(B, T, NH, HS):
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_attention_forward(B, T, NH, HS, p):
     qkv, mask = attention_inputs(B, T, NH, HS)
-    ctx, probs = _C.ops_attention_forward(qkv, mask, NH, p, 5, 100)
+    ctx, probs = _C_tests.ops_attention_forward(qkv, mask, NH, p, 5, 100)
     rctx, rP = attention_ref(qkv, mask, NH, p, 5, 100)
     np.testing.assert_allclose(probs, rP, atol=2e-6)
     np.testing.assert_allclose(ctx, rctx, rtol=1e-4, atol=2e-5)
@@ -261,7 +261,7 @@ def test_attention_forward(B, T, NH, HS, p):
 def test_attention_fully_masked_row_is_uniform_as_in_hf():
     qkv, mask = attention_inputs(2, 6, 2, 4)
     mask[0] = 0
-    _, probs = _C.ops_attention_forward(qkv, mask, 2, 0.0, 0, 0)
+    _, probs = _C_tests.ops_attention_forward(qkv, mask, 2, 0.0, 0, 0)
     np.testing.assert_allclose(probs[0], np.full((2, 6, 6), 1 / 6), rtol=1e-6)
     _, rP = attention_ref(qkv, mask, 2)
     np.testing.assert_allclose(probs, rP, atol=2e-6)
@@ -278,7 +278,7 @@ def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0):
     _, P = attention_ref(qkv, mask, NH)
     scale_p = np.ones_like(P)
     if p > 0:
-        keep = np.stack([np.stack([_C.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
+        keep = np.stack([np.stack([_C_tests.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
                                    for h in range(NH)]) for b in range(B)])
         scale_p = np.where(keep, 1 / (1 - p), 0.0)
     Pd = P * scale_p
@@ -296,9 +296,9 @@ def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0):
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_attention_backward(B, T, NH, HS, p):
     qkv, mask = attention_inputs(B, T, NH, HS)
-    ctx, probs = _C.ops_attention_forward(qkv, mask, NH, p, 9, 40)
+    ctx, probs = _C_tests.ops_attention_forward(qkv, mask, NH, p, 9, 40)
     dctx = f32(*ctx.shape)
-    dqkv = _C.ops_attention_backward(dctx, qkv, probs, mask, NH, p, 9, 40)
+    dqkv = _C_tests.ops_attention_backward(dctx, qkv, probs, mask, NH, p, 9, 40)
     ref = attention_grad_ref(dctx, qkv, mask, NH, p, 9, 40)
     if np.linalg.norm(ref) > 0:
         assert rel(dqkv, ref) < 1e-4
@@ -328,7 +328,7 @@ def test_attention_for_some_query_rows(B, T, NH, HS, p):
     qstart, qpos, flat = query_rows(mask)
     q = qkv.reshape(B * T, 3 * D)[flat, :D]
     kv = np.ascontiguousarray(qkv[..., D:])
-    ctx, probs = _C.ops_attention_rows_forward(q, kv, mask, qstart, qpos, NH, p, 5, 100)
+    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, qstart, qpos, NH, p, 5, 100)
     rctx, rP = attention_ref(qkv, mask, NH, p, 5, 100)
     np.testing.assert_allclose(ctx, rctx.reshape(B * T, D)[flat], rtol=1e-4, atol=2e-5)
     for b in range(B):
@@ -336,7 +336,7 @@ def test_attention_for_some_query_rows(B, T, NH, HS, p):
         block = probs[qstart[b] * NH * T:qstart[b + 1] * NH * T].reshape(NH, m, T)
         np.testing.assert_allclose(block, rP[b][:, qpos[qstart[b]:qstart[b + 1]]], atol=2e-6)
     dctx = f32(len(flat), D)
-    dq, dkv = _C.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
+    dq, dkv = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
     full = np.zeros((B * T, D), np.float32)
     full[flat] = dctx  # the rows nobody reads pass back nothing
     ref = attention_grad_ref(full.reshape(B, T, D), qkv, mask, NH, p, 5, 100).reshape(B * T, 3 * D)
@@ -351,9 +351,9 @@ def test_attention_for_every_row_is_the_full_attention():
     qkv, mask = attention_inputs(2, 6, 2, 4)
     D = 8
     qstart, qpos, flat = query_rows(mask, every=True)
-    ctx, probs = _C.ops_attention_rows_forward(qkv.reshape(12, 3 * D)[:, :D], np.ascontiguousarray(qkv[..., D:]),
+    ctx, probs = _C_tests.ops_attention_rows_forward(qkv.reshape(12, 3 * D)[:, :D], np.ascontiguousarray(qkv[..., D:]),
                                                mask, qstart, qpos, 2, 0.2, 1, 2)
-    fctx, fprobs = _C.ops_attention_forward(qkv, mask, 2, 0.2, 1, 2)
+    fctx, fprobs = _C_tests.ops_attention_forward(qkv, mask, 2, 0.2, 1, 2)
     np.testing.assert_array_equal(ctx, fctx.reshape(12, D))
     np.testing.assert_array_equal(probs, fprobs.ravel())
 
@@ -362,9 +362,9 @@ def test_attention_for_every_row_is_the_full_attention():
 def test_dropout_of_some_rows_keeps_the_full_tensors_mask(p):
     full = f32(9, 13)
     rows = np.array([0, 4, 8], np.int32)
-    want = _C.ops_dropout_forward(full.ravel(), p, 3, 7).reshape(9, 13)[rows]
-    np.testing.assert_array_equal(_C.ops_dropout_rows(full[rows], rows, p, 3, 7, False), want)
-    np.testing.assert_array_equal(_C.ops_dropout_rows(full[rows], rows, p, 3, 7, True), want)
+    want = _C_tests.ops_dropout_forward(full.ravel(), p, 3, 7).reshape(9, 13)[rows]
+    np.testing.assert_array_equal(_C_tests.ops_dropout_rows(full[rows], rows, p, 3, 7, False), want)
+    np.testing.assert_array_equal(_C_tests.ops_dropout_rows(full[rows], rows, p, 3, 7, True), want)
 
 
 def test_attention_backward_matches_finite_differences():

@@ -4,10 +4,11 @@ import sys
 
 import matplotlib
 import numpy as np
+from matplotlib.container import BarContainer
 import pytest
 
 from multienc.encoders import LanguageModel, MultiEncoder
-from multienc.plot import plot_dme_scores, plot_training_curves, read_loss_tsv
+from multienc.plot import plot_dme_scores, plot_search_results, plot_training_curves, read_loss_tsv
 from multienc.task_heads import TextClassifier
 
 matplotlib.use("Agg")
@@ -105,6 +106,22 @@ def test_not_a_loss_tsv(tmp_path):
     (tmp_path / "loss.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="not a loss.tsv written by ModelTrainer"):
         read_loss_tsv(str(tmp_path))
+
+
+def test_search_results_as_bars():
+    nan = float("nan")
+    rows = [{"combination": "a+b", "dev": {"mcc": (0.6, 0.05)}, "test": {"mcc": (0.55, 0.02)}},
+            {"combination": "a", "dev": {"mcc": (0.5, nan)}, "test": {}}]
+    ax = plot_search_results(rows, "mcc").axes[0]
+    dev, test = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [bar.get_width() for bar in dev] == [0.6, 0.5]
+    assert test[0].get_width() == 0.55
+    assert np.isnan(test[1].get_width())  # no test split for "a": no bar
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a+b", "a"]
+    assert ax.yaxis_inverted()  # best first, at the top
+    np.testing.assert_allclose(dev.errorbar.lines[2][0].get_segments()[0][:, 0], [0.55, 0.65])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dev (mean ± std over seeds)",
+                                                                   "test (mean ± std over seeds)"]
 
 
 def test_without_matplotlib(monkeypatch):

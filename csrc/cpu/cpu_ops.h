@@ -27,6 +27,7 @@ void cpu_crf_viterbi(int32_t *path, double *scratch, const float *em, const int3
                      const float *start, const float *end, int B, int K, int C);
 double cpu_sum_squares(const float *x, size_t n);
 double cpu_sum_squares_rows(const float *x, const int32_t *rows, int nrows, int C);
+void cpu_scale(float *x, size_t n, float factor);
 void cpu_adamw_update(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1, double beta2,
                       double eps, double weight_decay, int step, float grad_scale);
 #endif

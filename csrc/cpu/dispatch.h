@@ -4,6 +4,7 @@
  * -ffp-contract is off in ISO C mode). Off under AddressSanitizer and outside x86-64/GCC. */
 #ifndef MULTIENC_CPU_DISPATCH_H
 #define MULTIENC_CPU_DISPATCH_H
+#include "backend.h" /* me_cpu_level, me_cpu_set_level */
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
 #define ME_VARIANTS 1
@@ -13,11 +14,5 @@
 #else
 #define ME_INLINE static inline
 #endif
-
-/* 2: AVX-512 (F, VL, DQ) + FMA, 1: AVX2 + FMA, 0: baseline. The CPU's best level unless
- * me_cpu_set_level lowered it. */
-int me_cpu_level(void);
-/* Use at most `level` (tests compare the variants); returns the level now in use. */
-int me_cpu_set_level(int level);
 
 #endif

@@ -544,6 +544,7 @@ static const MeBackend CPU_BACKEND = {
     .crf_viterbi = cpu_crf_viterbi,
     .sum_squares = cpu_sum_squares,
     .sum_squares_rows = cpu_sum_squares_rows,
+    .scale = cpu_scale,
     .adamw_update = cpu_adamw_update,
     .status = cpu_status,
 };

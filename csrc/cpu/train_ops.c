@@ -198,6 +198,11 @@ double cpu_sum_squares_rows(const float *x, const int32_t *rows, int nrows, int 
     return s;
 }
 
+void cpu_scale(float *x, size_t n, float factor) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] *= factor;
+}
+
 #define ADAMW_ARGS float *p, float *g, float *m, float *v, size_t a, size_t b, float decay, float w1, \
                    float b2, float w2, float bc2_sqrt, float epsf, float neg_step, float gscale
 #define ADAMW_CALL p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, neg_step, gscale

@@ -3,15 +3,11 @@
  * same on every CPU and within 1 ulp of libm's erff / expf / tanhf (see vmath.c). */
 #ifndef MULTIENC_CPU_VMATH_H
 #define MULTIENC_CPU_VMATH_H
-#include <stddef.h>
+#include "backend.h" /* me_vexp, me_verf */
 
 /* out = GELU(inp): x/2 (1 + erf(x / sqrt 2)), or with tanh_form the tanh approximation */
 void me_vgelu_forward(float *out, const float *inp, size_t n, int tanh_form);
 /* dinp = GELU'(inp) * dout (dinp may be dout) */
 void me_vgelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int tanh_form);
-/* out = exp(inp) (in place allowed) */
-void me_vexp(float *out, const float *inp, size_t n);
-/* out = erf(inp) (for tests) */
-void me_verf(float *out, const float *inp, size_t n);
 
 #endif

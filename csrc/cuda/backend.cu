@@ -202,6 +202,12 @@ static int setup(int device, char *err) {
 
 const MeBackend *me_cuda_op_table(void) { return &CUDA_BACKEND; }
 
+void *me_cuda_stream(void) {
+    if (me_cu.device < 0) return nullptr;
+    me_cu_use_device();
+    return (void *)me_cu.stream;
+}
+
 const MeBackend *me_cuda_backend(int device, char *err) {
     static std::mutex lock;
     std::lock_guard<std::mutex> guard(lock);

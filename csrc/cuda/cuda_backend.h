@@ -10,7 +10,7 @@
 #include "backend.h"
 
 #define ME_CUDA_CAPSULE "multienc.engine._C_cuda.api"
-#define ME_CUDA_API_VERSION 2
+#define ME_CUDA_API_VERSION 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,10 +32,16 @@ int me_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* The backend's op table without setting up any device: which ops exist. */
 const MeBackend *me_cuda_op_table(void);
 
+/* The stream every op is queued on (a cudaStream_t), after me_cuda_backend made the device
+ * current on the calling thread; NULL before me_cuda_backend succeeded. Collective operations
+ * (NCCL, multienc.engine._C_nccl) are queued on it, so they run in order with the ops. */
+void *me_cuda_stream(void);
+
 typedef struct {
     int version; /* ME_CUDA_API_VERSION */
     const MeBackend *(*backend)(int device, char *err);
     const MeBackend *(*op_table)(void);
+    void *(*stream)(void);
 } MeCudaApi;
 
 #ifdef __cplusplus

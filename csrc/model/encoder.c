@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Dropout sites: one per (layer, place); attention adds b*NH + h. */
+/* Dropout sites: one per (layer, place); attention adds b*NH + h (b counted from row0). */
 #define SITE_EMB 1ULL
 #define SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
 enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
@@ -261,6 +261,13 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
     return ME_OK;
 }
 
+/* The dropout site of a [B*T, width] tensor's mask for the rows of the last forward: the
+ * whole batch's mask from row row0 on (me_dropout_site_at), so a shard keeps the units that
+ * the whole batch would keep. */
+static uint64_t rows_site(const MeEncoder *enc, uint64_t site, int width) {
+    return me_dropout_site_at(enc->seed, site, enc->row0 * (uint64_t)enc->T * (uint64_t)width);
+}
+
 /* The last layer for the M rows enc->sel only (a sentence head reads one or a few): keys and
  * values come from every row of x, the query, attention output, residuals, LayerNorms and FFN
  * from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
@@ -279,11 +286,11 @@ static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, fl
              be->matmul_forward(kv, x, P + o->qkv_w + (size_t)H * H, P + o->qkv_b + H, N, H, 2 * H);
              be->matmul_forward(q, enc->xs, P + o->qkv_w, P + o->qkv_b, M, H, H));
     ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, enc->qstart, enc->qpos,
-                                                            B, T, NH, HS, pa, seed, SITE(l, SITE_ATT),
+                                                            B, T, NH, HS, pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
                                                             enc->att_scratch));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, SITE(l, SITE_ATT_OUT));
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
              be->add_forward(a->r1, enc->tmp, enc->xs, (size_t)M * H);
              be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
                                    c->layer_norm_eps));
@@ -291,7 +298,7 @@ static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, fl
     ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, M, I, H));
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, SITE(l, SITE_FFN_OUT));
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
              be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
              be->layernorm_forward(enc->tmp, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
                                    c->layer_norm_eps);
@@ -315,7 +322,7 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
              be->embedding_forward(db, enc->sel, dh, M, H, 0); /* gather d(h2) of the read rows */
              be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, db, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
                                     H, 0);
-             be->dropout_rows_backward(db, da, enc->sel, M, H, ph, seed, SITE(l, SITE_FFN_OUT));
+             be->dropout_rows_backward(db, da, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
              be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, M, I, H, 0));
     ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_backward(dff, a->f1pre, dff, (size_t)M * I, (MeActivation)c->activation));
@@ -323,10 +330,10 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1, P + o->ln1_w, M,
                                     H, 0);
-             be->dropout_rows_backward(da, db, enc->sel, M, H, ph, seed, SITE(l, SITE_ATT_OUT)));
+             be->dropout_rows_backward(da, db, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, M, H, H, 0));
     ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_backward(dq, dkv, dh, q, kv, a->probs, enc->mask, enc->qstart,
-                                                             enc->qpos, B, T, NH, HS, pa, seed, SITE(l, SITE_ATT),
+                                                             enc->qpos, B, T, NH, HS, pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
                                                              enc->att_scratch));
     /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the read rows */
     ME_TIMED(ME_PHASE_GEMM,
@@ -338,8 +345,14 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
 }
 
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, const int32_t *read_rows,
-                       int nread, float *out, char *err) {
+                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
+                       char *err) {
+    return me_encoder_forward_rows(enc, ids, types, mask, B, T, train, seed, 0, NULL, 0, out, err);
+}
+
+int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
+                            int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
+                            int nread, float *out, char *err) {
     int st = validate_inputs(enc, ids, types, mask, B, T, err);
     if (st) return st;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
@@ -356,6 +369,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
     enc->T = T;
     enc->train = train;
     enc->seed = seed;
+    enc->row0 = row0;
 
     /* inputs; position ids as HF computes them */
     int32_t *pos = enc->host_ints;
@@ -407,7 +421,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
              be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
              be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
                                    P + enc->eln_b, N, E, c->layer_norm_eps);
-             be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, SITE_EMB));
+             be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E)));
     if (E != H) ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H));
 
     const float *x = enc->x0;
@@ -421,10 +435,10 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
         MeLayerActs *a = &enc->la[l];
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
         ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
-                                                           seed, SITE(l, SITE_ATT), enc->att_scratch));
+                                                           seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H));
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT));
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
                  be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
                  be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
                                        c->layer_norm_eps));
@@ -432,7 +446,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
         ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H));
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
                  be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
                  be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
                                        c->layer_norm_eps));
@@ -495,7 +509,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
                                         P + o->ln2_w, N, H, 0);
-                 be->dropout_backward(db, da, (size_t)N * H, ph, seed, SITE(l, SITE_FFN_OUT));
+                 be->dropout_backward(db, da, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
                  be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
         float *dff = enc->d_ff;
         ME_TIMED(ME_PHASE_GEMM,
@@ -508,10 +522,10 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
                                         P + o->ln1_w, N, H, 0);
-                 be->dropout_backward(da, db, (size_t)N * H, ph, seed, SITE(l, SITE_ATT_OUT)));
+                 be->dropout_backward(da, db, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
         ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0));
         ME_TIMED(ME_PHASE_ATTENTION, be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS,
-                                                            pa, seed, SITE(l, SITE_ATT), enc->att_scratch));
+                                                            pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
         /* d(x) = d(r1) + dqkv @ Wqkv */
         ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N,
                                                     H, 3 * H, 1));
@@ -534,7 +548,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     int word_pad = c->pad_token_id;
     int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, SITE_EMB);
+             be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
              be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
                                     enc->emb_rstd, P + enc->eln_w, N, E, 0);
              be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);

@@ -53,6 +53,7 @@ typedef struct MeEncoder {
     int has_forward;  /* backward allowed */
     int train;        /* last forward's mode */
     uint64_t seed;    /* last forward's dropout seed */
+    uint64_t row0;    /* last forward's first row in the whole batch (dropout masks; 0 unless sharded) */
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_ln, *x0;
     MeLayerActs *la;
@@ -74,14 +75,20 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
 void me_encoder_free(MeEncoder *enc);
 
 /* Forward. ids/types/mask are host int32 [B,T] (types may be NULL = zeros).
+ * out (host, may be NULL) receives the last hidden state [B,T,H]. */
+int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
+                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
+                       char *err);
+
+/* The same for rows row0 .. row0 + B - 1 of a larger batch padded to the same T (a data-parallel
+ * shard): dropout keeps exactly the units that the whole batch's forward keeps in those rows.
  * read_rows (host, may be NULL): the rows b*T + t of the last hidden state the caller will read,
  * ascending, nread of them; with fewer than B*T the last layer computes only those rows (its
  * keys and values still from every row) and the other rows of the output are zero. Exact: the
- * read rows are what the full layer gives, up to the order of float additions.
- * out (host, may be NULL) receives the last hidden state [B,T,H]. */
-int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, const int32_t *read_rows,
-                       int nread, float *out, char *err);
+ * read rows are what the full layer gives, up to the order of float additions. */
+int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
+                            int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
+                            int nread, float *out, char *err);
 
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
  * parameter gradients accumulate into enc->grads. */

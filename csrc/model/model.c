@@ -77,12 +77,13 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     m->lm_m = calloc(n, sizeof(float *));
     m->lm_v = calloc(n, sizeof(float *));
     m->lm_step = calloc(n, sizeof(int));
+    m->lm_T = calloc(n, sizeof(int));
     m->trainable_now = calloc(n, sizeof(int));
     m->pool_w = calloc(n, sizeof(float *));
     m->pooled = calloc(n, sizeof(float *));
     m->d_pooled = calloc(n, sizeof(float *));
     if (!m->lms || !m->H || !m->proj_w || !m->proj_b || !m->lm_m || !m->lm_v || !m->lm_step ||
-        !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
+        !m->lm_T || !m->trainable_now || !m->pool_w || !m->pooled || !m->d_pooled) {
         me_model_free(m);
         return me_error(err, ME_ERR_NOMEM, "out of memory");
     }
@@ -172,6 +173,7 @@ void me_model_free(MeModel *m) {
     free(m->lm_m);
     free(m->lm_v);
     free(m->lm_step);
+    free(m->lm_T);
     free(m->trainable_now);
     free(m->pool_w);
     free(m->pooled);
@@ -327,7 +329,7 @@ typedef struct {
     MeModel *m;
     const MeLmInput *in;
     int B, K, train;
-    uint64_t seed;
+    uint64_t seed, row0;
 } LmForward;
 
 /* LM i's forward and its pooling */
@@ -349,8 +351,8 @@ static int lm_forward(void *ctx, int i, char *err) {
             for (int k = 0; k < f->K * pr && !read; k++) read = w[(size_t)k * in->T] != 0.0f;
             if (read) rows[nrows++] = b * in->T + t;
         }
-    int st = me_encoder_forward(enc, in->ids, in->types, in->mask, f->B, in->T, f->train, lm_seed(f->seed, i),
-                                rows, nrows, NULL, err);
+    int st = me_encoder_forward_rows(enc, in->ids, in->types, in->mask, f->B, in->T, f->train, lm_seed(f->seed, i),
+                                     f->row0, rows, nrows, NULL, err);
     free(rows);
     if (st) {
         char tmp[ME_ERRLEN];
@@ -370,12 +372,13 @@ typedef struct {
     double *sumsq; /* [n] or NULL */
 } LmBackward;
 
-/* LM i's pooling backward and its backward */
+/* LM i's pooling backward and its backward into its zeroed gradient buffer */
 static int lm_backward(void *ctx, int i, char *err) {
     LmBackward *b = ctx;
     MeModel *m = b->m;
     MeEncoder *enc = m->lms[i];
     const int pr = m->cfg.pool_rows;
+    ME_TIMED(ME_PHASE_OPTIMIZER, me_encoder_zero_grad(enc));
     ME_TIMED(ME_PHASE_HEAD, m->be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], m->B,
                                                  enc->T, m->K * pr, m->H[i] / pr, 0));
     return me_encoder_backward_device(enc, b->sumsq ? &b->sumsq[i] : NULL, err);
@@ -383,9 +386,21 @@ static int lm_backward(void *ctx, int i, char *err) {
 
 /* ---------------------------------------------------------------- forward */
 
+/* The combiner dropout's site for the rows of the last forward (see me_dropout_site_at). */
+static uint64_t combine_site(const MeModel *m) {
+    return me_dropout_site_at(m->seed, SITE_COMBINE_DROPOUT, m->row0 * (uint64_t)m->K * (uint64_t)m->E);
+}
+
 int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                      const void *targets, int train, uint64_t seed, float *outputs, int32_t *tags,
                      float *alpha, float *embedding, float *loss, char *err) {
+    return me_model_forward_rows(m, in, B, K, lengths, targets, train, seed, 0, outputs, tags, alpha, embedding,
+                                 loss, err);
+}
+
+int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                          const void *targets, int train, uint64_t seed, uint64_t row0, float *outputs,
+                          int32_t *tags, float *alpha, float *embedding, float *loss, char *err) {
     const MeBackend *be = m->be;
     const int crf = m->cfg.task == ME_TASK_CRF;
     if (targets && m->C == 0) return me_error(err, ME_ERR_VALUE, "a model without decoder has no loss");
@@ -408,6 +423,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     for (int i = 0; i < m->n; i++)
         if (!in[i].pool || in[i].T <= 0) return me_error(err, ME_ERR_VALUE, "language model %d: empty input", i + 1);
     m->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
+    m->head_backward = 0;
     int st = ensure_workspace(m, in, B, K, err);
     if (st) return st;
     const int R = B * K, n = m->n, P = m->P, E = m->E, C = m->C;
@@ -416,14 +432,16 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     m->R = R;
     m->train = train;
     m->seed = seed;
+    m->row0 = row0;
     const float *Wt = m->params;
 
-    LmForward fw = {m, in, B, K, train, seed};
+    LmForward fw = {m, in, B, K, train, seed, row0};
     m->side_now = lm_schedule(m);
     double t0 = now_seconds();
     st = run_lms(m, m->side_now, NULL, lm_forward, &fw, err);
     if (st) return st;
     record_schedule(m, m->side_now, now_seconds() - t0, lm_work(m, in, B));
+    for (int i = 0; i < n; i++) m->lm_T[i] = in[i].T;
     uint64_t t_head = me_profile_begin();
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
@@ -467,7 +485,7 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
     }
     }
     be->dropout_forward(m->drop, m->comb, (size_t)R * E, train ? m->cfg.combine_dropout : 0.0f, seed,
-                        SITE_COMBINE_DROPOUT);
+                        combine_site(m));
     if (embedding) be->to_host(embedding, m->comb, sizeof(float) * (size_t)R * E);
     if (C > 0) be->matmul_forward(m->logits, m->drop, Wt + m->dec_w, Wt + m->dec_b, R, E, C);
 
@@ -511,21 +529,28 @@ static void zero_head_grads(MeModel *m) {
     m->grads_zero = 1;
 }
 
-/* Backward into zeroed gradient buffers; with grad_sumsq, the sum of squares of every gradient
- * computed (see me_encoder_backward_device) is added to it. */
-static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *err) {
+/* The head's backward into its zeroed gradient buffer (the loss's gradient times grad_scale) and
+ * the gradients at the pooled LM outputs; with grad_sumsq, the sum of squares of the head's
+ * gradients is added to it. */
+static int backward_head(MeModel *m, const int *trainable, float grad_scale, double *grad_sumsq, char *err) {
     if (!m->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
+    /* Backward reads each trainable LM's last forward. Another model or Encoder.forward (possibly
+     * on another thread) may have run one since this model's: its shape must still be this model's. */
+    for (int i = 0; i < m->n; i++) {
+        const MeEncoder *enc = m->lms[i];
+        if (trainable[i] && (!enc->has_forward || enc->B != m->B || enc->T != m->lm_T[i]))
+            return me_error(err, ME_ERR_RUNTIME,
+                            "language model %d's last forward is not of this model's shape (another model or "
+                            "Encoder.forward used it since, possibly on another thread): run the model's "
+                            "forward again before backward", i + 1);
+    }
     const MeBackend *be = m->be;
     const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
     const float *Wt = m->params;
     float *G = m->grads;
-    ME_TIMED(ME_PHASE_OPTIMIZER,
-             zero_head_grads(m);
-             for (int i = 0; i < n; i++) {
-                 m->trainable_now[i] = trainable[i];
-                 if (trainable[i]) me_encoder_zero_grad(m->lms[i]);
-             });
+    ME_TIMED(ME_PHASE_OPTIMIZER, zero_head_grads(m));
+    for (int i = 0; i < n; i++) m->trainable_now[i] = trainable[i];
     m->grads_zero = 0;
     uint64_t t_head = me_profile_begin();
     if (m->cfg.task == ME_TASK_CRF)
@@ -535,10 +560,18 @@ static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *
         be->cross_entropy_backward(m->d_logits, m->probs, m->targets_i, R, C);
     else
         be->mse_backward(m->d_logits, m->logits, m->targets_f, R, C);
+    if (grad_scale != 1.0f) { /* this shard's share of the whole batch's mean loss */
+        be->scale(m->d_logits, (size_t)R * C, grad_scale);
+        if (m->cfg.task == ME_TASK_CRF) { /* the CRF's own gradients do not flow through d_logits */
+            be->scale(G + m->crf_trans, (size_t)C * C, grad_scale);
+            be->scale(G + m->crf_start, (size_t)C, grad_scale);
+            be->scale(G + m->crf_end, (size_t)C, grad_scale);
+        }
+    }
     be->matmul_backward(m->d_drop, G + m->dec_w, G + m->dec_b, m->d_logits, m->drop, Wt + m->dec_w, R, E,
                         C, 0);
     be->dropout_backward(m->d_comb, m->d_drop, (size_t)R * E, m->train ? m->cfg.combine_dropout : 0.0f,
-                         m->seed, SITE_COMBINE_DROPOUT);
+                         m->seed, combine_site(m));
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
     switch (m->cfg.combine) {
@@ -583,12 +616,46 @@ static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *
     }
     me_profile_end(ME_PHASE_HEAD, t_head);
     if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G, m->nfloats));
+    m->head_backward = 1;
+    return be->status(err);
+}
+
+int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, char *err) {
+    return backward_head(m, trainable, grad_scale, NULL, err);
+}
+
+int me_model_backward_lm(MeModel *m, int i, char *err) {
+    if (!m->has_forward || !m->head_backward)
+        return me_error(err, ME_ERR_RUNTIME, "a language model's backward needs the head's backward first");
+    if (i < 0 || i >= m->n) return me_error(err, ME_ERR_VALUE, "no language model %d (the model has %d)", i + 1, m->n);
+    if (!m->trainable_now[i]) return ME_OK;
+    LmBackward bw = {m, NULL};
+    return lm_backward(&bw, i, err);
+}
+
+/* Backward into zeroed gradient buffers, the LMs on the last forward's schedule; with grad_sumsq,
+ * the sum of squares of every gradient computed (see me_encoder_backward_device) is added to it. */
+static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *err) {
+    int st = backward_head(m, trainable, 1.0f, grad_sumsq, err);
+    if (st) return st;
     double sumsq[64] = {0};
     LmBackward bw = {m, grad_sumsq ? sumsq : NULL};
-    int st = run_lms(m, m->side_now, trainable, lm_backward, &bw, err);
+    st = run_lms(m, m->side_now, trainable, lm_backward, &bw, err);
     if (st) return st;
-    for (int i = 0; grad_sumsq && i < n; i++) *grad_sumsq += sumsq[i];
+    for (int i = 0; grad_sumsq && i < m->n; i++) *grad_sumsq += sumsq[i];
     return ME_OK;
+}
+
+/* The buffers go to the caller, who may write them (a data-parallel sum): not marked zero. */
+void me_model_zero_grads(MeModel *m, const int *trainable) {
+    m->be->zero(m->grads, m->nfloats * sizeof(float));
+    m->grads_zero = 0;
+    for (int i = 0; i < m->n; i++) {
+        m->trainable_now[i] = trainable[i];
+        if (!trainable[i]) continue;
+        me_encoder_zero_grad(m->lms[i]);
+        m->lms[i]->grads_zero = 0;
+    }
 }
 
 int me_model_backward(MeModel *m, const int *trainable, char *err) { return backward(m, trainable, NULL, err); }
@@ -613,11 +680,12 @@ int me_model_prepare_training(MeModel *m, const int *trainable, char *err) {
     return ME_OK;
 }
 
+static int apply_update(MeModel *m, const MeOptimConfig *oc, double ss, double *grad_norm, char *err);
+
 int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err) {
     if (!targets) return me_error(err, ME_ERR_VALUE, "a training step needs targets");
-    const MeBackend *be = m->be;
     float l = 0.0f;
     int st = me_model_forward(m, in, B, K, lengths, targets, 1, seed, outputs, NULL, NULL, NULL, &l, err);
     if (st) return st;
@@ -629,6 +697,28 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
     double ss = 0.0;
     st = backward(m, oc->trainable, &ss, err);
     if (st) return st;
+    return apply_update(m, oc, ss, grad_norm, err);
+}
+
+int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char *err) {
+    const MeBackend *be = m->be;
+    for (int i = 0; i < m->n; i++) {
+        if (oc->trainable[i] != m->trainable_now[i])
+            return me_error(err, ME_ERR_VALUE, "language model %d: trainable is %d but its gradients were %s", i + 1,
+                            oc->trainable[i], m->trainable_now[i] ? "computed" : "not computed");
+        int st = oc->trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        if (st) return st;
+    }
+    double ss = be->sum_squares(m->grads, m->nfloats);
+    for (int i = 0; i < m->n; i++)
+        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->nfloats);
+    return apply_update(m, oc, ss, grad_norm, err);
+}
+
+/* Clipping by the global norm sqrt(ss) and AdamW on every group, in one pass over each buffer
+ * that also zeroes the gradients; ME_ERR_VALUE without any change when the norm is not finite. */
+static int apply_update(MeModel *m, const MeOptimConfig *oc, double ss, double *grad_norm, char *err) {
+    const MeBackend *be = m->be;
     double norm = sqrt(ss);
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
@@ -661,5 +751,6 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
     m->grads_zero = 1;
     me_profile_end(ME_PHASE_OPTIMIZER, t0);
     m->has_forward = 0; /* parameters changed: the stored activations are stale */
-    return ME_OK;
+    m->head_backward = 0;
+    return be->status(err);
 }

@@ -69,11 +69,13 @@ typedef struct {
     int probes[2];              /* measured forwards per schedule (0 one after another, 1 side by side) */
     double seconds[2], work[2]; /* their wall time and multiply-adds */
     int *lm_step;
+    int *lm_T;                  /* each LM's length in this model's last forward */
 
     float *ws;
     size_t ws_floats;
     int B, K, R, has_forward, train;
-    uint64_t seed;
+    int head_backward;          /* the head's backward of the last forward is done (LMs' may follow) */
+    uint64_t seed, row0;
     int *trainable_now;
     float **pool_w, **pooled, **d_pooled;
     float *proj, *ln_out, *ln_mean, *ln_rstd, *scores, *alpha, *comb, *drop, *logits, *probs, *loss;
@@ -104,6 +106,13 @@ int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_
                      const void *targets, int train, uint64_t seed, float *outputs, int32_t *tags,
                      float *alpha, float *embedding, float *loss, char *err);
 
+/* me_model_forward on rows row0 .. row0 + B - 1 of a larger batch padded to the same T and K (a
+ * data-parallel shard): every dropout keeps exactly the units that the whole batch's forward keeps
+ * in those rows (me_dropout_site_at), so shards reproduce the whole batch's activations. */
+int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
+                          const void *targets, int train, uint64_t seed, uint64_t row0, float *outputs,
+                          int32_t *tags, float *alpha, float *embedding, float *loss, char *err);
+
 /* A whole training step: forward (train mode), loss, backward, clipping, AdamW.
  * *grad_norm receives the total norm before clipping. */
 int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
@@ -118,7 +127,25 @@ const char *me_model_lm_schedule(const MeModel *m);
 int me_model_prepare_training(MeModel *m, const int *trainable, char *err);
 
 /* Backward of the last forward into the gradient buffers (zeroed first); for tests and
- * for callers that run their own optimizer. trainable [n] as in MeOptimConfig. */
+ * for callers that run their own optimizer. trainable [n] as in MeOptimConfig.
+ * = me_model_backward_head(m, trainable, 1, err) then me_model_backward_lm for each LM. */
 int me_model_backward(MeModel *m, const int *trainable, char *err);
+
+/* The backward in stages, so that a caller can reduce each finished gradient buffer across
+ * processes while the next stage computes (data parallelism). _head: the loss's gradient times
+ * grad_scale (a shard's rows over the whole batch's counted rows), then the head's buffer (zeroed
+ * first) and the gradients at the pooled LM outputs. _lm: LM i's buffer (zeroed first) when
+ * trainable[i]; nothing otherwise. */
+int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, char *err);
+int me_model_backward_lm(MeModel *m, int i, char *err);
+
+/* Zero gradients of a process whose shard of the batch is empty: the head's buffer and those of
+ * the trainable LMs (their sum across processes is then the others' gradients). */
+void me_model_zero_grads(MeModel *m, const int *trainable);
+
+/* The optimizer half of the step on the gradients in the buffers: the global norm over the head
+ * and the trainable LMs (oc->trainable must be the flags the backward ran with), clipping, AdamW
+ * per group. ME_ERR_VALUE without any change when the norm is not finite. */
+int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char *err);
 
 #endif

@@ -8,7 +8,7 @@
 
 #include "cuda/cuda_backend.h"
 
-static const MeCudaApi API = {ME_CUDA_API_VERSION, me_cuda_backend, me_cuda_op_table};
+static const MeCudaApi API = {ME_CUDA_API_VERSION, me_cuda_backend, me_cuda_op_table, me_cuda_stream};
 
 static PyObject *device_count(PyObject *self, PyObject *noargs) {
     int n;

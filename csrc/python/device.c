@@ -1,6 +1,6 @@
-/* Device strings -> backends: "cpu", "cuda" (= "cuda:0") or "cuda:N". The
- * CUDA backend is reached through the capsule of multienc.engine._C_cuda, imported
- * here on first use (see csrc/python/cuda_module.c). */
+/* What this build runs on. Device strings -> backends: "cpu", "cuda" (= "cuda:0") or "cuda:N";
+ * the CUDA backend is reached through the capsule of multienc.engine._C_cuda, imported here on first use
+ * (see csrc/python/cuda_module.c). And multienc.engine._C.build_info(): what the build was compiled with. */
 #include "python/bindings.h"
 #include "common.h"
 #include "cuda/cuda_backend.h"
@@ -97,3 +97,28 @@ const MeBackend *me_op_table_for_device(const char *device) {
     return NULL;
 #endif
 }
+
+#ifdef MULTIENC_WITH_CUDA
+#define CUDA_BUILT Py_True
+#else
+#define CUDA_BUILT Py_False
+#define MULTIENC_CUDA_VERSION ""
+#define MULTIENC_CUDA_ARCHS ""
+#endif
+
+static PyObject *build_info(PyObject *self, PyObject *noargs) {
+    return Py_BuildValue("{s:O,s:s,s:s,s:s,s:O,s:i}",
+                         "cuda", CUDA_BUILT,
+                         "cuda_version", MULTIENC_CUDA_VERSION,
+                         "cuda_archs", MULTIENC_CUDA_ARCHS,
+                         "blas", "OpenBLAS (scipy-openblas32)",
+                         "openmp", Py_True,
+                         "openmp_max_threads", me_max_threads());
+}
+
+static PyMethodDef build_methods[] = {
+    {"build_info", build_info, METH_NOARGS, "What this build of multienc.engine._C was compiled with."},
+    {NULL, NULL, 0, NULL},
+};
+
+int me_register_build_info(PyObject *module) { return PyModule_AddFunctions(module, build_methods); }

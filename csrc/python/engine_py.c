@@ -6,38 +6,9 @@
 #include "common.h"
 #include "model/encoder.h"
 
-
-static int dict_int(PyObject *d, const char *key, int *out, int required, int dflt) {
-    PyObject *v = PyDict_GetItemString(d, key);
-    if (!v) {
-        if (required) {
-            PyErr_Format(PyExc_KeyError, "engine config is missing '%s'", key);
-            return -1;
-        }
-        *out = dflt;
-        return 0;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    if (x < -2147483647L || x > 2147483647L) {
-        PyErr_Format(PyExc_ValueError, "engine config '%s' = %ld is out of range", key, x);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int dict_float(PyObject *d, const char *key, float *out, float dflt) {
-    PyObject *v = PyDict_GetItemString(d, key);
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred()) return -1;
-    *out = (float)x;
-    return 0;
-}
+/* Entries of Encoder_init's config dict `cfgd`. */
+#define ENGINE_INT(key, field, required, dflt) me_cfg_int(cfgd, "engine config", key, required, dflt, field)
+#define ENGINE_FLOAT(key, field, dflt) me_cfg_float(cfgd, "engine config", key, dflt, field)
 
 static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"config", "device", NULL};
@@ -46,33 +17,35 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
         return -1;
     MeEncoderConfig c;
-    if (dict_int(cfgd, "family", &c.family, 1, 0) || dict_int(cfgd, "vocab_size", &c.vocab_size, 1, 0) ||
-        dict_int(cfgd, "hidden_size", &c.hidden_size, 1, 0) ||
-        dict_int(cfgd, "num_hidden_layers", &c.num_layers, 1, 0) ||
-        dict_int(cfgd, "num_attention_heads", &c.num_heads, 1, 0) ||
-        dict_int(cfgd, "intermediate_size", &c.intermediate_size, 1, 0) ||
-        dict_int(cfgd, "max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
-        dict_int(cfgd, "type_vocab_size", &c.type_vocab_size, 1, 0) ||
-        dict_int(cfgd, "embedding_size", &c.embedding_size, 0, c.hidden_size) ||
-        dict_int(cfgd, "activation", &c.activation, 1, 0) ||
-        dict_int(cfgd, "pad_token_id", &c.pad_token_id, 0, -1) ||
-        dict_float(cfgd, "layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
-        dict_float(cfgd, "hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
-        dict_float(cfgd, "attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
+    if (ENGINE_INT("family", &c.family, 1, 0) || ENGINE_INT("vocab_size", &c.vocab_size, 1, 0) ||
+        ENGINE_INT("hidden_size", &c.hidden_size, 1, 0) || ENGINE_INT("num_hidden_layers", &c.num_layers, 1, 0) ||
+        ENGINE_INT("num_attention_heads", &c.num_heads, 1, 0) ||
+        ENGINE_INT("intermediate_size", &c.intermediate_size, 1, 0) ||
+        ENGINE_INT("max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
+        ENGINE_INT("type_vocab_size", &c.type_vocab_size, 1, 0) ||
+        ENGINE_INT("embedding_size", &c.embedding_size, 0, c.hidden_size) ||
+        ENGINE_INT("activation", &c.activation, 1, 0) || ENGINE_INT("pad_token_id", &c.pad_token_id, 0, -1) ||
+        ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
+        ENGINE_FLOAT("hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
+        ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
         return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;
+    /* Checked with the GIL held until self->enc is set: a model may hold this encoder's pointer,
+     * and another thread may be computing with it, so a live encoder is never replaced. */
+    if (self->enc) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder is already initialised (models may be using it): "
+                                            "create a new Encoder instead");
+        return -1;
+    }
+    if (!self->lock && !(self->lock = PyThread_allocate_lock())) {
+        PyErr_NoMemory();
+        return -1;
+    }
     char err[ME_ERRLEN] = {0};
-    if (self->enc) me_encoder_free(self->enc);
-    self->enc = NULL;
     int st = me_encoder_create(&self->enc, &c, be, err);
     if (st) {
         me_raise(st, err);
-        return -1;
-    }
-    if (!self->lock) self->lock = PyThread_allocate_lock();
-    if (!self->lock) {
-        PyErr_NoMemory();
         return -1;
     }
     return 0;
@@ -91,7 +64,6 @@ static int ready(EncoderObject *self) {
     }
     return 1;
 }
-
 
 static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
@@ -165,7 +137,7 @@ static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     const int32_t *pt = types ? PyArray_DATA(types) : NULL;
     float *po = want_output ? PyArray_DATA((PyArrayObject *)out) : NULL;
-    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, NULL, 0, po, err));
+    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, po, err));
     if (st) {
         Py_DECREF(out);
         return me_raise(st, err);
@@ -173,26 +145,30 @@ static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *
     return out;
 }
 
+/* The backward of the last forward, whichever thread ran it: the gradient's shape is compared with
+ * that forward's under the encoder's lock (another thread's forward changes it), then used. */
+static int backward_locked(MeEncoder *e, const npy_intp *shape, const float *grad, char *err) {
+    if (!e->has_forward) return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    if (shape[0] != e->B || shape[1] != e->T || shape[2] != e->cfg.hidden_size)
+        return me_error(err, ME_ERR_VALUE, "grad must have the last forward's output shape (%d, %d, %d)", e->B,
+                        e->T, e->cfg.hidden_size);
+    return me_encoder_backward(e, grad, err);
+}
+
 static PyObject *Encoder_backward(EncoderObject *self, PyObject *arg) {
     if (!ready(self)) return NULL;
-    if (!self->enc->has_forward) return me_raise(ME_ERR_RUNTIME, "backward() needs a forward() first");
     if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32 ||
         !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)arg)) {
         PyErr_SetString(PyExc_TypeError, "grad must be a C-contiguous float32 array");
         return NULL;
     }
     PyArrayObject *g = (PyArrayObject *)arg;
-    const MeEncoder *e = self->enc;
-    if (PyArray_NDIM(g) != 3 || PyArray_DIM(g, 0) != e->B || PyArray_DIM(g, 1) != e->T ||
-        PyArray_DIM(g, 2) != e->cfg.hidden_size) {
-        PyErr_Format(PyExc_ValueError, "grad must have the last forward's output shape (%d, %d, %d)",
-                     e->B, e->T, e->cfg.hidden_size);
-        return NULL;
-    }
+    npy_intp shape[3] = {-1, -1, -1};
+    if (PyArray_NDIM(g) == 3) memcpy(shape, PyArray_DIMS(g), sizeof shape);
     char err[ME_ERRLEN] = {0};
     int st;
     const float *pg = PyArray_DATA(g);
-    LOCKED_COMPUTE(self, st = me_encoder_backward(self->enc, pg, err));
+    LOCKED_COMPUTE(self, st = backward_locked(self->enc, shape, pg, err));
     if (st) return me_raise(st, err);
     Py_RETURN_NONE;
 }

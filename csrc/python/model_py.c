@@ -1,6 +1,6 @@
 /* multienc.engine._C.Model: the task model (LMs + combiner + decoder + loss) and its
  * one-call training step. Inputs are checked here; compute runs with the GIL
- * released while holding the model's lock and every LM's lock (in order). */
+ * released while holding the model's lock and every LM's lock, in one global order (lock_all). */
 #include "python/bindings.h"
 #include "common.h"
 #include "model/model.h"
@@ -8,48 +8,36 @@
 
 #include <stdlib.h>
 
+#define MAX_LMS 64
+
 typedef struct {
     PyObject_HEAD
     MeModel *model;
     PyObject *encoders; /* tuple of EncoderObject, kept alive */
     PyThread_type_lock lock;
+    /* What a compute call holds: this model's lock, then its encoders' locks in ascending address
+     * order. One global order (a model lock before encoder locks, encoder locks by address) means
+     * models that share encoders, listed in any order, never wait on each other in a circle. */
+    int nlocks;
+    PyThread_type_lock locks[1 + MAX_LMS];
 } ModelObject;
 
+static int by_address(const void *a, const void *b) {
+    const uintptr_t x = (uintptr_t)*(const PyThread_type_lock *)a, y = (uintptr_t)*(const PyThread_type_lock *)b;
+    return (x > y) - (x < y);
+}
+
 static void lock_all(ModelObject *self) {
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->encoders); i++)
-        PyThread_acquire_lock(((EncoderObject *)PyTuple_GET_ITEM(self->encoders, i))->lock, WAIT_LOCK);
+    for (int i = 0; i < self->nlocks; i++) PyThread_acquire_lock(self->locks[i], WAIT_LOCK);
 }
 
 static void unlock_all(ModelObject *self) {
-    for (Py_ssize_t i = PyTuple_GET_SIZE(self->encoders) - 1; i >= 0; i--)
-        PyThread_release_lock(((EncoderObject *)PyTuple_GET_ITEM(self->encoders, i))->lock);
-    PyThread_release_lock(self->lock);
+    for (int i = self->nlocks - 1; i >= 0; i--) PyThread_release_lock(self->locks[i]);
 }
 
-static int cfg_int(PyObject *d, const char *k, int *out, int dflt) {
-    PyObject *v = PyDict_GetItemString(d, k);
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    *out = (int)x;
-    return 0;
-}
-
-static int cfg_float(PyObject *d, const char *k, float *out, float dflt) {
-    PyObject *v = PyDict_GetItemString(d, k);
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred()) return -1;
-    *out = (float)x;
-    return 0;
-}
+/* Entries of Model_init's config dict `cfgd` (all optional). */
+#define HEAD_INT(key, field, dflt) me_cfg_int(cfgd, "model config", key, 0, dflt, field)
+#define HEAD_FLOAT(key, field, dflt) me_cfg_float(cfgd, "model config", key, dflt, field)
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"encoders", "config", NULL};
@@ -58,12 +46,12 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     PyObject *tup = PySequence_Tuple(encs);
     if (!tup) return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(tup);
-    if (n < 1 || n > 64) {
+    if (n < 1 || n > MAX_LMS) {
         Py_DECREF(tup);
         PyErr_SetString(PyExc_ValueError, "a model needs between 1 and 64 encoders");
         return -1;
     }
-    MeEncoder *lms[64];
+    MeEncoder *lms[MAX_LMS];
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *e = PyTuple_GET_ITEM(tup, i);
         if (!PyObject_TypeCheck(e, &MeEncoderType) || !((EncoderObject *)e)->enc) {
@@ -72,30 +60,45 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
             return -1;
         }
         lms[i] = ((EncoderObject *)e)->enc;
+        for (Py_ssize_t j = 0; j < i; j++)
+            if (lms[j] == lms[i]) {
+                Py_DECREF(tup);
+                PyErr_Format(PyExc_ValueError, "encoders[%zd] is encoders[%zd]: a model needs distinct encoders "
+                             "(one encoder's activations cannot serve two positions)", i, j);
+                return -1;
+            }
     }
     MeHeadConfig c;
-    if (cfg_int(cfgd, "combine", &c.combine, 0) || cfg_int(cfgd, "use_layer_norm", &c.use_layer_norm, 0) ||
-        cfg_float(cfgd, "ln_eps", &c.ln_eps, 1e-3f) || cfg_float(cfgd, "combine_dropout", &c.combine_dropout, 0.0f) ||
-        cfg_int(cfgd, "task", &c.task, 0) || cfg_int(cfgd, "num_classes", &c.num_classes, 2) ||
-        cfg_int(cfgd, "pool_rows", &c.pool_rows, 1)) {
+    if (HEAD_INT("combine", &c.combine, 0) || HEAD_INT("use_layer_norm", &c.use_layer_norm, 0) ||
+        HEAD_FLOAT("ln_eps", &c.ln_eps, 1e-3f) || HEAD_FLOAT("combine_dropout", &c.combine_dropout, 0.0f) ||
+        HEAD_INT("task", &c.task, 0) || HEAD_INT("num_classes", &c.num_classes, 2) ||
+        HEAD_INT("pool_rows", &c.pool_rows, 1)) {
         Py_DECREF(tup);
         return -1;
     }
+    /* Another thread may be computing with a live model: it is never replaced. */
+    if (self->model) {
+        Py_DECREF(tup);
+        PyErr_SetString(PyExc_RuntimeError, "Model is already initialised: create a new Model instead");
+        return -1;
+    }
+    if (!self->lock && !(self->lock = PyThread_allocate_lock())) {
+        Py_DECREF(tup);
+        PyErr_NoMemory();
+        return -1;
+    }
     char err[ME_ERRLEN] = {0};
-    me_model_free(self->model);
-    self->model = NULL;
     int st = me_model_create(&self->model, lms, (int)n, &c, lms[0]->be, err);
     if (st) {
         Py_DECREF(tup);
         me_raise(st, err);
         return -1;
     }
-    Py_XSETREF(self->encoders, tup);
-    if (!self->lock) self->lock = PyThread_allocate_lock();
-    if (!self->lock) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    self->encoders = tup;
+    self->locks[0] = self->lock;
+    for (Py_ssize_t i = 0; i < n; i++) self->locks[1 + i] = ((EncoderObject *)PyTuple_GET_ITEM(tup, i))->lock;
+    qsort(self->locks + 1, (size_t)n, sizeof self->locks[0], by_address);
+    self->nlocks = 1 + (int)n;
     return 0;
 }
 
@@ -131,8 +134,8 @@ static PyObject *Model_read_grads(ModelObject *self, PyObject *a) { return copy_
 /* Parsed per-LM inputs; arrays are owned references released by free_inputs. */
 typedef struct {
     int n, B, K;
-    MeLmInput in[64];
-    PyArrayObject *arrays[64 * 4];
+    MeLmInput in[MAX_LMS];
+    PyArrayObject *arrays[MAX_LMS * 4];
     int narrays;
 } Inputs;
 
@@ -337,7 +340,7 @@ static int parse_trainable(ModelObject *self, PyObject *o, int *out) {
 
 static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
     if (!ready(self)) return NULL;
-    int trainable[64];
+    int trainable[MAX_LMS];
     if (parse_trainable(self, arg, trainable)) return NULL;
     char err[ME_ERRLEN] = {0};
     int st;
@@ -380,8 +383,8 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
         return NULL;
     if (!ready(self)) return NULL;
     MeModel *m = self->model;
-    double lr[66], wd[66];
-    int trainable[64];
+    double lr[MAX_LMS + 2], wd[MAX_LMS + 2];
+    int trainable[MAX_LMS];
     if (parse_doubles(lr_o, m->n + 2, lr, "lr") || parse_doubles(wd_o, m->n + 2, wd, "weight_decay") ||
         parse_trainable(self, tr_o, trainable))
         return NULL;
@@ -410,6 +413,106 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
     free_inputs(&x);
     if (st) return me_raise(st, err);
     return Py_BuildValue("(dd)", (double)loss, gnorm);
+}
+
+/* ---- the training step in stages, for data parallelism (docs/distributed.md): forward_backward
+ * (forward of a shard + the head's backward), backward_lm per LM, then update on the gradients
+ * summed across processes; zero_grads for a process whose shard is empty. */
+
+static PyObject *Model_forward_backward(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"inputs", "targets", "trainable", "seed", "row0", "grad_scale", "lengths", NULL};
+    PyObject *inputs, *targets_o, *tr_o, *lengths_o = Py_None;
+    unsigned long long seed = 0, row0 = 0;
+    double scale = 1.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|KKdO", kwlist, &inputs, &targets_o, &tr_o, &seed, &row0, &scale,
+                                     &lengths_o))
+        return NULL;
+    if (!ready(self)) return NULL;
+    MeModel *m = self->model;
+    int trainable[64];
+    if (parse_trainable(self, tr_o, trainable)) return NULL;
+    Inputs x;
+    if (parse_inputs(self, inputs, &x)) return NULL;
+    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
+    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
+        Py_XDECREF(t);
+        free_inputs(&x);
+        return NULL;
+    }
+    char err[ME_ERRLEN] = {0};
+    float loss = 0.0f;
+    int st;
+    const void *tp = PyArray_DATA(t);
+    const int32_t *lp = lens ? PyArray_DATA(lens) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_forward_rows(m, x.in, x.B, x.K, lp, tp, 1, seed, row0, NULL, NULL, NULL, NULL, &loss, err);
+    if (!st) st = me_model_backward_head(m, trainable, (float)scale, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(t);
+    Py_XDECREF(lens);
+    free_inputs(&x);
+    if (st) return me_raise(st, err);
+    return PyFloat_FromDouble(loss);
+}
+
+static PyObject *Model_backward_lm(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_backward_lm(self->model, (int)i, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    int trainable[64];
+    if (parse_trainable(self, arg, trainable)) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    me_model_zero_grads(self->model, trainable);
+    st = self->model->be->status(err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lr", "weight_decay", "trainable", "max_grad_norm", "beta1", "beta2", "eps", NULL};
+    PyObject *lr_o, *wd_o, *tr_o;
+    double max_norm = 5.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|dddd", kwlist, &lr_o, &wd_o, &tr_o, &max_norm, &beta1, &beta2,
+                                     &eps))
+        return NULL;
+    if (!ready(self)) return NULL;
+    MeModel *m = self->model;
+    double lr[66], wd[66];
+    int trainable[64];
+    if (parse_doubles(lr_o, m->n + 2, lr, "lr") || parse_doubles(wd_o, m->n + 2, wd, "weight_decay") ||
+        parse_trainable(self, tr_o, trainable))
+        return NULL;
+    MeOptimConfig oc = {lr, wd, trainable, beta1, beta2, eps, max_norm};
+    char err[ME_ERRLEN] = {0};
+    double gnorm = 0.0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_update(m, &oc, &gnorm, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    return PyFloat_FromDouble(gnorm);
 }
 
 static PyObject *Model_prepare_training(ModelObject *self, PyObject *arg) {
@@ -463,6 +566,17 @@ static PyMethodDef Model_methods[] = {
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
      "train_step(inputs, targets, lr, weight_decay, trainable, seed=0, max_grad_norm=5.0, beta1=0.9, "
      "beta2=0.999, eps=1e-8, lengths=None) -> (loss, grad_norm)"},
+    {"forward_backward", (PyCFunction)(void (*)(void))Model_forward_backward, METH_VARARGS | METH_KEYWORDS,
+     "forward_backward(inputs, targets, trainable, seed=0, row0=0, grad_scale=1.0, lengths=None) -> loss: forward "
+     "(train mode) of rows row0.. of a larger batch padded alike (dropout as the whole batch's), then the head's "
+     "backward with the loss's gradient times grad_scale. Then backward_lm(i) per LM and update(...)."},
+    {"backward_lm", (PyCFunction)Model_backward_lm, METH_O,
+     "backward_lm(i): LM i's gradients (zeroed first) after forward_backward; nothing when it is not trainable."},
+    {"zero_grads", (PyCFunction)Model_zero_grads, METH_O,
+     "zero_grads(trainable): zero the head's gradients and those of the trainable LMs (an empty shard)."},
+    {"update", (PyCFunction)(void (*)(void))Model_update, METH_VARARGS | METH_KEYWORDS,
+     "update(lr, weight_decay, trainable, max_grad_norm=5.0, beta1=0.9, beta2=0.999, eps=1e-8) -> grad_norm: "
+     "clipping and AdamW on the gradients in the buffers (trainable as in the backward)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -483,6 +597,11 @@ static PyTypeObject ModelType = {
     .tp_methods = Model_methods,
     .tp_getset = Model_getset,
 };
+
+MeModel *me_model_of(PyObject *obj) {
+    if (!PyObject_TypeCheck(obj, &ModelType) || !((ModelObject *)obj)->model) return NULL;
+    return ((ModelObject *)obj)->model;
+}
 
 static PyObject *model_runs_on(PyObject *self, PyObject *args) {
     const char *device;

@@ -180,15 +180,7 @@ static int parse_item(textbuf *b, PyObject *item, int words, Py_ssize_t index, s
 /* ------------------------------------------------------------------ construction */
 
 static int opt_int(PyObject *d, const char *key, int *out) {
-    PyObject *v = PyDict_GetItemString(d, key);
-    if (!v) {
-        PyErr_Format(PyExc_KeyError, "tokenizer options lack '%s'", key);
-        return -1;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    *out = (int)x;
-    return 0;
+    return me_cfg_int(d, "tokenizer options", key, 1, 0, out);
 }
 
 static void tok_dealloc(TokenizerObject *self) {
@@ -207,19 +199,21 @@ static int raise_status(int st, const char *err) {
 }
 
 static int build_template(me_tok *t, int pair, PyObject *items) {
-    PyObject *fast = PySequence_Fast(items, "template must be a sequence of (what, type_id)");
+    PyObject *fast = PySequence_Fast(items, "template must be a sequence of (what, type_id[, token])");
     if (!fast) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     me_tmpl_item *v = malloc((size_t)(n ? n : 1) * sizeof *v);
     if (!v) { Py_DECREF(fast); PyErr_NoMemory(); return -1; }
     for (Py_ssize_t i = 0; i < n; i++) {
         int what, type_id;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "ii", &what, &type_id)) {
+        const char *str = NULL;
+        Py_ssize_t len = 0;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "ii|z#", &what, &type_id, &str, &len)) {
             free(v);
             Py_DECREF(fast);
             return -1;
         }
-        v[i] = (me_tmpl_item){what, type_id};
+        v[i] = (me_tmpl_item){what, type_id, str, (size_t)len};
     }
     Py_DECREF(fast);
     char err[ME_ERRLEN];
@@ -228,11 +222,107 @@ static int build_template(me_tok *t, int pair, PyObject *items) {
     return st ? raise_status(st, err) : 0;
 }
 
+/* Normalizers: (kind, left, right, charsmap bytes | None, pattern program list[int] | None,
+ * content str | None) each, in order. */
+static int add_normalizers(me_tok *t, PyObject *list) {
+    PyObject *fast = PySequence_Fast(list, "normalizers must be a sequence of tuples");
+    if (!fast) return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast) && !rc; i++) {
+        me_norm_def d;
+        memset(&d, 0, sizeof d);
+        PyObject *blob, *prog, *content;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iiiOOO", &d.kind, &d.left, &d.right, &blob, &prog,
+                              &content)) { rc = -1; break; }
+        char *bp = NULL;
+        Py_ssize_t bl = 0;
+        if (blob != Py_None && PyBytes_AsStringAndSize(blob, &bp, &bl) < 0) { rc = -1; break; }
+        d.blob = (const uint8_t *)bp;
+        d.blob_len = (size_t)bl;
+        int32_t *pv = NULL;
+        textbuf tb = {0};
+        if (prog != Py_None) {
+            PyObject *pf = PySequence_Fast(prog, "pattern program must be a sequence of int");
+            if (!pf) { rc = -1; break; }
+            Py_ssize_t np = PySequence_Fast_GET_SIZE(pf);
+            pv = malloc((size_t)(np ? np : 1) * sizeof *pv);
+            if (!pv) { Py_DECREF(pf); PyErr_NoMemory(); rc = -1; break; }
+            for (Py_ssize_t k = 0; k < np && !rc; k++) {
+                long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(pf, k));
+                if (v == -1 && PyErr_Occurred()) rc = -1;
+                else if (v < INT32_MIN || v > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "pattern word out of range"); rc = -1; }
+                else pv[k] = (int32_t)v;
+            }
+            Py_DECREF(pf);
+            d.prog = pv;
+            d.nprog = (size_t)np;
+        }
+        where_t wh = {"normalizer content", -1, 0, -1};
+        if (!rc && content != Py_None && tb_append_str(&tb, content, &wh) < 0) rc = -1;
+        d.content = tb.cp;
+        d.ncontent = tb.n;
+        char err[ME_ERRLEN];
+        int st;
+        if (!rc && (st = me_tok_add_normalizer(t, &d, err))) rc = raise_status(st, err);
+        free(pv);
+        tb_free(&tb);
+    }
+    Py_DECREF(fast);
+    return rc;
+}
+
+/* Pre-tokenizers: (kind, replacement str of one char, prepend scheme, split, behavior) each. */
+static int add_pretokenizers(me_tok *t, PyObject *list) {
+    PyObject *fast = PySequence_Fast(list, "pre_tokenizers must be a sequence of tuples");
+    if (!fast) return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast) && !rc; i++) {
+        int kind, scheme, split, behavior;
+        PyObject *repl;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iUiii", &kind, &repl, &scheme, &split, &behavior)) {
+            rc = -1;
+            break;
+        }
+        if (PyUnicode_GET_LENGTH(repl) != 1) {
+            PyErr_SetString(PyExc_ValueError, "pre-tokenizer replacement must be one character");
+            rc = -1;
+            break;
+        }
+        char err[ME_ERRLEN];
+        int st = me_tok_add_pretokenizer(t, kind, (uint32_t)PyUnicode_READ_CHAR(repl, 0), scheme, split, behavior, err);
+        if (st) rc = raise_status(st, err);
+    }
+    Py_DECREF(fast);
+    return rc;
+}
+
+static int set_unigram(me_tok *t, PyObject *scores, int byte_fallback) {
+    PyObject *fast = PySequence_Fast(scores, "scores must be a sequence of float");
+    if (!fast) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    if (!v) { Py_DECREF(fast); PyErr_NoMemory(); return -1; }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && !rc; i++) {
+        v[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (v[i] == -1.0 && PyErr_Occurred()) rc = -1;
+    }
+    Py_DECREF(fast);
+    char err[ME_ERRLEN];
+    int st;
+    if (!rc && (st = me_tok_set_unigram(t, v, (size_t)n, byte_fallback, err))) rc = raise_status(st, err);
+    free(v);
+    return rc;
+}
+
 /* Tokenizer(options: dict, vocab: list[(str, int)], merges: list[(str, str)],
- *           added: list[(str, int, int flags)], single: list[(int, int)], pair: list[(int, int)]) */
+ *           added: list[(str, int, int flags)], single: list[(int, int)], pair: list[(int, int)]
+ *           [, scores: list[float] | None, normalizers: list, pre_tokenizers: list]) */
 static int tok_init(TokenizerObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *opts, *vocab, *merges, *added, *single, *pair;
-    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyDict_Type, &opts, &vocab, &merges, &added, &single, &pair)) return -1;
+    PyObject *opts, *vocab, *merges, *added, *single, *pair, *scores = Py_None, *norms = Py_None, *pres = Py_None;
+    if (!PyArg_ParseTuple(args, "O!OOOOO|OOO", &PyDict_Type, &opts, &vocab, &merges, &added, &single, &pair, &scores,
+                          &norms, &pres))
+        return -1;
     if (self->tok) {
         PyErr_SetString(PyExc_RuntimeError, "Tokenizer is already initialized");
         return -1;
@@ -267,6 +357,14 @@ static int tok_init(TokenizerObject *self, PyObject *args, PyObject *kwds) {
     }
     Py_DECREF(it);
     if (PyErr_Occurred()) return -1;
+    if (o.model == ME_TOK_UNIGRAM) {
+        int byte_fallback;
+        if (opt_int(opts, "byte_fallback", &byte_fallback) || set_unigram(self->tok, scores, byte_fallback) < 0)
+            return -1;
+    }
+    if ((norms != Py_None && add_normalizers(self->tok, norms) < 0) ||
+        (pres != Py_None && add_pretokenizers(self->tok, pres) < 0))
+        return -1;
 
     it = PyObject_GetIter(merges);
     if (!it) return -1;
@@ -662,7 +760,7 @@ static PyTypeObject TokenizerType = {
     .tp_basicsize = sizeof(TokenizerObject),
     .tp_dealloc = (destructor)tok_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "C WordPiece / byte-level BPE tokenizer; build it through multienc.tokenization.Tokenizer.",
+    .tp_doc = "C WordPiece / byte-level BPE / Unigram tokenizer; build it through multienc.tokenization.Tokenizer.",
     .tp_methods = tok_methods,
     .tp_init = (initproc)tok_init,
     .tp_new = PyType_GenericNew,

@@ -1,4 +1,4 @@
-/* WordPiece and byte-level BPE pipelines (normalizer, pre-tokenizer, model, added tokens,
+/* WordPiece, byte-level BPE and Unigram pipelines (normalizer, pre-tokenizer, model, added tokens,
  * truncation, post-processing) matching HuggingFace `tokenizers`; see docs/ARCHITECTURE.md. */
 #include "tokenize/tokenizer.h"
 
@@ -7,12 +7,20 @@
 #include <string.h>
 
 #include "common.h"
+#include "tokenize/normalizers.h"
 #include "tokenize/strmap.h"
+#include "tokenize/unigram.h"
 #include "tokenize/unicode.h"
 
 #define BPE_CACHE_WORDS 10000
 #define BPE_CACHE_INTS (1u << 20)
 #define BYTE_LEVEL_SPACE 0x120u /* 'Ġ', the byte-level char of ' ' */
+
+typedef struct {
+    int kind; /* ME_PRE_STEP_* */
+    uint32_t repl;
+    int scheme, split, behavior;
+} pre_step;
 
 typedef struct {
     uint32_t *cp; /* what is matched: the content, normalized for `normalized` tokens */
@@ -39,8 +47,25 @@ struct me_tok {
     int has_normalized_added, has_raw_added;
     me_tmpl_item *tmpl[2];
     size_t ntmpl[2];
+    me_norm_step *norms; /* normalizer chain (no BertNormalizer) */
+    size_t nnorms;
+    pre_step *pres;      /* ME_PRE_STEPS */
+    size_t npres;
+    me_unigram *ug;
     int finalized;
 };
+
+/* A pre-token of the ME_PRE_STEPS pipeline: chars [off, off + len) of a pool string; orig is its
+ * original start (tokenizers' original_shift), which Metaspace's `first` scheme tests. */
+typedef struct {
+    size_t off, len;
+    int32_t orig;
+} psplit;
+
+typedef struct {
+    psplit *v;
+    size_t n, cap;
+} psplit_vec;
 
 typedef struct {
     int32_t c, prev, next;
@@ -85,35 +110,14 @@ struct me_ws {
     me_strmap cache; /* piece bytes -> index into cache_val: n, then n (id, length) pairs */
     int32_t *cache_val;
     size_t cache_n, cache_cap;
+    /* ME_PRE_STEPS pipeline: the normalized segment, pre-token pools (double-buffered), Unigram */
+    me_nstr g, pool[2], mtmp;
+    psplit_vec sp[3]; /* [2]: the pieces inside split_into */
+    me_norm_ws nw;
+    me_ug_ws ug;
 };
 
 /* ------------------------------------------------------------------ buffers */
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return ME_OK;
-    size_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    void *q = realloc(*p, n * elem);
-    if (!q) return ME_ERR_NOMEM;
-    *p = q;
-    *cap = n;
-    return ME_OK;
-}
-
-/* Grow several parallel arrays sharing one capacity. */
-static int grow2(void **a, size_t ea, void **b, size_t eb, size_t *cap, size_t need) {
-    if (need <= *cap) return ME_OK;
-    size_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    void *qa = realloc(*a, n * ea);
-    if (!qa) return ME_ERR_NOMEM;
-    *a = qa;
-    void *qb = realloc(*b, n * eb);
-    if (!qb) return ME_ERR_NOMEM;
-    *b = qb;
-    *cap = n;
-    return ME_OK;
-}
 
 static int enc_reserve(me_enc *e, size_t need) {
     if (need <= e->cap) return ME_OK;
@@ -165,7 +169,7 @@ static int enc_push(me_enc *e, int32_t id, int32_t type_id, int32_t word, int32_
 /* Give token i of e the string of bytes s[0..len). */
 static int enc_set_string(me_enc *e, size_t i, const char *s, size_t len) {
     if (e->slen + 4 + len > INT32_MAX) return ME_ERR_NOMEM;
-    if (grow((void **)&e->sbuf, &e->scap, e->slen + 4 + len, 1)) return ME_ERR_NOMEM;
+    if (me_grow((void **)&e->sbuf, &e->scap, e->slen + 4 + len, 1)) return ME_ERR_NOMEM;
     uint32_t l32 = (uint32_t)len;
     memcpy(e->sbuf + e->slen, &l32, 4);
     memcpy(e->sbuf + e->slen + 4, s, len);
@@ -194,22 +198,6 @@ void me_enc_free(me_enc *e) {
     memset(e, 0, sizeof *e);
 }
 
-static size_t utf8_put(uint32_t c, char *o) {
-    if (c < 0x80) { o[0] = (char)c; return 1; }
-    if (c < 0x800) { o[0] = (char)(0xC0 | (c >> 6)); o[1] = (char)(0x80 | (c & 0x3F)); return 2; }
-    if (c < 0x10000) {
-        o[0] = (char)(0xE0 | (c >> 12));
-        o[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (c >> 18));
-    o[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
 /* Decode one UTF-8 char of s[0..n) (input produced by utf8_put or validated by Python). */
 static uint32_t utf8_get(const unsigned char *s, size_t n, size_t *used) {
     unsigned c = s[0];
@@ -223,11 +211,17 @@ static uint32_t utf8_get(const unsigned char *s, size_t n, size_t *used) {
 
 /* ------------------------------------------------------------------ construction */
 
+static void free_template(me_tmpl_item *items, size_t n) {
+    if (!items) return;
+    for (size_t i = 0; i < n; i++) free((char *)items[i].str);
+    free(items);
+}
+
 int me_tok_new(const me_tok_options *opt, me_tok **out, char *err) {
     *out = NULL;
-    if (opt->model != ME_TOK_WORDPIECE && opt->model != ME_TOK_BPE)
+    if (opt->model != ME_TOK_WORDPIECE && opt->model != ME_TOK_BPE && opt->model != ME_TOK_UNIGRAM)
         return me_error(err, ME_ERR_VALUE, "unknown tokenizer model kind %d", opt->model);
-    if (opt->pre_tokenizer < ME_PRE_NONE || opt->pre_tokenizer > ME_PRE_BYTELEVEL)
+    if (opt->pre_tokenizer < ME_PRE_NONE || opt->pre_tokenizer > ME_PRE_STEPS)
         return me_error(err, ME_ERR_VALUE, "unknown pre-tokenizer kind %d", opt->pre_tokenizer);
     me_tok *t = calloc(1, sizeof *t);
     if (!t) return me_error(err, ME_ERR_NOMEM, "out of memory creating a tokenizer");
@@ -247,8 +241,12 @@ void me_tok_free(me_tok *t) {
     me_pairmap_free(&t->merges);
     for (size_t i = 0; i < t->nadded; i++) free(t->added[i].cp);
     free(t->added);
-    free(t->tmpl[0]);
-    free(t->tmpl[1]);
+    free_template(t->tmpl[0], t->ntmpl[0]);
+    free_template(t->tmpl[1], t->ntmpl[1]);
+    for (size_t i = 0; i < t->nnorms; i++) me_norm_step_free(&t->norms[i]);
+    free(t->norms);
+    free(t->pres);
+    me_unigram_free(t->ug);
     free(t);
 }
 
@@ -267,7 +265,7 @@ static int set_id_token(me_tok *t, int32_t id, const char *s, size_t len, char *
         t->ntok = n;
     }
     size_t cap = t->tok_arena_cap;
-    if (grow((void **)&t->tok_arena, &cap, t->tok_arena_len + len + 1, 1))
+    if (me_grow((void **)&t->tok_arena, &cap, t->tok_arena_len + len + 1, 1))
         return me_error(err, ME_ERR_NOMEM, "out of memory storing the vocabulary");
     t->tok_arena_cap = cap;
     memcpy(t->tok_arena + t->tok_arena_len, s, len);
@@ -324,25 +322,105 @@ int me_tok_add_added(me_tok *t, const uint32_t *content, size_t ncp, const char 
 
 int me_tok_set_template(me_tok *t, int pair, const me_tmpl_item *items, size_t n, char *err) {
     pair = pair ? 1 : 0;
-    me_tmpl_item *c = malloc((n ? n : 1) * sizeof *c);
+    me_tmpl_item *c = calloc(n ? n : 1, sizeof *c);
     if (!c) return me_error(err, ME_ERR_NOMEM, "out of memory storing the template");
     for (size_t i = 0; i < n; i++) {
         if (items[i].what < ME_TMPL_B || (items[i].what == ME_TMPL_B && !pair)) {
-            free(c);
+            free_template(c, n);
             return me_error(err, ME_ERR_VALUE, "template item %zu is invalid", i);
         }
         c[i] = items[i];
+        c[i].str = NULL;
+        if (items[i].str && items[i].what >= 0) {
+            char *s = malloc(items[i].str_len + 1);
+            if (!s) {
+                free_template(c, n);
+                return me_error(err, ME_ERR_NOMEM, "out of memory storing the template");
+            }
+            memcpy(s, items[i].str, items[i].str_len);
+            c[i].str = s;
+        }
     }
-    free(t->tmpl[pair]);
+    free_template(t->tmpl[pair], t->ntmpl[pair]);
     t->tmpl[pair] = c;
     t->ntmpl[pair] = n;
     return ME_OK;
 }
 
+int me_tok_add_normalizer(me_tok *t, const me_norm_def *d, char *err) {
+    if (t->finalized) return me_error(err, ME_ERR_VALUE, "tokenizer already finalized");
+    if (d->kind < ME_NORM_PRECOMPILED || d->kind > ME_NORM_LOWERCASE)
+        return me_error(err, ME_ERR_VALUE, "unknown normalizer kind %d", d->kind);
+    me_norm_step st = {d->kind, d->left, d->right, NULL, NULL, NULL, 0};
+    int r = ME_OK;
+    if (d->kind == ME_NORM_PRECOMPILED) {
+        r = me_charsmap_parse(d->blob, d->blob_len, &st.map, err);
+    } else if (d->kind == ME_NORM_REPLACE) {
+        r = me_regex_new(d->prog, d->nprog, &st.re, err);
+        if (!r && d->ncontent) {
+            if (!(st.content = malloc(d->ncontent * sizeof *st.content))) r = me_error(err, ME_ERR_NOMEM, "out of memory");
+            else memcpy(st.content, d->content, d->ncontent * sizeof *st.content);
+            st.ncontent = d->ncontent;
+        }
+    }
+    me_norm_step *ns = r ? NULL : realloc(t->norms, (t->nnorms + 1) * sizeof *ns);
+    if (!r && !ns) r = me_error(err, ME_ERR_NOMEM, "out of memory storing normalizers");
+    if (r) {
+        me_norm_step_free(&st);
+        return r;
+    }
+    t->norms = ns;
+    t->norms[t->nnorms++] = st;
+    return ME_OK;
+}
+
+int me_tok_add_pretokenizer(me_tok *t, int kind, uint32_t replacement, int prepend_scheme, int split, int behavior,
+                            char *err) {
+    if (t->finalized) return me_error(err, ME_ERR_VALUE, "tokenizer already finalized");
+    if (kind < ME_PRE_STEP_METASPACE || kind > ME_PRE_STEP_PUNCTUATION)
+        return me_error(err, ME_ERR_VALUE, "unknown pre-tokenizer kind %d", kind);
+    if (prepend_scheme < ME_PREPEND_ALWAYS || prepend_scheme > ME_PREPEND_NEVER || behavior < ME_SPLIT_REMOVED ||
+        behavior > ME_SPLIT_CONTIGUOUS || replacement >= 0x110000u || (replacement >= 0xD800 && replacement < 0xE000))
+        return me_error(err, ME_ERR_VALUE, "invalid pre-tokenizer settings");
+    pre_step *ps = realloc(t->pres, (t->npres + 1) * sizeof *ps);
+    if (!ps) return me_error(err, ME_ERR_NOMEM, "out of memory storing pre-tokenizers");
+    t->pres = ps;
+    t->pres[t->npres++] = (pre_step){kind, replacement, prepend_scheme, split != 0, behavior};
+    return ME_OK;
+}
+
+int me_tok_set_unigram(me_tok *t, const double *scores, size_t n, int byte_fallback, char *err) {
+    if (t->o.model != ME_TOK_UNIGRAM) return me_error(err, ME_ERR_VALUE, "not a Unigram tokenizer");
+    if (n > t->ntok && n) return me_error(err, ME_ERR_VALUE, "Unigram: %zu scores for a smaller vocabulary", n);
+    const char **pieces = malloc((n ? n : 1) * sizeof *pieces);
+    uint32_t *lens = malloc((n ? n : 1) * sizeof *lens);
+    int r = ME_OK;
+    if (!pieces || !lens) r = me_error(err, ME_ERR_NOMEM, "out of memory building the Unigram model");
+    for (size_t i = 0; !r && i < n; i++) {
+        if (t->tok_len[i] == UINT32_MAX) {
+            r = me_error(err, ME_ERR_VALUE, "Unigram: vocabulary id %zu is missing (ids must be 0 .. %zu)", i, n - 1);
+            break;
+        }
+        pieces[i] = t->tok_arena + t->tok_off[i];
+        lens[i] = t->tok_len[i];
+    }
+    me_unigram_free(t->ug);
+    t->ug = NULL;
+    if (!r) r = me_unigram_new(pieces, lens, scores, n, &t->vocab, t->o.unk_id, byte_fallback, &t->ug, err);
+    free(pieces);
+    free(lens);
+    return r;
+}
+
+static int normalize_steps(const me_tok *t, me_ws *w, const uint32_t *text, size_t a, size_t b);
 static int normalize(const me_tok *t, me_ws *w, const uint32_t *text, size_t a, size_t b);
 
 int me_tok_finalize(me_tok *t, char *err) {
-    if (t->o.model == ME_TOK_WORDPIECE) {
+    if (t->o.model == ME_TOK_UNIGRAM) {
+        if (!t->ug) return me_error(err, ME_ERR_VALUE, "Unigram: the model has no vocabulary scores");
+        if (t->o.pre_tokenizer != ME_PRE_STEPS && t->o.pre_tokenizer != ME_PRE_NONE)
+            return me_error(err, ME_ERR_VALUE, "Unigram: unsupported pre-tokenizer kind %d", t->o.pre_tokenizer);
+    } else if (t->o.model == ME_TOK_WORDPIECE) {
         if (t->o.unk_id < 0 || (size_t)t->o.unk_id >= t->ntok || t->tok_len[t->o.unk_id] == UINT32_MAX)
             return me_error(err, ME_ERR_VALUE, "WordPiece: the unknown token is not in the vocabulary");
         me_strmap_clear(&t->cont);
@@ -359,26 +437,29 @@ int me_tok_finalize(me_tok *t, char *err) {
             int keep = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
             uint32_t cp = keep ? (uint32_t)b : next++;
             char u[4];
-            size_t n = utf8_put(cp, u);
+            size_t n = me_utf8_put(cp, u);
             t->byte_id[b] = me_strmap_get(&t->vocab, u, n);
         }
     }
     /* tokenizers matches `normalized` added tokens by their normalized content */
-    if (t->has_normalized_added && t->o.bert_normalizer) {
+    if (t->has_normalized_added && (t->o.bert_normalizer || t->nnorms)) {
         me_ws *w = me_ws_new();
         if (!w) return me_error(err, ME_ERR_NOMEM, "out of memory normalizing added tokens");
         for (size_t i = 0; i < t->nadded; i++) {
             added_tok *a = &t->added[i];
             if (!(a->flags & ME_AT_NORMALIZED)) continue;
             uint32_t *cp = NULL;
-            if (normalize(t, w, a->cp, 0, a->ncp) || (w->nn && !(cp = malloc(w->nn * sizeof *cp)))) {
+            int st = t->o.bert_normalizer ? normalize(t, w, a->cp, 0, a->ncp) : normalize_steps(t, w, a->cp, 0, a->ncp);
+            const uint32_t *res = t->o.bert_normalizer ? w->nc : w->g.c;
+            size_t nres = t->o.bert_normalizer ? w->nn : w->g.n;
+            if (st || (nres && !(cp = malloc(nres * sizeof *cp)))) {
                 me_ws_free(w);
                 return me_error(err, ME_ERR_NOMEM, "out of memory normalizing added tokens");
             }
-            if (w->nn) memcpy(cp, w->nc, w->nn * sizeof *cp);
+            if (nres) memcpy(cp, res, nres * sizeof *cp);
             free(a->cp);
             a->cp = cp;
-            a->ncp = w->nn; /* 0: never matches, as in tokenizers */
+            a->ncp = nres; /* 0: never matches, as in tokenizers */
         }
         me_ws_free(w);
     }
@@ -425,6 +506,15 @@ void me_ws_free(me_ws *w) {
     me_enc_free(&w->out);
     me_strmap_free(&w->cache);
     free(w->cache_val);
+    me_nstr_free(&w->g);
+    me_nstr_free(&w->pool[0]);
+    me_nstr_free(&w->pool[1]);
+    me_nstr_free(&w->mtmp);
+    free(w->sp[0].v);
+    free(w->sp[1].v);
+    free(w->sp[2].v);
+    me_norm_ws_free(&w->nw);
+    me_ug_ws_free(&w->ug);
     free(w);
 }
 
@@ -437,7 +527,7 @@ static int is_word_char(uint32_t c) {
 }
 
 static int split_push(split_vec *v, size_t start, size_t stop, int32_t added) {
-    if (grow((void **)&v->v, &v->cap, v->n + 1, sizeof *v->v)) return ME_ERR_NOMEM;
+    if (me_grow((void **)&v->v, &v->cap, v->n + 1, sizeof *v->v)) return ME_ERR_NOMEM;
     v->v[v->n++] = (split){start, stop, added};
     return ME_OK;
 }
@@ -488,7 +578,7 @@ static int find_added(const me_tok *t, const uint32_t *c, size_t n, int normaliz
 /* ------------------------------------------------------------------ normalizer */
 
 static int norm_push(me_ws *w, uint32_t c, int32_t s) {
-    if (w->nn == w->ncap && grow2((void **)&w->nc, sizeof *w->nc, (void **)&w->ns, sizeof *w->ns, &w->ncap, w->nn + 1))
+    if (w->nn == w->ncap && me_grow2((void **)&w->nc, sizeof *w->nc, (void **)&w->ns, sizeof *w->ns, &w->ncap, w->nn + 1))
         return ME_ERR_NOMEM;
     w->nc[w->nn] = c;
     w->ns[w->nn++] = s;
@@ -590,6 +680,7 @@ typedef struct {
     me_enc *e;
     int32_t word;   /* next word index */
     int forced;     /* pre-split word: every token gets `word` */
+    char *err;      /* message of a failure other than out of memory */
 } ctx;
 
 static int32_t next_word(ctx *x) { return x->forced ? x->word : x->word++; }
@@ -603,12 +694,12 @@ static int wordpiece(ctx *x, size_t a, size_t b) {
     int32_t wid = next_word(x);
     int32_t ws = w->ns[a], we = w->ns[b - 1] + 1;
     if (nch > (size_t)t->o.max_input_chars_per_word) return enc_push(e, t->o.unk_id, 0, wid, 0, ws, we, 0);
-    if (grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || grow((void **)&w->cb, &w->cbcap, nch + 1, sizeof *w->cb))
+    if (me_grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || me_grow((void **)&w->cb, &w->cbcap, nch + 1, sizeof *w->cb))
         return ME_ERR_NOMEM;
     size_t nb = 0;
     for (size_t i = 0; i < nch; i++) {
         w->cb[i] = (int32_t)nb;
-        nb += utf8_put(w->nc[a + i], w->ub + nb);
+        nb += me_utf8_put(w->nc[a + i], w->ub + nb);
     }
     w->cb[nch] = (int32_t)nb;
     size_t saved = e->n, start = 0;
@@ -637,7 +728,7 @@ static int heap_less(const bpe_merge *x, const bpe_merge *y) {
 }
 
 static int heap_push(me_ws *w, bpe_merge m) {
-    if (grow((void **)&w->heap, &w->heapcap, w->heapn + 1, sizeof *w->heap)) return ME_ERR_NOMEM;
+    if (me_grow((void **)&w->heap, &w->heapcap, w->heapn + 1, sizeof *w->heap)) return ME_ERR_NOMEM;
     size_t i = w->heapn++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -672,7 +763,7 @@ static const me_pairmap_slot *merge_of(const me_tok *t, int32_t a, int32_t b) {
 /* BPE of the bytes ub[0..nb) into bpe_out as (id, byte length) pairs; returns the pair count
  * through *nout. Mirrors tokenizers' Word::merge_all (priority queue on (rank, position)). */
 static int bpe_word(const me_tok *t, me_ws *w, size_t nb, size_t *nout) {
-    if (grow((void **)&w->sym, &w->symcap, nb, sizeof *w->sym)) return ME_ERR_NOMEM;
+    if (me_grow((void **)&w->sym, &w->symcap, nb, sizeof *w->sym)) return ME_ERR_NOMEM;
     size_t ns = 0;
     for (size_t i = 0; i < nb; i++) {
         int32_t id = t->byte_id[(unsigned char)w->ub[i]];
@@ -710,7 +801,7 @@ static int bpe_word(const me_tok *t, me_ws *w, size_t nb, size_t *nout) {
         }
     }
     size_t k = 0;
-    if (grow((void **)&w->bpe_out, &w->bpe_outcap, 2 * (ns ? ns : 1), sizeof *w->bpe_out)) return ME_ERR_NOMEM;
+    if (me_grow((void **)&w->bpe_out, &w->bpe_outcap, 2 * (ns ? ns : 1), sizeof *w->bpe_out)) return ME_ERR_NOMEM;
     for (int32_t i = ns ? 0 : -1; i >= 0; i = w->sym[i].next) {
         w->bpe_out[2 * k] = w->sym[i].c;
         w->bpe_out[2 * k + 1] = (int32_t)w->sym[i].len;
@@ -725,11 +816,11 @@ static int bpe_piece(ctx *x, size_t a, size_t b) {
     const me_tok *t = x->t;
     me_ws *w = x->w;
     size_t nch = b - a;
-    if (grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || grow((void **)&w->ubc, &w->ubccap, 4 * nch, sizeof *w->ubc))
+    if (me_grow((void **)&w->ub, &w->ucap, 4 * nch, 1) || me_grow((void **)&w->ubc, &w->ubccap, 4 * nch, sizeof *w->ubc))
         return ME_ERR_NOMEM;
     size_t nb = 0;
     for (size_t i = a; i < b; i++) {
-        size_t k = utf8_put(w->pc[i], w->ub + nb);
+        size_t k = me_utf8_put(w->pc[i], w->ub + nb);
         for (size_t j = 0; j < k; j++) w->ubc[nb + j] = (int32_t)i;
         nb += k;
     }
@@ -749,7 +840,7 @@ static int bpe_piece(ctx *x, size_t a, size_t b) {
             w->cache_n = 0;
         }
         if (1 + 2 * ntok <= BPE_CACHE_INTS &&
-            !grow((void **)&w->cache_val, &w->cache_cap, w->cache_n + 1 + 2 * ntok, sizeof *w->cache_val) &&
+            !me_grow((void **)&w->cache_val, &w->cache_cap, w->cache_n + 1 + 2 * ntok, sizeof *w->cache_val) &&
             !me_strmap_put(&w->cache, w->ub, nb, (int32_t)w->cache_n)) {
             w->cache_val[w->cache_n] = (int32_t)ntok;
             memcpy(w->cache_val + w->cache_n + 1, toks, 2 * ntok * sizeof *toks);
@@ -810,7 +901,7 @@ static int pretokenize_and_model(ctx *x, size_t a, size_t b) {
     if (t->o.pre_tokenizer == ME_PRE_BYTELEVEL) {
         int prefix = t->o.add_prefix_space && w->nc[a] != ' ';
         size_t m = b - a + (size_t)prefix;
-        if (grow2((void **)&w->pc, sizeof *w->pc, (void **)&w->ps, sizeof *w->ps, &w->pcap, m)) return ME_ERR_NOMEM;
+        if (me_grow2((void **)&w->pc, sizeof *w->pc, (void **)&w->ps, sizeof *w->ps, &w->pcap, m)) return ME_ERR_NOMEM;
         if (prefix) {
             w->pc[0] = ' ';
             w->ps[0] = w->ns[a];
@@ -839,7 +930,7 @@ static int pretokenize_and_model(ctx *x, size_t a, size_t b) {
         if (t->o.model == ME_TOK_WORDPIECE) {
             st = wordpiece(x, i, j);
         } else {
-            if (grow2((void **)&w->pc, sizeof *w->pc, (void **)&w->ps, sizeof *w->ps, &w->pcap, j - i)) return ME_ERR_NOMEM;
+            if (me_grow2((void **)&w->pc, sizeof *w->pc, (void **)&w->ps, sizeof *w->ps, &w->pcap, j - i)) return ME_ERR_NOMEM;
             memcpy(w->pc, w->nc + i, (j - i) * sizeof *w->pc);
             memcpy(w->ps, w->ns + i, (j - i) * sizeof *w->ps);
             st = bpe_piece(x, 0, j - i);
@@ -856,16 +947,187 @@ static int push_added(ctx *x, int32_t k, int32_t start, int32_t end, const uint3
     int st = enc_push(x->e, a->id, 0, next_word(x), 0, start, end, 0);
     if (st) return st;
     me_ws *w = x->w;
-    if (grow((void **)&w->ub, &w->ucap, 4 * n + 1, 1)) return ME_ERR_NOMEM;
+    if (me_grow((void **)&w->ub, &w->ucap, 4 * n + 1, 1)) return ME_ERR_NOMEM;
     size_t nb = 0;
-    for (size_t i = 0; i < n; i++) nb += utf8_put(span[i], w->ub + nb);
+    for (size_t i = 0; i < n; i++) nb += me_utf8_put(span[i], w->ub + nb);
     return enc_set_string(x->e, x->e->n - 1, w->ub, nb);
+}
+
+/* ------------------------------------------------------------------ SentencePiece-style pipeline */
+
+/* The normalizer chain over text[a..b) into w->g; alignments are indices into text. */
+static int normalize_steps(const me_tok *t, me_ws *w, const uint32_t *text, size_t a, size_t b) {
+    me_nstr *g = &w->g;
+    if (me_nstr_reserve(g, b - a + 1)) return ME_ERR_NOMEM;
+    for (size_t i = a; i < b; i++) {
+        g->c[i - a] = text[i];
+        g->a[i - a] = (int32_t)i;
+        g->b[i - a] = (int32_t)i + 1;
+    }
+    g->n = b - a;
+    for (size_t k = 0; k < t->nnorms; k++) {
+        int st = me_norm_apply(&t->norms[k], g, (int32_t)a, &w->nw);
+        if (st) return st;
+    }
+    return ME_OK;
+}
+
+/* Chars [i, j) of src as a new pre-token of dst (empty ones are dropped, as PreTokenizedString::split). */
+static int pool_add(me_nstr *dst, psplit_vec *out, const me_nstr *src, size_t i, size_t j, int32_t orig) {
+    if (i >= j) return ME_OK;
+    size_t len = j - i;
+    if (me_nstr_reserve(dst, dst->n + len) || me_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
+        return ME_ERR_NOMEM;
+    memcpy(dst->c + dst->n, src->c + i, len * sizeof *dst->c);
+    memcpy(dst->a + dst->n, src->a + i, len * sizeof *dst->a);
+    memcpy(dst->b + dst->n, src->b + i, len * sizeof *dst->b);
+    out->v[out->n++] = (psplit){dst->n, len, orig};
+    dst->n += len;
+    return ME_OK;
+}
+
+enum { PRED_SPACE, PRED_PUNCT, PRED_CHAR };
+
+static int is_delim(int mode, uint32_t arg, uint32_t c) {
+    if (mode == PRED_SPACE) return (me_uflags(c) & ME_UF_SPACE) != 0;
+    if (mode == PRED_PUNCT) return (me_uflags(c) & ME_UF_PUNCT) != 0;
+    return c == arg;
+}
+
+/* NormalizedString::split of src[i0, i1) on single chars (a predicate pattern: each delimiter is a
+ * match of its own) with a SplitDelimiterBehavior; every piece is a slice (original start = its
+ * first char's alignment). */
+static int split_into(me_ws *w, me_nstr *dst, psplit_vec *out, const me_nstr *src, size_t i0, size_t i1, int mode,
+                      uint32_t arg, int behavior) {
+    /* the pieces of find_matches: (off, len, orig = is_match) */
+    psplit_vec *pc = &w->sp[2];
+    pc->n = 0;
+    for (size_t i = i0; i < i1;) {
+        size_t j = i;
+        int m = is_delim(mode, arg, src->c[i]);
+        if (m) j = i + 1;
+        else while (j < i1 && !is_delim(mode, arg, src->c[j])) j++;
+        if (me_grow((void **)&pc->v, &pc->cap, pc->n + 1, sizeof *pc->v)) return ME_ERR_NOMEM;
+        pc->v[pc->n++] = (psplit){i, j - i, m};
+        i = j;
+    }
+    size_t k = 0; /* merged pieces are written back into pc->v[0..k) */
+    if (behavior == ME_SPLIT_MERGED_NEXT) {
+        int prev = 0;
+        for (size_t q = pc->n; q-- > 0;) {
+            psplit p = pc->v[q];
+            if (p.orig && !prev && k) { /* extend the following piece to the left */
+                pc->v[pc->n - k].len += pc->v[pc->n - k].off - p.off;
+                pc->v[pc->n - k].off = p.off;
+            } else {
+                k++;
+                pc->v[pc->n - k] = p;
+            }
+            prev = p.orig;
+        }
+        memmove(pc->v, pc->v + pc->n - k, k * sizeof *pc->v);
+    } else {
+        int prev = 0;
+        for (size_t q = 0; q < pc->n; q++) {
+            psplit p = pc->v[q];
+            int merge = (behavior == ME_SPLIT_MERGED_PREVIOUS && p.orig && !prev) ||
+                        (behavior == ME_SPLIT_CONTIGUOUS && p.orig == prev);
+            if (merge && k) {
+                pc->v[k - 1].len = p.off + p.len - pc->v[k - 1].off;
+            } else if (!(behavior == ME_SPLIT_REMOVED && p.orig)) {
+                pc->v[k++] = p;
+            }
+            prev = p.orig;
+        }
+    }
+    for (size_t q = 0; q < k; q++) {
+        psplit p = pc->v[q];
+        if (pool_add(dst, out, src, p.off, p.off + p.len, src->a[p.off])) return ME_ERR_NOMEM;
+    }
+    return ME_OK;
+}
+
+/* Metaspace on one pre-token: ' ' -> replacement, the prefix, then the split before each replacement. */
+static int metaspace(me_ws *w, const pre_step *ps, const me_nstr *src, psplit sp, me_nstr *dst, psplit_vec *out) {
+    me_nstr *m = &w->mtmp;
+    if (me_nstr_reserve(m, sp.len + 1)) return ME_ERR_NOMEM;
+    size_t pre = ps->scheme != ME_PREPEND_NEVER && src->c[sp.off] != ' ' && src->c[sp.off] != ps->repl &&
+                 (ps->scheme == ME_PREPEND_ALWAYS || sp.orig == 0);
+    for (size_t i = 0; i < sp.len; i++) {
+        uint32_t c = src->c[sp.off + i];
+        m->c[pre + i] = c == ' ' ? ps->repl : c;
+        m->a[pre + i] = src->a[sp.off + i];
+        m->b[pre + i] = src->b[sp.off + i];
+    }
+    if (pre) {
+        m->c[0] = ps->repl;
+        m->a[0] = src->a[sp.off];
+        m->b[0] = src->b[sp.off];
+    }
+    m->n = sp.len + pre;
+    if (!ps->split) return pool_add(dst, out, m, 0, m->n, sp.orig);
+    return split_into(w, dst, out, m, 0, m->n, PRED_CHAR, ps->repl, ME_SPLIT_MERGED_NEXT);
+}
+
+/* Unigram over one pre-token; token offsets through the alignments of its first and last char. */
+static int unigram_split(ctx *x, const me_nstr *p, psplit sp) {
+    const me_tok *t = x->t;
+    me_ws *w = x->w;
+    if (me_grow((void **)&w->ub, &w->ucap, 4 * sp.len, 1) || me_grow((void **)&w->ubc, &w->ubccap, 4 * sp.len, sizeof *w->ubc))
+        return ME_ERR_NOMEM;
+    size_t nb = 0;
+    for (size_t i = 0; i < sp.len; i++) {
+        size_t k = me_utf8_put(p->c[sp.off + i], w->ub + nb);
+        for (size_t j = 0; j < k; j++) w->ubc[nb + j] = (int32_t)i;
+        nb += k;
+    }
+    int32_t wid = next_word(x);
+    int st = me_unigram_encode(t->ug, w->ub, nb, &w->ug, x->err);
+    if (st) return st;
+    for (size_t k = 0; k < w->ug.ntok; k++) {
+        const me_ug_tok *tk = &w->ug.tok[k];
+        size_t cs = sp.off + (size_t)w->ubc[tk->start], ce = sp.off + (size_t)w->ubc[tk->end - 1];
+        if ((st = enc_push(x->e, tk->id, 0, wid, 0, p->a[cs], p->b[ce], 0))) return st;
+        if (tk->own_string && (st = enc_set_string(x->e, x->e->n - 1, w->ub + tk->start, tk->end - tk->start)))
+            return st;
+    }
+    return ME_OK;
+}
+
+/* The pre-tokenizers over w->g[a..b), then the model on each pre-token. */
+static int pretokenize_steps(ctx *x, size_t a, size_t b) {
+    const me_tok *t = x->t;
+    me_ws *w = x->w;
+    if (a >= b) return ME_OK;
+    int cur = 0, st;
+    w->pool[0].n = w->sp[0].n = 0;
+    if ((st = pool_add(&w->pool[0], &w->sp[0], &w->g, a, b, w->g.a[a]))) return st;
+    for (size_t k = 0; k < t->npres; k++) {
+        const pre_step *ps = &t->pres[k];
+        int nxt = 1 - cur;
+        me_nstr *src = &w->pool[cur], *dst = &w->pool[nxt];
+        psplit_vec *out = &w->sp[nxt];
+        dst->n = out->n = 0;
+        for (size_t q = 0; q < w->sp[cur].n; q++) {
+            psplit sp = w->sp[cur].v[q];
+            if (ps->kind == ME_PRE_STEP_METASPACE) st = metaspace(w, ps, src, sp, dst, out);
+            else if (ps->kind == ME_PRE_STEP_WHITESPACE_SPLIT)
+                st = split_into(w, dst, out, src, sp.off, sp.off + sp.len, PRED_SPACE, 0, ME_SPLIT_REMOVED);
+            else st = split_into(w, dst, out, src, sp.off, sp.off + sp.len, PRED_PUNCT, 0, ps->behavior);
+            if (st) return st;
+        }
+        cur = nxt;
+    }
+    for (size_t q = 0; q < w->sp[cur].n; q++)
+        if ((st = unigram_split(x, &w->pool[cur], w->sp[cur].v[q]))) return st;
+    return ME_OK;
 }
 
 /* Added tokens, normalizer, pre-tokenizer and model over text[0..n). */
 static int encode_text(ctx *x, const uint32_t *text, size_t n) {
     const me_tok *t = x->t;
     me_ws *w = x->w;
+    int steps = t->o.model == ME_TOK_UNIGRAM; /* the normalizer chain and pre-tokenizer steps */
     int st;
     if (t->has_raw_added) {
         st = find_added(t, text, n, 0, &w->raw);
@@ -881,28 +1143,34 @@ static int encode_text(ctx *x, const uint32_t *text, size_t n) {
             if (st) return st;
             continue;
         }
-        if ((st = normalize(t, w, text, sp.start, sp.stop))) return st;
+        if ((st = steps ? normalize_steps(t, w, text, sp.start, sp.stop) : normalize(t, w, text, sp.start, sp.stop)))
+            return st;
+        const uint32_t *nc = steps ? w->g.c : w->nc;
+        size_t nn = steps ? w->g.n : w->nn;
         if (!t->has_normalized_added) {
-            if ((st = pretokenize_and_model(x, 0, w->nn))) return st;
+            if ((st = steps ? pretokenize_steps(x, 0, nn) : pretokenize_and_model(x, 0, nn))) return st;
             continue;
         }
-        if ((st = find_added(t, w->nc, w->nn, 1, &w->norm))) return st;
+        if ((st = find_added(t, nc, nn, 1, &w->norm))) return st;
         for (size_t q = 0; q < w->norm.n; q++) {
             split s2 = w->norm.v[q];
-            if (s2.added >= 0)
-                st = push_added(x, s2.added, w->ns[s2.start], w->ns[s2.stop - 1] + 1, w->nc + s2.start,
-                                s2.stop - s2.start);
-            else st = pretokenize_and_model(x, s2.start, s2.stop);
+            if (s2.added >= 0) {
+                int32_t os = steps ? w->g.a[s2.start] : w->ns[s2.start];
+                int32_t oe = steps ? w->g.b[s2.stop - 1] : w->ns[s2.stop - 1] + 1;
+                st = push_added(x, s2.added, os, oe, nc + s2.start, s2.stop - s2.start);
+            } else {
+                st = steps ? pretokenize_steps(x, s2.start, s2.stop) : pretokenize_and_model(x, s2.start, s2.stop);
+            }
             if (st) return st;
         }
     }
     return ME_OK;
 }
 
-static int encode_seq(const me_tok *t, me_ws *w, const me_seq *s, me_enc *e) {
+static int encode_seq(const me_tok *t, me_ws *w, const me_seq *s, me_enc *e, char *err) {
     e->n = 0;
     e->slen = 0;
-    ctx x = {t, w, e, 0, 0};
+    ctx x = {t, w, e, 0, 0, err};
     if (!s->word_start) return encode_text(&x, s->text, s->len);
     x.forced = 1;
     for (size_t i = 0; i < s->nwords; i++) {
@@ -1002,9 +1270,10 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
         return me_error(err, ME_ERR_VALUE, "max_length=%ld leaves no room for the %zu special tokens added to %s; "
                         "use a larger max_length", max_length, added, b ? "a pair" : "a single input");
     me_enc *ea = &w->seq[0], *eb = b ? &w->seq[1] : NULL;
-    int st = encode_seq(t, w, a, ea);
-    if (!st && b) st = encode_seq(t, w, b, eb);
-    if (st) return me_error(err, st, "out of memory while tokenizing");
+    int st = encode_seq(t, w, a, ea, err);
+    if (!st && b) st = encode_seq(t, w, b, eb, err);
+    if (st == ME_ERR_NOMEM) return me_error(err, st, "out of memory while tokenizing");
+    if (st) return st;
     if (max_length >= 0) {
         size_t max = (size_t)max_length > added ? (size_t)max_length - added : 0;
         truncate_longest_first(ea, eb, max);
@@ -1021,7 +1290,13 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
         for (size_t i = 0; i < t->ntmpl[b ? 1 : 0] && !st; i++) {
             if (it[i].what == ME_TMPL_A) st = append_seq(out, ea, it[i].type_id, 0);
             else if (it[i].what == ME_TMPL_B) st = append_seq(out, eb, it[i].type_id, 1);
-            else if (add_special_tokens) st = enc_push(out, it[i].what, it[i].type_id, -1, -1, 0, 0, 1);
+            else if (add_special_tokens) {
+                st = enc_push(out, it[i].what, it[i].type_id, -1, -1, 0, 0, 1);
+                size_t len;
+                const char *own = me_tok_id_to_token(t, it[i].what, &len);
+                if (!st && it[i].str && (!own || len != it[i].str_len || memcmp(own, it[i].str, len)))
+                    st = enc_set_string(out, out->n - 1, it[i].str, it[i].str_len);
+            }
         }
     }
     if (st) return me_error(err, st, "out of memory while tokenizing");
@@ -1030,9 +1305,10 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
 
 /* Append all tokens of src to dst (token strings rebased into dst's string buffer). */
 static int enc_append(me_enc *dst, const me_enc *src) {
+    if (!src->n) return ME_OK; /* an item without tokens (its buffers may be NULL: nothing to copy) */
     int st = enc_reserve(dst, dst->n + src->n);
     if (st) return st;
-    if (src->slen && grow((void **)&dst->sbuf, &dst->scap, dst->slen + src->slen, 1)) return ME_ERR_NOMEM;
+    if (src->slen && me_grow((void **)&dst->sbuf, &dst->scap, dst->slen + src->slen, 1)) return ME_ERR_NOMEM;
     if (dst->slen + src->slen > INT32_MAX) return ME_ERR_NOMEM;
     size_t n = src->n, at = dst->n;
     memcpy(dst->ids + at, src->ids, n * sizeof *src->ids);

@@ -1,4 +1,5 @@
-/* WordPiece and byte-level BPE tokenizers with the behaviour of HuggingFace `tokenizers`.
+/* WordPiece, byte-level BPE and SentencePiece Unigram tokenizers with the behaviour of HuggingFace
+ * `tokenizers`.
  *
  * Text enters as Unicode code points (uint32). Offsets are code-point offsets into the
  * original text of their sequence (for pre-split words: into their word), as HF's Python
@@ -9,8 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { ME_TOK_WORDPIECE = 1, ME_TOK_BPE = 2 };
-enum { ME_PRE_NONE = 0, ME_PRE_BERT = 1, ME_PRE_BYTELEVEL = 2 };
+enum { ME_TOK_WORDPIECE = 1, ME_TOK_BPE = 2, ME_TOK_UNIGRAM = 3 };
+/* ME_PRE_STEPS: the pre-tokenizers added with me_tok_add_pretokenizer, in order (the Unigram
+ * pipelines; their normalizers come from me_tok_add_normalizer). */
+enum { ME_PRE_NONE = 0, ME_PRE_BERT = 1, ME_PRE_BYTELEVEL = 2, ME_PRE_STEPS = 3 };
 /* Post-processing: none (type ids 0 / 1, no special tokens) or a template. TemplateProcessing,
  * BertProcessing and RobertaProcessing are all expressed as templates (RobertaProcessing: every
  * type id 0, which HF applies with and without special tokens alike). */
@@ -33,11 +36,16 @@ typedef struct {
 /* Added-token flags (HF AddedToken). */
 enum { ME_AT_SINGLE_WORD = 1, ME_AT_LSTRIP = 2, ME_AT_RSTRIP = 4, ME_AT_NORMALIZED = 8, ME_AT_SPECIAL = 16 };
 
-/* One template item: a sequence (ME_TMPL_A / ME_TMPL_B) or a special token id, with its type id. */
+/* One template item: a sequence (ME_TMPL_A / ME_TMPL_B) or a special token id, with its type id.
+ * A special token may name its string (str, str_len bytes of UTF-8; NULL: none): tokenizers shows the
+ * template's token string, which differs from the id's vocabulary string when a template names a
+ * token the vocabulary spells otherwise. me_tok_set_template copies it. */
 enum { ME_TMPL_A = -1, ME_TMPL_B = -2 };
 typedef struct {
     int32_t what;
     int32_t type_id;
+    const char *str;
+    size_t str_len;
 } me_tmpl_item;
 
 typedef struct me_tok me_tok;
@@ -74,6 +82,33 @@ int me_tok_add_merge(me_tok *t, const char *a, size_t alen, const char *b, size_
 int me_tok_add_added(me_tok *t, const uint32_t *content, size_t ncp, const char *utf8, size_t nbytes,
                      int32_t id, int flags, char *err);
 int me_tok_set_template(me_tok *t, int pair, const me_tmpl_item *items, size_t n, char *err);
+
+/* One normalizer of the chain that runs when there is no BertNormalizer (kinds: ME_NORM_* of
+ * tokenize/normalizers.h). Everything is copied. */
+typedef struct {
+    int kind;
+    int left, right;          /* Strip */
+    const uint8_t *blob;      /* Precompiled: the decoded precompiled_charsmap */
+    size_t blob_len;
+    const int32_t *prog;      /* Replace: the pattern, compiled as normalizers.h describes */
+    size_t nprog;
+    const uint32_t *content;  /* Replace: the replacement */
+    size_t ncontent;
+} me_norm_def;
+int me_tok_add_normalizer(me_tok *t, const me_norm_def *def, char *err);
+
+/* Pre-tokenizers of ME_PRE_STEPS. Split behaviours are tokenizers' SplitDelimiterBehavior. */
+enum { ME_PRE_STEP_METASPACE = 1, ME_PRE_STEP_WHITESPACE_SPLIT = 2, ME_PRE_STEP_PUNCTUATION = 3 };
+enum { ME_PREPEND_ALWAYS = 0, ME_PREPEND_FIRST = 1, ME_PREPEND_NEVER = 2 };
+enum { ME_SPLIT_REMOVED = 0, ME_SPLIT_ISOLATED = 1, ME_SPLIT_MERGED_PREVIOUS = 2, ME_SPLIT_MERGED_NEXT = 3,
+       ME_SPLIT_CONTIGUOUS = 4 };
+/* Metaspace: replacement char, prepend scheme, split; Punctuation: behavior. */
+int me_tok_add_pretokenizer(me_tok *t, int kind, uint32_t replacement, int prepend_scheme, int split, int behavior,
+                            char *err);
+
+/* Unigram: the vocabulary must have been added as ids 0 .. n-1 (me_tok_add_vocab, in id order);
+ * scores[i] is the score of id i. The model's unknown id is options.unk_id (-1: none). */
+int me_tok_set_unigram(me_tok *t, const double *scores, size_t n, int byte_fallback, char *err);
 /* Checks the configuration once everything is added. */
 int me_tok_finalize(me_tok *t, char *err);
 

@@ -46,8 +46,30 @@ static inline int me_ulower(uint32_t cp, uint32_t *out) {
 }
 
 #define ME_NFD_MAX 4 /* >= ME_UDECOMP_MAX and the 3 jamo of a Hangul syllable */
+#define ME_NFKD_MAX ME_UKDECOMP_MAX
 
 /* Full canonical decomposition of one code point (no reordering); returns the count. */
 int me_unfd_char(uint32_t cp, uint32_t *out);
+/* Full compatibility decomposition (out holds ME_NFKD_MAX); returns the count. */
+int me_unfkd_char(uint32_t cp, uint32_t *out);
+/* Canonical composition of a pair (Hangul algorithmically), or 0 when the pair does not compose. */
+uint32_t me_ucompose(uint32_t a, uint32_t b);
+
+/* Grapheme break categories of me_ugraph() (unicode-segmentation's GraphemeCat, Unicode 17.0). */
+enum {
+    ME_GC_ANY, ME_GC_CR, ME_GC_LF, ME_GC_CONTROL, ME_GC_EXTEND, ME_GC_ZWJ, ME_GC_RI, ME_GC_PREPEND,
+    ME_GC_SPACINGMARK, ME_GC_L, ME_GC_V, ME_GC_T, ME_GC_LV, ME_GC_LVT, ME_GC_EXTPICT, ME_GC_INCB_CONSONANT
+};
+enum {
+    ME_UG_CAT = 0x0F,         /* ME_GC_* */
+    ME_UG_INCB_LINKER = 0x10, /* Indic_Conjunct_Break=Linker */
+    ME_UG_INCB_EXTEND = 0x20, /* Indic_Conjunct_Break=Extend */
+    ME_UG_MARK = 0x40,        /* General_Category M, Unicode 9.0 (StripAccents) */
+};
+
+static inline unsigned me_ugraph(uint32_t cp) {
+    if (cp >= ME_UNICODE_END) return 0;
+    return me_ugraph_stage2[((size_t)me_ugraph_stage1[cp >> 8] << 8) | (cp & 255u)];
+}
 
 #endif

@@ -10,8 +10,17 @@ extern const uint8_t me_udecomp_stage1[];
 extern const uint16_t me_udecomp_stage2[];
 extern const uint8_t me_ulower_stage1[];
 extern const uint16_t me_ulower_stage2[];
+extern const uint8_t me_ukdecomp_stage1[];
+extern const uint16_t me_ukdecomp_stage2[];
+extern const uint8_t me_ugraph_stage1[];
+extern const uint8_t me_ugraph_stage2[];
 extern const uint32_t me_udecomp_data[];
 extern const uint32_t me_ulower_data[];
+extern const uint32_t me_ukdecomp_data[];
+extern const uint64_t me_ucomp_keys[];
+extern const uint32_t me_ucomp_vals[];
+#define ME_UCOMP_COUNT 940
 #define ME_UDECOMP_MAX 4
 #define ME_ULOWER_MAX 2
+#define ME_UKDECOMP_MAX 18
 #endif

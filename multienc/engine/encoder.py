@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -278,6 +278,10 @@ class Encoder:
         flat = np.empty(self._c.num_floats, np.float32)
         self._c.read_grads(flat)
         return self._unflatten(flat)
+
+    def buffer_addresses(self, which: str = "grads") -> List[Tuple[str, int, int]]:
+        """``[("encoder", device address, floats)]`` of the flat ``"params"`` or ``"grads"`` buffer (for NCCL)."""
+        return _C.buffer_addresses(self._c, which)
 
     def zero_grad(self) -> None:
         """Reset all accumulated gradients to zero."""

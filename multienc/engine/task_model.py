@@ -114,3 +114,43 @@ class TaskModel:
             kwargs["lengths"] = lengths
         return self._c.train_step(inputs, targets, list(learning_rates), list(weight_decay), list(trainable),
                                   **kwargs)
+
+    # ------------------------------------------------------------ the step in stages (data parallelism)
+    def forward_backward(self, inputs: Inputs, targets: np.ndarray, trainable: Sequence[bool], seed: int = 0,
+                         row0: int = 0, grad_scale: float = 1.0, lengths: Optional[np.ndarray] = None) -> float:
+        """The first stage of a data-parallel step: forward (train mode) of a shard that is rows
+        ``row0 ..`` of the whole batch, padded to the whole batch's length (and rows per sentence), so
+        that every dropout keeps the units the whole batch's forward keeps there; then the head's
+        backward with the loss's gradient times ``grad_scale`` (this shard's counted rows over the
+        whole batch's, so that the gradients summed over the shards are the whole batch's mean-loss
+        gradients). Returns this shard's mean loss. Then :meth:`backward_lm` for each LM and
+        :meth:`update`."""
+        kwargs: Dict[str, Any] = {"seed": seed, "row0": row0, "grad_scale": grad_scale}
+        if lengths is not None:
+            kwargs["lengths"] = lengths
+        return self._c.forward_backward(inputs, targets, list(trainable), **kwargs)
+
+    def backward_lm(self, i: int) -> None:
+        """LM ``i``'s gradients (after :meth:`forward_backward`; nothing when it is not trainable)."""
+        self._c.backward_lm(i)
+
+    def zero_grads(self, trainable: Sequence[bool]) -> None:
+        """Zero gradients in place of a backward, for a process whose shard of a batch is empty."""
+        self._c.zero_grads(list(trainable))
+
+    def update(self, learning_rates: Sequence[float], weight_decay: Sequence[float], trainable: Sequence[bool],
+               max_grad_norm: float = 5.0) -> float:
+        """The optimizer half of :meth:`train_step` on the gradients in the buffers (after a staged
+        backward and their sum across processes): clipping and AdamW. Returns the gradient norm
+        before clipping; ValueError ("... no update was made") when it is not finite."""
+        return self._c.update(list(learning_rates), list(weight_decay), list(trainable), max_grad_norm=max_grad_norm)
+
+    def buffers(self, which: str = "grads") -> List[Tuple[str, np.ndarray]]:
+        """``[(name, float32 view)]`` of the live flat buffers (``which``: ``"params"`` or ``"grads"``):
+        the head's (``"head"``), then each LM's (``"lm.<i>"``). CPU only; for collective operations
+        between steps or between the stages of a step (a view keeps this model alive)."""
+        return _C.buffer_views(self._c, which)
+
+    def buffer_addresses(self, which: str = "grads") -> List[Tuple[str, int, int]]:
+        """``[(name, device address, floats)]`` of the same buffers on any device (for NCCL)."""
+        return _C.buffer_addresses(self._c, which)

@@ -29,6 +29,7 @@ from multienc.models.initialization import generator, linear_init, xavier_unifor
 from multienc.models.inputs import build_inputs, chunked
 from multienc.models.language_model import LanguageModel
 from multienc.models.multi_encoder import MultiEncoder
+from multienc.parallel import ProcessGroup, data_parallel_step
 
 __all__ = ["TaskHead", "TextClassifier", "TextRegressor", "Predictions", "HEADS", "load_model"]
 
@@ -168,12 +169,19 @@ class TaskHead:
         self.task_model.prepare_training([lm.fine_tune for lm in self.language_models])
 
     def train_step(self, samples: Sequence, learning_rates: Sequence[float], weight_decay: Sequence[float],
-                   trainable: Sequence[bool], seed: int, max_grad_norm: float) -> Tuple[float, float]:
+                   trainable: Sequence[bool], seed: int, max_grad_norm: float,
+                   group: Optional[ProcessGroup] = None) -> Tuple[float, float]:
         """One training step on a batch of samples (see :meth:`TaskModel.train_step`): (loss, gradient
-        norm before clipping)."""
+        norm before clipping). With ``group``, every rank passes the same whole batch and computes its
+        shard; the gradients are summed across the ranks before the identical update on every rank
+        (:func:`multienc.parallel.data_parallel_step`)."""
         inputs, targets, extra = self._inputs(samples, with_targets=True)
-        loss_and_norm = self.task_model.train_step(inputs, targets, learning_rates, weight_decay, trainable,
-                                                   seed=seed, max_grad_norm=max_grad_norm, **extra)
+        if group is not None:
+            loss_and_norm = data_parallel_step(self.task_model, group, self.device, inputs, targets, extra,
+                                               learning_rates, weight_decay, trainable, seed, max_grad_norm)
+        else:
+            loss_and_norm = self.task_model.train_step(inputs, targets, learning_rates, weight_decay, trainable,
+                                                       seed=seed, max_grad_norm=max_grad_norm, **extra)
         self.steps_trained += 1
         return loss_and_norm
 

@@ -11,6 +11,10 @@ Files in ``base_path`` (as Flair users expect): ``training.log``, ``loss.tsv``
 and ``best-model.pt`` (the best dev score so far; a safetensors file, see
 :mod:`multienc.formats.checkpoint`); for sequence labeling also ``test.tsv`` (CoNLL
 style: token, gold tag, predicted tag; a blank line after each sentence).
+
+``train(..., distributed=True)`` under ``mpirun -n N`` (or ``srun``) trains data-parallel: every
+rank takes its shard of every batch, gradients are summed across the ranks, dev and test
+evaluation are sharded, and rank 0 alone writes the files above (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -20,17 +24,19 @@ import re
 import sys
 import time
 import warnings
+import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from multienc.datasets import Corpus, Sentence
-from multienc.engine import check_device
+from multienc.engine import build_info, check_device
 from multienc.evaluation import metrics as me_metrics
 from multienc.models import MultiEncoder, SequenceTagger, TaskHead, TextClassifier, TextRegressor
 from multienc.models.initialization import generator
 from multienc.models.inputs import chunked
+from multienc.parallel import ProcessGroup
 from multienc.training.log import log, log_line, training_log
 from multienc.training.optim import linear_schedule_factor
 from multienc.training.settings import TrainSettings
@@ -56,6 +62,17 @@ def default_base_path(corpus: Corpus, model: TaskHead) -> str:
     else:
         prefix = name[:4].replace(" ", "").replace("-", "")
     return os.path.join("models", f"{prefix}-{model.encoder_type}-{model.name}")
+
+
+def _process_group(distributed: Union[bool, ProcessGroup]) -> Optional[ProcessGroup]:
+    """The ranks ``train(distributed=...)`` asks for: none, every process of the job, or a given group."""
+    if isinstance(distributed, ProcessGroup):
+        return distributed
+    if distributed is True:
+        return ProcessGroup.world()
+    if distributed is False:
+        return None
+    raise ValueError(f"distributed must be True, False or a multienc.parallel.ProcessGroup, got {distributed!r}")
 
 
 def _score_key(score: float) -> float:
@@ -104,6 +121,8 @@ class ModelTrainer:
         self.best_model_score: Optional[float] = None
         self._best: Optional[Tuple[Dict[str, str], Dict[str, np.ndarray]]] = None
         self._best_model: Optional[TaskHead] = None
+        #: the ranks of a distributed ``train`` call while it runs (None: one process)
+        self.group: Optional[ProcessGroup] = None
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -152,12 +171,16 @@ class ModelTrainer:
 
     def evaluate(self, sentences: Sequence[Sentence], batch_size: int = 32) -> Tuple[float, Dict[str, float], list]:
         """(mean batch loss, {metric: score}, predictions) of the current model on ``sentences``:
-        class ids, scores, or tag-id lists (one id per token) by the model's task."""
-        losses, pred = [], []
-        for chunk in chunked(list(sentences), batch_size):
-            loss, p = self.model.evaluate_batch(chunk, self.corpus.label_map)
-            losses.append(loss)
-            pred += p
+        class ids, scores, or tag-id lists (one id per token) by the model's task. During a
+        distributed ``train`` the batches are shared out among the ranks (contiguous blocks) and
+        their results gathered in order, so every rank gets what one process computes."""
+        chunks = list(chunked(list(sentences), batch_size))
+        lo, hi = self.group.shard(len(chunks)) if self.group else (0, len(chunks))
+        results = [self.model.evaluate_batch(chunk, self.corpus.label_map) for chunk in chunks[lo:hi]]
+        if self.group:
+            results = [r for part in self.group.allgather(results, "gathering evaluation results") for r in part]
+        losses = [loss for loss, _ in results]
+        pred = [p for _, batch in results for p in batch]
         gold = [s.label for s in sentences]
         scores = {m: me_metrics.compute(m, gold, pred, self.corpus.task_type, self.corpus.label_map)
                   for m in self.metrics}
@@ -181,7 +204,7 @@ class ModelTrainer:
               base_path: Optional[str] = None, save_best_model: bool = True, use_linear_scheduler: bool = False,
               warmup_fraction: float = 0.1, weight_decay: float = 0.01, seed: Optional[int] = None,
               group_by_length: bool = False, max_grad_norm: float = 5.0, eval_batch_size: int = 32,
-              progress: bool = True) -> Dict[str, List[float]]:
+              progress: bool = True, distributed: Union[bool, ProcessGroup] = False) -> Dict[str, List[float]]:
         """Train and return the history ``{"train_loss", "val_loss", "dev_score_history", "dev_scores",
         "test_scores"}`` (per epoch; ``dev_score_history`` holds the main metric).
 
@@ -191,11 +214,18 @@ class ModelTrainer:
         model not trained yet, the head's initial weights; same seed and thread count -> identical
         losses and weights. ``group_by_length`` batches sentences of similar length together (less
         padding). ``num_workers`` must be 0 (it is in the seed's signature; there are no workers).
+        ``distributed``: True to train data-parallel over every process ``mpirun`` / ``srun`` started
+        (needs mpi4py; a :class:`~multienc.parallel.ProcessGroup` to train over that group):
+        ``batch_size`` stays the global batch, each rank computes its share, the result equals one
+        process's within rounding, rank 0 writes the files (docs/distributed.md).
         The arguments are checked and frozen into a :class:`TrainSettings`.
         """
+        group = _process_group(distributed)
         model, corpus = self.model, self.corpus
         if seed is None:
             seed = int(generator().integers(0, 2 ** 31))
+            if group:
+                seed = group.broadcast(seed, what="the seed")
         settings = TrainSettings.from_arguments(
             len(model.language_models), learning_rate, decoder_learning_rate, batch_size, epochs, shuffle_data,
             num_workers, base_path or default_base_path(corpus, model), save_best_model, use_linear_scheduler,
@@ -212,11 +242,45 @@ class ModelTrainer:
         if not train:
             raise ValueError(f"{corpus.name}: the train split has no non-empty sentence")
 
-        os.makedirs(settings.base_path, exist_ok=True)
         model.label_map = corpus.label_map
         model.corpus_name = corpus.name
-        with training_log(settings.base_path):
-            return self._train(settings, train, dev, test)
+        if group is None:
+            os.makedirs(settings.base_path, exist_ok=True)
+            with training_log(settings.base_path):
+                return self._train(settings, train, dev, test)
+        # errors every rank raises at the same point propagate; any other one ends the job at once
+        self.group = group
+        try:
+            with group.fail_fast((TrainingError,)):
+                self._start_ranks(group)
+                if not group.is_main:  # rank 0 alone writes the log and the files
+                    log.disabled = True
+                    try:
+                        return self._train(settings, train, dev, test)
+                    finally:
+                        log.disabled = False
+                os.makedirs(settings.base_path, exist_ok=True)
+                with training_log(settings.base_path):
+                    return self._train(settings, train, dev, test)
+        finally:
+            self.group = None
+
+    def _start_ranks(self, group: ProcessGroup) -> None:
+        """Every rank starts from rank 0's weights, with the same number of threads (the gradient
+        norm's rounding, and so the weights, would otherwise drift apart between ranks)."""
+        group.check_same(build_info()["openmp_max_threads"],
+                         "the number of OpenMP threads per rank (give every rank the same OMP_NUM_THREADS)")
+        state = self.model.state_dict()
+        group.broadcast_arrays(list(state.values()), what="rank 0's weights")
+        if not group.is_main:
+            self.model.load_state_dict(state, source="rank 0's weights")
+
+    def _weights_digest(self) -> int:
+        """A checksum of every weight's bits (ranks compare it after each epoch)."""
+        digest = 0
+        for value in self.model.state_dict().values():
+            digest = zlib.crc32(np.ascontiguousarray(value).view(np.uint8), digest)
+        return digest
 
     def _batches(self, sentences: List[Sentence], batch_size: int, epoch: int, shuffle: bool,
                  group_by_length: bool, rng: np.random.Generator) -> List[List[Sentence]]:
@@ -262,6 +326,8 @@ class ModelTrainer:
         log.info(f" - device: {model.device}, precision: fp32")
         log.info(f" - epochs: {s.epochs}")
         log.info(f" - batch size: {s.batch_size}")
+        if self.group:
+            log.info(f" - processes: {self.group.size} (data parallel: each computes its share of every batch)")
         log.info(f" - training steps: {total_steps}")
         log.info(" - optimizer: AdamW")
         names = [lm.name for lm in model.language_models] + ["combiner", "decoder"]
@@ -290,9 +356,12 @@ class ModelTrainer:
         history: Dict[str, Any] = {"train_loss": [], "val_loss": [], "dev_score_history": [], "dev_scores": [],
                                    "test_scores": {}}
         loss_tsv = os.path.join(s.base_path, "loss.tsv")
-        with open(loss_tsv, "w", encoding="utf-8") as f:
-            f.write("\t".join(["EPOCH", "TIMESTAMP", "LEARNING_RATE", "TRAIN_LOSS", "DEV_LOSS"]
-                              + [f"DEV_{m.upper()}" for m in self.metrics]) + "\n")
+        group = self.group
+        main = group is None or group.is_main
+        if main:
+            with open(loss_tsv, "w", encoding="utf-8") as f:
+                f.write("\t".join(["EPOCH", "TIMESTAMP", "LEARNING_RATE", "TRAIN_LOSS", "DEV_LOSS"]
+                                  + [f"DEV_{m.upper()}" for m in self.metrics]) + "\n")
         self.best_model_score, self._best, self._best_model = None, None, None
         model.prepare_training()
         step = 0
@@ -301,8 +370,8 @@ class ModelTrainer:
             batches = self._batches(train, s.batch_size, epoch, s.shuffle_data, s.group_by_length, rng)
             log_every = max(1, int(len(batches) / 10))
             losses = []
-            bar = tqdm(batches, desc=f"epoch {epoch}/{s.epochs}", unit="batch", disable=not s.progress, leave=False,
-                       file=sys.stderr)
+            bar = tqdm(batches, desc=f"epoch {epoch}/{s.epochs}", unit="batch", disable=not (s.progress and main),
+                       leave=False, file=sys.stderr)
             started = time.perf_counter()
             seen = 0
             for b, batch in enumerate(bar, start=1):
@@ -313,7 +382,7 @@ class ModelTrainer:
                     trainable[int(rng.integers(0, n_lms))] = False
                 try:
                     loss, _ = model.train_step(batch, lrs, wd, trainable, seed=(s.seed << 32) + step,
-                                               max_grad_norm=s.max_grad_norm)
+                                               max_grad_norm=s.max_grad_norm, group=group)
                 except ValueError as e:
                     if "no update was made" not in str(e):
                         raise
@@ -330,25 +399,31 @@ class ModelTrainer:
                     log.info(f"epoch {epoch} - iter {b}/{len(batches)} - loss {np.mean(losses):.5f} - "
                              f"lr - {lrs[0]:.0e} - {rate:.1f} sentences/s")
             bar.close()
+            if group:
+                group.check_same(self._weights_digest(), f"the weights after epoch {epoch} (a checksum)")
+                log.info(f"gradient all-reduce: {group.reduce_seconds / len(batches):.4f} s per step, "
+                         f"{group.reduce_wait_seconds / len(batches):.4f} s of it not overlapped with the backward")
+                group.reduce_seconds = group.reduce_wait_seconds = 0.0
             train_loss = float(np.mean(losses))
             history["train_loss"].append(train_loss)
             log_line()
             log.info(f"EPOCH {epoch} done: train loss avg {train_loss:.4f}")
             dev_loss, scores, _ = self.evaluate(dev, s.eval_batch_size) if dev else (float("nan"), {}, None)
-            main = scores.get(self.main_metric, float("nan"))
+            main_score = scores.get(self.main_metric, float("nan"))
             history["val_loss"].append(dev_loss)
-            history["dev_score_history"].append(main)
+            history["dev_score_history"].append(main_score)
             history["dev_scores"].append(scores)
             log.info(f"DEV: loss {dev_loss:.4f} " + " ".join(f"{m} {round(v, 4)}" for m, v in scores.items()))
-            with open(loss_tsv, "a", encoding="utf-8") as f:
-                f.write("\t".join([str(epoch), time.strftime("%H:%M:%S"), f"{lrs[0]:.4e}", f"{train_loss:.6f}",
-                                   f"{dev_loss:.6f}"] + [f"{scores.get(m, float('nan')):.6f}" for m in self.metrics])
-                        + "\n")
-            if self._best is None or _score_key(main) > _score_key(self.best_model_score):
-                self.best_model_score = main
+            if main:
+                with open(loss_tsv, "a", encoding="utf-8") as f:
+                    f.write("\t".join([str(epoch), time.strftime("%H:%M:%S"), f"{lrs[0]:.4e}", f"{train_loss:.6f}",
+                                       f"{dev_loss:.6f}"] + [f"{scores.get(m, float('nan')):.6f}"
+                                                             for m in self.metrics]) + "\n")
+            if self._best is None or _score_key(main_score) > _score_key(self.best_model_score):
+                self.best_model_score = main_score
                 self._best = model.checkpoint()
                 self._best_model = None
-                if s.save_best_model:
+                if s.save_best_model and main:
                     log.info("saving best model")
                     model.save(best_path)
             log_line()
@@ -372,7 +447,7 @@ class ModelTrainer:
             self.model = current
         history["test_scores"] = scores
         log.info("TEST set performance: " + " ".join(f"{m} {round(v, 4)}" for m, v in scores.items()))
-        if self.tagging:
+        if self.tagging and (self.group is None or self.group.is_main):
             self._write_test_tsv(os.path.join(s.base_path, "test.tsv"), test, pred)
             report = me_metrics.entity_classification_report([self._tag_names(t.label) for t in test],
                                                              [self._tag_names(p) for p in pred])

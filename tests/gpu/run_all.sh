@@ -6,7 +6,9 @@
 #      folder from the wheels in .whl/ (tests/gpu/fetch_wheels.sh fetches them)
 #   2. tests/gpu: every CUDA op and the whole encoder against the CPU backend
 #   3. compute-sanitizer --tool memcheck on tests/gpu
-#   4. benchmarks/bench_encoder.py --device cuda (+ torch.compile)
+#   4. tests/gpu/test_nccl.py: two ranks on the one GPU sum their gradients with NCCL
+#      (data-parallel training's GPU path; skipped with its reason when NCCL was not found)
+#   5. benchmarks/bench_encoder.py --device cuda (+ torch.compile)
 # Logs and results go to $OUT (default: a new folder under /tmp); a short
 # table is printed last. Exit status: 0 only if every step passed.
 # On the device tool: run(command="tests/gpu/run_all.sh", carry=[".whl"], timeout_s=600)
@@ -61,18 +63,25 @@ install() {
     export PYTHONPATH=$site
     "$py" -c 'import numpy, setuptools, scipy_openblas32; print("setuptools", setuptools.__version__)' ||
         { echo "missing build requirements: run tests/gpu/fetch_wheels.sh and carry .whl"; return 1; }
-    MULTIENC_CUDA=1 "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-        --target "$site" "$repo"
+    # the op test entry points (multienc.engine._C_tests) too: tests/gpu and the benchmark call them
+    MULTIENC_CUDA=1 MULTIENC_TEST_EXTENSION=1 "$py" -m pip install -q --no-index --no-deps --no-build-isolation \
+        --no-compile --target "$site" "$repo"
     cd /tmp  # import the installed package, not the source tree
     "$py" -c 'import multienc; i = multienc.build_info(); print(i); assert i["cuda"], "CUDA part not built"
 print("cuda_available:", multienc.cuda_available())'
     [ "$require_gpu" = 0 ] || "$py" -c 'import multienc; assert multienc.cuda_available(), "no usable GPU"'
 }
 
+# the NCCL smoke test runs in its own step: its two rank processes under memcheck would take minutes
 gpu_tests() {
-    cd /tmp && PYTHONPATH=$site "$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/gpu" "$@"
+    cd /tmp && PYTHONPATH=$site "$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/gpu" \
+        --ignore "$repo/tests/gpu/test_nccl.py" "$@"
 }
-export -f install gpu_tests
+
+nccl_test() {
+    cd /tmp && PYTHONPATH=$site "$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/gpu/test_nccl.py"
+}
+export -f install gpu_tests nccl_test
 
 {
     echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
@@ -89,6 +98,7 @@ if step build 220 bash -c install; then
     else
         names+=("memcheck") results+=("not run: compute-sanitizer not found") times+=("-")
     fi
+    step nccl 90 bash -c nccl_test
     compile_flag=--torch-compile
     [ "${SKIP_COMPILE:-0}" = 1 ] && compile_flag=
     step bench 200 bash -c "cd /tmp && PYTHONPATH=$site $py $repo/benchmarks/bench_encoder.py --device cuda \
@@ -103,8 +113,9 @@ fi
     grep -E '^\|' "$out/bench.log" 2>/dev/null | grep -v '^| step' || true
     grep -E '^(BERT-base|PyTorch)' "$out/bench.log" 2>/dev/null || true
     grep -E '(passed|failed|error)' "$out/gpu_tests.log" 2>/dev/null | tail -1 || true
+    grep -E '(passed|failed|error|skipped)' "$out/nccl.log" 2>/dev/null | tail -1 || true
     grep -E 'ERROR SUMMARY' "$out/memcheck.log" 2>/dev/null | tail -1 || true
 } | tee -a "$out/summary.md"
 echo "logs: $out"
 for r in "${results[@]}"; do [ "$r" = ok ] || exit 1; done
-[ "${#results[@]}" -ge 4 ] || exit 1
+[ "${#results[@]}" -ge 5 ] || exit 1

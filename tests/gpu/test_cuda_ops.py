@@ -6,7 +6,7 @@ repeat bit-for-bit on the GPU."""
 import numpy as np
 import pytest
 
-from multienc.engine import _C
+from multienc.engine import _C_tests
 
 GPU = "cuda"
 RNG = np.random.default_rng(20240917)
@@ -46,11 +46,11 @@ def both(op, *args, tol):
 def test_embedding(N, C, V):
     table = f32(V, C)
     ids = RNG.integers(0, V, N).astype(np.int32)
-    np.testing.assert_array_equal(_C.ops_embedding_forward(ids, table, GPU), table[ids])
+    np.testing.assert_array_equal(_C_tests.ops_embedding_forward(ids, table, GPU), table[ids])
     dout = f32(N, C)
     for pad in (-1, 0):
-        cpu = _C.ops_embedding_backward(dout, ids, V, pad, "cpu")
-        gpu = _C.ops_embedding_backward(dout, ids, V, pad, GPU)
+        cpu = _C_tests.ops_embedding_backward(dout, ids, V, pad, "cpu")
+        gpu = _C_tests.ops_embedding_backward(dout, ids, V, pad, GPU)
         np.testing.assert_array_equal(gpu, cpu)  # same per-row order of additions
 
 
@@ -60,17 +60,17 @@ def test_embedding_backward_long_runs_of_one_id():
     ids = np.zeros(N, np.int32)
     ids[::7] = 1
     dout = f32(N, C)
-    np.testing.assert_array_equal(_C.ops_embedding_backward(dout, ids, 2, -1, GPU),
-                                  _C.ops_embedding_backward(dout, ids, 2, -1, "cpu"))
+    np.testing.assert_array_equal(_C_tests.ops_embedding_backward(dout, ids, 2, -1, GPU),
+                                  _C_tests.ops_embedding_backward(dout, ids, 2, -1, "cpu"))
 
 
 @pytest.mark.parametrize("N,C", [(1, 1), (3, 5), (7, 33), (129, 77), (1000, 768)])
 def test_layernorm(N, C):
     x = f32(N, C, scale=3.0) + 1.5
     w, b = f32(C) + 1.0, f32(C)
-    out, mean, rstd = both(_C.ops_layernorm_forward, x, w, b, 1e-5, tol=ELEMENTWISE)
+    out, mean, rstd = both(_C_tests.ops_layernorm_forward, x, w, b, 1e-5, tol=ELEMENTWISE)
     dout = f32(N, C)
-    both(_C.ops_layernorm_backward, dout, x, mean, rstd, w, tol=ELEMENTWISE)
+    both(_C_tests.ops_layernorm_backward, dout, x, mean, rstd, w, tol=ELEMENTWISE)
 
 
 @pytest.mark.parametrize("N,C,OC", [(1, 1, 1), (5, 3, 7), (67, 45, 129), (130, 257, 31), (512, 768, 2304)])
@@ -78,25 +78,25 @@ def test_layernorm(N, C):
 def test_matmul(N, C, OC, bias):
     x, w = f32(N, C), f32(OC, C)
     b = f32(OC) if bias else None
-    both(_C.ops_matmul_forward, x, w, b, tol=GEMM)
-    both(_C.ops_matmul_backward, f32(N, OC), x, w, tol=GEMM)
+    both(_C_tests.ops_matmul_forward, x, w, b, tol=GEMM)
+    both(_C_tests.ops_matmul_backward, f32(N, OC), x, w, tol=GEMM)
 
 
 @pytest.mark.parametrize("act", [0, 1])
 @pytest.mark.parametrize("n", [1, 17, 5001, 1 << 20])
 def test_gelu(act, n):
     x = f32(n, scale=3.0)
-    both(_C.ops_gelu_forward, x, act, tol=ELEMENTWISE)
-    both(_C.ops_gelu_backward, x, f32(n), act, tol=ELEMENTWISE)
+    both(_C_tests.ops_gelu_forward, x, act, tol=ELEMENTWISE)
+    both(_C_tests.ops_gelu_backward, x, f32(n), act, tol=ELEMENTWISE)
 
 
 @pytest.mark.parametrize("n", [1, 13, 9000])
 def test_add(n):
     a, b = f32(n), f32(n)
-    np.testing.assert_array_equal(_C.ops_add_forward(a, b, GPU), a + b)
+    np.testing.assert_array_equal(_C_tests.ops_add_forward(a, b, GPU), a + b)
     dout, da0, db0 = f32(n), f32(n), f32(n)
     for acc in (False, True):
-        da, db = _C.ops_add_backward(dout, da0, db0, acc, GPU)
+        da, db = _C_tests.ops_add_backward(dout, da0, db0, acc, GPU)
         np.testing.assert_array_equal(da, da0 + dout if acc else dout)
         np.testing.assert_array_equal(db, db0 + dout if acc else dout)
 
@@ -105,11 +105,11 @@ def test_add(n):
 @pytest.mark.parametrize("n", [1, 7, 10007, 3 << 20])
 def test_dropout_masks_are_the_cpu_masks(p, n):
     x = f32(n)
-    for op in (_C.ops_dropout_forward, _C.ops_dropout_backward):
+    for op in (_C_tests.ops_dropout_forward, _C_tests.ops_dropout_backward):
         np.testing.assert_array_equal(op(x, p, 11, 5, GPU), op(x, p, 11, 5, "cpu"))
     seed = (1 << 63) + 12345  # the full 64-bit seed and site reach the device
-    np.testing.assert_array_equal(_C.ops_dropout_forward(x, 0.3, seed, 1 << 45, GPU),
-                                  _C.ops_dropout_forward(x, 0.3, seed, 1 << 45, "cpu"))
+    np.testing.assert_array_equal(_C_tests.ops_dropout_forward(x, 0.3, seed, 1 << 45, GPU),
+                                  _C_tests.ops_dropout_forward(x, 0.3, seed, 1 << 45, "cpu"))
 
 
 def attention_inputs(B, T, NH, HS):
@@ -127,19 +127,19 @@ def attention_inputs(B, T, NH, HS):
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_attention(B, T, NH, HS, p):
     qkv, mask = attention_inputs(B, T, NH, HS)
-    ctx, probs = both(_C.ops_attention_forward, qkv, mask, NH, p, 5, 100, tol=GEMM)
-    _, cpu_probs = _C.ops_attention_forward(qkv, mask, NH, p, 5, 100, "cpu")
+    ctx, probs = both(_C_tests.ops_attention_forward, qkv, mask, NH, p, 5, 100, tol=GEMM)
+    _, cpu_probs = _C_tests.ops_attention_forward(qkv, mask, NH, p, 5, 100, "cpu")
     assert np.abs(probs - cpu_probs).max() <= 5e-6  # each side within 2e-6 of float64 (tests/test_ops.py)
-    both(_C.ops_attention_backward, f32(*ctx.shape), qkv, cpu_probs, mask, NH, p, 5, 100, tol=GEMM)
+    both(_C_tests.ops_attention_backward, f32(*ctx.shape), qkv, cpu_probs, mask, NH, p, 5, 100, tol=GEMM)
 
 
 def test_attention_fully_masked_row_is_uniform():
     qkv, mask = attention_inputs(2, 6, 2, 4)
     mask[0] = 0
-    _, probs = _C.ops_attention_forward(qkv, mask, 2, 0.0, 0, 0, GPU)
+    _, probs = _C_tests.ops_attention_forward(qkv, mask, 2, 0.0, 0, 0, GPU)
     np.testing.assert_allclose(probs[0], np.full((2, 6, 6), 1 / 6), rtol=1e-6)
 
 
 def test_rejects_unknown_gpu_index():
     with pytest.raises((RuntimeError, ValueError), match="cuda:99"):
-        _C.ops_add_forward(np.ones(2, np.float32), np.ones(2, np.float32), "cuda:99")
+        _C_tests.ops_add_forward(np.ones(2, np.float32), np.ones(2, np.float32), "cuda:99")
