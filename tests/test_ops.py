@@ -145,9 +145,10 @@ def test_vector_erf_is_within_one_ulp():
 
 
 def test_vector_exp_is_within_one_ulp():
-    """The softmax's vectorised exp against numpy's float64 exp over the float range, with
-    underflow to 0 and overflow to inf where float32 has them."""
-    x = np.concatenate([np.linspace(-87, 88, 400001, dtype=np.float32), np.clip(f32(100000, scale=20.0), -87, 88),
+    """The softmax's vectorised exp against numpy's float64 exp over the float range (results in the
+    subnormal range too, from x = -103.9), with underflow to 0 and overflow to inf where float32 has them."""
+    x = np.concatenate([np.linspace(-87, 88, 400001, dtype=np.float32),
+                        np.linspace(-103.9, -87, 20001, dtype=np.float32), np.clip(f32(100000, scale=20.0), -87, 88),
                         np.array([0.0, 1e-8, -1e-8, 88.72], np.float32)])
     got = _C_tests.ops_vexp(x)
     assert ulps_from(got, np.exp(x.astype(np.float64))).max() <= 1.0
