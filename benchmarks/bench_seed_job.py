@@ -1,6 +1,6 @@
 """The research project's own job: ELECTRA-base + RoBERTa-base tuned together with DME on CoLA.
 
-    python benchmarks/bench_seed_job.py [--sentences 1600] [--runs 3] [--threads T] [--sides ours torch]
+    python benchmarks/bench_seed_job.py [--sentences 1600] [--predict 1043] [--runs 3] [--threads T]
     python benchmarks/run_all.py --only seed-job    # rewrite its section of RESULTS.md
 
 Models: the two base-size language models at their real shapes with random weights
@@ -8,7 +8,8 @@ Models: the two base-size language models at their real shapes with random weigh
 ``--models DIR`` takes them from elsewhere): ELECTRA-base discriminator with the bert-base-uncased
 vocabulary and RoBERTa-base with its byte-level BPE. Data: the first ``--sentences`` sentences of
 the real CoLA training split (``../shared/data/glue/CoLA/train.tsv``) in file order, batches of 16,
-one epoch; prediction over the CoLA dev split (1,043 sentences, batches of 32).
+one epoch; prediction over the first ``--predict`` sentences of the CoLA dev split (all 1,043 by
+default), batches of 32.
 
 Both sides train the same model with the same settings: CLS vectors, per-LM projections to 768,
 DME (a linear score per LM, softmax across LMs, weighted sum), a linear decoder, cross-entropy;
@@ -77,9 +78,10 @@ def run_ours(args) -> dict:
     from multienc.task_heads import TextClassifier
     from multienc.trainer import ModelTrainer
     import tempfile
-    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv")
+    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv", args.predict)
     corpus = Corpus("CoLA (real files)", "Sentence classification", [Sentence(t, y) for t, y in zip(*tr)],
-                    [Sentence(t, y) for t, y in zip(dv[0][:DEV], dv[1][:DEV])], label_map={"not_acceptable": 0, "acceptable": 1}, evaluation_metric=["matthews_corr"])
+                    [Sentence(t, y) for t, y in zip(dv[0][:DEV], dv[1][:DEV])],
+                    label_map={"not_acceptable": 0, "acceptable": 1}, evaluation_metric=["matthews_corr"])
     clf = TextClassifier(MultiEncoder([LanguageModel(f) for f in args.folders], combine_method="dme"), 2)
     c_seconds: List[float] = []
     inner = clf.task_model.train_step
@@ -141,7 +143,7 @@ def run_torch(args) -> dict:
     head = torch.nn.ModuleList([proj, attention, decoder])
     opt = torch.optim.AdamW([{"params": lm.parameters(), "lr": LM_LR} for lm in lms]
                             + [{"params": head.parameters(), "lr": HEAD_LR}], weight_decay=WEIGHT_DECAY)
-    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv")
+    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv", args.predict)
     total = (len(tr[0]) + BATCH - 1) // BATCH
     warmup = -(-int(total * WARMUP * 1000) // 1000)  # ceil, as the trainer
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: optim.linear_schedule_factor(s, total, warmup))
@@ -189,7 +191,7 @@ def run_torch(args) -> dict:
 
 def worker(python: str, kind: str, precision: str, args) -> dict:
     cmd = [python, os.path.abspath(__file__), "--worker", kind, "--precision", precision, "--sentences",
-           str(args.sentences), "--threads", str(args.threads), "--models", args.models]
+           str(args.sentences), "--predict", str(args.predict), "--threads", str(args.threads), "--models", args.models]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MULTIENC_DEVICE="cpu",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load = os.getloadavg()[0]
@@ -222,6 +224,7 @@ def report(args, results: Dict[str, List[dict]]) -> None:
     torch_info = next((r for k, rs in results.items() if k.startswith("torch") for r in rs), None)
     print(f"ELECTRA-base + RoBERTa-base (random weights, real shapes and vocabularies) with DME on the first "
           f"{args.sentences} real CoLA training sentences: one epoch, batch {BATCH}, {args.threads} threads, CPU; "
+          f"prediction over the first {args.predict} dev sentences, batches of {EVAL_BATCH}; "
           f"median of {args.runs} runs (each run in brackets, in order)"
           + (f"; PyTorch {torch_info['torch']}, transformers {torch_info['transformers']}, eager attention"
              if torch_info else ""))
@@ -260,6 +263,7 @@ def report(args, results: Dict[str, List[dict]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sentences", type=int, default=1600, help="first N CoLA training sentences")
+    ap.add_argument("--predict", type=int, default=1043, help="first N CoLA dev sentences to predict (all: 1043)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help=argparse.SUPPRESS)  # workers
