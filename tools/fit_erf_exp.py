@@ -1,8 +1,8 @@
-"""Polynomial coefficients of the CPU backend's vectorised erf and exp (csrc/cpu/ops.c).
+"""Polynomial coefficients of the CPU backend's vectorised erf and exp (csrc/cpu/vmath.c).
 
     .venv-ref/bin/python tools/fit_erf_exp.py      # needs mpmath (a dependency of torch's sympy)
 
-Prints the C arrays that ops.c holds. Each is an interpolation at Chebyshev nodes computed with
+Prints the C arrays that vmath.c holds. Each is an interpolation at Chebyshev nodes computed with
 50 significant digits, then rounded to double; the printed maximum relative errors are measured
 with the rounded coefficients evaluated in double, on 4,001 points of the interval:
 

@@ -84,34 +84,6 @@ static inline double vm_pow2(double t) {
 #define vm_exp_scalar exp_f_base
 #define vm_erf_scalar erf_f_base
 #include "cpu/vmath_body.h"
-#undef W
-#undef VD
-#undef VF
-#undef FN
-#undef ATTR
-#undef LOADF
-#undef STOREF
-#undef F2D
-#undef D2F
-#undef DSET
-#undef DADD
-#undef DSUB
-#undef DMUL
-#undef DFMA
-#undef DDIV
-#undef DMIN
-#undef DMAX
-#undef DABS
-#undef DCOPYSIGN
-#undef DLT
-#undef DGE
-#undef DNAN
-#undef DSEL
-#undef POW2
-#undef FSET
-#undef FADD
-#undef FSUB
-#undef FMUL
 
 #ifdef ME_VARIANTS
 /* ------------------------------------------------------------ AVX-512: 8 doubles, 8 floats */
@@ -148,34 +120,6 @@ static inline double vm_pow2(double t) {
 #define FSUB(a, b) _mm256_sub_ps((a), (b))
 #define FMUL(a, b) _mm256_mul_ps((a), (b))
 #include "cpu/vmath_body.h"
-#undef W
-#undef VD
-#undef VF
-#undef FN
-#undef ATTR
-#undef LOADF
-#undef STOREF
-#undef F2D
-#undef D2F
-#undef DSET
-#undef DADD
-#undef DSUB
-#undef DMUL
-#undef DFMA
-#undef DDIV
-#undef DMIN
-#undef DMAX
-#undef DABS
-#undef DCOPYSIGN
-#undef DLT
-#undef DGE
-#undef DNAN
-#undef DSEL
-#undef POW2
-#undef FSET
-#undef FADD
-#undef FSUB
-#undef FMUL
 
 /* ------------------------------------------------------------ AVX2: 4 doubles, 4 floats */
 #define W 4

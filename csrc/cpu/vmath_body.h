@@ -1,5 +1,6 @@
 /* The vectorised erf / exp / tanh kernels of vmath.c, written once over a vector "ISA" that
- * vmath.c defines before each inclusion (no include guard on purpose):
+ * vmath.c defines before each inclusion and this file undefines at its end (no include guard on
+ * purpose):
  *   W                      lanes;  VD / VF: W doubles / W floats;  MASK: a lane mask
  *   FN(name)               the name with the variant's suffix;  ATTR: its target attribute
  *   LOADF/STOREF           W floats from / to memory;  F2D / D2F: widen / round to nearest
@@ -102,3 +103,32 @@ ATTR static void FN(erf)(float *out, const float *inp, size_t n) {
 }
 
 #undef VM_LOOP
+/* the ISA of this inclusion: the next one defines its own */
+#undef W
+#undef VD
+#undef VF
+#undef FN
+#undef ATTR
+#undef LOADF
+#undef STOREF
+#undef F2D
+#undef D2F
+#undef DSET
+#undef DADD
+#undef DSUB
+#undef DMUL
+#undef DFMA
+#undef DDIV
+#undef DMIN
+#undef DMAX
+#undef DABS
+#undef DCOPYSIGN
+#undef DLT
+#undef DGE
+#undef DNAN
+#undef DSEL
+#undef POW2
+#undef FSET
+#undef FADD
+#undef FSUB
+#undef FMUL

@@ -338,7 +338,8 @@ static int parse_trainable(ModelObject *self, PyObject *o, int *out) {
     return 0;
 }
 
-static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
+/* fn(model, trainable, err) on the flags in arg, under every lock with the GIL released */
+static PyObject *call_with_trainable(ModelObject *self, PyObject *arg, int (*fn)(MeModel *, const int *, char *)) {
     if (!ready(self)) return NULL;
     int trainable[MAX_LMS];
     if (parse_trainable(self, arg, trainable)) return NULL;
@@ -346,11 +347,15 @@ static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
     int st;
     Py_BEGIN_ALLOW_THREADS
     lock_all(self);
-    st = me_model_backward(self->model, trainable, err);
+    st = fn(self->model, trainable, err);
     unlock_all(self);
     Py_END_ALLOW_THREADS
     if (st) return me_raise(st, err);
     Py_RETURN_NONE;
+}
+
+static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
+    return call_with_trainable(self, arg, me_model_backward);
 }
 
 static int parse_doubles(PyObject *o, int n, double *out, const char *what) {
@@ -472,21 +477,12 @@ static PyObject *Model_backward_lm(ModelObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) {
-    if (!ready(self)) return NULL;
-    int trainable[64];
-    if (parse_trainable(self, arg, trainable)) return NULL;
-    char err[ME_ERRLEN] = {0};
-    int st;
-    Py_BEGIN_ALLOW_THREADS
-    lock_all(self);
-    me_model_zero_grads(self->model, trainable);
-    st = self->model->be->status(err);
-    unlock_all(self);
-    Py_END_ALLOW_THREADS
-    if (st) return me_raise(st, err);
-    Py_RETURN_NONE;
+static int zero_grads(MeModel *m, const int *trainable, char *err) {
+    me_model_zero_grads(m, trainable);
+    return m->be->status(err);
 }
+
+static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) { return call_with_trainable(self, arg, zero_grads); }
 
 static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"lr", "weight_decay", "trainable", "max_grad_norm", "beta1", "beta2", "eps", NULL};
@@ -516,18 +512,7 @@ static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *Model_prepare_training(ModelObject *self, PyObject *arg) {
-    if (!ready(self)) return NULL;
-    int trainable[64];
-    if (parse_trainable(self, arg, trainable)) return NULL;
-    char err[ME_ERRLEN] = {0};
-    int st;
-    Py_BEGIN_ALLOW_THREADS
-    lock_all(self);
-    st = me_model_prepare_training(self->model, trainable, err);
-    unlock_all(self);
-    Py_END_ALLOW_THREADS
-    if (st) return me_raise(st, err);
-    Py_RETURN_NONE;
+    return call_with_trainable(self, arg, me_model_prepare_training);
 }
 
 static PyObject *Model_lm_schedule(ModelObject *self, PyObject *noargs) {
