@@ -39,30 +39,17 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DATA = os.environ.get("MULTIENC_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
-COLA = os.path.join(DATA, "glue", "CoLA")
 DEFAULT_MODELS = os.path.join(ROOT, "build", "seed-job-models")
 MODEL_NAMES = ("electra-base-discriminator-random", "roberta-base-random")
 LM_LR, HEAD_LR, WEIGHT_DECAY, MAX_GRAD_NORM, WARMUP, BATCH, EVAL_BATCH, DEV = 2e-5, 1e-3, 0.01, 5.0, 0.1, 16, 32, 64
 sys.path.insert(0, HERE)
 from bench_encoder import torch_python  # noqa: E402
-
-
-def read_cola(name: str, limit: Optional[int] = None):
-    """(texts, labels) of a CoLA TSV (no header; label column 1, text column 3), first ``limit`` rows."""
-    texts, labels = [], []
-    with open(os.path.join(COLA, name), encoding="utf-8") as f:
-        for line in f:
-            row = line.rstrip("\n").split("\t")
-            texts.append(row[3])
-            labels.append(int(row[1]))
-            if limit and len(texts) >= limit:
-                break
-    return texts, labels
+from bench_train import torch_dme  # noqa: E402
+from real_cola import COLA, read_cola  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -78,7 +65,8 @@ def run_ours(args) -> dict:
     from multienc.task_heads import TextClassifier
     from multienc.trainer import ModelTrainer
     import tempfile
-    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv", args.predict)
+    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv")
+    to_predict = dv[0][:args.predict]
     corpus = Corpus("CoLA (real files)", "Sentence classification", [Sentence(t, y) for t, y in zip(*tr)],
                     [Sentence(t, y) for t, y in zip(dv[0][:DEV], dv[1][:DEV])],
                     label_map={"not_acceptable": 0, "acceptable": 1}, evaluation_metric=["matthews_corr"])
@@ -111,14 +99,14 @@ def run_ours(args) -> dict:
         train_s = time.perf_counter() - t0
     steps = [b - a for a, b in zip(step_ends, step_ends[1:])]  # steps 2.. (the first also sizes buffers)
     t0 = time.perf_counter()
-    clf.predict(dv[0], batch_size=EVAL_BATCH)
+    clf.predict(to_predict, batch_size=EVAL_BATCH)
     predict_s = time.perf_counter() - t0
     c_total = sum(c_seconds)
     per_step = {k: v / len(c_seconds) for k, v in phases.seconds.items()}
     per_step["rest of the C step"] = max(0.0, (c_total - sum(phases.seconds.values())) / len(c_seconds))
     per_step["Python and tokenization"] = max(0.0, (train_s - c_total) / len(c_seconds))
     return dict(train_s=train_s, sentences=len(tr[0]), steps=len(c_seconds), step_s=statistics.median(steps),
-                rss_mib=peak_rss_mib(), predict_sps=len(dv[0]) / predict_s, phases=per_step,
+                rss_mib=peak_rss_mib(), predict_sps=len(to_predict) / predict_s, phases=per_step,
                 lm_mode=clf.task_model.lm_schedule())
 
 
@@ -131,33 +119,15 @@ def run_torch(args) -> dict:
     spec.loader.exec_module(optim)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    toks = [transformers.AutoTokenizer.from_pretrained(f) for f in args.folders]
-    lms = torch.nn.ModuleList(transformers.AutoModel.from_pretrained(f, attn_implementation="eager")
-                              for f in args.folders)
-    sizes = [lm.config.hidden_size for lm in lms]
-    P = max(sizes)
-    proj = torch.nn.ModuleList(torch.nn.Linear(h, P) for h in sizes)
-    attention = torch.nn.Linear(P, 1)
-    decoder = torch.nn.Linear(P, 2)
-    torch.nn.init.xavier_uniform_(decoder.weight)
-    head = torch.nn.ModuleList([proj, attention, decoder])
-    opt = torch.optim.AdamW([{"params": lm.parameters(), "lr": LM_LR} for lm in lms]
-                            + [{"params": head.parameters(), "lr": HEAD_LR}], weight_decay=WEIGHT_DECAY)
-    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv", args.predict)
+    forward, lms, head, opt = torch_dme(args.folders, 2, LM_LR, HEAD_LR, WEIGHT_DECAY, attn_implementation="eager")
+    torch.nn.init.xavier_uniform_(head[2].weight)  # the decoder, initialised as multienc's
+    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv")
+    to_predict = dv[0][:args.predict]
     total = (len(tr[0]) + BATCH - 1) // BATCH
     warmup = -(-int(total * WARMUP * 1000) // 1000)  # ceil, as the trainer
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: optim.linear_schedule_factor(s, total, warmup))
     params = [p for g in opt.param_groups for p in g["params"]]
     bf16 = args.precision == "bf16"
-
-    def forward(texts: List[str]) -> "torch.Tensor":
-        vectors = []
-        for tok, lm, p in zip(toks, lms, proj):
-            enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
-            vectors.append(p(lm(**enc).last_hidden_state[:, 0]))
-        stacked = torch.stack(vectors, 1)
-        weights = torch.softmax(attention(stacked), dim=1)
-        return decoder((weights * stacked).sum(1))
 
     ends = []
     started = time.perf_counter()
@@ -180,12 +150,12 @@ def run_torch(args) -> dict:
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for i in range(0, len(dv[0]), EVAL_BATCH):
-            forward(dv[0][i:i + EVAL_BATCH]).argmax(1)
+        for i in range(0, len(to_predict), EVAL_BATCH):
+            forward(to_predict[i:i + EVAL_BATCH]).argmax(1)
     predict_s = time.perf_counter() - started
     steps = [b - a for a, b in zip(ends, ends[1:])]
     return dict(train_s=train_s, sentences=len(tr[0]), steps=len(ends), step_s=statistics.median(steps),
-                rss_mib=peak_rss_mib(), predict_sps=len(dv[0]) / predict_s, torch=torch.__version__,
+                rss_mib=peak_rss_mib(), predict_sps=len(to_predict) / predict_s, torch=torch.__version__,
                 transformers=transformers.__version__)
 
 
@@ -270,8 +240,17 @@ def main() -> None:
     ap.add_argument("--sides", nargs="+", default=["ours", "torch"], choices=["ours", "torch"])
     ap.add_argument("--models", default=DEFAULT_MODELS, help="folder holding the two model folders")
     ap.add_argument("--worker", choices=["ours", "torch"])
-    ap.add_argument("--json", help="also write every number to this file")
+    ap.add_argument("--json", help="also write every number to this file (rewritten after each run)")
+    ap.add_argument("--report", metavar="JSON", help="print the tables of a --json file (of a run that was stopped)")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        args.sentences, args.predict, args.threads = saved["sentences"], saved["predict"], saved["threads"]
+        results = {k: v[:min(map(len, saved["results"].values()))] for k, v in saved["results"].items()}
+        args.runs = len(next(iter(results.values())))
+        report(args, results)
+        return
     if args.worker:
         args.folders = [os.path.join(args.models, n) for n in MODEL_NAMES]
         print(json.dumps(run_ours(args) if args.worker == "ours" else run_torch(args)))
@@ -288,10 +267,10 @@ def main() -> None:
         for kind, precision, py in plan:
             print(f"run {run + 1}/{args.runs}: {kind} {precision}", file=sys.stderr, flush=True)
             results.setdefault(f"{kind}-{precision}", []).append(worker(py, kind, precision, args))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(results=results, sentences=args.sentences, threads=args.threads, runs=args.runs), f,
-                      indent=1)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(dict(results=results, sentences=args.sentences, predict=args.predict,
+                                   threads=args.threads, runs=args.runs), f, indent=1)
     report(args, results)
 
 

@@ -268,6 +268,19 @@ static uint64_t rows_site(const MeEncoder *enc, uint64_t site, int width) {
     return me_dropout_site_at(enc->seed, site, enc->row0 * (uint64_t)enc->T * (uint64_t)width);
 }
 
+/* The FFN of a layer on `rows` rows: pre-activation a->f1pre from a->h1, GELU into enc->ff, output
+ * (before dropout and the residual) into enc->tmp. */
+static void ffn_forward(MeEncoder *enc, const MeLayerOffsets *o, MeLayerActs *a, int rows) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const float *P = enc->params;
+    const int H = c->hidden_size, I = c->intermediate_size;
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, rows, H, I));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->gelu_forward(enc->ff, a->f1pre, (size_t)rows * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, rows, I, H));
+}
+
 /* The last layer for the M rows enc->sel only (a sentence head reads one or a few): keys and
  * values come from every row of x, the query, attention output, residuals, LayerNorms and FFN
  * from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
@@ -276,7 +289,7 @@ static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, fl
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     const int l = c->num_layers - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
-              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+              NH = c->num_heads, HS = H / NH;
     const MeLayerOffsets *o = &enc->lo[l];
     MeLayerActs *a = &enc->la[l];
     const float *P = enc->params;
@@ -294,9 +307,7 @@ static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, fl
              be->add_forward(a->r1, enc->tmp, enc->xs, (size_t)M * H);
              be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
                                    c->layer_norm_eps));
-    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, M, H, I));
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
-    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, M, I, H));
+    ffn_forward(enc, o, a, M);
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
              be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
@@ -360,8 +371,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     if (st) return st;
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
-    const int N = B * T, H = c->hidden_size, E = c->embedding_size, I = c->intermediate_size,
-              NH = c->num_heads, HS = H / NH;
+    const int N = B * T, H = c->hidden_size, E = c->embedding_size, NH = c->num_heads, HS = H / NH;
     const float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attention_dropout : 0.0f;
     float *P = enc->params;
     enc->has_forward = 0;
@@ -442,9 +452,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
                  be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
                  be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
                                        c->layer_norm_eps));
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, N, H, I));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H));
+        ffn_forward(enc, o, a, N);
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
                  be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
