@@ -265,23 +265,31 @@ static double lm_work(const MeModel *m, const MeLmInput *in, int B) {
     return w;
 }
 
+/* Side by side needs several LMs, several threads and the CPU backend (a GPU backend has one
+ * stream and one BLAS handle, not to be driven from several threads at once). */
+static int can_run_side_by_side(const MeModel *m) {
+    return m->n >= 2 && omp_get_max_threads() >= 2 && m->be == me_cpu_backend();
+}
+
 /* 1: side by side for this call, 0: one after another. */
 static int lm_schedule(const MeModel *m) {
-    if (m->n < 2 || omp_get_max_threads() < 2 || m->side_fixed == 0) return 0;
+    if (!can_run_side_by_side(m) || m->side_fixed == 0) return 0;
     if (m->side_fixed == 1) return 1;
     return m->probes[1] < m->probes[0] ? 1 : m->probes[0] < LM_PROBES ? 0 : m->seconds[0] * m->work[1] >
                                                                              m->seconds[1] * m->work[0];
 }
 
 static void record_schedule(MeModel *m, int side, double seconds, double work) {
-    if (m->side_fixed >= 0 || m->probes[side] >= LM_PROBES || m->n < 2 || omp_get_max_threads() < 2) return;
+    if (m->side_fixed >= 0 || m->probes[side] >= LM_PROBES || !can_run_side_by_side(m)) return;
     m->probes[side]++;
     m->seconds[side] += seconds;
     m->work[side] += work;
 }
 
 const char *me_model_lm_schedule(const MeModel *m) {
-    if (m->n < 2 || omp_get_max_threads() < 2) return "one language model at a time (one LM or one thread)";
+    if (!can_run_side_by_side(m))
+        return m->be != me_cpu_backend() ? "one language model at a time (a GPU backend runs one stream)"
+                                         : "one language model at a time (one LM or one thread)";
     if (m->side_fixed >= 0)
         return m->side_fixed ? "side by side (MULTIENC_LM_SCHEDULE)" : "one after another (MULTIENC_LM_SCHEDULE)";
     if (m->probes[0] < LM_PROBES || m->probes[1] < LM_PROBES) return "not measured yet";
