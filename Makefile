@@ -16,7 +16,7 @@ TEST_EXT := multienc/engine/_C_tests$(EXT_SUFFIX)
 LIBASAN := $(shell gcc -print-file-name=libasan.so)
 LIBUBSAN := $(shell gcc -print-file-name=libubsan.so)
 
-.PHONY: venv ref-venv build wheel test parity test-fast sanitize demo bench gpu-check clean
+.PHONY: venv ref-venv build wheel test parity test-fast sanitize sanitize-build fuzz fuzz-sanitized fuzz-c demo bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -76,11 +76,54 @@ test-fast: build
 # sanitizer report, written to file descriptor 2 just before the abort, is seen.
 # setup.py leaves the CUDA part out of sanitizer builds (GPU code is checked by
 # compute-sanitizer in tests/gpu/run_all.sh).
-sanitize: $(VENV)/.installed
+# Then every fuzz harness for FUZZ_TEST_SECONDS each (about 2 minutes in all), also under the sanitizers.
+SANITIZED := cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" \
+	PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1
+FUZZ_TEST_SECONDS ?= 10
+# Left out of the pytest pass: test files whose subject is Python only (file formats, corpora, hub
+# client, metrics, plots, the import layers), the whole-product runs (notebooks, docs, seed
+# snippets, command line), whose C paths the engine, op and tokenizer tests here already drive,
+# and the live comparisons with HF tokenizers over the shared corpora (tokenizer_parity,
+# tokenizer_unigram): under ASan, HF's Rust tokenizers and transformers' converters run through
+# ASan's allocator (test_tokenizer_unigram alone ran past 30 minutes). The tokenizer C code stays
+# under the sanitizers through test_tokenizer_api, the families' tests and the fuzz harnesses
+# below (tokenizer_json with Unigram pipelines, tokenizer_files, spm_model).
+SANITIZE_SKIP = datasets datasets_real docs hub layers metrics notebooks plot safetensors \
+	seed_snippets torch_pickle weights cli tokenizer_parity tokenizer_unigram
+sanitize: sanitize-build
+	$(SANITIZED) ../../$(VPY) -m pytest -q --capture=sys -p no:cacheprovider -m "not slow and not parity" \
+	  --rootdir=../.. $(SANITIZE_SKIP:%=--ignore=../../tests/test_%.py) ../../tests
+	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(FUZZ_TEST_SECONDS)
+
+sanitize-build: $(VENV)/.installed
 	MULTIENC_SANITIZE=1 MULTIENC_TEST_EXTENSION=1 $(VPY) setup.py -q build --build-base build/asan-tmp --build-lib build/asan
-	cd build/asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" PYTHONPATH=$(CURDIR)/build/asan MULTIENC_SANITIZED=1 \
-	  ../../$(VPY) -m pytest -q --capture=sys -p no:cacheprovider -m "not slow and not parity" --rootdir=../.. ../../tests
+
+# Fuzz every parser and the C API (docs/fuzzing.md): `make fuzz SECONDS=600` runs each target
+# that long; `make fuzz-sanitized` does the same against the ASan + UBSan build. Findings go to
+# fuzz/findings/ and make the command fail.
+SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: build
+	$(VPY) fuzz/fuzz.py --seconds $(SECONDS) $(FUZZ_TARGETS)
+
+fuzz-sanitized: sanitize-build
+	$(SANITIZED) ../../$(VPY) ../../fuzz/fuzz.py --seconds $(SECONDS) $(FUZZ_TARGETS)
+
+# libFuzzer (clang -fsanitize=fuzzer,address,undefined) on the one format C parses itself, the
+# Precompiled normalizer's charsmap; the corpus grows in build/libfuzzer/corpus, crashers go to
+# fuzz/findings/charsmap/.
+CHARSMAP_FUZZER := build/libfuzzer/charsmap_fuzzer
+$(CHARSMAP_FUZZER): fuzz/libfuzzer/charsmap_fuzzer.c csrc/tokenize/normalizers.c csrc/tokenize/unicode.c \
+		csrc/tokenize/unicode_tables.c csrc/common.c
+	mkdir -p $(dir $@)
+	clang -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icsrc -o $@ $^ -lm
+
+fuzz-c: $(CHARSMAP_FUZZER)
+	mkdir -p build/libfuzzer/corpus fuzz/findings/charsmap
+	cp fuzz/seeds/charsmap/* build/libfuzzer/corpus/
+	$(CHARSMAP_FUZZER) -max_total_time=$(SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=fuzz/findings/charsmap/ build/libfuzzer/corpus
 
 # The README's first command: install, build, then the default run (two real models, offline).
 demo: build

@@ -1,16 +1,27 @@
-"""Encoder throughput: multienc's engine vs HF BertModel in PyTorch, same run, same machine.
+"""Encoder throughput: multienc's engine vs the same HF model in PyTorch, same run, same machine.
 
-    python benchmarks/bench_encoder.py [--batch 16 --seq 128 --layers 12 --iters 3]
+    python benchmarks/bench_encoder.py [--shape bert-base ...] [--runs 3] [--batch 16 --seq 128 --iters 3]
+    python benchmarks/bench_encoder.py --shape modernbert-base [--batch 4 --seq 1024 --layers 6] [--no-eager]
     python benchmarks/bench_encoder.py --device cuda [--torch-compile]
 
-BERT-base shape (hidden 768, 12 heads, intermediate 3072) with random weights.
-Each side runs in its own subprocess (so peak memory is its own).
+Shapes (random weights): bert-base (hidden 768, 12 layers, 12 heads, intermediate 3072, the
+default), distilbert-base (6 such layers, DistilBERT's blocks) and xlm-roberta-base (BERT-base
+layers under a 250,002-row word table) and modernbert-base (answerdotai/ModernBERT-base's config:
+22 layers, intermediate 1152 GeGLU, windows of 128 on two layers of three, dropouts 0 as released;
+on the CPU against ModernBertModel with eager and with sdpa attention, --no-eager leaving eager
+out: its T x T probabilities per layer need gigabytes at long lengths). --layers overrides the
+layer count.
+Each side runs in its own subprocess (so peak memory is its own); with --runs N both sides run N
+times, alternating, and the table gives each number as the median of the N runs with all N listed.
 
 CPU (default): the same thread count on both sides; forward tokens/s (eval),
-forward+backward tokens/s (train mode, dropout on), peak RSS, and the BLAS
-sgemm rate at the layer's GEMM shapes (the ceiling) with the engine's
-achieved GFLOP/s. PyTorch runs where importable: this interpreter, else
-$MULTIENC_TORCH_PYTHON, else .venv-ref/bin/python.
+forward+backward tokens/s (train mode, dropout on; the backward from a fixed gradient of the last
+hidden state), training-step tokens/s (a 2-class classifier on the first token: forward,
+cross-entropy, backward, gradient clipping at 5 and AdamW over every parameter, i.e. the whole
+word table too; PyTorch: the model, nn.Linear, clip_grad_norm_, torch.optim.AdamW), peak RSS,
+and the BLAS sgemm rate at the layer's GEMM shapes (the ceiling) with the engine's achieved
+GFLOP/s. PyTorch runs where importable: this interpreter, else $MULTIENC_TORCH_PYTHON, else
+.venv-ref/bin/python.
 
 CUDA (--device cuda, default batch 32): the engine (fp32 for now) against
 BertModel with bf16 autocast and SDPA attention (and torch.compile of it with
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -37,24 +49,65 @@ BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A1
                     ("L40S", 362.0), ("A10", 125.0))
 
 
-def bert_config(layers: int) -> dict:
-    return dict(model_type="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=layers,
-                num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
-                type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12,
-                hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+             hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+# HF config.json contents of each shape (DistilBERT under its own key names)
+SHAPES = {
+    "bert-base": dict(_BASE, model_type="bert", vocab_size=30522, max_position_embeddings=512,
+                      type_vocab_size=2, layer_norm_eps=1e-12),
+    "distilbert-base": dict(model_type="distilbert", vocab_size=30522, dim=768, n_layers=6, n_heads=12,
+                            hidden_dim=3072, max_position_embeddings=512, activation="gelu", dropout=0.1,
+                            attention_dropout=0.1, pad_token_id=0),
+    "xlm-roberta-base": dict(_BASE, model_type="xlm-roberta", vocab_size=250002, max_position_embeddings=514,
+                             type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
+                             eos_token_id=2),
+    "modernbert-base": dict(model_type="modernbert", vocab_size=50368, hidden_size=768, num_hidden_layers=22,
+                            num_attention_heads=12, intermediate_size=1152, max_position_embeddings=8192,
+                            hidden_activation="gelu", norm_eps=1e-5, norm_bias=False, attention_bias=False,
+                            mlp_bias=False, local_attention=128, global_attn_every_n_layers=3,
+                            global_rope_theta=160000.0, local_rope_theta=10000.0, pad_token_id=50283,
+                            attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0),
+}
+_DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "intermediate_size": "hidden_dim"}
+
+
+def dim(cfg: dict, key: str) -> int:
+    """A size of the shape under BERT's key name (DistilBERT names them differently)."""
+    return cfg[_DISTILBERT_KEYS[key]] if cfg["model_type"] == "distilbert" else cfg[key]
+
+
+def shape_config(name: str, layers: int | None) -> dict:
+    cfg = dict(SHAPES[name])
+    if layers:
+        cfg["n_layers" if cfg["model_type"] == "distilbert" else "num_hidden_layers"] = layers
+    return cfg
+
+
+def gemm_shapes(cfg: dict, N: int) -> list:
+    """(rows, in, out) of a layer's linears: QKV, attention output, the feed-forward pair."""
+    H, I = dim(cfg, "hidden_size"), dim(cfg, "intermediate_size")
+    up = 2 * I if cfg["model_type"] == "modernbert" else I  # GeGLU's Wi: input and gate
+    return [(N, H, 3 * H), (N, H, H), (N, H, up), (N, I, H)]
 
 
 def flops(cfg: dict, B: int, T: int) -> float:
-    """Forward FLOPs of the encoder layers (2 per multiply-add; embeddings excluded)."""
-    H, I, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    N = B * T
-    dense = 2 * N * (3 * H * H + H * H + 2 * H * I)
-    attention = 2 * 2 * B * T * T * H
-    return L * (dense + attention)
+    """Forward FLOPs of the encoder layers (2 per multiply-add; embeddings excluded); a ModernBERT
+    local layer's query sees at most local_attention + 1 keys."""
+    H, L = dim(cfg, "hidden_size"), dim(cfg, "num_hidden_layers")
+    dense = sum(2 * n * c * oc for n, c, oc in gemm_shapes(cfg, B * T))
+    total = 0.0
+    for layer in range(L):
+        keys = T
+        if cfg["model_type"] == "modernbert" and layer % cfg["global_attn_every_n_layers"]:
+            keys = min(T, cfg["local_attention"] + 1)
+        total += dense + 2 * 2 * B * T * keys * H
+    return total
 
 
 def non_embedding_params(cfg: dict) -> int:
-    H, I, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    H, I, L = dim(cfg, "hidden_size"), dim(cfg, "intermediate_size"), dim(cfg, "num_hidden_layers")
+    if cfg["model_type"] == "modernbert":  # no biases; two LayerNorm weights per layer
+        return L * (3 * H * H + H * H + 2 * H * I + I * H + 2 * H)
     per_layer = (3 * H * H + 3 * H) + (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H
     return L * per_layer
 
@@ -62,7 +115,16 @@ def non_embedding_params(cfg: dict) -> int:
 def train_flops(cfg: dict, B: int, T: int) -> float:
     """FLOPs of one training step as MFU counts them (the issue's formula)."""
     return (6.0 * non_embedding_params(cfg) * B * T
-            + 12.0 * cfg["num_hidden_layers"] * B * T * T * cfg["hidden_size"])
+            + 12.0 * dim(cfg, "num_hidden_layers") * B * T * T * dim(cfg, "hidden_size"))
+
+
+def batch_arrays(cfg: dict, B: int, T: int):
+    """Token ids (above the special ids, so no pad id) and a fixed output gradient, from seed 0."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, cfg["vocab_size"], (B, T))
+    grad = rng.standard_normal((B, T, dim(cfg, "hidden_size"))).astype(np.float32)
+    return ids, grad
 
 
 def peak_rss_mib() -> float:
@@ -80,17 +142,16 @@ def worker_ours(args) -> dict:
     import numpy as np
     from multienc.engine import _C, _C_tests  # the op entry points: built by `make build` (not in wheels)
     from multienc.engine import Encoder
-    cfg = bert_config(args.layers)
+    cfg = shape_config(args.shape, args.layers)
     cuda = args.device.startswith("cuda")
     if cuda:  # start the backend first so its context and handles are not counted below
         from multienc.engine import _C_cuda
         _C_tests.ops_add_forward(np.ones(1, np.float32), np.ones(1, np.float32), args.device)
         free0, total = _C_cuda.mem_info()
     enc = Encoder.from_config(cfg, seed=0, device=args.device)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, cfg["vocab_size"], (args.batch, args.seq)).astype(np.int32)
+    ids, grad = batch_arrays(cfg, args.batch, args.seq)
+    ids = ids.astype(np.int32)
     mask = np.ones_like(ids)
-    grad = rng.standard_normal((args.batch, args.seq, 768)).astype(np.float32)
     # The training step never converts gradients to numpy, so the timed backward is the
     # engine call itself (Encoder.backward also copies every gradient out into a dict); on
     # the GPU the forward leaves its output on the device (output=False). Each engine call
@@ -110,11 +171,27 @@ def worker_ours(args) -> dict:
         free1, _ = _C_cuda.mem_info()
         res["gpu_mib"] = (free0 - free1) / 2 ** 20  # nothing is freed between steps: the peak
         return res
+    # the training step as the trainer runs it: one C call (forward, head, loss, backward, clipping,
+    # AdamW over every parameter of the encoder and the head)
+    from multienc.engine import TaskModel
+    decoder = np.random.default_rng(1).normal(0.0, 0.02, (2, dim(cfg, "hidden_size"))).astype(np.float32)
+    model = TaskModel([enc], "none", task=0, num_classes=2, state={"decoder.weight": decoder})
+    pool = np.zeros((args.batch, 1, args.seq), np.float32)
+    pool[:, 0, 0] = 1.0
+    inputs = [(ids, mask, None, pool)]
+    targets = (np.arange(args.batch) % 2).astype(np.int32)
+
+    def train_step(seed):
+        model.train_step(inputs, targets, learning_rates=[2e-5] * 3, weight_decay=[0.01] * 3, trainable=[True],
+                         seed=seed, max_grad_norm=5.0)
+
+    train_step(0)  # warm-up: allocates the optimizer state
+    res["train_s"] = min(_timed(lambda: train_step(i + 1)) for i in range(args.iters))
+    res["rss_mib"] = peak_rss_mib()
     # the ceiling: sgemm at the layer's shapes through the same BLAS call path
-    N, H, I = args.batch * args.seq, 768, 3072
-    shapes = [(N, H, 3 * H), (N, H, H), (N, H, I), (N, I, H)]
+    rng = np.random.default_rng(0)
     gemm_flops, gemm_time = 0.0, 0.0
-    for (n, c, oc) in shapes:
+    for (n, c, oc) in gemm_shapes(cfg, args.batch * args.seq):
         x = rng.standard_normal((n, c)).astype(np.float32)
         w = rng.standard_normal((oc, c)).astype(np.float32)
         _C_tests.ops_matmul_forward(x, w, None)
@@ -125,19 +202,21 @@ def worker_ours(args) -> dict:
     return res
 
 
-def worker_torch(args, compiled: bool = False) -> dict:
+def worker_torch(args, compiled: bool = False, attention: str | None = None) -> dict:
     import torch
     import transformers
     cuda = args.device.startswith("cuda")
     torch.set_num_threads(args.threads)
-    cfg = transformers.BertConfig(**{k: v for k, v in bert_config(args.layers).items() if k != "model_type"})
-    cfg._attn_implementation = "sdpa" if cuda else "eager"
+    shape = shape_config(args.shape, args.layers)
+    cfg = transformers.AutoConfig.for_model(**shape)
+    cfg._attn_implementation = attention or ("sdpa" if cuda else "eager")
     dev = torch.device(args.device)
-    model = transformers.BertModel(cfg, add_pooling_layer=False).to(dev)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
+    pooler = {} if shape["model_type"] in ("distilbert", "modernbert") else {"add_pooling_layer": False}
+    model = transformers.AutoModel.from_config(cfg, **pooler).to(dev)
+    ids_np, grad_np = batch_arrays(shape, args.batch, args.seq)
+    ids = torch.from_numpy(ids_np).to(dev)
     mask = torch.ones_like(ids)
-    grad = torch.randn(args.batch, args.seq, 768, generator=g).to(dev)
+    grad = torch.from_numpy(grad_np).to(dev)
     run = torch.compile(model) if compiled else model
 
     def sync():
@@ -179,6 +258,22 @@ def worker_torch(args, compiled: bool = False) -> dict:
     res = dict(fwd_s=min(fwd), step_s=min(step), rss_mib=peak_rss_mib(),
                torch=torch.__version__, transformers=transformers.__version__,
                attention=model.config._attn_implementation)
+    if not cuda:  # the training step: classifier on the first token, clipping, AdamW over everything
+        head = torch.nn.Linear(dim(shape, "hidden_size"), 2)
+        params = list(model.parameters()) + list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.01)
+        targets = torch.arange(args.batch) % 2
+
+        def full_step():
+            logits = head(run(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
+            torch.nn.functional.cross_entropy(logits, targets).backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            opt.zero_grad()
+
+        full_step()  # warm-up: allocates the optimizer state
+        res["train_s"] = min(_timed(full_step) for _ in range(args.iters))
+        res["rss_mib"] = peak_rss_mib()
     if cuda:
         res.update(gpu_mib=torch.cuda.max_memory_allocated(dev) / 2 ** 20,
                    card=torch.cuda.get_device_name(dev))
@@ -198,15 +293,34 @@ def torch_python() -> str | None:
     return None
 
 
-def run_worker(python: str, kind: str, args) -> dict:
-    cmd = [python, os.path.abspath(__file__), "--worker", kind, "--batch", str(args.batch),
-           "--seq", str(args.seq), "--layers", str(args.layers), "--iters", str(args.iters),
-           "--threads", str(args.threads), "--device", args.device]
+def run_worker(python: str, kind: str, args, shape: str) -> dict:
+    cmd = [python, os.path.abspath(__file__), "--worker", kind, "--shape", shape, "--batch", str(args.batch),
+           "--seq", str(args.seq), "--iters", str(args.iters), "--threads", str(args.threads),
+           "--device", args.device] + (["--layers", str(args.layers)] if args.layers else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarize(runs: list) -> dict | None:
+    """One side's runs: each number the median over the runs; ``runs`` keeps them all."""
+    runs = [r for r in runs if r]
+    if not runs:
+        return None
+    out = dict(runs[0], runs=runs)
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
+def spread(side: dict, fn) -> str:
+    """fn of the median run, with fn of every run in brackets when there are several."""
+    values = [fn(r) for r in side["runs"]]
+    text = f"{statistics.median(values):,.1f}"
+    return text + (" (" + ", ".join(f"{v:,.1f}" for v in values) + ")" if len(values) > 1 else "")
 
 
 def bf16_peak(card: str, override: float | None) -> tuple[float | None, str]:
@@ -218,36 +332,44 @@ def bf16_peak(card: str, override: float | None) -> tuple[float | None, str]:
     return None, "unknown card"
 
 
-def report_cpu(args, ours: dict, ref: dict | None) -> None:
+def report_cpu(args, shape: str, ours: dict, refs: dict) -> None:
+    """The engine against each PyTorch side (refs: column title -> its summary, or None)."""
     tokens = args.batch * args.seq
-    fl = flops(bert_config(args.layers), args.batch, args.seq)
-    rows = [("forward tokens/s (eval)", tokens / ours["fwd_s"], tokens / ref["fwd_s"] if ref else None),
-            ("forward+backward tokens/s (train)", tokens / ours["step_s"], tokens / ref["step_s"] if ref else None),
-            ("peak RSS MiB", ours["rss_mib"], ref["rss_mib"] if ref else None)]
-    print(f"BERT-base shape, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
-          f"{args.threads} threads")
-    print("| metric | multienc | PyTorch | ratio |\n|---|---|---|---|")
-    for name, a, b in rows:
-        ratio = f"{a / b:.2f}x" if b else "n/a"
-        print(f"| {name} | {a:,.1f} | {b:,.1f} | {ratio} |" if b else f"| {name} | {a:,.1f} | n/a | n/a |")
+    cfg = shape_config(shape, args.layers)
+    fl = flops(cfg, args.batch, args.seq)
+    rows = [("forward tokens/s (eval)", lambda r: tokens / r["fwd_s"]),
+            ("forward+backward tokens/s (train)", lambda r: tokens / r["step_s"]),
+            ("training step tokens/s (+ head, clipping, AdamW)", lambda r: tokens / r["train_s"]),
+            ("peak RSS MiB", lambda r: r["rss_mib"])]
+    runs = f", median of {len(ours['runs'])} runs (each run listed)" if len(ours["runs"]) > 1 else ""
+    print(f"{shape} shape ({dim(cfg, 'num_hidden_layers')} layers, vocabulary {cfg['vocab_size']:,}), "
+          f"batch {args.batch} x seq {args.seq}, {args.threads} threads{runs}")
+    print("| metric | multienc | " + " | ".join(f"{t} | ratio" for t in refs) + " |\n|---|---|"
+          + "---|---|" * len(refs))
+    for name, fn in rows:
+        cells = [f"{spread(r, fn)} | {statistics.median(map(fn, ours['runs'])) / statistics.median(map(fn, r['runs'])):.2f}x"
+                 if r else "n/a | n/a" for r in refs.values()]
+        print(f"| {name} | {spread(ours, fn)} | " + " | ".join(cells) + " |")
     fwd_gf = fl / ours["fwd_s"] / 1e9
     step_gf = 3 * fl / ours["step_s"] / 1e9
     print(f"| sgemm ceiling at layer shapes GFLOP/s | {ours['sgemm_gflops']:.1f} | | |")
     print(f"| engine forward GFLOP/s | {fwd_gf:.1f} ({fwd_gf / ours['sgemm_gflops']:.0%} of ceiling) | | |")
     print(f"| engine forward+backward GFLOP/s | {step_gf:.1f} ({step_gf / ours['sgemm_gflops']:.0%} of ceiling) | | |")
-    if ref:
-        print(f"PyTorch {ref['torch']}, transformers {ref['transformers']}, {ref['attention']} attention")
+    done = [r for r in refs.values() if r]
+    if done:
+        print(f"PyTorch {done[0]['torch']}, transformers {done[0]['transformers']}, "
+              f"{' and '.join(r['attention'] for r in done)} attention")
 
 
-def report_cuda(args, sides: dict) -> None:
+def report_cuda(args, shape: str, sides: dict) -> None:
     tokens = args.batch * args.seq
-    cfg = bert_config(args.layers)
+    cfg = shape_config(shape, args.layers)
     card = next((s["card"] for s in sides.values() if s and "card" in s), "unknown card")
     peak, peak_src = bf16_peak(card, args.peak_tflops)
     tf = train_flops(cfg, args.batch, args.seq)
     names = [n for n in sides if sides[n]]
     base = sides.get("torch")
-    print(f"BERT-base shape, {args.layers} layers, batch {args.batch} x seq {args.seq}, {card}; "
+    print(f"{shape} shape, {dim(cfg, 'num_hidden_layers')} layers, batch {args.batch} x seq {args.seq}, {card}; "
           f"bf16 peak {peak or '?'} TFLOP/s ({peak_src}); multienc fp32, PyTorch bf16 autocast + SDPA")
     print("| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
 
@@ -268,42 +390,62 @@ def report_cuda(args, sides: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    ap.add_argument("--shape", action="append", choices=list(SHAPES),
+                    help="model shape; repeat for several (default bert-base)")
+    ap.add_argument("--runs", type=int, default=1, help="runs of both sides per shape (median reported)")
     ap.add_argument("--batch", type=int, help="default 16 on cpu, 32 on cuda")
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--layers", type=int, help="override the shape's layer count")
+    ap.add_argument("--no-eager", action="store_true",
+                    help="cpu: leave PyTorch eager attention out (modernbert-base: sdpa only)")
     ap.add_argument("--iters", type=int, help="timed repetitions (best taken); default 3 on cpu, 10 on cuda")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--torch-compile", action="store_true", help="cuda: also time torch.compile(BertModel)")
     ap.add_argument("--peak-tflops", type=float, help="cuda: the card's dense bf16 peak for MFU")
-    ap.add_argument("--worker", choices=["ours", "torch", "torch_compile"])
+    ap.add_argument("--worker", choices=["ours", "torch", "torch_sdpa", "torch_compile"])
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     args.batch = args.batch or (32 if cuda else 16)
     args.iters = args.iters or (10 if cuda else 3)
+    shapes = args.shape or ["bert-base"]
+    if cuda and "modernbert-base" in shapes:
+        ap.error("the engine runs ModernBERT on the CPU only (no CUDA rotary, GeGLU and windowed attention yet)")
     if args.worker:
-        res = worker_ours(args) if args.worker == "ours" else worker_torch(args, args.worker == "torch_compile")
+        args.shape = shapes[0]
+        res = worker_ours(args) if args.worker == "ours" else \
+            worker_torch(args, args.worker == "torch_compile", "sdpa" if args.worker == "torch_sdpa" else None)
         print(json.dumps(res))
         return
-    sides = {"multienc": run_worker(sys.executable, "ours", args)}
     tp = torch_python()
-    kinds = ["torch"] + (["torch_compile"] if cuda and args.torch_compile else [])
-    for kind in kinds:
-        try:
-            sides[kind] = run_worker(tp, kind, args) if tp else None
-        except RuntimeError as e:  # report the engine's numbers even when a PyTorch side fails
-            print(e, file=sys.stderr)
-            sides[kind] = None
-    if cuda:
-        report_cuda(args, sides)
-    else:
-        report_cpu(args, sides["multienc"], sides["torch"])
+    results = {}
+    for shape in shapes:
+        sdpa = not cuda and SHAPES[shape]["model_type"] == "modernbert"  # eager and sdpa side by side
+        kinds = ["multienc"] + ([] if args.no_eager else ["torch"]) + \
+            (["torch_compile"] if cuda and args.torch_compile else []) + (["torch_sdpa"] if sdpa else [])
+        runs = {kind: [] for kind in kinds}
+        for _ in range(args.runs):  # the sides alternate, so slow spells of a shared machine hit both
+            for kind in kinds:
+                if kind == "multienc":
+                    runs[kind].append(run_worker(sys.executable, "ours", args, shape))
+                    continue
+                try:
+                    runs[kind].append(run_worker(tp, kind, args, shape) if tp else None)
+                except RuntimeError as e:  # report the engine's numbers even when a PyTorch side fails
+                    print(e, file=sys.stderr)
+                    runs[kind].append(None)
+        sides = {kind: summarize(r) for kind, r in runs.items()}
+        if cuda:
+            report_cuda(args, shape, sides)
+        else:
+            titles = {"torch": "PyTorch eager" if sdpa else "PyTorch", "torch_sdpa": "PyTorch sdpa"}
+            report_cpu(args, shape, sides["multienc"], {titles[k]: sides[k] for k in kinds[1:]})
+        cfg = shape_config(shape, args.layers)
+        results[shape] = dict(results=sides, flops_forward=flops(cfg, args.batch, args.seq),
+                              flops_train_step=train_flops(cfg, args.batch, args.seq))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), results=sides,
-                           flops_forward=flops(bert_config(args.layers), args.batch, args.seq),
-                           flops_train_step=train_flops(bert_config(args.layers), args.batch, args.seq)),
-                      f, indent=2)
+            json.dump(dict(args=vars(args), shapes=results), f, indent=2)
 
 
 if __name__ == "__main__":

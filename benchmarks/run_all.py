@@ -39,6 +39,13 @@ class Section(NamedTuple):
 
 SECTIONS = (
     Section("encoder", "Encoder: forward and backward, multienc vs PyTorch (CPU)", "bench_encoder.py"),
+    Section("encoder-families", "Encoder families: DistilBERT-base and XLM-R-base shapes, multienc vs PyTorch (CPU)",
+            "bench_encoder.py", ("--shape", "distilbert-base", "--shape", "xlm-roberta-base", "--runs", "3")),
+    Section("encoder-modernbert", "Encoder: ModernBERT-base shape, multienc vs PyTorch eager and sdpa (CPU)",
+            "bench_encoder.py", ("--shape", "modernbert-base", "--iters", "2")),
+    Section("encoder-modernbert-long", "Encoder: ModernBERT-base shape at 4 x 1024, multienc vs PyTorch sdpa (CPU)",
+            "bench_encoder.py", ("--shape", "modernbert-base", "--batch", "4", "--seq", "1024", "--layers", "6",
+                                 "--iters", "1", "--runs", "3", "--no-eager")),
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),

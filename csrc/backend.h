@@ -64,7 +64,7 @@ typedef struct MeBackend {
     /* out[N,OC] = inp[N,C] @ w[OC,C]^T + b[OC] (b may be NULL) */
     void (*matmul_forward)(float *out, const float *inp, const float *w, const float *b, int N,
                            int C, int OC);
-    /* dinp (+)= dout @ w; dw += dout^T @ inp; db += colsum(dout). dinp or db may be NULL. */
+    /* dinp (+)= dout @ w; dw += dout^T @ inp; db += colsum(dout). dinp, dw or db may be NULL. */
     void (*matmul_backward)(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int C, int OC,
                             int accumulate);
@@ -121,6 +121,84 @@ typedef struct MeBackend {
                                  uint64_t seed, uint64_t site);
     void (*dropout_rows_backward)(float *dinp, const float *dout, const int32_t *rows, int M, int C,
                                   float p, uint64_t seed, uint64_t site);
+    /* ---- rotary positions, gated linear units, windowed attention (ModernBERT) ---- */
+
+    /* Rotary position embedding in place on the q and k blocks of a fused qkv [B*T, 3*NH*HS] (v is
+     * untouched); a row's position is its index t in its sequence. Per head, for i < HS/2 with
+     * c = cos_t[t, i], s = sin_t[t, i] (tables [T, HS/2]): (x_i, x_{i+HS/2}) <- (x_i c - x_{i+HS/2} s,
+     * x_{i+HS/2} c + x_i s), HF's q * cos + rotate_half(q) * sin. */
+    void (*rope_forward)(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+    /* The inverse (transposed) rotation in place on dqkv's q and k blocks: the gradient with
+     * respect to q and k before the rotation. */
+    void (*rope_backward)(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+
+    /* Gated linear unit over inp [N, 2C] = (a | g): out[n, i] = act(a[n, i]) * g[n, i], out [N, C]. */
+    void (*glu_forward)(float *out, const float *inp, int N, int C, MeActivation act);
+    /* dinp [N, 2C] = (act'(a) g dout | act(a) dout) (overwrites); out [N, C], unless NULL, receives
+     * the forward's act(a) * g on the way (a backward that needs it saves a second pass). */
+    void (*glu_backward)(float *dinp, float *out, const float *inp, const float *dout, int N, int C,
+                         MeActivation act);
+
+    /* Self-attention as attention_forward, keys also limited to |query - key| <= window (window < 0:
+     * no limit), and the probabilities are not stored: stats [B, NH, T, 2] receives each row's
+     * softmax maximum and 1 / sum, from which backward recomputes them. A row with no allowed key
+     * (padding and window together) is uniform over all T keys, as HF's eager attention with its
+     * additive finfo.min masks. Dropout as attention_forward (site + b*NH + h, index
+     * query * T + key). scratch: window_attention_scratch_floats(). */
+    void (*window_attention_forward)(float *ctx, float *stats, const float *qkv, const int32_t *mask, int B,
+                                     int T, int NH, int HS, int window, float p, uint64_t seed, uint64_t site,
+                                     float *scratch);
+    /* dqkv = d(ctx)/d(qkv) applied to dctx (overwrites dqkv) */
+    void (*window_attention_backward)(float *dqkv, const float *dctx, const float *qkv, const float *stats,
+                                      const int32_t *mask, int B, int T, int NH, int HS, int window, float p,
+                                      uint64_t seed, uint64_t site, float *scratch);
+    size_t (*window_attention_scratch_floats)(int B, int T, int NH, int HS, int window);
+    /* Attention with an additive score bias (MPNet's relative position bias, DeBERTa's
+     * disentangled terms): scores = scale * q.k + bias, then as attention_forward.
+     * bias [NH,T,T] shared by the batch (bias_per_batch 0) or [B,NH,T,T] (1); NULL: none.
+     * query_mask 1: the row of a padded query (mask 0) is filled, not computed, and becomes
+     * uniform over all keys (HF's masked_fill of a query x key mask). Scratch as attention's.
+     * Optional (NULL in a backend without it). */
+    void (*attention_bias_forward)(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                                   const float *bias, int bias_per_batch, float scale, int query_mask,
+                                   int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch);
+    /* dqkv as attention_backward; dscores [B,NH,T,T] (NULL: not wanted) = the gradient of the
+     * scores before softmax, i.e. of the bias (0 in filled rows). Both overwritten. */
+    void (*attention_bias_backward)(float *dqkv, float *dscores, const float *dctx,
+                                    const float *qkv, const float *probs, const int32_t *mask,
+                                    float scale, int query_mask, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch);
+    /* Relative position bias from a bucket table: bias[h,i,j] = table[buckets[j - i + T - 1], h]
+     * (table [NB, NH], buckets [2T - 1] of the relative positions -(T-1) .. T-1, bias [NH,T,T]). */
+    void (*relbias_forward)(float *bias, const float *table, const int32_t *buckets, int T, int NH);
+    /* dtable[buckets[j - i + T - 1], h] += sum_b dbias[b,h,i,j] (dbias [B,NH,T,T]) */
+    void (*relbias_backward)(float *dtable, const float *dbias, const int32_t *buckets, int B, int T,
+                             int NH);
+    /* x[n, :] *= mask[n] (mask 0/1) in place, x [N, C]: DeBERTa's mask on the embedding output.
+     * The backward is the same map on the gradient. */
+    void (*mask_rows_forward)(float *x, const int32_t *mask, int N, int C);
+    void (*mask_rows_backward)(float *dx, const int32_t *mask, int N, int C);
+    /* DeBERTa-v2's ConvLayer: a 1-D convolution over time of rows [B*T, C], kernel K (odd),
+     * zero padding (K-1)/2, G groups: out[b,t,o] = bias[o] + sum over the c of o's group and k of
+     * w[o, c - g*C/G, k] * inp[b, t + k - (K-1)/2, c]; w [C, C/G, K] (PyTorch's Conv1d layout). */
+    void (*conv1d_forward)(float *out, const float *inp, const float *w, const float *bias, int B,
+                           int T, int C, int K, int G);
+    /* dinp = ... (overwrites); dw, dbias += ... (deterministic: one output channel per thread) */
+    void (*conv1d_backward)(float *dinp, float *dw, float *dbias, const float *dout,
+                            const float *inp, const float *w, int B, int T, int C, int K, int G);
+    /* DeBERTa's disentangled attention terms, the gathers fused with the products: with
+     * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1]),
+     * bias[b,h,i,j] = scale * (q[b,i,h] . posk[r,h] + k[b,j,h] . posq[r,h]) (c2p + p2c; posk or
+     * posq NULL drops its term). q, k: the q and k blocks of a fused qkv [B*T, 3*NH*HS];
+     * posk, posq [S2, NH*HS]; bias [B,NH,T,T]. Optional. */
+    void (*disentangled_forward)(float *bias, const float *qkv, const float *posk, const float *posq,
+                                 const int32_t *idx, float scale, int B, int T, int NH, int HS);
+    /* Given dbias: the q and k blocks of dqkv += ... (its v block untouched); dposk, dposq
+     * (+)= ... (each NULL when its term is absent). Deterministic (fixed summation order). */
+    void (*disentangled_backward)(float *dqkv, float *dposk, float *dposq, const float *dbias,
+                                  const float *qkv, const float *posk, const float *posq,
+                                  const int32_t *idx, float scale, int B, int T, int NH, int HS);
 
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 

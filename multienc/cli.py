@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--examples", type=_non_negative_int, default=DEMO_SENTENCES_PER_LABEL, metavar="N",
                        help="dev sentences per label whose predictions and DME scores are printed at the end")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--checkpoint-every", type=_non_negative_int, default=0, metavar="N",
+                       help="write training-checkpoint.pt every N steps for --resume (Ctrl-C always writes one)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --base-path (or the default folder) from its "
+                            "training-checkpoint.pt; give the same corpus and models as that run")
 
     predict = sub.add_parser(
         "predict", help="label sentences with a trained model and show its DME scores",
@@ -349,6 +354,9 @@ def _train(args: argparse.Namespace, group) -> None:
     from multienc.experiments import build_model
     from multienc.training import ModelTrainer, default_base_path
 
+    if group is not None and (args.resume or args.checkpoint_every):
+        raise CommandError("--resume and --checkpoint-every are for a run of one process; start it without "
+                           "mpirun / srun")
     _select_device(args.device)
     if not args.lm:
         print("multienc default run: two real pretrained language models tuned together")
@@ -365,9 +373,14 @@ def _train(args: argparse.Namespace, group) -> None:
     base_path = args.base_path or default_base_path(corpus, model)
     trainer = ModelTrainer(model=model, corpus=corpus)
     started = time.perf_counter()
-    trainer.train(learning_rate=args.lr[0] if len(args.lr) == 1 else args.lr, decoder_learning_rate=args.decoder_lr,
-                  batch_size=args.batch_size, epochs=args.epochs, shuffle_data=True, base_path=base_path,
-                  seed=args.seed, progress=not args.no_progress, distributed=group or False)
+    if args.resume:
+        print(f"resuming the run in {base_path}")
+        trainer.resume(base_path)
+    else:
+        trainer.train(learning_rate=args.lr[0] if len(args.lr) == 1 else args.lr,
+                      decoder_learning_rate=args.decoder_lr, batch_size=args.batch_size, epochs=args.epochs,
+                      shuffle_data=True, base_path=base_path, seed=args.seed, progress=not args.no_progress,
+                      checkpoint_every=args.checkpoint_every, distributed=group or False)
     minutes, seconds = divmod(time.perf_counter() - started, 60)
     print(f"\ntraining took {int(minutes)} min {seconds:.0f} s")
     best = trainer.best_model
@@ -479,8 +492,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prog = f"multienc {args.command}"
     try:
         COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        detail = f" ({e}; or run the same command with --resume)" if str(e) else ""
+        print(f"\n{prog}: interrupted{detail}", file=sys.stderr)
         return 130
     except (CommandError, OSError, ValueError, KeyError, NotImplementedError, RuntimeError) as e:
         message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

@@ -37,6 +37,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 
 LFS_SUFFIXES = (".safetensors", ".bin")
+#: the tiny random-weight repositories under real hub names (tools/make_tiny_hub.py)
+TINY_HUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_hub")
 
 
 class Request(NamedTuple):

@@ -21,3 +21,15 @@ def rel(a, b) -> float:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def attention_inputs(rng: np.random.Generator, B: int, T: int, NH: int, HS: int):
+    """A fused qkv [B, T, 3 NH HS] (float32 normals) and a mask [B, T] padding each row after a
+    random length (the last row unpadded when B > 1)."""
+    qkv = rng.standard_normal((B, T, 3 * NH * HS)).astype(np.float32)
+    mask = np.ones((B, T), np.int32)
+    for b in range(B):
+        mask[b, rng.integers(1, T + 1):] = 0
+    if B > 1:
+        mask[-1] = 1
+    return qkv, mask

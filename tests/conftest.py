@@ -4,7 +4,8 @@ fixtures several test files use (a local dataset mirror, a clean hub environment
 Helpers that are plain code rather than fixtures live beside this file in ``_*.py`` modules
 (pytest puts this folder on ``sys.path``): ``_shared_data`` (the real files in ../shared/data
 and the policy for their absence), ``_hub_server`` and ``_data_server`` (local HTTP servers),
-``_numeric``, ``_tok_corpora``, ``_tok_compare``, ``_crf_reference``, ``_data_fixtures``.
+``_numeric``, ``_tok_corpora``, ``_tok_compare``, ``_crf_reference``, ``_data_fixtures``, ``_hf_fixtures``
+(the tiny encoders saved by transformers and their reference outputs).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Dict, List
 import pytest
 
 from _data_server import MirrorServer
-from _hub_server import HF_ENV
+from _hub_server import HF_ENV, TINY_HUB, HubServer
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
 #: The requirement lists whose packages must be installed at exactly their pinned versions: what
@@ -87,3 +88,12 @@ def env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     return monkeypatch
+
+
+@pytest.fixture
+def server(env):
+    """The tiny hub (tests/fixtures/tiny_hub) served locally with HF_ENDPOINT pointing at it, in the
+    clean hub environment of ``env``."""
+    with HubServer(TINY_HUB) as s:
+        env.setenv("HF_ENDPOINT", s.url)
+        yield s

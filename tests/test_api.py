@@ -1,9 +1,6 @@
 """The documented API end to end on tiny fixture models: learning, DME scores,
 frozen LMs, learning-rate groups and schedule, checkpoints, bad input."""
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,24 +12,13 @@ from multienc.training.optim import linear_schedule_factor
 from multienc.task_heads import TextClassifier, TextRegressor
 from multienc.trainer import ModelTrainer, TrainingError
 
+from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
+
 HUB = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_hub")
 ELECTRA = os.path.join(HUB, "google--electra-base-discriminator", "main")
 ROBERTA = os.path.join(HUB, "roberta-base", "main")
 SPANBERT = os.path.join(HUB, "SpanBERT--spanbert-base-cased", "main")
 OPTIM_REF = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "optim", "reference.npz"))
-
-GOOD = ["the movie was good", "a good and happy day", "they liked the good food", "good work by the team",
-        "what a good idea", "she is a good friend", "the good news came", "good weather today"]
-BAD = ["the movie was bad", "a bad and sad day", "they hated the bad food", "bad work by the team",
-       "what a bad idea", "she is a bad driver", "the bad news came", "bad weather today"]
-
-
-def classification_corpus(n_dev=4):
-    train = [Sentence(t, 1) for t in GOOD] + [Sentence(t, 0) for t in BAD]
-    dev = [Sentence(GOOD[i], 1) for i in range(n_dev // 2)] + [Sentence(BAD[i], 0) for i in range(n_dev // 2)]
-    return Corpus("TOY good or bad", "Sentence classification", train, dev, test=dev,
-                  label_map={"bad": 0, "good": 1}, evaluation_metric=["accuracy", "matthews_corr"])
-
 
 def regression_corpus():
     train = [Sentence(t, 1.0 + 0.1 * i) for i, t in enumerate(GOOD)] + [Sentence(t, -1.0 - 0.1 * i) for i, t in enumerate(BAD)]
@@ -178,20 +164,7 @@ def test_checkpoint_round_trip_in_a_new_offline_process(tmp_path):
     clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="dme"), 2)
     trainer = ModelTrainer(clf, corpus)
     trainer.train(learning_rate=1e-3, batch_size=4, epochs=2, base_path=str(tmp_path), progress=False)
-    texts = GOOD[:2] + BAD[:2] + [""]
-    expected = trainer.best_model.predict_tags(texts, corpus.label_map)
-    script = (
-        "import json, sys\n"
-        "from multienc.task_heads import TextClassifier\n"
-        "m = TextClassifier.from_checkpoint(sys.argv[1])\n"
-        "print(json.dumps(m.predict_tags(json.loads(sys.argv[2]), m.label_map)))\n")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty_hf"),
-               MULTIENC_CACHE=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "best-model.pt"), json.dumps(texts)],
-                         capture_output=True, text=True, env=env, cwd=str(tmp_path), check=True)
-    got = json.loads(out.stdout)
-    assert got["Predictions"] == expected["Predictions"]
-    assert got["DME scores"] == expected["DME scores"]  # bit-for-bit (same floats)
+    assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
 
 
 def test_save_pretrained_round_trip(tmp_path):

@@ -155,7 +155,7 @@ def test_the_op_test_entry_points_are_a_separate_extension():
     wheel: tests/test_wheel.py), not in the shipped multienc.engine._C."""
     assert not [name for name in dir(_C) if name.startswith("ops_")]
     ops = [name for name in dir(_C_tests) if name.startswith("ops_")]
-    assert len(ops) == 34 and "ops_crf" in ops and "ops_adamw" in ops
+    assert len(ops) == 51 and "ops_crf" in ops and "ops_adamw" in ops and "ops_window_attention_backward" in ops
     assert _C_tests.ops_embedding_backward.__doc__.startswith(
         "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
 
@@ -204,7 +204,11 @@ def op_samples(rng):
     qstart, qpos = np.array([0, 1, 3], np.int32), np.array([0, 1, 4], np.int32)  # query rows: (0, 0), (1, 1), (1, 4)
     q = f(3, NH * HS)
     _, rprobs = _C_tests.ops_attention_rows_forward(q, kv, mask, qstart, qpos, NH, 0.1, 5, 9)
+    rel_rows = np.array([0, 5, 2, 3, 1, 4, 5, 0, 2], np.int32)  # rows of 6 for the 2T - 1 relative positions
     em, tags, lengths = f(2, 4, 3), np.array([[0, 2, 1, 0], [1, 1, 0, 0]], np.int32), np.array([4, 2], np.int32)
+    qkv4 = f(B, T, 3 * NH * 4)
+    cos, sin = _C_tests.ops_rope_tables(T, 4, 100.0)
+    _, stats = _C_tests.ops_window_attention_forward(qkv4, mask, NH, 1, 0.1, 5, 9)
     return {
         "embedding_forward": (ids, f(8, 4)),
         "embedding_backward": (f(5, 4), ids, 8, 3),
@@ -223,6 +227,22 @@ def op_samples(rng):
         "attention_rows_forward": (q, kv, mask, qstart, qpos, NH, 0.1, 5, 9),
         "attention_rows_backward": (f(3, NH * HS), q, kv, rprobs, mask, qstart, qpos, NH, 0.1, 5, 9),
         "dropout_rows": (f(3, 6), np.array([4, 0, 9], np.int32), 0.3, 11, 2, False),
+        "rope_forward": (qkv4, cos, sin, NH),
+        "rope_backward": (qkv4, cos, sin, NH),
+        "glu_forward": (f(6, 8), 0),
+        "glu_backward": (f(6, 8), f(6, 4), 1),
+        "window_attention_forward": (qkv4, mask, NH, 1, 0.1, 5, 9),
+        "window_attention_backward": (f(B, T, NH * 4), qkv4, stats, mask, NH, 1, 0.1, 5, 9),
+        "attention_bias_forward": (qkv, mask, f(B, NH, T, T), NH, 0.4, True, 0.1, 5, 9),
+        "attention_bias_backward": (f(B, T, NH * HS), qkv, probs, mask, NH, 0.4, True, 0.1, 5, 9),
+        "relbias_forward": (f(6, NH), rel_rows),
+        "relbias_backward": (f(B, NH, T, T), rel_rows, 6),
+        "disentangled_forward": (qkv, f(6, NH * HS), f(6, NH * HS), rel_rows, NH, 0.4),
+        "disentangled_backward": (f(B, NH, T, T), qkv, f(6, NH * HS), None, rel_rows, NH, 0.4),
+        "conv1d_forward": (f(B, T, 4), f(4, 2, 3), f(4), 2),
+        "conv1d_backward": (f(B, T, 4), f(B, T, 4), f(4, 2, 3), 2),
+        "mask_rows_forward": (x, np.array([1, 0, 1, 1, 0, 1], np.int32)),
+        "mask_rows_backward": (x, np.array([0, 0, 1, 1, 0, 1], np.int32)),
         "pool_forward": (f(2, 5, 4), f(2, 3, 5)),
         "pool_backward": (f(2, 3, 4), f(2, 3, 5)),
         "concat_forward": ([f(3, 2), f(3, 5), f(3, 1)],),

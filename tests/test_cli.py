@@ -5,6 +5,7 @@ two real packaged models (requirements/models.txt, installed by make venv) witho
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -274,3 +275,29 @@ def test_default_run_folder_names_the_corpus_readably():
     assert default_base_path(cola, model).startswith(os.path.join("models", "CoLA-multi-transformer-"))
     assert default_base_path(SimpleNamespace(name="SST-2 Stanford Sentiment Treebank"), model).startswith(
         os.path.join("models", "SST-multi-transformer-"))
+
+
+def test_train_interrupted_by_ctrl_c_then_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during 'multienc train' leaves a checkpoint and says how to resume; --resume finishes the run."""
+    from multienc.models import TaskHead
+    step = TaskHead.train_step
+
+    def interrupted(self, *a, **kw):
+        out = step(self, *a, **kw)
+        if self.steps_trained == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    args = ["train", "--lm", TINY[0], "--epochs", "2", "--base-path", str(tmp_path), "--no-progress",
+            "--examples", "0", "--checkpoint-every", "5"]
+    assert cli.main(["train", "--resume", *args[1:]]) == 1
+    assert "no training checkpoint" in capsys.readouterr().err
+    monkeypatch.setattr(TaskHead, "train_step", interrupted)
+    assert cli.main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "training-checkpoint.pt").is_file()
+    monkeypatch.setattr(TaskHead, "train_step", step)
+    assert cli.main(args + ["--resume"]) == 0
+    assert "resuming the run in" in capsys.readouterr().out
+    assert (tmp_path / "loss.tsv").read_text().count("\n") == 3
+    assert not (tmp_path / "training-checkpoint.pt").exists()

@@ -6,7 +6,9 @@ or stalls ends the whole job with a message naming a rank instead of a hang.
 The MPI tests start real jobs with Open MPI's ``mpirun`` (``.ci/run`` installs it; ``make venv``
 needs it for mpi4py); ranks run tests/_dp_script.py.
 """
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,11 +54,11 @@ def mpirun(n: int, *argv: str) -> list:
             sys.executable, *argv]
 
 
-def _models(task: str):
+def _models(task: str, folders: list = TINY):
     """A two-LM DME model of ``task`` on the tiny fixtures (dropout 0.1 in the LMs, 0.2 in the
     combiner) and 7 samples for it."""
     pooling = "word-level" if task == "crf" else "cls"
-    lms = [LanguageModel(folder, pooling=pooling) for folder in TINY]
+    lms = [LanguageModel(folder, pooling=pooling) for folder in folders]
     encoder = MultiEncoder(lms, combine_method="dme", combine_dropout=0.2, use_layer_norm=True)
     if task == "crf":
         return SequenceTagger(encoder, 7, use_crf=True), list(demo_ner_corpus().train)[:7]
@@ -96,7 +98,24 @@ def test_shards_add_up_to_the_whole_batch(task):
     """Two shards (3 and 4 sentences) with row0 and their share of the loss give the whole batch's
     loss and gradients, dropout in the LMs and the combiner included: the masks are the whole
     batch's. Without row0 (each shard drawing its masks from row 0) they do not."""
-    model, samples = _models(task)
+    _check_shards(*_models(task))
+
+
+def test_modernbert_shards_add_up_to_the_whole_batch(tmp_path):
+    """The same with ModernBERT (embedding, attention and MLP dropout 0.1: the tiny fixture has 0,
+    as the released checkpoints) beside ELECTRA: its sliding-window attention's masks are the
+    whole batch's too."""
+    folder = tmp_path / "modernbert"
+    shutil.copytree(os.path.join(HUB, "answerdotai--ModernBERT-base", "main"), folder)
+    with open(folder / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    config.update(attention_dropout=0.1, embedding_dropout=0.1, mlp_dropout=0.1)
+    with open(folder / "config.json", "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    _check_shards(*_models("classify", [str(folder), TINY[1]]))
+
+
+def _check_shards(model, samples) -> None:
     tm = model.task_model
     inputs, targets, extra = model._inputs(samples, with_targets=True)
     trainable = [True, True]

@@ -1,6 +1,9 @@
 """The C encoder against HF transformers: eval-mode forward and the gradient of
-every parameter, on tiny random-weight BERT / RoBERTa / ELECTRA models saved by
-transformers (tests/fixtures/models, made by tools/make_encoder_fixtures.py)."""
+every parameter, on tiny random-weight BERT / RoBERTa / ELECTRA / XLM-RoBERTa / DistilBERT
+(learned and sinusoidal positions) / ALBERT (shared layer groups) / MPNet (relative attention bias,
+sequences of 140 tokens) models saved by transformers (tests/fixtures/models, made by
+tools/make_encoder_fixtures.py); for the newer families also
+train mode, with HF run under the masks the engine draws."""
 import json
 import os
 import shutil
@@ -8,73 +11,97 @@ import shutil
 import numpy as np
 import pytest
 
-from multienc.engine import Encoder, ModelConfigError
+from multienc.engine import Encoder, ModelConfigError, TaskModel, _C, engine_config
+from multienc.engine.encoder import normalize_name, sinusoidal_table
 from multienc.formats.safetensors import SafetensorsError, load_file, save_file
+from multienc.formats.weights import load_state_dict
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "models")
-FAMILIES = ["bert", "roberta", "electra"]
+from _hf_fixtures import FIXTURES, assert_gradients_match, case_inputs, cases, forward_errors, load
 
-
-def load(family):
-    folder = os.path.join(FIXTURES, family)
-    return Encoder(folder), np.load(os.path.join(folder, "reference.npz"))
-
-
-def cases(ref):
-    c = 0
-    while f"case{c}/input_ids" in ref:
-        inputs = {k: ref[f"case{c}/{k}"] for k in ("input_ids", "attention_mask", "token_type_ids")
-                  if f"case{c}/{k}" in ref}
-        yield c, inputs
-        c += 1
+# DeBERTa-v3 as released, separate position projections with embedding_size != hidden_size and token
+# types, c2p only, p2c only without norm_rel_ebd, v2-style raw distances, v2's ConvLayer
+# (tools/make_encoder_fixtures.py)
+DEBERTA = ["deberta-v3", "deberta-v3-separate", "deberta-v3-c2p", "deberta-v3-p2c", "deberta-v2-nobuckets",
+           "deberta-v2-conv"]
+FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
+            "albert-uneven", "mpnet", *DEBERTA]
+# fixtures whose reference holds a train-mode case (HF under the engine's dropout masks)
+TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet",
+               "deberta-v3", "deberta-v3-separate", "deberta-v2-conv"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_forward_matches_hf_eval(family):
-    enc, ref = load(family)
-    n = 0
-    for c, inputs in cases(ref):
-        h = enc.forward(**inputs)
-        assert h.dtype == np.float32
-        np.testing.assert_array_less(np.abs(h - ref[f"case{c}/last_hidden_state"]).max(), 1e-5)
-        n += 1
-    assert n >= 3
+    errors = forward_errors(*load(family))
+    assert len(errors) >= 3 and max(errors) < 1e-5, (family, errors)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_parameter_gradient_matches_hf(family):
     enc, ref = load(family)
+    n = 0
     for c, inputs in cases(ref):
         enc.zero_grad()
         enc.forward(**inputs)
-        grads = enc.backward(ref[f"case{c}/R"])
-        ref_names = {k[len(f"case{c}/grad/"):] for k in ref.files if k.startswith(f"case{c}/grad/")}
-        assert set(grads) == ref_names, "every HF parameter has a gradient and nothing else"
-        scale = np.median([np.linalg.norm(ref[f"case{c}/grad/{n}"]) for n in grads])
-        for name, g in grads.items():
-            r = ref[f"case{c}/grad/{name}"]
-            assert g.shape == r.shape
-            err = np.linalg.norm(g - r)
-            if np.linalg.norm(r) > 1e-4 * scale:
-                assert err / np.linalg.norm(r) <= 1e-4, (name, err / np.linalg.norm(r))
-            else:
-                # analytically zero (the key bias: softmax ignores a per-row constant);
-                # both sides hold float32 rounding noise only
-                assert err <= 1e-4 * scale, (name, err)
+        assert_gradients_match(enc.backward(ref[f"case{c}/R"]), ref, f"case{c}")
+        n += 1
+    assert n >= 3
+
+
+@pytest.mark.parametrize("family", TRAIN_CASES)
+def test_train_mode_matches_hf_under_the_same_masks(family):
+    """HF in train mode with every dropout mask replaced by the engine's (same seed, same sites):
+    the engine drops out exactly where HF does, e.g. not after ALBERT's FFN or DistilBERT's
+    attention output (an extra or missing dropout changes the output by far more than 1e-5)."""
+    enc, ref = load(family)
+    inputs = case_inputs(ref, "train")
+    enc.zero_grad()
+    h = enc.forward(**inputs, train=True, seed=int(ref["train/seed"]))
+    assert np.abs(h - ref["train/last_hidden_state"]).max() <= 1e-5
+    assert np.abs(h - ref["case0/last_hidden_state"]).max() > 1e-2  # dropout did act
+    assert_gradients_match(enc.backward(ref["train/R"]), ref, "train")
 
 
 def test_padding_rows_get_no_gradient():
     """nn.Embedding(padding_idx=pad): the pad row of the word (and RoBERTa position) table."""
-    for family, pad in (("bert", 0), ("roberta", 1)):
+    for family, pad in (("bert", 0), ("roberta", 1), ("xlm-roberta", 1), ("distilbert", 0), ("albert", 0),
+                        ("mpnet", 1), ("deberta-v3", 0)):
         enc, ref = load(family)
-        enc.forward(ref["case0/input_ids"], ref["case0/attention_mask"])
+        enc.forward(**case_inputs(ref, "case0"))
         grads = enc.backward(ref["case0/R"])
         assert not grads["embeddings.word_embeddings.weight"][pad].any()
-        if family == "roberta":
+        if family.endswith("roberta") or family == "mpnet":
             assert not grads["embeddings.position_embeddings.weight"][pad].any()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+FD_NAMES = {
+    "bert": ["encoder.layer.0.attention.self.query.weight", "encoder.layer.1.intermediate.dense.bias",
+             "embeddings.LayerNorm.weight", "encoder.layer.1.output.LayerNorm.bias"],
+    "distilbert": ["transformer.layer.0.attention.q_lin.weight", "transformer.layer.1.ffn.lin1.bias",
+                   "embeddings.LayerNorm.weight", "transformer.layer.1.output_layer_norm.bias"],
+    "albert": ["encoder.albert_layer_groups.0.albert_layers.1.attention.query.weight",
+               "encoder.albert_layer_groups.1.albert_layers.0.ffn.bias", "embeddings.LayerNorm.weight",
+               "encoder.albert_layer_groups.1.albert_layers.1.full_layer_layer_norm.bias",
+               "encoder.embedding_hidden_mapping_in.weight"],
+}
+FD_NAMES["mpnet"] = ["encoder.layer.0.attention.attn.q.weight", "encoder.layer.1.attention.attn.o.bias",
+                     "encoder.relative_attention_bias.weight", "encoder.relative_attention_bias.weight",
+                     "embeddings.position_embeddings.weight"]
+FD_NAMES["deberta-v3"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight",
+                          "encoder.rel_embeddings.weight", "encoder.LayerNorm.weight",
+                          "encoder.layer.0.attention.self.key_proj.weight", "embeddings.LayerNorm.bias"]
+FD_NAMES["deberta-v3-separate"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight",
+                                   "encoder.layer.1.attention.self.pos_key_proj.weight",
+                                   "encoder.layer.0.attention.self.pos_query_proj.bias",
+                                   "embeddings.embed_proj.weight"]
+FD_NAMES["deberta-v3-p2c"] = ["encoder.rel_embeddings.weight", "encoder.rel_embeddings.weight"]
+FD_NAMES["deberta-v2-conv"] = ["encoder.conv.conv.weight", "encoder.conv.conv.weight", "encoder.conv.LayerNorm.bias",
+                               "encoder.rel_embeddings.weight"]
+FD_NAMES.update({"roberta": FD_NAMES["bert"], "xlm-roberta": FD_NAMES["bert"],
+                 "electra": FD_NAMES["bert"] + ["embeddings_project.weight"]})
+
+
+@pytest.mark.parametrize("family", sorted(FD_NAMES))
 def test_finite_differences(family):
     enc, ref = load(family)
     inputs = dict(next(cases(ref))[1])
@@ -84,11 +111,7 @@ def test_finite_differences(family):
     grads = enc.backward(R)
     state = enc.state_dict()
     rng = np.random.default_rng(0)
-    names = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.1.intermediate.dense.bias",
-             "embeddings.LayerNorm.weight", "encoder.layer.1.output.LayerNorm.bias"]
-    if family == "electra":
-        names.append("embeddings_project.weight")
-    for name in names:
+    for name in FD_NAMES[family]:
         for _ in range(2):
             idx = tuple(rng.integers(0, s) for s in state[name].shape)
             eps = 1e-2
@@ -295,7 +318,8 @@ def test_missing_tensor_and_config_problems(tmp_path):
         Encoder(str(dst))
     cfg = json.load(open(os.path.join(FIXTURES, "bert", "config.json")))
     (dst / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
-    with pytest.raises(NotImplementedError, match="supported model types: bert, electra, roberta"):
+    with pytest.raises(NotImplementedError, match="supported model types: albert, bert, deberta-v2, distilbert, "
+                                                   "electra, modernbert, mpnet, roberta, xlm-roberta"):
         Encoder(str(dst))
     os.remove(dst / "config.json")
     with pytest.raises(ModelConfigError, match="no config.json"):
@@ -319,3 +343,265 @@ def test_prefixed_and_legacy_names_load(tmp_path):
     ref = Encoder(os.path.join(FIXTURES, "bert"))
     x = np.array([[3, 4, 5]])
     np.testing.assert_array_equal(enc.forward(x), ref.forward(x))
+
+
+# ------------------------------------------------------------- the newer families
+def cls_task_model(enc):
+    """A one-LM classifier over CLS vectors (the trainer's task model) on ``enc``, random decoder."""
+    decoder = np.random.default_rng(0).normal(0.0, 0.5, (2, enc.hidden_size)).astype(np.float32)
+    return TaskModel([enc], "none", task=0, num_classes=2, state={"decoder.weight": decoder})
+
+
+def cls_inputs(ids, mask, types=None):
+    pool = np.zeros((ids.shape[0], 1, ids.shape[1]), np.float32)
+    pool[:, 0, 0] = 1.0
+    return [(ids.astype(np.int32), mask.astype(np.int32), None if types is None else types.astype(np.int32), pool)]
+
+
+def test_sinusoidal_position_table_is_frozen():
+    """DistilBERT's sinusoidal_pos_embds: HF's table, no gradient, and no optimizer update (no weight
+    decay either), as for a requires_grad=False tensor that torch's optimizer never sees."""
+    name = "embeddings.position_embeddings.weight"
+    enc, ref = load("distilbert-sinusoidal")
+    table = enc.state_dict()[name]
+    np.testing.assert_array_equal(table, sinusoidal_table(40, 32))  # the fixture's table, made by HF
+    fresh = Encoder.from_config(enc.config, seed=3)
+    np.testing.assert_array_equal(fresh.state_dict()[name], table)
+    inputs = case_inputs(ref, "case0")
+    enc.forward(**inputs, train=True, seed=1)
+    assert not enc.backward(ref["case0/R"])[name].any()
+    before = enc.state_dict()
+    model = cls_task_model(enc)
+    model.train_step(cls_inputs(inputs["input_ids"], inputs["attention_mask"]), np.array([0, 1, 1, 0], np.int32),
+                     learning_rates=[1e-2] * 3, weight_decay=[0.1] * 3, trainable=[True], seed=1)
+    after = enc.state_dict()
+    np.testing.assert_array_equal(after[name], before[name])
+    assert not np.array_equal(after["embeddings.word_embeddings.weight"], before["embeddings.word_embeddings.weight"])
+    # the learned-position variant does train its table
+    enc2, ref2 = load("distilbert")
+    before2 = enc2.state_dict()[name]
+    cls_task_model(enc2).train_step(cls_inputs(inputs["input_ids"], inputs["attention_mask"]),
+                                    np.array([0, 1, 1, 0], np.int32), learning_rates=[1e-2] * 3,
+                                    weight_decay=[0.1] * 3, trainable=[True], seed=1)
+    assert not np.array_equal(enc2.state_dict()[name], before2)
+
+
+def albert_set(a, inner=2, layers=4, groups=2):
+    """The (group, inner layer) weight set that layer application ``a`` of HF's AlbertTransformer runs."""
+    i, j = divmod(a, inner)
+    return int(i / (layers / groups)), j
+
+
+def test_albert_layer_sets_are_shared_and_their_gradients_summed():
+    """ALBERT with 4 layers over 2 groups of 2 inner layers: 4 weight sets run by 8 applications. The
+    same network unrolled into 8 unshared layers (8 groups of 1) computes the same output, and each
+    shared set's gradient is the sum of its two applications' gradients."""
+    enc, ref = load("albert")
+    layer_names = [n for n in enc.param_names() if "albert_layer_groups" in n]
+    assert len(layer_names) == 4 * 16 and {n.split(".albert_layers.")[0][-1] for n in layer_names} == {"0", "1"}
+    state = enc.state_dict()
+    unrolled = {n: v for n, v in state.items() if "albert_layer_groups" not in n}
+    for a in range(8):
+        g, j = albert_set(a)
+        src = f"encoder.albert_layer_groups.{g}.albert_layers.{j}."
+        for n in layer_names:
+            if n.startswith(src):
+                unrolled[f"encoder.albert_layer_groups.{a}.albert_layers.0." + n[len(src):]] = state[n]
+    cfg = {**enc.config, "num_hidden_layers": 8, "num_hidden_groups": 8, "inner_group_num": 1}
+    flat = Encoder.from_state_dict(cfg, unrolled)
+    inputs, R = case_inputs(ref, "case1"), ref["case1/R"]
+    np.testing.assert_array_equal(flat.forward(**inputs), enc.forward(**inputs))
+    shared, per_use = enc.backward(R), flat.backward(R)
+    for n in layer_names:
+        g, j = int(n.split(".")[2]), int(n.split(".")[4])
+        rest = n.split(f"albert_layers.{j}.")[1]
+        uses = [a for a in reversed(range(8)) if albert_set(a) == (g, j)]
+        assert len(uses) == 2
+        total = np.zeros_like(shared[n])
+        for a in uses:  # last application first: PyTorch's arrival order
+            total = total + per_use[f"encoder.albert_layer_groups.{a}.albert_layers.0.{rest}"]
+        np.testing.assert_allclose(shared[n], total, rtol=1e-5, atol=1e-6 * np.abs(total).max())
+
+
+def test_xlm_roberta_vocabulary_of_250k_rows():
+    """xlm-roberta-base's 250,002-row word table: the tiny fixture's rows moved to the top of a
+    250k-row table (ids remapped; <s>, <pad>, </s> keep ids 0-2) reproduce HF's hidden states and
+    embedding gradients there, every other row gets no gradient, and one AdamW step updates the
+    whole table (untouched rows only decay, p * (1 - lr * wd), as torch's AdamW does)."""
+    V = 250002
+    enc, ref = load("xlm-roberta")
+    state = enc.state_dict()
+    word = "embeddings.word_embeddings.weight"
+    remap = np.arange(99)
+    remap[3:] = V - 96 + np.arange(96)
+    big_table = np.zeros((V, 32), np.float32)
+    big_table[remap] = state[word]
+    big = Encoder.from_state_dict({**enc.config, "vocab_size": V}, {**state, word: big_table})
+    for c, inputs in cases(ref):
+        inputs = {**inputs, "input_ids": remap[inputs["input_ids"]]}
+        big.zero_grad()
+        h = big.forward(**inputs)
+        assert np.abs(h - ref[f"case{c}/last_hidden_state"]).max() <= 1e-5
+        g = big.backward(ref[f"case{c}/R"])[word]
+        r = ref[f"case{c}/grad/{word}"]
+        assert np.linalg.norm(g[remap] - r) <= 1e-4 * np.linalg.norm(r)
+        untouched = np.ones(V, bool)
+        untouched[remap] = False
+        assert not g[untouched].any()
+    ids = remap[ref["case0/input_ids"]]
+    lr, wd = 1e-3, 0.01
+    cls_task_model(big).train_step(cls_inputs(ids, ref["case0/attention_mask"]), np.array([0, 1, 1, 0], np.int32),
+                                   learning_rates=[lr] * 3, weight_decay=[wd] * 3, trainable=[True], seed=0,
+                                   max_grad_norm=0.0)
+    after = big.state_dict()[word]
+    used = np.zeros(V, bool)
+    used[np.unique(ids)] = True
+    used[1] = False  # <pad>: padding_idx, no gradient
+    np.testing.assert_allclose(after[~used], big_table[~used] * np.float32(1 - lr * wd), rtol=1e-7, atol=0)
+    step = np.abs(after[used] - big_table[used] * np.float32(1 - lr * wd))
+    assert np.median(step) > 0.5 * lr  # Adam's first step moves each used coordinate by about lr
+
+
+def test_token_types_per_family():
+    """BERT-like and ALBERT read token types; RoBERTa / XLM-R (one type) take zeros; DistilBERT has
+    none and refuses them (transformers' DistilBertModel has no token_type_ids argument)."""
+    assert load("albert")[0].uses_token_types and load("bert")[0].uses_token_types
+    assert not load("xlm-roberta")[0].uses_token_types
+    enc, ref = load("distilbert")
+    assert not enc.uses_token_types
+    ids = ref["case0/input_ids"]
+    with pytest.raises(ValueError, match="DistilBERT model has no token type embeddings; pass no token_type_ids"):
+        enc.forward(ids, ref["case0/attention_mask"], np.zeros_like(ids))
+    assert "embeddings.token_type_embeddings.weight" not in enc.param_names()
+
+
+def fixture_config(name):
+    with open(os.path.join(FIXTURES, name, "config.json")) as f:
+        return json.load(f)
+
+
+def test_family_config_errors_are_clear():
+    distil, albert, bert = fixture_config("distilbert"), fixture_config("albert"), fixture_config("bert")
+    with pytest.raises(NotImplementedError, match="activation 'relu' is not supported; supported: gelu"):
+        engine_config({**distil, "activation": "relu"})
+    with pytest.raises(ModelConfigError, match="missing required key 'dim'"):
+        engine_config({k: v for k, v in distil.items() if k != "dim"})
+    with pytest.raises(ModelConfigError, match="missing required key 'num_attention_heads'"):
+        engine_config({k: v for k, v in albert.items() if k != "num_attention_heads"})
+    with pytest.raises(ModelConfigError, match=r"config: num_hidden_groups: 0 is outside \[1, 4096\]"):
+        Encoder.from_config({**albert, "num_hidden_groups": 0})
+    with pytest.raises(ValueError, match="num_hidden_groups and inner_group_num must be > 0, got 0 and 2"):
+        _C.Encoder({**engine_config(albert), "num_hidden_groups": 0})
+    with pytest.raises(ValueError, match="hidden_size 32 is not a multiple of num_attention_heads 5"):
+        Encoder.from_config({**distil, "n_heads": 5})
+    # what only one family has is refused for the others, at the C level too
+    cfg = engine_config(bert)
+    with pytest.raises(ValueError, match="shared layer groups .* are ALBERT's, not BERT's"):
+        _C.Encoder({**cfg, "num_hidden_groups": 2})
+    with pytest.raises(ValueError, match="embedding_size != hidden_size is only supported for ELECTRA, ALBERT and "
+                                         "DeBERTa, not BERT"):
+        _C.Encoder({**cfg, "embedding_size": 16})
+    with pytest.raises(ValueError, match="DistilBERT has no token types"):
+        _C.Encoder({**engine_config(distil), "type_vocab_size": 2})
+
+
+def test_family_defaults_follow_the_config_classes():
+    """Keys a config.json may omit take the transformers config class defaults: ALBERT's dropouts 0,
+    gelu_new and embedding_size 128; XLM-R's pad 1; DistilBERT's eps fixed at 1e-12."""
+    albert = {k: v for k, v in fixture_config("albert").items()
+              if k not in ("hidden_dropout_prob", "attention_probs_dropout_prob", "hidden_act", "embedding_size")}
+    cfg = engine_config(albert)
+    assert (cfg["hidden_dropout_prob"], cfg["attention_probs_dropout_prob"], cfg["embedding_size"]) == (0.0, 0.0, 128)
+    assert cfg["activation"] == 1 and cfg["family"] == 4
+    xlmr = {k: v for k, v in fixture_config("xlm-roberta").items() if k != "pad_token_id"}
+    assert engine_config(xlmr)["pad_token_id"] == 1
+    distil = engine_config({**fixture_config("distilbert"), "layer_norm_eps": 1e-5})
+    assert distil["layer_norm_eps"] == 1e-12 and distil["hidden_size"] == 32 and distil["type_vocab_size"] == 0
+
+
+def test_mpnet_config_follows_transformers_code():
+    """MPNet: no token types; padding index 1 and bucketing into 32 buckets come from transformers'
+    code, not from config.json (pad_token_id, relative_attention_num_buckets only sizes the table)."""
+    mpnet = fixture_config("mpnet")
+    cfg = engine_config({**mpnet, "pad_token_id": 0})
+    assert cfg["pad_token_id"] == 1 and cfg["type_vocab_size"] == 0 and cfg["relative_attention_num_buckets"] == 32
+    no_buckets = {k: v for k, v in mpnet.items() if k != "relative_attention_num_buckets"}
+    assert engine_config(no_buckets)["relative_attention_num_buckets"] == 32
+    enc = Encoder.from_config({**mpnet, "relative_attention_num_buckets": 40})
+    assert dict((n, s) for n, s, _ in enc._c.param_info())["encoder.relative_attention_bias.weight"] == (40, 4)
+    with pytest.raises(ValueError, match="relative_attention_num_buckets 16 is below the 32 buckets"):
+        Encoder.from_config({**mpnet, "relative_attention_num_buckets": 16})
+    with pytest.raises(ValueError, match="relative_attention_num_buckets is MPNet's"):
+        _C.Encoder({**engine_config(fixture_config("bert")), "relative_attention_num_buckets": 32})
+    with pytest.raises(ValueError, match="MPNet's padding index is 1"):
+        _C.Encoder({**cfg, "pad_token_id": 0})
+    enc, ref = load("mpnet")
+    assert not enc.uses_token_types and enc.max_positions == 140
+    ids = ref["case0/input_ids"]
+    with pytest.raises(ValueError, match="MPNet model has no token type embeddings"):
+        enc.forward(ids, ref["case0/attention_mask"], np.zeros_like(ids))
+    with pytest.raises(ValueError, match="sequence length 141 exceeds the model's maximum of 140"):
+        enc.forward(np.full((1, 141), 5))
+
+
+@pytest.mark.parametrize("family", ["deberta-v3", "deberta-v3-separate", "deberta-v2-conv", "mpnet"])
+def test_relative_attention_gradients_are_deterministic(family):
+    """The scatter-adds of the gathers (and every other reduction) run in a fixed order: two
+    backward passes of the same batch give bit-identical gradients for a given thread count."""
+    enc, ref = load(family)
+    inputs = case_inputs(ref, "case0")
+    runs = []
+    for _ in range(2):
+        enc.zero_grad()
+        enc.forward(**inputs, train=True, seed=3)
+        runs.append(enc.backward(ref["case0/R"]))
+    for name in runs[0]:
+        np.testing.assert_array_equal(runs[0][name], runs[1][name])
+
+
+def test_deberta_config_follows_transformers():
+    """DebertaV2Config's keys and the getattr defaults of its modules: pos_att_type as a string or a
+    list, max_relative_positions < 1 meaning max_position_embeddings, norm_rel_ebd as '|' list; what the
+    engine does not implement (a tanh ConvLayer) and what transformers cannot run are refused."""
+    v3 = fixture_config("deberta-v3")
+    cfg = engine_config({**v3, "pos_att_type": "c2p|p2c", "max_relative_positions": -1,
+                         "norm_rel_ebd": "none | layer_norm"})
+    assert (cfg["pos_att"], cfg["max_relative_positions"], cfg["norm_rel_ebd"]) == (3, 40, 1)
+    assert (cfg["share_att_key"], cfg["position_biased_input"], cfg["type_vocab_size"]) == (1, 0, 0)
+    bare = {k: v for k, v in v3.items() if k not in ("share_att_key", "norm_rel_ebd", "position_buckets",
+                                                       "position_biased_input", "type_vocab_size")}
+    cfg = engine_config(bare)
+    assert (cfg["share_att_key"], cfg["norm_rel_ebd"], cfg["position_buckets"], cfg["position_biased_input"],
+            cfg["type_vocab_size"]) == (0, 0, -1, 1, 0)
+    with pytest.raises(NotImplementedError, match="conv_act 'tanh' is not supported"):
+        engine_config({**v3, "conv_kernel_size": 3})  # DebertaV2's default conv_act
+    with pytest.raises(ValueError, match="needs an odd conv_kernel_size"):
+        Encoder.from_config({**v3, "conv_kernel_size": 2, "conv_act": "gelu"})
+    with pytest.raises(ModelConfigError, match="attention_head_size 4 x num_attention_heads 4 != hidden_size 32"):
+        engine_config({**v3, "attention_head_size": 4})
+    with pytest.raises(ValueError, match="relative attention and position_biased_input are DeBERTa's, not BERT's"):
+        _C.Encoder({**engine_config(fixture_config("bert")), "relative_attention": 1})
+    enc, ref = load("deberta-v3")
+    assert not enc.uses_token_types and "embeddings.position_embeddings.weight" not in enc.param_names()
+    # a DeBERTa-v3 checkpoint under the task prefix, with the unused absolute table and an MLM head
+    state = {f"deberta.{k}": v for k, v in enc.state_dict().items()}
+    state["deberta.embeddings.position_embeddings.weight"] = np.zeros((512, 32), np.float32)
+    state["lm_predictions.lm_head.bias"] = np.zeros(99, np.float32)
+    enc.load_state_dict(state)
+    inputs = case_inputs(ref, "case0")
+    assert np.abs(enc.forward(**inputs) - ref["case0/last_hidden_state"]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(d for d in os.listdir(FIXTURES) if os.path.isdir(os.path.join(FIXTURES, d))))
+def test_param_table_is_the_created_encoders_layout(name):
+    """``_C.encoder_param_table`` (the layout checked against the weights before anything is
+    allocated) reports exactly the parameters ``me_encoder_create`` lays out, for every family's
+    fixture: names, shapes, offsets and the buffer length (frozen sinusoidal positions included)."""
+    cfg = engine_config(fixture_config(name))
+    table, nfloats = _C.encoder_param_table(cfg)
+    enc = _C.Encoder(cfg, device="cpu")
+    assert [(n, tuple(s), o) for n, s, o in table] == [(n, tuple(s), o) for n, s, o in enc.param_info()]
+    assert nfloats == enc.num_floats
+    # and the fixture's weights are exactly that table's tensors
+    shapes = {normalize_name(k): tuple(v.shape) for k, v in load_state_dict(os.path.join(FIXTURES, name)).items()}
+    assert {n: tuple(s) for n, s, _ in table}.items() <= shapes.items()

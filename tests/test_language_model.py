@@ -12,34 +12,26 @@ import shutil
 import numpy as np
 import pytest
 import tokenizers
-import transformers
 
 from multienc.encoders import LanguageModel
 from multienc.engine import ModelConfigError
 from multienc.hub import EntryNotFoundError, HubError, NotCachedError, RepositoryNotFoundError
 from multienc.formats.safetensors import SafetensorsError, load_file, save_file
 from multienc.engine.tokenization import Tokenizer, TokenizerFileError
-from multienc.formats.weights import load_state_dict
 
 from _hub_server import HubServer
+from _tiny_hub import PAIRS, TEXTS, TINY_HUB, check_against_hf, check_save_pretrained, local
 
-HERE = os.path.dirname(__file__)
-TINY_HUB = os.path.join(HERE, "fixtures", "tiny_hub")
-REF = np.load(os.path.join(HERE, "fixtures", "tiny_hub_reference.npz"))
-TEXTS = [str(t) for t in REF["texts"]]
-PAIRS = [(str(a), str(b)) for a, b in REF["pairs"]]
 MODELS = {  # hub id -> (model_type, weight file)
     "google/electra-base-discriminator": ("electra", "model.safetensors"),
     "roberta-base": ("roberta", "model.safetensors"),
     "SpanBERT/spanbert-base-cased": ("bert", "pytorch_model.bin"),
     "nghuyong/ernie-2.0-en": ("bert", "pytorch_model.bin"),
+    "answerdotai/ModernBERT-base": ("modernbert", "model.safetensors"),
+    "distilbert-base-uncased": ("distilbert", "model.safetensors"),
 }
 ELECTRA = "google/electra-base-discriminator"
 SPANBERT = "SpanBERT/spanbert-base-cased"
-
-
-def local(repo_id):
-    return os.path.join(TINY_HUB, repo_id.replace("/", "--"), "main")
 
 
 def copy_local(tmp_path, repo_id=ELECTRA):
@@ -71,18 +63,6 @@ def server(hub_root, env):
     with HubServer(str(hub_root), private={"org/private-roberta": "hf_secret"}) as s:
         env.setenv("HF_ENDPOINT", s.url)
         yield s
-
-
-def check_against_hf(lm, repo_id):
-    """Token ids (truncated to max_length, padded) and real-token hidden states equal HF's."""
-    for kind, items in (("texts", TEXTS), ("pairs", PAIRS)):
-        batch = lm.tokenize(items)
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            if f"{repo_id}/{kind}/{key}" in REF:
-                np.testing.assert_array_equal(batch[key], REF[f"{repo_id}/{kind}/{key}"], err_msg=key)
-        h = lm.encoder.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        real = batch["attention_mask"].astype(bool)
-        np.testing.assert_allclose(h[real], REF[f"{repo_id}/{kind}/last_hidden_state"][real], atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------- by hub name
@@ -270,9 +250,10 @@ def test_bad_model_folders(tmp_path):
     with pytest.raises(ModelConfigError, match=r"config.json: cannot read the model config"):
         LanguageModel(str(folder))
     cfg = json.loads((folder / "config.bak").read_text())
-    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "deberta-v2"}))
-    with pytest.raises(NotImplementedError, match="'deberta-v2' is not supported; supported model types: bert, "
-                                                  "electra, roberta"):
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
+    with pytest.raises(NotImplementedError, match="'gpt2' is not supported; supported model types: albert, "
+                                                  "bert, deberta-v2, distilbert, electra, modernbert, mpnet, roberta, "
+                                                  "xlm-roberta"):
         LanguageModel(str(folder))
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 38}))
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'electra.encoder.layer.0.intermediate.dense."
@@ -295,23 +276,6 @@ def test_bad_model_folders(tmp_path):
 # ---------------------------------------------------------------------------- saving
 
 
-@pytest.mark.parametrize("repo_id", [ELECTRA, "roberta-base", SPANBERT])
+@pytest.mark.parametrize("repo_id", [ELECTRA, "roberta-base", SPANBERT, "distilbert-base-uncased"])
 def test_save_pretrained_round_trip(tmp_path, repo_id):
-    lm = LanguageModel(local(repo_id), hidden_dropout_prob=0.3, pooling="mean")
-    out = tmp_path / "saved"
-    lm.save_pretrained(str(out))
-    assert json.loads((out / "config.json").read_text())["hidden_dropout_prob"] == 0.3
-    # The saved weights are the base model's, under the names transformers' AutoModel loads.
-    base = {k.split(".", 1)[1] if k.startswith(("electra.", "roberta.", "bert.")) else k
-            for k in load_state_dict(local(repo_id))}
-    base = {k for k in base if k.startswith(("embeddings.", "encoder.", "embeddings_project."))
-            and k != "embeddings.position_ids"}
-    assert set(load_file(str(out / "model.safetensors"))) == base
-    again = LanguageModel(str(out), pooling="mean", hidden_dropout_prob=0.3)  # the argument always overrides
-    assert again.config == lm.config
-    np.testing.assert_array_equal(again.embed(TEXTS + PAIRS), lm.embed(TEXTS + PAIRS))
-    # transformers (no torch needed for these) reads the config and the tokenizer files.
-    assert transformers.AutoConfig.from_pretrained(str(out)).hidden_dropout_prob == 0.3
-    hf = transformers.AutoTokenizer.from_pretrained(str(out))(TEXTS, padding=True, truncation=True)
-    np.testing.assert_array_equal(np.array(hf["input_ids"]), REF[f"{repo_id}/texts/input_ids"])
-
+    check_save_pretrained(local(repo_id), repo_id, tmp_path / "saved")

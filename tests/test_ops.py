@@ -8,6 +8,7 @@ import pytest
 
 from multienc.engine import _C_tests
 
+import _numeric
 from _numeric import rel
 
 RNG = np.random.default_rng(1234)
@@ -216,8 +217,20 @@ def test_dropout_forward_backward(p, n):
 
 
 # ---------------------------------------------------------------- attention
-def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0):
-    """float64 reference in HF's eager formulation (additive finfo.min mask)."""
+def allowed_keys(mask, window=-1):
+    """[B, 1, T, T] bool: key j is real and, with window >= 0, |i - j| <= window (HF's padding and
+    bidirectional sliding-window masks together)."""
+    B, T = mask.shape
+    ok = np.broadcast_to(mask[:, None, None, :] > 0, (B, 1, T, T))
+    if window >= 0:
+        i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+        ok = ok & (np.abs(i - j) <= window)
+    return ok
+
+
+def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0, window=-1):
+    """float64 reference in HF's eager formulation (additive finfo.min mask; `window` as
+    allowed_keys)."""
     qkv = qkv.astype(np.float64)
     B, T, D3 = qkv.shape
     D = D3 // 3
@@ -226,7 +239,7 @@ def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0):
     k = qkv[..., D:2 * D].reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
     v = qkv[..., 2 * D:].reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
     s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)
-    s = s + np.where(mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min)
+    s = s + np.where(allowed_keys(mask, window), 0.0, np.finfo(np.float32).min)
     s = s - s.max(-1, keepdims=True)
     P = np.exp(s)
     P /= P.sum(-1, keepdims=True)
@@ -240,13 +253,7 @@ def attention_ref(qkv, mask, NH, p=0.0, seed=0, site=0):
 
 
 def attention_inputs(B, T, NH, HS):
-    qkv = f32(B, T, 3 * NH * HS)
-    mask = np.ones((B, T), np.int32)
-    for b in range(B):
-        mask[b, RNG.integers(1, T + 1):] = 0
-    if B > 1:
-        mask[-1] = 1  # one row without padding
-    return qkv, mask
+    return _numeric.attention_inputs(RNG, B, T, NH, HS)
 
 
 @pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8)])
@@ -268,7 +275,7 @@ def test_attention_fully_masked_row_is_uniform_as_in_hf():
     np.testing.assert_allclose(probs, rP, atol=2e-6)
 
 
-def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0):
+def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0, window=-1):
     """Analytic float64 backward of attention_ref."""
     qkv64 = qkv.astype(np.float64)
     B, T, D3 = qkv.shape
@@ -276,7 +283,7 @@ def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0):
     HS = D // NH
     split = lambda a: a.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # noqa: E731
     q, k, v = split(qkv64[..., :D]), split(qkv64[..., D:2 * D]), split(qkv64[..., 2 * D:])
-    _, P = attention_ref(qkv, mask, NH)
+    _, P = attention_ref(qkv, mask, NH, window=window)
     scale_p = np.ones_like(P)
     if p > 0:
         keep = np.stack([np.stack([_C_tests.ops_rng_uniform(seed, site + b * NH + h, T * T).reshape(T, T) >= p
@@ -368,14 +375,19 @@ def test_dropout_of_some_rows_keeps_the_full_tensors_mask(p):
     np.testing.assert_array_equal(_C_tests.ops_dropout_rows(full[rows], rows, p, 3, 7, True), want)
 
 
-def test_attention_backward_matches_finite_differences():
-    """The analytic reference itself is checked against central differences."""
+@pytest.mark.parametrize("window", [-1, 1])
+def test_attention_backward_matches_finite_differences(window):
+    """The analytic reference itself is checked against central differences (every row has an
+    allowed key: a row without one is uniform, and its HF gradient is autograd's, not a derivative)."""
     B, T, NH, HS = 2, 4, 2, 3
     qkv, mask = attention_inputs(B, T, NH, HS)
+    if window >= 0:
+        mask[:] = 1
+        mask[0, -1] = 0
     qkv = qkv.astype(np.float64)
     R = RNG.standard_normal((B, T, NH * HS))
-    loss = lambda a: (attention_ref(a, mask, NH)[0] * R).sum()  # noqa: E731
-    ref = attention_grad_ref(R, qkv, mask, NH)
+    loss = lambda a: (attention_ref(a, mask, NH, window=window)[0] * R).sum()  # noqa: E731
+    ref = attention_grad_ref(R, qkv, mask, NH, window=window)
     eps = 1e-6
     for idx in [(0, 0, 0), (1, 2, 5), (0, 3, 7), (1, 1, 14), (0, 2, 17)]:
         a, b = qkv.copy(), qkv.copy()
@@ -383,3 +395,119 @@ def test_attention_backward_matches_finite_differences():
         b[idx] -= eps
         fd = (loss(a) - loss(b)) / (2 * eps)
         assert abs(fd - ref[idx]) < 1e-6 * max(1.0, abs(fd))
+
+
+# ----------------------------------------- rotary, gated unit, windowed attention (ModernBERT)
+def rope_ref(x, cos, sin, NH):
+    """float64 HF apply_rotary_pos_emb on the q and k blocks of x [B, T, 3D]: q * cos + rotate_half(q) * sin."""
+    x = x.astype(np.float64).copy()
+    B, T, D3 = x.shape
+    D = D3 // 3
+    HS = D // NH
+    c = np.concatenate([cos, cos], -1).astype(np.float64)[None, :, None, :]
+    s = np.concatenate([sin, sin], -1).astype(np.float64)[None, :, None, :]
+    for blk in (slice(0, D), slice(D, 2 * D)):
+        h = x[..., blk].reshape(B, T, NH, HS)
+        rot = np.concatenate([-h[..., HS // 2:], h[..., :HS // 2]], -1)
+        x[..., blk] = (h * c + rot * s).reshape(B, T, D)
+    return x
+
+
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 2), (2, 7, 3, 4), (3, 40, 2, 16)])
+def test_rope_forward_backward(B, T, NH, HS):
+    qkv = f32(B, T, 3 * NH * HS)
+    angle = np.arange(T)[:, None] * RNG.uniform(0.01, 1.0, HS // 2)[None, :]
+    cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+    got = _C_tests.ops_rope_forward(qkv, cos, sin, NH)
+    np.testing.assert_allclose(got, rope_ref(qkv, cos, sin, NH), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got[..., 2 * NH * HS:], qkv[..., 2 * NH * HS:])  # v untouched
+    # backward: the gradient of sum(rope(x) * G) with respect to x, from the reference's Jacobian
+    G = f32(B, T, 3 * NH * HS)
+    dx = _C_tests.ops_rope_backward(G, cos, sin, NH)
+    basis = np.eye(3 * NH * HS)
+    jac = np.stack([rope_ref(np.broadcast_to(e, (B, T, 3 * NH * HS)), cos, sin, NH) for e in basis], -1)
+    ref = np.einsum("btij,bti->btj", jac, G.astype(np.float64))
+    np.testing.assert_allclose(dx, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_rope_tables_follow_the_float32_recipe():
+    """inv_freq = 1 / theta^(2i/HS) rounded to float32, angle t * inv_freq in float32, cos and sin of it
+    (the comparison with torch itself is tests/test_modernbert.py's, on transformers' own tables)."""
+    T, HS, theta = 300, 16, 10000.0
+    cos, sin = _C_tests.ops_rope_tables(T, HS, theta)
+    e = (np.arange(0, HS, 2, dtype=np.float32) / np.float32(HS)).astype(np.float64)
+    inv = (np.float32(1.0) / np.power(np.float64(theta), e).astype(np.float32)).astype(np.float32)
+    angle = (np.arange(T, dtype=np.float32)[:, None] * inv[None, :]).astype(np.float64)
+    np.testing.assert_allclose(cos, np.cos(angle), atol=6e-8)
+    np.testing.assert_allclose(sin, np.sin(angle), atol=6e-8)
+
+
+@pytest.mark.parametrize("act", [0, 1])
+@pytest.mark.parametrize("N,C", [(1, 1), (5, 3), (67, 129)])
+def test_glu_forward_backward(act, N, C):
+    inp = f32(N, 2 * C, scale=2.0)
+    a, g = inp[:, :C].astype(np.float64), inp[:, C:].astype(np.float64)
+    y, dy = gelu_ref(a, act)
+    out = _C_tests.ops_glu_forward(inp, act)
+    np.testing.assert_allclose(out, y * g, rtol=1e-5, atol=1e-6)
+    dout = f32(N, C)
+    dinp, again = _C_tests.ops_glu_backward(inp, dout, act)
+    np.testing.assert_allclose(dinp[:, :C], dy * g * dout, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dinp[:, C:], y * dout, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(again, out)  # the forward's output, recomputed on the way
+
+
+WINDOW_CASES = [(1, 1, 1, 2, -1), (2, 5, 3, 4, 1), (2, 40, 2, 8, 4), (3, 70, 2, 6, 8), (2, 64, 2, 8, -1),
+                (2, 33, 1, 4, 40)]
+
+
+@pytest.mark.parametrize("B,T,NH,HS,window", WINDOW_CASES)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_window_attention_forward(B, T, NH, HS, window, p):
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    ctx, stats = _C_tests.ops_window_attention_forward(qkv, mask, NH, window, p, 5, 100)
+    rctx, _ = attention_ref(qkv, mask, NH, p, 5, 100, window=window)
+    np.testing.assert_allclose(ctx, rctx, rtol=1e-4, atol=2e-5)
+    assert stats.shape == (B, NH, T, 2)
+
+
+@pytest.mark.parametrize("B,T,NH,HS,window", WINDOW_CASES)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_window_attention_backward(B, T, NH, HS, window, p):
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    ctx, stats = _C_tests.ops_window_attention_forward(qkv, mask, NH, window, p, 9, 40)
+    dctx = f32(*ctx.shape)
+    dqkv = _C_tests.ops_window_attention_backward(dctx, qkv, stats, mask, NH, window, p, 9, 40)
+    ref = attention_grad_ref(dctx, qkv, mask, NH, p, 9, 40, window=window)
+    assert rel(dqkv, ref) < 1e-4
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_window_attention_rows_without_a_key_are_uniform_as_in_hf(p):
+    """Short sequences padded far past the window: their padded queries see no real key in the
+    window, so HF's eager softmax (all scores finfo.min) is uniform over all T keys."""
+    B, T, NH, HS, window = 2, 30, 2, 4, 3
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    mask[0] = 0
+    mask[0, :4] = 1
+    mask[1] = 0  # a row of padding only
+    ctx, stats = _C_tests.ops_window_attention_forward(qkv, mask, NH, window, p, 1, 2)
+    rctx, rP = attention_ref(qkv, mask, NH, p, 1, 2, window=window)
+    np.testing.assert_allclose(rP[0, :, 20], np.full((NH, T), 1 / T))
+    np.testing.assert_allclose(ctx, rctx, rtol=1e-4, atol=2e-5)
+    dctx = f32(*ctx.shape)
+    dqkv = _C_tests.ops_window_attention_backward(dctx, qkv, stats, mask, NH, window, p, 1, 2)
+    assert rel(dqkv, attention_grad_ref(dctx, qkv, mask, NH, p, 1, 2, window=window)) < 1e-4
+
+
+def test_window_attention_without_window_equals_attention():
+    """window -1 (and one covering the whole sequence) is the BERT attention op's function."""
+    qkv, mask = attention_inputs(3, 17, 2, 8)
+    ref, probs = _C_tests.ops_attention_forward(qkv, mask, 2, 0.2, 3, 4)
+    for window in (-1, 16, 100):
+        ctx, stats = _C_tests.ops_window_attention_forward(qkv, mask, 2, window, 0.2, 3, 4)
+        np.testing.assert_allclose(ctx, ref, rtol=1e-5, atol=1e-6)
+    dctx = f32(*ref.shape)
+    np.testing.assert_allclose(_C_tests.ops_window_attention_backward(dctx, qkv, stats, mask, 2, -1, 0.2, 3, 4),
+                               _C_tests.ops_attention_backward(dctx, qkv, probs, mask, 2, 0.2, 3, 4),
+                               rtol=1e-4, atol=1e-5)

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 import seqeval.metrics
-import transformers
 
 import _tok_corpora as TC
+from _alignment import MODES, check_word_alignment
+from _toy_tasks import LABELS, names, ner_corpus
 from _crf_reference import brute_force
 from _numeric import numeric_grad
 from multienc.engine import _C
@@ -18,7 +19,6 @@ from multienc.datasets import Corpus, CorpusFormatError, Sentence, read_column_f
 from multienc.encoders import LanguageModel, MultiEncoder
 from multienc.engine import Encoder
 from multienc.task_heads import SequenceTagger, TextClassifier
-from multienc.engine.tokenization import Tokenizer
 from multienc.trainer import ModelTrainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,99 +26,22 @@ HUB = os.path.join(HERE, "fixtures", "tiny_hub")
 ELECTRA = os.path.join(HUB, "google--electra-base-discriminator", "main")
 ROBERTA = os.path.join(HUB, "roberta-base", "main")
 SPANBERT = os.path.join(HUB, "SpanBERT--spanbert-base-cased", "main")
+DISTILBERT = os.path.join(HUB, "distilbert-base-uncased", "main")
 MODELS = os.path.join(HERE, "fixtures", "models")
-WNUT_TRAIN = os.path.join(TC.SHARED_DATA, "wnut17", "wnut17train.conll")
-LABELS = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}
-MODES = ("first", "last", "mean", "first_last")
-
-TRICKY = [
-    ["Obama", "visited", "Paris", "🙂", "today", "!"],
-    ["see", "https://example.com/a-b?c=1", "and", "www.foo.org"],
-    ["state-of-the-art", "co-operation", "--", "e-mail", "x-ray"],
-    ["Pneumonoultramicroscopicsilicovolcanoconiosis", "antidisestablishmentarianism", "zzzqqqxxx"],
-    ["👩‍👩‍👧", "emoji🎉party", "café", "naïve", "Zürich", "東京"],
-    ["@user", "#hashtag", "$5.00", "3.14", "U.S.A.", "don't", "'s"],
-]
 
 
 # ------------------------------------------------------------------ word alignment
 
-def hf_word_ids(folder, words):
-    bpe = os.path.exists(os.path.join(folder, "merges.txt"))
-    tf = transformers.AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
-    enc = tf(words, is_split_into_words=True, truncation=False)
-    return [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(words))], enc["input_ids"]
-
-
-def reference_weights(word_ids, lengths, K, mode):
-    """Pooling weights written from HF word ids with explicit loops (independent of the package)."""
-    B, T = len(word_ids), max(len(w) for w in word_ids)
-    rows = 2 if mode == "first_last" else 1
-    out = np.zeros((B, K * rows, T))
-    for b, ids in enumerate(word_ids):
-        for w in range(lengths[b]):
-            pos = [t for t, x in enumerate(ids) if x == w]
-            if not pos:
-                continue
-            if mode == "first":
-                out[b, w, pos[0]] = 1
-            elif mode == "last":
-                out[b, w, pos[-1]] = 1
-            elif mode == "mean":
-                out[b, w, pos] = 1 / len(pos)
-            else:
-                out[b, 2 * w, pos[0]] = 1
-                out[b, 2 * w + 1, pos[-1]] = 1
-    return out
-
-
-class _TokenizerOnly:
-    """What word_inputs reads from a LanguageModel, for vocabularies without model weights."""
-
-    def __init__(self, folder):
-        self.name = os.path.basename(folder)
-        self.word_tokenizer = Tokenizer.from_pretrained(folder, add_prefix_space=True)  # as LanguageModel does
-        self.config = {"type_vocab_size": 2}
-
-
 def alignment_folders():
     real = [TC.vocab_dir(v) for v in TC.VOCABS] if TC.present() else []
-    return [ELECTRA, ROBERTA, SPANBERT, TC.minilm_dir()] + real
-
-
-def alignment_sentences():
-    sents = list(TRICKY)
-    if TC.present():
-        sents += [s.tokens for s in read_column_file(WNUT_TRAIN, _wnut_labels(), 0, 1, delimiter="\t")[:300]]
-    return sents
-
-
-def _wnut_labels():
-    from multienc.datasets import WNUT_NER
-    return WNUT_NER.LABEL_MAP
+    return [ELECTRA, ROBERTA, SPANBERT, DISTILBERT, TC.minilm_dir()] + real
 
 
 @pytest.mark.parametrize("folder", alignment_folders(),
                          ids=lambda f: os.path.basename(os.path.dirname(f) if f.startswith(HUB) else f))
 def test_word_alignment_matches_hf_word_ids(folder):
     """Each LM's sub-word -> word map (through the pooling weights of every mode) is HF's word_ids."""
-    lm = LanguageModel(folder) if folder.startswith(HUB) else _TokenizerOnly(folder)
-    lm.max_length = 10 ** 6  # alignment only (the encoder does not run); truncation is tested below
-    sents = alignment_sentences()
-    ref, ref_ids = hf_word_ids(folder, sents)
-    for start in range(0, len(sents), 64):
-        chunk, ref_chunk = sents[start:start + 64], ref[start:start + 64]
-        for mode in MODES:
-            inputs, lengths = word_inputs([lm], chunk, mode)
-            ids, mask, _, weights = inputs[0]
-            assert lengths.tolist() == [len(s) for s in chunk]
-            for b, r in enumerate(ref_chunk):
-                assert ids[b, :int(mask[b].sum())].tolist() == ref_ids[start + b]
-            K = max(len(s) for s in chunk)
-            want = reference_weights(ref_chunk, lengths, K, mode)
-            np.testing.assert_allclose(weights[:, :, :want.shape[2]], want, rtol=1e-6, atol=0, err_msg=mode)
-    if len(sents) > len(TRICKY) and folder.startswith(HUB):
-        assert any(len(set(r)) < len(r) - 2 for r in ref), "the fixture vocabularies split words into pieces"
+    check_word_alignment(folder)
 
 
 def test_truncated_words_are_warned_tagged_o_and_not_trained():
@@ -308,76 +231,8 @@ def test_crf_head_in_the_c_model_matches_enumeration():
 
 # ------------------------------------------------------------------ learning
 
-NER_TRAIN = """\
-John B-PER
-Smith I-PER
-lives O
-in O
-Berlin B-LOC
-
-Mary B-PER
-visited O
-New B-LOC
-York I-LOC
-yesterday O
-
-the O
-city O
-of O
-Paris B-LOC
-is O
-big O
-
-Anna B-PER
-Lee I-PER
-and O
-Peter B-PER
-went O
-to O
-Rome B-LOC
-
-we O
-met O
-Carlos B-PER
-in O
-San B-LOC
-Francisco I-LOC
-
-London B-LOC
-is O
-far O
-from O
-Tokyo B-LOC
-"""
-NER_DEV = """\
-Peter B-PER
-lives O
-in O
-Paris B-LOC
-
-Mary B-PER
-Smith I-PER
-visited O
-Berlin B-LOC
-"""
-
-
-def ner_corpus(tmp_path):
-    (tmp_path / "train.txt").write_text(NER_TRAIN)
-    (tmp_path / "dev.txt").write_text(NER_DEV)
-    train = read_column_file(tmp_path / "train.txt", LABELS, 0, 1)
-    dev = read_column_file(tmp_path / "dev.txt", LABELS, 0, 1)
-    return Corpus("toy NER", "Sequence labeling", train, dev, test=dev, label_map=LABELS,
-                  evaluation_metric=["f1_score", "accuracy", "precision", "recall"])
-
-
 def seqeval_f1(gold, pred):
     return seqeval.metrics.f1_score(gold, pred)
-
-
-def names(ids):
-    inv = {v: k for k, v in LABELS.items()}
-    return [inv[i] for i in ids]
 
 
 @pytest.mark.parametrize("folders,combine,crf,mode", [
@@ -385,6 +240,7 @@ def names(ids):
     ((ELECTRA,), None, True, "mean"),
     ((ELECTRA, ROBERTA), "dme", False, "first"),
     ((ELECTRA, ROBERTA), "concat", True, "first_last"),
+    ((DISTILBERT, ELECTRA), "dme", False, "first"),
 ])
 def test_small_ner_set_reaches_entity_f1_one_on_train(tmp_path, folders, combine, crf, mode):
     corpus = ner_corpus(tmp_path)

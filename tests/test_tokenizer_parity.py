@@ -16,7 +16,7 @@ import tokenizers
 import transformers
 
 import _tok_corpora as C
-from _tok_compare import assert_batch_matches, assert_encode_matches, assert_truncation_matches
+from _tok_compare import assert_batch_matches, assert_encode_matches, assert_json_roundtrip, assert_truncation_matches
 from multienc.engine.tokenization import Tokenizer
 
 
@@ -95,13 +95,7 @@ def test_stress_pairs_and_words(pair_of_tokenizers):
 
 def test_tokenizer_json_roundtrip(pair_of_tokenizers, tmp_path):
     """The pipeline HF built, saved as tokenizer.json, loads identically in both (from_file)."""
-    _, hf = pair_of_tokenizers
-    path = tmp_path / "tokenizer.json"
-    hf.save(str(path))
-    ours = Tokenizer.from_file(str(path))
-    ref = tokenizers.Tokenizer.from_file(str(path))
-    texts = C.stress_texts(800) + _unique(C.corpora().texts)[:3000]
-    assert_batch_matches(ours.encode_batch(texts, truncation=False), ref.encode_batch(texts), texts, "from_file")
+    assert_json_roundtrip(pair_of_tokenizers[1], tmp_path, C.stress_texts(800) + _unique(C.corpora().texts)[:3000])
 
 
 @pytest.mark.parametrize("max_length", [4, 5, 6, 8, 16, 64])

@@ -410,8 +410,10 @@ def test_unigram_without_unk_id(tmp_path):
     d = {"model": {"type": "Unigram", "unk_id": None, "vocab": [["a", -1.0], ["b", -2.0]]}, "added_tokens": []}
     ours, ref = _pair(tmp_path, d)
     assert ours.encode("abba").ids == ref.encode("abba").ids
-    with pytest.raises(ValueError, match="unk_id"):
+    with pytest.raises(TokenizerFileError, match=r"tokenizer\.json: .*unk_id"):  # names the file (issue 17)
         ours.encode("abc")
+    with pytest.raises(TokenizerFileError, match="unk_id"):
+        ours.encode_batch(["ab", "abc"])
     with pytest.raises(Exception):
         ref.encode("abc")
 

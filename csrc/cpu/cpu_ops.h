@@ -1,9 +1,43 @@
-/* CPU implementations of the training-step ops (train_ops.c); see backend.h
- * for their semantics. ops.c puts them into the CPU backend table. */
+/* CPU implementations of the training-step ops (train_ops.c) and of the rotary, gated-linear and
+ * windowed-attention ops (modern_ops.c); see backend.h for their semantics. ops.c puts them into
+ * the CPU backend table. */
 #ifndef MULTIENC_CPU_OPS_H
 #define MULTIENC_CPU_OPS_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "backend.h"
+
+#define CPU_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+/* GELU (erf, or torch's tanh approximation) of x, and its derivative through *grad unless NULL. */
+static inline float cpu_gelu(float x, MeActivation act, float *grad) {
+    if (act == ME_ACT_GELU_TANH) {
+        float t = tanhf(CPU_GELU_K * (x + 0.044715f * x * x * x));
+        if (grad) {
+            float dt = (1.0f - t * t) * CPU_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            *grad = 0.5f * (1.0f + t) + 0.5f * x * dt;
+        }
+        return 0.5f * x * (1.0f + t);
+    }
+    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+    if (grad) *grad = cdf + x * (0.3989422804014327f * expf(-0.5f * x * x)); /* pdf: 1/sqrt(2 pi) */
+    return x * cdf;
+}
+
+void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation act);
+void cpu_glu_backward(float *dinp, float *out, const float *inp, const float *dout, int N, int C,
+                      MeActivation act);
+void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, const int32_t *mask, int B, int T,
+                                  int NH, int HS, int window, float p, uint64_t seed, uint64_t site,
+                                  float *scratch);
+void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *stats,
+                                   const int32_t *mask, int B, int T, int NH, int HS, int window, float p,
+                                   uint64_t seed, uint64_t site, float *scratch);
+size_t cpu_window_attention_scratch_floats(int B, int T, int NH, int HS, int window);
 
 void cpu_pool_forward(float *out, const float *h, const float *w, int B, int T, int K, int C);
 void cpu_pool_backward(float *dh, const float *dout, const float *w, int B, int T, int K, int C,
@@ -30,4 +64,13 @@ double cpu_sum_squares_rows(const float *x, const int32_t *rows, int nrows, int 
 void cpu_scale(float *x, size_t n, float factor);
 void cpu_adamw_update(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1, double beta2,
                       double eps, double weight_decay, int step, float grad_scale);
+void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, const float *posq,
+                              const int32_t *idx, float scale, int B, int T, int NH, int HS);
+void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const float *dbias, const float *qkv,
+                               const float *posk, const float *posq, const int32_t *idx, float scale, int B,
+                               int T, int NH, int HS);
+void cpu_conv1d_forward(float *out, const float *inp, const float *w, const float *bias, int B, int T, int C,
+                       int K, int G);
+void cpu_conv1d_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                        int B, int T, int C, int K, int G);
 #endif

@@ -331,11 +331,12 @@ static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
 
 /* Softmax over keys of one row of scores, masked keys excluded (probability
  * exactly 0, as HF's additive finfo.min mask gives); a row whose keys are all
- * masked becomes uniform over all keys, as it does in HF. */
-static void masked_softmax_row(float *row, const int32_t *mask, int T) {
+ * masked, or (row_masked) the row of a padded query, becomes uniform over all
+ * keys, as it does in HF. */
+static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_masked) {
     float mx = -INFINITY;
     int any = 0;
-    for (int j = 0; j < T; j++)
+    for (int j = 0; j < T && !row_masked; j++)
         if (mask[j]) {
             any = 1;
             if (row[j] > mx) mx = row[j];
@@ -385,13 +386,15 @@ static void attention_dropout(float *dst, const float *P, const Queries *s, int 
 /* Attention over the query rows of qstart / qpos (NULL: every position) with keys and values
  * of every position: q [*, ldq], k and v [B*T, ldkv] (row b*T + t), ctx [*, ldc]; probs holds
  * each (b, h)'s [m_b, T] block at (q0_b * NH + h * m_b) * T, which for all positions is the
- * [B, NH, T, T] layout. */
+ * [B, NH, T, T] layout. scores = scale * q.k + bias (bias as attention_bias_forward's, read at
+ * the queries' positions; NULL: none); query_mask as there. */
 static void attention_core_forward(float *ctx, int ldc, float *probs, const float *q, int ldq, const float *k,
-                                   const float *v, int ldkv, const int32_t *mask, const int32_t *qstart,
+                                   const float *v, int ldkv, const int32_t *mask, const float *bias,
+                                   int bias_per_batch, float scale, int query_mask, const int32_t *qstart,
                                    const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
                                    uint64_t site, float *scratch) {
-    const float scale = 1.0f / sqrtf((float)HS);
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * HS > 100000)
+    const size_t TT = (size_t)T * T;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const Queries s = sentence_queries(b, T, qstart, qpos);
@@ -399,12 +402,20 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
             const float *qb = q + (size_t)s.q0 * ldq + h * HS;
             const float *kb = k + (size_t)b * T * ldkv + h * HS, *vb = v + (size_t)b * T * ldkv + h * HS;
             float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, scale, qb, ldq, kb, ldkv, 0.0f, P, T);
+            float beta = 0.0f;
+            if (bias) {
+                const float *bb = bias + ((bias_per_batch ? (size_t)b * NH : 0) + h) * TT;
+                for (int r = 0; r < s.m; r++)
+                    memcpy(P + (size_t)r * T, bb + (size_t)(s.pos ? s.pos[r] : r) * T, (size_t)T * sizeof(float));
+                beta = 1.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, scale, qb, ldq, kb, ldkv, beta, P, T);
             const int32_t *mk = mask + (size_t)b * T;
-            for (int r = 0; r < s.m; r++) masked_softmax_row(P + (size_t)r * T, mk, T);
+            for (int r = 0; r < s.m; r++)
+                masked_softmax_row(P + (size_t)r * T, mk, T, query_mask && !mk[s.pos ? s.pos[r] : r]);
             const float *Pd = P;
             if (p > 0.0f) {
-                float *tile = scratch + 2 * (size_t)T * T * omp_get_thread_num();
+                float *tile = scratch + 2 * TT * omp_get_thread_num();
                 attention_dropout(tile, P, &s, T, p, seed, site + (uint64_t)b * NH + h);
                 Pd = tile;
             }
@@ -413,14 +424,16 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
         }
 }
 
-/* Backward of attention_core_forward: dq (rows as q), dk and dv of every position (overwritten). */
-static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, int ldkv, const float *dctx, int ldc,
-                                    const float *q, const float *k, const float *v, const float *probs,
-                                    const int32_t *mask, const int32_t *qstart, const int32_t *qpos, int B, int T,
-                                    int NH, int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
-    const float scale = 1.0f / sqrtf((float)HS);
+/* Backward of attention_core_forward: dq (rows as q), dk and dv of every position (overwritten);
+ * dscores (NULL: not wanted) as attention_bias_backward's, at the queries' positions. */
+static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, int ldkv, float *dscores,
+                                    const float *dctx, int ldc, const float *q, const float *k, const float *v,
+                                    const float *probs, const int32_t *mask, float scale, int query_mask,
+                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
+                                    uint64_t seed, uint64_t site, float *scratch) {
+    const size_t TT = (size_t)T * T;
     const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * HS > 100000)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const Queries s = sentence_queries(b, T, qstart, qpos);
@@ -435,7 +448,8 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             const float *qb = q + (size_t)s.q0 * ldq + h * HS, *kb = k + kv0, *vb = v + kv0;
             const float *dc = dctx + (size_t)s.q0 * ldc + h * HS;
             const float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
-            float *tile = scratch + 2 * (size_t)T * T * omp_get_thread_num(), *dP = tile + (size_t)T * T;
+            const int32_t *mk = mask + (size_t)b * T;
+            float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
             const uint64_t st = site + (uint64_t)b * NH + h;
             const float *Pd = P;
             if (p > 0.0f) {
@@ -446,17 +460,27 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, Pd, T, dc, ldc, 0.0f, dv + kv0,
                         ldkv);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, 1.0f, dc, ldc, vb, ldkv, 0.0f, dP, T);
-            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)) * scale */
+            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)); a padded query's row
+             * (query_mask) was filled, not computed, so its dS is 0. dS is the bias gradient;
+             * scaled, the gradient of q.k */
+            float *ds = dscores ? dscores + ((size_t)b * NH + h) * TT : NULL;
             for (int r = 0; r < s.m; r++) {
                 float *g = dP + (size_t)r * T;
                 const float *pr = P + (size_t)r * T;
-                const size_t base = (size_t)(s.pos ? s.pos[r] : r) * T;
-                if (p > 0.0f)
-                    for (int j = 0; j < T; j++) g[j] = me_uniform(seed, st, base + j) >= p ? g[j] * scl : 0.0f;
-                double dot = 0.0;
-                for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
-                float df = (float)dot;
-                for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df) * scale;
+                const int t = s.pos ? s.pos[r] : r;
+                if (query_mask && !mk[t]) {
+                    memset(g, 0, (size_t)T * sizeof(float));
+                } else {
+                    if (p > 0.0f)
+                        for (int j = 0; j < T; j++)
+                            g[j] = me_uniform(seed, st, (size_t)t * T + j) >= p ? g[j] * scl : 0.0f;
+                    double dot = 0.0;
+                    for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
+                    float df = (float)dot;
+                    for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
+                }
+                if (ds) memcpy(ds + (size_t)t * T, g, (size_t)T * sizeof(float));
+                for (int j = 0; j < T; j++) g[j] *= scale;
             }
             /* dQ = dS K ; dK = dS^T Q */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, dP, T, kb, ldkv, 0.0f,
@@ -466,27 +490,47 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
         }
 }
 
-static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask, int B, int T,
-                              int NH, int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+/* The biased attention of backend.h over a fused qkv; plain attention is bias = NULL,
+ * scale = 1/sqrt(HS), query_mask = 0. */
+static void attention_bias_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                                   const float *bias, int bias_per_batch, float scale, int query_mask,
+                                   int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch) {
     const int D = NH * HS;
-    attention_core_forward(ctx, D, probs, qkv, 3 * D, qkv + D, qkv + 2 * D, 3 * D, mask, NULL, NULL, B, T, NH, HS,
+    attention_core_forward(ctx, D, probs, qkv, 3 * D, qkv + D, qkv + 2 * D, 3 * D, mask, bias, bias_per_batch,
+                           scale, query_mask, NULL, NULL, B, T, NH, HS, p, seed, site, scratch);
+}
+
+static void attention_bias_backward(float *dqkv, float *dscores, const float *dctx,
+                                    const float *qkv, const float *probs, const int32_t *mask,
+                                    float scale, int query_mask, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_backward(dqkv, 3 * D, dqkv + D, dqkv + 2 * D, 3 * D, dscores, dctx, D, qkv, qkv + D,
+                            qkv + 2 * D, probs, mask, scale, query_mask, NULL, NULL, B, T, NH, HS, p, seed, site,
+                            scratch);
+}
+
+static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                              int B, int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
+                              float *scratch) {
+    attention_bias_forward(ctx, probs, qkv, mask, NULL, 0, 1.0f / sqrtf((float)HS), 0, B, T, NH, HS,
                            p, seed, site, scratch);
 }
 
-static void attention_backward(float *dqkv, const float *dctx, const float *qkv, const float *probs,
-                               const int32_t *mask, int B, int T, int NH, int HS, float p, uint64_t seed,
-                               uint64_t site, float *scratch) {
-    const int D = NH * HS;
-    attention_core_backward(dqkv, 3 * D, dqkv + D, dqkv + 2 * D, 3 * D, dctx, D, qkv, qkv + D, qkv + 2 * D, probs,
-                            mask, NULL, NULL, B, T, NH, HS, p, seed, site, scratch);
+static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
+                               const float *probs, const int32_t *mask, int B, int T, int NH,
+                               int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+    attention_bias_backward(dqkv, NULL, dctx, qkv, probs, mask, 1.0f / sqrtf((float)HS), 0, B, T,
+                            NH, HS, p, seed, site, scratch);
 }
 
 static void attention_rows_forward(float *ctx, float *probs, const float *q, const float *kv, const int32_t *mask,
                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
                                    uint64_t seed, uint64_t site, float *scratch) {
     const int D = NH * HS;
-    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, qstart, qpos, B, T, NH, HS, p, seed, site,
-                           scratch);
+    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, NULL, 0, 1.0f / sqrtf((float)HS), 0, qstart,
+                           qpos, B, T, NH, HS, p, seed, site, scratch);
 }
 
 static void attention_rows_backward(float *dq, float *dkv, const float *dctx, const float *q, const float *kv,
@@ -494,8 +538,43 @@ static void attention_rows_backward(float *dq, float *dkv, const float *dctx, co
                                     const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
                                     uint64_t site, float *scratch) {
     const int D = NH * HS;
-    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, dctx, D, q, kv, kv + D, probs, mask, qstart, qpos, B, T, NH,
-                            HS, p, seed, site, scratch);
+    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, NULL, dctx, D, q, kv, kv + D, probs, mask,
+                            1.0f / sqrtf((float)HS), 0, qstart, qpos, B, T, NH, HS, p, seed, site, scratch);
+}
+
+/* ------------------------------------------------------------------ row mask */
+
+static void mask_rows(float *x, const int32_t *mask, int N, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++)
+        if (!mask[n]) memset(x + (size_t)n * C, 0, (size_t)C * sizeof(float));
+}
+
+/* --------------------------------------------------- relative position bias */
+
+/* bias[h, i, j] = table[buckets[j - i + T - 1], h] */
+static void relbias_forward(float *bias, const float *table, const int32_t *buckets, int T, int NH) {
+#pragma omp parallel for schedule(static) if ((size_t)NH * T * T > PAR_MIN)
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < T; i++) {
+            float *row = bias + ((size_t)h * T + i) * T;
+            const int32_t *bk = buckets + (T - 1 - i);
+            for (int j = 0; j < T; j++) row[j] = table[(size_t)bk[j] * NH + h];
+        }
+}
+
+/* dtable[buckets[j - i + T - 1], h] += sum_b dbias[b, h, i, j]: one head per thread, each
+ * column of dtable summed in a fixed order (deterministic). */
+static void relbias_backward(float *dtable, const float *dbias, const int32_t *buckets, int B, int T,
+                             int NH) {
+#pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T > PAR_MIN)
+    for (int h = 0; h < NH; h++)
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < T; i++) {
+                const float *row = dbias + (((size_t)b * NH + h) * T + i) * T;
+                const int32_t *bk = buckets + (T - 1 - i);
+                for (int j = 0; j < T; j++) dtable[(size_t)bk[j] * NH + h] += row[j];
+            }
 }
 
 /* ---------------------------------------------------------------- backend */
@@ -529,6 +608,23 @@ static const MeBackend CPU_BACKEND = {
     .attention_rows_backward = attention_rows_backward,
     .dropout_rows_forward = dropout_rows,
     .dropout_rows_backward = dropout_rows,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .glu_forward = cpu_glu_forward,
+    .glu_backward = cpu_glu_backward,
+    .window_attention_forward = cpu_window_attention_forward,
+    .window_attention_backward = cpu_window_attention_backward,
+    .window_attention_scratch_floats = cpu_window_attention_scratch_floats,
+    .attention_bias_forward = attention_bias_forward,
+    .attention_bias_backward = attention_bias_backward,
+    .relbias_forward = relbias_forward,
+    .relbias_backward = relbias_backward,
+    .mask_rows_forward = mask_rows,
+    .mask_rows_backward = mask_rows,
+    .conv1d_forward = cpu_conv1d_forward,
+    .conv1d_backward = cpu_conv1d_backward,
+    .disentangled_forward = cpu_disentangled_forward,
+    .disentangled_backward = cpu_disentangled_backward,
     .pool_forward = cpu_pool_forward,
     .pool_backward = cpu_pool_backward,
     .concat_forward = cpu_concat_forward,

@@ -1,7 +1,10 @@
 #include "model/encoder.h"
-
+#include "model/deberta.h"
+#include "model/modernbert.h"
+#include "model/mpnet.h"
 #include "model/profile.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,28 +12,61 @@
 /* Dropout sites: one per (layer, place); attention adds b*NH + h (b counted from row0). */
 #define SITE_EMB 1ULL
 #define SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
-enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3 };
+enum { SITE_ATT = 1, SITE_ATT_OUT = 2, SITE_FFN_OUT = 3, SITE_REL = 4 /* DeBERTa's pos_dropout */,
+       SITE_CONV = 5 /* DeBERTa-v2's ConvLayer */ };
+
+/* The hidden state after layer application l: its output, or after layer 0 DeBERTa-v2's ConvLayer. */
+static const float *layer_output(const MeEncoder *enc, int l) {
+    return l == 0 && enc->cfg.conv_kernel_size > 0 ? enc->deb->conv_out : enc->la[l].h2;
+}
 
 /* ------------------------------------------------------------ parameters */
 
-static int check_config(const MeEncoderConfig *c, char *err) {
+static const char *const FAMILY_NAMES[] = {"BERT", "RoBERTa", "ELECTRA", "DistilBERT", "ALBERT", "MPNet",
+                                            "DeBERTa-v2"};
+
+/* Position ids from pad_token_id + 1 over the real tokens (RoBERTa's, MPNet's) */
+static int roberta_positions(const MeEncoderConfig *c) {
+    return c->family == ME_FAMILY_ROBERTA || c->family == ME_FAMILY_MPNET;
+}
+
 #define POS(field)                                                                           \
     if (c->field <= 0) return me_error(err, ME_ERR_VALUE, "config: " #field " must be > 0, got %d", c->field)
+
+int me_encoder_check_sizes(const MeEncoderConfig *c, char *err) {
     POS(vocab_size);
     POS(hidden_size);
     POS(num_layers);
     POS(num_heads);
     POS(intermediate_size);
     POS(max_position_embeddings);
-    POS(type_vocab_size);
+    return ME_OK;
+}
+
+static int check_config(const MeEncoderConfig *c, char *err) {
+    int st = me_encoder_check_sizes(c, err);
+    if (st) return st;
     POS(embedding_size);
 #undef POS
+    if (c->num_groups <= 0 || c->inner_group_num <= 0)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: num_hidden_groups and inner_group_num must be > 0, got %d and %d",
+                        c->num_groups, c->inner_group_num);
+    if (c->family < ME_FAMILY_BERT || c->family > ME_FAMILY_LAST)
+        return me_error(err, ME_ERR_VALUE, "config: unknown model family %d", c->family);
+    const char *fam = FAMILY_NAMES[c->family];
     if (c->hidden_size % c->num_heads)
         return me_error(err, ME_ERR_VALUE,
                         "config: hidden_size %d is not a multiple of num_attention_heads %d",
                         c->hidden_size, c->num_heads);
-    if (c->family < ME_FAMILY_BERT || c->family > ME_FAMILY_ELECTRA)
-        return me_error(err, ME_ERR_VALUE, "config: unknown model family %d", c->family);
+    const int no_types = c->family == ME_FAMILY_DISTILBERT || c->family == ME_FAMILY_MPNET;
+    const int deberta = c->family == ME_FAMILY_DEBERTA_V2;
+    if (deberta ? c->type_vocab_size < 0 : no_types ? c->type_vocab_size != 0 : c->type_vocab_size <= 0)
+        return me_error(err, ME_ERR_VALUE,
+                        no_types
+                            ? "config: %s has no token types (type_vocab_size must be 0, got %d)"
+                            : "config: %s needs type_vocab_size > 0, got %d",
+                        fam, c->type_vocab_size);
     if (c->activation != ME_ACT_GELU && c->activation != ME_ACT_GELU_TANH)
         return me_error(err, ME_ERR_VALUE, "config: unknown activation %d", c->activation);
     if (!(c->hidden_dropout >= 0.0f && c->hidden_dropout < 1.0f) ||
@@ -38,73 +74,210 @@ static int check_config(const MeEncoderConfig *c, char *err) {
         return me_error(err, ME_ERR_VALUE, "config: dropout probabilities must be in [0, 1)");
     if (!(c->layer_norm_eps > 0.0f))
         return me_error(err, ME_ERR_VALUE, "config: layer_norm_eps must be > 0");
-    if (c->embedding_size != c->hidden_size && c->family != ME_FAMILY_ELECTRA)
+    if (c->embedding_size != c->hidden_size && c->family != ME_FAMILY_ELECTRA &&
+        c->family != ME_FAMILY_ALBERT && !deberta)
         return me_error(err, ME_ERR_VALUE,
-                        "config: embedding_size != hidden_size is only supported for ELECTRA");
+                        "config: embedding_size != hidden_size is only supported for ELECTRA, "
+                        "ALBERT and DeBERTa, not %s", fam);
+    if (!deberta && (!c->position_biased_input || c->relative_attention || c->pos_att ||
+                     c->share_att_key || c->norm_rel_ebd))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: relative attention and position_biased_input are DeBERTa's, not %s's",
+                        fam);
+    if (deberta && c->relative_attention && c->max_relative_positions < 1)
+        return me_error(err, ME_ERR_VALUE, "config: max_relative_positions must be >= 1, got %d",
+                        c->max_relative_positions);
+    if (deberta && c->relative_attention && c->position_buckets == 1)
+        return me_error(err, ME_ERR_VALUE, "config: position_buckets must be -1 (none) or >= 2, got 1");
+    if (c->conv_kernel_size != 0 &&
+        (!deberta || c->conv_kernel_size < 0 || c->conv_kernel_size % 2 == 0 || c->conv_groups <= 0 ||
+         c->hidden_size % c->conv_groups ||
+         (c->conv_act != ME_ACT_GELU && c->conv_act != ME_ACT_GELU_TANH)))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: the convolution layer is DeBERTa-v2's and needs an odd conv_kernel_size, "
+                        "conv_groups dividing hidden_size and a GELU conv_act (got %d, %d, %d for %s)",
+                        c->conv_kernel_size, c->conv_groups, c->conv_act, fam);
+    if (deberta && (c->pos_att & ~(ME_POS_C2P | ME_POS_P2C)))
+        return me_error(err, ME_ERR_VALUE, "config: unknown pos_att_type bits %d", c->pos_att);
+    if ((c->num_groups != 1 || c->inner_group_num != 1) && c->family != ME_FAMILY_ALBERT)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: shared layer groups (num_hidden_groups, inner_group_num) are "
+                        "ALBERT's, not %s's", fam);
     if (c->pad_token_id < -1 || c->pad_token_id >= c->vocab_size)
         return me_error(err, ME_ERR_VALUE, "config: pad_token_id %d outside the vocabulary",
                         c->pad_token_id);
     if (c->family == ME_FAMILY_ROBERTA && c->pad_token_id < 0)
         return me_error(err, ME_ERR_VALUE, "config: RoBERTa needs a pad_token_id");
-    if (c->family == ME_FAMILY_ROBERTA && c->max_position_embeddings <= c->pad_token_id + 1)
+    if (c->family == ME_FAMILY_MPNET && c->pad_token_id != ME_MPNET_PADDING_IDX)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: MPNet's padding index is %d (MPNetEmbeddings), got pad_token_id %d",
+                        ME_MPNET_PADDING_IDX, c->pad_token_id);
+    if ((c->family == ME_FAMILY_MPNET) != (c->relative_buckets != 0))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: relative_attention_num_buckets is MPNet's (and required there), got %d "
+                        "for %s", c->relative_buckets, fam);
+    if (c->family == ME_FAMILY_MPNET && c->relative_buckets < ME_MPNET_BUCKETS)
+        return me_error(err, ME_ERR_VALUE,
+                        "config: relative_attention_num_buckets %d is below the %d buckets transformers' "
+                        "MPNet computes positions into", c->relative_buckets, ME_MPNET_BUCKETS);
+    if (roberta_positions(c) && c->max_position_embeddings <= c->pad_token_id + 1)
         return me_error(err, ME_ERR_VALUE,
                         "config: max_position_embeddings %d leaves no positions after padding_idx %d",
                         c->max_position_embeddings, c->pad_token_id);
     return ME_OK;
 }
 
+/* HF names of a layer weight set's tensors, in buffer order: q, k, v weights, q, k, v biases
+ * (consecutive: the fused qkv weight and bias), then attention output dense, its LayerNorm,
+ * FFN in, FFN out, the output LayerNorm (weight, bias each). */
+enum { LAYER_TENSORS = 16 };
+static const char *const BERT_LAYER[LAYER_TENSORS] = {
+    "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
+    "attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias",
+    "attention.output.dense.weight", "attention.output.dense.bias",
+    "attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
+    "intermediate.dense.weight", "intermediate.dense.bias", "output.dense.weight",
+    "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias"};
+static const char *const DISTILBERT_LAYER[LAYER_TENSORS] = {
+    "attention.q_lin.weight", "attention.k_lin.weight", "attention.v_lin.weight",
+    "attention.q_lin.bias", "attention.k_lin.bias", "attention.v_lin.bias",
+    "attention.out_lin.weight", "attention.out_lin.bias", "sa_layer_norm.weight",
+    "sa_layer_norm.bias", "ffn.lin1.weight", "ffn.lin1.bias", "ffn.lin2.weight", "ffn.lin2.bias",
+    "output_layer_norm.weight", "output_layer_norm.bias"};
+static const char *const ALBERT_LAYER[LAYER_TENSORS] = {
+    "attention.query.weight", "attention.key.weight", "attention.value.weight",
+    "attention.query.bias", "attention.key.bias", "attention.value.bias",
+    "attention.dense.weight", "attention.dense.bias", "attention.LayerNorm.weight",
+    "attention.LayerNorm.bias", "ffn.weight", "ffn.bias", "ffn_output.weight", "ffn_output.bias",
+    "full_layer_layer_norm.weight", "full_layer_layer_norm.bias"};
+
+/* Append weight set s's tensors to pl, its offsets into o. */
+static void add_layer_set(MeParamList *pl, MeLayerOffsets *o, const MeEncoderConfig *c, int s) {
+    const int H = c->hidden_size, I = c->intermediate_size;
+    const char *const *names = c->family == ME_FAMILY_DISTILBERT ? DISTILBERT_LAYER
+                               : c->family == ME_FAMILY_ALBERT   ? ALBERT_LAYER
+                               : c->family == ME_FAMILY_MPNET    ? ME_MPNET_LAYER
+                               : c->family == ME_FAMILY_DEBERTA_V2 ? ME_DEBERTA_LAYER
+                                                                 : BERT_LAYER;
+    char prefix[80], nm[sizeof(((MeParamInfo *)0)->name)];
+    if (c->family == ME_FAMILY_DISTILBERT)
+        snprintf(prefix, sizeof prefix, "transformer.layer.%d.", s);
+    else if (c->family == ME_FAMILY_ALBERT)
+        snprintf(prefix, sizeof prefix, "encoder.albert_layer_groups.%d.albert_layers.%d.",
+                 s / c->inner_group_num, s % c->inner_group_num);
+    else
+        snprintf(prefix, sizeof prefix, "encoder.layer.%d.", s);
+    /* shape (d0, d1) per tensor; pad = 0 keeps q/k/v weights and biases contiguous */
+    const int d0[LAYER_TENSORS] = {H, H, H, H, H, H, H, H, H, H, I, I, H, H, H, H};
+    const int d1[LAYER_TENSORS] = {H, H, H, 0, 0, 0, H, 0, 0, 0, H, 0, I, 0, 0, 0};
+    const int pad[LAYER_TENSORS] = {0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    size_t off[LAYER_TENSORS];
+    for (int t = 0; t < LAYER_TENSORS; t++) {
+        snprintf(nm, sizeof nm, "%s%s", prefix, names[t]);
+        off[t] = me_params_add(pl, nm, d0[t], d1[t], pad[t]);
+    }
+    *o = (MeLayerOffsets){off[0], off[3], off[6], off[7], off[8], off[9],
+                          off[10], off[11], off[12], off[13], off[14], off[15]};
+}
+
+/* ALBERT's group of layer i: int(i / (num_hidden_layers / num_hidden_groups)) in doubles, as
+ * AlbertTransformer computes it in Python. */
+static int albert_group(const MeEncoderConfig *c, int i) {
+    int g = (int)((double)i / ((double)c->num_layers / (double)c->num_groups));
+    return g < c->num_groups ? g : c->num_groups - 1;
+}
+
+/* The parameter table of enc->cfg into *pl, with the offsets into enc's fields (enc->lo, enc->la,
+ * enc->app_set and DeBERTa's enc->deb allocated here); pl->failed on an allocation failure.
+ * Trainable parameters first (enc->ntrain floats), then frozen sinusoidal positions. */
+static void lay_out(MeEncoder *enc, MeParamList *pl) {
+    const MeEncoderConfig *cfg = &enc->cfg;
+    const int H = cfg->hidden_size, E = cfg->embedding_size;
+    const int albert = cfg->family == ME_FAMILY_ALBERT, deberta = cfg->family == ME_FAMILY_DEBERTA_V2;
+    enc->has_proj = albert || E != H;
+    enc->nsets = albert ? cfg->num_groups * cfg->inner_group_num : cfg->num_layers;
+    enc->napps = albert ? cfg->num_layers * cfg->inner_group_num : cfg->num_layers;
+    enc->wte = me_params_add(pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
+    if (!cfg->frozen_positions && cfg->position_biased_input)
+        enc->wpe = me_params_add(pl, "embeddings.position_embeddings.weight",
+                                 cfg->max_position_embeddings, E, 1);
+    if (cfg->type_vocab_size > 0)
+        enc->wtt = me_params_add(pl, "embeddings.token_type_embeddings.weight",
+                                 cfg->type_vocab_size, E, 1);
+    /* DeBERTa projects (without bias) before its LayerNorm, over the hidden size */
+    if (deberta && enc->has_proj) enc->proj_w = me_params_add(pl, "embeddings.embed_proj.weight", H, E, 1);
+    enc->eln_w = me_params_add(pl, "embeddings.LayerNorm.weight", deberta ? H : E, 0, 1);
+    enc->eln_b = me_params_add(pl, "embeddings.LayerNorm.bias", deberta ? H : E, 0, 1);
+    if (enc->has_proj && !deberta) {
+        const char *w = albert ? "encoder.embedding_hidden_mapping_in.weight" : "embeddings_project.weight";
+        const char *b = albert ? "encoder.embedding_hidden_mapping_in.bias" : "embeddings_project.bias";
+        enc->proj_w = me_params_add(pl, w, H, E, 1);
+        enc->proj_b = me_params_add(pl, b, H, 0, 1);
+    }
+    enc->lo = calloc((size_t)enc->nsets, sizeof(MeLayerOffsets));
+    enc->la = calloc((size_t)enc->napps, sizeof(MeLayerActs));
+    enc->app_set = calloc((size_t)enc->napps, sizeof(int));
+    if (!enc->lo || !enc->la || !enc->app_set) pl->failed = 1;
+    for (int s = 0; s < enc->nsets && !pl->failed; s++) add_layer_set(pl, &enc->lo[s], cfg, s);
+    for (int a = 0; a < enc->napps && !pl->failed; a++)
+        enc->app_set[a] = albert ? albert_group(cfg, a / cfg->inner_group_num) * cfg->inner_group_num +
+                                       a % cfg->inner_group_num
+                                 : a;
+    if (cfg->relative_buckets)
+        enc->relb = me_params_add(pl, "encoder.relative_attention_bias.weight", cfg->relative_buckets,
+                                  cfg->num_heads, 1);
+    if (deberta && !pl->failed && me_deberta_add_params(enc, pl)) pl->failed = 1;
+    enc->ntrain = pl->nfloats;
+    if (cfg->frozen_positions)
+        enc->wpe = me_params_add(pl, "embeddings.position_embeddings.weight",
+                                 cfg->max_position_embeddings, E, 1);
+}
+
+int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *n, size_t *nfloats, char *err) {
+    *info = NULL;
+    const int modern = cfg->family == ME_FAMILY_MODERNBERT; /* checked by its own lay-out */
+    int st = modern ? ME_OK : check_config(cfg, err);
+    if (st) return st;
+    MeEncoder *scratch = calloc(1, sizeof(MeEncoder)); /* no backend: nothing of it is allocated */
+    if (!scratch) return me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters");
+    scratch->cfg = *cfg;
+    MeParamList pl = {0};
+    if (modern)
+        st = me_modernbert_lay_out(scratch, &pl, err);
+    else
+        lay_out(scratch, &pl);
+    me_encoder_free(scratch);
+    if (st) {
+        free(pl.info);
+        return st;
+    }
+    if (pl.failed) {
+        free(pl.info);
+        return me_error(err, ME_ERR_NOMEM, "out of memory laying out the encoder's parameters");
+    }
+    *info = pl.info;
+    *n = pl.n;
+    *nfloats = pl.nfloats;
+    return ME_OK;
+}
+
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
                       char *err) {
+    if (cfg->family == ME_FAMILY_MODERNBERT) return me_modernbert_create(out, cfg, be, err);
     *out = NULL;
     int st = check_config(cfg, err);
     if (st) return st;
+    if ((cfg->relative_buckets || cfg->family == ME_FAMILY_DEBERTA_V2) &&
+        (!be->attention_bias_forward || !be->relbias_forward || !be->disentangled_forward ||
+         !be->mask_rows_forward || !be->conv1d_forward))
+        return me_error(err, ME_ERR_VALUE, "%s is not implemented on the %s backend yet; use the CPU",
+                        FAMILY_NAMES[cfg->family], be->name);
     MeEncoder *enc = calloc(1, sizeof(MeEncoder));
     if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
     enc->cfg = *cfg;
     enc->be = be;
-    const int H = cfg->hidden_size, E = cfg->embedding_size, I = cfg->intermediate_size;
     MeParamList pl = {0};
-    enc->wte = me_params_add(&pl, "embeddings.word_embeddings.weight", cfg->vocab_size, E, 1);
-    enc->wpe = me_params_add(&pl, "embeddings.position_embeddings.weight", cfg->max_position_embeddings, E, 1);
-    enc->wtt = me_params_add(&pl, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, E, 1);
-    enc->eln_w = me_params_add(&pl, "embeddings.LayerNorm.weight", E, 0, 1);
-    enc->eln_b = me_params_add(&pl, "embeddings.LayerNorm.bias", E, 0, 1);
-    if (E != H) {
-        enc->proj_w = me_params_add(&pl, "embeddings_project.weight", H, E, 1);
-        enc->proj_b = me_params_add(&pl, "embeddings_project.bias", H, 0, 1);
-    }
-    enc->lo = calloc((size_t)cfg->num_layers, sizeof(MeLayerOffsets));
-    enc->la = calloc((size_t)cfg->num_layers, sizeof(MeLayerActs));
-    if (!enc->lo || !enc->la) pl.failed = 1;
-    char nm[96];
-    for (int l = 0; l < cfg->num_layers && !pl.failed; l++) {
-        MeLayerOffsets *o = &enc->lo[l];
-        /* q, k, v weights consecutive -> fused [3H, H]; biases likewise -> [3H] */
-#define PP(field, suffix, d0, d1, pad)                                            \
-    snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, suffix);                    \
-    field = me_params_add(&pl, nm, d0, d1, pad)
-#define P(field, suffix, d0, d1) PP(field, suffix, d0, d1, 1)
-        size_t unused;
-        PP(o->qkv_w, "attention.self.query.weight", H, H, 0);
-        PP(unused, "attention.self.key.weight", H, H, 0);
-        PP(unused, "attention.self.value.weight", H, H, 1);
-        PP(o->qkv_b, "attention.self.query.bias", H, 0, 0);
-        PP(unused, "attention.self.key.bias", H, 0, 0);
-        PP(unused, "attention.self.value.bias", H, 0, 1);
-        (void)unused;
-        P(o->ao_w, "attention.output.dense.weight", H, H);
-        P(o->ao_b, "attention.output.dense.bias", H, 0);
-        P(o->ln1_w, "attention.output.LayerNorm.weight", H, 0);
-        P(o->ln1_b, "attention.output.LayerNorm.bias", H, 0);
-        P(o->fc_w, "intermediate.dense.weight", I, H);
-        P(o->fc_b, "intermediate.dense.bias", I, 0);
-        P(o->out_w, "output.dense.weight", H, I);
-        P(o->out_b, "output.dense.bias", H, 0);
-        P(o->ln2_w, "output.LayerNorm.weight", H, 0);
-        P(o->ln2_b, "output.LayerNorm.bias", H, 0);
-#undef P
-#undef PP
-    }
+    lay_out(enc, &pl);
     if (pl.failed) {
         free(pl.info);
         me_encoder_free(enc);
@@ -128,6 +301,7 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
 
 void me_encoder_free(MeEncoder *enc) {
     if (!enc) return;
+    if (enc->mb) me_modernbert_free(enc);
     if (enc->be) {
         if (enc->params) enc->be->release(enc->params);
         if (enc->grads) enc->be->release(enc->grads);
@@ -136,8 +310,10 @@ void me_encoder_free(MeEncoder *enc) {
     free(enc->info);
     free(enc->lo);
     free(enc->la);
+    free(enc->app_set);
     free(enc->host_ints);
     free(enc->seen);
+    me_deberta_free(enc);
     free(enc);
 }
 
@@ -162,12 +338,16 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->emb_sum = me_carve(base, &off, N * E);
     enc->emb_mean = me_carve(base, &off, N);
     enc->emb_rstd = me_carve(base, &off, N);
-    enc->emb_ln = me_carve(base, &off, N * E);
-    if (E != H)
+    enc->emb_ln = me_carve(base, &off, N * W);
+    if (c->family == ME_FAMILY_DEBERTA_V2) { /* project, LayerNorm over H into emb_ln = x0 */
+        enc->emb_proj = enc->has_proj ? me_carve(base, &off, N * H) : NULL;
+        if (base) enc->x0 = enc->emb_ln;
+    } else if (enc->has_proj) {
         enc->x0 = me_carve(base, &off, N * H);
-    else if (base)
+    } else if (base) {
         enc->x0 = enc->emb_ln;
-    for (int l = 0; l < c->num_layers; l++) {
+    }
+    for (int l = 0; l < enc->napps; l++) {
         MeLayerActs *a = &enc->la[l];
         a->qkv = me_carve(base, &off, N * 3 * H);
         a->probs = me_carve(base, &off, (size_t)B * NH * T * T);
@@ -190,11 +370,18 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->d_b = me_carve(base, &off, N * W);
     enc->d_qkv = me_carve(base, &off, N * 3 * H);
     enc->d_ff = me_carve(base, &off, N * I);
+    if (c->relative_buckets) {
+        enc->relbias = me_carve(base, &off, NH * T * T);
+        enc->buckets = (int32_t *)me_carve(base, &off, 2 * (size_t)T);
+    }
+    if (c->relative_buckets || enc->deb) enc->d_scores = me_carve(base, &off, (size_t)B * NH * T * T);
+    if (enc->deb) me_deberta_carve(enc, base, &off, B, T);
     return off;
 }
 
 static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
-    size_t need = carve(enc, NULL, B, T);
+    size_t (*carve_fn)(MeEncoder *, float *, int, int) = enc->mb ? me_modernbert_carve : carve;
+    size_t need = carve_fn(enc, NULL, B, T);
     if (need > enc->ws_floats) {
         /* grow by half at least: batches of growing length reallocate (and clear) a few times, not each time */
         size_t grow = enc->ws_floats + enc->ws_floats / 2 > need ? enc->ws_floats + enc->ws_floats / 2 : need;
@@ -206,8 +393,9 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
                             need * 4.0 / (1 << 20));
     }
-    carve(enc, enc->ws, B, T);
-    size_t ni = 6 * (size_t)B * T + B + 1; /* positions | distinct rows (3N) | query starts and positions */
+    carve_fn(enc, enc->ws, B, T);
+    /* positions | distinct rows (3N) | query starts and positions; or the buckets (2T) */
+    size_t ni = 6 * (size_t)B * T + B + 1 > 2 * (size_t)T ? 6 * (size_t)B * T + B + 1 : 2 * (size_t)T;
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
         if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
@@ -220,7 +408,7 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
 /* --------------------------------------------------------------- forward */
 
 /* The distinct values of ids [N] other than `skip`, in first-seen order, into out; their count.
- * seen [> max id] is all 0 before and after. */
+ * seen [> max id] is all 0 before and after. ids NULL: all 0. */
 static int distinct_rows(const int32_t *ids, int N, int skip, uint8_t *seen, int32_t *out) {
     int n = 0;
     for (int i = 0; i < N; i++) {
@@ -238,7 +426,11 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
     const MeEncoderConfig *c = &enc->cfg;
     if (B <= 0 || T <= 0)
         return me_error(err, ME_ERR_VALUE, "input_ids must have shape (batch, length) with both > 0, got (%d, %d)", B, T);
-    int max_len = c->family == ME_FAMILY_ROBERTA ? c->max_position_embeddings - c->pad_token_id - 1
+    if (types && c->type_vocab_size == 0)
+        return me_error(err, ME_ERR_VALUE,
+                        "this %s model has no token type embeddings; pass no token_type_ids",
+                        FAMILY_NAMES[c->family]);
+    int max_len = roberta_positions(c) ? c->max_position_embeddings - c->pad_token_id - 1
                                                  : c->max_position_embeddings;
     if (T > max_len)
         return me_error(err, ME_ERR_VALUE,
@@ -261,15 +453,24 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
     return ME_OK;
 }
 
-/* The dropout site of a [B*T, width] tensor's mask for the rows of the last forward: the
- * whole batch's mask from row row0 on (me_dropout_site_at), so a shard keeps the units that
- * the whole batch would keep. */
-static uint64_t rows_site(const MeEncoder *enc, uint64_t site, int width) {
+uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width) {
     return me_dropout_site_at(enc->seed, site, enc->row0 * (uint64_t)enc->T * (uint64_t)width);
 }
 
-/* The FFN of a layer on `rows` rows: pre-activation a->f1pre from a->h1, GELU into enc->ff, output
- * (before dropout and the residual) into enc->tmp. */
+/* DistilBERT has no dropout after the attention output projection, ALBERT none after the FFN */
+static float p_att_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph; }
+static float p_ffn_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_ALBERT ? 0.0f : ph; }
+
+/* The last layer can compute only the rows a caller reads where its attention is the plain one:
+ * BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT. MPNet's bias, DeBERTa's disentangled attention (and
+ * its ConvLayer, across positions) and ModernBERT's own loop compute every row. */
+static int can_prune_rows(const MeEncoder *enc) {
+    return !enc->mb && !enc->deb && !enc->cfg.relative_buckets && enc->be->attention_rows_forward &&
+           enc->be->dropout_rows_forward;
+}
+
+/* The FFN of weight set o on `rows` rows: pre-activation a->f1pre from a->h1, GELU into enc->ff,
+ * output (before dropout and the residual) into enc->tmp. */
 static void ffn_forward(MeEncoder *enc, const MeLayerOffsets *o, MeLayerActs *a, int rows) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
@@ -281,16 +482,16 @@ static void ffn_forward(MeEncoder *enc, const MeLayerOffsets *o, MeLayerActs *a,
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, rows, I, H));
 }
 
-/* The last layer for the M rows enc->sel only (a sentence head reads one or a few): keys and
- * values come from every row of x, the query, attention output, residuals, LayerNorms and FFN
- * from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
+/* The last layer application for the M rows enc->sel only (a sentence head reads one or a few):
+ * keys and values come from every row of x, the query, attention output, residuals, LayerNorms and
+ * FFN from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
  * output h2 [N, H] is zero outside the read rows. Dropout masks are those of the full layer. */
 static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, float pa, uint64_t seed) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
-    const int l = c->num_layers - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
+    const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
               NH = c->num_heads, HS = H / NH;
-    const MeLayerOffsets *o = &enc->lo[l];
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
     MeLayerActs *a = &enc->la[l];
     const float *P = enc->params;
     float *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H; /* kv [N, 2H] | q [M, H] */
@@ -303,13 +504,15 @@ static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, fl
                                                             enc->att_scratch));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_att_out(c, ph), seed,
+                                      me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
              be->add_forward(a->r1, enc->tmp, enc->xs, (size_t)M * H);
              be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
                                    c->layer_norm_eps));
     ffn_forward(enc, o, a, M);
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_ffn_out(c, ph), seed,
+                                      me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
              be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
              be->layernorm_forward(enc->tmp, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
                                    c->layer_norm_eps);
@@ -323,9 +526,9 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
                                      float pa, uint64_t seed) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
-    const int l = c->num_layers - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
+    const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
               I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
-    const MeLayerOffsets *o = &enc->lo[l];
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
     const MeLayerActs *a = &enc->la[l];
     const float *P = enc->params, *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H;
     float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H, *dff = enc->d_ff;
@@ -333,7 +536,8 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
              be->embedding_forward(db, enc->sel, dh, M, H, 0); /* gather d(h2) of the read rows */
              be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, db, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
                                     H, 0);
-             be->dropout_rows_backward(db, da, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+             be->dropout_rows_backward(db, da, enc->sel, M, H, p_ffn_out(c, ph), seed,
+                                       me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
              be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, M, I, H, 0));
     ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_backward(dff, a->f1pre, dff, (size_t)M * I, (MeActivation)c->activation));
@@ -341,11 +545,12 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1, P + o->ln1_w, M,
                                     H, 0);
-             be->dropout_rows_backward(da, db, enc->sel, M, H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
+             be->dropout_rows_backward(da, db, enc->sel, M, H, p_att_out(c, ph), seed,
+                                       me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, M, H, H, 0));
     ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_backward(dq, dkv, dh, q, kv, a->probs, enc->mask, enc->qstart,
-                                                             enc->qpos, B, T, NH, HS, pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
-                                                             enc->att_scratch));
+                                                             enc->qpos, B, T, NH, HS, pa, seed,
+                                                             SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
     /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the read rows */
     ME_TIMED(ME_PHASE_GEMM,
              be->matmul_backward(da, G + o->qkv_w, G + o->qkv_b, dq, enc->xs, P + o->qkv_w, M, H, H, 0);
@@ -364,7 +569,8 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
                             int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err) {
-    int st = validate_inputs(enc, ids, types, mask, B, T, err);
+    /* ModernBERT has no token type embeddings: its token types are not read */
+    int st = validate_inputs(enc, ids, enc->mb ? NULL : types, mask, B, T, err);
     if (st) return st;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
     st = ensure_workspace(enc, B, T, err);
@@ -380,11 +586,17 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     enc->train = train;
     enc->seed = seed;
     enc->row0 = row0;
+    enc->M = N;
+    if (enc->mb) {
+        st = me_modernbert_forward(enc, ids, mask, out, err);
+        enc->has_forward = st == ME_OK;
+        return st;
+    }
 
     /* inputs; position ids as HF computes them */
     int32_t *pos = enc->host_ints;
     for (int b = 0; b < B; b++) {
-        if (c->family == ME_FAMILY_ROBERTA) {
+        if (roberta_positions(c)) {
             int run = 0;
             for (int t = 0; t < T; t++) {
                 int real = ids[b * T + t] != c->pad_token_id;
@@ -397,15 +609,15 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     }
     if (train) { /* the embedding rows this batch touches (their gradients' norm is all that is nonzero) */
         int32_t *rows = enc->host_ints + N;
-        int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
         enc->nrows[0] = distinct_rows(ids, N, c->pad_token_id, enc->seen, rows);
-        enc->nrows[1] = distinct_rows(pos, N, pos_pad, enc->seen, rows + N);
-        enc->nrows[2] = distinct_rows(types, N, -1, enc->seen, rows + 2 * N);
+        enc->nrows[1] = c->position_biased_input && !c->frozen_positions
+                            ? distinct_rows(pos, N, roberta_positions(c) ? c->pad_token_id : -1, enc->seen, rows + N)
+                            : 0;
+        enc->nrows[2] = c->type_vocab_size > 0 ? distinct_rows(types, N, -1, enc->seen, rows + 2 * N) : 0;
         be->to_device(enc->rows, rows, sizeof(int32_t) * 3 * N);
     }
     /* the last layer computes only the rows the caller reads (when it reads fewer than all) */
-    enc->M = N;
-    if (read_rows && nread < N && c->num_layers > 0 && be->attention_rows_forward && be->dropout_rows_forward) {
+    if (read_rows && nread < N && can_prune_rows(enc)) {
         int32_t *qstart = enc->host_ints + 4 * N, *qpos = qstart + B + 1;
         for (int b = 0, r = 0; b <= B; b++) {
             qstart[b] = r;
@@ -423,42 +635,80 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         be->to_device(enc->types, types, sizeof(int32_t) * N);
     else
         be->zero(enc->types, sizeof(int32_t) * N);
+    if (c->relative_buckets) { /* MPNet: one bias [NH,T,T] for every layer */
+        me_mpnet_buckets(enc->host_ints, T);
+        be->to_device(enc->buckets, enc->host_ints, sizeof(int32_t) * (2 * (size_t)T - 1));
+        ME_TIMED(ME_PHASE_ATTENTION, be->relbias_forward(enc->relbias, P + enc->relb, enc->buckets, T, NH));
+    }
+    if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_prepare(enc, enc->host_ints));
 
     /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
-             be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
-             be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
-             be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
-                                   P + enc->eln_b, N, E, c->layer_norm_eps);
-             be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E)));
-    if (E != H) ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H));
+             if (c->type_vocab_size > 0) be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
+             if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1));
+    if (enc->deb) { /* DeBERTa: projection (no bias), LayerNorm over H, the mask, dropout */
+        const float *ln_in = enc->emb_sum;
+        if (enc->has_proj) {
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, N, E, H));
+            ln_in = enc->emb_proj;
+        }
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, ln_in, P + enc->eln_w,
+                                       P + enc->eln_b, N, H, c->layer_norm_eps);
+                 be->mask_rows_forward(enc->emb_ln, enc->mask, N, H);
+                 be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * H, ph, seed,
+                                     me_encoder_rows_site(enc, SITE_EMB, H)));
+    } else {
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
+                                       P + enc->eln_b, N, E, c->layer_norm_eps);
+                 be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed,
+                                     me_encoder_rows_site(enc, SITE_EMB, E)));
+        if (enc->has_proj)
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H));
+    }
 
     const float *x = enc->x0;
-    for (int l = 0; l < c->num_layers; l++) {
-        if (l == c->num_layers - 1 && enc->M < N) {
+    for (int l = 0; l < enc->napps; l++) {
+        if (l == enc->napps - 1 && enc->M < N) {
             last_layer_forward_rows(enc, x, ph, pa, seed);
             x = enc->la[l].h2;
             break;
         }
-        const MeLayerOffsets *o = &enc->lo[l];
+        const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
         MeLayerActs *a = &enc->la[l];
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
-        ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
-                                                           seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
+        if (enc->deb)
+            ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, pa, ph, seed, SITE(l, SITE_ATT) + row0 * NH,
+                                                                      SITE(l, SITE_REL)));
+        else if (c->relative_buckets)
+            ME_TIMED(ME_PHASE_ATTENTION,
+                     be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
+                                                1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                                SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
+        else
+            ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
+                                                               seed, SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H));
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H));
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_att_out(c, ph), seed,
+                                     me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
                  be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
                  be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
                                        c->layer_norm_eps));
         ffn_forward(enc, o, a, N);
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_ffn_out(c, ph), seed,
+                                     me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
                  be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
                  be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
                                        c->layer_norm_eps));
-        x = a->h2;
+        if (l == 0 && c->conv_kernel_size > 0)
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_forward(enc, enc->x0, a->h2, ph,
+                                                                   me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
+        x = layer_output(enc, l);
     }
     if (out) be->to_host(out, x, sizeof(float) * (size_t)N * H);
     st = be->status(err);
@@ -468,7 +718,8 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
 }
 
 const float *me_encoder_output(const MeEncoder *enc) {
-    return enc->cfg.num_layers ? enc->la[enc->cfg.num_layers - 1].h2 : enc->x0;
+    if (enc->mb) return me_modernbert_output(enc);
+    return enc->napps ? layer_output(enc, enc->napps - 1) : enc->x0;
 }
 
 /* -------------------------------------------------------------- backward */
@@ -488,6 +739,37 @@ void me_encoder_zero_grad(MeEncoder *enc) {
     enc->grads_zero = 1;
 }
 
+/* Weight set s's gradients are complete once its first application's backward has run. */
+static int first_application(const MeEncoder *enc, int l) {
+    for (int k = 0; k < l; k++)
+        if (enc->app_set[k] == enc->app_set[l]) return 0;
+    return 1;
+}
+
+/* The sum of squares of the gradients outside the layer weight sets, after the backward: the
+ * embedding tables at the rows this batch used (zero elsewhere), the dense tensors between the
+ * tables and the first set (LayerNorm, projection), and those after the last set (MPNet's bias
+ * table, DeBERTa's relative embeddings, projections and convolution) up to ntrain. */
+static double outer_sum_squares(const MeEncoder *enc) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const float *G = enc->grads;
+    const int N = enc->B * enc->T, E = c->embedding_size, H = c->hidden_size;
+    const int wpe = c->position_biased_input && !c->frozen_positions, wtt = c->type_vocab_size > 0;
+    size_t tables_end = enc->wte + (size_t)c->vocab_size * E;
+    if (wpe && enc->wpe + (size_t)c->max_position_embeddings * E > tables_end)
+        tables_end = enc->wpe + (size_t)c->max_position_embeddings * E;
+    if (wtt && enc->wtt + (size_t)c->type_vocab_size * E > tables_end)
+        tables_end = enc->wtt + (size_t)c->type_vocab_size * E;
+    const size_t sets_begin = enc->lo[0].qkv_w, sets_end = enc->lo[enc->nsets - 1].ln2_b + H;
+    double s = be->sum_squares(G + tables_end, sets_begin - tables_end) +
+               be->sum_squares(G + sets_end, enc->ntrain - sets_end) +
+               be->sum_squares_rows(G + enc->wte, enc->rows, enc->nrows[0], E);
+    if (wpe) s += be->sum_squares_rows(G + enc->wpe, enc->rows + N, enc->nrows[1], E);
+    if (wtt) s += be->sum_squares_rows(G + enc->wtt, enc->rows + 2 * N, enc->nrows[2], E);
+    return s;
+}
+
 int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
@@ -496,6 +778,12 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
                         "train-mode forward");
     enc->grads_zero = 0;
     const MeBackend *be = enc->be;
+    if (enc->mb) { /* ModernBERT: its own loop; the norm in one pass after it */
+        int st = me_modernbert_backward(enc, err);
+        if (!st && grad_sumsq)
+            ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(enc->grads, enc->ntrain));
+        return st;
+    }
     const MeEncoderConfig *c = &enc->cfg;
     const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,
               I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
@@ -505,69 +793,111 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     const float *P = enc->params;
     float *G = enc->grads;
     float *dh = enc->d_h, *da = enc->d_a, *db = enc->d_b;
+    const float pao = p_att_out(c, ph), pfo = p_ffn_out(c, ph);
 
-    for (int l = c->num_layers - 1; l >= 0; l--) {
-        const MeLayerOffsets *o = &enc->lo[l];
+    if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_begin(enc));
+    /* Applications in reverse: a shared weight set's gradients arrive last use first, the
+     * order in which PyTorch's autograd accumulates them. */
+    for (int l = enc->napps - 1; l >= 0; l--) {
+        const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
         const MeLayerActs *a = &enc->la[l];
-        const float *x = l ? enc->la[l - 1].h2 : enc->x0;
-        if (l == c->num_layers - 1 && enc->M < N)
-            last_layer_backward_rows(enc, x, dh, da, db, ph, pa, seed);
-        else {
-        /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
-        ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
-                                        P + o->ln2_w, N, H, 0);
-                 be->dropout_backward(db, da, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_FFN_OUT), H));
-                 be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
-        float *dff = enc->d_ff;
-        ME_TIMED(ME_PHASE_GEMM,
-                 be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H, 0));
-        ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation));
-        /* d(h1) = d(r2) + dff @ W1 */
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1));
-        /* h1 = LN1(r1), r1 = dropout(att_out) + x */
-        ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
-                                        P + o->ln1_w, N, H, 0);
-                 be->dropout_backward(da, db, (size_t)N * H, ph, seed, rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0));
-        ME_TIMED(ME_PHASE_ATTENTION, be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS,
-                                                            pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
-        /* d(x) = d(r1) + dqkv @ Wqkv */
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N,
-                                                    H, 3 * H, 1));
+        const float *x = l ? layer_output(enc, l - 1) : enc->x0;
+        if (l == 0 && c->conv_kernel_size > 0) { /* dh: d(conv_out) -> d(layer 0's output) */
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_backward(enc, da, dh, enc->x0, db, ph,
+                                                                    me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
+            float *t = dh;
+            dh = da;
+            da = t;
         }
-        /* this layer's gradients are complete (and still in cache): add their squares */
-        if (grad_sumsq)
+        if (l == enc->napps - 1 && enc->M < N) {
+            last_layer_backward_rows(enc, x, dh, da, db, ph, pa, seed);
+        } else {
+            /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
+                                            P + o->ln2_w, N, H, 0);
+                     be->dropout_backward(db, da, (size_t)N * H, pfo, seed,
+                                          me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+                     be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
+            float *dff = enc->d_ff;
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H, 0));
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation));
+            /* d(h1) = d(r2) + dff @ W1 */
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1));
+            /* h1 = LN1(r1), r1 = dropout(att_out) + x */
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
+                                            P + o->ln1_w, N, H, 0);
+                     be->dropout_backward(da, db, (size_t)N * H, pao, seed,
+                                          me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0));
+            if (enc->deb) {
+                ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, dh, pa, ph, seed,
+                                                                           SITE(l, SITE_ATT) + enc->row0 * NH,
+                                                                           SITE(l, SITE_REL)));
+            } else if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
+                ME_TIMED(ME_PHASE_ATTENTION,
+                         be->attention_bias_backward(enc->d_qkv, enc->d_scores, dh, a->qkv, a->probs, enc->mask,
+                                                     1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                                     SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+                         be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH));
+            } else {
+                ME_TIMED(ME_PHASE_ATTENTION,
+                         be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa, seed,
+                                                SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
+            }
+            /* d(x) = d(r1) + dqkv @ Wqkv */
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w,
+                                                        N, H, 3 * H, 1));
+        }
+        /* this weight set's gradients are complete (and still in cache): add their squares */
+        if (grad_sumsq && first_application(enc, l))
             ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G + o->qkv_w, o->ln2_b + H - o->qkv_w));
         float *t = dh;
         dh = db;
         db = t;
     }
-    /* dh holds d(x0) */
-    float *demb = dh;
-    if (E != H) {
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln,
-                                                    P + enc->proj_w, N, E, H, 0));
-        demb = da;
+    /* dh holds d(x0) (plus the ConvLayer's share) */
+    float *dln;
+    if (c->conv_kernel_size > 0) ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(dh, dh, enc->deb->conv_dx, (size_t)N * H));
+    if (enc->deb) {
+        ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_end(enc));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_backward(dh, dh, (size_t)N * H, ph, seed, me_encoder_rows_site(enc, SITE_EMB, H));
+                 be->mask_rows_backward(dh, enc->mask, N, H);
+                 be->layernorm_backward(da, G + enc->eln_w, G + enc->eln_b, dh,
+                                        enc->has_proj ? enc->emb_proj : enc->emb_sum, enc->emb_mean,
+                                        enc->emb_rstd, P + enc->eln_w, N, H, 0));
+        dln = da;
+        if (enc->has_proj) {
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(db, G + enc->proj_w, NULL, da, enc->emb_sum, P + enc->proj_w, N, E, H, 0));
+            dln = db;
+        }
+    } else {
+        float *demb = dh;
+        if (enc->has_proj) {
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln,
+                                                        P + enc->proj_w, N, E, H, 0));
+            demb = da;
+        }
+        dln = demb == da ? dh : da;
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, me_encoder_rows_site(enc, SITE_EMB, E));
+                 be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
+                                        enc->emb_rstd, P + enc->eln_w, N, E, 0));
     }
-    float *dln = demb == da ? dh : da;
     int word_pad = c->pad_token_id;
-    int pos_pad = c->family == ME_FAMILY_ROBERTA ? c->pad_token_id : -1;
+    int pos_pad = roberta_positions(c) ? c->pad_token_id : -1;
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, rows_site(enc, SITE_EMB, E));
-             be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
-                                    enc->emb_rstd, P + enc->eln_w, N, E, 0);
              be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
-             be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
-             be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad));
-    if (grad_sumsq) /* the embedding tables' gradients are zero outside the rows this batch used */
-        ME_TIMED(ME_PHASE_OPTIMIZER,
-                 size_t end = E != H ? enc->proj_b + H : enc->eln_b + E;
-                 *grad_sumsq += be->sum_squares(G + enc->eln_w, end - enc->eln_w) +
-                                be->sum_squares_rows(G + enc->wte, enc->rows, enc->nrows[0], E) +
-                                be->sum_squares_rows(G + enc->wpe, enc->rows + N, enc->nrows[1], E) +
-                                be->sum_squares_rows(G + enc->wtt, enc->rows + 2 * N, enc->nrows[2], E));
+             if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
+             if (!c->frozen_positions && c->position_biased_input)
+                 be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad));
+    if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += outer_sum_squares(enc));
     return be->status(err);
 }

@@ -1,9 +1,14 @@
-/* Transformer encoder (BERT / RoBERTa / ELECTRA) forward and backward on a
- * backend. Parameters and gradients live in one contiguous buffer each; every
- * HF parameter tensor is a contiguous slice of it (the query/key/value
- * weights of a layer are consecutive, so together they form the fused
- * [3H, H] qkv weight the model multiplies by). Activations live in one
- * workspace that grows to the largest (batch x length) seen and is reused. */
+/* Transformer encoder (BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT / MPNet /
+ * DeBERTa-v2/v3; ModernBERT in model/modernbert.c) forward and backward on a backend. Parameters
+ * and gradients live in one contiguous buffer each; every HF parameter tensor is a contiguous
+ * slice of it (the query/key/value weights of a layer are consecutive, so together they form the
+ * fused [3H, H] qkv weight the model multiplies by).
+ * A layer *application* runs one layer *weight set*: one set per layer, except ALBERT, whose
+ * num_hidden_groups x inner_group_num sets are shared by num_hidden_layers x inner_group_num
+ * applications (their gradients sum over the uses). MPNet adds one relative position bias,
+ * gathered from a bucket table (model/mpnet.c), to every layer's attention scores; DeBERTa
+ * computes its embeddings in another order and its attention in model/deberta.c. Activations
+ * live in one workspace that grows to the largest (batch x length) seen and is reused. */
 #ifndef MULTIENC_ENCODER_H
 #define MULTIENC_ENCODER_H
 
@@ -14,17 +19,50 @@
 #include "common.h"
 #include "model/params.h"
 
-typedef enum { ME_FAMILY_BERT = 0, ME_FAMILY_ROBERTA = 1, ME_FAMILY_ELECTRA = 2 } MeFamily;
+/* XLM-RoBERTa is RoBERTa's architecture (ME_FAMILY_ROBERTA). */
+typedef enum {
+    ME_FAMILY_BERT = 0,
+    ME_FAMILY_ROBERTA = 1,
+    ME_FAMILY_ELECTRA = 2,
+    ME_FAMILY_DISTILBERT = 3,
+    ME_FAMILY_ALBERT = 4,
+    ME_FAMILY_MPNET = 5,
+    ME_FAMILY_DEBERTA_V2 = 6, /* DeBERTa-v2 and v3 (model_type deberta-v2) */
+    ME_FAMILY_MODERNBERT = 7  /* its own layer loop: model/modernbert.c */
+} MeFamily;
+#define ME_FAMILY_LAST ME_FAMILY_DEBERTA_V2 /* the last family of encoder.c's own layer loop */
+
+/* DeBERTa's pos_att_type terms */
+enum { ME_POS_C2P = 1, ME_POS_P2C = 2 };
 
 typedef struct {
     int family; /* MeFamily */
     int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
-    int max_position_embeddings, type_vocab_size;
-    int embedding_size; /* == hidden_size except ELECTRA small/base generators etc. */
+    int max_position_embeddings;
+    int type_vocab_size; /* 0: no token type embeddings (DistilBERT) */
+    int embedding_size;  /* != hidden_size: ELECTRA (projected when different), ALBERT (always) */
+    int num_groups, inner_group_num; /* ALBERT's num_hidden_groups, inner_group_num; 1 otherwise */
+    int frozen_positions; /* 1: the position table gets no gradient and no update (DistilBERT's
+                             sinusoidal_pos_embds); it is the last tensor, past ntrain */
     float layer_norm_eps;
     float hidden_dropout, attention_dropout;
     int activation; /* MeActivation */
     int pad_token_id;
+    int relative_buckets; /* MPNet: rows of the relative attention bias table; 0 otherwise */
+    /* DeBERTa-v2/v3 (0 / 1 elsewhere): */
+    int position_biased_input;   /* 1: absolute position embeddings (every other family) */
+    int relative_attention;      /* relative embeddings and the c2p / p2c terms */
+    int position_buckets;        /* <= 0: no log buckets */
+    int max_relative_positions;  /* resolved (>= 1: config's, else max_position_embeddings) */
+    int pos_att;                 /* ME_POS_C2P | ME_POS_P2C */
+    int share_att_key, norm_rel_ebd;
+    int conv_kernel_size, conv_groups, conv_act; /* v2's ConvLayer after layer 0 (0: none); MeActivation */
+    /* ModernBERT only (layer_norm_eps is its norm_eps, attention_dropout its attention_dropout) */
+    int local_attention;       /* a local layer's query sees keys within local_attention / 2 */
+    int global_every;          /* global_attn_every_n_layers: layer l is global iff l % n == 0 */
+    float global_rope_theta, local_rope_theta;
+    int norm_bias, attention_bias, mlp_bias; /* 1: the LayerNorms / attention / MLP linears have biases */
+    float embedding_dropout, mlp_dropout;
 } MeEncoderConfig;
 
 typedef struct {
@@ -42,9 +80,16 @@ typedef struct MeEncoder {
     int nparams;
     MeParamInfo *info;
     size_t nfloats;
+    size_t ntrain; /* leading floats the optimizer updates; frozen tensors lie after them */
     float *params, *grads;
-    size_t wte, wpe, wtt, eln_w, eln_b, proj_w, proj_b; /* offsets; proj only when E != H */
-    MeLayerOffsets *lo;
+    size_t wte, wpe, wtt, eln_w, eln_b, proj_w, proj_b; /* offsets; wtt with token types, proj
+                                                          only with has_proj */
+    int has_proj; /* an embedding -> hidden projection (ELECTRA with E != H, ALBERT) */
+    int nsets, napps; /* layer weight sets; layer applications (forward order) */
+    int *app_set;     /* [napps]: the weight set each application runs */
+    MeLayerOffsets *lo; /* [nsets] */
+    size_t relb;        /* MPNet: the relative attention bias table [relative_buckets, NH] */
+    struct MeDeberta *deb; /* DeBERTa's relative attention (model/deberta.h) */
 
     /* workspace (device) and its carving for the last (B, T) */
     float *ws;
@@ -56,9 +101,14 @@ typedef struct MeEncoder {
     uint64_t row0;    /* last forward's first row in the whole batch (dropout masks; 0 unless sharded) */
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_ln, *x0;
-    MeLayerActs *la;
+    MeLayerActs *la; /* [napps] */
     float *ff, *att_scratch, *tmp;            /* forward/backward scratch */
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
+    float *relbias, *d_scores; /* MPNet: the bias [NH,T,T] all layers add; a layer's score gradient
+                                  (DeBERTa: a layer's bias [B,NH,T,T], then its gradient) */
+    float *emb_proj;           /* DeBERTa with embedding_size != hidden_size: the projection, LN's input */
+    int32_t *buckets;          /* MPNet: the bucket of each relative position [2T - 1] */
+    struct MeModernBert *mb; /* ModernBERT's offsets and activations (NULL for the other families) */
     int32_t *host_ints; /* host staging: position ids [N] | the distinct rows below [3N] */
     size_t host_ints_cap;
     int32_t *rows;      /* device: distinct ids, positions, token types of a train-mode forward [3N] */
@@ -69,6 +119,11 @@ typedef struct MeEncoder {
     int32_t *sel, *qstart, *qpos; /* device: those rows [M], per sentence their start [B+1] and position [M] */
     float *xs;          /* the last layer's input at those rows [M, H] */
 } MeEncoder;
+
+/* The parameter table a config implies (names, shapes, offsets; *nfloats the buffer length) without
+ * allocating the buffers, so callers can check a weight file against it first. *info is the
+ * caller's to free. */
+int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *n, size_t *nfloats, char *err);
 
 /* Create an encoder with zeroed parameters in *out; a status + message on failure. */
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err);
@@ -85,10 +140,20 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * read_rows (host, may be NULL): the rows b*T + t of the last hidden state the caller will read,
  * ascending, nread of them; with fewer than B*T the last layer computes only those rows (its
  * keys and values still from every row) and the other rows of the output are zero. Exact: the
- * read rows are what the full layer gives, up to the order of float additions. */
+ * read rows are what the full layer gives, up to the order of float additions. Families whose
+ * attention is not the plain one (MPNet, DeBERTa, ModernBERT) compute every row. */
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
                             int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err);
+
+/* Checks the sizes every family needs (vocabulary, hidden, layers, heads, intermediate, positions
+ * all > 0); ME_ERR_VALUE naming the field otherwise. */
+int me_encoder_check_sizes(const MeEncoderConfig *c, char *err);
+
+/* The dropout site of a [B*T, width] tensor's mask for the rows of the last forward: the whole
+ * batch's mask from row row0 on (me_dropout_site_at), so a shard keeps the units that the whole
+ * batch would keep. (Attention masks, per row and head, add row0 * NH to their site instead.) */
+uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width);
 
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
  * parameter gradients accumulate into enc->grads. */
@@ -96,8 +161,9 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err);
 
 /* Backward when dL/d(last hidden state) is already in me_encoder_grad_output(). With grad_sumsq
  * (only after a train-mode forward, on zeroed gradients): adds the sum of squares of the
- * gradients to *grad_sumsq, each layer's right after it is computed (while it is in cache) and
- * only the rows of the embedding tables this batch used (the others are zero). */
+ * gradients to *grad_sumsq, each layer weight set's right after its gradients are complete (while
+ * they are in cache) and only the rows of the embedding tables this batch used (the others are
+ * zero); ModernBERT's in one pass after its backward. */
 int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err);
 
 /* Set the gradients to zero (nothing to do when they are: grads_zero). */

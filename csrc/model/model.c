@@ -31,6 +31,10 @@ int me_model_check_backend(const MeBackend *be, int task, char *err) {
         return me_error(err, ME_ERR_NOTIMPL,
                         "the task model (pooling, combiner, losses, optimizer) is not implemented on the "
                         "'%s' backend yet; use device='cpu'", be->name);
+    if (!be->rope_forward || !be->glu_forward || !be->window_attention_forward)
+        return me_error(err, ME_ERR_NOTIMPL,
+                        "ModernBERT's encoder ops (rotary embeddings, gated linear units, windowed attention) are "
+                        "not implemented on the '%s' backend yet; use device='cpu'", be->name);
     if (task == ME_TASK_CRF && !be->crf_forward)
         return me_error(err, ME_ERR_NOTIMPL, "the CRF is not implemented on the '%s' backend yet; use device='cpu'",
                         be->name);
@@ -672,7 +676,7 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) { return back
 
 static int ensure_moments(MeModel *m, int i, char *err) {
     if (m->lm_m[i]) return ME_OK;
-    size_t bytes = m->lms[i]->nfloats * sizeof(float);
+    size_t bytes = m->lms[i]->ntrain * sizeof(float);
     m->lm_m[i] = m->be->alloc(bytes);
     m->lm_v[i] = m->be->alloc(bytes);
     if (!m->lm_m[i] || !m->lm_v[i])
@@ -689,6 +693,29 @@ int me_model_prepare_training(MeModel *m, const int *trainable, char *err) {
 }
 
 static int apply_update(MeModel *m, const MeOptimConfig *oc, double ss, double *grad_norm, char *err);
+
+int me_model_adamw_state(MeModel *m, int which, int allocate, float **first, float **second, size_t *numel,
+                         int **step, char *err) {
+    if (which < -1 || which >= m->n)
+        return me_error(err, ME_ERR_VALUE, "optimizer group owner %d: expected -1 (the head) or 0..%d", which,
+                        m->n - 1);
+    if (which == -1) {
+        *first = m->adam_m;
+        *second = m->adam_v;
+        *numel = m->nfloats;
+        *step = &m->step;
+        return ME_OK;
+    }
+    if (allocate) {
+        int st = ensure_moments(m, which, err);
+        if (st) return st;
+    }
+    *first = m->lm_m[which];
+    *second = m->lm_v[which];
+    *numel = m->lms[which]->nfloats;
+    *step = &m->lm_step[which];
+    return ME_OK;
+}
 
 int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
@@ -719,7 +746,7 @@ int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char
     }
     double ss = be->sum_squares(m->grads, m->nfloats);
     for (int i = 0; i < m->n; i++)
-        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->nfloats);
+        if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->ntrain);
     return apply_update(m, oc, ss, grad_norm, err);
 }
 
@@ -744,7 +771,9 @@ static int apply_update(MeModel *m, const MeOptimConfig *oc, double ss, double *
         if (!oc->trainable[i]) continue;
         MeEncoder *enc = m->lms[i];
         m->lm_step[i]++;
-        be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->nfloats, oc->lr[i], oc->beta1,
+        /* frozen tensors (past ntrain) are not in the optimizer, as requires_grad=False ones; they get
+           no gradient, so theirs stays zero */
+        be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->ntrain, oc->lr[i], oc->beta1,
                          oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i], c);
         enc->grads_zero = 1;
     }

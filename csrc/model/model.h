@@ -85,7 +85,8 @@ typedef struct {
     float *d_logits, *d_drop, *d_comb, *d_x, *d_proj, *d_scores;
 } MeModel;
 
-/* ME_OK when backend `be` has every op a task model of `task` (ME_TASK_*) runs; else
+/* ME_OK when backend `be` has every op a task model of `task` (ME_TASK_*) runs, the encoder ops of
+ * every family included (a ModernBERT LM needs the rotary, gated-unit and windowed-attention ops); else
  * ME_ERR_NOTIMPL with a message. Reads only the op table: no device is set up. */
 int me_model_check_backend(const MeBackend *be, int task, char *err);
 
@@ -125,6 +126,12 @@ const char *me_model_lm_schedule(const MeModel *m);
 /* Allocate (zero-filled, pages already mapped) the AdamW moments of the LMs flagged in trainable [n]
  * that have none yet, so that the first step does not; a training step does it too. */
 int me_model_prepare_training(MeModel *m, const int *trainable, char *err);
+/* The AdamW state of `which` (-1: the head's buffer; 0..n-1: language model i), for saving and
+ * restoring a training run: *first / *second its moment buffers on the backend (*numel floats
+ * each; NULL for a language model never updated, unless `allocate` creates them zeroed) and
+ * *step its update count (bias correction), which the caller may read or set. */
+int me_model_adamw_state(MeModel *m, int which, int allocate, float **first, float **second, size_t *numel,
+                         int **step, char *err);
 
 /* Backward of the last forward into the gradient buffers (zeroed first); for tests and
  * for callers that run their own optimizer. trainable [n] as in MeOptimConfig.

@@ -9,7 +9,7 @@
 typedef struct {
     char name[96];
     int ndim;
-    int64_t shape[2];
+    int64_t shape[3];
     size_t offset, numel; /* in floats, into the parameter buffer */
 } MeParamInfo;
 
@@ -24,6 +24,8 @@ typedef struct {
  * `pad` rounds the buffer up to 64 bytes after it; without padding consecutive
  * tensors stay contiguous (the fused q/k/v groups rely on that). */
 size_t me_params_add(MeParamList *pl, const char *name, int64_t d0, int64_t d1, int pad);
+/* The same for a 3-D tensor (d0, d1, d2) (a convolution's weight). */
+size_t me_params_add3(MeParamList *pl, const char *name, int64_t d0, int64_t d1, int64_t d2, int pad);
 
 /* Workspace carving: the next `count` floats of `base` (64-byte aligned slices), advancing
  * *off; with base == NULL only *off advances (a first pass that sizes the workspace). */

@@ -25,8 +25,10 @@ PyObject *me_param_info_list(const MeParamInfo *info, int n) {
     if (!list) return NULL;
     for (int i = 0; i < n; i++) {
         const MeParamInfo *p = &info[i];
-        PyObject *shape = p->ndim == 2 ? Py_BuildValue("(LL)", (long long)p->shape[0], (long long)p->shape[1])
-                                       : Py_BuildValue("(L)", (long long)p->shape[0]);
+        PyObject *shape = p->ndim == 3   ? Py_BuildValue("(LLL)", (long long)p->shape[0], (long long)p->shape[1],
+                                                         (long long)p->shape[2])
+                          : p->ndim == 2 ? Py_BuildValue("(LL)", (long long)p->shape[0], (long long)p->shape[1])
+                                         : Py_BuildValue("(L)", (long long)p->shape[0]);
         PyObject *item = shape ? Py_BuildValue("(sNn)", p->name, shape, (Py_ssize_t)p->offset) : NULL;
         if (!item) {
             Py_DECREF(list);

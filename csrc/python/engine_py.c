@@ -10,12 +10,8 @@
 #define ENGINE_INT(key, field, required, dflt) me_cfg_int(cfgd, "engine config", key, required, dflt, field)
 #define ENGINE_FLOAT(key, field, dflt) me_cfg_float(cfgd, "engine config", key, dflt, field)
 
-static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"config", "device", NULL};
-    PyObject *cfgd;
-    const char *device = "cpu";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
-        return -1;
+/* An engine config dict (multienc.engine.encoder.engine_config) as the C struct. */
+static int parse_config(PyObject *cfgd, MeEncoderConfig *out) {
     MeEncoderConfig c;
     if (ENGINE_INT("family", &c.family, 1, 0) || ENGINE_INT("vocab_size", &c.vocab_size, 1, 0) ||
         ENGINE_INT("hidden_size", &c.hidden_size, 1, 0) || ENGINE_INT("num_hidden_layers", &c.num_layers, 1, 0) ||
@@ -24,11 +20,63 @@ static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
         ENGINE_INT("max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
         ENGINE_INT("type_vocab_size", &c.type_vocab_size, 1, 0) ||
         ENGINE_INT("embedding_size", &c.embedding_size, 0, c.hidden_size) ||
+        ENGINE_INT("num_hidden_groups", &c.num_groups, 0, 1) ||
+        ENGINE_INT("inner_group_num", &c.inner_group_num, 0, 1) ||
+        ENGINE_INT("frozen_position_embeddings", &c.frozen_positions, 0, 0) ||
         ENGINE_INT("activation", &c.activation, 1, 0) || ENGINE_INT("pad_token_id", &c.pad_token_id, 0, -1) ||
+        ENGINE_INT("relative_attention_num_buckets", &c.relative_buckets, 0, 0) ||
+        ENGINE_INT("position_biased_input", &c.position_biased_input, 0, 1) ||
+        ENGINE_INT("relative_attention", &c.relative_attention, 0, 0) ||
+        ENGINE_INT("position_buckets", &c.position_buckets, 0, -1) ||
+        ENGINE_INT("max_relative_positions", &c.max_relative_positions, 0, -1) ||
+        ENGINE_INT("pos_att", &c.pos_att, 0, 0) || ENGINE_INT("share_att_key", &c.share_att_key, 0, 0) ||
+        ENGINE_INT("norm_rel_ebd", &c.norm_rel_ebd, 0, 0) ||
+        ENGINE_INT("conv_kernel_size", &c.conv_kernel_size, 0, 0) ||
+        ENGINE_INT("conv_groups", &c.conv_groups, 0, 1) || ENGINE_INT("conv_act", &c.conv_act, 0, 0) ||
         ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||
         ENGINE_FLOAT("hidden_dropout_prob", &c.hidden_dropout, 0.1f) ||
-        ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f))
+        ENGINE_FLOAT("attention_probs_dropout_prob", &c.attention_dropout, 0.1f) ||
+        /* ModernBERT's keys (multienc.engine.encoder.engine_config writes them for model_type modernbert) */
+        ENGINE_INT("local_attention", &c.local_attention, 0, 0) ||
+        ENGINE_INT("global_attn_every_n_layers", &c.global_every, 0, 1) ||
+        ENGINE_FLOAT("global_rope_theta", &c.global_rope_theta, 160000.0f) ||
+        ENGINE_FLOAT("local_rope_theta", &c.local_rope_theta, 10000.0f) ||
+        ENGINE_INT("norm_bias", &c.norm_bias, 0, 0) || ENGINE_INT("attention_bias", &c.attention_bias, 0, 0) ||
+        ENGINE_INT("mlp_bias", &c.mlp_bias, 0, 0) ||
+        ENGINE_FLOAT("embedding_dropout", &c.embedding_dropout, 0.0f) ||
+        ENGINE_FLOAT("mlp_dropout", &c.mlp_dropout, 0.0f))
         return -1;
+    *out = c;
+    return 0;
+}
+
+/* encoder_param_table(config) -> ([(name, shape, offset), ...], num_floats): the layout, nothing allocated. */
+static PyObject *encoder_param_table(PyObject *module, PyObject *cfgd) {
+    if (!PyDict_Check(cfgd)) {
+        PyErr_SetString(PyExc_TypeError, "encoder_param_table expects an engine config dict");
+        return NULL;
+    }
+    MeEncoderConfig c;
+    if (parse_config(cfgd, &c)) return NULL;
+    MeParamInfo *info;
+    int n = 0;
+    size_t nfloats = 0;
+    char err[ME_ERRLEN] = {0};
+    int st = me_encoder_param_table(&c, &info, &n, &nfloats, err);
+    if (st) return me_raise(st, err);
+    PyObject *list = me_param_info_list(info, n);
+    free(info);
+    return list ? Py_BuildValue("(Nn)", list, (Py_ssize_t)nfloats) : NULL;
+}
+
+static int Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"config", "device", NULL};
+    PyObject *cfgd;
+    const char *device = "cpu";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|s", kwlist, &PyDict_Type, &cfgd, &device))
+        return -1;
+    MeEncoderConfig c;
+    if (parse_config(cfgd, &c)) return -1;
     const MeBackend *be = me_backend_for_device(device);
     if (!be) return -1;
     /* Checked with the GIL held until self->enc is set: a model may hold this encoder's pointer,
@@ -210,7 +258,15 @@ PyTypeObject MeEncoderType = {
     .tp_getset = Encoder_getset,
 };
 
+static PyMethodDef engine_functions[] = {
+    {"encoder_param_table", encoder_param_table, METH_O,
+     "encoder_param_table(config) -> ([(hf_name, shape, offset), ...], num_floats): the parameters an engine "
+     "config implies, computed without allocating them."},
+    {NULL, NULL, 0, NULL},
+};
+
 int me_register_engine(PyObject *module) {
+    if (PyModule_AddFunctions(module, engine_functions) < 0) return -1;
     if (PyType_Ready(&MeEncoderType) < 0) return -1;
     Py_INCREF(&MeEncoderType);
     if (PyModule_AddObject(module, "Encoder", (PyObject *)&MeEncoderType) < 0) {

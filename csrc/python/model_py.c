@@ -250,6 +250,21 @@ static int parse_lengths(ModelObject *self, PyObject *o, int B, int K, int requi
     return 0;
 }
 
+/* A training batch: the inputs, targets [R] and lengths (every sentence's K words when none are
+ * given for a CRF). Returns 0, or -1 with an exception set and nothing left to free. */
+static int parse_batch(ModelObject *self, PyObject *inputs, PyObject *targets_o, PyObject *lengths_o, Inputs *x,
+                       PyArrayObject **t, PyArrayObject **lens) {
+    *lens = NULL;
+    if (parse_inputs(self, inputs, x)) return -1;
+    *t = parse_targets(self, targets_o, x->B * x->K);
+    if (!*t || parse_lengths(self, lengths_o, x->B, x->K, self->model->cfg.task == ME_TASK_CRF, lens)) {
+        Py_XDECREF(*t);
+        free_inputs(x);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"inputs", "targets", "train", "seed", "embedding", "lengths", "decode", NULL};
     PyObject *inputs, *targets_o = Py_None, *lengths_o = Py_None;
@@ -394,13 +409,8 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
         parse_trainable(self, tr_o, trainable))
         return NULL;
     Inputs x;
-    if (parse_inputs(self, inputs, &x)) return NULL;
-    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
-    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
-        Py_XDECREF(t);
-        free_inputs(&x);
-        return NULL;
-    }
+    PyArrayObject *t, *lens;
+    if (parse_batch(self, inputs, targets_o, lengths_o, &x, &t, &lens)) return NULL;
     MeOptimConfig oc = {lr, wd, trainable, beta1, beta2, eps, max_norm};
     char err[ME_ERRLEN] = {0};
     float loss = 0.0f;
@@ -420,6 +430,71 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *args, PyObject *k
     return Py_BuildValue("(dd)", (double)loss, gnorm);
 }
 
+/* read_adamw(which, first, second) -> step / write_adamw(which, first, second, step): the AdamW moments
+ * and update count of the head (which = -1) or of language model `which`, through float32 arrays of its
+ * buffer's length. Reading a language model never updated gives zeros and step 0; writing step 0 and
+ * zeros to one leaves its moments unallocated (as a fresh model has them). */
+static PyObject *adamw_copy(ModelObject *self, PyObject *args, int to_host) {
+    int which, step = 0;
+    PyObject *first_o, *second_o;
+    if (to_host ? !PyArg_ParseTuple(args, "iOO:read_adamw", &which, &first_o, &second_o)
+                : !PyArg_ParseTuple(args, "iOOi:write_adamw", &which, &first_o, &second_o, &step))
+        return NULL;
+    if (!ready(self)) return NULL;
+    if (step < 0) {
+        PyErr_SetString(PyExc_ValueError, "the optimizer step count must be >= 0");
+        return NULL;
+    }
+    PyArrayObject *arrs[2] = {(PyArrayObject *)first_o, (PyArrayObject *)second_o};
+    for (int k = 0; k < 2; k++)
+        if (!PyArray_Check((PyObject *)arrs[k]) || PyArray_TYPE(arrs[k]) != NPY_FLOAT32 || PyArray_NDIM(arrs[k]) != 1 ||
+            !PyArray_IS_C_CONTIGUOUS(arrs[k]) || (to_host && !PyArray_ISWRITEABLE(arrs[k]))) {
+            PyErr_SetString(PyExc_TypeError, "the moments must be contiguous 1-d float32 arrays (writable to read)");
+            return NULL;
+        }
+    float *host[2] = {PyArray_DATA(arrs[0]), PyArray_DATA(arrs[1])};
+    npy_intp have[2] = {PyArray_DIM(arrs[0], 0), PyArray_DIM(arrs[1], 0)};
+    char err[ME_ERRLEN] = {0};
+    int st = ME_OK, *stepp = NULL, skip = 0;
+    float *dev[2] = {NULL, NULL};
+    size_t numel = 0;
+    const MeBackend *be = self->model->be;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    st = me_model_adamw_state(self->model, which, 0, &dev[0], &dev[1], &numel, &stepp, err);
+    if (!st && ((size_t)have[0] != numel || (size_t)have[1] != numel))
+        st = me_error(err, ME_ERR_VALUE, "the moments of optimizer group owner %d have %zu floats, got arrays of "
+                      "%ld and %ld", which, numel, (long)have[0], (long)have[1]);
+    if (!st && !to_host && !dev[0]) {
+        int zero = step == 0;
+        for (size_t i = 0; zero && i < numel; i++) zero = host[0][i] == 0.0f && host[1][i] == 0.0f;
+        skip = zero;
+        if (!skip) st = me_model_adamw_state(self->model, which, 1, &dev[0], &dev[1], &numel, &stepp, err);
+    }
+    if (!st && !skip) {
+        for (int k = 0; k < 2; k++) {
+            if (to_host && !dev[k])
+                memset(host[k], 0, numel * sizeof(float));
+            else if (to_host)
+                be->to_host(host[k], dev[k], numel * sizeof(float));
+            else
+                be->to_device(dev[k], host[k], numel * sizeof(float));
+        }
+        if (to_host)
+            step = *stepp;
+        else
+            *stepp = step;
+        st = be->status(err);
+    }
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    if (to_host) return PyLong_FromLong(step);
+    Py_RETURN_NONE;
+}
+static PyObject *Model_read_adamw(ModelObject *self, PyObject *args) { return adamw_copy(self, args, 1); }
+static PyObject *Model_write_adamw(ModelObject *self, PyObject *args) { return adamw_copy(self, args, 0); }
+
 /* ---- the training step in stages, for data parallelism (docs/distributed.md): forward_backward
  * (forward of a shard + the head's backward), backward_lm per LM, then update on the gradients
  * summed across processes; zero_grads for a process whose shard is empty. */
@@ -437,13 +512,8 @@ static PyObject *Model_forward_backward(ModelObject *self, PyObject *args, PyObj
     int trainable[64];
     if (parse_trainable(self, tr_o, trainable)) return NULL;
     Inputs x;
-    if (parse_inputs(self, inputs, &x)) return NULL;
-    PyArrayObject *t = parse_targets(self, targets_o, x.B * x.K), *lens = NULL;
-    if (!t || parse_lengths(self, lengths_o, x.B, x.K, m->cfg.task == ME_TASK_CRF, &lens)) {
-        Py_XDECREF(t);
-        free_inputs(&x);
-        return NULL;
-    }
+    PyArrayObject *t, *lens;
+    if (parse_batch(self, inputs, targets_o, lengths_o, &x, &t, &lens)) return NULL;
     char err[ME_ERRLEN] = {0};
     float loss = 0.0f;
     int st;
@@ -548,6 +618,11 @@ static PyMethodDef Model_methods[] = {
      "lm_schedule() -> how the language models run now: side by side, one after another, or not measured yet."},
     {"prepare_training", (PyCFunction)Model_prepare_training, METH_O,
      "prepare_training(trainable): allocate the optimizer state of the flagged LMs now, not in the first step."},
+    {"read_adamw", (PyCFunction)Model_read_adamw, METH_VARARGS,
+     "read_adamw(which, first, second) -> step: copy the AdamW moments of the head (which=-1) or of language "
+     "model `which` into float32 arrays of its buffer's length; returns its update count."},
+    {"write_adamw", (PyCFunction)Model_write_adamw, METH_VARARGS,
+     "write_adamw(which, first, second, step): set the AdamW moments and update count (resuming a run)."},
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step, METH_VARARGS | METH_KEYWORDS,
      "train_step(inputs, targets, lr, weight_decay, trainable, seed=0, max_grad_norm=5.0, beta1=0.9, "
      "beta2=0.999, eps=1e-8, lengths=None) -> (loss, grad_norm)"},

@@ -12,6 +12,7 @@ and the (1-based) line. One reader serves every corpus of its format:
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -101,9 +102,12 @@ def parse_label(raw: str, task_type: str, label_map: Optional[Mapping[str, int]]
     text = raw.strip()
     if "regression" in task_type:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise CorpusFormatError(path, line, f"label {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise CorpusFormatError(path, line, f"label {text!r} is not a finite number")
+        return value
     if label_map and text in label_map:
         return label_map[text]
     try:

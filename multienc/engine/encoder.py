@@ -18,68 +18,387 @@ import numpy as np
 
 from multienc.engine import _C
 from multienc.engine.device import resolve_device
+from multienc.formats import schema
 from multienc.formats.safetensors import save_file
-from multienc.formats.weights import find_weight_file, load_state_dict
+from multienc.formats.weights import WeightsError, find_weight_file, load_state_dict
 
-FAMILIES = {"bert": 0, "roberta": 1, "electra": 2}
+#: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
+FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
+            "mpnet": 5, "deberta-v2": 6, "modernbert": 7}
+_ROBERTA, _DISTILBERT, _ALBERT, _MPNET, _DEBERTA = 1, 3, 4, 5, 6
+#: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
+MPNET_PADDING_IDX = 1
 ACTIVATIONS = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1}
 # Checkpoint tensors that belong to task heads or buffers, not to the encoder.
 IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator_predictions.",
                     "generator_lm_head.", "pooler.", "classifier.", "qa_outputs.",
-                    "sop_classifier.", "embeddings.position_ids")
-BASE_PREFIXES = ("bert.", "roberta.", "electra.")
+                    "sop_classifier.", "predictions.", "vocab_transform.", "vocab_layer_norm.",
+                    "vocab_projector.", "pre_classifier.", "embeddings.position_ids", "head.", "decoder.")
+BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.", "deberta.", "model.")
+# DistilBERT's config.json names (DistilBertConfig.attribute_map, read the other way round).
+_DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                    "intermediate_size": "hidden_dim", "hidden_act": "activation",
+                    "hidden_dropout_prob": "dropout", "attention_probs_dropout_prob": "attention_dropout"}
+# What the transformers config classes use when config.json omits a key (vocab_size, the hidden,
+# layer, head and intermediate sizes are required: a config.json written by transformers has them).
+_COMMON_DEFAULTS = {"max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
+                    "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                    "pad_token_id": 0}
+_DEFAULTS = {
+    "bert": _COMMON_DEFAULTS,
+    "roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
+    "xlm-roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
+    "electra": _COMMON_DEFAULTS,
+    "distilbert": {**_COMMON_DEFAULTS, "sinusoidal_pos_embds": False},
+    "albert": {**_COMMON_DEFAULTS, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
+               "attention_probs_dropout_prob": 0.0, "embedding_size": 128, "num_hidden_groups": 1,
+               "inner_group_num": 1},
+    "mpnet": {**_COMMON_DEFAULTS, "pad_token_id": 1, "relative_attention_num_buckets": 32},
+    "deberta-v2": {**_COMMON_DEFAULTS, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
+}
+# LayerNorm weights (initialised to 1): BERT's "....LayerNorm.weight", DistilBERT's "..._layer_norm.weight",
+# ModernBERT's "...norm.weight".
+NORM_WEIGHTS = ("LayerNorm.weight", "norm.weight")
+# ModernBertConfig's defaults (transformers 5.24) for what a config.json may leave out.
+_MODERNBERT_DEFAULTS = {"max_position_embeddings": 8192, "hidden_activation": "gelu", "norm_eps": 1e-5,
+                        "norm_bias": False, "attention_bias": False, "mlp_bias": False,
+                        "attention_dropout": 0.0, "embedding_dropout": 0.0, "mlp_dropout": 0.0,
+                        "local_attention": 128, "global_attn_every_n_layers": 3,
+                        "global_rope_theta": 160000.0, "local_rope_theta": 10000.0}
 
 
 class ModelConfigError(ValueError):
     """config.json is missing, unreadable or describes an unsupported model."""
 
 
+# config.json's fields the engine reads (others are ignored), BERT's names; sizes are bounded so
+# that no product of them overflows, and each must then match the weights before anything is
+# allocated. One schema per family: the family's own keys, DistilBERT's names (_DISTILBERT_KEYS).
+# Missing keys take the config class's default or are refused by engine_config (_value).
+_SIZE = schema.Int(1, 1 << 16)
+_DROPOUT = schema.Float(0.0, 1.0, below_hi=True)
+_BERT_FIELDS: Dict[str, schema.Schema] = {
+    "model_type": schema.Str(max_len=100),
+    "hidden_act": schema.Opt(schema.Str(max_len=100)),
+    "position_embedding_type": schema.Opt(schema.Str(max_len=100)),
+    "pad_token_id": schema.Opt(schema.Int(-1, (1 << 31) - 1)),
+    "vocab_size": schema.Int(1, (1 << 31) - 1),
+    "hidden_size": _SIZE,
+    "num_hidden_layers": schema.Int(1, 1 << 12),
+    "num_attention_heads": _SIZE,
+    "intermediate_size": schema.Int(1, 1 << 20),
+    "max_position_embeddings": schema.Int(1, 1 << 20),
+    "type_vocab_size": _SIZE,
+    "embedding_size": schema.Opt(_SIZE),
+    "layer_norm_eps": schema.Float(1e-30, 1.0),
+    "hidden_dropout_prob": _DROPOUT,
+    "attention_probs_dropout_prob": _DROPOUT,
+    "initializer_range": schema.Float(0.0, 1e3),
+}
+_MODEL_TYPE_SCHEMA = schema.Obj({"model_type": _BERT_FIELDS["model_type"]}, required=("model_type",))
+_BERT_SCHEMA = schema.Obj(_BERT_FIELDS)
+_CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
+    "bert": _BERT_SCHEMA, "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
+    "distilbert": schema.Obj(
+        {**{_DISTILBERT_KEYS.get(k, k): v for k, v in _BERT_FIELDS.items()
+            if k not in ("type_vocab_size", "embedding_size", "layer_norm_eps")},
+         "sinusoidal_pos_embds": schema.Bool()}),
+    "albert": schema.Obj({**_BERT_FIELDS, "num_hidden_groups": schema.Int(1, 1 << 12),
+                          "inner_group_num": schema.Int(1, 1 << 12)}),
+    "mpnet": schema.Obj({**_BERT_FIELDS, "relative_attention_num_buckets": _SIZE}),
+    "deberta-v2": schema.Obj({
+        **_BERT_FIELDS,
+        "type_vocab_size": schema.Int(0, 1 << 16),
+        "position_biased_input": schema.Bool(),
+        "relative_attention": schema.Bool(),
+        "pos_att_type": schema.Opt(schema.Either(
+            schema.Str(max_len=100), schema.Arr(schema.Str(max_len=100), max_len=8),
+            what="a string like 'p2c|c2p' or an array of strings")),
+        "position_buckets": schema.Int(-1, 1 << 16),
+        "max_relative_positions": schema.Int(-1, 1 << 20),
+        "share_att_key": schema.Bool(),
+        "norm_rel_ebd": schema.Opt(schema.Str(max_len=100)),
+        "conv_kernel_size": schema.Opt(schema.Int(0, 1 << 10)),
+        "conv_groups": _SIZE,
+        "conv_act": schema.Str(max_len=100),
+        "attention_head_size": schema.Opt(_SIZE),
+    }),
+    "modernbert": schema.Obj({
+        **{k: _BERT_FIELDS[k] for k in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+                                        "num_attention_heads", "intermediate_size", "max_position_embeddings",
+                                        "hidden_dropout_prob", "initializer_range")},
+        "pad_token_id": schema.Opt(schema.Int(-1, (1 << 31) - 1)),
+        "head_dim": schema.Opt(_SIZE),
+        "hidden_activation": schema.Opt(schema.Str(max_len=100)),
+        "norm_eps": schema.Opt(schema.Float(1e-30, 1.0)),
+        **{k: schema.Opt(schema.Bool()) for k in ("norm_bias", "attention_bias", "mlp_bias")},
+        **{k: schema.Opt(_DROPOUT) for k in ("attention_dropout", "embedding_dropout", "mlp_dropout")},
+        "local_attention": schema.Opt(schema.Int(2, 1 << 20)),
+        "global_attn_every_n_layers": schema.Opt(schema.Int(1, 1 << 12)),
+        "layer_types": schema.Opt(schema.Arr(schema.Str(max_len=100), max_len=1 << 12)),
+        **{k: schema.Opt(schema.Float(1e-30, 1e30)) for k in ("global_rope_theta", "local_rope_theta")},
+        "rope_parameters": schema.Opt(schema.MapOf(schema.Opt(schema.Obj({
+            "rope_type": schema.Str(max_len=100), "type": schema.Str(max_len=100),
+            "rope_theta": schema.Float(1e-30, 1e30)})), max_len=16)),
+    }),
+}
+
+
+def hidden_dropout_key(model_type: str) -> str:
+    """The config.json key of the hidden dropout probability (``dropout`` for DistilBERT)."""
+    return _DISTILBERT_KEYS["hidden_dropout_prob"] if model_type == "distilbert" else "hidden_dropout_prob"
+
+
+def _value(config: Mapping[str, Any], model_type: str, key: str) -> Any:
+    """config.json's value for an engine key: the family's own name for it, else the config
+    class's default (None counts as missing, as transformers' ``pad_token_id=None`` does)."""
+    name = _DISTILBERT_KEYS.get(key, key) if model_type == "distilbert" else key
+    value = config.get(name)
+    if value is None:
+        if key not in _DEFAULTS[model_type]:
+            raise KeyError(name)
+        value = _DEFAULTS[model_type][key]
+    return value
+
+
 def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dict[str, Any]:
     """Translate an HF ``config.json`` dict into the C engine's config.
 
-    Raises NotImplementedError for model types, activations or position
-    embedding types the engine does not implement, naming the supported ones.
+    Raises :class:`ModelConfigError` naming ``source`` and the field for a missing or malformed
+    value, NotImplementedError for model types, activations or position embedding types the
+    engine does not implement, naming the supported ones.
     """
-    model_type = config.get("model_type")
-    if model_type not in FAMILIES:
-        raise NotImplementedError(
-            f"{source}: model_type {model_type!r} is not supported; supported model types: "
-            f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
-    act = config.get("hidden_act", "gelu")
+    config = dict(config)
+    try:
+        model_type = schema.check(config, _MODEL_TYPE_SCHEMA)["model_type"]
+        if model_type not in FAMILIES:
+            raise NotImplementedError(
+                f"{source}: model_type {model_type!r} is not supported; supported model types: "
+                f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
+        schema.check(config, _CONFIG_SCHEMAS[model_type])
+    except schema.SchemaError as e:
+        raise ModelConfigError(f"{source}: {e}") from None
+    if model_type == "modernbert":
+        return _modernbert_config(config, source)
+    family = FAMILIES[model_type]
+    act = _value(config, model_type, "hidden_act")
     if act not in ACTIVATIONS:
         raise NotImplementedError(
-            f"{source}: hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+            f"{source}: {'activation' if family == _DISTILBERT else 'hidden_act'} {act!r} is not supported; "
+            f"supported: {', '.join(ACTIVATIONS)}")
     pos_type = config.get("position_embedding_type", "absolute")
     if pos_type not in (None, "absolute"):
         raise NotImplementedError(
             f"{source}: position_embedding_type {pos_type!r} is not supported (only 'absolute')")
-    defaults = {"bert": 0, "roberta": 1, "electra": 0}
-    pad = config.get("pad_token_id")
-    if pad is None:
-        pad = defaults[model_type]
+
+    def get(key: str) -> Any:
+        return _value(config, model_type, key)
+
     try:
-        hidden = int(config["hidden_size"])
+        hidden = int(get("hidden_size"))
         cfg = {
-            "family": FAMILIES[model_type],
-            "vocab_size": int(config["vocab_size"]),
+            "family": family,
+            "vocab_size": int(get("vocab_size")),
             "hidden_size": hidden,
-            "num_hidden_layers": int(config["num_hidden_layers"]),
-            "num_attention_heads": int(config["num_attention_heads"]),
-            "intermediate_size": int(config["intermediate_size"]),
-            "max_position_embeddings": int(config.get("max_position_embeddings", 512)),
-            "type_vocab_size": int(config.get("type_vocab_size", 2)),
-            "embedding_size": int(config.get("embedding_size") or hidden),
+            "num_hidden_layers": int(get("num_hidden_layers")),
+            "num_attention_heads": int(get("num_attention_heads")),
+            "intermediate_size": int(get("intermediate_size")),
+            "max_position_embeddings": int(get("max_position_embeddings")),
+            # DistilBERT, MPNet: no token types; DistilBERT's LayerNorms use eps 1e-12 in its code
+            "type_vocab_size": 0 if family in (_DISTILBERT, _MPNET) else int(get("type_vocab_size")),
+            "embedding_size": int(get("embedding_size")) if family == _ALBERT
+            else int(config.get("embedding_size") or hidden),
             "activation": ACTIVATIONS[act],
-            "pad_token_id": int(pad),
-            "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
-            "hidden_dropout_prob": float(config.get("hidden_dropout_prob", 0.1)),
-            "attention_probs_dropout_prob": float(config.get("attention_probs_dropout_prob", 0.1)),
+            "pad_token_id": MPNET_PADDING_IDX if family == _MPNET else int(get("pad_token_id")),
+            "layer_norm_eps": 1e-12 if family == _DISTILBERT else float(get("layer_norm_eps")),
+            "hidden_dropout_prob": float(get("hidden_dropout_prob")),
+            "attention_probs_dropout_prob": float(get("attention_probs_dropout_prob")),
         }
+        if family == _ALBERT:
+            cfg["num_hidden_groups"] = int(get("num_hidden_groups"))
+            cfg["inner_group_num"] = int(get("inner_group_num"))
+        if family == _MPNET:
+            cfg["relative_attention_num_buckets"] = int(get("relative_attention_num_buckets"))
+        if family == _DEBERTA:
+            cfg.update(_deberta_config(config, cfg, source))
+        if family == _DISTILBERT:
+            cfg["frozen_position_embeddings"] = int(bool(get("sinusoidal_pos_embds")))
     except KeyError as e:
         raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise ModelConfigError(f"{source}: bad value: {e}") from None
     return cfg
+
+
+def _global_every(config: Mapping[str, Any], layers: int, source: str) -> int:
+    """ModernBERT's layer pattern as the engine's n (layer l global iff l % n == 0): from
+    ``layer_types`` (what transformers 5 writes) when present, else ``global_attn_every_n_layers``
+    (the hub checkpoints' spelling), as ModernBertConfig.__post_init__ reads them."""
+    n = int(config.get("global_attn_every_n_layers") or _MODERNBERT_DEFAULTS["global_attn_every_n_layers"])
+    types = config.get("layer_types")
+    if types is None:
+        return n
+    types = list(types)
+    if len(types) != layers or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise ModelConfigError(f"{source}: layer_types must name 'full_attention' or 'sliding_attention' "
+                               f"for each of the {layers} layers, got {types!r}")
+    for n in range(1, layers + 1):
+        if types == ["sliding_attention" if i % n else "full_attention" for i in range(layers)]:
+            return n
+    raise NotImplementedError(f"{source}: layer_types {types!r} is not a pattern of one global layer every n "
+                              f"layers from layer 0, the only pattern multienc's ModernBERT implements")
+
+
+def _rope_theta(config: Mapping[str, Any], layer_type: str, legacy_key: str, source: str) -> float:
+    """The rotary base of one layer type: ``rope_parameters[layer_type]`` (transformers 5), else the
+    hub spelling ``global_rope_theta`` / ``local_rope_theta``, else ModernBertConfig's default. Only
+    the default rotary type (no scaling) is implemented."""
+    if config.get("rope_scaling") is not None:
+        raise NotImplementedError(f"{source}: rope_scaling is not supported (only the default rotary embedding)")
+    params = (config.get("rope_parameters") or {}).get(layer_type) or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type != "default":
+        raise NotImplementedError(f"{source}: rope_parameters[{layer_type!r}] has rope_type {rope_type!r}; "
+                                  f"only 'default' is supported")
+    theta = params.get("rope_theta")
+    if theta is None:
+        theta = config.get(legacy_key, _MODERNBERT_DEFAULTS[legacy_key])
+    return float(theta)
+
+
+def _modernbert_config(config: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """The engine config of a ModernBERT ``config.json`` (see :func:`engine_config`)."""
+    def get(key: str) -> Any:
+        value = config.get(key)
+        return _MODERNBERT_DEFAULTS[key] if value is None else value
+
+    act = get("hidden_activation")
+    if act not in ACTIVATIONS:
+        raise NotImplementedError(
+            f"{source}: hidden_activation {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+    try:
+        hidden, heads, layers = int(config["hidden_size"]), int(config["num_attention_heads"]), \
+            int(config["num_hidden_layers"])
+        head_dim = config.get("head_dim")
+        if head_dim is not None and heads and int(head_dim) != hidden // heads:
+            raise NotImplementedError(f"{source}: head_dim {head_dim} != hidden_size / num_attention_heads "
+                                      f"is not supported")
+        # a missing key takes ModernBertConfig's default, an explicit null means no padding row
+        pad = config["pad_token_id"] if "pad_token_id" in config else 50283
+        return {
+            "family": FAMILIES["modernbert"],
+            "vocab_size": int(config["vocab_size"]),
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "intermediate_size": int(config["intermediate_size"]),
+            "max_position_embeddings": int(get("max_position_embeddings")),
+            "type_vocab_size": 0,  # no token type embeddings
+            "activation": ACTIVATIONS[act],
+            "pad_token_id": -1 if pad is None else int(pad),
+            "layer_norm_eps": float(get("norm_eps")),
+            "attention_probs_dropout_prob": float(get("attention_dropout")),
+            # LanguageModel's hidden_dropout_prob option, recorded as for the other families;
+            # ModernBERT has no hidden dropout (modernbert.c does not read it)
+            "hidden_dropout_prob": float(config.get("hidden_dropout_prob", 0.1)),
+            "embedding_dropout": float(get("embedding_dropout")),
+            "mlp_dropout": float(get("mlp_dropout")),
+            "norm_bias": int(bool(get("norm_bias"))),
+            "attention_bias": int(bool(get("attention_bias"))),
+            "mlp_bias": int(bool(get("mlp_bias"))),
+            "local_attention": int(get("local_attention")),
+            "global_attn_every_n_layers": _global_every(config, layers, source),
+            "global_rope_theta": _rope_theta(config, "full_attention", "global_rope_theta", source),
+            "local_rope_theta": _rope_theta(config, "sliding_attention", "local_rope_theta", source),
+        }
+    except KeyError as e:
+        raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ModelConfigError(f"{source}: bad value: {e}") from None
+
+
+def param_table(config: Mapping[str, Any], source: str = "config.json"
+                ) -> Tuple[Dict[str, Tuple[Tuple[int, ...], int]], int]:
+    """({HF name: (shape, offset)}, buffer length) of the encoder ``config`` describes, computed by
+    the C engine without allocating it; ModelConfigError for a config the engine refuses (e.g. a
+    hidden size that is not a multiple of the number of heads)."""
+    cfg = engine_config(config, source)
+    try:
+        table, nfloats = _C.encoder_param_table(cfg)
+    except ValueError as e:
+        raise ModelConfigError(f"{source}: {e}") from None
+    return {name: (tuple(shape), off) for name, shape, off in table}, nfloats
+
+
+def flatten_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], nfloats: int,
+                    tensors: Mapping[str, np.ndarray], source: str) -> np.ndarray:
+    """The flat float32 parameter buffer from HF-named tensors (heads and prefixes ignored).
+
+    Every tensor the layout ``info`` expects must be there with its shape and a float dtype
+    (:class:`~multienc.formats.weights.WeightsError` naming ``source`` and the tensor otherwise);
+    this is checked before the buffer is allocated, so a config whose sizes the weights do not
+    back is refused without allocating what it declares."""
+    found: Dict[str, np.ndarray] = {}
+    for raw, arr in tensors.items():
+        name = normalize_name(raw)
+        if name is None or name not in info:
+            continue
+        shape = info[name][0]
+        if tuple(arr.shape) != shape:
+            raise WeightsError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
+                               f"config implies {shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise WeightsError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
+        found[name] = arr
+    missing = [n for n in info if n not in found]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise WeightsError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
+    flat = np.zeros(nfloats, np.float32)
+    for name, arr in found.items():
+        off = info[name][1]
+        flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
+    return flat
+
+
+def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
+    """DeBERTa-v2/v3's engine keys, read as DebertaV2Config and its modules read them (getattr
+    defaults for the keys the config class does not declare)."""
+    conv = {}
+    if int(config.get("conv_kernel_size") or 0) > 0:  # v2's ConvLayer after the first layer
+        act = config.get("conv_act", "tanh")
+        if act not in ACTIVATIONS:
+            raise NotImplementedError(f"{source}: conv_act {act!r} is not supported; supported: "
+                                      f"{', '.join(ACTIVATIONS)}")
+        conv = {"conv_kernel_size": int(config["conv_kernel_size"]), "conv_groups": int(config.get("conv_groups", 1)),
+                "conv_act": ACTIVATIONS[act]}
+    head = config.get("attention_head_size")
+    if head is not None and int(head) * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        raise ModelConfigError(f"{source}: attention_head_size {head} x num_attention_heads "
+                               f"{cfg['num_attention_heads']} != hidden_size {cfg['hidden_size']} (the attention "
+                               "output projection is hidden_size x hidden_size)")
+    att = config.get("pos_att_type") or []
+    if isinstance(att, str):
+        att = [x.strip() for x in att.lower().split("|")]
+    max_rel = int(config.get("max_relative_positions", -1))
+    norm = [x.strip() for x in str(config.get("norm_rel_ebd", "none")).lower().split("|")]
+    return {"position_biased_input": int(bool(config.get("position_biased_input", True))),
+            "relative_attention": int(bool(config.get("relative_attention", False))),
+            "position_buckets": int(config.get("position_buckets", -1)),
+            "max_relative_positions": max_rel if max_rel >= 1 else cfg["max_position_embeddings"],
+            "pos_att": (1 if "c2p" in att else 0) | (2 if "p2c" in att else 0),
+            "share_att_key": int(bool(config.get("share_att_key", False))),
+            "norm_rel_ebd": int("layer_norm" in norm), **conv}
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
+    """DistilBERT's fixed position table (``create_sinusoidal_embeddings``): angles
+    ``pos / 10000^(2 (j // 2) / dim)`` in float64, sine in even and cosine in odd columns, float32."""
+    angle = np.array([[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(n_pos)])
+    table = np.empty((n_pos, dim), np.float32)
+    table[:, 0::2] = np.sin(angle[:, 0::2])
+    table[:, 1::2] = np.cos(angle[:, 1::2])
+    return table
 
 
 def read_config(model_dir: str) -> Dict[str, Any]:
@@ -89,8 +408,8 @@ def read_config(model_dir: str) -> Dict[str, Any]:
         raise ModelConfigError(f"{model_dir}: no config.json in this directory")
     try:
         with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            config = schema.load_json(f.read())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelConfigError(f"{path}: cannot read the model config: {e}") from None
     if not isinstance(config, dict):
         raise ModelConfigError(f"{path}: expected a JSON object")
@@ -124,7 +443,8 @@ def _int_array(x: Any, name: str) -> np.ndarray:
 
 
 class Encoder:
-    """A BERT / RoBERTa / ELECTRA encoder computed by the C engine.
+    """A BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT / MPNet / DeBERTa-v2/v3 / ModernBERT
+    encoder computed by the C engine.
 
     Args:
         model_dir: folder with ``config.json`` and the weights (HF layout:
@@ -142,21 +462,28 @@ class Encoder:
                  device: Optional[str] = None):
         config = read_config(model_dir)
         config.update(config_overrides or {})
-        self._init(config, os.path.join(model_dir, "config.json"), device)
-        self.load_state_dict(load_state_dict(model_dir), source=find_weight_file(model_dir)[0])
+        source = os.path.join(model_dir, "config.json")
+        info, nfloats = param_table(config, source)
+        flat = flatten_weights(info, nfloats, load_state_dict(model_dir), find_weight_file(model_dir)[0])
+        self._init(config, source, device)
+        self._c.write_params(flat)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], seed: int = 0,
                     device: Optional[str] = None) -> "Encoder":
-        """An encoder with HF-style random weights (normal(0, initializer_range), LayerNorm 1/0)."""
+        """An encoder with HF-style random weights (normal(0, initializer_range), LayerNorm 1/0;
+        DistilBERT's ``sinusoidal_pos_embds`` table as its ``create_sinusoidal_embeddings``)."""
         self = cls.__new__(cls)
         self._init(dict(config), "config", device)
         rng = np.random.default_rng(seed)
         std = float(config.get("initializer_range", 0.02))
         flat = np.zeros(self._c.num_floats, np.float32)
+        sinusoidal = bool(self.engine_config.get("frozen_position_embeddings"))
         for name, shape, off in self._c.param_info():
             n = int(np.prod(shape))
-            if name.endswith("LayerNorm.weight"):
+            if sinusoidal and name == "embeddings.position_embeddings.weight":
+                flat[off:off + n] = sinusoidal_table(*shape).reshape(-1)
+            elif name.endswith(NORM_WEIGHTS):
                 flat[off:off + n] = 1.0
             elif name.endswith("weight"):
                 flat[off:off + n] = rng.normal(0.0, std, n).astype(np.float32)
@@ -167,28 +494,40 @@ class Encoder:
     def from_state_dict(cls, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
                         source: str = "state dict", device: Optional[str] = None) -> "Encoder":
         """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
+        info, nfloats = param_table(config, source)
+        flat = flatten_weights(info, nfloats, tensors, source)
         self = cls.__new__(cls)
         self._init(dict(config), source, device)
-        self.load_state_dict(tensors, source=source)
+        self._c.write_params(flat)
         return self
 
     def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
         self.config: Dict[str, Any] = config
         self.device: str = resolve_device(device)
-        self._c = _C.Encoder(engine_config(config, source), device=self.device)
+        #: the config as the C engine reads it (family code, BERT's key names, defaults filled in)
+        self.engine_config: Dict[str, Any] = engine_config(config, source)
+        self._c = _C.Encoder(self.engine_config, device=self.device)
         self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
             name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
-        self.hidden_size = int(config["hidden_size"])
+        self.hidden_size: int = self.engine_config["hidden_size"]
 
     @property
     def max_positions(self) -> int:
-        """Longest input (special tokens included) the position embeddings allow: RoBERTa numbers
-        positions from ``pad_token_id + 1`` (HF-SEMANTICS.md §2), so it loses ``pad_token_id + 1`` of
-        ``max_position_embeddings``; the C forward rejects longer inputs with the same rule."""
-        cfg = engine_config(self.config)
-        if cfg["family"] == FAMILIES["roberta"]:
+        """Longest input (special tokens included) the position embeddings allow: RoBERTa and
+        XLM-RoBERTa number positions from ``pad_token_id + 1`` (HF-SEMANTICS.md §2), so they lose
+        ``pad_token_id + 1`` of ``max_position_embeddings``; the C forward rejects longer inputs
+        with the same rule."""
+        cfg = self.engine_config
+        if cfg["family"] in (_ROBERTA, _MPNET):
             return cfg["max_position_embeddings"] - cfg["pad_token_id"] - 1
         return cfg["max_position_embeddings"]
+
+    @property
+    def uses_token_types(self) -> bool:
+        """Whether ``forward`` reads ``token_type_ids``: the model has more than one token type.
+        Models with one type (RoBERTa, XLM-RoBERTa) take None (all zeros); DistilBERT, which has no
+        token type embeddings, refuses them."""
+        return self.engine_config["type_vocab_size"] > 1
 
     # ----------------------------------------------------------- parameters
     def param_names(self) -> list:
@@ -208,28 +547,10 @@ class Encoder:
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], source: str = "state dict") -> None:
         """Set every parameter from an HF-named mapping (task heads and prefixes are ignored).
 
-        Raises ValueError naming ``source`` and the tensor on a missing tensor or a shape
-        that disagrees with the config.
+        Raises :class:`~multienc.formats.weights.WeightsError` (a ValueError) naming ``source`` and
+        the tensor on a missing tensor or a shape that disagrees with the config.
         """
-        flat = np.zeros(self._c.num_floats, np.float32)
-        seen = set()
-        for raw, arr in tensors.items():
-            name = normalize_name(raw)
-            if name is None or name not in self._info:
-                continue
-            shape, off = self._info[name]
-            if tuple(arr.shape) != shape:
-                raise ValueError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
-                                 f"config implies {shape}")
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise ValueError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
-            flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
-            seen.add(name)
-        missing = [n for n in self._info if n not in seen]
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise ValueError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
-        self._c.write_params(flat)
+        self._c.write_params(flatten_weights(self._info, self._c.num_floats, tensors, source))
 
     def save_pretrained(self, model_dir: str) -> None:
         """Write ``config.json`` and ``model.safetensors`` (HF names) into ``model_dir``."""

@@ -47,6 +47,7 @@ class TaskModel:
                       use_layer_norm=int(bool(use_layer_norm)), ln_eps=float(ln_eps),
                       combine_dropout=float(combine_dropout), pool_rows=int(pool_rows))
         self._c = _C.Model([e._c for e in encoders], config)
+        self._lm_floats = [e._c.num_floats for e in encoders]
         if state:
             self.load_state(state)
 
@@ -80,6 +81,33 @@ class TaskModel:
                     raise ValueError(f"{source}: {name} has shape {arr.shape}, expected {shape}")
                 flat[off:off + arr.size] = arr.reshape(-1)
         self._c.write_params(flat)
+
+    # ------------------------------------------------------------ optimizer state
+    def adamw_state(self) -> List[Tuple[int, np.ndarray, np.ndarray]]:
+        """(update count, first moments, second moments) of every AdamW owner: the head's buffer,
+        then each language model in order (zeros and count 0 for one never updated). With the
+        weights, this is everything a training step depends on besides its inputs and seed."""
+        out = []
+        for which, n in [(-1, self._c.num_floats)] + list(enumerate(self._lm_floats)):
+            first, second = np.empty(n, np.float32), np.empty(n, np.float32)
+            step = self._c.read_adamw(which, first, second)
+            out.append((step, first, second))
+        return out
+
+    def load_adamw_state(self, state: Sequence[Tuple[int, Optional[np.ndarray], Optional[np.ndarray]]],
+                         source: str = "state") -> None:
+        """Restore what :meth:`adamw_state` returned (moments given as None are zeros; ValueError
+        naming ``source`` on a size mismatch)."""
+        sizes = [self._c.num_floats] + self._lm_floats
+        if len(state) != len(sizes):
+            raise ValueError(f"{source}: optimizer state for {len(state)} owners, the model has {len(sizes)}")
+        for which, ((step, first, second), n) in enumerate(zip(state, sizes), start=-1):
+            first = np.zeros(n, np.float32) if first is None else np.ascontiguousarray(first, np.float32).reshape(-1)
+            second = np.zeros(n, np.float32) if second is None else np.ascontiguousarray(second, np.float32).reshape(-1)
+            if first.size != n or second.size != n:
+                raise ValueError(f"{source}: optimizer moments of owner {which} have {first.size} / {second.size} "
+                                 f"floats, the model's buffer {n}")
+            self._c.write_adamw(which, first, second, int(step))
 
     # ------------------------------------------------------------ compute
     def forward(self, inputs: Inputs, targets: Optional[np.ndarray] = None, train: bool = False, seed: int = 0,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 import struct
@@ -30,9 +29,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from multienc.engine import _C
+from multienc.formats import schema
 
 __all__ = ["Encoding", "SpmModel", "Tokenizer", "TokenizerFileError", "UnsupportedTokenizerError", "convert_spm_model",
-           "read_spm_model", "spm_checkpoint_tokenizer_json", "spm_family", "SPM_FAMILIES"]
+           "read_spm_model", "spm_checkpoint_tokenizer_json", "spm_family", "spm_folder_tokenizer_json",
+           "SPM_FAMILIES"]
 
 TextInput = Union[str, Sequence[str]]
 BatchInput = Union[TextInput, Tuple[TextInput, TextInput], List[TextInput]]
@@ -54,11 +55,112 @@ _SPECIAL_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token
 
 
 class TokenizerFileError(ValueError):
-    """A tokenizer file is missing, unreadable or malformed (the message names the file)."""
+    """A tokenizer file is missing, unreadable or malformed (the message names the file and field)."""
 
 
 class UnsupportedTokenizerError(TokenizerFileError, NotImplementedError):
     """A tokenizer file uses a component multienc does not implement (the message names it and the file)."""
+
+
+# ---------------------------------------------------------------- what the readers accept
+# Only the fields multienc reads are described; every other key is ignored, as in HF. Ids and type
+# ids are int32 for the C tokenizer; the largest id is further bounded by the number of tokens.
+_ID = schema.Int(0, (1 << 31) - 1)
+_FLAG = schema.Bool()
+_ADDED_TOKEN = schema.Obj({"id": _ID, "content": schema.Str(1), "single_word": _FLAG, "lstrip": _FLAG,
+                           "rstrip": _FLAG, "normalized": _FLAG, "special": _FLAG}, required=("id", "content"))
+
+
+def _one_template_kind(item: Dict[str, Any], field: str) -> None:
+    if ("Sequence" in item) == ("SpecialToken" in item):
+        raise schema.SchemaError(field, "a template item is either {\"Sequence\": ...} or {\"SpecialToken\": ...}")
+
+
+_TEMPLATE = schema.Arr(schema.Obj({
+    "Sequence": schema.Obj({"id": schema.Const("A", "B"), "type_id": _ID}, required=("id", "type_id")),
+    "SpecialToken": schema.Obj({"id": schema.Str(), "type_id": _ID}, required=("id", "type_id")),
+}, check=_one_template_kind), max_len=1024)
+_PAIR = schema.Tup(schema.Str(), _ID)
+_PATTERN = schema.Obj({"String": schema.Str(), "Regex": schema.Str()})
+# Components; a Sequence holds a list of components (nesting is bounded by _MAX_NESTING).
+_NORMALIZER = schema.Obj({"type": schema.Str(), "clean_text": _FLAG, "handle_chinese_chars": _FLAG,
+                          "strip_accents": schema.Opt(_FLAG), "lowercase": _FLAG,
+                          "precompiled_charsmap": schema.Opt(schema.Str(max_len=1 << 28)), "pattern": _PATTERN,
+                          "content": schema.Str(), "strip_left": _FLAG, "strip_right": _FLAG})
+_NORMALIZER.fields["normalizers"] = schema.Arr(_NORMALIZER, max_len=1024)
+_PRE_TOKENIZER = schema.Obj({"type": schema.Str(), "add_prefix_space": _FLAG, "use_regex": _FLAG,
+                             "replacement": schema.Str(), "prepend_scheme": schema.Str(), "split": _FLAG,
+                             "behavior": schema.Str()})
+_PRE_TOKENIZER.fields["pretokenizers"] = schema.Arr(_PRE_TOKENIZER, max_len=1024)
+_DECODER = schema.Obj({"type": schema.Str(), "prefix": schema.Str(), "cleanup": _FLAG, "replacement": schema.Str(),
+                       "prepend_scheme": schema.Str(), "split": _FLAG, "add_prefix_space": _FLAG,
+                       "pattern": _PATTERN, "content": schema.Str(), "start": schema.Int(0, 1 << 20),
+                       "stop": schema.Int(0, 1 << 20)})
+_DECODER.fields["decoders"] = schema.Arr(_DECODER, max_len=1024)
+_MAX_NESTING = 32  # Sequence inside Sequence
+_TOKENIZER_JSON = schema.Obj({
+    "model": schema.Obj({
+        "type": schema.Opt(schema.Str()),
+        # WordPiece / BPE: token -> id; Unigram: [piece, score] in id order
+        "vocab": schema.Either(schema.MapOf(_ID), schema.Arr(schema.Tup(schema.Str(), schema.Float()),
+                                                             max_len=(1 << 31) - 1),
+                               what="an object of token -> id or a list of [piece, score]"),
+        "unk_id": schema.Opt(_ID),
+        "merges": schema.Arr(schema.Either(schema.Str(), schema.Tup(schema.Str(), schema.Str()),
+                                           what='"a b" or ["a", "b"]')),
+        "unk_token": schema.Opt(schema.Str()),
+        "continuing_subword_prefix": schema.Opt(schema.Str()),
+        "end_of_word_suffix": schema.Opt(schema.Str()),
+        "max_input_chars_per_word": schema.Int(0, (1 << 31) - 1),
+        "dropout": schema.Opt(schema.Float(0.0, 1.0)),
+        "fuse_unk": schema.Opt(_FLAG), "byte_fallback": schema.Opt(_FLAG), "ignore_merges": schema.Opt(_FLAG),
+    }, required=("vocab",)),
+    "normalizer": schema.Opt(_NORMALIZER),
+    "pre_tokenizer": schema.Opt(_PRE_TOKENIZER),
+    "post_processor": schema.Opt(schema.Obj({
+        "type": schema.Str(), "single": _TEMPLATE, "pair": _TEMPLATE,
+        "special_tokens": schema.MapOf(schema.Obj({"id": schema.Str(), "ids": schema.Arr(_ID, max_len=1024),
+                                                   "tokens": schema.Arr(schema.Str(), max_len=1024)},
+                                                  required=("ids",))),
+        "sep": _PAIR, "cls": _PAIR, "trim_offsets": _FLAG, "add_prefix_space": _FLAG})),
+    "decoder": schema.Opt(_DECODER),
+    "added_tokens": schema.Opt(schema.Arr(_ADDED_TOKEN)),
+    "padding": schema.Opt(schema.Obj({"pad_id": _ID})),
+}, required=("model",))
+
+
+def _digits(value: Any, field: str) -> str:
+    schema.Str(1, 10)(value, field)
+    if not value.isdigit() or not value.isascii() or int(value) >= 1 << 31:
+        raise schema.SchemaError(field, f"key {value!r} is not a token id")
+    return value
+
+
+_SPECIAL = schema.Opt(schema.Either(schema.Str(), schema.Obj({"content": schema.Str()}, required=("content",)),
+                                    what="a token string or an AddedToken object"))
+_TOKENIZER_CONFIG = schema.Obj({
+    "do_lower_case": _FLAG, "tokenize_chinese_chars": _FLAG, "strip_accents": schema.Opt(_FLAG),
+    "add_prefix_space": _FLAG, "trim_offsets": _FLAG, "keep_accents": _FLAG, "split_by_punct": _FLAG,
+    "tokenizer_class": schema.Opt(schema.Str()),
+    # transformers writes int(1e30) when there is no limit
+    "model_max_length": schema.Opt(schema.Either(schema.Int(1, 1 << 128), schema.Float(1.0),
+                                                 what="a positive number")),
+    "added_tokens_decoder": schema.MapOf(schema.Obj(
+        {"content": schema.Str(1), "single_word": _FLAG, "lstrip": _FLAG, "rstrip": _FLAG, "normalized": _FLAG,
+         "special": _FLAG}, required=("content",)), key=_digits),
+    **{role: _SPECIAL for role in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token",
+                                   "eos_token")},
+})
+
+
+def _checked(value: Any, spec: "schema.Schema", path: str) -> Any:
+    """``value`` checked against ``spec``; TokenizerFileError naming the file and the field otherwise."""
+    try:
+        return schema.check(value, spec)
+    except schema.SchemaError as e:
+        raise TokenizerFileError(f"{path}: {e}") from None
+    except RecursionError:
+        raise TokenizerFileError(f"{path}: components nested too deeply") from None
 
 
 #: One encoded input (C type), with the list attributes of HF ``tokenizers.Encoding``: ``ids``,
@@ -178,11 +280,11 @@ def _read_json(path: str, serde_numbers: bool = False) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             if serde_numbers:
-                return json.load(f, parse_float=_serde_json_float, parse_int=_serde_json_int)
-            return json.load(f)
+                return schema.load_json(f.read(), parse_float=_serde_json_float, parse_int=_serde_json_int)
+            return schema.load_json(f.read())
     except FileNotFoundError:
         raise TokenizerFileError(f"tokenizer file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise TokenizerFileError(f"cannot read tokenizer file {path}: {e}") from None
 
 
@@ -365,7 +467,7 @@ def _regex_program(pattern: str, literal: bool, where: str) -> List[int]:
     return prog
 
 
-def _steps(obj: Any, key: str, what: str, where: str, one: Any) -> List[Any]:
+def _steps(obj: Any, key: str, what: str, where: str, one: Any, depth: int = 0) -> List[Any]:
     """The components of a tokenizer.json component, a Sequence (its list under `key`) flattened;
     `one` turns a single component into a list of steps."""
     if obj is None:
@@ -377,7 +479,9 @@ def _steps(obj: Any, key: str, what: str, where: str, one: Any) -> List[Any]:
     seq = obj.get(key)
     if not isinstance(seq, list):
         raise TokenizerFileError(f"{where}: Sequence {what} without a {key!r} list")
-    return [x for sub in seq for x in _steps(sub, key, what, where, one)]
+    if depth >= _MAX_NESTING:
+        raise TokenizerFileError(f"{where}: Sequence {what}s nested more than {_MAX_NESTING} deep")
+    return [x for sub in seq for x in _steps(sub, key, what, where, one, depth + 1)]
 
 
 def _normalizer_steps(n: Any, where: str) -> List[Tuple[Any, ...]]:
@@ -499,6 +603,12 @@ def _read_post_processor(pp: Any, spec: _Spec, path: str) -> None:
     """TemplateProcessing / RobertaProcessing / BertProcessing / ByteLevel into the spec's templates."""
     if pp is not None:
         t = pp.get("type")
+        needed = {"TemplateProcessing": ("single", "pair"), "RobertaProcessing": ("sep", "cls"),
+                  "BertProcessing": ("sep", "cls")}.get(t, ())
+        missing = [k for k in needed if k not in pp]
+        if missing:
+            raise TokenizerFileError(f"{path}: post_processor.{missing[0]}: is missing (a {t} needs "
+                                     f"{' and '.join(needed)})")
         if t == "TemplateProcessing":
             spec.post = _POST_TEMPLATE
             specials = pp.get("special_tokens", {})
@@ -547,8 +657,7 @@ def _spec_from_tokenizer_json(path: str) -> _Spec:
 def _spec_from_tokenizer_dict(d: Any, path: str) -> _Spec:
     """A tokenizer.json object (the components the BERT, RoBERTa and SentencePiece families use);
     `path` names the file in errors."""
-    if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
-        raise TokenizerFileError(f"{path}: not a tokenizers JSON file (no 'model' object)")
+    d = _checked(d, _TOKENIZER_JSON, path)
     m = d["model"]
     mtype = m.get("type") or ("BPE" if "merges" in m else "WordPiece" if "continuing_subword_prefix" in m
                               else "Unigram" if isinstance(m.get("vocab"), list) else None)
@@ -635,9 +744,7 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
         roles = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                  "mask_token": "[MASK]"}
     elif os.path.exists(vocab_json):
-        vocab = _read_json(vocab_json)
-        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-            raise TokenizerFileError(f"{vocab_json}: expected a JSON object of token -> integer id")
+        vocab = _checked(_read_json(vocab_json), schema.MapOf(_ID), vocab_json)
         merges_txt = os.path.join(model_dir, "merges.txt")
         lines = [ln for ln in _read_lines(merges_txt) if not ln.startswith("#version")]
         aps = bool(config.get("add_prefix_space", False))
@@ -1078,8 +1185,9 @@ def _spm_file(model_dir: str) -> Optional[str]:
     return None
 
 
-def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any]) -> _Spec:
-    """A folder with a SentencePiece model and no tokenizer.json, as transformers 5.24 loads it."""
+def _spm_folder_family(model_dir: str, path: str, config: Dict[str, Any]) -> str:
+    """The family of the SentencePiece model ``path`` in ``model_dir``: :func:`spm_family` of the
+    tokenizer config and config.json, else the one whose file name it has."""
     model_config: Dict[str, Any] = {}
     cfg_path = os.path.join(model_dir, "config.json")
     if os.path.exists(cfg_path):
@@ -1088,10 +1196,45 @@ def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any])
     family = spm_family(config, model_config)
     if family is None:
         family = next(f for f, (name, _) in SPM_FAMILIES.items() if os.path.basename(path) == name)
+    return family
+
+
+def spm_folder_tokenizer_json(model_dir: str) -> Optional[Dict[str, Any]]:
+    """The tokenizer.json object ``transformers.AutoTokenizer`` builds for ``model_dir`` when the
+    folder has a SentencePiece model and no tokenizer.json (its tokenizer_config.json,
+    special_tokens_map.json and config.json read as :meth:`Tokenizer.from_pretrained` reads them);
+    None when the folder has no SentencePiece model."""
+    path = _spm_file(model_dir)
+    if path is None:
+        return None
+    config = _read_config(model_dir)
+    return spm_checkpoint_tokenizer_json(path, _spm_folder_family(model_dir, path, config), config)
+
+
+def _spec_from_spm_checkpoint(model_dir: str, path: str, config: Dict[str, Any]) -> _Spec:
+    """A folder with a SentencePiece model and no tokenizer.json, as transformers 5.24 loads it."""
+    family = _spm_folder_family(model_dir, path, config)
     spec = _spec_from_tokenizer_dict(spm_checkpoint_tokenizer_json(path, family, config), path)
     spec.special = {role: _token_content(config.get(role)) or default
                     for role, default in _SPM_SPECIAL_DEFAULTS[family].items()}
     return spec
+
+
+def _check_id_range(vocab: Dict[str, int], added: List[Dict[str, Any]], source: str, pieces: int = 0) -> None:
+    """Ids may leave holes (HF allows any), but not so many that the id table the C tokenizer sizes
+    by the largest id dwarfs the vocabulary: the largest must be below twice the number of tokens
+    plus 1024 (one id of 2**30 - 1 in a small file would otherwise cost gigabytes). ``pieces``: a
+    Unigram vocabulary's length (its repeated pieces have ids too)."""
+    count = max(len(vocab), pieces) + len(added)
+    limit = 2 * count + 1024
+    for token, i in vocab.items():
+        if i >= limit:
+            raise TokenizerFileError(f"{source}: model.vocab[{token[:60]!r}]: id {i} is far beyond the {count} "
+                                     f"tokens (ids must be below {limit}: sparse ids are refused)")
+    for n, a in enumerate(added):
+        if a["id"] >= limit:
+            raise TokenizerFileError(f"{source}: added_tokens[{n}].id {a['id']} is far beyond the {count} tokens "
+                                     f"(ids must be below {limit}: sparse ids are refused)")
 
 
 def _read_config(model_dir: str) -> Dict[str, Any]:
@@ -1100,10 +1243,7 @@ def _read_config(model_dir: str) -> Dict[str, Any]:
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         path = os.path.join(model_dir, name)
         if os.path.exists(path):
-            data = _read_json(path)
-            if not isinstance(data, dict):
-                raise TokenizerFileError(f"{path}: expected a JSON object")
-            config.update(data)
+            config.update(_checked(_read_json(path), _TOKENIZER_CONFIG, path))
     return config
 
 
@@ -1119,9 +1259,7 @@ class Tokenizer:
         self._spec = spec
         self.source = source
         vocab = dict(spec.vocab)  # Unigram: piece -> its (last) id
-        for a in spec.added:
-            if not isinstance(a.get("content"), str) or not a["content"] or not isinstance(a.get("id"), int):
-                raise TokenizerFileError(f"{source}: malformed added token {a!r}")
+        _check_id_range(vocab, spec.added, source, len(spec.pieces))
         if spec.model == _WORDPIECE and spec.unk_token not in vocab:
             raise TokenizerFileError(f"{source}: the unknown token {spec.unk_token!r} is not in the vocabulary")
         # id -> token: the vocabulary (a later duplicate wins), then added tokens.
@@ -1206,7 +1344,14 @@ class Tokenizer:
         mml = config.get("model_max_length")
         if isinstance(mml, int) and 0 < mml < 10 ** 9:  # transformers writes 1e30 for "no limit"
             spec.model_max_length = mml
-        return cls(spec, source)
+        tok = cls(spec, source)
+        specials = tok.num_special_tokens_to_add(pair=True)
+        if spec.model_max_length is not None and spec.model_max_length < specials:
+            # every encode_batch truncates to it by default, and would fail
+            raise TokenizerFileError(f"{os.path.join(model_dir, 'tokenizer_config.json')}: model_max_length: "
+                                     f"{spec.model_max_length} leaves no room for the {specials} special tokens "
+                                     f"of a sentence pair")
+        return tok
 
     @classmethod
     def from_file(cls, path: str) -> "Tokenizer":
@@ -1288,8 +1433,20 @@ class Tokenizer:
         ``max_length`` truncates (longest_first for pairs, special tokens included); the default
         is no truncation. A ``str`` with lone surrogates raises TypeError, as in HF.
         """
-        return self._c.encode(text, pair, bool(add_special_tokens), self._max_length(max_length),
-                              int(bool(is_split_into_words)))
+        return self._encoding_call(self._c.encode, text, pair, bool(add_special_tokens), self._max_length(max_length),
+                                   int(bool(is_split_into_words)))
+
+    def _encoding_call(self, encode: Any, *args: Any) -> Any:
+        """``encode(*args)``; a Unigram model without ``unk_id`` meeting text its vocabulary cannot
+        cover fails as in HF tokenizers, as a TokenizerFileError naming the file (the file lacks the
+        unknown token that text needs)."""
+        try:
+            return encode(*args)
+        except ValueError as e:
+            if self._spec.model == _UNIGRAM and self._spec.unk_id is None and "`unk_id` is missing" in str(e):
+                raise TokenizerFileError(f"{self.source}: {e} (model.unk_id is null and byte_fallback cannot cover "
+                                         f"the text; give the Unigram model an unk_id)") from None
+            raise
 
     def encode_batch(self, texts_or_pairs: Sequence[BatchInput], max_length: Optional[int] = None,
                      add_special_tokens: bool = True, is_split_into_words: bool = False,
@@ -1316,8 +1473,8 @@ class Tokenizer:
         pad = self.pad_token_id
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        return self._c.encode_batch(list(texts_or_pairs), bool(add_special_tokens), limit,
-                                    int(bool(is_split_into_words)), 0 if pad is None else pad, num_threads or 0)
+        return self._encoding_call(self._c.encode_batch, list(texts_or_pairs), bool(add_special_tokens), limit,
+                                   int(bool(is_split_into_words)), 0 if pad is None else pad, num_threads or 0)
 
     # ------------------------------------------------------------------ decoding
 

@@ -17,13 +17,63 @@ layer's business (a registry of heads).
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from multienc.formats import schema
 from multienc.formats.safetensors import load_file, read_header, save_file
 
 FORMAT_VERSION = "1"
+
+__all__ = ["FORMAT_VERSION", "CheckpointError", "write_checkpoint", "read_checkpoint", "parse_metadata",
+           "checked_field"]
+
+
+class CheckpointError(ValueError):
+    """A multienc checkpoint's metadata is missing, malformed or disagrees with its tensors;
+    ``path`` is the file (or what the checkpoint came from) and ``field`` the metadata field."""
+
+    def __init__(self, path: str, field: str, message: str):
+        self.path, self.field = str(path), field
+        super().__init__(f"{self.path}: {field}: {message}")
+
+
+# The metadata envelope; what a head and a language model record inside it is checked by the
+# classes that write it (multienc.models), against their own schemas, through checked_field.
+_ENVELOPE = {
+    "head": schema.Obj({"head": schema.Str(1, 200)}, required=("head",)),
+    "language_models": schema.Arr(schema.Obj({}), min_len=1, max_len=64),
+    "label_map": schema.MapOf(schema.Int(0, (1 << 31) - 1)),
+}
+
+
+def parse_metadata(metadata: Mapping[str, str], path: str) -> Dict[str, Any]:
+    """The checkpoint metadata with its JSON fields parsed and the envelope checked: ``head`` (an
+    object naming the head class), ``language_models`` (1 to 64 objects), ``label_map`` (optional,
+    label -> non-negative id), ``corpus_name`` (optional). CheckpointError naming the field otherwise."""
+    out: Dict[str, Any] = {}
+    for key, spec in _ENVELOPE.items():
+        if key not in metadata:
+            if key == "label_map":
+                continue
+            raise CheckpointError(path, key, "is missing")
+        try:
+            value = schema.load_json(metadata[key])
+        except ValueError as e:
+            raise CheckpointError(path, key, f"is not valid JSON: {e}") from None
+        out[key] = checked_field(value, spec, key, path)
+    if "corpus_name" in metadata:
+        out["corpus_name"] = metadata["corpus_name"]
+    return out
+
+
+def checked_field(value: Any, spec: schema.Schema, field: str, path: str) -> Any:
+    """``value`` (found at ``field`` of the metadata) checked against ``spec``; CheckpointError otherwise."""
+    try:
+        return schema.check(value, spec, field)
+    except schema.SchemaError as e:
+        raise CheckpointError(path, e.field, e.message) from None
 
 
 def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
@@ -32,9 +82,12 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], metadata: Map
 
 
 def read_checkpoint(path: str) -> Tuple[Dict[str, str], Dict[str, np.ndarray]]:
-    """(metadata, tensors) of a checkpoint file, the header validated first; ValueError naming the
-    file when it is not a multienc checkpoint of a known format version."""
+    """(metadata, tensors) of a checkpoint file, the header validated first; CheckpointError naming the
+    file when it is not a multienc checkpoint of a known format version (SafetensorsError when the
+    file is not valid safetensors)."""
     _, meta = read_header(path)
     if meta.get("multienc_checkpoint") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a multienc checkpoint (format {meta.get('multienc_checkpoint')!r})")
+        raise CheckpointError(path, "multienc_checkpoint",
+                              f"not a multienc checkpoint (format {meta.get('multienc_checkpoint')!r}, "
+                              f"expected {FORMAT_VERSION!r})")
     return meta, load_file(path)

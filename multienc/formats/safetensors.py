@@ -195,6 +195,20 @@ def _read_validated(f, path: str) -> Tuple[Dict[str, TensorInfo], Dict[str, str]
     return infos, metadata, 8 + n
 
 
+def _check_numpy_shape(info: TensorInfo, path: str, name: str) -> None:
+    """numpy holds at most 64 dimensions, each below 2**63, whose non-zero product times the item
+    size stays below 2**63; the format allows more (a zero-size tensor may declare any dims)."""
+    nonzero = 1
+    for dim in info.shape:
+        nonzero *= max(dim, 1)
+    if len(info.shape) > 64 or any(d >= 1 << 63 for d in info.shape) or \
+            nonzero * _TO_NUMPY[info.dtype].itemsize >= 1 << 63:
+        raise SafetensorsError(path, "InvalidTensor",
+                               f"shape of {len(info.shape)} dimensions {list(info.shape)[:8]}"
+                               f"{'...' if len(info.shape) > 8 else ''} cannot be held by numpy (at most 64 "
+                               f"dimensions, sizes below 2**63)", name)
+
+
 def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, TensorInfo], Dict[str, str]]:
     """Validate ``path``'s header and return ``({name: TensorInfo}, metadata)``.
 
@@ -228,6 +242,7 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np
             if info.dtype not in _TO_NUMPY:
                 raise SafetensorsError(path, "UnsupportedDtype",
                                        f"dtype {info.dtype} has no numpy equivalent", name)
+            _check_numpy_shape(info, path, name)
         if mmap:
             buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
         else:

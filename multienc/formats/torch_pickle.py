@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -35,6 +37,38 @@ __all__ = ["TorchPickleError", "load_file", "ALLOWED_GLOBALS"]
 
 # The pickled magic number that starts torch's legacy (pre-1.6, non-zip) format: LONG1 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+#: containers (tuples, lists, dicts) nested deeper than this are refused; a state dict needs about 4
+MAX_DEPTH = 100
+_MAX_DIMS = 64  # numpy's limit on dimensions
+_LIMIT = 1 << 63
+
+
+def _short(value: Any) -> str:
+    """A bounded description of a value from the pickle for a message (never a full repr: shared
+    sub-containers can make a repr exponentially long)."""
+    if isinstance(value, tuple) and len(value) <= _MAX_DIMS and all(type(v) is int and v.bit_length() < 256
+                                                                     for v in value):
+        return repr(value)
+    if isinstance(value, (tuple, list, dict)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, str):
+        return repr(value[:80]) + ("..." if len(value) > 80 else "")
+    if type(value) is int:
+        return repr(value) if value.bit_length() < 256 else f"<int of {value.bit_length()} bits>"
+    if value is None or type(value) in (bool, float):
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def _name(text: str) -> str:
+    """A name from the file (record, tensor), cut to a readable length."""
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+_CONTAINERS = (tuple, list, dict, collections.OrderedDict)
+_KEY_TYPES = (str, int, float, bool, type(None))
 
 
 class TorchPickleError(ValueError):
@@ -81,16 +115,21 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
     """torch._utils._rebuild_tensor_v2: a strided view of a storage, checked to stay inside it."""
     if not isinstance(storage, _Storage):
         raise ValueError("_rebuild_tensor_v2 needs a storage as its first argument")
-    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
-            and all(type(v) is int and v >= 0 for v in size + stride)
-            and type(storage_offset) is int and storage_offset >= 0):
-        raise ValueError(f"bad tensor geometry: offset {storage_offset!r}, size {size!r}, stride {stride!r}")
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= _MAX_DIMS
+            and all(type(v) is int and 0 <= v < _LIMIT for v in size + stride)
+            and type(storage_offset) is int and 0 <= storage_offset < _LIMIT):
+        raise ValueError(f"bad tensor geometry: offset {_short(storage_offset)}, size {_short(size)}, "
+                         f"stride {_short(stride)} (at most {_MAX_DIMS} dimensions of values below 2**63)")
     if type(requires_grad) is not bool or not isinstance(backward_hooks, dict) or backward_hooks:
         raise ValueError("tensors with backward hooks are not supported")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError("tensor metadata must be a dict")
     values = storage.values
-    if 0 in size:
+    numel = math.prod(size)
+    if numel > values.size:  # only overlapping views (expand(), stride 0) can; copying them could be huge
+        raise ValueError(f"tensor of size {size} has {numel} elements, more elements than its storage "
+                         f"{storage.key!r} holds ({values.size}); overlapping views are not materialised")
+    if numel == 0:
         arr = np.zeros(size, dtype=values.dtype)
     else:
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -132,6 +171,31 @@ class _Machine:
         self.stack: List[Any] = []
         self.metastack: List[List[Any]] = []
         self.memo: Dict[int, Any] = {}
+        # Nesting depth of every container built so far (by id; `alive` keeps them so ids stay unique),
+        # and the containers already put inside another one, which may no longer change: a depth
+        # counted when a container is built would otherwise miss what is added to it later.
+        self.depth: Dict[int, int] = {}
+        self.alive: List[Any] = []
+        self.sealed: set = set()
+        #: the last string pushed directly into a dict's SETITEMS: the name of the tensor being read
+        self.last_key: Optional[str] = None
+
+    def _item_depth(self, value: Any) -> int:
+        return self.depth.get(id(value), 1) if type(value) in _CONTAINERS else 0
+
+    def contain(self, container: Any, items: List[Any]) -> Any:
+        """Record that ``container`` (new, or being filled) holds ``items``; refuse too deep a nesting."""
+        key = id(container)
+        if key in self.sealed and type(container) is not tuple:  # tuples are new (or the shared ())
+            raise ValueError("a list or dict is modified after it was put inside another container")
+        if key not in self.depth:
+            self.alive.append(container)
+        depth = max([self.depth.get(key, 1)] + [1 + self._item_depth(v) for v in items])
+        if depth > MAX_DEPTH:
+            raise ValueError(f"containers nested deeper than {MAX_DEPTH} levels (a state dict needs about 4)")
+        self.depth[key] = depth
+        self.sealed.update(id(v) for v in items if type(v) in _CONTAINERS)
+        return container
 
     def read(self, n: int) -> bytes:
         b = self.stream.read(n)
@@ -173,8 +237,10 @@ class _Machine:
                 args = self.stack.pop()
                 func = self.stack[-1]
                 if not isinstance(func, _Reducer) or not isinstance(args, tuple):
-                    raise _Refused(f"REDUCE of {func!r} is not allowed")
-                self.stack[-1] = func.fn(*args)
+                    raise _Refused(f"REDUCE of {_short(func)} is not allowed")
+                self.stack[-1] = result = func.fn(*args)
+                if type(result) in _CONTAINERS:
+                    self.contain(result, [])
             elif op == P.BUILD:
                 state = self.stack.pop()
                 if type(self.stack[-1]) is not collections.OrderedDict or not isinstance(state, dict):
@@ -185,7 +251,7 @@ class _Machine:
                 if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                         and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
                         and isinstance(pid[3], str) and type(pid[4]) is int and pid[4] >= 0):
-                    raise _Refused(f"persistent id {pid!r} is not a torch storage reference")
+                    raise _Refused(f"persistent id {_short(pid)} is not a torch storage reference")
                 push(self.load_storage(pid[2], pid[1], pid[4]))
             elif op == P.MARK:
                 self.metastack.append(self.stack)
@@ -194,7 +260,7 @@ class _Machine:
                 items = [self.stack.pop()] if op == P.APPEND else self.pop_mark()
                 if type(self.stack[-1]) is not list:
                     raise ValueError("APPEND to something that is not a list")
-                self.stack[-1].extend(items)
+                self.contain(self.stack[-1], items).extend(items)
             elif op in (P.SETITEM, P.SETITEMS):
                 items = self.stack[-2:] if op == P.SETITEM else self.pop_mark()
                 if op == P.SETITEM:
@@ -202,24 +268,28 @@ class _Machine:
                 target = self.stack[-1]
                 if type(target) not in (dict, collections.OrderedDict) or len(items) % 2:
                     raise ValueError("SETITEM(S) on something that is not a dict")
+                bad = [k for k in items[::2] if type(k) not in _KEY_TYPES]
+                if bad:
+                    raise ValueError(f"dict key {_short(bad[0])} is not a string or number")
+                self.contain(target, items[1::2])
                 for i in range(0, len(items), 2):
                     target[items[i]] = items[i + 1]
             elif op == P.TUPLE:
                 items = self.pop_mark()
-                push(tuple(items))
+                push(self.contain(tuple(items), items))
             elif op in (P.TUPLE1, P.TUPLE2, P.TUPLE3):
                 n = {P.TUPLE1: 1, P.TUPLE2: 2, P.TUPLE3: 3}[op]
                 if len(self.stack) < n:
                     raise ValueError("tuple of missing items")
-                self.stack[-n:] = [tuple(self.stack[-n:])]
+                self.stack[-n:] = [self.contain(tuple(self.stack[-n:]), self.stack[-n:])]
             elif op in (P.NONE, P.NEWFALSE, P.NEWTRUE):
                 push({P.NONE: None, P.NEWFALSE: False, P.NEWTRUE: True}[op])
             elif op == P.EMPTY_TUPLE:
-                push(())
+                push(self.contain((), []))
             elif op == P.EMPTY_LIST:
-                push([])
+                push(self.contain([], []))
             elif op == P.EMPTY_DICT:
-                push({})
+                push(self.contain({}, []))
             elif op == P.BININT:
                 push(struct.unpack("<i", self.read(4))[0])
             elif op == P.BININT1:
@@ -232,6 +302,8 @@ class _Machine:
                 push(struct.unpack(">d", self.read(8))[0])
             elif op == P.BINUNICODE:
                 push(self.read(struct.unpack("<I", self.read(4))[0]).decode("utf-8", "surrogatepass"))
+                if self.metastack and self.metastack[-1] and type(self.metastack[-1][-1]) in _CONTAINERS[2:]:
+                    self.last_key = self.stack[-1]
             elif op == P.SHORT_BINSTRING:
                 push(self.read(self.read(1)[0]).decode("ascii"))
             elif op in (P.BINPUT, P.LONG_BINPUT):
@@ -255,17 +327,38 @@ def _check_not_legacy(path: str) -> None:
     raise TorchPickleError(path, "not a torch zip checkpoint (no zip signature)")
 
 
+def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, path: str) -> bytes:
+    """A record's bytes, after checking that it is stored as torch writes it: uncompressed, not
+    encrypted, inside the archive. So no record can expand to more than the file's own size."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+        raise TorchPickleError(path, f"record {_name(info.filename)} is compressed or encrypted (method {info.compress_type}); "
+                         "torch.save writes every record uncompressed")
+    if info.file_size != info.compress_size or info.header_offset + info.compress_size > archive_size:
+        raise TorchPickleError(path, f"record {_name(info.filename)} declares {info.file_size} bytes, more than the "
+                         f"{archive_size}-byte file holds")
+    return zf.read(info)
+
+
+# What reading a damaged zip can raise besides BadZipFile: names that are not UTF-8, offsets that
+# point before the file start, unknown compression methods, encryption, truncation.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, UnicodeDecodeError,
+               NotImplementedError, RuntimeError, OverflowError, zlib.error)
+
+
 def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
     """Read the state dict in ``path`` (a ``torch.save`` zip) as ``{name: numpy.ndarray}``.
 
     Arrays are read-only and C-contiguous; float32/float16/int64 keep their
     dtype, bfloat16 becomes float32. Raises :class:`TorchPickleError` for a
-    legacy or corrupt file, any global or opcode outside the allowlist, a
-    storage record of the wrong size, or a result that is not a flat mapping
-    from names to tensors.
+    legacy or corrupt file, a compressed record (torch writes them uncompressed, so
+    no record expands beyond the file's size), any global or opcode outside the
+    allowlist, containers nested deeper than :data:`MAX_DEPTH`, a storage record of the
+    wrong size, a tensor with more elements than its storage (an overlapping view), or a
+    result that is not a flat mapping from names to tensors.
     """
     path = os.fspath(path)
     _check_not_legacy(path)
+    size = os.path.getsize(path)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -273,7 +366,7 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
                 raise TorchPickleError(path, "zip has no top-level folder, so it was not written by torch.save")
             prefix = names[0].split("/", 1)[0]
             infos = {i.filename: i for i in zf.infolist()}
-            if f"{prefix}/byteorder" in infos and zf.read(f"{prefix}/byteorder") != b"little":
+            if f"{prefix}/byteorder" in infos and _read_record(zf, infos[f"{prefix}/byteorder"], size, path) != b"little":
                 raise TorchPickleError(path, "big-endian checkpoints are not supported")
             if f"{prefix}/data.pkl" not in infos:
                 raise TorchPickleError(path, f"missing record {prefix}/data.pkl")
@@ -282,33 +375,40 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
             def load_storage(key: str, stype: _StorageType, numel: int) -> _Storage:
                 if key in storages:
                     if storages[key].values.size != numel:
-                        raise ValueError(f"storage {key!r} is referenced with two different sizes")
+                        raise ValueError(f"storage {_short(key)} is referenced with two different sizes")
                     return storages[key]
                 record = f"{prefix}/data/{key}"
                 need = numel * stype.dtype.itemsize
                 if record not in infos or infos[record].file_size != need:
                     have = infos[record].file_size if record in infos else "no"
-                    raise ValueError(f"storage record {record} has {have} bytes, {stype.name} of {numel} needs {need}")
-                values = np.frombuffer(zf.read(record), dtype=stype.dtype)
+                    raise ValueError(f"storage record {_name(record)} has {have} bytes, {stype.name} of {numel} "
+                                     f"needs {need}")
+                values = np.frombuffer(_read_record(zf, infos[record], size, path), dtype=stype.dtype)
                 if stype.name == "BFloat16Storage":
                     values = bf16_to_float32(values)
                     values.flags.writeable = False
                 storages[key] = _Storage(key, values)
                 return storages[key]
 
+            machine = _Machine(_read_record(zf, infos[f"{prefix}/data.pkl"], size, path), load_storage)
             try:
-                obj = _Machine(zf.read(f"{prefix}/data.pkl"), load_storage).run()
+                obj = machine.run()
             except _Refused as e:
                 raise TorchPickleError(path, f"refused: {e}") from None
-            except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error) as e:
-                raise TorchPickleError(path, f"malformed data.pkl: {type(e).__name__}: {e}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-        raise TorchPickleError(path, f"corrupt zip archive: {e}") from None
+            except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error,
+                    OverflowError) as e:
+                if isinstance(e, TorchPickleError):
+                    raise
+                near = None if machine.last_key is None else _name(machine.last_key)
+                raise TorchPickleError(path, f"malformed data.pkl: {type(e).__name__}: {e}", near) from None
+    except _ZIP_ERRORS as e:
+        raise TorchPickleError(path, f"corrupt zip archive: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise TorchPickleError(path, f"expected a state dict, found {type(obj).__name__}")
     out: Dict[str, np.ndarray] = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _Tensor):
-            raise TorchPickleError(path, f"state dict entry is {type(value).__name__}, not a tensor", str(name))
+            raise TorchPickleError(path, f"state dict entry is {type(value).__name__}, not a tensor",
+                                  _name(name) if isinstance(name, str) else _short(name))
         out[name] = value.array
     return out

@@ -7,7 +7,6 @@ as stored; mapping them onto the engine's parameters is the engine's job.
 """
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from typing import Callable, Dict, List, Tuple
@@ -15,6 +14,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 
 from multienc.formats import safetensors, torch_pickle
+from multienc.formats.schema import load_json
 
 __all__ = ["WEIGHT_FILES", "WeightsError", "check_relative_path", "find_weight_file", "read_index",
            "load_state_dict"]
@@ -49,7 +49,7 @@ def read_index(path: str) -> Dict[str, str]:
     """Parse a sharded-checkpoint index and return its ``weight_map`` (tensor -> shard file)."""
     try:
         with open(path, encoding="utf-8") as f:
-            index = json.load(f)
+            index = load_json(f.read())
     except (OSError, ValueError) as e:
         raise WeightsError(f"{path}: cannot read the shard index: {e}") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None

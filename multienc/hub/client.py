@@ -34,12 +34,16 @@ from multienc.formats.weights import WEIGHT_FILES, check_relative_path, read_ind
 from multienc.hub import http
 
 __all__ = ["HubError", "RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError",
-           "EntryNotFoundError", "NotCachedError", "TOKENIZER_FILES", "hub_cache_dir", "get_token",
+           "EntryNotFoundError", "NotCachedError", "SENTENCEPIECE_FILES", "TOKENIZER_FILES", "hub_cache_dir", "get_token",
            "is_offline", "repo_folder", "resolve_model_files", "resolve_tokenizer_files"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# SentencePiece models of XLM-RoBERTa, ALBERT and DeBERTa-v2 (binary): fetched only from a repository
+# without tokenizer.json, which holds the same tokenizer (transformers' converters made it).
+SENTENCEPIECE_FILES: Tuple[str, ...] = ("sentencepiece.bpe.model", "spiece.model", "spm.model")
 TOKENIZER_FILES: Tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                    "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json")
+                                    "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
+                                    *SENTENCEPIECE_FILES)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$", re.ASCII)
 _ETAG = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
@@ -356,16 +360,21 @@ def resolve_model_files(model: str, revision: Optional[str] = None, token: Union
 
 def _fetch_tokenizer_files(repo: _Repo, revision: str) -> Optional[str]:
     """Fetch whichever of :data:`TOKENIZER_FILES` the repository has (those not cached while offline
-    are skipped); return the snapshot folder holding them, or None if none is available.
+    are skipped; :data:`SENTENCEPIECE_FILES` only when there is no tokenizer.json); return the
+    snapshot folder holding them, or None if none is available.
 
     The first file found names the commit; the others are asked for at that commit.
     """
     folder = None
+    has_tokenizer_json = False
     for name in TOKENIZER_FILES:
+        if has_tokenizer_json and name in SENTENCEPIECE_FILES:
+            continue
         try:
             path = repo.fetch(revision, name)
         except NotCachedError:
             continue
+        has_tokenizer_json = has_tokenizer_json or bool(path and name == "tokenizer.json")
         if path and folder is None:
             folder = os.path.dirname(path)
             revision = os.path.basename(folder)

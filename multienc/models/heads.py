@@ -24,7 +24,9 @@ import numpy as np
 
 from multienc.engine import TaskModel, check_device
 from multienc.engine.task_model import TASK_CLASSIFY, TASK_REGRESS, Inputs
-from multienc.formats.checkpoint import read_checkpoint, write_checkpoint
+from multienc.formats import schema
+from multienc.formats.checkpoint import CheckpointError, checked_field, parse_metadata, read_checkpoint, \
+    write_checkpoint
 from multienc.models.initialization import generator, linear_init, xavier_uniform
 from multienc.models.inputs import build_inputs, chunked
 from multienc.models.language_model import LanguageModel
@@ -240,6 +242,16 @@ class TaskHead:
             settings["multi_encoder"] = self.encoder.checkpoint_settings()
         return settings
 
+    #: the ``options`` this head's checkpoint settings carry (none for the sentence heads)
+    OPTIONS_SCHEMA = schema.Obj({}, closed=True)
+
+    @classmethod
+    def settings_schema(cls) -> schema.Schema:
+        """What :meth:`checkpoint_settings` writes (plus the class name under ``head``)."""
+        return schema.Obj({"head": schema.Str(1, 200), "num_classes": schema.Int(1, (1 << 31) - 1),
+                           "multi_encoder": MultiEncoder.SETTINGS_SCHEMA, "options": cls.OPTIONS_SCHEMA},
+                          required=("head", "num_classes"), closed=True)
+
     @classmethod
     def from_checkpoint_settings(cls, language_models: List[LanguageModel], settings: Mapping[str, Any]
                                  ) -> "TaskHead":
@@ -276,23 +288,49 @@ class TaskHead:
     @staticmethod
     def from_saved(metadata: Mapping[str, str], tensors: Mapping[str, np.ndarray],
                    source: str = "checkpoint") -> "TaskHead":
-        """A model from checkpoint metadata and tensors (what :meth:`checkpoint` returns)."""
-        try:
-            head = json.loads(metadata["head"])
-            specs = json.loads(metadata["language_models"])
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{source}: broken checkpoint metadata: {e}") from None
-        if head.get("head") not in HEADS:
-            raise ValueError(f"{source}: unknown head {head.get('head')!r}")
+        """A model from checkpoint metadata and tensors (what :meth:`checkpoint` returns).
+
+        Every field is checked before anything is built (:class:`CheckpointError` naming ``source``
+        and the field): the envelope by the file format, the head's settings by its class, each
+        language model's spec by :class:`LanguageModel`, and the sizes the settings declare against
+        the tensors (``num_classes`` against ``decoder.weight``), so a checkpoint cannot make the
+        head allocate what its tensors do not hold."""
+        meta = parse_metadata(metadata, source)
+        head = meta["head"]
+        cls = HEADS.get(head["head"])
+        if cls is None:
+            raise CheckpointError(source, "head.head", f"unknown head {head['head']!r}; known: {', '.join(HEADS)}")
+        checked_field(head, cls.settings_schema(), "head", source)
+        specs = meta["language_models"]
+        for i, spec in enumerate(specs):
+            checked_field(spec, LanguageModel.SPEC_SCHEMA, f"language_models[{i}]", source)
+        num_classes = head["num_classes"]
+        for name in ("decoder.weight", "decoder.bias"):
+            have = tensors.get(name)
+            if have is None or have.shape[:1] != (num_classes,):
+                raise CheckpointError(source, "head.num_classes",
+                                      f"{num_classes} classes, but tensor {name} has shape "
+                                      f"{None if have is None else tuple(have.shape)}")
+        label_map = meta.get("label_map")
+        bad = [k for k, v in (label_map or {}).items() if v >= num_classes]
+        if bad:
+            raise CheckpointError(source, "label_map", f"label {bad[0]!r} has id {label_map[bad[0]]}, outside the "
+                                                       f"{num_classes} classes")
         lms = []
         for i, spec in enumerate(specs):
             prefix = f"lm.{i}."
             state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            lms.append(LanguageModel.from_checkpoint_spec(spec, state, source=source))
-        model = HEADS[head["head"]].from_checkpoint_settings(lms, head)
-        model.load_state_dict(dict(tensors), source=source)
-        model.label_map = json.loads(metadata["label_map"]) if "label_map" in metadata else None
-        model.corpus_name = metadata.get("corpus_name")
+            try:
+                lms.append(LanguageModel.from_checkpoint_spec(spec, state, source=source))
+            except (ValueError, NotImplementedError) as e:  # ModelConfigError, TokenizerFileError, WeightsError
+                raise CheckpointError(source, f"language_models[{i}]", str(e)) from None
+        try:
+            model = cls.from_checkpoint_settings(lms, head)
+            model.load_state_dict(dict(tensors), source=source)
+        except ValueError as e:
+            raise CheckpointError(source, "head", str(e)) from None
+        model.label_map = label_map
+        model.corpus_name = meta.get("corpus_name")
         model.steps_trained = 1  # trained weights: the trainer must not re-draw the head
         return model
 

@@ -53,7 +53,7 @@ def lm_inputs(lm, sentences: Sequence) -> Tuple[np.ndarray, np.ndarray, Optional
     """(input_ids, attention_mask, token_type_ids or None, pool weights) of one LM for a batch."""
     enc = lm.tokenize(sentences)
     mask = enc["attention_mask"]
-    types = enc["token_type_ids"] if int(lm.config.get("type_vocab_size", 2)) > 1 else None
+    types = enc["token_type_ids"] if lm.encoder.uses_token_types else None
     return (enc["input_ids"].astype(np.int32), mask.astype(np.int32),
             None if types is None else types.astype(np.int32),
             sentence_pool_weights(mask, lm.pooling, lm.cls_position))
@@ -149,7 +149,7 @@ def word_inputs(language_models: Sequence, words: Sequence[Sequence[str]],
     inputs = []
     for lm, enc in zip(language_models, encs):
         mask = enc["attention_mask"].astype(np.int32)
-        types = enc["token_type_ids"].astype(np.int32) if int(lm.config.get("type_vocab_size", 2)) > 1 else None
+        types = enc["token_type_ids"].astype(np.int32) if lm.encoder.uses_token_types else None
         inputs.append((enc["input_ids"].astype(np.int32), mask, types,
                        word_pool_weights(enc["word_ids"], lengths, K, subtoken_pooling)))
     return inputs, lengths.astype(np.int32)

@@ -1,8 +1,9 @@
 """Pretrained encoders as the task heads and the trainer see them.
 
-:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, ELECTRA and the
-checkpoints built on them, e.g. SpanBERT, ERNIE 2.0) named as on the hub or by a
-local folder, with its tokenizer and a pooling of the last hidden states::
+:class:`LanguageModel` is one HuggingFace encoder (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
+DistilBERT, ALBERT, MPNet, DeBERTa-v2/v3, ModernBERT and the checkpoints built on them, e.g.
+SpanBERT, ERNIE 2.0, all-mpnet-base-v2) named as on the hub or by a local folder, with its
+tokenizer and a pooling of the last hidden states::
 
     lm = LanguageModel("google/electra-base-discriminator")       # hub id, HF cache, offline
     lm = LanguageModel("roberta-base", hidden_dropout_prob=0.4, pooling="mean")
@@ -18,6 +19,7 @@ those files into a content-addressed folder under ``$MULTIENC_CACHE/checkpoints`
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,18 +29,24 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from multienc.engine import Encoder, Tokenizer, TokenizerFileError, engine_config, read_config
-from multienc.hub import TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
+from multienc.engine import (Encoder, Tokenizer, TokenizerFileError, engine_config, hidden_dropout_key, read_config,
+                             spm_folder_tokenizer_json)
+from multienc.formats import schema
+from multienc.hub import SENTENCEPIECE_FILES, TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
 from multienc.models.inputs import sentence_pool_weights
 
 __all__ = ["LanguageModel", "POOLINGS"]
 
 POOLINGS = ("cls", "mean", "word-level")
 # Files from which Tokenizer.from_pretrained can build a tokenizer (with tokenizer_config.json etc.).
-_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES)
 # What to suggest when a checkpoint ships no tokenizer, by model_type.
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
-                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", "")}
+                    "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", ""),
+                    "xlm-roberta": ("xlm-roberta-base", ""), "albert": ("albert-base-v2", ""),
+                    "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)"),
+                    "mpnet": ("sentence-transformers/all-mpnet-base-v2", ""),
+                    "deberta-v2": ("microsoft/deberta-v3-base", " (DeBERTa-v3's; 'microsoft/deberta-v2-xlarge' for v2)")}
 _WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word inside the sequence tagger "
                     "(multienc.models.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
 
@@ -61,7 +69,9 @@ class LanguageModel:
         fine_tune: whether training updates this encoder (read by the trainer).
         pooling: ``'cls'`` (the row of the classifier token), ``'mean'`` (average over the real
             tokens) or ``'word-level'`` (one row per word, for sequence tagging).
-        hidden_dropout_prob: replaces the config's hidden dropout probability (0 <= p < 1).
+        hidden_dropout_prob: replaces the config's hidden dropout probability (0 <= p < 1) of
+            BERT, RoBERTa and ELECTRA; ModernBERT has none (its embedding, attention and MLP
+            dropouts come from config.json).
         keep_special_tokens: the seed's option to put the CLS row before the word rows; recorded in
             checkpoints but unused: the tagger's rows are the words only (in the seed the CLS row
             shifted every word's vector against its tag).
@@ -90,29 +100,55 @@ class LanguageModel:
         raw_config = read_config(self.model_dir)
         engine_config(raw_config, os.path.join(self.model_dir, "config.json"))
         tok = self._load_tokenizer(tokenizer, raw_config["model_type"])
-        self._finish(tok, Encoder(self.model_dir, {"hidden_dropout_prob": float(hidden_dropout_prob)}, device=device))
+        dropout = {hidden_dropout_key(raw_config["model_type"]): float(hidden_dropout_prob)}
+        self._finish(tok, Encoder(self.model_dir, dropout, device=device))
+
+    #: what :meth:`checkpoint_spec` writes (checked when a checkpoint is read; the config is checked
+    #: by the engine, the tokenizer files by the tokenizer)
+    SPEC_SCHEMA = schema.Obj({
+        "model_id": schema.Str(1, 4096), "name": schema.Str(0, 4096), "pooling": schema.Const(*POOLINGS),
+        "fine_tune": schema.Bool(), "keep_special_tokens": schema.Bool(), "max_length": schema.Int(1, 1 << 31),
+        "config": schema.Obj({}),
+        "tokenizer_files": schema.MapOf(schema.Str(0, 1 << 30), key=schema.Const(*TOKENIZER_FILES), max_len=16),
+        "tokenizer_binary_files": schema.MapOf(schema.Str(0, 1 << 30), key=schema.Const(*SENTENCEPIECE_FILES),
+                                               max_len=len(SENTENCEPIECE_FILES)),
+    }, required=("model_id", "pooling", "fine_tune", "keep_special_tokens", "config", "tokenizer_files"))
 
     def checkpoint_spec(self) -> Dict[str, Any]:
         """What a checkpoint records of this language model (JSON-able): its settings, its config
-        (the dropout override included) and the text of its tokenizer files."""
-        files = {}
-        for name in self.tokenizer_file_names():
-            with open(os.path.join(self.tokenizer_dir, name), encoding="utf-8") as f:
-                files[name] = f.read()
-        return dict(model_id=self.model_id, name=self.name, pooling=self.pooling, fine_tune=self.fine_tune,
+        (the dropout override included) and the tokenizer files :class:`Tokenizer` reads: the text
+        files as text, a SentencePiece model (binary; only without tokenizer.json, which supersedes
+        it) base64-encoded under ``tokenizer_binary_files``."""
+        names = self.tokenizer_file_names()
+        if "tokenizer.json" in names:
+            names = [n for n in names if n not in SENTENCEPIECE_FILES]
+        files, binary = {}, {}
+        for name in names:
+            path = os.path.join(self.tokenizer_dir, name)
+            if name in SENTENCEPIECE_FILES:
+                with open(path, "rb") as fb:
+                    binary[name] = base64.b64encode(fb.read()).decode("ascii")
+            else:
+                with open(path, encoding="utf-8") as f:
+                    files[name] = f.read()
+        spec = dict(model_id=self.model_id, name=self.name, pooling=self.pooling, fine_tune=self.fine_tune,
                     keep_special_tokens=self.keep_special_tokens, max_length=self.max_length, config=self.config,
                     tokenizer_files=files)
+        if binary:
+            spec["tokenizer_binary_files"] = binary
+        return spec
 
     @classmethod
     def from_checkpoint_spec(cls, spec: Mapping[str, Any], state: Mapping[str, np.ndarray],
                              source: str = "checkpoint") -> "LanguageModel":
         """Rebuild from :meth:`checkpoint_spec` and the encoder weights, with no network: the config
         and tokenizer files are written once into a content-addressed cache folder."""
+        config = dict(spec["config"])
+        cfg = engine_config(config, f"{source}: config")  # checked before anything is written or read
         folder = _materialise(spec)
         self = cls.__new__(cls)
-        config = dict(spec["config"])
-        self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"],
-                          float(config.get("hidden_dropout_prob", 0.1)), spec["keep_special_tokens"])
+        self._set_options(spec["model_id"], spec["fine_tune"], spec["pooling"], cfg["hidden_dropout_prob"],
+                          spec["keep_special_tokens"])
         self.model_dir = folder
         self._tokenizer_dir = folder
         self._finish(Tokenizer.from_pretrained(folder), Encoder.from_state_dict(config, state, source))
@@ -237,8 +273,8 @@ class LanguageModel:
         if self.pooling == "word-level":
             raise NotImplementedError(_WORD_LEVEL_ONLY_IN_TAGGER)
         batch = self.tokenize(sentences)
-        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                      train=False)
+        types = batch["token_type_ids"] if self.encoder.uses_token_types else None
+        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], types, train=False)
         return self.pool(hidden, batch["attention_mask"])
 
     # ------------------------------------------------------------------ saving
@@ -246,19 +282,28 @@ class LanguageModel:
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json`` (with the overridden dropout), ``model.safetensors`` (HF base-model
         names) and the tokenizer files into ``directory``: the folder loads with transformers'
-        ``AutoModel`` / ``AutoTokenizer`` and with ``LanguageModel(directory)``."""
+        ``AutoModel`` / ``AutoTokenizer`` and with ``LanguageModel(directory)``. A tokenizer read
+        from a SentencePiece model alone also gets the ``tokenizer.json`` transformers builds from it
+        (as transformers' own ``save_pretrained`` writes one), so that transformers needs no
+        ``sentencepiece`` package to read the folder."""
         self.encoder.save_pretrained(directory)
-        for name in self.tokenizer_file_names():
+        names = self.tokenizer_file_names()
+        for name in names:
             source = os.path.join(self._tokenizer_dir, name)
             target = os.path.join(directory, name)
             if not (os.path.exists(target) and os.path.samefile(source, target)):
                 shutil.copyfile(source, target)
+        converted = None if "tokenizer.json" in names else spm_folder_tokenizer_json(self._tokenizer_dir)
+        if converted is not None:
+            with open(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as f:
+                json.dump(converted, f, ensure_ascii=False, indent=2)
 
     def __repr__(self) -> str:
+        cfg = self.encoder.engine_config
         return (f"LanguageModel({self.model_id!r}, model_type={self.config.get('model_type')!r}, "
-                f"layers={self.config.get('num_hidden_layers')}, embedding_length={self.embedding_length}, "
+                f"layers={cfg['num_hidden_layers']}, embedding_length={self.embedding_length}, "
                 f"pooling={self.pooling!r}, fine_tune={self.fine_tune}, "
-                f"hidden_dropout_prob={self.config.get('hidden_dropout_prob')}, max_length={self.max_length})")
+                f"hidden_dropout_prob={cfg['hidden_dropout_prob']}, max_length={self.max_length})")
 
 
 
@@ -270,7 +315,11 @@ def checkpoint_cache_dir() -> str:
 
 def _materialise(spec: Mapping[str, Any]) -> str:
     """A folder with the LM's config.json and tokenizer files (content-addressed, written once)."""
-    blob = json.dumps({"config": spec["config"], "files": spec["tokenizer_files"]}, sort_keys=True).encode()
+    binary = spec.get("tokenizer_binary_files", {})
+    content = {"config": spec["config"], "files": spec["tokenizer_files"]}
+    if binary:  # checkpoints without binary files keep their folder
+        content["binary_files"] = binary
+    blob = json.dumps(content, sort_keys=True).encode()
     cache = checkpoint_cache_dir()
     folder = os.path.join(cache, hashlib.sha256(blob).hexdigest()[:32])
     if os.path.isfile(os.path.join(folder, ".complete")):
@@ -285,6 +334,12 @@ def _materialise(spec: Mapping[str, Any]) -> str:
                 raise ValueError(f"checkpoint names a tokenizer file {name!r} outside its folder")
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(text)
+        for name, data in binary.items():
+            if name not in SENTENCEPIECE_FILES:
+                raise ValueError(f"checkpoint holds a binary tokenizer file {name!r}; known: "
+                                 f"{', '.join(SENTENCEPIECE_FILES)}")
+            with open(os.path.join(tmp, name), "wb") as fb:
+                fb.write(base64.b64decode(data, validate=True))
         open(os.path.join(tmp, ".complete"), "w").close()
         try:
             os.replace(tmp, folder)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from multienc.engine.task_model import COMBINE_METHODS, TASK_CLASSIFY, TaskModel
+from multienc.formats import schema
 from multienc.models.initialization import generator, linear_init
 from multienc.models.inputs import build_inputs
 from multienc.models.language_model import LanguageModel
@@ -122,6 +123,12 @@ class MultiEncoder:
         """The combiner's part of a :class:`~multienc.engine.TaskModel`'s arguments."""
         return dict(combine=self.combine_method, use_layer_norm=self.use_layer_norm,
                     combine_dropout=self.combine_dropout, ln_eps=1e-3, pool_rows=self.pool_rows)
+
+    #: what :meth:`checkpoint_settings` writes (checked when a checkpoint is read)
+    SETTINGS_SCHEMA = schema.Obj({"combine_method": schema.Const("concat", "dme", "mean"),
+                                  "use_layer_norm": schema.Bool(),
+                                  "alternate_freezing_prob": schema.Float(0.0, 1.0, below_hi=True),
+                                  "combine_dropout": schema.Float(0.0, 1.0, below_hi=True)}, closed=True)
 
     def checkpoint_settings(self) -> Dict[str, Any]:
         """The constructor's settings, as a checkpoint records them (:meth:`from_checkpoint_settings`)."""

@@ -11,8 +11,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from multienc.engine.task_model import TASK_CLASSIFY, TASK_CRF, Inputs
+from multienc.formats import schema
 from multienc.models.heads import Encoder, Predictions, TaskHead
-from multienc.models.inputs import chunked, pool_rows, word_inputs
+from multienc.models.inputs import SUBTOKEN_POOLINGS, chunked, pool_rows, word_inputs
 from multienc.models.language_model import LanguageModel
 from multienc.models.multi_encoder import MultiEncoder
 
@@ -164,6 +165,9 @@ class SequenceTagger(TaskHead):
             result["DME scores"] = scores
         result["Predictions"] = preds
         return result
+
+    OPTIONS_SCHEMA = schema.Obj({"use_crf": schema.Bool(), "subtoken_pooling": schema.Const(*SUBTOKEN_POOLINGS)},
+                                closed=True)
 
     def checkpoint_settings(self) -> Dict[str, Any]:
         settings = super().checkpoint_settings()

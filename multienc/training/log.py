@@ -19,11 +19,19 @@ def log_line() -> None:
     log.info(SEPARATOR)
 
 
+def flush_log() -> None:
+    """Flush the log's handlers (so ``training.log``'s size says what a checkpoint has seen)."""
+    for handler in log.handlers:
+        handler.flush()
+
+
 @contextmanager
-def training_log(base_path: str) -> Iterator[logging.Logger]:
-    """Log to ``base_path/training.log`` (overwritten) for the duration of a run; when nobody has
-    configured logging, also to stdout (otherwise the user's handlers receive the records)."""
-    handler = logging.FileHandler(os.path.join(base_path, "training.log"), mode="w", encoding="utf-8")
+def training_log(base_path: str, append: bool = False) -> Iterator[logging.Logger]:
+    """Log to ``base_path/training.log`` (overwritten, or continued with ``append``) for the duration
+    of a run; when nobody has configured logging, also to stdout (otherwise the user's handlers
+    receive the records)."""
+    handler = logging.FileHandler(os.path.join(base_path, "training.log"), mode="a" if append else "w",
+                                  encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     console = None
     if not log.handlers and not logging.getLogger().handlers:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Union
 
+#: the largest learning rate the float32 optimizer update can represent
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 def linear_schedule_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """Multiplier of HF ``get_linear_schedule_with_warmup`` at optimizer step ``step`` (0-based).
@@ -30,8 +33,12 @@ def group_learning_rates(learning_rate: Union[float, Sequence[float]], num_lms: 
     if len(rates) not in (1, num_lms):
         raise ValueError(f"learning_rate has {len(rates)} values but the model has {num_lms} language "
                          f"models: give one rate, or one per language model")
-    if any(r < 0 for r in rates) or (decoder_learning_rate is not None and decoder_learning_rate < 0):
-        raise ValueError("learning rates must be >= 0")
+    for name, values in (("learning_rate", rates), ("decoder_learning_rate",
+                                                    [] if decoder_learning_rate is None else [decoder_learning_rate])):
+        for r in values:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= FLOAT32_MAX:
+                raise ValueError(f"{name} must be a finite number >= 0 that float32 can hold "
+                                 f"(at most {FLOAT32_MAX:.4g}), got {r!r}")
     lm_rates = [float(r) for r in rates] * (num_lms if len(rates) == 1 else 1)
     head = float(decoder_learning_rate) if decoder_learning_rate is not None else max(lm_rates)
     return lm_rates + [head, head]

@@ -1,5 +1,5 @@
 """The whole encoder on the CUDA backend against the CPU engine on the fixture
-models (tests/fixtures/models): eval and train-mode forward, every parameter
+models (tests/fixtures/models, every family): eval and train-mode forward, every parameter
 gradient, seeded dropout identical to the CPU's masks, and bit-for-bit
 repeatability on the GPU."""
 import os
@@ -10,7 +10,8 @@ import pytest
 from multienc.engine import Encoder
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "models")
-FAMILIES = ["bert", "roberta", "electra"]
+FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
+            "albert-uneven"]
 
 
 def rel(a, b):

@@ -8,6 +8,8 @@ import pytest
 
 from multienc.engine import _C_tests
 
+import _numeric
+
 GPU = "cuda"
 RNG = np.random.default_rng(20240917)
 ELEMENTWISE, GEMM = 1e-5, 1e-4
@@ -113,13 +115,7 @@ def test_dropout_masks_are_the_cpu_masks(p, n):
 
 
 def attention_inputs(B, T, NH, HS):
-    qkv = f32(B, T, 3 * NH * HS)
-    mask = np.ones((B, T), np.int32)
-    for b in range(B):
-        mask[b, RNG.integers(1, T + 1):] = 0
-    if B > 1:
-        mask[-1] = 1
-    return qkv, mask
+    return _numeric.attention_inputs(RNG, B, T, NH, HS)
 
 
 @pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8),

@@ -6,6 +6,7 @@
  * "cuda", "cuda:N"): their arrays are staged through that backend's memory. */
 #include "python/tests/op_driver.h"
 #include "common.h"
+#include "model/modernbert.h"
 
 #include <limits.h>
 
@@ -157,15 +158,22 @@ static void attention_forward_run(OpCall *c) {
                              DIM(c, 0, 2) / (3 * NH), c->val[3].f, c->val[4].u, c->val[5].u, c->scratch);
 }
 
-/* attention_backward(dctx, qkv, probs, mask, NH, p, seed, site) -> dqkv */
-static int attention_backward_check(OpCall *c) {
+/* The arguments (dctx, qkv, probs, mask, NH, ...) of the attention backward ops: their shapes
+ * agree; *HS = the head size. */
+static int attention_backward_shapes(OpCall *c, int *HS) {
     const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
-    int HS = 0;
-    if (attention_shape(c, 1, 4, &HS)) return -1;
-    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * HS || DIM(c, 2, 0) != B ||
+    if (attention_shape(c, 1, 4, HS)) return -1;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * *HS || DIM(c, 2, 0) != B ||
         DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T || DIM(c, 2, 3) != T || DIM(c, 3, 0) != B || DIM(c, 3, 1) != T)
         return op_fail("shape mismatch");
-    return op_result(c, 0, 3, B, T, 3 * NH * HS);
+    return 0;
+}
+
+/* attention_backward(dctx, qkv, probs, mask, NH, p, seed, site) -> dqkv */
+static int attention_backward_check(OpCall *c) {
+    int HS = 0;
+    return attention_backward_shapes(c, &HS) ||
+           op_result(c, 0, 3, DIM(c, 1, 0), DIM(c, 1, 1), 3 * c->val[4].i * HS);
 }
 static void attention_backward_run(OpCall *c) {
     const int NH = c->val[4].i;
@@ -238,6 +246,240 @@ static int vmath_check(OpCall *c) { return op_result(c, 0, 1, DIM(c, 0, 0)); }
 #define verf_check vmath_check
 static void vexp_run(OpCall *c) { me_vexp(OUT(c, 0), F(c, 0), (size_t)DIM(c, 0, 0)); }
 static void verf_run(OpCall *c) { me_verf(OUT(c, 0), F(c, 0), (size_t)DIM(c, 0, 0)); }
+/* ------------------------------------------------- rotary, gated unit, windowed attention */
+
+/* rope_forward / rope_backward(qkv [B, T, 3 * NH * HS], cos [T, HS/2], sin [T, HS/2], NH) -> the
+ * rotated copy of qkv */
+static int rope_check(OpCall *c) {
+    const int T = DIM(c, 0, 1), NH = c->val[3].i;
+    if (NH <= 0 || DIM(c, 0, 2) % (6 * NH)) return op_fail("shape mismatch");
+    const int half = DIM(c, 0, 2) / (6 * NH);
+    if (DIM(c, 1, 0) != T || DIM(c, 1, 1) != half || DIM(c, 2, 0) != T || DIM(c, 2, 1) != half)
+        return op_fail("shape mismatch");
+    return 0;
+}
+static void rope_forward_run(OpCall *c) {
+    const int NH = c->val[3].i;
+    BE(c)->rope_forward(F(c, 0), F(c, 1), F(c, 2), DIM(c, 0, 0), DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+}
+static void rope_backward_run(OpCall *c) {
+    const int NH = c->val[3].i;
+    BE(c)->rope_backward(F(c, 0), F(c, 1), F(c, 2), DIM(c, 0, 0), DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+}
+
+/* rope_tables(T, HS, theta) -> (cos [T, HS/2], sin [T, HS/2]) as the ModernBERT encoder computes them */
+static int rope_tables_check(OpCall *c) {
+    const int T = c->val[0].i, HS = c->val[1].i;
+    if (T <= 0 || HS <= 0 || HS % 2 || !(c->val[2].f > 0.0f)) return op_fail("bad arguments");
+    return op_result(c, 0, 2, T, HS / 2) || op_result(c, 1, 2, T, HS / 2);
+}
+static void rope_tables_run(OpCall *c) { me_rope_tables(OUT(c, 0), OUT(c, 1), c->val[0].i, c->val[1].i, c->val[2].f); }
+
+/* glu_forward(inp [N, 2C], act) -> out [N, C];
+ * glu_backward(inp [N, 2C], dout [N, C], act) -> (dinp [N, 2C], out [N, C]) */
+static int glu_check(OpCall *c, int act) {
+    const int N = DIM(c, 0, 0), C = DIM(c, 0, 1) / 2;
+    if (c->val[act].i != ME_ACT_GELU && c->val[act].i != ME_ACT_GELU_TANH) return op_fail("unknown activation");
+    if (DIM(c, 0, 1) % 2) return op_fail("inp must have an even number of columns");
+    if (act == 1) return op_result(c, 0, 2, N, C);
+    if (DIM(c, 1, 0) != N || DIM(c, 1, 1) != C) return op_fail("shape mismatch");
+    return op_result(c, 0, 2, N, 2 * C) || op_result(c, 1, 2, N, C);
+}
+static int glu_forward_check(OpCall *c) { return glu_check(c, 1); }
+static int glu_backward_check(OpCall *c) { return glu_check(c, 2); }
+static void glu_forward_run(OpCall *c) {
+    BE(c)->glu_forward(OUT(c, 0), F(c, 0), DIM(c, 0, 0), DIM(c, 0, 1) / 2, (MeActivation)c->val[1].i);
+}
+static void glu_backward_run(OpCall *c) {
+    BE(c)->glu_backward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), DIM(c, 0, 0), DIM(c, 0, 1) / 2,
+                        (MeActivation)c->val[2].i);
+}
+
+/* Heads, head size and scratch of a windowed attention call (qkv argument, NH and window arguments). */
+static int window_shape(OpCall *c, int qkv, int nh, int win, int *HS) {
+    if (attention_shape(c, qkv, nh, HS)) return -1;
+    c->scratch_bytes = sizeof(float) * BE(c)->window_attention_scratch_floats(DIM(c, qkv, 0), DIM(c, qkv, 1),
+                                                                             c->val[nh].i, *HS, c->val[win].i);
+    return 0;
+}
+
+/* window_attention_forward(qkv [B, T, 3D], mask [B, T], NH, window, p, seed, site)
+ * -> (ctx [B, T, D], stats [B, NH, T, 2]) */
+static int window_attention_forward_check(OpCall *c) {
+    const int B = DIM(c, 0, 0), T = DIM(c, 0, 1), NH = c->val[2].i;
+    int HS = 0;
+    if (window_shape(c, 0, 2, 3, &HS)) return -1;
+    if (DIM(c, 1, 0) != B || DIM(c, 1, 1) != T) return op_fail("shape mismatch");
+    return op_result(c, 0, 3, B, T, NH * HS) || op_result(c, 1, 4, B, NH, T, 2);
+}
+static void window_attention_forward_run(OpCall *c) {
+    const int NH = c->val[2].i;
+    BE(c)->window_attention_forward(OUT(c, 0), OUT(c, 1), F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1), NH,
+                                    DIM(c, 0, 2) / (3 * NH), c->val[3].i, c->val[4].f, c->val[5].u, c->val[6].u,
+                                    c->scratch);
+}
+
+/* window_attention_backward(dctx, qkv, stats, mask, NH, window, p, seed, site) -> dqkv */
+static int window_attention_backward_check(OpCall *c) {
+    const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
+    int HS = 0;
+    if (window_shape(c, 1, 4, 5, &HS)) return -1;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != T || DIM(c, 0, 2) != NH * HS || DIM(c, 2, 0) != B ||
+        DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T || DIM(c, 2, 3) != 2 || DIM(c, 3, 0) != B || DIM(c, 3, 1) != T)
+        return op_fail("shape mismatch");
+    return op_result(c, 0, 3, B, T, 3 * NH * HS);
+}
+static void window_attention_backward_run(OpCall *c) {
+    const int NH = c->val[4].i;
+    BE(c)->window_attention_backward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), DIM(c, 1, 0), DIM(c, 1, 1),
+                                     NH, DIM(c, 1, 2) / (3 * NH), c->val[5].i, c->val[6].f, c->val[7].u, c->val[8].u,
+                                     c->scratch);
+}
+
+/* attention_bias_forward(qkv [B, T, 3D], mask [B, T], bias [1 or B, NH, T, T] | None, NH, scale,
+ * query_mask, p, seed, site) -> (ctx [B, T, D], probs [B, NH, T, T]) */
+static int attention_bias_forward_check(OpCall *c) {
+    const int B = DIM(c, 0, 0), T = DIM(c, 0, 1), NH = c->val[3].i;
+    int HS = 0;
+    if (attention_shape(c, 0, 3, &HS)) return -1;
+    if (DIM(c, 1, 0) != B || DIM(c, 1, 1) != T) return op_fail("shape mismatch");
+    if (c->arr[2] && ((DIM(c, 2, 0) != 1 && DIM(c, 2, 0) != B) || DIM(c, 2, 1) != NH || DIM(c, 2, 2) != T ||
+                      DIM(c, 2, 3) != T))
+        return op_fail("bias must have shape (1 or B, NH, T, T)");
+    return op_result(c, 0, 3, B, T, NH * HS) || op_result(c, 1, 4, B, NH, T, T);
+}
+static void attention_bias_forward_run(OpCall *c) {
+    const int B = DIM(c, 0, 0), NH = c->val[3].i;
+    const int per_batch = c->arr[2] && B > 1 && DIM(c, 2, 0) == B;
+    BE(c)->attention_bias_forward(OUT(c, 0), OUT(c, 1), F(c, 0), I32(c, 1), F(c, 2), per_batch, c->val[4].f,
+                                  c->val[5].i, B, DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH), c->val[6].f,
+                                  c->val[7].u, c->val[8].u, c->scratch);
+}
+
+/* attention_bias_backward(dctx, qkv, probs, mask, NH, scale, query_mask, p, seed, site)
+ * -> (dqkv, dscores [B, NH, T, T]) */
+static int attention_bias_backward_check(OpCall *c) {
+    const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[4].i;
+    int HS = 0;
+    return attention_backward_shapes(c, &HS) || op_result(c, 0, 3, B, T, 3 * NH * HS) ||
+           op_result(c, 1, 4, B, NH, T, T);
+}
+static void attention_bias_backward_run(OpCall *c) {
+    const int NH = c->val[4].i;
+    BE(c)->attention_bias_backward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), c->val[5].f,
+                                   c->val[6].i, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH),
+                                   c->val[7].f, c->val[8].u, c->val[9].u, c->scratch);
+}
+
+/* Buckets [2T - 1] (odd length) with every entry in [0, NB). */
+static int relbias_buckets(OpCall *c, int buckets, int NB) {
+    const int L = DIM(c, buckets, 0);
+    if (L % 2 == 0) return op_fail("buckets must have odd length 2T - 1");
+    for (int n = 0; n < L; n++)
+        if (HOST_I32(c, buckets)[n] < 0 || HOST_I32(c, buckets)[n] >= NB) return op_fail("bucket out of range");
+    return 0;
+}
+
+/* relbias_forward(table [NB, NH], buckets [2T - 1]) -> bias [NH, T, T] */
+static int relbias_forward_check(OpCall *c) {
+    const int T = (DIM(c, 1, 0) + 1) / 2;
+    return relbias_buckets(c, 1, DIM(c, 0, 0)) || op_result(c, 0, 3, DIM(c, 0, 1), T, T);
+}
+static void relbias_forward_run(OpCall *c) {
+    BE(c)->relbias_forward(OUT(c, 0), F(c, 0), I32(c, 1), (DIM(c, 1, 0) + 1) / 2, DIM(c, 0, 1));
+}
+
+/* relbias_backward(dbias [B, NH, T, T], buckets [2T - 1], NB) -> dtable [NB, NH] */
+static int relbias_backward_check(OpCall *c) {
+    const int T = (DIM(c, 1, 0) + 1) / 2, NB = c->val[2].i;
+    if (NB <= 0 || DIM(c, 0, 2) != T || DIM(c, 0, 3) != T) return op_fail("shape mismatch");
+    return relbias_buckets(c, 1, NB) || op_result(c, 0, 2, NB, DIM(c, 0, 1));
+}
+static void relbias_backward_run(OpCall *c) {
+    BE(c)->relbias_backward(OUT(c, 0), F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 2), DIM(c, 0, 1));
+}
+
+/* qkv [B, T, 3 NH HS], posk / posq [S2, NH HS] | None, idx [2T - 1] in [0, S2): the shapes of the
+ * disentangled ops; *S2 = the rows of the relative embeddings. */
+static int disentangled_shape(OpCall *c, int qkv, int posk, int posq, int idx, int nh, int *S2) {
+    int HS = 0;
+    if (attention_shape(c, qkv, nh, &HS)) return -1;
+    const int T = DIM(c, qkv, 1), D = c->val[nh].i * HS;
+    *S2 = c->arr[posk] ? DIM(c, posk, 0) : c->arr[posq] ? DIM(c, posq, 0) : 0;
+    for (int a = posk; a <= posq; a++)
+        if (c->arr[a] && (DIM(c, a, 0) != *S2 || DIM(c, a, 1) != D)) return op_fail("posk/posq must be [S2, NH*HS]");
+    if (DIM(c, idx, 0) != 2 * T - 1) return op_fail("idx must have length 2T - 1");
+    return relbias_buckets(c, idx, *S2 > 0 ? *S2 : 1);
+}
+
+/* disentangled_forward(qkv, posk | None, posq | None, idx, NH, scale) -> bias [B, NH, T, T] */
+static int disentangled_forward_check(OpCall *c) {
+    int S2;
+    if (disentangled_shape(c, 0, 1, 2, 3, 4, &S2)) return -1;
+    return op_result(c, 0, 4, DIM(c, 0, 0), c->val[4].i, DIM(c, 0, 1), DIM(c, 0, 1));
+}
+static void disentangled_forward_run(OpCall *c) {
+    const int NH = c->val[4].i;
+    BE(c)->disentangled_forward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), c->val[5].f, DIM(c, 0, 0),
+                                DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+}
+
+/* disentangled_backward(dbias, qkv, posk | None, posq | None, idx, NH, scale)
+ * -> (dqkv (v block 0), dposk | None, dposq | None) */
+static int disentangled_backward_check(OpCall *c) {
+    int S2;
+    if (disentangled_shape(c, 1, 2, 3, 4, 5, &S2)) return -1;
+    const int B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[5].i, D = DIM(c, 1, 2) / 3;
+    if (DIM(c, 0, 0) != B || DIM(c, 0, 1) != NH || DIM(c, 0, 2) != T || DIM(c, 0, 3) != T)
+        return op_fail("dbias must be [B, NH, T, T]");
+    return op_result(c, 0, 3, B, T, 3 * D) || op_result(c, 1, c->arr[2] ? 2 : -1, S2, D) ||
+           op_result(c, 2, c->arr[3] ? 2 : -1, S2, D);
+}
+static void disentangled_backward_run(OpCall *c) {
+    const int NH = c->val[5].i;
+    BE(c)->disentangled_backward(OUT(c, 0), OUT(c, 1), OUT(c, 2), F(c, 0), F(c, 1), F(c, 2), F(c, 3), I32(c, 4),
+                                 c->val[6].f, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH));
+}
+
+/* mask_rows_forward / _backward(x [N, C], mask [N]) -> x with the masked rows zeroed */
+static int mask_rows_check(OpCall *c) {
+    if (DIM(c, 1, 0) != DIM(c, 0, 0)) return op_fail("mask must have one entry per row");
+    for (int n = 0; n < DIM(c, 1, 0); n++)
+        if (HOST_I32(c, 1)[n] != 0 && HOST_I32(c, 1)[n] != 1) return op_fail("mask entries must be 0 or 1");
+    return 0;
+}
+static void mask_rows_forward_run(OpCall *c) { BE(c)->mask_rows_forward(F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1)); }
+static void mask_rows_backward_run(OpCall *c) { BE(c)->mask_rows_backward(F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1)); }
+
+/* conv1d_forward(inp [B, T, C], w [C, C/G, K], bias [C] | None, G) -> out [B, T, C] */
+static int conv1d_shape(OpCall *c, int inp, int w, int G) {
+    const int C = DIM(c, inp, 2);
+    if (G <= 0 || C % G || DIM(c, w, 0) != C || DIM(c, w, 1) != C / G || DIM(c, w, 2) % 2 == 0)
+        return op_fail("w must be [C, C/G, K] with C divisible by G and K odd");
+    return 0;
+}
+static int conv1d_forward_check(OpCall *c) {
+    if (conv1d_shape(c, 0, 1, c->val[3].i)) return -1;
+    if (c->arr[2] && DIM(c, 2, 0) != DIM(c, 0, 2)) return op_fail("bias must be [C]");
+    return op_result(c, 0, 3, DIM(c, 0, 0), DIM(c, 0, 1), DIM(c, 0, 2));
+}
+static void conv1d_forward_run(OpCall *c) {
+    BE(c)->conv1d_forward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), DIM(c, 0, 0), DIM(c, 0, 1), DIM(c, 0, 2),
+                          DIM(c, 1, 2), c->val[3].i);
+}
+
+/* conv1d_backward(dout [B, T, C], inp [B, T, C], w, G) -> (dinp, dw, dbias) */
+static int conv1d_backward_check(OpCall *c) {
+    if (conv1d_shape(c, 1, 2, c->val[3].i)) return -1;
+    for (int d = 0; d < 3; d++)
+        if (DIM(c, 0, d) != DIM(c, 1, d)) return op_fail("dout and inp must have the same shape");
+    return op_result(c, 0, 3, DIM(c, 1, 0), DIM(c, 1, 1), DIM(c, 1, 2)) ||
+           op_result(c, 1, 3, DIM(c, 2, 0), DIM(c, 2, 1), DIM(c, 2, 2)) || op_result(c, 2, 1, DIM(c, 1, 2));
+}
+static void conv1d_backward_run(OpCall *c) {
+    BE(c)->conv1d_backward(OUT(c, 0), OUT(c, 1), OUT(c, 2), F(c, 0), F(c, 1), F(c, 2), DIM(c, 1, 0), DIM(c, 1, 1),
+                           DIM(c, 1, 2), DIM(c, 2, 2), c->val[3].i);
+}
 
 /* ------------------------------------------------------------------------- training-step ops */
 
@@ -468,6 +710,55 @@ static OpDesc OPS[] = {
        OUTS(R_F32), USING(USES(dropout_rows_forward), USES(dropout_rows_backward))),
     OP(vexp, "-> the CPU backend's vectorised exp", 0, ARGS(A(F32, "x", 1)), OUTS(R_F32), USING({0})),
     OP(verf, "-> the CPU backend's vectorised erf", 0, ARGS(A(F32, "x", 1)), OUTS(R_F32), USING({0})),
+    {"ops_rope_forward", "-> qkv with q and k rotated", 1,
+     ARGS(A(F32_INOUT, "qkv", 3), A(F32, "cos", 2), A(F32, "sin", 2), S(INT, "NH")), OUTS(R_ARG(0)),
+     USING(USES(rope_forward)), rope_check, rope_forward_run, {0}},
+    {"ops_rope_backward", "-> dqkv with dq and dk rotated back", 1,
+     ARGS(A(F32_INOUT, "dqkv", 3), A(F32, "cos", 2), A(F32, "sin", 2), S(INT, "NH")), OUTS(R_ARG(0)),
+     USING(USES(rope_backward)), rope_check, rope_backward_run, {0}},
+    OP(rope_tables, "-> (cos, sin): the ModernBERT encoder's rotary tables (host only)", 0,
+       ARGS(S(INT, "T"), S(INT, "HS"), S(FLOAT, "theta")), OUTS(R_F32, R_F32), USING({0})),
+    OP(glu_forward, "-> act(a) * g", 1, ARGS(A(F32, "inp", 2), S(INT, "act")), OUTS(R_F32), USING(USES(glu_forward))),
+    OP(glu_backward, "-> (dinp, the forward's output)", 1, ARGS(A(F32, "inp", 2), A(F32, "dout", 2), S(INT, "act")),
+       OUTS(R_F32, R_F32), USING(USES(glu_backward))),
+    OP(window_attention_forward, "-> (ctx, stats)", 1,
+       ARGS(A(F32, "qkv", 3), A(I32, "mask", 2), S(INT, "NH"), S(INT, "window"), S(FLOAT, "p"), S(U64, "seed"),
+            S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(window_attention_forward), USES(window_attention_scratch_floats))),
+    OP(window_attention_backward, "-> dqkv", 1,
+       ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "stats", 4), A(I32, "mask", 2), S(INT, "NH"),
+            S(INT, "window"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32), USING(USES(window_attention_backward), USES(window_attention_scratch_floats))),
+    OP(attention_bias_forward, "-> (ctx, probs) (bias [1 or B, NH, T, T] or None)", 1,
+       ARGS(A(F32, "qkv", 3), A(I32, "mask", 2), A(F32_OPT, "bias", 4), S(INT, "NH"), S(FLOAT, "scale"),
+            S(BOOL, "query_mask"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(attention_bias_forward))),
+    OP(attention_bias_backward, "-> (dqkv, dscores)", 1,
+       ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "probs", 4), A(I32, "mask", 2), S(INT, "NH"),
+            S(FLOAT, "scale"), S(BOOL, "query_mask"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(attention_bias_backward))),
+    OP(relbias_forward, "-> bias [NH, T, T]", 1, ARGS(A(F32, "table", 2), A(I32, "buckets", 1)), OUTS(R_F32),
+       USING(USES(relbias_forward))),
+    OP(relbias_backward, "-> dtable [NB, NH]", 1, ARGS(A(F32, "dbias", 4), A(I32, "buckets", 1), S(INT, "NB")),
+       OUTS(R_F32), USING(USES(relbias_backward))),
+    {"ops_mask_rows_forward", "-> x with rows of mask 0 zeroed", 1, ARGS(A(F32_INOUT, "x", 2), A(I32, "mask", 1)),
+     OUTS(R_ARG(0)), USING(USES(mask_rows_forward)), mask_rows_check, mask_rows_forward_run, {0}},
+    {"ops_mask_rows_backward", "-> dx: dout with rows of mask 0 zeroed", 1,
+     ARGS(A(F32_INOUT, "dout", 2), A(I32, "mask", 1)), OUTS(R_ARG(0)), USING(USES(mask_rows_backward)),
+     mask_rows_check, mask_rows_backward_run, {0}},
+    OP(conv1d_forward, "-> out (bias may be None)", 1,
+       ARGS(A(F32, "inp", 3), A(F32, "w", 3), A(F32_OPT, "bias", 1), S(INT, "G")), OUTS(R_F32),
+       USING(USES(conv1d_forward))),
+    OP(conv1d_backward, "-> (dinp, dw, dbias)", 1, ARGS(A(F32, "dout", 3), A(F32, "inp", 3), A(F32, "w", 3), S(INT, "G")),
+       OUTS(R_F32, R_F32, R_F32), USING(USES(conv1d_backward))),
+    OP(disentangled_forward, "-> bias [B, NH, T, T] (posk / posq None: no c2p / p2c term)", 1,
+       ARGS(A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1), S(INT, "NH"),
+            S(FLOAT, "scale")),
+       OUTS(R_F32), USING(USES(disentangled_forward))),
+    OP(disentangled_backward, "-> (dqkv, dposk | None, dposq | None)", 1,
+       ARGS(A(F32, "dbias", 4), A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1),
+            S(INT, "NH"), S(FLOAT, "scale")),
+       OUTS(R_F32, R_F32, R_F32), USING(USES(disentangled_backward))),
     OP(pool_forward, "-> out", 1, ARGS(A(F32, "h", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_forward))),
     OP(pool_backward, "-> dh", 1, ARGS(A(F32, "dout", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_backward))),
     OP(concat_forward, "-> out", 1, ARGS(A(F32_LIST, "parts", 2)), OUTS(R_F32), USING(USES(concat_forward))),

@@ -1,0 +1,74 @@
+/* DeBERTa-v2/v3's pieces of the encoder (encoder.c runs the layers and calls these): the
+ * relative embeddings (an optional LayerNorm, per-layer dropout and projections by the layer's
+ * key/query weights or its own pos_key_proj / pos_query_proj), the log-bucket relative
+ * positions exactly as transformers computes them, and the disentangled attention (content to
+ * content plus c2p and p2c, scaled by 1/sqrt(head_size * (1 + #terms)), query x key masking). */
+#ifndef MULTIENC_DEBERTA_H
+#define MULTIENC_DEBERTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/params.h"
+
+struct MeEncoder;
+
+typedef struct {
+    size_t pk_w, pk_b, pq_w, pq_b; /* the projections of the relative embeddings (shared: the
+                                      layer's key / query weights in the fused qkv) */
+    float *rel_d;                  /* the layer's dropped-out relative embeddings (train) */
+    float *posk, *posq;            /* [2S, D] projected relative embeddings (c2p / p2c) */
+} MeDebertaLayer;
+
+typedef struct MeDeberta {
+    int span;                 /* S: position_buckets > 0 ? position_buckets : max_relative_positions */
+    size_t rel, rln_w, rln_b; /* encoder.rel_embeddings [2S, H]; encoder.LayerNorm (norm_rel_ebd) */
+    MeDebertaLayer *layer;    /* [num_layers] */
+    float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
+    float *d_rel, *d_tmp, *d_posk, *d_posq;
+    int32_t *idx;             /* row of the relative embeddings per relative position [2T - 1] */
+    /* v2's ConvLayer (conv_kernel_size > 0): encoder.conv.{conv,LayerNorm} */
+    size_t conv_w, conv_b, cln_w, cln_b;
+    float *conv_pre, *conv_r, *conv_mean, *conv_rstd, *conv_out, *conv_dx; /* [N, H] / [N] */
+} MeDeberta;
+
+/* HF names of a layer's 16 tensors in encoder.c's layer order. */
+extern const char *const ME_DEBERTA_LAYER[16];
+
+/* transformers' make_log_bucket_position(relative_pos) for one query - key distance
+ * (position_buckets <= 0: the distance itself). */
+int me_deberta_bucket(int relative_pos, int position_buckets, int max_relative_positions);
+
+/* Append the relative-attention tensors (after the layers) to pl; allocates enc->deb. 0, or -1
+ * when out of memory. */
+int me_deberta_add_params(struct MeEncoder *enc, MeParamList *pl);
+void me_deberta_free(struct MeEncoder *enc);
+
+/* Carve DeBERTa's workspace for (B, T) (base NULL: count only). */
+void me_deberta_carve(struct MeEncoder *enc, float *base, size_t *off, int B, int T);
+
+/* v2's ConvLayer after layer 0: conv_out = mask * LN(h0 + act(dropout(mask * conv(x0)))), where x0
+ * is the embedding output and h0 layer 0's output. */
+void me_deberta_conv_forward(struct MeEncoder *enc, const float *x0, const float *h0, float p,
+                             uint64_t site);
+/* Its backward given d(conv_out) in dout (masked in place): d(h0) into dh0, d(x0)'s share into
+ * conv_dx, the parameters' gradients; scratch [N, H]. */
+void me_deberta_conv_backward(struct MeEncoder *enc, float *dh0, float *dout, const float *x0,
+                              float *scratch, float p, uint64_t site);
+
+/* Once per forward, before the layers: the relative rows per distance and the normalised
+ * relative embeddings. host_ints: host scratch of at least 2T ints. */
+void me_deberta_prepare(struct MeEncoder *enc, int32_t *host_ints);
+
+/* Layer l's attention: qkv -> ctx (probs saved), with the disentangled bias. */
+void me_deberta_attention_forward(struct MeEncoder *enc, int l, float p_att, float p_rel,
+                                  uint64_t seed, uint64_t att_site, uint64_t rel_site);
+/* Its backward: d(ctx) -> enc->d_qkv, the projections' and relative embeddings' gradients. */
+void me_deberta_attention_backward(struct MeEncoder *enc, int l, const float *dctx, float p_att,
+                                   float p_rel, uint64_t seed, uint64_t att_site, uint64_t rel_site);
+/* Zero the relative embeddings' gradient accumulator (start of backward) / pass it through the
+ * LayerNorm into the table's gradient (end of backward). */
+void me_deberta_backward_begin(struct MeEncoder *enc);
+void me_deberta_backward_end(struct MeEncoder *enc);
+
+#endif

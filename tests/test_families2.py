@@ -1,0 +1,65 @@
+"""DeBERTa-v3 and MPNet through the product: their tiny hub repositories under the real names
+(tools/make_tiny_hub.py; DeBERTa-v3 with only spm.model, as microsoft/deberta-v3-base ships it, and
+pytorch_model.bin; MPNet with MPNet's WordPiece template) resolve through the hub layout, tokenize
+and compute as HF does, train in a DME MultiEncoder with ELECTRA through ModelTrainer and reload
+offline with identical predictions, and export folders transformers reads. The engine's parity
+(forward, every gradient, train mode) is in test_encoder.py."""
+import os
+
+import numpy as np
+import pytest
+
+from multienc.encoders import LanguageModel, MultiEncoder
+from multienc.task_heads import TextClassifier
+from multienc.trainer import ModelTrainer
+
+from _tiny_hub import assert_reloads_from_cache, check_against_hf, check_save_pretrained, local
+from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
+
+DEBERTA, MPNET = "microsoft/deberta-v3-base", "sentence-transformers/all-mpnet-base-v2"
+ELECTRA = "google/electra-base-discriminator"
+
+
+@pytest.mark.parametrize("repo_id,files,model_type", [
+    (DEBERTA, ["config.json", "pytorch_model.bin", "spm.model", "tokenizer_config.json"], "deberta-v2"),
+    (MPNET, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"], "mpnet")])
+def test_hub_names_resolve_and_match_hf(server, env, repo_id, files, model_type):
+    lm = LanguageModel(repo_id)
+    assert lm.config["model_type"] == model_type and lm.embedding_length == 32
+    assert lm.cls_position == 0 and lm.max_length == 64 and not lm.encoder.uses_token_types
+    assert sorted(os.listdir(lm.model_dir)) == files
+    check_against_hf(lm, repo_id)  # [CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>, hidden states
+    assert_reloads_from_cache(lm, repo_id, server, env)
+
+
+def test_deberta_v3_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
+    lms = [LanguageModel(DEBERTA), LanguageModel(ELECTRA)]
+    before = lms[0].encoder.state_dict()
+    trainer = ModelTrainer(TextClassifier(MultiEncoder(lms, combine_method="dme"), 2), classification_corpus())
+    hist = trainer.train(learning_rate=1e-3, batch_size=4, epochs=8, shuffle_data=True, seed=3,
+                         base_path=str(tmp_path), progress=False)
+    assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
+    after = lms[0].encoder.state_dict()
+    for name in ("encoder.rel_embeddings.weight", "encoder.LayerNorm.weight",
+                 "encoder.layer.1.attention.self.key_proj.weight"):
+        assert not np.array_equal(before[name], after[name]), name
+    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
+    assert np.array(expected["DME scores"]).shape == (5, 2)
+
+
+def test_mpnet_sentence_embeddings_as_sentence_transformers(server):
+    """all-mpnet-base-v2's sentence embedding: the mean over real tokens, L2-normalised."""
+    lm = LanguageModel(MPNET, pooling="mean")
+    batch = lm.tokenize(["A sentence.", "Another, longer sentence than the first."])
+    h = lm.encoder.forward(batch["input_ids"], batch["attention_mask"]).astype(np.float64)
+    m = batch["attention_mask"][..., None]
+    ref = (h * m).sum(1) / m.sum(1)
+    emb = lm.embed(["A sentence.", "Another, longer sentence than the first."])
+    np.testing.assert_allclose(emb, ref, atol=1e-6)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("repo_id", [DEBERTA, MPNET])
+def test_save_pretrained_round_trip(tmp_path, repo_id):
+    check_save_pretrained(local(repo_id), repo_id, tmp_path / "saved")
