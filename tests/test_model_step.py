@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from multienc.engine import _C
-from multienc.engine import Encoder
+from multienc.engine import Encoder, hidden_dropout_key
 from _numeric import numeric_grad
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "models")
@@ -320,15 +320,31 @@ def lm_dropout_seed(seed: int, i: int) -> int:
     return mix(seed ^ mix(i + 1))
 
 
-@pytest.mark.parametrize("name", ["bert", "roberta", "electra"])
+FAMILY_FIXTURES = sorted(n for n in os.listdir(FIX) if os.path.isfile(os.path.join(FIX, n, "config.json")))
+
+
+def with_dropout(name: str) -> Encoder:
+    """The tiny fixture model `name` with every dropout of its family switched on."""
+    model_type = Encoder(os.path.join(FIX, name)).config["model_type"]
+    if model_type == "modernbert":
+        rates = {"mlp_dropout": 0.3, "attention_dropout": 0.2, "embedding_dropout": 0.1}
+    else:
+        rates = {hidden_dropout_key(model_type): 0.3,
+                 "attention_dropout" if model_type == "distilbert" else "attention_probs_dropout_prob": 0.2}
+    return Encoder(os.path.join(FIX, name), rates)
+
+
+@pytest.mark.parametrize("name", FAMILY_FIXTURES)
 @pytest.mark.parametrize("pooling", ["cls", "some rows"])
 def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
     """A head that reads a few rows per sentence makes the LM's last layer compute only those
-    (queries, attention output, residuals, LayerNorms, FFN; keys and values from every row):
-    in train mode, with dropout, the logits and every encoder gradient equal the full encoder's
-    (Encoder.forward / backward, which compute every row) read at those rows."""
+    (queries, attention output, residuals, LayerNorms, FFN; keys and values from every row) in the
+    families with plain attention (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT; MPNet, DeBERTa
+    and ModernBERT compute every row): in train mode, with dropout, for every family's tiny model,
+    the logits and every encoder gradient equal the full encoder's (Encoder.forward / backward,
+    which compute every row) read at those rows."""
     rng = np.random.default_rng(11)
-    enc = Encoder(os.path.join(FIX, name), {"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.2})
+    enc = with_dropout(name)
     model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
     W = init_head(model, rng)
     B, T = 4, 9
@@ -356,7 +372,7 @@ def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
     assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert", "albert"])
 @pytest.mark.parametrize("pooling", ["cls", "mean", "words"])
 def test_pooled_head_matches_hf(family, pooling):
     """A classification head on CLS rows, on each sentence's mean, and on three first-subtoken rows
@@ -365,7 +381,9 @@ def test_pooled_head_matches_hf(family, pooling):
     of every HF parameter and of the decoder equal HF transformers' (dropout off on both sides;
     tests/fixtures/models/<family>/pooled_heads.npz, made by tools/make_pooled_head_reference.py)."""
     ref = np.load(os.path.join(FIX, family, "pooled_heads.npz"))
-    enc = Encoder(os.path.join(FIX, family), {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    distil = family == "distilbert"
+    enc = Encoder(os.path.join(FIX, family), {"dropout" if distil else "hidden_dropout_prob": 0.0,
+                                              "attention_dropout" if distil else "attention_probs_dropout_prob": 0.0})
     model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
     info = model.param_info()
     assert sorted(n for n, _, _ in info) == ["decoder.bias", "decoder.weight"]
@@ -395,3 +413,24 @@ def test_pooled_head_matches_hf(family, pooling):
             assert err <= 1e-4 * np.linalg.norm(r), (name, err / np.linalg.norm(r))
         else:  # analytically zero (the key bias; rows no pooled row depends on): float32 noise only
             assert err <= 1e-4 * scale, (name, err)
+
+
+@pytest.mark.parametrize("name", FAMILY_FIXTURES)
+def test_the_step_norm_is_the_norm_of_every_gradient(name):
+    """The training step sums the gradients' squares during the backward (each layer weight set once
+    complete, the embedding tables at the rows the batch used, the rest after): for every family's
+    tiny model (ALBERT's shared sets, MPNet's bias table, DeBERTa's relative embeddings and
+    convolution, DistilBERT's frozen positions, ModernBERT) the norm it returns is the norm of the
+    gradients that model.backward computes for the same batch and seed, in float64."""
+    rng = np.random.default_rng(12)
+    enc = with_dropout(name)
+    model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
+    init_head(model, rng)
+    ids, mask, _, pool = batch(rng, enc, 3, 7, "cls")
+    targets = np.array([0, 2, 1], np.int32)
+    model.forward([(ids, mask, None, pool)], targets, train=True, seed=5)
+    model.backward([True])
+    total = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in (grads(model), grads(enc._c))))
+    _, norm = model.train_step([(ids, mask, None, pool)], targets, lr=[0.0] * 3, weight_decay=[0.0] * 3,
+                               trainable=[True], seed=5)
+    assert total > 0 and abs(norm - total) <= 1e-5 * total

@@ -2,11 +2,14 @@
 
 Run with the reference environment (torch + transformers), not the test venv:
 
-    /work/main/.venv-ref/bin/python tools/make_pooled_head_reference.py
+    /work/main/.venv-ref/bin/python tools/make_pooled_head_reference.py [FAMILY ...]
+
+(all families by default; each family's batch and head come from its own seed, so naming some
+rewrites only theirs).
 
 For each tiny fixture model in ``tests/fixtures/models/<family>/`` (made by
 ``tools/make_encoder_fixtures.py``; loaded here, not changed) it writes ``pooled_heads.npz``:
-a padded batch (lengths 11, 7, 3, 9; token types for BERT and ELECTRA) and, per pooling,
+a padded batch (lengths 11, 7, 3, 9; token types for BERT, ELECTRA and ALBERT) and, per pooling,
 
 - ``cls``: the first row of each sentence (one vector per sentence),
 - ``mean``: the mean of each sentence's unpadded rows (one vector per sentence),
@@ -17,11 +20,12 @@ mean cross-entropy, and the gradient of that loss for every HF parameter (``grad
 for the decoder (``grad/decoder.weight``, ``grad/decoder.bias``). Dropout is off (the HF config's
 dropout probabilities set to 0), attention is the eager implementation. The test
 (``tests/test_model_step.py``) feeds the same batch to the C task model, whose last layer then
-computes only the rows the pooling reads.
+computes only the rows the pooling reads (the families with plain attention: these five).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -29,7 +33,7 @@ import transformers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures", "models")
-FAMILIES = ("bert", "roberta", "electra")
+FAMILIES = ("bert", "roberta", "electra", "distilbert", "albert")
 LENGTHS = (11, 7, 3, 9)
 CLASSES = 3
 
@@ -48,14 +52,16 @@ def pooling_matrices(rng: np.random.Generator, T: int) -> dict:
     return {"cls": cls, "mean": mean, "words": words}
 
 
-def main() -> None:
-    for i, family in enumerate(FAMILIES):
+def main(families: list) -> None:
+    for family in families:
         folder = os.path.join(FIXTURES, family)
-        extra = {} if family == "electra" else {"add_pooling_layer": False}  # as the fixture was saved
-        model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager", hidden_dropout_prob=0.0,
-                                                       attention_probs_dropout_prob=0.0, **extra)
+        # as the fixture was saved (no pooler); dropout off under each family's own config keys
+        extra = {} if family in ("electra", "distilbert") else {"add_pooling_layer": False}
+        extra.update({"dropout": 0.0, "attention_dropout": 0.0} if family == "distilbert" else
+                     {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+        model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager", **extra)
         model.train()
-        rng = np.random.default_rng(2000 + i)
+        rng = np.random.default_rng(2000 + FAMILIES.index(family))
         pad = model.config.pad_token_id
         T, B = max(LENGTHS), len(LENGTHS)
         ids = rng.integers(3, model.config.vocab_size, (B, T)).astype(np.int64)
@@ -66,7 +72,7 @@ def main() -> None:
             ids[b, n:] = pad
             types[b, n // 2:n] = 1
         inputs = dict(input_ids=ids, attention_mask=mask)
-        if family != "roberta":
+        if family not in ("roberta", "distilbert"):
             inputs["token_type_ids"] = types
         H = model.config.hidden_size
         ref = {k: v for k, v in inputs.items()}
@@ -99,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or list(FAMILIES))
