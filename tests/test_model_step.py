@@ -261,16 +261,19 @@ def test_nan_loss_stops_without_update():
         np.testing.assert_array_equal(before[n], after[n])
 
 
-@pytest.mark.parametrize("combine", ["dme", "concat"])
-def test_lms_side_by_side_compute_the_same_bits(monkeypatch, combine):
+@pytest.mark.parametrize("combine,names", [("dme", ("bert", "electra", "roberta")),
+                                           ("concat", ("bert", "electra", "roberta")),
+                                           ("dme", ("mpnet", "deberta-v3", "modernbert")),
+                                           ("mean", ("albert", "distilbert-sinusoidal", "deberta-v2-conv"))])
+def test_lms_side_by_side_compute_the_same_bits(monkeypatch, combine, names):
     """The LMs run side by side on shares of the threads or one after another on all of them
-    (whichever the model measures faster): the same losses, norms and weights either way."""
+    (whichever the model measures faster): the same losses, norms and weights either way, for
+    every family (no op's result depends on its team's thread count)."""
     results = []
     for schedule in ("sequential", "side-by-side"):
         monkeypatch.setenv("MULTIENC_LM_SCHEDULE", schedule)
         rng = np.random.default_rng(9)
-        encs = [Encoder(os.path.join(FIX, "bert"), {"hidden_dropout_prob": 0.2}), Encoder(os.path.join(FIX, "electra")),
-                Encoder(os.path.join(FIX, "roberta"))]
+        encs = [with_dropout(n) for n in names]
         model = _C.Model([e._c for e in encs], dict(combine=COMBINE[combine], task=0, num_classes=2))
         init_head(model, rng)
         inputs = [batch(rng, e, 3, 6 + i, "cls") for i, e in enumerate(encs)]

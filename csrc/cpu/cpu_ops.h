@@ -3,28 +3,10 @@
  * the CPU backend table. */
 #ifndef MULTIENC_CPU_OPS_H
 #define MULTIENC_CPU_OPS_H
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
-
-#define CPU_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-
-/* GELU (erf, or torch's tanh approximation) of x, and its derivative through *grad unless NULL. */
-static inline float cpu_gelu(float x, MeActivation act, float *grad) {
-    if (act == ME_ACT_GELU_TANH) {
-        float t = tanhf(CPU_GELU_K * (x + 0.044715f * x * x * x));
-        if (grad) {
-            float dt = (1.0f - t * t) * CPU_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            *grad = 0.5f * (1.0f + t) + 0.5f * x * dt;
-        }
-        return 0.5f * x * (1.0f + t);
-    }
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-    if (grad) *grad = cdf + x * (0.3989422804014327f * expf(-0.5f * x * x)); /* pdf: 1/sqrt(2 pi) */
-    return x * cdf;
-}
 
 void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
