@@ -437,3 +437,29 @@ def test_the_step_norm_is_the_norm_of_every_gradient(name):
     _, norm = model.train_step([(ids, mask, None, pool)], targets, lr=[0.0] * 3, weight_decay=[0.0] * 3,
                                trainable=[True], seed=5)
     assert total > 0 and abs(norm - total) <= 1e-5 * total
+
+
+def test_adamw_state_of_an_lm_with_frozen_positions():
+    """DistilBERT's sinusoidal position table is frozen (past the floats AdamW updates): the LM's
+    optimizer state still reads and writes as long as its whole buffer, the moments after one step
+    are torch's (1 - beta1) g and (1 - beta2) g^2 on the trained floats and zero on the table."""
+    rng = np.random.default_rng(13)
+    enc = Encoder(os.path.join(FIX, "distilbert-sinusoidal"), {"dropout": 0.0, "attention_dropout": 0.0})
+    model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=2))
+    init_head(model, rng)
+    inputs = [batch(rng, enc, 2, 6, "cls")]
+    targets = np.array([1, 0], np.int32)
+    model.forward(inputs, targets, train=True, seed=1)
+    model.backward([True])
+    g = grads(enc._c).astype(np.float64)
+    model.train_step(inputs, targets, lr=[1e-3] * 3, weight_decay=[0.0] * 3, trainable=[True], seed=1,
+                     max_grad_norm=0.0)
+    n = enc._c.num_floats
+    first, second = np.empty(n, np.float32), np.empty(n, np.float32)
+    assert model.read_adamw(0, first, second) == 1
+    frozen = dict((name, (off, int(np.prod(shape)))) for name, shape, off in enc._c.param_info())[
+        "embeddings.position_embeddings.weight"]
+    assert frozen[0] + frozen[1] == n and not g[frozen[0]:].any()
+    np.testing.assert_allclose(first, 0.1 * g, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(second, 0.001 * g * g, rtol=1e-5, atol=1e-15)
+    model.write_adamw(0, first, second, 1)

@@ -676,7 +676,9 @@ int me_model_backward(MeModel *m, const int *trainable, char *err) { return back
 
 static int ensure_moments(MeModel *m, int i, char *err) {
     if (m->lm_m[i]) return ME_OK;
-    size_t bytes = m->lms[i]->ntrain * sizeof(float);
+    /* the whole buffer's length, as me_model_adamw_state reports it (read_adamw / write_adamw copy
+       that many); AdamW updates the first ntrain, the frozen tail's moments stay zero */
+    size_t bytes = m->lms[i]->nfloats * sizeof(float);
     m->lm_m[i] = m->be->alloc(bytes);
     m->lm_v[i] = m->be->alloc(bytes);
     if (!m->lm_m[i] || !m->lm_v[i])
