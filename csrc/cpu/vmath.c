@@ -159,7 +159,10 @@ static inline double vm_pow2(double t) {
 
 /* ------------------------------------------------------------ dispatch */
 
-static int cpu_best = -1, cpu_cap = 2;
+static int cpu_cap = 2;
+#ifdef ME_VARIANTS
+static int cpu_best = -1;
+#endif
 
 int me_cpu_level(void) {
 #ifdef ME_VARIANTS
