@@ -65,24 +65,23 @@ def run_ours(args) -> dict:
             "predict_sps": r["predict sentences/s"], "threads": r["threads"]}
 
 
-def run_torch(args) -> dict:
-    """The same model, data order and settings in PyTorch with HF transformers."""
+def torch_dme(folders: List[str], classes: int, lm_lr: float, head_lr: float, weight_decay: float,
+              **model_kwargs):
+    """The DME model in PyTorch with HF transformers: (forward(texts) -> logits, the LMs, the head
+    (per-LM projections to the largest hidden size, a linear score per LM, the decoder), AdamW with
+    one group per LM and one for the head)."""
     import torch
     import transformers
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    toks = [transformers.AutoTokenizer.from_pretrained(f) for f in args.folders]
-    lms = torch.nn.ModuleList(transformers.AutoModel.from_pretrained(f, hidden_dropout_prob=0.1)
-                              for f in args.folders)
+    toks = [transformers.AutoTokenizer.from_pretrained(f) for f in folders]
+    lms = torch.nn.ModuleList(transformers.AutoModel.from_pretrained(f, **model_kwargs) for f in folders)
     sizes = [lm.config.hidden_size for lm in lms]
     P = max(sizes)
     proj = torch.nn.ModuleList(torch.nn.Linear(h, P) for h in sizes)
     attention = torch.nn.Linear(P, 1)
-    decoder = torch.nn.Linear(P, 4)
+    decoder = torch.nn.Linear(P, classes)
     head = torch.nn.ModuleList([proj, attention, decoder])
-    opt = torch.optim.AdamW([{"params": lm.parameters(), "lr": LM_LR} for lm in lms]
-                            + [{"params": head.parameters(), "lr": HEAD_LR}], weight_decay=WEIGHT_DECAY)
-    params = [p for g in opt.param_groups for p in g["params"]]
+    opt = torch.optim.AdamW([{"params": lm.parameters(), "lr": lm_lr} for lm in lms]
+                            + [{"params": head.parameters(), "lr": head_lr}], weight_decay=weight_decay)
 
     def forward(texts: List[str]) -> torch.Tensor:
         vectors = []
@@ -92,6 +91,18 @@ def run_torch(args) -> dict:
         stacked = torch.stack(vectors, 1)                          # (B, n LMs, P)
         weights = torch.softmax(attention(stacked), dim=1)         # (B, n LMs, 1)
         return decoder((weights * stacked).sum(1))
+
+    return forward, lms, head, opt
+
+
+def run_torch(args) -> dict:
+    """The same model, data order and settings in PyTorch with HF transformers."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    forward, lms, head, opt = torch_dme(args.folders, 4, LM_LR, HEAD_LR, WEIGHT_DECAY, hidden_dropout_prob=0.1)
+    params = [p for g in opt.param_groups for p in g["params"]]
 
     tr, dv = read_split("train"), read_split("dev")
     started = time.perf_counter()

@@ -99,6 +99,28 @@ typedef struct MeBackend {
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch);
     size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
 
+    /* The same for some query rows only (a layer whose output is read at a few positions):
+     * queries q [M, NH*HS], keys and values of every position kv [B*T, 2*NH*HS] (k | v per row),
+     * ctx [M, NH*HS]. Sentence b's queries are rows qstart[b] .. qstart[b+1]-1 (qstart [B+1]),
+     * row m being position qpos[m] of its sentence (ascending); probs [M*NH*T] holds each
+     * (b, h)'s [m_b, T] block at (qstart[b]*NH + h*m_b)*T. Dropout as attention_forward's at
+     * those positions. Optional (NULL: the model computes every row). */
+    void (*attention_rows_forward)(float *ctx, float *probs, const float *q, const float *kv,
+                                   const int32_t *mask, const int32_t *qstart, const int32_t *qpos, int B,
+                                   int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
+                                   float *scratch);
+    /* dq [M, NH*HS] and dkv [B*T, 2*NH*HS] (overwritten) */
+    void (*attention_rows_backward)(float *dq, float *dkv, const float *dctx, const float *q,
+                                    const float *kv, const float *probs, const int32_t *mask,
+                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH,
+                                    int HS, float p, uint64_t seed, uint64_t site, float *scratch);
+    /* dropout of rows rows [M] of a [*, C] tensor held as [M, C]: element (m, c) keeps iff element
+     * rows[m]*C + c of the whole tensor would (dropout_forward's mask); in place allowed.
+     * Optional, with attention_rows_*. */
+    void (*dropout_rows_forward)(float *out, const float *inp, const int32_t *rows, int M, int C, float p,
+                                 uint64_t seed, uint64_t site);
+    void (*dropout_rows_backward)(float *dinp, const float *dout, const int32_t *rows, int M, int C,
+                                  float p, uint64_t seed, uint64_t site);
     /* ---- rotary positions, gated linear units, windowed attention (ModernBERT) ---- */
 
     /* Rotary position embedding in place on the q and k blocks of a fused qkv [B*T, 3*NH*HS] (v is
@@ -234,16 +256,30 @@ typedef struct MeBackend {
 
     /* sum of squares of x (double accumulation), for gradient-norm clipping */
     double (*sum_squares)(const float *x, size_t n);
+    /* the same over rows `rows` [nrows] (distinct) of x [*, C]: a sparse gradient's norm */
+    double (*sum_squares_rows)(const float *x, const int32_t *rows, int nrows, int C);
+    /* x *= factor (a data-parallel shard's share of the batch's mean loss) */
     void (*scale)(float *x, size_t n, float factor);
-    /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9). */
-    void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, double lr,
-                         double beta1, double beta2, double eps, double weight_decay, int step);
+    /* torch.optim.AdamW, one step on n parameters (see HF-SEMANTICS.md section 9) with the
+     * gradient first scaled by grad_scale (clipping: torch's g *= coef in float32); the
+     * gradient is set to zero afterwards, ready for the next step's accumulation. */
+    void (*adamw_update)(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1,
+                         double beta2, double eps, double weight_decay, int step, float grad_scale);
     /* Wait for queued work, then return ME_OK or the first failure since the last
      * call (a common.h status; the message goes into err, ME_ERRLEN bytes) and clear it. */
     int (*status)(char *err);
 } MeBackend;
 
 const MeBackend *me_cpu_backend(void);
+
+/* The CPU backend's vector code level, chosen at run time (cpu/vmath.c): 2 AVX-512 (F, VL, DQ)
+ * + FMA, 1 AVX2 + FMA, 0 baseline; the CPU's best unless me_cpu_set_level lowered it. */
+int me_cpu_level(void);
+/* Use at most `level` (tests compare the variants); returns the level now in use. */
+int me_cpu_set_level(int level);
+/* Its vectorised exp and erf (cpu/vmath.c; for tests against float64): out = f(inp), in place allowed. */
+void me_vexp(float *out, const float *inp, size_t n);
+void me_verf(float *out, const float *inp, size_t n);
 
 /* Doubles of CRF scratch for B sentences of K rows and C tags: alpha | beta | log Z | NLL. */
 #define ME_CRF_SCRATCH(B, K, C) (2 * (size_t)(B) * (size_t)(K) * (size_t)(C) + 2 * (size_t)(B))

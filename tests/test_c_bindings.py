@@ -155,7 +155,7 @@ def test_the_op_test_entry_points_are_a_separate_extension():
     wheel: tests/test_wheel.py), not in the shipped multienc.engine._C."""
     assert not [name for name in dir(_C) if name.startswith("ops_")]
     ops = [name for name in dir(_C_tests) if name.startswith("ops_")]
-    assert len(ops) == 45 and "ops_crf" in ops and "ops_adamw" in ops and "ops_window_attention_backward" in ops
+    assert len(ops) == 51 and "ops_crf" in ops and "ops_adamw" in ops and "ops_window_attention_backward" in ops
     assert _C_tests.ops_embedding_backward.__doc__.startswith(
         "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
 
@@ -200,6 +200,10 @@ def op_samples(rng):
     _, probs = _C_tests.ops_attention_forward(qkv, mask, NH, 0.1, 5, 9)
     x = f(6, 4)
     out, mean, rstd = _C_tests.ops_layernorm_forward(x, f(4), f(4), 1e-5)
+    kv = np.ascontiguousarray(qkv[..., NH * HS:])
+    qstart, qpos = np.array([0, 1, 3], np.int32), np.array([0, 1, 4], np.int32)  # query rows: (0, 0), (1, 1), (1, 4)
+    q = f(3, NH * HS)
+    _, rprobs = _C_tests.ops_attention_rows_forward(q, kv, mask, qstart, qpos, NH, 0.1, 5, 9)
     rel_rows = np.array([0, 5, 2, 3, 1, 4, 5, 0, 2], np.int32)  # rows of 6 for the 2T - 1 relative positions
     em, tags, lengths = f(2, 4, 3), np.array([[0, 2, 1, 0], [1, 1, 0, 0]], np.int32), np.array([4, 2], np.int32)
     qkv4 = f(B, T, 3 * NH * 4)
@@ -220,6 +224,9 @@ def op_samples(rng):
         "dropout_backward": (f(50), 0.3, 11, 2),
         "attention_forward": (qkv, mask, NH, 0.1, 5, 9),
         "attention_backward": (f(B, T, NH * HS), qkv, probs, mask, NH, 0.1, 5, 9),
+        "attention_rows_forward": (q, kv, mask, qstart, qpos, NH, 0.1, 5, 9),
+        "attention_rows_backward": (f(3, NH * HS), q, kv, rprobs, mask, qstart, qpos, NH, 0.1, 5, 9),
+        "dropout_rows": (f(3, 6), np.array([4, 0, 9], np.int32), 0.3, 11, 2, False),
         "rope_forward": (qkv4, cos, sin, NH),
         "rope_backward": (qkv4, cos, sin, NH),
         "glu_forward": (f(6, 8), 0),
@@ -248,7 +255,8 @@ def op_samples(rng):
         "crf_viterbi": (em, lengths, f(3, 3), f(3), f(3)),
         "sum_squares": (f(33),),
         "scale": (f(33), 0.5),
-        "adamw": (f(10), f(10), f(10), np.abs(f(10)), 1e-3, 0.9, 0.999, 1e-8, 0.01, 3),
+        "sum_squares_rows": (f(8, 3), np.array([5, 0, 2], np.int32)),
+        "adamw": (f(10), f(10), f(10), np.abs(f(10)), 1e-3, 0.9, 0.999, 1e-8, 0.01, 3, 0.5),
     }
 
 

@@ -125,6 +125,58 @@ def test_gelu_forward_backward(act, n):
     np.testing.assert_allclose(dx, rdy * dout, rtol=2e-6, atol=2e-7 if act == 0 else 3e-6)
 
 
+def ulps_from(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Distance of float32 results from float64 values, in float32 ulps at the exact value."""
+    return np.abs(got.astype(np.float64) - exact) / np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
+
+
+def test_vector_erf_is_within_one_ulp():
+    """The GELU's vectorised erf against scipy's float64 erf: every float32 result within 1 ulp
+    (dense over [-5, 5], random wide inputs, the interval ends, signed zeros, tiny, inf, NaN)."""
+    from scipy.special import erf
+    x = np.concatenate([np.linspace(-5, 5, 400001, dtype=np.float32), f32(100000, scale=3.0),
+                        np.array([0.0, -0.0, 1.0, -1.0, np.nextafter(np.float32(1), np.float32(0)), 4.0,
+                                  np.nextafter(np.float32(4), np.float32(0)), 1e-30, -1e-38, 1e-45, 30.0],
+                                 np.float32)])
+    got = _C_tests.ops_verf(x)
+    assert ulps_from(got, erf(x.astype(np.float64))).max() <= 1.0
+    np.testing.assert_array_equal(_C_tests.ops_verf(np.array([np.inf, -np.inf], np.float32)), [1.0, -1.0])
+    assert np.isnan(_C_tests.ops_verf(np.array([np.nan], np.float32))).all()
+    assert np.signbit(_C_tests.ops_verf(np.array([-0.0], np.float32))).all()
+
+
+def test_vector_exp_is_within_one_ulp():
+    """The softmax's vectorised exp against numpy's float64 exp over the float range (results in the
+    subnormal range too, from x = -103.9), with underflow to 0 and overflow to inf where float32 has them."""
+    x = np.concatenate([np.linspace(-87, 88, 400001, dtype=np.float32),
+                        np.linspace(-103.9, -87, 20001, dtype=np.float32), np.clip(f32(100000, scale=20.0), -87, 88),
+                        np.array([0.0, 1e-8, -1e-8, 88.72], np.float32)])
+    got = _C_tests.ops_vexp(x)
+    assert ulps_from(got, np.exp(x.astype(np.float64))).max() <= 1.0
+    edge = _C_tests.ops_vexp(np.array([-np.inf, -200.0, 89.0, np.inf, np.nan], np.float32))
+    np.testing.assert_array_equal(edge[:4], [0.0, 0.0, np.inf, np.inf])
+    assert np.isnan(edge[4])
+
+
+def test_vector_variants_compute_the_same_bits():
+    """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp and GELU."""
+    best = _C_tests.cpu_level()
+    x = np.concatenate([f32(1003, scale=4.0), np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)])
+    dout = f32(x.size)
+    results = []
+    try:
+        for level in range(best, -1, -1):
+            _C_tests.cpu_level(level)
+            results.append([_C_tests.ops_verf(x), _C_tests.ops_vexp(x)]
+                           + [_C_tests.ops_gelu_forward(x, act) for act in (0, 1)]
+                           + [_C_tests.ops_gelu_backward(x, dout, act) for act in (0, 1)])
+    finally:
+        _C_tests.cpu_level(best)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- add
 @pytest.mark.parametrize("n", [1, 13, 9000])
 def test_add_forward_backward(n):
@@ -260,6 +312,67 @@ def test_attention_backward(B, T, NH, HS, p):
         assert rel(dqkv, ref) < 1e-4
     else:
         assert np.abs(dqkv).max() < 1e-6
+
+
+def query_rows(mask, every=False):
+    """A random subset of positions per sentence (ascending; some sentences may have none) as the
+    attention_rows ops take them: qstart [B+1], qpos [M], and their flat rows b*T + t."""
+    B, T = mask.shape
+    picks = [np.arange(T) if every else np.sort(RNG.choice(T, RNG.integers(0, min(T, 3) + 1), replace=False))
+             for _ in range(B)]
+    qstart = np.concatenate([[0], np.cumsum([len(x) for x in picks])]).astype(np.int32)
+    qpos = np.concatenate(picks).astype(np.int32)
+    flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
+    return qstart, qpos, flat
+
+
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16)])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_for_some_query_rows(B, T, NH, HS, p):
+    """Queries of a few positions, keys and values of all (a last layer read at its CLS rows only):
+    the float64 reference's rows, forward and backward, with the same dropout masks."""
+    qkv, mask = attention_inputs(B, T, NH, HS)
+    D = NH * HS
+    qstart, qpos, flat = query_rows(mask)
+    q = qkv.reshape(B * T, 3 * D)[flat, :D]
+    kv = np.ascontiguousarray(qkv[..., D:])
+    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, qstart, qpos, NH, p, 5, 100)
+    rctx, rP = attention_ref(qkv, mask, NH, p, 5, 100)
+    np.testing.assert_allclose(ctx, rctx.reshape(B * T, D)[flat], rtol=1e-4, atol=2e-5)
+    for b in range(B):
+        m = qstart[b + 1] - qstart[b]
+        block = probs[qstart[b] * NH * T:qstart[b + 1] * NH * T].reshape(NH, m, T)
+        np.testing.assert_allclose(block, rP[b][:, qpos[qstart[b]:qstart[b + 1]]], atol=2e-6)
+    dctx = f32(len(flat), D)
+    dq, dkv = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
+    full = np.zeros((B * T, D), np.float32)
+    full[flat] = dctx  # the rows nobody reads pass back nothing
+    ref = attention_grad_ref(full.reshape(B, T, D), qkv, mask, NH, p, 5, 100).reshape(B * T, 3 * D)
+    for got, want in ((dq, ref[flat, :D]), (dkv.reshape(B * T, 2 * D), ref[:, D:])):
+        if np.linalg.norm(want) > 0:
+            assert rel(got, want) < 1e-4
+        else:
+            assert got.size == 0 or np.abs(got).max() < 1e-6
+
+
+def test_attention_for_every_row_is_the_full_attention():
+    qkv, mask = attention_inputs(2, 6, 2, 4)
+    D = 8
+    qstart, qpos, flat = query_rows(mask, every=True)
+    ctx, probs = _C_tests.ops_attention_rows_forward(qkv.reshape(12, 3 * D)[:, :D], np.ascontiguousarray(qkv[..., D:]),
+                                               mask, qstart, qpos, 2, 0.2, 1, 2)
+    fctx, fprobs = _C_tests.ops_attention_forward(qkv, mask, 2, 0.2, 1, 2)
+    np.testing.assert_array_equal(ctx, fctx.reshape(12, D))
+    np.testing.assert_array_equal(probs, fprobs.ravel())
+
+
+@pytest.mark.parametrize("p", [0.0, 0.4])
+def test_dropout_of_some_rows_keeps_the_full_tensors_mask(p):
+    full = f32(9, 13)
+    rows = np.array([0, 4, 8], np.int32)
+    want = _C_tests.ops_dropout_forward(full.ravel(), p, 3, 7).reshape(9, 13)[rows]
+    np.testing.assert_array_equal(_C_tests.ops_dropout_rows(full[rows], rows, p, 3, 7, False), want)
+    np.testing.assert_array_equal(_C_tests.ops_dropout_rows(full[rows], rows, p, 3, 7, True), want)
 
 
 @pytest.mark.parametrize("window", [-1, 1])

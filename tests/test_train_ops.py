@@ -113,6 +113,15 @@ def test_sum_squares_and_scale():
     np.testing.assert_array_equal(_C_tests.ops_scale(x, 0.25), x * np.float32(0.25))
 
 
+def test_sum_squares_rows():
+    """The norm of a sparse gradient: only the listed rows count."""
+    x = f32(50, 13)
+    rows = np.array([7, 0, 49, 3], np.int32)
+    ref = (x[rows].astype(np.float64) ** 2).sum()
+    assert abs(_C_tests.ops_sum_squares_rows(x, rows) - ref) < 1e-12 * ref
+    assert _C_tests.ops_sum_squares_rows(x, np.zeros(0, np.int32)) == 0.0
+
+
 @pytest.mark.parametrize("case", ["default", "finetune", "decoder", "big_wd"])
 def test_adamw_matches_torch(case):
     k = f"adamw/{case}/"
@@ -121,19 +130,34 @@ def test_adamw_matches_torch(case):
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     for step, g in enumerate(REF[k + "grads"], start=1):
-        p, m, v = _C_tests.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step)
+        p, m, v, g_after = _C_tests.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step, 1.0)
         np.testing.assert_allclose(p, REF[k + "params"][step - 1], rtol=0, atol=1e-6)
         np.testing.assert_allclose(m, REF[k + "exp_avg"][step - 1], rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(v, REF[k + "exp_avg_sq"][step - 1], rtol=1e-6, atol=1e-12)
+        assert not g_after.any()  # the pass leaves the gradient zeroed for the next accumulation
 
 
-def test_clip_formula_matches_torch():
-    """The coefficient the training step applies (max / (norm + 1e-6), at most 1)."""
+def test_clip_norm_matches_torch():
+    """The total norm the training step clips with, and its coefficient (max / (norm + 1e-6), at most 1)
+    applied in the AdamW pass: with lr 0 and no decay, m after one step is (1 - beta1) * clipped gradient."""
     g = REF["clip/grads"]
     total = np.sqrt(_C_tests.ops_sum_squares(g))
     assert abs(total - REF["clip/total_norm"]) < 1e-5 * total
     coef = min(1.0, 5.0 / (total + 1e-6))
-    np.testing.assert_allclose(_C_tests.ops_scale(g, coef), REF["clip/clipped"], rtol=1e-6, atol=1e-7)
+    z = np.zeros_like(g)
+    _, m, _, _ = _C_tests.ops_adamw(z, g, z, z, 0.0, 0.0, 0.999, 1e-8, 0.0, 1, coef)  # beta1 0: m = clipped gradient
+    np.testing.assert_allclose(m, REF["clip/clipped"], rtol=1e-6, atol=1e-7)
+
+
+def test_clip_and_adamw_in_one_pass_match_torch():
+    """clip_grad_norm_(5.0) then AdamW.step(), 6 steps, gradient norms above and below 5."""
+    lr, wd, b1, b2, eps = REF["clip_adamw/hyper"]
+    p = REF["clip_adamw/p0"].copy()
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for step, g in enumerate(REF["clip_adamw/grads"], start=1):
+        coef = min(1.0, 5.0 / (np.sqrt(_C_tests.ops_sum_squares(g)) + 1e-6))
+        p, m, v, _ = _C_tests.ops_adamw(p, g, m, v, lr, b1, b2, eps, wd, step, coef)
+        np.testing.assert_allclose(p, REF["clip_adamw/params"][step - 1], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("total,warmup", [(20, 2), (37, 4), (10, 0), (5, 5)])

@@ -7,6 +7,8 @@ Writes tests/fixtures/optim/reference.npz:
 - adamw/<case>/{p0, grads, params, exp_avg, exp_avg_sq, hyper}: a parameter vector after
   each of 6 steps of AdamW (single-tensor CPU path) with the given gradients;
 - clip/{grads, clipped, total_norm}: clip_grad_norm_(max_norm=5.0) over three tensors;
+- clip_adamw/{p0, grads, params, hyper}: 6 training steps of clip_grad_norm_(max_norm=5.0) then
+  AdamW, gradients of norm above and below 5 (what the fused clip + AdamW pass must reproduce);
 - schedule/{total, warmup, factors}: get_linear_schedule_with_warmup's multipliers over
   the steps, as LambdaLR applies them (the first optimizer step uses factor 0).
 """
@@ -54,6 +56,18 @@ def main():
     ref["clip/grads"] = np.concatenate([g.numpy().ravel() for g in gs])
     ref["clip/clipped"] = np.concatenate([p.grad.numpy().ravel() for p in ps])
     ref["clip/total_norm"] = np.array(total.item())
+    p0 = rng.standard_normal(1037).astype(np.float32)
+    grads = (rng.standard_normal((6, 1037)) * np.array([[0.5], [0.01], [0.3], [2.0], [0.05], [1.0]])).astype(np.float32)
+    p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, foreach=False)
+    params = []
+    for g in grads:
+        p.grad = torch.from_numpy(g.copy())
+        torch.nn.utils.clip_grad_norm_([p], 5.0)
+        opt.step()
+        params.append(p.detach().numpy().copy())
+    ref.update({"clip_adamw/p0": p0, "clip_adamw/grads": grads, "clip_adamw/params": np.stack(params),
+                "clip_adamw/hyper": np.array([1e-3, 0.01, 0.9, 0.999, 1e-8])})
     for total_steps, warmup in [(20, 2), (37, 4), (10, 0), (5, 5)]:
         p = torch.nn.Parameter(torch.zeros(1))
         opt = torch.optim.AdamW([p], lr=1.0)

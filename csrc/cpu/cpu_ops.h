@@ -3,28 +3,10 @@
  * the CPU backend table. */
 #ifndef MULTIENC_CPU_OPS_H
 #define MULTIENC_CPU_OPS_H
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
-
-#define CPU_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-
-/* GELU (erf, or torch's tanh approximation) of x, and its derivative through *grad unless NULL. */
-static inline float cpu_gelu(float x, MeActivation act, float *grad) {
-    if (act == ME_ACT_GELU_TANH) {
-        float t = tanhf(CPU_GELU_K * (x + 0.044715f * x * x * x));
-        if (grad) {
-            float dt = (1.0f - t * t) * CPU_GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            *grad = 0.5f * (1.0f + t) + 0.5f * x * dt;
-        }
-        return 0.5f * x * (1.0f + t);
-    }
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-    if (grad) *grad = cdf + x * (0.3989422804014327f * expf(-0.5f * x * x)); /* pdf: 1/sqrt(2 pi) */
-    return x * cdf;
-}
 
 void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
@@ -60,9 +42,10 @@ void cpu_crf_backward(float *dem, float *dtrans, float *dstart, float *dend, dou
 void cpu_crf_viterbi(int32_t *path, double *scratch, const float *em, const int32_t *lengths, const float *trans,
                      const float *start, const float *end, int B, int K, int C);
 double cpu_sum_squares(const float *x, size_t n);
+double cpu_sum_squares_rows(const float *x, const int32_t *rows, int nrows, int C);
 void cpu_scale(float *x, size_t n, float factor);
-void cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, int step);
+void cpu_adamw_update(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1, double beta2,
+                      double eps, double weight_decay, int step, float grad_scale);
 void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, const float *posq,
                               const int32_t *idx, float scale, int B, int T, int NH, int HS);
 void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const float *dbias, const float *qkv,

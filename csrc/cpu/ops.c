@@ -2,27 +2,58 @@
  * OpenMP for element-wise work and reductions. All reductions use a fixed
  * partition (no atomics, no thread-order dependence), so results repeat
  * exactly for a given thread count. */
+#define _GNU_SOURCE /* mmap flags */
 #include "cpu/blas.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/vmath.h"
 
 #define PAR_MIN 4096 /* below this many elements, stay single-threaded */
 
 /* ------------------------------------------------------------------ memory */
 
+/* Large buffers (parameters, gradients, optimizer moments, workspaces) are
+ * mapped with MAP_POPULATE: the kernel hands them out zero-filled and already
+ * faulted in, so the pages are cleared once, when the buffer is made, and never
+ * again inside a training step (a memset after malloc would touch every page a
+ * second time). Small ones come from the heap. Both carry a 64-byte header
+ * saying which. Under AddressSanitizer every buffer comes from the heap so that
+ * overruns are caught. */
+#define ALLOC_HEADER 64
+#define ALLOC_MAP_MIN ((size_t)1 << 20)
+
 static void *cpu_alloc(size_t bytes) {
-    if (bytes == 0) bytes = 64;
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, rounded);
-    if (p) memset(p, 0, rounded);
-    return p;
+    size_t total = (bytes + 63) / 64 * 64 + ALLOC_HEADER;
+    char *p;
+#if !defined(__SANITIZE_ADDRESS__)
+    if (total >= ALLOC_MAP_MIN) {
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        p = m;
+        *(size_t *)p = total;
+        return p + ALLOC_HEADER;
+    }
+#endif
+    p = aligned_alloc(64, total);
+    if (!p) return NULL;
+    memset(p, 0, total);
+    return p + ALLOC_HEADER; /* header size 0: from the heap */
 }
-static void cpu_release(void *p) { free(p); }
+static void cpu_release(void *ptr) {
+    if (!ptr) return;
+    char *p = (char *)ptr - ALLOC_HEADER;
+    size_t mapped = *(size_t *)p;
+    if (mapped)
+        munmap(p, mapped);
+    else
+        free(p);
+}
 static void cpu_zero(void *p, size_t bytes) {
     if (bytes) memset(p, 0, bytes);
 }
@@ -206,19 +237,25 @@ static void matmul_backward(float *dinp, float *dw, float *db, const float *dout
 
 /* -------------------------------------------------------------------- gelu */
 
+/* cpu/vmath.c over fixed chunks, one per thread. */
+#define CHUNKED(n, call)                                                             \
+    do {                                                                             \
+        const int nt_ = omp_get_max_threads();                                       \
+        const size_t chunk_ = (((n) + nt_ - 1) / nt_ + 15) / 16 * 16;                \
+        _Pragma("omp parallel for schedule(static) if ((n) > PAR_MIN)")              \
+        for (int t_ = 0; t_ < nt_; t_++) {                                           \
+            size_t a = t_ * chunk_, len = a < (n) ? ((n) - a < chunk_ ? (n) - a : chunk_) : 0; \
+            if (len) call;                                                           \
+        }                                                                            \
+    } while (0)
+
 static void gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = cpu_gelu(inp[i], act, NULL);
+    CHUNKED(n, me_vgelu_forward(out + a, inp + a, len, act == ME_ACT_GELU_TANH));
 }
 
 static void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                           MeActivation act) {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float grad;
-        cpu_gelu(inp[i], act, &grad);
-        dinp[i] = dout[i] * grad;
-    }
+    CHUNKED(n, me_vgelu_backward(dinp + a, inp + a, dout + a, len, act == ME_ACT_GELU_TANH));
 }
 
 /* --------------------------------------------------------------------- add */
@@ -264,6 +301,25 @@ static void dropout_backward(float *dinp, const float *dout, size_t n, float p, 
     dropout_apply(dinp, dout, n, p, seed, site);
 }
 
+/* Dropout of rows `rows` [M] of a [*, C] tensor held compactly in [M, C]: element (m, c) is
+ * element rows[m] * C + c of the full tensor, so it keeps or drops as it does there. */
+static void dropout_rows(float *out, const float *inp, const int32_t *rows, int M, int C, float p, uint64_t seed,
+                         uint64_t site) {
+    if (p <= 0.0f) {
+        if (out != inp) memcpy(out, inp, sizeof(float) * (size_t)M * C);
+        return;
+    }
+    const float scale = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+#pragma omp parallel for if ((size_t)M * C > PAR_MIN) schedule(static)
+    for (int m = 0; m < M; m++) {
+        const size_t base = (size_t)rows[m] * C;
+        for (int c = 0; c < C; c++) {
+            const size_t i = (size_t)m * C + c;
+            out[i] = me_uniform(seed, site, base + c) >= p ? inp[i] * scale : 0.0f;
+        }
+    }
+}
+
 /* --------------------------------------------------------------- attention */
 
 /* One (batch, head) pair per OpenMP iteration: scores, softmax, dropout and the
@@ -289,54 +345,170 @@ static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_m
         for (int j = 0; j < T; j++) row[j] = 1.0f / (float)T;
         return;
     }
+    for (int j = 0; j < T; j++) row[j] = mask[j] ? row[j] - mx : -INFINITY;
+    me_vexp(row, row, (size_t)T); /* exp(-inf) = 0: masked keys */
     double s = 0.0;
-    for (int j = 0; j < T; j++) {
-        float e = mask[j] ? expf(row[j] - mx) : 0.0f;
-        row[j] = e;
-        s += e;
-    }
+    for (int j = 0; j < T; j++) s += row[j];
     float inv = (float)(1.0 / s);
     for (int j = 0; j < T; j++) row[j] *= inv;
 }
 
-/* dst = P with attention dropout applied (mask from (seed, site, index)) */
-static void attention_dropout(float *dst, const float *P, size_t n, float p, uint64_t seed,
-                              uint64_t site) {
-    float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++) dst[i] = me_uniform(seed, site, i) >= p ? P[i] * scl : 0.0f;
+/* The queries of one sentence: rows q0 .. q0 + m - 1 of q; row r is position pos(r) of the
+ * sentence (pos NULL: position r, all T of them). */
+typedef struct {
+    int q0, m;
+    const int32_t *pos;
+} Queries;
+
+static Queries sentence_queries(int b, int T, const int32_t *qstart, const int32_t *qpos) {
+    Queries s = {b * T, T, NULL};
+    if (qstart) {
+        s.q0 = qstart[b];
+        s.m = qstart[b + 1] - qstart[b];
+        s.pos = qpos + s.q0;
+    }
+    return s;
 }
 
-/* The biased attention of backend.h; plain attention is bias = NULL, scale = 1/sqrt(HS),
- * query_mask = 0. */
-static void attention_bias_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                                   const float *bias, int bias_per_batch, float scale, int query_mask,
-                                   int B, int T, int NH, int HS, float p, uint64_t seed,
+/* dst [m, T] = P with attention dropout applied: element (r, j) keeps iff
+ * me_uniform(seed, site, pos(r) * T + j) >= p, so a subset of query rows sees the same masks as
+ * the full matrix. */
+static void attention_dropout(float *dst, const float *P, const Queries *s, int T, float p, uint64_t seed,
+                              uint64_t site) {
+    const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+    for (int r = 0; r < s->m; r++) {
+        const size_t base = (size_t)(s->pos ? s->pos[r] : r) * T;
+        for (int j = 0; j < T; j++)
+            dst[(size_t)r * T + j] = me_uniform(seed, site, base + j) >= p ? P[(size_t)r * T + j] * scl : 0.0f;
+    }
+}
+
+/* Attention over the query rows of qstart / qpos (NULL: every position) with keys and values
+ * of every position: q [*, ldq], k and v [B*T, ldkv] (row b*T + t), ctx [*, ldc]; probs holds
+ * each (b, h)'s [m_b, T] block at (q0_b * NH + h * m_b) * T, which for all positions is the
+ * [B, NH, T, T] layout. scores = scale * q.k + bias (bias as attention_bias_forward's, read at
+ * the queries' positions; NULL: none); query_mask as there. */
+static void attention_core_forward(float *ctx, int ldc, float *probs, const float *q, int ldq, const float *k,
+                                   const float *v, int ldkv, const int32_t *mask, const float *bias,
+                                   int bias_per_batch, float scale, int query_mask, const int32_t *qstart,
+                                   const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
                                    uint64_t site, float *scratch) {
-    const int D = NH * HS, D3 = 3 * D;
     const size_t TT = (size_t)T * T;
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * D3 + h * HS, *k = q + D, *v = q + 2 * D;
-            float *P = probs + ((size_t)b * NH + h) * TT;
+            const Queries s = sentence_queries(b, T, qstart, qpos);
+            if (s.m == 0) continue;
+            const float *qb = q + (size_t)s.q0 * ldq + h * HS;
+            const float *kb = k + (size_t)b * T * ldkv + h * HS, *vb = v + (size_t)b * T * ldkv + h * HS;
+            float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
             float beta = 0.0f;
             if (bias) {
-                memcpy(P, bias + ((bias_per_batch ? (size_t)b * NH : 0) + h) * TT, TT * sizeof(float));
+                const float *bb = bias + ((bias_per_batch ? (size_t)b * NH : 0) + h) * TT;
+                for (int r = 0; r < s.m; r++)
+                    memcpy(P + (size_t)r * T, bb + (size_t)(s.pos ? s.pos[r] : r) * T, (size_t)T * sizeof(float));
                 beta = 1.0f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, D3, k, D3,
-                        beta, P, T);
-            const int32_t *m = mask + (size_t)b * T;
-            for (int r = 0; r < T; r++) masked_softmax_row(P + (size_t)r * T, m, T, query_mask && !m[r]);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, scale, qb, ldq, kb, ldkv, beta, P, T);
+            const int32_t *mk = mask + (size_t)b * T;
+            for (int r = 0; r < s.m; r++)
+                masked_softmax_row(P + (size_t)r * T, mk, T, query_mask && !mk[s.pos ? s.pos[r] : r]);
             const float *Pd = P;
             if (p > 0.0f) {
                 float *tile = scratch + 2 * TT * omp_get_thread_num();
-                attention_dropout(tile, P, TT, p, seed, site + (uint64_t)b * NH + h);
+                attention_dropout(tile, P, &s, T, p, seed, site + (uint64_t)b * NH + h);
                 Pd = tile;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, v, D3,
-                        0.0f, ctx + (size_t)b * T * D + h * HS, D);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, Pd, T, vb, ldkv, 0.0f,
+                        ctx + (size_t)s.q0 * ldc + h * HS, ldc);
         }
+}
+
+/* Backward of attention_core_forward: dq (rows as q), dk and dv of every position (overwritten);
+ * dscores (NULL: not wanted) as attention_bias_backward's, at the queries' positions. */
+static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, int ldkv, float *dscores,
+                                    const float *dctx, int ldc, const float *q, const float *k, const float *v,
+                                    const float *probs, const int32_t *mask, float scale, int query_mask,
+                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
+                                    uint64_t seed, uint64_t site, float *scratch) {
+    const size_t TT = (size_t)T * T;
+    const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const Queries s = sentence_queries(b, T, qstart, qpos);
+            const size_t kv0 = (size_t)b * T * ldkv + h * HS;
+            if (s.m == 0) { /* no query reads this sentence: its keys and values get no gradient */
+                for (int t = 0; t < T; t++) {
+                    memset(dk + kv0 + (size_t)t * ldkv, 0, sizeof(float) * HS);
+                    memset(dv + kv0 + (size_t)t * ldkv, 0, sizeof(float) * HS);
+                }
+                continue;
+            }
+            const float *qb = q + (size_t)s.q0 * ldq + h * HS, *kb = k + kv0, *vb = v + kv0;
+            const float *dc = dctx + (size_t)s.q0 * ldc + h * HS;
+            const float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
+            const int32_t *mk = mask + (size_t)b * T;
+            float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
+            const uint64_t st = site + (uint64_t)b * NH + h;
+            const float *Pd = P;
+            if (p > 0.0f) {
+                attention_dropout(tile, P, &s, T, p, seed, st);
+                Pd = tile;
+            }
+            /* dV = Pd^T dctx ; dPd = dctx V^T */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, Pd, T, dc, ldc, 0.0f, dv + kv0,
+                        ldkv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, 1.0f, dc, ldc, vb, ldkv, 0.0f, dP, T);
+            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)); a padded query's row
+             * (query_mask) was filled, not computed, so its dS is 0. dS is the bias gradient;
+             * scaled, the gradient of q.k */
+            float *ds = dscores ? dscores + ((size_t)b * NH + h) * TT : NULL;
+            for (int r = 0; r < s.m; r++) {
+                float *g = dP + (size_t)r * T;
+                const float *pr = P + (size_t)r * T;
+                const int t = s.pos ? s.pos[r] : r;
+                if (query_mask && !mk[t]) {
+                    memset(g, 0, (size_t)T * sizeof(float));
+                } else {
+                    if (p > 0.0f)
+                        for (int j = 0; j < T; j++)
+                            g[j] = me_uniform(seed, st, (size_t)t * T + j) >= p ? g[j] * scl : 0.0f;
+                    double dot = 0.0;
+                    for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
+                    float df = (float)dot;
+                    for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
+                }
+                if (ds) memcpy(ds + (size_t)t * T, g, (size_t)T * sizeof(float));
+                for (int j = 0; j < T; j++) g[j] *= scale;
+            }
+            /* dQ = dS K ; dK = dS^T Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, dP, T, kb, ldkv, 0.0f,
+                        dq + (size_t)s.q0 * ldq + h * HS, ldq);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, dP, T, qb, ldq, 0.0f, dk + kv0,
+                        ldkv);
+        }
+}
+
+/* The biased attention of backend.h over a fused qkv; plain attention is bias = NULL,
+ * scale = 1/sqrt(HS), query_mask = 0. */
+static void attention_bias_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                                   const float *bias, int bias_per_batch, float scale, int query_mask,
+                                   int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_forward(ctx, D, probs, qkv, 3 * D, qkv + D, qkv + 2 * D, 3 * D, mask, bias, bias_per_batch,
+                           scale, query_mask, NULL, NULL, B, T, NH, HS, p, seed, site, scratch);
+}
+
+static void attention_bias_backward(float *dqkv, float *dscores, const float *dctx,
+                                    const float *qkv, const float *probs, const int32_t *mask,
+                                    float scale, int query_mask, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_backward(dqkv, 3 * D, dqkv + D, dqkv + 2 * D, 3 * D, dscores, dctx, D, qkv, qkv + D,
+                            qkv + 2 * D, probs, mask, scale, query_mask, NULL, NULL, B, T, NH, HS, p, seed, site,
+                            scratch);
 }
 
 static void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
@@ -346,68 +518,28 @@ static void attention_forward(float *ctx, float *probs, const float *qkv, const 
                            p, seed, site, scratch);
 }
 
-static void attention_bias_backward(float *dqkv, float *dscores, const float *dctx,
-                                    const float *qkv, const float *probs, const int32_t *mask,
-                                    float scale, int query_mask, int B, int T, int NH, int HS,
-                                    float p, uint64_t seed, uint64_t site, float *scratch) {
-    const int D = NH * HS, D3 = 3 * D;
-    const size_t TT = (size_t)T * T;
-    const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const size_t row0 = (size_t)b * T * D3 + h * HS;
-            const float *q = qkv + row0, *k = q + D, *v = q + 2 * D;
-            float *dq = dqkv + row0, *dk = dq + D, *dv = dq + 2 * D;
-            const float *dc = dctx + (size_t)b * T * D + h * HS;
-            const float *P = probs + ((size_t)b * NH + h) * TT;
-            const int32_t *m = mask + (size_t)b * T;
-            float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
-            const uint64_t st = site + (uint64_t)b * NH + h;
-            const float *Pd = P;
-            if (p > 0.0f) {
-                attention_dropout(tile, P, TT, p, seed, st);
-                Pd = tile;
-            }
-            /* dV = Pd^T dctx ; dPd = dctx V^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, dc, D, 0.0f,
-                        dv, D3);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dc, D, v, D3, 0.0f,
-                        dP, T);
-            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)); a padded query's row
-             * (query_mask) was filled, not computed, so its dS is 0. dS is the bias gradient;
-             * scaled, the gradient of q.k */
-            float *ds = dscores ? dscores + ((size_t)b * NH + h) * TT : NULL;
-            for (int r = 0; r < T; r++) {
-                float *g = dP + (size_t)r * T;
-                const float *pr = P + (size_t)r * T;
-                if (query_mask && !m[r]) {
-                    memset(g, 0, (size_t)T * sizeof(float));
-                } else {
-                    if (p > 0.0f)
-                        for (int j = 0; j < T; j++)
-                            g[j] = me_uniform(seed, st, (size_t)r * T + j) >= p ? g[j] * scl : 0.0f;
-                    double dot = 0.0;
-                    for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
-                    float df = (float)dot;
-                    for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
-                }
-                if (ds) memcpy(ds + (size_t)r * T, g, (size_t)T * sizeof(float));
-                for (int j = 0; j < T; j++) g[j] *= scale;
-            }
-            /* dQ = dS K ; dK = dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, k, D3,
-                        0.0f, dq, D3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, q, D3, 0.0f,
-                        dk, D3);
-        }
-}
-
 static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                                const float *probs, const int32_t *mask, int B, int T, int NH,
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
     attention_bias_backward(dqkv, NULL, dctx, qkv, probs, mask, 1.0f / sqrtf((float)HS), 0, B, T,
                             NH, HS, p, seed, site, scratch);
+}
+
+static void attention_rows_forward(float *ctx, float *probs, const float *q, const float *kv, const int32_t *mask,
+                                   const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
+                                   uint64_t seed, uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, NULL, 0, 1.0f / sqrtf((float)HS), 0, qstart,
+                           qpos, B, T, NH, HS, p, seed, site, scratch);
+}
+
+static void attention_rows_backward(float *dq, float *dkv, const float *dctx, const float *q, const float *kv,
+                                    const float *probs, const int32_t *mask, const int32_t *qstart,
+                                    const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
+                                    uint64_t site, float *scratch) {
+    const int D = NH * HS;
+    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, NULL, dctx, D, q, kv, kv + D, probs, mask,
+                            1.0f / sqrtf((float)HS), 0, qstart, qpos, B, T, NH, HS, p, seed, site, scratch);
 }
 
 /* ------------------------------------------------------------------ row mask */
@@ -472,6 +604,10 @@ static const MeBackend CPU_BACKEND = {
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_scratch_floats = attention_scratch_floats,
+    .attention_rows_forward = attention_rows_forward,
+    .attention_rows_backward = attention_rows_backward,
+    .dropout_rows_forward = dropout_rows,
+    .dropout_rows_backward = dropout_rows,
     .rope_forward = cpu_rope_forward,
     .rope_backward = cpu_rope_backward,
     .glu_forward = cpu_glu_forward,
@@ -503,6 +639,7 @@ static const MeBackend CPU_BACKEND = {
     .crf_backward = cpu_crf_backward,
     .crf_viterbi = cpu_crf_viterbi,
     .sum_squares = cpu_sum_squares,
+    .sum_squares_rows = cpu_sum_squares_rows,
     .scale = cpu_scale,
     .adamw_update = cpu_adamw_update,
     .status = cpu_status,

@@ -7,6 +7,7 @@
 
 #include "cpu/blas.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/dispatch.h"
 
 #define PAR_MIN 4096
 
@@ -144,31 +145,8 @@ void cpu_mse_backward(float *dpred, const float *pred, const float *target, int 
     for (size_t i = 0; i < n; i++) dpred[i] = k * (pred[i] - target[i]);
 }
 
-/* Hot loops over whole parameter buffers are compiled three times (AVX-512,
- * AVX2+FMA, baseline x86-64) and picked at run time by CPU features, so a wheel
- * stays portable. FMA is only ever explicit (fmaf) and -ffp-contract is off, so
- * every variant computes the same bits; only the sum of squares' lane order
- * follows the vector width. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#define ME_VARIANTS 1
-#define ME_INLINE static inline __attribute__((always_inline))
-#else
-#define ME_INLINE static inline
-#endif
-
-#ifdef ME_VARIANTS
-static int cpu_level(void) { /* 2: AVX-512 + FMA, 1: AVX2 + FMA, 0: baseline */
-    static int level = -1;
-    if (level < 0) {
-        __builtin_cpu_init();
-        int fma = __builtin_cpu_supports("fma");
-        level = fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 2
-                : fma && __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    return level;
-}
-#endif
-
+/* Hot loops over whole parameter buffers are compiled three times (cpu/dispatch.h); only the
+ * sum of squares' lane order follows the vector width. */
 ME_INLINE double sum_squares_body(const float *x, size_t a, size_t b) {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -177,17 +155,17 @@ ME_INLINE double sum_squares_body(const float *x, size_t a, size_t b) {
 }
 static double sum_squares_base(const float *x, size_t a, size_t b) { return sum_squares_body(x, a, b); }
 #ifdef ME_VARIANTS
-__attribute__((target("avx512f,avx512vl,fma"))) static double sum_squares_avx512(const float *x, size_t a, size_t b) {
+ME_TARGET_AVX512 static double sum_squares_avx512(const float *x, size_t a, size_t b) {
     return sum_squares_body(x, a, b);
 }
-__attribute__((target("avx2,fma"))) static double sum_squares_avx2(const float *x, size_t a, size_t b) {
+ME_TARGET_AVX2 static double sum_squares_avx2(const float *x, size_t a, size_t b) {
     return sum_squares_body(x, a, b);
 }
 #endif
 
 static double sum_squares_range(const float *x, size_t a, size_t b) {
 #ifdef ME_VARIANTS
-    switch (cpu_level()) {
+    switch (me_cpu_level()) {
     case 2: return sum_squares_avx512(x, a, b);
     case 1: return sum_squares_avx2(x, a, b);
     }
@@ -195,18 +173,28 @@ static double sum_squares_range(const float *x, size_t a, size_t b) {
     return sum_squares_base(x, a, b);
 }
 
+/* Blocks of a fixed size (at most SUMSQ_BLOCKS of them), summed in block order: the result does
+ * not depend on the thread count, so the LMs' schedule (cpu/model.c) cannot change it. */
+#define SUMSQ_BLOCKS 1024
 double cpu_sum_squares(const float *x, size_t n) {
-    int nt = omp_get_max_threads();
-    if (nt > 64) nt = 64;
-    double part[64] = {0};
-    size_t chunk = (n + nt - 1) / nt;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > PAR_MIN)
-    for (int t = 0; t < nt; t++) {
-        size_t a = t * chunk, b = a + chunk < n ? a + chunk : n;
-        part[t] = a < b ? sum_squares_range(x, a, b) : 0.0;
+    size_t blk = (n + SUMSQ_BLOCKS - 1) / SUMSQ_BLOCKS;
+    blk = blk < 4096 ? 4096 : (blk + 15) / 16 * 16;
+    const int nblk = (int)((n + blk - 1) / blk);
+    double part[SUMSQ_BLOCKS];
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int k = 0; k < nblk; k++) {
+        size_t a = k * blk, b = a + blk < n ? a + blk : n;
+        part[k] = sum_squares_range(x, a, b);
     }
     double s = 0.0;
-    for (int t = 0; t < nt; t++) s += part[t];
+    for (int k = 0; k < nblk; k++) s += part[k];
+    return s;
+}
+
+/* Sum of squares of the rows `rows` (each once) of a [*, C] matrix: a sparse gradient's norm. */
+double cpu_sum_squares_rows(const float *x, const int32_t *rows, int nrows, int C) {
+    double s = 0.0;
+    for (int r = 0; r < nrows; r++) s += sum_squares_range(x + (size_t)rows[r] * C, 0, (size_t)C);
     return s;
 }
 
@@ -215,32 +203,36 @@ void cpu_scale(float *x, size_t n, float factor) {
     for (size_t i = 0; i < n; i++) x[i] *= factor;
 }
 
-#define ADAMW_ARGS float *p, const float *g, float *m, float *v, size_t a, size_t b, float decay, float w1, \
-                   float b2, float w2, float bc2_sqrt, float epsf, float neg_step
-#define ADAMW_CALL p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, neg_step
+#define ADAMW_ARGS float *p, float *g, float *m, float *v, size_t a, size_t b, float decay, float w1, \
+                   float b2, float w2, float bc2_sqrt, float epsf, float neg_step, float gscale
+#define ADAMW_CALL p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, neg_step, gscale
 
+/* One pass: clip (g * gscale, torch's in-place multiply), AdamW, then the gradient is zeroed
+ * for the next step's accumulation. */
 ME_INLINE void adamw_body(ADAMW_ARGS) {
 #pragma omp simd
     for (size_t i = a; i < b; i++) {
+        float gi = g[i] * gscale;
         float pi = p[i] * decay;
-        float mi = fmaf(w1, g[i] - m[i], m[i]);
+        float mi = fmaf(w1, gi - m[i], m[i]);
         float vi = v[i] * b2;
-        vi = vi + w2 * g[i] * g[i];
+        vi = vi + w2 * gi * gi;
         float denom = sqrtf(vi) / bc2_sqrt + epsf;
         p[i] = pi + neg_step * mi / denom;
         m[i] = mi;
         v[i] = vi;
+        g[i] = 0.0f;
     }
 }
 static void adamw_base(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
 #ifdef ME_VARIANTS
-__attribute__((target("avx512f,avx512vl,fma"))) static void adamw_avx512(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
-__attribute__((target("avx2,fma"))) static void adamw_avx2(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
+ME_TARGET_AVX512 static void adamw_avx512(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
+ME_TARGET_AVX2 static void adamw_avx2(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
 #endif
 
 static void adamw_range(ADAMW_ARGS) {
 #ifdef ME_VARIANTS
-    switch (cpu_level()) {
+    switch (me_cpu_level()) {
     case 2: adamw_avx512(ADAMW_CALL); return;
     case 1: adamw_avx2(ADAMW_CALL); return;
     }
@@ -250,8 +242,8 @@ static void adamw_range(ADAMW_ARGS) {
 
 /* torch.optim.AdamW (single-tensor path, amsgrad off): scalars are computed in
  * double as Python does, then applied in float32 as the tensor ops do. */
-void cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, int step) {
+void cpu_adamw_update(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1, double beta2,
+                      double eps, double weight_decay, int step, float grad_scale) {
     const float decay = (float)(1.0 - lr * weight_decay);
     const float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2);
     const double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
@@ -261,7 +253,7 @@ void cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, do
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int t = 0; t < nt; t++) {
         size_t a = t * chunk, b = a + chunk < n ? a + chunk : n;
-        if (a < b) adamw_range(p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, -step_size);
+        if (a < b) adamw_range(p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, -step_size, grad_scale);
     }
 }
 

@@ -2,6 +2,7 @@
 #include "model/deberta.h"
 #include "model/modernbert.h"
 #include "model/mpnet.h"
+#include "model/profile.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -287,7 +288,10 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     enc->nfloats = pl.nfloats;
     enc->params = be->alloc(enc->nfloats * sizeof(float));
     enc->grads = be->alloc(enc->nfloats * sizeof(float));
-    if (!enc->params || !enc->grads) {
+    enc->grads_zero = 1;
+    int tables = cfg->vocab_size > cfg->max_position_embeddings ? cfg->vocab_size : cfg->max_position_embeddings;
+    enc->seen = calloc((size_t)(tables > cfg->type_vocab_size ? tables : cfg->type_vocab_size), 1);
+    if (!enc->params || !enc->grads || !enc->seen) {
         me_encoder_free(enc);
         return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
     }
@@ -308,6 +312,7 @@ void me_encoder_free(MeEncoder *enc) {
     free(enc->la);
     free(enc->app_set);
     free(enc->host_ints);
+    free(enc->seen);
     me_deberta_free(enc);
     free(enc);
 }
@@ -325,6 +330,11 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->types = (int32_t *)me_carve(base, &off, N);
     enc->pos = (int32_t *)me_carve(base, &off, N);
     enc->mask = (int32_t *)me_carve(base, &off, N);
+    enc->rows = (int32_t *)me_carve(base, &off, 3 * N);
+    enc->sel = (int32_t *)me_carve(base, &off, N);
+    enc->qstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
+    enc->qpos = (int32_t *)me_carve(base, &off, N);
+    enc->xs = me_carve(base, &off, N * H);
     enc->emb_sum = me_carve(base, &off, N * E);
     enc->emb_mean = me_carve(base, &off, N);
     enc->emb_rstd = me_carve(base, &off, N);
@@ -373,16 +383,19 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
     size_t (*carve_fn)(MeEncoder *, float *, int, int) = enc->mb ? me_modernbert_carve : carve;
     size_t need = carve_fn(enc, NULL, B, T);
     if (need > enc->ws_floats) {
+        /* grow by half at least: batches of growing length reallocate (and clear) a few times, not each time */
+        size_t grow = enc->ws_floats + enc->ws_floats / 2 > need ? enc->ws_floats + enc->ws_floats / 2 : need;
         if (enc->ws) enc->be->release(enc->ws);
-        enc->ws = enc->be->alloc(need * sizeof(float));
-        enc->ws_floats = enc->ws ? need : 0;
+        enc->ws = enc->be->alloc(grow * sizeof(float));
+        enc->ws_floats = enc->ws ? grow : 0;
         if (!enc->ws)
             return me_error(err, ME_ERR_NOMEM,
                             "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
                             need * 4.0 / (1 << 20));
     }
     carve_fn(enc, enc->ws, B, T);
-    size_t ni = (size_t)B * T > 2 * (size_t)T ? (size_t)B * T : 2 * (size_t)T; /* ids or buckets */
+    /* positions | distinct rows (3N) | query starts and positions; or the buckets (2T) */
+    size_t ni = 6 * (size_t)B * T + B + 1 > 2 * (size_t)T ? 6 * (size_t)B * T + B + 1 : 2 * (size_t)T;
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
         if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
@@ -393,6 +406,20 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
 }
 
 /* --------------------------------------------------------------- forward */
+
+/* The distinct values of ids [N] other than `skip`, in first-seen order, into out; their count.
+ * seen [> max id] is all 0 before and after. ids NULL: all 0. */
+static int distinct_rows(const int32_t *ids, int N, int skip, uint8_t *seen, int32_t *out) {
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        int32_t id = ids ? ids[i] : 0;
+        if (id == skip || seen[id]) continue;
+        seen[id] = 1;
+        out[n++] = id;
+    }
+    for (int i = 0; i < n; i++) seen[out[i]] = 0;
+    return n;
+}
 
 static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32_t *types,
                            const int32_t *mask, int B, int T, char *err) {
@@ -426,18 +453,122 @@ static int validate_inputs(const MeEncoder *enc, const int32_t *ids, const int32
     return ME_OK;
 }
 
-int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
-                       char *err) {
-    return me_encoder_forward_rows(enc, ids, types, mask, B, T, train, seed, 0, out, err);
-}
-
 uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width) {
     return me_dropout_site_at(enc->seed, site, enc->row0 * (uint64_t)enc->T * (uint64_t)width);
 }
 
+/* DistilBERT has no dropout after the attention output projection, ALBERT none after the FFN */
+static float p_att_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph; }
+static float p_ffn_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_ALBERT ? 0.0f : ph; }
+
+/* The last layer can compute only the rows a caller reads where its attention is the plain one:
+ * BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT. MPNet's bias, DeBERTa's disentangled attention (and
+ * its ConvLayer, across positions) and ModernBERT's own loop compute every row. */
+static int can_prune_rows(const MeEncoder *enc) {
+    return !enc->mb && !enc->deb && !enc->cfg.relative_buckets && enc->be->attention_rows_forward &&
+           enc->be->dropout_rows_forward;
+}
+
+/* The FFN of weight set o on `rows` rows: pre-activation a->f1pre from a->h1, GELU into enc->ff,
+ * output (before dropout and the residual) into enc->tmp. */
+static void ffn_forward(MeEncoder *enc, const MeLayerOffsets *o, MeLayerActs *a, int rows) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const float *P = enc->params;
+    const int H = c->hidden_size, I = c->intermediate_size;
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, rows, H, I));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->gelu_forward(enc->ff, a->f1pre, (size_t)rows * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, rows, I, H));
+}
+
+/* The last layer application for the M rows enc->sel only (a sentence head reads one or a few):
+ * keys and values come from every row of x, the query, attention output, residuals, LayerNorms and
+ * FFN from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
+ * output h2 [N, H] is zero outside the read rows. Dropout masks are those of the full layer. */
+static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, float pa, uint64_t seed) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
+              NH = c->num_heads, HS = H / NH;
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
+    MeLayerActs *a = &enc->la[l];
+    const float *P = enc->params;
+    float *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H; /* kv [N, 2H] | q [M, H] */
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->xs, enc->sel, x, M, H, 0));
+    ME_TIMED(ME_PHASE_GEMM,
+             be->matmul_forward(kv, x, P + o->qkv_w + (size_t)H * H, P + o->qkv_b + H, N, H, 2 * H);
+             be->matmul_forward(q, enc->xs, P + o->qkv_w, P + o->qkv_b, M, H, H));
+    ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, enc->qstart, enc->qpos,
+                                                            B, T, NH, HS, pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
+                                                            enc->att_scratch));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_att_out(c, ph), seed,
+                                      me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
+             be->add_forward(a->r1, enc->tmp, enc->xs, (size_t)M * H);
+             be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
+                                   c->layer_norm_eps));
+    ffn_forward(enc, o, a, M);
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_ffn_out(c, ph), seed,
+                                      me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+             be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
+             be->layernorm_forward(enc->tmp, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
+                                   c->layer_norm_eps);
+             be->zero(a->h2, sizeof(float) * (size_t)N * H);
+             be->embedding_backward(a->h2, enc->tmp, enc->sel, M, H, -1)); /* scatter the read rows */
+}
+
+/* Backward of last_layer_forward_rows: reads d(h2) [N, H] in dh (zero outside the read rows) and
+ * leaves d(x) [N, H] in db; da and dh are scratch. */
+static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, float *da, float *db, float ph,
+                                     float pa, uint64_t seed) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
+              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
+    const MeLayerActs *a = &enc->la[l];
+    const float *P = enc->params, *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H;
+    float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H, *dff = enc->d_ff;
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->embedding_forward(db, enc->sel, dh, M, H, 0); /* gather d(h2) of the read rows */
+             be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, db, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
+                                    H, 0);
+             be->dropout_rows_backward(db, da, enc->sel, M, H, p_ffn_out(c, ph), seed,
+                                       me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+             be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, M, I, H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_backward(dff, a->f1pre, dff, (size_t)M * I, (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, M, H, I, 1));
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1, P + o->ln1_w, M,
+                                    H, 0);
+             be->dropout_rows_backward(da, db, enc->sel, M, H, p_att_out(c, ph), seed,
+                                       me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, M, H, H, 0));
+    ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_backward(dq, dkv, dh, q, kv, a->probs, enc->mask, enc->qstart,
+                                                             enc->qpos, B, T, NH, HS, pa, seed,
+                                                             SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
+    /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the read rows */
+    ME_TIMED(ME_PHASE_GEMM,
+             be->matmul_backward(da, G + o->qkv_w, G + o->qkv_b, dq, enc->xs, P + o->qkv_w, M, H, H, 0);
+             be->add_backward(da, NULL, db, (size_t)M * H, 1);
+             be->matmul_backward(db, G + o->qkv_w + (size_t)H * H, G + o->qkv_b + H, dkv, x, P + o->qkv_w + (size_t)H * H,
+                                 N, H, 2 * H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(db, da, enc->sel, M, H, -1));
+}
+
+int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
+                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
+                       char *err) {
+    return me_encoder_forward_rows(enc, ids, types, mask, B, T, train, seed, 0, NULL, 0, out, err);
+}
+
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
-                            int B, int T, int train, uint64_t seed, uint64_t row0, float *out, char *err) {
+                            int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
+                            int nread, float *out, char *err) {
     /* ModernBERT has no token type embeddings: its token types are not read */
     int st = validate_inputs(enc, ids, enc->mb ? NULL : types, mask, B, T, err);
     if (st) return st;
@@ -446,8 +577,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     if (st) return st;
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
-    const int N = B * T, H = c->hidden_size, E = c->embedding_size, I = c->intermediate_size,
-              NH = c->num_heads, HS = H / NH;
+    const int N = B * T, H = c->hidden_size, E = c->embedding_size, NH = c->num_heads, HS = H / NH;
     const float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attention_dropout : 0.0f;
     float *P = enc->params;
     enc->has_forward = 0;
@@ -456,6 +586,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     enc->train = train;
     enc->seed = seed;
     enc->row0 = row0;
+    enc->M = N;
     if (enc->mb) {
         st = me_modernbert_forward(enc, ids, mask, out, err);
         enc->has_forward = st == ME_OK;
@@ -476,6 +607,27 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
             for (int t = 0; t < T; t++) pos[b * T + t] = t;
         }
     }
+    if (train) { /* the embedding rows this batch touches (their gradients' norm is all that is nonzero) */
+        int32_t *rows = enc->host_ints + N;
+        enc->nrows[0] = distinct_rows(ids, N, c->pad_token_id, enc->seen, rows);
+        enc->nrows[1] = c->position_biased_input && !c->frozen_positions
+                            ? distinct_rows(pos, N, roberta_positions(c) ? c->pad_token_id : -1, enc->seen, rows + N)
+                            : 0;
+        enc->nrows[2] = c->type_vocab_size > 0 ? distinct_rows(types, N, -1, enc->seen, rows + 2 * N) : 0;
+        be->to_device(enc->rows, rows, sizeof(int32_t) * 3 * N);
+    }
+    /* the last layer computes only the rows the caller reads (when it reads fewer than all) */
+    if (read_rows && nread < N && can_prune_rows(enc)) {
+        int32_t *qstart = enc->host_ints + 4 * N, *qpos = qstart + B + 1;
+        for (int b = 0, r = 0; b <= B; b++) {
+            qstart[b] = r;
+            while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
+        }
+        enc->M = nread;
+        be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
+        be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
+        be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
+    }
     be->to_device(enc->ids, ids, sizeof(int32_t) * N);
     be->to_device(enc->pos, pos, sizeof(int32_t) * N);
     be->to_device(enc->mask, mask, sizeof(int32_t) * N);
@@ -486,67 +638,76 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     if (c->relative_buckets) { /* MPNet: one bias [NH,T,T] for every layer */
         me_mpnet_buckets(enc->host_ints, T);
         be->to_device(enc->buckets, enc->host_ints, sizeof(int32_t) * (2 * (size_t)T - 1));
-        be->relbias_forward(enc->relbias, P + enc->relb, enc->buckets, T, NH);
+        ME_TIMED(ME_PHASE_ATTENTION, be->relbias_forward(enc->relbias, P + enc->relb, enc->buckets, T, NH));
     }
-    if (enc->deb) me_deberta_prepare(enc, enc->host_ints);
+    if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_prepare(enc, enc->host_ints));
 
     /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
-    be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
-    if (c->type_vocab_size > 0)
-        be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
-    if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1);
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
+             if (c->type_vocab_size > 0) be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
+             if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1));
     if (enc->deb) { /* DeBERTa: projection (no bias), LayerNorm over H, the mask, dropout */
         const float *ln_in = enc->emb_sum;
         if (enc->has_proj) {
-            be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, N, E, H);
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, N, E, H));
             ln_in = enc->emb_proj;
         }
-        be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, ln_in, P + enc->eln_w,
-                              P + enc->eln_b, N, H, c->layer_norm_eps);
-        be->mask_rows_forward(enc->emb_ln, enc->mask, N, H);
-        be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * H, ph, seed, me_encoder_rows_site(enc, SITE_EMB, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, ln_in, P + enc->eln_w,
+                                       P + enc->eln_b, N, H, c->layer_norm_eps);
+                 be->mask_rows_forward(enc->emb_ln, enc->mask, N, H);
+                 be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * H, ph, seed,
+                                     me_encoder_rows_site(enc, SITE_EMB, H)));
     } else {
-        be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
-                              P + enc->eln_b, N, E, c->layer_norm_eps);
-        be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed, me_encoder_rows_site(enc, SITE_EMB, E));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
+                                       P + enc->eln_b, N, E, c->layer_norm_eps);
+                 be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed,
+                                     me_encoder_rows_site(enc, SITE_EMB, E)));
         if (enc->has_proj)
-            be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H);
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H));
     }
 
-    /* DistilBERT has no dropout after the attention output projection, ALBERT none after the FFN */
-    const float p_att_out = c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph;
-    const float p_ffn_out = c->family == ME_FAMILY_ALBERT ? 0.0f : ph;
     const float *x = enc->x0;
     for (int l = 0; l < enc->napps; l++) {
+        if (l == enc->napps - 1 && enc->M < N) {
+            last_layer_forward_rows(enc, x, ph, pa, seed);
+            x = enc->la[l].h2;
+            break;
+        }
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
         MeLayerActs *a = &enc->la[l];
-        be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
         if (enc->deb)
-            me_deberta_attention_forward(enc, l, pa, ph, seed, SITE(l, SITE_ATT) + row0 * NH,
-                                         SITE(l, SITE_REL));
+            ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, pa, ph, seed, SITE(l, SITE_ATT) + row0 * NH,
+                                                                      SITE(l, SITE_REL)));
         else if (c->relative_buckets)
-            be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
-                                       1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
-                                       SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
+            ME_TIMED(ME_PHASE_ATTENTION,
+                     be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
+                                                1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                                SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
         else
-            be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
-                                  SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch);
-        be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H);
-        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_att_out, seed,
-                            me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
-        be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
-        be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
-                              c->layer_norm_eps);
-        be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, N, H, I);
-        be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
-        be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, N, I, H);
-        be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_ffn_out, seed,
-                            me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
-        be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
-        be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
-                              c->layer_norm_eps);
+            ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
+                                                               seed, SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_att_out(c, ph), seed,
+                                     me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
+                 be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
+                 be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
+                                       c->layer_norm_eps));
+        ffn_forward(enc, o, a, N);
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_ffn_out(c, ph), seed,
+                                     me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+                 be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
+                 be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
+                                       c->layer_norm_eps));
         if (l == 0 && c->conv_kernel_size > 0)
-            me_deberta_conv_forward(enc, enc->x0, a->h2, ph, me_encoder_rows_site(enc, SITE(0, SITE_CONV), H));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_forward(enc, enc->x0, a->h2, ph,
+                                                                   me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
         x = layer_output(enc, l);
     }
     if (out) be->to_host(out, x, sizeof(float) * (size_t)N * H);
@@ -569,14 +730,60 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
     enc->be->to_device(enc->d_h, dout, sizeof(float) * (size_t)enc->B * enc->T * enc->cfg.hidden_size);
-    return me_encoder_backward_device(enc, err);
+    return me_encoder_backward_device(enc, NULL, err);
 }
 
-int me_encoder_backward_device(MeEncoder *enc, char *err) {
+void me_encoder_zero_grad(MeEncoder *enc) {
+    if (enc->grads_zero) return;
+    enc->be->zero(enc->grads, enc->nfloats * sizeof(float));
+    enc->grads_zero = 1;
+}
+
+/* Weight set s's gradients are complete once its first application's backward has run. */
+static int first_application(const MeEncoder *enc, int l) {
+    for (int k = 0; k < l; k++)
+        if (enc->app_set[k] == enc->app_set[l]) return 0;
+    return 1;
+}
+
+/* The sum of squares of the gradients outside the layer weight sets, after the backward: the
+ * embedding tables at the rows this batch used (zero elsewhere), the dense tensors between the
+ * tables and the first set (LayerNorm, projection), and those after the last set (MPNet's bias
+ * table, DeBERTa's relative embeddings, projections and convolution) up to ntrain. */
+static double outer_sum_squares(const MeEncoder *enc) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const float *G = enc->grads;
+    const int N = enc->B * enc->T, E = c->embedding_size, H = c->hidden_size;
+    const int wpe = c->position_biased_input && !c->frozen_positions, wtt = c->type_vocab_size > 0;
+    size_t tables_end = enc->wte + (size_t)c->vocab_size * E;
+    if (wpe && enc->wpe + (size_t)c->max_position_embeddings * E > tables_end)
+        tables_end = enc->wpe + (size_t)c->max_position_embeddings * E;
+    if (wtt && enc->wtt + (size_t)c->type_vocab_size * E > tables_end)
+        tables_end = enc->wtt + (size_t)c->type_vocab_size * E;
+    const size_t sets_begin = enc->lo[0].qkv_w, sets_end = enc->lo[enc->nsets - 1].ln2_b + H;
+    double s = be->sum_squares(G + tables_end, sets_begin - tables_end) +
+               be->sum_squares(G + sets_end, enc->ntrain - sets_end) +
+               be->sum_squares_rows(G + enc->wte, enc->rows, enc->nrows[0], E);
+    if (wpe) s += be->sum_squares_rows(G + enc->wpe, enc->rows + N, enc->nrows[1], E);
+    if (wtt) s += be->sum_squares_rows(G + enc->wtt, enc->rows + 2 * N, enc->nrows[2], E);
+    return s;
+}
+
+int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
-    if (enc->mb) return me_modernbert_backward(enc, err);
+    if (grad_sumsq && !(enc->grads_zero && enc->train))
+        return me_error(err, ME_ERR_RUNTIME, "the gradient norm of a backward needs zeroed gradients and a "
+                        "train-mode forward");
+    enc->grads_zero = 0;
     const MeBackend *be = enc->be;
+    if (enc->mb) { /* ModernBERT: its own loop; the norm in one pass after it */
+        int st = me_modernbert_backward(enc, err);
+        if (!st && grad_sumsq)
+            ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(enc->grads, enc->ntrain));
+        return st;
+    }
     const MeEncoderConfig *c = &enc->cfg;
     const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,
               I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
@@ -586,10 +793,9 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
     const float *P = enc->params;
     float *G = enc->grads;
     float *dh = enc->d_h, *da = enc->d_a, *db = enc->d_b;
-    const float p_att_out = c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph;
-    const float p_ffn_out = c->family == ME_FAMILY_ALBERT ? 0.0f : ph;
+    const float pao = p_att_out(c, ph), pfo = p_ffn_out(c, ph);
 
-    if (enc->deb) me_deberta_backward_begin(enc);
+    if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_begin(enc));
     /* Applications in reverse: a shared weight set's gradients arrive last use first, the
      * order in which PyTorch's autograd accumulates them. */
     for (int l = enc->napps - 1; l >= 0; l--) {
@@ -597,81 +803,101 @@ int me_encoder_backward_device(MeEncoder *enc, char *err) {
         const MeLayerActs *a = &enc->la[l];
         const float *x = l ? layer_output(enc, l - 1) : enc->x0;
         if (l == 0 && c->conv_kernel_size > 0) { /* dh: d(conv_out) -> d(layer 0's output) */
-            me_deberta_conv_backward(enc, da, dh, enc->x0, db, ph,
-                                     me_encoder_rows_site(enc, SITE(0, SITE_CONV), H));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_backward(enc, da, dh, enc->x0, db, ph,
+                                                                    me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
             float *t = dh;
             dh = da;
             da = t;
         }
-        /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
-        be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
-                               P + o->ln2_w, N, H, 0);
-        be->dropout_backward(db, da, (size_t)N * H, p_ffn_out, seed,
-                             me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
-        be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation);
-        float *dff = enc->d_ff;
-        be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H,
-                            0);
-        be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation);
-        /* d(h1) = d(r2) + dff @ W1 */
-        be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1);
-        /* h1 = LN1(r1), r1 = dropout(att_out) + x */
-        be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
-                               P + o->ln1_w, N, H, 0);
-        be->dropout_backward(da, db, (size_t)N * H, p_att_out, seed,
-                             me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
-        be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0);
-        if (enc->deb) {
-            me_deberta_attention_backward(enc, l, dh, pa, ph, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
-                                          SITE(l, SITE_REL));
-        } else if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
-            be->attention_bias_backward(enc->d_qkv, enc->d_scores, dh, a->qkv, a->probs, enc->mask,
-                                        1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
-                                        SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
-            be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH);
+        if (l == enc->napps - 1 && enc->M < N) {
+            last_layer_backward_rows(enc, x, dh, da, db, ph, pa, seed);
         } else {
-            be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa,
-                                   seed, SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+            /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
+                                            P + o->ln2_w, N, H, 0);
+                     be->dropout_backward(db, da, (size_t)N * H, pfo, seed,
+                                          me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+                     be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
+            float *dff = enc->d_ff;
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H, 0));
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation));
+            /* d(h1) = d(r2) + dff @ W1 */
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1));
+            /* h1 = LN1(r1), r1 = dropout(att_out) + x */
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
+                                            P + o->ln1_w, N, H, 0);
+                     be->dropout_backward(da, db, (size_t)N * H, pao, seed,
+                                          me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0));
+            if (enc->deb) {
+                ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, dh, pa, ph, seed,
+                                                                           SITE(l, SITE_ATT) + enc->row0 * NH,
+                                                                           SITE(l, SITE_REL)));
+            } else if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
+                ME_TIMED(ME_PHASE_ATTENTION,
+                         be->attention_bias_backward(enc->d_qkv, enc->d_scores, dh, a->qkv, a->probs, enc->mask,
+                                                     1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                                     SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+                         be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH));
+            } else {
+                ME_TIMED(ME_PHASE_ATTENTION,
+                         be->attention_backward(enc->d_qkv, dh, a->qkv, a->probs, enc->mask, B, T, NH, HS, pa, seed,
+                                                SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
+            }
+            /* d(x) = d(r1) + dqkv @ Wqkv */
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w,
+                                                        N, H, 3 * H, 1));
         }
-        /* d(x) = d(r1) + dqkv @ Wqkv */
-        be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w, N, H,
-                            3 * H, 1);
+        /* this weight set's gradients are complete (and still in cache): add their squares */
+        if (grad_sumsq && first_application(enc, l))
+            ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G + o->qkv_w, o->ln2_b + H - o->qkv_w));
         float *t = dh;
         dh = db;
         db = t;
     }
     /* dh holds d(x0) (plus the ConvLayer's share) */
     float *dln;
-    if (c->conv_kernel_size > 0) be->add_forward(dh, dh, enc->deb->conv_dx, (size_t)N * H);
+    if (c->conv_kernel_size > 0) ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(dh, dh, enc->deb->conv_dx, (size_t)N * H));
     if (enc->deb) {
-        me_deberta_backward_end(enc);
-        be->dropout_backward(dh, dh, (size_t)N * H, ph, seed, me_encoder_rows_site(enc, SITE_EMB, H));
-        be->mask_rows_backward(dh, enc->mask, N, H);
-        be->layernorm_backward(da, G + enc->eln_w, G + enc->eln_b, dh,
-                               enc->has_proj ? enc->emb_proj : enc->emb_sum, enc->emb_mean,
-                               enc->emb_rstd, P + enc->eln_w, N, H, 0);
+        ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_end(enc));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_backward(dh, dh, (size_t)N * H, ph, seed, me_encoder_rows_site(enc, SITE_EMB, H));
+                 be->mask_rows_backward(dh, enc->mask, N, H);
+                 be->layernorm_backward(da, G + enc->eln_w, G + enc->eln_b, dh,
+                                        enc->has_proj ? enc->emb_proj : enc->emb_sum, enc->emb_mean,
+                                        enc->emb_rstd, P + enc->eln_w, N, H, 0));
         dln = da;
         if (enc->has_proj) {
-            be->matmul_backward(db, G + enc->proj_w, NULL, da, enc->emb_sum, P + enc->proj_w, N, E, H, 0);
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(db, G + enc->proj_w, NULL, da, enc->emb_sum, P + enc->proj_w, N, E, H, 0));
             dln = db;
         }
     } else {
         float *demb = dh;
         if (enc->has_proj) {
-            be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln, P + enc->proj_w,
-                                N, E, H, 0);
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln,
+                                                        P + enc->proj_w, N, E, H, 0));
             demb = da;
         }
         dln = demb == da ? dh : da;
-        be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, me_encoder_rows_site(enc, SITE_EMB, E));
-        be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
-                               enc->emb_rstd, P + enc->eln_w, N, E, 0);
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, me_encoder_rows_site(enc, SITE_EMB, E));
+                 be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
+                                        enc->emb_rstd, P + enc->eln_w, N, E, 0));
     }
     int word_pad = c->pad_token_id;
     int pos_pad = roberta_positions(c) ? c->pad_token_id : -1;
-    be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
-    if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
-    if (!c->frozen_positions && c->position_biased_input)
-        be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad);
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
+             if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
+             if (!c->frozen_positions && c->position_biased_input)
+                 be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad));
+    if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += outer_sum_squares(enc));
     return be->status(err);
 }

@@ -108,9 +108,16 @@ typedef struct MeEncoder {
                                   (DeBERTa: a layer's bias [B,NH,T,T], then its gradient) */
     float *emb_proj;           /* DeBERTa with embedding_size != hidden_size: the projection, LN's input */
     int32_t *buckets;          /* MPNet: the bucket of each relative position [2T - 1] */
-    int32_t *host_ints; /* host staging for position ids */
-    size_t host_ints_cap;
     struct MeModernBert *mb; /* ModernBERT's offsets and activations (NULL for the other families) */
+    int32_t *host_ints; /* host staging: position ids [N] | the distinct rows below [3N] */
+    size_t host_ints_cap;
+    int32_t *rows;      /* device: distinct ids, positions, token types of a train-mode forward [3N] */
+    int nrows[3];
+    uint8_t *seen;      /* host scratch for finding distinct rows (max table size bytes, all 0) */
+    int grads_zero;     /* the gradient buffer is all zero (nothing accumulated since it was cleared) */
+    int M;              /* rows the last layer computed (N = B*T unless the caller reads fewer) */
+    int32_t *sel, *qstart, *qpos; /* device: those rows [M], per sentence their start [B+1] and position [M] */
+    float *xs;          /* the last layer's input at those rows [M, H] */
 } MeEncoder;
 
 /* The parameter table a config implies (names, shapes, offsets; *nfloats the buffer length) without
@@ -128,10 +135,16 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
                        const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
                        char *err);
 
-/* Forward of rows row0 .. row0 + B - 1 of a larger batch padded to the same T (a data-parallel
- * shard): dropout keeps exactly the units that the whole batch's forward keeps in those rows. */
+/* The same for rows row0 .. row0 + B - 1 of a larger batch padded to the same T (a data-parallel
+ * shard): dropout keeps exactly the units that the whole batch's forward keeps in those rows.
+ * read_rows (host, may be NULL): the rows b*T + t of the last hidden state the caller will read,
+ * ascending, nread of them; with fewer than B*T the last layer computes only those rows (its
+ * keys and values still from every row) and the other rows of the output are zero. Exact: the
+ * read rows are what the full layer gives, up to the order of float additions. Families whose
+ * attention is not the plain one (MPNet, DeBERTa, ModernBERT) compute every row. */
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
-                            int B, int T, int train, uint64_t seed, uint64_t row0, float *out, char *err);
+                            int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
+                            int nread, float *out, char *err);
 
 /* Checks the sizes every family needs (vocabulary, hidden, layers, heads, intermediate, positions
  * all > 0); ME_ERR_VALUE naming the field otherwise. */
@@ -146,8 +159,15 @@ uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width);
  * parameter gradients accumulate into enc->grads. */
 int me_encoder_backward(MeEncoder *enc, const float *dout, char *err);
 
-/* Backward when dL/d(last hidden state) is already in me_encoder_grad_output(). */
-int me_encoder_backward_device(MeEncoder *enc, char *err);
+/* Backward when dL/d(last hidden state) is already in me_encoder_grad_output(). With grad_sumsq
+ * (only after a train-mode forward, on zeroed gradients): adds the sum of squares of the
+ * gradients to *grad_sumsq, each layer weight set's right after its gradients are complete (while
+ * they are in cache) and only the rows of the embedding tables this batch used (the others are
+ * zero); ModernBERT's in one pass after its backward. */
+int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err);
+
+/* Set the gradients to zero (nothing to do when they are: grads_zero). */
+void me_encoder_zero_grad(MeEncoder *enc);
 
 /* Device buffer [B*T, H] that me_encoder_backward_device reads (NULL before a forward). */
 float *me_encoder_grad_output(MeEncoder *enc);

@@ -1,9 +1,16 @@
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#endif
 #include "model/model.h"
 
+#include "model/profile.h"
+
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SITE_COMBINE_DROPOUT (1ULL << 62)
 
@@ -62,6 +69,8 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     if (!m) return me_error(err, ME_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
     m->be = be;
+    const char *sched = getenv("MULTIENC_LM_SCHEDULE");
+    m->side_fixed = sched && !strcmp(sched, "sequential") ? 0 : sched && !strcmp(sched, "side-by-side") ? 1 : -1;
     m->n = n;
     m->C = cfg->num_classes;
     int failed = 0;
@@ -137,6 +146,7 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         m->adam_m = be->alloc(m->nfloats * sizeof(float));
         m->adam_v = be->alloc(m->nfloats * sizeof(float));
         failed = !m->params || !m->grads || !m->adam_m || !m->adam_v;
+        m->grads_zero = 1;
     }
     if (failed) {
         me_model_free(m);
@@ -219,13 +229,171 @@ static size_t carve(MeModel *m, float *base, const MeLmInput *in, int B, int K) 
 static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char *err) {
     size_t need = carve(m, NULL, in, B, K);
     if (need > m->ws_floats) {
+        /* grow by half at least: batches of growing length reallocate (and clear) a few times, not each time */
+        size_t grow = m->ws_floats + m->ws_floats / 2 > need ? m->ws_floats + m->ws_floats / 2 : need;
         if (m->ws) m->be->release(m->ws);
-        m->ws = m->be->alloc(need * sizeof(float));
-        m->ws_floats = m->ws ? need : 0;
+        m->ws = m->be->alloc(grow * sizeof(float));
+        m->ws_floats = m->ws ? grow : 0;
         if (!m->ws) return me_error(err, ME_ERR_NOMEM, "out of memory for the head's activations");
     }
     carve(m, m->ws, in, B, K);
     return ME_OK;
+}
+
+/* ------------------------------------------------------- the LMs' schedule
+ * With n >= 2 LMs and T >= 2 threads the LMs can run side by side: LM i on team i % t of
+ * t = min(n, T) teams of T / t threads each, all at once, rather than one after another on all
+ * T threads. Side by side each GEMM packs its weights once instead of once per thread and no
+ * thread waits at the end of each small op; but the slowest LM sets the pace, so with LMs of
+ * unequal size one after another can win. The model measures: its first forwards alternate
+ * between the two (LM_PROBES each), timing the LMs per unit of work, and it keeps the faster
+ * (MULTIENC_LM_SCHEDULE=sequential or =side-by-side at creation fixes one). The results are the
+ * same bits either way: every op's partition of work is fixed by the thread count of its team,
+ * and no op's result depends on that count. */
+#define LM_PROBES 3
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Multiply-adds of the LMs' forward (proportional to their time). */
+static double lm_work(const MeModel *m, const MeLmInput *in, int B) {
+    double w = 0.0;
+    for (int i = 0; i < m->n; i++) {
+        const MeEncoderConfig *c = &m->lms[i]->cfg;
+        const double N = (double)B * in[i].T, H = c->hidden_size;
+        w += c->num_layers * N * (4.0 * H * H + 2.0 * H * c->intermediate_size + 2.0 * in[i].T * H);
+    }
+    return w;
+}
+
+/* Side by side needs several LMs, several threads and the CPU backend (a GPU backend has one
+ * stream and one BLAS handle, not to be driven from several threads at once). */
+static int can_run_side_by_side(const MeModel *m) {
+    return m->n >= 2 && omp_get_max_threads() >= 2 && m->be == me_cpu_backend();
+}
+
+/* 1: side by side for this call, 0: one after another. */
+static int lm_schedule(const MeModel *m) {
+    if (!can_run_side_by_side(m) || m->side_fixed == 0) return 0;
+    if (m->side_fixed == 1) return 1;
+    return m->probes[1] < m->probes[0] ? 1 : m->probes[0] < LM_PROBES ? 0 : m->seconds[0] * m->work[1] >
+                                                                             m->seconds[1] * m->work[0];
+}
+
+static void record_schedule(MeModel *m, int side, double seconds, double work) {
+    if (m->side_fixed >= 0 || m->probes[side] >= LM_PROBES || !can_run_side_by_side(m)) return;
+    m->probes[side]++;
+    m->seconds[side] += seconds;
+    m->work[side] += work;
+}
+
+const char *me_model_lm_schedule(const MeModel *m) {
+    if (!can_run_side_by_side(m))
+        return m->be != me_cpu_backend() ? "one language model at a time (a GPU backend runs one stream)"
+                                         : "one language model at a time (one LM or one thread)";
+    if (m->side_fixed >= 0)
+        return m->side_fixed ? "side by side (MULTIENC_LM_SCHEDULE)" : "one after another (MULTIENC_LM_SCHEDULE)";
+    if (m->probes[0] < LM_PROBES || m->probes[1] < LM_PROBES) return "not measured yet";
+    return lm_schedule(m) ? "side by side (measured faster)" : "one after another (measured faster)";
+}
+
+typedef int (*LmTask)(void *ctx, int i, char *err);
+
+/* task(ctx, i) for every LM i (those flagged in active, when given) on the chosen schedule; the
+ * first failure's status and message. */
+static int run_lms(MeModel *m, int side, const int *active, LmTask task, void *ctx, char *err) {
+    int list[64], k = 0;
+    for (int i = 0; i < m->n; i++)
+        if (!active || active[i]) list[k++] = i;
+    if (!side || k < 2) {
+        for (int j = 0; j < k; j++) {
+            int st = task(ctx, list[j], err);
+            if (st) return st;
+        }
+        return ME_OK;
+    }
+    const int nt = omp_get_max_threads(), teams = k < nt ? k : nt, per = nt / teams;
+    if (per > 1 && omp_get_max_active_levels() < 2) omp_set_max_active_levels(2);
+    int status = ME_OK;
+#pragma omp parallel num_threads(teams)
+    {
+        omp_set_num_threads(per); /* this team's ops partition their work for its own threads */
+        char e[ME_ERRLEN];
+        for (int j = omp_get_thread_num(); j < k; j += teams) {
+            int st = task(ctx, list[j], e);
+            if (st) {
+#pragma omp critical(me_lm_failure)
+                if (status == ME_OK) {
+                    status = st;
+                    memcpy(err, e, ME_ERRLEN);
+                }
+                break;
+            }
+        }
+    }
+    return status;
+}
+
+typedef struct {
+    MeModel *m;
+    const MeLmInput *in;
+    int B, K, train;
+    uint64_t seed, row0;
+} LmForward;
+
+/* LM i's forward and its pooling */
+static int lm_forward(void *ctx, int i, char *err) {
+    LmForward *f = ctx;
+    MeModel *m = f->m;
+    const MeBackend *be = m->be;
+    MeEncoder *enc = m->lms[i];
+    const MeLmInput *in = &f->in[i];
+    const int pr = m->cfg.pool_rows, N = f->B * in->T;
+    /* the hidden-state rows the pooling reads: the LM's last layer computes only those */
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    if (!rows) return me_error(err, ME_ERR_NOMEM, "out of memory");
+    int nrows = 0;
+    for (int b = 0; b < f->B; b++)
+        for (int t = 0; t < in->T; t++) {
+            const float *w = in->pool + (size_t)b * f->K * pr * in->T + t;
+            int read = 0;
+            for (int k = 0; k < f->K * pr && !read; k++) read = w[(size_t)k * in->T] != 0.0f;
+            if (read) rows[nrows++] = b * in->T + t;
+        }
+    int st = me_encoder_forward_rows(enc, in->ids, in->types, in->mask, f->B, in->T, f->train, lm_seed(f->seed, i),
+                                     f->row0, rows, nrows, NULL, err);
+    free(rows);
+    if (st) {
+        char tmp[ME_ERRLEN];
+        snprintf(tmp, sizeof tmp, "language model %d: %s", i + 1, err);
+        memcpy(err, tmp, ME_ERRLEN);
+        return st;
+    }
+    be->to_device(m->pool_w[i], in->pool, sizeof(float) * (size_t)f->B * f->K * pr * in->T);
+    /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
+    ME_TIMED(ME_PHASE_HEAD, be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], f->B, in->T,
+                                             f->K * pr, m->H[i] / pr));
+    return ME_OK;
+}
+
+typedef struct {
+    MeModel *m;
+    double *sumsq; /* [n] or NULL */
+} LmBackward;
+
+/* LM i's pooling backward and its backward into its zeroed gradient buffer */
+static int lm_backward(void *ctx, int i, char *err) {
+    LmBackward *b = ctx;
+    MeModel *m = b->m;
+    MeEncoder *enc = m->lms[i];
+    const int pr = m->cfg.pool_rows;
+    ME_TIMED(ME_PHASE_OPTIMIZER, me_encoder_zero_grad(enc));
+    ME_TIMED(ME_PHASE_HEAD, m->be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], m->B,
+                                                 enc->T, m->K * pr, m->H[i] / pr, 0));
+    return me_encoder_backward_device(enc, b->sumsq ? &b->sumsq[i] : NULL, err);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -279,22 +447,14 @@ int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const i
     m->row0 = row0;
     const float *Wt = m->params;
 
-    for (int i = 0; i < n; i++) {
-        MeEncoder *enc = m->lms[i];
-        st = me_encoder_forward_rows(enc, in[i].ids, in[i].types, in[i].mask, B, in[i].T, train,
-                                     lm_seed(seed, i), row0, NULL, err);
-        if (st) {
-            char tmp[ME_ERRLEN];
-            snprintf(tmp, sizeof tmp, "language model %d: %s", i + 1, err);
-            memcpy(err, tmp, ME_ERRLEN);
-            return st;
-        }
-        m->lm_T[i] = in[i].T;
-        const int pr = m->cfg.pool_rows;
-        be->to_device(m->pool_w[i], in[i].pool, sizeof(float) * (size_t)B * K * pr * in[i].T);
-        /* [B*K*pr, H/pr] rows, read from here on as [B*K, H] */
-        be->pool_forward(m->pooled[i], me_encoder_output(enc), m->pool_w[i], B, in[i].T, K * pr, m->H[i] / pr);
-    }
+    LmForward fw = {m, in, B, K, train, seed, row0};
+    m->side_now = lm_schedule(m);
+    double t0 = now_seconds();
+    st = run_lms(m, m->side_now, NULL, lm_forward, &fw, err);
+    if (st) return st;
+    record_schedule(m, m->side_now, now_seconds() - t0, lm_work(m, in, B));
+    for (int i = 0; i < n; i++) m->lm_T[i] = in[i].T;
+    uint64_t t_head = me_profile_begin();
 
     const int ln = m->cfg.use_layer_norm && m->cfg.combine != ME_COMBINE_NONE;
     switch (m->cfg.combine) {
@@ -365,6 +525,7 @@ int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const i
         }
         if (loss) be->to_host(loss, m->loss, sizeof(float));
     }
+    me_profile_end(ME_PHASE_HEAD, t_head);
     if (outputs && C > 0) be->to_host(outputs, m->logits, sizeof(float) * (size_t)R * C);
     if (alpha && (m->cfg.combine == ME_COMBINE_DME || m->cfg.combine == ME_COMBINE_MEAN))
         be->to_host(alpha, m->alpha, sizeof(float) * (size_t)n * R);
@@ -374,13 +535,16 @@ int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const i
 
 /* --------------------------------------------------------------- backward */
 
-int me_model_backward(MeModel *m, const int *trainable, char *err) {
-    int st = me_model_backward_head(m, trainable, 1.0f, err);
-    for (int i = 0; !st && i < m->n; i++) st = me_model_backward_lm(m, i, err);
-    return st;
+static void zero_head_grads(MeModel *m) {
+    if (m->grads_zero) return;
+    m->be->zero(m->grads, m->nfloats * sizeof(float));
+    m->grads_zero = 1;
 }
 
-int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, char *err) {
+/* The head's backward into its zeroed gradient buffer (the loss's gradient times grad_scale) and
+ * the gradients at the pooled LM outputs; with grad_sumsq, the sum of squares of the head's
+ * gradients is added to it. */
+static int backward_head(MeModel *m, const int *trainable, float grad_scale, double *grad_sumsq, char *err) {
     if (!m->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
     /* Backward reads each trainable LM's last forward. Another model or Encoder.forward (possibly
@@ -397,8 +561,10 @@ int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, c
     const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
     const float *Wt = m->params;
     float *G = m->grads;
-    be->zero(G, m->nfloats * sizeof(float));
+    ME_TIMED(ME_PHASE_OPTIMIZER, zero_head_grads(m));
     for (int i = 0; i < n; i++) m->trainable_now[i] = trainable[i];
+    m->grads_zero = 0;
+    uint64_t t_head = me_profile_begin();
     if (m->cfg.task == ME_TASK_CRF)
         be->crf_backward(m->d_logits, G + m->crf_trans, G + m->crf_start, G + m->crf_end, m->crf_scratch, m->logits,
                          m->targets_i, m->lengths_i, Wt + m->crf_trans, Wt + m->crf_start, Wt + m->crf_end, B, K, C);
@@ -460,8 +626,14 @@ int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, c
         break;
     }
     }
+    me_profile_end(ME_PHASE_HEAD, t_head);
+    if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G, m->nfloats));
     m->head_backward = 1;
     return be->status(err);
+}
+
+int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, char *err) {
+    return backward_head(m, trainable, grad_scale, NULL, err);
 }
 
 int me_model_backward_lm(MeModel *m, int i, char *err) {
@@ -469,34 +641,60 @@ int me_model_backward_lm(MeModel *m, int i, char *err) {
         return me_error(err, ME_ERR_RUNTIME, "a language model's backward needs the head's backward first");
     if (i < 0 || i >= m->n) return me_error(err, ME_ERR_VALUE, "no language model %d (the model has %d)", i + 1, m->n);
     if (!m->trainable_now[i]) return ME_OK;
-    const MeBackend *be = m->be;
-    MeEncoder *enc = m->lms[i];
-    const int pr = m->cfg.pool_rows;
-    be->zero(enc->grads, enc->nfloats * sizeof(float));
-    be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], m->B, enc->T, m->K * pr,
-                      m->H[i] / pr, 0);
-    return me_encoder_backward_device(enc, err);
+    LmBackward bw = {m, NULL};
+    return lm_backward(&bw, i, err);
 }
 
+/* Backward into zeroed gradient buffers, the LMs on the last forward's schedule; with grad_sumsq,
+ * the sum of squares of every gradient computed (see me_encoder_backward_device) is added to it. */
+static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *err) {
+    int st = backward_head(m, trainable, 1.0f, grad_sumsq, err);
+    if (st) return st;
+    double sumsq[64] = {0};
+    LmBackward bw = {m, grad_sumsq ? sumsq : NULL};
+    st = run_lms(m, m->side_now, trainable, lm_backward, &bw, err);
+    if (st) return st;
+    for (int i = 0; grad_sumsq && i < m->n; i++) *grad_sumsq += sumsq[i];
+    return ME_OK;
+}
+
+/* The buffers go to the caller, who may write them (a data-parallel sum): not marked zero. */
 void me_model_zero_grads(MeModel *m, const int *trainable) {
     m->be->zero(m->grads, m->nfloats * sizeof(float));
+    m->grads_zero = 0;
     for (int i = 0; i < m->n; i++) {
         m->trainable_now[i] = trainable[i];
-        if (trainable[i]) m->be->zero(m->lms[i]->grads, m->lms[i]->nfloats * sizeof(float));
+        if (!trainable[i]) continue;
+        me_encoder_zero_grad(m->lms[i]);
+        m->lms[i]->grads_zero = 0;
     }
 }
+
+int me_model_backward(MeModel *m, const int *trainable, char *err) { return backward(m, trainable, NULL, err); }
 
 /* -------------------------------------------------------------- optimizer */
 
 static int ensure_moments(MeModel *m, int i, char *err) {
     if (m->lm_m[i]) return ME_OK;
-    size_t bytes = m->lms[i]->ntrain * sizeof(float);
+    /* the whole buffer's length, as me_model_adamw_state reports it (read_adamw / write_adamw copy
+       that many); AdamW updates the first ntrain, the frozen tail's moments stay zero */
+    size_t bytes = m->lms[i]->nfloats * sizeof(float);
     m->lm_m[i] = m->be->alloc(bytes);
     m->lm_v[i] = m->be->alloc(bytes);
     if (!m->lm_m[i] || !m->lm_v[i])
         return me_error(err, ME_ERR_NOMEM, "out of memory for the optimizer state of language model %d", i + 1);
     return ME_OK;
 }
+
+int me_model_prepare_training(MeModel *m, const int *trainable, char *err) {
+    for (int i = 0; i < m->n; i++) {
+        int st = trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        if (st) return st;
+    }
+    return ME_OK;
+}
+
+static int apply_update(MeModel *m, const MeOptimConfig *oc, double ss, double *grad_norm, char *err);
 
 int me_model_adamw_state(MeModel *m, int which, int allocate, float **first, float **second, size_t *numel,
                          int **step, char *err) {
@@ -531,9 +729,12 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
     if (loss) *loss = l;
     if (!isfinite(l))
         return me_error(err, ME_ERR_VALUE, "the loss is %s; no update was made", isnan(l) ? "NaN" : "infinite");
-    st = me_model_backward(m, oc->trainable, err);
+    st = me_model_prepare_training(m, oc->trainable, err);
     if (st) return st;
-    return me_model_update(m, oc, grad_norm, err);
+    double ss = 0.0;
+    st = backward(m, oc->trainable, &ss, err);
+    if (st) return st;
+    return apply_update(m, oc, ss, grad_norm, err);
 }
 
 int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char *err) {
@@ -548,35 +749,46 @@ int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char
     double ss = be->sum_squares(m->grads, m->nfloats);
     for (int i = 0; i < m->n; i++)
         if (oc->trainable[i]) ss += be->sum_squares(m->lms[i]->grads, m->lms[i]->ntrain);
+    return apply_update(m, oc, ss, grad_norm, err);
+}
+
+/* Clipping by the global norm sqrt(ss) and AdamW on every group, in one pass over each buffer
+ * that also zeroes the gradients; ME_ERR_VALUE without any change when the norm is not finite. */
+static int apply_update(MeModel *m, const MeOptimConfig *oc, double ss, double *grad_norm, char *err) {
+    const MeBackend *be = m->be;
     double norm = sqrt(ss);
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
         return me_error(err, ME_ERR_VALUE, "the gradient norm is %s; no update was made",
                         isnan(norm) ? "NaN" : "infinite");
+    float c = 1.0f;
     if (oc->max_grad_norm > 0) {
         /* torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), clamped to 1, always applied */
         double coef = oc->max_grad_norm / (norm + 1e-6);
-        float c = (float)(coef < 1.0 ? coef : 1.0);
-        be->scale(m->grads, m->nfloats, c);
-        for (int i = 0; i < m->n; i++)
-            if (oc->trainable[i]) be->scale(m->lms[i]->grads, m->lms[i]->ntrain, c);
+        c = (float)(coef < 1.0 ? coef : 1.0);
     }
+    /* one pass over each buffer: clipping, AdamW and zeroing the gradients for the next step */
+    uint64_t t0 = me_profile_begin();
     for (int i = 0; i < m->n; i++) {
         if (!oc->trainable[i]) continue;
         MeEncoder *enc = m->lms[i];
         m->lm_step[i]++;
-        /* frozen tensors (past ntrain) are not in the optimizer, as requires_grad=False ones */
+        /* frozen tensors (past ntrain) are not in the optimizer, as requires_grad=False ones; they get
+           no gradient, so theirs stays zero */
         be->adamw_update(enc->params, enc->grads, m->lm_m[i], m->lm_v[i], enc->ntrain, oc->lr[i], oc->beta1,
-                         oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i]);
+                         oc->beta2, oc->eps, oc->weight_decay[i], m->lm_step[i], c);
+        enc->grads_zero = 1;
     }
     m->step++;
     const int n = m->n;
     size_t ds = m->decoder_start;
     if (ds)
         be->adamw_update(m->params, m->grads, m->adam_m, m->adam_v, ds, oc->lr[n], oc->beta1, oc->beta2, oc->eps,
-                         oc->weight_decay[n], m->step);
+                         oc->weight_decay[n], m->step, c);
     be->adamw_update(m->params + ds, m->grads + ds, m->adam_m + ds, m->adam_v + ds, m->nfloats - ds,
-                     oc->lr[n + 1], oc->beta1, oc->beta2, oc->eps, oc->weight_decay[n + 1], m->step);
+                     oc->lr[n + 1], oc->beta1, oc->beta2, oc->eps, oc->weight_decay[n + 1], m->step, c);
+    m->grads_zero = 1;
+    me_profile_end(ME_PHASE_OPTIMIZER, t0);
     m->has_forward = 0; /* parameters changed: the stored activations are stale */
     m->head_backward = 0;
     return be->status(err);

@@ -62,7 +62,12 @@ typedef struct {
     int step;                   /* optimizer steps taken by the head */
     size_t *proj_w, *proj_b;    /* per LM (dme/mean) */
     size_t ln_w, ln_b, att_w, att_b, dec_w, dec_b, crf_trans, crf_start, crf_end;
-    float **lm_m, **lm_v;       /* AdamW moments per LM (allocated on first update) */
+    float **lm_m, **lm_v;       /* AdamW moments per LM (me_model_prepare_training, else the first update) */
+    int grads_zero;             /* the head's gradient buffer is all zero */
+    int side_fixed;             /* LMs side by side: -1 measure and choose, 0 never, 1 always */
+    int side_now;               /* the schedule of the last forward (its backward uses it too) */
+    int probes[2];              /* measured forwards per schedule (0 one after another, 1 side by side) */
+    double seconds[2], work[2]; /* their wall time and multiply-adds */
     int *lm_step;
     int *lm_T;                  /* each LM's length in this model's last forward */
 
@@ -115,6 +120,12 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
                         const void *targets, uint64_t seed, const MeOptimConfig *oc, float *outputs, float *loss,
                         double *grad_norm, char *err);
 
+/* How the model runs its LMs now (a sentence for logs and benchmarks). */
+const char *me_model_lm_schedule(const MeModel *m);
+
+/* Allocate (zero-filled, pages already mapped) the AdamW moments of the LMs flagged in trainable [n]
+ * that have none yet, so that the first step does not; a training step does it too. */
+int me_model_prepare_training(MeModel *m, const int *trainable, char *err);
 /* The AdamW state of `which` (-1: the head's buffer; 0..n-1: language model i), for saving and
  * restoring a training run: *first / *second its moment buffers on the backend (*numel floats
  * each; NULL for a language model never updated, unless `allocate` creates them zeroed) and

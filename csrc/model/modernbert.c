@@ -135,6 +135,7 @@ int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBa
     struct MeModernBert *mb = enc->mb;
     enc->params = be->alloc(enc->nfloats * sizeof(float));
     enc->grads = be->alloc(enc->nfloats * sizeof(float));
+    enc->grads_zero = 1; /* the backend's memory comes zero-filled */
     mb->zeros = be->alloc((size_t)H * sizeof(float));
     mb->sink = be->alloc((size_t)H * sizeof(float));
     if (!enc->params || !enc->grads || !mb->zeros || !mb->sink) {

@@ -133,7 +133,7 @@ static PyObject *Encoder_zero_grad(EncoderObject *self, PyObject *noargs) {
     const MeBackend *be = self->enc->be;
     char err[ME_ERRLEN] = {0};
     int st;
-    LOCKED_COMPUTE(self, be->zero(self->enc->grads, self->enc->nfloats * sizeof(float)); st = be->status(err));
+    LOCKED_COMPUTE(self, me_encoder_zero_grad(self->enc); st = be->status(err));
     if (st) return me_raise(st, err);
     Py_RETURN_NONE;
 }

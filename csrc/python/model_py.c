@@ -4,6 +4,7 @@
 #include "python/bindings.h"
 #include "common.h"
 #include "model/model.h"
+#include "model/profile.h"
 
 #include <stdlib.h>
 
@@ -352,7 +353,8 @@ static int parse_trainable(ModelObject *self, PyObject *o, int *out) {
     return 0;
 }
 
-static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
+/* fn(model, trainable, err) on the flags in arg, under every lock with the GIL released */
+static PyObject *call_with_trainable(ModelObject *self, PyObject *arg, int (*fn)(MeModel *, const int *, char *)) {
     if (!ready(self)) return NULL;
     int trainable[MAX_LMS];
     if (parse_trainable(self, arg, trainable)) return NULL;
@@ -360,11 +362,15 @@ static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
     int st;
     Py_BEGIN_ALLOW_THREADS
     lock_all(self);
-    st = me_model_backward(self->model, trainable, err);
+    st = fn(self->model, trainable, err);
     unlock_all(self);
     Py_END_ALLOW_THREADS
     if (st) return me_raise(st, err);
     Py_RETURN_NONE;
+}
+
+static PyObject *Model_backward(ModelObject *self, PyObject *arg) {
+    return call_with_trainable(self, arg, me_model_backward);
 }
 
 static int parse_doubles(PyObject *o, int n, double *out, const char *what) {
@@ -541,21 +547,12 @@ static PyObject *Model_backward_lm(ModelObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) {
-    if (!ready(self)) return NULL;
-    int trainable[64];
-    if (parse_trainable(self, arg, trainable)) return NULL;
-    char err[ME_ERRLEN] = {0};
-    int st;
-    Py_BEGIN_ALLOW_THREADS
-    lock_all(self);
-    me_model_zero_grads(self->model, trainable);
-    st = self->model->be->status(err);
-    unlock_all(self);
-    Py_END_ALLOW_THREADS
-    if (st) return me_raise(st, err);
-    Py_RETURN_NONE;
+static int zero_grads(MeModel *m, const int *trainable, char *err) {
+    me_model_zero_grads(m, trainable);
+    return m->be->status(err);
 }
+
+static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) { return call_with_trainable(self, arg, zero_grads); }
 
 static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"lr", "weight_decay", "trainable", "max_grad_norm", "beta1", "beta2", "eps", NULL};
@@ -584,6 +581,18 @@ static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds)
     return PyFloat_FromDouble(gnorm);
 }
 
+static PyObject *Model_prepare_training(ModelObject *self, PyObject *arg) {
+    return call_with_trainable(self, arg, me_model_prepare_training);
+}
+
+static PyObject *Model_lm_schedule(ModelObject *self, PyObject *noargs) {
+    if (!ready(self)) return NULL;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    PyObject *r = PyUnicode_FromString(me_model_lm_schedule(self->model));
+    PyThread_release_lock(self->lock);
+    return r;
+}
+
 static PyObject *Model_get_num_floats(ModelObject *self, void *c) {
     if (!ready(self)) return NULL;
     return PyLong_FromSize_t(self->model->nfloats);
@@ -605,6 +614,10 @@ static PyMethodDef Model_methods[] = {
      "int32 [B, K] (-1 past each length) when decode. lengths [B]: words per sentence (CRF; default K)."},
     {"backward", (PyCFunction)Model_backward, METH_O,
      "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
+    {"lm_schedule", (PyCFunction)Model_lm_schedule, METH_NOARGS,
+     "lm_schedule() -> how the language models run now: side by side, one after another, or not measured yet."},
+    {"prepare_training", (PyCFunction)Model_prepare_training, METH_O,
+     "prepare_training(trainable): allocate the optimizer state of the flagged LMs now, not in the first step."},
     {"read_adamw", (PyCFunction)Model_read_adamw, METH_VARARGS,
      "read_adamw(which, first, second) -> step: copy the AdamW moments of the head (which=-1) or of language "
      "model `which` into float32 arrays of its buffer's length; returns its update count."},
@@ -664,7 +677,34 @@ static PyObject *model_runs_on(PyObject *self, PyObject *args) {
     return PyBool_FromLong(me_model_check_backend(be, task, err) == ME_OK);
 }
 
+static PyObject *profile_ops(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    me_profile_enable(on);
+    Py_RETURN_NONE;
+}
+
+static PyObject *profile_read(PyObject *self, PyObject *noargs) {
+    double sec[ME_PHASE_COUNT];
+    me_profile_read(sec);
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < ME_PHASE_COUNT; i++) {
+        PyObject *v = PyFloat_FromDouble(sec[i]);
+        if (!v || PyDict_SetItemString(d, me_phase_names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef module_methods[] = {
+    {"profile_ops", profile_ops, METH_O,
+     "profile_ops(on): time the task model's backend calls by phase (process-wide; off by default)."},
+    {"profile_read", profile_read, METH_NOARGS,
+     "profile_read() -> {phase: seconds} summed since the last read (then reset)."},
     {"model_runs_on", model_runs_on, METH_VARARGS,
      "model_runs_on(device, task=0) -> bool: whether the backend of device ('cpu', 'cuda', 'cuda:N') has every "
      "op of a task model (encoders, pooling, combiner, head, loss, optimizer; task 2 = with a CRF). Reads the "

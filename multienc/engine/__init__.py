@@ -23,9 +23,10 @@ from multienc.engine.device import auto_device, check_device, cuda_available, re
 from multienc.engine.encoder import (Encoder, ModelConfigError, engine_config, hidden_dropout_key,  # noqa: E402
                                      read_config)
 from multienc.engine.native import build_info  # noqa: E402
+from multienc.engine.profiling import op_profile  # noqa: E402
 from multienc.engine.task_model import TaskModel  # noqa: E402
 from multienc.engine.tokenization import Encoding, Tokenizer, TokenizerFileError, spm_folder_tokenizer_json  # noqa: E402
 
 __all__ = ["Encoder", "ModelConfigError", "engine_config", "hidden_dropout_key", "read_config", "Tokenizer", "TokenizerFileError",
            "spm_folder_tokenizer_json",
-           "Encoding", "TaskModel", "auto_device", "check_device", "cuda_available", "resolve_device", "build_info"]
+           "Encoding", "TaskModel", "op_profile", "auto_device", "check_device", "cuda_available", "resolve_device", "build_info"]

@@ -118,6 +118,18 @@ class TaskModel:
         return self._c.forward(inputs, targets, train=train, seed=seed, embedding=embedding, lengths=lengths,
                                decode=decode)
 
+    def lm_schedule(self) -> str:
+        """How the language models run: side by side on shares of the threads or one after another
+        on all of them (the model times both on its first batches and keeps the faster; the
+        environment variable ``MULTIENC_LM_SCHEDULE=sequential`` / ``side-by-side`` at creation fixes
+        one), as a sentence."""
+        return self._c.lm_schedule()
+
+    def prepare_training(self, trainable: Sequence[bool]) -> None:
+        """Allocate the AdamW state of the language models flagged ``trainable`` now (zero-filled,
+        its memory already mapped) instead of inside the first training step."""
+        self._c.prepare_training(list(trainable))
+
     def train_step(self, inputs: Inputs, targets: np.ndarray, learning_rates: Sequence[float],
                    weight_decay: Sequence[float], trainable: Sequence[bool], seed: int = 0,
                    max_grad_norm: float = 5.0, lengths: Optional[np.ndarray] = None) -> Tuple[float, float]:

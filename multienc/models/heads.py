@@ -165,6 +165,11 @@ class TaskHead:
     def _targets(self, samples: Sequence) -> np.ndarray:
         return np.array([s.label for s in samples], np.int32)
 
+    def prepare_training(self) -> None:
+        """Allocate the optimizer state of the fine-tuned language models now rather than inside
+        the first training step (the trainer calls this before its first batch)."""
+        self.task_model.prepare_training([lm.fine_tune for lm in self.language_models])
+
     def train_step(self, samples: Sequence, learning_rates: Sequence[float], weight_decay: Sequence[float],
                    trainable: Sequence[bool], seed: int, max_grad_norm: float,
                    group: Optional[ProcessGroup] = None) -> Tuple[float, float]:

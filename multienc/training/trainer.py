@@ -543,6 +543,7 @@ class ModelTrainer:
         else:
             pos = resumed
         history = pos.history
+        model.prepare_training()
         interrupted: List[int] = []
         # Ctrl-C checkpoints one process's run; under mpirun it stops the job as before
         restore = self._catch_sigint(interrupted) if group is None else (lambda: None)

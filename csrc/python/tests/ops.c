@@ -181,6 +181,71 @@ static void attention_backward_run(OpCall *c) {
                               DIM(c, 1, 2) / (3 * NH), c->val[5].f, c->val[6].u, c->val[7].u, c->scratch);
 }
 
+/* Query rows of attention_rows_* (qstart argument qs [B+1] from 0 to M, positions argument qp [M]
+ * ascending within each sentence and below T). */
+static int check_query_rows(OpCall *c, int qs, int qp, int B, int T, int M) {
+    const int32_t *start = HOST_I32(c, qs), *pos = HOST_I32(c, qp);
+    if (DIM(c, qs, 0) != B + 1 || DIM(c, qp, 0) != M || start[0] != 0 || start[B] != M)
+        return op_fail("qstart must run from 0 to the number of query rows, qpos one per row");
+    for (int b = 0; b < B; b++)
+        for (int r = start[b]; r < start[b + 1]; r++)
+            if (r < 0 || r >= M || pos[r] < 0 || pos[r] >= T || (r > start[b] && pos[r] <= pos[r - 1]))
+                return op_fail("qpos: positions of a sentence must ascend within 0..T-1");
+    return 0;
+}
+
+/* attention_rows_forward(q [M, D], kv [B, T, 2D], mask [B, T], qstart [B+1], qpos [M], NH, p, seed, site)
+ * -> (ctx [M, D], probs [M*NH*T]) */
+static int attention_rows_forward_check(OpCall *c) {
+    const int M = DIM(c, 0, 0), D = DIM(c, 0, 1), B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[5].i;
+    if (NH <= 0 || D % NH || DIM(c, 1, 2) != 2 * D || DIM(c, 2, 0) != B || DIM(c, 2, 1) != T)
+        return op_fail("shape mismatch");
+    if (check_query_rows(c, 3, 4, B, T, M)) return -1;
+    c->scratch_bytes = sizeof(float) * BE(c)->attention_scratch_floats(B, T, NH, D / NH);
+    return op_result(c, 0, 2, M, D) || op_result(c, 1, 1, M * NH * T);
+}
+static void attention_rows_forward_run(OpCall *c) {
+    const int D = DIM(c, 0, 1), NH = c->val[5].i;
+    BE(c)->attention_rows_forward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), I32(c, 2), I32(c, 3), I32(c, 4),
+                                  DIM(c, 1, 0), DIM(c, 1, 1), NH, D / NH, c->val[6].f, c->val[7].u, c->val[8].u,
+                                  c->scratch);
+}
+
+/* attention_rows_backward(dctx [M, D], q, kv, probs, mask, qstart, qpos, NH, p, seed, site) -> (dq, dkv) */
+static int attention_rows_backward_check(OpCall *c) {
+    const int M = DIM(c, 1, 0), D = DIM(c, 1, 1), B = DIM(c, 2, 0), T = DIM(c, 2, 1), NH = c->val[7].i;
+    if (NH <= 0 || D % NH || DIM(c, 2, 2) != 2 * D || DIM(c, 4, 0) != B || DIM(c, 4, 1) != T ||
+        DIM(c, 0, 0) != M || DIM(c, 0, 1) != D || DIM(c, 3, 0) != M * NH * T)
+        return op_fail("shape mismatch");
+    if (check_query_rows(c, 5, 6, B, T, M)) return -1;
+    c->scratch_bytes = sizeof(float) * BE(c)->attention_scratch_floats(B, T, NH, D / NH);
+    return op_result(c, 0, 2, M, D) || op_result(c, 1, 3, B, T, 2 * D);
+}
+static void attention_rows_backward_run(OpCall *c) {
+    const int D = DIM(c, 1, 1), NH = c->val[7].i;
+    BE(c)->attention_rows_backward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), F(c, 2), F(c, 3), I32(c, 4), I32(c, 5),
+                                   I32(c, 6), DIM(c, 2, 0), DIM(c, 2, 1), NH, D / NH, c->val[8].f, c->val[9].u,
+                                   c->val[10].u, c->scratch);
+}
+
+/* dropout_rows(x [M, C], rows [M], p, seed, site, backward) -> y: dropout of rows `rows` of a tensor
+ * held compactly */
+static int dropout_rows_check(OpCall *c) {
+    if (DIM(c, 1, 0) != DIM(c, 0, 0)) return op_fail("one row index per row of x");
+    if (!(c->val[2].f >= 0.0f && c->val[2].f <= 1.0f)) return op_fail("p must be in [0, 1]");
+    return op_result(c, 0, 2, DIM(c, 0, 0), DIM(c, 0, 1));
+}
+static void dropout_rows_run(OpCall *c) {
+    (c->val[5].i ? BE(c)->dropout_rows_backward : BE(c)->dropout_rows_forward)(
+        OUT(c, 0), F(c, 0), I32(c, 1), DIM(c, 0, 0), DIM(c, 0, 1), c->val[2].f, c->val[3].u, c->val[4].u);
+}
+
+/* vexp / verf(x [n]) -> the CPU backend's vectorised exp / erf (host only) */
+static int vmath_check(OpCall *c) { return op_result(c, 0, 1, DIM(c, 0, 0)); }
+#define vexp_check vmath_check
+#define verf_check vmath_check
+static void vexp_run(OpCall *c) { me_vexp(OUT(c, 0), F(c, 0), (size_t)DIM(c, 0, 0)); }
+static void verf_run(OpCall *c) { me_verf(OUT(c, 0), F(c, 0), (size_t)DIM(c, 0, 0)); }
 /* ------------------------------------------------- rotary, gated unit, windowed attention */
 
 /* rope_forward / rope_backward(qkv [B, T, 3 * NH * HS], cos [T, HS/2], sin [T, HS/2], NH) -> the
@@ -561,7 +626,13 @@ static int no_check(OpCall *c) { return 0; }
 static void sum_squares_run(OpCall *c) { c->ret = BE(c)->sum_squares(F(c, 0), (size_t)DIM(c, 0, 0)); }
 static void scale_run(OpCall *c) { BE(c)->scale(F(c, 0), (size_t)DIM(c, 0, 0), c->val[1].f); }
 
-/* adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step) -> (p, m, v), updated copies */
+/* sum_squares_rows(x [V, C], rows [n]) -> sum of squares of those rows (distinct, in range) */
+static int sum_squares_rows_check(OpCall *c) { return ids_in_range(c, 1, DIM(c, 0, 0)); }
+static void sum_squares_rows_run(OpCall *c) {
+    c->ret = BE(c)->sum_squares_rows(F(c, 0), I32(c, 1), DIM(c, 1, 0), DIM(c, 0, 1));
+}
+
+/* adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step, grad_scale) -> (p, m, v, g), updated copies (g zeroed) */
 static int adamw_check(OpCall *c) {
     if (DIM(c, 1, 0) != DIM(c, 0, 0) || DIM(c, 2, 0) != DIM(c, 0, 0) || DIM(c, 3, 0) != DIM(c, 0, 0) ||
         c->val[9].i < 1)
@@ -570,7 +641,7 @@ static int adamw_check(OpCall *c) {
 }
 static void adamw_run(OpCall *c) {
     BE(c)->adamw_update(F(c, 0), F(c, 1), F(c, 2), F(c, 3), (size_t)DIM(c, 0, 0), c->val[4].d, c->val[5].d,
-                        c->val[6].d, c->val[7].d, c->val[8].d, c->val[9].i);
+                        c->val[6].d, c->val[7].d, c->val[8].d, c->val[9].i, c->val[10].f);
 }
 
 /* ---------------------------------------------------------------------------------- the table */
@@ -626,6 +697,19 @@ static OpDesc OPS[] = {
        ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "probs", 4), A(I32, "mask", 2), S(INT, "NH"),
             S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
        OUTS(R_F32), USING(USES(attention_backward))),
+    OP(attention_rows_forward, "-> (ctx, probs): attention for some query rows", 1,
+       ARGS(A(F32, "q", 2), A(F32, "kv", 3), A(I32, "mask", 2), A(I32, "qstart", 1), A(I32, "qpos", 1), S(INT, "NH"),
+            S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(attention_rows_forward))),
+    OP(attention_rows_backward, "-> (dq, dkv)", 1,
+       ARGS(A(F32, "dctx", 2), A(F32, "q", 2), A(F32, "kv", 3), A(F32, "probs", 1), A(I32, "mask", 2),
+            A(I32, "qstart", 1), A(I32, "qpos", 1), S(INT, "NH"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+       OUTS(R_F32, R_F32), USING(USES(attention_rows_backward))),
+    OP(dropout_rows, "-> dropout (or its backward) of rows `rows` of a tensor held compactly", 1,
+       ARGS(A(F32, "x", 2), A(I32, "rows", 1), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site"), S(BOOL, "backward")),
+       OUTS(R_F32), USING(USES(dropout_rows_forward), USES(dropout_rows_backward))),
+    OP(vexp, "-> the CPU backend's vectorised exp", 0, ARGS(A(F32, "x", 1)), OUTS(R_F32), USING({0})),
+    OP(verf, "-> the CPU backend's vectorised erf", 0, ARGS(A(F32, "x", 1)), OUTS(R_F32), USING({0})),
     {"ops_rope_forward", "-> qkv with q and k rotated", 1,
      ARGS(A(F32_INOUT, "qkv", 3), A(F32, "cos", 2), A(F32, "sin", 2), S(INT, "NH")), OUTS(R_ARG(0)),
      USING(USES(rope_forward)), rope_check, rope_forward_run, {0}},
@@ -701,12 +785,30 @@ static OpDesc OPS[] = {
      USING(USES(sum_squares)), no_check, sum_squares_run, {0}},
     {"ops_scale", "-> x * factor", 1, ARGS(A(F32_INOUT, "x", 1), S(FLOAT, "factor")), OUTS(R_ARG(0)),
      USING(USES(scale)), no_check, scale_run, {0}},
-    OP(adamw, "-> (p, m, v) after one AdamW step", 1,
-       ARGS(A(F32_INOUT, "p", 1), A(F32, "g", 1), A(F32_INOUT, "m", 1), A(F32_INOUT, "v", 1), S(DOUBLE, "lr"),
-            S(DOUBLE, "beta1"), S(DOUBLE, "beta2"), S(DOUBLE, "eps"), S(DOUBLE, "weight_decay"), S(INT, "step")),
-       OUTS(R_ARG(0), R_ARG(2), R_ARG(3)), USING(USES(adamw_update))),
+    {"ops_sum_squares_rows", "-> sum of squares of those rows", 1, ARGS(A(F32, "x", 2), A(I32, "rows", 1)),
+     OUTS(R_RET), USING(USES(sum_squares_rows)), sum_squares_rows_check, sum_squares_rows_run, {0}},
+    OP(adamw, "-> (p, m, v, g) after one AdamW step on g * grad_scale (g left zeroed)", 1,
+       ARGS(A(F32_INOUT, "p", 1), A(F32_INOUT, "g", 1), A(F32_INOUT, "m", 1), A(F32_INOUT, "v", 1), S(DOUBLE, "lr"),
+            S(DOUBLE, "beta1"), S(DOUBLE, "beta2"), S(DOUBLE, "eps"), S(DOUBLE, "weight_decay"), S(INT, "step"),
+            S(FLOAT, "grad_scale")),
+       OUTS(R_ARG(0), R_ARG(2), R_ARG(3), R_ARG(1)), USING(USES(adamw_update))),
+};
+
+/* cpu_level(cap=-1) -> the vector code level CPU kernels use (2 AVX-512, 1 AVX2, 0 baseline); a cap >= 0
+ * limits it from now on (tests compare the variants). Not an op: no arrays, no device. */
+static PyObject *cpu_level(PyObject *self, PyObject *args) {
+    int cap = -1;
+    if (!PyArg_ParseTuple(args, "|i", &cap)) return NULL;
+    return PyLong_FromLong(cap >= 0 ? me_cpu_set_level(cap) : me_cpu_level());
+}
+
+static PyMethodDef FUNCTIONS[] = {
+    {"cpu_level", cpu_level, METH_VARARGS,
+     "cpu_level(cap=-1) -> the vector code level in use (2 AVX-512, 1 AVX2, 0 baseline); cap limits it"},
+    {NULL, NULL, 0, NULL},
 };
 
 int me_register_test_ops(PyObject *module) {
+    if (PyModule_AddFunctions(module, FUNCTIONS) < 0) return -1;
     return me_register_ops(module, OPS, (int)(sizeof OPS / sizeof OPS[0]));
 }

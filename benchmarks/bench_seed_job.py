@@ -1,0 +1,278 @@
+"""The research project's own job: ELECTRA-base + RoBERTa-base tuned together with DME on CoLA.
+
+    python benchmarks/bench_seed_job.py [--sentences 1600] [--predict 1043] [--runs 3] [--threads T]
+    python benchmarks/run_all.py --only seed-job    # rewrite its section of RESULTS.md
+
+Models: the two base-size language models at their real shapes with random weights
+(``tools/make_seed_job_models.py``, run with the reference venv when the folders are missing;
+``--models DIR`` takes them from elsewhere): ELECTRA-base discriminator with the bert-base-uncased
+vocabulary and RoBERTa-base with its byte-level BPE. Data: the first ``--sentences`` sentences of
+the real CoLA training split (``../shared/data/glue/CoLA/train.tsv``) in file order, batches of 16,
+one epoch; prediction over the first ``--predict`` sentences of the CoLA dev split (all 1,043 by
+default), batches of 32.
+
+Both sides train the same model with the same settings: CLS vectors, per-LM projections to 768,
+DME (a linear score per LM, softmax across LMs, weighted sum), a linear decoder, cross-entropy;
+AdamW (weight decay 0.01) at 2e-5 for the LMs and 1e-3 for combiner and decoder (the seed's
+README), clipping at 5.0, the linear schedule with 10% warmup, hidden and attention dropout 0.1.
+multienc: ``ModelTrainer.train`` as users call it (no checkpoint file; the trainer needs a dev
+split, so both sides end the epoch with an evaluation of the first 64 dev sentences). PyTorch:
+HF ``AutoModel`` per LM with HF's fast tokenizers, fp32 eager, and bf16 autocast around the
+forward and the loss (fp32 weights, gradients and AdamW state), on the same threads. multienc
+trains in fp32 only (bf16 is issue 16's point 6, not built yet).
+
+Each (side, precision) runs in its own subprocess, ``--runs`` times in rotation; the table gives
+the median and every run (the machine may be shared: the load average is recorded with each
+run). Reported for multienc: sentences/s of the whole ``train`` call, seconds per step (median
+over the steps after the first), peak RSS, prediction sentences/s, and where a step's time goes
+(``multienc.engine.op_profile``: matrix products, attention, other element-wise ops, the head,
+the optimizer, the rest of the C step, and Python with tokenization). ``--json FILE`` writes
+every number.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEFAULT_MODELS = os.path.join(ROOT, "build", "seed-job-models")
+MODEL_NAMES = ("electra-base-discriminator-random", "roberta-base-random")
+LM_LR, HEAD_LR, WEIGHT_DECAY, MAX_GRAD_NORM, WARMUP, BATCH, EVAL_BATCH, DEV = 2e-5, 1e-3, 0.01, 5.0, 0.1, 16, 32, 64
+sys.path.insert(0, HERE)
+from bench_encoder import torch_python  # noqa: E402
+from bench_train import torch_dme  # noqa: E402
+from real_cola import COLA, read_cola  # noqa: E402
+
+
+def peak_rss_mib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_ours(args) -> dict:
+    """multienc through ModelTrainer.train, the C step timed per call and per op phase."""
+    from multienc.datasets import Corpus, Sentence
+    from multienc.encoders import LanguageModel, MultiEncoder
+    from multienc.engine import op_profile
+    from multienc.task_heads import TextClassifier
+    from multienc.trainer import ModelTrainer
+    import tempfile
+    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv")
+    to_predict = dv[0][:args.predict]
+    corpus = Corpus("CoLA (real files)", "Sentence classification", [Sentence(t, y) for t, y in zip(*tr)],
+                    [Sentence(t, y) for t, y in zip(dv[0][:DEV], dv[1][:DEV])],
+                    label_map={"not_acceptable": 0, "acceptable": 1}, evaluation_metric=["matthews_corr"])
+    clf = TextClassifier(MultiEncoder([LanguageModel(f) for f in args.folders], combine_method="dme"), 2)
+    c_seconds: List[float] = []
+    inner = clf.task_model.train_step
+
+    def timed_step(*a, **kw):
+        t0 = time.perf_counter()
+        out = inner(*a, **kw)
+        c_seconds.append(time.perf_counter() - t0)
+        return out
+
+    clf.task_model.train_step = timed_step
+    step_ends: List[float] = []
+    outer = clf.train_step
+
+    def marked_step(*a, **kw):
+        out = outer(*a, **kw)
+        step_ends.append(time.perf_counter())
+        return out
+
+    clf.train_step = marked_step
+    with tempfile.TemporaryDirectory() as base, op_profile() as phases:
+        t0 = time.perf_counter()
+        ModelTrainer(clf, corpus).train(learning_rate=LM_LR, decoder_learning_rate=HEAD_LR, batch_size=BATCH,
+                                        epochs=1, use_linear_scheduler=True, warmup_fraction=WARMUP,
+                                        weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, base_path=base,
+                                        save_best_model=False, seed=0, progress=False)
+        train_s = time.perf_counter() - t0
+    steps = [b - a for a, b in zip(step_ends, step_ends[1:])]  # steps 2.. (the first also sizes buffers)
+    t0 = time.perf_counter()
+    clf.predict(to_predict, batch_size=EVAL_BATCH)
+    predict_s = time.perf_counter() - t0
+    c_total = sum(c_seconds)
+    per_step = {k: v / len(c_seconds) for k, v in phases.seconds.items()}
+    per_step["rest of the C step"] = max(0.0, (c_total - sum(phases.seconds.values())) / len(c_seconds))
+    per_step["Python and tokenization"] = max(0.0, (train_s - c_total) / len(c_seconds))
+    return dict(train_s=train_s, sentences=len(tr[0]), steps=len(c_seconds), step_s=statistics.median(steps),
+                rss_mib=peak_rss_mib(), predict_sps=len(to_predict) / predict_s, phases=per_step,
+                lm_mode=clf.task_model.lm_schedule())
+
+
+def run_torch(args) -> dict:
+    """The same model, data order and settings in PyTorch (fp32 eager or bf16 autocast)."""
+    import torch
+    import transformers
+    spec = importlib.util.spec_from_file_location("optim", os.path.join(ROOT, "multienc", "training", "optim.py"))
+    optim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(optim)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    forward, lms, head, opt = torch_dme(args.folders, 2, LM_LR, HEAD_LR, WEIGHT_DECAY, attn_implementation="eager")
+    torch.nn.init.xavier_uniform_(head[2].weight)  # the decoder, initialised as multienc's
+    tr, dv = read_cola("train.tsv", args.sentences), read_cola("dev.tsv")
+    to_predict = dv[0][:args.predict]
+    total = (len(tr[0]) + BATCH - 1) // BATCH
+    warmup = -(-int(total * WARMUP * 1000) // 1000)  # ceil, as the trainer
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: optim.linear_schedule_factor(s, total, warmup))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    bf16 = args.precision == "bf16"
+
+    ends = []
+    started = time.perf_counter()
+    lms.train()
+    head.train()
+    for i in range(0, len(tr[0]), BATCH):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(forward(tr[0][i:i + BATCH]), torch.tensor(tr[1][i:i + BATCH]))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        opt.step()
+        sched.step()
+        ends.append(time.perf_counter())
+    lms.eval()
+    head.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, DEV, EVAL_BATCH):
+            torch.nn.functional.cross_entropy(forward(dv[0][i:i + EVAL_BATCH]), torch.tensor(dv[1][i:i + EVAL_BATCH]))
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, len(to_predict), EVAL_BATCH):
+            forward(to_predict[i:i + EVAL_BATCH]).argmax(1)
+    predict_s = time.perf_counter() - started
+    steps = [b - a for a, b in zip(ends, ends[1:])]
+    return dict(train_s=train_s, sentences=len(tr[0]), steps=len(ends), step_s=statistics.median(steps),
+                rss_mib=peak_rss_mib(), predict_sps=len(to_predict) / predict_s, torch=torch.__version__,
+                transformers=transformers.__version__)
+
+
+def worker(python: str, kind: str, precision: str, args) -> dict:
+    cmd = [python, os.path.abspath(__file__), "--worker", kind, "--precision", precision, "--sentences",
+           str(args.sentences), "--predict", str(args.predict), "--threads", str(args.threads), "--models", args.models]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MULTIENC_DEVICE="cpu",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    load = os.getloadavg()[0]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} {precision} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["load"] = [load, os.getloadavg()[0]]
+    return res
+
+
+def ensure_models(folder: str) -> List[str]:
+    """The two model folders, made by tools/make_seed_job_models.py when missing."""
+    paths = [os.path.join(folder, n) for n in MODEL_NAMES]
+    if not all(os.path.isfile(os.path.join(p, "config.json")) for p in paths):
+        python = torch_python()
+        if not python:
+            sys.exit(f"the model folders are missing under {folder} and no PyTorch interpreter was found to make "
+                     f"them (set MULTIENC_TORCH_PYTHON or run tools/make_seed_job_models.py)")
+        subprocess.run([python, os.path.join(ROOT, "tools", "make_seed_job_models.py"), "--out", folder], check=True,
+                       stdout=subprocess.DEVNULL)
+    return paths
+
+
+def fmt_runs(values: List[float], spec: str) -> str:
+    return f"{format(statistics.median(values), spec)} ({', '.join(format(v, spec) for v in values)})"
+
+
+def report(args, results: Dict[str, List[dict]]) -> None:
+    torch_info = next((r for k, rs in results.items() if k.startswith("torch") for r in rs), None)
+    print(f"ELECTRA-base + RoBERTa-base (random weights, real shapes and vocabularies) with DME on the first "
+          f"{args.sentences} real CoLA training sentences: one epoch, batch {BATCH}, {args.threads} threads, CPU; "
+          f"prediction over the first {args.predict} dev sentences, batches of {EVAL_BATCH}; "
+          f"median of {args.runs} runs (each run in brackets, in order)"
+          + (f"; PyTorch {torch_info['torch']}, transformers {torch_info['transformers']}, eager attention"
+             if torch_info else ""))
+    print()
+    print("| implementation | train sentences/s | s per step | predict sentences/s | peak RSS MiB | load average |")
+    print("|---|---|---|---|---|---|")
+    names = {"ours-fp32": "multienc fp32", "torch-fp32": "PyTorch fp32 eager", "torch-bf16": "PyTorch bf16 autocast"}
+    for key, runs in results.items():
+        loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
+        print(f"| {names[key]} | {fmt_runs([r['sentences'] / r['train_s'] for r in runs], '.2f')} | "
+              f"{fmt_runs([r['step_s'] for r in runs], '.3f')} | {fmt_runs([r['predict_sps'] for r in runs], '.1f')} | "
+              f"{statistics.median(r['rss_mib'] for r in runs):,.0f} | {loads} |")
+    print()
+    print("| ratio (same run) | train | predict |")
+    print("|---|---|---|")
+    for ref in ("torch-fp32", "torch-bf16"):
+        if "ours-fp32" in results and ref in results:
+            tr = [b["train_s"] / a["train_s"] for a, b in zip(results["ours-fp32"], results[ref])]
+            pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results["ours-fp32"], results[ref])]
+            print(f"| {names['ours-fp32']} vs {names[ref]} | {fmt_runs(tr, '.2f')}x | {fmt_runs(pr, '.2f')}x |")
+    if "ours-fp32" in results:
+        key, runs = "ours-fp32", results["ours-fp32"]
+        print()
+        print(f"Where a step of {names[key]} goes (seconds per step, median of the runs; LMs "
+              f"{runs[0]['lm_mode']}; when they run side by side their phases add up, so the phases "
+              f"are thread-group seconds and can sum past the step's wall time):")
+        print()
+        print("| phase | s per step | share |")
+        print("|---|---|---|")
+        phases = {p: statistics.median(r["phases"][p] for r in runs) for p in runs[0]["phases"]}
+        total = sum(phases.values())
+        for p, v in phases.items():
+            print(f"| {p} | {v:.3f} | {v / total:.0%} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sentences", type=int, default=1600, help="first N CoLA training sentences")
+    ap.add_argument("--predict", type=int, default=1043, help="first N CoLA dev sentences to predict (all: 1043)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help=argparse.SUPPRESS)  # workers
+    ap.add_argument("--sides", nargs="+", default=["ours", "torch"], choices=["ours", "torch"])
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="folder holding the two model folders")
+    ap.add_argument("--worker", choices=["ours", "torch"])
+    ap.add_argument("--json", help="also write every number to this file (rewritten after each run)")
+    ap.add_argument("--report", metavar="JSON", help="print the tables of a --json file (of a run that was stopped)")
+    args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        args.sentences, args.predict, args.threads = saved["sentences"], saved["predict"], saved["threads"]
+        results = {k: v[:min(map(len, saved["results"].values()))] for k, v in saved["results"].items()}
+        args.runs = len(next(iter(results.values())))
+        report(args, results)
+        return
+    if args.worker:
+        args.folders = [os.path.join(args.models, n) for n in MODEL_NAMES]
+        print(json.dumps(run_ours(args) if args.worker == "ours" else run_torch(args)))
+        return
+    if not os.path.isfile(os.path.join(COLA, "train.tsv")):
+        sys.exit(f"real CoLA files not found under {COLA} (set MULTIENC_SHARED_DATA)")
+    ensure_models(args.models)
+    python = torch_python()
+    plan = [("ours", "fp32", sys.executable)] if "ours" in args.sides else []
+    if "torch" in args.sides and python:
+        plan += [("torch", "fp32", python), ("torch", "bf16", python)]
+    results: Dict[str, List[dict]] = {}
+    for run in range(args.runs):
+        for kind, precision, py in plan:
+            print(f"run {run + 1}/{args.runs}: {kind} {precision}", file=sys.stderr, flush=True)
+            results.setdefault(f"{kind}-{precision}", []).append(worker(py, kind, precision, args))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(dict(results=results, sentences=args.sentences, predict=args.predict,
+                                   threads=args.threads, runs=args.runs), f, indent=1)
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()

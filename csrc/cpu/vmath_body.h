@@ -1,0 +1,134 @@
+/* The vectorised erf / exp / tanh kernels of vmath.c, written once over a vector "ISA" that
+ * vmath.c defines before each inclusion and this file undefines at its end (no include guard on
+ * purpose):
+ *   W                      lanes;  VD / VF: W doubles / W floats;  MASK: a lane mask
+ *   FN(name)               the name with the variant's suffix;  ATTR: its target attribute
+ *   LOADF/STOREF           W floats from / to memory;  F2D / D2F: widen / round to nearest
+ *   DSET, DADD, DSUB, DMUL, DDIV, DFMA(a, b, c) = a * b + c rounded once, DMIN, DMAX (non-NaN operands)
+ *   DABS, DCOPYSIGN(magnitude, sign), DLT / DGE / DNAN (masks), DSEL(mask, then, else)
+ *   POW2(t)                2^n for t = n + 1.5 * 2^52 (n a small integer held in t's low bits)
+ *   FSET, FADD, FSUB, FMUL float arithmetic (each rounded to float, as scalar C)
+ * Every variant does the same operations in the same order, so all compute the same bits (the
+ * baseline's fma() is exact too; it is slow only on x86 CPUs without FMA, which predate AVX2). */
+
+/* exp(v) for doubles v (results that round to float 0 or inf clamp to them; NaN stays NaN). */
+ATTR static inline VD FN(exp_d)(VD v0) {
+    VD v = DMIN(DMAX(v0, DSET(-110.0)), DSET(89.0));
+    VD t = DFMA(v, DSET(1.4426950408889634), DSET(VM_SHIFT)); /* n = round(v / ln 2) in t's low bits */
+    VD n = DSUB(t, DSET(VM_SHIFT));
+    VD r = DFMA(n, DSET(-0.6931471805599453), v);             /* r = v - n ln 2, |r| <= ln(2) / 2 */
+    r = DFMA(n, DSET(-2.3190468138462996e-17), r);
+    VD p = DSET(EXP_P[10]);
+    for (int k = 9; k >= 0; k--) p = DFMA(p, r, DSET(EXP_P[k]));
+    return DSEL(DNAN(v0), v0, DMUL(p, POW2(t)));
+}
+
+/* erf(x) of floats, computed in double (see ERF_P and ERFC_R), rounded to float. */
+ATTR static inline VF FN(erf_f)(VF xf) {
+    VD x = F2D(xf), y = DABS(x), t = DMUL(y, y);
+    VD p = DSET(ERF_P[9]);
+    for (int k = 8; k >= 0; k--) p = DFMA(p, t, DSET(ERF_P[k]));
+    p = DMUL(p, y); /* 0 <= y < 1: erf(y) = y P(y^2) */
+    VD u = DMUL(DSUB(y, DSET(2.5)), DSET(2.0 / 3.0));
+    VD q = DSET(ERFC_R[16]);
+    for (int k = 15; k >= 0; k--) q = DFMA(q, u, DSET(ERFC_R[k]));
+    q = DSUB(DSET(1.0), DMUL(FN(exp_d)(DSUB(DSET(0.0), t)), q)); /* 1 <= y < 4: 1 - exp(-y^2) R */
+    VD r = DSEL(DLT(y, DSET(1.0)), p, DSEL(DGE(y, DSET(4.0)), DSET(1.0), q)); /* y >= 4: 1; NaN: q */
+    return D2F(DCOPYSIGN(r, x));
+}
+
+/* tanh(x) of floats in double: x (1 - x^2/3 + 2x^4/15 - 17x^6/315) below 1/64, else
+ * (e - 1) / (e + 1) with e = exp(2x); rounded to float. */
+ATTR static inline VF FN(tanh_f)(VF xf) {
+    VD x = F2D(xf), x2 = DMUL(x, x);
+    VD s = DFMA(x2, DSET(-17.0 / 315.0), DSET(2.0 / 15.0));
+    s = DFMA(s, x2, DSET(-1.0 / 3.0));
+    s = DMUL(x, DFMA(s, x2, DSET(1.0)));
+    VD e = FN(exp_d)(DADD(x, x));
+    VD l = DDIV(DSUB(e, DSET(1.0)), DADD(e, DSET(1.0)));
+    return D2F(DSEL(DLT(DABS(x), DSET(1.0 / 64.0)), s, l));
+}
+
+ATTR static inline VF FN(exp_f)(VF x) { return D2F(FN(exp_d)(F2D(x))); }
+
+/* The ops' loops: W elements at a time, then the tail one element at a time through the
+ * scalar variant (the same operations, so the same bits). */
+#define VM_LOOP(i, n, VECTOR_BODY, SCALAR_CALL)      \
+    size_t i = 0;                                     \
+    for (; i + W <= (n); i += W) VECTOR_BODY;          \
+    for (; i < (n); i++) SCALAR_CALL
+
+ATTR static void FN(gelu_forward)(float *out, const float *inp, size_t n, int tanh_form) {
+    if (tanh_form) {
+        VM_LOOP(i, n, {
+            VF x = LOADF(inp + i);
+            VF a = FMUL(FSET(VM_GELU_K), FADD(x, FMUL(FMUL(FMUL(FSET(0.044715f), x), x), x)));
+            STOREF(out + i, FMUL(FMUL(FSET(0.5f), x), FADD(FSET(1.0f), FN(tanh_f)(a))));
+        }, vm_gelu_forward_scalar(out + i, inp + i, 1, tanh_form));
+    } else {
+        VM_LOOP(i, n, {
+            VF x = LOADF(inp + i);
+            VF e = FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)));
+            STOREF(out + i, FMUL(FMUL(x, FSET(0.5f)), FADD(FSET(1.0f), e)));
+        }, vm_gelu_forward_scalar(out + i, inp + i, 1, tanh_form));
+    }
+}
+
+ATTR static void FN(gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n, int tanh_form) {
+    if (tanh_form) {
+        VM_LOOP(i, n, {
+            VF x = LOADF(inp + i);
+            VF t = FN(tanh_f)(FMUL(FSET(VM_GELU_K), FADD(x, FMUL(FMUL(FMUL(FSET(0.044715f), x), x), x))));
+            VF dt = FMUL(FMUL(FSUB(FSET(1.0f), FMUL(t, t)), FSET(VM_GELU_K)),
+                         FADD(FSET(1.0f), FMUL(FMUL(FSET(3.0f * 0.044715f), x), x)));
+            VF g = FADD(FMUL(FSET(0.5f), FADD(FSET(1.0f), t)), FMUL(FMUL(FSET(0.5f), x), dt));
+            STOREF(dinp + i, FMUL(LOADF(dout + i), g));
+        }, vm_gelu_backward_scalar(dinp + i, inp + i, dout + i, 1, tanh_form));
+    } else {
+        VM_LOOP(i, n, {
+            VF x = LOADF(inp + i);
+            VF cdf = FMUL(FSET(0.5f), FADD(FSET(1.0f), FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)))));
+            VF pdf = FMUL(FSET(VM_INV_SQRT_2PI), FN(exp_f)(FMUL(FMUL(FSET(-0.5f), x), x)));
+            STOREF(dinp + i, FMUL(LOADF(dout + i), FADD(cdf, FMUL(x, pdf))));
+        }, vm_gelu_backward_scalar(dinp + i, inp + i, dout + i, 1, tanh_form));
+    }
+}
+
+ATTR static void FN(exp)(float *out, const float *inp, size_t n) {
+    VM_LOOP(i, n, STOREF(out + i, FN(exp_f)(LOADF(inp + i))), out[i] = vm_exp_scalar(inp[i]));
+}
+
+ATTR static void FN(erf)(float *out, const float *inp, size_t n) {
+    VM_LOOP(i, n, STOREF(out + i, FN(erf_f)(LOADF(inp + i))), out[i] = vm_erf_scalar(inp[i]));
+}
+
+#undef VM_LOOP
+/* the ISA of this inclusion: the next one defines its own */
+#undef W
+#undef VD
+#undef VF
+#undef FN
+#undef ATTR
+#undef LOADF
+#undef STOREF
+#undef F2D
+#undef D2F
+#undef DSET
+#undef DADD
+#undef DSUB
+#undef DMUL
+#undef DFMA
+#undef DDIV
+#undef DMIN
+#undef DMAX
+#undef DABS
+#undef DCOPYSIGN
+#undef DLT
+#undef DGE
+#undef DNAN
+#undef DSEL
+#undef POW2
+#undef FSET
+#undef FADD
+#undef FSUB
+#undef FMUL
