@@ -67,10 +67,10 @@ void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, 
                                 (int)D3, pos + (size_t)c0 * D + (size_t)h * HS, (int)D, 0.0f, tile, nc);
                     if (!term) /* c2p: bias[i, j] = tile[i, idx[j - i + T - 1]] */
                         for (int i = a0; i < a1; i++) {
-                            const float *t = tile + (size_t)(i - a0) * nc - c0;
+                            const float *t = tile + (size_t)(i - a0) * nc;
                             const int32_t *ix = idx + (T - 1 - i);
                             float *o = out + (size_t)i * T;
-                            for (int j = 0; j < T; j++) o[j] = t[ix[j]];
+                            for (int j = 0; j < T; j++) o[j] = t[ix[j] - c0];
                         }
                     else /* p2c: bias[i, j] += tile[j, idx[j - i + T - 1]] */
                         for (int i = 0; i < T; i++) {
@@ -109,10 +109,10 @@ void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const fl
                     memset(tile, 0, (size_t)(a1 - a0) * nc * sizeof(float));
                     if (!term) /* c2p: tile[i, idx[j - i + T - 1]] += g[i, j] */
                         for (int i = a0; i < a1; i++) {
-                            float *t = tile + (size_t)(i - a0) * nc - c0;
+                            float *t = tile + (size_t)(i - a0) * nc;
                             const int32_t *ix = idx + (T - 1 - i);
                             const float *gr = g + (size_t)i * T;
-                            for (int j = 0; j < T; j++) t[ix[j]] += gr[j];
+                            for (int j = 0; j < T; j++) t[ix[j] - c0] += gr[j];
                         }
                     else /* p2c: tile[j, idx[j - i + T - 1]] += g[i, j] */
                         for (int i = 0; i < T; i++) {
