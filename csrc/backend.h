@@ -188,17 +188,21 @@ typedef struct MeBackend {
     void (*conv1d_backward)(float *dinp, float *dw, float *dbias, const float *dout,
                             const float *inp, const float *w, int B, int T, int C, int K, int G);
     /* DeBERTa's disentangled attention terms, the gathers fused with the products: with
-     * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1]),
+     * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1] in [0, S2)),
      * bias[b,h,i,j] = scale * (q[b,i,h] . posk[r,h] + k[b,j,h] . posq[r,h]) (c2p + p2c; posk or
      * posq NULL drops its term). q, k: the q and k blocks of a fused qkv [B*T, 3*NH*HS];
-     * posk, posq [S2, NH*HS]; bias [B,NH,T,T]. Optional. */
+     * posk, posq [S2, NH*HS]; bias [B,NH,T,T]. scratch: disentangled_scratch_floats(T, S2).
+     * Optional. */
     void (*disentangled_forward)(float *bias, const float *qkv, const float *posk, const float *posq,
-                                 const int32_t *idx, float scale, int B, int T, int NH, int HS);
+                                 const int32_t *idx, float scale, int B, int T, int NH, int HS, int S2,
+                                 float *scratch);
     /* Given dbias: the q and k blocks of dqkv += ... (its v block untouched); dposk, dposq
      * (+)= ... (each NULL when its term is absent). Deterministic (fixed summation order). */
     void (*disentangled_backward)(float *dqkv, float *dposk, float *dposq, const float *dbias,
                                   const float *qkv, const float *posk, const float *posq,
-                                  const int32_t *idx, float scale, int B, int T, int NH, int HS);
+                                  const int32_t *idx, float scale, int B, int T, int NH, int HS, int S2,
+                                  float *scratch);
+    size_t (*disentangled_scratch_floats)(int T, int S2);
 
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 

@@ -239,6 +239,31 @@ def test_disentangled_forward_backward(B, T, NH, HS, S2, terms):
             assert rel(g, r) < 1e-5
 
 
+@pytest.mark.parametrize("terms", ["c2p+p2c", "c2p", "p2c"])
+def test_disentangled_with_monotone_buckets_over_several_row_blocks(terms):
+    """idx as DeBERTa builds it (non-increasing in j - i, merged distances, clamped at both ends)
+    and T = 70: the op's row blocks each reach a different range of relative rows."""
+    B, T, NH, HS, S = 2, 70, 3, 8, 16
+    r = np.arange(-(T - 1), T)
+    merged = np.sign(r) * np.where(np.abs(r) < 8, np.abs(r), 8 + (np.abs(r) - 8) // 3)
+    idx = np.clip(S - merged, 0, 2 * S - 1).astype(np.int32)
+    qkv = f32(B, T, 3 * NH * HS)
+    posk = f32(2 * S, NH * HS) if "c2p" in terms else None
+    posq = f32(2 * S, NH * HS) if "p2c" in terms else None
+    scale = 1 / math.sqrt(HS * 3)
+    bias = _C_tests.ops_disentangled_forward(qkv, posk, posq, idx, NH, scale)
+    np.testing.assert_allclose(bias, disentangled_ref(qkv, posk, posq, idx, NH, scale), rtol=1e-5, atol=1e-5)
+    dbias = f32(B, NH, T, T)
+    got = _C_tests.ops_disentangled_backward(dbias, qkv, posk, posq, idx, NH, scale)
+    again = _C_tests.ops_disentangled_backward(dbias, qkv, posk, posq, idx, NH, scale)
+    for g, r_, a in zip(got, disentangled_grad_ref(dbias, qkv, posk, posq, idx, NH, scale), again):
+        if r_ is None:
+            assert g is None
+        else:
+            assert rel(g, r_) < 1e-5
+            np.testing.assert_array_equal(g, a)  # a fixed summation order: the same bits
+
+
 def test_disentangled_grad_reference_matches_finite_differences():
     B, T, NH, HS, S2 = 2, 4, 2, 3, 6
     qkv = RNG.standard_normal((B, T, 3 * NH * HS))

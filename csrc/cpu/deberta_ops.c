@@ -1,73 +1,136 @@
 /* CPU implementations of DeBERTa's disentangled attention terms (backend.h): the c2p and p2c
- * gathers fused with their dot products, so the [T, 2S] products are never materialised. */
+ * gathers fused with their products, so the [T, 2S] products are never materialised, and
+ * DeBERTa-v2's ConvLayer. */
+#include "cpu/blas.h"
 #include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cpu/cpu_ops.h"
 
-static float dot(const float *a, const float *b, int n) {
-    float s = 0.0f;
-    for (int d = 0; d < n; d++) s += a[d] * b[d];
-    return s;
+/* ---------------------------------------------- disentangled attention (c2p, p2c) */
+
+/* The products run in blocks of DIS_RB rows ("owner" rows: the queries of c2p, the keys of p2c).
+ * A block's rows reach only the relative rows idx takes over the distances they see, a contiguous
+ * range [c0, c0 + nc) of the projected table: one GEMM per block against that range gives a
+ * [DIS_RB, nc] tile, from which the (i, j) entries are read (forward) or into which their
+ * gradients are added (backward). Nothing of size T x 2S is stored. */
+#define DIS_RB 32
+
+size_t cpu_disentangled_scratch_floats(int T, int S2) {
+    return (size_t)omp_get_max_threads() * (size_t)(T < DIS_RB ? T : DIS_RB) * (size_t)S2;
 }
 
-static void axpy(float *y, float a, const float *x, int n) {
-    for (int d = 0; d < n; d++) y[d] += a * x[d];
+/* The range [*c0, *c0 + *nc) of idx over the distances r in [r0, r1]. */
+static void idx_range(const int32_t *idx, int r0, int r1, int *c0, int *nc) {
+    int lo = idx[r0], hi = idx[r0];
+    for (int r = r0 + 1; r <= r1; r++) {
+        if (idx[r] < lo) lo = idx[r];
+        if (idx[r] > hi) hi = idx[r];
+    }
+    *c0 = lo;
+    *nc = hi - lo + 1;
+}
+
+/* Distances a block [a0, a1) of owner rows sees: c2p (query rows i, r = j - i + T - 1 over the
+ * keys j) or p2c (key rows j, r = j - i + T - 1 over the queries i). */
+static void block_distances(int p2c, int a0, int a1, int T, int *r0, int *r1) {
+    *r0 = p2c ? a0 : T - a1;
+    *r1 = p2c ? a1 + T - 2 : 2 * T - 2 - a0;
 }
 
 void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, const float *posq,
-                              const int32_t *idx, float scale, int B, int T, int NH, int HS) {
-    const size_t D = (size_t)NH * HS, D3 = 3 * D;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * HS > 100000)
+                              const int32_t *idx, float scale, int B, int T, int NH, int HS, int S2,
+                              float *scratch) {
+    const size_t D = (size_t)NH * HS, D3 = 3 * D, TT = (size_t)T * T;
+    const int RB = T < DIS_RB ? T : DIS_RB;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
+            float *tile = scratch + (size_t)omp_get_thread_num() * RB * S2;
             const float *q = qkv + (size_t)b * T * D3 + (size_t)h * HS, *k = q + D;
-            float *out = bias + ((size_t)b * NH + h) * T * T;
-            for (int i = 0; i < T; i++)
-                for (int j = 0; j < T; j++) {
-                    const size_t r = (size_t)idx[j - i + T - 1] * D + (size_t)h * HS;
-                    float s = 0.0f;
-                    if (posk) s += dot(q + (size_t)i * D3, posk + r, HS);
-                    if (posq) s += dot(k + (size_t)j * D3, posq + r, HS);
-                    out[(size_t)i * T + j] = s * scale;
+            float *out = bias + ((size_t)b * NH + h) * TT;
+            for (int term = 0; term < 2; term++) {
+                const float *pos = term ? posq : posk, *x = term ? k : q;
+                if (!pos) {
+                    if (!term) memset(out, 0, TT * sizeof(float));
+                    continue;
                 }
+                for (int a0 = 0; a0 < T; a0 += RB) {
+                    const int a1 = a0 + RB < T ? a0 + RB : T;
+                    int r0, r1, c0, nc;
+                    block_distances(term, a0, a1, T, &r0, &r1);
+                    idx_range(idx, r0, r1, &c0, &nc);
+                    /* tile[a - a0, c - c0] = scale * x_a . pos[c, h] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a1 - a0, nc, HS, scale, x + (size_t)a0 * D3,
+                                (int)D3, pos + (size_t)c0 * D + (size_t)h * HS, (int)D, 0.0f, tile, nc);
+                    if (!term) /* c2p: bias[i, j] = tile[i, idx[j - i + T - 1]] */
+                        for (int i = a0; i < a1; i++) {
+                            const float *t = tile + (size_t)(i - a0) * nc;
+                            const int32_t *ix = idx + (T - 1 - i);
+                            float *o = out + (size_t)i * T;
+                            for (int j = 0; j < T; j++) o[j] = t[ix[j] - c0];
+                        }
+                    else /* p2c: bias[i, j] += tile[j, idx[j - i + T - 1]] */
+                        for (int i = 0; i < T; i++) {
+                            const int32_t *ix = idx + (T - 1 - i);
+                            float *o = out + (size_t)i * T;
+                            for (int j = a0; j < a1; j++) o[j] += tile[(size_t)(j - a0) * nc + ix[j] - c0];
+                        }
+                }
+            }
         }
 }
 
 void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const float *dbias, const float *qkv,
                                const float *posk, const float *posq, const int32_t *idx, float scale, int B,
-                               int T, int NH, int HS) {
-    const size_t D = (size_t)NH * HS, D3 = 3 * D;
-    const int par = (size_t)B * NH * T * T * HS > 100000;
-    /* dq, dk: each (b, h) owns its rows' head columns */
-#pragma omp parallel for collapse(2) schedule(static) if (par)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            float *dq = dqkv + (size_t)b * T * D3 + (size_t)h * HS, *dk = dq + D;
-            const float *g = dbias + ((size_t)b * NH + h) * T * T;
-            for (int i = 0; i < T; i++)
-                for (int j = 0; j < T; j++) {
-                    const float gs = g[(size_t)i * T + j] * scale;
-                    const size_t r = (size_t)idx[j - i + T - 1] * D + (size_t)h * HS;
-                    if (posk) axpy(dq + (size_t)i * D3, gs, posk + r, HS);
-                    if (posq) axpy(dk + (size_t)j * D3, gs, posq + r, HS);
-                }
-        }
-    /* dposk, dposq: one head per thread, summed over b, i, j in order */
-#pragma omp parallel for schedule(static) if (par)
-    for (int h = 0; h < NH; h++)
+                               int T, int NH, int HS, int S2, float *scratch) {
+    const size_t D = (size_t)NH * HS, D3 = 3 * D, TT = (size_t)T * T;
+    const int RB = T < DIS_RB ? T : DIS_RB;
+    /* One head per thread: its columns of dq and dk, and its columns of dposk and dposq summed over
+     * b and the row blocks in order (deterministic) */
+#pragma omp parallel for schedule(static) if ((size_t)B * NH * TT * HS > 100000)
+    for (int h = 0; h < NH; h++) {
+        float *tile = scratch + (size_t)omp_get_thread_num() * RB * S2;
         for (int b = 0; b < B; b++) {
             const float *q = qkv + (size_t)b * T * D3 + (size_t)h * HS, *k = q + D;
-            const float *g = dbias + ((size_t)b * NH + h) * T * T;
-            for (int i = 0; i < T; i++)
-                for (int j = 0; j < T; j++) {
-                    const float gs = g[(size_t)i * T + j] * scale;
-                    const size_t r = (size_t)idx[j - i + T - 1] * D + (size_t)h * HS;
-                    if (dposk) axpy(dposk + r, gs, q + (size_t)i * D3, HS);
-                    if (dposq) axpy(dposq + r, gs, k + (size_t)j * D3, HS);
+            float *dq = dqkv + (size_t)b * T * D3 + (size_t)h * HS, *dk = dq + D;
+            const float *g = dbias + ((size_t)b * NH + h) * TT;
+            for (int term = 0; term < 2; term++) {
+                const float *pos = term ? posq : posk, *x = term ? k : q;
+                float *dpos = term ? dposq : dposk, *dx = term ? dk : dq;
+                if (!pos) continue;
+                for (int a0 = 0; a0 < T; a0 += RB) {
+                    const int a1 = a0 + RB < T ? a0 + RB : T;
+                    int r0, r1, c0, nc;
+                    block_distances(term, a0, a1, T, &r0, &r1);
+                    idx_range(idx, r0, r1, &c0, &nc);
+                    memset(tile, 0, (size_t)(a1 - a0) * nc * sizeof(float));
+                    if (!term) /* c2p: tile[i, idx[j - i + T - 1]] += g[i, j] */
+                        for (int i = a0; i < a1; i++) {
+                            float *t = tile + (size_t)(i - a0) * nc;
+                            const int32_t *ix = idx + (T - 1 - i);
+                            const float *gr = g + (size_t)i * T;
+                            for (int j = 0; j < T; j++) t[ix[j] - c0] += gr[j];
+                        }
+                    else /* p2c: tile[j, idx[j - i + T - 1]] += g[i, j] */
+                        for (int i = 0; i < T; i++) {
+                            const int32_t *ix = idx + (T - 1 - i);
+                            const float *gr = g + (size_t)i * T;
+                            for (int j = a0; j < a1; j++) tile[(size_t)(j - a0) * nc + ix[j] - c0] += gr[j];
+                        }
+                    /* dx[a] += scale * tile pos[c0:c0+nc, h] ; dpos[c0:c0+nc, h] += scale * tile^T x[a] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a1 - a0, HS, nc, scale, tile, nc,
+                                pos + (size_t)c0 * D + (size_t)h * HS, (int)D, 1.0f, dx + (size_t)a0 * D3, (int)D3);
+                    if (dpos)
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, HS, a1 - a0, scale, tile, nc,
+                                    x + (size_t)a0 * D3, (int)D3, 1.0f, dpos + (size_t)c0 * D + (size_t)h * HS,
+                                    (int)D);
                 }
+            }
         }
+    }
 }
 
 /* ------------------------------------------------------------ ConvLayer's conv1d */

@@ -625,6 +625,7 @@ static const MeBackend CPU_BACKEND = {
     .conv1d_backward = cpu_conv1d_backward,
     .disentangled_forward = cpu_disentangled_forward,
     .disentangled_backward = cpu_disentangled_backward,
+    .disentangled_scratch_floats = cpu_disentangled_scratch_floats,
     .pool_forward = cpu_pool_forward,
     .pool_backward = cpu_pool_backward,
     .concat_forward = cpu_concat_forward,

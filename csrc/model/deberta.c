@@ -115,6 +115,7 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     d->d_posk = me_carve(base, off, S2 * H);
     d->d_posq = me_carve(base, off, S2 * H);
     d->idx = (int32_t *)me_carve(base, off, 2 * (size_t)T);
+    d->dis_scratch = me_carve(base, off, enc->be->disentangled_scratch_floats(T, (int)S2));
 }
 
 /* The relative embeddings the layers read: the table, or its LayerNorm (norm_rel_ebd). */
@@ -163,7 +164,8 @@ void me_deberta_attention_forward(MeEncoder *enc, int l, float p_att, float p_re
         be->dropout_forward(dl->rel_d, rel_input(enc), (size_t)S2 * H, p_rel, seed, rel_site);
         if (dl->posk) be->matmul_forward(dl->posk, dl->rel_d, P + dl->pk_w, P + dl->pk_b, S2, H, H);
         if (dl->posq) be->matmul_forward(dl->posq, dl->rel_d, P + dl->pq_w, P + dl->pq_b, S2, H, H);
-        be->disentangled_forward(enc->d_scores, a->qkv, dl->posk, dl->posq, d->idx, scale, B, T, NH, HS);
+        be->disentangled_forward(enc->d_scores, a->qkv, dl->posk, dl->posq, d->idx, scale, B, T, NH, HS,
+                                 S2, d->dis_scratch);
         bias = enc->d_scores;
     }
     be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, bias, 1, scale, 1, B, T, NH, HS,
@@ -190,7 +192,8 @@ void me_deberta_attention_backward(MeEncoder *enc, int l, const float *dctx, flo
     if (dl->posk) be->zero(d->d_posk, SH * sizeof(float));
     if (dl->posq) be->zero(d->d_posq, SH * sizeof(float));
     be->disentangled_backward(enc->d_qkv, dl->posk ? d->d_posk : NULL, dl->posq ? d->d_posq : NULL,
-                              enc->d_scores, a->qkv, dl->posk, dl->posq, d->idx, scale, B, T, NH, HS);
+                              enc->d_scores, a->qkv, dl->posk, dl->posq, d->idx, scale, B, T, NH, HS, S2,
+                              d->dis_scratch);
     /* through the projections (with share_att_key into the layer's key / query weights) */
     int acc = 0;
     if (dl->posk) {

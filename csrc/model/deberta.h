@@ -26,6 +26,7 @@ typedef struct MeDeberta {
     MeDebertaLayer *layer;    /* [num_layers] */
     float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
     float *d_rel, *d_tmp, *d_posk, *d_posq;
+    float *dis_scratch;       /* the disentangled ops' scratch */
     int32_t *idx;             /* row of the relative embeddings per relative position [2T - 1] */
     /* v2's ConvLayer (conv_kernel_size > 0): encoder.conv.{conv,LayerNorm} */
     size_t conv_w, conv_b, cln_w, cln_b;

@@ -409,7 +409,9 @@ static int disentangled_shape(OpCall *c, int qkv, int posk, int posq, int idx, i
     for (int a = posk; a <= posq; a++)
         if (c->arr[a] && (DIM(c, a, 0) != *S2 || DIM(c, a, 1) != D)) return op_fail("posk/posq must be [S2, NH*HS]");
     if (DIM(c, idx, 0) != 2 * T - 1) return op_fail("idx must have length 2T - 1");
-    return relbias_buckets(c, idx, *S2 > 0 ? *S2 : 1);
+    if (relbias_buckets(c, idx, *S2 > 0 ? *S2 : 1)) return -1;
+    c->scratch_bytes = sizeof(float) * BE(c)->disentangled_scratch_floats(T, *S2);
+    return 0;
 }
 
 /* disentangled_forward(qkv, posk | None, posq | None, idx, NH, scale) -> bias [B, NH, T, T] */
@@ -420,8 +422,9 @@ static int disentangled_forward_check(OpCall *c) {
 }
 static void disentangled_forward_run(OpCall *c) {
     const int NH = c->val[4].i;
+    const int S2 = c->arr[1] ? DIM(c, 1, 0) : DIM(c, 2, 0);
     BE(c)->disentangled_forward(OUT(c, 0), F(c, 0), F(c, 1), F(c, 2), I32(c, 3), c->val[5].f, DIM(c, 0, 0),
-                                DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH));
+                                DIM(c, 0, 1), NH, DIM(c, 0, 2) / (3 * NH), S2, c->scratch);
 }
 
 /* disentangled_backward(dbias, qkv, posk | None, posq | None, idx, NH, scale)
@@ -438,7 +441,8 @@ static int disentangled_backward_check(OpCall *c) {
 static void disentangled_backward_run(OpCall *c) {
     const int NH = c->val[5].i;
     BE(c)->disentangled_backward(OUT(c, 0), OUT(c, 1), OUT(c, 2), F(c, 0), F(c, 1), F(c, 2), F(c, 3), I32(c, 4),
-                                 c->val[6].f, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH));
+                                 c->val[6].f, DIM(c, 1, 0), DIM(c, 1, 1), NH, DIM(c, 1, 2) / (3 * NH),
+                                 c->arr[2] ? DIM(c, 2, 0) : DIM(c, 3, 0), c->scratch);
 }
 
 /* mask_rows_forward / _backward(x [N, C], mask [N]) -> x with the masked rows zeroed */
@@ -754,11 +758,11 @@ static OpDesc OPS[] = {
     OP(disentangled_forward, "-> bias [B, NH, T, T] (posk / posq None: no c2p / p2c term)", 1,
        ARGS(A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1), S(INT, "NH"),
             S(FLOAT, "scale")),
-       OUTS(R_F32), USING(USES(disentangled_forward))),
+       OUTS(R_F32), USING(USES(disentangled_forward), USES(disentangled_scratch_floats))),
     OP(disentangled_backward, "-> (dqkv, dposk | None, dposq | None)", 1,
        ARGS(A(F32, "dbias", 4), A(F32, "qkv", 3), A(F32_OPT, "posk", 2), A(F32_OPT, "posq", 2), A(I32, "idx", 1),
             S(INT, "NH"), S(FLOAT, "scale")),
-       OUTS(R_F32, R_F32, R_F32), USING(USES(disentangled_backward))),
+       OUTS(R_F32, R_F32, R_F32), USING(USES(disentangled_backward), USES(disentangled_scratch_floats))),
     OP(pool_forward, "-> out", 1, ARGS(A(F32, "h", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_forward))),
     OP(pool_backward, "-> dh", 1, ARGS(A(F32, "dout", 3), A(F32, "w", 3)), OUTS(R_F32), USING(USES(pool_backward))),
     OP(concat_forward, "-> out", 1, ARGS(A(F32_LIST, "parts", 2)), OUTS(R_F32), USING(USES(concat_forward))),
