@@ -48,10 +48,13 @@ $(REFVENV)/.installed: requirements/reference.txt $(CONSTRAINTS)
 	$(REFVENV)/bin/python -m pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -r requirements/reference.txt
 	touch $@
 
-$(EXT) $(TEST_EXT) &: $(CSRC) setup.py | $(VENV)/.installed
+$(EXT) $(TEST_EXT) &: $(CSRC) setup.py
 	MULTIENC_TEST_EXTENSION=1 $(VPY) setup.py -q build_ext --inplace -j 2
 
-build: $(EXT) $(TEST_EXT)
+# A make of its own for the extensions, so that it sees the ones the venv's editable install
+# has just built (this make already noted them as missing).
+build: $(VENV)/.installed
+	@$(MAKE) --no-print-directory $(EXT) $(TEST_EXT)
 
 # The sdist and a manylinux wheel in dist/ (tools/build_wheel.py; tests/test_wheel.py installs one).
 wheel: $(VENV)/.installed
