@@ -3,9 +3,10 @@
     python tests/_resume_child.py {classifier|tagger} BASE_PATH [--resume] [--checkpoint-every N]
 
 Builds the same model every time (two tiny fixture LMs, a DME classifier or a tagger with a CRF,
-seeded), trains or resumes it in BASE_PATH, prints ``step N`` after every optimizer step (the
-parent kills the process at a step it chose), and at the end writes BASE_PATH/final.npz with
-every weight of the model.
+seeded), trains or resumes it in BASE_PATH, prints ``step N`` after every optimizer step and
+waits for a line on stdin before it goes on (the parent answers at once, and kills the process
+at a step it chose: so the kill lands before the next step is announced, never after the run
+ended), and at the end writes BASE_PATH/final.npz with every weight of the model.
 """
 import argparse
 import os
@@ -50,6 +51,7 @@ def main() -> None:
     def announced(self, *a, **kw):
         out = step(self, *a, **kw)
         print(f"step {self.steps_trained}", flush=True)
+        sys.stdin.readline()
         return out
 
     TaskHead.train_step = announced

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -27,17 +28,24 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 
 
 def _run(kind, base, *extra, stop_at=None, how=signal.SIGKILL, delay=0.0):
-    """Run the child; with ``stop_at``, send ``how`` once it has printed ``step stop_at`` (after
-    ``delay`` seconds, so that the signal may land inside the checkpoint write). Returns (rc, output)."""
-    proc = subprocess.Popen([sys.executable, CHILD, kind, str(base), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=ENV)
+    """Run the child, answering each ``step N`` it prints; with ``stop_at``, send ``how`` once it has
+    printed ``step stop_at``, ``delay`` seconds after the answer (so that the signal may land inside
+    that step's checkpoint write; the child waits at its next ``step`` line, so a kill always lands
+    before the run ends). Returns (rc, output)."""
+    proc = subprocess.Popen([sys.executable, CHILD, kind, str(base), *extra], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     lines = []
     for line in proc.stdout:
         lines.append(line)
+        if not line.startswith("step "):
+            continue
+        try:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        except BrokenPipeError:  # the child is gone (its output says why)
+            pass
         if stop_at is not None and line.strip() == f"step {stop_at}":
-            if delay:
-                import time
-                time.sleep(delay)
+            time.sleep(delay)
             proc.send_signal(how)
             stop_at = None
     proc.wait(timeout=600)
