@@ -38,6 +38,7 @@ typedef enum { ME_ACT_GELU = 0, ME_ACT_GELU_TANH = 1 } MeActivation;
 
 typedef struct MeBackend {
     const char *name;
+    const char *precision; /* of the matrix products: "fp32", or "bf16" (float32 accumulation) */
 
     /* memory on the backend's device */
     void *(*alloc)(size_t bytes); /* zero-filled; NULL when out of memory */
@@ -275,12 +276,19 @@ typedef struct MeBackend {
 } MeBackend;
 
 const MeBackend *me_cpu_backend(void);
+/* The CPU backend with bf16 linear layers (inputs rounded to bf16, float32 accumulation; every
+ * other op, the attention products included, as in me_cpu_backend); NULL on CPUs without
+ * AVX512-BF16. Parameters, gradients and optimizer state stay float32. */
+const MeBackend *me_cpu_bf16_backend(void);
 
 /* The CPU backend's vector code level, chosen at run time (cpu/vmath.c): 2 AVX-512 (F, VL, DQ)
  * + FMA, 1 AVX2 + FMA, 0 baseline; the CPU's best unless me_cpu_set_level lowered it. */
 int me_cpu_level(void);
 /* Use at most `level` (tests compare the variants); returns the level now in use. */
 int me_cpu_set_level(int level);
+/* 1 when this CPU executes AVX512-BF16 (with AVX-512 F/BW/VL) and me_cpu_set_level has not lowered
+ * the level below 2, so that me_cpu_bf16_backend() is not NULL; 0 otherwise (cpu/gemm_bf16.c). */
+int me_cpu_has_bf16(void);
 /* Its vectorised exp and erf (cpu/vmath.c; for tests against float64): out = f(inp), in place allowed. */
 void me_vexp(float *out, const float *inp, size_t n);
 void me_verf(float *out, const float *inp, size_t n);

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/vmath.h"
 
 #define PAR_MIN 4096 /* below this many elements, stay single-threaded */
@@ -213,26 +214,49 @@ static void colsum_accumulate(float *db, const float *dout, int N, int OC) {
     }
 }
 
-static void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N,
-                           int C, int OC) {
+typedef void (*GemmFn)(CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, float, const float *, int,
+                       const float *, int, float, float *, int);
+
+static void matmul_forward_with(GemmFn mm, float *out, const float *inp, const float *w, const float *b,
+                                int N, int C, int OC) {
     if (N == 0 || OC == 0) return;
     if (b) {
 #pragma omp parallel for if ((size_t)N * OC > PAR_MIN) schedule(static)
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * OC);
     }
-    gemm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+    mm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+}
+
+static void matmul_backward_with(GemmFn mm, float *dinp, float *dw, float *db, const float *dout,
+                                 const float *inp, const float *w, int N, int C, int OC, int accumulate) {
+    if (N == 0) return;
+    if (dinp)
+        mm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, accumulate ? 1.0f : 0.0f, dinp, C);
+    if (dw) mm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (db) colsum_accumulate(db, dout, N, OC);
+}
+
+static void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N,
+                           int C, int OC) {
+    matmul_forward_with(gemm, out, inp, w, b, N, C, OC);
 }
 
 static void matmul_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int C, int OC,
                             int accumulate) {
-    if (N == 0) return;
-    if (dinp)
-        gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, accumulate ? 1.0f : 0.0f,
-             dinp, C);
-    if (dw)
-        gemm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (db) colsum_accumulate(db, dout, N, OC);
+    matmul_backward_with(gemm, dinp, dw, db, dout, inp, w, N, C, OC, accumulate);
+}
+
+/* The bf16 table's linear layers (the attention products stay in float32). */
+static void matmul_forward_bf16(float *out, const float *inp, const float *w, const float *b, int N,
+                                int C, int OC) {
+    matmul_forward_with(me_gemm_bf16, out, inp, w, b, N, C, OC);
+}
+
+static void matmul_backward_bf16(float *dinp, float *dw, float *db, const float *dout,
+                                 const float *inp, const float *w, int N, int C, int OC,
+                                 int accumulate) {
+    matmul_backward_with(me_gemm_bf16, dinp, dw, db, dout, inp, w, N, C, OC, accumulate);
 }
 
 /* -------------------------------------------------------------------- gelu */
@@ -584,6 +608,7 @@ static int cpu_status(char *err) { return 0; }
 
 static const MeBackend CPU_BACKEND = {
     .name = "cpu",
+    .precision = "fp32",
     .alloc = cpu_alloc,
     .release = cpu_release,
     .zero = cpu_zero,
@@ -653,4 +678,20 @@ const MeBackend *me_cpu_backend(void) {
         initialised = 1;
     }
     return &CPU_BACKEND;
+}
+
+/* The same table with bf16 linear layers; built on first use, NULL without AVX512-BF16. */
+const MeBackend *me_cpu_bf16_backend(void) {
+    static MeBackend table;
+    static int built = 0;
+    if (!me_cpu_has_bf16()) return NULL;
+#pragma omp critical(me_cpu_bf16_table)
+    if (!built) {
+        table = *me_cpu_backend();
+        table.precision = "bf16";
+        table.matmul_forward = matmul_forward_bf16;
+        table.matmul_backward = matmul_backward_bf16;
+        built = 1;
+    }
+    return &table;
 }

@@ -105,6 +105,7 @@ static void cuda_to_host(void *host_dst, const void *src, size_t bytes) {
 
 static const MeBackend CUDA_BACKEND = {
     .name = "cuda",
+    .precision = "fp32",
     .alloc = cuda_alloc,
     .release = cuda_release,
     .zero = cuda_zero,

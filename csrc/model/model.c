@@ -61,7 +61,7 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
     if (!(cfg->combine_dropout >= 0.0f && cfg->combine_dropout < 1.0f))
         return me_error(err, ME_ERR_VALUE, "combine_dropout must be in [0, 1)");
     for (int i = 0; i < n; i++)
-        if (lms[i]->be != be)
+        if (strcmp(lms[i]->be->name, be->name) != 0)
             return me_error(err, ME_ERR_VALUE, "language model %d lives on another device", i + 1);
     int st = me_model_check_backend(be, cfg->task, err);
     if (st) return st;
@@ -272,7 +272,7 @@ static double lm_work(const MeModel *m, const MeLmInput *in, int B) {
 /* Side by side needs several LMs, several threads and the CPU backend (a GPU backend has one
  * stream and one BLAS handle, not to be driven from several threads at once). */
 static int can_run_side_by_side(const MeModel *m) {
-    return m->n >= 2 && omp_get_max_threads() >= 2 && m->be == me_cpu_backend();
+    return m->n >= 2 && omp_get_max_threads() >= 2 && strcmp(m->be->name, "cpu") == 0;
 }
 
 /* 1: side by side for this call, 0: one after another. */
@@ -292,12 +292,30 @@ static void record_schedule(MeModel *m, int side, double seconds, double work) {
 
 const char *me_model_lm_schedule(const MeModel *m) {
     if (!can_run_side_by_side(m))
-        return m->be != me_cpu_backend() ? "one language model at a time (a GPU backend runs one stream)"
+        return strcmp(m->be->name, "cpu") != 0 ? "one language model at a time (a GPU backend runs one stream)"
                                          : "one language model at a time (one LM or one thread)";
     if (m->side_fixed >= 0)
         return m->side_fixed ? "side by side (MULTIENC_LM_SCHEDULE)" : "one after another (MULTIENC_LM_SCHEDULE)";
     if (m->probes[0] < LM_PROBES || m->probes[1] < LM_PROBES) return "not measured yet";
     return lm_schedule(m) ? "side by side (measured faster)" : "one after another (measured faster)";
+}
+
+int me_model_set_precision(MeModel *m, const char *precision, char *err) {
+    int bf16 = strcmp(precision, "bf16") == 0;
+    if (!bf16 && strcmp(precision, "fp32") != 0)
+        return me_error(err, ME_ERR_VALUE, "precision must be 'fp32' or 'bf16' (got '%s')", precision);
+    if (strcmp(m->be->name, "cpu") != 0) {
+        if (!bf16) return ME_OK;
+        return me_error(err, ME_ERR_NOTIMPL, "precision 'bf16' is implemented on the CPU only, not on the '%s' "
+                        "backend yet; use precision='fp32'", m->be->name);
+    }
+    const MeBackend *be = bf16 ? me_cpu_bf16_backend() : me_cpu_backend();
+    if (!be)
+        return me_error(err, ME_ERR_NOTIMPL, "precision 'bf16' needs a CPU with AVX512-BF16 (the avx512_bf16 flag "
+                        "in /proc/cpuinfo), and this CPU has none; use precision='fp32'");
+    m->be = be;
+    for (int i = 0; i < m->n; i++) m->lms[i]->be = be;
+    return ME_OK;
 }
 
 typedef int (*LmTask)(void *ctx, int i, char *err);

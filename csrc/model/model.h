@@ -123,6 +123,12 @@ int me_model_train_step(MeModel *m, const MeLmInput *in, int B, int K, const int
 /* How the model runs its LMs now (a sentence for logs and benchmarks). */
 const char *me_model_lm_schedule(const MeModel *m);
 
+/* The precision of the linear layers of the model and of its language models: "fp32" or "bf16"
+ * (cpu only, on CPUs with AVX512-BF16: inputs rounded to bf16, float32 accumulation; parameters,
+ * gradients, optimizer state and every other op stay float32). ME_ERR_VALUE for another string,
+ * ME_ERR_NOTIMPL for bf16 on a CPU without AVX512-BF16 or on another backend. */
+int me_model_set_precision(MeModel *m, const char *precision, char *err);
+
 /* Allocate (zero-filled, pages already mapped) the AdamW moments of the LMs flagged in trainable [n]
  * that have none yet, so that the first step does not; a training step does it too. */
 int me_model_prepare_training(MeModel *m, const int *trainable, char *err);

@@ -593,6 +593,32 @@ static PyObject *Model_lm_schedule(ModelObject *self, PyObject *noargs) {
     return r;
 }
 
+static PyObject *Model_set_precision(ModelObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    if (!PyUnicode_Check(arg))
+        return PyErr_Format(PyExc_TypeError, "precision must be a str ('fp32' or 'bf16'), not %s",
+                            Py_TYPE(arg)->tp_name);
+    const char *precision = PyUnicode_AsUTF8(arg);
+    if (!precision) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_set_precision(self->model, precision, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_get_precision(ModelObject *self, void *c) {
+    if (!ready(self)) return NULL;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    PyObject *r = PyUnicode_FromString(self->model->be->precision);
+    PyThread_release_lock(self->lock);
+    return r;
+}
+
 static PyObject *Model_get_num_floats(ModelObject *self, void *c) {
     if (!ready(self)) return NULL;
     return PyLong_FromSize_t(self->model->nfloats);
@@ -614,6 +640,9 @@ static PyMethodDef Model_methods[] = {
      "int32 [B, K] (-1 past each length) when decode. lengths [B]: words per sentence (CRF; default K)."},
     {"backward", (PyCFunction)Model_backward, METH_O,
      "backward(trainable): gradients of the last forward (with targets) into the gradient buffers."},
+    {"set_precision", (PyCFunction)Model_set_precision, METH_O,
+     "set_precision('fp32' | 'bf16'): the precision of the linear layers of this model and its language models "
+     "(bf16: CPUs with AVX512-BF16 only; float32 accumulation, weights, gradients and optimizer state)."},
     {"lm_schedule", (PyCFunction)Model_lm_schedule, METH_NOARGS,
      "lm_schedule() -> how the language models run now: side by side, one after another, or not measured yet."},
     {"prepare_training", (PyCFunction)Model_prepare_training, METH_O,
@@ -643,6 +672,7 @@ static PyMethodDef Model_methods[] = {
 static PyGetSetDef Model_getset[] = {
     {"num_floats", (getter)Model_get_num_floats, NULL, "Length of the head's parameter buffer.", NULL},
     {"embedding_length", (getter)Model_get_embedding_length, NULL, "Width of the combined vector.", NULL},
+    {"precision", (getter)Model_get_precision, NULL, "Precision of the linear layers: 'fp32' or 'bf16'.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -677,6 +707,8 @@ static PyObject *model_runs_on(PyObject *self, PyObject *args) {
     return PyBool_FromLong(me_model_check_backend(be, task, err) == ME_OK);
 }
 
+static PyObject *cpu_has_bf16(PyObject *self, PyObject *noargs) { return PyBool_FromLong(me_cpu_has_bf16()); }
+
 static PyObject *profile_ops(PyObject *self, PyObject *arg) {
     int on = PyObject_IsTrue(arg);
     if (on < 0) return NULL;
@@ -705,6 +737,8 @@ static PyMethodDef module_methods[] = {
      "profile_ops(on): time the task model's backend calls by phase (process-wide; off by default)."},
     {"profile_read", profile_read, METH_NOARGS,
      "profile_read() -> {phase: seconds} summed since the last read (then reset)."},
+    {"cpu_has_bf16", cpu_has_bf16, METH_NOARGS,
+     "cpu_has_bf16() -> bool: whether this CPU runs precision='bf16' (AVX512-BF16)."},
     {"model_runs_on", model_runs_on, METH_VARARGS,
      "model_runs_on(device, task=0) -> bool: whether the backend of device ('cpu', 'cuda', 'cuda:N') has every "
      "op of a task model (encoders, pooling, combiner, head, loss, optimizer; task 2 = with a CRF). Reads the "
