@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu/dispatch.h"
@@ -169,11 +170,15 @@ int me_cpu_level(void) {
     if (cpu_best < 0) {
         __builtin_cpu_init();
         int fma = __builtin_cpu_supports("fma");
-        cpu_best = fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        int best = fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                            __builtin_cpu_supports("avx512dq")
                        ? 2
                    : fma && __builtin_cpu_supports("avx2") ? 1
                                                            : 0;
+        /* MULTIENC_CPU_LEVEL=0|1|2 lowers it for the whole process (multienc.engine checks the value) */
+        const char *cap = getenv("MULTIENC_CPU_LEVEL");
+        if (cap && cap[0] >= '0' && cap[0] <= '2' && !cap[1] && cap[0] - '0' < best) best = cap[0] - '0';
+        cpu_best = best;
     }
     return cpu_best < cpu_cap ? cpu_best : cpu_cap;
 #else
