@@ -15,4 +15,8 @@
 #define ME_INLINE static inline
 #endif
 
+/* The most me_cpu_set_level allows (2 unless lowered), whatever the CPU and the build: for kernels
+ * that check CPU features of their own (cpu/gemm_bf16.c). */
+int me_cpu_level_cap(void);
+
 #endif

@@ -186,6 +186,8 @@ int me_cpu_level(void) {
 #endif
 }
 
+int me_cpu_level_cap(void) { return cpu_cap; }
+
 int me_cpu_set_level(int level) {
     cpu_cap = level < 0 ? 0 : level;
     return me_cpu_level();

@@ -6,9 +6,12 @@
  * "cuda", "cuda:N"): their arrays are staged through that backend's memory. */
 #include "python/tests/op_driver.h"
 #include "common.h"
+#include "cpu/gemm_bf16.h"
 #include "model/modernbert.h"
 
 #include <limits.h>
+#include <omp.h>
+#include <time.h>
 
 #define BE(c) ((c)->be)
 
@@ -648,6 +651,41 @@ static void adamw_run(OpCall *c) {
                         c->val[6].d, c->val[7].d, c->val[8].d, c->val[9].i, c->val[10].f);
 }
 
+/* ------------------------------------------------------------------------- matrix products */
+
+/* gemm_bf16 / gemm_fp32(A, B, C, ta, tb, M, N, K, alpha, beta, threads, repeat) -> (C', seconds): the
+ * CPU backend's products on row-major arrays, lda / ldb / ldc their row lengths (wider than op(A)'s
+ * etc. when the arrays are), C' a copy of C updated `repeat` times (with beta, as BLAS) by `threads`
+ * OpenMP threads (0: as configured), seconds the time all repeats took (for the benchmark). */
+static int gemm_check(OpCall *c) {
+    const int ta = c->val[3].i, tb = c->val[4].i, M = c->val[5].i, N = c->val[6].i, K = c->val[7].i;
+    if (M < 0 || N < 0 || K < 0 || c->val[10].i < 0 || c->val[11].i < 1) return op_fail("bad arguments");
+    if (DIM(c, 0, 1) < 1 || DIM(c, 1, 1) < 1 || DIM(c, 2, 1) < 1) return op_fail("rows must not be empty");
+    if (DIM(c, 0, 0) < (ta ? K : M) || DIM(c, 0, 1) < (ta ? M : K) || DIM(c, 1, 0) < (tb ? N : K) ||
+        DIM(c, 1, 1) < (tb ? K : N) || DIM(c, 2, 0) < M || DIM(c, 2, 1) < N)
+        return op_fail("an array is smaller than the product needs");
+    return 0;
+}
+static int gemm_bf16_check(OpCall *c) {
+    if (!me_cpu_has_bf16()) return op_fail("gemm_bf16: this CPU has no AVX512-BF16 (or cpu_level is capped)");
+    return gemm_check(c);
+}
+static void gemm_run_with(OpCall *c, void (*fn)(CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, float, const float *,
+                                                int, const float *, int, float, float *, int)) {
+    const int threads = omp_get_max_threads();
+    if (c->val[10].i) omp_set_num_threads(c->val[10].i);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int r = 0; r < c->val[11].i; r++)
+        fn(c->val[3].i ? CblasTrans : CblasNoTrans, c->val[4].i ? CblasTrans : CblasNoTrans, c->val[5].i, c->val[6].i,
+           c->val[7].i, c->val[8].f, F(c, 0), DIM(c, 0, 1), F(c, 1), DIM(c, 1, 1), c->val[9].f, F(c, 2), DIM(c, 2, 1));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    omp_set_num_threads(threads);
+    c->ret = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+static void gemm_bf16_run(OpCall *c) { gemm_run_with(c, me_gemm_bf16); }
+static void gemm_fp32_run(OpCall *c) { gemm_run_with(c, me_gemm_fp32); }
+
 /* ---------------------------------------------------------------------------------- the table */
 
 #define A(kind, name, ndim) {ARG_##kind, name, ndim}
@@ -791,6 +829,13 @@ static OpDesc OPS[] = {
      USING(USES(scale)), no_check, scale_run, {0}},
     {"ops_sum_squares_rows", "-> sum of squares of those rows", 1, ARGS(A(F32, "x", 2), A(I32, "rows", 1)),
      OUTS(R_RET), USING(USES(sum_squares_rows)), sum_squares_rows_check, sum_squares_rows_run, {0}},
+#define GEMM_ARGS                                                                                             \
+    ARGS(A(F32, "A", 2), A(F32, "B", 2), A(F32_INOUT, "C", 2), S(BOOL, "ta"), S(BOOL, "tb"), S(INT, "M"),         \
+         S(INT, "N"), S(INT, "K"), S(FLOAT, "alpha"), S(FLOAT, "beta"), S(INT, "threads"), S(INT, "repeat"))
+    {"ops_gemm_bf16", "-> (C updated, seconds): me_gemm_bf16 (AVX512-BF16 CPUs)", 0, GEMM_ARGS, OUTS(R_ARG(2), R_RET),
+     USING({0}), gemm_bf16_check, gemm_bf16_run, {0}},
+    {"ops_gemm_fp32", "-> (C updated, seconds): the fp32 table's sgemm", 0, GEMM_ARGS, OUTS(R_ARG(2), R_RET),
+     USING({0}), gemm_check, gemm_fp32_run, {0}},
     OP(adamw, "-> (p, m, v, g) after one AdamW step on g * grad_scale (g left zeroed)", 1,
        ARGS(A(F32_INOUT, "p", 1), A(F32_INOUT, "g", 1), A(F32_INOUT, "m", 1), A(F32_INOUT, "v", 1), S(DOUBLE, "lr"),
             S(DOUBLE, "beta1"), S(DOUBLE, "beta2"), S(DOUBLE, "eps"), S(DOUBLE, "weight_decay"), S(INT, "step"),
