@@ -173,3 +173,17 @@ def test_unknown_precision_is_rejected_before_training(tmp_path):
         ModelTrainer(clf, classification_corpus()).train(epochs=1, base_path=str(tmp_path), progress=False,
                                                          precision="half")
     assert not os.path.exists(tmp_path / "training.log")
+
+
+def test_training_checkpoints_record_the_precision():
+    from multienc.formats.checkpoint import CheckpointError
+    from multienc.training.settings import TrainSettings
+    s = TrainSettings.from_arguments(2, 2e-5, None, 16, 1, False, 0, "run", True, False, 0.1, 0.01, 1, False, 5.0,
+                                     32, False, precision="fp32")
+    saved = s.to_json()
+    assert saved["precision"] == "fp32"
+    assert TrainSettings.from_json({**saved, "precision": "bf16"}, "ckpt").precision == "bf16"
+    older = {k: v for k, v in saved.items() if k != "precision"}  # written before precision existed
+    assert TrainSettings.from_json(older, "ckpt").precision == "fp32"
+    with pytest.raises(CheckpointError, match="training_state.settings.precision"):
+        TrainSettings.from_json({**saved, "precision": "fp16"}, "ckpt")
