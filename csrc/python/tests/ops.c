@@ -851,9 +851,15 @@ static PyObject *cpu_level(PyObject *self, PyObject *args) {
     return PyLong_FromLong(cap >= 0 ? me_cpu_set_level(cap) : me_cpu_level());
 }
 
+/* cpu_has_bf16() -> me_cpu_has_bf16() of this extension's copy of the engine, the one cpu_level caps
+ * (multienc.engine._C has its own). */
+static PyObject *cpu_has_bf16(PyObject *self, PyObject *noargs) { return PyBool_FromLong(me_cpu_has_bf16()); }
+
 static PyMethodDef FUNCTIONS[] = {
     {"cpu_level", cpu_level, METH_VARARGS,
      "cpu_level(cap=-1) -> the vector code level in use (2 AVX-512, 1 AVX2, 0 baseline); cap limits it"},
+    {"cpu_has_bf16", cpu_has_bf16, METH_NOARGS,
+     "cpu_has_bf16() -> whether ops_gemm_bf16 runs: AVX512-BF16 and cpu_level not capped below 2"},
     {NULL, NULL, 0, NULL},
 };
 
