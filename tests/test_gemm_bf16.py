@@ -75,11 +75,12 @@ def check(M, N, K, ta, tb, alpha, beta, extra=(0, 0), threads=0):
     return got
 
 
-# Blocking in the kernel: MR = 14 rows, NR = 32 columns, KC = 384 along K, MC = 336 rows; products
-# of 2e6 flops and more run on several threads (by column panels, or by row panels when C is tall
-# and narrow). The shapes cross each edge, with K odd and even.
+# Blocking in the kernel: MR = 14 rows, NR = 32 columns, KC = 384 along K, MC = 336 rows, NC = 512
+# columns; products of 2e6 flops and more run on several threads (by column panels, or by row
+# panels when C is tall and narrow). The shapes cross each edge, with K odd and even.
 SHAPES = [(1, 1, 1), (1, 1, 2), (2, 3, 1), (13, 31, 7), (14, 32, 16), (15, 33, 17), (29, 65, 33), (97, 100, 255),
-          (300, 129, 31), (337, 47, 385), (28, 64, 769), (5, 300, 768), (150, 290, 301), (43, 7, 1001)]
+          (300, 129, 31), (337, 47, 385), (28, 64, 769), (5, 530, 768), (150, 290, 301), (43, 7, 1001),
+          (20, 1030, 3)]
 
 
 @pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
