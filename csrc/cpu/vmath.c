@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu/dispatch.h"
@@ -160,6 +161,12 @@ static inline double vm_pow2(double t) {
 /* ------------------------------------------------------------ dispatch */
 
 static int cpu_cap = 2;
+
+/* MULTIENC_CPU_LEVEL=0|1|2 lowers the level for the whole process (multienc.engine checks the value). */
+static int env_cap(void) {
+    const char *cap = getenv("MULTIENC_CPU_LEVEL");
+    return cap && cap[0] >= '0' && cap[0] <= '2' && !cap[1] ? cap[0] - '0' : 2;
+}
 #ifdef ME_VARIANTS
 static int cpu_best = -1;
 #endif
@@ -169,11 +176,12 @@ int me_cpu_level(void) {
     if (cpu_best < 0) {
         __builtin_cpu_init();
         int fma = __builtin_cpu_supports("fma");
-        cpu_best = fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        int best = fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                            __builtin_cpu_supports("avx512dq")
                        ? 2
                    : fma && __builtin_cpu_supports("avx2") ? 1
                                                            : 0;
+        cpu_best = best < env_cap() ? best : env_cap();
     }
     return cpu_best < cpu_cap ? cpu_best : cpu_cap;
 #else
@@ -181,7 +189,7 @@ int me_cpu_level(void) {
 #endif
 }
 
-int me_cpu_level_cap(void) { return cpu_cap; }
+int me_cpu_level_cap(void) { return cpu_cap < env_cap() ? cpu_cap : env_cap(); }
 
 int me_cpu_set_level(int level) {
     cpu_cap = level < 0 ? 0 : level;

@@ -733,6 +733,29 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
     return me_encoder_backward_device(enc, NULL, err);
 }
 
+int me_backend_for_precision(const MeBackend *now, const char *precision, const MeBackend **out, char *err) {
+    int bf16 = strcmp(precision, "bf16") == 0;
+    if (!bf16 && strcmp(precision, "fp32") != 0)
+        return me_error(err, ME_ERR_VALUE, "precision must be 'fp32' or 'bf16' (got '%s')", precision);
+    if (strcmp(now->name, "cpu") != 0) {
+        if (bf16)
+            return me_error(err, ME_ERR_NOTIMPL, "precision 'bf16' is implemented on the CPU only, not on the "
+                            "'%s' backend yet; use precision='fp32'", now->name);
+        *out = now;
+        return ME_OK;
+    }
+    const MeBackend *be = bf16 ? me_cpu_bf16_backend() : me_cpu_backend();
+    if (!be)
+        return me_error(err, ME_ERR_NOTIMPL, "precision 'bf16' needs a CPU with AVX512-BF16 (the avx512_bf16 flag "
+                        "in /proc/cpuinfo), and this CPU has none; use precision='fp32'");
+    *out = be;
+    return ME_OK;
+}
+
+int me_encoder_set_precision(MeEncoder *enc, const char *precision, char *err) {
+    return me_backend_for_precision(enc->be, precision, &enc->be, err);
+}
+
 void me_encoder_zero_grad(MeEncoder *enc) {
     if (enc->grads_zero) return;
     enc->be->zero(enc->grads, enc->nfloats * sizeof(float));

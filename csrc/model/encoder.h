@@ -169,6 +169,15 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err);
 /* Set the gradients to zero (nothing to do when they are: grads_zero). */
 void me_encoder_zero_grad(MeEncoder *enc);
 
+/* The table that runs `precision` ("fp32" or "bf16") on the device of `now`: bf16 is the CPU's
+ * bf16 table (CPUs with AVX512-BF16 only; float32 accumulation, weights and gradients; every op
+ * but the linear layers as in fp32). ME_ERR_VALUE for another string, ME_ERR_NOTIMPL where bf16
+ * does not run; *out is untouched then. */
+int me_backend_for_precision(const MeBackend *now, const char *precision, const MeBackend **out, char *err);
+
+/* Run this encoder's linear layers in `precision` (me_backend_for_precision). */
+int me_encoder_set_precision(MeEncoder *enc, const char *precision, char *err);
+
 /* Device buffer [B*T, H] that me_encoder_backward_device reads (NULL before a forward). */
 float *me_encoder_grad_output(MeEncoder *enc);
 

@@ -301,18 +301,9 @@ const char *me_model_lm_schedule(const MeModel *m) {
 }
 
 int me_model_set_precision(MeModel *m, const char *precision, char *err) {
-    int bf16 = strcmp(precision, "bf16") == 0;
-    if (!bf16 && strcmp(precision, "fp32") != 0)
-        return me_error(err, ME_ERR_VALUE, "precision must be 'fp32' or 'bf16' (got '%s')", precision);
-    if (strcmp(m->be->name, "cpu") != 0) {
-        if (!bf16) return ME_OK;
-        return me_error(err, ME_ERR_NOTIMPL, "precision 'bf16' is implemented on the CPU only, not on the '%s' "
-                        "backend yet; use precision='fp32'", m->be->name);
-    }
-    const MeBackend *be = bf16 ? me_cpu_bf16_backend() : me_cpu_backend();
-    if (!be)
-        return me_error(err, ME_ERR_NOTIMPL, "precision 'bf16' needs a CPU with AVX512-BF16 (the avx512_bf16 flag "
-                        "in /proc/cpuinfo), and this CPU has none; use precision='fp32'");
+    const MeBackend *be;
+    int st = me_backend_for_precision(m->be, precision, &be, err);
+    if (st) return st;
     m->be = be;
     for (int i = 0; i < m->n; i++) m->lms[i]->be = be;
     return ME_OK;

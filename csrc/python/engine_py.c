@@ -128,6 +128,27 @@ static PyObject *Encoder_read_params(EncoderObject *self, PyObject *a) { return 
 static PyObject *Encoder_write_params(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 0, 0); }
 static PyObject *Encoder_read_grads(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 1, 1); }
 
+static PyObject *Encoder_set_precision(EncoderObject *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
+    if (!PyUnicode_Check(arg))
+        return PyErr_Format(PyExc_TypeError, "precision must be a str ('fp32' or 'bf16'), not %s",
+                            Py_TYPE(arg)->tp_name);
+    const char *precision = PyUnicode_AsUTF8(arg);
+    if (!precision) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    LOCKED_COMPUTE(self, st = me_encoder_set_precision(self->enc, precision, err));
+    if (st) return me_raise(st, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Encoder_get_precision(EncoderObject *self, void *c) {
+    if (!ready(self)) return NULL;
+    const char *precision;
+    LOCKED_COMPUTE(self, precision = self->enc->be->precision);
+    return PyUnicode_FromString(precision);
+}
+
 static PyObject *Encoder_zero_grad(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
     const MeBackend *be = self->enc->be;
@@ -233,6 +254,8 @@ static PyMethodDef Encoder_methods[] = {
     {"write_params", (PyCFunction)Encoder_write_params, METH_O, "Copy a float32 array into the parameter buffer."},
     {"read_grads", (PyCFunction)Encoder_read_grads, METH_O, "Copy the gradient buffer into a float32 array."},
     {"zero_grad", (PyCFunction)Encoder_zero_grad, METH_NOARGS, "Set all gradients to zero."},
+    {"set_precision", (PyCFunction)Encoder_set_precision, METH_O,
+     "set_precision('fp32' | 'bf16'): the precision of the linear layers (bf16: CPUs with AVX512-BF16 only)."},
     {"forward", (PyCFunction)(void (*)(void))Encoder_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(input_ids, attention_mask, token_type_ids=None, train=False, seed=0, output=True) -> float32 (B, T, H)\n"
      "(None with output=False: the result stays on the device for backward)"},
@@ -243,6 +266,7 @@ static PyMethodDef Encoder_methods[] = {
 
 static PyGetSetDef Encoder_getset[] = {
     {"num_floats", (getter)Encoder_get_num_floats, NULL, "Length of the flat parameter buffer.", NULL},
+    {"precision", (getter)Encoder_get_precision, NULL, "Precision of the linear layers: 'fp32' or 'bf16'.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

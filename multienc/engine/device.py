@@ -63,6 +63,30 @@ def resolve_device(device: Optional[str] = None) -> str:
     return device
 
 
+#: The precisions of the linear layers ``ModelTrainer.train(precision=...)`` accepts.
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_available() -> bool:
+    """Whether this CPU runs ``precision="bf16"``: it needs AVX512-BF16 (``avx512_bf16`` in /proc/cpuinfo)."""
+    return _C.cpu_has_bf16()
+
+
+def check_precision(precision: str, device: str) -> str:
+    """``precision`` when the model on ``device`` can train in it; ValueError for a name other than
+    ``"fp32"`` / ``"bf16"``, NotImplementedError for bf16 where it does not run (another device than
+    the CPU, or a CPU without AVX512-BF16)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and device != "cpu":
+        raise NotImplementedError(f"precision='bf16' is implemented on the CPU only, not on {device!r} yet; "
+                                  f"use precision='fp32'")
+    if precision == "bf16" and not bf16_available():
+        raise NotImplementedError("precision='bf16' needs a CPU with AVX512-BF16 (the avx512_bf16 flag in "
+                                  "/proc/cpuinfo), and this CPU has none; use precision='fp32'")
+    return precision
+
+
 def same_device(a: str, b: str) -> bool:
     """Whether two device strings name one device (``"cuda"`` is ``"cuda:0"``)."""
     return a == b or {a, b} == {"cuda", "cuda:0"}

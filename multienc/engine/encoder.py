@@ -604,6 +604,17 @@ class Encoder:
         """``[("encoder", device address, floats)]`` of the flat ``"params"`` or ``"grads"`` buffer (for NCCL)."""
         return _C.buffer_addresses(self._c, which)
 
+    @property
+    def precision(self) -> str:
+        """Precision of the linear layers: ``"fp32"`` or ``"bf16"``."""
+        return self._c.precision
+
+    def set_precision(self, precision: str) -> None:
+        """Run the linear layers in ``"bf16"`` (inputs rounded to bfloat16, products accumulated in
+        float32; CPUs with AVX512-BF16 only, NotImplementedError elsewhere) or ``"fp32"``. Weights,
+        gradients and every other op stay float32."""
+        self._c.set_precision(precision)
+
     def zero_grad(self) -> None:
         """Reset all accumulated gradients to zero."""
         self._c.zero_grad()

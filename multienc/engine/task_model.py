@@ -125,6 +125,18 @@ class TaskModel:
         one), as a sentence."""
         return self._c.lm_schedule()
 
+    @property
+    def precision(self) -> str:
+        """Precision of the linear layers of this model and its encoders: ``"fp32"`` or ``"bf16"``."""
+        return self._c.precision
+
+    def set_precision(self, precision: str) -> None:
+        """Run the linear layers of this model and of its encoders in ``"bf16"`` (inputs rounded to
+        bfloat16, products accumulated in float32; CPUs with AVX512-BF16 only) or ``"fp32"``.
+        Weights, gradients, optimizer state and every other op (LayerNorm, softmax, attention
+        products, losses) stay float32. The encoders are shared: another model over them sees it too."""
+        self._c.set_precision(precision)
+
     def prepare_training(self, trainable: Sequence[bool]) -> None:
         """Allocate the AdamW state of the language models flagged ``trainable`` now (zero-filled,
         its memory already mapped) instead of inside the first training step."""

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from multienc.engine import check_precision
 from multienc.formats import schema
 from multienc.formats.checkpoint import checked_field
 from multienc.training.optim import FLOAT32_MAX, group_learning_rates
@@ -41,6 +42,7 @@ class TrainSettings:
     eval_batch_size: int
     progress: bool
     checkpoint_every: int = 0  # training steps between training checkpoints (0: only on Ctrl-C)
+    precision: str = "fp32"  # of the linear layers: "fp32" or "bf16" (multienc.engine.check_precision)
 
     @classmethod
     def from_arguments(cls, num_lms: int, learning_rate: Union[float, Sequence[float]],
@@ -48,8 +50,11 @@ class TrainSettings:
                        num_workers: int, base_path: str, save_best_model: bool, use_linear_scheduler: bool,
                        warmup_fraction: float, weight_decay: float, seed: int, group_by_length: bool,
                        max_grad_norm: float, eval_batch_size: int, progress: bool,
-                       checkpoint_every: Optional[int] = None) -> "TrainSettings":
-        """Validate ``train``'s arguments (ValueError naming the argument) and freeze them."""
+                       checkpoint_every: Optional[int] = None, precision: str = "fp32",
+                       device: str = "cpu") -> "TrainSettings":
+        """Validate ``train``'s arguments (ValueError naming the argument; NotImplementedError for a
+        precision the model's ``device`` cannot run) and freeze them."""
+        check_precision(precision, device)
         checkpoint_every = 0 if checkpoint_every is None else checkpoint_every
         for name, v, lo in (("batch_size", batch_size, 1), ("epochs", epochs, 0),
                             ("eval_batch_size", eval_batch_size, 1), ("checkpoint_every", checkpoint_every, 0)):
@@ -73,7 +78,8 @@ class TrainSettings:
                    save_best_model=bool(save_best_model), use_linear_scheduler=bool(use_linear_scheduler),
                    warmup_fraction=float(warmup_fraction), weight_decay=float(weight_decay), seed=int(seed),
                    group_by_length=bool(group_by_length), max_grad_norm=float(max_grad_norm),
-                   eval_batch_size=eval_batch_size, progress=bool(progress), checkpoint_every=checkpoint_every)
+                   eval_batch_size=eval_batch_size, progress=bool(progress), checkpoint_every=checkpoint_every,
+                   precision=precision)
 
     def to_json(self) -> Dict[str, Any]:
         """The settings as a training checkpoint records them (:meth:`from_json` reads them back)."""
@@ -94,6 +100,7 @@ _SETTINGS_SCHEMA = schema.Obj({
     "seed": schema.Int(0, (1 << 32) - 1), "group_by_length": schema.Bool(),
     "max_grad_norm": schema.Either(schema.Float(1e-45), schema.Const(math.inf), what="a number > 0"),
     "eval_batch_size": schema.Int(1, 1 << 31), "progress": schema.Bool(), "checkpoint_every": schema.Int(0, 1 << 31),
+    "precision": schema.Const("fp32", "bf16"),
 }, required=("learning_rates", "batch_size", "epochs", "shuffle_data", "base_path", "save_best_model",
              "use_linear_scheduler", "warmup_fraction", "weight_decay", "seed", "group_by_length", "max_grad_norm",
              "eval_batch_size", "progress", "checkpoint_every"), closed=True)

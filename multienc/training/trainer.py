@@ -279,7 +279,7 @@ class ModelTrainer:
               warmup_fraction: float = 0.1, weight_decay: float = 0.01, seed: Optional[int] = None,
               group_by_length: bool = False, max_grad_norm: float = 5.0, eval_batch_size: int = 32,
               progress: bool = True, checkpoint_every: Optional[int] = None,
-              distributed: Union[bool, ProcessGroup] = False) -> Dict[str, List[float]]:
+              distributed: Union[bool, ProcessGroup] = False, precision: str = "fp32") -> Dict[str, List[float]]:
         """Train and return the history ``{"train_loss", "val_loss", "dev_score_history", "dev_scores",
         "test_scores"}`` (per epoch; ``dev_score_history`` holds the main metric).
 
@@ -298,6 +298,13 @@ class ModelTrainer:
         (needs mpi4py; a :class:`~multienc.parallel.ProcessGroup` to train over that group):
         ``batch_size`` stays the global batch, each rank computes its share, the result equals one
         process's within rounding, rank 0 writes the files (docs/distributed.md).
+        ``precision``: ``"fp32"`` (default) or ``"bf16"``: the linear layers of the language models
+        and the head take their inputs rounded to bfloat16 and accumulate in float32, as PyTorch's
+        bf16 autocast does for them; weights, gradients, AdamW state, LayerNorm, softmax, attention
+        and losses stay float32, so no loss scaling is needed (bf16 has float32's exponent range).
+        CPUs with AVX512-BF16 only (NotImplementedError elsewhere: :func:`multienc.engine.bf16_available`
+        says). The dev evaluations of the run use it too; the model is back in fp32 when ``train``
+        returns.
         The arguments are checked and frozen into a :class:`TrainSettings`.
         """
         if checkpoint_every and distributed is not False:
@@ -313,7 +320,7 @@ class ModelTrainer:
             len(model.language_models), learning_rate, decoder_learning_rate, batch_size, epochs, shuffle_data,
             num_workers, base_path or default_base_path(corpus, model), save_best_model, use_linear_scheduler,
             warmup_fraction, weight_decay, seed, group_by_length, max_grad_norm, eval_batch_size, progress,
-            checkpoint_every)
+            checkpoint_every, precision, model.device)
         train, dev, test = self._splits()
         if model.steps_trained == 0:
             model.reset_head(np.random.default_rng([settings.seed, 1]))
@@ -499,7 +506,7 @@ class ModelTrainer:
             log.info(f"Model type: single-transformer {model.name}")
         log_line()
         log.info("Model parameters:")
-        log.info(f" - device: {model.device}, precision: fp32")
+        log.info(f" - device: {model.device}, precision: {s.precision}")
         log.info(f" - epochs: {s.epochs}")
         log.info(f" - batch size: {s.batch_size}")
         if self.group:
@@ -519,6 +526,15 @@ class ModelTrainer:
 
     def _train(self, s: TrainSettings, train: List[Sentence], dev: List[Sentence], test: List[Sentence],
                resumed: Optional[_Position]) -> Dict[str, Any]:
+        """The run in the settings' precision; the model is back in fp32 afterwards, however it ends."""
+        self.model.task_model.set_precision(s.precision)
+        try:
+            return self._run(s, train, dev, test, resumed)
+        finally:
+            self.model.task_model.set_precision("fp32")
+
+    def _run(self, s: TrainSettings, train: List[Sentence], dev: List[Sentence], test: List[Sentence],
+             resumed: Optional[_Position]) -> Dict[str, Any]:
         model = self.model
         n_lms = len(model.language_models)
         rng = np.random.default_rng(s.seed)
