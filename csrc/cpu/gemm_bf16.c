@@ -187,7 +187,7 @@ BF16_TARGET static void microkernel(int kp, const uint32_t *a, const uint32_t *b
         /* C's tile is written (and read) after the loop: fetch its lines meanwhile */
         if (i < mr) {
             _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR - 1), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)i * ldc + nr - 1), _MM_HINT_T0);
         }
     }
     for (int p = 0; p < kp; p++, a += MR, b += NR) {
