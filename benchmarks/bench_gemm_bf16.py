@@ -15,7 +15,8 @@ M = out features, N = in features, K = T; TN). Per shape, GFLOP/s (2 M N K / tim
   .venv-ref/bin/python; its own process, the same thread count.
 
 Each number is the median of --runs runs (all listed), each run repeating the product for about
---seconds; the two engine products alternate. Needs the test extension (make build).
+--seconds; the engine's two products alternate shape by shape, and engine and PyTorch run by run.
+Needs the test extension (make build).
 """
 from __future__ import annotations
 
@@ -44,35 +45,32 @@ def shapes(tokens):
     return out
 
 
-def timed_runs(call, flops, runs, seconds):
-    """GFLOP/s of `runs` runs; call(repeat) -> seconds for `repeat` products."""
+def timed(call, flops, seconds):
+    """GFLOP/s of one run; call(repeat) -> seconds for `repeat` products."""
     once = call(1)  # warm-up, and the repeat count
     repeat = max(1, int(seconds / max(once, 1e-6)))
-    return [flops * repeat / call(repeat) / 1e9 for _ in range(runs)]
+    return flops * repeat / call(repeat) / 1e9
 
 
-def engine_side(shape_list, threads, runs, seconds):
+def engine_side(shape_list, threads, seconds):
+    """One run of every shape: {"bf16": GFLOP/s, "sgemm": GFLOP/s} each."""
     import numpy as np
 
     from multienc.engine import _C_tests
 
     rng = np.random.default_rng(0)
     out = []
-    for label, ta, tb, M, N, K in shape_list:
+    for _, ta, tb, M, N, K in shape_list:
         A = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
         B = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
         C = np.zeros((M, N), np.float32)
-        res = {}
-        for _ in range(runs):  # one run of each at a time
-            for key, fn in (("bf16", _C_tests.ops_gemm_bf16), ("sgemm", _C_tests.ops_gemm_fp32)):
-                res.setdefault(key, []).extend(
-                    timed_runs(lambda r: fn(A, B, C, ta, tb, M, N, K, 1.0, 0.0, threads, r)[1], 2.0 * M * N * K, 1,
-                               seconds))
-        out.append(res)
+        out.append({key: timed(lambda r: fn(A, B, C, ta, tb, M, N, K, 1.0, 0.0, threads, r)[1], 2.0 * M * N * K, seconds)
+                    for key, fn in (("bf16", _C_tests.ops_gemm_bf16), ("sgemm", _C_tests.ops_gemm_fp32))})
     return out
 
 
-def torch_worker(shape_list, threads, runs, seconds):
+def torch_worker(shape_list, threads, seconds):
+    """One run of every shape in PyTorch: GFLOP/s each."""
     import torch
 
     torch.set_num_threads(threads)
@@ -88,8 +86,18 @@ def torch_worker(shape_list, threads, runs, seconds):
                 torch.matmul(opa, opb)
             return time.perf_counter() - t0
 
-        out.append(timed_runs(call, 2.0 * M * N * K, runs, seconds))
+        out.append(timed(call, 2.0 * M * N * K, seconds))
     return {"runs": out, "version": torch.__version__}
+
+
+def torch_run(py, args):
+    cmd = [py, os.path.abspath(__file__), "--worker", "--threads", str(args.threads), "--seconds", str(args.seconds),
+           "--tokens", *map(str, args.tokens)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"the PyTorch worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def torch_python() -> str | None:
@@ -127,37 +135,40 @@ def main():
     args = ap.parse_args()
     shape_list = shapes(args.tokens)
     if args.worker:
-        print(json.dumps(torch_worker(shape_list, args.threads, args.runs, args.seconds)))
+        print(json.dumps(torch_worker(shape_list, args.threads, args.seconds)))
         return
 
     from multienc.engine import _C_tests
     if not _C_tests.cpu_has_bf16():
         sys.exit("this CPU has no AVX512-BF16: there is no bf16 GEMM to measure")
     start = time.time()
-    ours = engine_side(shape_list, args.threads, args.runs, args.seconds)
-    torch_res = None
     py = None if args.no_torch else torch_python()
-    if py:
-        cmd = [py, os.path.abspath(__file__), "--worker", "--threads", str(args.threads), "--runs", str(args.runs),
-               "--seconds", str(args.seconds), "--tokens", *map(str, args.tokens)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-        if done.returncode != 0:
-            sys.exit(f"the PyTorch worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        torch_res = json.loads(done.stdout.strip().splitlines()[-1])
+    # runs alternate between the engine and PyTorch, so that both see the same spells of load
+    ours = [[] for _ in shape_list]
+    theirs = [[] for _ in shape_list] if py else None
+    version = None
+    for _ in range(args.runs):
+        for acc, res in zip(ours, engine_side(shape_list, args.threads, args.seconds)):
+            acc.append(res)
+        if py:
+            res = torch_run(py, args)
+            version = res["version"]
+            for acc, value in zip(theirs, res["runs"]):
+                acc.append(value)
 
     print(f"{cpu_name()}, {os.cpu_count()} logical cores, {args.threads} threads; "
           f"load average {os.getloadavg()[0]:.1f} at the end; {time.time() - start:.0f} s; "
-          f"PyTorch {torch_res['version'] if torch_res else 'not run'}")
+          f"PyTorch {version or 'not run'}")
     print(f"GFLOP/s, median of {args.runs} runs (each run listed)\n")
     print("| product | M x N x K | bf16 | sgemm | torch bf16 | bf16 / sgemm | bf16 / torch |")
     print("|---|---|---|---|---|---|---|")
-    for i, ((label, ta, tb, M, N, K), res) in enumerate(zip(shape_list, ours)):
-        ours_med = statistics.median(res["bf16"])
-        t = torch_res["runs"][i] if torch_res else None
-        print(f"| {label} ({'T' if ta else 'N'}{'T' if tb else 'N'}) | {M} x {N} x {K} | {cell(res['bf16'])} | "
-              f"{cell(res['sgemm'])} | {cell(t) if t else '-'} | {ours_med / statistics.median(res['sgemm']):.2f}x | "
-              f"{f'{ours_med / statistics.median(t):.2f}x' if t else '-'} |")
+    for i, (label, ta, tb, M, N, K) in enumerate(shape_list):
+        bf16, sgemm = [r["bf16"] for r in ours[i]], [r["sgemm"] for r in ours[i]]
+        t = theirs[i] if theirs else None
+        med = statistics.median(bf16)
+        print(f"| {label} ({'T' if ta else 'N'}{'T' if tb else 'N'}) | {M} x {N} x {K} | {cell(bf16)} | {cell(sgemm)} | "
+              f"{cell(t) if t else '-'} | {med / statistics.median(sgemm):.2f}x | "
+              f"{f'{med / statistics.median(t):.2f}x' if t else '-'} |")
 
 
 if __name__ == "__main__":
