@@ -8,8 +8,8 @@ the fused QKV projection 768 -> 2304, the attention output 768 -> 768, the FFN's
 features; NT), the input gradient (dinp = dout w: NN) and the weight gradient (dw = dout^T inp:
 M = out features, N = in features, K = T; TN). Per shape, GFLOP/s (2 M N K / time) of
 
-- bf16: me_gemm_bf16, float32 inputs rounded to bf16 while packed, float32 accumulation;
-- sgemm: the fp32 table's me_gemm_fp32 (OpenBLAS sgemm, single-threaded, on our OpenMP threads);
+- bf16: me_gemm_bf16 (me_cpu_gemm(1, ...)), float32 inputs rounded to bf16 while packed, float32 accumulation;
+- sgemm: the fp32 table's product, me_cpu_gemm(0, ...) (OpenBLAS sgemm, single-threaded, on our OpenMP threads);
 - torch bf16: torch.matmul on bf16 tensors (oneDNN; inputs already bf16, so no conversion in its
   time) where a PyTorch is found: this interpreter, else $MULTIENC_TORCH_PYTHON, else
   .venv-ref/bin/python; its own process, the same thread count.
@@ -64,7 +64,8 @@ def engine_side(shape_list, threads, seconds):
         A = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
         B = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
         C = np.zeros((M, N), np.float32)
-        out.append({key: timed(lambda r: fn(A, B, C, ta, tb, M, N, K, 1.0, 0.0, threads, r)[1], 2.0 * M * N * K, seconds)
+        flops = 2.0 * M * N * K
+        out.append({key: timed(lambda r: fn(A, B, C, ta, tb, M, N, K, 1.0, 0.0, threads, r)[1], flops, seconds)
                     for key, fn in (("bf16", _C_tests.ops_gemm_bf16), ("sgemm", _C_tests.ops_gemm_fp32))})
     return out
 
@@ -166,7 +167,8 @@ def main():
         bf16, sgemm = [r["bf16"] for r in ours[i]], [r["sgemm"] for r in ours[i]]
         t = theirs[i] if theirs else None
         med = statistics.median(bf16)
-        print(f"| {label} ({'T' if ta else 'N'}{'T' if tb else 'N'}) | {M} x {N} x {K} | {cell(bf16)} | {cell(sgemm)} | "
+        ops = f"{'T' if ta else 'N'}{'T' if tb else 'N'}"
+        print(f"| {label} ({ops}) | {M} x {N} x {K} | {cell(bf16)} | {cell(sgemm)} | "
               f"{cell(t) if t else '-'} | {med / statistics.median(sgemm):.2f}x | "
               f"{f'{med / statistics.median(t):.2f}x' if t else '-'} |")
 

@@ -12,7 +12,7 @@ import pytest
 from multienc.engine import _C_tests
 
 pytestmark = pytest.mark.skipif(not _C_tests.cpu_has_bf16(),
-                                reason="this CPU has no AVX512-BF16 (with AVX-512 F/BW/VL/DQ), so there is no bf16 GEMM")
+                                reason="this CPU has no AVX512-BF16 (with AVX-512 F/BW/VL/DQ): no bf16 GEMM")
 
 RNG = np.random.default_rng(1616)
 U = 2.0 ** -24  # float32's unit roundoff
