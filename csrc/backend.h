@@ -289,6 +289,12 @@ int me_cpu_set_level(int level);
 /* 1 when this CPU executes AVX512-BF16 (with AVX-512 F/BW/VL) and me_cpu_set_level has not lowered
  * the level below 2, so that me_cpu_bf16_backend() is not NULL; 0 otherwise (cpu/gemm_bf16.c). */
 int me_cpu_has_bf16(void);
+/* Its two matrix products, the ones the fp32 and bf16 tables' linear layers use (cpu/ops.c; for tests
+ * and benchmarks): row-major C[M,N] = alpha * op(A) op(B) + beta * C as cblas_sgemm, op(X) = X^T when
+ * tX is 1. bf16 0: float32 (OpenBLAS sgemm on the OpenMP threads); 1: inputs rounded to bf16, float32
+ * accumulation (cpu/gemm_bf16.h), only when me_cpu_has_bf16(). */
+void me_cpu_gemm(int bf16, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
 /* Its vectorised exp and erf (cpu/vmath.c; for tests against float64): out = f(inp), in place allowed. */
 void me_vexp(float *out, const float *inp, size_t n);
 void me_verf(float *out, const float *inp, size_t n);

@@ -155,7 +155,7 @@ def test_the_op_test_entry_points_are_a_separate_extension():
     wheel: tests/test_wheel.py), not in the shipped multienc.engine._C."""
     assert not [name for name in dir(_C) if name.startswith("ops_")]
     ops = [name for name in dir(_C_tests) if name.startswith("ops_")]
-    assert len(ops) == 51 and "ops_crf" in ops and "ops_adamw" in ops and "ops_window_attention_backward" in ops
+    assert len(ops) == 53 and "ops_crf" in ops and "ops_gemm_bf16" in ops and "ops_adamw" in ops and "ops_window_attention_backward" in ops
     assert _C_tests.ops_embedding_backward.__doc__.startswith(
         "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
 

@@ -171,7 +171,7 @@ def test_vector_variants_compute_the_same_bits():
                            + [_C_tests.ops_gelu_forward(x, act) for act in (0, 1)]
                            + [_C_tests.ops_gelu_backward(x, dout, act) for act in (0, 1)])
     finally:
-        _C_tests.cpu_level(best)
+        _C_tests.cpu_level(2)  # no cap (not `best`: under AddressSanitizer that is 0, a cap the bf16 GEMM obeys)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)

@@ -11,13 +11,20 @@
  * half of the last pair when K is odd, so the microkernel always computes a whole tile and only the
  * store is cut to the edge.
  *
- * Loops (per thread, on its part of C): MC rows of A at a time; within them KC-long slices of K,
- * whose MC x KC packed A block (MC * KC * 2 bytes = 252 KiB) stays in L2; for each NR-wide
- * column panel a B micro-panel (KC * NR * 2 = 24 KiB) is packed into L1 and swept by every MR-row
- * micro-panel of the block. Every element of C sees the same arithmetic wherever it lies in a tile
- * or a thread's part (the lanes of vdpbf16ps are independent, padding adds exact zeros), so the
- * result depends on K, the inputs, alpha and beta only: the same bits for every thread count and
- * partition. The packed buffers live on each thread's stack (about 280 KiB): no allocation. */
+ * Loops (Goto's order, per thread on its part of C): KC-long slices of K; in each, NC columns of
+ * op(B) at a time are packed (KC x NC, 384 KiB, in L2 with room to spare or in L3), then MC rows of
+ * op(A) (MC x KC, 252 KiB, in L2); every B micro-panel (KC x NR, 24 KiB) stays in L1 while all
+ * MR-row micro-panels of the A block sweep it. So B is packed once, A once per NC columns. The
+ * packing streams whole source rows where it can and prefetches where the hardware prefetcher
+ * cannot follow (16 short rows at a time, rows of the next pair); the microkernel prefetches its C
+ * tile. The blocking was chosen by measurement on AMD EPYC (Zen 5: 48 KiB L1d, 1 MiB L2 per core;
+ * docs/ARCHITECTURE.md).
+ *
+ * Every element of C sees the same arithmetic wherever it lies in a tile or a thread's part (the
+ * lanes of vdpbf16ps are independent, padding adds exact zeros), so the result depends on K, the
+ * inputs, alpha and beta only: the same bits for every thread count and partition. The packed
+ * buffers live on each thread's stack (about 640 KiB; glibc gives threads 8 MiB by default, the
+ * RLIMIT_STACK, for libgomp's workers as for Python's): no allocation, nothing that can fail. */
 #include "cpu/gemm_bf16.h"
 
 #include <stdint.h>
@@ -49,8 +56,8 @@ int me_cpu_has_bf16(void) {
 #ifdef BF16_KERNEL
 
 /* MR x NR: 14 rows of two zmm accumulators (28 of the 32 registers, 2 for B, 1 for the broadcast).
- * KC: even, so pairs never straddle two slices. MC: the A block, a multiple of MR. */
-enum { MR = 14, NR = 32, KC = 384, MC = MR * 24 };
+ * KC: even, so pairs never straddle two slices. MC, NC: the A and B blocks, multiples of MR, NR. */
+enum { MR = 14, NR = 32, KC = 384, MC = MR * 24, NC = NR * 16 };
 
 typedef struct {
     int ta, tb; /* op(A) = A^T, op(B) = B^T */
@@ -69,22 +76,30 @@ static inline __mmask16 first_lanes(int n) { return n <= 0 ? 0 : n >= 16 ? 0xfff
 static const uint16_t INTERLEAVE[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
                                         8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
 
-/* Pack kc values along K of nx rows/columns (zero-padded to width W) from a source where K is the
- * strided direction: element (k, x) at src[k * ld + x] (op(A) = A^T, op(B) = B). Rows k and k + 1
- * are rounded together and interleaved into pairs. */
+/* Pack kc values along K of nx rows/columns into micro-panels of width W (the last one zero-padded),
+ * panel q at dst + q * W * kp, from a source where K is the strided direction: element (k, x) at
+ * src[k * ld + x] (op(A) = A^T, op(B) = B). Rows k and k + 1 are rounded together and interleaved
+ * into pairs; each pass reads both rows across the whole block, so the reads stream. */
 BF16_TARGET static void pack_k_strided(uint32_t *dst, const float *src, size_t ld, int kc, int nx, int W) {
     const __m512i inter = _mm512_loadu_si512(INTERLEAVE);
-    for (int p = 0; p < (kc + 1) / 2; p++) {
+    const int kp = (kc + 1) / 2;
+    for (int p = 0; p < kp; p++) {
         const float *r0 = src + (size_t)2 * p * ld;
-        for (int x0 = 0; x0 < W; x0 += 16) {
-            const __mmask16 m = first_lanes(nx - x0);
-            __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-            if (m) {
-                lo = _mm512_maskz_loadu_ps(m, r0 + x0);
-                if (2 * p + 1 < kc) hi = _mm512_maskz_loadu_ps(m, r0 + ld + x0);
+        for (int q0 = 0; q0 < nx; q0 += W) {
+            uint32_t *d = dst + (size_t)q0 * kp + (size_t)p * W;
+            for (int x0 = 0; x0 < W; x0 += 16) {
+                const __mmask16 m = first_lanes(nx - q0 - x0 < W - x0 ? nx - q0 - x0 : W - x0);
+                __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+                if (m) {
+                    lo = _mm512_maskz_loadu_ps(m, r0 + q0 + x0);
+                    if (2 * p + 1 < kc) hi = _mm512_maskz_loadu_ps(m, r0 + ld + q0 + x0);
+                    /* the next pair's rows: the hardware prefetcher starts each row late */
+                    if (2 * p + 2 < kc) _mm_prefetch((const char *)(r0 + 2 * ld + q0 + x0), _MM_HINT_T0);
+                    if (2 * p + 3 < kc) _mm_prefetch((const char *)(r0 + 3 * ld + q0 + x0), _MM_HINT_T0);
+                }
+                const __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_mask_storeu_epi32(d + x0, first_lanes(W - x0), v);
             }
-            const __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_mask_storeu_epi32(dst + (size_t)p * W + x0, first_lanes(W - x0), v);
         }
     }
 }
@@ -119,23 +134,33 @@ BF16_TARGET static inline __attribute__((always_inline)) void transpose16(__m512
  * (op(A) = A, op(B) = B^T). 32 values of K of one row round to 16 pairs in order; 16 rows of
  * those are transposed into 16 pairs of 16 rows. */
 BF16_TARGET static void pack_k_contiguous(uint32_t *dst, const float *src, size_t ld, int kc, int nx, int W) {
-    for (int x0 = 0; x0 < W; x0 += 16) {
-        const __mmask16 store = first_lanes(W - x0);
-        for (int k0 = 0; k0 < kc; k0 += 32) {
-            const __mmask16 mlo = first_lanes(kc - k0), mhi = first_lanes(kc - k0 - 16);
-            __m512i r[16];
-            for (int x = 0; x < 16; x++) {
-                __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-                if (x0 + x < nx) {
-                    const float *s = src + (size_t)(x0 + x) * ld + k0;
-                    lo = _mm512_maskz_loadu_ps(mlo, s);
-                    if (mhi) hi = _mm512_maskz_loadu_ps(mhi, s + 16);
+    const int kp = (kc + 1) / 2, step = W < 16 ? W : 16; /* rows visited per group */
+    for (int q0 = 0; q0 < nx; q0 += W) {
+        uint32_t *d = dst + (size_t)q0 * kp;
+        for (int x0 = 0; x0 < W; x0 += 16) {
+            const __mmask16 store = first_lanes(W - x0);
+            for (int k0 = 0; k0 < kc; k0 += 32) {
+                const __mmask16 mlo = first_lanes(kc - k0), mhi = first_lanes(kc - k0 - 16);
+                __m512i r[16];
+                for (int x = 0; x < 16; x++) {
+                    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+                    if (x0 + x < W && q0 + x0 + x < nx) {
+                        const float *s = src + (size_t)(q0 + x0 + x) * ld + k0;
+                        lo = _mm512_maskz_loadu_ps(mlo, s);
+                        if (mhi) hi = _mm512_maskz_loadu_ps(mhi, s + 16);
+                        /* the same values of the row visited next group: 16 short rows at a time
+                         * are too many streams for the hardware prefetcher */
+                        if (q0 + x0 + x + step < nx) {
+                            _mm_prefetch((const char *)(s + step * ld), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(s + step * ld + 16), _MM_HINT_T0);
+                        }
+                    }
+                    r[x] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
                 }
-                r[x] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+                transpose16(r);
+                const int np = kp - k0 / 2 < 16 ? kp - k0 / 2 : 16;
+                for (int q = 0; q < np; q++) _mm512_mask_storeu_epi32(d + (size_t)(k0 / 2 + q) * W + x0, store, r[q]);
             }
-            transpose16(r);
-            const int np = (kc - k0 + 1) / 2 < 16 ? (kc - k0 + 1) / 2 : 16;
-            for (int q = 0; q < np; q++) _mm512_mask_storeu_epi32(dst + (size_t)(k0 / 2 + q) * W + x0, store, r[q]);
         }
     }
 }
@@ -157,7 +182,14 @@ BF16_TARGET static void microkernel(int kp, const uint32_t *a, const uint32_t *b
                                     int nr, float alpha, float beta) {
     __m512 acc[MR][2];
 #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        /* C's tile is written (and read) after the loop: fetch its lines meanwhile */
+        if (i < mr) {
+            _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)i * ldc + nr - 1), _MM_HINT_T0);
+        }
+    }
     for (int p = 0; p < kp; p++, a += MR, b += NR) {
         const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
 #pragma GCC unroll 14
@@ -192,20 +224,21 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
 /* Rows [m0, m1) x columns [n0, n1) of C: one thread's part. */
 BF16_TARGET static void gemm_part(const Gemm *g, int m0, int m1, int n0, int n1) {
     _Alignas(64) uint32_t ap[MC * KC / 2];
-    _Alignas(64) uint32_t bp[KC / 2 * NR];
-    for (int i0 = m0; i0 < m1; i0 += MC) {
-        const int mc = m1 - i0 < MC ? m1 - i0 : MC;
-        for (int k0 = 0; k0 < g->K; k0 += KC) {
-            const int kc = g->K - k0 < KC ? g->K - k0 : KC, kp = (kc + 1) / 2;
-            const float beta = k0 == 0 ? g->beta : 1.0f; /* later slices add to C */
-            for (int r = 0; r < mc; r += MR)
-                pack(ap + (size_t)r * kp, g->A, g->lda, g->ta, 0, i0 + r, k0, kc, mc - r, MR);
-            for (int j0 = n0; j0 < n1; j0 += NR) {
-                const int nr = n1 - j0 < NR ? n1 - j0 : NR;
-                pack(bp, g->B, g->ldb, g->tb, 1, j0, k0, kc, nr, NR);
-                for (int r = 0; r < mc; r += MR)
-                    microkernel(kp, ap + (size_t)r * kp, bp, g->C + (size_t)(i0 + r) * g->ldc + j0, g->ldc,
-                                mc - r < MR ? mc - r : MR, nr, g->alpha, beta);
+    _Alignas(64) uint32_t bp[KC / 2 * NC];
+    for (int k0 = 0; k0 < g->K; k0 += KC) {
+        const int kc = g->K - k0 < KC ? g->K - k0 : KC, kp = (kc + 1) / 2;
+        const float beta = k0 == 0 ? g->beta : 1.0f; /* later slices add to C */
+        for (int j0 = n0; j0 < n1; j0 += NC) {
+            const int nc = n1 - j0 < NC ? n1 - j0 : NC;
+            pack(bp, g->B, g->ldb, g->tb, 1, j0, k0, kc, nc, NR);
+            for (int i0 = m0; i0 < m1; i0 += MC) {
+                const int mc = m1 - i0 < MC ? m1 - i0 : MC;
+                pack(ap, g->A, g->lda, g->ta, 0, i0, k0, kc, mc, MR);
+                for (int j = 0; j < nc; j += NR)
+                    for (int i = 0; i < mc; i += MR)
+                        microkernel(kp, ap + (size_t)i * kp, bp + (size_t)j * kp,
+                                    g->C + (size_t)(i0 + i) * g->ldc + j0 + j, g->ldc, mc - i < MR ? mc - i : MR,
+                                    nc - j < NR ? nc - j : NR, g->alpha, beta);
             }
         }
     }
@@ -220,12 +253,14 @@ void me_gemm_bf16(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, f
     }
     const Gemm g = {ta != CblasNoTrans, tb != CblasNoTrans, M, N, K, alpha, beta, A, B, C,
                     (size_t)lda, (size_t)ldb, (size_t)ldc};
-    /* Threads take column panels (each packs all of A, which is reused across their N / nt columns,
-     * and its own part of B) unless C has few of them; then row panels. Small products stay on one
-     * thread. None of this changes the result. */
+    /* Threads take column panels or row panels of C, whichever packs fewer values: every thread
+     * packs A once per NC-wide block of its columns and its part of B once, so by columns A is
+     * packed nt * ceil(N / (nt NC)) times and B once, by rows A ceil(N / NC) times and B nt times.
+     * Small products stay on one thread. None of this changes the result. */
     const int npan = (N + NR - 1) / NR, mpan = (M + MR - 1) / MR;
     int nt = (double)M * N * K < 2e6 ? 1 : omp_get_max_threads();
-    const int by_cols = npan >= mpan || npan >= 8 * nt, units = by_cols ? npan : mpan;
+    const double a_cols = (double)nt * ((N + (long)nt * NC - 1) / ((long)nt * NC)), a_rows = (N + NC - 1) / NC;
+    const int by_cols = a_cols * M + N <= a_rows * M + (double)nt * N, units = by_cols ? npan : mpan;
     if (nt > units) nt = units;
 #pragma omp parallel num_threads(nt)
     {

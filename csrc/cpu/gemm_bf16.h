@@ -1,5 +1,5 @@
 /* bf16 matrix products on CPUs with AVX512-BF16: the CPU backend's bf16 table (ops.c) calls
- * me_gemm_bf16 where the fp32 table calls me_gemm_fp32. */
+ * me_gemm_bf16 where the fp32 table calls sgemm. */
 #ifndef MULTIENC_GEMM_BF16_H
 #define MULTIENC_GEMM_BF16_H
 #include "cpu/blas.h"
@@ -11,10 +11,5 @@
  * on the inputs, K, alpha and beta only: the same bits for every thread count. Only call it when
  * me_cpu_has_bf16() is 1. */
 void me_gemm_bf16(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
-                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
-
-/* The fp32 table's product, with the same arguments (ops.c: OpenBLAS sgemm on our OpenMP threads);
- * declared here for the test extension's comparisons. */
-void me_gemm_fp32(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc);
 #endif

@@ -172,8 +172,8 @@ static void layernorm_backward(float *dinp, float *dw, float *db, const float *d
  * runs single-threaded (me_cpu_init) and the OpenMP threads each take a block of
  * C's rows (or columns when M is small), so BLAS and element-wise threads never
  * compete. The partition depends only on the thread count: results repeat. */
-void me_gemm_fp32(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
-                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     int nt = omp_get_max_threads();
     if (nt <= 1 || (double)M * N * K < 2e6) {
@@ -238,13 +238,19 @@ static void matmul_backward_with(GemmFn mm, float *dinp, float *dw, float *db, c
 
 static void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N,
                            int C, int OC) {
-    matmul_forward_with(me_gemm_fp32, out, inp, w, b, N, C, OC);
+    matmul_forward_with(gemm, out, inp, w, b, N, C, OC);
 }
 
 static void matmul_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int C, int OC,
                             int accumulate) {
-    matmul_backward_with(me_gemm_fp32, dinp, dw, db, dout, inp, w, N, C, OC, accumulate);
+    matmul_backward_with(gemm, dinp, dw, db, dout, inp, w, N, C, OC, accumulate);
+}
+
+void me_cpu_gemm(int bf16, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    (bf16 ? me_gemm_bf16 : gemm)(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+                                 B, ldb, beta, C, ldc);
 }
 
 /* The bf16 table's linear layers (the attention products stay in float32). */

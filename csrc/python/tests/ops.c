@@ -6,7 +6,6 @@
  * "cuda", "cuda:N"): their arrays are staged through that backend's memory. */
 #include "python/tests/op_driver.h"
 #include "common.h"
-#include "cpu/gemm_bf16.h"
 #include "model/modernbert.h"
 
 #include <limits.h>
@@ -670,21 +669,20 @@ static int gemm_bf16_check(OpCall *c) {
     if (!me_cpu_has_bf16()) return op_fail("gemm_bf16: this CPU has no AVX512-BF16 (or cpu_level is capped)");
     return gemm_check(c);
 }
-static void gemm_run_with(OpCall *c, void (*fn)(CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, float, const float *,
-                                                int, const float *, int, float, float *, int)) {
+static void gemm_run(OpCall *c, int bf16) {
     const int threads = omp_get_max_threads();
     if (c->val[10].i) omp_set_num_threads(c->val[10].i);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int r = 0; r < c->val[11].i; r++)
-        fn(c->val[3].i ? CblasTrans : CblasNoTrans, c->val[4].i ? CblasTrans : CblasNoTrans, c->val[5].i, c->val[6].i,
-           c->val[7].i, c->val[8].f, F(c, 0), DIM(c, 0, 1), F(c, 1), DIM(c, 1, 1), c->val[9].f, F(c, 2), DIM(c, 2, 1));
+        me_cpu_gemm(bf16, c->val[3].i, c->val[4].i, c->val[5].i, c->val[6].i, c->val[7].i, c->val[8].f, F(c, 0),
+                    DIM(c, 0, 1), F(c, 1), DIM(c, 1, 1), c->val[9].f, F(c, 2), DIM(c, 2, 1));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     omp_set_num_threads(threads);
     c->ret = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
 }
-static void gemm_bf16_run(OpCall *c) { gemm_run_with(c, me_gemm_bf16); }
-static void gemm_fp32_run(OpCall *c) { gemm_run_with(c, me_gemm_fp32); }
+static void gemm_bf16_run(OpCall *c) { gemm_run(c, 1); }
+static void gemm_fp32_run(OpCall *c) { gemm_run(c, 0); }
 
 /* ---------------------------------------------------------------------------------- the table */
 
@@ -851,9 +849,15 @@ static PyObject *cpu_level(PyObject *self, PyObject *args) {
     return PyLong_FromLong(cap >= 0 ? me_cpu_set_level(cap) : me_cpu_level());
 }
 
+/* cpu_has_bf16() -> me_cpu_has_bf16() of this extension's copy of the engine, the one cpu_level caps
+ * (multienc.engine._C has its own). */
+static PyObject *cpu_has_bf16(PyObject *self, PyObject *noargs) { return PyBool_FromLong(me_cpu_has_bf16()); }
+
 static PyMethodDef FUNCTIONS[] = {
     {"cpu_level", cpu_level, METH_VARARGS,
      "cpu_level(cap=-1) -> the vector code level in use (2 AVX-512, 1 AVX2, 0 baseline); cap limits it"},
+    {"cpu_has_bf16", cpu_has_bf16, METH_NOARGS,
+     "cpu_has_bf16() -> whether ops_gemm_bf16 runs: AVX512-BF16 and cpu_level not capped below 2"},
     {NULL, NULL, 0, NULL},
 };
 
