@@ -260,3 +260,25 @@ def test_group_by_length_batches_similar_lengths():
     assert all(max(b) - min(b) <= 4 for b in lengths)  # neighbours in length share a batch
     plain = trainer._batches(list(corpus.train), 2, 1, False, False, np.random.default_rng(0))
     assert [s.text for b in plain for s in b] == texts  # without grouping: file order
+
+
+def test_prediction_batches_by_length_and_answers_in_the_order_given():
+    """predict groups similar lengths (longest first); each sentence's result is what it gets
+    alone (padding is masked), in the order given, for texts and pairs alike."""
+    clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="dme"), 3)
+    texts = ["ok", GOOD[0] + " " + BAD[1] + " " + GOOD[2], ("a pair", "of short texts"), BAD[3], "fine then",
+             ("", GOOD[4] + " " + GOOD[5])]
+    batched = clf.predict_proba(texts, batch_size=4)
+    alone = np.concatenate([clf.predict_proba([t], batch_size=1) for t in texts])
+    np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-6)
+    assert (clf.predict(texts, batch_size=4) == alone.argmax(1)).all()
+    dme = clf.predict_tags(texts, batch_size=4)["DME scores"]
+    np.testing.assert_allclose(dme, [clf.predict_tags([t])["DME scores"][0] for t in texts], rtol=1e-5)
+
+
+def test_length_batches_order():
+    from multienc.models.inputs import length_batches
+    assert length_batches([3, 9, 1, 9, 4], 2) == [[1, 3], [4, 0], [2]]
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        length_batches([1], 0)

@@ -293,6 +293,14 @@ def test_predict_tags_gives_word_tag_pairs_and_per_word_dme_scores():
     np.testing.assert_allclose(alone, scores[1], rtol=1e-5)
     ids = tagger.predict(sents)
     assert [names(i) for i in ids] == [[t for _, t in p] for p in r["Predictions"]]
+    # batched longest first, answered in the order given: each sentence as it is tagged alone
+    many = ["Paris", "Obama visited Paris and Berlin today", sents[1], "Merkel met Obama", "Rome"]
+    got = tagger.predict_tags(many, LABELS, batch_size=2)
+    for s, p, d in zip(many, got["Predictions"], got["DME scores"]):
+        one = tagger.predict_tags([s], LABELS)
+        assert one["Predictions"][0] == p
+        np.testing.assert_allclose(one["DME scores"][0], d, rtol=1e-5)
+    assert tagger.predict(many, batch_size=2) == [tagger.predict([s])[0] for s in many]
 
 
 def test_seed_argument_order_and_first_last_width():

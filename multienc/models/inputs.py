@@ -29,6 +29,15 @@ def chunked(items: List, batch_size: int) -> Iterator[List]:
         yield items[i:i + batch_size]
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
+    """Indices of the items in batches of ``batch_size``, longest first (ties in input order), as
+    Flair's ``predict`` orders sentences: a batch is padded to its longest member, so grouping
+    similar lengths saves most of the padding's work. The caller puts the results back in input
+    order. ValueError unless ``batch_size`` is a positive int."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return list(chunked(order, batch_size))
+
+
 def sentence_pool_weights(attention_mask: np.ndarray, pooling: str, cls_position: int) -> np.ndarray:
     """Pooling as weights over positions, float32 (B, 1, T).
 

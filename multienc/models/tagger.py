@@ -13,7 +13,7 @@ import numpy as np
 from multienc.engine.task_model import TASK_CLASSIFY, TASK_CRF, Inputs
 from multienc.formats import schema
 from multienc.models.heads import Encoder, Predictions, TaskHead
-from multienc.models.inputs import SUBTOKEN_POOLINGS, chunked, pool_rows, word_inputs
+from multienc.models.inputs import SUBTOKEN_POOLINGS, length_batches, pool_rows, word_inputs
 from multienc.models.language_model import LanguageModel
 from multienc.models.multi_encoder import MultiEncoder
 
@@ -144,7 +144,11 @@ class SequenceTagger(TaskHead):
     def predict(self, sentences: Sequence, batch_size: int = 32) -> List[List[int]]:
         """Tag ids, one list per sentence with one id per word."""
         words = _check_words(sentences)
-        return [p for chunk in chunked(words, batch_size) for p in self._tag_batch(chunk)[0]]
+        preds: List[List[int]] = [[] for _ in words]
+        for batch in length_batches([len(w) for w in words], batch_size):
+            for i, p in zip(batch, self._tag_batch([words[i] for i in batch])[0]):
+                preds[i] = p
+        return preds
 
     def predict_tags(self, sentences: Sequence, label_map: Optional[Mapping[str, int]] = None,
                      batch_size: int = 32) -> Predictions:
@@ -154,12 +158,13 @@ class SequenceTagger(TaskHead):
         when ``label_map`` (or the trainer's label map) is known. Texts are split on whitespace."""
         words = _check_words(sentences)
         names = {int(v): k for k, v in (label_map or self.label_map or {}).items()}
-        preds, scores = [], []
-        for chunk in chunked(words, batch_size):
-            pred, weights, lengths, _ = self._tag_batch(chunk, label_map=label_map)
-            preds += [[(w, names.get(t, t)) for w, t in zip(ws, p)] for ws, p in zip(chunk, pred)]
-            scores += [weights[b, :n].astype(float).tolist() + [None] * (len(chunk[b]) - n)
-                       for b, n in enumerate(lengths)]
+        preds: List[list] = [[] for _ in words]
+        scores: List[list] = [[] for _ in words]
+        for batch in length_batches([len(w) for w in words], batch_size):
+            pred, weights, lengths, _ = self._tag_batch([words[i] for i in batch], label_map=label_map)
+            for b, i in enumerate(batch):
+                preds[i] = [(w, names.get(t, t)) for w, t in zip(words[i], pred[b])]
+                scores[i] = weights[b, :lengths[b]].astype(float).tolist() + [None] * (len(words[i]) - lengths[b])
         result = Predictions(self, {"Sentences": list(sentences)})
         if self._dme():
             result["DME scores"] = scores
