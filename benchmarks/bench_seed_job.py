@@ -1,6 +1,7 @@
 """The research project's own job: ELECTRA-base + RoBERTa-base tuned together with DME on CoLA.
 
     python benchmarks/bench_seed_job.py [--sentences 1600] [--predict 1043] [--runs 3] [--threads T]
+    python benchmarks/bench_seed_job.py --predict-only --precisions fp32    # prediction alone
     python benchmarks/run_all.py --only seed-job    # rewrite its section of RESULTS.md
 
 Models: the two base-size language models at their real shapes with random weights
@@ -9,7 +10,9 @@ Models: the two base-size language models at their real shapes with random weigh
 vocabulary and RoBERTa-base with its byte-level BPE. Data: the first ``--sentences`` sentences of
 the real CoLA training split (``../shared/data/glue/CoLA/train.tsv``) in file order, batches of 16,
 one epoch; prediction over the first ``--predict`` sentences of the CoLA dev split (all 1,043 by
-default), batches of 32.
+default), batches of 32: multienc's ``predict`` batches them longest first (as Flair's does), the
+PyTorch loop in file order (as a plain HF loop does). ``--predict-only`` times the prediction of
+the untrained models alone.
 
 Both sides train the same model with the same settings: CLS vectors, per-LM projections to 768,
 DME (a linear score per LM, softmax across LMs, weighted sum), a linear decoder, cross-entropy;
@@ -58,6 +61,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def predict_rate(predict, n: int) -> float:
+    """Sentences per second of one call of ``predict`` over ``n`` sentences."""
+    t0 = time.perf_counter()
+    predict()
+    return n / (time.perf_counter() - t0)
+
+
 def run_ours(args) -> dict:
     """multienc through ModelTrainer.train, the C step timed per call and per op phase."""
     from multienc.datasets import Corpus, Sentence
@@ -72,6 +82,10 @@ def run_ours(args) -> dict:
                     [Sentence(t, y) for t, y in zip(dv[0][:DEV], dv[1][:DEV])],
                     label_map={"not_acceptable": 0, "acceptable": 1}, evaluation_metric=["matthews_corr"])
     clf = TextClassifier(MultiEncoder([LanguageModel(f) for f in args.folders], combine_method="dme"), 2)
+    if args.predict_only:
+        clf.task_model.set_precision(args.precision)
+        return dict(predict_sps=predict_rate(lambda: clf.predict(to_predict, batch_size=EVAL_BATCH), len(to_predict)),
+                    rss_mib=peak_rss_mib())
     c_seconds: List[float] = []
     inner = clf.task_model.train_step
 
@@ -100,15 +114,13 @@ def run_ours(args) -> dict:
         train_s = time.perf_counter() - t0
     clf.task_model.set_precision(args.precision)  # train hands the model back in fp32
     steps = [b - a for a, b in zip(step_ends, step_ends[1:])]  # steps 2.. (the first also sizes buffers)
-    t0 = time.perf_counter()
-    clf.predict(to_predict, batch_size=EVAL_BATCH)
-    predict_s = time.perf_counter() - t0
+    predict_sps = predict_rate(lambda: clf.predict(to_predict, batch_size=EVAL_BATCH), len(to_predict))
     c_total = sum(c_seconds)
     per_step = {k: v / len(c_seconds) for k, v in phases.seconds.items()}
     per_step["rest of the C step"] = max(0.0, (c_total - sum(phases.seconds.values())) / len(c_seconds))
     per_step["Python and tokenization"] = max(0.0, (train_s - c_total) / len(c_seconds))
     return dict(train_s=train_s, sentences=len(tr[0]), steps=len(c_seconds), step_s=statistics.median(steps),
-                rss_mib=peak_rss_mib(), predict_sps=len(to_predict) / predict_s, phases=per_step,
+                rss_mib=peak_rss_mib(), predict_sps=predict_sps, phases=per_step,
                 lm_mode=clf.task_model.lm_schedule())
 
 
@@ -131,6 +143,16 @@ def run_torch(args) -> dict:
     params = [p for g in opt.param_groups for p in g["params"]]
     bf16 = args.precision == "bf16"
 
+    def predict():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for i in range(0, len(to_predict), EVAL_BATCH):
+                forward(to_predict[i:i + EVAL_BATCH]).argmax(1)
+
+    if args.predict_only:
+        lms.eval()
+        head.eval()
+        return dict(predict_sps=predict_rate(predict, len(to_predict)), rss_mib=peak_rss_mib(),
+                    torch=torch.__version__, transformers=transformers.__version__)
     ends = []
     started = time.perf_counter()
     lms.train()
@@ -150,20 +172,17 @@ def run_torch(args) -> dict:
         for i in range(0, DEV, EVAL_BATCH):
             torch.nn.functional.cross_entropy(forward(dv[0][i:i + EVAL_BATCH]), torch.tensor(dv[1][i:i + EVAL_BATCH]))
     train_s = time.perf_counter() - started
-    started = time.perf_counter()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for i in range(0, len(to_predict), EVAL_BATCH):
-            forward(to_predict[i:i + EVAL_BATCH]).argmax(1)
-    predict_s = time.perf_counter() - started
+    predict_sps = predict_rate(predict, len(to_predict))
     steps = [b - a for a, b in zip(ends, ends[1:])]
     return dict(train_s=train_s, sentences=len(tr[0]), steps=len(ends), step_s=statistics.median(steps),
-                rss_mib=peak_rss_mib(), predict_sps=len(to_predict) / predict_s, torch=torch.__version__,
+                rss_mib=peak_rss_mib(), predict_sps=predict_sps, torch=torch.__version__,
                 transformers=transformers.__version__)
 
 
 def worker(python: str, kind: str, precision: str, args) -> dict:
     cmd = [python, os.path.abspath(__file__), "--worker", kind, "--precision", precision, "--sentences",
-           str(args.sentences), "--predict", str(args.predict), "--threads", str(args.threads), "--models", args.models]
+           str(args.sentences), "--predict", str(args.predict), "--threads", str(args.threads), "--models", args.models
+           ] + (["--predict-only"] if args.predict_only else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MULTIENC_DEVICE="cpu",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load = os.getloadavg()[0]
@@ -188,23 +207,43 @@ def ensure_models(folder: str) -> List[str]:
     return paths
 
 
+#: the (ours, PyTorch) pairs the ratio table compares
+RATIOS = (("ours-fp32", "torch-fp32"), ("ours-fp32", "torch-bf16"), ("ours-bf16", "torch-bf16"), ("ours-bf16", "torch-fp32"))
+
+
 def fmt_runs(values: List[float], spec: str) -> str:
     return f"{format(statistics.median(values), spec)} ({', '.join(format(v, spec) for v in values)})"
 
 
 def report(args, results: Dict[str, List[dict]]) -> None:
     torch_info = next((r for k, rs in results.items() if k.startswith("torch") for r in rs), None)
-    print(f"ELECTRA-base + RoBERTa-base (random weights, real shapes and vocabularies) with DME on the first "
-          f"{args.sentences} real CoLA training sentences: one epoch, batch {BATCH}, {args.threads} threads, CPU; "
-          f"prediction over the first {args.predict} dev sentences, batches of {EVAL_BATCH}; "
+    trained = "untrained" if args.predict_only else (f"trained on the first {args.sentences} real CoLA training "
+                                                     f"sentences (one epoch, batch {BATCH})")
+    print(f"ELECTRA-base + RoBERTa-base (random weights, real shapes and vocabularies) with DME, {trained}; "
+          f"{args.threads} threads, CPU; prediction over the first {args.predict} dev sentences, batches of {EVAL_BATCH}; "
           f"median of {args.runs} runs (each run in brackets, in order)"
           + (f"; PyTorch {torch_info['torch']}, transformers {torch_info['transformers']}, eager attention"
              if torch_info else ""))
     print()
-    print("| implementation | train sentences/s | s per step | predict sentences/s | peak RSS MiB | load average |")
-    print("|---|---|---|---|---|---|")
     names = {"ours-fp32": "multienc fp32", "ours-bf16": "multienc bf16", "torch-fp32": "PyTorch fp32 eager",
              "torch-bf16": "PyTorch bf16 autocast"}
+    if args.predict_only:
+        print("| implementation | predict sentences/s | peak RSS MiB | load average |")
+        print("|---|---|---|---|")
+        for key, runs in results.items():
+            loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
+            print(f"| {names[key]} | {fmt_runs([r['predict_sps'] for r in runs], '.1f')} | "
+                  f"{statistics.median(r['rss_mib'] for r in runs):,.0f} | {loads} |")
+        print()
+        print("| ratio (same run) | predict |")
+        print("|---|---|")
+        for key, ref in RATIOS:
+            if key in results and ref in results:
+                pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results[key], results[ref])]
+                print(f"| {names[key]} vs {names[ref]} | {fmt_runs(pr, '.2f')}x |")
+        return
+    print("| implementation | train sentences/s | s per step | predict sentences/s | peak RSS MiB | load average |")
+    print("|---|---|---|---|---|---|")
     for key, runs in results.items():
         loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
         print(f"| {names[key]} | {fmt_runs([r['sentences'] / r['train_s'] for r in runs], '.2f')} | "
@@ -213,8 +252,7 @@ def report(args, results: Dict[str, List[dict]]) -> None:
     print()
     print("| ratio (same run) | train | predict |")
     print("|---|---|---|")
-    for key, ref in (("ours-fp32", "torch-fp32"), ("ours-fp32", "torch-bf16"), ("ours-bf16", "torch-bf16"),
-                     ("ours-bf16", "torch-fp32")):
+    for key, ref in RATIOS:
         if key in results and ref in results:
             tr = [b["train_s"] / a["train_s"] for a, b in zip(results[key], results[ref])]
             pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results[key], results[ref])]
@@ -247,6 +285,8 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
                     help="which precisions to run (multienc bf16 only on CPUs with AVX512-BF16)")
     ap.add_argument("--models", default=DEFAULT_MODELS, help="folder holding the two model folders")
+    ap.add_argument("--predict-only", action="store_true",
+                    help="only the prediction over the dev sentences, by the untrained models (no training)")
     ap.add_argument("--worker", choices=["ours", "torch"])
     ap.add_argument("--json", help="also write every number to this file (rewritten after each run)")
     ap.add_argument("--report", metavar="JSON", help="print the tables of a --json file (of a run that was stopped)")
@@ -255,6 +295,7 @@ def main() -> None:
         with open(args.report) as f:
             saved = json.load(f)
         args.sentences, args.predict, args.threads = saved["sentences"], saved["predict"], saved["threads"]
+        args.predict_only = saved.get("predict_only", False)
         results = {k: v[:min(map(len, saved["results"].values()))] for k, v in saved["results"].items()}
         args.runs = len(next(iter(results.values())))
         report(args, results)
@@ -280,7 +321,7 @@ def main() -> None:
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(dict(results=results, sentences=args.sentences, predict=args.predict,
-                                   threads=args.threads, runs=args.runs), f, indent=1)
+                                   threads=args.threads, runs=args.runs, predict_only=args.predict_only), f, indent=1)
     report(args, results)
 
 
