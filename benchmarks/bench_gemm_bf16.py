@@ -31,6 +31,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_encoder import torch_python  # noqa: E402
+
 LAYERS = (("qkv", 768, 2304), ("attn out", 768, 768), ("ffn up", 768, 3072), ("ffn down", 3072, 768))
 
 
@@ -99,18 +102,6 @@ def torch_run(py, args):
     if done.returncode != 0:
         sys.exit(f"the PyTorch worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def torch_python() -> str | None:
-    try:
-        import torch  # noqa: F401
-        return sys.executable
-    except ImportError:
-        pass
-    for cand in (os.environ.get("MULTIENC_TORCH_PYTHON"), os.path.join(ROOT, ".venv-ref", "bin", "python")):
-        if cand and os.path.exists(cand):
-            return cand
-    return None
 
 
 def cpu_name() -> str:

@@ -28,6 +28,10 @@
 /* Raise the Python exception matching a C status code (see csrc/common.h); returns NULL. */
 PyObject *me_raise(int status, const char *message);
 
+/* The precision name of a set_precision call ('fp32' / 'bf16' are checked in C); NULL with a
+ * TypeError when arg is not a str. Valid while arg lives. */
+const char *me_precision_arg(PyObject *arg);
+
 /* [(name, shape, offset), ...] of a parameter table. */
 PyObject *me_param_info_list(const MeParamInfo *info, int n);
 

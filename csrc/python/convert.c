@@ -116,3 +116,11 @@ int me_cfg_float(PyObject *d, const char *what, const char *key, float dflt, flo
     *out = (float)x;
     return 0;
 }
+
+const char *me_precision_arg(PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "precision must be a str ('fp32' or 'bf16'), not %s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8(arg);
+}

@@ -595,10 +595,7 @@ static PyObject *Model_lm_schedule(ModelObject *self, PyObject *noargs) {
 
 static PyObject *Model_set_precision(ModelObject *self, PyObject *arg) {
     if (!ready(self)) return NULL;
-    if (!PyUnicode_Check(arg))
-        return PyErr_Format(PyExc_TypeError, "precision must be a str ('fp32' or 'bf16'), not %s",
-                            Py_TYPE(arg)->tp_name);
-    const char *precision = PyUnicode_AsUTF8(arg);
+    const char *precision = me_precision_arg(arg);
     if (!precision) return NULL;
     char err[ME_ERRLEN] = {0};
     int st;
