@@ -346,6 +346,12 @@ def regressions(tmp: str) -> None:
         {"model": {"type": "Unigram", "unk_id": None, "vocab": [["\u2581", -1.0], ["e", -2.0]]},
          "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
          "added_tokens": []}).encode())
+    # found by the fuzzer (session 5): a Replace normalizer with an empty content, matching at the text's
+    # start, passed a NULL buffer to memcpy (UBSan)
+    with open(os.path.join(HERE, "seeds", "tokenizer_json", "unigram-precompiled-bytefallback.json"), encoding="utf-8") as fh:
+        tok = json.load(fh)
+    tok["normalizer"]["normalizers"][1]["content"] = ""
+    _write(os.path.join(t, "replace-empty-content.json"), json.dumps(tok, ensure_ascii=False).encode())
     f = os.path.join(out, "tokenizer_files")
     for name, key, value in (("model-max-length-true", "model_max_length", True),
                              ("model-max-length-1", "model_max_length", 1),  # found by the fuzzer

@@ -396,14 +396,16 @@ def test_unigram_doc_example(tmp_path):
 @pytest.mark.parametrize("pattern", [{"Regex": r"\A +| +\z"}, {"Regex": " {2,}"}, {"Regex": r"\s{2,}|[\n\r\t]"},
                                      {"Regex": "[^a-z ]+"}, {"Regex": r"x?y{1,3}|\sz"}, {"String": "''"},
                                      {"String": "a.b*"}, {"Regex": r"\A▁"}])
-def test_replace_patterns(tmp_path, pattern):
-    """Replace with the supported regular expressions and literal strings, against tokenizers (Oniguruma)."""
-    d = {"normalizer": {"type": "Replace", "pattern": pattern, "content": "▁▁"},
+@pytest.mark.parametrize("content", ["▁▁", ""])
+def test_replace_patterns(tmp_path, pattern, content):
+    """Replace with the supported regular expressions and literal strings, against tokenizers (Oniguruma);
+    an empty content deletes the matches (a match at the text's start once passed NULL to memcpy)."""
+    d = {"normalizer": {"type": "Replace", "pattern": pattern, "content": content},
          "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"},
          "added_tokens": [], "model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0], ["▁", -1.0]]}}
     ours, ref = _pair(tmp_path, d)
     texts = C.stress_texts(500, seed=31) + ["  a  b  ", "''x''", "a.b*a.bb", "xyyy yyyy z\tz", "▁a", " ▁ "]
-    assert_encode_matches(ours, ref, texts, f"Replace {pattern}")
+    assert_encode_matches(ours, ref, texts, f"Replace {pattern} -> {content!r}")
 
 
 def test_unigram_without_unk_id(tmp_path):

@@ -35,8 +35,10 @@ int me_grow2(void **a, size_t ea, void **b, size_t eb, size_t *cap, size_t need)
     return ME_OK;
 }
 
+/* Also allocates for need == 0, so the buffers are never NULL (memcpy's arguments must not be,
+ * even for zero bytes). */
 int me_nstr_reserve(me_nstr *s, size_t need) {
-    if (need <= s->cap) return ME_OK;
+    if (s->c && need <= s->cap) return ME_OK;
     size_t n = s->cap ? s->cap : 64;
     while (n < need) n *= 2;
     uint32_t *c = realloc(s->c, n * sizeof *c);
