@@ -148,7 +148,9 @@ def main():
             for acc, value in zip(theirs, res["runs"]):
                 acc.append(value)
 
-    print(f"{cpu_name()}, {os.cpu_count()} logical cores, {args.threads} threads; "
+    from multienc import build_info
+    print(f"{cpu_name()}, {os.cpu_count()} logical cores, {args.threads} threads, OpenBLAS {build_info()['blas_core']} "
+          f"kernels for sgemm; "
           f"load average {os.getloadavg()[0]:.1f} at the end; {time.time() - start:.0f} s; "
           f"PyTorch {version or 'not run'}")
     print(f"GFLOP/s, median of {args.runs} runs (each run listed)\n")

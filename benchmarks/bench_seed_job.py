@@ -70,6 +70,7 @@ def predict_rate(predict, n: int) -> float:
 
 def run_ours(args) -> dict:
     """multienc through ModelTrainer.train, the C step timed per call and per op phase."""
+    from multienc import build_info
     from multienc.datasets import Corpus, Sentence
     from multienc.encoders import LanguageModel, MultiEncoder
     from multienc.engine import op_profile
@@ -85,7 +86,7 @@ def run_ours(args) -> dict:
     if args.predict_only:
         clf.task_model.set_precision(args.precision)
         return dict(predict_sps=predict_rate(lambda: clf.predict(to_predict, batch_size=EVAL_BATCH), len(to_predict)),
-                    rss_mib=peak_rss_mib())
+                    rss_mib=peak_rss_mib(), blas_core=build_info()["blas_core"])
     c_seconds: List[float] = []
     inner = clf.task_model.train_step
 
@@ -120,7 +121,7 @@ def run_ours(args) -> dict:
     per_step["rest of the C step"] = max(0.0, (c_total - sum(phases.seconds.values())) / len(c_seconds))
     per_step["Python and tokenization"] = max(0.0, (train_s - c_total) / len(c_seconds))
     return dict(train_s=train_s, sentences=len(tr[0]), steps=len(c_seconds), step_s=statistics.median(steps),
-                rss_mib=peak_rss_mib(), predict_sps=predict_sps, phases=per_step,
+                rss_mib=peak_rss_mib(), predict_sps=predict_sps, phases=per_step, blas_core=build_info()["blas_core"],
                 lm_mode=clf.task_model.lm_schedule())
 
 
@@ -152,7 +153,8 @@ def run_torch(args) -> dict:
         lms.eval()
         head.eval()
         return dict(predict_sps=predict_rate(predict, len(to_predict)), rss_mib=peak_rss_mib(),
-                    torch=torch.__version__, transformers=transformers.__version__)
+                    torch=torch.__version__, transformers=transformers.__version__,
+                    cpu_capability=torch.backends.cpu.get_cpu_capability())
     ends = []
     started = time.perf_counter()
     lms.train()
@@ -176,7 +178,7 @@ def run_torch(args) -> dict:
     steps = [b - a for a, b in zip(ends, ends[1:])]
     return dict(train_s=train_s, sentences=len(tr[0]), steps=len(ends), step_s=statistics.median(steps),
                 rss_mib=peak_rss_mib(), predict_sps=predict_sps, torch=torch.__version__,
-                transformers=transformers.__version__)
+                transformers=transformers.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability())
 
 
 def worker(python: str, kind: str, precision: str, args) -> dict:
@@ -217,13 +219,15 @@ def fmt_runs(values: List[float], spec: str) -> str:
 
 def report(args, results: Dict[str, List[dict]]) -> None:
     torch_info = next((r for k, rs in results.items() if k.startswith("torch") for r in rs), None)
+    ours_info = next((r for k, rs in results.items() if k.startswith("ours") for r in rs), None)
     trained = "untrained" if args.predict_only else (f"trained on the first {args.sentences} real CoLA training "
                                                      f"sentences (one epoch, batch {BATCH})")
     print(f"ELECTRA-base + RoBERTa-base (random weights, real shapes and vocabularies) with DME, {trained}; "
           f"{args.threads} threads, CPU; prediction over the first {args.predict} dev sentences, batches of {EVAL_BATCH}; "
           f"median of {args.runs} runs (each run in brackets, in order)"
-          + (f"; PyTorch {torch_info['torch']}, transformers {torch_info['transformers']}, eager attention"
-             if torch_info else ""))
+          + (f"; multienc's OpenBLAS kernels: {ours_info['blas_core']}" if ours_info and "blas_core" in ours_info else "")
+          + (f"; PyTorch {torch_info['torch']} (CPU capability {torch_info.get('cpu_capability', '?')}), "
+             f"transformers {torch_info['transformers']}, eager attention" if torch_info else ""))
     print()
     names = {"ours-fp32": "multienc fp32", "ours-bf16": "multienc bf16", "torch-fp32": "PyTorch fp32 eager",
              "torch-bf16": "PyTorch bf16 autocast"}

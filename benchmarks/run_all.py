@@ -81,7 +81,7 @@ def machine() -> str:
     sys.path.insert(0, ROOT)
     import multienc
     info = multienc.build_info()
-    build = f"BLAS {info.get('blas')}, OpenMP {info.get('openmp')}, CUDA backend {'yes' if info.get('cuda') else 'no'}"
+    build = f"BLAS {info.get('blas')} with its {info.get('blas_core')} kernels, OpenMP {info.get('openmp')}, CUDA backend {'yes' if info.get('cuda') else 'no'}"
     load = ", load average %.1f at the start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
     return (f"{cpu}, {os.cpu_count()} logical cores{mem_gib}{load}; GPU: {gpu or 'none'}; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}; multienc "

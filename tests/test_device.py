@@ -11,7 +11,7 @@ import pytest
 
 import multienc
 import multienc.engine.device
-from multienc.engine import _C, _C_tests
+from multienc.engine import _C, _C_tests, native
 from multienc.datasets import Corpus, Sentence
 from multienc.engine.device import resolve_device
 from multienc.encoders import LanguageModel, MultiEncoder
@@ -51,6 +51,9 @@ def test_build_info_says_what_was_built():
     assert isinstance(info["cuda"], bool)
     assert isinstance(info["cuda_version"], str)
     assert info["blas"].startswith("OpenBLAS")
+    config = ctypes.CDLL(native._library_path()).scipy_openblas_get_config  # e.g. "OpenBLAS 0.3.34 ... SkylakeX MAX_THREADS=64"
+    config.restype = ctypes.c_char_p
+    assert info["blas_core"] and f" {info['blas_core']} " in config().decode()
     assert info["openmp"] is True
     if info["cuda"]:
         assert info["cuda_version"].count(".") == 1 and "sm_80" in info["cuda_archs"]

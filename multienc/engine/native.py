@@ -12,19 +12,32 @@ import os
 import scipy_openblas32
 
 
+def _library_path() -> str:
+    return os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+
+
 def preload() -> None:
     """Load libscipy_openblas.so globally (idempotent)."""
-    path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    path = _library_path()
     if os.path.exists(path):
         ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
+def blas_core() -> str:
+    """The kernel set OpenBLAS chose for this CPU when it loaded ("SkylakeX", "Haswell", ...;
+    ``OPENBLAS_CORETYPE`` overrides its choice)."""
+    lib = ctypes.CDLL(_library_path(), mode=ctypes.RTLD_GLOBAL)
+    lib.scipy_openblas_get_corename.restype = ctypes.c_char_p
+    return lib.scipy_openblas_get_corename().decode("ascii", "replace")
 
 
 def build_info() -> dict:
     """What this install of multienc was built with.
 
     Keys: ``cuda`` (bool: the CUDA backend was built), ``cuda_version`` (the toolkit's
-    "X.Y", "" without CUDA), ``cuda_archs``, ``blas``, ``openmp``, ``openmp_max_threads``.
+    "X.Y", "" without CUDA), ``cuda_archs``, ``blas``, ``blas_core`` (the kernels OpenBLAS runs on
+    this CPU, :func:`blas_core`), ``openmp``, ``openmp_max_threads``.
     Whether a GPU is usable now is :func:`multienc.engine.device.cuda_available`.
     """
     from multienc.engine import _C  # after preload()
-    return dict(_C.build_info())
+    return dict(_C.build_info(), blas_core=blas_core())
