@@ -105,13 +105,16 @@ typedef struct MeBackend {
      * ctx [M, NH*HS]. Sentence b's queries are rows qstart[b] .. qstart[b+1]-1 (qstart [B+1]),
      * row m being position qpos[m] of its sentence (ascending); probs [M*NH*T] holds each
      * (b, h)'s [m_b, T] block at (qstart[b]*NH + h*m_b)*T. Dropout as attention_forward's at
-     * those positions. Optional (NULL: the model computes every row). */
+     * those positions. bias [NH,T,T] (NULL: none) is added to the scores as attention_bias_forward's
+     * shared bias (MPNet's), read at the queries' positions. Optional (NULL: the model computes
+     * every row). */
     void (*attention_rows_forward)(float *ctx, float *probs, const float *q, const float *kv,
-                                   const int32_t *mask, const int32_t *qstart, const int32_t *qpos, int B,
-                                   int T, int NH, int HS, float p, uint64_t seed, uint64_t site,
-                                   float *scratch);
-    /* dq [M, NH*HS] and dkv [B*T, 2*NH*HS] (overwritten) */
-    void (*attention_rows_backward)(float *dq, float *dkv, const float *dctx, const float *q,
+                                   const int32_t *mask, const float *bias, const int32_t *qstart,
+                                   const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
+                                   uint64_t site, float *scratch);
+    /* dq [M, NH*HS] and dkv [B*T, 2*NH*HS] (overwritten); dscores [B,NH,T,T] (NULL: not wanted;
+     * overwritten) as attention_bias_backward's at the queries' positions and 0 in every other row */
+    void (*attention_rows_backward)(float *dq, float *dkv, float *dscores, const float *dctx, const float *q,
                                     const float *kv, const float *probs, const int32_t *mask,
                                     const int32_t *qstart, const int32_t *qpos, int B, int T, int NH,
                                     int HS, float p, uint64_t seed, uint64_t site, float *scratch);

@@ -342,7 +342,8 @@ def with_dropout(name: str) -> Encoder:
 def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
     """A head that reads a few rows per sentence makes the LM's last layer compute only those
     (queries, attention output, residuals, LayerNorms, FFN; keys and values from every row) in the
-    families with plain attention (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT; MPNet, DeBERTa
+    families with plain attention (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT) and MPNet's
+    (its relative bias read at the rows' positions, its table's gradient from those rows; DeBERTa
     and ModernBERT compute every row): in train mode, with dropout, for every family's tiny model,
     the logits and every encoder gradient equal the full encoder's (Encoder.forward / backward,
     which compute every row) read at those rows."""
@@ -359,6 +360,11 @@ def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
                 pool[b, k, rng.choice(T, 1 + k, replace=False)] = rng.uniform(0.2, 1.0, 1 + k)
     K = pool.shape[1]
     targets = rng.integers(0, 3, B * K).astype(np.int32)
+    # a step on other sentences first, so that every workspace buffer holds stale values
+    model.forward([(batch(rng, enc, B, T, "cls")[0], np.ones((B, T), np.int32), None, np.ones((B, 1, T), np.float32))],
+                  targets[:B], train=True, seed=5)
+    model.backward([True])
+    enc.zero_grad()
     out, _, loss, _ = model.forward([(ids, mask, None, pool)], targets, train=True, seed=21)
     model.backward([True])
     got = grads(enc._c)

@@ -106,6 +106,46 @@ def test_attention_bias_forward_backward(B, T, NH, HS, bias_rows, query_mask, p)
             assert np.abs(got).max() < 1e-6
 
 
+@pytest.mark.parametrize("B,T,NH,HS", CASES)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_rows_with_a_shared_bias(B, T, NH, HS, p):
+    """MPNet's last layer read at a few rows: queries of some positions with the shared bias
+    [NH, T, T] read at their positions, against the float64 reference's rows; the score gradient
+    at the read rows and 0 in every other row (the bias table's gradient sums all of them)."""
+    qkv, mask = inputs(B, T, NH, HS)
+    D = NH * HS
+    bias = f32(NH, T, T)
+    picks = [np.sort(RNG.choice(T, RNG.integers(0, min(T, 3) + 1), replace=False)) for _ in range(B)]
+    qstart = np.concatenate([[0], np.cumsum([len(x) for x in picks])]).astype(np.int32)
+    qpos = np.concatenate(picks).astype(np.int32)
+    flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
+    q = qkv.reshape(B * T, 3 * D)[flat, :D]
+    kv = np.ascontiguousarray(qkv[..., D:])
+    scale = 1 / math.sqrt(HS)
+    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, bias, qstart, qpos, NH, p, 5, 100)
+    rctx, rP, _ = biased_ref(qkv, mask, bias[None], NH, scale, False, p, 5, 100)
+    np.testing.assert_allclose(ctx, rctx.reshape(B * T, D)[flat], rtol=1e-4, atol=2e-5)
+    for b in range(B):
+        m = qstart[b + 1] - qstart[b]
+        block = probs[qstart[b] * NH * T:qstart[b + 1] * NH * T].reshape(NH, m, T)
+        np.testing.assert_allclose(block, rP[b][:, picks[b]], atol=2e-6)
+    dctx = f32(len(flat), D)
+    dq, dkv, dscores = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
+    full = np.zeros((B * T, D), np.float32)
+    full[flat] = dctx  # the rows nobody reads pass back nothing
+    rdqkv, rdS = biased_grad_ref(full.reshape(B, T, D), qkv, mask, bias[None], NH, scale, False, p, 5, 100)
+    rdqkv = rdqkv.reshape(B * T, 3 * D)
+    for got, want in ((dq, rdqkv[flat, :D]), (dkv.reshape(B * T, 2 * D), rdqkv[:, D:]), (dscores, rdS)):
+        if np.linalg.norm(want) > 0:
+            assert rel(got, want) < 1e-4
+        else:
+            assert got.size == 0 or np.abs(got).max() < 1e-6
+    unread = np.ones((B, T), bool)
+    for b, x in enumerate(picks):
+        unread[b, x] = False
+    assert not dscores.transpose(0, 2, 1, 3)[unread].any()
+
+
 def test_attention_bias_without_bias_is_plain_attention():
     qkv, mask = inputs(3, 9, 2, 5)
     plain = _C_tests.ops_attention_forward(qkv, mask, 2, 0.2, 3, 7)

@@ -455,7 +455,8 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
 }
 
 /* Backward of attention_core_forward: dq (rows as q), dk and dv of every position (overwritten);
- * dscores (NULL: not wanted) as attention_bias_backward's, at the queries' positions. */
+ * dscores (NULL: not wanted) as attention_bias_backward's at the queries' positions, 0 in the rows
+ * of the positions no query reads. */
 static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, int ldkv, float *dscores,
                                     const float *dctx, int ldc, const float *q, const float *k, const float *v,
                                     const float *probs, const int32_t *mask, float scale, int query_mask,
@@ -468,6 +469,8 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
         for (int h = 0; h < NH; h++) {
             const Queries s = sentence_queries(b, T, qstart, qpos);
             const size_t kv0 = (size_t)b * T * ldkv + h * HS;
+            float *ds = dscores ? dscores + ((size_t)b * NH + h) * TT : NULL;
+            if (ds && s.m < T) memset(ds, 0, TT * sizeof(float)); /* the rows no query reads */
             if (s.m == 0) { /* no query reads this sentence: its keys and values get no gradient */
                 for (int t = 0; t < T; t++) {
                     memset(dk + kv0 + (size_t)t * ldkv, 0, sizeof(float) * HS);
@@ -493,7 +496,6 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             /* through dropout, then softmax: dS = P * (dP - sum(dP * P)); a padded query's row
              * (query_mask) was filled, not computed, so its dS is 0. dS is the bias gradient;
              * scaled, the gradient of q.k */
-            float *ds = dscores ? dscores + ((size_t)b * NH + h) * TT : NULL;
             for (int r = 0; r < s.m; r++) {
                 float *g = dP + (size_t)r * T;
                 const float *pr = P + (size_t)r * T;
@@ -556,19 +558,19 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 }
 
 static void attention_rows_forward(float *ctx, float *probs, const float *q, const float *kv, const int32_t *mask,
-                                   const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
-                                   uint64_t seed, uint64_t site, float *scratch) {
+                                   const float *bias, const int32_t *qstart, const int32_t *qpos, int B, int T,
+                                   int NH, int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
     const int D = NH * HS;
-    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, NULL, 0, 1.0f / sqrtf((float)HS), 0, qstart,
+    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, bias, 0, 1.0f / sqrtf((float)HS), 0, qstart,
                            qpos, B, T, NH, HS, p, seed, site, scratch);
 }
 
-static void attention_rows_backward(float *dq, float *dkv, const float *dctx, const float *q, const float *kv,
-                                    const float *probs, const int32_t *mask, const int32_t *qstart,
+static void attention_rows_backward(float *dq, float *dkv, float *dscores, const float *dctx, const float *q,
+                                    const float *kv, const float *probs, const int32_t *mask, const int32_t *qstart,
                                     const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
                                     uint64_t site, float *scratch) {
     const int D = NH * HS;
-    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, NULL, dctx, D, q, kv, kv + D, probs, mask,
+    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, dscores, dctx, D, q, kv, kv + D, probs, mask,
                             1.0f / sqrtf((float)HS), 0, qstart, qpos, B, T, NH, HS, p, seed, site, scratch);
 }
 

@@ -461,12 +461,12 @@ uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width) {
 static float p_att_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph; }
 static float p_ffn_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_ALBERT ? 0.0f : ph; }
 
-/* The last layer can compute only the rows a caller reads where its attention is the plain one:
- * BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT. MPNet's bias, DeBERTa's disentangled attention (and
- * its ConvLayer, across positions) and ModernBERT's own loop compute every row. */
+/* The last layer can compute only the rows a caller reads where its attention is the plain one
+ * or has MPNet's shared bias: BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. DeBERTa's
+ * disentangled attention (and its ConvLayer, across positions) and ModernBERT's own loop compute
+ * every row. */
 static int can_prune_rows(const MeEncoder *enc) {
-    return !enc->mb && !enc->deb && !enc->cfg.relative_buckets && enc->be->attention_rows_forward &&
-           enc->be->dropout_rows_forward;
+    return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
 }
 
 /* The FFN of weight set o on `rows` rows: pre-activation a->f1pre from a->h1, GELU into enc->ff,
@@ -499,9 +499,10 @@ static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, fl
     ME_TIMED(ME_PHASE_GEMM,
              be->matmul_forward(kv, x, P + o->qkv_w + (size_t)H * H, P + o->qkv_b + H, N, H, 2 * H);
              be->matmul_forward(q, enc->xs, P + o->qkv_w, P + o->qkv_b, M, H, H));
-    ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, enc->qstart, enc->qpos,
-                                                            B, T, NH, HS, pa, seed, SITE(l, SITE_ATT) + enc->row0 * NH,
-                                                            enc->att_scratch));
+    ME_TIMED(ME_PHASE_ATTENTION,
+             be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, c->relative_buckets ? enc->relbias : NULL,
+                                        enc->qstart, enc->qpos, B, T, NH, HS, pa, seed,
+                                        SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_att_out(c, ph), seed,
@@ -548,9 +549,12 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
              be->dropout_rows_backward(da, db, enc->sel, M, H, p_att_out(c, ph), seed,
                                        me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, M, H, H, 0));
-    ME_TIMED(ME_PHASE_ATTENTION, be->attention_rows_backward(dq, dkv, dh, q, kv, a->probs, enc->mask, enc->qstart,
-                                                             enc->qpos, B, T, NH, HS, pa, seed,
-                                                             SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
+    ME_TIMED(ME_PHASE_ATTENTION,
+             be->attention_rows_backward(dq, dkv, c->relative_buckets ? enc->d_scores : NULL, dh, q, kv, a->probs,
+                                         enc->mask, enc->qstart, enc->qpos, B, T, NH, HS, pa, seed,
+                                         SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+             if (c->relative_buckets) /* MPNet: the read rows' score gradients into the shared bias table */
+                 be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH));
     /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the read rows */
     ME_TIMED(ME_PHASE_GEMM,
              be->matmul_backward(da, G + o->qkv_w, G + o->qkv_b, dq, enc->xs, P + o->qkv_w, M, H, H, 0);
