@@ -33,3 +33,16 @@ def attention_inputs(rng: np.random.Generator, B: int, T: int, NH: int, HS: int)
     if B > 1:
         mask[-1] = 1
     return qkv, mask
+
+
+def query_rows(rng: np.random.Generator, mask: np.ndarray, every: bool = False):
+    """A random subset of positions per sentence (ascending; some sentences may have none; every:
+    all of them) as the attention_rows ops take them: qstart [B+1], qpos [M], and their flat rows
+    b*T + t."""
+    B, T = mask.shape
+    picks = [np.arange(T) if every else np.sort(rng.choice(T, rng.integers(0, min(T, 3) + 1), replace=False))
+             for _ in range(B)]
+    qstart = np.concatenate([[0], np.cumsum([len(x) for x in picks])]).astype(np.int32)
+    qpos = np.concatenate(picks).astype(np.int32)
+    flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
+    return qstart, qpos, flat

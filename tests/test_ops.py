@@ -315,15 +315,7 @@ def test_attention_backward(B, T, NH, HS, p):
 
 
 def query_rows(mask, every=False):
-    """A random subset of positions per sentence (ascending; some sentences may have none) as the
-    attention_rows ops take them: qstart [B+1], qpos [M], and their flat rows b*T + t."""
-    B, T = mask.shape
-    picks = [np.arange(T) if every else np.sort(RNG.choice(T, RNG.integers(0, min(T, 3) + 1), replace=False))
-             for _ in range(B)]
-    qstart = np.concatenate([[0], np.cumsum([len(x) for x in picks])]).astype(np.int32)
-    qpos = np.concatenate(picks).astype(np.int32)
-    flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
-    return qstart, qpos, flat
+    return _numeric.query_rows(RNG, mask, every)
 
 
 @pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16)])

@@ -8,7 +8,7 @@ import pytest
 
 from multienc.engine import _C_tests
 
-from _numeric import attention_inputs, numeric_grad, rel
+from _numeric import attention_inputs, numeric_grad, query_rows, rel
 
 RNG = np.random.default_rng(4321)
 
@@ -115,10 +115,8 @@ def test_attention_rows_with_a_shared_bias(B, T, NH, HS, p):
     qkv, mask = inputs(B, T, NH, HS)
     D = NH * HS
     bias = f32(NH, T, T)
-    picks = [np.sort(RNG.choice(T, RNG.integers(0, min(T, 3) + 1), replace=False)) for _ in range(B)]
-    qstart = np.concatenate([[0], np.cumsum([len(x) for x in picks])]).astype(np.int32)
-    qpos = np.concatenate(picks).astype(np.int32)
-    flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
+    qstart, qpos, flat = query_rows(RNG, mask)
+    picks = [qpos[qstart[b]:qstart[b + 1]] for b in range(B)]
     q = qkv.reshape(B * T, 3 * D)[flat, :D]
     kv = np.ascontiguousarray(qkv[..., D:])
     scale = 1 / math.sqrt(HS)
