@@ -231,36 +231,29 @@ def report(args, results: Dict[str, List[dict]]) -> None:
     print()
     names = {"ours-fp32": "multienc fp32", "ours-bf16": "multienc bf16", "torch-fp32": "PyTorch fp32 eager",
              "torch-bf16": "PyTorch bf16 autocast"}
-    if args.predict_only:
-        print("| implementation | predict sentences/s | peak RSS MiB | load average |")
-        print("|---|---|---|---|")
-        for key, runs in results.items():
-            loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
-            print(f"| {names[key]} | {fmt_runs([r['predict_sps'] for r in runs], '.1f')} | "
-                  f"{statistics.median(r['rss_mib'] for r in runs):,.0f} | {loads} |")
-        print()
-        print("| ratio (same run) | predict |")
-        print("|---|---|")
-        for key, ref in RATIOS:
-            if key in results and ref in results:
-                pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results[key], results[ref])]
-                print(f"| {names[key]} vs {names[ref]} | {fmt_runs(pr, '.2f')}x |")
-        return
-    print("| implementation | train sentences/s | s per step | predict sentences/s | peak RSS MiB | load average |")
-    print("|---|---|---|---|---|---|")
+    # (header, format of a run's list of values) per column; prediction alone has only the predict column
+    columns = [] if args.predict_only else [
+        ("train sentences/s", lambda runs: fmt_runs([r["sentences"] / r["train_s"] for r in runs], ".2f")),
+        ("s per step", lambda runs: fmt_runs([r["step_s"] for r in runs], ".3f"))]
+    columns.append(("predict sentences/s", lambda runs: fmt_runs([r["predict_sps"] for r in runs], ".1f")))
+    print("| implementation | " + " | ".join(h for h, _ in columns) + " | peak RSS MiB | load average |")
+    print("|---" * (len(columns) + 3) + "|")
     for key, runs in results.items():
         loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
-        print(f"| {names[key]} | {fmt_runs([r['sentences'] / r['train_s'] for r in runs], '.2f')} | "
-              f"{fmt_runs([r['step_s'] for r in runs], '.3f')} | {fmt_runs([r['predict_sps'] for r in runs], '.1f')} | "
-              f"{statistics.median(r['rss_mib'] for r in runs):,.0f} | {loads} |")
+        print(f"| {names[key]} | " + " | ".join(fmt(runs) for _, fmt in columns) +
+              f" | {statistics.median(r['rss_mib'] for r in runs):,.0f} | {loads} |")
     print()
-    print("| ratio (same run) | train | predict |")
-    print("|---|---|---|")
+    ratios = [] if args.predict_only else [("train", lambda a, b: b["train_s"] / a["train_s"])]
+    ratios.append(("predict", lambda a, b: a["predict_sps"] / b["predict_sps"]))
+    print("| ratio (same run) | " + " | ".join(h for h, _ in ratios) + " |")
+    print("|---" * (len(ratios) + 1) + "|")
     for key, ref in RATIOS:
         if key in results and ref in results:
-            tr = [b["train_s"] / a["train_s"] for a, b in zip(results[key], results[ref])]
-            pr = [a["predict_sps"] / b["predict_sps"] for a, b in zip(results[key], results[ref])]
-            print(f"| {names[key]} vs {names[ref]} | {fmt_runs(tr, '.2f')}x | {fmt_runs(pr, '.2f')}x |")
+            cells = [fmt_runs([ratio(a, b) for a, b in zip(results[key], results[ref])], ".2f") + "x"
+                     for _, ratio in ratios]
+            print(f"| {names[key]} vs {names[ref]} | " + " | ".join(cells) + " |")
+    if args.predict_only:
+        return
     for key in ("ours-fp32", "ours-bf16"):
         if key not in results:
             continue
