@@ -159,9 +159,13 @@ def test_vector_exp_is_within_one_ulp():
 
 
 def test_vector_variants_compute_the_same_bits():
-    """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp and GELU."""
+    """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp and GELU,
+    also on vectors whose lanes all fall in one of erf's ranges (|x| / sqrt 2 below 1, at least 4:
+    the vector code skips the other ranges' polynomials there) and on vectors that mix them."""
     best = _C_tests.cpu_level()
-    x = np.concatenate([f32(1003, scale=4.0), np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)])
+    x = np.concatenate([f32(1003, scale=4.0), f32(64, scale=0.3), 6.0 + f32(64, scale=0.1) ** 2,
+                        -6.0 - f32(64, scale=0.1) ** 2,
+                        np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)])
     dout = f32(x.size)
     results = []
     try:
@@ -200,6 +204,48 @@ def test_rng_is_uniform_and_counter_based():
     np.testing.assert_array_equal(u[:1000], _C_tests.ops_rng_uniform(7, 3, 1000))
     assert np.mean(u[:1000] == _C_tests.ops_rng_uniform(8, 3, 1000)) < 0.01
     assert np.mean(u[:1000] == _C_tests.ops_rng_uniform(7, 4, 1000)) < 0.01
+
+
+def splitmix_uniform(seed: int, site: int, index: np.ndarray) -> np.ndarray:
+    """backend.h's me_uniform in numpy uint64 arithmetic (wrapping), from its documented steps."""
+    with np.errstate(over="ignore"):
+        g = np.uint64(0x9E3779B97F4A7C15)
+        z = np.uint64(seed) * g + np.uint64(site) * np.uint64(0xD1B54A32D192ED03)
+        z ^= z >> np.uint64(31)
+        z = z + (index.astype(np.uint64) + np.uint64(1)) * g
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(40)).astype(np.float64) / 2.0 ** 24
+
+
+def test_rng_is_splitmix64():
+    for seed, site in ((7, 3), (2 ** 63 + 5, 2 ** 64 - 1)):
+        np.testing.assert_array_equal(_C_tests.ops_rng_uniform(seed, site, 4099),
+                                      splitmix_uniform(seed, site, np.arange(4099)))
+
+
+@pytest.mark.parametrize("n", [1, 7, 13, 10007])
+def test_dropout_vector_variants_draw_the_rngs_mask(n):
+    """Every vector level keeps exactly the elements whose me_uniform >= p (numpy's SplitMix64), with
+    the tails and, above 4096 elements, the per-thread chunks starting mid-vector."""
+    best = _C_tests.cpu_level()
+    x = f32(n)
+    KEEP_SCALE = np.float32(1.0) / (np.float32(1.0) - np.float32(0.3))  # the op's float arithmetic
+    keep = splitmix_uniform(11, 5, np.arange(n)) >= 0.3
+    try:
+        for level in range(best, -1, -1):
+            _C_tests.cpu_level(level)
+            y = _C_tests.ops_dropout_forward(x, 0.3, 11, 5)
+            np.testing.assert_array_equal(y, np.where(keep, x * KEEP_SCALE, np.float32(0.0)))
+            rows = np.array([1, 0, 2], np.int32)[: min(3, n)]
+            full = np.resize(x, (3, n))
+            got = _C_tests.ops_dropout_rows(full[rows], rows, 0.3, 11, 5, False)
+            for m, r in enumerate(rows):
+                want_row = splitmix_uniform(11, 5, r * n + np.arange(n)) >= 0.3
+                np.testing.assert_array_equal(got[m], np.where(want_row, full[r] * KEEP_SCALE, 0.0))
+    finally:
+        _C_tests.cpu_level(2)  # no cap, as in test_vector_variants_compute_the_same_bits
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])

@@ -206,10 +206,7 @@ static void wa_probs_row(float *row, int KW, int ks, WaRow w, const int32_t *m, 
 static const float *wa_dropout_band(float *dst, const float *src, int n, int KW, int r0, int ks, int T, float p,
                                     float scl, uint64_t seed, uint64_t s) {
     for (int i = 0; i < n; i++)
-        for (int jj = 0; jj < KW; jj++) {
-            const size_t idx = (size_t)i * KW + jj;
-            dst[idx] = me_uniform(seed, s, (size_t)(r0 + i) * T + ks + jj) >= p ? src[idx] * scl : 0.0f;
-        }
+        me_vdropout(dst + (size_t)i * KW, src + (size_t)i * KW, (size_t)KW, p, scl, seed, s, (size_t)(r0 + i) * T + ks);
     return dst;
 }
 

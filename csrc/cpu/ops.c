@@ -102,15 +102,8 @@ static void layernorm_forward(float *out, float *mean, float *rstd, const float 
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += x[c];
-        double m = s / C;
-        double v = 0.0;
-        for (int c = 0; c < C; c++) {
-            double d = x[c] - m;
-            v += d * d;
-        }
-        v /= C; /* biased variance, as torch */
+        const double m = me_sum_f64(x, (size_t)C) / C;
+        const double v = me_sumsq_dev_f64(x, m, (size_t)C) / C; /* biased variance, as torch */
         float mf = (float)m;
         float r = (float)(1.0 / sqrt(v + (double)eps));
         float *o = out + (size_t)n * C;
@@ -128,14 +121,16 @@ static void layernorm_backward(float *dinp, float *dw, float *db, const float *d
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
             float m = mean[n], r = rstd[n];
-            double sd = 0.0, sdx = 0.0;
-            for (int c = 0; c < C; c++) {
-                float xh = (x[c] - m) * r;
-                float dn = g[c] * w[c];
-                sd += dn;
-                sdx += (double)dn * xh;
-            }
-            float md = (float)(sd / C), mdx = (float)(sdx / C);
+            double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sdx[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* as me_sum_f64 */
+            for (int c0 = 0; c0 < C; c0 += 8)
+                for (int k = 0; k < 8 && c0 + k < C; k++) {
+                    const int c = c0 + k;
+                    float xh = (x[c] - m) * r;
+                    float dn = g[c] * w[c];
+                    sd[k] += dn;
+                    sdx[k] += (double)dn * xh;
+                }
+            float md = (float)(me_sum8_total(sd) / C), mdx = (float)(me_sum8_total(sdx) / C);
             float *d = dinp + (size_t)n * C;
             for (int c = 0; c < C; c++) {
                 float xh = (x[c] - m) * r;
@@ -315,9 +310,8 @@ static void dropout_apply(float *out, const float *inp, size_t n, float p, uint6
         memset(out, 0, n * sizeof(float));
         return;
     }
-    float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = me_uniform(seed, site, i) >= p ? inp[i] * scale : 0.0f;
+    const float scale = 1.0f / (1.0f - p);
+    CHUNKED(n, me_vdropout(out + a, inp + a, len, p, scale, seed, site, a));
 }
 
 static void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed,
@@ -341,13 +335,8 @@ static void dropout_rows(float *out, const float *inp, const int32_t *rows, int 
     }
     const float scale = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
 #pragma omp parallel for if ((size_t)M * C > PAR_MIN) schedule(static)
-    for (int m = 0; m < M; m++) {
-        const size_t base = (size_t)rows[m] * C;
-        for (int c = 0; c < C; c++) {
-            const size_t i = (size_t)m * C + c;
-            out[i] = me_uniform(seed, site, base + c) >= p ? inp[i] * scale : 0.0f;
-        }
-    }
+    for (int m = 0; m < M; m++)
+        me_vdropout(out + (size_t)m * C, inp + (size_t)m * C, (size_t)C, p, scale, seed, site, (size_t)rows[m] * C);
 }
 
 /* --------------------------------------------------------------- attention */
@@ -366,20 +355,22 @@ static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
 static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_masked) {
     float mx = -INFINITY;
     int any = 0;
-    for (int j = 0; j < T && !row_masked; j++)
-        if (mask[j]) {
-            any = 1;
-            if (row[j] > mx) mx = row[j];
+    if (!row_masked) {
+#pragma omp simd reduction(max : mx) reduction(| : any)
+        for (int j = 0; j < T; j++) { /* branch-free, so it vectorises; a NaN score never becomes the max */
+            const float v = mask[j] ? row[j] : -INFINITY;
+            mx = v > mx ? v : mx;
+            any |= mask[j] != 0;
         }
+    }
     if (!any) {
         for (int j = 0; j < T; j++) row[j] = 1.0f / (float)T;
         return;
     }
+#pragma omp simd
     for (int j = 0; j < T; j++) row[j] = mask[j] ? row[j] - mx : -INFINITY;
     me_vexp(row, row, (size_t)T); /* exp(-inf) = 0: masked keys */
-    double s = 0.0;
-    for (int j = 0; j < T; j++) s += row[j];
-    float inv = (float)(1.0 / s);
+    float inv = (float)(1.0 / me_sum_f64(row, (size_t)T));
     for (int j = 0; j < T; j++) row[j] *= inv;
 }
 
@@ -406,11 +397,9 @@ static Queries sentence_queries(int b, int T, const int32_t *qstart, const int32
 static void attention_dropout(float *dst, const float *P, const Queries *s, int T, float p, uint64_t seed,
                               uint64_t site) {
     const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    for (int r = 0; r < s->m; r++) {
-        const size_t base = (size_t)(s->pos ? s->pos[r] : r) * T;
-        for (int j = 0; j < T; j++)
-            dst[(size_t)r * T + j] = me_uniform(seed, site, base + j) >= p ? P[(size_t)r * T + j] * scl : 0.0f;
-    }
+    for (int r = 0; r < s->m; r++)
+        me_vdropout(dst + (size_t)r * T, P + (size_t)r * T, (size_t)T, p, scl, seed, site,
+                    (size_t)(s->pos ? s->pos[r] : r) * T);
 }
 
 /* Attention over the query rows of qstart / qpos (NULL: every position) with keys and values
@@ -503,12 +492,8 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                 if (query_mask && !mk[t]) {
                     memset(g, 0, (size_t)T * sizeof(float));
                 } else {
-                    if (p > 0.0f)
-                        for (int j = 0; j < T; j++)
-                            g[j] = me_uniform(seed, st, (size_t)t * T + j) >= p ? g[j] * scl : 0.0f;
-                    double dot = 0.0;
-                    for (int j = 0; j < T; j++) dot += (double)g[j] * pr[j];
-                    float df = (float)dot;
+                    if (p > 0.0f) me_vdropout(g, g, (size_t)T, p, scl, seed, st, (size_t)t * T);
+                    const float df = (float)me_dot_f64(g, pr, (size_t)T);
                     for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
                 }
                 if (ds) memcpy(ds + (size_t)t * T, g, (size_t)T * sizeof(float));

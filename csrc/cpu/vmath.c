@@ -4,7 +4,8 @@
  * (tools/fit_erf_exp.py) and rounded once, so results are the correctly rounded floats except
  * within 1e-11 of a rounding boundary: never more than 1 ulp from the exact value, or from libm.
  * Compiled for AVX-512 (8 lanes), AVX2 (4 lanes) and baseline (1 lane, the same code) from
- * cpu/vmath_body.h; all three compute the same bits. */
+ * cpu/vmath_body.h; all three compute the same bits. Dropout (me_vdropout) draws me_uniform's
+ * integer steps 8 or 4 lanes at a time. */
 #include "cpu/vmath.h"
 
 #include <math.h>
@@ -74,6 +75,10 @@ static inline double vm_pow2(double t) {
 #define DGE(a, b) ((a) >= (b))
 #define DNAN(a) ((a) != (a))
 #define DSEL(m, a, b) ((m) ? (a) : (b))
+#define MASK int
+#define MOR(a, b) ((a) || (b))
+#define MANY(m) (m)
+#define MALL(m) (m)
 #define POW2(t) vm_pow2(t)
 #define FSET(c) ((float)(c))
 #define FADD(a, b) ((a) + (b))
@@ -111,6 +116,10 @@ static inline double vm_pow2(double t) {
 #define DGE(a, b) _mm512_cmp_pd_mask((a), (b), _CMP_GE_OQ)
 #define DNAN(a) _mm512_cmp_pd_mask((a), (a), _CMP_UNORD_Q)
 #define DSEL(m, a, b) _mm512_mask_blend_pd((m), (b), (a))
+#define MASK __mmask8
+#define MOR(a, b) ((__mmask8)((a) | (b)))
+#define MANY(m) ((m) != 0)
+#define MALL(m) ((m) == 0xFF)
 #define POW2(t)                                                                                              \
     _mm512_castsi512_pd(_mm512_slli_epi64(                                                                   \
         _mm512_add_epi64(_mm512_sub_epi64(_mm512_castpd_si512(t), _mm512_set1_epi64(VM_SHIFT_BITS)),         \
@@ -146,6 +155,10 @@ static inline double vm_pow2(double t) {
 #define DGE(a, b) _mm256_cmp_pd((a), (b), _CMP_GE_OQ)
 #define DNAN(a) _mm256_cmp_pd((a), (a), _CMP_UNORD_Q)
 #define DSEL(m, a, b) _mm256_blendv_pd((b), (a), (m))
+#define MASK __m256d
+#define MOR(a, b) _mm256_or_pd((a), (b))
+#define MANY(m) (_mm256_movemask_pd(m) != 0)
+#define MALL(m) (_mm256_movemask_pd(m) == 0xF)
 #define POW2(t)                                                                                              \
     _mm256_castsi256_pd(_mm256_slli_epi64(                                                                   \
         _mm256_add_epi64(_mm256_sub_epi64(_mm256_castpd_si256(t), _mm256_set1_epi64x(VM_SHIFT_BITS)),        \
@@ -216,5 +229,79 @@ void me_vgelu_backward(float *dinp, const float *inp, const float *dout, size_t 
 }
 
 void me_vexp(float *out, const float *inp, size_t n) { VM_DISPATCH(exp, out, inp, n); }
+
+/* ------------------------------------------------------------ dropout masks */
+
+/* me_uniform's per-site key (backend.h): element i of the site draws splitmix(key + (i + 1) G). */
+#define VM_GAMMA 0x9E3779B97F4A7C15ULL
+static inline uint64_t vm_site_key(uint64_t seed, uint64_t site) {
+    uint64_t key = seed * VM_GAMMA + site * 0xD1B54A32D192ED03ULL;
+    return key ^ (key >> 31);
+}
+
+static void dropout_base(float *out, const float *inp, size_t n, float p, float scale, uint64_t seed,
+                         uint64_t site, uint64_t index0) {
+    for (size_t i = 0; i < n; i++) out[i] = me_uniform(seed, site, index0 + i) >= p ? inp[i] * scale : 0.0f;
+}
+
+#ifdef ME_VARIANTS
+/* The same integer steps as me_uniform, W lanes at a time: z = key + (index + 1) G, the SplitMix64
+ * finaliser, then (z >> 40) 2^-24 (exact in float) against p; kept elements are inp * scale. */
+ME_TARGET_AVX512 static void dropout_avx512(float *out, const float *inp, size_t n, float p, float scale,
+                                            uint64_t seed, uint64_t site, uint64_t index0) {
+    const __m512i step = _mm512_set1_epi64((long long)(8 * VM_GAMMA));
+    const __m512i m1 = _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL);
+    const __m512i m2 = _mm512_set1_epi64((long long)0x94D049BB133111EBULL);
+    const __m256 vp = _mm256_set1_ps(p), vscale = _mm256_set1_ps(scale), unit = _mm256_set1_ps(1.0f / 16777216.0f);
+    __m512i z0 = _mm512_add_epi64(
+        _mm512_set1_epi64((long long)(vm_site_key(seed, site) + (index0 + 1) * VM_GAMMA)),
+        _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64((long long)VM_GAMMA)));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8, z0 = _mm512_add_epi64(z0, step)) {
+        __m512i z = _mm512_mullo_epi64(_mm512_xor_si512(z0, _mm512_srli_epi64(z0, 30)), m1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
+        z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+        const __m256 u = _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_srli_epi64(z, 40)), unit);
+        const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(inp + i), vscale);
+        _mm256_storeu_ps(out + i, _mm256_maskz_mov_ps(_mm256_cmp_ps_mask(u, vp, _CMP_GE_OQ), x));
+    }
+    dropout_base(out + i, inp + i, n - i, p, scale, seed, site, index0 + i);
+}
+
+/* a * b mod 2^64 of 4 lanes from 32-bit products (AVX2 has no 64-bit multiply) */
+ME_TARGET_AVX2 static inline __m256i vm_mul64_avx2(__m256i a, __m256i b) {
+    const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b),
+                                           _mm256_mul_epu32(a, _mm256_srli_epi64(b, 32)));
+    return _mm256_add_epi64(_mm256_mul_epu32(a, b), _mm256_slli_epi64(cross, 32));
+}
+
+ME_TARGET_AVX2 static void dropout_avx2(float *out, const float *inp, size_t n, float p, float scale,
+                                        uint64_t seed, uint64_t site, uint64_t index0) {
+    const __m256i step = _mm256_set1_epi64x((long long)(4 * VM_GAMMA));
+    const __m256i m1 = _mm256_set1_epi64x((long long)0xBF58476D1CE4E5B9ULL);
+    const __m256i m2 = _mm256_set1_epi64x((long long)0x94D049BB133111EBULL);
+    const __m256i low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+    const __m128 vp = _mm_set1_ps(p), vscale = _mm_set1_ps(scale), unit = _mm_set1_ps(1.0f / 16777216.0f);
+    const uint64_t z00 = vm_site_key(seed, site) + (index0 + 1) * VM_GAMMA;
+    __m256i z0 = _mm256_setr_epi64x((long long)z00, (long long)(z00 + VM_GAMMA), (long long)(z00 + 2 * VM_GAMMA),
+                                    (long long)(z00 + 3 * VM_GAMMA));
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4, z0 = _mm256_add_epi64(z0, step)) {
+        __m256i z = vm_mul64_avx2(_mm256_xor_si256(z0, _mm256_srli_epi64(z0, 30)), m1);
+        z = vm_mul64_avx2(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), m2);
+        z = _mm256_srli_epi64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 31)), 40); /* < 2^24: its low 32 bits */
+        const __m128 u = _mm_mul_ps(_mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(z, low32))),
+                                    unit);
+        const __m128 x = _mm_mul_ps(_mm_loadu_ps(inp + i), vscale);
+        _mm_storeu_ps(out + i, _mm_and_ps(_mm_cmp_ps(u, vp, _CMP_GE_OQ), x));
+    }
+    dropout_base(out + i, inp + i, n - i, p, scale, seed, site, index0 + i);
+}
+#endif
+
+void me_vdropout(float *out, const float *inp, size_t n, float p, float scale, uint64_t seed, uint64_t site,
+                 uint64_t index0) {
+    VM_DISPATCH(dropout, out, inp, n, p, scale, seed, site, index0);
+}
 
 void me_verf(float *out, const float *inp, size_t n) { VM_DISPATCH(erf, out, inp, n); }

@@ -6,6 +6,7 @@
  *   LOADF/STOREF           W floats from / to memory;  F2D / D2F: widen / round to nearest
  *   DSET, DADD, DSUB, DMUL, DDIV, DFMA(a, b, c) = a * b + c rounded once, DMIN, DMAX (non-NaN operands)
  *   DABS, DCOPYSIGN(magnitude, sign), DLT / DGE / DNAN (masks), DSEL(mask, then, else)
+ *   MASK: a lane mask's type;  MOR(a, b);  MANY(m) / MALL(m): some lane / every lane set
  *   POW2(t)                2^n for t = n + 1.5 * 2^52 (n a small integer held in t's low bits)
  *   FSET, FADD, FSUB, FMUL float arithmetic (each rounded to float, as scalar C)
  * Every variant does the same operations in the same order, so all compute the same bits (the
@@ -26,14 +27,20 @@ ATTR static inline VD FN(exp_d)(VD v0) {
 /* erf(x) of floats, computed in double (see ERF_P and ERFC_R), rounded to float. */
 ATTR static inline VF FN(erf_f)(VF xf) {
     VD x = F2D(xf), y = DABS(x), t = DMUL(y, y);
-    VD p = DSET(ERF_P[9]);
-    for (int k = 8; k >= 0; k--) p = DFMA(p, t, DSET(ERF_P[k]));
-    p = DMUL(p, y); /* 0 <= y < 1: erf(y) = y P(y^2) */
-    VD u = DMUL(DSUB(y, DSET(2.5)), DSET(2.0 / 3.0));
-    VD q = DSET(ERFC_R[16]);
-    for (int k = 15; k >= 0; k--) q = DFMA(q, u, DSET(ERFC_R[k]));
-    q = DSUB(DSET(1.0), DMUL(FN(exp_d)(DSUB(DSET(0.0), t)), q)); /* 1 <= y < 4: 1 - exp(-y^2) R */
-    VD r = DSEL(DLT(y, DSET(1.0)), p, DSEL(DGE(y, DSET(4.0)), DSET(1.0), q)); /* y >= 4: 1; NaN: q */
+    MASK low = DLT(y, DSET(1.0)), low_or_high = MOR(low, DGE(y, DSET(4.0)));
+    VD r = DSET(1.0); /* y >= 4 */
+    if (MANY(low)) { /* each branch only where a lane needs it (lanes are independent: same bits) */
+        VD p = DSET(ERF_P[9]);
+        for (int k = 8; k >= 0; k--) p = DFMA(p, t, DSET(ERF_P[k]));
+        r = DSEL(low, DMUL(p, y), r); /* 0 <= y < 1: erf(y) = y P(y^2) */
+    }
+    if (!MALL(low_or_high)) { /* 1 <= y < 4 and NaN */
+        VD u = DMUL(DSUB(y, DSET(2.5)), DSET(2.0 / 3.0));
+        VD q = DSET(ERFC_R[16]);
+        for (int k = 15; k >= 0; k--) q = DFMA(q, u, DSET(ERFC_R[k]));
+        q = DSUB(DSET(1.0), DMUL(FN(exp_d)(DSUB(DSET(0.0), t)), q)); /* 1 - exp(-y^2) R */
+        r = DSEL(low_or_high, r, q);
+    }
     return D2F(DCOPYSIGN(r, x));
 }
 
@@ -127,6 +134,10 @@ ATTR static void FN(erf)(float *out, const float *inp, size_t n) {
 #undef DGE
 #undef DNAN
 #undef DSEL
+#undef MASK
+#undef MOR
+#undef MANY
+#undef MALL
 #undef POW2
 #undef FSET
 #undef FADD
