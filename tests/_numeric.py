@@ -1,4 +1,5 @@
-"""Central finite differences in float64, the independent check of analytic gradients."""
+"""Independent numeric references for the tests: central finite differences in float64 (the check
+of analytic gradients), the dropout RNG in numpy, attention inputs and query-row subsets."""
 import numpy as np
 
 
@@ -46,3 +47,17 @@ def query_rows(rng: np.random.Generator, mask: np.ndarray, every: bool = False):
     qpos = np.concatenate(picks).astype(np.int32)
     flat = np.concatenate([b * T + x for b, x in enumerate(picks)]).astype(np.int64)
     return qstart, qpos, flat
+
+
+def me_uniform(seed: int, site: int, index: np.ndarray) -> np.ndarray:
+    """numpy port of csrc/backend.h me_uniform, from its documented steps (uint64 arithmetic wraps
+    as in C): the SplitMix64 finaliser of a per-site key stepped by the golden gamma, as float32."""
+    with np.errstate(over="ignore"):
+        gamma = np.uint64(0x9E3779B97F4A7C15)
+        z = np.uint64(seed) * gamma + np.uint64(site) * np.uint64(0xD1B54A32D192ED03)
+        z ^= z >> np.uint64(31)
+        z = z + (np.asarray(index).astype(np.uint64) + np.uint64(1)) * gamma
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)

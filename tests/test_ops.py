@@ -9,7 +9,7 @@ import pytest
 from multienc.engine import _C_tests
 
 import _numeric
-from _numeric import rel
+from _numeric import me_uniform, rel
 
 RNG = np.random.default_rng(1234)
 SHAPES = [(1, 1), (3, 5), (7, 33), (129, 77)]
@@ -206,33 +206,20 @@ def test_rng_is_uniform_and_counter_based():
     assert np.mean(u[:1000] == _C_tests.ops_rng_uniform(7, 4, 1000)) < 0.01
 
 
-def splitmix_uniform(seed: int, site: int, index: np.ndarray) -> np.ndarray:
-    """backend.h's me_uniform in numpy uint64 arithmetic (wrapping), from its documented steps."""
-    with np.errstate(over="ignore"):
-        g = np.uint64(0x9E3779B97F4A7C15)
-        z = np.uint64(seed) * g + np.uint64(site) * np.uint64(0xD1B54A32D192ED03)
-        z ^= z >> np.uint64(31)
-        z = z + (index.astype(np.uint64) + np.uint64(1)) * g
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return (z >> np.uint64(40)).astype(np.float64) / 2.0 ** 24
-
-
 def test_rng_is_splitmix64():
     for seed, site in ((7, 3), (2 ** 63 + 5, 2 ** 64 - 1)):
         np.testing.assert_array_equal(_C_tests.ops_rng_uniform(seed, site, 4099),
-                                      splitmix_uniform(seed, site, np.arange(4099)))
+                                      me_uniform(seed, site, np.arange(4099)))
 
 
 @pytest.mark.parametrize("n", [1, 7, 13, 10007])
 def test_dropout_vector_variants_draw_the_rngs_mask(n):
-    """Every vector level keeps exactly the elements whose me_uniform >= p (numpy's SplitMix64), with
+    """Every vector level keeps exactly the elements whose me_uniform >= p (_numeric.me_uniform), with
     the tails and, above 4096 elements, the per-thread chunks starting mid-vector."""
     best = _C_tests.cpu_level()
     x = f32(n)
     KEEP_SCALE = np.float32(1.0) / (np.float32(1.0) - np.float32(0.3))  # the op's float arithmetic
-    keep = splitmix_uniform(11, 5, np.arange(n)) >= 0.3
+    keep = me_uniform(11, 5, np.arange(n)) >= 0.3
     try:
         for level in range(best, -1, -1):
             _C_tests.cpu_level(level)
@@ -242,7 +229,7 @@ def test_dropout_vector_variants_draw_the_rngs_mask(n):
             full = np.resize(x, (3, n))
             got = _C_tests.ops_dropout_rows(full[rows], rows, 0.3, 11, 5, False)
             for m, r in enumerate(rows):
-                want_row = splitmix_uniform(11, 5, r * n + np.arange(n)) >= 0.3
+                want_row = me_uniform(11, 5, r * n + np.arange(n)) >= 0.3
                 np.testing.assert_array_equal(got[m], np.where(want_row, full[r] * KEEP_SCALE, 0.0))
     finally:
         _C_tests.cpu_level(2)  # no cap, as in test_vector_variants_compute_the_same_bits

@@ -36,6 +36,9 @@ import numpy as np
 import torch
 import transformers
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from _numeric import me_uniform  # noqa: E402  (the numpy port the tests use too)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "fixtures", "models")
 
@@ -178,21 +181,6 @@ def randomize(model: torch.nn.Module, seed: int, keep: tuple = (),
                 p.copy_(1.0 + noise)
             else:  # embeddings and MPNet's bucket table larger: a wrong bucket shows
                 p.copy_(noise * (3.0 if "embeddings" in name or "relative_attention" in name else 1.0))
-
-
-GAMMA, MIX1, MIX2, SITE_KEY = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD1B54A32D192ED03
-
-
-def me_uniform(seed: int, site: int, index: np.ndarray) -> np.ndarray:
-    """numpy port of csrc/backend.h me_uniform (uint64 arithmetic wraps as in C)."""
-    m = (1 << 64) - 1
-    z = (seed * GAMMA + site * SITE_KEY) & m
-    z ^= z >> 31
-    z = np.uint64(z) + (index.astype(np.uint64) + np.uint64(1)) * np.uint64(GAMMA)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-    z ^= z >> np.uint64(31)
-    return (z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)
 
 
 def site(layer: int, kind: int) -> int:
