@@ -305,12 +305,18 @@ void me_verf(float *out, const float *inp, size_t n);
 /* Doubles of CRF scratch for B sentences of K rows and C tags: alpha | beta | log Z | NLL. */
 #define ME_CRF_SCRATCH(B, K, C) (2 * (size_t)(B) * (size_t)(K) * (size_t)(C) + 2 * (size_t)(B))
 
+/* The dropout RNG's golden gamma (the step between a site's elements) and its per-site key. */
+#define ME_RNG_GAMMA 0x9E3779B97F4A7C15ULL
+#define ME_RNG_SITE_MUL 0xD1B54A32D192ED03ULL
+static inline ME_HOSTDEV uint64_t me_uniform_key(uint64_t seed, uint64_t site) {
+    const uint64_t key = seed * ME_RNG_GAMMA + site * ME_RNG_SITE_MUL;
+    return key ^ (key >> 31);
+}
+
 /* Counter-based uniform in [0, 1): a pure function of (seed, site, index). */
 static inline ME_HOSTDEV float me_uniform(uint64_t seed, uint64_t site, uint64_t index) {
     /* SplitMix64 finaliser over a per-site key stepped by the golden gamma. */
-    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + site * 0xD1B54A32D192ED03ULL;
-    z ^= z >> 31;
-    z += (index + 1) * 0x9E3779B97F4A7C15ULL;
+    uint64_t z = me_uniform_key(seed, site) + (index + 1) * ME_RNG_GAMMA;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     z ^= z >> 31;
@@ -325,10 +331,8 @@ static inline ME_HOSTDEV float me_uniform(uint64_t seed, uint64_t site, uint64_t
  * and the key's mixing (seed * gamma + site * D, then z ^= z >> 31) is invertible for odd D. */
 static inline uint64_t me_dropout_site_at(uint64_t seed, uint64_t site, uint64_t delta) {
     if (!delta) return site;
-    const uint64_t G = 0x9E3779B97F4A7C15ULL, D = 0xD1B54A32D192ED03ULL;
-    uint64_t key = seed * G + site * D;
-    key ^= key >> 31;
-    key += delta * G;                      /* the shifted key */
+    const uint64_t G = ME_RNG_GAMMA, D = ME_RNG_SITE_MUL;
+    const uint64_t key = me_uniform_key(seed, site) + delta * G; /* the shifted key */
     uint64_t x = key ^ (key >> 31);        /* invert z ^= z >> 31 (two rounds cover 64 bits) */
     x = key ^ (x >> 31);
     uint64_t inv = D;                      /* D^-1 mod 2^64 by Newton's iteration */

@@ -232,30 +232,24 @@ void me_vexp(float *out, const float *inp, size_t n) { VM_DISPATCH(exp, out, inp
 
 /* ------------------------------------------------------------ dropout masks */
 
-/* me_uniform's per-site key (backend.h): element i of the site draws splitmix(key + (i + 1) G). */
-#define VM_GAMMA 0x9E3779B97F4A7C15ULL
-static inline uint64_t vm_site_key(uint64_t seed, uint64_t site) {
-    uint64_t key = seed * VM_GAMMA + site * 0xD1B54A32D192ED03ULL;
-    return key ^ (key >> 31);
-}
-
 static void dropout_base(float *out, const float *inp, size_t n, float p, float scale, uint64_t seed,
                          uint64_t site, uint64_t index0) {
     for (size_t i = 0; i < n; i++) out[i] = me_uniform(seed, site, index0 + i) >= p ? inp[i] * scale : 0.0f;
 }
 
 #ifdef ME_VARIANTS
-/* The same integer steps as me_uniform, W lanes at a time: z = key + (index + 1) G, the SplitMix64
- * finaliser, then (z >> 40) 2^-24 (exact in float) against p; kept elements are inp * scale. */
+/* The same integer steps as me_uniform (backend.h), W lanes at a time: z = me_uniform_key +
+ * (index + 1) G, the SplitMix64 finaliser, then (z >> 40) 2^-24 (exact in float) against p; kept
+ * elements are inp * scale. */
 ME_TARGET_AVX512 static void dropout_avx512(float *out, const float *inp, size_t n, float p, float scale,
                                             uint64_t seed, uint64_t site, uint64_t index0) {
-    const __m512i step = _mm512_set1_epi64((long long)(8 * VM_GAMMA));
+    const __m512i step = _mm512_set1_epi64((long long)(8 * ME_RNG_GAMMA));
     const __m512i m1 = _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL);
     const __m512i m2 = _mm512_set1_epi64((long long)0x94D049BB133111EBULL);
     const __m256 vp = _mm256_set1_ps(p), vscale = _mm256_set1_ps(scale), unit = _mm256_set1_ps(1.0f / 16777216.0f);
     __m512i z0 = _mm512_add_epi64(
-        _mm512_set1_epi64((long long)(vm_site_key(seed, site) + (index0 + 1) * VM_GAMMA)),
-        _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64((long long)VM_GAMMA)));
+        _mm512_set1_epi64((long long)(me_uniform_key(seed, site) + (index0 + 1) * ME_RNG_GAMMA)),
+        _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64((long long)ME_RNG_GAMMA)));
     size_t i = 0;
     for (; i + 8 <= n; i += 8, z0 = _mm512_add_epi64(z0, step)) {
         __m512i z = _mm512_mullo_epi64(_mm512_xor_si512(z0, _mm512_srli_epi64(z0, 30)), m1);
@@ -277,14 +271,14 @@ ME_TARGET_AVX2 static inline __m256i vm_mul64_avx2(__m256i a, __m256i b) {
 
 ME_TARGET_AVX2 static void dropout_avx2(float *out, const float *inp, size_t n, float p, float scale,
                                         uint64_t seed, uint64_t site, uint64_t index0) {
-    const __m256i step = _mm256_set1_epi64x((long long)(4 * VM_GAMMA));
+    const __m256i step = _mm256_set1_epi64x((long long)(4 * ME_RNG_GAMMA));
     const __m256i m1 = _mm256_set1_epi64x((long long)0xBF58476D1CE4E5B9ULL);
     const __m256i m2 = _mm256_set1_epi64x((long long)0x94D049BB133111EBULL);
     const __m256i low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
     const __m128 vp = _mm_set1_ps(p), vscale = _mm_set1_ps(scale), unit = _mm_set1_ps(1.0f / 16777216.0f);
-    const uint64_t z00 = vm_site_key(seed, site) + (index0 + 1) * VM_GAMMA;
-    __m256i z0 = _mm256_setr_epi64x((long long)z00, (long long)(z00 + VM_GAMMA), (long long)(z00 + 2 * VM_GAMMA),
-                                    (long long)(z00 + 3 * VM_GAMMA));
+    const uint64_t z00 = me_uniform_key(seed, site) + (index0 + 1) * ME_RNG_GAMMA;
+    __m256i z0 = _mm256_setr_epi64x((long long)z00, (long long)(z00 + ME_RNG_GAMMA), (long long)(z00 + 2 * ME_RNG_GAMMA),
+                                    (long long)(z00 + 3 * ME_RNG_GAMMA));
     size_t i = 0;
     for (; i + 4 <= n; i += 4, z0 = _mm256_add_epi64(z0, step)) {
         __m256i z = vm_mul64_avx2(_mm256_xor_si256(z0, _mm256_srli_epi64(z0, 30)), m1);
