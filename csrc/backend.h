@@ -70,11 +70,11 @@ typedef struct MeBackend {
                             const float *inp, const float *w, int N, int C, int OC,
                             int accumulate);
 
-    /* out = act(inp) */
-    void (*gelu_forward)(float *out, const float *inp, size_t n, MeActivation act);
-    /* dinp = act'(inp) * dout */
-    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n,
-                          MeActivation act);
+    /* out = act(inp) and dact = act'(inp) in one pass, each NULL when not wanted and either may
+     * be inp (a training forward keeps the derivative for backward instead of the input) */
+    void (*gelu_forward)(float *out, float *dact, const float *inp, size_t n, MeActivation act);
+    /* dinp = dact * dout, dact from gelu_forward (dinp may be either) */
+    void (*gelu_backward)(float *dinp, const float *dact, const float *dout, size_t n);
 
     /* out = a + b */
     void (*add_forward)(float *out, const float *a, const float *b, size_t n);

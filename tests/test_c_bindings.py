@@ -174,7 +174,7 @@ def test_the_op_driver_checks_every_argument_the_same_way():
     with pytest.raises(ValueError, match="ids: expected a 1-d int array"):
         _C_tests.ops_embedding_forward("x", np.ones((2, 2), np.float32))
     with pytest.raises(TypeError, match="integer"):
-        _C_tests.ops_gelu_forward(a, 0.5)
+        _C_tests.ops_gelu_forward(a, 0.5, True, True)
     with pytest.raises(TypeError, match="device must be a str or None"):
         _C_tests.ops_add_forward(a, a, 0)
     with pytest.raises(ValueError, match="1..16 inputs"):
@@ -217,8 +217,8 @@ def op_samples(rng):
         "layernorm_backward": (f(6, 4), x, mean, rstd, f(4)),
         "matmul_forward": (x, f(3, 4), f(3)),
         "matmul_backward": (f(6, 3), x, f(3, 4)),
-        "gelu_forward": (f(9), 1),
-        "gelu_backward": (f(9), f(9), 0),
+        "gelu_forward": (f(9), 1, True, True),
+        "gelu_backward": (f(9), f(9)),
         "add_forward": (f(7), f(7)),
         "add_backward": (f(7), f(7), f(7), True),
         "dropout_forward": (f(50), 0.3, 11, 2),

@@ -162,6 +162,21 @@ def test_dropout_is_seeded(family):
         np.testing.assert_array_equal(g1[n], g2[n])
 
 
+@pytest.mark.parametrize("family", ["bert", "deberta-v3"])
+def test_a_second_backward_of_one_forward_adds_the_same_gradients(family):
+    """A training forward keeps the GELU's derivative in place of its input (an eval forward keeps
+    the input and backward recomputes): either way the forward's state survives its backward."""
+    enc, ref = load(family)
+    inputs = dict(next(cases(ref))[1])
+    for train in (False, True):
+        enc.zero_grad()
+        enc.forward(**inputs, train=train, seed=5)
+        once = enc.backward(ref["case0/R"])
+        twice = enc.backward(ref["case0/R"])
+        for n in once:
+            np.testing.assert_allclose(twice[n], 2 * once[n], rtol=1e-5, atol=1e-7, err_msg=n)
+
+
 def test_train_without_dropout_equals_eval(tmp_path):
     folder = os.path.join(FIXTURES, "bert")
     enc = Encoder(folder, config_overrides={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})

@@ -116,13 +116,20 @@ def gelu_ref(x, act):
 def test_gelu_forward_backward(act, n):
     x = f32(n, scale=3.0)
     x[0] = 0.0
-    y = _C_tests.ops_gelu_forward(x, act)
+    y, dact = _C_tests.ops_gelu_forward(x, act, True, True)
     ry, rdy = gelu_ref(x, act)
     np.testing.assert_allclose(y, ry, rtol=2e-6, atol=2e-7)
-    dout = f32(n)
-    dx = _C_tests.ops_gelu_backward(x, dout, act)
     # the tanh form loses absolute precision in float32 where 1 + tanh(u) cancels (x << 0)
-    np.testing.assert_allclose(dx, rdy * dout, rtol=2e-6, atol=2e-7 if act == 0 else 3e-6)
+    np.testing.assert_allclose(dact, rdy, rtol=2e-6, atol=2e-7 if act == 0 else 3e-6)
+    dout = f32(n)
+    dx = _C_tests.ops_gelu_backward(dact, dout)
+    np.testing.assert_array_equal(dx, dact * dout)
+    # either result alone (an eval forward; DeBERTa's ConvLayer backward) is the same
+    y_only, none = _C_tests.ops_gelu_forward(x, act, True, False)
+    none2, dact_only = _C_tests.ops_gelu_forward(x, act, False, True)
+    assert none is None and none2 is None
+    np.testing.assert_array_equal(y_only, y)
+    np.testing.assert_array_equal(dact_only, dact)
 
 
 def ulps_from(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -159,21 +166,19 @@ def test_vector_exp_is_within_one_ulp():
 
 
 def test_vector_variants_compute_the_same_bits():
-    """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp and GELU,
+    """AVX-512, AVX2 and the baseline (whichever this CPU has) give identical erf, exp, GELU and its derivative,
     also on vectors whose lanes all fall in one of erf's ranges (|x| / sqrt 2 below 1, at least 4:
     the vector code skips the other ranges' polynomials there) and on vectors that mix them."""
     best = _C_tests.cpu_level()
     x = np.concatenate([f32(1003, scale=4.0), f32(64, scale=0.3), 6.0 + f32(64, scale=0.1) ** 2,
                         -6.0 - f32(64, scale=0.1) ** 2,
                         np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)])
-    dout = f32(x.size)
     results = []
     try:
         for level in range(best, -1, -1):
             _C_tests.cpu_level(level)
             results.append([_C_tests.ops_verf(x), _C_tests.ops_vexp(x)]
-                           + [_C_tests.ops_gelu_forward(x, act) for act in (0, 1)]
-                           + [_C_tests.ops_gelu_backward(x, dout, act) for act in (0, 1)])
+                           + [r for act in (0, 1) for r in _C_tests.ops_gelu_forward(x, act, True, True)])
     finally:
         _C_tests.cpu_level(2)  # no cap (not `best`: under AddressSanitizer that is 0, a cap the bf16 GEMM obeys)
     for other in results[1:]:

@@ -49,7 +49,7 @@ void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation ac
     for (int n = 0; n < N; n++) {
         const float *a = inp + (size_t)n * 2 * C, *g = a + C;
         float *o = out + (size_t)n * C;
-        me_vgelu_forward(o, a, (size_t)C, act == ME_ACT_GELU_TANH);
+        me_vgelu_forward(o, NULL, a, (size_t)C, act == ME_ACT_GELU_TANH);
         for (int i = 0; i < C; i++) o[i] *= g[i];
     }
 }
@@ -60,13 +60,12 @@ void cpu_glu_backward(float *dinp, float *out, const float *inp, const float *do
     for (int n = 0; n < N; n++) {
         const float *a = inp + (size_t)n * 2 * C, *g = a + C, *d = dout + (size_t)n * C;
         float *da = dinp + (size_t)n * 2 * C, *dg = da + C, *o = out ? out + (size_t)n * C : NULL;
-        me_vgelu_forward(dg, a, (size_t)C, act == ME_ACT_GELU_TANH); /* y = act(a), then y * dout */
+        me_vgelu_forward(dg, da, a, (size_t)C, act == ME_ACT_GELU_TANH); /* y = act(a), act'(a) */
         for (int i = 0; i < C; i++) {
             if (o) o[i] = dg[i] * g[i];
             dg[i] *= d[i];
-            da[i] = g[i] * d[i];
+            da[i] *= g[i] * d[i];
         }
-        me_vgelu_backward(da, a, da, (size_t)C, act == ME_ACT_GELU_TANH); /* act'(a) * g * dout */
     }
 }
 

@@ -274,13 +274,14 @@ static void matmul_backward_bf16(float *dinp, float *dw, float *db, const float 
         }                                                                            \
     } while (0)
 
-static void gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
-    CHUNKED(n, me_vgelu_forward(out + a, inp + a, len, act == ME_ACT_GELU_TANH));
+static void gelu_forward(float *out, float *dact, const float *inp, size_t n, MeActivation act) {
+    CHUNKED(n, me_vgelu_forward(out ? out + a : NULL, dact ? dact + a : NULL, inp + a, len,
+                                act == ME_ACT_GELU_TANH));
 }
 
-static void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
-                          MeActivation act) {
-    CHUNKED(n, me_vgelu_backward(dinp + a, inp + a, dout + a, len, act == ME_ACT_GELU_TANH));
+static void gelu_backward(float *dinp, const float *dact, const float *dout, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * dact[i];
 }
 
 /* --------------------------------------------------------------------- add */
@@ -342,10 +343,10 @@ static void dropout_rows(float *out, const float *inp, const int32_t *rows, int 
 /* --------------------------------------------------------------- attention */
 
 /* One (batch, head) pair per OpenMP iteration: scores, softmax, dropout and the
- * context product stay in that thread's cache; each thread owns two T x T
- * scratch tiles. */
+ * context product stay in that thread's cache; each thread owns three T x T
+ * scratch tiles (backward: dropped probabilities, their gradient, the dropout factors). */
 static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
-    return 2 * (size_t)omp_get_max_threads() * T * T;
+    return 3 * (size_t)omp_get_max_threads() * T * T;
 }
 
 /* Softmax over keys of one row of scores, masked keys excluded (probability
@@ -402,6 +403,20 @@ static void attention_dropout(float *dst, const float *P, const Queries *s, int 
                     (size_t)(s->pos ? s->pos[r] : r) * T);
 }
 
+/* dst = x dropped out by the factors attention_dropout drew for a tile of ones (0 or 1/(1-p)):
+ * the same as drawing the mask again (a dropped element is +0 whatever x is) */
+static void apply_dropout_factors(float *dst, const float *x, const float *keep, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) { /* in integer bits, which vectorise: keep is +0 or > 0 */
+        const float v = x[i] * keep[i];
+        uint32_t vb, kb;
+        memcpy(&vb, &v, sizeof vb);
+        memcpy(&kb, keep + i, sizeof kb);
+        vb &= 0u - (uint32_t)(kb != 0);
+        memcpy(dst + i, &vb, sizeof vb);
+    }
+}
+
 /* Attention over the query rows of qstart / qpos (NULL: every position) with keys and values
  * of every position: q [*, ldq], k and v [B*T, ldkv] (row b*T + t), ctx [*, ldc]; probs holds
  * each (b, h)'s [m_b, T] block at (q0_b * NH + h * m_b) * T, which for all positions is the
@@ -434,7 +449,7 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
                 masked_softmax_row(P + (size_t)r * T, mk, T, query_mask && !mk[s.pos ? s.pos[r] : r]);
             const float *Pd = P;
             if (p > 0.0f) {
-                float *tile = scratch + 2 * TT * omp_get_thread_num();
+                float *tile = scratch + 3 * TT * omp_get_thread_num();
                 attention_dropout(tile, P, &s, T, p, seed, site + (uint64_t)b * NH + h);
                 Pd = tile;
             }
@@ -452,7 +467,6 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                                     const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS, float p,
                                     uint64_t seed, uint64_t site, float *scratch) {
     const size_t TT = (size_t)T * T;
-    const float scl = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * TT * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
@@ -471,11 +485,13 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             const float *dc = dctx + (size_t)s.q0 * ldc + h * HS;
             const float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
             const int32_t *mk = mask + (size_t)b * T;
-            float *tile = scratch + 2 * TT * omp_get_thread_num(), *dP = tile + TT;
+            float *tile = scratch + 3 * TT * omp_get_thread_num(), *dP = tile + TT, *keep = dP + TT;
             const uint64_t st = site + (uint64_t)b * NH + h;
             const float *Pd = P;
-            if (p > 0.0f) {
-                attention_dropout(tile, P, &s, T, p, seed, st);
+            if (p > 0.0f) { /* the mask drawn once: keep = 1/(1-p) where kept, 0 where dropped */
+                for (size_t i = 0; i < (size_t)s.m * T; i++) keep[i] = 1.0f;
+                attention_dropout(keep, keep, &s, T, p, seed, st);
+                apply_dropout_factors(tile, P, keep, (size_t)s.m * T);
                 Pd = tile;
             }
             /* dV = Pd^T dctx ; dPd = dctx V^T */
@@ -492,7 +508,7 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                 if (query_mask && !mk[t]) {
                     memset(g, 0, (size_t)T * sizeof(float));
                 } else {
-                    if (p > 0.0f) me_vdropout(g, g, (size_t)T, p, scl, seed, st, (size_t)t * T);
+                    if (p > 0.0f) apply_dropout_factors(g, g, keep + (size_t)r * T, (size_t)T);
                     const float df = (float)me_dot_f64(g, pr, (size_t)T);
                     for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
                 }

@@ -86,7 +86,6 @@ static inline double vm_pow2(double t) {
 #define FMUL(a, b) ((a) * (b))
 /* the vector variants finish their tails with these */
 #define vm_gelu_forward_scalar gelu_forward_base
-#define vm_gelu_backward_scalar gelu_backward_base
 #define vm_exp_scalar exp_f_base
 #define vm_erf_scalar erf_f_base
 #include "cpu/vmath_body.h"
@@ -220,12 +219,8 @@ int me_cpu_set_level(int level) {
 #define VM_DISPATCH(name, ...) name##_base(__VA_ARGS__)
 #endif
 
-void me_vgelu_forward(float *out, const float *inp, size_t n, int tanh_form) {
-    VM_DISPATCH(gelu_forward, out, inp, n, tanh_form);
-}
-
-void me_vgelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int tanh_form) {
-    VM_DISPATCH(gelu_backward, dinp, inp, dout, n, tanh_form);
+void me_vgelu_forward(float *out, float *dact, const float *inp, size_t n, int tanh_form) {
+    VM_DISPATCH(gelu_forward, out, dact, inp, n, tanh_form);
 }
 
 void me_vexp(float *out, const float *inp, size_t n) { VM_DISPATCH(exp, out, inp, n); }

@@ -1,5 +1,5 @@
 /* Vectorised transcendental functions of the CPU backend (vmath.c): the GELU (exact erf form
- * and tanh form) forward and backward, and exp of a float array (the softmax). Results are the
+ * and tanh form) and its derivative, and exp of a float array (the softmax). Results are the
  * same on every CPU and within 1 ulp of libm's erff / expf / tanhf (see vmath.c). And the
  * dropout masks of backend.h's counter-based RNG, drawn several elements at a time, and the
  * double-precision sums of LayerNorm and the softmax. */
@@ -7,10 +7,10 @@
 #define MULTIENC_CPU_VMATH_H
 #include "backend.h" /* me_vexp, me_verf */
 
-/* out = GELU(inp): x/2 (1 + erf(x / sqrt 2)), or with tanh_form the tanh approximation */
-void me_vgelu_forward(float *out, const float *inp, size_t n, int tanh_form);
-/* dinp = GELU'(inp) * dout (dinp may be dout) */
-void me_vgelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int tanh_form);
+/* out = GELU(inp): x/2 (1 + erf(x / sqrt 2)), or with tanh_form the tanh approximation, and
+ * dact = GELU'(inp), computed with the same erf (or tanh); out or dact NULL when not wanted, and
+ * either may be inp */
+void me_vgelu_forward(float *out, float *dact, const float *inp, size_t n, int tanh_form);
 
 /* Sums in double of n floats with 8 running partial sums, added up in one fixed order at the end:
  * the compiler vectorises them (one running sum waits on every add's latency, which bound LayerNorm

@@ -65,39 +65,30 @@ ATTR static inline VF FN(exp_f)(VF x) { return D2F(FN(exp_d)(F2D(x))); }
     for (; i + W <= (n); i += W) VECTOR_BODY;          \
     for (; i < (n); i++) SCALAR_CALL
 
-ATTR static void FN(gelu_forward)(float *out, const float *inp, size_t n, int tanh_form) {
-    if (tanh_form) {
-        VM_LOOP(i, n, {
-            VF x = LOADF(inp + i);
-            VF a = FMUL(FSET(VM_GELU_K), FADD(x, FMUL(FMUL(FMUL(FSET(0.044715f), x), x), x)));
-            STOREF(out + i, FMUL(FMUL(FSET(0.5f), x), FADD(FSET(1.0f), FN(tanh_f)(a))));
-        }, vm_gelu_forward_scalar(out + i, inp + i, 1, tanh_form));
-    } else {
-        VM_LOOP(i, n, {
-            VF x = LOADF(inp + i);
-            VF e = FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)));
-            STOREF(out + i, FMUL(FMUL(x, FSET(0.5f)), FADD(FSET(1.0f), e)));
-        }, vm_gelu_forward_scalar(out + i, inp + i, 1, tanh_form));
-    }
-}
-
-ATTR static void FN(gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n, int tanh_form) {
+/* out = GELU(inp) and dact = GELU'(inp), either NULL when not wanted; each may be inp. */
+ATTR static void FN(gelu_forward)(float *out, float *dact, const float *inp, size_t n, int tanh_form) {
     if (tanh_form) {
         VM_LOOP(i, n, {
             VF x = LOADF(inp + i);
             VF t = FN(tanh_f)(FMUL(FSET(VM_GELU_K), FADD(x, FMUL(FMUL(FMUL(FSET(0.044715f), x), x), x))));
-            VF dt = FMUL(FMUL(FSUB(FSET(1.0f), FMUL(t, t)), FSET(VM_GELU_K)),
-                         FADD(FSET(1.0f), FMUL(FMUL(FSET(3.0f * 0.044715f), x), x)));
-            VF g = FADD(FMUL(FSET(0.5f), FADD(FSET(1.0f), t)), FMUL(FMUL(FSET(0.5f), x), dt));
-            STOREF(dinp + i, FMUL(LOADF(dout + i), g));
-        }, vm_gelu_backward_scalar(dinp + i, inp + i, dout + i, 1, tanh_form));
+            if (dact) {
+                VF dt = FMUL(FMUL(FSUB(FSET(1.0f), FMUL(t, t)), FSET(VM_GELU_K)),
+                             FADD(FSET(1.0f), FMUL(FMUL(FSET(3.0f * 0.044715f), x), x)));
+                STOREF(dact + i, FADD(FMUL(FSET(0.5f), FADD(FSET(1.0f), t)), FMUL(FMUL(FSET(0.5f), x), dt)));
+            }
+            if (out) STOREF(out + i, FMUL(FMUL(FSET(0.5f), x), FADD(FSET(1.0f), t)));
+        }, vm_gelu_forward_scalar(out ? out + i : NULL, dact ? dact + i : NULL, inp + i, 1, tanh_form));
     } else {
         VM_LOOP(i, n, {
             VF x = LOADF(inp + i);
-            VF cdf = FMUL(FSET(0.5f), FADD(FSET(1.0f), FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)))));
-            VF pdf = FMUL(FSET(VM_INV_SQRT_2PI), FN(exp_f)(FMUL(FMUL(FSET(-0.5f), x), x)));
-            STOREF(dinp + i, FMUL(LOADF(dout + i), FADD(cdf, FMUL(x, pdf))));
-        }, vm_gelu_backward_scalar(dinp + i, inp + i, dout + i, 1, tanh_form));
+            VF e = FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)));
+            if (dact) {
+                VF cdf = FMUL(FSET(0.5f), FADD(FSET(1.0f), e));
+                VF pdf = FMUL(FSET(VM_INV_SQRT_2PI), FN(exp_f)(FMUL(FMUL(FSET(-0.5f), x), x)));
+                STOREF(dact + i, FADD(cdf, FMUL(x, pdf)));
+            }
+            if (out) STOREF(out + i, FMUL(FMUL(x, FSET(0.5f)), FADD(FSET(1.0f), e)));
+        }, vm_gelu_forward_scalar(out ? out + i : NULL, dact ? dact + i : NULL, inp + i, 1, tanh_form));
     }
 }
 

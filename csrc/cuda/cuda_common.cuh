@@ -80,9 +80,8 @@ void me_cu_matmul_forward(float *out, const float *inp, const float *w, const fl
 void me_cu_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, int N, int C, int OC,
                            int accumulate);
-void me_cu_gelu_forward(float *out, const float *inp, size_t n, MeActivation act);
-void me_cu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
-                         MeActivation act);
+void me_cu_gelu_forward(float *out, float *dact, const float *inp, size_t n, MeActivation act);
+void me_cu_gelu_backward(float *dinp, const float *dact, const float *dout, size_t n);
 void me_cu_add_forward(float *out, const float *a, const float *b, size_t n);
 void me_cu_add_backward(float *da, float *db, const float *dout, size_t n, int accumulate);
 void me_cu_dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed,

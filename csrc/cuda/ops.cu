@@ -237,42 +237,38 @@ void me_cu_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n, int tanh_form) {
+__global__ void gelu_forward_kernel(float *out, float *dact, const float *inp, size_t n, int tanh_form) {
     ME_CU_FOR(i, n) {
         float x = inp[i];
-        out[i] = tanh_form ? 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)))
-                           : x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-    }
-}
-
-__global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n,
-                                     int tanh_form) {
-    ME_CU_FOR(i, n) {
-        float x = inp[i], d;
         if (tanh_form) {
             float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
-            float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            d = 0.5f * (1.0f + t) + 0.5f * x * dt;
+            if (dact) {
+                float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+                dact[i] = 0.5f * (1.0f + t) + 0.5f * x * dt;
+            }
+            if (out) out[i] = 0.5f * x * (1.0f + t);
         } else {
-            float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-            d = cdf + x * (0.3989422804014327f * expf(-0.5f * x * x));
+            float e = erff(x * 0.70710678118654752440f);
+            if (dact) dact[i] = 0.5f * (1.0f + e) + x * (0.3989422804014327f * expf(-0.5f * x * x));
+            if (out) out[i] = x * 0.5f * (1.0f + e);
         }
-        dinp[i] = dout[i] * d;
     }
 }
 
-void me_cu_gelu_forward(float *out, const float *inp, size_t n, MeActivation act) {
+__global__ void gelu_backward_kernel(float *dinp, const float *dact, const float *dout, size_t n) {
+    ME_CU_FOR(i, n) dinp[i] = dout[i] * dact[i];
+}
+
+void me_cu_gelu_forward(float *out, float *dact, const float *inp, size_t n, MeActivation act) {
     if (!n) return;
     gelu_forward_kernel<<<me_cu_grid(n, BLOCK), BLOCK, 0, me_cu.stream>>>(
-        out, inp, n, act == ME_ACT_GELU_TANH);
+        out, dact, inp, n, act == ME_ACT_GELU_TANH);
     ME_CU_LAUNCHED("gelu_forward");
 }
 
-void me_cu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
-                         MeActivation act) {
+void me_cu_gelu_backward(float *dinp, const float *dact, const float *dout, size_t n) {
     if (!n) return;
-    gelu_backward_kernel<<<me_cu_grid(n, BLOCK), BLOCK, 0, me_cu.stream>>>(
-        dinp, inp, dout, n, act == ME_ACT_GELU_TANH);
+    gelu_backward_kernel<<<me_cu_grid(n, BLOCK), BLOCK, 0, me_cu.stream>>>(dinp, dact, dout, n);
     ME_CU_LAUNCHED("gelu_backward");
 }
 

@@ -238,7 +238,7 @@ void me_deberta_conv_forward(MeEncoder *enc, const float *x0, const float *h0, f
                        c->conv_groups);
     be->mask_rows_forward(d->conv_pre, enc->mask, N, H);
     be->dropout_forward(d->conv_pre, d->conv_pre, (size_t)N * H, p, enc->seed, site);
-    be->gelu_forward(d->conv_r, d->conv_pre, (size_t)N * H, (MeActivation)c->conv_act);
+    be->gelu_forward(d->conv_r, NULL, d->conv_pre, (size_t)N * H, (MeActivation)c->conv_act);
     be->add_forward(d->conv_r, d->conv_r, h0, (size_t)N * H);
     be->layernorm_forward(d->conv_out, d->conv_mean, d->conv_rstd, d->conv_r, P + d->cln_w,
                           P + d->cln_b, N, H, c->layer_norm_eps);
@@ -257,7 +257,8 @@ void me_deberta_conv_backward(MeEncoder *enc, float *dh0, float *dout, const flo
     be->mask_rows_backward(dout, enc->mask, N, H);
     be->layernorm_backward(dh0, G + d->cln_w, G + d->cln_b, dout, d->conv_r, d->conv_mean,
                            d->conv_rstd, P + d->cln_w, N, H, 0);
-    be->gelu_backward(scratch, d->conv_pre, dh0, (size_t)N * H, (MeActivation)c->conv_act);
+    be->gelu_forward(NULL, scratch, d->conv_pre, (size_t)N * H, (MeActivation)c->conv_act);
+    be->gelu_backward(scratch, scratch, dh0, (size_t)N * H);
     be->dropout_backward(scratch, scratch, (size_t)N * H, p, enc->seed, site);
     be->mask_rows_backward(scratch, enc->mask, N, H);
     be->conv1d_backward(d->conv_dx, G + d->conv_w, G + d->conv_b, scratch, x0, P + d->conv_w, B, T, H,

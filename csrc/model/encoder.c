@@ -361,8 +361,9 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
         a->mean2 = me_carve(base, &off, N);
         a->rstd2 = me_carve(base, &off, N);
         a->h2 = me_carve(base, &off, N * H);
+        a->ff = enc->train ? me_carve(base, &off, N * I) : NULL;
     }
-    enc->ff = me_carve(base, &off, N * I);
+    enc->ff = enc->train ? NULL : me_carve(base, &off, N * I);
     enc->att_scratch = me_carve(base, &off, enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS));
     enc->tmp = me_carve(base, &off, N * H);
     enc->d_h = me_carve(base, &off, N * W);
@@ -469,17 +470,45 @@ static int can_prune_rows(const MeEncoder *enc) {
     return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
 }
 
-/* The FFN of weight set o on `rows` rows: pre-activation a->f1pre from a->h1, GELU into enc->ff,
- * output (before dropout and the residual) into enc->tmp. */
+/* The FFN of weight set o on `rows` rows: pre-activation a->f1pre from a->h1, GELU into a->ff
+ * (training: the GELU's derivative replaces the pre-activation, erf evaluated once per step) or
+ * enc->ff, output (before dropout and the residual) into enc->tmp. */
 static void ffn_forward(MeEncoder *enc, const MeLayerOffsets *o, MeLayerActs *a, int rows) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     const float *P = enc->params;
     const int H = c->hidden_size, I = c->intermediate_size;
+    float *y = a->ff ? a->ff : enc->ff;
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->f1pre, a->h1, P + o->fc_w, P + o->fc_b, rows, H, I));
-    ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->gelu_forward(enc->ff, a->f1pre, (size_t)rows * I, (MeActivation)c->activation));
-    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, enc->ff, P + o->out_w, P + o->out_b, rows, I, H));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(y, a->ff ? a->f1pre : NULL, a->f1pre, (size_t)rows * I,
+                                                    (MeActivation)c->activation));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, y, P + o->out_w, P + o->out_b, rows, I, H));
+}
+
+/* Backward of ffn_forward on `rows` rows: dout, the gradient of the FFN's output, to the weight
+ * gradients and dx += d(h1). After an eval forward the GELU and its derivative are recomputed
+ * (enc->ff, enc->d_ff) and the output's gradient waits in enc->ff, free once dW is done. */
+static void ffn_backward(MeEncoder *enc, const MeLayerOffsets *o, const MeLayerActs *a, const float *dout,
+                         float *dx, int rows) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const float *P = enc->params;
+    float *G = enc->grads;
+    const int H = c->hidden_size, I = c->intermediate_size;
+    const size_t n = (size_t)rows * I;
+    const float *y = a->ff, *dact = a->f1pre;
+    float *dy = enc->d_ff;
+    if (!a->ff) {
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_forward(enc->ff, enc->d_ff, a->f1pre, n, (MeActivation)c->activation));
+        y = dy = enc->ff;
+        dact = enc->d_ff;
+    }
+    ME_TIMED(ME_PHASE_GEMM,
+             be->matmul_backward(NULL, G + o->out_w, G + o->out_b, dout, y, P + o->out_w, rows, I, H, 0);
+             be->matmul_backward(dy, NULL, NULL, dout, NULL, P + o->out_w, rows, I, H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_backward(enc->d_ff, dact, dy, n));
+    ME_TIMED(ME_PHASE_GEMM,
+             be->matmul_backward(dx, G + o->fc_w, G + o->fc_b, enc->d_ff, a->h1, P + o->fc_w, rows, H, I, 1));
 }
 
 /* The last layer application for the M rows enc->sel only (a sentence head reads one or a few):
@@ -528,21 +557,18 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
-              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+              NH = c->num_heads, HS = H / NH;
     const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
     const MeLayerActs *a = &enc->la[l];
     const float *P = enc->params, *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H;
-    float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H, *dff = enc->d_ff;
+    float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H;
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->embedding_forward(db, enc->sel, dh, M, H, 0); /* gather d(h2) of the read rows */
              be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, db, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
                                     H, 0);
              be->dropout_rows_backward(db, da, enc->sel, M, H, p_ffn_out(c, ph), seed,
-                                       me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
-             be->gelu_forward(enc->ff, a->f1pre, (size_t)M * I, (MeActivation)c->activation));
-    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, M, I, H, 0));
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->gelu_backward(dff, a->f1pre, dff, (size_t)M * I, (MeActivation)c->activation));
-    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, M, H, I, 1));
+                                       me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H)));
+    ffn_backward(enc, o, a, db, da, M);
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1, P + o->ln1_w, M,
                                     H, 0);
@@ -577,6 +603,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     int st = validate_inputs(enc, ids, enc->mb ? NULL : types, mask, B, T, err);
     if (st) return st;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
+    enc->train = train;   /* a training forward keeps more (carve) */
     st = ensure_workspace(enc, B, T, err);
     if (st) return st;
     const MeBackend *be = enc->be;
@@ -587,7 +614,6 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     enc->has_forward = 0;
     enc->B = B;
     enc->T = T;
-    enc->train = train;
     enc->seed = seed;
     enc->row0 = row0;
     enc->M = N;
@@ -813,7 +839,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     }
     const MeEncoderConfig *c = &enc->cfg;
     const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,
-              I = c->intermediate_size, NH = c->num_heads, HS = H / NH;
+              NH = c->num_heads, HS = H / NH;
     const float ph = enc->train ? c->hidden_dropout : 0.0f,
                 pa = enc->train ? c->attention_dropout : 0.0f;
     const uint64_t seed = enc->seed;
@@ -844,16 +870,8 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
                      be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
                                             P + o->ln2_w, N, H, 0);
                      be->dropout_backward(db, da, (size_t)N * H, pfo, seed,
-                                          me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
-                     be->gelu_forward(enc->ff, a->f1pre, (size_t)N * I, (MeActivation)c->activation));
-            float *dff = enc->d_ff;
-            ME_TIMED(ME_PHASE_GEMM,
-                     be->matmul_backward(dff, G + o->out_w, G + o->out_b, db, enc->ff, P + o->out_w, N, I, H, 0));
-            ME_TIMED(ME_PHASE_ELEMENTWISE,
-                     be->gelu_backward(dff, a->f1pre, dff, (size_t)N * I, (MeActivation)c->activation));
-            /* d(h1) = d(r2) + dff @ W1 */
-            ME_TIMED(ME_PHASE_GEMM,
-                     be->matmul_backward(da, G + o->fc_w, G + o->fc_b, dff, a->h1, P + o->fc_w, N, H, I, 1));
+                                          me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H)));
+            ffn_backward(enc, o, a, db, da, N); /* d(h1) = d(r2) + the FFN's */
             /* h1 = LN1(r1), r1 = dropout(att_out) + x */
             ME_TIMED(ME_PHASE_ELEMENTWISE,
                      be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,

@@ -71,6 +71,9 @@ typedef struct {
 
 typedef struct {
     float *qkv, *probs, *ctx, *r1, *mean1, *rstd1, *h1, *f1pre, *r2, *mean2, *rstd2, *h2;
+    /* after a training forward: the GELU's output, f1pre then holding its derivative at the
+     * pre-activation (what backward reads); NULL after an eval forward (f1pre: the pre-activation) */
+    float *ff;
 } MeLayerActs;
 
 typedef struct MeEncoder {
@@ -102,7 +105,7 @@ typedef struct MeEncoder {
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_ln, *x0;
     MeLayerActs *la; /* [napps] */
-    float *ff, *att_scratch, *tmp;            /* forward/backward scratch */
+    float *ff, *att_scratch, *tmp;            /* forward/backward scratch (ff: eval forwards) */
     float *d_h, *d_a, *d_b, *d_qkv, *d_ff;    /* backward buffers */
     float *relbias, *d_scores; /* MPNet: the bias [NH,T,T] all layers add; a layer's score gradient
                                   (DeBERTa: a layer's bias [B,NH,T,T], then its gradient) */

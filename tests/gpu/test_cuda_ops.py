@@ -88,8 +88,9 @@ def test_matmul(N, C, OC, bias):
 @pytest.mark.parametrize("n", [1, 17, 5001, 1 << 20])
 def test_gelu(act, n):
     x = f32(n, scale=3.0)
-    both(_C_tests.ops_gelu_forward, x, act, tol=ELEMENTWISE)
-    both(_C_tests.ops_gelu_backward, x, f32(n), act, tol=ELEMENTWISE)
+    _, dact = both(_C_tests.ops_gelu_forward, x, act, True, True, tol=ELEMENTWISE)
+    assert _C_tests.ops_gelu_forward(x, act, False, True, GPU)[0] is None
+    both(_C_tests.ops_gelu_backward, dact, f32(n), tol=ELEMENTWISE)
 
 
 @pytest.mark.parametrize("n", [1, 13, 9000])

@@ -83,26 +83,27 @@ static void matmul_backward_run(OpCall *c) {
                            DIM(c, 1, 1), DIM(c, 2, 0), 0);
 }
 
-/* gelu_forward(x [n], act) -> y;  gelu_backward(x [n], dout [n], act) -> dx */
-static int gelu_check(OpCall *c, int act) {
-    if (c->val[act].i != ME_ACT_GELU && c->val[act].i != ME_ACT_GELU_TANH) return op_fail("unknown activation");
-    if (act == 2 && DIM(c, 1, 0) != DIM(c, 0, 0)) return op_fail("shape mismatch");
-    return op_result(c, 0, 1, DIM(c, 0, 0));
-}
-static int gelu_forward_check(OpCall *c) { return gelu_check(c, 1); }
-static int gelu_backward_check(OpCall *c) { return gelu_check(c, 2); }
-static void gelu_forward_run(OpCall *c) {
-    BE(c)->gelu_forward(OUT(c, 0), F(c, 0), (size_t)DIM(c, 0, 0), (MeActivation)c->val[1].i);
-}
-static void gelu_backward_run(OpCall *c) {
-    BE(c)->gelu_backward(OUT(c, 0), F(c, 0), F(c, 1), (size_t)DIM(c, 0, 0), (MeActivation)c->val[2].i);
-}
-
 /* Arguments 0..n-1 are 1-d arrays of one length; result 0 (if any) has it too. */
 static int same_lengths(OpCall *c, int n, int result) {
     for (int i = 1; i < n; i++)
         if (DIM(c, i, 0) != DIM(c, 0, 0)) return op_fail("shape mismatch");
     return result ? op_result(c, 0, 1, DIM(c, 0, 0)) : 0;
+}
+
+/* gelu_forward(x [n], act, out, dact) -> (y | None, dact | None): the results asked for;
+ * gelu_backward(dact [n], dout [n]) -> dx */
+static int gelu_forward_check(OpCall *c) {
+    if (c->val[1].i != ME_ACT_GELU && c->val[1].i != ME_ACT_GELU_TANH) return op_fail("unknown activation");
+    const int n = DIM(c, 0, 0);
+    return (c->val[2].i ? op_result(c, 0, 1, n) : op_result(c, 0, -1)) ||
+           (c->val[3].i ? op_result(c, 1, 1, n) : op_result(c, 1, -1));
+}
+static void gelu_forward_run(OpCall *c) {
+    BE(c)->gelu_forward(OUT(c, 0), OUT(c, 1), F(c, 0), (size_t)DIM(c, 0, 0), (MeActivation)c->val[1].i);
+}
+static int gelu_backward_check(OpCall *c) { return same_lengths(c, 2, 1); }
+static void gelu_backward_run(OpCall *c) {
+    BE(c)->gelu_backward(OUT(c, 0), F(c, 0), F(c, 1), (size_t)DIM(c, 0, 0));
 }
 
 /* add_forward(a [n], b [n]) -> a + b */
@@ -718,8 +719,10 @@ static OpDesc OPS[] = {
        OUTS(R_F32), USING(USES(matmul_forward))),
     OP(matmul_backward, "-> (dinp, dw, db)", 1, ARGS(A(F32, "dout", 2), A(F32, "inp", 2), A(F32, "w", 2)),
        OUTS(R_F32, R_F32, R_F32), USING(USES(matmul_backward))),
-    OP(gelu_forward, "-> y", 1, ARGS(A(F32, "inp", 1), S(INT, "act")), OUTS(R_F32), USING(USES(gelu_forward))),
-    OP(gelu_backward, "-> dx", 1, ARGS(A(F32, "inp", 1), A(F32, "dout", 1), S(INT, "act")), OUTS(R_F32),
+    OP(gelu_forward, "-> (y | None, dact | None): act(inp) and act'(inp) where asked for", 1,
+       ARGS(A(F32, "inp", 1), S(INT, "act"), S(BOOL, "out"), S(BOOL, "dact")), OUTS(R_F32, R_F32),
+       USING(USES(gelu_forward))),
+    OP(gelu_backward, "-> dx = dact * dout", 1, ARGS(A(F32, "dact", 1), A(F32, "dout", 1)), OUTS(R_F32),
        USING(USES(gelu_backward))),
     OP(add_forward, "-> a + b", 1, ARGS(A(F32, "a", 1), A(F32, "b", 1)), OUTS(R_F32), USING(USES(add_forward))),
     OP(add_backward, "-> (da, db): da0 and db0 with dout added (accumulate) or written", 1,
