@@ -225,10 +225,10 @@ static void matmul_forward_with(GemmFn mm, float *out, const float *inp, const f
 static void matmul_backward_with(GemmFn mm, float *dinp, float *dw, float *db, const float *dout,
                                  const float *inp, const float *w, int N, int C, int OC, int accumulate) {
     if (N == 0) return;
+    if (db) colsum_accumulate(db, dout, N, OC); /* first: dout is still in cache from its producer */
     if (dinp)
         mm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, accumulate ? 1.0f : 0.0f, dinp, C);
     if (dw) mm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (db) colsum_accumulate(db, dout, N, OC);
 }
 
 static void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N,
@@ -355,21 +355,27 @@ static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
  * keys, as it does in HF. */
 static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_masked) {
     float mx = -INFINITY;
-    int any = 0;
+    uint32_t any = 0;
     if (!row_masked) {
+        const uint32_t ninf = 0xff800000u; /* -inf */
 #pragma omp simd reduction(max : mx) reduction(| : any)
-        for (int j = 0; j < T; j++) { /* branch-free, so it vectorises; a NaN score never becomes the max */
-            const float v = mask[j] ? row[j] : -INFINITY;
-            mx = v > mx ? v : mx;
-            any |= mask[j] != 0;
+        for (int j = 0; j < T; j++) { /* masked keys become -inf, selected in integer bits: it vectorises */
+            const uint32_t keep = 0u - (uint32_t)(mask[j] != 0);
+            uint32_t bits;
+            float v;
+            memcpy(&bits, row + j, sizeof bits);
+            bits = (bits & keep) | (ninf & ~keep);
+            memcpy(&v, &bits, sizeof v);
+            row[j] = v;
+            mx = v > mx ? v : mx; /* a NaN score never becomes the max */
+            any |= keep;
         }
     }
     if (!any) {
         for (int j = 0; j < T; j++) row[j] = 1.0f / (float)T;
         return;
     }
-#pragma omp simd
-    for (int j = 0; j < T; j++) row[j] = mask[j] ? row[j] - mx : -INFINITY;
+    for (int j = 0; j < T; j++) row[j] -= mx; /* masked keys stay -inf */
     me_vexp(row, row, (size_t)T); /* exp(-inf) = 0: masked keys */
     float inv = (float)(1.0 / me_sum_f64(row, (size_t)T));
     for (int j = 0; j < T; j++) row[j] *= inv;

@@ -384,8 +384,11 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
     size_t (*carve_fn)(MeEncoder *, float *, int, int) = enc->mb ? me_modernbert_carve : carve;
     size_t need = carve_fn(enc, NULL, B, T);
     if (need > enc->ws_floats) {
-        /* grow by half at least: batches of growing length reallocate (and clear) a few times, not each time */
-        size_t grow = enc->ws_floats + enc->ws_floats / 2 > need ? enc->ws_floats + enc->ws_floats / 2 : need;
+        /* grow by half at least when the batch shape changed: batches of growing length reallocate (and
+         * clear) a few times, not each time; a training forward after an eval forward of the same shape
+         * (a training forward keeps more, see carve) takes what it needs */
+        const size_t half = enc->ws_floats + enc->ws_floats / 2;
+        const size_t grow = !(B == enc->B && T == enc->T) && half > need ? half : need;
         if (enc->ws) enc->be->release(enc->ws);
         enc->ws = enc->be->alloc(grow * sizeof(float));
         enc->ws_floats = enc->ws ? grow : 0;
