@@ -217,24 +217,33 @@ def test_rng_is_splitmix64():
                                       me_uniform(seed, site, np.arange(4099)))
 
 
+# p * 2^24 not an integer, an integer, tiny, the largest float32 below 1, and exactly element 3's draw
+# (kept: u >= p) and the float just above it (dropped)
+U3 = me_uniform(11, 5, np.arange(4))[3]
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 1e-7, float(np.nextafter(np.float32(1), np.float32(0))), float(U3),
+                               float(np.nextafter(U3, np.float32(1)))])
 @pytest.mark.parametrize("n", [1, 7, 13, 10007])
-def test_dropout_vector_variants_draw_the_rngs_mask(n):
+def test_dropout_vector_variants_draw_the_rngs_mask(n, p):
     """Every vector level keeps exactly the elements whose me_uniform >= p (_numeric.me_uniform), with
-    the tails and, above 4096 elements, the per-thread chunks starting mid-vector."""
+    the tails and, above 4096 elements, the per-thread chunks starting mid-vector (AVX-512 compares
+    the RNG's integer against ceil(p 2^24) instead of the float against p)."""
     best = _C_tests.cpu_level()
     x = f32(n)
-    KEEP_SCALE = np.float32(1.0) / (np.float32(1.0) - np.float32(0.3))  # the op's float arithmetic
-    keep = me_uniform(11, 5, np.arange(n)) >= 0.3
+    p32 = np.float32(p)
+    KEEP_SCALE = np.float32(1.0) / (np.float32(1.0) - p32)  # the op's float arithmetic
+    keep = me_uniform(11, 5, np.arange(n)) >= p32
     try:
         for level in range(best, -1, -1):
             _C_tests.cpu_level(level)
-            y = _C_tests.ops_dropout_forward(x, 0.3, 11, 5)
+            y = _C_tests.ops_dropout_forward(x, p, 11, 5)
             np.testing.assert_array_equal(y, np.where(keep, x * KEEP_SCALE, np.float32(0.0)))
             rows = np.array([1, 0, 2], np.int32)[: min(3, n)]
             full = np.resize(x, (3, n))
-            got = _C_tests.ops_dropout_rows(full[rows], rows, 0.3, 11, 5, False)
+            got = _C_tests.ops_dropout_rows(full[rows], rows, p, 11, 5, False)
             for m, r in enumerate(rows):
-                want_row = me_uniform(11, 5, r * n + np.arange(n)) >= 0.3
+                want_row = me_uniform(11, 5, r * n + np.arange(n)) >= p32
                 np.testing.assert_array_equal(got[m], np.where(want_row, full[r] * KEEP_SCALE, 0.0))
     finally:
         _C_tests.cpu_level(2)  # no cap, as in test_vector_variants_compute_the_same_bits

@@ -234,14 +234,20 @@ static void dropout_base(float *out, const float *inp, size_t n, float p, float 
 
 #ifdef ME_VARIANTS
 /* The same integer steps as me_uniform (backend.h), W lanes at a time: z = me_uniform_key +
- * (index + 1) G, the SplitMix64 finaliser, then (z >> 40) 2^-24 (exact in float) against p; kept
- * elements are inp * scale. */
+ * (index + 1) G, the SplitMix64 finaliser, then u = (z >> 40) 2^-24 (exact in float) against p; kept
+ * elements are inp * scale. AVX-512 compares in integers: u >= p iff (z >> 40) >= ceil(p 2^24) iff
+ * z >= ceil(p 2^24) 2^40 (p 2^24 is exact; for p >= 1 no element is kept). */
 ME_TARGET_AVX512 static void dropout_avx512(float *out, const float *inp, size_t n, float p, float scale,
                                             uint64_t seed, uint64_t site, uint64_t index0) {
+    if (!(p < 1.0f)) { /* u < 1 <= p (or p NaN): every element dropped */
+        memset(out, 0, n * sizeof(float));
+        return;
+    }
     const __m512i step = _mm512_set1_epi64((long long)(8 * ME_RNG_GAMMA));
     const __m512i m1 = _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL);
     const __m512i m2 = _mm512_set1_epi64((long long)0x94D049BB133111EBULL);
-    const __m256 vp = _mm256_set1_ps(p), vscale = _mm256_set1_ps(scale), unit = _mm256_set1_ps(1.0f / 16777216.0f);
+    const __m512i keep_from = _mm512_set1_epi64((long long)((uint64_t)(p > 0.0f ? ceilf(p * 16777216.0f) : 0.0f) << 40));
+    const __m256 vscale = _mm256_set1_ps(scale);
     __m512i z0 = _mm512_add_epi64(
         _mm512_set1_epi64((long long)(me_uniform_key(seed, site) + (index0 + 1) * ME_RNG_GAMMA)),
         _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64((long long)ME_RNG_GAMMA)));
@@ -250,9 +256,8 @@ ME_TARGET_AVX512 static void dropout_avx512(float *out, const float *inp, size_t
         __m512i z = _mm512_mullo_epi64(_mm512_xor_si512(z0, _mm512_srli_epi64(z0, 30)), m1);
         z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
         z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-        const __m256 u = _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_srli_epi64(z, 40)), unit);
         const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(inp + i), vscale);
-        _mm256_storeu_ps(out + i, _mm256_maskz_mov_ps(_mm256_cmp_ps_mask(u, vp, _CMP_GE_OQ), x));
+        _mm256_storeu_ps(out + i, _mm256_maskz_mov_ps(_mm512_cmpge_epu64_mask(z, keep_from), x));
     }
     dropout_base(out + i, inp + i, n - i, p, scale, seed, site, index0 + i);
 }
