@@ -195,7 +195,7 @@ def worker_ours(args) -> dict:
         sample_ceiling()
         return t
 
-    enc._c.forward(ids, mask, None, False, 0, False)  # warm-up: sizes the workspace
+    enc._c.forward(ids, mask, None, True, 0, False)  # warm-up: sizes the workspace (a training forward keeps most)
     enc._c.backward(grad)
     fwd, step = [], []
     for i in range(args.iters):
