@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from bench_encoder import torch_python  # noqa: E402
+from machine_info import cpu_name  # noqa: E402
 
 LAYERS = (("qkv", 768, 2304), ("attn out", 768, 768), ("ffn up", 768, 3072), ("ffn down", 3072, 768))
 
@@ -102,14 +102,6 @@ def torch_run(py, args):
     if done.returncode != 0:
         sys.exit(f"the PyTorch worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def cell(values):

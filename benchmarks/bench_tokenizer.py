@@ -26,7 +26,6 @@ import json
 import os
 import tempfile
 import warnings
-import platform
 import sys
 import time
 from typing import Callable, List
@@ -35,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import _tok_corpora as C  # noqa: E402
 
+from machine_info import cpu_name  # noqa: E402
 from multienc import build_info  # noqa: E402
 from multienc.engine.tokenization import Tokenizer, convert_spm_model  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> None:
     threads = build_info()["openmp_max_threads"]
     print(f"{len(texts)} unique sentences from {len(C.corpora().files)} corpus files, batches of {args.batch_size}; "
           f"{os.cpu_count()} CPUs, OpenMP threads {threads}; tokenizers {tokenizers.__version__}, "
-          f"transformers {transformers.__version__}; {platform.processor() or platform.machine()}")
+          f"transformers {transformers.__version__}; {cpu_name()}")
     print()
     print("| tokenizer | tokens | single-thread ours | single-thread HF | ratio | "
           "batched ours (all threads) | batched ours (1 thread) | batched HF (all threads) | ratio |", flush=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ ROOT = os.path.dirname(HERE)
 TOPICS = os.path.join(ROOT, "multienc", "data", "topics")
 sys.path.insert(0, HERE)
 from bench_encoder import torch_python  # noqa: E402
+from machine_info import cpu_name  # noqa: E402
 
 LM_LR, HEAD_LR, WEIGHT_DECAY, MAX_GRAD_NORM, EVAL_BATCH = 5e-5, 1e-3, 0.01, 5.0, 32
 
@@ -178,7 +178,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(results, models=names, batch=args.batch, epochs=args.epochs, threads=args.threads,
-                           cpu=platform.processor() or platform.machine()), f, indent=1)
+                           cpu=cpu_name()), f, indent=1)
     ours, ref = results["ours"], results["torch"]
     print(f"Two-LM DME training ({' + '.join(os.path.basename(n) for n in names)}) on the built-in topic "
           f"corpus: 200 train sentences x {args.epochs} epoch(s) with dev evaluation, batch {args.batch}, "

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import List, NamedTuple, Optional, Tuple
 
+from machine_info import cpu_name
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -74,7 +76,7 @@ def _first_line(path: str, key: str) -> Optional[str]:
 
 def machine() -> str:
     """CPU model, core count, memory, GPU (if any) and how multienc was built."""
-    cpu = _first_line("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    cpu = cpu_name()
     mem = _first_line("/proc/meminfo", "MemTotal")
     mem_gib = f", {int(mem.split()[0]) / 2 ** 20:.0f} GiB RAM" if mem else ""
     gpu = gpu_name()
