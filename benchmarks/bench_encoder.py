@@ -21,9 +21,13 @@ forward+backward tokens/s (train mode, dropout on; the backward from a fixed gra
 hidden state), training-step tokens/s (a 2-class classifier on the first token: forward,
 cross-entropy, backward, gradient clipping at 5 and AdamW over every parameter, i.e. the whole
 word table too; PyTorch: the model, nn.Linear, clip_grad_norm_, torch.optim.AdamW), peak RSS,
-and the BLAS sgemm rate at the layer's GEMM shapes (the ceiling) with the engine's achieved
-GFLOP/s. PyTorch runs where importable: this interpreter, else $MULTIENC_TORCH_PYTHON, else
-.venv-ref/bin/python.
+and the BLAS sgemm rate at the layer's GEMM shapes (the ceiling: x w^T alone, the best of each
+shape's samples) with the engine's achieved GFLOP/s. Beside these: the products a forward+backward
+runs (x w^T, dY w and dY^T x of every layer) timed whole right after each timed forward+backward,
+each forward+backward against the products next to it (FLOP rates, so the attention's products
+count on the engine's side only), and the engine's own split of its forward+backward (op_profile:
+its matrix products' GFLOP/s, the attention's and other element-wise ops' shares). PyTorch runs
+where importable: this interpreter, else $MULTIENC_TORCH_PYTHON, else .venv-ref/bin/python.
 
 CUDA (--device cuda, default batch 32): the engine (fp32 for now) against
 BertModel with bf16 autocast and SDPA attention (and torch.compile of it with
@@ -156,7 +160,7 @@ def _timed(fn) -> float:
 def worker_ours(args) -> dict:
     import numpy as np
     from multienc.engine import _C, _C_tests  # the op entry points: built by `make build` (not in wheels)
-    from multienc.engine import Encoder
+    from multienc.engine import Encoder, op_profile
     cfg = shape_config(args.shape, args.layers)
     cuda = args.device.startswith("cuda")
     if cuda:  # start the backend first so its context and handles are not counted below
@@ -176,18 +180,25 @@ def worker_ours(args) -> dict:
     # allocated and zero-filled its 25 MB result: a ceiling about 3% low until 2026-12-02). Sampled
     # after every timed engine call and the best kept, so that it sees the same spells of a shared
     # machine as the engine's best time does.
+    # A second reference beside it, timed like the engine: every product of the forward+backward's
+    # layers as the step runs them (per layer shape x w^T onto the bias (beta 1), dX = dY w,
+    # dW += dY^T x), all layers timed whole right after each timed forward+backward. A shared
+    # machine's quiet spells favour the short samples of the ceiling above over a call of seconds;
+    # a pass as long as the step, next to it, sees the same spell.
     rng = np.random.default_rng(0)
     gemms = [] if cuda else [(2.0 * n * c * oc, rng.standard_normal((n, c)).astype(np.float32),
-                              rng.standard_normal((oc, c)).astype(np.float32), np.ones((n, oc), np.float32), n, c, oc)
+                              rng.standard_normal((oc, c)).astype(np.float32), np.ones((n, oc), np.float32), n, c, oc,
+                              rng.standard_normal((n, oc)).astype(np.float32), np.ones((n, c), np.float32),
+                              np.ones((oc, c), np.float32))
                              for (n, c, oc) in gemm_shapes(cfg, args.batch * args.seq)]
     best_gemm = [float("inf")] * len(gemms)
-    ceiling_mib = sum(a.nbytes for g in gemms for a in g[1:4]) / 2 ** 20  # every page written already
+    ceiling_mib = sum(a.nbytes for g in gemms for a in g[1:4] + g[7:]) / 2 ** 20  # every page written already
 
     def engine_rss_mib() -> float:  # the process's peak less the ceiling's arrays, resident throughout
         return peak_rss_mib() - ceiling_mib
 
     def sample_ceiling():
-        for k, (_, x, w, out, n, c, oc) in enumerate(gemms):
+        for k, (_, x, w, out, n, c, oc, *_) in enumerate(gemms):
             best_gemm[k] = min(best_gemm[k], _C_tests.ops_gemm_fp32(x, w, out, False, True, n, oc, c, 1.0, 0.0, 0, 1)[1])
 
     def timed(fn) -> float:
@@ -195,14 +206,29 @@ def worker_ours(args) -> dict:
         sample_ceiling()
         return t
 
+    def step_products() -> float:
+        seconds = 0.0
+        for _ in range(dim(cfg, "num_hidden_layers")):
+            for _, x, w, out, n, c, oc, dy, dx, dw in gemms:
+                seconds += (_C_tests.ops_gemm_fp32(x, w, out, False, True, n, oc, c, 1.0, 1.0, 0, 1)[1]
+                            + _C_tests.ops_gemm_fp32(dy, w, dx, False, False, n, c, oc, 1.0, 0.0, 0, 1)[1]
+                            + _C_tests.ops_gemm_fp32(dy, x, dw, True, False, oc, c, n, 1.0, 1.0, 0, 1)[1])
+        return seconds
+
     enc._c.forward(ids, mask, None, True, 0, False)  # warm-up: sizes the workspace (a training forward keeps most)
     enc._c.backward(grad)
     fwd, step = [], []
     for i in range(args.iters):
         fwd.append(timed(lambda: enc._c.forward(ids, mask, None, False, 0, not cuda)))
+    phases, products = [], []  # of each forward+backward: its op_profile; the step's products beside it
     for i in range(args.iters):
-        step.append(timed(lambda: (enc._c.forward(ids, mask, None, True, i, not cuda), enc._c.backward(grad))))
-    res = dict(fwd_s=min(fwd), step_s=min(step), rss_mib=engine_rss_mib())
+        with op_profile() as prof:
+            step.append(timed(lambda: (enc._c.forward(ids, mask, None, True, i, not cuda), enc._c.backward(grad))))
+        phases.append(prof.seconds)
+        if not cuda:
+            products.append(step_products())
+    res = dict(fwd_s=min(fwd), step_s=min(step), rss_mib=engine_rss_mib(), step_phases=phases[step.index(min(step))],
+               step_pairs=list(zip(step, products)))
     if cuda:
         free1, _ = _C_cuda.mem_info()
         res["gpu_mib"] = (free0 - free1) / 2 ** 20  # nothing is freed between steps: the peak
@@ -385,6 +411,19 @@ def report_cpu(args, shape: str, ours: dict, refs: dict) -> None:
         each = (" (runs: " + ", ".join(f"{flops_per_step / r[key] / 1e9 / r['sgemm_gflops']:.0%}" for r in ours["runs"])
                 + ")") if len(ours["runs"]) > 1 else ""
         print(f"| engine {name} GFLOP/s | {gf:.1f} ({gf / ours['sgemm_gflops']:.0%} of ceiling{each}) | | |")
+    # the same forward+backward against its own products timed next to it, and where its time goes
+    runs = ours["runs"]
+    dense = 3 * dim(cfg, "num_hidden_layers") * sum(2.0 * n * c * oc for n, c, oc in gemm_shapes(cfg, tokens))
+    pairs = [pair for r in runs for pair in r["step_pairs"]]
+    print(f"| the step's products timed whole beside each forward+backward: GFLOP/s (best, median) | "
+          f"{dense / min(p for _, p in pairs) / 1e9:.1f}, {dense / statistics.median(p for _, p in pairs) / 1e9:.1f} | | |")
+    print("| engine forward+backward, % of the products beside it (median of pairs; each pair) | "
+          f"{statistics.median(3 * fl / dense * p / t for t, p in pairs):.0%} ("
+          + ", ".join(f"{3 * fl / dense * p / t:.0%}" for t, p in pairs) + ") | | |")
+    print("| engine forward+backward: its matrix products GFLOP/s; attention, other element-wise % of it | "
+          + "; ".join(f"{dense / p['matrix products'] / 1e9:.1f}; {p['attention'] / sum(p.values()):.1%}, "
+                      f"{p['other element-wise'] / sum(p.values()):.1%}" for p in (r["step_phases"] for r in runs))
+          + " | | |")
     done = [r for r in refs.values() if r]
     if done:
         print(f"PyTorch {done[0]['torch']}, transformers {done[0]['transformers']}, "
