@@ -27,8 +27,12 @@ def test_encoder_backward_checks_the_last_forward_under_the_encoders_lock():
     B = 16
     inputs = ce.model_inputs(rng, 2, B, [512, 64])
     ids, mask = ce.lm_batch(rng, 1, 4)
+    head.forward(inputs)  # warm-up; then one forward's time sets the waits below: fixed waits of 0.3 s
+    started = time.monotonic()  # and more outlasted the whole forward on a Zen 4 (0.12 s)
+    head.forward(inputs)
+    took = time.monotonic() - started
     outcomes = []
-    for wait in (0.3, 0.6, 1.0, 1.0, 1.0):
+    for wait in (0.3 * took, 0.5 * took, 0.5 * took, 0.5 * took, 0.5 * took):
         grad = small.forward(ids, mask)  # small's last forward: (1, 4, 32)
         finished = {}
 
@@ -38,7 +42,7 @@ def test_encoder_backward_checks_the_last_forward_under_the_encoders_lock():
 
         t = threading.Thread(target=head_forward)
         t.start()
-        time.sleep(wait)  # by now the head's forward holds both locks (its first LM takes seconds)
+        time.sleep(wait)  # by now the head's forward holds both locks (its first LM takes most of it)
         error = None
         asked = time.monotonic()
         try:
