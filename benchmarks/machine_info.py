@@ -6,28 +6,27 @@ Zen 5, family 26), so the x86 family and model numbers follow the name where /pr
 from __future__ import annotations
 
 import platform
-from typing import Dict
+from typing import Optional
 
 
-def _cpuinfo() -> Dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
-    fields: Dict[str, str] = {}
+def proc_field(path: str, key: str) -> Optional[str]:
+    """The value of the first "key : value" line of a /proc file whose key is exactly key (None
+    where the file or the key is missing)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
     except OSError:
         pass
-    return fields
+    return None
 
 
 def cpu_name() -> str:
     """e.g. "AMD EPYC (x86 family 25 model 17)"; the platform's processor or machine name elsewhere."""
-    info = _cpuinfo()
-    name = info.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in info and "model" in info:
-        name += f" (x86 family {info['cpu family']} model {info['model']})"
+    name = proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    family, model = proc_field("/proc/cpuinfo", "cpu family"), proc_field("/proc/cpuinfo", "model")
+    if family and model:
+        name += f" (x86 family {family} model {model})"
     return name

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import List, NamedTuple, Optional, Tuple
 
-from machine_info import cpu_name
+from machine_info import cpu_name, proc_field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -63,21 +63,10 @@ SECTIONS = (
 )
 
 
-def _first_line(path: str, key: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def machine() -> str:
     """CPU model, core count, memory, GPU (if any) and how multienc was built."""
     cpu = cpu_name()
-    mem = _first_line("/proc/meminfo", "MemTotal")
+    mem = proc_field("/proc/meminfo", "MemTotal")
     mem_gib = f", {int(mem.split()[0]) / 2 ** 20:.0f} GiB RAM" if mem else ""
     gpu = gpu_name()
     sys.path.insert(0, ROOT)
