@@ -22,7 +22,9 @@ hidden state), training-step tokens/s (a 2-class classifier on the first token: 
 cross-entropy, backward, gradient clipping at 5 and AdamW over every parameter, i.e. the whole
 word table too; PyTorch: the model, nn.Linear, clip_grad_norm_, torch.optim.AdamW), peak RSS,
 and the BLAS sgemm rate at the layer's GEMM shapes (the ceiling: x w^T alone, the best of each
-shape's samples) with the engine's achieved GFLOP/s. Beside these: the products a forward+backward
+shape's samples) with the engine's achieved GFLOP/s, and the cores' float32 multiply-add peak
+(_C_tests.fma_peak: independent FMA chains on every thread, sampled with the ceiling) with the
+ceiling's and the forward+backward's shares of it. Beside these: the products a forward+backward
 runs (x w^T, dY w and dY^T x of every layer) timed whole right after each timed forward+backward,
 each forward+backward against the products next to it (FLOP rates, so the attention's products
 count on the engine's side only), and the engine's own split of its forward+backward (op_profile:
@@ -197,9 +199,13 @@ def worker_ours(args) -> dict:
     def engine_rss_mib() -> float:  # the process's peak less the ceiling's arrays, resident throughout
         return peak_rss_mib() - ceiling_mib
 
+    peak = [0.0]  # the cores' FMA peak beside the ceiling: what share of the hardware the ceiling is
+
     def sample_ceiling():
         for k, (_, x, w, out, n, c, oc, *_) in enumerate(gemms):
             best_gemm[k] = min(best_gemm[k], _C_tests.ops_gemm_fp32(x, w, out, False, True, n, oc, c, 1.0, 0.0, 0, 1)[1])
+        if not cuda:
+            peak[0] = max(peak[0], _C_tests.fma_peak())
 
     def timed(fn) -> float:
         t = _timed(fn)
@@ -250,7 +256,7 @@ def worker_ours(args) -> dict:
     train_step(0)  # warm-up: allocates the optimizer state
     res["train_s"] = min(timed(lambda: train_step(i + 1)) for i in range(args.iters))
     res["rss_mib"] = engine_rss_mib()
-    res.update(sgemm_gflops=sum(g[0] for g in gemms) / sum(best_gemm) / 1e9,
+    res.update(sgemm_gflops=sum(g[0] for g in gemms) / sum(best_gemm) / 1e9, fma_peak_gflops=peak[0],
                threads=_C.build_info()["openmp_max_threads"])
     return res
 
@@ -406,6 +412,10 @@ def report_cpu(args, shape: str, ours: dict, refs: dict) -> None:
     fwd_gf = fl / ours["fwd_s"] / 1e9
     step_gf = 3 * fl / ours["step_s"] / 1e9
     print(f"| sgemm ceiling at layer shapes GFLOP/s | {spread(ours, lambda r: r['sgemm_gflops'])} | | |")
+    print(f"| the cores' fp32 FMA peak GFLOP/s (fma_peak); the ceiling, the forward+backward as % of it | "
+          f"{spread(ours, lambda r: r['fma_peak_gflops'])}; "
+          + ", ".join(f"{r['sgemm_gflops'] / r['fma_peak_gflops']:.0%}" for r in ours["runs"]) + "; "
+          + ", ".join(f"{3 * fl / r['step_s'] / 1e9 / r['fma_peak_gflops']:.0%}" for r in ours["runs"]) + " | | |")
     for name, gf, key, flops_per_step in (("forward", fwd_gf, "fwd_s", fl), ("forward+backward", step_gf, "step_s", 3 * fl)):
         # each run against the ceiling it measured minutes apart, too: the ceiling moves from run to run
         each = (" (runs: " + ", ".join(f"{flops_per_step / r[key] / 1e9 / r['sgemm_gflops']:.0%}" for r in ours["runs"])

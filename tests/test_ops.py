@@ -200,6 +200,19 @@ def test_add_forward_backward(n):
     np.testing.assert_array_equal(db, db0 + dout)
 
 
+
+def test_fma_peak_is_a_rate_and_names_bad_arguments():
+    """benchmarks/bench_encoder.py's hardware yardstick: a finite positive GFLOP/s for any thread
+    count; bad arguments a ValueError naming them."""
+    for threads in (0, 1, 2):
+        rate = _C_tests.fma_peak(threads, 1000)
+        assert math.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="threads must be >= 0 and iterations >= 1, got -1 and"):
+        _C_tests.fma_peak(-1)
+    with pytest.raises(ValueError, match="got 1 and 0"):
+        _C_tests.fma_peak(1, 0)
+
+
 # ------------------------------------------------------------------ dropout
 def test_rng_is_uniform_and_counter_based():
     u = _C_tests.ops_rng_uniform(7, 3, 200000)

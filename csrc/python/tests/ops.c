@@ -859,11 +859,77 @@ static PyObject *cpu_level(PyObject *self, PyObject *args) {
  * (multienc.engine._C has its own). */
 static PyObject *cpu_has_bf16(PyObject *self, PyObject *noargs) { return PyBool_FromLong(me_cpu_has_bf16()); }
 
+/* fma_peak(threads=0, iterations=20000000) -> GFLOP/s: the cores' float32 multiply-add peak, the
+ * yardstick beside benchmarks/bench_encoder.py's sgemm ceiling. Each of `threads` OpenMP threads
+ * (0: as configured) runs `iterations` rounds of 12 independent multiply-add chains (enough to
+ * hide the latency of two FMA pipes) on the widest vectors the CPU has (zmm with AVX-512F, else
+ * ymm with FMA), 2 FLOPs a lane; the rate is all threads' FLOPs over the slowest thread's time,
+ * the best of 3 runs. x86-64 only; a CPU without FMA gets a ValueError. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FMA_ROUND(r) "vfmadd231ps %%" r "14, %%" r "15, %%" r "0\n\t"                                  \
+    "vfmadd231ps %%" r "14, %%" r "15, %%" r "1\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "2\n\t"          \
+    "vfmadd231ps %%" r "14, %%" r "15, %%" r "3\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "4\n\t"          \
+    "vfmadd231ps %%" r "14, %%" r "15, %%" r "5\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "6\n\t"          \
+    "vfmadd231ps %%" r "14, %%" r "15, %%" r "7\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "8\n\t"          \
+    "vfmadd231ps %%" r "14, %%" r "15, %%" r "9\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "10\n\t"         \
+    "vfmadd231ps %%" r "14, %%" r "15, %%" r "11\n\t"
+#define FMA_LOOP(r)                                                                                         \
+    __asm__ volatile("vxorps %%xmm14, %%xmm14, %%xmm14\n\t vxorps %%xmm15, %%xmm15, %%xmm15\n\t"            \
+                     "1:\n\t" FMA_ROUND(r) "dec %0\n\t jnz 1b\n\t vzeroupper"                               \
+                     : "+r"(n)                                                                              \
+                     :                                                                                      \
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
+                       "xmm11", "xmm14", "xmm15", "cc")
+
+static double fma_seconds(long n, int zmm) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (zmm)
+        FMA_LOOP("zmm");
+    else
+        FMA_LOOP("ymm");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+#endif
+
+static PyObject *fma_peak(PyObject *self, PyObject *args) {
+    int threads = 0;
+    long iterations = 20000000;
+    if (!PyArg_ParseTuple(args, "|il", &threads, &iterations)) return NULL;
+    if (threads < 0 || iterations < 1)
+        return PyErr_Format(PyExc_ValueError, "fma_peak: threads must be >= 0 and iterations >= 1, got %d and %ld",
+                            threads, iterations);
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma")) return PyErr_Format(PyExc_ValueError, "fma_peak: this CPU has no FMA");
+    const int zmm = __builtin_cpu_supports("avx512f"), nt = threads ? threads : omp_get_max_threads();
+    double best = 0.0;
+    Py_BEGIN_ALLOW_THREADS;
+    for (int run = 0; run < 3; run++) {
+        double slowest = 0.0;
+#pragma omp parallel num_threads(nt) reduction(max : slowest)
+        {
+#pragma omp barrier
+            slowest = fma_seconds(iterations, zmm);
+        }
+        const double rate = (double)nt * iterations * 12 * (zmm ? 16 : 8) * 2 / slowest / 1e9;
+        if (rate > best) best = rate;
+    }
+    Py_END_ALLOW_THREADS;
+    return PyFloat_FromDouble(best);
+#else
+    return PyErr_Format(PyExc_ValueError, "fma_peak: x86-64 only");
+#endif
+}
+
 static PyMethodDef FUNCTIONS[] = {
     {"cpu_level", cpu_level, METH_VARARGS,
      "cpu_level(cap=-1) -> the vector code level in use (2 AVX-512, 1 AVX2, 0 baseline); cap limits it"},
     {"cpu_has_bf16", cpu_has_bf16, METH_NOARGS,
      "cpu_has_bf16() -> whether ops_gemm_bf16 runs: AVX512-BF16 and cpu_level not capped below 2"},
+    {"fma_peak", fma_peak, METH_VARARGS,
+     "fma_peak(threads=0, iterations=20000000) -> GFLOP/s: the cores' float32 multiply-add peak"},
     {NULL, NULL, 0, NULL},
 };
 
