@@ -48,6 +48,8 @@ SECTIONS = (
     Section("encoder-modernbert-long", "Encoder: ModernBERT-base shape at 4 x 1024, multienc vs PyTorch sdpa (CPU)",
             "bench_encoder.py", ("--shape", "modernbert-base", "--batch", "4", "--seq", "1024", "--layers", "6",
                                  "--iters", "1", "--runs", "3", "--no-eager")),
+    Section("gemm-forms", "The sgemm in each form a training step runs it, against the cores' FMA peak (CPU)",
+            "bench_gemm_forms.py"),
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),
