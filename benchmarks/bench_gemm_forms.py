@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_encoder import SHAPES, gemm_shapes, shape_config  # noqa: E402
+from bench_encoder import SHAPES, gemm_shapes, shape_config, spread  # noqa: E402
 
 # (name, ta, tb, beta): row-major C[M, N] = op(A) op(B) + beta C with the arrays of one linear
 FORMS = (("x w^T (beta 0): the ceiling's form", False, True, 0.0),
@@ -61,11 +61,6 @@ def measure(shapes: list, samples: int) -> dict:
     return res
 
 
-def cell(values: list) -> str:
-    text = f"{statistics.median(values):.1f}"
-    return text + (" (" + ", ".join(f"{v:.1f}" for v in values) + ")" if len(values) > 1 else "")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="bert-base", choices=list(SHAPES))
@@ -77,7 +72,8 @@ def main() -> None:
     if args.samples < 1 or args.runs < 1:
         ap.error("--samples and --runs must be at least 1")
     shapes = gemm_shapes(shape_config(args.shape, None), args.batch * args.seq)
-    runs = [measure(shapes, args.samples) for _ in range(args.runs)]
+    side = {"runs": [measure(shapes, args.samples) for _ in range(args.runs)]}
+    runs = side["runs"]
     from multienc.engine import _C
 
     print(f"{args.shape} linears {', '.join(f'{n}x{c}x{oc}' for n, c, oc in shapes)} (rows x in x out), "
@@ -86,9 +82,9 @@ def main() -> None:
     print("| form | GFLOP/s, each shape's best sample | % of FMA peak | GFLOP/s, each shape's median sample |")
     print("|---|---|---|---|")
     for name, *_ in FORMS:
-        print(f"| {name} | {cell([r[name][0] for r in runs])} | "
-              f"{statistics.median(r[name][0] / r['peak'] for r in runs):.0%} | {cell([r[name][1] for r in runs])} |")
-    print(f"| the cores' fp32 FMA peak (fma_peak) | {cell([r['peak'] for r in runs])} | 100% | |")
+        print(f"| {name} | {spread(side, lambda r: r[name][0])} | "
+              f"{statistics.median(r[name][0] / r['peak'] for r in runs):.0%} | {spread(side, lambda r: r[name][1])} |")
+    print(f"| the cores' fp32 FMA peak (fma_peak) | {spread(side, lambda r: r['peak'])} | 100% | |")
 
 
 if __name__ == "__main__":

@@ -200,7 +200,6 @@ def test_add_forward_backward(n):
     np.testing.assert_array_equal(db, db0 + dout)
 
 
-
 def test_fma_peak_is_a_rate_and_names_bad_arguments():
     """benchmarks/bench_encoder.py's hardware yardstick: a finite positive GFLOP/s for any thread
     count; bad arguments a ValueError naming them."""
