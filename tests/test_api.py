@@ -276,6 +276,22 @@ def test_prediction_batches_by_length_and_answers_in_the_order_given():
     np.testing.assert_allclose(dme, [clf.predict_tags([t])["DME scores"][0] for t in texts], rtol=1e-5)
 
 
+def test_prediction_batches_by_sub_words(monkeypatch):
+    """predict's batches group sentences by their longest tokenization among the LMs (each
+    counted alone by the tokenizers, special tokens included), not by characters: a short word
+    the vocabulary lacks is many sub-words, a long common one few. Chunked the same way."""
+    from multienc.models import inputs
+    monkeypatch.setattr(inputs, "_LENGTH_CHUNK", 2)
+    models = lms(ELECTRA, ROBERTA)
+    texts = ["the cat sat on the mat", "zzzqqqxxx", "a b c", "Photosynthesisologists", ("a pair", "of short texts")]
+    counts = [max(len(lm.tokenizer.encode(*(t if isinstance(t, tuple) else (t,))).ids) for lm in models)
+              for t in texts]
+    by_tokens = sorted(range(len(texts)), key=lambda i: -counts[i])
+    by_chars = sorted(range(len(texts)), key=lambda i: -len("".join(texts[i])))
+    assert by_tokens != by_chars
+    assert inputs.subword_length_batches(models, texts, 2) == [by_tokens[:2], by_tokens[2:4], by_tokens[4:]]
+
+
 def test_length_batches_order():
     from multienc.models.inputs import length_batches
     assert length_batches([3, 9, 1, 9, 4], 2) == [[1, 3], [4, 0], [2]]

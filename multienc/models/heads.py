@@ -28,7 +28,7 @@ from multienc.formats import schema
 from multienc.formats.checkpoint import CheckpointError, checked_field, parse_metadata, read_checkpoint, \
     write_checkpoint
 from multienc.models.initialization import generator, linear_init, xavier_uniform
-from multienc.models.inputs import build_inputs, length_batches
+from multienc.models.inputs import build_inputs, subword_length_batches
 from multienc.models.language_model import LanguageModel
 from multienc.models.multi_encoder import MultiEncoder
 from multienc.parallel import ProcessGroup, data_parallel_step
@@ -208,8 +208,7 @@ class TaskHead:
         sentences = _check_sentences(sentences)
         if not sentences:
             return np.zeros((0, self.num_classes), np.float32), np.zeros((0, len(self.language_models)), np.float32)
-        batches = length_batches([len(s) if isinstance(s, str) else len(s[0]) + len(s[1]) for s in sentences],
-                                 batch_size)
+        batches = subword_length_batches(self.language_models, sentences, batch_size)
         outs, weights = [], []
         for batch in batches:
             out, alpha = self._forward([sentences[i] for i in batch])

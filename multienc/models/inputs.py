@@ -38,6 +38,24 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
     return list(chunked(order, batch_size))
 
 
+#: sentences tokenized at a time to measure their lengths (bounds the padded arrays held at once)
+_LENGTH_CHUNK = 1024
+
+
+def subword_length_batches(language_models: Sequence, sentences: Sequence, batch_size: int) -> List[List[int]]:
+    """:func:`length_batches` of texts or (text, text) pairs by their length in sub-words: each
+    sentence's longest tokenization among ``language_models`` (truncated as its batch will be).
+    Characters would be a rough proxy: on the CoLA dev split their batches of 32 pad a fifth of
+    every LM's rows, sub-words about a twentieth. Tokenizes the sentences (a small cost beside
+    their forward passes) in chunks, so a long list never holds all its tokens at once."""
+    lengths = np.zeros(len(sentences), np.int64)
+    for lo in range(0, len(sentences), _LENGTH_CHUNK):
+        part = lengths[lo:lo + _LENGTH_CHUNK]
+        for lm in language_models:
+            np.maximum(part, lm.tokenize(sentences[lo:lo + _LENGTH_CHUNK])["attention_mask"].sum(1), out=part)
+    return length_batches(lengths.tolist(), batch_size)
+
+
 def sentence_pool_weights(attention_mask: np.ndarray, pooling: str, cls_position: int) -> np.ndarray:
     """Pooling as weights over positions, float32 (B, 1, T).
 
