@@ -115,10 +115,34 @@ def test_head_backward_refuses_when_its_lm_last_ran_another_shape():
     inputs = ce.model_inputs(rng, 1, 2, [8])
     head.forward(inputs, ce.targets(rng, ce.CLASSIFY, 2, 2))
     enc.forward(*ce.lm_batch(rng, 4, 16))
-    with pytest.raises(RuntimeError, match="language model 1's last forward is not of this model's shape"):
+    with pytest.raises(RuntimeError, match="language model 1's last forward is not this model's"):
         head.backward([True])
     head.forward(inputs, ce.targets(rng, ce.CLASSIFY, 2, 2))
     head.backward([False])  # a frozen LM needs no activations
+    head.backward([True])
+
+
+def test_a_prediction_keeps_no_activations_and_head_backward_refuses_after_one():
+    """A head's forward without targets (a prediction) runs its LMs' inference forward: the
+    same outputs as with targets, in less memory, and no activations for a backward, so a
+    backward of another head's forward on that LM (same shape) is refused after it instead of
+    reading overwritten buffers."""
+    enc = ce.encoder(32, 6)
+    head, other = ce.model([enc], "none", seed=1), ce.model([enc], "none", seed=2)
+    rng = np.random.default_rng(4)
+    inputs = ce.model_inputs(rng, 1, 3, [12])
+    predicted = head.forward(inputs)
+    predicted_ws = enc.workspace_bytes
+    with_targets = head.forward(inputs, ce.targets(rng, ce.CLASSIFY, 3, 2))
+    np.testing.assert_array_equal(predicted[0], with_targets[0])
+    np.testing.assert_array_equal(predicted[1], with_targets[1])
+    assert predicted_ws < 0.5 * enc.workspace_bytes, (predicted_ws, enc.workspace_bytes)
+    other.forward(inputs)
+    with pytest.raises(RuntimeError, match="language model 1's last forward is not this model's"):
+        head.backward([True])
+    with pytest.raises(RuntimeError, match="after an inference forward"):
+        enc.backward(np.zeros((3, 12, 32), np.float32))
+    head.forward(inputs, ce.targets(rng, ce.CLASSIFY, 3, 2))
     head.backward([True])
 
 

@@ -30,10 +30,40 @@ TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "
                "deberta-v3", "deberta-v3-separate", "deberta-v2-conv"]
 
 
+@pytest.mark.parametrize("inference", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_forward_matches_hf_eval(family):
-    errors = forward_errors(*load(family))
+def test_forward_matches_hf_eval(family, inference):
+    errors = forward_errors(*load(family), inference=inference)
     assert len(errors) >= 3 and max(errors) < 1e-5, (family, errors)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert-uneven", "mpnet", "deberta-v3", "deberta-v2-conv",
+                                    "modernbert", "modernbert-biases"])
+def test_inference_forward_is_eval_in_two_layers_memory(family):
+    """Eight layers (the fixtures have 2 to 4): the inference forward, whose layer l writes over
+    layer l - 2's activations, gives the eval forward's bits (checked against HF above) in well
+    under half its memory; a backward after it is refused until a forward that keeps activations."""
+    with open(os.path.join(FIXTURES, family, "config.json"), encoding="utf-8") as f:
+        cfg = dict(json.load(f), num_hidden_layers=8)
+    if "layer_types" in cfg:  # ModernBERT: one per layer, a global one every third as in the fixture
+        cfg["layer_types"] = ["sliding_attention" if k % 3 else "full_attention" for k in range(8)]
+    kept, rolled = Encoder.from_config(cfg, seed=3), Encoder.from_config(cfg, seed=3)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 90, (3, 24))
+    mask = np.ones_like(ids)
+    mask[1, 17:] = 0
+    h = kept.forward(ids, mask)
+    np.testing.assert_array_equal(rolled.forward(ids, mask, inference=True), h)
+    assert rolled.workspace_bytes < 0.4 * kept.workspace_bytes, (rolled.workspace_bytes, kept.workspace_bytes)
+    grad = rng.standard_normal(h.shape).astype(np.float32)
+    with pytest.raises(RuntimeError, match="after an inference forward, which keeps no activations"):
+        rolled.backward(grad)
+    rolled.forward(ids, mask)
+    expected = kept.backward(grad)
+    for name, g in rolled.backward(grad).items():
+        np.testing.assert_array_equal(g, expected[name], err_msg=name)
+    with pytest.raises(ValueError, match="either train=True or inference=True"):
+        rolled.forward(ids, mask, train=True, inference=True)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

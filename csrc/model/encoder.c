@@ -349,6 +349,10 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     }
     for (int l = 0; l < enc->napps; l++) {
         MeLayerActs *a = &enc->la[l];
+        if (enc->infer && l >= 2) { /* layer l reads l - 1's output only: it may write over l - 2's */
+            if (base) *a = enc->la[l % 2];
+            continue;
+        }
         a->qkv = me_carve(base, &off, N * 3 * H);
         a->probs = me_carve(base, &off, (size_t)B * NH * T * T);
         a->ctx = me_carve(base, &off, N * H);
@@ -366,11 +370,15 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->ff = enc->train ? NULL : me_carve(base, &off, N * I);
     enc->att_scratch = me_carve(base, &off, enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS));
     enc->tmp = me_carve(base, &off, N * H);
-    enc->d_h = me_carve(base, &off, N * W);
-    enc->d_a = me_carve(base, &off, N * W);
-    enc->d_b = me_carve(base, &off, N * W);
-    enc->d_qkv = me_carve(base, &off, N * 3 * H);
-    enc->d_ff = me_carve(base, &off, N * I);
+    if (enc->infer) {
+        if (base) enc->d_h = enc->d_a = enc->d_b = enc->d_qkv = enc->d_ff = NULL;
+    } else {
+        enc->d_h = me_carve(base, &off, N * W);
+        enc->d_a = me_carve(base, &off, N * W);
+        enc->d_b = me_carve(base, &off, N * W);
+        enc->d_qkv = me_carve(base, &off, N * 3 * H);
+        enc->d_ff = me_carve(base, &off, N * I);
+    }
     if (c->relative_buckets) {
         enc->relbias = me_carve(base, &off, NH * T * T);
         enc->buckets = (int32_t *)me_carve(base, &off, 2 * (size_t)T);
@@ -594,19 +602,23 @@ static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, 
 }
 
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
+                       const int32_t *mask, int B, int T, int mode, uint64_t seed, float *out,
                        char *err) {
-    return me_encoder_forward_rows(enc, ids, types, mask, B, T, train, seed, 0, NULL, 0, out, err);
+    return me_encoder_forward_rows(enc, ids, types, mask, B, T, mode, seed, 0, NULL, 0, out, err);
 }
 
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
-                            int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
+                            int B, int T, int mode, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err) {
+    if (mode != ME_FORWARD_EVAL && mode != ME_FORWARD_TRAIN && mode != ME_FORWARD_INFER)
+        return me_error(err, ME_ERR_VALUE, "forward mode %d is none of eval (0), train (1), inference (2)", mode);
     /* ModernBERT has no token type embeddings: its token types are not read */
     int st = validate_inputs(enc, ids, enc->mb ? NULL : types, mask, B, T, err);
     if (st) return st;
+    const int train = mode == ME_FORWARD_TRAIN;
     enc->has_forward = 0; /* the workspace is about to be re-carved (or lost on failure) */
-    enc->train = train;   /* a training forward keeps more (carve) */
+    enc->train = train;   /* a training forward keeps more, an inference forward less (carve) */
+    enc->infer = mode == ME_FORWARD_INFER;
     st = ensure_workspace(enc, B, T, err);
     if (st) return st;
     const MeBackend *be = enc->be;
@@ -757,11 +769,21 @@ const float *me_encoder_output(const MeEncoder *enc) {
 
 /* -------------------------------------------------------------- backward */
 
-float *me_encoder_grad_output(MeEncoder *enc) { return enc->has_forward ? enc->d_h : NULL; }
+float *me_encoder_grad_output(MeEncoder *enc) { return enc->has_forward && !enc->infer ? enc->d_h : NULL; }
 
-int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
+/* ME_OK when the workspace holds a forward that a backward can run on. */
+static int backward_ready(const MeEncoder *enc, char *err) {
     if (!enc->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    if (enc->infer)
+        return me_error(err, ME_ERR_RUNTIME, "backward() after an inference forward, which keeps no activations "
+                        "for one: run forward() in eval or train mode first");
+    return ME_OK;
+}
+
+int me_encoder_backward(MeEncoder *enc, const float *dout, char *err) {
+    int st = backward_ready(enc, err);
+    if (st) return st;
     enc->be->to_device(enc->d_h, dout, sizeof(float) * (size_t)enc->B * enc->T * enc->cfg.hidden_size);
     return me_encoder_backward_device(enc, NULL, err);
 }
@@ -827,15 +849,15 @@ static double outer_sum_squares(const MeEncoder *enc) {
 }
 
 int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
-    if (!enc->has_forward)
-        return me_error(err, ME_ERR_RUNTIME, "backward() needs a forward() first");
+    int st = backward_ready(enc, err);
+    if (st) return st;
     if (grad_sumsq && !(enc->grads_zero && enc->train))
         return me_error(err, ME_ERR_RUNTIME, "the gradient norm of a backward needs zeroed gradients and a "
                         "train-mode forward");
     enc->grads_zero = 0;
     const MeBackend *be = enc->be;
     if (enc->mb) { /* ModernBERT: its own loop; the norm in one pass after it */
-        int st = me_modernbert_backward(enc, err);
+        st = me_modernbert_backward(enc, err);
         if (!st && grad_sumsq)
             ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(enc->grads, enc->ntrain));
         return st;

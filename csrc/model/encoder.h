@@ -98,8 +98,9 @@ typedef struct MeEncoder {
     float *ws;
     size_t ws_floats;
     int B, T;         /* shape of the last forward */
-    int has_forward;  /* backward allowed */
-    int train;        /* last forward's mode */
+    int has_forward;  /* the last forward's output is in the workspace */
+    int train;        /* last forward's mode: dropout applied */
+    int infer;        /* last forward was ME_FORWARD_INFER: it kept no activations for a backward */
     uint64_t seed;    /* last forward's dropout seed */
     uint64_t row0;    /* last forward's first row in the whole batch (dropout masks; 0 unless sharded) */
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
@@ -132,10 +133,19 @@ int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err);
 void me_encoder_free(MeEncoder *enc);
 
-/* Forward. ids/types/mask are host int32 [B,T] (types may be NULL = zeros).
+/* What a forward is for (its mode). */
+enum {
+    ME_FORWARD_EVAL = 0,  /* no dropout; keeps every layer's activations for a backward (gradients in eval mode) */
+    ME_FORWARD_TRAIN = 1, /* dropout seeded by the seed; keeps every layer's activations for a backward */
+    ME_FORWARD_INFER = 2  /* no dropout and no backward: two layers' activations, each layer writing over the
+                             one before last, and no backward buffers (a prediction's memory is then about
+                             2/L of an L-layer eval forward's) */
+};
+
+/* Forward in mode ME_FORWARD_*. ids/types/mask are host int32 [B,T] (types may be NULL = zeros).
  * out (host, may be NULL) receives the last hidden state [B,T,H]. */
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, int B, int T, int train, uint64_t seed, float *out,
+                       const int32_t *mask, int B, int T, int mode, uint64_t seed, float *out,
                        char *err);
 
 /* The same for rows row0 .. row0 + B - 1 of a larger batch padded to the same T (a data-parallel
@@ -146,7 +156,7 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * read rows are what the full layer gives, up to the order of float additions. Families whose
  * attention is not the plain one (MPNet, DeBERTa, ModernBERT) compute every row. */
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
-                            int B, int T, int train, uint64_t seed, uint64_t row0, const int32_t *read_rows,
+                            int B, int T, int mode, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err);
 
 /* Checks the sizes every family needs (vocabulary, hidden, layers, heads, intermediate, positions

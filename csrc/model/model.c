@@ -349,7 +349,7 @@ static int run_lms(MeModel *m, int side, const int *active, LmTask task, void *c
 typedef struct {
     MeModel *m;
     const MeLmInput *in;
-    int B, K, train;
+    int B, K, mode; /* the LMs' ME_FORWARD_* */
     uint64_t seed, row0;
 } LmForward;
 
@@ -372,7 +372,7 @@ static int lm_forward(void *ctx, int i, char *err) {
             for (int k = 0; k < f->K * pr && !read; k++) read = w[(size_t)k * in->T] != 0.0f;
             if (read) rows[nrows++] = b * in->T + t;
         }
-    int st = me_encoder_forward_rows(enc, in->ids, in->types, in->mask, f->B, in->T, f->train, lm_seed(f->seed, i),
+    int st = me_encoder_forward_rows(enc, in->ids, in->types, in->mask, f->B, in->T, f->mode, lm_seed(f->seed, i),
                                      f->row0, rows, nrows, NULL, err);
     free(rows);
     if (st) {
@@ -456,7 +456,9 @@ int me_model_forward_rows(MeModel *m, const MeLmInput *in, int B, int K, const i
     m->row0 = row0;
     const float *Wt = m->params;
 
-    LmForward fw = {m, in, B, K, train, seed, row0};
+    /* without targets no backward follows: the LMs keep only what their outputs need */
+    const int mode = train ? ME_FORWARD_TRAIN : targets ? ME_FORWARD_EVAL : ME_FORWARD_INFER;
+    LmForward fw = {m, in, B, K, mode, seed, row0};
     m->side_now = lm_schedule(m);
     double t0 = now_seconds();
     st = run_lms(m, m->side_now, NULL, lm_forward, &fw, err);
@@ -560,10 +562,10 @@ static int backward_head(MeModel *m, const int *trainable, float grad_scale, dou
      * on another thread) may have run one since this model's: its shape must still be this model's. */
     for (int i = 0; i < m->n; i++) {
         const MeEncoder *enc = m->lms[i];
-        if (trainable[i] && (!enc->has_forward || enc->B != m->B || enc->T != m->lm_T[i]))
+        if (trainable[i] && (!enc->has_forward || enc->infer || enc->B != m->B || enc->T != m->lm_T[i]))
             return me_error(err, ME_ERR_RUNTIME,
-                            "language model %d's last forward is not of this model's shape (another model or "
-                            "Encoder.forward used it since, possibly on another thread): run the model's "
+                            "language model %d's last forward is not this model's (another model, a prediction "
+                            "or Encoder.forward used it since, possibly on another thread): run the model's "
                             "forward again before backward", i + 1);
     }
     const MeBackend *be = m->be;

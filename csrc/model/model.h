@@ -102,7 +102,9 @@ void me_model_free(MeModel *m);
  * read only inside each length, where they must be valid) or float [R, C]. Host outputs,
  * each may be NULL: outputs = logits / predictions / CRF emissions [R, C]; tags = the CRF's
  * Viterbi tags [R] (-1 past each length; CRF only); alpha = DME / mean weights [n, R];
- * embedding = the combined vectors before dropout [R, E]; *loss when targets were given. */
+ * embedding = the combined vectors before dropout [R, E]; *loss when targets were given.
+ * Without targets no backward can follow: the LMs then run ME_FORWARD_INFER (two layers'
+ * activations at a time, none kept for a backward). */
 int me_model_forward(MeModel *m, const MeLmInput *in, int B, int K, const int32_t *lengths,
                      const void *targets, int train, uint64_t seed, float *outputs, int32_t *tags,
                      float *alpha, float *embedding, float *loss, char *err);

@@ -175,8 +175,12 @@ size_t me_modernbert_carve(MeEncoder *enc, float *base, int B, int T) {
     mb->x0 = me_carve(base, &off, N * H);
     for (int l = 0; l < c->num_layers; l++) {
         MbActs *a = &mb->la[l];
-        a->mean1 = l ? me_carve(base, &off, N) : NULL;
-        a->rstd1 = l ? me_carve(base, &off, N) : NULL;
+        if (enc->infer && l >= 2) { /* layer l reads l - 1's output only: it may write over l - 2's */
+            if (base) *a = mb->la[l % 2];
+            continue;
+        }
+        a->mean1 = me_carve(base, &off, N); /* layer 0 has no attention norm, but layer 2 may take its place */
+        a->rstd1 = me_carve(base, &off, N);
         a->qkv = me_carve(base, &off, N * 3 * H);
         a->stats = me_carve(base, &off, N * NH * 2);
         a->ctx = me_carve(base, &off, N * H);
@@ -196,6 +200,10 @@ size_t me_modernbert_carve(MeEncoder *enc, float *base, int B, int T) {
     mb->ff = me_carve(base, &off, N * I);
     mb->tmp = me_carve(base, &off, N * H);
     mb->att_scratch = me_carve(base, &off, scratch);
+    if (enc->infer) { /* no backward follows an inference forward */
+        if (base) enc->d_h = mb->d_x = mb->d_a = mb->d_b = mb->d_qkv = mb->d_wi = mb->d_ff = NULL;
+        return off;
+    }
     enc->d_h = me_carve(base, &off, N * H);
     mb->d_x = me_carve(base, &off, N * H);
     mb->d_a = me_carve(base, &off, N * H);

@@ -146,6 +146,13 @@ static PyObject *Encoder_get_precision(EncoderObject *self, void *c) {
     return PyUnicode_FromString(precision);
 }
 
+static PyObject *Encoder_get_workspace_bytes(EncoderObject *self, void *c) {
+    if (!ready(self)) return NULL;
+    size_t floats;
+    LOCKED_COMPUTE(self, floats = self->enc->ws_floats);
+    return PyLong_FromSize_t(floats * sizeof(float));
+}
+
 static PyObject *Encoder_zero_grad(EncoderObject *self, PyObject *noargs) {
     if (!ready(self)) return NULL;
     const MeBackend *be = self->enc->be;
@@ -174,13 +181,19 @@ static int int2d_arg(PyObject *obj, const char *name, int B, int T, PyArrayObjec
 }
 
 static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"input_ids", "attention_mask", "token_type_ids", "train", "seed", "output", NULL};
+    static char *kwlist[] = {"input_ids", "attention_mask", "token_type_ids", "train", "seed", "output",
+                             "inference", NULL};
     PyObject *ids_o, *mask_o, *types_o = Py_None;
-    int train = 0, want_output = 1;
+    int train = 0, want_output = 1, inference = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OpKp", kwlist, &ids_o, &mask_o, &types_o, &train, &seed,
-                                     &want_output))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OpKpp", kwlist, &ids_o, &mask_o, &types_o, &train, &seed,
+                                     &want_output, &inference))
         return NULL;
+    if (train && inference) {
+        PyErr_SetString(PyExc_ValueError, "a forward is either train=True or inference=True, not both");
+        return NULL;
+    }
+    const int mode = train ? ME_FORWARD_TRAIN : inference ? ME_FORWARD_INFER : ME_FORWARD_EVAL;
     if (!ready(self)) return NULL;
     PyArrayObject *ids, *mask, *types = NULL;
     if (int2d_arg(ids_o, "input_ids", -1, -1, &ids)) return NULL;
@@ -203,7 +216,7 @@ static PyObject *Encoder_forward(EncoderObject *self, PyObject *args, PyObject *
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     const int32_t *pt = types ? PyArray_DATA(types) : NULL;
     float *po = want_output ? PyArray_DATA((PyArrayObject *)out) : NULL;
-    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, train, seed, po, err));
+    LOCKED_COMPUTE(self, st = me_encoder_forward(self->enc, pi, pt, pm, B, T, mode, seed, po, err));
     if (st) {
         Py_DECREF(out);
         return me_raise(st, err);
@@ -254,8 +267,9 @@ static PyMethodDef Encoder_methods[] = {
     {"set_precision", (PyCFunction)Encoder_set_precision, METH_O,
      "set_precision('fp32' | 'bf16'): the precision of the linear layers (bf16: CPUs with AVX512-BF16 only)."},
     {"forward", (PyCFunction)(void (*)(void))Encoder_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(input_ids, attention_mask, token_type_ids=None, train=False, seed=0, output=True) -> float32 (B, T, H)\n"
-     "(None with output=False: the result stays on the device for backward)"},
+     "forward(input_ids, attention_mask, token_type_ids=None, train=False, seed=0, output=True, inference=False)\n"
+     "-> float32 (B, T, H) (None with output=False: the result stays on the device for backward);\n"
+     "inference=True keeps no activations for a backward (two layers' at a time)"},
     {"backward", (PyCFunction)Encoder_backward, METH_O,
      "backward(grad): accumulate parameter gradients of the last forward."},
     {NULL, NULL, 0, NULL},
@@ -264,6 +278,8 @@ static PyMethodDef Encoder_methods[] = {
 static PyGetSetDef Encoder_getset[] = {
     {"num_floats", (getter)Encoder_get_num_floats, NULL, "Length of the flat parameter buffer.", NULL},
     {"precision", (getter)Encoder_get_precision, NULL, "Precision of the linear layers: 'fp32' or 'bf16'.", NULL},
+    {"workspace_bytes", (getter)Encoder_get_workspace_bytes, NULL,
+     "Bytes of the activation workspace (grown to the largest forward so far, never shrunk).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

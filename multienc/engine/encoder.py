@@ -564,12 +564,15 @@ class Encoder:
 
     # -------------------------------------------------------------- compute
     def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
-                train: bool = False, seed: int = 0) -> np.ndarray:
+                train: bool = False, seed: int = 0, inference: bool = False) -> np.ndarray:
         """Last hidden state, float32 (B, T, H).
 
         ``train=True`` applies dropout (hidden and attention probabilities) drawn
         from a counter-based RNG keyed by ``seed``; ``train=False`` equals HF's
-        eval mode. Activations are kept for ``backward``.
+        eval mode. Activations are kept for ``backward``, unless ``inference=True``
+        (eval mode, as under ``torch.inference_mode``): then only two layers'
+        activations live at a time, so an L-layer model needs about 2/L of the
+        memory, and ``backward`` raises RuntimeError until the next forward without it.
         """
         ids = _int_array(input_ids, "input_ids")
         mask = np.ones_like(ids) if attention_mask is None else _int_array(attention_mask, "attention_mask")
@@ -580,7 +583,7 @@ class Encoder:
             raise ValueError(f"token_type_ids has shape {types.shape} but input_ids has {ids.shape}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        return self._c.forward(ids, mask, types, bool(train), int(seed))
+        return self._c.forward(ids, mask, types, bool(train), int(seed), inference=bool(inference))
 
     def backward(self, grad: Any) -> Dict[str, np.ndarray]:
         """Back-propagate dL/d(last hidden state) of the last forward.
@@ -603,6 +606,12 @@ class Encoder:
     def buffer_addresses(self, which: str = "grads") -> List[Tuple[str, int, int]]:
         """``[("encoder", device address, floats)]`` of the flat ``"params"`` or ``"grads"`` buffer (for NCCL)."""
         return _C.buffer_addresses(self._c, which)
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes of memory (on the encoder's device) its activations take: grown to the largest
+        forward so far, never shrunk."""
+        return self._c.workspace_bytes
 
     @property
     def precision(self) -> str:

@@ -274,7 +274,7 @@ class LanguageModel:
             raise NotImplementedError(_WORD_LEVEL_ONLY_IN_TAGGER)
         batch = self.tokenize(sentences)
         types = batch["token_type_ids"] if self.encoder.uses_token_types else None
-        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], types, train=False)
+        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], types, inference=True)
         return self.pool(hidden, batch["attention_mask"])
 
     # ------------------------------------------------------------------ saving
