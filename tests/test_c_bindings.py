@@ -146,6 +146,24 @@ def test_a_prediction_keeps_no_activations_and_head_backward_refuses_after_one()
     head.backward([True])
 
 
+def test_a_staged_lm_backward_refuses_when_its_lm_ran_another_forward_since():
+    """forward_backward and backward_lm are two locked calls: an encoder forward of another shape,
+    or a prediction, on the LM in between left backward_lm pooling the head's gradient into a
+    gradient buffer too small for it, or absent; it refuses."""
+    enc = ce.encoder(32, 2)
+    head = ce.model([enc], "none")
+    rng = np.random.default_rng(5)
+    inputs = ce.model_inputs(rng, 1, 2, [8])
+    for between in (lambda: enc.forward(*ce.lm_batch(rng, 4, 16)),
+                    lambda: enc.forward(*ce.lm_batch(rng, 2, 8), inference=True)):
+        head.forward_backward(inputs, ce.targets(rng, ce.CLASSIFY, 2, 2), [True])
+        between()
+        with pytest.raises(RuntimeError, match="language model 1's last forward is not this model's"):
+            head.backward_lm(0)
+    head.forward_backward(inputs, ce.targets(rng, ce.CLASSIFY, 2, 2), [True])
+    head.backward_lm(0)
+
+
 def test_config_values_outside_the_c_int_range_are_refused():
     """One config reader for the engine and the head: an integer that does not fit the C field is a
     ValueError (the head's reader used to truncate 2**32 classes to 0, a model without decoder)."""

@@ -393,12 +393,26 @@ typedef struct {
     double *sumsq; /* [n] or NULL */
 } LmBackward;
 
+/* ME_OK when LM i's workspace still holds this model's last forward with its activations. Another
+ * model, a prediction or Encoder.forward (possibly on another thread) may have run one since. */
+static int lm_forward_kept(const MeModel *m, int i, char *err) {
+    const MeEncoder *enc = m->lms[i];
+    if (!enc->has_forward || enc->infer || enc->B != m->B || enc->T != m->lm_T[i])
+        return me_error(err, ME_ERR_RUNTIME,
+                        "language model %d's last forward is not this model's (another model, a prediction "
+                        "or Encoder.forward used it since, possibly on another thread): run the model's "
+                        "forward again before backward", i + 1);
+    return ME_OK;
+}
+
 /* LM i's pooling backward and its backward into its zeroed gradient buffer */
 static int lm_backward(void *ctx, int i, char *err) {
     LmBackward *b = ctx;
     MeModel *m = b->m;
     MeEncoder *enc = m->lms[i];
     const int pr = m->cfg.pool_rows;
+    int st = lm_forward_kept(m, i, err); /* checked again: a staged step's LM backward is a call of its own */
+    if (st) return st;
     ME_TIMED(ME_PHASE_OPTIMIZER, me_encoder_zero_grad(enc));
     ME_TIMED(ME_PHASE_HEAD, m->be->pool_backward(me_encoder_grad_output(enc), m->d_pooled[i], m->pool_w[i], m->B,
                                                  enc->T, m->K * pr, m->H[i] / pr, 0));
@@ -558,15 +572,10 @@ static void zero_head_grads(MeModel *m) {
 static int backward_head(MeModel *m, const int *trainable, float grad_scale, double *grad_sumsq, char *err) {
     if (!m->has_forward)
         return me_error(err, ME_ERR_RUNTIME, "backward needs a forward with targets first");
-    /* Backward reads each trainable LM's last forward. Another model or Encoder.forward (possibly
-     * on another thread) may have run one since this model's: its shape must still be this model's. */
+    /* Backward reads each trainable LM's last forward, which must still be this model's. */
     for (int i = 0; i < m->n; i++) {
-        const MeEncoder *enc = m->lms[i];
-        if (trainable[i] && (!enc->has_forward || enc->infer || enc->B != m->B || enc->T != m->lm_T[i]))
-            return me_error(err, ME_ERR_RUNTIME,
-                            "language model %d's last forward is not this model's (another model, a prediction "
-                            "or Encoder.forward used it since, possibly on another thread): run the model's "
-                            "forward again before backward", i + 1);
+        int st = trainable[i] ? lm_forward_kept(m, i, err) : ME_OK;
+        if (st) return st;
     }
     const MeBackend *be = m->be;
     const int R = m->R, n = m->n, P = m->P, E = m->E, C = m->C, B = m->B, K = m->K;
