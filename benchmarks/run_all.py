@@ -50,6 +50,8 @@ SECTIONS = (
                                  "--iters", "1", "--runs", "3", "--no-eager")),
     Section("gemm-forms", "The sgemm in each form a training step runs it, against the cores' FMA peak (CPU)",
             "bench_gemm_forms.py"),
+    Section("padding", "Padding of prediction's batches by how they are grouped (CoLA and WNUT-17 dev)",
+            "padding.py"),
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),

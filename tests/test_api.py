@@ -279,7 +279,8 @@ def test_prediction_batches_by_length_and_answers_in_the_order_given():
 def test_prediction_batches_by_sub_words(monkeypatch):
     """predict's batches group sentences by their longest tokenization among the LMs (each
     counted alone by the tokenizers, special tokens included), not by characters: a short word
-    the vocabulary lacks is many sub-words, a long common one few. Chunked the same way."""
+    the vocabulary lacks is many sub-words, a long common one few. Chunked the same way; the
+    tagger's word lists (tokenized word by word) not by their number of words."""
     from multienc.models import inputs
     monkeypatch.setattr(inputs, "_LENGTH_CHUNK", 2)
     models = lms(ELECTRA, ROBERTA)
@@ -290,6 +291,13 @@ def test_prediction_batches_by_sub_words(monkeypatch):
     by_chars = sorted(range(len(texts)), key=lambda i: -len("".join(texts[i])))
     assert by_tokens != by_chars
     assert inputs.subword_length_batches(models, texts, 2) == [by_tokens[:2], by_tokens[2:4], by_tokens[4:]]
+    # the tagger's word lists, tokenized word by word
+    sentences = [["a", "b", "c", "d"], ["zzzqqqxxx"], ["the", "Photosynthesisologists"], ["ok"]]
+    counts = [max(len(lm.word_tokenizer.encode(w, is_split_into_words=True).ids) for lm in models)
+              for w in sentences]
+    by_tokens = sorted(range(len(sentences)), key=lambda i: -counts[i])
+    assert by_tokens != sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+    assert inputs.subword_length_batches(models, sentences, 3, words=True) == [by_tokens[:3], by_tokens[3:]]
 
 
 def test_length_batches_order():

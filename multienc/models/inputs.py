@@ -42,17 +42,20 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
 _LENGTH_CHUNK = 1024
 
 
-def subword_length_batches(language_models: Sequence, sentences: Sequence, batch_size: int) -> List[List[int]]:
-    """:func:`length_batches` of texts or (text, text) pairs by their length in sub-words: each
-    sentence's longest tokenization among ``language_models`` (truncated as its batch will be).
-    Characters would be a rough proxy: on the CoLA dev split their batches of 32 pad a fifth of
-    every LM's rows, sub-words about a twentieth. Tokenizes the sentences (a small cost beside
-    their forward passes) in chunks, so a long list never holds all its tokens at once."""
+def subword_length_batches(language_models: Sequence, sentences: Sequence, batch_size: int,
+                           words: bool = False) -> List[List[int]]:
+    """:func:`length_batches` of texts or (text, text) pairs (``words``: word lists, tokenized as
+    :func:`word_inputs` does) by their length in sub-words: each sentence's longest tokenization
+    among ``language_models`` (truncated as its batch will be). Characters or words would be a
+    rough proxy: on the CoLA dev split batches of 32 by characters pad a fifth of every LM's rows,
+    by sub-words about a twentieth. Tokenizes the sentences (a small cost beside their forward
+    passes) in chunks, so a long list never holds all its tokens at once."""
     lengths = np.zeros(len(sentences), np.int64)
     for lo in range(0, len(sentences), _LENGTH_CHUNK):
-        part = lengths[lo:lo + _LENGTH_CHUNK]
+        part, chunk = lengths[lo:lo + _LENGTH_CHUNK], sentences[lo:lo + _LENGTH_CHUNK]
         for lm in language_models:
-            np.maximum(part, lm.tokenize(sentences[lo:lo + _LENGTH_CHUNK])["attention_mask"].sum(1), out=part)
+            enc = encode_words(lm, chunk) if words else lm.tokenize(chunk)
+            np.maximum(part, enc["attention_mask"].sum(1), out=part)
     return length_batches(lengths.tolist(), batch_size)
 
 
@@ -150,6 +153,13 @@ def _covered_words(lm, words: Sequence[Sequence[str]], enc: Dict[str, np.ndarray
     return covered
 
 
+def encode_words(lm, words: Sequence[Sequence[str]]) -> Dict[str, np.ndarray]:
+    """``lm``'s padded encoding of pre-split sentences (its :attr:`word_tokenizer`, truncated to its
+    maximum length)."""
+    return lm.word_tokenizer.encode_batch([list(w) for w in words], max_length=lm.max_length,
+                                          is_split_into_words=True)
+
+
 def word_inputs(language_models: Sequence, words: Sequence[Sequence[str]],
                 subtoken_pooling: str = "first") -> Tuple[Inputs, np.ndarray]:
     """The C model's inputs for a batch of pre-split sentences, and each sentence's length.
@@ -162,8 +172,7 @@ def word_inputs(language_models: Sequence, words: Sequence[Sequence[str]],
     """
     if not words:
         raise ValueError("empty batch of sentences")
-    encs = [lm.word_tokenizer.encode_batch([list(w) for w in words], max_length=lm.max_length,
-                                           is_split_into_words=True) for lm in language_models]
+    encs = [encode_words(lm, words) for lm in language_models]
     lengths = np.array([len(w) for w in words], np.int64)
     for lm, enc in zip(language_models, encs):
         covered = _covered_words(lm, words, enc)

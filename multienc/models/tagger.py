@@ -13,7 +13,7 @@ import numpy as np
 from multienc.engine.task_model import TASK_CLASSIFY, TASK_CRF, Inputs
 from multienc.formats import schema
 from multienc.models.heads import Encoder, Predictions, TaskHead
-from multienc.models.inputs import SUBTOKEN_POOLINGS, length_batches, pool_rows, word_inputs
+from multienc.models.inputs import SUBTOKEN_POOLINGS, pool_rows, subword_length_batches, word_inputs
 from multienc.models.language_model import LanguageModel
 from multienc.models.multi_encoder import MultiEncoder
 
@@ -145,7 +145,7 @@ class SequenceTagger(TaskHead):
         """Tag ids, one list per sentence with one id per word."""
         words = _check_words(sentences)
         preds: List[List[int]] = [[] for _ in words]
-        for batch in length_batches([len(w) for w in words], batch_size):
+        for batch in subword_length_batches(self.language_models, words, batch_size, words=True):
             for i, p in zip(batch, self._tag_batch([words[i] for i in batch])[0]):
                 preds[i] = p
         return preds
@@ -160,7 +160,7 @@ class SequenceTagger(TaskHead):
         names = {int(v): k for k, v in (label_map or self.label_map or {}).items()}
         preds: List[list] = [[] for _ in words]
         scores: List[list] = [[] for _ in words]
-        for batch in length_batches([len(w) for w in words], batch_size):
+        for batch in subword_length_batches(self.language_models, words, batch_size, words=True):
             pred, weights, lengths, _ = self._tag_batch([words[i] for i in batch], label_map=label_map)
             for b, i in enumerate(batch):
                 preds[i] = [(w, names.get(t, t)) for w, t in zip(words[i], pred[b])]
