@@ -52,6 +52,8 @@ SECTIONS = (
             "bench_gemm_forms.py"),
     Section("padding", "Padding of prediction's batches by how they are grouped (CoLA and WNUT-17 dev)",
             "padding.py"),
+    Section("inference-memory", "An encoder's first forward over 32 x 512 tokens: eval mode vs inference mode (CPU)",
+            "bench_inference_memory.py"),
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",
             "bench_train.py"),
