@@ -338,26 +338,32 @@ def with_dropout(name: str) -> Encoder:
 
 
 @pytest.mark.parametrize("name", FAMILY_FIXTURES)
-@pytest.mark.parametrize("pooling", ["cls", "some rows"])
-def test_last_layer_computes_only_the_read_rows_exactly(name, pooling):
+@pytest.mark.parametrize("pooling", ["cls", "mean", "some real rows", "some rows"])
+def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     """A head that reads a few rows per sentence makes the LM's last layer compute only those
-    (queries, attention output, residuals, LayerNorms, FFN; keys and values from every row) in the
-    families with plain attention (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT) and MPNet's
-    (its relative bias read at the rows' positions, its table's gradient from those rows; DeBERTa
-    and ModernBERT compute every row): in train mode, with dropout, for every family's tiny model,
-    the logits and every encoder gradient equal the full encoder's (Encoder.forward / backward,
-    which compute every row) read at those rows."""
+    (queries, attention output, residuals, LayerNorms, FFN; keys and values from every row), and
+    when it reads real tokens only (CLS, the mean, some real rows), the embeddings and every layer
+    before the last compute the real tokens alone, in the families with plain attention (BERT,
+    RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT) and MPNet's (its relative bias read at the rows'
+    positions, its table's gradient from those rows; DeBERTa and ModernBERT compute every row;
+    "some rows" reads padding rows too, so every layer but the last computes every row): in train
+    mode, with dropout, for every family's tiny model, the logits and every encoder gradient equal
+    the full encoder's (Encoder.forward / backward, which compute every row) read at those rows."""
     rng = np.random.default_rng(11)
     enc = with_dropout(name)
     model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
     W = init_head(model, rng)
     B, T = 4, 9
-    ids, mask, _, pool = batch(rng, enc, B, T, "cls")
-    if pooling == "some rows":  # K = 2 rows per sentence, each a mix of one or two positions
+    ids, mask, _, pool = batch(rng, enc, B, T, "mean" if pooling == "mean" else "cls")
+    if pooling in ("some rows", "some real rows"):  # K = 2 rows per sentence, each a mix of one or two positions
         pool = np.zeros((B, 2, T), np.float32)
         for b in range(B):
+            n = int(mask[b].sum()) if pooling == "some real rows" else T
             for k in range(2):
-                pool[b, k, rng.choice(T, 1 + k, replace=False)] = rng.uniform(0.2, 1.0, 1 + k)
+                pool[b, k, rng.choice(n, min(1 + k, n), replace=False)] = rng.uniform(0.2, 1.0, min(1 + k, n))
+        if pooling == "some rows":  # a padding row among them
+            b = int(np.argmin(mask.sum(1)))
+            pool[b, 1, T - 1] = 0.5
     K = pool.shape[1]
     targets = rng.integers(0, 3, B * K).astype(np.int32)
     # a step on other sentences first, so that every workspace buffer holds stale values

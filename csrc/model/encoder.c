@@ -319,6 +319,14 @@ void me_encoder_free(MeEncoder *enc) {
 
 /* ------------------------------------------------------------- workspace */
 
+/* The layers can compute only some rows (the last only the rows a caller reads, every one only
+ * the real tokens) where the attention is the plain one or has MPNet's shared bias: BERT,
+ * RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. DeBERTa's disentangled attention (and its
+ * ConvLayer, across positions) and ModernBERT's own loop compute every row. */
+static int can_prune_rows(const MeEncoder *enc) {
+    return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
+}
+
 /* Carve the workspace for (B, T); with base == NULL only count floats. */
 static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     const MeEncoderConfig *c = &enc->cfg;
@@ -335,6 +343,13 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->qstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
     enc->qpos = (int32_t *)me_carve(base, &off, N);
     enc->xs = me_carve(base, &off, N * H);
+    if (can_prune_rows(enc)) {
+        enc->sel_in = (int32_t *)me_carve(base, &off, N);
+        enc->real = (int32_t *)me_carve(base, &off, N);
+        enc->rstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
+        enc->rpos = (int32_t *)me_carve(base, &off, N);
+        enc->kvp = me_carve(base, &off, N * 2 * H);
+    }
     enc->emb_sum = me_carve(base, &off, N * E);
     enc->emb_mean = me_carve(base, &off, N);
     enc->emb_rstd = me_carve(base, &off, N);
@@ -388,6 +403,10 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     return off;
 }
 
+/* Where pack_rows's host arrays begin in host_ints: past the positions, the distinct rows and the
+ * query starts and positions. */
+#define HOST_PACKED(B, T) (5 * (size_t)(B) * (T) + (B) + 1)
+
 static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
     size_t (*carve_fn)(MeEncoder *, float *, int, int) = enc->mb ? me_modernbert_carve : carve;
     size_t need = carve_fn(enc, NULL, B, T);
@@ -406,8 +425,10 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             need * 4.0 / (1 << 20));
     }
     carve_fn(enc, enc->ws, B, T);
-    /* positions | distinct rows (3N) | query starts and positions; or the buckets (2T) */
-    size_t ni = 6 * (size_t)B * T + B + 1 > 2 * (size_t)T ? 6 * (size_t)B * T + B + 1 : 2 * (size_t)T;
+    /* positions | distinct rows (3N) | query starts and positions | the packed rows (pack_rows); or the
+     * buckets (2T) */
+    size_t ni = HOST_PACKED(B, T) + 6 * (size_t)B * T + B + 1;
+    if (ni < 2 * (size_t)T) ni = 2 * (size_t)T;
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
         if (!p) return me_error(err, ME_ERR_NOMEM, "out of memory for position ids");
@@ -473,14 +494,6 @@ uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width) {
 static float p_att_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_DISTILBERT ? 0.0f : ph; }
 static float p_ffn_out(const MeEncoderConfig *c, float ph) { return c->family == ME_FAMILY_ALBERT ? 0.0f : ph; }
 
-/* The last layer can compute only the rows a caller reads where its attention is the plain one
- * or has MPNet's shared bias: BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. DeBERTa's
- * disentangled attention (and its ConvLayer, across positions) and ModernBERT's own loop compute
- * every row. */
-static int can_prune_rows(const MeEncoder *enc) {
-    return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
-}
-
 /* The FFN of weight set o on `rows` rows: pre-activation a->f1pre from a->h1, GELU into a->ff
  * (training: the GELU's derivative replaces the pre-activation, erf evaluated once per step) or
  * enc->ff, output (before dropout and the residual) into enc->tmp. */
@@ -522,83 +535,224 @@ static void ffn_backward(MeEncoder *enc, const MeLayerOffsets *o, const MeLayerA
              be->matmul_backward(dx, G + o->fc_w, G + o->fc_b, enc->d_ff, a->h1, P + o->fc_w, rows, H, I, 1));
 }
 
-/* The last layer application for the M rows enc->sel only (a sentence head reads one or a few):
- * keys and values come from every row of x, the query, attention output, residuals, LayerNorms and
- * FFN from the read rows alone, held compactly ([M, .]: the layer's buffers are large enough). Its
- * output h2 [N, H] is zero outside the read rows. Dropout masks are those of the full layer. */
-static void last_layer_forward_rows(MeEncoder *enc, const float *x, float ph, float pa, uint64_t seed) {
+/* Dropout at `site` of a [*, width] tensor's M rows in place: every row of the batch (rows NULL) or
+ * the rows `rows` of it, held compactly. */
+static void dropout_fwd(const MeEncoder *enc, float *x, const int32_t *rows, int M, int width, float p,
+                        uint64_t site) {
+    const uint64_t s = me_encoder_rows_site(enc, site, width);
+    if (rows)
+        enc->be->dropout_rows_forward(x, x, rows, M, width, p, enc->seed, s);
+    else
+        enc->be->dropout_forward(x, x, (size_t)M * width, p, enc->seed, s);
+}
+
+static void dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const int32_t *rows, int M, int width,
+                        float p, uint64_t site) {
+    const uint64_t s = me_encoder_rows_site(enc, site, width);
+    if (rows)
+        enc->be->dropout_rows_backward(dx, dy, rows, M, width, p, enc->seed, s);
+    else
+        enc->be->dropout_backward(dx, dy, (size_t)M * width, p, enc->seed, s);
+}
+
+/* The rows of the batch the embeddings and the layers before the last compute, for dropout: the
+ * real ones when packed, NULL (every row) otherwise. */
+static const int32_t *computed_rows(const MeEncoder *enc) { return enc->packed ? enc->real : NULL; }
+
+/* Layer application l after its attention, on M rows (rows: their places in the batch, for dropout;
+ * NULL: every row): the attention output projection of a->ctx [M, H], dropout, the residual x [M, H],
+ * LayerNorm, the FFN, dropout, the residual, LayerNorm into out [M, H] (may be enc->tmp). */
+static void layer_tail_forward(MeEncoder *enc, int l, MeLayerActs *a, const float *x, const int32_t *rows, int M,
+                               float ph, float *out) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
-    const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
-              NH = c->num_heads, HS = H / NH;
     const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
-    MeLayerActs *a = &enc->la[l];
     const float *P = enc->params;
-    float *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H; /* kv [N, 2H] | q [M, H] */
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->xs, enc->sel, x, M, H, 0));
-    ME_TIMED(ME_PHASE_GEMM,
-             be->matmul_forward(kv, x, P + o->qkv_w + (size_t)H * H, P + o->qkv_b + H, N, H, 2 * H);
-             be->matmul_forward(q, enc->xs, P + o->qkv_w, P + o->qkv_b, M, H, H));
-    ME_TIMED(ME_PHASE_ATTENTION,
-             be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, c->relative_buckets ? enc->relbias : NULL,
-                                        enc->qstart, enc->qpos, B, T, NH, HS, pa, seed,
-                                        SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
+    const int H = c->hidden_size;
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_att_out(c, ph), seed,
-                                      me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
-             be->add_forward(a->r1, enc->tmp, enc->xs, (size_t)M * H);
+             dropout_fwd(enc, enc->tmp, rows, M, H, p_att_out(c, ph), SITE(l, SITE_ATT_OUT));
+             be->add_forward(a->r1, enc->tmp, x, (size_t)M * H);
              be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
                                    c->layer_norm_eps));
     ffn_forward(enc, o, a, M);
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->dropout_rows_forward(enc->tmp, enc->tmp, enc->sel, M, H, p_ffn_out(c, ph), seed,
-                                      me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
+             dropout_fwd(enc, enc->tmp, rows, M, H, p_ffn_out(c, ph), SITE(l, SITE_FFN_OUT));
              be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
-             be->layernorm_forward(enc->tmp, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
-                                   c->layer_norm_eps);
-             be->zero(a->h2, sizeof(float) * (size_t)N * H);
-             be->embedding_backward(a->h2, enc->tmp, enc->sel, M, H, -1)); /* scatter the read rows */
+             be->layernorm_forward(out, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
+                                   c->layer_norm_eps));
 }
 
-/* Backward of last_layer_forward_rows: reads d(h2) [N, H] in dh (zero outside the read rows) and
- * leaves d(x) [N, H] in db; da and dh are scratch. */
-static void last_layer_backward_rows(MeEncoder *enc, const float *x, float *dh, float *da, float *db, float ph,
-                                     float pa, uint64_t seed) {
+/* Backward of layer_tail_forward: reads d(out) in g and leaves d(a->ctx) there, the residual's share
+ * of d(x) in dres; s is scratch (all [M, H]). */
+static void layer_tail_backward(MeEncoder *enc, int l, const MeLayerActs *a, float *g, float *s, float *dres,
+                                const int32_t *rows, int M, float ph) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
-    const int l = enc->napps - 1, B = enc->B, T = enc->T, N = B * T, M = enc->M, H = c->hidden_size,
-              NH = c->num_heads, HS = H / NH;
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
+    const float *P = enc->params;
+    float *G = enc->grads;
+    const int H = c->hidden_size;
+    /* out = LN2(r2), r2 = dropout(ffn_out) + h1 */
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->layernorm_backward(s, G + o->ln2_w, G + o->ln2_b, g, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
+                                    H, 0);
+             dropout_bwd(enc, dres, s, rows, M, H, p_ffn_out(c, ph), SITE(l, SITE_FFN_OUT)));
+    ffn_backward(enc, o, a, dres, s, M); /* d(h1) = d(r2) + the FFN's */
+    /* h1 = LN1(r1), r1 = dropout(att_out) + x */
+    ME_TIMED(ME_PHASE_ELEMENTWISE,
+             be->layernorm_backward(dres, G + o->ln1_w, G + o->ln1_b, s, a->r1, a->mean1, a->rstd1, P + o->ln1_w,
+                                    M, H, 0);
+             dropout_bwd(enc, s, dres, rows, M, H, p_att_out(c, ph), SITE(l, SITE_ATT_OUT)));
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(g, G + o->ao_w, G + o->ao_b, s, a->ctx, P + o->ao_w, M, H, H, 0));
+}
+
+/* The keys and values [N, 2H] of every row of the batch from a layer's input x: x's N rows, or when
+ * packed its R real rows, the padding rows then getting zeros (no query sees them). */
+static void kv_forward(MeEncoder *enc, const MeLayerOffsets *o, float *kv, const float *x) {
+    const MeBackend *be = enc->be;
+    const size_t H = enc->cfg.hidden_size, N = (size_t)enc->B * enc->T;
+    const float *W = enc->params + o->qkv_w + H * H, *bias = enc->params + o->qkv_b + H;
+    if (!enc->packed) {
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(kv, x, W, bias, (int)N, (int)H, 2 * (int)H));
+        return;
+    }
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->kvp, x, W, bias, enc->R, (int)H, 2 * (int)H));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(kv, sizeof(float) * N * 2 * H);
+             be->embedding_backward(kv, enc->kvp, enc->real, enc->R, 2 * (int)H, -1)); /* scatter */
+}
+
+/* Backward of kv_forward: dkv [N, 2H] into the weights' gradients and dx (+)= dkv Wkv on x's rows. */
+static void kv_backward(MeEncoder *enc, const MeLayerOffsets *o, const float *dkv, const float *x, float *dx,
+                        int accumulate) {
+    const MeBackend *be = enc->be;
+    const int H = enc->cfg.hidden_size;
+    const float *W = enc->params + o->qkv_w + (size_t)H * H;
+    float *GW = enc->grads + o->qkv_w + (size_t)H * H, *Gb = enc->grads + o->qkv_b + H;
+    if (enc->packed) {
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->kvp, enc->real, dkv, enc->R, 2 * H, 0)); /* gather */
+        dkv = enc->kvp;
+    }
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dx, GW, Gb, dkv, x, W, enc->packed ? enc->R : enc->B * enc->T, H,
+                                                2 * H, accumulate));
+}
+
+/* Layer application l with queries at M rows only: keys and values from every row of the batch
+ * (kv_forward of the input x), the query, attention output, residuals, LayerNorms and FFN at the M
+ * rows, held compactly ([M, .]: the layer's buffers are large enough), output into out [M, H].
+ * Sentence b's queries are rows qstart[b] .. qstart[b+1]-1 of the M, at positions qpos; `in`
+ * [M] picks them from x's rows (NULL: they are x's rows); `rows` [M] are their places in the batch
+ * (dropout: the masks are those of the full layer). */
+static void layer_forward_rows(MeEncoder *enc, int l, const float *x, const int32_t *in, const int32_t *rows,
+                               const int32_t *qstart, const int32_t *qpos, int M, float ph, float pa, float *out) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, NH = c->num_heads, HS = H / NH;
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
+    MeLayerActs *a = &enc->la[l];
+    const float *P = enc->params, *xq = x;
+    float *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H; /* kv [N, 2H] | q [M, H] */
+    if (in) {
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->xs, in, x, M, H, 0));
+        xq = enc->xs;
+    }
+    kv_forward(enc, o, kv, x);
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(q, xq, P + o->qkv_w, P + o->qkv_b, M, H, H));
+    ME_TIMED(ME_PHASE_ATTENTION,
+             be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, c->relative_buckets ? enc->relbias : NULL,
+                                        qstart, qpos, B, T, NH, HS, pa, enc->seed, SITE(l, SITE_ATT) + enc->row0 * NH,
+                                        enc->att_scratch));
+    layer_tail_forward(enc, l, a, xq, rows, M, ph, out);
+}
+
+/* Backward of layer_forward_rows: d(out) [M, H] in g; leaves d(x) (x's rows) in dx; g and s are
+ * scratch. */
+static void layer_backward_rows(MeEncoder *enc, int l, const float *x, const int32_t *in, const int32_t *rows,
+                                const int32_t *qstart, const int32_t *qpos, int M, float *g, float *s, float *dx,
+                                float ph, float pa) {
+    const MeBackend *be = enc->be;
+    const MeEncoderConfig *c = &enc->cfg;
+    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, NH = c->num_heads, HS = H / NH;
     const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
     const MeLayerActs *a = &enc->la[l];
-    const float *P = enc->params, *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H;
+    const float *P = enc->params, *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H, *xq = in ? enc->xs : x;
     float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H;
-    ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->embedding_forward(db, enc->sel, dh, M, H, 0); /* gather d(h2) of the read rows */
-             be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, db, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
-                                    H, 0);
-             be->dropout_rows_backward(db, da, enc->sel, M, H, p_ffn_out(c, ph), seed,
-                                       me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H)));
-    ffn_backward(enc, o, a, db, da, M);
-    ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1, P + o->ln1_w, M,
-                                    H, 0);
-             be->dropout_rows_backward(da, db, enc->sel, M, H, p_att_out(c, ph), seed,
-                                       me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
-    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, M, H, H, 0));
+    layer_tail_backward(enc, l, a, g, s, dx, rows, M, ph); /* g: d(ctx); dx: d(r1) */
     ME_TIMED(ME_PHASE_ATTENTION,
-             be->attention_rows_backward(dq, dkv, c->relative_buckets ? enc->d_scores : NULL, dh, q, kv, a->probs,
-                                         enc->mask, enc->qstart, enc->qpos, B, T, NH, HS, pa, seed,
+             be->attention_rows_backward(dq, dkv, c->relative_buckets ? enc->d_scores : NULL, g, q, kv, a->probs,
+                                         enc->mask, qstart, qpos, B, T, NH, HS, pa, enc->seed,
                                          SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
-             if (c->relative_buckets) /* MPNet: the read rows' score gradients into the shared bias table */
+             if (c->relative_buckets) /* MPNet: the queries' score gradients into the shared bias table */
                  be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH));
-    /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the read rows */
-    ME_TIMED(ME_PHASE_GEMM,
-             be->matmul_backward(da, G + o->qkv_w, G + o->qkv_b, dq, enc->xs, P + o->qkv_w, M, H, H, 0);
-             be->add_backward(da, NULL, db, (size_t)M * H, 1);
-             be->matmul_backward(db, G + o->qkv_w + (size_t)H * H, G + o->qkv_b + H, dkv, x, P + o->qkv_w + (size_t)H * H,
-                                 N, H, 2 * H, 0));
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(db, da, enc->sel, M, H, -1));
+    /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the query rows */
+    if (!in) {
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dx, G + o->qkv_w, G + o->qkv_b, dq, xq, P + o->qkv_w, M, H, H, 1));
+        kv_backward(enc, o, dkv, x, dx, 1);
+        return;
+    }
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(s, G + o->qkv_w, G + o->qkv_b, dq, xq, P + o->qkv_w, M, H, H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_backward(s, NULL, dx, (size_t)M * H, 1));
+    kv_backward(enc, o, dkv, x, dx, 0);
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(dx, s, in, M, H, -1));
+}
+
+/* Decide which rows a forward computes, its caller reading read_rows [nread] (NULL: every row):
+ * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos); when every
+ * read row is a real token and some rows are padding, every layer only the real tokens (packed:
+ * enc->R, real, rstart, rpos), *ids, *types, *pos then pointing at the packed rows' (host arrays in
+ * host_ints). Bad read rows (not ascending, out of range) compute every row. */
+static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read_rows, int nread,
+                        const int32_t **ids, const int32_t **types, const int32_t **pos) {
+    const MeBackend *be = enc->be;
+    const int B = enc->B, T = enc->T, N = B * T;
+    enc->M = enc->R = N;
+    enc->packed = 0;
+    if (!read_rows || !can_prune_rows(enc) || nread < 0 || nread > N) return;
+    for (int r = 0; r < nread; r++)
+        if (read_rows[r] < 0 || read_rows[r] >= N || (r && read_rows[r] <= read_rows[r - 1])) return;
+    int32_t *qstart = enc->host_ints + 4 * (size_t)N, *qpos = qstart + B + 1;
+    int32_t *real = enc->host_ints + HOST_PACKED(B, T), *rpos = real + N, *rstart = rpos + N;
+    int32_t *sel_in = rstart + B + 1, *pids = sel_in + N, *ptypes = pids + N, *ppos = ptypes + N;
+    int R = 0;
+    for (int b = 0; b < B; b++) {
+        rstart[b] = R;
+        for (int t = 0; t < T; t++)
+            if (mask[b * T + t]) rpos[R] = t, real[R++] = b * T + t;
+    }
+    rstart[B] = R;
+    int packed = R > 0 && R < N;
+    for (int r = 0, k = 0; r < nread && packed; r++) { /* each read row's place among the real ones */
+        while (k < R && real[k] < read_rows[r]) k++;
+        packed = k < R && real[k] == read_rows[r];
+        sel_in[r] = k;
+    }
+    if (!packed && nread == N) return;
+    for (int b = 0, r = 0; b <= B; b++) {
+        qstart[b] = r;
+        while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
+    }
+    enc->M = nread;
+    be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
+    be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
+    be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
+    if (!packed) {
+        enc->sel_in = enc->sel;
+        return;
+    }
+    enc->packed = 1;
+    enc->R = R;
+    for (int r = 0; r < R; r++) {
+        pids[r] = (*ids)[real[r]];
+        ptypes[r] = *types ? (*types)[real[r]] : 0;
+        ppos[r] = (*pos)[real[r]];
+    }
+    *ids = pids;
+    *types = *types ? ptypes : NULL;
+    *pos = ppos;
+    be->to_device(enc->sel_in, sel_in, sizeof(int32_t) * nread);
+    be->to_device(enc->real, real, sizeof(int32_t) * R);
+    be->to_device(enc->rstart, rstart, sizeof(int32_t) * (B + 1));
+    be->to_device(enc->rpos, rpos, sizeof(int32_t) * R);
 }
 
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
@@ -631,7 +785,8 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     enc->T = T;
     enc->seed = seed;
     enc->row0 = row0;
-    enc->M = N;
+    enc->M = enc->R = N;
+    enc->packed = 0;
     if (enc->mb) {
         st = me_modernbert_forward(enc, ids, mask, out, err);
         enc->has_forward = st == ME_OK;
@@ -661,25 +816,16 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         enc->nrows[2] = c->type_vocab_size > 0 ? distinct_rows(types, N, -1, enc->seen, rows + 2 * N) : 0;
         be->to_device(enc->rows, rows, sizeof(int32_t) * 3 * N);
     }
-    /* the last layer computes only the rows the caller reads (when it reads fewer than all) */
-    if (read_rows && nread < N && can_prune_rows(enc)) {
-        int32_t *qstart = enc->host_ints + 4 * N, *qpos = qstart + B + 1;
-        for (int b = 0, r = 0; b <= B; b++) {
-            qstart[b] = r;
-            while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
-        }
-        enc->M = nread;
-        be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
-        be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
-        be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
-    }
-    be->to_device(enc->ids, ids, sizeof(int32_t) * N);
-    be->to_device(enc->pos, pos, sizeof(int32_t) * N);
+    const int32_t *row_pos = pos;
+    choose_rows(enc, mask, read_rows, nread, &ids, &types, &row_pos);
+    const int R = enc->R; /* the rows the embeddings and the layers before the last compute */
+    be->to_device(enc->ids, ids, sizeof(int32_t) * R);
+    be->to_device(enc->pos, row_pos, sizeof(int32_t) * R);
     be->to_device(enc->mask, mask, sizeof(int32_t) * N);
     if (types)
-        be->to_device(enc->types, types, sizeof(int32_t) * N);
+        be->to_device(enc->types, types, sizeof(int32_t) * R);
     else
-        be->zero(enc->types, sizeof(int32_t) * N);
+        be->zero(enc->types, sizeof(int32_t) * R);
     if (c->relative_buckets) { /* MPNet: one bias [NH,T,T] for every layer */
         me_mpnet_buckets(enc->host_ints, T);
         be->to_device(enc->buckets, enc->host_ints, sizeof(int32_t) * (2 * (size_t)T - 1));
@@ -689,10 +835,10 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
 
     /* embeddings: (word + type) + position, LayerNorm, dropout, optional projection */
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, N, E, 0);
-             if (c->type_vocab_size > 0) be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, N, E, 1);
-             if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, N, E, 1));
-    if (enc->deb) { /* DeBERTa: projection (no bias), LayerNorm over H, the mask, dropout */
+             be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, R, E, 0);
+             if (c->type_vocab_size > 0) be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, R, E, 1);
+             if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, R, E, 1));
+    if (enc->deb) { /* DeBERTa (never packed): projection (no bias), LayerNorm over H, the mask, dropout */
         const float *ln_in = enc->emb_sum;
         if (enc->has_proj) {
             ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, N, E, H));
@@ -707,23 +853,29 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     } else {
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
-                                       P + enc->eln_b, N, E, c->layer_norm_eps);
-                 be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * E, ph, seed,
-                                     me_encoder_rows_site(enc, SITE_EMB, E)));
+                                       P + enc->eln_b, R, E, c->layer_norm_eps);
+                 dropout_fwd(enc, enc->emb_ln, computed_rows(enc), R, E, ph, SITE_EMB));
         if (enc->has_proj)
             ME_TIMED(ME_PHASE_GEMM,
-                     be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, N, E, H));
+                     be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, R, E, H));
     }
 
     const float *x = enc->x0;
     for (int l = 0; l < enc->napps; l++) {
-        if (l == enc->napps - 1 && enc->M < N) {
-            last_layer_forward_rows(enc, x, ph, pa, seed);
-            x = enc->la[l].h2;
+        MeLayerActs *a = &enc->la[l];
+        if (l == enc->napps - 1 && (enc->packed || enc->M < N)) { /* the read rows only */
+            layer_forward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, ph, pa, enc->tmp);
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(a->h2, sizeof(float) * (size_t)N * H);
+                     be->embedding_backward(a->h2, enc->tmp, enc->sel, enc->M, H, -1)); /* to their rows */
+            x = a->h2;
             break;
         }
+        if (enc->packed) { /* the real tokens only */
+            layer_forward_rows(enc, l, x, NULL, enc->real, enc->rstart, enc->rpos, R, ph, pa, a->h2);
+            x = a->h2;
+            continue;
+        }
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
-        MeLayerActs *a = &enc->la[l];
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
         if (enc->deb)
             ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, pa, ph, seed, SITE(l, SITE_ATT) + row0 * NH,
@@ -736,20 +888,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         else
             ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
                                                                seed, SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, N, H, H));
-        ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_att_out(c, ph), seed,
-                                     me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H));
-                 be->add_forward(a->r1, enc->tmp, x, (size_t)N * H);
-                 be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, N, H,
-                                       c->layer_norm_eps));
-        ffn_forward(enc, o, a, N);
-        ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_forward(enc->tmp, enc->tmp, (size_t)N * H, p_ffn_out(c, ph), seed,
-                                     me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H));
-                 be->add_forward(a->r2, enc->tmp, a->h1, (size_t)N * H);
-                 be->layernorm_forward(a->h2, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, N, H,
-                                       c->layer_norm_eps));
+        layer_tail_forward(enc, l, a, x, NULL, N, ph, a->h2);
         if (l == 0 && c->conv_kernel_size > 0)
             ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_forward(enc, enc->x0, a->h2, ph,
                                                                    me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
@@ -863,7 +1002,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         return st;
     }
     const MeEncoderConfig *c = &enc->cfg;
-    const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, E = c->embedding_size,
+    const int B = enc->B, T = enc->T, N = B * T, R = enc->R, H = c->hidden_size, E = c->embedding_size,
               NH = c->num_heads, HS = H / NH;
     const float ph = enc->train ? c->hidden_dropout : 0.0f,
                 pa = enc->train ? c->attention_dropout : 0.0f;
@@ -871,7 +1010,6 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     const float *P = enc->params;
     float *G = enc->grads;
     float *dh = enc->d_h, *da = enc->d_a, *db = enc->d_b;
-    const float pao = p_att_out(c, ph), pfo = p_ffn_out(c, ph);
 
     if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_begin(enc));
     /* Applications in reverse: a shared weight set's gradients arrive last use first, the
@@ -887,24 +1025,13 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
             dh = da;
             da = t;
         }
-        if (l == enc->napps - 1 && enc->M < N) {
-            last_layer_backward_rows(enc, x, dh, da, db, ph, pa, seed);
+        if (l == enc->napps - 1 && (enc->packed || enc->M < N)) { /* the read rows only */
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(da, enc->sel, dh, enc->M, H, 0)); /* their d(h2) */
+            layer_backward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, da, dh, db, ph, pa);
+        } else if (enc->packed) { /* the real tokens only */
+            layer_backward_rows(enc, l, x, NULL, enc->real, enc->rstart, enc->rpos, R, dh, da, db, ph, pa);
         } else {
-            /* h2 = LN2(r2), r2 = dropout(ff_out) + h1 */
-            ME_TIMED(ME_PHASE_ELEMENTWISE,
-                     be->layernorm_backward(da, G + o->ln2_w, G + o->ln2_b, dh, a->r2, a->mean2, a->rstd2,
-                                            P + o->ln2_w, N, H, 0);
-                     be->dropout_backward(db, da, (size_t)N * H, pfo, seed,
-                                          me_encoder_rows_site(enc, SITE(l, SITE_FFN_OUT), H)));
-            ffn_backward(enc, o, a, db, da, N); /* d(h1) = d(r2) + the FFN's */
-            /* h1 = LN1(r1), r1 = dropout(att_out) + x */
-            ME_TIMED(ME_PHASE_ELEMENTWISE,
-                     be->layernorm_backward(db, G + o->ln1_w, G + o->ln1_b, da, a->r1, a->mean1, a->rstd1,
-                                            P + o->ln1_w, N, H, 0);
-                     be->dropout_backward(da, db, (size_t)N * H, pao, seed,
-                                          me_encoder_rows_site(enc, SITE(l, SITE_ATT_OUT), H)));
-            ME_TIMED(ME_PHASE_GEMM,
-                     be->matmul_backward(dh, G + o->ao_w, G + o->ao_b, da, a->ctx, P + o->ao_w, N, H, H, 0));
+            layer_tail_backward(enc, l, a, dh, da, db, NULL, N, ph); /* dh: d(ctx); db: d(r1) */
             if (enc->deb) {
                 ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, dh, pa, ph, seed,
                                                                            SITE(l, SITE_ATT) + enc->row0 * NH,
@@ -952,22 +1079,22 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         float *demb = dh;
         if (enc->has_proj) {
             ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(da, G + enc->proj_w, G + enc->proj_b, dh, enc->emb_ln,
-                                                        P + enc->proj_w, N, E, H, 0));
+                                                        P + enc->proj_w, R, E, H, 0));
             demb = da;
         }
         dln = demb == da ? dh : da;
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_backward(demb, demb, (size_t)N * E, ph, seed, me_encoder_rows_site(enc, SITE_EMB, E));
+                 dropout_bwd(enc, demb, demb, computed_rows(enc), R, E, ph, SITE_EMB);
                  be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
-                                        enc->emb_rstd, P + enc->eln_w, N, E, 0));
+                                        enc->emb_rstd, P + enc->eln_w, R, E, 0));
     }
     int word_pad = c->pad_token_id;
     int pos_pad = roberta_positions(c) ? c->pad_token_id : -1;
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             be->embedding_backward(G + enc->wte, dln, enc->ids, N, E, word_pad);
-             if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, N, E, -1);
+             be->embedding_backward(G + enc->wte, dln, enc->ids, R, E, word_pad);
+             if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, R, E, -1);
              if (!c->frozen_positions && c->position_biased_input)
-                 be->embedding_backward(G + enc->wpe, dln, enc->pos, N, E, pos_pad));
+                 be->embedding_backward(G + enc->wpe, dln, enc->pos, R, E, pos_pad));
     if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += outer_sum_squares(enc));
     return be->status(err);
 }

@@ -121,7 +121,15 @@ typedef struct MeEncoder {
     int grads_zero;     /* the gradient buffer is all zero (nothing accumulated since it was cleared) */
     int M;              /* rows the last layer computed (N = B*T unless the caller reads fewer) */
     int32_t *sel, *qstart, *qpos; /* device: those rows [M], per sentence their start [B+1] and position [M] */
+    int32_t *sel_in;    /* device: the same rows as rows of the last layer's input (sel unless packed) */
     float *xs;          /* the last layer's input at those rows [M, H] */
+    int packed;         /* the last forward ran the real tokens' rows alone (the caller read only those) */
+    int R;              /* rows the embeddings and the layers before the last computed: R real ones when
+                           packed, else N */
+    int32_t *real, *rstart, *rpos; /* device, when packed: packed row r is row real[r] of the batch [R];
+                                      per sentence its first packed row [B+1]; each one's position [R] */
+    float *kvp;         /* the packed rows' keys and values [R, 2H] before they go to their rows of the
+                           batch (and their gradients on the way back) */
 } MeEncoder;
 
 /* The parameter table a config implies (names, shapes, offsets; *nfloats the buffer length) without
@@ -152,9 +160,13 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * shard): dropout keeps exactly the units that the whole batch's forward keeps in those rows.
  * read_rows (host, may be NULL): the rows b*T + t of the last hidden state the caller will read,
  * ascending, nread of them; with fewer than B*T the last layer computes only those rows (its
- * keys and values still from every row) and the other rows of the output are zero. Exact: the
- * read rows are what the full layer gives, up to the order of float additions. Families whose
- * attention is not the plain one (MPNet, DeBERTa, ModernBERT) compute every row. */
+ * keys and values still from every row) and the other rows of the output are zero. When every
+ * read row is a real token (mask 1) and the batch has padding, the embeddings and every layer
+ * compute the real tokens' rows alone (packed; a padding row's keys and values are zeros no
+ * query sees). Exact: the read rows are what the full layers give, up to the order of float
+ * additions, since no real token attends to a padding one and nothing reads a padding row.
+ * Families whose attention is not the plain one or MPNet's (DeBERTa, ModernBERT) compute every
+ * row. */
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
                             int B, int T, int mode, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err);
