@@ -403,7 +403,7 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     return off;
 }
 
-/* Where pack_rows's host arrays begin in host_ints: past the positions, the distinct rows and the
+/* Where choose_rows's host arrays begin in host_ints: past the positions, the distinct rows and the
  * query starts and positions. */
 #define HOST_PACKED(B, T) (5 * (size_t)(B) * (T) + (B) + 1)
 
@@ -425,7 +425,7 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             need * 4.0 / (1 << 20));
     }
     carve_fn(enc, enc->ws, B, T);
-    /* positions | distinct rows (3N) | query starts and positions | the packed rows (pack_rows); or the
+    /* positions | distinct rows (3N) | query starts and positions | the packed rows (choose_rows); or the
      * buckets (2T) */
     size_t ni = HOST_PACKED(B, T) + 6 * (size_t)B * T + B + 1;
     if (ni < 2 * (size_t)T) ni = 2 * (size_t)T;
