@@ -749,7 +749,10 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
     *ids = pids;
     *types = *types ? ptypes : NULL;
     *pos = ppos;
-    be->to_device(enc->sel_in, sel_in, sizeof(int32_t) * nread);
+    if (nread == R) /* every real row is read (a mean): the last layer's queries are its input's rows */
+        enc->sel_in = NULL;
+    else
+        be->to_device(enc->sel_in, sel_in, sizeof(int32_t) * nread);
     be->to_device(enc->real, real, sizeof(int32_t) * R);
     be->to_device(enc->rstart, rstart, sizeof(int32_t) * (B + 1));
     be->to_device(enc->rpos, rpos, sizeof(int32_t) * R);

@@ -121,7 +121,8 @@ typedef struct MeEncoder {
     int grads_zero;     /* the gradient buffer is all zero (nothing accumulated since it was cleared) */
     int M;              /* rows the last layer computed (N = B*T unless the caller reads fewer) */
     int32_t *sel, *qstart, *qpos; /* device: those rows [M], per sentence their start [B+1] and position [M] */
-    int32_t *sel_in;    /* device: the same rows as rows of the last layer's input (sel unless packed) */
+    int32_t *sel_in;    /* device: the same rows as rows of the last layer's input (sel unless packed;
+                           NULL when packed and every real row is read) */
     float *xs;          /* the last layer's input at those rows [M, H] */
     int packed;         /* the last forward ran the real tokens' rows alone (the caller read only those) */
     int R;              /* rows the embeddings and the layers before the last computed: R real ones when
