@@ -159,6 +159,43 @@ def test_frozen_lm_gets_no_gradient_and_no_update():
     assert any(not np.array_equal(before[0][n], after[0][n]) for n in before[0])
 
 
+def test_gradient_buffers_are_made_at_their_first_need_only():
+    """An LM's gradient buffer is made when something needs it (training's preparation, a backward,
+    zeroing for a data-parallel sum, the buffers' addresses), not with the encoder: a model that
+    only predicts holds none, and a frozen LM never gets one. Until it exists, gradients read as
+    zeros; once made, a step is the same as with a buffer made up front (the first-step tests
+    above and below all start from new buffers)."""
+    rng = np.random.default_rng(11)
+    encs = encoders(["bert", "roberta", "electra"])
+    model = _C.Model([e._c for e in encs], dict(combine=COMBINE["dme"], task=0, num_classes=2))
+    init_head(model, rng)
+    inputs = [batch(rng, e, 3, 6, "cls") for e in encs]
+    targets = np.array([0, 1, 1], np.int32)
+    model.forward(inputs)
+    model.forward(inputs, targets, train=False)
+    assert [e.gradient_bytes for e in encs] == [0, 0, 0]
+    assert all(not g.any() for g in encs[0].gradients().values())
+    assert encs[0].gradient_bytes == 0
+    model.prepare_training([True, False, False])
+    assert [e.gradient_bytes for e in encs] == [4 * encs[0]._c.num_floats, 0, 0]
+    for step in range(2):
+        model.train_step(inputs, targets, lr=[1e-2] * 5, weight_decay=[0.01] * 5, trainable=[True, False, False],
+                         seed=step)
+    assert encs[1].gradient_bytes == 0 and encs[2].gradient_bytes == 0
+    model.zero_grads([False, True, False])
+    assert encs[1].gradient_bytes == 4 * encs[1]._c.num_floats and encs[2].gradient_bytes == 0
+    addresses = _C.buffer_addresses(model, "grads")
+    assert encs[2].gradient_bytes == 4 * encs[2]._c.num_floats
+    assert [n for _, _, n in addresses] == [model.num_floats] + [e._c.num_floats for e in encs]
+    assert all(address for _, address, _ in addresses)
+    alone = encoders(["bert"])[0]
+    ids, mask, _, _ = batch(rng, alone, 2, 5, "cls")
+    out = alone.forward(ids, mask, train=True, seed=1)
+    assert alone.gradient_bytes == 0
+    grads = alone.backward(np.ones_like(out))
+    assert alone.gradient_bytes == 4 * alone._c.num_floats and any(g.any() for g in grads.values())
+
+
 def test_clipping_scales_every_gradient_like_torch():
     rng = np.random.default_rng(6)
     encs = encoders(["bert", "electra"])

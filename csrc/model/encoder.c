@@ -287,11 +287,10 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     enc->nparams = pl.n;
     enc->nfloats = pl.nfloats;
     enc->params = be->alloc(enc->nfloats * sizeof(float));
-    enc->grads = be->alloc(enc->nfloats * sizeof(float));
-    enc->grads_zero = 1;
+    enc->grads_zero = 1; /* no buffer yet (me_encoder_ensure_grads makes it zero-filled) */
     int tables = cfg->vocab_size > cfg->max_position_embeddings ? cfg->vocab_size : cfg->max_position_embeddings;
     enc->seen = calloc((size_t)(tables > cfg->type_vocab_size ? tables : cfg->type_vocab_size), 1);
-    if (!enc->params || !enc->grads || !enc->seen) {
+    if (!enc->params || !enc->seen) {
         me_encoder_free(enc);
         return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
     }
@@ -959,6 +958,14 @@ void me_encoder_zero_grad(MeEncoder *enc) {
     enc->grads_zero = 1;
 }
 
+int me_encoder_ensure_grads(MeEncoder *enc, char *err) {
+    if (enc->grads) return ME_OK;
+    enc->grads = enc->be->alloc(enc->nfloats * sizeof(float)); /* zero-filled, as grads_zero says */
+    if (!enc->grads)
+        return me_error(err, ME_ERR_NOMEM, "out of memory allocating the gradients of %zu parameters", enc->nfloats);
+    return ME_OK;
+}
+
 /* Weight set s's gradients are complete once its first application's backward has run. */
 static int first_application(const MeEncoder *enc, int l) {
     for (int k = 0; k < l; k++)
@@ -996,6 +1003,8 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     if (grad_sumsq && !(enc->grads_zero && enc->train))
         return me_error(err, ME_ERR_RUNTIME, "the gradient norm of a backward needs zeroed gradients and a "
                         "train-mode forward");
+    st = me_encoder_ensure_grads(enc, err);
+    if (st) return st;
     enc->grads_zero = 0;
     const MeBackend *be = enc->be;
     if (enc->mb) { /* ModernBERT: its own loop; the norm in one pass after it */

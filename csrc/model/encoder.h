@@ -84,7 +84,8 @@ typedef struct MeEncoder {
     MeParamInfo *info;
     size_t nfloats;
     size_t ntrain; /* leading floats the optimizer updates; frozen tensors lie after them */
-    float *params, *grads;
+    float *params;
+    float *grads; /* NULL until me_encoder_ensure_grads: an encoder that only predicts holds none */
     size_t wte, wpe, wtt, eln_w, eln_b, proj_w, proj_b; /* offsets; wtt with token types, proj
                                                           only with has_proj */
     int has_proj; /* an embedding -> hidden projection (ELECTRA with E != H, ALBERT) */
@@ -192,8 +193,15 @@ int me_encoder_backward(MeEncoder *enc, const float *dout, char *err);
  * zero); ModernBERT's in one pass after its backward. */
 int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err);
 
-/* Set the gradients to zero (nothing to do when they are: grads_zero). */
+/* Set the gradients to zero (nothing to do when they are: grads_zero, as they are before the
+ * buffer exists). */
 void me_encoder_zero_grad(MeEncoder *enc);
+
+/* Make the gradient buffer, zero-filled, unless it exists. It is made at the first need (a
+ * backward, training's preparation, zeroing for a data-parallel sum, a view of the buffers), not
+ * with the encoder: one that only predicts holds no gradients, as a torch module before its first
+ * backward. ME_ERR_NOMEM when it cannot be allocated. */
+int me_encoder_ensure_grads(MeEncoder *enc, char *err);
 
 /* The table that runs `precision` ("fp32" or "bf16") on the device of `now`: bf16 is the CPU's
  * bf16 table (CPUs with AVX512-BF16 only; float32 accumulation, weights and gradients; every op

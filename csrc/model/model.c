@@ -678,24 +678,14 @@ static int backward(MeModel *m, const int *trainable, double *grad_sumsq, char *
     return ME_OK;
 }
 
-/* The buffers go to the caller, who may write them (a data-parallel sum): not marked zero. */
-void me_model_zero_grads(MeModel *m, const int *trainable) {
-    m->be->zero(m->grads, m->nfloats * sizeof(float));
-    m->grads_zero = 0;
-    for (int i = 0; i < m->n; i++) {
-        m->trainable_now[i] = trainable[i];
-        if (!trainable[i]) continue;
-        me_encoder_zero_grad(m->lms[i]);
-        m->lms[i]->grads_zero = 0;
-    }
-}
-
 int me_model_backward(MeModel *m, const int *trainable, char *err) { return backward(m, trainable, NULL, err); }
 
 /* -------------------------------------------------------------- optimizer */
 
-static int ensure_moments(MeModel *m, int i, char *err) {
-    if (m->lm_m[i]) return ME_OK;
+/* LM i's gradient buffer and AdamW moments */
+static int ensure_training_state(MeModel *m, int i, char *err) {
+    int st = me_encoder_ensure_grads(m->lms[i], err);
+    if (st || m->lm_m[i]) return st;
     /* the whole buffer's length, as me_model_adamw_state reports it (read_adamw / write_adamw copy
        that many); AdamW updates the first ntrain, the frozen tail's moments stay zero */
     size_t bytes = m->lms[i]->nfloats * sizeof(float);
@@ -708,7 +698,32 @@ static int ensure_moments(MeModel *m, int i, char *err) {
 
 int me_model_prepare_training(MeModel *m, const int *trainable, char *err) {
     for (int i = 0; i < m->n; i++) {
-        int st = trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        int st = trainable[i] ? ensure_training_state(m, i, err) : ME_OK;
+        if (st) return st;
+    }
+    return ME_OK;
+}
+
+/* The buffers go to the caller, who may write them (a data-parallel sum): not marked zero. */
+int me_model_zero_grads(MeModel *m, const int *trainable, char *err) {
+    for (int i = 0; i < m->n; i++) {
+        int st = trainable[i] ? me_encoder_ensure_grads(m->lms[i], err) : ME_OK;
+        if (st) return st;
+    }
+    m->be->zero(m->grads, m->nfloats * sizeof(float));
+    m->grads_zero = 0;
+    for (int i = 0; i < m->n; i++) {
+        m->trainable_now[i] = trainable[i];
+        if (!trainable[i]) continue;
+        me_encoder_zero_grad(m->lms[i]);
+        m->lms[i]->grads_zero = 0;
+    }
+    return m->be->status(err);
+}
+
+int me_model_ensure_grads(MeModel *m, char *err) {
+    for (int i = 0; i < m->n; i++) {
+        int st = me_encoder_ensure_grads(m->lms[i], err);
         if (st) return st;
     }
     return ME_OK;
@@ -729,7 +744,7 @@ int me_model_adamw_state(MeModel *m, int which, int allocate, float **first, flo
         return ME_OK;
     }
     if (allocate) {
-        int st = ensure_moments(m, which, err);
+        int st = ensure_training_state(m, which, err);
         if (st) return st;
     }
     *first = m->lm_m[which];
@@ -763,7 +778,7 @@ int me_model_update(MeModel *m, const MeOptimConfig *oc, double *grad_norm, char
         if (oc->trainable[i] != m->trainable_now[i])
             return me_error(err, ME_ERR_VALUE, "language model %d: trainable is %d but its gradients were %s", i + 1,
                             oc->trainable[i], m->trainable_now[i] ? "computed" : "not computed");
-        int st = oc->trainable[i] ? ensure_moments(m, i, err) : ME_OK;
+        int st = oc->trainable[i] ? ensure_training_state(m, i, err) : ME_OK;
         if (st) return st;
     }
     double ss = be->sum_squares(m->grads, m->nfloats);

@@ -131,8 +131,9 @@ const char *me_model_lm_schedule(const MeModel *m);
  * ME_ERR_NOTIMPL for bf16 on a CPU without AVX512-BF16 or on another backend. */
 int me_model_set_precision(MeModel *m, const char *precision, char *err);
 
-/* Allocate (zero-filled, pages already mapped) the AdamW moments of the LMs flagged in trainable [n]
- * that have none yet, so that the first step does not; a training step does it too. */
+/* Allocate (zero-filled, pages already mapped) the gradient buffers and AdamW moments of the LMs
+ * flagged in trainable [n] that have none yet, so that the first step does not; a training step
+ * does it too. A model that only predicts never holds either. */
 int me_model_prepare_training(MeModel *m, const int *trainable, char *err);
 /* The AdamW state of `which` (-1: the head's buffer; 0..n-1: language model i), for saving and
  * restoring a training run: *first / *second its moment buffers on the backend (*numel floats
@@ -155,8 +156,13 @@ int me_model_backward_head(MeModel *m, const int *trainable, float grad_scale, c
 int me_model_backward_lm(MeModel *m, int i, char *err);
 
 /* Zero gradients of a process whose shard of the batch is empty: the head's buffer and those of
- * the trainable LMs (their sum across processes is then the others' gradients). */
-void me_model_zero_grads(MeModel *m, const int *trainable);
+ * the trainable LMs (their sum across processes is then the others' gradients). ME_ERR_NOMEM
+ * when a trainable LM's gradient buffer, made here if it has none, cannot be allocated. */
+int me_model_zero_grads(MeModel *m, const int *trainable, char *err);
+
+/* Make every LM's gradient buffer that does not exist yet (me_encoder_ensure_grads), for callers
+ * that hold their addresses (views for collective operations). */
+int me_model_ensure_grads(MeModel *m, char *err);
 
 /* The optimizer half of the step on the gradients in the buffers: the global norm over the head
  * and the trainable LMs (oc->trainable must be the flags the backward ran with), clipping, AdamW

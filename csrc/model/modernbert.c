@@ -134,11 +134,10 @@ int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBa
     const int H = cfg->hidden_size;
     struct MeModernBert *mb = enc->mb;
     enc->params = be->alloc(enc->nfloats * sizeof(float));
-    enc->grads = be->alloc(enc->nfloats * sizeof(float));
-    enc->grads_zero = 1; /* the backend's memory comes zero-filled */
+    enc->grads_zero = 1; /* no buffer yet (me_encoder_ensure_grads makes it zero-filled) */
     mb->zeros = be->alloc((size_t)H * sizeof(float));
     mb->sink = be->alloc((size_t)H * sizeof(float));
-    if (!enc->params || !enc->grads || !mb->zeros || !mb->sink) {
+    if (!enc->params || !mb->zeros || !mb->sink) {
         me_encoder_free(enc);
         return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
     }

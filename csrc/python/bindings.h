@@ -36,9 +36,11 @@ const char *me_precision_arg(PyObject *arg);
 PyObject *me_param_info_list(const MeParamInfo *info, int n);
 
 /* Copy between a parameter-sized buffer on `be` (n floats) and a contiguous float32 numpy array
- * of shape (n,): to_host reads the buffer into the array, else writes it. Runs under `lock` with
- * the GIL released; None, or NULL with an exception set. */
-PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *buf, size_t n, PyObject *arr,
+ * of shape (n,): to_host reads the buffer into the array, else writes it. `*buf` is read under
+ * `lock` (a gradient buffer is made at its first need, possibly on another thread); to_host from
+ * a buffer not made yet (NULL) gives zeros. Runs under `lock` with the GIL released; None, or
+ * NULL with an exception set. */
+PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *const *buf, size_t n, PyObject *arr,
                        int to_host);
 
 /* The config dicts the engine, the task model and the tokenizer are built from: entry `key` of
@@ -93,5 +95,9 @@ extern PyTypeObject MeEncoderType;
 
 /* The task model of a multienc.engine._C.Model, or NULL when obj is none (or not initialised). */
 MeModel *me_model_of(PyObject *obj);
+
+/* me_model_ensure_grads on the model of obj (me_model_of(obj) must not be NULL) under every lock
+ * it holds; 0, or -1 with an exception set. */
+int me_model_obj_ensure_grads(PyObject *obj);
 
 #endif

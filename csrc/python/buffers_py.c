@@ -12,10 +12,12 @@ typedef struct {
     size_t n;
 } Buffer;
 
-/* The buffers of obj (at most 65); -1 with TypeError set when obj has none. */
+/* The buffers of obj (at most 65); -1 with an exception set when obj has none (TypeError) or its
+ * gradient buffers, made here when they do not exist yet, cannot be. */
 static int buffers_of(PyObject *obj, int grads, Buffer *out, const MeBackend **be) {
     MeModel *m = me_model_of(obj);
     if (m) {
+        if (grads && me_model_obj_ensure_grads(obj)) return -1;
         *be = m->be;
         snprintf(out[0].name, sizeof out[0].name, "head");
         out[0].ptr = grads ? m->grads : m->params;
@@ -28,7 +30,17 @@ static int buffers_of(PyObject *obj, int grads, Buffer *out, const MeBackend **b
         return m->n + 1;
     }
     if (PyObject_TypeCheck(obj, &MeEncoderType) && ((EncoderObject *)obj)->enc) {
-        MeEncoder *enc = ((EncoderObject *)obj)->enc;
+        EncoderObject *self = (EncoderObject *)obj;
+        MeEncoder *enc = self->enc;
+        if (grads) {
+            char err[ME_ERRLEN] = {0};
+            int st;
+            LOCKED_COMPUTE(self, st = me_encoder_ensure_grads(enc, err));
+            if (st) {
+                me_raise(st, err);
+                return -1;
+            }
+        }
         *be = enc->be;
         snprintf(out[0].name, sizeof out[0].name, "encoder");
         out[0].ptr = grads ? enc->grads : enc->params;

@@ -39,7 +39,7 @@ PyObject *me_param_info_list(const MeParamInfo *info, int n) {
     return list;
 }
 
-PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *buf, size_t n, PyObject *arr,
+PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *const *buf, size_t n, PyObject *arr,
                        int to_host) {
     PyArrayObject *a = (PyArrayObject *)arr;
     if (!PyArray_Check(arr)) {
@@ -57,10 +57,12 @@ PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *buf,
     int st;
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(lock, WAIT_LOCK);
-    if (to_host)
-        be->to_host(host, buf, n * sizeof(float));
+    if (to_host && !*buf)
+        memset(host, 0, n * sizeof(float));
+    else if (to_host)
+        be->to_host(host, *buf, n * sizeof(float));
     else
-        be->to_device(buf, host, n * sizeof(float));
+        be->to_device(*buf, host, n * sizeof(float));
     st = be->status(err);
     PyThread_release_lock(lock);
     Py_END_ALLOW_THREADS

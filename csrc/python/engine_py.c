@@ -120,7 +120,7 @@ static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
 
 static PyObject *copy_buffer(EncoderObject *self, PyObject *arg, int which, int to_host) {
     if (!ready(self)) return NULL;
-    return me_copy_flat(self->lock, self->enc->be, which ? self->enc->grads : self->enc->params,
+    return me_copy_flat(self->lock, self->enc->be, which ? &self->enc->grads : &self->enc->params,
                         self->enc->nfloats, arg, to_host);
 }
 
@@ -150,6 +150,13 @@ static PyObject *Encoder_get_workspace_bytes(EncoderObject *self, void *c) {
     if (!ready(self)) return NULL;
     size_t floats;
     LOCKED_COMPUTE(self, floats = self->enc->ws_floats);
+    return PyLong_FromSize_t(floats * sizeof(float));
+}
+
+static PyObject *Encoder_get_gradient_bytes(EncoderObject *self, void *c) {
+    if (!ready(self)) return NULL;
+    size_t floats;
+    LOCKED_COMPUTE(self, floats = self->enc->grads ? self->enc->nfloats : 0);
     return PyLong_FromSize_t(floats * sizeof(float));
 }
 
@@ -280,6 +287,8 @@ static PyGetSetDef Encoder_getset[] = {
     {"precision", (getter)Encoder_get_precision, NULL, "Precision of the linear layers: 'fp32' or 'bf16'.", NULL},
     {"workspace_bytes", (getter)Encoder_get_workspace_bytes, NULL,
      "Bytes of the activation workspace (grown to the largest forward so far, never shrunk).", NULL},
+    {"gradient_bytes", (getter)Encoder_get_gradient_bytes, NULL,
+     "Bytes of the gradient buffer: 0 until the first need of one (a backward, training's preparation).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -124,7 +124,7 @@ static PyObject *Model_param_info(ModelObject *self, PyObject *noargs) {
 
 static PyObject *copy_buffer(ModelObject *self, PyObject *obj, int grads, int to_host) {
     if (!ready(self)) return NULL;
-    return me_copy_flat(self->lock, self->model->be, grads ? self->model->grads : self->model->params,
+    return me_copy_flat(self->lock, self->model->be, grads ? &self->model->grads : &self->model->params,
                         self->model->nfloats, obj, to_host);
 }
 static PyObject *Model_read_params(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }
@@ -547,12 +547,9 @@ static PyObject *Model_backward_lm(ModelObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static int zero_grads(MeModel *m, const int *trainable, char *err) {
-    me_model_zero_grads(m, trainable);
-    return m->be->status(err);
+static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) {
+    return call_with_trainable(self, arg, me_model_zero_grads);
 }
-
-static PyObject *Model_zero_grads(ModelObject *self, PyObject *arg) { return call_with_trainable(self, arg, zero_grads); }
 
 static PyObject *Model_update(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"lr", "weight_decay", "trainable", "max_grad_norm", "beta1", "beta2", "eps", NULL};
@@ -643,7 +640,8 @@ static PyMethodDef Model_methods[] = {
     {"lm_schedule", (PyCFunction)Model_lm_schedule, METH_NOARGS,
      "lm_schedule() -> how the language models run now: side by side, one after another, or not measured yet."},
     {"prepare_training", (PyCFunction)Model_prepare_training, METH_O,
-     "prepare_training(trainable): allocate the optimizer state of the flagged LMs now, not in the first step."},
+     "prepare_training(trainable): allocate the gradient buffers and optimizer state of the flagged LMs now, not "
+     "in the first step."},
     {"read_adamw", (PyCFunction)Model_read_adamw, METH_VARARGS,
      "read_adamw(which, first, second) -> step: copy the AdamW moments of the head (which=-1) or of language "
      "model `which` into float32 arrays of its buffer's length; returns its update count."},
@@ -688,6 +686,22 @@ static PyTypeObject ModelType = {
 MeModel *me_model_of(PyObject *obj) {
     if (!PyObject_TypeCheck(obj, &ModelType) || !((ModelObject *)obj)->model) return NULL;
     return ((ModelObject *)obj)->model;
+}
+
+int me_model_obj_ensure_grads(PyObject *obj) {
+    ModelObject *self = (ModelObject *)obj;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    lock_all(self);
+    st = me_model_ensure_grads(self->model, err);
+    unlock_all(self);
+    Py_END_ALLOW_THREADS
+    if (st) {
+        me_raise(st, err);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *model_runs_on(PyObject *self, PyObject *args) {

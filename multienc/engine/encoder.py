@@ -614,6 +614,14 @@ class Encoder:
         return self._c.workspace_bytes
 
     @property
+    def gradient_bytes(self) -> int:
+        """Bytes of memory (on the encoder's device) its gradient buffer takes: 0 until something
+        needs one (the first backward, a training run's start, ``buffer_addresses("grads")``), so
+        an encoder that only predicts holds no gradients (as a torch module before its first
+        backward); then the size of its parameters."""
+        return self._c.gradient_bytes
+
+    @property
     def precision(self) -> str:
         """Precision of the linear layers: ``"fp32"`` or ``"bf16"``."""
         return self._c.precision
