@@ -320,10 +320,15 @@ void me_encoder_free(MeEncoder *enc) {
 
 /* The layers can compute only some rows (the last only the rows a caller reads, every one only
  * the real tokens) where the attention is the plain one or has MPNet's shared bias: BERT,
- * RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. DeBERTa's disentangled attention (and its
- * ConvLayer, across positions) and ModernBERT's own loop compute every row. */
+ * RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. ModernBERT's loop packs the real tokens but runs its
+ * windowed attention on the padded layout, every row of its last layer included; DeBERTa's
+ * disentangled attention (and its ConvLayer, across positions) computes every row. */
 static int can_prune_rows(const MeEncoder *enc) {
     return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
+}
+
+int me_encoder_can_pack(const MeEncoder *enc) {
+    return enc->mb ? enc->be->dropout_rows_forward != NULL : can_prune_rows(enc);
 }
 
 /* Carve the workspace for (B, T); with base == NULL only count floats. */
@@ -534,10 +539,7 @@ static void ffn_backward(MeEncoder *enc, const MeLayerOffsets *o, const MeLayerA
              be->matmul_backward(dx, G + o->fc_w, G + o->fc_b, enc->d_ff, a->h1, P + o->fc_w, rows, H, I, 1));
 }
 
-/* Dropout at `site` of a [*, width] tensor's M rows in place: every row of the batch (rows NULL) or
- * the rows `rows` of it, held compactly. */
-static void dropout_fwd(const MeEncoder *enc, float *x, const int32_t *rows, int M, int width, float p,
-                        uint64_t site) {
+void me_dropout_fwd(const MeEncoder *enc, float *x, const int32_t *rows, int M, int width, float p, uint64_t site) {
     const uint64_t s = me_encoder_rows_site(enc, site, width);
     if (rows)
         enc->be->dropout_rows_forward(x, x, rows, M, width, p, enc->seed, s);
@@ -545,8 +547,8 @@ static void dropout_fwd(const MeEncoder *enc, float *x, const int32_t *rows, int
         enc->be->dropout_forward(x, x, (size_t)M * width, p, enc->seed, s);
 }
 
-static void dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const int32_t *rows, int M, int width,
-                        float p, uint64_t site) {
+void me_dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const int32_t *rows, int M, int width,
+                    float p, uint64_t site) {
     const uint64_t s = me_encoder_rows_site(enc, site, width);
     if (rows)
         enc->be->dropout_rows_backward(dx, dy, rows, M, width, p, enc->seed, s);
@@ -554,9 +556,7 @@ static void dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const 
         enc->be->dropout_backward(dx, dy, (size_t)M * width, p, enc->seed, s);
 }
 
-/* The rows of the batch the embeddings and the layers before the last compute, for dropout: the
- * real ones when packed, NULL (every row) otherwise. */
-static const int32_t *computed_rows(const MeEncoder *enc) { return enc->packed ? enc->real : NULL; }
+const int32_t *me_computed_rows(const MeEncoder *enc) { return enc->packed ? enc->real : NULL; }
 
 /* Layer application l after its attention, on M rows (rows: their places in the batch, for dropout;
  * NULL: every row): the attention output projection of a->ctx [M, H], dropout, the residual x [M, H],
@@ -570,13 +570,13 @@ static void layer_tail_forward(MeEncoder *enc, int l, MeLayerActs *a, const floa
     const int H = c->hidden_size;
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->tmp, a->ctx, P + o->ao_w, P + o->ao_b, M, H, H));
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             dropout_fwd(enc, enc->tmp, rows, M, H, p_att_out(c, ph), SITE(l, SITE_ATT_OUT));
+             me_dropout_fwd(enc, enc->tmp, rows, M, H, p_att_out(c, ph), SITE(l, SITE_ATT_OUT));
              be->add_forward(a->r1, enc->tmp, x, (size_t)M * H);
              be->layernorm_forward(a->h1, a->mean1, a->rstd1, a->r1, P + o->ln1_w, P + o->ln1_b, M, H,
                                    c->layer_norm_eps));
     ffn_forward(enc, o, a, M);
     ME_TIMED(ME_PHASE_ELEMENTWISE,
-             dropout_fwd(enc, enc->tmp, rows, M, H, p_ffn_out(c, ph), SITE(l, SITE_FFN_OUT));
+             me_dropout_fwd(enc, enc->tmp, rows, M, H, p_ffn_out(c, ph), SITE(l, SITE_FFN_OUT));
              be->add_forward(a->r2, enc->tmp, a->h1, (size_t)M * H);
              be->layernorm_forward(out, a->mean2, a->rstd2, a->r2, P + o->ln2_w, P + o->ln2_b, M, H,
                                    c->layer_norm_eps));
@@ -596,13 +596,13 @@ static void layer_tail_backward(MeEncoder *enc, int l, const MeLayerActs *a, flo
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->layernorm_backward(s, G + o->ln2_w, G + o->ln2_b, g, a->r2, a->mean2, a->rstd2, P + o->ln2_w, M,
                                     H, 0);
-             dropout_bwd(enc, dres, s, rows, M, H, p_ffn_out(c, ph), SITE(l, SITE_FFN_OUT)));
+             me_dropout_bwd(enc, dres, s, rows, M, H, p_ffn_out(c, ph), SITE(l, SITE_FFN_OUT)));
     ffn_backward(enc, o, a, dres, s, M); /* d(h1) = d(r2) + the FFN's */
     /* h1 = LN1(r1), r1 = dropout(att_out) + x */
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->layernorm_backward(dres, G + o->ln1_w, G + o->ln1_b, s, a->r1, a->mean1, a->rstd1, P + o->ln1_w,
                                     M, H, 0);
-             dropout_bwd(enc, s, dres, rows, M, H, p_att_out(c, ph), SITE(l, SITE_ATT_OUT)));
+             me_dropout_bwd(enc, s, dres, rows, M, H, p_att_out(c, ph), SITE(l, SITE_ATT_OUT)));
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(g, G + o->ao_w, G + o->ao_b, s, a->ctx, P + o->ao_w, M, H, H, 0));
 }
 
@@ -696,17 +696,18 @@ static void layer_backward_rows(MeEncoder *enc, int l, const float *x, const int
 }
 
 /* Decide which rows a forward computes, its caller reading read_rows [nread] (NULL: every row):
- * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos); when every
- * read row is a real token and some rows are padding, every layer only the real tokens (packed:
- * enc->R, real, rstart, rpos), *ids, *types, *pos then pointing at the packed rows' (host arrays in
- * host_ints). Bad read rows (not ascending, out of range) compute every row. */
+ * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos; not
+ * ModernBERT's); when every read row is a real token and some rows are padding, every layer only
+ * the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types, *pos (those not NULL) then
+ * pointing at the packed rows' (host arrays in host_ints). Bad read rows (not ascending, out of
+ * range) compute every row. */
 static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read_rows, int nread,
                         const int32_t **ids, const int32_t **types, const int32_t **pos) {
     const MeBackend *be = enc->be;
     const int B = enc->B, T = enc->T, N = B * T;
     enc->M = enc->R = N;
     enc->packed = 0;
-    if (!read_rows || !can_prune_rows(enc) || nread < 0 || nread > N) return;
+    if (!read_rows || !me_encoder_can_pack(enc) || nread < 0 || nread > N) return;
     for (int r = 0; r < nread; r++)
         if (read_rows[r] < 0 || read_rows[r] >= N || (r && read_rows[r] <= read_rows[r - 1])) return;
     int32_t *qstart = enc->host_ints + 4 * (size_t)N, *qpos = qstart + B + 1;
@@ -725,30 +726,33 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
         packed = k < R && real[k] == read_rows[r];
         sel_in[r] = k;
     }
-    if (!packed && nread == N) return;
-    for (int b = 0, r = 0; b <= B; b++) {
-        qstart[b] = r;
-        while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
-    }
-    enc->M = nread;
-    be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
-    be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
-    be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
-    if (!packed) {
-        enc->sel_in = enc->sel;
-        return;
+    const int prune = can_prune_rows(enc); /* else ModernBERT: packed or not, its last layer runs every row */
+    if (!packed && (nread == N || !prune)) return;
+    if (prune) {
+        for (int b = 0, r = 0; b <= B; b++) {
+            qstart[b] = r;
+            while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
+        }
+        enc->M = nread;
+        be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
+        be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
+        be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
+        if (!packed) {
+            enc->sel_in = enc->sel;
+            return;
+        }
     }
     enc->packed = 1;
     enc->R = R;
     for (int r = 0; r < R; r++) {
         pids[r] = (*ids)[real[r]];
         ptypes[r] = *types ? (*types)[real[r]] : 0;
-        ppos[r] = (*pos)[real[r]];
+        ppos[r] = *pos ? (*pos)[real[r]] : 0;
     }
     *ids = pids;
     *types = *types ? ptypes : NULL;
-    *pos = ppos;
-    if (nread == R) /* every real row is read (a mean): the last layer's queries are its input's rows */
+    *pos = *pos ? ppos : NULL;
+    if (!prune || nread == R) /* every real row is read (a mean): the last layer's queries are its input's rows */
         enc->sel_in = NULL;
     else
         be->to_device(enc->sel_in, sel_in, sizeof(int32_t) * nread);
@@ -790,6 +794,8 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     enc->M = enc->R = N;
     enc->packed = 0;
     if (enc->mb) {
+        const int32_t *no_types = NULL, *no_pos = NULL; /* positions enter through the rotary tables */
+        choose_rows(enc, mask, read_rows, nread, &ids, &no_types, &no_pos);
         st = me_modernbert_forward(enc, ids, mask, out, err);
         enc->has_forward = st == ME_OK;
         return st;
@@ -856,7 +862,7 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
                                        P + enc->eln_b, R, E, c->layer_norm_eps);
-                 dropout_fwd(enc, enc->emb_ln, computed_rows(enc), R, E, ph, SITE_EMB));
+                 me_dropout_fwd(enc, enc->emb_ln, me_computed_rows(enc), R, E, ph, SITE_EMB));
         if (enc->has_proj)
             ME_TIMED(ME_PHASE_GEMM,
                      be->matmul_forward(enc->x0, enc->emb_ln, P + enc->proj_w, P + enc->proj_b, R, E, H));
@@ -1096,7 +1102,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         }
         dln = demb == da ? dh : da;
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 dropout_bwd(enc, demb, demb, computed_rows(enc), R, E, ph, SITE_EMB);
+                 me_dropout_bwd(enc, demb, demb, me_computed_rows(enc), R, E, ph, SITE_EMB);
                  be->layernorm_backward(dln, G + enc->eln_w, G + enc->eln_b, demb, enc->emb_sum, enc->emb_mean,
                                         enc->emb_rstd, P + enc->eln_w, R, E, 0));
     }

@@ -182,6 +182,22 @@ int me_encoder_check_sizes(const MeEncoderConfig *c, char *err);
  * batch would keep. (Attention masks, per row and head, add row0 * NH to their site instead.) */
 uint64_t me_encoder_rows_site(const MeEncoder *enc, uint64_t site, int width);
 
+/* Dropout at `site` (of the last forward's rows, me_encoder_rows_site) of a [*, width] tensor's M
+ * rows in place: every row of the batch (rows NULL, M = B*T) or the rows `rows` of it, held
+ * compactly; and its backward, dy into dx. */
+void me_dropout_fwd(const MeEncoder *enc, float *x, const int32_t *rows, int M, int width, float p, uint64_t site);
+void me_dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const int32_t *rows, int M, int width,
+                    float p, uint64_t site);
+
+/* The rows of the batch the embeddings and the layers before the last compute, for dropout: the
+ * real ones when packed, NULL (every row) otherwise. */
+const int32_t *me_computed_rows(const MeEncoder *enc);
+
+/* Whether a forward may compute only the real tokens (packed) when its caller reads nothing else:
+ * the backend has the row-wise dropout, and the attention runs on a padded layout that the packed
+ * rows go to and come back from (every family but DeBERTa; on the CPU). */
+int me_encoder_can_pack(const MeEncoder *enc);
+
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
  * parameter gradients accumulate into enc->grads. */
 int me_encoder_backward(MeEncoder *enc, const float *dout, char *err);

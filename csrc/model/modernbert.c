@@ -1,4 +1,5 @@
 #include "model/modernbert.h"
+#include "model/profile.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,7 +11,6 @@
 #define MB_SITE_EMB 1ULL
 #define MB_SITE(layer, kind) ((((uint64_t)(layer) + 1) << 40) | ((uint64_t)(kind) << 36))
 enum { MB_ATT = 1, MB_ATT_OUT = 2, MB_MLP = 3 };
-#define MB_ROWS(site, width) me_encoder_rows_site(enc, site, width)
 
 typedef struct {
     size_t an_w, an_b, qkv_w, qkv_b, ao_w, ao_b, mn_w, mn_b, wi_w, wi_b, wo_w, wo_b;
@@ -30,6 +30,8 @@ struct MeModernBert {
     /* workspace carving */
     float *emb, *emb_mean, *emb_rstd, *x0, *fn_mean, *fn_rstd, *final;
     float *xn, *hn, *ff, *tmp, *att_scratch, *d_x, *d_a, *d_b, *d_qkv, *d_wi, *d_ff;
+    float *pk; /* packed: the real rows' fused qkv (their gradient on the way back), context, final output
+                  [R, 3H] */
 };
 
 static int is_global(const MeEncoderConfig *c, int l) { return l % c->global_every == 0; }
@@ -168,6 +170,12 @@ size_t me_modernbert_carve(MeEncoder *enc, float *base, int B, int T) {
     size_t off = 0, scratch = 0;
     enc->ids = (int32_t *)me_carve(base, &off, N);
     enc->mask = (int32_t *)me_carve(base, &off, N);
+    if (me_encoder_can_pack(enc)) {
+        enc->real = (int32_t *)me_carve(base, &off, N);
+        enc->rstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
+        enc->rpos = (int32_t *)me_carve(base, &off, N);
+        mb->pk = me_carve(base, &off, N * 3 * H);
+    }
     mb->emb = me_carve(base, &off, N * H);
     mb->emb_mean = me_carve(base, &off, N);
     mb->emb_rstd = me_carve(base, &off, N);
@@ -259,10 +267,25 @@ static void rope_of(const MeEncoder *enc, int l, const float **cos_t, const floa
 
 /* --------------------------------------------------------------- forward */
 
-/* What a forward or backward reads of the encoder: the sizes of the last forward, and the dropout
+/* Packed (enc->packed): every op but the attention runs on the R real rows; the attention, with its
+ * rotary embedding, on the padded batch layout, whose padding rows hold zeros (no real query
+ * attends to a padding key, and nothing reads a padding query's output). to_batch: packed [R, C]
+ * to its rows of out [N, C], the others zero; to_packed: x [N, C]'s real rows into packed [R, C]. */
+static void to_batch(const MeEncoder *enc, float *out, const float *packed, int C) {
+    enc->be->zero(out, sizeof(float) * (size_t)enc->B * enc->T * C);
+    enc->be->embedding_backward(out, packed, enc->real, enc->R, C, -1);
+}
+
+static void to_packed(const MeEncoder *enc, float *packed, const float *x, int C) {
+    enc->be->embedding_forward(packed, enc->real, x, enc->R, C, 0);
+}
+
+/* What a forward or backward reads of the encoder: the sizes of the last forward (R: the rows computed,
+ * N = B*T unless packed; rows: theirs in the batch, NULL for every row), and the dropout
  * probabilities of its mode (0 in eval mode). */
 typedef struct {
-    int B, T, N, H, I, NH, HS;
+    int B, T, N, R, H, I, NH, HS;
+    const int32_t *rows;
     float pe, pa, pm, eps; /* embedding, attention, MLP dropout; norm_eps */
     MeActivation act;
     uint64_t seed;
@@ -274,6 +297,8 @@ static MbRun mb_run(const MeEncoder *enc) {
     r.B = enc->B;
     r.T = enc->T;
     r.N = r.B * r.T;
+    r.R = enc->R;
+    r.rows = me_computed_rows(enc);
     r.H = c->hidden_size;
     r.I = c->intermediate_size;
     r.NH = c->num_heads;
@@ -294,18 +319,19 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
     const MeEncoderConfig *c = &enc->cfg;
     struct MeModernBert *mb = enc->mb;
     const MbRun r = mb_run(enc);
-    const int B = r.B, T = r.T, N = r.N, H = r.H, I = r.I, NH = r.NH, HS = r.HS;
+    const int B = r.B, T = r.T, N = r.N, R = r.R, H = r.H, I = r.I, NH = r.NH, HS = r.HS;
     const float *P = enc->params;
     /* an optional bias as the op wants it: the linears' NULL, the LayerNorms' zeros */
 #define LIN_B(has, off) ((has) ? P + (off) : NULL)
 #define LN_B(off) (c->norm_bias ? P + (off) : mb->zeros)
-    be->to_device(enc->ids, ids, sizeof(int32_t) * N);
+    be->to_device(enc->ids, ids, sizeof(int32_t) * R);
     be->to_device(enc->mask, mask, sizeof(int32_t) * N);
 
     /* embeddings: token embedding, LayerNorm, dropout (positions enter through the rotary tables) */
-    be->embedding_forward(mb->emb, enc->ids, P + mb->wte, N, H, 0);
-    be->layernorm_forward(mb->x0, mb->emb_mean, mb->emb_rstd, mb->emb, P + mb->eln_w, LN_B(mb->eln_b), N, H, r.eps);
-    be->dropout_forward(mb->x0, mb->x0, (size_t)N * H, r.pe, r.seed, MB_ROWS(MB_SITE_EMB, H));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(mb->emb, enc->ids, P + mb->wte, R, H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_forward(mb->x0, mb->emb_mean, mb->emb_rstd, mb->emb, P + mb->eln_w,
+                                                         LN_B(mb->eln_b), R, H, r.eps));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->x0, r.rows, R, H, r.pe, MB_SITE_EMB));
 
     const float *x = mb->x0;
     for (int l = 0; l < c->num_layers; l++) {
@@ -316,26 +342,40 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
         /* x + attn(attn_norm(x)) */
         const float *xn = x;
         if (l > 0) {
-            be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), N, H, r.eps);
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), R, H, r.eps));
             xn = mb->xn;
         }
-        be->matmul_forward(a->qkv, xn, P + o->qkv_w, LIN_B(c->attention_bias, o->qkv_b), N, H, 3 * H);
-        be->rope_forward(a->qkv, cos_t, sin_t, B, T, NH, HS);
-        be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), r.pa, r.seed,
-                                     MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
-        be->matmul_forward(mb->tmp, a->ctx, P + o->ao_w, LIN_B(c->attention_bias, o->ao_b), N, H, H);
-        be->dropout_forward(mb->tmp, mb->tmp, (size_t)N * H, r.pa, r.seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
-        be->add_forward(a->r1, mb->tmp, x, (size_t)N * H);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->packed ? mb->pk : a->qkv, xn, P + o->qkv_w,
+                                                   LIN_B(c->attention_bias, o->qkv_b), R, H, 3 * H));
+        if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, to_batch(enc, a->qkv, mb->pk, 3 * H));
+        ME_TIMED(ME_PHASE_ATTENTION, be->rope_forward(a->qkv, cos_t, sin_t, B, T, NH, HS));
+        ME_TIMED(ME_PHASE_ATTENTION,
+                 be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), r.pa,
+                                              r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch));
+        const float *ctx = a->ctx;
+        if (enc->packed) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->pk, a->ctx, H));
+            ctx = mb->pk;
+        }
+        ME_TIMED(ME_PHASE_GEMM,
+                 be->matmul_forward(mb->tmp, ctx, P + o->ao_w, LIN_B(c->attention_bias, o->ao_b), R, H, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->tmp, r.rows, R, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(a->r1, mb->tmp, x, (size_t)R * H));
         /* r1 + Wo(dropout(GeGLU(Wi(mlp_norm(r1))))) */
-        be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, r.eps);
-        be->matmul_forward(a->wi, mb->hn, P + o->wi_w, LIN_B(c->mlp_bias, o->wi_b), N, H, 2 * I);
-        be->glu_forward(mb->ff, a->wi, N, I, r.act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, r.pm, r.seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
-        be->matmul_forward(mb->tmp, mb->ff, P + o->wo_w, LIN_B(c->mlp_bias, o->wo_b), N, I, H);
-        be->add_forward(a->out, mb->tmp, a->r1, (size_t)N * H);
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), R, H, r.eps));
+        ME_TIMED(ME_PHASE_GEMM,
+                 be->matmul_forward(a->wi, mb->hn, P + o->wi_w, LIN_B(c->mlp_bias, o->wi_b), R, H, 2 * I));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->glu_forward(mb->ff, a->wi, R, I, r.act));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->ff, r.rows, R, I, r.pm, MB_SITE(l, MB_MLP)));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(mb->tmp, mb->ff, P + o->wo_w, LIN_B(c->mlp_bias, o->wo_b), R, I, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(a->out, mb->tmp, a->r1, (size_t)R * H));
         x = a->out;
     }
-    be->layernorm_forward(mb->final, mb->fn_mean, mb->fn_rstd, x, P + mb->fn_w, LN_B(mb->fn_b), N, H, r.eps);
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_forward(enc->packed ? mb->pk : mb->final, mb->fn_mean, mb->fn_rstd, x,
+                                                         P + mb->fn_w, LN_B(mb->fn_b), R, H, r.eps));
+    if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, to_batch(enc, mb->final, mb->pk, H));
 #undef LIN_B
 #undef LN_B
     if (out) be->to_host(out, mb->final, sizeof(float) * (size_t)N * H);
@@ -351,16 +391,20 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
     const MeEncoderConfig *c = &enc->cfg;
     struct MeModernBert *mb = enc->mb;
     const MbRun r = mb_run(enc);
-    const int B = r.B, T = r.T, N = r.N, H = r.H, I = r.I, NH = r.NH, HS = r.HS;
+    const int B = r.B, T = r.T, R = r.R, H = r.H, I = r.I, NH = r.NH, HS = r.HS;
     const float *P = enc->params;
     float *G = enc->grads, *D = mb->d_x;
 #define LIN_G(has, off) ((has) ? G + (off) : NULL)
 #define LN_B(off) (c->norm_bias ? P + (off) : mb->zeros)
 #define LN_G(off) (c->norm_bias ? G + (off) : mb->sink)
     be->zero(mb->sink, sizeof(float) * H);
-    const float *last = c->num_layers ? mb->la[c->num_layers - 1].out : mb->x0;
-    be->layernorm_backward(D, G + mb->fn_w, LN_G(mb->fn_b), enc->d_h, last, mb->fn_mean, mb->fn_rstd,
-                           P + mb->fn_w, N, H, 0);
+    const float *last = c->num_layers ? mb->la[c->num_layers - 1].out : mb->x0, *dfinal = enc->d_h;
+    if (enc->packed) {
+        ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->d_b, enc->d_h, H));
+        dfinal = mb->d_b;
+    }
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + mb->fn_w, LN_G(mb->fn_b), dfinal, last, mb->fn_mean,
+                                                          mb->fn_rstd, P + mb->fn_w, R, H, 0));
     /* D holds d(out of layer l) */
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const MbLayer *o = &mb->lo[l];
@@ -370,40 +414,59 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         rope_of(enc, l, &cos_t, &sin_t);
         /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)); the GeGLU output
          * Wo's weight gradient needs is recomputed by glu_backward on the way */
-        be->matmul_backward(mb->d_ff, NULL, NULL, D, NULL, P + o->wo_w, N, I, H, 0);
-        be->dropout_backward(mb->d_ff, mb->d_ff, (size_t)N * I, r.pm, r.seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
-        be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, N, I, r.act);
-        be->dropout_forward(mb->ff, mb->ff, (size_t)N * I, r.pm, r.seed, MB_ROWS(MB_SITE(l, MB_MLP), I));
-        be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff, P + o->wo_w, N, I, H, 0);
-        be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), N, H, r.eps);
-        be->matmul_backward(mb->d_a, G + o->wi_w, LIN_G(c->mlp_bias, o->wi_b), mb->d_wi, mb->hn, P + o->wi_w, N, H,
-                            2 * I, 0);
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_ff, NULL, NULL, D, NULL, P + o->wo_w, R, I, H, 0));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_ff, mb->d_ff, r.rows, R, I, r.pm, MB_SITE(l, MB_MLP)));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, R, I, r.act));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->ff, r.rows, R, I, r.pm, MB_SITE(l, MB_MLP)));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff,
+                                                    P + o->wo_w, R, I, H, 0));
+        ME_TIMED(ME_PHASE_ELEMENTWISE,
+                 be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), R, H, r.eps));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_a, G + o->wi_w, LIN_G(c->mlp_bias, o->wi_b), mb->d_wi, mb->hn,
+                                                    P + o->wi_w, R, H, 2 * I, 0));
         /* D becomes d(r1): the residual plus the branch */
-        be->layernorm_backward(D, G + o->mn_w, LN_G(o->mn_b), mb->d_a, a->r1, a->mean2, a->rstd2, P + o->mn_w, N,
-                               H, 1);
-        /* attention branch: r1 = x + dropout(Wo(attn(qkv))), qkv = rope(Wqkv(attn_norm(x))) */
-        be->dropout_backward(mb->d_a, D, (size_t)N * H, r.pa, r.seed, MB_ROWS(MB_SITE(l, MB_ATT_OUT), H));
-        be->matmul_backward(mb->d_b, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a, a->ctx, P + o->ao_w, N,
-                            H, H, 0);
-        be->window_attention_backward(mb->d_qkv, mb->d_b, a->qkv, a->stats, enc->mask, B, T, NH, HS, window_of(c, l),
-                                      r.pa, r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch);
-        be->rope_backward(mb->d_qkv, cos_t, sin_t, B, T, NH, HS);
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + o->mn_w, LN_G(o->mn_b), mb->d_a, a->r1, a->mean2,
+                                                              a->rstd2, P + o->mn_w, R, H, 1));
+        /* attention branch: r1 = x + dropout(Wo(attn(qkv))), qkv = rope(Wqkv(attn_norm(x))); packed, the
+         * context's and qkv's gradients go to the batch layout for the attention and come back */
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_a, D, r.rows, R, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
+        const float *ctx = a->ctx;
+        if (enc->packed) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->pk, a->ctx, H));
+            ctx = mb->pk;
+        }
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_b, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a,
+                                                    ctx, P + o->ao_w, R, H, H, 0));
+        float *dctx = mb->d_b, *dqkv = mb->d_qkv;
+        if (enc->packed) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, to_batch(enc, mb->d_a, mb->d_b, H));
+            dctx = mb->d_a;
+        }
+        ME_TIMED(ME_PHASE_ATTENTION, be->window_attention_backward(
+                                         mb->d_qkv, dctx, a->qkv, a->stats, enc->mask, B, T, NH, HS, window_of(c, l),
+                                         r.pa, r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch));
+        ME_TIMED(ME_PHASE_ATTENTION, be->rope_backward(mb->d_qkv, cos_t, sin_t, B, T, NH, HS));
+        if (enc->packed) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->pk, mb->d_qkv, 3 * H));
+            dqkv = mb->pk;
+        }
         if (l == 0) { /* attn_norm is the identity: d(x) = d(r1) + dqkv @ Wqkv */
-            be->matmul_backward(D, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), mb->d_qkv, x, P + o->qkv_w, N,
-                                H, 3 * H, 1);
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(D, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), dqkv, x,
+                                                        P + o->qkv_w, R, H, 3 * H, 1));
         } else {
-            be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), N, H, r.eps);
-            be->matmul_backward(mb->d_a, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), mb->d_qkv, mb->xn,
-                                P + o->qkv_w, N, H, 3 * H, 0);
-            be->layernorm_backward(D, G + o->an_w, LN_G(o->an_b), mb->d_a, x, a->mean1, a->rstd1, P + o->an_w, N, H,
-                                   1);
+            ME_TIMED(ME_PHASE_ELEMENTWISE,
+                     be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), R, H, r.eps));
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_a, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), dqkv,
+                                                        mb->xn, P + o->qkv_w, R, H, 3 * H, 0));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + o->an_w, LN_G(o->an_b), mb->d_a, x, a->mean1,
+                                                                  a->rstd1, P + o->an_w, R, H, 1));
         }
     }
     /* D holds d(x0): embedding dropout, LayerNorm, table (the padding row gets nothing) */
-    be->dropout_backward(D, D, (size_t)N * H, r.pe, r.seed, MB_ROWS(MB_SITE_EMB, H));
-    be->layernorm_backward(mb->d_a, G + mb->eln_w, LN_G(mb->eln_b), D, mb->emb, mb->emb_mean, mb->emb_rstd,
-                           P + mb->eln_w, N, H, 0);
-    be->embedding_backward(G + mb->wte, mb->d_a, enc->ids, N, H, c->pad_token_id);
+    ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, D, D, r.rows, R, H, r.pe, MB_SITE_EMB));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(mb->d_a, G + mb->eln_w, LN_G(mb->eln_b), D, mb->emb,
+                                                          mb->emb_mean, mb->emb_rstd, P + mb->eln_w, R, H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(G + mb->wte, mb->d_a, enc->ids, R, H, c->pad_token_id));
 #undef LIN_G
 #undef LN_B
 #undef LN_G
