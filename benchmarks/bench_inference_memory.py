@@ -18,7 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_seed_job import DEFAULT_MODELS, ensure_models  # noqa: E402
+from bench_seed_job import DEFAULT_MODELS, MODEL_NAMES, ensure_models  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
     from multienc.engine import Encoder
-    folder = args.model or ensure_models(DEFAULT_MODELS)[1]
+    folder = args.model or ensure_models(DEFAULT_MODELS, list(MODEL_NAMES))[1]
     ids = np.full((args.batch, args.seq), 1000, np.int64)
     seconds = {False: [], True: []}
     mib = {}

@@ -2,12 +2,14 @@
 
     python benchmarks/bench_seed_job.py [--sentences 1600] [--predict 1043] [--runs 3] [--threads T]
     python benchmarks/bench_seed_job.py --predict-only --precisions fp32    # prediction alone
+    python benchmarks/bench_seed_job.py --lm modernbert-base-random --precisions fp32    # the job with other LMs
     python benchmarks/run_all.py --only seed-job    # rewrite its section of RESULTS.md
 
 Models: the two base-size language models at their real shapes with random weights
 (``tools/make_seed_job_models.py``, run with the reference venv when the folders are missing;
 ``--models DIR`` takes them from elsewhere): ELECTRA-base discriminator with the bert-base-uncased
-vocabulary and RoBERTa-base with its byte-level BPE. Data: the first ``--sentences`` sentences of
+vocabulary and RoBERTa-base with its byte-level BPE. ``--lm NAME ...`` runs the same job with other
+LMs of that script (``modernbert-base-random``: ModernBERT-base's shape with RoBERTa's BPE). Data: the first ``--sentences`` sentences of
 the real CoLA training split (``../shared/data/glue/CoLA/train.tsv``) in file order, batches of 16,
 one epoch; prediction over the first ``--predict`` sentences of the CoLA dev split (all 1,043 by
 default), batches of 32: multienc's ``predict`` batches them longest first (as Flair's does), the
@@ -49,6 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_MODELS = os.path.join(ROOT, "build", "seed-job-models")
 MODEL_NAMES = ("electra-base-discriminator-random", "roberta-base-random")
+#: the other folders tools/make_seed_job_models.py writes on request
+OTHER_MODELS = ("modernbert-base-random",)
 LM_LR, HEAD_LR, WEIGHT_DECAY, MAX_GRAD_NORM, WARMUP, BATCH, EVAL_BATCH, DEV = 2e-5, 1e-3, 0.01, 5.0, 0.1, 16, 32, 64
 sys.path.insert(0, HERE)
 from bench_encoder import torch_python  # noqa: E402
@@ -183,8 +187,8 @@ def run_torch(args) -> dict:
 
 def worker(python: str, kind: str, precision: str, args) -> dict:
     cmd = [python, os.path.abspath(__file__), "--worker", kind, "--precision", precision, "--sentences",
-           str(args.sentences), "--predict", str(args.predict), "--threads", str(args.threads), "--models", args.models
-           ] + (["--predict-only"] if args.predict_only else [])
+           str(args.sentences), "--predict", str(args.predict), "--threads", str(args.threads), "--models", args.models,
+           "--lm", *args.lm] + (["--predict-only"] if args.predict_only else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MULTIENC_DEVICE="cpu",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load = os.getloadavg()[0]
@@ -196,16 +200,16 @@ def worker(python: str, kind: str, precision: str, args) -> dict:
     return res
 
 
-def ensure_models(folder: str) -> List[str]:
-    """The two model folders, made by tools/make_seed_job_models.py when missing."""
-    paths = [os.path.join(folder, n) for n in MODEL_NAMES]
+def ensure_models(folder: str, names: List[str]) -> List[str]:
+    """The model folders `names`, made by tools/make_seed_job_models.py when missing."""
+    paths = [os.path.join(folder, n) for n in names]
     if not all(os.path.isfile(os.path.join(p, "config.json")) for p in paths):
         python = torch_python()
         if not python:
             sys.exit(f"the model folders are missing under {folder} and no PyTorch interpreter was found to make "
                      f"them (set MULTIENC_TORCH_PYTHON or run tools/make_seed_job_models.py)")
-        subprocess.run([python, os.path.join(ROOT, "tools", "make_seed_job_models.py"), "--out", folder], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([python, os.path.join(ROOT, "tools", "make_seed_job_models.py"), "--out", folder, "--models",
+                        *names], check=True, stdout=subprocess.DEVNULL)
     return paths
 
 
@@ -222,7 +226,8 @@ def report(args, results: Dict[str, List[dict]]) -> None:
     ours_info = next((r for k, rs in results.items() if k.startswith("ours") for r in rs), None)
     trained = "untrained" if args.predict_only else (f"trained on the first {args.sentences} real CoLA training "
                                                      f"sentences (one epoch, batch {BATCH})")
-    print(f"ELECTRA-base + RoBERTa-base (random weights, real shapes and vocabularies) with DME, {trained}; "
+    lms = "ELECTRA-base + RoBERTa-base" if tuple(args.lm) == MODEL_NAMES else " + ".join(args.lm)
+    print(f"{lms} (random weights, real shapes and vocabularies) with DME, {trained}; "
           f"{args.threads} threads, CPU; prediction over the first {args.predict} dev sentences, batches of {EVAL_BATCH}; "
           f"median of {args.runs} runs (each run in brackets, in order)"
           + (f"; multienc's OpenBLAS kernels: {ours_info['blas_core']}" if ours_info and "blas_core" in ours_info else "")
@@ -281,7 +286,9 @@ def main() -> None:
     ap.add_argument("--sides", nargs="+", default=["ours", "torch"], choices=["ours", "torch"])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
                     help="which precisions to run (multienc bf16 only on CPUs with AVX512-BF16)")
-    ap.add_argument("--models", default=DEFAULT_MODELS, help="folder holding the two model folders")
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="folder holding the model folders")
+    ap.add_argument("--lm", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES + OTHER_MODELS,
+                    help="the LMs (folders under --models; default: the research project's two)")
     ap.add_argument("--predict-only", action="store_true",
                     help="only the prediction over the dev sentences, by the untrained models (no training)")
     ap.add_argument("--worker", choices=["ours", "torch"])
@@ -293,17 +300,18 @@ def main() -> None:
             saved = json.load(f)
         args.sentences, args.predict, args.threads = saved["sentences"], saved["predict"], saved["threads"]
         args.predict_only = saved.get("predict_only", False)
+        args.lm = saved.get("lm", list(MODEL_NAMES))
         results = {k: v[:min(map(len, saved["results"].values()))] for k, v in saved["results"].items()}
         args.runs = len(next(iter(results.values())))
         report(args, results)
         return
     if args.worker:
-        args.folders = [os.path.join(args.models, n) for n in MODEL_NAMES]
+        args.folders = [os.path.join(args.models, n) for n in args.lm]
         print(json.dumps(run_ours(args) if args.worker == "ours" else run_torch(args)))
         return
     if not os.path.isfile(os.path.join(COLA, "train.tsv")):
         sys.exit(f"real CoLA files not found under {COLA} (set MULTIENC_SHARED_DATA)")
-    ensure_models(args.models)
+    ensure_models(args.models, args.lm)
     python = torch_python()
     from multienc.engine import bf16_available
     ours = [p for p in args.precisions if p == "fp32" or bf16_available()]
@@ -318,7 +326,8 @@ def main() -> None:
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(dict(results=results, sentences=args.sentences, predict=args.predict,
-                                   threads=args.threads, runs=args.runs, predict_only=args.predict_only), f, indent=1)
+                                   threads=args.threads, runs=args.runs, predict_only=args.predict_only, lm=args.lm),
+                          f, indent=1)
     report(args, results)
 
 

@@ -19,7 +19,7 @@ from typing import List, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_seed_job import DEFAULT_MODELS, ensure_models  # noqa: E402
+from bench_seed_job import DEFAULT_MODELS, MODEL_NAMES, ensure_models  # noqa: E402
 from real_cola import read_cola  # noqa: E402
 from real_ner import read_conll  # noqa: E402
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     from multienc.encoders import LanguageModel
     from multienc.models.inputs import chunked, encode_words, length_batches, subword_length_batches
-    lms = [LanguageModel(f) for f in ensure_models(DEFAULT_MODELS)]
+    lms = [LanguageModel(f) for f in ensure_models(DEFAULT_MODELS, list(MODEL_NAMES))]
     texts = read_cola("dev.tsv")[0]
     words = read_conll("emerging.dev.conll")[0]
     cases: List[tuple] = [

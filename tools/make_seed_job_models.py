@@ -1,6 +1,6 @@
 """The research project's two language models at their real shapes, with random weights.
 
-    .venv-ref/bin/python tools/make_seed_job_models.py [--out build/seed-job-models]
+    .venv-ref/bin/python tools/make_seed_job_models.py [--out build/seed-job-models] [--models NAME ...]
 
 Writes two model folders that ``benchmarks/bench_seed_job.py`` trains (it runs this script
 itself when they are missing):
@@ -12,6 +12,15 @@ itself when they are missing):
 - ``roberta-base-random``: ``transformers.RobertaConfig`` with roberta-base's values (vocabulary
   50,265, 514 positions, one token type, padding id 1) and its byte-level BPE from
   ``../shared/data/vocab/roberta-base``.
+
+and on request (``--models modernbert-base-random``, for ``benchmarks/bench_train.py --lm``):
+
+- ``modernbert-base-random``: ``transformers.ModernBertConfig`` with answerdotai/ModernBERT-base's
+  values (22 layers, hidden 768, 12 heads, intermediate 1152, global attention every third layer,
+  local windows of 128, rotary bases 160,000 / 10,000, no biases, vocabulary 50,368) and roberta-base's
+  byte-level BPE in place of its own tokenizer (not in ``../shared/data``), written as the
+  ``tokenizer.json`` transformers' fast RoBERTa tokenizer saves: the special token ids are
+  RoBERTa's (``<s>`` 0, padding 1, ``</s>`` 2), within the 50,368 rows.
 
 Weights: the models' own initialisation (``ElectraModel(config)`` / ``RobertaModel(config)``
 after ``torch.manual_seed``), saved with ``save_pretrained`` as ``model.safetensors``.
@@ -47,7 +56,17 @@ MODELS = {
              max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
              eos_token_id=2),
         "roberta-base"),
+    "modernbert-base-random": (
+        transformers.ModernBertConfig, transformers.ModernBertModel,
+        dict(vocab_size=50368, hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152,
+             hidden_activation="gelu", max_position_embeddings=8192, norm_eps=1e-5, norm_bias=False,
+             global_rope_theta=160000.0, local_rope_theta=10000.0, global_attn_every_n_layers=3, local_attention=128,
+             attention_bias=False, mlp_bias=False, attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0,
+             pad_token_id=1, bos_token_id=0, eos_token_id=2, cls_token_id=0, sep_token_id=2),
+        "roberta-base"),
 }
+#: what a plain run writes: the research project's two models
+SEED_JOB = ("electra-base-discriminator-random", "roberta-base-random")
 
 
 def build(out: str, name: str, seed: int) -> str:
@@ -61,8 +80,11 @@ def build(out: str, name: str, seed: int) -> str:
         else model_cls(config_cls(**values))
     model.save_pretrained(tmp, safe_serialization=True)
     src = os.path.join(VOCAB, vocab)
-    for f in sorted(os.listdir(src)):
-        shutil.copyfile(os.path.join(src, f), os.path.join(tmp, f))
+    if model_cls is transformers.ModernBertModel:  # AutoTokenizer reads a ModernBERT folder's tokenizer.json only
+        transformers.RobertaTokenizerFast.from_pretrained(src).save_pretrained(tmp)
+    else:
+        for f in sorted(os.listdir(src)):
+            shutil.copyfile(os.path.join(src, f), os.path.join(tmp, f))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder
@@ -70,14 +92,16 @@ def build(out: str, name: str, seed: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=DEFAULT_OUT, help="folder to write the two model folders into")
+    ap.add_argument("--out", default=DEFAULT_OUT, help="folder to write the model folders into")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(SEED_JOB),
+                    help="which folders to write (default: the research project's two)")
     args = ap.parse_args()
     if not os.path.isdir(VOCAB):
         raise SystemExit(f"vocabularies not found under {VOCAB} (set MULTIENC_SHARED_DATA)")
     os.makedirs(args.out, exist_ok=True)
-    for i, name in enumerate(MODELS):
-        print(build(args.out, name, args.seed + i))
+    for name in args.models:
+        print(build(args.out, name, args.seed + list(MODELS).index(name)))
 
 
 if __name__ == "__main__":
