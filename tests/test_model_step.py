@@ -426,6 +426,27 @@ def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
 
 
+@pytest.mark.parametrize("name", FAMILY_FIXTURES)
+def test_a_packed_prediction_equals_the_full_encoders(name):
+    """A prediction (a forward without targets: the inference forward, whose layers reuse two
+    layers' activations) of a head that reads real tokens only runs packed; its logits equal the
+    full encoder's eval forward (Encoder.forward, every row; checked against HF elsewhere) read at
+    those rows, for every family's tiny model, on a batch with padding and on one without."""
+    rng = np.random.default_rng(12)
+    enc = Encoder(os.path.join(FIX, name))
+    model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
+    W = init_head(model, rng)
+    for B, T in ((5, 11), (2, 6)):
+        ids, mask, _, pool = batch(rng, enc, B, T, "mean")
+        if B == 2:  # no padding
+            ids, mask = rng.integers(3, 99, (B, T)).astype(np.int32), np.ones((B, T), np.int32)
+            pool = np.full((B, 1, T), 1.0 / T, np.float32)
+        out = model.forward([(ids, mask, None, pool)])[0]
+        h = enc.forward(ids, mask).astype(np.float64)
+        logits = np.einsum("bkt,bth->bkh", pool.astype(np.float64), h).reshape(B, -1) @ W["decoder.weight"].T
+        np.testing.assert_allclose(out, logits + W["decoder.bias"], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert", "albert"])
 @pytest.mark.parametrize("pooling", ["cls", "mean", "words"])
 def test_pooled_head_matches_hf(family, pooling):
