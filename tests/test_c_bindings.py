@@ -328,3 +328,28 @@ def test_every_op_gives_the_same_bits_through_the_device_path():
             assert type(a) is type(b), name
             np.testing.assert_array_equal(a, b, err_msg=name)
         assert any(np.any(np.asarray(a) != 0) for a in direct), f"{name} computed nothing"
+
+
+def test_write_params_at_an_offset_writes_that_slice_only():
+    """Encoder.write_params(array, offset) writes the array's floats from offset on (loading copies
+    a model one tensor at a time so), and refuses a slice that does not fit, before writing."""
+    enc = ce.encoder(32, 1)
+    n = enc.num_floats
+    before = np.empty(n, np.float32)
+    enc.read_params(before)
+    enc.write_params(np.full(7, 3.0, np.float32), n - 7)
+    enc.write_params(np.full(5, -1.0, np.float32), 0)
+    after = np.empty(n, np.float32)
+    enc.read_params(after)
+    np.testing.assert_array_equal(after[:5], -1.0)
+    np.testing.assert_array_equal(after[n - 7:], 3.0)
+    np.testing.assert_array_equal(after[5:n - 7], before[5:n - 7])
+    for arr, offset, match in ((np.ones(8, np.float32), n - 7, "overrun"), (np.ones(1, np.float32), -1, "outside"),
+                               (np.ones(1, np.float32), n + 1, "outside"), (np.ones(3), 0, "float32"),
+                               (np.ones((2, 2), np.float32), 0, "contiguous")):
+        with pytest.raises(ValueError, match=match):
+            enc.write_params(arr, offset)
+    with pytest.raises(TypeError):
+        enc.write_params(np.ones(1, np.float32), "0")
+    enc.read_params(before)
+    np.testing.assert_array_equal(before, after)

@@ -231,3 +231,37 @@ def test_fp8_header_is_valid_but_not_loadable(tmp_path):
     with pytest.raises(SafetensorsError, match="tensor 'q'.*F8_E4M3") as info:
         st.load_file(path)
     assert info.value.kind == "UnsupportedDtype"
+
+
+def _mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_release_pages_drops_a_loaded_tensors_pages_and_keeps_its_values(tmp_path):
+    """Loading copies each tensor out of the memory map and then releases its pages, so that a
+    model's file is never resident whole beside its copy: release_pages unmaps them from this
+    process (the mapping's resident size falls to nothing) and a later read maps them back with
+    the same values. Arrays that are not views of a map (written ones, a converted bf16) are left."""
+    path = tmp_path / "big.safetensors"
+    want = {"a": np.arange(600 * 500, dtype=np.float32).reshape(600, 500), "b": np.full(70_001, 0.5, np.float32)}
+    st.save_file(want, str(path))
+    got = st.load_file(str(path))
+    assert sum(float(v.sum()) for v in got.values()) == float(want["a"].sum()) + 0.5 * 70_001  # every page read
+    assert _mapped_rss_kib(path) >= (600 * 500 + 70_001) * 4 // 1024
+    for v in got.values():
+        st.release_pages(v)
+    assert _mapped_rss_kib(path) == 0
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    own = np.ones(4, np.float32)
+    st.release_pages(own)
+    st.release_pages(st.bf16_to_float32(np.array([0x3F80], np.uint16)))
+    np.testing.assert_array_equal(own, 1.0)

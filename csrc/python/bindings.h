@@ -35,13 +35,13 @@ const char *me_precision_arg(PyObject *arg);
 /* [(name, shape, offset), ...] of a parameter table. */
 PyObject *me_param_info_list(const MeParamInfo *info, int n);
 
-/* Copy between a parameter-sized buffer on `be` (n floats) and a contiguous float32 numpy array
+/* Copy between n floats of a buffer on `be` from `offset` on and a contiguous float32 numpy array
  * of shape (n,): to_host reads the buffer into the array, else writes it. `*buf` is read under
  * `lock` (a gradient buffer is made at its first need, possibly on another thread); to_host from
  * a buffer not made yet (NULL) gives zeros. Runs under `lock` with the GIL released; None, or
  * NULL with an exception set. */
-PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *const *buf, size_t n, PyObject *arr,
-                       int to_host);
+PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *const *buf, size_t offset, size_t n,
+                       PyObject *arr, int to_host);
 
 /* The config dicts the engine, the task model and the tokenizer are built from: entry `key` of
  * dict `d`, which messages call `what` ("engine config", ...). A missing entry is a KeyError when

@@ -39,8 +39,8 @@ PyObject *me_param_info_list(const MeParamInfo *info, int n) {
     return list;
 }
 
-PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *const *buf, size_t n, PyObject *arr,
-                       int to_host) {
+PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *const *buf, size_t offset, size_t n,
+                       PyObject *arr, int to_host) {
     PyArrayObject *a = (PyArrayObject *)arr;
     if (!PyArray_Check(arr)) {
         PyErr_SetString(PyExc_TypeError, "expected a numpy.ndarray");
@@ -60,9 +60,9 @@ PyObject *me_copy_flat(PyThread_type_lock lock, const MeBackend *be, float *cons
     if (to_host && !*buf)
         memset(host, 0, n * sizeof(float));
     else if (to_host)
-        be->to_host(host, *buf, n * sizeof(float));
+        be->to_host(host, *buf + offset, n * sizeof(float));
     else
-        be->to_device(*buf, host, n * sizeof(float));
+        be->to_device(*buf + offset, host, n * sizeof(float));
     st = be->status(err);
     PyThread_release_lock(lock);
     Py_END_ALLOW_THREADS

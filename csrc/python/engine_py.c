@@ -120,12 +120,38 @@ static PyObject *Encoder_param_info(EncoderObject *self, PyObject *noargs) {
 
 static PyObject *copy_buffer(EncoderObject *self, PyObject *arg, int which, int to_host) {
     if (!ready(self)) return NULL;
-    return me_copy_flat(self->lock, self->enc->be, which ? &self->enc->grads : &self->enc->params,
+    return me_copy_flat(self->lock, self->enc->be, which ? &self->enc->grads : &self->enc->params, 0,
                         self->enc->nfloats, arg, to_host);
 }
 
 static PyObject *Encoder_read_params(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }
-static PyObject *Encoder_write_params(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 0, 0); }
+
+/* write_params(array): the whole buffer; write_params(array, offset): array's floats from offset on */
+static PyObject *Encoder_write_params(EncoderObject *self, PyObject *args) {
+    PyObject *arr, *offset_o = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O:write_params", &arr, &offset_o)) return NULL;
+    if (offset_o == Py_None) return copy_buffer(self, arr, 0, 0);
+    if (!ready(self)) return NULL;
+    const Py_ssize_t offset = PyLong_AsSsize_t(offset_o);
+    if (offset == -1 && PyErr_Occurred()) return NULL;
+    const size_t n = self->enc->nfloats;
+    if (offset < 0 || (size_t)offset > n) {
+        PyErr_Format(PyExc_ValueError, "write_params: offset %zd is outside the parameter buffer of %zu floats", offset,
+                     n);
+        return NULL;
+    }
+    /* a 1-d array's own length, checked to fit; anything else gets me_copy_flat's message */
+    size_t k = n - (size_t)offset;
+    if (PyArray_Check(arr) && PyArray_NDIM((PyArrayObject *)arr) == 1) {
+        k = (size_t)PyArray_DIM((PyArrayObject *)arr, 0);
+        if (k > n - (size_t)offset) {
+            PyErr_Format(PyExc_ValueError, "write_params: %zu floats at offset %zd overrun the parameter buffer of "
+                         "%zu floats", k, offset, n);
+            return NULL;
+        }
+    }
+    return me_copy_flat(self->lock, self->enc->be, &self->enc->params, (size_t)offset, k, arr, 0);
+}
 static PyObject *Encoder_read_grads(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 1, 1); }
 
 static PyObject *Encoder_set_precision(EncoderObject *self, PyObject *arg) {
@@ -268,7 +294,9 @@ static PyMethodDef Encoder_methods[] = {
     {"param_info", (PyCFunction)Encoder_param_info, METH_NOARGS,
      "List of (hf_name, shape, offset) for every parameter tensor in the flat buffer."},
     {"read_params", (PyCFunction)Encoder_read_params, METH_O, "Copy the parameter buffer into a float32 array."},
-    {"write_params", (PyCFunction)Encoder_write_params, METH_O, "Copy a float32 array into the parameter buffer."},
+    {"write_params", (PyCFunction)Encoder_write_params, METH_VARARGS,
+     "write_params(array[, offset]): copy a float32 array into the parameter buffer: the whole buffer, or the "
+     "array's length from offset on."},
     {"read_grads", (PyCFunction)Encoder_read_grads, METH_O, "Copy the gradient buffer into a float32 array."},
     {"zero_grad", (PyCFunction)Encoder_zero_grad, METH_NOARGS, "Set all gradients to zero."},
     {"set_precision", (PyCFunction)Encoder_set_precision, METH_O,

@@ -124,7 +124,7 @@ static PyObject *Model_param_info(ModelObject *self, PyObject *noargs) {
 
 static PyObject *copy_buffer(ModelObject *self, PyObject *obj, int grads, int to_host) {
     if (!ready(self)) return NULL;
-    return me_copy_flat(self->lock, self->model->be, grads ? &self->model->grads : &self->model->params,
+    return me_copy_flat(self->lock, self->model->be, grads ? &self->model->grads : &self->model->params, 0,
                         self->model->nfloats, obj, to_host);
 }
 static PyObject *Model_read_params(ModelObject *self, PyObject *a) { return copy_buffer(self, a, 0, 1); }

@@ -19,7 +19,7 @@ import numpy as np
 from multienc.engine import _C
 from multienc.engine.device import resolve_device
 from multienc.formats import schema
-from multienc.formats.safetensors import save_file
+from multienc.formats.safetensors import release_pages, save_file
 from multienc.formats.weights import WeightsError, find_weight_file, load_state_dict
 
 #: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
@@ -317,27 +317,27 @@ def _modernbert_config(config: Mapping[str, Any], source: str) -> Dict[str, Any]
         raise ModelConfigError(f"{source}: bad value: {e}") from None
 
 
-def param_table(config: Mapping[str, Any], source: str = "config.json"
-                ) -> Tuple[Dict[str, Tuple[Tuple[int, ...], int]], int]:
-    """({HF name: (shape, offset)}, buffer length) of the encoder ``config`` describes, computed by
-    the C engine without allocating it; ModelConfigError for a config the engine refuses (e.g. a
+def param_table(config: Mapping[str, Any], source: str = "config.json") -> Dict[str, Tuple[Tuple[int, ...], int]]:
+    """{HF name: (shape, offset)} of the encoder ``config`` describes, computed by the C engine
+    without allocating it; ModelConfigError for a config the engine refuses (e.g. a
     hidden size that is not a multiple of the number of heads)."""
     cfg = engine_config(config, source)
     try:
-        table, nfloats = _C.encoder_param_table(cfg)
+        table, _ = _C.encoder_param_table(cfg)
     except ValueError as e:
         raise ModelConfigError(f"{source}: {e}") from None
-    return {name: (tuple(shape), off) for name, shape, off in table}, nfloats
+    return {name: (tuple(shape), off) for name, shape, off in table}
 
 
-def flatten_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], nfloats: int,
-                    tensors: Mapping[str, np.ndarray], source: str) -> np.ndarray:
-    """The flat float32 parameter buffer from HF-named tensors (heads and prefixes ignored).
+def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapping[str, np.ndarray],
+                  source: str) -> Dict[str, np.ndarray]:
+    """The tensor for each parameter of the layout ``info``, by its engine name, from HF-named
+    tensors (heads and prefixes ignored).
 
-    Every tensor the layout ``info`` expects must be there with its shape and a float dtype
+    Every tensor the layout expects must be there with its shape and a float dtype
     (:class:`~multienc.formats.weights.WeightsError` naming ``source`` and the tensor otherwise);
-    this is checked before the buffer is allocated, so a config whose sizes the weights do not
-    back is refused without allocating what it declares."""
+    this is checked before the buffer is allocated or written, so a config whose sizes the weights
+    do not back is refused without allocating what it declares."""
     found: Dict[str, np.ndarray] = {}
     for raw, arr in tensors.items():
         name = normalize_name(raw)
@@ -354,11 +354,7 @@ def flatten_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], nfloats: in
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise WeightsError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
-    flat = np.zeros(nfloats, np.float32)
-    for name, arr in found.items():
-        off = info[name][1]
-        flat[off:off + arr.size] = np.asarray(arr, dtype=np.float32).reshape(-1)
-    return flat
+    return found
 
 
 def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
@@ -463,10 +459,10 @@ class Encoder:
         config = read_config(model_dir)
         config.update(config_overrides or {})
         source = os.path.join(model_dir, "config.json")
-        info, nfloats = param_table(config, source)
-        flat = flatten_weights(info, nfloats, load_state_dict(model_dir), find_weight_file(model_dir)[0])
+        info = param_table(config, source)
+        found = match_weights(info, load_state_dict(model_dir), find_weight_file(model_dir)[0])
         self._init(config, source, device)
-        self._c.write_params(flat)
+        self._write_weights(found)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], seed: int = 0,
@@ -494,11 +490,11 @@ class Encoder:
     def from_state_dict(cls, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
                         source: str = "state dict", device: Optional[str] = None) -> "Encoder":
         """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
-        info, nfloats = param_table(config, source)
-        flat = flatten_weights(info, nfloats, tensors, source)
+        info = param_table(config, source)
+        found = match_weights(info, tensors, source)
         self = cls.__new__(cls)
         self._init(dict(config), source, device)
-        self._c.write_params(flat)
+        self._write_weights(found)
         return self
 
     def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
@@ -550,7 +546,16 @@ class Encoder:
         Raises :class:`~multienc.formats.weights.WeightsError` (a ValueError) naming ``source`` and
         the tensor on a missing tensor or a shape that disagrees with the config.
         """
-        self._c.write_params(flatten_weights(self._info, self._c.num_floats, tensors, source))
+        self._write_weights(match_weights(self._info, tensors, source))
+
+    def _write_weights(self, found: Mapping[str, np.ndarray]) -> None:
+        """Copy each matched tensor (:func:`match_weights`) to its place in the parameter buffer,
+        one at a time, dropping a memory-mapped file's pages once each is copied
+        (:func:`~multienc.formats.safetensors.release_pages`): loading holds the weights once, plus
+        the tensor being copied, never a second copy of the whole model."""
+        for name, arr in found.items():
+            self._c.write_params(np.ascontiguousarray(arr, dtype=np.float32).reshape(-1), self._info[name][1])
+            release_pages(arr)
 
     def save_pretrained(self, model_dir: str) -> None:
         """Write ``config.json`` and ``model.safetensors`` (HF names) into ``model_dir``."""

@@ -23,7 +23,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["SafetensorsError", "TensorInfo", "read_header", "load_file", "save_file",
+__all__ = ["SafetensorsError", "TensorInfo", "read_header", "load_file", "release_pages", "save_file",
            "bf16_to_float32", "DTYPE_BITS"]
 
 MAX_HEADER_SIZE = 100_000_000
@@ -265,6 +265,25 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np
             arr.flags.writeable = False
         out[name] = arr
     return out
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Drop the file pages under ``arr``, a memory-mapped array of :func:`load_file`, from this
+    process's resident memory, once its values have been copied elsewhere: the pages stay in the
+    kernel's page cache and reading ``arr`` again maps them back in, so ``arr`` keeps its values.
+    Loading copies each tensor and releases it, so a model's file is never resident whole beside
+    its copy. Nothing to do for an array that is not a view of such a map."""
+    view = arr
+    while isinstance(view, np.ndarray):
+        view = view.base
+    if (not isinstance(view, memoryview) or not isinstance(view.obj, _mmap.mmap) or arr.nbytes == 0
+            or not arr.flags.c_contiguous):
+        return
+    mapped = view.obj
+    start = arr.ctypes.data - np.frombuffer(mapped, np.uint8).ctypes.data
+    page = _mmap.PAGESIZE
+    first, end = start // page * page, min(len(mapped), -(-(start + arr.nbytes) // page) * page)
+    mapped.madvise(_mmap.MADV_DONTNEED, first, end - first)
 
 
 def _current_umask() -> int:
