@@ -558,6 +558,15 @@ void me_dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const int3
 
 const int32_t *me_computed_rows(const MeEncoder *enc) { return enc->packed ? enc->real : NULL; }
 
+void me_packed_to_batch(const MeEncoder *enc, float *out, const float *packed, int C) {
+    enc->be->zero(out, sizeof(float) * (size_t)enc->B * enc->T * C);
+    enc->be->embedding_backward(out, packed, enc->real, enc->R, C, -1);
+}
+
+void me_batch_to_packed(const MeEncoder *enc, float *packed, const float *x, int C) {
+    enc->be->embedding_forward(packed, enc->real, x, enc->R, C, 0);
+}
+
 /* Layer application l after its attention, on M rows (rows: their places in the batch, for dropout;
  * NULL: every row): the attention output projection of a->ctx [M, H], dropout, the residual x [M, H],
  * LayerNorm, the FFN, dropout, the residual, LayerNorm into out [M, H] (may be enc->tmp). */
@@ -617,8 +626,7 @@ static void kv_forward(MeEncoder *enc, const MeLayerOffsets *o, float *kv, const
         return;
     }
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->kvp, x, W, bias, enc->R, (int)H, 2 * (int)H));
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(kv, sizeof(float) * N * 2 * H);
-             be->embedding_backward(kv, enc->kvp, enc->real, enc->R, 2 * (int)H, -1)); /* scatter */
+    ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, kv, enc->kvp, 2 * (int)H));
 }
 
 /* Backward of kv_forward: dkv [N, 2H] into the weights' gradients and dx (+)= dkv Wkv on x's rows. */
@@ -629,7 +637,7 @@ static void kv_backward(MeEncoder *enc, const MeLayerOffsets *o, const float *dk
     const float *W = enc->params + o->qkv_w + (size_t)H * H;
     float *GW = enc->grads + o->qkv_w + (size_t)H * H, *Gb = enc->grads + o->qkv_b + H;
     if (enc->packed) {
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->kvp, enc->real, dkv, enc->R, 2 * H, 0)); /* gather */
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, enc->kvp, dkv, 2 * H));
         dkv = enc->kvp;
     }
     ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dx, GW, Gb, dkv, x, W, enc->packed ? enc->R : enc->B * enc->T, H,
@@ -757,8 +765,10 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
     else
         be->to_device(enc->sel_in, sel_in, sizeof(int32_t) * nread);
     be->to_device(enc->real, real, sizeof(int32_t) * R);
-    be->to_device(enc->rstart, rstart, sizeof(int32_t) * (B + 1));
-    be->to_device(enc->rpos, rpos, sizeof(int32_t) * R);
+    if (prune) { /* the packed layers' queries (ModernBERT's attention runs on the batch layout) */
+        be->to_device(enc->rstart, rstart, sizeof(int32_t) * (B + 1));
+        be->to_device(enc->rpos, rpos, sizeof(int32_t) * R);
+    }
 }
 
 int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
@@ -791,8 +801,6 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     enc->T = T;
     enc->seed = seed;
     enc->row0 = row0;
-    enc->M = enc->R = N;
-    enc->packed = 0;
     if (enc->mb) {
         const int32_t *no_types = NULL, *no_pos = NULL; /* positions enter through the rotary tables */
         choose_rows(enc, mask, read_rows, nread, &ids, &no_types, &no_pos);

@@ -193,6 +193,11 @@ void me_dropout_bwd(const MeEncoder *enc, float *dx, const float *dy, const int3
  * real ones when packed, NULL (every row) otherwise. */
 const int32_t *me_computed_rows(const MeEncoder *enc);
 
+/* When packed: the packed rows packed [R, C] to their rows of out [B*T, C], the padding rows zero
+ * (me_packed_to_batch); the real rows of x [B*T, C] into packed [R, C] (me_batch_to_packed). */
+void me_packed_to_batch(const MeEncoder *enc, float *out, const float *packed, int C);
+void me_batch_to_packed(const MeEncoder *enc, float *packed, const float *x, int C);
+
 /* Whether a forward may compute only the real tokens (packed) when its caller reads nothing else:
  * the backend has the row-wise dropout, and the attention runs on a padded layout that the packed
  * rows go to and come back from (every family but DeBERTa; on the CPU). */

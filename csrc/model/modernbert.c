@@ -172,8 +172,6 @@ size_t me_modernbert_carve(MeEncoder *enc, float *base, int B, int T) {
     enc->mask = (int32_t *)me_carve(base, &off, N);
     if (me_encoder_can_pack(enc)) {
         enc->real = (int32_t *)me_carve(base, &off, N);
-        enc->rstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
-        enc->rpos = (int32_t *)me_carve(base, &off, N);
         mb->pk = me_carve(base, &off, N * 3 * H);
     }
     mb->emb = me_carve(base, &off, N * H);
@@ -269,16 +267,7 @@ static void rope_of(const MeEncoder *enc, int l, const float **cos_t, const floa
 
 /* Packed (enc->packed): every op but the attention runs on the R real rows; the attention, with its
  * rotary embedding, on the padded batch layout, whose padding rows hold zeros (no real query
- * attends to a padding key, and nothing reads a padding query's output). to_batch: packed [R, C]
- * to its rows of out [N, C], the others zero; to_packed: x [N, C]'s real rows into packed [R, C]. */
-static void to_batch(const MeEncoder *enc, float *out, const float *packed, int C) {
-    enc->be->zero(out, sizeof(float) * (size_t)enc->B * enc->T * C);
-    enc->be->embedding_backward(out, packed, enc->real, enc->R, C, -1);
-}
-
-static void to_packed(const MeEncoder *enc, float *packed, const float *x, int C) {
-    enc->be->embedding_forward(packed, enc->real, x, enc->R, C, 0);
-}
+ * attends to a padding key, and nothing reads a padding query's output). */
 
 /* What a forward or backward reads of the encoder: the sizes of the last forward (R: the rows computed,
  * N = B*T unless packed; rows: theirs in the batch, NULL for every row), and the dropout
@@ -348,14 +337,14 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
         }
         ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->packed ? mb->pk : a->qkv, xn, P + o->qkv_w,
                                                    LIN_B(c->attention_bias, o->qkv_b), R, H, 3 * H));
-        if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, to_batch(enc, a->qkv, mb->pk, 3 * H));
+        if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, a->qkv, mb->pk, 3 * H));
         ME_TIMED(ME_PHASE_ATTENTION, be->rope_forward(a->qkv, cos_t, sin_t, B, T, NH, HS));
         ME_TIMED(ME_PHASE_ATTENTION,
                  be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), r.pa,
                                               r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch));
         const float *ctx = a->ctx;
         if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->pk, a->ctx, H));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->pk, a->ctx, H));
             ctx = mb->pk;
         }
         ME_TIMED(ME_PHASE_GEMM,
@@ -375,7 +364,7 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
     }
     ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_forward(enc->packed ? mb->pk : mb->final, mb->fn_mean, mb->fn_rstd, x,
                                                          P + mb->fn_w, LN_B(mb->fn_b), R, H, r.eps));
-    if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, to_batch(enc, mb->final, mb->pk, H));
+    if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, mb->final, mb->pk, H));
 #undef LIN_B
 #undef LN_B
     if (out) be->to_host(out, mb->final, sizeof(float) * (size_t)N * H);
@@ -400,7 +389,7 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
     be->zero(mb->sink, sizeof(float) * H);
     const float *last = c->num_layers ? mb->la[c->num_layers - 1].out : mb->x0, *dfinal = enc->d_h;
     if (enc->packed) {
-        ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->d_b, enc->d_h, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->d_b, enc->d_h, H));
         dfinal = mb->d_b;
     }
     ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + mb->fn_w, LN_G(mb->fn_b), dfinal, last, mb->fn_mean,
@@ -432,14 +421,14 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_a, D, r.rows, R, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
         const float *ctx = a->ctx;
         if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->pk, a->ctx, H));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->pk, a->ctx, H));
             ctx = mb->pk;
         }
         ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_b, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a,
                                                     ctx, P + o->ao_w, R, H, H, 0));
         float *dctx = mb->d_b, *dqkv = mb->d_qkv;
         if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, to_batch(enc, mb->d_a, mb->d_b, H));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, mb->d_a, mb->d_b, H));
             dctx = mb->d_a;
         }
         ME_TIMED(ME_PHASE_ATTENTION, be->window_attention_backward(
@@ -447,7 +436,7 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
                                          r.pa, r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch));
         ME_TIMED(ME_PHASE_ATTENTION, be->rope_backward(mb->d_qkv, cos_t, sin_t, B, T, NH, HS));
         if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, to_packed(enc, mb->pk, mb->d_qkv, 3 * H));
+            ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->pk, mb->d_qkv, 3 * H));
             dqkv = mb->pk;
         }
         if (l == 0) { /* attn_norm is the identity: d(x) = d(r1) + dqkv @ Wqkv */
