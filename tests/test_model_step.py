@@ -382,10 +382,10 @@ def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     when it reads real tokens only (CLS, the mean, some real rows), the embeddings and every layer
     before the last compute the real tokens alone, in the families with plain attention (BERT,
     RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT) and MPNet's (its relative bias read at the rows'
-    positions, its table's gradient from those rows; ModernBERT packs every op but its windowed
-    attention, which runs on the padded layout, and its last layer computes every real row; DeBERTa
-    computes every row; "some rows" reads padding rows too, so every layer but the last computes
-    every row): in train
+    positions, its table's gradient from those rows; ModernBERT and DeBERTa pack every op but their
+    windowed or disentangled attention, which runs on the padded layout, and their last layer
+    computes every real row; DeBERTa-v2 with a ConvLayer computes every row; "some rows" reads
+    padding rows too, so every layer but the last computes every row): in train
     mode, with dropout, for every family's tiny model, the logits and every encoder gradient equal
     the full encoder's (Encoder.forward / backward, which compute every row) read at those rows."""
     rng = np.random.default_rng(11)

@@ -90,8 +90,9 @@ void me_deberta_free(MeEncoder *enc) {
 void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     MeDeberta *d = enc->deb;
     const MeEncoderConfig *c = &enc->cfg;
+    const size_t N = (size_t)B * T, H = c->hidden_size;
+    d->pk = me_encoder_can_pack(enc) ? me_carve(base, off, N * 3 * H) : NULL;
     if (c->conv_kernel_size > 0) {
-        const size_t N = (size_t)B * T, H = c->hidden_size;
         d->conv_pre = me_carve(base, off, N * H);
         d->conv_r = me_carve(base, off, N * H);
         d->conv_mean = me_carve(base, off, N);
@@ -100,7 +101,7 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
         d->conv_dx = me_carve(base, off, N * H);
     }
     if (!has_terms(c)) return;
-    const size_t S2 = 2 * (size_t)d->span, H = c->hidden_size;
+    const size_t S2 = 2 * (size_t)d->span;
     d->rel_ln = c->norm_rel_ebd ? me_carve(base, off, S2 * H) : NULL;
     d->rel_mean = me_carve(base, off, S2);
     d->rel_rstd = me_carve(base, off, S2);
@@ -147,7 +148,7 @@ static int nterms(const MeEncoderConfig *c) {
     return 1 + !!(c->pos_att & ME_POS_C2P) + !!(c->pos_att & ME_POS_P2C);
 }
 
-void me_deberta_attention_forward(MeEncoder *enc, int l, float p_att, float p_rel, uint64_t seed,
+void me_deberta_attention_forward(MeEncoder *enc, int l, float *ctx, float p_att, float p_rel, uint64_t seed,
                                   uint64_t att_site, uint64_t rel_site) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
@@ -168,7 +169,7 @@ void me_deberta_attention_forward(MeEncoder *enc, int l, float p_att, float p_re
                                  S2, d->dis_scratch);
         bias = enc->d_scores;
     }
-    be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, bias, 1, scale, 1, B, T, NH, HS,
+    be->attention_bias_forward(ctx, a->probs, a->qkv, enc->mask, bias, 1, scale, 1, B, T, NH, HS,
                                p_att, seed, att_site, enc->att_scratch);
 }
 

@@ -27,6 +27,8 @@ typedef struct MeDeberta {
     float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
     float *d_rel, *d_tmp, *d_posk, *d_posq;
     float *dis_scratch;       /* the disentangled ops' scratch */
+    float *pk;                /* packed (me_encoder_can_pack): the real rows' fused qkv [R, 3H] before
+                                 they go to their rows of the batch (their gradient on the way back) */
     int32_t *idx;             /* row of the relative embeddings per relative position [2T - 1] */
     /* v2's ConvLayer (conv_kernel_size > 0): encoder.conv.{conv,LayerNorm} */
     size_t conv_w, conv_b, cln_w, cln_b;
@@ -61,8 +63,9 @@ void me_deberta_conv_backward(struct MeEncoder *enc, float *dh0, float *dout, co
  * relative embeddings. host_ints: host scratch of at least 2T ints. */
 void me_deberta_prepare(struct MeEncoder *enc, int32_t *host_ints);
 
-/* Layer l's attention: qkv -> ctx (probs saved), with the disentangled bias. */
-void me_deberta_attention_forward(struct MeEncoder *enc, int l, float p_att, float p_rel,
+/* Layer l's attention on the batch layout: its qkv [B*T, 3H] -> ctx [B*T, H] (probs saved), with
+ * the disentangled bias. */
+void me_deberta_attention_forward(struct MeEncoder *enc, int l, float *ctx, float p_att, float p_rel,
                                   uint64_t seed, uint64_t att_site, uint64_t rel_site);
 /* Its backward: d(ctx) -> enc->d_qkv, the projections' and relative embeddings' gradients. */
 void me_deberta_attention_backward(struct MeEncoder *enc, int l, const float *dctx, float p_att,

@@ -320,15 +320,16 @@ void me_encoder_free(MeEncoder *enc) {
 
 /* The layers can compute only some rows (the last only the rows a caller reads, every one only
  * the real tokens) where the attention is the plain one or has MPNet's shared bias: BERT,
- * RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. ModernBERT's loop packs the real tokens but runs its
- * windowed attention on the padded layout, every row of its last layer included; DeBERTa's
- * disentangled attention (and its ConvLayer, across positions) computes every row. */
+ * RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. ModernBERT's loop and DeBERTa's layers pack the real
+ * tokens but run their attention (windowed; disentangled) on the padded layout, every row of the
+ * last layer included; DeBERTa-v2's ConvLayer (across positions) computes every row. */
 static int can_prune_rows(const MeEncoder *enc) {
     return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
 }
 
 int me_encoder_can_pack(const MeEncoder *enc) {
-    return enc->mb ? enc->be->dropout_rows_forward != NULL : can_prune_rows(enc);
+    if (enc->mb || (enc->deb && enc->cfg.conv_kernel_size <= 0)) return enc->be->dropout_rows_forward != NULL;
+    return can_prune_rows(enc);
 }
 
 /* Carve the workspace for (B, T); with base == NULL only count floats. */
@@ -347,9 +348,9 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->qstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
     enc->qpos = (int32_t *)me_carve(base, &off, N);
     enc->xs = me_carve(base, &off, N * H);
+    if (me_encoder_can_pack(enc)) enc->real = (int32_t *)me_carve(base, &off, N);
     if (can_prune_rows(enc)) {
         enc->sel_in = (int32_t *)me_carve(base, &off, N);
-        enc->real = (int32_t *)me_carve(base, &off, N);
         enc->rstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
         enc->rpos = (int32_t *)me_carve(base, &off, N);
         enc->kvp = me_carve(base, &off, N * 2 * H);
@@ -854,18 +855,17 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
              be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, R, E, 0);
              if (c->type_vocab_size > 0) be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, R, E, 1);
              if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, R, E, 1));
-    if (enc->deb) { /* DeBERTa (never packed): projection (no bias), LayerNorm over H, the mask, dropout */
+    if (enc->deb) { /* DeBERTa: projection (no bias), LayerNorm over H, the mask (packed: every row real), dropout */
         const float *ln_in = enc->emb_sum;
         if (enc->has_proj) {
-            ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, N, E, H));
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->emb_proj, enc->emb_sum, P + enc->proj_w, NULL, R, E, H));
             ln_in = enc->emb_proj;
         }
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, ln_in, P + enc->eln_w,
-                                       P + enc->eln_b, N, H, c->layer_norm_eps);
-                 be->mask_rows_forward(enc->emb_ln, enc->mask, N, H);
-                 be->dropout_forward(enc->emb_ln, enc->emb_ln, (size_t)N * H, ph, seed,
-                                     me_encoder_rows_site(enc, SITE_EMB, H)));
+                                       P + enc->eln_b, R, H, c->layer_norm_eps);
+                 if (!enc->packed) be->mask_rows_forward(enc->emb_ln, enc->mask, N, H);
+                 me_dropout_fwd(enc, enc->emb_ln, me_computed_rows(enc), R, H, ph, SITE_EMB));
     } else {
         ME_TIMED(ME_PHASE_ELEMENTWISE,
                  be->layernorm_forward(enc->emb_ln, enc->emb_mean, enc->emb_rstd, enc->emb_sum, P + enc->eln_w,
@@ -877,24 +877,31 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     }
 
     const float *x = enc->x0;
+    const int prune = can_prune_rows(enc);
     for (int l = 0; l < enc->napps; l++) {
         MeLayerActs *a = &enc->la[l];
-        if (l == enc->napps - 1 && (enc->packed || enc->M < N)) { /* the read rows only */
+        if (l == enc->napps - 1 && enc->M < N) { /* the read rows only */
             layer_forward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, ph, pa, enc->tmp);
             ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(a->h2, sizeof(float) * (size_t)N * H);
                      be->embedding_backward(a->h2, enc->tmp, enc->sel, enc->M, H, -1)); /* to their rows */
             x = a->h2;
             break;
         }
-        if (enc->packed) { /* the real tokens only */
+        if (enc->packed && prune) { /* the real tokens only */
             layer_forward_rows(enc, l, x, NULL, enc->real, enc->rstart, enc->rpos, R, ph, pa, a->h2);
             x = a->h2;
             continue;
         }
+        /* every row, or DeBERTa packed: the real rows' qkv to the batch layout, its attention there, the
+         * context back to the real rows, the rest on them; the last layer's output to the batch layout */
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
+        const int last_packed = enc->packed && l == enc->napps - 1;
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->packed ? enc->deb->pk : a->qkv, x, P + o->qkv_w, P + o->qkv_b,
+                                                   R, H, 3 * H));
+        if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, a->qkv, enc->deb->pk, 3 * H));
         if (enc->deb)
-            ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, pa, ph, seed, SITE(l, SITE_ATT) + row0 * NH,
+            ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, enc->packed ? enc->tmp : a->ctx, pa, ph,
+                                                                      seed, SITE(l, SITE_ATT) + row0 * NH,
                                                                       SITE(l, SITE_REL)));
         else if (c->relative_buckets)
             ME_TIMED(ME_PHASE_ATTENTION,
@@ -904,7 +911,9 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
         else
             ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
                                                                seed, SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
-        layer_tail_forward(enc, l, a, x, NULL, N, ph, a->h2);
+        if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, a->ctx, enc->tmp, H));
+        layer_tail_forward(enc, l, a, x, me_computed_rows(enc), R, ph, last_packed ? enc->tmp : a->h2);
+        if (last_packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, a->h2, enc->tmp, H));
         if (l == 0 && c->conv_kernel_size > 0)
             ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_forward(enc, enc->x0, a->h2, ph,
                                                                    me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
@@ -1037,7 +1046,14 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     float *G = enc->grads;
     float *dh = enc->d_h, *da = enc->d_a, *db = enc->d_b;
 
+    const int prune = can_prune_rows(enc);
     if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_begin(enc));
+    if (enc->packed && !prune) { /* DeBERTa packed: the output's gradient at the real rows */
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, da, dh, H));
+        float *t = dh;
+        dh = da;
+        da = t;
+    }
     /* Applications in reverse: a shared weight set's gradients arrive last use first, the
      * order in which PyTorch's autograd accumulates them. */
     for (int l = enc->napps - 1; l >= 0; l--) {
@@ -1051,17 +1067,27 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
             dh = da;
             da = t;
         }
-        if (l == enc->napps - 1 && (enc->packed || enc->M < N)) { /* the read rows only */
+        if (l == enc->napps - 1 && enc->M < N) { /* the read rows only */
             ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(da, enc->sel, dh, enc->M, H, 0)); /* their d(h2) */
             layer_backward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, da, dh, db, ph, pa);
-        } else if (enc->packed) { /* the real tokens only */
+        } else if (enc->packed && prune) { /* the real tokens only */
             layer_backward_rows(enc, l, x, NULL, enc->real, enc->rstart, enc->rpos, R, dh, da, db, ph, pa);
         } else {
-            layer_tail_backward(enc, l, a, dh, da, db, NULL, N, ph); /* dh: d(ctx); db: d(r1) */
+            layer_tail_backward(enc, l, a, dh, da, db, me_computed_rows(enc), R, ph); /* dh: d(ctx); db: d(r1) */
+            const float *dqkv = enc->d_qkv;
             if (enc->deb) {
-                ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, dh, pa, ph, seed,
+                const float *dctx = dh;
+                if (enc->packed) { /* DeBERTa packed: d(ctx) to the batch layout, d(qkv) back to the real rows */
+                    ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, enc->tmp, dh, H));
+                    dctx = enc->tmp;
+                }
+                ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, dctx, pa, ph, seed,
                                                                            SITE(l, SITE_ATT) + enc->row0 * NH,
                                                                            SITE(l, SITE_REL)));
+                if (enc->packed) {
+                    ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, enc->deb->pk, enc->d_qkv, 3 * H));
+                    dqkv = enc->deb->pk;
+                }
             } else if (c->relative_buckets) { /* the shared bias table sums every layer's score gradient */
                 ME_TIMED(ME_PHASE_ATTENTION,
                          be->attention_bias_backward(enc->d_qkv, enc->d_scores, dh, a->qkv, a->probs, enc->mask,
@@ -1074,8 +1100,8 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
                                                 SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch));
             }
             /* d(x) = d(r1) + dqkv @ Wqkv */
-            ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, enc->d_qkv, x, P + o->qkv_w,
-                                                        N, H, 3 * H, 1));
+            ME_TIMED(ME_PHASE_GEMM,
+                     be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, dqkv, x, P + o->qkv_w, R, H, 3 * H, 1));
         }
         /* this weight set's gradients are complete (and still in cache): add their squares */
         if (grad_sumsq && first_application(enc, l))
@@ -1090,15 +1116,15 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     if (enc->deb) {
         ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_end(enc));
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->dropout_backward(dh, dh, (size_t)N * H, ph, seed, me_encoder_rows_site(enc, SITE_EMB, H));
-                 be->mask_rows_backward(dh, enc->mask, N, H);
+                 me_dropout_bwd(enc, dh, dh, me_computed_rows(enc), R, H, ph, SITE_EMB);
+                 if (!enc->packed) be->mask_rows_backward(dh, enc->mask, N, H);
                  be->layernorm_backward(da, G + enc->eln_w, G + enc->eln_b, dh,
                                         enc->has_proj ? enc->emb_proj : enc->emb_sum, enc->emb_mean,
-                                        enc->emb_rstd, P + enc->eln_w, N, H, 0));
+                                        enc->emb_rstd, P + enc->eln_w, R, H, 0));
         dln = da;
         if (enc->has_proj) {
             ME_TIMED(ME_PHASE_GEMM,
-                     be->matmul_backward(db, G + enc->proj_w, NULL, da, enc->emb_sum, P + enc->proj_w, N, E, H, 0));
+                     be->matmul_backward(db, G + enc->proj_w, NULL, da, enc->emb_sum, P + enc->proj_w, R, E, H, 0));
             dln = db;
         }
     } else {

@@ -167,8 +167,8 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * compute the real tokens' rows alone (packed; a padding row's keys and values are zeros no
  * query sees). Exact: the read rows are what the full layers give, up to the order of float
  * additions, since no real token attends to a padding one and nothing reads a padding row.
- * Families whose attention is not the plain one or MPNet's (DeBERTa, ModernBERT) compute every
- * row. */
+ * ModernBERT and DeBERTa pack but compute every real row of the last layer (their attention runs
+ * on the padded layout); DeBERTa-v2 with a ConvLayer computes every row. */
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
                             int B, int T, int mode, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err);
@@ -199,8 +199,9 @@ void me_packed_to_batch(const MeEncoder *enc, float *out, const float *packed, i
 void me_batch_to_packed(const MeEncoder *enc, float *packed, const float *x, int C);
 
 /* Whether a forward may compute only the real tokens (packed) when its caller reads nothing else:
- * the backend has the row-wise dropout, and the attention runs on a padded layout that the packed
- * rows go to and come back from (every family but DeBERTa; on the CPU). */
+ * the backend has the row-wise dropout (the CPU's), and no op mixes positions other than the
+ * attention, which runs on a padded layout that the packed rows go to and come back from (every
+ * family but DeBERTa-v2 with a ConvLayer). */
 int me_encoder_can_pack(const MeEncoder *enc);
 
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
