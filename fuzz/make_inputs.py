@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 from mutate import pack_bundle  # noqa: E402
 from targets import CONFIG_MODELS  # noqa: E402
 from test_hostile_files import (ELECTRA, ROBERTA, _bad_utf8_name, _negative_offset, _tokenizer_json,  # noqa: E402
-                                _unsupported_method, deep_key_pickle)
+                                _unsupported_method, _zip64_offset_below_int64, deep_key_pickle)
 from test_torch_pickle import G, I, S, state_dict, tensor, tup  # noqa: E402
 
 from multienc.formats import safetensors  # noqa: E402
@@ -308,6 +308,7 @@ def regressions(tmp: str) -> None:
     _write(os.path.join(z, "name-not-utf8.bin"), _patched(_bad_utf8_name))
     _write(os.path.join(z, "method-97.bin"), _patched(_unsupported_method))
     _write(os.path.join(z, "negative-offset.bin"), _patched(_negative_offset))
+    _write(os.path.join(z, "zip64-offset-below-int64.bin"), _patched(_zip64_offset_below_int64))
     huge = b"\x8a\x09" + (1 << 70).to_bytes(9, "little")
     pid = tup(S("storage"), G("torch", "FloatStorage"), S("0"), S("cpu"), I(6)) + b"Q"
     hooks = G("collections", "OrderedDict") + b")R"

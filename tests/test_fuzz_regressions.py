@@ -29,5 +29,5 @@ def test_every_target_replays_its_regressions_without_a_finding(tmp_path):
         assert not s["findings"], (name, s["findings"])
         assert s["inputs"] > s["seeds"] + s["regressions"], f"{name}: the mutation loop ran no input"
     # every regression input is refused by its format's error (none is accepted as valid)
-    assert stats["torch_zip"]["regressions"] == 10 and stats["checkpoint"]["regressions"] == 5
+    assert stats["torch_zip"]["regressions"] == 11 and stats["checkpoint"]["regressions"] == 5
     assert stats["tokenizer_json"]["regressions"] == 12

@@ -126,9 +126,20 @@ def _negative_offset(data):
     struct.pack_into("<I", data, end + 16, offset + 100_000)  # central directory "after" where it is
 
 
+def _zip64_offset_below_int64(data):
+    """The end record turned zip64 (a zip64 end record and its locator before it) with a directory
+    offset 3 * 2**62 past the directory's: every record then starts below -2**63, where zipfile's
+    seek fails with a bare ValueError (found by the torch_zip fuzz target)."""
+    end = data.rfind(b"PK\x05\x06")
+    n, size_cd, offset_cd = struct.unpack_from("<HII", data, end + 10)
+    rec64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, size_cd, offset_cd + (3 << 62))
+    data[end:end] = rec64 + struct.pack("<4sIQI", b"PK\x06\x07", 0, end, 1)
+
+
 @pytest.mark.parametrize("patch, escaped", [(_bad_utf8_name, "UnicodeDecodeError"),
                                             (_unsupported_method, "NotImplementedError"),
-                                            (_negative_offset, "OSError")])
+                                            (_negative_offset, "OSError"),
+                                            (_zip64_offset_below_int64, "ValueError")])
 def test_zip_level_errors_are_torch_pickle_errors(tmp_path, patch, escaped):
     path = _patched_zip(tmp_path, patch)
     with pytest.raises(TorchPickleError) as info:

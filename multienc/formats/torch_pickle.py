@@ -333,6 +333,9 @@ def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, 
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
         raise TorchPickleError(path, f"record {_name(info.filename)} is compressed or encrypted (method {info.compress_type}); "
                          "torch.save writes every record uncompressed")
+    if info.header_offset < 0:  # the end record's central-directory offset points past where the directory is
+        raise TorchPickleError(path, f"corrupt zip archive: record {_name(info.filename)} would start at byte "
+                                     f"{info.header_offset}, before the file's start")
     if info.file_size != info.compress_size or info.header_offset + info.compress_size > archive_size:
         raise TorchPickleError(path, f"record {_name(info.filename)} declares {info.file_size} bytes, more than the "
                          f"{archive_size}-byte file holds")
