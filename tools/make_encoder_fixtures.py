@@ -14,7 +14,8 @@ the gradient of ``sum(last_hidden_state * R)`` for EVERY parameter (keys ``grad/
 zeros for a parameter without gradient). Attention is the eager implementation, the parity
 reference named in HF-SEMANTICS.md.
 
-The newer fixtures also hold a train-mode case (keys ``train/...``, with ``train/seed``): HF's
+The newer fixtures also hold a train-mode case (keys ``train/...``, with ``train/seed``; DeBERTa's
+also ``train_short/...`` on the 3-token case): HF's
 forward and gradients in train mode with every dropout mask replaced by the mask multienc's C
 engine draws for that seed (its counter-based ``me_uniform`` of csrc/backend.h, ported to numpy
 below, at the engine's dropout sites). HF decides where dropout happens; the masks only make
@@ -297,19 +298,22 @@ def main() -> None:
         all_cases = cases(family, rng)
         for c, inputs in enumerate(all_cases):
             record_case(model, inputs, rng, c, ref)
-        if family in TRAIN_CASE_SITES:
+        # DeBERTa also on the 3-token case: its distances reach only some of the relative embeddings'
+        # rows, whose pos_dropout masks are those of the whole table
+        train_cases = (("train", 0), ("train_short", 3)) if family in BEFORE_ATTENTION_SITES else (("train", 0),)
+        for prefix, c in train_cases if family in TRAIN_CASE_SITES else ():
             masks = EngineMasks(TRAIN_SEED, TRAIN_CASE_SITES[family], BEFORE_ATTENTION_SITES.get(family, ()),
                                 AFTER_FIRST_LAYER_SITES.get(family, ()))
             model.train()
             original = torch.nn.functional.dropout
             torch.nn.functional.dropout = masks
             try:
-                record(model, all_cases[0], torch.from_numpy(ref["case0/R"]), "train", ref)
+                record(model, all_cases[c], torch.from_numpy(ref[f"case{c}/R"]), prefix, ref)
             finally:
                 torch.nn.functional.dropout = original
             masks.finish()
             model.eval()
-            ref["train/seed"] = np.array(TRAIN_SEED)
+            ref[f"{prefix}/seed"] = np.array(TRAIN_SEED)
         np.savez_compressed(os.path.join(folder, "reference.npz"), **ref)
         print(family, "->", folder, len(ref), "arrays",
               f"torch {torch.__version__} transformers {transformers.__version__}")

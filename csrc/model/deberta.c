@@ -133,10 +133,16 @@ void me_deberta_prepare(MeEncoder *enc, int32_t *host_ints) {
     if (!has_terms(c)) return;
     /* relative position j - i -> row clamp(bucket(i - j) + S, 0, 2S - 1), as c2p_pos (and
      * p2c_pos, which is the same row: the bucket is odd in the distance) */
+    d->c0 = 2 * S;
+    int hi = 0;
     for (int r = -(T - 1); r <= T - 1; r++) {
         int row = me_deberta_bucket(-r, c->position_buckets, c->max_relative_positions) + S;
-        host_ints[r + T - 1] = row < 0 ? 0 : row > 2 * S - 1 ? 2 * S - 1 : row;
+        row = row < 0 ? 0 : row > 2 * S - 1 ? 2 * S - 1 : row;
+        host_ints[r + T - 1] = row;
+        if (row < d->c0) d->c0 = row;
+        if (row > hi) hi = row;
     }
+    d->nc = hi - d->c0 + 1;
     be->to_device(d->idx, host_ints, sizeof(int32_t) * (2 * (size_t)T - 1));
     if (c->norm_rel_ebd)
         be->layernorm_forward(d->rel_ln, d->rel_mean, d->rel_rstd, enc->params + d->rel,
@@ -161,10 +167,15 @@ void me_deberta_attention_forward(MeEncoder *enc, int l, float *ctx, float p_att
     const float scale = 1.0f / sqrtf((float)HS * (float)nterms(c));
     const float *bias = NULL;
     if (has_terms(c)) {
-        /* pos_dropout on the relative embeddings, one mask per layer */
-        be->dropout_forward(dl->rel_d, rel_input(enc), (size_t)S2 * H, p_rel, seed, rel_site);
-        if (dl->posk) be->matmul_forward(dl->posk, dl->rel_d, P + dl->pk_w, P + dl->pk_b, S2, H, H);
-        if (dl->posq) be->matmul_forward(dl->posq, dl->rel_d, P + dl->pq_w, P + dl->pq_b, S2, H, H);
+        /* pos_dropout on the relative embeddings, one mask per layer (of the whole table: at the rows
+         * the distances reach, its elements from c0 * H on), and their projections */
+        const size_t off = (size_t)d->c0 * H;
+        be->dropout_forward(dl->rel_d + off, rel_input(enc) + off, (size_t)d->nc * H, p_rel, seed,
+                            me_dropout_site_at(seed, rel_site, off));
+        if (dl->posk)
+            be->matmul_forward(dl->posk + off, dl->rel_d + off, P + dl->pk_w, P + dl->pk_b, d->nc, H, H);
+        if (dl->posq)
+            be->matmul_forward(dl->posq + off, dl->rel_d + off, P + dl->pq_w, P + dl->pq_b, d->nc, H, H);
         be->disentangled_forward(enc->d_scores, a->qkv, dl->posk, dl->posq, d->idx, scale, B, T, NH, HS,
                                  S2, d->dis_scratch);
         bias = enc->d_scores;
@@ -189,24 +200,25 @@ void me_deberta_attention_backward(MeEncoder *enc, int l, const float *dctx, flo
                                 enc->mask, scale, 1, B, T, NH, HS, p_att, seed, att_site,
                                 enc->att_scratch);
     if (!has_terms(c)) return;
-    const size_t SH = (size_t)S2 * H;
-    if (dl->posk) be->zero(d->d_posk, SH * sizeof(float));
-    if (dl->posq) be->zero(d->d_posq, SH * sizeof(float));
+    /* the rows c0 .. c0 + nc - 1, the only ones read (d_rel is zero elsewhere) */
+    const size_t off = (size_t)d->c0 * H, n = (size_t)d->nc * H;
+    if (dl->posk) be->zero(d->d_posk + off, n * sizeof(float));
+    if (dl->posq) be->zero(d->d_posq + off, n * sizeof(float));
     be->disentangled_backward(enc->d_qkv, dl->posk ? d->d_posk : NULL, dl->posq ? d->d_posq : NULL,
                               enc->d_scores, a->qkv, dl->posk, dl->posq, d->idx, scale, B, T, NH, HS, S2,
                               d->dis_scratch);
     /* through the projections (with share_att_key into the layer's key / query weights) */
     int acc = 0;
     if (dl->posk) {
-        be->matmul_backward(d->d_tmp, G + dl->pk_w, G + dl->pk_b, d->d_posk, dl->rel_d, P + dl->pk_w, S2,
-                            H, H, 0);
+        be->matmul_backward(d->d_tmp + off, G + dl->pk_w, G + dl->pk_b, d->d_posk + off, dl->rel_d + off,
+                            P + dl->pk_w, d->nc, H, H, 0);
         acc = 1;
     }
     if (dl->posq)
-        be->matmul_backward(d->d_tmp, G + dl->pq_w, G + dl->pq_b, d->d_posq, dl->rel_d, P + dl->pq_w, S2,
-                            H, H, acc);
-    be->dropout_backward(d->d_tmp, d->d_tmp, SH, p_rel, seed, rel_site);
-    be->add_forward(d->d_rel, d->d_rel, d->d_tmp, SH);
+        be->matmul_backward(d->d_tmp + off, G + dl->pq_w, G + dl->pq_b, d->d_posq + off, dl->rel_d + off,
+                            P + dl->pq_w, d->nc, H, H, acc);
+    be->dropout_backward(d->d_tmp + off, d->d_tmp + off, n, p_rel, seed, me_dropout_site_at(seed, rel_site, off));
+    be->add_forward(d->d_rel + off, d->d_rel + off, d->d_tmp + off, n);
 }
 
 void me_deberta_backward_begin(MeEncoder *enc) {

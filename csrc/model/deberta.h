@@ -30,6 +30,8 @@ typedef struct MeDeberta {
     float *pk;                /* packed (me_encoder_can_pack): the real rows' fused qkv [R, 3H] before
                                  they go to their rows of the batch (their gradient on the way back) */
     int32_t *idx;             /* row of the relative embeddings per relative position [2T - 1] */
+    int c0, nc;               /* the rows idx reaches, [c0, c0 + nc): the only ones dropped out, projected
+                                 and given gradients (the others' projections are never read) */
     /* v2's ConvLayer (conv_kernel_size > 0): encoder.conv.{conv,LayerNorm} */
     size_t conv_w, conv_b, cln_w, cln_b;
     float *conv_pre, *conv_r, *conv_mean, *conv_rstd, *conv_out, *conv_dx; /* [N, H] / [N] */
