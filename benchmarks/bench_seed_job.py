@@ -9,7 +9,8 @@ Models: the two base-size language models at their real shapes with random weigh
 (``tools/make_seed_job_models.py``, run with the reference venv when the folders are missing;
 ``--models DIR`` takes them from elsewhere): ELECTRA-base discriminator with the bert-base-uncased
 vocabulary and RoBERTa-base with its byte-level BPE. ``--lm NAME ...`` runs the same job with other
-LMs of that script (``modernbert-base-random``: ModernBERT-base's shape with RoBERTa's BPE). Data: the first ``--sentences`` sentences of
+LMs of that script (``modernbert-base-random``: ModernBERT-base's shape with RoBERTa's BPE;
+``deberta-v3-base-random``: DeBERTa-v3-base's with the bert-base-uncased WordPiece). Data: the first ``--sentences`` sentences of
 the real CoLA training split (``../shared/data/glue/CoLA/train.tsv``) in file order, batches of 16,
 one epoch; prediction over the first ``--predict`` sentences of the CoLA dev split (all 1,043 by
 default), batches of 32: multienc's ``predict`` batches them longest first (as Flair's does), the
@@ -52,7 +53,7 @@ ROOT = os.path.dirname(HERE)
 DEFAULT_MODELS = os.path.join(ROOT, "build", "seed-job-models")
 MODEL_NAMES = ("electra-base-discriminator-random", "roberta-base-random")
 #: the other folders tools/make_seed_job_models.py writes on request
-OTHER_MODELS = ("modernbert-base-random",)
+OTHER_MODELS = ("modernbert-base-random", "deberta-v3-base-random")
 LM_LR, HEAD_LR, WEIGHT_DECAY, MAX_GRAD_NORM, WARMUP, BATCH, EVAL_BATCH, DEV = 2e-5, 1e-3, 0.01, 5.0, 0.1, 16, 32, 64
 sys.path.insert(0, HERE)
 from bench_encoder import torch_python  # noqa: E402

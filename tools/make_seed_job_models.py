@@ -13,7 +13,8 @@ itself when they are missing):
   50,265, 514 positions, one token type, padding id 1) and its byte-level BPE from
   ``../shared/data/vocab/roberta-base``.
 
-and on request (``--models modernbert-base-random``, for ``benchmarks/bench_train.py --lm``):
+and on request (``--models modernbert-base-random deberta-v3-base-random``, for
+``benchmarks/bench_seed_job.py --lm``):
 
 - ``modernbert-base-random``: ``transformers.ModernBertConfig`` with answerdotai/ModernBERT-base's
   values (22 layers, hidden 768, 12 heads, intermediate 1152, global attention every third layer,
@@ -21,6 +22,12 @@ and on request (``--models modernbert-base-random``, for ``benchmarks/bench_trai
   byte-level BPE in place of its own tokenizer (not in ``../shared/data``), written as the
   ``tokenizer.json`` transformers' fast RoBERTa tokenizer saves: the special token ids are
   RoBERTa's (``<s>`` 0, padding 1, ``</s>`` 2), within the 50,368 rows.
+- ``deberta-v3-base-random``: ``transformers.DebertaV2Config`` with microsoft/deberta-v3-base's values
+  (hidden 768, 12 layers, 12 heads, intermediate 3072, relative attention with 256 log buckets, c2p and
+  p2c sharing the key / query weights, the relative embeddings' LayerNorm, no absolute positions, no
+  token types, vocabulary 128,100) and the bert-base-uncased WordPiece in place of its SentencePiece
+  model (not in ``../shared/data``), written as ``BertTokenizerFast`` saves it: padding id 0 as
+  DeBERTa's, ``[CLS]`` 101 and ``[SEP]`` 102 within the 128,100 rows.
 
 Weights: the models' own initialisation (``ElectraModel(config)`` / ``RobertaModel(config)``
 after ``torch.manual_seed``), saved with ``save_pretrained`` as ``model.safetensors``.
@@ -64,6 +71,14 @@ MODELS = {
              attention_bias=False, mlp_bias=False, attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0,
              pad_token_id=1, bos_token_id=0, eos_token_id=2, cls_token_id=0, sep_token_id=2),
         "roberta-base"),
+    "deberta-v3-base-random": (
+        transformers.DebertaV2Config, transformers.DebertaV2Model,
+        dict(vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+             hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=512,
+             type_vocab_size=0, layer_norm_eps=1e-7, relative_attention=True, max_relative_positions=-1,
+             position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+             position_biased_input=False, pad_token_id=0),
+        "bert-base-uncased"),
 }
 #: what a plain run writes: the research project's two models
 SEED_JOB = ("electra-base-discriminator-random", "roberta-base-random")
@@ -82,6 +97,8 @@ def build(out: str, name: str, seed: int) -> str:
     src = os.path.join(VOCAB, vocab)
     if model_cls is transformers.ModernBertModel:  # AutoTokenizer reads a ModernBERT folder's tokenizer.json only
         transformers.RobertaTokenizerFast.from_pretrained(src).save_pretrained(tmp)
+    elif model_cls is transformers.DebertaV2Model:  # the tokenizer class named, as a DeBERTa config implies SentencePiece
+        transformers.BertTokenizerFast.from_pretrained(src).save_pretrained(tmp)
     else:
         for f in sorted(os.listdir(src)):
             shutil.copyfile(os.path.join(src, f), os.path.join(tmp, f))
