@@ -144,6 +144,46 @@ def test_flipped_storage_byte_fails_the_crc(tmp_path):
         tp.load_file(path)
 
 
+def write_aligned_bin(path, pkl, records):
+    """write_bin's zip with each record's bytes at a multiple of 64 in the file, as torch.save
+    places them (padding in the local header's extra field)."""
+    members = [("archive/data.pkl", pkl), ("archive/byteorder", b"little")]
+    members += [(f"archive/data/{key}", data) for key, data in records.items()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            pad = -(z.fp.tell() + 30 + len(name) + 4) % 64
+            info.extra = struct.pack("<HH", 0x4246, pad) + bytes(pad)
+            z.writestr(info, data)
+    return str(path)
+
+
+def test_storages_are_read_in_place_from_a_map_and_released(tmp_path):
+    """load_file maps the file and reads each storage in place: after its CRC check the storage's
+    pages leave this process (nothing of the map is resident once load_file returns), the arrays
+    are read-only views of the map with the stored values, a strided view is a copy, and
+    release_pages drops a view's pages again after a read (what Encoder loading does after
+    copying each tensor), so a checkpoint is never held whole beside the model it loads into.
+    (Reading a record's local header maps it and, by the kernel's fault-around, up to 64 KiB of
+    file pages around it: what stays resident is at most that, against 2.3 MB of storages.)"""
+    from test_safetensors import _mapped_rss_kib
+    around = 64
+    values = np.arange(600 * 500, dtype="<f4")
+    path = write_aligned_bin(tmp_path / "big.bin",
+                             state_dict(S("w"), tensor("0", values.size, 0, (600, 500), (500, 1)),
+                                        S("wt"), tensor("1", values.size, 0, (500, 600), (1, 500))),
+                             {"0": values.tobytes(), "1": values.tobytes()})
+    got = tp.load_file(path)
+    assert _mapped_rss_kib(path) <= around
+    assert not got["w"].flags.writeable and not got["w"].flags.owndata
+    np.testing.assert_array_equal(got["w"], values.reshape(600, 500))
+    assert _mapped_rss_kib(path) >= values.nbytes // 1024
+    st.release_pages(got["w"])
+    assert _mapped_rss_kib(path) <= around
+    np.testing.assert_array_equal(got["wt"], values.reshape(600, 500).T)
+    assert _mapped_rss_kib(path) <= around  # the transposed view was copied at load
+
+
 # ------------------------------------------------------------------ malicious pickles
 
 class Reduce:

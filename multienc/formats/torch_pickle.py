@@ -15,13 +15,17 @@ only these globals:
 Any other global or opcode raises :class:`TorchPickleError` when it is read;
 nothing named by the file is ever imported or called. Tensors come back as
 numpy arrays of their stored dtype (float32, float16, int64), except bfloat16,
-which numpy lacks and which is widened to float32 exactly.
+which numpy lacks and which is widened to float32 exactly. The storages are read in
+place from a read-only memory map of the file (torch stores them uncompressed), each
+checked against its CRC-32 and then dropped from resident memory, so loading does not
+hold the file's bytes in memory beside the model they are copied into.
 """
 from __future__ import annotations
 
 import collections
 import io
 import math
+import mmap
 import os
 import pickle
 import struct
@@ -31,7 +35,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from multienc.formats.safetensors import bf16_to_float32
+from multienc.formats.safetensors import bf16_to_float32, release_pages
 
 __all__ = ["TorchPickleError", "load_file", "ALLOWED_GLOBALS"]
 
@@ -136,12 +140,26 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
         if last >= values.size:
             raise ValueError(f"tensor (offset {storage_offset}, size {size}, stride {stride}) reaches element "
                              f"{last} of storage {storage.key!r} which has {values.size}")
-        item = values.itemsize
-        view = np.lib.stride_tricks.as_strided(values[storage_offset:], shape=size,
-                                               strides=tuple(s * item for s in stride), writeable=False)
-        arr = np.require(view, requirements="C")
+        if _is_c_contiguous(size, stride):  # a view of the storage (of the file's map)
+            arr = values[storage_offset:storage_offset + numel].reshape(size)
+        else:
+            item = values.itemsize
+            view = np.lib.stride_tricks.as_strided(values[storage_offset:], shape=size,
+                                                   strides=tuple(s * item for s in stride), writeable=False)
+            arr = np.require(view, requirements="C")
+            release_pages(values)  # the copy read them
     arr.flags.writeable = False
     return _Tensor(arr)
+
+
+def _is_c_contiguous(size: Tuple[int, ...], stride: Tuple[int, ...]) -> bool:
+    """Whether elements laid out by ``stride`` are the row-major layout of ``size``."""
+    expected = 1
+    for n, s in zip(reversed(size), reversed(stride)):
+        if n != 1 and s != expected:
+            return False
+        expected *= n
+    return True
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> _Tensor:
@@ -327,9 +345,9 @@ def _check_not_legacy(path: str) -> None:
     raise TorchPickleError(path, "not a torch zip checkpoint (no zip signature)")
 
 
-def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, path: str) -> bytes:
-    """A record's bytes, after checking that it is stored as torch writes it: uncompressed, not
-    encrypted, inside the archive. So no record can expand to more than the file's own size."""
+def _check_stored(info: zipfile.ZipInfo, archive_size: int, path: str) -> None:
+    """Check that a record is stored as torch writes it: uncompressed, not encrypted, inside the
+    archive. So no record can expand to more than the file's own size."""
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
         raise TorchPickleError(path, f"record {_name(info.filename)} is compressed or encrypted (method {info.compress_type}); "
                          "torch.save writes every record uncompressed")
@@ -339,7 +357,39 @@ def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, 
     if info.file_size != info.compress_size or info.header_offset + info.compress_size > archive_size:
         raise TorchPickleError(path, f"record {_name(info.filename)} declares {info.file_size} bytes, more than the "
                          f"{archive_size}-byte file holds")
+
+
+def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, path: str) -> bytes:
+    """A record's bytes (:func:`_check_stored` first)."""
+    _check_stored(info, archive_size, path)
     return zf.read(info)
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader: 30 bytes
+
+
+def _stored_offset(mapped: mmap.mmap, info: zipfile.ZipInfo, path: str) -> int:
+    """Where a stored record's bytes begin in the file's map, after the checks zipfile makes when it
+    reads one (a local header with the right magic and name, the bytes inside the file, their
+    CRC-32). :func:`_check_stored`'s checks come first."""
+    start = info.header_offset
+    if start + _LOCAL_HEADER.size > len(mapped):
+        raise TorchPickleError(path, f"corrupt zip archive: record {_name(info.filename)}'s header at byte {start} "
+                                     f"is outside the {len(mapped)}-byte file")
+    fields = _LOCAL_HEADER.unpack_from(mapped, start)
+    magic, flags, name_len, extra_len = fields[0], fields[3], fields[10], fields[11]
+    name = mapped[start + _LOCAL_HEADER.size:start + _LOCAL_HEADER.size + name_len]
+    if magic != b"PK\x03\x04" or name.decode("utf-8" if flags & 0x800 else "cp437", "replace") != info.orig_filename:
+        raise TorchPickleError(path, f"corrupt zip archive: record {_name(info.filename)}'s local header is "
+                                     "not where the directory says")
+    begin = start + _LOCAL_HEADER.size + name_len + extra_len
+    if begin + info.compress_size > len(mapped):
+        raise TorchPickleError(path, f"record {_name(info.filename)} declares {info.file_size} bytes, more than the "
+                                     f"{len(mapped)}-byte file holds")
+    with memoryview(mapped) as view:
+        if zlib.crc32(view[begin:begin + info.compress_size]) != info.CRC:
+            raise TorchPickleError(path, f"corrupt zip archive: Bad CRC-32 for record {_name(info.filename)}")
+    return begin
 
 
 # What reading a damaged zip can raise besides BadZipFile: names that are not UTF-8, offsets that
@@ -363,7 +413,8 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
     _check_not_legacy(path)
     size = os.path.getsize(path)
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             names = zf.namelist()
             if not names or "/" not in names[0]:
                 raise TorchPickleError(path, "zip has no top-level folder, so it was not written by torch.save")
@@ -386,9 +437,15 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
                     have = infos[record].file_size if record in infos else "no"
                     raise ValueError(f"storage record {_name(record)} has {have} bytes, {stype.name} of {numel} "
                                      f"needs {need}")
-                values = np.frombuffer(_read_record(zf, infos[record], size, path), dtype=stype.dtype)
+                _check_stored(infos[record], size, path)
+                values = np.frombuffer(mapped, dtype=stype.dtype, count=numel,
+                                       offset=_stored_offset(mapped, infos[record], path))
+                release_pages(values)  # the CRC check read them; the caller reads them again when it copies
                 if stype.name == "BFloat16Storage":
                     values = bf16_to_float32(values)
+                    values.flags.writeable = False
+                elif not values.flags.aligned:
+                    values = values.copy()
                     values.flags.writeable = False
                 storages[key] = _Storage(key, values)
                 return storages[key]

@@ -111,7 +111,8 @@ def load_state_dict(folder: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
     Picks the first of :data:`WEIGHT_FILES` present.
     float16 and bfloat16 tensors become float32; every other dtype (float32,
     int64 such as ``position_ids``, ...) is kept. Arrays are read-only
-    (safetensors ones are memory-mapped). Errors: FileNotFoundError without a
+    (those kept as stored are views of a memory map of the file where it allows:
+    aligned and contiguous). Errors: FileNotFoundError without a
     weight file; :class:`WeightsError` for a bad index or missing shard/tensor;
     :class:`~multienc.safetensors.SafetensorsError` /
     :class:`~multienc.torch_pickle.TorchPickleError` for a bad file, each
