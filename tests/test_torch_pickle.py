@@ -184,6 +184,21 @@ def test_storages_are_read_in_place_from_a_map_and_released(tmp_path):
     assert _mapped_rss_kib(path) <= around  # the transposed view was copied at load
 
 
+@pytest.mark.parametrize("flag", [0x1, 0x20, 0x40])
+def test_a_storage_flagged_encrypted_or_patch_data_is_refused(tmp_path, flag):
+    """Storages are read from the file's map, not through zipfile: the flags zipfile refuses
+    (encryption, patch data, strong encryption) are refused for them too."""
+    path = write_bin(tmp_path / "flag.bin", state_dict(S("w"), tensor("0", 6, 0, (6,), (1,))), {"0": SIX})
+    data = bytearray(open(path, "rb").read())
+    entry = data.find(b"PK\x01\x02")  # the central directory's entries, to the storage's
+    while not data[entry + 46:].startswith(b"archive/data/0"):
+        entry = data.find(b"PK\x01\x02", entry + 1)
+    struct.pack_into("<H", data, entry + 8, flag)
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(TorchPickleError, match=f"archive/data/0.* is compressed or encrypted .*flags {flag:#x}"):
+        tp.load_file(path)
+
+
 # ------------------------------------------------------------------ malicious pickles
 
 class Reduce:

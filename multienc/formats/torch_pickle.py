@@ -348,9 +348,10 @@ def _check_not_legacy(path: str) -> None:
 def _check_stored(info: zipfile.ZipInfo, archive_size: int, path: str) -> None:
     """Check that a record is stored as torch writes it: uncompressed, not encrypted, inside the
     archive. So no record can expand to more than the file's own size."""
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
-        raise TorchPickleError(path, f"record {_name(info.filename)} is compressed or encrypted (method {info.compress_type}); "
-                         "torch.save writes every record uncompressed")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x61:  # encrypted, patch data, strong encryption
+        raise TorchPickleError(path, f"record {_name(info.filename)} is compressed or encrypted (method "
+                                     f"{info.compress_type}, flags {info.flag_bits:#x}); torch.save writes every "
+                                     "record uncompressed")
     if info.header_offset < 0:  # the end record's central-directory offset points past where the directory is
         raise TorchPickleError(path, f"corrupt zip archive: record {_name(info.filename)} would start at byte "
                                      f"{info.header_offset}, before the file's start")
@@ -438,15 +439,15 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
                     raise ValueError(f"storage record {_name(record)} has {have} bytes, {stype.name} of {numel} "
                                      f"needs {need}")
                 _check_stored(infos[record], size, path)
-                values = np.frombuffer(mapped, dtype=stype.dtype, count=numel,
+                stored = np.frombuffer(mapped, dtype=stype.dtype, count=numel,
                                        offset=_stored_offset(mapped, infos[record], path))
-                release_pages(values)  # the CRC check read them; the caller reads them again when it copies
+                values = stored
                 if stype.name == "BFloat16Storage":
-                    values = bf16_to_float32(values)
-                    values.flags.writeable = False
-                elif not values.flags.aligned:
-                    values = values.copy()
-                    values.flags.writeable = False
+                    values = bf16_to_float32(stored)
+                elif not stored.flags.aligned:
+                    values = stored.copy()
+                values.flags.writeable = False
+                release_pages(stored)  # the CRC check read them; the caller reads them again when it copies
                 storages[key] = _Storage(key, values)
                 return storages[key]
 
