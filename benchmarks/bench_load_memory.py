@@ -1,11 +1,12 @@
-"""Loading one LM's weights: peak memory and seconds, from model.safetensors and from pytorch_model.bin.
+"""Loading one LM's weights: peak memory and seconds, from model.safetensors, pytorch_model.bin and float16.
 
     python benchmarks/bench_load_memory.py [--runs 3] [--model FOLDER]
 
-The default model is the random-weight RoBERTa-base folder of ``bench_seed_job.py``. Its
-``pytorch_model.bin`` twin (the same tensors written by ``torch.save``, as older hub checkpoints
-are) is made once next to it, in ``<folder>-bin``, by the PyTorch interpreter (this one if it
-has torch, else ``MULTIENC_TORCH_PYTHON`` or ``.venv-ref``). Each run loads each format in a fresh
+The default model is the random-weight RoBERTa-base folder of ``bench_seed_job.py``. Two twins
+are made once next to it by the PyTorch interpreter (this one if it has torch, else
+``MULTIENC_TORCH_PYTHON`` or ``.venv-ref``): ``<folder>-bin``, the same tensors written by
+``torch.save`` as ``pytorch_model.bin`` (as older hub checkpoints are), and ``<folder>-fp16``,
+its floating tensors in float16 as ``model.safetensors`` (as many hub checkpoints are). Each run loads each format in a fresh
 subprocess (``Encoder(folder)``) and reports the process's resident memory just before loading,
 its peak (``ru_maxrss``) and the loading seconds; median of the runs, every run in brackets,
 beside the model's float32 bytes.
@@ -38,29 +39,38 @@ print(json.dumps({"before": before, "peak": resource.getrusage(resource.RUSAGE_S
                   "seconds": seconds, "weights": enc._c.num_floats * 4 / 2 ** 20}))
 """
 
-TO_BIN = """
+#: twin suffix -> (its weight file, the code that writes it from model.safetensors)
+TWINS = {
+    "bin": ("pytorch_model.bin", """
 import sys, torch
 from safetensors.torch import load_file
 torch.save(load_file(sys.argv[1]), sys.argv[2])
-"""
+"""),
+    "fp16": ("model.safetensors", """
+import sys
+from safetensors.torch import load_file, save_file
+save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(sys.argv[1]).items()}, sys.argv[2])
+"""),
+}
 
 
-def bin_twin(folder: str) -> str:
-    """``<folder>-bin``: folder's config and tokenizer files with its weights as pytorch_model.bin."""
-    twin = folder.rstrip("/") + "-bin"
-    if os.path.isfile(os.path.join(twin, "pytorch_model.bin")):
+def twin_of(folder: str, kind: str) -> str:
+    """``<folder>-<kind>``: folder's config and tokenizer files with its weights rewritten as TWINS[kind]."""
+    weight_file, code = TWINS[kind]
+    twin = folder.rstrip("/") + "-" + kind
+    if os.path.isfile(os.path.join(twin, weight_file)):
         return twin
     python = torch_python()
     if not python:
-        sys.exit("no PyTorch interpreter to write the pytorch_model.bin twin (set MULTIENC_TORCH_PYTHON)")
+        sys.exit(f"no PyTorch interpreter to write the {kind} twin (set MULTIENC_TORCH_PYTHON)")
     tmp = twin + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for name in os.listdir(folder):
         if name != "model.safetensors":
             shutil.copyfile(os.path.join(folder, name), os.path.join(tmp, name))
-    subprocess.run([python, "-c", TO_BIN, os.path.join(folder, "model.safetensors"),
-                    os.path.join(tmp, "pytorch_model.bin")], check=True)
+    subprocess.run([python, "-c", code, os.path.join(folder, "model.safetensors"), os.path.join(tmp, weight_file)],
+                   check=True)
     os.replace(tmp, twin)
     return twin
 
@@ -77,7 +87,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a folder with model.safetensors (default: the seed job's RoBERTa-base)")
     args = ap.parse_args()
     folder = args.model or ensure_models(DEFAULT_MODELS, list(MODEL_NAMES))[1]
-    formats = {"model.safetensors": folder, "pytorch_model.bin": bin_twin(folder)}
+    formats = {"model.safetensors": folder, "pytorch_model.bin": twin_of(folder, "bin"),
+               "model.safetensors, float16": twin_of(folder, "fp16")}
     runs = {name: [] for name in formats}
     for _ in range(args.runs):
         for name, path in formats.items():

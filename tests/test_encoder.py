@@ -253,6 +253,21 @@ def test_state_dict_round_trip(tmp_path):
     np.testing.assert_array_equal(again.forward(x), enc.forward(x))
 
 
+def test_float16_weights_load_widened_exactly(tmp_path):
+    """A float16 checkpoint (as many hub models are saved) loads into the float32 parameters
+    widened exactly (each value the float16 one), tensor by tensor."""
+    folder = os.path.join(FIXTURES, "bert")
+    half = {k: v.astype(np.float16) for k, v in load_file(os.path.join(folder, "model.safetensors")).items()}
+    os.makedirs(tmp_path / "half")
+    shutil.copyfile(os.path.join(folder, "config.json"), tmp_path / "half" / "config.json")
+    save_file(half, str(tmp_path / "half" / "model.safetensors"))
+    got = Encoder(str(tmp_path / "half")).state_dict()
+    assert len(got) > 20 and set(got) <= set(half)
+    for name, arr in got.items():
+        assert arr.dtype == np.float32
+        np.testing.assert_array_equal(arr, half[name].astype(np.float64), err_msg=name)
+
+
 def test_from_config_random_init_runs():
     cfg = json.load(open(os.path.join(FIXTURES, "bert", "config.json")))
     enc = Encoder.from_config(cfg, seed=1)

@@ -44,6 +44,18 @@ def test_half_precision_becomes_float32_and_int64_stays():
     np.testing.assert_array_equal(got["w_bf16"], twin["w_bf16"])
 
 
+def test_float16_can_stay_as_stored_for_a_caller_that_widens_each_tensor():
+    """widen=False (what an encoder's loading asks for) keeps float16 tensors as the file holds
+    them, views of its map, so no float32 copy of the whole model is made at once; bfloat16 is
+    float32 either way (numpy has no bfloat16)."""
+    got = weights.load_state_dict(os.path.join(FIXTURES, "bin_half"), widen=False)
+    twin = st.load_file(os.path.join(FIXTURES, "bin_half_twin.safetensors"))
+    assert got["w_fp16"].dtype == np.float16 and not got["w_fp16"].flags.owndata
+    np.testing.assert_array_equal(got["w_fp16"], twin["w_fp16"])
+    assert got["w_bf16"].dtype == np.float32 and got["ids"].dtype == np.int64
+    np.testing.assert_array_equal(got["w_bf16"], twin["w_bf16"])
+
+
 def test_safetensors_is_preferred_and_sharded_safetensors_load(tmp_path):
     want = reference()
     shutil.copy(os.path.join(FIXTURES, "bin", "pytorch_model.bin"), tmp_path / "pytorch_model.bin")

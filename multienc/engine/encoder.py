@@ -460,7 +460,8 @@ class Encoder:
         config.update(config_overrides or {})
         source = os.path.join(model_dir, "config.json")
         info = param_table(config, source)
-        found = match_weights(info, load_state_dict(model_dir), find_weight_file(model_dir)[0])
+        # float16 weights as stored: _write_weights widens them one tensor at a time
+        found = match_weights(info, load_state_dict(model_dir, widen=False), find_weight_file(model_dir)[0])
         self._init(config, source, device)
         self._write_weights(found)
 
@@ -552,7 +553,8 @@ class Encoder:
         """Copy each matched tensor (:func:`match_weights`) to its place in the parameter buffer,
         one at a time, dropping a memory-mapped file's pages once each is copied
         (:func:`~multienc.formats.safetensors.release_pages`): loading holds the weights once, plus
-        the tensor being copied, never a second copy of the whole model."""
+        the tensor being copied (widened to float32 here when the file holds float16), never a
+        second copy of the whole model."""
         for name, arr in found.items():
             self._c.write_params(np.ascontiguousarray(arr, dtype=np.float32).reshape(-1), self._info[name][1])
             release_pages(arr)

@@ -105,12 +105,15 @@ def _widen(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def load_state_dict(folder: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
+def load_state_dict(folder: "os.PathLike[str] | str", widen: bool = True) -> Dict[str, np.ndarray]:
     """Load a model folder's weights as ``{tensor name: numpy.ndarray}``.
 
     Picks the first of :data:`WEIGHT_FILES` present.
     float16 and bfloat16 tensors become float32; every other dtype (float32,
-    int64 such as ``position_ids``, ...) is kept. Arrays are read-only
+    int64 such as ``position_ids``, ...) is kept. ``widen=False`` keeps float16
+    tensors as stored, for a caller that converts them one at a time (an
+    encoder copying them into its parameters); bfloat16 always comes back as
+    float32, which numpy has no bfloat16 to hold otherwise. Arrays are read-only
     (those kept as stored are views of a memory map of the file where it allows:
     aligned and contiguous). Errors: FileNotFoundError without a
     weight file; :class:`WeightsError` for a bad index or missing shard/tensor;
@@ -120,4 +123,4 @@ def load_state_dict(folder: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
     """
     path, is_index = find_weight_file(os.fspath(folder))
     state = _load_sharded(path) if is_index else _reader(path)(path)
-    return {name: _widen(value) for name, value in state.items()}
+    return {name: _widen(value) for name, value in state.items()} if widen else state
