@@ -93,14 +93,19 @@ def state_dict(*entries):
     return b"\x80\x02" + G("collections", "OrderedDict") + b")R(" + b"".join(entries) + b"u."
 
 
-def write_bin(path, pkl, records=None):
-    """A torch-style zip: archive/data.pkl, byteorder and data/<key> records."""
+def write_bin(path, pkl, records=None, align=False):
+    """A torch-style zip: archive/data.pkl, byteorder, data/<key> and version records; with
+    ``align`` each record's bytes at a multiple of 64 in the file, as torch.save places them
+    (padding in the local header's extra field)."""
+    members = [("archive/data.pkl", pkl), ("archive/byteorder", b"little")]
+    members += [(f"archive/data/{key}", data) for key, data in (records or {}).items()]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
-        for key, data in (records or {}).items():
-            z.writestr(f"archive/data/{key}", data)
-        z.writestr("archive/version", "3\n")
+        for name, data in members + [("archive/version", b"3\n")]:
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            if align:
+                pad = -(z.fp.tell() + 30 + len(name) + 4) % 64
+                info.extra = struct.pack("<HH", 0x4246, pad) + bytes(pad)
+            z.writestr(info, data)
     return str(path)
 
 
@@ -144,20 +149,6 @@ def test_flipped_storage_byte_fails_the_crc(tmp_path):
         tp.load_file(path)
 
 
-def write_aligned_bin(path, pkl, records):
-    """write_bin's zip with each record's bytes at a multiple of 64 in the file, as torch.save
-    places them (padding in the local header's extra field)."""
-    members = [("archive/data.pkl", pkl), ("archive/byteorder", b"little")]
-    members += [(f"archive/data/{key}", data) for key, data in records.items()]
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            pad = -(z.fp.tell() + 30 + len(name) + 4) % 64
-            info.extra = struct.pack("<HH", 0x4246, pad) + bytes(pad)
-            z.writestr(info, data)
-    return str(path)
-
-
 def test_storages_are_read_in_place_from_a_map_and_released(tmp_path):
     """load_file maps the file and reads each storage in place: after its CRC check the storage's
     pages leave this process (nothing of the map is resident once load_file returns), the arrays
@@ -169,10 +160,10 @@ def test_storages_are_read_in_place_from_a_map_and_released(tmp_path):
     from test_safetensors import _mapped_rss_kib
     around = 64
     values = np.arange(600 * 500, dtype="<f4")
-    path = write_aligned_bin(tmp_path / "big.bin",
-                             state_dict(S("w"), tensor("0", values.size, 0, (600, 500), (500, 1)),
-                                        S("wt"), tensor("1", values.size, 0, (500, 600), (1, 500))),
-                             {"0": values.tobytes(), "1": values.tobytes()})
+    path = write_bin(tmp_path / "big.bin",
+                     state_dict(S("w"), tensor("0", values.size, 0, (600, 500), (500, 1)),
+                                S("wt"), tensor("1", values.size, 0, (500, 600), (1, 500))),
+                     {"0": values.tobytes(), "1": values.tobytes()}, align=True)
     got = tp.load_file(path)
     assert _mapped_rss_kib(path) <= around
     assert not got["w"].flags.writeable and not got["w"].flags.owndata

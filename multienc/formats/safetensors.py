@@ -268,8 +268,9 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np
 
 
 def release_pages(arr: np.ndarray) -> None:
-    """Drop the file pages under ``arr``, a memory-mapped array of :func:`load_file`, from this
-    process's resident memory, once its values have been copied elsewhere: the pages stay in the
+    """Drop the file pages under ``arr``, a memory-mapped array of :func:`load_file` (or of
+    :func:`multienc.formats.torch_pickle.load_file`, which maps its storages the same way), from
+    this process's resident memory, once its values have been copied elsewhere: the pages stay in the
     kernel's page cache and reading ``arr`` again maps them back in, so ``arr`` keeps its values.
     Loading copies each tensor and releases it, so a model's file is never resident whole beside
     its copy. Nothing to do for an array that is not a view of such a map."""
