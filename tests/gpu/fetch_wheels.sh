@@ -4,16 +4,16 @@
 # registry) into .whl/ (ignored by git; pass it in the device call's `carry`).
 # The GPU image already has numpy, wheel, pytest, torch and transformers;
 # multienc additionally needs scipy-openblas32 (the CPU BLAS), and the build
-# is pinned to a setuptools that still reads pyproject's `license = {text=...}`
-# table (newer ones deprecate it, and the image's version is not known here).
+# needs the setuptools that pyproject's build-system asks for (the image's
+# version is not known here). Both are taken at requirements/constraints.txt's
+# pins, the versions every venv of this checkout uses.
 # Usage: tests/gpu/fetch_wheels.sh [DEST]   (PYTHON=... to choose the pip)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=$(realpath -m "${1:-.whl}")
 py=${PYTHON:-python3}
-# the version this checkout builds against here, else the newest
-version=$("$py" -m pip show scipy-openblas32 2>/dev/null | awk '/^Version:/{print $2}') || true
-specs=("scipy-openblas32${version:+==$version}" "setuptools==75.8.0")
+pin() { grep -E "^$1==" requirements/constraints.txt || { echo "no pin for $1 in requirements/constraints.txt" >&2; exit 1; }; }
+specs=("$(pin scipy-openblas32)" "$(pin setuptools)")
 mkdir -p "$dest"
 (cd /tmp && "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \

@@ -72,16 +72,23 @@ print("cuda_available:", multienc.cuda_available())'
     [ "$require_gpu" = 0 ] || "$py" -c 'import multienc; assert multienc.cuda_available(), "no usable GPU"'
 }
 
-# the NCCL smoke test runs in its own step: its two rank processes under memcheck would take minutes
+# tests/gpu compare the GPU with multienc's own CPU backend, so they run under the image's packages:
+# --confcutdir keeps out tests/conftest.py, whose pin check is for the CPU suite's references
+# (tests/ stays on the path for its helper modules).
+# The NCCL smoke test runs in its own step: its two rank processes under memcheck would take minutes.
+gpu_pytest() {
+    cd /tmp && PYTHONPATH=$site:$repo/tests "$py" -m pytest -q -rs -p no:cacheprovider \
+        --confcutdir "$repo/tests/gpu" "$@"
+}
+
 gpu_tests() {
-    cd /tmp && PYTHONPATH=$site "$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/gpu" \
-        --ignore "$repo/tests/gpu/test_nccl.py" "$@"
+    gpu_pytest "$repo/tests/gpu" --ignore "$repo/tests/gpu/test_nccl.py" "$@"
 }
 
 nccl_test() {
-    cd /tmp && PYTHONPATH=$site "$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/gpu/test_nccl.py"
+    gpu_pytest "$repo/tests/gpu/test_nccl.py"
 }
-export -f install gpu_tests nccl_test
+export -f install gpu_pytest gpu_tests nccl_test
 
 {
     echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
