@@ -36,7 +36,8 @@ Environment:
   MULTIENC_CUDA=0      skip the CUDA part even where nvcc is found
   MULTIENC_CUDA=1      require it (fail when nvcc is not found)
   CUDA_HOME            toolkit folder to take nvcc from when it is not on PATH
-  NCCL_HOME            folder with include/nccl.h and lib/libnccl.so (default: the toolkit's)
+  NCCL_HOME            folder with include/nccl.h and lib/libnccl.so or lib/libnccl.so.2 (the
+                       nvidia-nccl wheel's nvidia/nccl; default: the toolkit's)
   MULTIENC_NCCL=0|1    skip / require the NCCL module (default: build it when NCCL is found)
   MULTIENC_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
                        (CPU only: the CUDA part is skipped)
@@ -122,7 +123,9 @@ def cuda_layout(nvcc):
 
 
 def find_nccl(cuda_include, cuda_libdir):
-    """(include dir, library dir) of NCCL, or None when the NCCL module is not to be built."""
+    """(include dir, library dir, linker flag) of NCCL, or None when the NCCL module is not to be built.
+    The toolkit has libnccl.so; the nvidia-nccl wheel (NCCL_HOME=.../site-packages/nvidia/nccl) only
+    libnccl.so.2, which is linked by its file name."""
     want = os.environ.get("MULTIENC_NCCL", "")
     if want == "0":
         return None
@@ -130,10 +133,13 @@ def find_nccl(cuda_include, cuda_libdir):
     places = [(os.path.join(home, "include"), os.path.join(home, "lib"))] if home else []
     places.append((cuda_include, cuda_libdir))
     for inc, lib in places:
-        if os.path.exists(os.path.join(inc, "nccl.h")) and os.path.exists(os.path.join(lib, "libnccl.so")):
-            return inc, lib
+        if not os.path.exists(os.path.join(inc, "nccl.h")):
+            continue
+        for name, flag in (("libnccl.so", "-lnccl"), ("libnccl.so.2", "-l:libnccl.so.2")):
+            if os.path.exists(os.path.join(lib, name)):
+                return inc, lib, flag
     if want == "1":
-        raise SystemExit("MULTIENC_NCCL=1 but nccl.h and libnccl.so were not found (set NCCL_HOME)")
+        raise SystemExit("MULTIENC_NCCL=1 but nccl.h and libnccl.so(.2) were not found (set NCCL_HOME)")
     return None
 
 
@@ -259,7 +265,7 @@ def extensions():
                 sources=[NCCL_ONLY_C],
                 include_dirs=["csrc", nccl[0], cuda_include],
                 extra_compile_args=compile_args(),
-                extra_link_args=[f"-L{nccl[1]}", "-lnccl", f"-Wl,-rpath,{nccl[1]}",
+                extra_link_args=[f"-L{nccl[1]}", nccl[2], f"-Wl,-rpath,{nccl[1]}",
                                  "-Wl,-rpath,$ORIGIN/../../nvidia/nccl/lib"],
                 depends=HEADERS,
             ))

@@ -32,8 +32,9 @@ its matrix products' GFLOP/s, the attention's and other element-wise ops' shares
 where importable: this interpreter, else $MULTIENC_TORCH_PYTHON, else .venv-ref/bin/python.
 
 CUDA (--device cuda, default batch 32): the engine (fp32 for now) against
-BertModel with bf16 autocast and SDPA attention (and torch.compile of it with
---torch-compile); training-step tokens/s, forward tokens/s, peak GPU memory
+BertModel with SDPA attention in fp32 (TF32 off: the same math) and with bf16 autocast (and
+torch.compile of the latter with --torch-compile); forward+backward ("train step": the encoder's,
+from a fixed gradient of the last hidden state) tokens/s, forward tokens/s, peak GPU memory
 and MFU = (6 x non-embedding parameters x tokens + 12 x layers x batch x seq^2
 x hidden) / step time / the card's dense bf16 peak (--peak-tflops, else a
 datasheet value by card name).
@@ -261,10 +262,14 @@ def worker_ours(args) -> dict:
     return res
 
 
-def worker_torch(args, compiled: bool = False, attention: str | None = None) -> dict:
+def worker_torch(args, compiled: bool = False, attention: str | None = None, bf16: bool = True) -> dict:
+    """PyTorch's side; on a GPU with bf16 autocast (bf16) or in plain fp32 with TF32 off."""
     import torch
     import transformers
     cuda = args.device.startswith("cuda")
+    autocast = cuda and bf16
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(args.threads)
     shape = shape_config(args.shape, args.layers)
     cfg = transformers.AutoConfig.for_model(**shape)
@@ -283,7 +288,7 @@ def worker_torch(args, compiled: bool = False, attention: str | None = None) -> 
             torch.cuda.synchronize(dev)
 
     def forward():
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast):
             return run(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def train_step():
@@ -441,27 +446,37 @@ def report_cpu(args, shape: str, ours: dict, refs: dict) -> None:
 
 
 def report_cuda(args, shape: str, sides: dict) -> None:
+    """Each side's median over the runs with every run in brackets, and the engine against PyTorch
+    in fp32 (the same math) and with bf16 autocast."""
     tokens = args.batch * args.seq
     cfg = shape_config(shape, args.layers)
     card = next((s["card"] for s in sides.values() if s and "card" in s), "unknown card")
     peak, peak_src = bf16_peak(card, args.peak_tflops)
     tf = train_flops(cfg, args.batch, args.seq)
+    titles = {"multienc": "multienc fp32", "torch": "PyTorch bf16 autocast", "torch_fp32": "PyTorch fp32",
+              "torch_compile": "torch.compile bf16"}
     names = [n for n in sides if sides[n]]
-    base = sides.get("torch")
+    runs = f", median of {args.runs} runs (each run listed)" if args.runs > 1 else ""
     print(f"{shape} shape, {dim(cfg, 'num_hidden_layers')} layers, batch {args.batch} x seq {args.seq}, {card}; "
-          f"bf16 peak {peak or '?'} TFLOP/s ({peak_src}); multienc fp32, PyTorch bf16 autocast + SDPA")
-    print("| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+          f"bf16 peak {peak or '?'} TFLOP/s ({peak_src}); SDPA attention on PyTorch's side{runs}")
+    print("| metric | " + " | ".join(titles[n] for n in names) + " |\n|---|" + "---|" * len(names))
 
-    def row(label, fn, fmt):
-        print(f"| {label} | " + " | ".join(fmt.format(fn(sides[n])) for n in names) + " |")
+    def row(label, fn):
+        print(f"| {label} | " + " | ".join(spread(sides[n], fn) for n in names) + " |")
 
-    row("train step tokens/s", lambda s: tokens / s["step_s"], "{:,.0f}")
-    row("forward tokens/s (eval)", lambda s: tokens / s["fwd_s"], "{:,.0f}")
-    row("peak GPU MiB", lambda s: s["gpu_mib"], "{:,.0f}")
+    row("forward+backward tokens/s (train mode)", lambda s: tokens / s["step_s"])
+    row("forward tokens/s (eval)", lambda s: tokens / s["fwd_s"])
+    row("peak GPU MiB", lambda s: s["gpu_mib"])
     if peak:
-        row("MFU (bf16 peak)", lambda s: tf / s["step_s"] / (peak * 1e12), "{:.1%}")
-    if base:
-        row("train step vs PyTorch eager", lambda s: base["step_s"] / s["step_s"], "{:.2f}x")
+        row("MFU (% of the bf16 peak)", lambda s: 100 * tf / s["step_s"] / (peak * 1e12))
+    ours = sides.get("multienc")
+    for key in ("torch_fp32", "torch"):
+        base = sides.get(key)
+        if ours and base:
+            for what, field in (("forward+backward", "step_s"), ("forward", "fwd_s")):
+                print(f"| multienc {what} vs {titles[key]} | {base[field] / ours[field]:.2f}x (medians) |"
+                      + " |" * (len(names) - 1))
+    base = next((sides[k] for k in ("torch_fp32", "torch") if sides.get(k)), None)
     if base:
         print(f"PyTorch {base['torch']}, transformers {base['transformers']}, {base['attention']} attention")
 
@@ -481,7 +496,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--torch-compile", action="store_true", help="cuda: also time torch.compile(BertModel)")
     ap.add_argument("--peak-tflops", type=float, help="cuda: the card's dense bf16 peak for MFU")
-    ap.add_argument("--worker", choices=["ours", "torch", "torch_sdpa", "torch_compile"])
+    ap.add_argument("--worker", choices=["ours", "torch", "torch_fp32", "torch_sdpa", "torch_compile"])
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -493,14 +508,15 @@ def main() -> None:
     if args.worker:
         args.shape = shapes[0]
         res = worker_ours(args) if args.worker == "ours" else \
-            worker_torch(args, args.worker == "torch_compile", "sdpa" if args.worker == "torch_sdpa" else None)
+            worker_torch(args, args.worker == "torch_compile", "sdpa" if args.worker == "torch_sdpa" else None,
+                         bf16=args.worker != "torch_fp32")
         print(json.dumps(res))
         return
     tp = torch_python()
     results = {}
     for shape in shapes:
         sdpa = not cuda and SHAPES[shape]["model_type"] == "modernbert"  # eager and sdpa side by side
-        kinds = ["multienc"] + ([] if args.no_eager else ["torch"]) + \
+        kinds = ["multienc"] + ([] if args.no_eager else ["torch"]) + (["torch_fp32"] if cuda else []) + \
             (["torch_compile"] if cuda and args.torch_compile else []) + (["torch_sdpa"] if sdpa else [])
         runs = {kind: [] for kind in kinds}
         for _ in range(args.runs):  # the sides alternate, so slow spells of a shared machine hit both

@@ -13,7 +13,8 @@
 # table is printed last. Exit status: 0 only if every step passed.
 # On the device tool: run(command="tests/gpu/run_all.sh", carry=[".whl"], timeout_s=600)
 # after tests/gpu/fetch_wheels.sh here.
-# Env: PYTHON (python3), WHEELS (.whl), SKIP_COMPILE=1 (no torch.compile side),
+# Env: PYTHON (python3), WHEELS (.whl), SKIP_COMPILE=1 (no torch.compile side), BENCH_RUNS (3),
+# NCCL_HOME (default: the image's nvidia-nccl wheel where it has one, else the toolkit's NCCL),
 # BUDGET (seconds for all steps together, default 540), REQUIRE_GPU=0 (dry run
 # of the flow on a machine without a GPU: the build must still have CUDA).
 set -uo pipefail
@@ -63,6 +64,12 @@ install() {
     export PYTHONPATH=$site
     "$py" -c 'import numpy, setuptools, scipy_openblas32; print("setuptools", setuptools.__version__)' ||
         { echo "missing build requirements: run tests/gpu/fetch_wheels.sh and carry .whl"; return 1; }
+    # NCCL for the data-parallel module: the image's nvidia-nccl wheel, else (unset) the toolkit's
+    if [ -z "${NCCL_HOME:-}" ]; then
+        NCCL_HOME=$("$py" -c 'import importlib.util as u; s = u.find_spec("nvidia.nccl")
+print(next(iter(s.submodule_search_locations)) if s else "")' 2>/dev/null) || NCCL_HOME=
+        if [ -n "$NCCL_HOME" ]; then export NCCL_HOME; echo "NCCL_HOME=$NCCL_HOME: $(ls "$NCCL_HOME"/lib)"; fi
+    fi
     # the op test entry points (multienc.engine._C_tests) too: tests/gpu and the benchmark call them
     MULTIENC_CUDA=1 MULTIENC_TEST_EXTENSION=1 "$py" -m pip install -q --no-index --no-deps --no-build-isolation \
         --no-compile --target "$site" "$repo"
@@ -71,24 +78,17 @@ install() {
 print("cuda_available:", multienc.cuda_available())'
     [ "$require_gpu" = 0 ] || "$py" -c 'import multienc; assert multienc.cuda_available(), "no usable GPU"'
 }
+export -f install
 
 # tests/gpu compare the GPU with multienc's own CPU backend, so they run under the image's packages:
 # --confcutdir keeps out tests/conftest.py, whose pin check is for the CPU suite's references
-# (tests/ stays on the path for its helper modules).
-# The NCCL smoke test runs in its own step: its two rank processes under memcheck would take minutes.
-gpu_pytest() {
-    cd /tmp && PYTHONPATH=$site:$repo/tests "$py" -m pytest -q -rs -p no:cacheprovider \
-        --confcutdir "$repo/tests/gpu" "$@"
-}
-
-gpu_tests() {
-    gpu_pytest "$repo/tests/gpu" --ignore "$repo/tests/gpu/test_nccl.py" "$@"
-}
-
-nccl_test() {
-    gpu_pytest "$repo/tests/gpu/test_nccl.py"
-}
-export -f install gpu_pytest gpu_tests nccl_test
+# (tests/ stays on the path for its helper modules). From /tmp, so that the installed package is
+# imported, not the source tree; a plain command line, since compute-sanitizer passes no exported
+# shell functions on. The NCCL smoke test runs in its own step: its two rank processes under
+# memcheck would take minutes.
+gpu_pytest=(env -C /tmp PYTHONPATH="$site:$repo/tests" "$py" -m pytest -q -rs -p no:cacheprovider
+    --confcutdir "$repo/tests/gpu")
+gpu_tests=("$repo/tests/gpu" --ignore "$repo/tests/gpu/test_nccl.py")
 
 {
     echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
@@ -98,18 +98,18 @@ export -f install gpu_pytest gpu_tests nccl_test
 
 if step build 220 bash -c install; then
     export PYTHONPATH=$site
-    step gpu_tests 120 bash -c gpu_tests
+    step gpu_tests 120 "${gpu_pytest[@]}" "${gpu_tests[@]}"
     if command -v compute-sanitizer >/dev/null; then
         step memcheck 180 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
-            --print-limit 20 bash -c "gpu_tests -x"
+            --print-limit 20 "${gpu_pytest[@]}" "${gpu_tests[@]}" -x
     else
         names+=("memcheck") results+=("not run: compute-sanitizer not found") times+=("-")
     fi
-    step nccl 90 bash -c nccl_test
+    step nccl 90 "${gpu_pytest[@]}" "$repo/tests/gpu/test_nccl.py"
     compile_flag=--torch-compile
     [ "${SKIP_COMPILE:-0}" = 1 ] && compile_flag=
-    step bench 200 bash -c "cd /tmp && PYTHONPATH=$site $py $repo/benchmarks/bench_encoder.py --device cuda \
-        $compile_flag --json $out/bench.json"
+    step bench 200 env -C /tmp "$py" "$repo/benchmarks/bench_encoder.py" --device cuda --runs "${BENCH_RUNS:-3}" \
+        $compile_flag --json "$out/bench.json"
 fi
 
 {
