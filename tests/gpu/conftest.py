@@ -14,6 +14,11 @@ def _skip_reason():
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: real-batch sizes (seconds on the GPU and on the CPU side); "
+                            "left out of the compute-sanitizer passes")
+
+
 def pytest_collection_modifyitems(config, items):
     reason = _skip_reason()
     if reason is None:

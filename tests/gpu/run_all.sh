@@ -5,7 +5,8 @@
 #   1. build + install multienc (CUDA part required) into a fresh target
 #      folder from the wheels in .whl/ (tests/gpu/fetch_wheels.sh fetches them)
 #   2. tests/gpu: every CUDA op and the whole encoder against the CPU backend
-#   3. compute-sanitizer --tool memcheck on tests/gpu
+#   3. compute-sanitizer: memcheck on tests/gpu, initcheck and racecheck on the op tests
+#      (each without the real-batch sizes of the `large` marker)
 #   4. tests/gpu/test_nccl.py: two ranks on the one GPU sum their gradients with NCCL
 #      (data-parallel training's GPU path; skipped with its reason when NCCL was not found)
 #   5. benchmarks/bench_encoder.py --device cuda (+ torch.compile)
@@ -99,17 +100,27 @@ gpu_tests=("$repo/tests/gpu" --ignore "$repo/tests/gpu/test_nccl.py")
 if step build 220 bash -c install; then
     export PYTHONPATH=$site
     step gpu_tests 120 "${gpu_pytest[@]}" "${gpu_tests[@]}"
-    if command -v compute-sanitizer >/dev/null; then
-        step memcheck 180 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 3 \
-            --print-limit 20 "${gpu_pytest[@]}" "${gpu_tests[@]}" -x
-    else
-        names+=("memcheck") results+=("not run: compute-sanitizer not found") times+=("-")
-    fi
+    # the sanitizers leave out the real-batch sizes (marker `large`); initcheck (reads of memory
+    # nothing wrote) and racecheck (shared-memory hazards) take the op tests
+    sanitize() {
+        local tool=$1 limit=$2
+        shift 2
+        if command -v compute-sanitizer >/dev/null; then
+            step "$tool" "$limit" compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 3 \
+                --print-limit 20 "${gpu_pytest[@]}" "$@" -x -m "not large"
+        else
+            names+=("$tool") results+=("not run: compute-sanitizer not found") times+=("-")
+        fi
+    }
+    sanitize memcheck 180 "${gpu_tests[@]}"
+    sanitize initcheck 90 "$repo/tests/gpu/test_cuda_ops.py"
+    sanitize racecheck 90 "$repo/tests/gpu/test_cuda_ops.py"
     step nccl 90 "${gpu_pytest[@]}" "$repo/tests/gpu/test_nccl.py"
     compile_flag=--torch-compile
     [ "${SKIP_COMPILE:-0}" = 1 ] && compile_flag=
+    # its table lists every run; no --json: the device tool brings back 8 files, and these are the 8
     step bench 200 env -C /tmp "$py" "$repo/benchmarks/bench_encoder.py" --device cuda --runs "${BENCH_RUNS:-3}" \
-        $compile_flag --json "$out/bench.json"
+        $compile_flag
 fi
 
 {
@@ -121,8 +132,10 @@ fi
     grep -E '^(BERT-base|PyTorch)' "$out/bench.log" 2>/dev/null || true
     grep -E '(passed|failed|error)' "$out/gpu_tests.log" 2>/dev/null | tail -1 || true
     grep -E '(passed|failed|error|skipped)' "$out/nccl.log" 2>/dev/null | tail -1 || true
-    grep -E 'ERROR SUMMARY' "$out/memcheck.log" 2>/dev/null | tail -1 || true
+    for tool in memcheck initcheck racecheck; do
+        echo "$tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$tool.log" 2>/dev/null | tail -1)"
+    done
 } | tee -a "$out/summary.md"
 echo "logs: $out"
 for r in "${results[@]}"; do [ "$r" = ok ] || exit 1; done
-[ "${#results[@]}" -ge 5 ] || exit 1
+[ "${#results[@]}" -ge 7 ] || exit 1

@@ -34,13 +34,13 @@ def cases(ref):
         c += 1
 
 
-def check_grads(g_cpu, g_gpu):
+def check_grads(g_cpu, g_gpu, tol=1e-4):
     assert set(g_cpu) == set(g_gpu)
     scale = np.median([np.linalg.norm(g) for g in g_cpu.values()])
     for name, c in g_cpu.items():
         g = g_gpu[name]
         if np.linalg.norm(c) > 1e-4 * scale:
-            assert rel(g, c) <= 1e-4, (name, rel(g, c))
+            assert rel(g, c) <= tol, (name, rel(g, c))
         else:  # analytically zero (the key bias): rounding noise on both sides
             assert np.linalg.norm(g - c) <= 1e-4 * scale, name
 
@@ -110,3 +110,31 @@ def test_larger_batch_matches_the_cpu_engine():
     cpu.zero_grad()
     gpu.zero_grad()
     check_grads(cpu.backward(R), gpu.backward(R))
+
+
+@pytest.mark.large
+def test_a_realistic_shape_matches_the_cpu_engine():
+    """BERT-large-size layers (hidden 1024, 16 heads of 64, intermediate 4096) at 32 x 512 with
+    ragged padding in train mode: launch grids, strides and the T x T probabilities at the sizes of
+    real batches (the fixtures are tiny). Two layers keep the CPU side to seconds. Bars: max abs
+    1e-4 on the hidden states, relative 1e-3 per gradient (sums over 16k tokens in other orders)."""
+    config = dict(model_type="bert", vocab_size=30522, hidden_size=1024, num_hidden_layers=2,
+                  num_attention_heads=16, intermediate_size=4096, max_position_embeddings=512,
+                  type_vocab_size=2)
+    cpu = Encoder.from_config(config, seed=3, device="cpu")
+    gpu = Encoder.from_config(config, seed=3, device="cuda")
+    rng = np.random.default_rng(11)
+    B, T = 32, 512
+    ids = rng.integers(1, config["vocab_size"], (B, T))
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    mask = (np.arange(T)[None] < lengths[:, None]).astype(np.int64)
+    types = (np.arange(T)[None] >= lengths[:, None] // 2).astype(np.int64)
+    h_cpu = cpu.forward(ids, mask, types, train=True, seed=21)
+    h_gpu = gpu.forward(ids, mask, types, train=True, seed=21)
+    assert np.isfinite(h_gpu).all()
+    assert np.abs(h_gpu - h_cpu).max() <= 1e-4, np.abs(h_gpu - h_cpu).max()
+    R = rng.standard_normal(h_cpu.shape).astype(np.float32)
+    cpu.zero_grad()
+    gpu.zero_grad()
+    check_grads(cpu.backward(R), gpu.backward(R), tol=1e-3)
