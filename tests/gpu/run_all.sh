@@ -9,7 +9,7 @@
 #      (each without the real-batch sizes of the `large` marker)
 #   4. tests/gpu/test_nccl.py: two ranks on the one GPU sum their gradients with NCCL
 #      (data-parallel training's GPU path; skipped with its reason when NCCL was not found)
-#   5. benchmarks/bench_encoder.py --device cuda (+ torch.compile)
+#   5. benchmarks/bench_encoder.py --device cuda --runs $BENCH_RUNS: PyTorch fp32 and bf16 autocast (+ torch.compile)
 # Logs and results go to $OUT (default: a new folder under /tmp); a short
 # table is printed last. Exit status: 0 only if every step passed.
 # On the device tool: run(command="tests/gpu/run_all.sh", carry=[".whl"], timeout_s=600)
