@@ -1,12 +1,13 @@
-"""Loading one LM's weights: peak memory and seconds, from model.safetensors, pytorch_model.bin and float16.
+"""Loading one LM's weights: peak memory and seconds, from model.safetensors, pytorch_model.bin, float16 and bfloat16.
 
     python benchmarks/bench_load_memory.py [--runs 3] [--model FOLDER]
 
-The default model is the random-weight RoBERTa-base folder of ``bench_seed_job.py``. Two twins
+The default model is the random-weight RoBERTa-base folder of ``bench_seed_job.py``. Three twins
 are made once next to it by the PyTorch interpreter (this one if it has torch, else
 ``MULTIENC_TORCH_PYTHON`` or ``.venv-ref``): ``<folder>-bin``, the same tensors written by
-``torch.save`` as ``pytorch_model.bin`` (as older hub checkpoints are), and ``<folder>-fp16``,
-its floating tensors in float16 as ``model.safetensors`` (as many hub checkpoints are). Each run loads each format in a fresh
+``torch.save`` as ``pytorch_model.bin`` (as older hub checkpoints are), and ``<folder>-fp16`` and
+``<folder>-bf16``, its floating tensors in float16 or bfloat16 as ``model.safetensors`` (as many
+hub checkpoints are). Each run loads each format in a fresh
 subprocess (``Encoder(folder)``) and reports the process's resident memory just before loading,
 its peak (``ru_maxrss``) and the loading seconds; median of the runs, every run in brackets,
 beside the model's float32 bytes.
@@ -51,6 +52,12 @@ import sys
 from safetensors.torch import load_file, save_file
 save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(sys.argv[1]).items()}, sys.argv[2])
 """),
+    "bf16": ("model.safetensors", """
+import sys, torch
+from safetensors.torch import load_file, save_file
+save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in load_file(sys.argv[1]).items()},
+          sys.argv[2])
+"""),
 }
 
 
@@ -88,7 +95,8 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.model or ensure_models(DEFAULT_MODELS, list(MODEL_NAMES))[1]
     formats = {"model.safetensors": folder, "pytorch_model.bin": twin_of(folder, "bin"),
-               "model.safetensors, float16": twin_of(folder, "fp16")}
+               "model.safetensors, float16": twin_of(folder, "fp16"),
+               "model.safetensors, bfloat16": twin_of(folder, "bf16")}
     runs = {name: [] for name in formats}
     for _ in range(args.runs):
         for name, path in formats.items():

@@ -54,7 +54,7 @@ SECTIONS = (
             "padding.py"),
     Section("inference-memory", "An encoder's first forward over 32 x 512 tokens: eval mode vs inference mode (CPU)",
             "bench_inference_memory.py"),
-    Section("load-memory", "Loading one LM: peak memory from model.safetensors, pytorch_model.bin and float16 (CPU)",
+    Section("load-memory", "Loading one LM: peak memory from model.safetensors, pytorch_model.bin, float16 and bfloat16 (CPU)",
             "bench_load_memory.py"),
     Section("tokenizer", "Tokenizers: multienc vs HF tokenizers", "bench_tokenizer.py"),
     Section("train", "End-to-end training: two language models with DME, multienc vs PyTorch (CPU)",

@@ -13,10 +13,11 @@ import pytest
 
 from multienc.engine import Encoder, ModelConfigError, TaskModel, _C, engine_config
 from multienc.engine.encoder import normalize_name, sinusoidal_table
-from multienc.formats.safetensors import SafetensorsError, load_file, save_file
+from multienc.formats.safetensors import BFloat16Bits, SafetensorsError, load_file, save_file
 from multienc.formats.weights import load_state_dict
 
 from _hf_fixtures import FIXTURES, assert_gradients_match, case_inputs, cases, forward_errors, load
+from test_torch_pickle import S, state_dict, tensor, write_bin
 
 # DeBERTa-v3 as released, separate position projections with embedding_size != hidden_size and token
 # types, c2p only, p2c only without norm_rel_ebd, v2-style raw distances, v2's ConvLayer
@@ -266,6 +267,34 @@ def test_float16_weights_load_widened_exactly(tmp_path):
     for name, arr in got.items():
         assert arr.dtype == np.float32
         np.testing.assert_array_equal(arr, half[name].astype(np.float64), err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_bfloat16_weights_load_widened_exactly(tmp_path, fmt):
+    """A bfloat16 checkpoint loads into the float32 parameters widened exactly, tensor by tensor:
+    each parameter is the float32 whose upper 16 bits the file holds (the bits made here by
+    truncating the fixture's float32 values in numpy)."""
+    folder = os.path.join(FIXTURES, "bert")
+    full = load_file(os.path.join(folder, "model.safetensors"))
+    bits = {k: (np.ascontiguousarray(v, np.float32).view(np.uint32) >> 16).astype(np.uint16) for k, v in full.items()}
+    out = tmp_path / fmt
+    os.makedirs(out)
+    shutil.copyfile(os.path.join(folder, "config.json"), out / "config.json")
+    if fmt == "safetensors":
+        save_file({k: BFloat16Bits(b) for k, b in bits.items()}, str(out / "model.safetensors"))
+    else:  # as torch.save lays a bfloat16 state dict out: a storage record per tensor
+        entries, records = [], {}
+        for i, (k, b) in enumerate(bits.items()):
+            strides = tuple(int(np.prod(b.shape[d + 1:])) for d in range(b.ndim))
+            entries += [S(k), tensor(str(i), b.size, 0, b.shape, strides, "BFloat16Storage")]
+            records[str(i)] = b.tobytes()
+        write_bin(out / "pytorch_model.bin", state_dict(*entries), records, align=True)
+    got = Encoder(str(out)).state_dict()
+    assert len(got) > 20 and set(got) <= set(bits)
+    for name, arr in got.items():
+        want = (bits[name].astype(np.uint32) << 16).view(np.float32)
+        assert arr.dtype == np.float32
+        np.testing.assert_array_equal(arr, want, err_msg=name)
 
 
 def test_from_config_random_init_runs():

@@ -48,6 +48,21 @@ def test_bf16_is_widened_to_float32_exactly():
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_bf16_can_come_as_its_stored_bits_and_is_written_back_byte_identical(tmp_path):
+    """widen_bf16=False: BF16 tensors come as BFloat16Bits, views of the map whose widen() is the
+    reference's values; saving them gives back the reference writer's file byte for byte."""
+    want = expected("st_torch.npz")
+    got = st.load_file(fixture("st_torch.safetensors"), widen_bf16=False)
+    bf16 = got["bf16"]
+    assert isinstance(bf16, st.BFloat16Bits) and bf16.shape == (3, 5)
+    assert bf16.bits.dtype == np.uint16 and not bf16.bits.flags.owndata and not bf16.bits.flags.writeable
+    np.testing.assert_array_equal(bf16.widen(), want["bf16"])
+    assert got["f16"].dtype == np.float16 and got["i64"].dtype == np.int64
+    out = tmp_path / "again.safetensors"
+    st.save_file(got, out, metadata={"format": "pt"})
+    assert out.read_bytes() == open(fixture("st_torch.safetensors"), "rb").read()
+
+
 def test_read_header_returns_validated_infos_and_metadata():
     infos, metadata = st.read_header(fixture("st_torch.safetensors"))
     assert metadata == {"format": "pt"}

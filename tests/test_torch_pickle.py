@@ -44,6 +44,20 @@ def test_fixture_covers_views_ties_and_dtypes():
     np.testing.assert_array_equal(half["w_bf16_view"], half["w_bf16"][:, 1:4])
 
 
+def test_bf16_can_come_as_its_stored_bits():
+    """widen_bf16=False: bfloat16 tensors come as BFloat16Bits whose widen() is the default's
+    float32; a contiguous one is a view of the file's map, a strided view a copy of its bits."""
+    wide = tp.load_file(os.path.join(FIXTURES, "bin_half", "pytorch_model.bin"))
+    raw = tp.load_file(os.path.join(FIXTURES, "bin_half", "pytorch_model.bin"), widen_bf16=False)
+    assert sorted(raw) == sorted(wide)
+    for name in ("w_bf16", "w_bf16_view"):
+        assert isinstance(raw[name], st.BFloat16Bits) and raw[name].bits.dtype == np.uint16, name
+        np.testing.assert_array_equal(raw[name].widen(), wide[name], err_msg=name)
+    assert not raw["w_bf16"].bits.flags.owndata and raw["w_bf16_view"].bits.flags.owndata
+    assert raw["w_fp16"].dtype == np.float16
+    np.testing.assert_array_equal(raw["w_fp16"], wide["w_fp16"])
+
+
 def test_legacy_format_is_refused_clearly():
     path = os.path.join(FIXTURES, "legacy.bin")
     with pytest.raises(TorchPickleError, match="legacy .*non-zip.* format") as info:

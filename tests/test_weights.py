@@ -44,16 +44,24 @@ def test_half_precision_becomes_float32_and_int64_stays():
     np.testing.assert_array_equal(got["w_bf16"], twin["w_bf16"])
 
 
-def test_float16_can_stay_as_stored_for_a_caller_that_widens_each_tensor():
-    """widen=False (what an encoder's loading asks for) keeps float16 tensors as the file holds
-    them, views of its map, so no float32 copy of the whole model is made at once; bfloat16 is
-    float32 either way (numpy has no bfloat16)."""
+def test_half_precision_can_stay_as_stored_for_a_caller_that_widens_each_tensor():
+    """widen=False (what an encoder's loading asks for) keeps float16 and bfloat16 tensors as the
+    file holds them, views of its map, so no float32 copy of the whole model is made at once.
+    bfloat16, which numpy lacks, comes as BFloat16Bits: its widen() gives the float32 values, and
+    numpy refuses to convert it rather than read its bit patterns as numbers."""
     got = weights.load_state_dict(os.path.join(FIXTURES, "bin_half"), widen=False)
     twin = st.load_file(os.path.join(FIXTURES, "bin_half_twin.safetensors"))
     assert got["w_fp16"].dtype == np.float16 and not got["w_fp16"].flags.owndata
     np.testing.assert_array_equal(got["w_fp16"], twin["w_fp16"])
-    assert got["w_bf16"].dtype == np.float32 and got["ids"].dtype == np.int64
-    np.testing.assert_array_equal(got["w_bf16"], twin["w_bf16"])
+    bf16 = got["w_bf16"]
+    assert isinstance(bf16, st.BFloat16Bits) and bf16.shape == twin["w_bf16"].shape
+    assert bf16.bits.dtype == np.uint16 and not bf16.bits.flags.owndata and not bf16.bits.flags.writeable
+    assert bf16.widen().dtype == np.float32
+    np.testing.assert_array_equal(bf16.widen(), twin["w_bf16"])
+    for convert in (np.asarray, lambda x: np.ascontiguousarray(x, dtype=np.float32), lambda x: np.float32(x)):
+        with pytest.raises(TypeError, match="bit patterns"):
+            convert(bf16)
+    assert got["ids"].dtype == np.int64
 
 
 def test_safetensors_is_preferred_and_sharded_safetensors_load(tmp_path):

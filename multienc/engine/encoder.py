@@ -19,8 +19,8 @@ import numpy as np
 from multienc.engine import _C
 from multienc.engine.device import resolve_device
 from multienc.formats import schema
-from multienc.formats.safetensors import release_pages, save_file
-from multienc.formats.weights import WeightsError, find_weight_file, load_state_dict
+from multienc.formats.safetensors import BFloat16Bits, release_pages, save_file
+from multienc.formats.weights import Tensor, WeightsError, find_weight_file, load_state_dict
 
 #: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
 FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
@@ -329,8 +329,8 @@ def param_table(config: Mapping[str, Any], source: str = "config.json") -> Dict[
     return {name: (tuple(shape), off) for name, shape, off in table}
 
 
-def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapping[str, np.ndarray],
-                  source: str) -> Dict[str, np.ndarray]:
+def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapping[str, Tensor],
+                  source: str) -> Dict[str, Tensor]:
     """The tensor for each parameter of the layout ``info``, by its engine name, from HF-named
     tensors (heads and prefixes ignored).
 
@@ -338,7 +338,7 @@ def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapp
     (:class:`~multienc.formats.weights.WeightsError` naming ``source`` and the tensor otherwise);
     this is checked before the buffer is allocated or written, so a config whose sizes the weights
     do not back is refused without allocating what it declares."""
-    found: Dict[str, np.ndarray] = {}
+    found: Dict[str, Tensor] = {}
     for raw, arr in tensors.items():
         name = normalize_name(raw)
         if name is None or name not in info:
@@ -347,7 +347,7 @@ def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapp
         if tuple(arr.shape) != shape:
             raise WeightsError(f"{source}: tensor {raw!r} has shape {tuple(arr.shape)} but the "
                                f"config implies {shape}")
-        if not np.issubdtype(arr.dtype, np.floating):
+        if not isinstance(arr, BFloat16Bits) and not np.issubdtype(arr.dtype, np.floating):
             raise WeightsError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
         found[name] = arr
     missing = [n for n in info if n not in found]
@@ -460,7 +460,7 @@ class Encoder:
         config.update(config_overrides or {})
         source = os.path.join(model_dir, "config.json")
         info = param_table(config, source)
-        # float16 weights as stored: _write_weights widens them one tensor at a time
+        # float16 and bfloat16 weights as stored: _write_weights widens them one tensor at a time
         found = match_weights(info, load_state_dict(model_dir, widen=False), find_weight_file(model_dir)[0])
         self._init(config, source, device)
         self._write_weights(found)
@@ -549,15 +549,19 @@ class Encoder:
         """
         self._write_weights(match_weights(self._info, tensors, source))
 
-    def _write_weights(self, found: Mapping[str, np.ndarray]) -> None:
+    def _write_weights(self, found: Mapping[str, Tensor]) -> None:
         """Copy each matched tensor (:func:`match_weights`) to its place in the parameter buffer,
         one at a time, dropping a memory-mapped file's pages once each is copied
         (:func:`~multienc.formats.safetensors.release_pages`): loading holds the weights once, plus
-        the tensor being copied (widened to float32 here when the file holds float16), never a
-        second copy of the whole model."""
+        the tensor being copied (widened to float32 here when the file holds float16 or bfloat16),
+        never a second copy of the whole model."""
         for name, arr in found.items():
-            self._c.write_params(np.ascontiguousarray(arr, dtype=np.float32).reshape(-1), self._info[name][1])
-            release_pages(arr)
+            if isinstance(arr, BFloat16Bits):
+                values, stored = arr.widen(), arr.bits
+            else:
+                values, stored = np.ascontiguousarray(arr, dtype=np.float32), arr
+            self._c.write_params(values.reshape(-1), self._info[name][1])
+            release_pages(stored)
 
     def save_pretrained(self, model_dir: str) -> None:
         """Write ``config.json`` and ``model.safetensors`` (HF names) into ``model_dir``."""

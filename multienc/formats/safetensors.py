@@ -8,7 +8,9 @@ and in its order, before a single tensor byte is looked at; every failure is a
 
 Dtypes: every dtype numpy can represent is returned as that dtype (little
 endian, C order). ``BF16`` is returned **converted to float32** (exact: a
-bf16 value is the upper half of a float32). The 4/6/8-bit float formats
+bf16 value is the upper half of a float32), or with ``widen_bf16=False`` as
+:class:`BFloat16Bits`, the stored bit patterns for a caller that widens one
+tensor at a time. The 4/6/8-bit float formats
 (``F4``, ``F6_*``, ``F8_*``) are accepted by :func:`read_header` but
 :func:`load_file` refuses them with an error naming the tensor.
 """
@@ -23,8 +25,8 @@ from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["SafetensorsError", "TensorInfo", "read_header", "load_file", "release_pages", "save_file",
-           "bf16_to_float32", "DTYPE_BITS"]
+__all__ = ["SafetensorsError", "TensorInfo", "BFloat16Bits", "read_header", "load_file", "release_pages",
+           "save_file", "bf16_to_float32", "DTYPE_BITS"]
 
 MAX_HEADER_SIZE = 100_000_000
 _U64_MAX = (1 << 64) - 1
@@ -222,11 +224,50 @@ def read_header(path: "os.PathLike[str] | str") -> Tuple[Dict[str, TensorInfo], 
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """Widen raw bfloat16 values (given as uint16 bit patterns) to float32, exactly."""
-    return (np.asarray(bits, dtype="<u2").astype("<u4") << 16).view("<f4")
+    """Widen raw bfloat16 values (given as uint16 bit patterns) to float32, exactly (one new
+    array: the shift is in place)."""
+    wide = np.asarray(bits, dtype="<u2").astype("<u4")
+    wide <<= 16
+    return wide.view("<f4")
 
 
-def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np.ndarray]:
+class BFloat16Bits:
+    """A bfloat16 tensor as its file stores it, for a caller that widens one tensor at a time
+    (loading a model then never holds a float32 copy of every tensor at once).
+
+    ``bits`` holds the uint16 bit patterns (from :func:`load_file` with its default ``mmap=True``:
+    a read-only view of the file's memory map where the file allows, which :func:`release_pages`
+    accepts); :meth:`widen` returns the float32 values, and :func:`save_file` writes it as BF16.
+    numpy has no bfloat16, so this is deliberately not an array: converting it with numpy
+    (``np.asarray``, ``np.ascontiguousarray(x, np.float32)``, ...) raises TypeError rather than
+    reading the bit patterns as numbers."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: np.ndarray):
+        if bits.dtype != np.dtype("<u2"):
+            raise TypeError(f"bfloat16 bit patterns are uint16, got {bits.dtype}")
+        self.bits = bits
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self.bits.shape
+
+    def widen(self) -> np.ndarray:
+        """The values as a new read-only float32 array (exact)."""
+        out = bf16_to_float32(self.bits)
+        out.flags.writeable = False
+        return out
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        raise TypeError("a BFloat16Bits holds bfloat16 bit patterns, not numbers: call .widen() for float32 values")
+
+    def __repr__(self) -> str:
+        return f"BFloat16Bits(shape={self.shape})"
+
+
+def load_file(path: "os.PathLike[str] | str", mmap: bool = True,
+              widen_bf16: bool = True) -> Dict[str, "np.ndarray | BFloat16Bits"]:
     """Load every tensor of ``path`` as ``{name: numpy.ndarray}`` (header order).
 
     With ``mmap=True`` (default) arrays are read-only views of a memory map of
@@ -234,6 +275,8 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np
     which becomes float32); the file must not be modified in place while they
     live (:func:`save_file` replaces files atomically, which is safe). With
     ``mmap=False`` the file is read into memory and arrays are writable.
+    ``widen_bf16=False`` returns BF16 tensors as :class:`BFloat16Bits` (their
+    stored bits, views of the map like the other dtypes) instead of float32.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -248,7 +291,7 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np
         else:
             f.seek(0)
             buf = bytearray(f.read())
-    out: Dict[str, np.ndarray] = {}
+    out: Dict[str, "np.ndarray | BFloat16Bits"] = {}
     for name, info in infos.items():
         dt = _TO_NUMPY[info.dtype]
         begin, end = info.data_offsets
@@ -259,11 +302,11 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True) -> Dict[str, np
                                 offset=start + begin).reshape(info.shape)
             if not arr.flags.aligned:
                 arr = arr.copy()
-        if info.dtype == "BF16":
+        if info.dtype == "BF16" and widen_bf16:
             arr = bf16_to_float32(arr)
         if mmap:
             arr.flags.writeable = False
-        out[name] = arr
+        out[name] = BFloat16Bits(arr) if info.dtype == "BF16" and not widen_bf16 else arr
     return out
 
 
@@ -293,7 +336,7 @@ def _current_umask() -> int:
     return mask
 
 
-def save_file(tensors: Mapping[str, np.ndarray], path: "os.PathLike[str] | str",
+def save_file(tensors: Mapping[str, "np.ndarray | BFloat16Bits"], path: "os.PathLike[str] | str",
               metadata: Optional[Mapping[str, str]] = None) -> None:
     """Write ``tensors`` to ``path`` in the reference writer's byte layout.
 
@@ -302,7 +345,8 @@ def save_file(tensors: Mapping[str, np.ndarray], path: "os.PathLike[str] | str",
     header, which is padded with spaces to a multiple of 8. The file is written
     to a temporary file in the same folder, fsynced and renamed over ``path``,
     so ``path`` is either the old file or the complete new one. Arrays must
-    have a numpy dtype with a safetensors equivalent (BF16 cannot be written).
+    have a numpy dtype with a safetensors equivalent; BF16 tensors are written
+    from :class:`BFloat16Bits` (what ``load_file(..., widen_bf16=False)`` returns).
     """
     path = os.fspath(path)
     if metadata is not None:
@@ -315,10 +359,14 @@ def save_file(tensors: Mapping[str, np.ndarray], path: "os.PathLike[str] | str",
         if not isinstance(name, str) or name == "__metadata__":
             raise SafetensorsError(path, "InvalidTensor", "tensor names must be strings other than '__metadata__'",
                                    str(name))
-        arr = np.asarray(value)
-        dtype = _FROM_NUMPY.get(arr.dtype.str[1:])
-        if dtype is None:
-            raise SafetensorsError(path, "UnsupportedDtype", f"numpy dtype {arr.dtype} has no safetensors dtype", name)
+        if isinstance(value, BFloat16Bits):
+            dtype, arr = "BF16", value.bits
+        else:
+            arr = np.asarray(value)
+            dtype = _FROM_NUMPY.get(arr.dtype.str[1:])
+            if dtype is None:
+                raise SafetensorsError(path, "UnsupportedDtype", f"numpy dtype {arr.dtype} has no safetensors dtype",
+                                       name)
         data = np.require(arr, dtype=_TO_NUMPY[dtype], requirements="C")
         entries.append((name, dtype, data))
     entries.sort(key=lambda e: (-_DTYPE_RANK[e[1]], e[0]))

@@ -15,7 +15,9 @@ only these globals:
 Any other global or opcode raises :class:`TorchPickleError` when it is read;
 nothing named by the file is ever imported or called. Tensors come back as
 numpy arrays of their stored dtype (float32, float16, int64), except bfloat16,
-which numpy lacks and which is widened to float32 exactly. The storages are read in
+which numpy lacks and which is widened to float32 exactly (or, for a caller that
+widens one tensor at a time, returned as its stored bits in a
+:class:`~multienc.formats.safetensors.BFloat16Bits`). The storages are read in
 place from a read-only memory map of the file (torch stores them uncompressed), each
 checked against its CRC-32 and then dropped from resident memory, so loading does not
 hold the file's bytes in memory beside the model they are copied into.
@@ -35,7 +37,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from multienc.formats.safetensors import bf16_to_float32, release_pages
+from multienc.formats.safetensors import BFloat16Bits, bf16_to_float32, release_pages
 
 __all__ = ["TorchPickleError", "load_file", "ALLOWED_GLOBALS"]
 
@@ -95,11 +97,13 @@ class _StorageType(NamedTuple):
 
 class _Storage(NamedTuple):
     key: str
-    values: np.ndarray  # 1-D, read-only; bfloat16 already widened to float32
+    values: np.ndarray  # 1-D, read-only; bfloat16 as its uint16 bit patterns
+    bf16: bool
 
 
 class _Tensor(NamedTuple):
-    array: np.ndarray
+    array: np.ndarray  # bfloat16: uint16 bit patterns
+    bf16: bool
 
 
 class _Reducer(NamedTuple):
@@ -149,7 +153,7 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
             arr = np.require(view, requirements="C")
             release_pages(values)  # the copy read them
     arr.flags.writeable = False
-    return _Tensor(arr)
+    return _Tensor(arr, storage.bf16)
 
 
 def _is_c_contiguous(size: Tuple[int, ...], stride: Tuple[int, ...]) -> bool:
@@ -399,11 +403,13 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, Unic
                NotImplementedError, RuntimeError, OverflowError, zlib.error)
 
 
-def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
+def load_file(path: "os.PathLike[str] | str", widen_bf16: bool = True) -> Dict[str, "np.ndarray | BFloat16Bits"]:
     """Read the state dict in ``path`` (a ``torch.save`` zip) as ``{name: numpy.ndarray}``.
 
     Arrays are read-only and C-contiguous; float32/float16/int64 keep their
-    dtype, bfloat16 becomes float32. Raises :class:`TorchPickleError` for a
+    dtype, bfloat16 becomes float32 (``widen_bf16=False``: a
+    :class:`~multienc.formats.safetensors.BFloat16Bits` of the stored bits, for a
+    caller that widens one tensor at a time). Raises :class:`TorchPickleError` for a
     legacy or corrupt file, a compressed record (torch writes them uncompressed, so
     no record expands beyond the file's size), any global or opcode outside the
     allowlist, containers nested deeper than :data:`MAX_DEPTH`, a storage record of the
@@ -441,14 +447,10 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
                 _check_stored(infos[record], size, path)
                 stored = np.frombuffer(mapped, dtype=stype.dtype, count=numel,
                                        offset=_stored_offset(mapped, infos[record], path))
-                values = stored
-                if stype.name == "BFloat16Storage":
-                    values = bf16_to_float32(stored)
-                elif not stored.flags.aligned:
-                    values = stored.copy()
+                values = stored if stored.flags.aligned else stored.copy()
                 values.flags.writeable = False
                 release_pages(stored)  # the CRC check read them; the caller reads them again when it copies
-                storages[key] = _Storage(key, values)
+                storages[key] = _Storage(key, values, stype.name == "BFloat16Storage")
                 return storages[key]
 
             machine = _Machine(_read_record(zf, infos[f"{prefix}/data.pkl"], size, path), load_storage)
@@ -466,10 +468,17 @@ def load_file(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
         raise TorchPickleError(path, f"corrupt zip archive: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise TorchPickleError(path, f"expected a state dict, found {type(obj).__name__}")
-    out: Dict[str, np.ndarray] = {}
+    out: Dict[str, "np.ndarray | BFloat16Bits"] = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _Tensor):
             raise TorchPickleError(path, f"state dict entry is {type(value).__name__}, not a tensor",
                                   _name(name) if isinstance(name, str) else _short(name))
-        out[name] = value.array
+        if not value.bf16:
+            out[name] = value.array
+        elif widen_bf16:
+            out[name] = bf16_to_float32(value.array)
+            out[name].flags.writeable = False
+            release_pages(value.array)
+        else:
+            out[name] = BFloat16Bits(value.array)
     return out

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Callable, Dict, List, Tuple
+import functools
+from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -71,22 +72,27 @@ def find_weight_file(folder: str) -> Tuple[str, bool]:
     raise FileNotFoundError(f"{folder}: no weight file (looked for {', '.join(n for n, _ in WEIGHT_FILES)})")
 
 
-def _reader(path: str) -> Callable[[str], Dict[str, np.ndarray]]:
-    return safetensors.load_file if path.endswith(".safetensors") else torch_pickle.load_file
+#: a loaded tensor: an array, or with ``widen=False`` bfloat16's stored bits
+Tensor = Union[np.ndarray, safetensors.BFloat16Bits]
 
 
-def _load_sharded(index_path: str) -> Dict[str, np.ndarray]:
+def _reader(path: str, widen: bool) -> Callable[[str], Dict[str, Tensor]]:
+    read = safetensors.load_file if path.endswith(".safetensors") else torch_pickle.load_file
+    return functools.partial(read, widen_bf16=widen)
+
+
+def _load_sharded(index_path: str, widen: bool) -> Dict[str, Tensor]:
     weight_map = read_index(index_path)
     folder = os.path.dirname(index_path)
     shards: Dict[str, List[str]] = {}
     for tensor, shard in weight_map.items():
         shards.setdefault(shard, []).append(tensor)
-    out: Dict[str, np.ndarray] = {}
+    out: Dict[str, Tensor] = {}
     for shard, tensors in shards.items():
         path = os.path.join(folder, shard)
         if not os.path.isfile(path):
             raise WeightsError(f"{index_path}: shard {shard!r} (holding tensor {tensors[0]!r}) is missing")
-        state = _reader(path)(path)
+        state = _reader(path, widen)(path)
         for tensor in tensors:
             if tensor not in state:
                 raise WeightsError(f"{path}: tensor {tensor!r} listed in {os.path.basename(index_path)} is missing")
@@ -105,15 +111,17 @@ def _widen(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def load_state_dict(folder: "os.PathLike[str] | str", widen: bool = True) -> Dict[str, np.ndarray]:
+def load_state_dict(folder: "os.PathLike[str] | str", widen: bool = True) -> Dict[str, Tensor]:
     """Load a model folder's weights as ``{tensor name: numpy.ndarray}``.
 
     Picks the first of :data:`WEIGHT_FILES` present.
     float16 and bfloat16 tensors become float32; every other dtype (float32,
-    int64 such as ``position_ids``, ...) is kept. ``widen=False`` keeps float16
-    tensors as stored, for a caller that converts them one at a time (an
-    encoder copying them into its parameters); bfloat16 always comes back as
-    float32, which numpy has no bfloat16 to hold otherwise. Arrays are read-only
+    int64 such as ``position_ids``, ...) is kept. ``widen=False`` keeps the
+    half-precision tensors as stored, for a caller that converts them one at a
+    time (an encoder copying them into its parameters): float16 as float16
+    arrays, bfloat16, which numpy cannot hold, as
+    :class:`~multienc.formats.safetensors.BFloat16Bits` (its ``widen()`` gives
+    float32; numpy refuses to convert it). Arrays are read-only
     (those kept as stored are views of a memory map of the file where it allows:
     aligned and contiguous). Errors: FileNotFoundError without a
     weight file; :class:`WeightsError` for a bad index or missing shard/tensor;
@@ -122,5 +130,5 @@ def load_state_dict(folder: "os.PathLike[str] | str", widen: bool = True) -> Dic
     naming the file and tensor.
     """
     path, is_index = find_weight_file(os.fspath(folder))
-    state = _load_sharded(path) if is_index else _reader(path)(path)
+    state = _load_sharded(path, widen) if is_index else _reader(path, widen)(path)
     return {name: _widen(value) for name, value in state.items()} if widen else state
