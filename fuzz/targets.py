@@ -47,20 +47,27 @@ def _write(folder: str, files: Dict[str, bytes]) -> None:
 
 # ------------------------------------------------------------------ the loaders
 
+def _touch(tensors) -> None:
+    """Read every value: arrays, and bfloat16 bits (a reader's widen=False) widened."""
+    from multienc.formats.safetensors import BFloat16Bits
+    for arr in tensors.values():
+        (arr.widen() if isinstance(arr, BFloat16Bits) else arr).sum()
+
+
 def run_safetensors(data: bytes, folder: str) -> None:
     from multienc.formats import safetensors
     path = os.path.join(folder, "model.safetensors")
     _write(folder, {"model.safetensors": data})
     safetensors.read_header(path)
-    for arr in safetensors.load_file(path).values():
-        arr.sum()
+    _touch(safetensors.load_file(path))
+    _touch(safetensors.load_file(path, widen_bf16=False))
 
 
 def run_torch_zip(data: bytes, folder: str) -> None:
     from multienc.formats import weights
     _write(folder, {"pytorch_model.bin": data})
-    for arr in weights.load_state_dict(folder).values():
-        arr.sum()
+    _touch(weights.load_state_dict(folder))
+    _touch(weights.load_state_dict(folder, widen=False))
 
 
 def _use_tokenizer(tok) -> None:
