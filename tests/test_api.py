@@ -75,6 +75,27 @@ def test_dme_scores_sum_to_one_and_move(tmp_path):
     assert emb.shape == (3, enc.embedding_length)
 
 
+def test_multi_encoder_embeds_a_long_list_batch_by_batch(monkeypatch):
+    """embed and embed_with_attention give each sentence what it gets alone, in the order given,
+    running at most batch_size sentences per forward."""
+    enc = MultiEncoder(lms(ELECTRA, ROBERTA), combine_method="dme")
+    items = GOOD[:4] + BAD[:3] + [("a pair", "of short texts")]
+    alone = [enc.embed_with_attention([s]) for s in items]
+    runtime = enc._runtime()
+    seen = []
+    forward = runtime.forward
+    monkeypatch.setattr(runtime, "forward", lambda inputs, **k: seen.append(len(inputs[0][0])) or forward(inputs, **k))
+    emb, scores = enc.embed_with_attention(items, batch_size=3)
+    np.testing.assert_allclose(emb, np.concatenate([e for e, _ in alone]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores, np.concatenate([a for _, a in alone]), rtol=1e-5)
+    assert sum(seen) == len(items) and max(seen) == 3
+    np.testing.assert_allclose(enc.embed(items, batch_size=5), emb, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="sentences is empty"):
+        enc.embed([])
+    with pytest.raises(TypeError, match=r"sentences\[1\] must be a str"):
+        enc.embed(["ok", 3])
+
+
 def test_frozen_lm_stays_bit_identical(tmp_path):
     corpus = classification_corpus()
     frozen = LanguageModel(ROBERTA, fine_tune=False)

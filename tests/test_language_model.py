@@ -183,7 +183,8 @@ def test_pooling():
     lm = LanguageModel(local("roberta-base"))
     batch = lm.tokenize(TEXTS)
     h = lm.encoder.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    np.testing.assert_array_equal(lm.embed(TEXTS), h[:, 0])
+    # embed runs its batch longest first: a row in another place of the batch, equal to rounding
+    np.testing.assert_allclose(lm.embed(TEXTS), h[:, 0], rtol=0, atol=1e-6)
     lm.change_lm_pooling("mean")
     mean = lm.embed(TEXTS)
     for i, n in enumerate(batch["attention_mask"].sum(1)):
@@ -202,6 +203,24 @@ def test_pooling():
         lm.tokenize("one string")
     with pytest.raises(ValueError, match="sentences is empty"):
         lm.tokenize([])
+
+
+def test_embed_runs_a_long_list_batch_by_batch(monkeypatch):
+    """embed gives the sentences' vectors in the order given, each what it gets alone, while the
+    encoder never sees more than batch_size of them at once (a long list needs one batch's memory)."""
+    lm = LanguageModel(local("roberta-base"))
+    items = TEXTS + [list(p) for p in PAIRS] + TEXTS[:2]
+    alone = np.concatenate([lm.embed([s]) for s in items])
+    seen = []
+    forward = lm.encoder.forward
+    monkeypatch.setattr(lm.encoder, "forward", lambda ids, *a, **k: seen.append(len(ids)) or forward(ids, *a, **k))
+    batched = lm.embed(items, batch_size=3)
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
+    assert sum(seen) == len(items) and max(seen) == 3
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        lm.embed(items, batch_size=0)
+    with pytest.raises(ValueError, match="sentences is empty"):
+        lm.embed([])
 
 
 def test_arguments_and_repr():

@@ -28,7 +28,7 @@ from multienc.formats import schema
 from multienc.formats.checkpoint import CheckpointError, checked_field, parse_metadata, read_checkpoint, \
     write_checkpoint
 from multienc.models.initialization import generator, linear_init, xavier_uniform
-from multienc.models.inputs import build_inputs, subword_length_batches
+from multienc.models.inputs import build_inputs, check_sentences, in_length_batches
 from multienc.models.language_model import LanguageModel
 from multienc.models.multi_encoder import MultiEncoder
 from multienc.parallel import ProcessGroup, data_parallel_step
@@ -39,20 +39,6 @@ Encoder = Union[LanguageModel, MultiEncoder]
 
 #: head class name (as checkpoints record it) -> class; every TaskHead subclass registers itself
 HEADS: Dict[str, Type["TaskHead"]] = {}
-
-
-def _check_sentences(sentences: Any) -> List:
-    if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
-        raise TypeError(f"sentences must be a list of texts or (text, text) pairs, got {type(sentences).__name__}")
-    out = []
-    for i, s in enumerate(sentences):
-        if isinstance(s, (tuple, list)) and len(s) == 2 and all(isinstance(x, str) for x in s):
-            out.append((s[0], s[1]))
-        elif isinstance(s, str):
-            out.append(s)
-        else:
-            raise TypeError(f"sentences[{i}] must be a str or a (str, str) pair, got {type(s).__name__}")
-    return out
 
 
 class Predictions(dict):
@@ -205,17 +191,15 @@ class TaskHead:
         return out, alpha
 
     def _outputs(self, sentences: Sequence, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
-        sentences = _check_sentences(sentences)
+        sentences = check_sentences(sentences)
         if not sentences:
             return np.zeros((0, self.num_classes), np.float32), np.zeros((0, len(self.language_models)), np.float32)
-        batches = subword_length_batches(self.language_models, sentences, batch_size)
-        outs, weights = [], []
-        for batch in batches:
-            out, alpha = self._forward([sentences[i] for i in batch])
-            outs.append(out)
-            weights.append(alpha.T)
-        back = np.argsort(np.concatenate(batches))  # from length order to input order
-        return np.concatenate(outs)[back], np.concatenate(weights)[back]
+
+        def run(batch: List) -> Tuple[np.ndarray, np.ndarray]:
+            out, alpha = self._forward(batch)
+            return out, alpha.T
+
+        return in_length_batches(self.language_models, sentences, batch_size, run)
 
     def _dme(self) -> bool:
         return isinstance(self.encoder, MultiEncoder) and self.encoder.combine_method == "dme"

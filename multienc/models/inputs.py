@@ -11,7 +11,7 @@ the trainer.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,34 @@ def subword_length_batches(language_models: Sequence, sentences: Sequence, batch
             enc = encode_words(lm, chunk) if words else lm.tokenize(chunk)
             np.maximum(part, enc["attention_mask"].sum(1), out=part)
     return length_batches(lengths.tolist(), batch_size)
+
+
+def in_length_batches(language_models: Sequence, sentences: Sequence, batch_size: int,
+                      run: Callable[[List], Tuple[np.ndarray, ...]]) -> Tuple[np.ndarray, ...]:
+    """``run`` over the :func:`subword_length_batches` of ``sentences`` (not empty; each call gets
+    one batch's sentences and returns arrays with a row per sentence), each array's rows put
+    back in input order: the forward passes of ``predict`` and ``embed``, whose memory is that of
+    ``batch_size`` sentences however many are given."""
+    batches = subword_length_batches(language_models, sentences, batch_size)
+    parts = [run([sentences[i] for i in batch]) for batch in batches]
+    back = np.argsort(np.concatenate(batches))
+    return tuple(np.concatenate(column)[back] for column in zip(*parts))
+
+
+def check_sentences(sentences: Any) -> List:
+    """``sentences`` as a list of texts and (text, text) pairs (2-item lists become tuples);
+    TypeError naming the first item that is neither."""
+    if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
+        raise TypeError(f"sentences must be a list of texts or (text, text) pairs, got {type(sentences).__name__}")
+    out = []
+    for i, s in enumerate(sentences):
+        if isinstance(s, (tuple, list)) and len(s) == 2 and all(isinstance(x, str) for x in s):
+            out.append((s[0], s[1]))
+        elif isinstance(s, str):
+            out.append(s)
+        else:
+            raise TypeError(f"sentences[{i}] must be a str or a (str, str) pair, got {type(s).__name__}")
+    return out
 
 
 def sentence_pool_weights(attention_mask: np.ndarray, pooling: str, cls_position: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from multienc.engine import (Encoder, Tokenizer, TokenizerFileError, engine_conf
                              spm_folder_tokenizer_json)
 from multienc.formats import schema
 from multienc.hub import SENTENCEPIECE_FILES, TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
-from multienc.models.inputs import sentence_pool_weights
+from multienc.models.inputs import in_length_batches, sentence_pool_weights
 
 __all__ = ["LanguageModel", "POOLINGS"]
 
@@ -51,6 +51,16 @@ _WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word insi
                     "(multienc.models.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
 
 Sentences = Sequence[Union[str, Sequence[str]]]
+
+
+def _items(sentences: Sentences) -> List:
+    """A batch's texts and pairs as the tokenizer takes them (2-item lists as pairs); TypeError for
+    a single string or a non-sequence, ValueError for an empty batch."""
+    if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
+        raise TypeError(f"sentences must be a list of texts or (text, text) pairs, got {type(sentences).__name__}")
+    if len(sentences) == 0:
+        raise ValueError("sentences is empty")
+    return [tuple(s) if isinstance(s, list) and len(s) == 2 else s for s in sentences]
 
 
 def _check_pooling(pooling: str) -> str:
@@ -261,21 +271,22 @@ class LanguageModel:
         arrays of :meth:`Tokenizer.encode_batch` (``input_ids``, ``attention_mask``,
         ``token_type_ids``, ``word_ids``, ...).
         """
-        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
-            raise TypeError(f"sentences must be a list of texts or (text, text) pairs, got {type(sentences).__name__}")
-        if len(sentences) == 0:
-            raise ValueError("sentences is empty")
-        items = [tuple(s) if isinstance(s, list) and len(s) == 2 else s for s in sentences]
-        return self.tokenizer.encode_batch(items, max_length=self.max_length)
+        return self.tokenizer.encode_batch(_items(sentences), max_length=self.max_length)
 
-    def embed(self, sentences: Sentences) -> np.ndarray:
-        """Eval-mode (no dropout) pooled embeddings, float32 (B, :attr:`embedding_length`)."""
+    def embed(self, sentences: Sentences, batch_size: int = 32) -> np.ndarray:
+        """Eval-mode (no dropout) pooled embeddings, float32 (B, :attr:`embedding_length`), in the
+        order given. The sentences run ``batch_size`` at a time, similar lengths together (as
+        ``predict`` batches them), so a long list needs the memory of one batch."""
         if self.pooling == "word-level":
             raise NotImplementedError(_WORD_LEVEL_ONLY_IN_TAGGER)
-        batch = self.tokenize(sentences)
-        types = batch["token_type_ids"] if self.encoder.uses_token_types else None
-        hidden = self.encoder.forward(batch["input_ids"], batch["attention_mask"], types, inference=True)
-        return self.pool(hidden, batch["attention_mask"])
+
+        def run(batch: List) -> Tuple[np.ndarray]:
+            enc = self.tokenize(batch)
+            types = enc["token_type_ids"] if self.encoder.uses_token_types else None
+            hidden = self.encoder.forward(enc["input_ids"], enc["attention_mask"], types, inference=True)
+            return (self.pool(hidden, enc["attention_mask"]),)
+
+        return in_length_batches([self], _items(sentences), batch_size, run)[0]
 
     # ------------------------------------------------------------------ saving
 

@@ -15,7 +15,7 @@ import numpy as np
 from multienc.engine.task_model import COMBINE_METHODS, TASK_CLASSIFY, TaskModel
 from multienc.formats import schema
 from multienc.models.initialization import generator, linear_init
-from multienc.models.inputs import build_inputs
+from multienc.models.inputs import build_inputs, check_sentences, in_length_batches
 from multienc.models.language_model import LanguageModel
 
 __all__ = ["MultiEncoder"]
@@ -155,16 +155,26 @@ class MultiEncoder:
                                          num_classes=0, state=self._state, **self.task_model_options())
         return self._standalone
 
-    def embed(self, sentences: Sequence) -> np.ndarray:
-        """Eval-mode combined vectors, float32 (B, :attr:`embedding_length`)."""
-        return self._embed(sentences)[0]
+    def embed(self, sentences: Sequence, batch_size: int = 32) -> np.ndarray:
+        """Eval-mode combined vectors, float32 (B, :attr:`embedding_length`), in the order given.
+        The sentences run ``batch_size`` at a time, similar lengths together (as ``predict``
+        batches them), so a long list needs the memory of one batch."""
+        return self._embed(sentences, batch_size)[0]
 
-    def _embed(self, sentences: Sequence) -> Tuple[np.ndarray, np.ndarray]:
-        _, alpha, _, emb = self._runtime().forward(build_inputs(self.language_models, sentences), embedding=True)
-        return emb, alpha.T.copy()
+    def _embed(self, sentences: Sequence, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+        sentences = check_sentences(sentences)
+        if not sentences:
+            raise ValueError("sentences is empty")
 
-    def embed_with_attention(self, sentences: Sequence) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(embeddings (B, E), DME scores (B, num LMs)) in eval mode; each row of scores sums to 1.
+        def run(batch: List) -> Tuple[np.ndarray, np.ndarray]:
+            _, alpha, _, emb = self._runtime().forward(build_inputs(self.language_models, batch), embedding=True)
+            return emb, alpha.T
+
+        return in_length_batches(self.language_models, sentences, batch_size, run)
+
+    def embed_with_attention(self, sentences: Sequence, batch_size: int = 32) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(embeddings (B, E), DME scores (B, num LMs)) in eval mode, in the order given; each row of
+        scores sums to 1. Batched as :meth:`embed`.
 
         Only for ``combine_method='dme'`` with two or more LMs; otherwise warns and returns None.
         """
@@ -172,7 +182,7 @@ class MultiEncoder:
             warnings.warn("embed_with_attention needs combine_method='dme' and at least two language models",
                           stacklevel=2)
             return None
-        return self._embed(sentences)
+        return self._embed(sentences, batch_size)
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(lm) for lm in self.language_models)
