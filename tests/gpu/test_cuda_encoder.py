@@ -68,6 +68,17 @@ def test_forward_backward_match_the_cpu_engine(family, train):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_inference_forward_matches_the_cpu_engine(family):
+    """forward(inference=True), what LanguageModel.embed runs: two layers' activations reused
+    layer after layer on the device, the eval forward's values."""
+    cpu, gpu, ref = pair(family)
+    for c, inputs in cases(ref):
+        h_gpu = gpu.forward(**inputs, inference=True)
+        assert np.abs(h_gpu - cpu.forward(**inputs, inference=True)).max() <= 1e-5
+        assert np.abs(h_gpu - ref[f"case{c}/last_hidden_state"]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_gpu_runs_repeat_exactly(family):
     _, gpu, ref = pair(family)
     inputs = dict(next(cases(ref))[1])
