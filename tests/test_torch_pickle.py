@@ -58,6 +58,23 @@ def test_bf16_can_come_as_its_stored_bits():
     np.testing.assert_array_equal(raw["w_fp16"], wide["w_fp16"])
 
 
+def test_tied_bf16_tensors_share_one_float32_copy(tmp_path):
+    """Widened (the default), a bfloat16 storage becomes float32 once and the tensors on it (a tied
+    weight, a view) stay views of that copy, as torch's are of their storage; as bits they are
+    views of the file's map."""
+    bits = (np.arange(6, dtype="<f4").view(np.uint32) >> 16).astype("<u2")
+    path = write_bin(tmp_path / "tied.bin", state_dict(
+        S("a"), tensor("0", 6, 0, (2, 3), (3, 1), "BFloat16Storage"),
+        S("b"), tensor("0", 6, 0, (2, 3), (3, 1), "BFloat16Storage"),
+        S("row"), tensor("0", 6, 3, (3,), (1,), "BFloat16Storage")), {"0": bits.tobytes()}, align=True)
+    got = tp.load_file(path)
+    assert got["a"].tolist() == [[0, 1, 2], [3, 4, 5]] and got["row"].tolist() == [3, 4, 5]
+    assert np.shares_memory(got["a"], got["b"]) and np.shares_memory(got["a"], got["row"])
+    raw = tp.load_file(path, widen_bf16=False)
+    assert np.shares_memory(raw["a"].bits, raw["b"].bits) and not raw["a"].bits.flags.owndata
+    np.testing.assert_array_equal(raw["row"].widen(), got["row"])
+
+
 def test_legacy_format_is_refused_clearly():
     path = os.path.join(FIXTURES, "legacy.bin")
     with pytest.raises(TorchPickleError, match="legacy .*non-zip.* format") as info:

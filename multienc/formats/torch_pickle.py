@@ -97,8 +97,8 @@ class _StorageType(NamedTuple):
 
 class _Storage(NamedTuple):
     key: str
-    values: np.ndarray  # 1-D, read-only; bfloat16 as its uint16 bit patterns
-    bf16: bool
+    values: np.ndarray  # 1-D, read-only
+    bf16: bool  # values are bfloat16's uint16 bit patterns (load_file's widen_bf16=False)
 
 
 class _Tensor(NamedTuple):
@@ -447,10 +447,14 @@ def load_file(path: "os.PathLike[str] | str", widen_bf16: bool = True) -> Dict[s
                 _check_stored(infos[record], size, path)
                 stored = np.frombuffer(mapped, dtype=stype.dtype, count=numel,
                                        offset=_stored_offset(mapped, infos[record], path))
-                values = stored if stored.flags.aligned else stored.copy()
+                bf16 = stype.name == "BFloat16Storage"
+                if bf16 and widen_bf16:  # once per storage: its tensors (ties, views) share the float32 copy
+                    values, bf16 = bf16_to_float32(stored), False
+                else:
+                    values = stored if stored.flags.aligned else stored.copy()
                 values.flags.writeable = False
                 release_pages(stored)  # the CRC check read them; the caller reads them again when it copies
-                storages[key] = _Storage(key, values, stype.name == "BFloat16Storage")
+                storages[key] = _Storage(key, values, bf16)
                 return storages[key]
 
             machine = _Machine(_read_record(zf, infos[f"{prefix}/data.pkl"], size, path), load_storage)
@@ -473,12 +477,5 @@ def load_file(path: "os.PathLike[str] | str", widen_bf16: bool = True) -> Dict[s
         if not isinstance(name, str) or not isinstance(value, _Tensor):
             raise TorchPickleError(path, f"state dict entry is {type(value).__name__}, not a tensor",
                                   _name(name) if isinstance(name, str) else _short(name))
-        if not value.bf16:
-            out[name] = value.array
-        elif widen_bf16:
-            out[name] = bf16_to_float32(value.array)
-            out[name].flags.writeable = False
-            release_pages(value.array)
-        else:
-            out[name] = BFloat16Bits(value.array)
+        out[name] = BFloat16Bits(value.array) if value.bf16 else value.array
     return out
