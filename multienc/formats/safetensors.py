@@ -293,7 +293,7 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True,
             buf = bytearray(f.read())
     out: Dict[str, "np.ndarray | BFloat16Bits"] = {}
     for name, info in infos.items():
-        dt = _TO_NUMPY[info.dtype]
+        dt, bf16 = _TO_NUMPY[info.dtype], info.dtype == "BF16"
         begin, end = info.data_offsets
         if end == begin:
             arr = np.zeros(info.shape, dtype=dt)
@@ -302,11 +302,11 @@ def load_file(path: "os.PathLike[str] | str", mmap: bool = True,
                                 offset=start + begin).reshape(info.shape)
             if not arr.flags.aligned:
                 arr = arr.copy()
-        if info.dtype == "BF16" and widen_bf16:
+        if bf16 and widen_bf16:
             arr = bf16_to_float32(arr)
         if mmap:
             arr.flags.writeable = False
-        out[name] = BFloat16Bits(arr) if info.dtype == "BF16" and not widen_bf16 else arr
+        out[name] = BFloat16Bits(arr) if bf16 and not widen_bf16 else arr
     return out
 
 

@@ -7,9 +7,9 @@ as stored; mapping them onto the engine's parameters is the engine's job.
 """
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
-import functools
 from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
