@@ -100,24 +100,27 @@ typedef struct MeBackend {
                                int HS, float p, uint64_t seed, uint64_t site, float *scratch);
     size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
 
-    /* The same for some query rows only (a layer whose output is read at a few positions):
-     * queries q [M, NH*HS], keys and values of every position kv [B*T, 2*NH*HS] (k | v per row),
-     * ctx [M, NH*HS]. Sentence b's queries are rows qstart[b] .. qstart[b+1]-1 (qstart [B+1]),
-     * row m being position qpos[m] of its sentence (ascending); probs [M*NH*T] holds each
-     * (b, h)'s [m_b, T] block at (qstart[b]*NH + h*m_b)*T. Dropout as attention_forward's at
-     * those positions. bias [NH,T,T] (NULL: none) is added to the scores as attention_bias_forward's
-     * shared bias (MPNet's), read at the queries' positions. Optional (NULL: the model computes
+    /* attention_bias_forward for some query rows only (a layer whose output is read at a few
+     * positions): sentence b's queries are rows qstart[b] .. qstart[b+1]-1 of q (qstart [B+1]), row
+     * m being position qpos[m] of its sentence (ascending); q [M, ldq] (each row's first NH*HS
+     * floats); the keys and values of every position k, v [B*T, ldkv] (row b*T + t); ctx
+     * [M, NH*HS]; probs [M*NH*T] holds each (b, h)'s [m_b, T] block at (qstart[b]*NH + h*m_b)*T.
+     * bias, bias_per_batch, scale and query_mask as attention_bias_forward's, the bias read at the
+     * queries' positions; dropout as there at those positions. Optional (NULL: the model computes
      * every row). */
-    void (*attention_rows_forward)(float *ctx, float *probs, const float *q, const float *kv,
-                                   const int32_t *mask, const float *bias, const int32_t *qstart,
+    void (*attention_rows_forward)(float *ctx, float *probs, const float *q, int ldq, const float *k,
+                                   const float *v, int ldkv, const int32_t *mask, const float *bias,
+                                   int bias_per_batch, float scale, int query_mask, const int32_t *qstart,
                                    const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
                                    uint64_t site, float *scratch);
-    /* dq [M, NH*HS] and dkv [B*T, 2*NH*HS] (overwritten); dscores [B,NH,T,T] (NULL: not wanted;
-     * overwritten) as attention_bias_backward's at the queries' positions and 0 in every other row */
-    void (*attention_rows_backward)(float *dq, float *dkv, float *dscores, const float *dctx, const float *q,
-                                    const float *kv, const float *probs, const int32_t *mask,
-                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH,
-                                    int HS, float p, uint64_t seed, uint64_t site, float *scratch);
+    /* dq (as q: [M, ldq]), dk and dv of every position ([B*T, ldkv]) overwritten, their first NH*HS
+     * floats of each row and nothing else; dscores [B,NH,T,T] (NULL: not wanted; overwritten) as
+     * attention_bias_backward's at the queries' positions and 0 in every other row */
+    void (*attention_rows_backward)(float *dq, float *dk, float *dv, float *dscores, const float *dctx,
+                                    const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                    const float *probs, const int32_t *mask, float scale, int query_mask,
+                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch);
     /* dropout of rows rows [M] of a [*, C] tensor held as [M, C]: element (m, c) keeps iff element
      * rows[m]*C + c of the whole tensor would (dropout_forward's mask); in place allowed.
      * Optional, with attention_rows_*. */

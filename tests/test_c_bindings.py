@@ -250,7 +250,7 @@ def op_samples(rng):
     kv = np.ascontiguousarray(qkv[..., NH * HS:])
     qstart, qpos = np.array([0, 1, 3], np.int32), np.array([0, 1, 4], np.int32)  # query rows: (0, 0), (1, 1), (1, 4)
     q = f(3, NH * HS)
-    _, rprobs = _C_tests.ops_attention_rows_forward(q, kv, mask, None, qstart, qpos, NH, 0.1, 5, 9)
+    _, rprobs = _C_tests.ops_attention_rows_forward(q, kv, mask, None, qstart, qpos, NH, 0.5, False, 0.1, 5, 9)
     rel_rows = np.array([0, 5, 2, 3, 1, 4, 5, 0, 2], np.int32)  # rows of 6 for the 2T - 1 relative positions
     em, tags, lengths = f(2, 4, 3), np.array([[0, 2, 1, 0], [1, 1, 0, 0]], np.int32), np.array([4, 2], np.int32)
     qkv4 = f(B, T, 3 * NH * 4)
@@ -271,8 +271,9 @@ def op_samples(rng):
         "dropout_backward": (f(50), 0.3, 11, 2),
         "attention_forward": (qkv, mask, NH, 0.1, 5, 9),
         "attention_backward": (f(B, T, NH * HS), qkv, probs, mask, NH, 0.1, 5, 9),
-        "attention_rows_forward": (q, kv, mask, f(NH, T, T), qstart, qpos, NH, 0.1, 5, 9),
-        "attention_rows_backward": (f(3, NH * HS), q, kv, rprobs, mask, qstart, qpos, NH, 0.1, 5, 9),
+        "attention_rows_forward": (q, kv, mask, f(1, NH, T, T), qstart, qpos, NH, 0.5, False, 0.1, 5, 9),
+        "attention_rows_backward": (f(3, NH * HS), q, kv, rprobs, mask, qstart, qpos, NH, 0.5, False, 0.1, 5,
+                                    9),
         "dropout_rows": (f(3, 6), np.array([4, 0, 9], np.int32), 0.3, 11, 2, False),
         "rope_forward": (qkv4, cos, sin, NH),
         "rope_backward": (qkv4, cos, sin, NH),

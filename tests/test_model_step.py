@@ -383,9 +383,11 @@ def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     before the last compute the real tokens alone, in the families with plain attention (BERT,
     RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT) and MPNet's (its relative bias read at the rows'
     positions, its table's gradient from those rows; ModernBERT and DeBERTa pack every op but their
-    windowed or disentangled attention, which runs on the padded layout, and their last layer
-    computes every real row; DeBERTa-v2 with a ConvLayer computes every row; "some rows" reads
-    padding rows too, so every layer but the last computes every row): in train
+    windowed or disentangled attention, which runs on the padded layout; ModernBERT's last layer
+    computes every real row, DeBERTa's the read rows' attention (the disentangled scores of every
+    row, its query mask for a padding row read), tail and query gradient; DeBERTa-v2 with a
+    ConvLayer computes every row; "some rows" reads padding rows too, so every layer but the last
+    computes every row): in train
     mode, with dropout, for every family's tiny model, the logits and every encoder gradient equal
     the full encoder's (Encoder.forward / backward, which compute every row) read at those rows."""
     rng = np.random.default_rng(11)

@@ -387,7 +387,8 @@ def test_attention_for_some_query_rows(B, T, NH, HS, p):
     qstart, qpos, flat = query_rows(mask)
     q = qkv.reshape(B * T, 3 * D)[flat, :D]
     kv = np.ascontiguousarray(qkv[..., D:])
-    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, None, qstart, qpos, NH, p, 5, 100)
+    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, None, qstart, qpos, NH, HS ** -0.5, False, p, 5,
+                                                     100)
     rctx, rP = attention_ref(qkv, mask, NH, p, 5, 100)
     np.testing.assert_allclose(ctx, rctx.reshape(B * T, D)[flat], rtol=1e-4, atol=2e-5)
     for b in range(B):
@@ -395,7 +396,8 @@ def test_attention_for_some_query_rows(B, T, NH, HS, p):
         block = probs[qstart[b] * NH * T:qstart[b + 1] * NH * T].reshape(NH, m, T)
         np.testing.assert_allclose(block, rP[b][:, qpos[qstart[b]:qstart[b + 1]]], atol=2e-6)
     dctx = f32(len(flat), D)
-    dq, dkv, _ = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
+    dq, dkv, _ = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, HS ** -0.5, False,
+                                                        p, 5, 100)
     full = np.zeros((B * T, D), np.float32)
     full[flat] = dctx  # the rows nobody reads pass back nothing
     ref = attention_grad_ref(full.reshape(B, T, D), qkv, mask, NH, p, 5, 100).reshape(B * T, 3 * D)
@@ -411,7 +413,7 @@ def test_attention_for_every_row_is_the_full_attention():
     D = 8
     qstart, qpos, flat = query_rows(mask, every=True)
     ctx, probs = _C_tests.ops_attention_rows_forward(qkv.reshape(12, 3 * D)[:, :D], np.ascontiguousarray(qkv[..., D:]),
-                                               mask, None, qstart, qpos, 2, 0.2, 1, 2)
+                                               mask, None, qstart, qpos, 2, 0.5, False, 0.2, 1, 2)
     fctx, fprobs = _C_tests.ops_attention_forward(qkv, mask, 2, 0.2, 1, 2)
     np.testing.assert_array_equal(ctx, fctx.reshape(12, D))
     np.testing.assert_array_equal(probs, fprobs.ravel())

@@ -108,32 +108,42 @@ def test_attention_bias_forward_backward(B, T, NH, HS, bias_rows, query_mask, p)
 
 @pytest.mark.parametrize("B,T,NH,HS", CASES)
 @pytest.mark.parametrize("p", [0.0, 0.3])
-def test_attention_rows_with_a_shared_bias(B, T, NH, HS, p):
-    """MPNet's last layer read at a few rows: queries of some positions with the shared bias
-    [NH, T, T] read at their positions, against the float64 reference's rows; the score gradient
-    at the read rows and 0 in every other row (the bias table's gradient sums all of them)."""
+@pytest.mark.parametrize("family", ["mpnet", "deberta"])
+def test_attention_rows_with_a_bias(B, T, NH, HS, p, family):
+    """A last layer read at a few rows, against the float64 reference's rows: MPNet's (queries
+    [M, D], keys and values [B, T, 2D], the shared bias [NH, T, T] read at the rows' positions) and
+    DeBERTa's (keys and values in a fused qkv [B, T, 3D], a bias per sentence, the scale
+    1/sqrt(3 HS) and the query mask: a padded query row, which the random rows include, is uniform
+    over the keys and passes back nothing); the score gradient at the read rows and 0 in every
+    other row."""
     qkv, mask = inputs(B, T, NH, HS)
     D = NH * HS
-    bias = f32(NH, T, T)
+    deberta = family == "deberta"
+    bias = f32(B if deberta else 1, NH, T, T)
+    scale = 1 / math.sqrt(HS * (3 if deberta else 1))
     qstart, qpos, flat = query_rows(RNG, mask)
     picks = [qpos[qstart[b]:qstart[b + 1]] for b in range(B)]
     q = qkv.reshape(B * T, 3 * D)[flat, :D]
-    kv = np.ascontiguousarray(qkv[..., D:])
-    scale = 1 / math.sqrt(HS)
-    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, bias, qstart, qpos, NH, p, 5, 100)
-    rctx, rP, _ = biased_ref(qkv, mask, bias[None], NH, scale, False, p, 5, 100)
+    kv = qkv if deberta else np.ascontiguousarray(qkv[..., D:])
+    ctx, probs = _C_tests.ops_attention_rows_forward(q, kv, mask, bias, qstart, qpos, NH, scale, deberta, p, 5, 100)
+    rctx, rP, _ = biased_ref(qkv, mask, bias, NH, scale, deberta, p, 5, 100)
     np.testing.assert_allclose(ctx, rctx.reshape(B * T, D)[flat], rtol=1e-4, atol=2e-5)
     for b in range(B):
         m = qstart[b + 1] - qstart[b]
         block = probs[qstart[b] * NH * T:qstart[b + 1] * NH * T].reshape(NH, m, T)
         np.testing.assert_allclose(block, rP[b][:, picks[b]], atol=2e-6)
     dctx = f32(len(flat), D)
-    dq, dkv, dscores = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, p, 5, 100)
+    dq, dkv, dscores = _C_tests.ops_attention_rows_backward(dctx, q, kv, probs, mask, qstart, qpos, NH, scale, deberta,
+                                                            p, 5, 100)
     full = np.zeros((B * T, D), np.float32)
     full[flat] = dctx  # the rows nobody reads pass back nothing
-    rdqkv, rdS = biased_grad_ref(full.reshape(B, T, D), qkv, mask, bias[None], NH, scale, False, p, 5, 100)
+    rdqkv, rdS = biased_grad_ref(full.reshape(B, T, D), qkv, mask, bias, NH, scale, deberta, p, 5, 100)
     rdqkv = rdqkv.reshape(B * T, 3 * D)
-    for got, want in ((dq, rdqkv[flat, :D]), (dkv.reshape(B * T, 2 * D), rdqkv[:, D:]), (dscores, rdS)):
+    dkv = dkv.reshape(B * T, -1)
+    if deberta:  # a fused qkv: nothing written outside dkv's k and v blocks
+        assert not dkv[:, :D].any()
+        dkv = dkv[:, D:]
+    for got, want in ((dq, rdqkv[flat, :D]), (dkv, rdqkv[:, D:]), (dscores, rdS)):
         if np.linalg.norm(want) > 0:
             assert rel(got, want) < 1e-4
         else:

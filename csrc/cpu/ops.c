@@ -564,21 +564,21 @@ static void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                             NH, HS, p, seed, site, scratch);
 }
 
-static void attention_rows_forward(float *ctx, float *probs, const float *q, const float *kv, const int32_t *mask,
-                                   const float *bias, const int32_t *qstart, const int32_t *qpos, int B, int T,
-                                   int NH, int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
-    const int D = NH * HS;
-    attention_core_forward(ctx, D, probs, q, D, kv, kv + D, 2 * D, mask, bias, 0, 1.0f / sqrtf((float)HS), 0, qstart,
-                           qpos, B, T, NH, HS, p, seed, site, scratch);
+static void attention_rows_forward(float *ctx, float *probs, const float *q, int ldq, const float *k, const float *v,
+                                   int ldkv, const int32_t *mask, const float *bias, int bias_per_batch, float scale,
+                                   int query_mask, const int32_t *qstart, const int32_t *qpos, int B, int T, int NH,
+                                   int HS, float p, uint64_t seed, uint64_t site, float *scratch) {
+    attention_core_forward(ctx, NH * HS, probs, q, ldq, k, v, ldkv, mask, bias, bias_per_batch, scale, query_mask,
+                           qstart, qpos, B, T, NH, HS, p, seed, site, scratch);
 }
 
-static void attention_rows_backward(float *dq, float *dkv, float *dscores, const float *dctx, const float *q,
-                                    const float *kv, const float *probs, const int32_t *mask, const int32_t *qstart,
-                                    const int32_t *qpos, int B, int T, int NH, int HS, float p, uint64_t seed,
-                                    uint64_t site, float *scratch) {
-    const int D = NH * HS;
-    attention_core_backward(dq, D, dkv, dkv + D, 2 * D, dscores, dctx, D, q, kv, kv + D, probs, mask,
-                            1.0f / sqrtf((float)HS), 0, qstart, qpos, B, T, NH, HS, p, seed, site, scratch);
+static void attention_rows_backward(float *dq, float *dk, float *dv, float *dscores, const float *dctx,
+                                    const float *q, int ldq, const float *k, const float *v, int ldkv,
+                                    const float *probs, const int32_t *mask, float scale, int query_mask,
+                                    const int32_t *qstart, const int32_t *qpos, int B, int T, int NH, int HS,
+                                    float p, uint64_t seed, uint64_t site, float *scratch) {
+    attention_core_backward(dq, ldq, dk, dv, ldkv, dscores, dctx, NH * HS, q, k, v, probs, mask, scale, query_mask,
+                            qstart, qpos, B, T, NH, HS, p, seed, site, scratch);
 }
 
 /* ------------------------------------------------------------------ row mask */

@@ -92,6 +92,7 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     const MeEncoderConfig *c = &enc->cfg;
     const size_t N = (size_t)B * T, H = c->hidden_size;
     d->pk = me_encoder_can_pack(enc) ? me_carve(base, off, N * 3 * H) : NULL;
+    d->qrow = d->pk ? (int32_t *)me_carve(base, off, N) : NULL;
     if (c->conv_kernel_size > 0) {
         d->conv_pre = me_carve(base, off, N * H);
         d->conv_r = me_carve(base, off, N * H);
@@ -154,8 +155,8 @@ static int nterms(const MeEncoderConfig *c) {
     return 1 + !!(c->pos_att & ME_POS_C2P) + !!(c->pos_att & ME_POS_P2C);
 }
 
-void me_deberta_attention_forward(MeEncoder *enc, int l, float *ctx, float p_att, float p_rel, uint64_t seed,
-                                  uint64_t att_site, uint64_t rel_site) {
+void me_deberta_attention_forward(MeEncoder *enc, int l, const float *q, float *ctx, float p_att, float p_rel,
+                                  uint64_t seed, uint64_t att_site, uint64_t rel_site) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     MeDeberta *d = enc->deb;
@@ -180,12 +181,18 @@ void me_deberta_attention_forward(MeEncoder *enc, int l, float *ctx, float p_att
                                  S2, d->dis_scratch);
         bias = enc->d_scores;
     }
-    be->attention_bias_forward(ctx, a->probs, a->qkv, enc->mask, bias, 1, scale, 1, B, T, NH, HS,
-                               p_att, seed, att_site, enc->att_scratch);
+    if (q)
+        be->attention_rows_forward(ctx, a->probs, q, H, a->qkv + H, a->qkv + 2 * H, 3 * H, enc->mask, bias, 1,
+                                   scale, 1, enc->qstart, enc->qpos, B, T, NH, HS, p_att, seed, att_site,
+                                   enc->att_scratch);
+    else
+        be->attention_bias_forward(ctx, a->probs, a->qkv, enc->mask, bias, 1, scale, 1, B, T, NH, HS,
+                                   p_att, seed, att_site, enc->att_scratch);
 }
 
-void me_deberta_attention_backward(MeEncoder *enc, int l, const float *dctx, float p_att,
-                                   float p_rel, uint64_t seed, uint64_t att_site, uint64_t rel_site) {
+void me_deberta_attention_backward(MeEncoder *enc, int l, const float *q, float *dq, const float *dctx,
+                                   float p_att, float p_rel, uint64_t seed, uint64_t att_site,
+                                   uint64_t rel_site) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
     MeDeberta *d = enc->deb;
@@ -196,9 +203,17 @@ void me_deberta_attention_backward(MeEncoder *enc, int l, const float *dctx, flo
     const int B = enc->B, T = enc->T, H = c->hidden_size, NH = c->num_heads, HS = H / NH,
               S2 = 2 * d->span;
     const float scale = 1.0f / sqrtf((float)HS * (float)nterms(c));
-    be->attention_bias_backward(enc->d_qkv, has_terms(c) ? enc->d_scores : NULL, dctx, a->qkv, a->probs,
-                                enc->mask, scale, 1, B, T, NH, HS, p_att, seed, att_site,
-                                enc->att_scratch);
+    float *dscores = has_terms(c) ? enc->d_scores : NULL;
+    if (q) { /* the read rows' dq to their rows of d_qkv, 0 in the other rows' q blocks */
+        be->zero(enc->d_qkv, sizeof(float) * (size_t)B * T * 3 * H);
+        be->attention_rows_backward(dq, enc->d_qkv + H, enc->d_qkv + 2 * H, dscores, dctx, q, H, a->qkv + H,
+                                    a->qkv + 2 * H, 3 * H, a->probs, enc->mask, scale, 1, enc->qstart, enc->qpos, B,
+                                    T, NH, HS, p_att, seed, att_site, enc->att_scratch);
+        be->embedding_backward(enc->d_qkv, dq, d->qrow, enc->M, H, -1);
+    } else {
+        be->attention_bias_backward(enc->d_qkv, dscores, dctx, a->qkv, a->probs, enc->mask, scale, 1, B, T, NH,
+                                    HS, p_att, seed, att_site, enc->att_scratch);
+    }
     if (!has_terms(c)) return;
     /* the rows c0 .. c0 + nc - 1, the only ones read (d_rel is zero elsewhere) */
     const size_t off = (size_t)d->c0 * H, n = (size_t)d->nc * H;

@@ -27,8 +27,12 @@ typedef struct MeDeberta {
     float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
     float *d_rel, *d_tmp, *d_posk, *d_posq;
     float *dis_scratch;       /* the disentangled ops' scratch */
-    float *pk;                /* packed (me_encoder_can_pack): the real rows' fused qkv [R, 3H] before
-                                 they go to their rows of the batch (their gradient on the way back) */
+    float *pk;                /* [B*T, 3H] (me_encoder_can_pack): packed, the real rows' fused qkv [R, 3H]
+                                 before they go to their rows of the batch (their gradient on the way
+                                 back); from the last layer's forward to its attention's backward, when
+                                 it computes the read rows only, their queries [M, H] */
+    int32_t *qrow;            /* device, with pk: the read rows' q blocks as rows of a [B*T, 3H] qkv
+                                 viewed as [3*B*T, H] (3 * enc->sel) [M] */
     int32_t *idx;             /* row of the relative embeddings per relative position [2T - 1] */
     int c0, nc;               /* the rows idx reaches, [c0, c0 + nc): the only ones dropped out, projected
                                  and given gradients (the others' projections are never read) */
@@ -65,13 +69,17 @@ void me_deberta_conv_backward(struct MeEncoder *enc, float *dh0, float *dout, co
  * relative embeddings. host_ints: host scratch of at least 2T ints. */
 void me_deberta_prepare(struct MeEncoder *enc, int32_t *host_ints);
 
-/* Layer l's attention on the batch layout: its qkv [B*T, 3H] -> ctx [B*T, H] (probs saved), with
- * the disentangled bias. */
-void me_deberta_attention_forward(struct MeEncoder *enc, int l, float *ctx, float p_att, float p_rel,
-                                  uint64_t seed, uint64_t att_site, uint64_t rel_site);
-/* Its backward: d(ctx) -> enc->d_qkv, the projections' and relative embeddings' gradients. */
-void me_deberta_attention_backward(struct MeEncoder *enc, int l, const float *dctx, float p_att,
-                                   float p_rel, uint64_t seed, uint64_t att_site, uint64_t rel_site);
+/* Layer l's attention with the disentangled bias (computed for every row) from its qkv [B*T, 3H] on
+ * the batch layout, probs saved: every query row (q NULL; ctx [B*T, H]) or only the read rows' of
+ * the last forward (enc->M of them, enc->qstart / enc->qpos): q [M, H] their queries, ctx [M, H]. */
+void me_deberta_attention_forward(struct MeEncoder *enc, int l, const float *q, float *ctx, float p_att,
+                                  float p_rel, uint64_t seed, uint64_t att_site, uint64_t rel_site);
+/* Its backward, q as in the forward: d(ctx) -> enc->d_qkv (with q, the read rows' query gradient
+ * goes through dq [M, H], scratch, to their rows), the projections' and relative embeddings'
+ * gradients. */
+void me_deberta_attention_backward(struct MeEncoder *enc, int l, const float *q, float *dq, const float *dctx,
+                                   float p_att, float p_rel, uint64_t seed, uint64_t att_site,
+                                   uint64_t rel_site);
 /* Zero the relative embeddings' gradient accumulator (start of backward) / pass it through the
  * LayerNorm into the table's gradient (end of backward). */
 void me_deberta_backward_begin(struct MeEncoder *enc);

@@ -321,10 +321,17 @@ void me_encoder_free(MeEncoder *enc) {
 /* The layers can compute only some rows (the last only the rows a caller reads, every one only
  * the real tokens) where the attention is the plain one or has MPNet's shared bias: BERT,
  * RoBERTa, ELECTRA, DistilBERT, ALBERT, MPNet. ModernBERT's loop and DeBERTa's layers pack the real
- * tokens but run their attention (windowed; disentangled) on the padded layout, every row of the
- * last layer included; DeBERTa-v2's ConvLayer (across positions) computes every row. */
+ * tokens but run their attention (windowed; disentangled) on the padded layout; DeBERTa-v2's
+ * ConvLayer (across positions) computes every row. */
 static int can_prune_rows(const MeEncoder *enc) {
     return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
+}
+
+/* The last layer can compute only the rows a caller reads: those above and DeBERTa's without a
+ * ConvLayer (the disentangled scores of every row, the attention and the rest at the read rows). */
+static int can_prune_last(const MeEncoder *enc) {
+    return can_prune_rows(enc) || (enc->deb && enc->cfg.conv_kernel_size <= 0 && enc->be->attention_rows_forward &&
+                                   enc->be->dropout_rows_forward);
 }
 
 int me_encoder_can_pack(const MeEncoder *enc) {
@@ -349,8 +356,8 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->qpos = (int32_t *)me_carve(base, &off, N);
     enc->xs = me_carve(base, &off, N * H);
     if (me_encoder_can_pack(enc)) enc->real = (int32_t *)me_carve(base, &off, N);
+    if (can_prune_last(enc)) enc->sel_in = (int32_t *)me_carve(base, &off, N);
     if (can_prune_rows(enc)) {
-        enc->sel_in = (int32_t *)me_carve(base, &off, N);
         enc->rstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
         enc->rpos = (int32_t *)me_carve(base, &off, N);
         enc->kvp = me_carve(base, &off, N * 2 * H);
@@ -430,9 +437,9 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             need * 4.0 / (1 << 20));
     }
     carve_fn(enc, enc->ws, B, T);
-    /* positions | distinct rows (3N) | query starts and positions | the packed rows (choose_rows); or the
-     * buckets (2T) */
-    size_t ni = HOST_PACKED(B, T) + 6 * (size_t)B * T + B + 1;
+    /* positions | distinct rows (3N) | query starts and positions | the packed rows | DeBERTa's query rows
+     * (choose_rows); or the buckets (2T) */
+    size_t ni = HOST_PACKED(B, T) + 7 * (size_t)B * T + B + 1;
     if (ni < 2 * (size_t)T) ni = 2 * (size_t)T;
     if (ni > enc->host_ints_cap) {
         int32_t *p = realloc(enc->host_ints, ni * sizeof(int32_t));
@@ -667,7 +674,8 @@ static void layer_forward_rows(MeEncoder *enc, int l, const float *x, const int3
     kv_forward(enc, o, kv, x);
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(q, xq, P + o->qkv_w, P + o->qkv_b, M, H, H));
     ME_TIMED(ME_PHASE_ATTENTION,
-             be->attention_rows_forward(a->ctx, a->probs, q, kv, enc->mask, c->relative_buckets ? enc->relbias : NULL,
+             be->attention_rows_forward(a->ctx, a->probs, q, H, kv, kv + H, 2 * H, enc->mask,
+                                        c->relative_buckets ? enc->relbias : NULL, 0, 1.0f / sqrtf((float)HS), 0,
                                         qstart, qpos, B, T, NH, HS, pa, enc->seed, SITE(l, SITE_ATT) + enc->row0 * NH,
                                         enc->att_scratch));
     layer_tail_forward(enc, l, a, xq, rows, M, ph, out);
@@ -687,9 +695,10 @@ static void layer_backward_rows(MeEncoder *enc, int l, const float *x, const int
     float *G = enc->grads, *dkv = enc->d_qkv, *dq = enc->d_qkv + (size_t)N * 2 * H;
     layer_tail_backward(enc, l, a, g, s, dx, rows, M, ph); /* g: d(ctx); dx: d(r1) */
     ME_TIMED(ME_PHASE_ATTENTION,
-             be->attention_rows_backward(dq, dkv, c->relative_buckets ? enc->d_scores : NULL, g, q, kv, a->probs,
-                                         enc->mask, qstart, qpos, B, T, NH, HS, pa, enc->seed,
-                                         SITE(l, SITE_ATT) + enc->row0 * NH, enc->att_scratch);
+             be->attention_rows_backward(dq, dkv, dkv + H, c->relative_buckets ? enc->d_scores : NULL, g, q, H, kv,
+                                         kv + H, 2 * H, a->probs, enc->mask, 1.0f / sqrtf((float)HS), 0, qstart, qpos,
+                                         B, T, NH, HS, pa, enc->seed, SITE(l, SITE_ATT) + enc->row0 * NH,
+                                         enc->att_scratch);
              if (c->relative_buckets) /* MPNet: the queries' score gradients into the shared bias table */
                  be->relbias_backward(G + enc->relb, enc->d_scores, enc->buckets, B, T, NH));
     /* d(x) = dkv Wkv on every row, plus dq Wq + d(r1) on the query rows */
@@ -704,12 +713,65 @@ static void layer_backward_rows(MeEncoder *enc, int l, const float *x, const int
     ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(dx, s, in, M, H, -1));
 }
 
+/* DeBERTa layer l's fused qkv of the rows the layers compute (the R real ones when packed: through
+ * MeDeberta.pk) into a->qkv on the batch layout, where its attention runs. */
+static void deberta_qkv_forward(MeEncoder *enc, int l, const float *x) {
+    const MeBackend *be = enc->be;
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
+    const int H = enc->cfg.hidden_size;
+    float *qkv = enc->la[l].qkv;
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->packed ? enc->deb->pk : qkv, x, enc->params + o->qkv_w,
+                                               enc->params + o->qkv_b, enc->R, H, 3 * H));
+    if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, qkv, enc->deb->pk, 3 * H));
+}
+
+/* DeBERTa's last layer at the M read rows (enc->sel; in [M] picks them from x's rows, NULL: they are
+ * x's rows): the qkv and the disentangled scores of every row as in the full layer, the attention
+ * of the read rows' queries (gathered into MeDeberta.pk), the rest at the M rows into out [M, H]. */
+static void deberta_forward_rows(MeEncoder *enc, int l, const float *x, const int32_t *in, float ph, float pa,
+                                 float *out) {
+    const MeBackend *be = enc->be;
+    const int M = enc->M, H = enc->cfg.hidden_size, NH = enc->cfg.num_heads;
+    MeLayerActs *a = &enc->la[l];
+    const float *xq = x;
+    deberta_qkv_forward(enc, l, x);
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->deb->pk, enc->deb->qrow, a->qkv, M, H, 0);
+             if (in) be->embedding_forward(enc->xs, in, x, M, H, 0));
+    if (in) xq = enc->xs;
+    ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, enc->deb->pk, a->ctx, pa, ph, enc->seed,
+                                                              SITE(l, SITE_ATT) + enc->row0 * NH, SITE(l, SITE_REL)));
+    layer_tail_forward(enc, l, a, xq, enc->sel, M, ph, out);
+}
+
+/* Backward of deberta_forward_rows: d(out) [M, H] in g; leaves d(x) (x's rows) in dx; g and s are
+ * scratch. */
+static void deberta_backward_rows(MeEncoder *enc, int l, const float *x, const int32_t *in, float *g, float *s,
+                                  float *dx, float ph, float pa) {
+    const MeBackend *be = enc->be;
+    const int M = enc->M, H = enc->cfg.hidden_size, NH = enc->cfg.num_heads;
+    const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
+    const float *dqkv = enc->d_qkv;
+    layer_tail_backward(enc, l, &enc->la[l], g, dx, s, enc->sel, M, ph); /* g: d(ctx); s: d(r1) */
+    ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, enc->deb->pk, dx, g, pa, ph, enc->seed,
+                                                               SITE(l, SITE_ATT) + enc->row0 * NH,
+                                                               SITE(l, SITE_REL)));
+    if (enc->packed) {
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, enc->deb->pk, enc->d_qkv, 3 * H));
+        dqkv = enc->deb->pk;
+    }
+    /* d(x) = d_qkv Wqkv, plus d(r1) at the read rows */
+    ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dx, enc->grads + o->qkv_w, enc->grads + o->qkv_b, dqkv, x,
+                                                enc->params + o->qkv_w, enc->R, H, 3 * H, 0));
+    ME_TIMED(ME_PHASE_ELEMENTWISE, if (in) be->embedding_backward(dx, s, in, M, H, -1);
+             else be->add_forward(dx, dx, s, (size_t)M * H));
+}
+
 /* Decide which rows a forward computes, its caller reading read_rows [nread] (NULL: every row):
  * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos; not
- * ModernBERT's); when every read row is a real token and some rows are padding, every layer only
- * the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types, *pos (those not NULL) then
- * pointing at the packed rows' (host arrays in host_ints). Bad read rows (not ascending, out of
- * range) compute every row. */
+ * ModernBERT's or a DeBERTa-v2 ConvLayer model's); when every read row is a real token and some rows
+ * are padding, every layer only the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types,
+ * *pos (those not NULL) then pointing at the packed rows' (host arrays in host_ints). Bad read rows
+ * (not ascending, out of range) compute every row. */
 static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read_rows, int nread,
                         const int32_t **ids, const int32_t **types, const int32_t **pos) {
     const MeBackend *be = enc->be;
@@ -735,15 +797,20 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
         packed = k < R && real[k] == read_rows[r];
         sel_in[r] = k;
     }
-    const int prune = can_prune_rows(enc); /* else ModernBERT: packed or not, its last layer runs every row */
-    if (!packed && (nread == N || !prune)) return;
-    if (prune) {
+    const int last = can_prune_last(enc); /* else ModernBERT: packed or not, its last layer runs every real row */
+    if (!packed && (nread == N || !last)) return;
+    if (last) {
         for (int b = 0, r = 0; b <= B; b++) {
             qstart[b] = r;
             while (b < B && r < nread && read_rows[r] < (b + 1) * T) qpos[r] = read_rows[r] - b * T, r++;
         }
         enc->M = nread;
         be->to_device(enc->sel, read_rows, sizeof(int32_t) * nread);
+        if (enc->deb) { /* the read rows' q blocks, rows of the qkv viewed as [3N, H] */
+            int32_t *qrow = enc->host_ints + HOST_PACKED(B, T) + 6 * (size_t)N + B + 1;
+            for (int r = 0; r < nread; r++) qrow[r] = 3 * read_rows[r];
+            be->to_device(enc->deb->qrow, qrow, sizeof(int32_t) * nread);
+        }
         be->to_device(enc->qstart, qstart, sizeof(int32_t) * (B + 1));
         be->to_device(enc->qpos, qpos, sizeof(int32_t) * nread);
         if (!packed) {
@@ -761,12 +828,12 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
     *ids = pids;
     *types = *types ? ptypes : NULL;
     *pos = *pos ? ppos : NULL;
-    if (!prune || nread == R) /* every real row is read (a mean): the last layer's queries are its input's rows */
+    if (!last || nread == R) /* every real row is read (a mean): the last layer's queries are its input's rows */
         enc->sel_in = NULL;
     else
         be->to_device(enc->sel_in, sel_in, sizeof(int32_t) * nread);
     be->to_device(enc->real, real, sizeof(int32_t) * R);
-    if (prune) { /* the packed layers' queries (ModernBERT's attention runs on the batch layout) */
+    if (can_prune_rows(enc)) { /* the packed layers' queries (DeBERTa's, ModernBERT's attention: the batch layout) */
         be->to_device(enc->rstart, rstart, sizeof(int32_t) * (B + 1));
         be->to_device(enc->rpos, rpos, sizeof(int32_t) * R);
     }
@@ -881,7 +948,10 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     for (int l = 0; l < enc->napps; l++) {
         MeLayerActs *a = &enc->la[l];
         if (l == enc->napps - 1 && enc->M < N) { /* the read rows only */
-            layer_forward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, ph, pa, enc->tmp);
+            if (enc->deb)
+                deberta_forward_rows(enc, l, x, enc->sel_in, ph, pa, enc->tmp);
+            else
+                layer_forward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, ph, pa, enc->tmp);
             ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(a->h2, sizeof(float) * (size_t)N * H);
                      be->embedding_backward(a->h2, enc->tmp, enc->sel, enc->M, H, -1)); /* to their rows */
             x = a->h2;
@@ -892,28 +962,28 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
             x = a->h2;
             continue;
         }
-        /* every row, or DeBERTa packed: the real rows' qkv to the batch layout, its attention there, the
-         * context back to the real rows, the rest on them; the last layer's output to the batch layout */
+        /* every row, or DeBERTa packed (a layer before the last): the real rows' qkv to the batch layout, its
+         * attention there, the context back to the real rows, the rest on them */
         const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
-        const int last_packed = enc->packed && l == enc->napps - 1;
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(enc->packed ? enc->deb->pk : a->qkv, x, P + o->qkv_w, P + o->qkv_b,
-                                                   R, H, 3 * H));
-        if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, a->qkv, enc->deb->pk, 3 * H));
-        if (enc->deb)
-            ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, enc->packed ? enc->tmp : a->ctx, pa, ph,
-                                                                      seed, SITE(l, SITE_ATT) + row0 * NH,
+        if (enc->deb) {
+            deberta_qkv_forward(enc, l, x);
+            ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, NULL, enc->packed ? enc->tmp : a->ctx, pa,
+                                                                      ph, seed, SITE(l, SITE_ATT) + row0 * NH,
                                                                       SITE(l, SITE_REL)));
-        else if (c->relative_buckets)
-            ME_TIMED(ME_PHASE_ATTENTION,
-                     be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
-                                                1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
-                                                SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
-        else
-            ME_TIMED(ME_PHASE_ATTENTION, be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa,
-                                                               seed, SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
+        } else {
+            ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(a->qkv, x, P + o->qkv_w, P + o->qkv_b, R, H, 3 * H));
+            if (c->relative_buckets)
+                ME_TIMED(ME_PHASE_ATTENTION,
+                         be->attention_bias_forward(a->ctx, a->probs, a->qkv, enc->mask, enc->relbias, 0,
+                                                    1.0f / sqrtf((float)HS), 0, B, T, NH, HS, pa, seed,
+                                                    SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
+            else
+                ME_TIMED(ME_PHASE_ATTENTION,
+                         be->attention_forward(a->ctx, a->probs, a->qkv, enc->mask, B, T, NH, HS, pa, seed,
+                                               SITE(l, SITE_ATT) + row0 * NH, enc->att_scratch));
+        }
         if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, a->ctx, enc->tmp, H));
-        layer_tail_forward(enc, l, a, x, me_computed_rows(enc), R, ph, last_packed ? enc->tmp : a->h2);
-        if (last_packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, a->h2, enc->tmp, H));
+        layer_tail_forward(enc, l, a, x, me_computed_rows(enc), R, ph, a->h2);
         if (l == 0 && c->conv_kernel_size > 0)
             ME_TIMED(ME_PHASE_ELEMENTWISE, me_deberta_conv_forward(enc, enc->x0, a->h2, ph,
                                                                    me_encoder_rows_site(enc, SITE(0, SITE_CONV), H)));
@@ -1048,12 +1118,6 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
 
     const int prune = can_prune_rows(enc);
     if (enc->deb) ME_TIMED(ME_PHASE_ATTENTION, me_deberta_backward_begin(enc));
-    if (enc->packed && !prune) { /* DeBERTa packed: the output's gradient at the real rows */
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, da, dh, H));
-        float *t = dh;
-        dh = da;
-        da = t;
-    }
     /* Applications in reverse: a shared weight set's gradients arrive last use first, the
      * order in which PyTorch's autograd accumulates them. */
     for (int l = enc->napps - 1; l >= 0; l--) {
@@ -1069,7 +1133,11 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
         }
         if (l == enc->napps - 1 && enc->M < N) { /* the read rows only */
             ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(da, enc->sel, dh, enc->M, H, 0)); /* their d(h2) */
-            layer_backward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, da, dh, db, ph, pa);
+            if (enc->deb)
+                deberta_backward_rows(enc, l, x, enc->sel_in, da, dh, db, ph, pa);
+            else
+                layer_backward_rows(enc, l, x, enc->sel_in, enc->sel, enc->qstart, enc->qpos, enc->M, da, dh, db, ph,
+                                    pa);
         } else if (enc->packed && prune) { /* the real tokens only */
             layer_backward_rows(enc, l, x, NULL, enc->real, enc->rstart, enc->rpos, R, dh, da, db, ph, pa);
         } else {
@@ -1081,7 +1149,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
                     ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, enc->tmp, dh, H));
                     dctx = enc->tmp;
                 }
-                ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, dctx, pa, ph, seed,
+                ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_backward(enc, l, NULL, NULL, dctx, pa, ph, seed,
                                                                            SITE(l, SITE_ATT) + enc->row0 * NH,
                                                                            SITE(l, SITE_REL)));
                 if (enc->packed) {

@@ -16,7 +16,7 @@
 
 #include "python/bindings.h"
 
-#define OP_MAX_ARGS 12
+#define OP_MAX_ARGS 14
 #define OP_MAX_RESULTS 5
 #define OP_MAX_PARTS 16
 #define OP_MAX_USES 2

@@ -197,41 +197,54 @@ static int check_query_rows(OpCall *c, int qs, int qp, int B, int T, int M) {
     return 0;
 }
 
-/* attention_rows_forward(q [M, D], kv [B, T, 2D], mask [B, T], bias [NH, T, T] or None, qstart [B+1], qpos [M],
- * NH, p, seed, site) -> (ctx [M, D], probs [M*NH*T]) */
+/* attention_rows_*'s q [M, D] with kv [B, T, 2D] (k | v) or [B, T, 3D] (a fused qkv: k and v at D and 2D of
+ * its rows): the offset of k in kv's rows; -1 for neither. */
+static int rows_kv_offset(OpCall *c, int q, int kv, int NH) {
+    const int D = DIM(c, q, 1), W = DIM(c, kv, 2);
+    if (NH <= 0 || D % NH || (W != 2 * D && W != 3 * D))
+        return op_fail("q [M, D] with kv [B, T, 2D] (k | v) or [B, T, 3D] (a fused qkv)");
+    return W == 3 * D ? D : 0;
+}
+
+/* attention_rows_forward(q [M, D], kv (rows_kv_offset), mask [B, T], bias [1 or B, NH, T, T] or None,
+ * qstart [B+1], qpos [M], NH, scale, query_mask, p, seed, site) -> (ctx [M, D], probs [M*NH*T]) */
 static int attention_rows_forward_check(OpCall *c) {
     const int M = DIM(c, 0, 0), D = DIM(c, 0, 1), B = DIM(c, 1, 0), T = DIM(c, 1, 1), NH = c->val[6].i;
-    if (NH <= 0 || D % NH || DIM(c, 1, 2) != 2 * D || DIM(c, 2, 0) != B || DIM(c, 2, 1) != T)
-        return op_fail("shape mismatch");
-    if (c->arr[3] && (DIM(c, 3, 0) != NH || DIM(c, 3, 1) != T || DIM(c, 3, 2) != T))
-        return op_fail("bias must have shape (NH, T, T)");
+    if (rows_kv_offset(c, 0, 1, NH) < 0) return -1;
+    if (DIM(c, 2, 0) != B || DIM(c, 2, 1) != T) return op_fail("shape mismatch");
+    if (c->arr[3] && ((DIM(c, 3, 0) != 1 && DIM(c, 3, 0) != B) || DIM(c, 3, 1) != NH || DIM(c, 3, 2) != T ||
+                      DIM(c, 3, 3) != T))
+        return op_fail("bias must have shape (1 or B, NH, T, T)");
     if (check_query_rows(c, 4, 5, B, T, M)) return -1;
     c->scratch_bytes = sizeof(float) * BE(c)->attention_scratch_floats(B, T, NH, D / NH);
     return op_result(c, 0, 2, M, D) || op_result(c, 1, 1, M * NH * T);
 }
 static void attention_rows_forward_run(OpCall *c) {
-    const int D = DIM(c, 0, 1), NH = c->val[6].i;
-    BE(c)->attention_rows_forward(OUT(c, 0), OUT(c, 1), F(c, 0), F(c, 1), I32(c, 2), F(c, 3), I32(c, 4), I32(c, 5),
-                                  DIM(c, 1, 0), DIM(c, 1, 1), NH, D / NH, c->val[7].f, c->val[8].u, c->val[9].u,
-                                  c->scratch);
+    const int B = DIM(c, 1, 0), NH = c->val[6].i, D = DIM(c, 0, 1), W = DIM(c, 1, 2), k0 = W == 3 * D ? D : 0;
+    const int per_batch = c->arr[3] && B > 1 && DIM(c, 3, 0) == B;
+    BE(c)->attention_rows_forward(OUT(c, 0), OUT(c, 1), F(c, 0), D, F(c, 1) + k0, F(c, 1) + k0 + D, W, I32(c, 2),
+                                  F(c, 3), per_batch, c->val[7].f, c->val[8].i, I32(c, 4), I32(c, 5), B,
+                                  DIM(c, 1, 1), NH, D / NH, c->val[9].f, c->val[10].u, c->val[11].u, c->scratch);
 }
 
-/* attention_rows_backward(dctx [M, D], q, kv, probs, mask, qstart, qpos, NH, p, seed, site)
- * -> (dq, dkv, dscores [B, NH, T, T]) */
+/* attention_rows_backward(dctx [M, D], q, kv, probs, mask, qstart, qpos, NH, scale, query_mask, p, seed, site)
+ * -> (dq [M, D], dkv as kv (zero in a fused qkv's q block), dscores [B, NH, T, T]) */
 static int attention_rows_backward_check(OpCall *c) {
     const int M = DIM(c, 1, 0), D = DIM(c, 1, 1), B = DIM(c, 2, 0), T = DIM(c, 2, 1), NH = c->val[7].i;
-    if (NH <= 0 || D % NH || DIM(c, 2, 2) != 2 * D || DIM(c, 4, 0) != B || DIM(c, 4, 1) != T ||
-        DIM(c, 0, 0) != M || DIM(c, 0, 1) != D || DIM(c, 3, 0) != M * NH * T)
+    if (rows_kv_offset(c, 1, 2, NH) < 0) return -1;
+    if (DIM(c, 4, 0) != B || DIM(c, 4, 1) != T || DIM(c, 0, 0) != M || DIM(c, 0, 1) != D ||
+        DIM(c, 3, 0) != M * NH * T)
         return op_fail("shape mismatch");
     if (check_query_rows(c, 5, 6, B, T, M)) return -1;
     c->scratch_bytes = sizeof(float) * BE(c)->attention_scratch_floats(B, T, NH, D / NH);
-    return op_result(c, 0, 2, M, D) || op_result(c, 1, 3, B, T, 2 * D) || op_result(c, 2, 4, B, NH, T, T);
+    return op_result(c, 0, 2, M, D) || op_result(c, 1, 3, B, T, DIM(c, 2, 2)) || op_result(c, 2, 4, B, NH, T, T);
 }
 static void attention_rows_backward_run(OpCall *c) {
-    const int D = DIM(c, 1, 1), NH = c->val[7].i;
-    BE(c)->attention_rows_backward(OUT(c, 0), OUT(c, 1), OUT(c, 2), F(c, 0), F(c, 1), F(c, 2), F(c, 3), I32(c, 4), I32(c, 5),
-                                   I32(c, 6), DIM(c, 2, 0), DIM(c, 2, 1), NH, D / NH, c->val[8].f, c->val[9].u,
-                                   c->val[10].u, c->scratch);
+    const int NH = c->val[7].i, D = DIM(c, 1, 1), W = DIM(c, 2, 2), k0 = W == 3 * D ? D : 0;
+    BE(c)->attention_rows_backward(OUT(c, 0), OUT(c, 1) + k0, OUT(c, 1) + k0 + D, OUT(c, 2), F(c, 0), F(c, 1), D,
+                                   F(c, 2) + k0, F(c, 2) + k0 + D, W, F(c, 3), I32(c, 4), c->val[8].f, c->val[9].i,
+                                   I32(c, 5), I32(c, 6), DIM(c, 2, 0), DIM(c, 2, 1), NH, D / NH, c->val[10].f,
+                                   c->val[11].u, c->val[12].u, c->scratch);
 }
 
 /* dropout_rows(x [M, C], rows [M], p, seed, site, backward) -> y: dropout of rows `rows` of a tensor
@@ -743,13 +756,17 @@ static OpDesc OPS[] = {
        ARGS(A(F32, "dctx", 3), A(F32, "qkv", 3), A(F32, "probs", 4), A(I32, "mask", 2), S(INT, "NH"),
             S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
        OUTS(R_F32), USING(USES(attention_backward))),
-    OP(attention_rows_forward, "-> (ctx, probs): attention for some query rows (bias [NH, T, T] or None)", 1,
-       ARGS(A(F32, "q", 2), A(F32, "kv", 3), A(I32, "mask", 2), A(F32_OPT, "bias", 3), A(I32, "qstart", 1),
-            A(I32, "qpos", 1), S(INT, "NH"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+    OP(attention_rows_forward,
+       "-> (ctx, probs): attention for some query rows (q [M, D], kv [B, T, 2D] or a fused qkv [B, T, 3D]; bias "
+       "[1 or B, NH, T, T] or None)", 1,
+       ARGS(A(F32, "q", 2), A(F32, "kv", 3), A(I32, "mask", 2), A(F32_OPT, "bias", 4), A(I32, "qstart", 1),
+            A(I32, "qpos", 1), S(INT, "NH"), S(FLOAT, "scale"), S(BOOL, "query_mask"), S(FLOAT, "p"), S(U64, "seed"),
+            S(U64, "site")),
        OUTS(R_F32, R_F32), USING(USES(attention_rows_forward))),
     OP(attention_rows_backward, "-> (dq, dkv, dscores)", 1,
        ARGS(A(F32, "dctx", 2), A(F32, "q", 2), A(F32, "kv", 3), A(F32, "probs", 1), A(I32, "mask", 2),
-            A(I32, "qstart", 1), A(I32, "qpos", 1), S(INT, "NH"), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
+            A(I32, "qstart", 1), A(I32, "qpos", 1), S(INT, "NH"), S(FLOAT, "scale"), S(BOOL, "query_mask"),
+            S(FLOAT, "p"), S(U64, "seed"), S(U64, "site")),
        OUTS(R_F32, R_F32, R_F32), USING(USES(attention_rows_backward))),
     OP(dropout_rows, "-> dropout (or its backward) of rows `rows` of a tensor held compactly", 1,
        ARGS(A(F32, "x", 2), A(I32, "rows", 1), S(FLOAT, "p"), S(U64, "seed"), S(U64, "site"), S(BOOL, "backward")),
