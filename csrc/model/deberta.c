@@ -91,8 +91,9 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     MeDeberta *d = enc->deb;
     const MeEncoderConfig *c = &enc->cfg;
     const size_t N = (size_t)B * T, H = c->hidden_size;
-    d->pk = me_encoder_can_pack(enc) ? me_carve(base, off, N * 3 * H) : NULL;
-    d->qrow = d->pk ? (int32_t *)me_carve(base, off, N) : NULL;
+    const int pack = me_encoder_can_pack(enc); /* not d->pk: NULL when only counting (base NULL) */
+    d->pk = pack ? me_carve(base, off, N * 3 * H) : NULL;
+    d->qrow = pack ? (int32_t *)me_carve(base, off, N) : NULL;
     if (c->conv_kernel_size > 0) {
         d->conv_pre = me_carve(base, off, N * H);
         d->conv_r = me_carve(base, off, N * H);

@@ -436,7 +436,9 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
                             "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
                             need * 4.0 / (1 << 20));
     }
-    carve_fn(enc, enc->ws, B, T);
+    if (carve_fn(enc, enc->ws, B, T) != need) /* the counting pass and the carving pass must agree */
+        return me_error(err, ME_ERR_RUNTIME, "internal error: the workspace of a %d x %d batch was laid out "
+                        "differently when counted and when carved", B, T);
     /* positions | distinct rows (3N) | query starts and positions | the packed rows | DeBERTa's query rows
      * (choose_rows); or the buckets (2T) */
     size_t ni = HOST_PACKED(B, T) + 7 * (size_t)B * T + B + 1;
