@@ -654,6 +654,14 @@ static void kv_backward(MeEncoder *enc, const MeLayerOffsets *o, const float *dk
                                                 2 * H, accumulate));
 }
 
+/* The last layer's input at its M query rows: x's rows `in` gathered into enc->xs, or x itself (in NULL:
+ * they are x's rows). */
+static const float *query_rows_input(MeEncoder *enc, const float *x, const int32_t *in, int M) {
+    if (!in) return x;
+    ME_TIMED(ME_PHASE_ELEMENTWISE, enc->be->embedding_forward(enc->xs, in, x, M, enc->cfg.hidden_size, 0));
+    return enc->xs;
+}
+
 /* Layer application l with queries at M rows only: keys and values from every row of the batch
  * (kv_forward of the input x), the query, attention output, residuals, LayerNorms and FFN at the M
  * rows, held compactly ([M, .]: the layer's buffers are large enough), output into out [M, H].
@@ -667,12 +675,8 @@ static void layer_forward_rows(MeEncoder *enc, int l, const float *x, const int3
     const int B = enc->B, T = enc->T, N = B * T, H = c->hidden_size, NH = c->num_heads, HS = H / NH;
     const MeLayerOffsets *o = &enc->lo[enc->app_set[l]];
     MeLayerActs *a = &enc->la[l];
-    const float *P = enc->params, *xq = x;
+    const float *P = enc->params, *xq = query_rows_input(enc, x, in, M);
     float *kv = a->qkv, *q = a->qkv + (size_t)N * 2 * H; /* kv [N, 2H] | q [M, H] */
-    if (in) {
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->xs, in, x, M, H, 0));
-        xq = enc->xs;
-    }
     kv_forward(enc, o, kv, x);
     ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(q, xq, P + o->qkv_w, P + o->qkv_b, M, H, H));
     ME_TIMED(ME_PHASE_ATTENTION,
@@ -735,11 +739,9 @@ static void deberta_forward_rows(MeEncoder *enc, int l, const float *x, const in
     const MeBackend *be = enc->be;
     const int M = enc->M, H = enc->cfg.hidden_size, NH = enc->cfg.num_heads;
     MeLayerActs *a = &enc->la[l];
-    const float *xq = x;
+    const float *xq = query_rows_input(enc, x, in, M);
     deberta_qkv_forward(enc, l, x);
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->deb->pk, enc->deb->qrow, a->qkv, M, H, 0);
-             if (in) be->embedding_forward(enc->xs, in, x, M, H, 0));
-    if (in) xq = enc->xs;
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(enc->deb->pk, enc->deb->qrow, a->qkv, M, H, 0));
     ME_TIMED(ME_PHASE_ATTENTION, me_deberta_attention_forward(enc, l, enc->deb->pk, a->ctx, pa, ph, enc->seed,
                                                               SITE(l, SITE_ATT) + enc->row0 * NH, SITE(l, SITE_REL)));
     layer_tail_forward(enc, l, a, xq, enc->sel, M, ph, out);
