@@ -1,5 +1,5 @@
 /* CUDA backend: device selection and set-up, memory, the error status and
- * the MeBackend table. The ops themselves are in ops.cu and attention.cu. */
+ * the MeBackend table. The ops themselves are in ops.cu, attention.cu and train_ops.cu. */
 #include <atomic>
 #include <mutex>
 #include <stdarg.h>
@@ -126,6 +126,23 @@ static const MeBackend CUDA_BACKEND = {
     .attention_forward = me_cu_attention_forward,
     .attention_backward = me_cu_attention_backward,
     .attention_scratch_floats = me_cu_attention_scratch_floats,
+    .pool_forward = me_cu_pool_forward,
+    .pool_backward = me_cu_pool_backward,
+    .concat_forward = me_cu_concat_forward,
+    .concat_backward = me_cu_concat_backward,
+    .combine_forward = me_cu_combine_forward,
+    .combine_backward = me_cu_combine_backward,
+    .cross_entropy_forward = me_cu_cross_entropy_forward,
+    .cross_entropy_backward = me_cu_cross_entropy_backward,
+    .mse_forward = me_cu_mse_forward,
+    .mse_backward = me_cu_mse_backward,
+    .crf_forward = me_cu_crf_forward,
+    .crf_backward = me_cu_crf_backward,
+    .crf_viterbi = me_cu_crf_viterbi,
+    .sum_squares = me_cu_sum_squares,
+    .sum_squares_rows = me_cu_sum_squares_rows,
+    .scale = me_cu_scale,
+    .adamw_update = me_cu_adamw_update,
     .status = cuda_status,
 };
 

@@ -65,7 +65,7 @@ static __device__ __forceinline__ float me_warp_max(float v) {
     return v;
 }
 
-/* The ops of ops.cu and attention.cu, gathered into the table by backend.cu. */
+/* The ops of ops.cu and attention.cu, gathered into the table by backend.cu (with train_ops.cu's below). */
 void me_cu_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C,
                              int accumulate);
 void me_cu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C,
@@ -95,5 +95,34 @@ void me_cu_attention_backward(float *dqkv, const float *dctx, const float *qkv,
                               const float *probs, const int32_t *mask, int B, int T, int NH,
                               int HS, float p, uint64_t seed, uint64_t site, float *scratch);
 size_t me_cu_attention_scratch_floats(int B, int T, int NH, int HS);
+
+/* The ops of train_ops.cu: pooling, combination, losses, CRF, gradient norm, AdamW. */
+void me_cu_pool_forward(float *out, const float *h, const float *w, int B, int T, int K, int C);
+void me_cu_pool_backward(float *dh, const float *dout, const float *w, int B, int T, int K, int C,
+                         int accumulate);
+void me_cu_concat_forward(float *dst, int ldd, const float *src, int lds, int R, int C);
+void me_cu_concat_backward(float *dsrc, int lds, const float *ddst, int ldd, int R, int C, int accumulate);
+void me_cu_combine_forward(float *out, float *alpha, const float *x, const float *scores, int n, int R,
+                           int C);
+void me_cu_combine_backward(float *dx, float *dscores, const float *dout, const float *x, const float *alpha,
+                            int n, int R, int C);
+void me_cu_cross_entropy_forward(float *loss, float *probs, const float *logits, const int32_t *targets, int R,
+                                 int C);
+void me_cu_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *targets, int R, int C);
+void me_cu_mse_forward(float *loss, const float *pred, const float *target, int R, int C);
+void me_cu_mse_backward(float *dpred, const float *pred, const float *target, int R, int C);
+void me_cu_crf_forward(float *loss, double *scratch, const float *em, const int32_t *tags,
+                       const int32_t *lengths, const float *trans, const float *start, const float *end, int B,
+                       int K, int C);
+void me_cu_crf_backward(float *dem, float *dtrans, float *dstart, float *dend, double *scratch, const float *em,
+                        const int32_t *tags, const int32_t *lengths, const float *trans, const float *start,
+                        const float *end, int B, int K, int C);
+void me_cu_crf_viterbi(int32_t *path, double *scratch, const float *em, const int32_t *lengths,
+                       const float *trans, const float *start, const float *end, int B, int K, int C);
+double me_cu_sum_squares(const float *x, size_t n);
+double me_cu_sum_squares_rows(const float *x, const int32_t *rows, int nrows, int C);
+void me_cu_scale(float *x, size_t n, float factor);
+void me_cu_adamw_update(float *p, float *g, float *m, float *v, size_t n, double lr, double beta1, double beta2,
+                        double eps, double weight_decay, int step, float grad_scale);
 
 #endif

@@ -1,8 +1,9 @@
 """Every backend op, forward and backward, on the CUDA backend against the CPU
-backend on random odd shapes: relative error <= 1e-5 for element-wise ops,
-<= 1e-4 through matrix products (fp32, no TF32). Dropout masks and the
-embedding gradient must be bit-identical to the CPU's, and every op must
-repeat bit-for-bit on the GPU."""
+backend on random odd shapes: relative error <= 1e-5 for element-wise ops and
+the training step's ops (pooling, combination, losses, CRF, norms, AdamW),
+<= 1e-4 through matrix products (fp32, no TF32). Dropout masks, the
+embedding gradient and the CRF's Viterbi paths must be identical to the CPU's,
+and every op must repeat bit-for-bit on the GPU."""
 import numpy as np
 import pytest
 
@@ -34,6 +35,9 @@ def both(op, *args, tol):
     gpu_t = gpu if isinstance(gpu, tuple) else (gpu,)
     again_t = again if isinstance(again, tuple) else (again,)
     for i, (c, g, a) in enumerate(zip(cpu_t, gpu_t, again_t)):
+        if c is None:  # an output the arguments did not ask for
+            assert g is None and a is None, i
+            continue
         assert g.shape == c.shape and g.dtype == c.dtype
         assert np.isfinite(g).all(), f"output {i} not finite"
         np.testing.assert_array_equal(g, a, err_msg=f"output {i} differs between two GPU runs")
@@ -140,3 +144,112 @@ def test_attention_fully_masked_row_is_uniform():
 def test_rejects_unknown_gpu_index():
     with pytest.raises((RuntimeError, ValueError), match="cuda:99"):
         _C_tests.ops_add_forward(np.ones(2, np.float32), np.ones(2, np.float32), "cuda:99")
+
+
+# ----------------------------------------------------------------- the training step's ops
+
+
+@pytest.mark.parametrize("B,T,K,C", [(1, 1, 1, 1), (3, 7, 1, 5), (4, 11, 2, 17), (16, 40, 1, 768)])
+def test_pool(B, T, K, C):
+    h, w = f32(B, T, C), f32(B, K, T)
+    both(_C_tests.ops_pool_forward, h, w, tol=GEMM)
+    both(_C_tests.ops_pool_backward, f32(B, K, C), w, tol=GEMM)
+
+
+def test_concat():
+    parts = [f32(5, 3), f32(5, 8), f32(5, 1)]
+    np.testing.assert_array_equal(_C_tests.ops_concat_forward(parts, GPU), np.concatenate(parts, 1))
+    g = f32(5, 12)
+    np.testing.assert_array_equal(_C_tests.ops_concat_backward(g, 3, 8, GPU), g[:, 3:11])
+
+
+@pytest.mark.parametrize("n,R,C", [(1, 1, 1), (2, 5, 7), (3, 16, 768), (5, 33, 129)])
+@pytest.mark.parametrize("dme", [False, True])
+def test_combine(n, R, C, dme):
+    x = f32(n, R, C)
+    scores = f32(n, R, scale=2.0) if dme else None
+    _, alpha = both(_C_tests.ops_combine_forward, x, scores, tol=ELEMENTWISE)
+    dx, dscores = both(_C_tests.ops_combine_backward, f32(R, C), x, alpha, dme, tol=ELEMENTWISE)
+    assert (dscores is None) == (not dme)
+
+
+def scalars(op, *args, tol):
+    """op's (loss, arrays...) on CPU and GPU (twice): the loss within tol, the arrays as both()."""
+    cpu, gpu, again = op(*args, "cpu"), op(*args, GPU), op(*args, GPU)
+    assert gpu[0] == again[0] and np.isfinite(gpu[0])
+    assert abs(gpu[0] - cpu[0]) <= tol * max(abs(cpu[0]), 1e-30), (gpu[0], cpu[0])
+    for i, (c, g, a) in enumerate(zip(cpu[1:], gpu[1:], again[1:])):
+        np.testing.assert_array_equal(g, a, err_msg=f"output {i + 1} differs between two GPU runs")
+        assert rel(g, c) <= tol if np.linalg.norm(c) > 0 else not g.any(), i + 1
+    return gpu
+
+
+@pytest.mark.parametrize("R,C", [(1, 2), (7, 3), (33, 9), (2000, 17)])
+def test_cross_entropy(R, C):
+    logits = f32(R, C, scale=3.0)
+    targets = RNG.integers(0, C, R).astype(np.int32)
+    targets[::3] = -1  # ignored rows
+    _, probs, dlogits = scalars(_C_tests.ops_cross_entropy, logits, targets, tol=ELEMENTWISE)
+    assert not dlogits[targets < 0].any()
+    ignored = np.full(R, -1, np.int32)  # no counted row: loss 0, no gradient
+    loss, _, dlogits = _C_tests.ops_cross_entropy(logits, ignored, GPU)
+    assert loss == 0.0 and not dlogits.any()
+
+
+@pytest.mark.parametrize("R,C", [(1, 1), (16, 1), (37, 5), (3000, 3)])
+def test_mse(R, C):
+    scalars(_C_tests.ops_mse, f32(R, C), f32(R, C), tol=ELEMENTWISE)
+
+
+def crf_case(B, K, C):
+    em = f32(B, K, C, scale=2.0)
+    lengths = RNG.integers(0, K + 1, B).astype(np.int32)
+    lengths[0] = K
+    tags = RNG.integers(0, C, (B, K)).astype(np.int32)
+    for b, L in enumerate(lengths):
+        tags[b, L:] = -1
+    return em, tags, lengths, f32(C, C), f32(C), f32(C)
+
+
+@pytest.mark.parametrize("B,K,C", [(1, 1, 2), (3, 4, 3), (16, 40, 9), (130, 25, 17)])
+def test_crf(B, K, C):
+    em, tags, lengths, trans, start, end = crf_case(B, K, C)
+    scalars(_C_tests.ops_crf, em, tags, lengths, trans, start, end, tol=ELEMENTWISE)
+    cpu = _C_tests.ops_crf_viterbi(em, lengths, trans, start, end, "cpu")
+    np.testing.assert_array_equal(_C_tests.ops_crf_viterbi(em, lengths, trans, start, end, GPU), cpu)
+    no_words = np.zeros(B, np.int32)
+    loss, dem, dtr, dst, den = _C_tests.ops_crf(em, tags, no_words, trans, start, end, GPU)
+    assert loss == 0.0 and not dem.any() and not dtr.any() and not dst.any() and not den.any()
+
+
+@pytest.mark.parametrize("n", [1, 255, 4097, 3 << 20])
+def test_sum_squares_and_scale(n):
+    x = f32(n)
+    cpu, gpu = _C_tests.ops_sum_squares(x, "cpu"), _C_tests.ops_sum_squares(x, GPU)
+    assert gpu == _C_tests.ops_sum_squares(x, GPU)
+    assert abs(gpu - cpu) <= 1e-12 * cpu  # both in double, only the order of the sums differs
+    np.testing.assert_array_equal(_C_tests.ops_scale(x.copy(), 0.37, GPU), _C_tests.ops_scale(x.copy(), 0.37, "cpu"))
+
+
+@pytest.mark.parametrize("V,C,n", [(1, 1, 1), (50, 7, 13), (30522, 768, 400)])
+def test_sum_squares_rows(V, C, n):
+    x = f32(V, C)
+    rows = RNG.choice(V, n, replace=False).astype(np.int32)
+    cpu, gpu = _C_tests.ops_sum_squares_rows(x, rows, "cpu"), _C_tests.ops_sum_squares_rows(x, rows, GPU)
+    assert gpu == _C_tests.ops_sum_squares_rows(x, rows, GPU)
+    assert abs(gpu - cpu) <= 1e-12 * cpu
+    assert _C_tests.ops_sum_squares_rows(x, rows[:0], GPU) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 1000, (1 << 20) + 3])
+@pytest.mark.parametrize("step,grad_scale", [(1, 1.0), (7, 0.25)])
+def test_adamw(n, step, grad_scale):
+    p, g, m, v = f32(n), f32(n), f32(n, scale=0.1), np.abs(f32(n, scale=0.01))
+    args = (1e-3, 0.9, 0.999, 1e-8, 0.01, step, grad_scale)
+    cpu = _C_tests.ops_adamw(p.copy(), g.copy(), m.copy(), v.copy(), *args, "cpu")
+    gpu = _C_tests.ops_adamw(p.copy(), g.copy(), m.copy(), v.copy(), *args, GPU)
+    again = _C_tests.ops_adamw(p.copy(), g.copy(), m.copy(), v.copy(), *args, GPU)
+    for i, (c, x, y) in enumerate(zip(cpu, gpu, again)):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_allclose(x, c, rtol=2e-6, atol=1e-9, err_msg=f"output {i}")
+    assert not gpu[3].any()  # the gradient is left zeroed
