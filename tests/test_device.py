@@ -16,6 +16,7 @@ from multienc.datasets import Corpus, Sentence
 from multienc.engine.device import resolve_device
 from multienc.encoders import LanguageModel, MultiEncoder
 from multienc.engine import Encoder, engine_config, read_config
+from multienc.engine.encoder import FAMILIES
 from multienc.task_heads import TextClassifier, TextRegressor
 from multienc.trainer import ModelTrainer
 
@@ -148,17 +149,24 @@ def test_import_and_cpu_work_never_load_cuda_libraries():
 # --------------------------------------------------------------------------- the device a user gets
 
 def test_automatic_choice_with_a_visible_gpu_picks_where_the_whole_model_runs(monkeypatch):
-    """A GPU is visible (simulated), but this build's CUDA backend lacks the task-model ops: the
-    automatic choice must be the CPU, where the whole model runs (else every README snippet
-    would fail on a GPU machine); once the task model runs on CUDA, CUDA is chosen."""
+    """A GPU is visible (simulated): the automatic choice is CUDA for a language model whose family
+    runs there with every head (the CRF's too), and the CPU for the families the CUDA backend lacks
+    (MPNet, DeBERTa, ModernBERT), or when the choice is asked for every family, or when this build
+    has no CUDA backend (else README snippets would fail on a GPU machine)."""
     monkeypatch.delenv("MULTIENC_DEVICE", raising=False)
     monkeypatch.setattr(multienc.engine.device, "cuda_available", lambda: True)
+    cuda_built = _C.build_info()["cuda"]
+    for family in ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert"):
+        code = FAMILIES[family]
+        assert _C.model_runs_on("cuda", 0, code) is cuda_built and _C.model_runs_on("cuda", 2, code) is cuda_built
+        assert resolve_device(family=code) == ("cuda" if cuda_built else "cpu"), family
+    for family in ("mpnet", "deberta-v2", "modernbert"):
+        assert not _C.model_runs_on("cuda", 0, FAMILIES[family])
+        assert resolve_device(family=FAMILIES[family]) == "cpu", family
     assert _C.model_runs_on("cpu") and not _C.model_runs_on("cuda")
     assert resolve_device() == "cpu"
-    lm = LanguageModel(ELECTRA)
-    assert lm.device == "cpu" and TextClassifier(lm, 2).device == "cpu"
-    monkeypatch.setattr(_C, "model_runs_on", lambda device, task=0: True)
-    assert resolve_device() == "cuda"
+    for family in ("mpnet", "modernbert"):  # such a model on a GPU machine: placed on the CPU
+        assert Encoder(os.path.join(ROOT, "tests", "fixtures", "models", family)).device == "cpu"
 
 
 def test_heads_and_trainer_take_the_language_models_device(tmp_path, monkeypatch):

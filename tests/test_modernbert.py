@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from multienc.engine import Encoder, ModelConfigError, _C, _C_tests, engine_config
+from multienc.engine.encoder import FAMILIES
 
 from _hf_fixtures import FIXTURES, case_gradients, cases, forward_errors, load
 
@@ -180,6 +181,7 @@ def test_save_and_reload_and_random_init(tmp_path):
 
 def test_a_task_model_needs_the_modernbert_ops():
     """The automatic device choice asks whether the whole task model runs on a backend; the CUDA
-    backend has no rotary, gated-unit or windowed-attention ops, so the answer for it is no."""
-    assert _C.model_runs_on("cpu")
-    assert not _C.model_runs_on("cuda")
+    backend has no rotary, gated-unit or windowed-attention ops, so the answer for ModernBERT is no."""
+    code = FAMILIES["modernbert"]
+    assert _C.model_runs_on("cpu", 0, code) and _C.model_runs_on("cpu", 2, code)
+    assert not _C.model_runs_on("cuda", 0, code)

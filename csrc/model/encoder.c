@@ -261,17 +261,28 @@ int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *
     return ME_OK;
 }
 
-int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
-                      char *err) {
-    if (cfg->family == ME_FAMILY_MODERNBERT) return me_modernbert_create(out, cfg, be, err);
-    *out = NULL;
-    int st = check_config(cfg, err);
-    if (st) return st;
-    if ((cfg->relative_buckets || cfg->family == ME_FAMILY_DEBERTA_V2) &&
+int me_encoder_check_backend(int family, const MeBackend *be, char *err) {
+    if (family == ME_FAMILY_MODERNBERT && (!be->rope_forward || !be->glu_forward || !be->window_attention_forward))
+        return me_error(err, ME_ERR_NOTIMPL,
+                        "ModernBERT is not implemented on the '%s' backend yet (rotary embeddings, gated "
+                        "linear units, windowed attention); use device='cpu'", be->name);
+    if ((family == ME_FAMILY_MPNET || family == ME_FAMILY_DEBERTA_V2) &&
         (!be->attention_bias_forward || !be->relbias_forward || !be->disentangled_forward ||
          !be->mask_rows_forward || !be->conv1d_forward))
-        return me_error(err, ME_ERR_VALUE, "%s is not implemented on the %s backend yet; use the CPU",
-                        FAMILY_NAMES[cfg->family], be->name);
+        return me_error(err, ME_ERR_NOTIMPL,
+                        "%s is not implemented on the '%s' backend yet (its relative attention); use device='cpu'",
+                        FAMILY_NAMES[family], be->name);
+    return ME_OK;
+}
+
+int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be,
+                      char *err) {
+    *out = NULL;
+    int st = me_encoder_check_backend(cfg->family, be, err);
+    if (st) return st;
+    if (cfg->family == ME_FAMILY_MODERNBERT) return me_modernbert_create(out, cfg, be, err);
+    st = check_config(cfg, err);
+    if (st) return st;
     MeEncoder *enc = calloc(1, sizeof(MeEncoder));
     if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
     enc->cfg = *cfg;

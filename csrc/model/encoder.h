@@ -139,7 +139,13 @@ typedef struct MeEncoder {
  * caller's to free. */
 int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *n, size_t *nfloats, char *err);
 
-/* Create an encoder with zeroed parameters in *out; a status + message on failure. */
+/* ME_OK when backend `be` has every op an encoder of `family` (ME_FAMILY_*) runs; else ME_ERR_NOTIMPL
+ * with a message (ModernBERT: rotary, gated-unit and windowed-attention ops; MPNet, DeBERTa-v2/v3:
+ * the relative-attention ops). Reads only the op table: no device is set up. */
+int me_encoder_check_backend(int family, const MeBackend *be, char *err);
+
+/* Create an encoder with zeroed parameters in *out; a status + message on failure (the backend
+ * first: me_encoder_check_backend). */
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err);
 void me_encoder_free(MeEncoder *enc);
 

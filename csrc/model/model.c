@@ -31,10 +31,6 @@ int me_model_check_backend(const MeBackend *be, int task, char *err) {
         return me_error(err, ME_ERR_NOTIMPL,
                         "the task model (pooling, combiner, losses, optimizer) is not implemented on the "
                         "'%s' backend yet; use device='cpu'", be->name);
-    if (!be->rope_forward || !be->glu_forward || !be->window_attention_forward)
-        return me_error(err, ME_ERR_NOTIMPL,
-                        "ModernBERT's encoder ops (rotary embeddings, gated linear units, windowed attention) are "
-                        "not implemented on the '%s' backend yet; use device='cpu'", be->name);
     if (task == ME_TASK_CRF && !be->crf_forward)
         return me_error(err, ME_ERR_NOTIMPL, "the CRF is not implemented on the '%s' backend yet; use device='cpu'",
                         be->name);

@@ -85,9 +85,9 @@ typedef struct {
     float *d_logits, *d_drop, *d_comb, *d_x, *d_proj, *d_scores;
 } MeModel;
 
-/* ME_OK when backend `be` has every op a task model of `task` (ME_TASK_*) runs, the encoder ops of
- * every family included (a ModernBERT LM needs the rotary, gated-unit and windowed-attention ops); else
- * ME_ERR_NOTIMPL with a message. Reads only the op table: no device is set up. */
+/* ME_OK when backend `be` has every op the head of a task model of `task` (ME_TASK_*) runs: pooling,
+ * combination, losses (the CRF's for ME_TASK_CRF), gradient norm and AdamW; else ME_ERR_NOTIMPL with a
+ * message. Its LMs' families are checked by me_encoder_check_backend. Reads only the op table. */
 int me_model_check_backend(const MeBackend *be, int task, char *err);
 
 /* lms: n encoders (borrowed). Parameters start at zero; set them with the param buffer. */

@@ -115,10 +115,6 @@ int me_modernbert_lay_out(MeEncoder *enc, MeParamList *pl, char *err) {
 
 int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err) {
     *out = NULL;
-    if (!be->rope_forward || !be->glu_forward || !be->window_attention_forward)
-        return me_error(err, ME_ERR_NOTIMPL,
-                        "ModernBERT is not implemented on the '%s' backend yet (rotary embeddings, gated "
-                        "linear units, windowed attention); use device='cpu'", be->name);
     MeEncoder *enc = calloc(1, sizeof(MeEncoder));
     if (!enc) return me_error(err, ME_ERR_NOMEM, "out of memory creating the encoder");
     enc->cfg = *cfg;

@@ -706,8 +706,8 @@ int me_model_obj_ensure_grads(PyObject *obj) {
 
 static PyObject *model_runs_on(PyObject *self, PyObject *args) {
     const char *device;
-    int task = ME_TASK_CLASSIFY;
-    if (!PyArg_ParseTuple(args, "s|i:model_runs_on", &device, &task)) return NULL;
+    int task = ME_TASK_CLASSIFY, family = -1;
+    if (!PyArg_ParseTuple(args, "s|ii:model_runs_on", &device, &task, &family)) return NULL;
     const MeBackend *be = me_op_table_for_device(device);
     if (!be) {
         if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) return NULL; /* a bad device string */
@@ -715,7 +715,10 @@ static PyObject *model_runs_on(PyObject *self, PyObject *args) {
         Py_RETURN_FALSE;
     }
     char err[ME_ERRLEN] = {0};
-    return PyBool_FromLong(me_model_check_backend(be, task, err) == ME_OK);
+    int st = me_model_check_backend(be, task, err);
+    for (int f = 0; f <= ME_FAMILY_MODERNBERT && st == ME_OK; f++)
+        if (family < 0 || f == family) st = me_encoder_check_backend(f, be, err);
+    return PyBool_FromLong(st == ME_OK);
 }
 
 static PyObject *cpu_has_bf16(PyObject *self, PyObject *noargs) { return PyBool_FromLong(me_cpu_has_bf16()); }
@@ -751,9 +754,10 @@ static PyMethodDef module_methods[] = {
     {"cpu_has_bf16", cpu_has_bf16, METH_NOARGS,
      "cpu_has_bf16() -> bool: whether this CPU runs precision='bf16' (AVX512-BF16)."},
     {"model_runs_on", model_runs_on, METH_VARARGS,
-     "model_runs_on(device, task=0) -> bool: whether the backend of device ('cpu', 'cuda', 'cuda:N') has every "
-     "op of a task model (encoders, pooling, combiner, head, loss, optimizer; task 2 = with a CRF). Reads the "
-     "backend's op table only: no GPU is needed to ask."},
+     "model_runs_on(device, task=0, family=-1) -> bool: whether the backend of device ('cpu', 'cuda', 'cuda:N') "
+     "has every op of a task model (encoders, pooling, combiner, head, loss, optimizer; task 2 = with a CRF) whose "
+     "LMs are of engine family `family` (-1: of every family). Reads the backend's op table only: no GPU is "
+     "needed to ask."},
     {NULL, NULL, 0, NULL},
 };
 

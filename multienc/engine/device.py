@@ -39,15 +39,21 @@ def cuda_available() -> bool:
     return _C_cuda.device_count() > 0
 
 
-def auto_device() -> str:
+def auto_device(family: Optional[int] = None) -> str:
     """What automatic choice picks: ``"cuda"`` when :func:`cuda_available` and the whole task model
-    (encoders, pooling, combiner, head, loss, optimizer) runs on this build's CUDA backend, else
-    ``"cpu"``. Today the CUDA backend has the encoder ops only, so the choice is ``"cpu"``."""
-    return "cuda" if cuda_available() and _C.model_runs_on("cuda") else "cpu"
+    (encoder, pooling, combiner, head, loss, CRF, optimizer) runs on this build's CUDA backend, else
+    ``"cpu"``. ``family``: the engine family code of the language model being placed
+    (``Encoder.engine_config["family"]``); None asks for every family. The CUDA backend runs BERT,
+    RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT and ALBERT; MPNet, DeBERTa-v2/v3 and ModernBERT stay on
+    the CPU."""
+    ask = -1 if family is None else int(family)
+    return "cuda" if cuda_available() and _C.model_runs_on("cuda", 0, ask) and _C.model_runs_on("cuda", 2, ask) \
+        else "cpu"
 
 
-def resolve_device(device: Optional[str] = None) -> str:
-    """The device to use: ``device`` if given, else ``$MULTIENC_DEVICE``, else :func:`auto_device`.
+def resolve_device(device: Optional[str] = None, family: Optional[int] = None) -> str:
+    """The device to use: ``device`` if given, else ``$MULTIENC_DEVICE``, else :func:`auto_device`
+    for ``family`` (the engine family code of the language model being placed; None: any).
 
     Raises ValueError for a string that is not ``cpu``, ``cuda`` or ``cuda:N``. Whether the
     CUDA device exists is checked when an encoder is created on it (RuntimeError).
@@ -57,7 +63,7 @@ def resolve_device(device: Optional[str] = None) -> str:
         device = os.environ.get("MULTIENC_DEVICE", "").strip() or None
         source = "MULTIENC_DEVICE"
     if device is None:
-        return auto_device()
+        return auto_device(family)
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise ValueError(f"{source} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return device

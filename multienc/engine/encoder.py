@@ -500,9 +500,9 @@ class Encoder:
 
     def _init(self, config: Dict[str, Any], source: str, device: Optional[str]) -> None:
         self.config: Dict[str, Any] = config
-        self.device: str = resolve_device(device)
         #: the config as the C engine reads it (family code, BERT's key names, defaults filled in)
         self.engine_config: Dict[str, Any] = engine_config(config, source)
+        self.device: str = resolve_device(device, self.engine_config["family"])
         self._c = _C.Encoder(self.engine_config, device=self.device)
         self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
             name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
