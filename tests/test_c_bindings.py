@@ -207,6 +207,15 @@ def test_the_op_test_entry_points_are_a_separate_extension():
         "ops_embedding_backward(dout, ids, V, padding_idx[, device]) -> dtable")
 
 
+def test_a_failed_allocation_names_a_device_fault_recorded_before_it():
+    """A device fault (a CUDA kernel's illegal access) fails every later allocation; the error must name
+    that fault, not claim the memory ran out (seen on an H200 under compute-sanitizer)."""
+    with pytest.raises(MemoryError, match="^out of memory allocating 7 parameters$"):
+        _C_tests.alloc_failed(False)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        _C_tests.alloc_failed(True)
+
+
 def test_the_op_driver_checks_every_argument_the_same_way():
     """One driver parses every op: argument counts, array ranks, scalar types, the device."""
     a = np.ones(3, np.float32)

@@ -61,8 +61,14 @@ static void *cuda_alloc(size_t bytes) {
     me_cu_use_device();
     void *p = nullptr;
     if (bytes == 0) bytes = 256;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
-        cudaGetLastError(); /* out of memory is reported by the NULL, not as a sticky status */
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        /* out of memory is reported by the NULL alone; anything else (a device fault earlier, which
+         * fails every later call) is recorded too, so that status() names it */
+        if (e == cudaErrorMemoryAllocation)
+            cudaGetLastError();
+        else
+            me_cu_check(e, "cudaMalloc");
         return nullptr;
     }
     if (me_cu_check(cudaMemsetAsync(p, 0, bytes, me_cu.stream), "alloc (zero fill)")) {

@@ -5,6 +5,7 @@
 #include "model/profile.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,16 @@ int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *
     return ME_OK;
 }
 
+int me_alloc_failed(const MeBackend *be, char *err, const char *fmt, ...) {
+    int st = be->status(err);
+    if (st != ME_OK) return st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, ME_ERRLEN, fmt, ap);
+    va_end(ap);
+    return ME_ERR_NOMEM;
+}
+
 int me_encoder_check_backend(int family, const MeBackend *be, char *err) {
     if (family == ME_FAMILY_MODERNBERT && (!be->rope_forward || !be->glu_forward || !be->window_attention_forward))
         return me_error(err, ME_ERR_NOTIMPL,
@@ -302,8 +313,9 @@ int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBacke
     int tables = cfg->vocab_size > cfg->max_position_embeddings ? cfg->vocab_size : cfg->max_position_embeddings;
     enc->seen = calloc((size_t)(tables > cfg->type_vocab_size ? tables : cfg->type_vocab_size), 1);
     if (!enc->params || !enc->seen) {
+        st = me_alloc_failed(be, err, "out of memory allocating %zu parameters", pl.nfloats);
         me_encoder_free(enc);
-        return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
+        return st;
     }
     *out = enc;
     return ME_OK;
@@ -443,9 +455,8 @@ static int ensure_workspace(MeEncoder *enc, int B, int T, char *err) {
         enc->ws = enc->be->alloc(grow * sizeof(float));
         enc->ws_floats = enc->ws ? grow : 0;
         if (!enc->ws)
-            return me_error(err, ME_ERR_NOMEM,
-                            "out of memory: the activations of a %d x %d batch need %.1f MiB", B, T,
-                            need * 4.0 / (1 << 20));
+            return me_alloc_failed(enc->be, err, "out of memory: the activations of a %d x %d batch need %.1f MiB",
+                                   B, T, need * 4.0 / (1 << 20));
     }
     if (carve_fn(enc, enc->ws, B, T) != need) /* the counting pass and the carving pass must agree */
         return me_error(err, ME_ERR_RUNTIME, "internal error: the workspace of a %d x %d batch was laid out "
@@ -1070,7 +1081,8 @@ int me_encoder_ensure_grads(MeEncoder *enc, char *err) {
     if (enc->grads) return ME_OK;
     enc->grads = enc->be->alloc(enc->nfloats * sizeof(float)); /* zero-filled, as grads_zero says */
     if (!enc->grads)
-        return me_error(err, ME_ERR_NOMEM, "out of memory allocating the gradients of %zu parameters", enc->nfloats);
+        return me_alloc_failed(enc->be, err, "out of memory allocating the gradients of %zu parameters",
+                               enc->nfloats);
     return ME_OK;
 }
 

@@ -144,6 +144,14 @@ int me_encoder_param_table(const MeEncoderConfig *cfg, MeParamInfo **info, int *
  * the relative-attention ops). Reads only the op table: no device is set up. */
 int me_encoder_check_backend(int family, const MeBackend *be, char *err);
 
+/* The status of a failed allocation on `be`: the failure the backend recorded, if any (a device
+ * fault earlier, which makes every allocation fail), else ME_ERR_NOMEM with the printf-style message. */
+int me_alloc_failed(const MeBackend *be, char *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* Create an encoder with zeroed parameters in *out; a status + message on failure (the backend
  * first: me_encoder_check_backend). */
 int me_encoder_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBackend *be, char *err);

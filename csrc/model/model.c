@@ -145,8 +145,9 @@ int me_model_create(MeModel **out, MeEncoder **lms, int n, const MeHeadConfig *c
         m->grads_zero = 1;
     }
     if (failed) {
+        st = me_alloc_failed(be, err, "out of memory allocating the head");
         me_model_free(m);
-        return me_error(err, ME_ERR_NOMEM, "out of memory allocating the head");
+        return st;
     }
     *out = m;
     return ME_OK;
@@ -230,7 +231,7 @@ static int ensure_workspace(MeModel *m, const MeLmInput *in, int B, int K, char 
         if (m->ws) m->be->release(m->ws);
         m->ws = m->be->alloc(grow * sizeof(float));
         m->ws_floats = m->ws ? grow : 0;
-        if (!m->ws) return me_error(err, ME_ERR_NOMEM, "out of memory for the head's activations");
+        if (!m->ws) return me_alloc_failed(m->be, err, "out of memory for the head's activations");
     }
     carve(m, m->ws, in, B, K);
     return ME_OK;
@@ -688,7 +689,7 @@ static int ensure_training_state(MeModel *m, int i, char *err) {
     m->lm_m[i] = m->be->alloc(bytes);
     m->lm_v[i] = m->be->alloc(bytes);
     if (!m->lm_m[i] || !m->lm_v[i])
-        return me_error(err, ME_ERR_NOMEM, "out of memory for the optimizer state of language model %d", i + 1);
+        return me_alloc_failed(m->be, err, "out of memory for the optimizer state of language model %d", i + 1);
     return ME_OK;
 }
 

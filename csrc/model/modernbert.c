@@ -136,8 +136,9 @@ int me_modernbert_create(MeEncoder **out, const MeEncoderConfig *cfg, const MeBa
     mb->zeros = be->alloc((size_t)H * sizeof(float));
     mb->sink = be->alloc((size_t)H * sizeof(float));
     if (!enc->params || !mb->zeros || !mb->sink) {
+        int st = me_alloc_failed(be, err, "out of memory allocating %zu parameters", pl.nfloats);
         me_encoder_free(enc);
-        return me_error(err, ME_ERR_NOMEM, "out of memory allocating %zu parameters", pl.nfloats);
+        return st;
     }
     *out = enc;
     return ME_OK;
@@ -226,7 +227,7 @@ static int ensure_rope(MeEncoder *enc, int T, char *err) {
     if (!host || !dev) {
         free(host);
         if (dev) enc->be->release(dev);
-        return me_error(err, ME_ERR_NOMEM, "out of memory for the rotary tables of %d positions", T);
+        return me_alloc_failed(enc->be, err, "out of memory for the rotary tables of %d positions", T);
     }
     me_rope_tables(host, host + n, T, 2 * half, enc->cfg.global_rope_theta);
     me_rope_tables(host + 2 * n, host + 3 * n, T, 2 * half, enc->cfg.local_rope_theta);
