@@ -101,7 +101,8 @@ def test_precision_names_are_checked():
         enc.set_precision(16)
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got 'float16'"):
         check_precision("float16", "cpu")
-    with pytest.raises(NotImplementedError, match="CPU only, not on 'cuda'"):
+    with pytest.raises(NotImplementedError, match="CPU only, not on 'cuda' yet; use precision='fp32', or create the "
+                                                  "language models with device='cpu'"):
         check_precision("bf16", "cuda")
     assert enc.precision == "fp32"
 

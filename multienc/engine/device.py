@@ -86,7 +86,7 @@ def check_precision(precision: str, device: str) -> str:
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if precision == "bf16" and device != "cpu":
         raise NotImplementedError(f"precision='bf16' is implemented on the CPU only, not on {device!r} yet; "
-                                  f"use precision='fp32'")
+                                  f"use precision='fp32', or create the language models with device='cpu'")
     if precision == "bf16" and not bf16_available():
         raise NotImplementedError("precision='bf16' needs a CPU with AVX512-BF16 (the avx512_bf16 flag in "
                                   "/proc/cpuinfo), and this CPU has none; use precision='fp32'")
