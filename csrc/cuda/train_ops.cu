@@ -236,7 +236,6 @@ void me_cu_mse_backward(float *dpred, const float *pred, const float *target, in
 
 #define CRF_THREADS 64
 
-
 /* result = log sum_{var < n} exp(x), as the CPU's lse: the maximum first, -inf stays -inf */
 #define CRF_LSE(result, var, n, x)                                                                \
     do {                                                                                          \

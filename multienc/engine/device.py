@@ -47,8 +47,9 @@ def auto_device(family: Optional[int] = None) -> str:
     RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT and ALBERT; MPNet, DeBERTa-v2/v3 and ModernBERT stay on
     the CPU."""
     ask = -1 if family is None else int(family)
-    return "cuda" if cuda_available() and _C.model_runs_on("cuda", 0, ask) and _C.model_runs_on("cuda", 2, ask) \
-        else "cpu"
+    # task 2 (task_model.TASK_CRF, not imported: task_model imports this module's importers) asks for
+    # every head's ops: the CRF's and, under them, those the other heads need
+    return "cuda" if cuda_available() and _C.model_runs_on("cuda", 2, ask) else "cpu"
 
 
 def resolve_device(device: Optional[str] = None, family: Optional[int] = None) -> str:
