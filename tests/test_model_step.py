@@ -384,8 +384,9 @@ def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     RoBERTa, XLM-R, ELECTRA, DistilBERT, ALBERT) and MPNet's (its relative bias read at the rows'
     positions, its table's gradient from those rows; ModernBERT and DeBERTa pack every op but their
     windowed or disentangled attention, which runs on the padded layout; ModernBERT's last layer
-    computes every real row, DeBERTa's the read rows' attention (the disentangled scores of every
-    row, its query mask for a padding row read), tail and query gradient; DeBERTa-v2 with a
+    computes the attention of every row (windowed too: the "modernbert-biases" fixture's last layer
+    is a local one) and the tail at the read rows, DeBERTa's the read rows' attention (the disentangled
+    scores of every row, its query mask for a padding row read), tail and query gradient; DeBERTa-v2 with a
     ConvLayer computes every row; "some rows" reads padding rows too, so every layer but the last
     computes every row): in train
     mode, with dropout, for every family's tiny model, the logits and every encoder gradient equal
@@ -394,7 +395,8 @@ def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     enc = with_dropout(name)
     model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
     W = init_head(model, rng)
-    B, T = 4, 9
+    # the first sentence longer than a window: the modernbert-biases fixture's last layer is local (8 each side)
+    B, T = 4, 20
     ids, mask, _, pool = batch(rng, enc, B, T, "mean" if pooling == "mean" else "cls")
     if pooling in ("some rows", "some real rows"):  # K = 2 rows per sentence, each a mix of one or two positions
         pool = np.zeros((B, 2, T), np.float32)

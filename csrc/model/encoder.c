@@ -350,9 +350,11 @@ static int can_prune_rows(const MeEncoder *enc) {
     return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
 }
 
-/* The last layer can compute only the rows a caller reads: those above and DeBERTa's without a
- * ConvLayer (the disentangled scores of every row, the attention and the rest at the read rows). */
+/* The last layer can compute only the rows a caller reads: those above, DeBERTa's without a
+ * ConvLayer (the disentangled scores of every row, the attention and the rest at the read rows) and
+ * ModernBERT's (the attention of every row, the rest at the read rows). */
 static int can_prune_last(const MeEncoder *enc) {
+    if (enc->mb) return enc->be->dropout_rows_forward != NULL;
     return can_prune_rows(enc) || (enc->deb && enc->cfg.conv_kernel_size <= 0 && enc->be->attention_rows_forward &&
                                    enc->be->dropout_rows_forward);
 }
@@ -793,8 +795,8 @@ static void deberta_backward_rows(MeEncoder *enc, int l, const float *x, const i
 }
 
 /* Decide which rows a forward computes, its caller reading read_rows [nread] (NULL: every row):
- * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos; not
- * ModernBERT's or a DeBERTa-v2 ConvLayer model's); when every read row is a real token and some rows
+ * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos; not a
+ * DeBERTa-v2 ConvLayer model's); when every read row is a real token and some rows
  * are padding, every layer only the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types,
  * *pos (those not NULL) then pointing at the packed rows' (host arrays in host_ints). Bad read rows
  * (not ascending, out of range) compute every row. */
@@ -823,7 +825,7 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
         packed = k < R && real[k] == read_rows[r];
         sel_in[r] = k;
     }
-    const int last = can_prune_last(enc); /* else ModernBERT: packed or not, its last layer runs every real row */
+    const int last = can_prune_last(enc); /* else a DeBERTa-v2 ConvLayer model: its last layer runs every row */
     if (!packed && (nread == N || !last)) return;
     if (last) {
         for (int b = 0, r = 0; b <= B; b++) {

@@ -181,9 +181,9 @@ int me_encoder_forward(MeEncoder *enc, const int32_t *ids, const int32_t *types,
  * compute the real tokens' rows alone (packed; a padding row's keys and values are zeros no
  * query sees). Exact: the read rows are what the full layers give, up to the order of float
  * additions, since no real token attends to a padding one and nothing reads a padding row.
- * ModernBERT and DeBERTa pack but run their attention on the padded layout; ModernBERT computes
- * every real row of the last layer, DeBERTa the read rows (the disentangled scores of every row);
- * DeBERTa-v2 with a ConvLayer computes every row. */
+ * ModernBERT and DeBERTa pack but run their attention on the padded layout; in the last layer
+ * ModernBERT computes the attention of every row and the rest at the read rows, DeBERTa the read
+ * rows (the disentangled scores of every row); DeBERTa-v2 with a ConvLayer computes every row. */
 int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *types, const int32_t *mask,
                             int B, int T, int mode, uint64_t seed, uint64_t row0, const int32_t *read_rows,
                             int nread, float *out, char *err);

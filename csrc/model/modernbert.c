@@ -167,8 +167,12 @@ size_t me_modernbert_carve(MeEncoder *enc, float *base, int B, int T) {
     size_t off = 0, scratch = 0;
     enc->ids = (int32_t *)me_carve(base, &off, N);
     enc->mask = (int32_t *)me_carve(base, &off, N);
-    if (me_encoder_can_pack(enc)) {
+    if (me_encoder_can_pack(enc)) { /* the real rows; the read rows of the last layer's tail (choose_rows) */
         enc->real = (int32_t *)me_carve(base, &off, N);
+        enc->sel = (int32_t *)me_carve(base, &off, N);
+        enc->sel_in = (int32_t *)me_carve(base, &off, N);
+        enc->qstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
+        enc->qpos = (int32_t *)me_carve(base, &off, N);
         mb->pk = me_carve(base, &off, N * 3 * H);
     }
     mb->emb = me_carve(base, &off, N * H);
@@ -319,6 +323,8 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
                                                          LN_B(mb->eln_b), R, H, r.eps));
     ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->x0, r.rows, R, H, r.pe, MB_SITE_EMB));
 
+    /* the caller reads fewer rows than the layers compute: the last layer's tail runs only those */
+    const int prune = enc->M < R;
     const float *x = mb->x0;
     for (int l = 0; l < c->num_layers; l++) {
         const MbLayer *o = &mb->lo[l];
@@ -339,29 +345,40 @@ int me_modernbert_forward(MeEncoder *enc, const int32_t *ids, const int32_t *mas
         ME_TIMED(ME_PHASE_ATTENTION,
                  be->window_attention_forward(a->ctx, a->stats, a->qkv, enc->mask, B, T, NH, HS, window_of(c, l), r.pa,
                                               r.seed, MB_SITE(l, MB_ATT) + enc->row0 * NH, mb->att_scratch));
+        /* the rest on the rows computed, or in the last layer the read rows only */
+        const int tail = l == c->num_layers - 1 && prune, M = tail ? enc->M : R;
+        const int32_t *rows = tail ? enc->sel : r.rows; /* as rows of the batch (NULL: every row) */
         const float *ctx = a->ctx;
-        if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->pk, a->ctx, H));
+        if (rows) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(mb->pk, rows, a->ctx, M, H, 0));
             ctx = mb->pk;
         }
-        ME_TIMED(ME_PHASE_GEMM,
-                 be->matmul_forward(mb->tmp, ctx, P + o->ao_w, LIN_B(c->attention_bias, o->ao_b), R, H, H));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->tmp, r.rows, R, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(a->r1, mb->tmp, x, (size_t)R * H));
+        float *att = tail ? a->r1 : mb->tmp; /* the tail adds x's read rows to it in place */
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(att, ctx, P + o->ao_w, LIN_B(c->attention_bias, o->ao_b), M, H, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, att, rows, M, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
+        if (tail)
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(a->r1, enc->sel_in, x, M, H, 1));
+        else
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(a->r1, mb->tmp, x, (size_t)M * H));
         /* r1 + Wo(dropout(GeGLU(Wi(mlp_norm(r1))))) */
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), R, H, r.eps));
+                 be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), M, H, r.eps));
         ME_TIMED(ME_PHASE_GEMM,
-                 be->matmul_forward(a->wi, mb->hn, P + o->wi_w, LIN_B(c->mlp_bias, o->wi_b), R, H, 2 * I));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->glu_forward(mb->ff, a->wi, R, I, r.act));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->ff, r.rows, R, I, r.pm, MB_SITE(l, MB_MLP)));
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(mb->tmp, mb->ff, P + o->wo_w, LIN_B(c->mlp_bias, o->wo_b), R, I, H));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(a->out, mb->tmp, a->r1, (size_t)R * H));
+                 be->matmul_forward(a->wi, mb->hn, P + o->wi_w, LIN_B(c->mlp_bias, o->wi_b), M, H, 2 * I));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->glu_forward(mb->ff, a->wi, M, I, r.act));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->ff, rows, M, I, r.pm, MB_SITE(l, MB_MLP)));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_forward(mb->tmp, mb->ff, P + o->wo_w, LIN_B(c->mlp_bias, o->wo_b), M, I, H));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->add_forward(a->out, mb->tmp, a->r1, (size_t)M * H));
         x = a->out;
     }
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_forward(enc->packed ? mb->pk : mb->final, mb->fn_mean, mb->fn_rstd, x,
-                                                         P + mb->fn_w, LN_B(mb->fn_b), R, H, r.eps));
-    if (enc->packed) ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, mb->final, mb->pk, H));
+    /* the final norm on the last layer's rows, which go to their rows of the batch */
+    const int M = prune ? enc->M : R;
+    const int32_t *rows = prune ? enc->sel : r.rows;
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_forward(rows ? mb->pk : mb->final, mb->fn_mean, mb->fn_rstd, x,
+                                                         P + mb->fn_w, LN_B(mb->fn_b), M, H, r.eps));
+    if (rows)
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(mb->final, sizeof(float) * (size_t)N * H);
+                 be->embedding_backward(mb->final, mb->pk, rows, M, H, -1));
 #undef LIN_B
 #undef LN_B
     if (out) be->to_host(out, mb->final, sizeof(float) * (size_t)N * H);
@@ -384,48 +401,58 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
 #define LN_B(off) (c->norm_bias ? P + (off) : mb->zeros)
 #define LN_G(off) (c->norm_bias ? G + (off) : mb->sink)
     be->zero(mb->sink, sizeof(float) * H);
+    /* the last layer's tail ran the read rows only (prune): its gradients, d(out) to d(r1), are held
+     * at those rows in Dt, the rest of the layer's in D (at the rows computed) */
+    const int prune = enc->M < R, Mt = prune ? enc->M : R;
+    const int32_t *rows_t = prune ? enc->sel : r.rows;
+    float *Dt = prune ? mb->d_b : D;
     const float *last = c->num_layers ? mb->la[c->num_layers - 1].out : mb->x0, *dfinal = enc->d_h;
-    if (enc->packed) {
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->d_b, enc->d_h, H));
-        dfinal = mb->d_b;
+    if (rows_t) {
+        float *g = prune ? D : mb->d_b;
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(g, rows_t, enc->d_h, Mt, H, 0));
+        dfinal = g;
     }
-    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + mb->fn_w, LN_G(mb->fn_b), dfinal, last, mb->fn_mean,
-                                                          mb->fn_rstd, P + mb->fn_w, R, H, 0));
-    /* D holds d(out of layer l) */
+    ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(Dt, G + mb->fn_w, LN_G(mb->fn_b), dfinal, last, mb->fn_mean,
+                                                          mb->fn_rstd, P + mb->fn_w, Mt, H, 0));
+    /* D (Dt) holds d(out of layer l) */
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const MbLayer *o = &mb->lo[l];
         const MbActs *a = &mb->la[l];
         const float *x = l ? mb->la[l - 1].out : mb->x0;
         const float *cos_t, *sin_t;
         rope_of(enc, l, &cos_t, &sin_t);
+        const int tail = l == c->num_layers - 1 && prune, M = tail ? Mt : R;
+        const int32_t *rows = tail ? rows_t : r.rows; /* the rows the layer's tail runs (NULL: every row) */
+        float *Dl = tail ? Dt : D;
         /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)); the GeGLU output
          * Wo's weight gradient needs is recomputed by glu_backward on the way */
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_ff, NULL, NULL, D, NULL, P + o->wo_w, R, I, H, 0));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_ff, mb->d_ff, r.rows, R, I, r.pm, MB_SITE(l, MB_MLP)));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, R, I, r.act));
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->ff, r.rows, R, I, r.pm, MB_SITE(l, MB_MLP)));
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), D, mb->ff,
-                                                    P + o->wo_w, R, I, H, 0));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_ff, NULL, NULL, Dl, NULL, P + o->wo_w, M, I, H, 0));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_ff, mb->d_ff, rows, M, I, r.pm, MB_SITE(l, MB_MLP)));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->glu_backward(mb->d_wi, mb->ff, a->wi, mb->d_ff, M, I, r.act));
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_fwd(enc, mb->ff, rows, M, I, r.pm, MB_SITE(l, MB_MLP)));
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(NULL, G + o->wo_w, LIN_G(c->mlp_bias, o->wo_b), Dl, mb->ff,
+                                                    P + o->wo_w, M, I, H, 0));
         ME_TIMED(ME_PHASE_ELEMENTWISE,
-                 be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), R, H, r.eps));
+                 be->layernorm_forward(mb->hn, a->mean2, a->rstd2, a->r1, P + o->mn_w, LN_B(o->mn_b), M, H, r.eps));
         ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_a, G + o->wi_w, LIN_G(c->mlp_bias, o->wi_b), mb->d_wi, mb->hn,
-                                                    P + o->wi_w, R, H, 2 * I, 0));
-        /* D becomes d(r1): the residual plus the branch */
-        ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + o->mn_w, LN_G(o->mn_b), mb->d_a, a->r1, a->mean2,
-                                                              a->rstd2, P + o->mn_w, R, H, 1));
-        /* attention branch: r1 = x + dropout(Wo(attn(qkv))), qkv = rope(Wqkv(attn_norm(x))); packed, the
-         * context's and qkv's gradients go to the batch layout for the attention and come back */
-        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_a, D, r.rows, R, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
+                                                    P + o->wi_w, M, H, 2 * I, 0));
+        /* Dl becomes d(r1): the residual plus the branch */
+        ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(Dl, G + o->mn_w, LN_G(o->mn_b), mb->d_a, a->r1, a->mean2,
+                                                              a->rstd2, P + o->mn_w, M, H, 1));
+        /* attention branch: r1 = x + dropout(Wo(attn(qkv))), qkv = rope(Wqkv(attn_norm(x))); packed or
+         * pruned, the context's gradient goes to the batch layout for the attention, qkv's comes back */
+        ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, mb->d_a, Dl, rows, M, H, r.pa, MB_SITE(l, MB_ATT_OUT)));
         const float *ctx = a->ctx;
-        if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->pk, a->ctx, H));
+        if (rows) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_forward(mb->pk, rows, a->ctx, M, H, 0));
             ctx = mb->pk;
         }
-        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_b, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a,
-                                                    ctx, P + o->ao_w, R, H, H, 0));
-        float *dctx = mb->d_b, *dqkv = mb->d_qkv;
-        if (enc->packed) {
-            ME_TIMED(ME_PHASE_ELEMENTWISE, me_packed_to_batch(enc, mb->d_a, mb->d_b, H));
+        float *dctx = tail ? D : mb->d_b, *dqkv = mb->d_qkv; /* Dt (d_b) keeps d(r1) in the tail */
+        ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(dctx, G + o->ao_w, LIN_G(c->attention_bias, o->ao_b), mb->d_a,
+                                                    ctx, P + o->ao_w, M, H, H, 0));
+        if (rows) {
+            ME_TIMED(ME_PHASE_ELEMENTWISE, be->zero(mb->d_a, sizeof(float) * (size_t)B * T * H);
+                     be->embedding_backward(mb->d_a, dctx, rows, M, H, -1));
             dctx = mb->d_a;
         }
         ME_TIMED(ME_PHASE_ATTENTION, be->window_attention_backward(
@@ -436,17 +463,19 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
             ME_TIMED(ME_PHASE_ELEMENTWISE, me_batch_to_packed(enc, mb->pk, mb->d_qkv, 3 * H));
             dqkv = mb->pk;
         }
-        if (l == 0) { /* attn_norm is the identity: d(x) = d(r1) + dqkv @ Wqkv */
+        /* d(x) = d(r1) + the attention branch's: the tail's d(r1) is added at the read rows after */
+        if (l == 0) { /* attn_norm is the identity: d(x) (+)= dqkv @ Wqkv */
             ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(D, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), dqkv, x,
-                                                        P + o->qkv_w, R, H, 3 * H, 1));
+                                                        P + o->qkv_w, R, H, 3 * H, !tail));
         } else {
             ME_TIMED(ME_PHASE_ELEMENTWISE,
                      be->layernorm_forward(mb->xn, a->mean1, a->rstd1, x, P + o->an_w, LN_B(o->an_b), R, H, r.eps));
             ME_TIMED(ME_PHASE_GEMM, be->matmul_backward(mb->d_a, G + o->qkv_w, LIN_G(c->attention_bias, o->qkv_b), dqkv,
                                                         mb->xn, P + o->qkv_w, R, H, 3 * H, 0));
             ME_TIMED(ME_PHASE_ELEMENTWISE, be->layernorm_backward(D, G + o->an_w, LN_G(o->an_b), mb->d_a, x, a->mean1,
-                                                                  a->rstd1, P + o->an_w, R, H, 1));
+                                                                  a->rstd1, P + o->an_w, R, H, !tail));
         }
+        if (tail) ME_TIMED(ME_PHASE_ELEMENTWISE, be->embedding_backward(D, Dt, enc->sel_in, M, H, -1));
     }
     /* D holds d(x0): embedding dropout, LayerNorm, table (the padding row gets nothing) */
     ME_TIMED(ME_PHASE_ELEMENTWISE, me_dropout_bwd(enc, D, D, r.rows, R, H, r.pe, MB_SITE_EMB));
