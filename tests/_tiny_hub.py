@@ -49,7 +49,7 @@ def assert_reloads_from_cache(lm, repo_id, server, env):
     np.testing.assert_array_equal(again.embed(["Café prices rose."]), lm.embed(["Café prices rose."]))
 
 
-BASE_PREFIXES = ("electra.", "roberta.", "bert.", "distilbert.", "albert.", "deberta.", "mpnet.")
+BASE_PREFIXES = ("electra.", "roberta.", "bert.", "ernie.", "distilbert.", "albert.", "deberta.", "mpnet.")
 ENCODER_PARTS = ("embeddings.", "encoder.", "embeddings_project.", "transformer.")
 
 

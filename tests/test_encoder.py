@@ -24,11 +24,12 @@ from test_torch_pickle import S, state_dict, tensor, write_bin
 # (tools/make_encoder_fixtures.py)
 DEBERTA = ["deberta-v3", "deberta-v3-separate", "deberta-v3-c2p", "deberta-v3-p2c", "deberta-v2-nobuckets",
            "deberta-v2-conv"]
+# ernie: ERNIE 2.0's config (model_type ernie, use_task_id: every token adds row 0 of the task type table)
 FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
-            "albert-uneven", "mpnet", *DEBERTA]
+            "albert-uneven", "mpnet", *DEBERTA, "ernie"]
 # fixtures whose reference holds a train-mode case (HF under the engine's dropout masks)
 TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet",
-               "deberta-v3", "deberta-v3-separate", "deberta-v2-conv"]
+               "deberta-v3", "deberta-v3-separate", "deberta-v2-conv", "ernie"]
 
 
 @pytest.mark.parametrize("inference", [False, True])
@@ -413,7 +414,7 @@ def test_missing_tensor_and_config_problems(tmp_path):
     cfg = json.load(open(os.path.join(FIXTURES, "bert", "config.json")))
     (dst / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
     with pytest.raises(NotImplementedError, match="supported model types: albert, bert, deberta-v2, distilbert, "
-                                                   "electra, modernbert, mpnet, roberta, xlm-roberta"):
+                                                   "electra, ernie, modernbert, mpnet, roberta, xlm-roberta"):
         Encoder(str(dst))
     os.remove(dst / "config.json")
     with pytest.raises(ModelConfigError, match="no config.json"):
@@ -699,3 +700,21 @@ def test_param_table_is_the_created_encoders_layout(name):
     # and the fixture's weights are exactly that table's tensors
     shapes = {normalize_name(k): tuple(v.shape) for k, v in load_state_dict(os.path.join(FIXTURES, name)).items()}
     assert {n: tuple(s) for n, s, _ in table}.items() <= shapes.items()
+
+
+def test_ernie_task_type_table_only_with_use_task_id():
+    """model_type ernie is BERT's encoder; with ``use_task_id`` (ErnieEmbeddings' task_type_embeddings,
+    row 0 added to every token: checked against HF by the ``ernie`` fixture above) its layout gains
+    the task type table [task_type_vocab_size, H], without it the layout is BERT's. Task types on
+    another family are refused, naming the field."""
+    cfg = fixture_config("ernie")
+    with_task, nf_with = _C.encoder_param_table(engine_config(cfg))
+    without, nf_without = _C.encoder_param_table(engine_config({**cfg, "use_task_id": False}))
+    task = [(n, tuple(s)) for n, s, _ in with_task if n not in {m for m, _, _ in without}]
+    assert task == [("embeddings.task_type_embeddings.weight", (3, 32))]
+    assert nf_with - nf_without == 3 * 32
+    assert "task_type_vocab_size" not in engine_config({**cfg, "use_task_id": False})
+    roberta = {**engine_config(fixture_config("roberta")), "task_type_vocab_size": 3}
+    with pytest.raises(ValueError, match=r"task type embeddings \(task_type_vocab_size 3\) are ERNIE.s"
+                                         r".*RoBERTa has none"):
+        _C.encoder_param_table(roberta)

@@ -1,4 +1,4 @@
-"""DeBERTa-v3 and MPNet through the product: their tiny hub repositories under the real names
+"""DeBERTa-v3, MPNet and ERNIE (model_type ernie, the seed's "Electra with Ernie") through the product: their tiny hub repositories under the real names
 (tools/make_tiny_hub.py; DeBERTa-v3 with only spm.model, as microsoft/deberta-v3-base ships it, and
 pytorch_model.bin; MPNet with MPNet's WordPiece template) resolve through the hub layout, tokenize
 and compute as HF does, train in a DME MultiEncoder with ELECTRA through ModelTrainer and reload
@@ -17,6 +17,7 @@ from _tiny_hub import assert_reloads_from_cache, check_against_hf, check_save_pr
 from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
 
 DEBERTA, MPNET = "microsoft/deberta-v3-base", "sentence-transformers/all-mpnet-base-v2"
+ERNIE = "nghuyong/ernie-2.0-base-en"  # ErnieForMaskedLM with use_task_id (tools/make_tiny_hub.py)
 ELECTRA = "google/electra-base-discriminator"
 
 
@@ -60,6 +61,27 @@ def test_mpnet_sentence_embeddings_as_sentence_transformers(server):
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("repo_id", [DEBERTA, MPNET])
+@pytest.mark.parametrize("repo_id", [DEBERTA, MPNET, ERNIE])
 def test_save_pretrained_round_trip(tmp_path, repo_id):
     check_save_pretrained(local(repo_id), repo_id, tmp_path / "saved")
+
+
+def test_ernie_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
+    """The seed's pairing: ERNIE (its task type table included: row 0 gets every token's gradient
+    and trains) with ELECTRA in a DME MultiEncoder through ModelTrainer, reloaded offline."""
+    lms = [LanguageModel(ERNIE), LanguageModel(ELECTRA)]
+    assert lms[0].config["model_type"] == "ernie" and lms[0].config["use_task_id"]
+    before = lms[0].encoder.state_dict()
+    trainer = ModelTrainer(TextClassifier(MultiEncoder(lms, combine_method="dme"), 2), classification_corpus())
+    hist = trainer.train(learning_rate=1e-3, batch_size=4, epochs=8, shuffle_data=True, seed=3,
+                         base_path=str(tmp_path), progress=False)
+    # the toy task's losses are noisy from epoch to epoch (so are SpanBERT's or DeBERTa's with ELECTRA here):
+    # lower at the end, and the dev split classified right by then
+    assert hist["train_loss"][-1] < hist["train_loss"][0] and hist["dev_scores"][-1]["accuracy"] == 1.0
+    after = lms[0].encoder.state_dict()
+    task = "embeddings.task_type_embeddings.weight"
+    moved = np.abs(after[task] - before[task]).max(axis=1)
+    # row 0, which every token reads, takes AdamW steps; rows 1 and 2 get no gradient (weight decay alone)
+    assert moved[0] > 100 * moved[1:].max()
+    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
+    assert np.array(expected["DME scores"]).shape == (5, 2)

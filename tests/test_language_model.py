@@ -27,6 +27,7 @@ MODELS = {  # hub id -> (model_type, weight file)
     "roberta-base": ("roberta", "model.safetensors"),
     "SpanBERT/spanbert-base-cased": ("bert", "pytorch_model.bin"),
     "nghuyong/ernie-2.0-en": ("bert", "pytorch_model.bin"),
+    "nghuyong/ernie-2.0-base-en": ("ernie", "pytorch_model.bin"),
     "answerdotai/ModernBERT-base": ("modernbert", "model.safetensors"),
     "distilbert-base-uncased": ("distilbert", "model.safetensors"),
 }
@@ -271,7 +272,7 @@ def test_bad_model_folders(tmp_path):
     cfg = json.loads((folder / "config.bak").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
     with pytest.raises(NotImplementedError, match="'gpt2' is not supported; supported model types: albert, "
-                                                  "bert, deberta-v2, distilbert, electra, modernbert, mpnet, roberta, "
+                                                  "bert, deberta-v2, distilbert, electra, ernie, modernbert, mpnet, roberta, "
                                                   "xlm-roberta"):
         LanguageModel(str(folder))
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 38}))

@@ -7,7 +7,8 @@ Run with the reference environment (torch + transformers), not the test venv:
 For each fixture (bert, roberta, electra with embedding_size != hidden_size, xlm-roberta,
 distilbert, distilbert-sinusoidal, albert with 4 layers over 2 groups of 2 shared layers,
 albert-uneven with 3 layers over 2 groups, mpnet with sequences of up to 140 tokens, so that every
-relative position bucket is used, and the DeBERTa matrix below) it writes ``tests/fixtures/models/<name>/`` holding
+relative position bucket is used, the DeBERTa matrix below, and ernie with ERNIE 2.0's task type
+table) it writes ``tests/fixtures/models/<name>/`` holding
 the model saved by transformers (``config.json`` + ``model.safetensors``) and ``reference.npz``
 with, per input case, the inputs, the eval-mode ``last_hidden_state``, a fixed random ``R`` and
 the gradient of ``sum(last_hidden_state * R)`` for EVERY parameter (keys ``grad/<hf name>``;
@@ -78,6 +79,10 @@ def configs() -> dict:
         "mpnet": transformers.MPNetConfig(**{**common, "max_position_embeddings": 142}, hidden_act="gelu",
                                           layer_norm_eps=1e-5, relative_attention_num_buckets=32,
                                           pad_token_id=1, bos_token_id=0, eos_token_id=2),
+        # ERNIE 2.0's shape of config: BERT's layers, four token types and the task type table
+        # (use_task_id), whose row 0 every token gets
+        "ernie": transformers.ErnieConfig(**common, type_vocab_size=4, use_task_id=True, task_type_vocab_size=3,
+                                          hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=0),
     }
 
 
@@ -109,7 +114,7 @@ def deberta_configs(common: dict) -> dict:
 
 # Fixtures with a train-mode case, and the dropout sites of one layer application after the
 # attention probabilities, in HF's call order (csrc/model/encoder.c: SITE_ATT_OUT 2, SITE_FFN_OUT 3).
-TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
+TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "ernie": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
                     "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3), "deberta-v3": (2, 3),
                     "deberta-v3-separate": (2, 3), "deberta-v2-conv": (2, 3)}
 # ... and the sites of a layer application's dropouts before its attention probabilities:
@@ -124,7 +129,8 @@ def make_model(name: str, cfg):
     cls = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel,
            "electra": transformers.ElectraModel, "xlm-roberta": transformers.XLMRobertaModel,
            "distilbert": transformers.DistilBertModel, "albert": transformers.AlbertModel,
-           "mpnet": transformers.MPNetModel, "deberta-v2": transformers.DebertaV2Model}[cfg.model_type]
+           "mpnet": transformers.MPNetModel, "deberta-v2": transformers.DebertaV2Model,
+           "ernie": transformers.ErnieModel}[cfg.model_type]
     if cfg.model_type in ("electra", "distilbert", "deberta-v2"):  # no pooler
         return cls(cfg)
     return cls(cfg, add_pooling_layer=False)

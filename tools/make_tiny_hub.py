@@ -26,6 +26,10 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   as ``pytorch_model.bin`` written by ``torch.save``.
 * ``nghuyong/ernie-2.0-en``: a bare ``BertModel`` (no prefix), uncased WordPiece,
   ``pytorch_model.bin`` only.
+* ``nghuyong/ernie-2.0-base-en`` (the repository's name since transformers has ``ErnieModel``):
+  ``ErnieForMaskedLM`` (``ernie.`` prefix plus ``cls.``), ``model_type`` ``ernie`` with ``use_task_id``
+  (every token adds row 0 of the task type table) and four token types, uncased WordPiece,
+  ``pytorch_model.bin`` only.
 * ``answerdotai/ModernBERT-base``: ``ModernBertForMaskedLM`` (``model.`` prefix, ``head.`` and
   ``decoder.``; the decoder weight tied to the embeddings), 3 layers with a global layer every 3
   and window 8, ``config.json`` in the hub checkpoint's spelling (``global_attn_every_n_layers``,
@@ -377,6 +381,11 @@ def models() -> dict:
                 eos_token_id=2), add_pooling_layer=True),
             "mpnet", False),
         MODERNBERT: (modernbert_model, "modernbert", False),
+        "nghuyong/ernie-2.0-base-en": (
+            lambda v: transformers.ErnieForMaskedLM(transformers.ErnieConfig(
+                **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH, type_vocab_size=4, hidden_act="gelu",
+                layer_norm_eps=1e-5, pad_token_id=0, use_task_id=True, task_type_vocab_size=3)),
+            "uncased", True),
     }
 
 

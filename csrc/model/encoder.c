@@ -68,6 +68,10 @@ static int check_config(const MeEncoderConfig *c, char *err) {
                             ? "config: %s has no token types (type_vocab_size must be 0, got %d)"
                             : "config: %s needs type_vocab_size > 0, got %d",
                         fam, c->type_vocab_size);
+    if (c->task_type_vocab_size < 0 || (c->task_type_vocab_size > 0 && c->family != ME_FAMILY_BERT))
+        return me_error(err, ME_ERR_VALUE,
+                        "config: task type embeddings (task_type_vocab_size %d) are ERNIE's, a BERT-family model's; "
+                        "%s has none", c->task_type_vocab_size, fam);
     if (c->activation != ME_ACT_GELU && c->activation != ME_ACT_GELU_TANH)
         return me_error(err, ME_ERR_VALUE, "config: unknown activation %d", c->activation);
     if (!(c->hidden_dropout >= 0.0f && c->hidden_dropout < 1.0f) ||
@@ -205,6 +209,8 @@ static void lay_out(MeEncoder *enc, MeParamList *pl) {
     if (cfg->type_vocab_size > 0)
         enc->wtt = me_params_add(pl, "embeddings.token_type_embeddings.weight",
                                  cfg->type_vocab_size, E, 1);
+    if (cfg->task_type_vocab_size > 0)
+        enc->wtk = me_params_add(pl, "embeddings.task_type_embeddings.weight", cfg->task_type_vocab_size, E, 1);
     /* DeBERTa projects (without bias) before its LayerNorm, over the hidden size */
     if (deberta && enc->has_proj) enc->proj_w = me_params_add(pl, "embeddings.embed_proj.weight", H, E, 1);
     enc->eln_w = me_params_add(pl, "embeddings.LayerNorm.weight", deberta ? H : E, 0, 1);
@@ -373,6 +379,7 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     size_t off = 0;
     enc->ids = (int32_t *)me_carve(base, &off, N);
     enc->types = (int32_t *)me_carve(base, &off, N);
+    if (c->task_type_vocab_size > 0) enc->task_ids = (int32_t *)me_carve(base, &off, N);
     enc->pos = (int32_t *)me_carve(base, &off, N);
     enc->mask = (int32_t *)me_carve(base, &off, N);
     enc->rows = (int32_t *)me_carve(base, &off, 3 * N);
@@ -949,7 +956,11 @@ int me_encoder_forward_rows(MeEncoder *enc, const int32_t *ids, const int32_t *t
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->embedding_forward(enc->emb_sum, enc->ids, P + enc->wte, R, E, 0);
              if (c->type_vocab_size > 0) be->embedding_forward(enc->emb_sum, enc->types, P + enc->wtt, R, E, 1);
-             if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, R, E, 1));
+             if (c->position_biased_input) be->embedding_forward(enc->emb_sum, enc->pos, P + enc->wpe, R, E, 1);
+             if (c->task_type_vocab_size > 0) { /* ERNIE: task id 0 for every token, added last as in HF */
+                 be->zero(enc->task_ids, sizeof(int32_t) * R);
+                 be->embedding_forward(enc->emb_sum, enc->task_ids, P + enc->wtk, R, E, 1);
+             });
     if (enc->deb) { /* DeBERTa: projection (no bias), LayerNorm over H, the mask (packed: every row real), dropout */
         const float *ln_in = enc->emb_sum;
         if (enc->has_proj) {
@@ -1097,8 +1108,9 @@ static int first_application(const MeEncoder *enc, int l) {
 
 /* The sum of squares of the gradients outside the layer weight sets, after the backward: the
  * embedding tables at the rows this batch used (zero elsewhere), the dense tensors between the
- * tables and the first set (LayerNorm, projection), and those after the last set (MPNet's bias
- * table, DeBERTa's relative embeddings, projections and convolution) up to ntrain. */
+ * tables and the first set (ERNIE's task type table, LayerNorm, projection), and those after the
+ * last set (MPNet's bias table, DeBERTa's relative embeddings, projections and convolution) up to
+ * ntrain. */
 static double outer_sum_squares(const MeEncoder *enc) {
     const MeBackend *be = enc->be;
     const MeEncoderConfig *c = &enc->cfg;
@@ -1242,6 +1254,7 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
     ME_TIMED(ME_PHASE_ELEMENTWISE,
              be->embedding_backward(G + enc->wte, dln, enc->ids, R, E, word_pad);
              if (c->type_vocab_size > 0) be->embedding_backward(G + enc->wtt, dln, enc->types, R, E, -1);
+             if (c->task_type_vocab_size > 0) be->embedding_backward(G + enc->wtk, dln, enc->task_ids, R, E, -1);
              if (!c->frozen_positions && c->position_biased_input)
                  be->embedding_backward(G + enc->wpe, dln, enc->pos, R, E, pos_pad));
     if (grad_sumsq) ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += outer_sum_squares(enc));

@@ -40,6 +40,9 @@ typedef struct {
     int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
     int max_position_embeddings;
     int type_vocab_size; /* 0: no token type embeddings (DistilBERT) */
+    int task_type_vocab_size; /* ERNIE with use_task_id: rows of its task type table, whose row 0 (the task id
+                                 HF's ErnieModel gives every token when none is passed) is added to every
+                                 token's embedding sum; 0: none (every other model) */
     int embedding_size;  /* != hidden_size: ELECTRA (projected when different), ALBERT (always) */
     int num_groups, inner_group_num; /* ALBERT's num_hidden_groups, inner_group_num; 1 otherwise */
     int frozen_positions; /* 1: the position table gets no gradient and no update (DistilBERT's
@@ -86,8 +89,8 @@ typedef struct MeEncoder {
     size_t ntrain; /* leading floats the optimizer updates; frozen tensors lie after them */
     float *params;
     float *grads; /* NULL until me_encoder_ensure_grads: an encoder that only predicts holds none */
-    size_t wte, wpe, wtt, eln_w, eln_b, proj_w, proj_b; /* offsets; wtt with token types, proj
-                                                          only with has_proj */
+    size_t wte, wpe, wtt, wtk, eln_w, eln_b, proj_w, proj_b; /* offsets; wtt with token types, wtk with
+                                                               task types, proj only with has_proj */
     int has_proj; /* an embedding -> hidden projection (ELECTRA with E != H, ALBERT) */
     int nsets, napps; /* layer weight sets; layer applications (forward order) */
     int *app_set;     /* [napps]: the weight set each application runs */
@@ -105,6 +108,7 @@ typedef struct MeEncoder {
     uint64_t seed;    /* last forward's dropout seed */
     uint64_t row0;    /* last forward's first row in the whole batch (dropout masks; 0 unless sharded) */
     int32_t *ids, *types, *pos, *mask; /* device copies of the inputs */
+    int32_t *task_ids;                 /* ERNIE's task ids: zeros [N] (task_type_vocab_size > 0) */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_ln, *x0;
     MeLayerActs *la; /* [napps] */
     float *ff, *att_scratch, *tmp;            /* forward/backward scratch (ff: eval forwards) */

@@ -19,6 +19,7 @@ static int parse_config(PyObject *cfgd, MeEncoderConfig *out) {
         ENGINE_INT("intermediate_size", &c.intermediate_size, 1, 0) ||
         ENGINE_INT("max_position_embeddings", &c.max_position_embeddings, 1, 0) ||
         ENGINE_INT("type_vocab_size", &c.type_vocab_size, 1, 0) ||
+        ENGINE_INT("task_type_vocab_size", &c.task_type_vocab_size, 0, 0) ||
         ENGINE_INT("embedding_size", &c.embedding_size, 0, c.hidden_size) ||
         ENGINE_INT("num_hidden_groups", &c.num_groups, 0, 1) ||
         ENGINE_INT("inner_group_num", &c.inner_group_num, 0, 1) ||

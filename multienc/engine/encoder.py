@@ -22,8 +22,9 @@ from multienc.formats import schema
 from multienc.formats.safetensors import BFloat16Bits, release_pages, save_file
 from multienc.formats.weights import Tensor, WeightsError, find_weight_file, load_state_dict
 
-#: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name)
-FAMILIES = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
+#: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name;
+#: ERNIE is BERT's, with an optional task type table: see engine_config)
+FAMILIES = {"bert": 0, "ernie": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
             "mpnet": 5, "deberta-v2": 6, "modernbert": 7}
 _ROBERTA, _DISTILBERT, _ALBERT, _MPNET, _DEBERTA = 1, 3, 4, 5, 6
 #: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
@@ -34,7 +35,7 @@ IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator
                     "generator_lm_head.", "pooler.", "classifier.", "qa_outputs.",
                     "sop_classifier.", "predictions.", "vocab_transform.", "vocab_layer_norm.",
                     "vocab_projector.", "pre_classifier.", "embeddings.position_ids", "head.", "decoder.")
-BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.", "deberta.", "model.")
+BASE_PREFIXES = ("bert.", "ernie.", "roberta.", "electra.", "distilbert.", "albert.", "mpnet.", "deberta.", "model.")
 # DistilBERT's config.json names (DistilBertConfig.attribute_map, read the other way round).
 _DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
                     "intermediate_size": "hidden_dim", "hidden_act": "activation",
@@ -46,6 +47,7 @@ _COMMON_DEFAULTS = {"max_position_embeddings": 512, "type_vocab_size": 2, "hidde
                     "pad_token_id": 0}
 _DEFAULTS = {
     "bert": _COMMON_DEFAULTS,
+    "ernie": {**_COMMON_DEFAULTS, "use_task_id": False, "task_type_vocab_size": 3},
     "roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
     "xlm-roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
     "electra": _COMMON_DEFAULTS,
@@ -98,7 +100,9 @@ _BERT_FIELDS: Dict[str, schema.Schema] = {
 _MODEL_TYPE_SCHEMA = schema.Obj({"model_type": _BERT_FIELDS["model_type"]}, required=("model_type",))
 _BERT_SCHEMA = schema.Obj(_BERT_FIELDS)
 _CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
-    "bert": _BERT_SCHEMA, "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
+    "bert": _BERT_SCHEMA, "ernie": schema.Obj({**_BERT_FIELDS, "use_task_id": schema.Bool(),
+                                               "task_type_vocab_size": _SIZE}),
+    "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
     "distilbert": schema.Obj(
         {**{_DISTILBERT_KEYS.get(k, k): v for k, v in _BERT_FIELDS.items()
             if k not in ("type_vocab_size", "embedding_size", "layer_norm_eps")},
@@ -174,7 +178,7 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
         if model_type not in FAMILIES:
             raise NotImplementedError(
                 f"{source}: model_type {model_type!r} is not supported; supported model types: "
-                f"{', '.join(sorted(FAMILIES))} (SpanBERT and ERNIE 2.0 checkpoints are 'bert')")
+                f"{', '.join(sorted(FAMILIES))} (SpanBERT checkpoints are 'bert')")
         schema.check(config, _CONFIG_SCHEMAS[model_type])
     except schema.SchemaError as e:
         raise ModelConfigError(f"{source}: {e}") from None
@@ -223,6 +227,8 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
             cfg.update(_deberta_config(config, cfg, source))
         if family == _DISTILBERT:
             cfg["frozen_position_embeddings"] = int(bool(get("sinusoidal_pos_embds")))
+        if model_type == "ernie" and get("use_task_id"):  # ErnieEmbeddings adds task_type_embeddings(0)
+            cfg["task_type_vocab_size"] = int(get("task_type_vocab_size"))
     except KeyError as e:
         raise ModelConfigError(f"{source}: missing required key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:

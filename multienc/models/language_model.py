@@ -42,6 +42,7 @@ POOLINGS = ("cls", "mean", "word-level")
 _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES)
 # What to suggest when a checkpoint ships no tokenizer, by model_type.
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
+                    "ernie": ("nghuyong/ernie-2.0-base-en", " (ERNIE 2.0's English vocabulary)"),
                     "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", ""),
                     "xlm-roberta": ("xlm-roberta-base", ""), "albert": ("albert-base-v2", ""),
                     "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)"),
