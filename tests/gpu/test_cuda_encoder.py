@@ -11,7 +11,7 @@ from multienc.engine import Encoder
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "models")
 FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
-            "albert-uneven"]
+            "albert-uneven", "ernie"]
 
 
 def rel(a, b):
