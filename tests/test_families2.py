@@ -1,9 +1,10 @@
-"""DeBERTa-v3, MPNet and ERNIE (model_type ernie, the seed's "Electra with Ernie") through the product: their tiny hub repositories under the real names
-(tools/make_tiny_hub.py; DeBERTa-v3 with only spm.model, as microsoft/deberta-v3-base ships it, and
-pytorch_model.bin; MPNet with MPNet's WordPiece template) resolve through the hub layout, tokenize
-and compute as HF does, train in a DME MultiEncoder with ELECTRA through ModelTrainer and reload
-offline with identical predictions, and export folders transformers reads. The engine's parity
-(forward, every gradient, train mode) is in test_encoder.py."""
+"""DeBERTa-v3, MPNet and ERNIE (model_type ernie, the seed's "Electra with Ernie") through the
+product: their tiny hub repositories under the real names (tools/make_tiny_hub.py; DeBERTa-v3 with
+only spm.model, as microsoft/deberta-v3-base ships it, and pytorch_model.bin; MPNet with MPNet's
+WordPiece template; ERNIE as ErnieForMaskedLM with the task type table) resolve through the hub
+layout, tokenize and compute as HF does, train in a DME MultiEncoder with ELECTRA through
+ModelTrainer and reload offline with identical predictions, and export folders transformers reads.
+The engine's parity (forward, every gradient, train mode) is in test_encoder.py."""
 import os
 
 import numpy as np
