@@ -163,12 +163,16 @@ def run_corpus(data: bytes, folder: str) -> None:
     ]
     from multienc.datasets import CorpusFormatError
     errors: List[CorpusFormatError] = []
-    for attempt in attempts:  # each reader accepts the file or refuses it with CorpusFormatError (all run)
+    accepted = False
+    for i, attempt in enumerate(attempts):  # each reader accepts the file or refuses it with CorpusFormatError (all run)
         try:
             attempt()
+            accepted = accepted or i < len(attempts) - 1  # read_lines (the last) takes any bytes
         except CorpusFormatError as e:
             errors.append(e)
-    if errors:
+    # accepted when a structured reader accepts it (the mutator then keeps it to build on): no file suits
+    # all of them, and refusing whenever one refused kept the pool at the seeds
+    if not accepted:
         raise errors[0]
 
 
