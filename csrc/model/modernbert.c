@@ -422,7 +422,7 @@ int me_modernbert_backward(MeEncoder *enc, char *err) {
         const float *cos_t, *sin_t;
         rope_of(enc, l, &cos_t, &sin_t);
         const int tail = l == c->num_layers - 1 && prune, M = tail ? Mt : R;
-        const int32_t *rows = tail ? rows_t : r.rows; /* the rows the layer's tail runs (NULL: every row) */
+        const int32_t *rows = tail ? enc->sel : r.rows; /* as rows of the batch (NULL: every row) */
         float *Dl = tail ? Dt : D;
         /* MLP branch: out = r1 + Wo(dropout(GeGLU(wi))), wi = Wi(mlp_norm(r1)); the GeGLU output
          * Wo's weight gradient needs is recomputed by glu_backward on the way */
