@@ -413,8 +413,9 @@ def test_missing_tensor_and_config_problems(tmp_path):
         Encoder(str(dst))
     cfg = json.load(open(os.path.join(FIXTURES, "bert", "config.json")))
     (dst / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
-    with pytest.raises(NotImplementedError, match="supported model types: albert, bert, deberta-v2, distilbert, "
-                                                   "electra, ernie, modernbert, mpnet, roberta, xlm-roberta"):
+    with pytest.raises(NotImplementedError, match="supported model types: albert, bert, camembert, deberta-v2, "
+                                                   "distilbert, electra, ernie, modernbert, mpnet, roberta, "
+                                                   "xlm-roberta"):
         Encoder(str(dst))
     os.remove(dst / "config.json")
     with pytest.raises(ModelConfigError, match="no config.json"):

@@ -1,10 +1,11 @@
-"""XLM-RoBERTa and ALBERT through the whole product, with the SentencePiece Unigram tokenizer.
+"""XLM-RoBERTa, CamemBERT and ALBERT through the whole product, with the SentencePiece Unigram tokenizer.
 
 On the tiny hub fixtures made by tools/make_tiny_hub.py (Unigram models trained with
-sentencepiece): ``xlm-roberta-base`` and ``albert-base-v2`` ship the model file and the tokenizer.json
-of transformers' XLMRobertaConverter / AlbertConverter; ``multienc-test/xlm-roberta-spm-only`` and
-``multienc-test/albert-spm-only`` ship only the SentencePiece model (the XLM-R one without a
-``tokenizer_class``, so that config.json's model_type picks the pipeline). Checked: loading by hub
+sentencepiece): ``xlm-roberta-base``, ``albert-base-v2`` and ``camembert-base`` ship the model file and
+the tokenizer.json of transformers' XLMRobertaConverter / AlbertConverter / CamembertConverter;
+``multienc-test/{xlm-roberta,albert,camembert}-spm-only`` ship only the SentencePiece model (the
+XLM-R and CamemBERT ones without a ``tokenizer_class``, so that config.json's model_type picks the
+pipeline: both name the file ``sentencepiece.bpe.model``). Checked: loading by hub
 name (which files are fetched) with HF's ids, token types and hidden states; a DME MultiEncoder of
 DistilBERT + XLM-R + ALBERT trained by ModelTrainer whose checkpoint reloads offline with identical
 predictions, also with the SentencePiece-only checkpoints (the model file travels in the
@@ -31,10 +32,12 @@ from _alignment import check_word_alignment
 from _tiny_hub import assert_reloads_from_cache, check_against_hf, check_save_pretrained, local
 from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus, names, ner_corpus
 
-UNIGRAM_REPOS = ["xlm-roberta-base", "albert-base-v2"]
+UNIGRAM_REPOS = ["xlm-roberta-base", "albert-base-v2", "camembert-base"]
 # repositories with a SentencePiece model and no tokenizer.json -> the model file
 SPM_ONLY = {"multienc-test/xlm-roberta-spm-only": "sentencepiece.bpe.model",
-            "multienc-test/albert-spm-only": "spiece.model"}
+            "multienc-test/albert-spm-only": "spiece.model",
+            "multienc-test/camembert-spm-only": "sentencepiece.bpe.model"}
+WEIGHTS = {"multienc-test/camembert-spm-only": "pytorch_model.bin"}  # the others: model.safetensors
 ALL_UNIGRAM = UNIGRAM_REPOS + list(SPM_ONLY)
 THREE = ["distilbert-base-uncased", "xlm-roberta-base", "albert-base-v2"]
 
@@ -47,15 +50,15 @@ def test_hub_knows_every_sentencepiece_file_the_tokenizer_reads():
 @pytest.mark.parametrize("repo_id", ALL_UNIGRAM)
 def test_unigram_hub_models_load_and_match_hf(server, env, repo_id):
     lm = LanguageModel(repo_id)
-    family = "albert" if "albert" in repo_id else "xlm-roberta"
+    family = next(f for f in ("albert", "camembert", "xlm-roberta") if f in repo_id)
     assert lm.config["model_type"] == family and lm.embedding_length == 32
     assert lm.cls_position == 0 and lm.max_length == 64  # XLM-R: 66 positions - pad 1 - 1
     assert lm.encoder.uses_token_types == (family == "albert")
     # the SentencePiece model is fetched only from a repository without tokenizer.json
     spm_file = SPM_ONLY.get(repo_id)
     tokenizer_file = spm_file or "tokenizer.json"
-    assert sorted(os.listdir(lm.model_dir)) == sorted(["config.json", "model.safetensors", "tokenizer_config.json",
-                                                       tokenizer_file])
+    assert sorted(os.listdir(lm.model_dir)) == sorted(["config.json", WEIGHTS.get(repo_id, "model.safetensors"),
+                                                       "tokenizer_config.json", tokenizer_file])
     assert os.path.basename(lm.tokenizer.source) == tokenizer_file
     check_against_hf(lm, repo_id)
     assert_reloads_from_cache(lm, repo_id, server, env)

@@ -45,7 +45,7 @@ AUTO = sorted(f[len("auto-"):] for f in os.listdir(FIX) if f.startswith("auto-")
 # folders transformers 5.24 loads (the others have error.txt: test_spm_checkpoint_refused checks we refuse them too)
 AUTO_OK = [k for k in AUTO if not os.path.exists(os.path.join(FIX, f"auto-{k}", "error.txt"))]
 FAMILY_OPTIONS = {"albert": {"do_lower_case": True, "keep_accents": False},
-                  "deberta-v2": {"do_lower_case": False, "split_by_punct": False}, "xlm-roberta": {}}
+                  "deberta-v2": {"do_lower_case": False, "split_by_punct": False}, "xlm-roberta": {}, "camembert": {}}
 
 
 def _model_path(name: str) -> str:
@@ -313,6 +313,8 @@ def test_spm_family_detection(tmp_path):
     assert spm_family({"tokenizer_class": "AlbertTokenizer"}, {"model_type": "bert"}) == "albert"
     assert spm_family({}, {"model_type": "deberta-v2"}) == "deberta-v2"
     assert spm_family({"tokenizer_class": "BertTokenizer"}, {"model_type": "bert"}) is None
+    assert spm_family({"tokenizer_class": "CamembertTokenizerFast"}) == "camembert"
+    assert spm_family({}, {"model_type": "camembert"}) == "camembert"
     # a folder whose config says ALBERT but whose model file has the XLM-R name
     folder = tmp_path / "f"
     folder.mkdir()
@@ -320,6 +322,12 @@ def test_spm_family_detection(tmp_path):
     (folder / "config.json").write_text('{"model_type": "albert"}', encoding="utf-8")
     tok = Tokenizer.from_pretrained(str(folder))
     assert tok.cls_token_id == tok.token_to_id("[CLS]") and tok.unk_token_id == 1
+    # the same file name under CamemBERT's config: fairseq's layout, the model's <s> and </s> at 5 and 6
+    shutil.copy(_model_path("test_model"), folder / "sentencepiece.bpe.model")
+    (folder / "config.json").write_text('{"model_type": "camembert"}', encoding="utf-8")
+    tok = Tokenizer.from_pretrained(str(folder))
+    assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.unk_token_id) == (5, 6, 1, 3)
+    assert tok.encode("a").ids[::len(tok.encode("a").ids) - 1] == [5, 6]
 
 
 # ------------------------------------------------------------------ every code point

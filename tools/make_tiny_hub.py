@@ -50,11 +50,17 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   size 16, one shared layer group, ``gelu_new``, dropouts 0 as the real config; a lower-cased
   Unigram model (``<pad>`` 0, ``<unk>`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4) as ``spiece.model``
   and the ``tokenizer.json`` of transformers' ``AlbertConverter``.
-* ``multienc-test/xlm-roberta-spm-only`` and ``multienc-test/albert-spm-only``: the same kinds of
-  model and SentencePiece files without ``tokenizer.json``, as many fine-tuned checkpoints ship
-  them; transformers builds the tokenizer from the ``.model`` file. The XLM-R one's
-  ``tokenizer_config.json`` names no ``tokenizer_class``, so the family comes from config.json's
-  ``model_type``.
+* ``camembert-base``: ``CamembertForMaskedLM`` (``roberta.`` prefix plus the LM head, ``bos_token_id``
+  5 and ``eos_token_id`` 6 as the real config), a Unigram model as XLM-R's and the ``tokenizer.json``
+  of transformers' ``CamembertConverter`` (fairseq's layout: ``<s>NOTUSED`` 0, ``<pad>`` 1,
+  ``</s>NOTUSED`` 2, ``<unk>`` 3, ``<unk>NOTUSED`` 4, the pieces after the model's ``<unk>``, so
+  ``<s>`` 5 and ``</s>`` 6, ``<mask>`` last); ``tokenizer_config.json`` without ``tokenizer_class``.
+* ``multienc-test/xlm-roberta-spm-only``, ``multienc-test/albert-spm-only`` and
+  ``multienc-test/camembert-spm-only``: the same kinds of model and SentencePiece files without
+  ``tokenizer.json``, as many fine-tuned checkpoints ship them; transformers builds the tokenizer
+  from the ``.model`` file. The XLM-R and CamemBERT ones' ``tokenizer_config.json`` names no
+  ``tokenizer_class``, so the family comes from config.json's ``model_type`` (the two share the file
+  name ``sentencepiece.bpe.model``). The CamemBERT one's weights are ``pytorch_model.bin``.
 * ``microsoft/deberta-v3-base``: ``DebertaV2ForMaskedLM`` (``deberta.`` prefix plus ``lm_predictions.``)
   with DeBERTa-v3's attention (relative only, 16 log buckets, c2p + p2c through the shared
   projections, LayerNorm on the relative embeddings, no token types), ``pytorch_model.bin``, and as
@@ -93,7 +99,7 @@ import sentencepiece as spm
 import tokenizers
 import torch
 import transformers
-from transformers.convert_slow_tokenizer import AlbertConverter, XLMRobertaConverter
+from transformers.convert_slow_tokenizer import AlbertConverter, CamembertConverter, XLMRobertaConverter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "tests", "fixtures", "tiny_hub")
@@ -271,6 +277,11 @@ def unigram_vocab(texts: list, folder: str, family: str) -> None:
         config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": True, "keep_accents": False,
                   "remove_space": True, "unk_token": "<unk>", "pad_token": "<pad>", "cls_token": "[CLS]",
                   "sep_token": "[SEP]", "mask_token": "[MASK]", "bos_token": "[CLS]", "eos_token": "[SEP]"}
+    elif family == "camembert":  # fairseq's ids: <s> and </s> are the model's, at 5 and 6
+        tok = CamembertConverter(_SpmFile(path, {"<s>": 5, "</s>": 6})).converted()
+        specials = [("<s>NOTUSED", False), ("<pad>", False), ("</s>NOTUSED", False), ("<unk>", False),
+                    ("<unk>NOTUSED", False), ("<s>", False), ("</s>", False), ("<mask>", True)]
+        config = {"tokenizer_class": "CamembertTokenizer"}  # dropped after the model is saved (main)
     else:
         tok = XLMRobertaConverter(_SpmFile(path, {"<s>": 0, "</s>": 2})).converted()
         specials = [("<s>", False), ("<pad>", False), ("</s>", False), ("<unk>", False), ("<mask>", True)]
@@ -335,6 +346,8 @@ def models() -> dict:
     """repo id -> (model for a vocabulary size, vocabulary kind, saved as pytorch_model.bin)."""
     xlm_roberta = lambda v: transformers.XLMRobertaForMaskedLM(  # noqa: E731
         transformers.XLMRobertaConfig(**ROBERTA_LIKE, vocab_size=v))
+    camembert = lambda v: transformers.CamembertForMaskedLM(  # noqa: E731
+        transformers.CamembertConfig(**{**ROBERTA_LIKE, "bos_token_id": 5, "eos_token_id": 6}, vocab_size=v))
     albert = lambda v: transformers.AlbertForMaskedLM(transformers.AlbertConfig(  # noqa: E731
         vocab_size=v, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=37, num_hidden_groups=1, inner_group_num=1, hidden_act="gelu_new",
@@ -386,6 +399,8 @@ def models() -> dict:
                 **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH, type_vocab_size=4, hidden_act="gelu",
                 layer_norm_eps=1e-5, pad_token_id=0, use_task_id=True, task_type_vocab_size=3)),
             "uncased", True),
+        "camembert-base": (camembert, "camembert", False),
+        "multienc-test/camembert-spm-only": (camembert, "camembert-spm", True),
     }
 
 
@@ -398,7 +413,7 @@ def write_vocabulary(texts: list, vocab: str, folder: str) -> None:
         mpnet_vocab(texts, folder)
     elif vocab == "deberta-v3":
         deberta_spm(texts, folder)
-    elif vocab in ("xlm-roberta", "albert"):
+    elif vocab in ("xlm-roberta", "camembert", "albert"):
         unigram_vocab(texts, folder, vocab)
     elif vocab.endswith("-spm"):
         unigram_vocab(texts, folder, vocab[:-4])
@@ -443,7 +458,8 @@ def main() -> None:
             build(folder, make(vocab_size), seed, as_bin)
             if vocab == "modernbert":
                 hub_spelling(folder)
-            if vocab == "xlm-roberta-spm":  # the family from config.json's model_type (written by build)
+            if vocab in ("xlm-roberta-spm", "camembert", "camembert-spm"):
+                # the family from config.json's model_type (written by build)
                 cfg_path = os.path.join(folder, "tokenizer_config.json")
                 with open(cfg_path, encoding="utf-8") as f:
                     cfg = json.load(f)

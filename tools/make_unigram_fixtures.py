@@ -12,7 +12,7 @@ Writes tests/fixtures/unigram/:
   models with the special pieces of ALBERT's and DeBERTa-v3's models (``trained-albert-4k``,
   ``trained-debertav3-4k``).
 * ``convert-<model>-<family>.json``: tokenizer.json written by transformers' converters
-  (``XLMRobertaConverter``, ``AlbertConverter``, ``DebertaV2Converter``) from ``../shared/data/spm``'s
+  (``XLMRobertaConverter``, ``CamembertConverter``, ``AlbertConverter``, ``DebertaV2Converter``) from ``../shared/data/spm``'s
   ``test_model.model`` / ``test_ja_model.model``, with the family's special tokens added as
   transformers registers them. The precompiled charsmap is left out (``"precompiled_charsmap":
   {"sha256": ...}``): the tests put back the one of the .model file after checking its hash.
@@ -47,6 +47,7 @@ OUT = os.path.join(REPO, "tests", "fixtures", "unigram")
 SPM_DIR = os.path.join(C.SHARED_DATA, "spm")
 FAMILIES = {  # family -> (converter, tokenizer_class, spm file name, specials)
     "xlm-roberta": ("XLMRobertaConverter", "XLMRobertaTokenizer", "sentencepiece.bpe.model"),
+    "camembert": ("CamembertConverter", "CamembertTokenizer", "sentencepiece.bpe.model"),
     "albert": ("AlbertConverter", "AlbertTokenizer", "spiece.model"),
     "deberta-v2": ("DebertaV2Converter", "DebertaV2Tokenizer", "spm.model"),
 }
@@ -58,7 +59,7 @@ OPTIONS = {
     ("test_ja_model", "deberta-v2"): {"do_lower_case": True, "split_by_punct": False},
 }
 FAMILY_DEFAULTS = {"albert": {"do_lower_case": True, "keep_accents": False},
-                   "deberta-v2": {"do_lower_case": False, "split_by_punct": False}, "xlm-roberta": {}}
+                   "deberta-v2": {"do_lower_case": False, "split_by_punct": False}, "xlm-roberta": {}, "camembert": {}}
 TRAINED = [("trained-8k", 8000, False), ("trained-8k-bf", 8000, True), ("trained-32k", 32000, False),
            ("trained-32k-bf", 32000, True), ("trained-albert-4k", 4000, False), ("trained-debertav3-4k", 4000, False)]
 # special pieces laid out as the real checkpoints' models: albert-base-v2's spiece.model and DeBERTa-v3's spm.model
@@ -118,6 +119,9 @@ def add_family_specials(tok, family: str) -> None:
     if family == "xlm-roberta":
         specials = ["<s>", "<pad>", "</s>", "<unk>"]
         mask = "<mask>"
+    elif family == "camembert":  # as camembert-base's tokenizer.json
+        specials = ["<s>NOTUSED", "<pad>", "</s>NOTUSED", "<unk>", "<unk>NOTUSED", "<s>", "</s>"]
+        mask = "<mask>"
     elif family == "albert":
         specials = ["[CLS]", "[SEP]", "<unk>", "<pad>"]
         mask = "[MASK]"
@@ -126,7 +130,7 @@ def add_family_specials(tok, family: str) -> None:
         mask = "[MASK]"
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials]
                            + [AddedToken(mask, lstrip=True, normalized=False, special=True)])
-    if family == "xlm-roberta":
+    if family in ("xlm-roberta", "camembert"):
         return
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(

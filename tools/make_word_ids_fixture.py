@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tiny_hub_word_ids.json.gz")
-REPOS = ("multienc-test/xlm-roberta-spm-only", "multienc-test/albert-spm-only")
+REPOS = ("multienc-test/xlm-roberta-spm-only", "multienc-test/albert-spm-only", "multienc-test/camembert-spm-only")
 
 HF_SIDE = r"""
 import json, sys

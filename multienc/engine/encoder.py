@@ -22,10 +22,10 @@ from multienc.formats import schema
 from multienc.formats.safetensors import BFloat16Bits, release_pages, save_file
 from multienc.formats.weights import Tensor, WeightsError, find_weight_file, load_state_dict
 
-#: model_type -> the C engine's family (XLM-RoBERTa is RoBERTa's architecture under another name;
-#: ERNIE is BERT's, with an optional task type table: see engine_config)
-FAMILIES = {"bert": 0, "ernie": 0, "roberta": 1, "xlm-roberta": 1, "electra": 2, "distilbert": 3, "albert": 4,
-            "mpnet": 5, "deberta-v2": 6, "modernbert": 7}
+#: model_type -> the C engine's family (XLM-RoBERTa and CamemBERT are RoBERTa's architecture under
+#: other names; ERNIE is BERT's, with an optional task type table: see engine_config)
+FAMILIES = {"bert": 0, "ernie": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "electra": 2, "distilbert": 3,
+            "albert": 4, "mpnet": 5, "deberta-v2": 6, "modernbert": 7}
 _ROBERTA, _DISTILBERT, _ALBERT, _MPNET, _DEBERTA = 1, 3, 4, 5, 6
 #: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
 MPNET_PADDING_IDX = 1
@@ -50,6 +50,7 @@ _DEFAULTS = {
     "ernie": {**_COMMON_DEFAULTS, "use_task_id": False, "task_type_vocab_size": 3},
     "roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
     "xlm-roberta": {**_COMMON_DEFAULTS, "pad_token_id": 1},
+    "camembert": {**_COMMON_DEFAULTS, "pad_token_id": 1},
     "electra": _COMMON_DEFAULTS,
     "distilbert": {**_COMMON_DEFAULTS, "sinusoidal_pos_embds": False},
     "albert": {**_COMMON_DEFAULTS, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
@@ -102,7 +103,7 @@ _BERT_SCHEMA = schema.Obj(_BERT_FIELDS)
 _CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
     "bert": _BERT_SCHEMA, "ernie": schema.Obj({**_BERT_FIELDS, "use_task_id": schema.Bool(),
                                                "task_type_vocab_size": _SIZE}),
-    "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
+    "roberta": _BERT_SCHEMA, "xlm-roberta": _BERT_SCHEMA, "camembert": _BERT_SCHEMA, "electra": _BERT_SCHEMA,
     "distilbert": schema.Obj(
         {**{_DISTILBERT_KEYS.get(k, k): v for k, v in _BERT_FIELDS.items()
             if k not in ("type_vocab_size", "embedding_size", "layer_norm_eps")},

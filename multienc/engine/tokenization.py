@@ -798,10 +798,19 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
 #: The SentencePiece families: model_type -> (spm file name, transformers tokenizer class).
 SPM_FAMILIES: Dict[str, Tuple[str, str]] = {
     "xlm-roberta": ("sentencepiece.bpe.model", "XLMRobertaTokenizer"),
+    "camembert": ("sentencepiece.bpe.model", "CamembertTokenizer"),
     "albert": ("spiece.model", "AlbertTokenizer"),
     "deberta-v2": ("spm.model", "DebertaV2Tokenizer"),
 }
 _SPM_PIECE_NORMAL, _SPM_PIECE_UNKNOWN, _SPM_PIECE_CONTROL, _SPM_PIECE_USER, _SPM_PIECE_UNUSED, _SPM_PIECE_BYTE = range(1, 7)
+
+
+def _camembert_vocab(pieces: List[Tuple[str, float]], pad: str = "<pad>", unk: str = "<unk>",
+                     mask: str = "<mask>") -> List[Tuple[str, float]]:
+    """CamemBERT's fairseq vocabulary: four specials and the model's own <unk> demoted by -100 ahead
+    of the model's pieces after its first (so its <s> and </s> land at 5 and 6), then the mask."""
+    return [("<s>NOTUSED", 0.0), (pad, 0.0), ("</s>NOTUSED", 0.0), (unk, 0.0), ("<unk>NOTUSED", -100.0)] \
+        + pieces[1:] + [(mask, 0.0)]
 
 
 @dataclass
@@ -942,7 +951,7 @@ def read_spm_model(path: str) -> SpmModel:
 
 def spm_family(tokenizer_config: Optional[Dict[str, Any]] = None,
                model_config: Optional[Dict[str, Any]] = None) -> Optional[str]:
-    """The SentencePiece family ("xlm-roberta", "albert", "deberta-v2") of a checkpoint: from
+    """The SentencePiece family ("xlm-roberta", "camembert", "albert", "deberta-v2") of a checkpoint: from
     tokenizer_config.json's ``tokenizer_class`` (with or without ``Fast``), else config.json's
     ``model_type``; None when neither names one of them."""
     cls = (tokenizer_config or {}).get("tokenizer_class")
@@ -983,7 +992,8 @@ def convert_spm_model(path: str, family: str, do_lower_case: Optional[bool] = No
                       keep_accents: bool = False, split_by_punct: bool = False,
                       add_prefix_space: bool = True, legacy: bool = True) -> Dict[str, Any]:
     """The tokenizer.json object transformers' converter writes for a SentencePiece model
-    (``XLMRobertaConverter``, ``AlbertConverter``, ``DebertaV2Converter`` of transformers 5.24:
+    (``XLMRobertaConverter``, ``CamembertConverter``, ``AlbertConverter``, ``DebertaV2Converter`` of
+    transformers 5.24:
     ``Converter.converted()``), without the tokens a transformers tokenizer adds afterwards.
 
     Options are the slow tokenizer's: ``do_lower_case`` (ALBERT default True, DeBERTa False),
@@ -1002,6 +1012,9 @@ def convert_spm_model(path: str, family: str, do_lower_case: Optional[bool] = No
     if family == "xlm-roberta":
         vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + vocab[3:] + [("<mask>", 0.0)]
         unk_id = 3
+    elif family == "camembert":  # fairseq's layout: the model's <unk> demoted, its <s> and </s> at 5 and 6
+        vocab = _camembert_vocab(vocab)
+        unk_id = 3
     elif family == "albert":
         vocab = [(p, sc) if _check_number_comma(p) else (p, sc - 100) for p, sc in vocab]
     ids: Dict[str, int] = {}
@@ -1017,6 +1030,8 @@ def convert_spm_model(path: str, family: str, do_lower_case: Optional[bool] = No
                 return len(spm.pieces) + 1
             sp = {p: i for i, (p, _, _) in enumerate(spm.pieces)}.get(tok)
             return sp + 1 if sp is not None and sp > 0 else 3
+        if family == "camembert":
+            return ids.get(tok, unk_id)
         return {p: i for i, (p, _, _) in enumerate(spm.pieces)}.get(tok, spm.unk_id)
 
     # CONTROL and USER_DEFINED pieces become added tokens (tokenizers' add_tokens id rule)
@@ -1056,7 +1071,7 @@ def convert_spm_model(path: str, family: str, do_lower_case: Optional[bool] = No
                                                       if split_by_punct else []) + [metaspace]}
     else:
         pre = metaspace
-    if family == "xlm-roberta":
+    if family in ("xlm-roberta", "camembert"):
         post = _template_json([("<s>", 0), ("$A", 0), ("</s>", 0)],
                               [("<s>", 0), ("$A", 0), ("</s>", 0), ("</s>", 0), ("$B", 0), ("</s>", 0)],
                               [("<s>", slow_id("<s>")), ("</s>", slow_id("</s>"))])
@@ -1074,6 +1089,8 @@ def convert_spm_model(path: str, family: str, do_lower_case: Optional[bool] = No
 _SPM_SPECIAL_DEFAULTS = {
     "xlm-roberta": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                     "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"},
+    "camembert": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                  "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"},
     "albert": {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
                "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
     "deberta-v2": {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
@@ -1100,10 +1117,14 @@ def spm_checkpoint_tokenizer_json(path: str, family: str, config: Optional[Dict[
     precompiled = {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(charsmap).decode("ascii")}
     add_prefix_space = bool(cfg.get("add_prefix_space", True))
     norms: List[Dict[str, Any]]
-    if family == "xlm-roberta":
-        vocab = [(tokens["bos_token"], 0.0), (tokens["pad_token"], 0.0), (tokens["eos_token"], 0.0),
-                 (tokens["unk_token"], 0.0)] + vocab[3:] + [(tokens["mask_token"], 0.0)]
-        unk_id = 3
+    if family in ("xlm-roberta", "camembert"):
+        if family == "xlm-roberta":
+            vocab = [(tokens["bos_token"], 0.0), (tokens["pad_token"], 0.0), (tokens["eos_token"], 0.0),
+                     (tokens["unk_token"], 0.0)] + vocab[3:] + [(tokens["mask_token"], 0.0)]
+            unk_id = 3
+        else:
+            vocab = _camembert_vocab(vocab, tokens["pad_token"], tokens["unk_token"], tokens["mask_token"])
+            unk_id = next(i for i, (p, _) in enumerate(vocab) if p == tokens["unk_token"])
         normalizer: Optional[Dict[str, Any]] = precompiled if charsmap else None
         scheme = "always" if add_prefix_space else "never"
         pre: Dict[str, Any] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, {
@@ -1144,7 +1165,7 @@ def spm_checkpoint_tokenizer_json(path: str, family: str, config: Optional[Dict[
     added: List[Dict[str, Any]] = []
     by_content: Dict[str, Dict[str, Any]] = {}
 
-    def add(content: str, special: bool) -> None:
+    def add(content: str, special: bool, lstrip: bool = False) -> None:
         if content in by_content:
             return
         if content in ids:
@@ -1152,7 +1173,7 @@ def spm_checkpoint_tokenizer_json(path: str, family: str, config: Optional[Dict[
         else:
             top = max((a["id"] for a in added), default=None)
             tid = top + 1 if top is not None and top >= len(vocab) else len(vocab)
-        a = _added_token_json(tid, content, special)
+        a = _added_token_json(tid, content, special, lstrip=lstrip)
         by_content[content] = a
         added.append(a)
 
@@ -1160,9 +1181,9 @@ def spm_checkpoint_tokenizer_json(path: str, family: str, config: Optional[Dict[
         if t in (_SPM_PIECE_CONTROL, _SPM_PIECE_USER) and not (family == "xlm-roberta" and p not in ids):
             add(p, t == _SPM_PIECE_CONTROL)
     for role in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
-        add(tokens[role], True)
+        add(tokens[role], True, lstrip=family == "camembert" and role == "mask_token")
     tid = {**ids, **{a["content"]: a["id"] for a in added}}
-    if family == "xlm-roberta":
+    if family in ("xlm-roberta", "camembert"):
         b, e = tokens["bos_token"], tokens["eos_token"]
         post = _template_json([(b, 0), ("$A", 0), (e, 0)], [(b, 0), ("$A", 0), (e, 0), (e, 0), ("$B", 0), (e, 0)],
                               [(b, tid[b]), (e, tid[e])])

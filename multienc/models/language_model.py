@@ -44,7 +44,8 @@ _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE
 _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-base-uncased' for uncased models)"),
                     "ernie": ("nghuyong/ernie-2.0-base-en", " (ERNIE 2.0's English vocabulary)"),
                     "roberta": ("roberta-base", ""), "electra": ("google/electra-base-discriminator", ""),
-                    "xlm-roberta": ("xlm-roberta-base", ""), "albert": ("albert-base-v2", ""),
+                    "xlm-roberta": ("xlm-roberta-base", ""), "camembert": ("camembert-base", ""),
+                    "albert": ("albert-base-v2", ""),
                     "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)"),
                     "mpnet": ("sentence-transformers/all-mpnet-base-v2", ""),
                     "deberta-v2": ("microsoft/deberta-v3-base", " (DeBERTa-v3's; 'microsoft/deberta-v2-xlarge' for v2)")}
