@@ -24,7 +24,7 @@ ELECTRA = os.path.join(FIXTURES, "tiny_hub", "google--electra-base-discriminator
 #: its model_type (ELECTRA's for any other); fuzz/make_inputs.py seeds the target with their configs
 CONFIG_MODELS = {model_type: os.path.join(FIXTURES, "tiny_hub", repo, "main") for model_type, repo in (
     ("bert", "nghuyong--ernie-2.0-en"), ("roberta", "roberta-base"), ("xlm-roberta", "xlm-roberta-base"),
-    ("camembert", "camembert-base"),
+    ("camembert", "camembert-base"), ("deberta", "microsoft--deberta-base"),
     ("electra", "google--electra-base-discriminator"), ("distilbert", "distilbert-base-uncased"),
     ("albert", "albert-base-v2"), ("mpnet", "sentence-transformers--all-mpnet-base-v2"),
     ("deberta-v2", "microsoft--deberta-v3-base"))}

@@ -24,12 +24,15 @@ from test_torch_pickle import S, state_dict, tensor, write_bin
 # (tools/make_encoder_fixtures.py)
 DEBERTA = ["deberta-v3", "deberta-v3-separate", "deberta-v3-c2p", "deberta-v3-p2c", "deberta-v2-nobuckets",
            "deberta-v2-conv"]
+# DeBERTa (v1) as microsoft/deberta-base, and with c2p only, absolute positions, token types and clamped
+# distances (v2's engine under v1's names: in_proj, q_bias / v_bias, pos_proj / pos_q_proj, no key biases)
+DEBERTA_V1 = ["deberta", "deberta-c2p"]
 # ernie: ERNIE 2.0's config (model_type ernie, use_task_id: every token adds row 0 of the task type table)
 FAMILIES = ["bert", "roberta", "electra", "xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert",
-            "albert-uneven", "mpnet", *DEBERTA, "ernie"]
+            "albert-uneven", "mpnet", *DEBERTA, "ernie", *DEBERTA_V1]
 # fixtures whose reference holds a train-mode case (HF under the engine's dropout masks)
 TRAIN_CASES = ["xlm-roberta", "distilbert", "distilbert-sinusoidal", "albert", "albert-uneven", "mpnet",
-               "deberta-v3", "deberta-v3-separate", "deberta-v2-conv", "ernie"]
+               "deberta-v3", "deberta-v3-separate", "deberta-v2-conv", "ernie", *DEBERTA_V1]
 
 
 @pytest.mark.parametrize("inference", [False, True])
@@ -413,9 +416,9 @@ def test_missing_tensor_and_config_problems(tmp_path):
         Encoder(str(dst))
     cfg = json.load(open(os.path.join(FIXTURES, "bert", "config.json")))
     (dst / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
-    with pytest.raises(NotImplementedError, match="supported model types: albert, bert, camembert, deberta-v2, "
-                                                   "distilbert, electra, ernie, modernbert, mpnet, roberta, "
-                                                   "xlm-roberta"):
+    with pytest.raises(NotImplementedError, match="supported model types: albert, bert, camembert, deberta, "
+                                                   "deberta-v2, distilbert, electra, ernie, modernbert, mpnet, "
+                                                   "roberta, xlm-roberta"):
         Encoder(str(dst))
     os.remove(dst / "config.json")
     with pytest.raises(ModelConfigError, match="no config.json"):
@@ -655,6 +658,38 @@ def test_relative_attention_gradients_are_deterministic(family):
         np.testing.assert_array_equal(runs[0][name], runs[1][name])
 
 
+def test_deberta_v1_config_and_names():
+    """DeBERTa (v1): DebertaModel ignores v2's keys (buckets, shared or normalised relative projections,
+    ConvLayer) and so does the engine; talking_head is refused; the engine's flag is DeBERTa's only.
+    Its checkpoints are read and written under v1's names: in_proj of the wrong shape or missing is
+    named as such, and a state dict round trip (under the task prefix, with an MLM head) keeps HF's
+    forward."""
+    v1 = fixture_config("deberta")
+    cfg = engine_config({**v1, "position_buckets": 8, "share_att_key": True, "norm_rel_ebd": "layer_norm",
+                         "conv_kernel_size": 3})
+    assert (cfg["position_buckets"], cfg["share_att_key"], cfg["norm_rel_ebd"], cfg["zero_key_biases"]) == \
+        (-1, 0, 0, 1) and "conv_kernel_size" not in cfg
+    assert (cfg["pos_att"], cfg["max_relative_positions"]) == (3, 40)
+    with pytest.raises(NotImplementedError, match="talking_head is not supported"):
+        engine_config({**v1, "talking_head": True})
+    with pytest.raises(ValueError, match="relative attention and position_biased_input are DeBERTa's, not BERT's"):
+        _C.Encoder({**engine_config(fixture_config("bert")), "zero_key_biases": 1})
+    enc, ref = load("deberta")
+    state = {f"deberta.{k}": v for k, v in enc.state_dict().items()}
+    state["lm_predictions.lm_head.bias"] = np.zeros(99, np.float32)
+    enc.load_state_dict(state)
+    inputs = case_inputs(ref, "case0")
+    assert np.abs(enc.forward(**inputs) - ref["case0/last_hidden_state"]).max() <= 1e-5
+    name = "deberta.encoder.layer.1.attention.self.in_proj.weight"
+    with pytest.raises(ValueError, match=r"'deberta.encoder.layer.1.attention.self.in_proj.weight' has shape "
+                                         r"\(32, 32\) but the config implies \(96, 32\)"):
+        enc.load_state_dict({**state, name: np.zeros((32, 32), np.float32)})
+    with pytest.raises(ValueError, match="in_proj.weight' has dtype int32, expected floats"):
+        enc.load_state_dict({**state, name: np.zeros((96, 32), np.int32)})
+    with pytest.raises(ValueError, match=r"missing weight tensor\(s\) encoder.layer.1.attention.self.in_proj.weight"):
+        enc.load_state_dict({k: v for k, v in state.items() if k != name})
+
+
 def test_deberta_config_follows_transformers():
     """DebertaV2Config's keys and the getattr defaults of its modules: pos_att_type as a string or a
     list, max_relative_positions < 1 meaning max_position_embeddings, norm_rel_ebd as '|' list; what the
@@ -700,7 +735,12 @@ def test_param_table_is_the_created_encoders_layout(name):
     assert nfloats == enc.num_floats
     # and the fixture's weights are exactly that table's tensors
     shapes = {normalize_name(k): tuple(v.shape) for k, v in load_state_dict(os.path.join(FIXTURES, name)).items()}
-    assert {n: tuple(s) for n, s, _ in table}.items() <= shapes.items()
+    if name in DEBERTA_V1:  # v2's layout under v1's names: the encoder reads and writes exactly DebertaModel's
+        v1 = Encoder(os.path.join(FIXTURES, name))
+        assert {n: v.shape for n, v in v1.state_dict().items()} == shapes
+        assert v1.param_names() == list(v1.state_dict())
+    else:
+        assert {n: tuple(s) for n, s, _ in table}.items() <= shapes.items()
 
 
 def test_ernie_task_type_table_only_with_use_task_id():

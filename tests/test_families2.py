@@ -1,9 +1,11 @@
-"""DeBERTa-v3, MPNet and ERNIE (model_type ernie, the seed's "Electra with Ernie") through the
-product: their tiny hub repositories under the real names (tools/make_tiny_hub.py; DeBERTa-v3 with
+"""DeBERTa-v3, MPNet, ERNIE (model_type ernie, the seed's "Electra with Ernie") and DeBERTa (v1,
+model_type deberta) through the product: their tiny hub repositories under the real names (tools/make_tiny_hub.py; DeBERTa-v3 with
 only spm.model, as microsoft/deberta-v3-base ships it, and pytorch_model.bin; MPNet with MPNet's
 WordPiece template; ERNIE as ErnieForMaskedLM with the task type table) resolve through the hub
 layout, tokenize and compute as HF does, train in a DME MultiEncoder with ELECTRA through
 ModelTrainer and reload offline with identical predictions, and export folders transformers reads.
+DeBERTa (v1) runs on DeBERTa-v2's engine under its own tensor names (in_proj, q_bias / v_bias, pos_proj /
+pos_q_proj; no key biases): checkpoints and exports carry exactly DebertaModel's tensors.
 The engine's parity (forward, every gradient, train mode) is in test_encoder.py."""
 import os
 
@@ -19,6 +21,7 @@ from _toy_tasks import BAD, GOOD, assert_reloads_offline, classification_corpus
 
 DEBERTA, MPNET = "microsoft/deberta-v3-base", "sentence-transformers/all-mpnet-base-v2"
 ERNIE = "nghuyong/ernie-2.0-base-en"  # ErnieForMaskedLM with use_task_id (tools/make_tiny_hub.py)
+DEBERTA_V1 = "microsoft/deberta-base"  # DebertaForMaskedLM, GPT-2 style BPE with [CLS]/[SEP]
 ELECTRA = "google/electra-base-discriminator"
 
 
@@ -62,7 +65,7 @@ def test_mpnet_sentence_embeddings_as_sentence_transformers(server):
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("repo_id", [DEBERTA, MPNET, ERNIE])
+@pytest.mark.parametrize("repo_id", [DEBERTA, MPNET, ERNIE, DEBERTA_V1])
 def test_save_pretrained_round_trip(tmp_path, repo_id):
     check_save_pretrained(local(repo_id), repo_id, tmp_path / "saved")
 
@@ -84,5 +87,25 @@ def test_ernie_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(serve
     moved = np.abs(after[task] - before[task]).max(axis=1)
     # row 0, which every token reads, takes AdamW steps; rows 1 and 2 get no gradient (weight decay alone)
     assert moved[0] > 100 * moved[1:].max()
+    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
+    assert np.array(expected["DME scores"]).shape == (5, 2)
+
+
+def test_deberta_v1_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
+    """DeBERTa (v1) with ELECTRA in a DME MultiEncoder through ModelTrainer: its fused in_proj, q_bias and
+    the relative projections train, and the checkpoint holds DebertaModel's names only (no key bias)."""
+    lms = [LanguageModel(DEBERTA_V1), LanguageModel(ELECTRA)]
+    assert lms[0].config["model_type"] == "deberta" and not lms[0].encoder.uses_token_types
+    before = lms[0].encoder.state_dict()
+    trainer = ModelTrainer(TextClassifier(MultiEncoder(lms, combine_method="dme"), 2), classification_corpus())
+    hist = trainer.train(learning_rate=1e-3, batch_size=4, epochs=8, shuffle_data=True, seed=3,
+                         base_path=str(tmp_path), progress=False)
+    assert hist["train_loss"][-1] < hist["train_loss"][0] and hist["dev_scores"][-1]["accuracy"] == 1.0
+    after = lms[0].encoder.state_dict()
+    assert set(after) == set(before) and not any("key_proj" in n for n in after)
+    for name in ("encoder.rel_embeddings.weight", "encoder.layer.1.attention.self.in_proj.weight",
+                 "encoder.layer.1.attention.self.q_bias", "encoder.layer.1.attention.self.pos_proj.weight",
+                 "encoder.layer.1.attention.self.pos_q_proj.bias"):
+        assert not np.array_equal(before[name], after[name]), name
     expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
     assert np.array(expected["DME scores"]).shape == (5, 2)

@@ -30,6 +30,7 @@ MODELS = {  # hub id -> (model_type, weight file)
     "nghuyong/ernie-2.0-base-en": ("ernie", "pytorch_model.bin"),
     "answerdotai/ModernBERT-base": ("modernbert", "model.safetensors"),
     "distilbert-base-uncased": ("distilbert", "model.safetensors"),
+    "microsoft/deberta-base": ("deberta", "pytorch_model.bin"),
 }
 ELECTRA = "google/electra-base-discriminator"
 SPANBERT = "SpanBERT/spanbert-base-cased"
@@ -272,8 +273,8 @@ def test_bad_model_folders(tmp_path):
     cfg = json.loads((folder / "config.bak").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
     with pytest.raises(NotImplementedError, match="'gpt2' is not supported; supported model types: albert, "
-                                                  "bert, camembert, deberta-v2, distilbert, electra, ernie, "
-                                                  "modernbert, mpnet, roberta, xlm-roberta"):
+                                                  "bert, camembert, deberta, deberta-v2, distilbert, electra, "
+                                                  "ernie, modernbert, mpnet, roberta, xlm-roberta"):
         LanguageModel(str(folder))
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 38}))
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'electra.encoder.layer.0.intermediate.dense."

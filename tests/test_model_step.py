@@ -539,3 +539,33 @@ def test_adamw_state_of_an_lm_with_frozen_positions():
     np.testing.assert_allclose(first, 0.1 * g, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(second, 0.001 * g * g, rtol=1e-5, atol=1e-15)
     model.write_adamw(0, first, second, 1)
+
+
+@pytest.mark.parametrize("name", ["deberta", "deberta-c2p"])
+def test_deberta_v1_key_bias_slots_stay_zero(name):
+    """DeBERTa (v1) has no key biases; the engine's v2 layout holds them as 0 (DebertaV1Names): their
+    gradients are 0 after a backward (the c2p / p2c terms would give them one), so the step's norm is
+    the norm of DebertaModel's gradients (Encoder.gradients), and AdamW with weight decay leaves them 0."""
+    rng = np.random.default_rng(14)
+    enc = with_dropout(name)
+    slots = [(off, int(np.prod(shape))) for n, shape, off in enc._c.param_info()
+             if n.endswith(("attention.self.key_proj.bias", "attention.self.pos_key_proj.bias"))]
+    assert len(slots) == 4  # two layers: the content key bias and c2p's
+    model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
+    init_head(model, rng)
+    inputs = [batch(rng, enc, 3, 9, "mean")]
+    targets = np.array([0, 2, 1], np.int32)
+    model.forward(inputs, targets, train=True, seed=5)
+    model.backward([True])
+    g = grads(enc._c)
+    assert all(not g[off:off + n].any() for off, n in slots)
+    hf = np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in enc.gradients().values()) +
+                 (grads(model).astype(np.float64) ** 2).sum())
+    for step in range(3):
+        _, norm = model.train_step(inputs, targets, lr=[1e-2] * 3, weight_decay=[0.01] * 3, trainable=[True],
+                                   seed=5)
+        if step == 0:
+            assert abs(norm - hf) <= 1e-5 * hf
+    p = np.empty(enc._c.num_floats, np.float32)
+    enc._c.read_params(p)
+    assert all(not p[off:off + n].any() for off, n in slots)

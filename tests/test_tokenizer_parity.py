@@ -171,3 +171,25 @@ def test_roberta_lstrip_mask(tmp_path):
     assert_encode_matches(ours, ref, texts, "lstrip <mask>")
     pairs = list(zip(texts[::2], texts[1::2]))
     assert_batch_matches(ours.encode_batch(pairs, truncation=False), ref.encode_batch(pairs), pairs, "lstrip pairs")
+
+
+def test_deberta_v1_vocab_json_folder():
+    """A DeBERTa (v1) folder (vocab.json + merges.txt; its tokenizer_config.json names no class, so
+    config.json's model_type picks it) builds what transformers 5.24's DebertaTokenizer builds:
+    [CLS]/[SEP] specials, ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id, offsets untrimmed (a
+    template, not RoBERTa's processing) and ``[MASK]`` without lstrip."""
+    from _tiny_hub import local
+    folder = local("microsoft/deberta-base")
+    hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
+    hf.no_truncation()
+    ours = Tokenizer.from_pretrained(folder)
+    assert (ours.cls_token_id, ours.sep_token_id, ours.pad_token_id) == (1, 2, 0)
+    texts = ["The capital of France is [MASK].", " [MASK] [MASK]", "[CLS] x [SEP] y", "a  [MASK]b",
+             "  leading spaces"] + C.stress_texts(1000, seed=5)
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "deberta")
+    assert_encode_matches(ours, hf, texts[:300], "deberta, encode()")
+    pairs = list(zip(texts[::2], texts[1::2])) + C.stress_pairs(300)
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "deberta pairs")
+    words = C.stress_words(300)
+    assert_batch_matches(ours.encode_batch(words, truncation=False, is_split_into_words=True),
+                         hf.encode_batch(words, is_pretokenized=True), words, "deberta words")

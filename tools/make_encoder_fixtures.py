@@ -7,8 +7,8 @@ Run with the reference environment (torch + transformers), not the test venv:
 For each fixture (bert, roberta, electra with embedding_size != hidden_size, xlm-roberta,
 distilbert, distilbert-sinusoidal, albert with 4 layers over 2 groups of 2 shared layers,
 albert-uneven with 3 layers over 2 groups, mpnet with sequences of up to 140 tokens, so that every
-relative position bucket is used, the DeBERTa matrix below, and ernie with ERNIE 2.0's task type
-table) it writes ``tests/fixtures/models/<name>/`` holding
+relative position bucket is used, the DeBERTa matrix below, ernie with ERNIE 2.0's task type
+table, and DeBERTa (v1) as deberta and deberta-c2p) it writes ``tests/fixtures/models/<name>/`` holding
 the model saved by transformers (``config.json`` + ``model.safetensors``) and ``reference.npz``
 with, per input case, the inputs, the eval-mode ``last_hidden_state``, a fixed random ``R`` and
 the gradient of ``sum(last_hidden_state * R)`` for EVERY parameter (keys ``grad/<hf name>``;
@@ -83,7 +83,20 @@ def configs() -> dict:
         # (use_task_id), whose row 0 every token gets
         "ernie": transformers.ErnieConfig(**common, type_vocab_size=4, use_task_id=True, task_type_vocab_size=3,
                                           hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=0),
+        **deberta_v1_configs(common),
     }
+
+
+def deberta_v1_configs(common: dict) -> dict:
+    """DeBERTa (v1) as microsoft/deberta-base (relative attention only, c2p + p2c, distances clamped
+    at max_relative_positions = max_position_embeddings, no token types), and with c2p only, absolute
+    positions, token types and max_relative_positions 16, so that the 40-token cases reach the clamp."""
+    base = dict(common, hidden_act="gelu", layer_norm_eps=1e-7, pad_token_id=0, relative_attention=True,
+                position_biased_input=False, max_relative_positions=-1, type_vocab_size=0, pos_att_type="c2p|p2c")
+    v = transformers.DebertaConfig
+    return {"deberta": v(**base),
+            "deberta-c2p": v(**{**base, "pos_att_type": "c2p", "position_biased_input": True, "type_vocab_size": 2,
+                                "max_relative_positions": 16})}
 
 
 def deberta_configs(common: dict) -> dict:
@@ -116,10 +129,12 @@ def deberta_configs(common: dict) -> dict:
 # attention probabilities, in HF's call order (csrc/model/encoder.c: SITE_ATT_OUT 2, SITE_FFN_OUT 3).
 TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "ernie": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
                     "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3), "deberta-v3": (2, 3),
-                    "deberta-v3-separate": (2, 3), "deberta-v2-conv": (2, 3)}
+                    "deberta-v3-separate": (2, 3), "deberta-v2-conv": (2, 3), "deberta": (2, 3),
+                    "deberta-c2p": (2, 3)}
 # ... and the sites of a layer application's dropouts before its attention probabilities:
 # DeBERTa's pos_dropout on the relative embeddings (SITE_REL 4)
-BEFORE_ATTENTION_SITES = {"deberta-v3": (4,), "deberta-v3-separate": (4,), "deberta-v2-conv": (4,)}
+BEFORE_ATTENTION_SITES = {"deberta-v3": (4,), "deberta-v3-separate": (4,), "deberta-v2-conv": (4,), "deberta": (4,),
+                          "deberta-c2p": (4,)}
 # ... and after the first application's hidden dropouts: DeBERTa-v2's ConvLayer (SITE_CONV 5)
 AFTER_FIRST_LAYER_SITES = {"deberta-v2-conv": (5,)}
 TRAIN_SEED = 7
@@ -130,8 +145,8 @@ def make_model(name: str, cfg):
            "electra": transformers.ElectraModel, "xlm-roberta": transformers.XLMRobertaModel,
            "distilbert": transformers.DistilBertModel, "albert": transformers.AlbertModel,
            "mpnet": transformers.MPNetModel, "deberta-v2": transformers.DebertaV2Model,
-           "ernie": transformers.ErnieModel}[cfg.model_type]
-    if cfg.model_type in ("electra", "distilbert", "deberta-v2"):  # no pooler
+           "ernie": transformers.ErnieModel, "deberta": transformers.DebertaModel}[cfg.model_type]
+    if cfg.model_type in ("electra", "distilbert", "deberta-v2", "deberta"):  # no pooler
         return cls(cfg)
     return cls(cfg, add_pooling_layer=False)
 

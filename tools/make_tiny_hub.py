@@ -67,6 +67,12 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   the hub repository no ``tokenizer.json``: a cased Unigram ``spm.model`` (``[PAD]`` 0, ``[CLS]`` 1,
   ``[SEP]`` 2, ``[UNK]`` 3; ``[MASK]`` added after the pieces) with ``tokenizer_class``
   ``DebertaV2Tokenizer``: transformers builds the tokenizer with its ``DebertaV2Converter``.
+* ``microsoft/deberta-base``: ``DebertaForMaskedLM`` (``deberta.`` prefix plus its MLM head) with DeBERTa
+  (v1)'s attention (one ``in_proj`` without bias, ``q_bias`` / ``v_bias``, c2p through ``pos_proj`` and
+  p2c through ``pos_q_proj``, relative only, distances clamped at 64, no token types),
+  ``pytorch_model.bin``, and a byte-level BPE ``vocab.json`` + ``merges.txt`` with DeBERTa's specials
+  (``[PAD]`` 0, ``[CLS]`` 1, ``[SEP]`` 2, ``[UNK]`` 3, ``[MASK]`` last) whose ``tokenizer_config.json``
+  names no class: transformers builds ``DebertaTokenizer`` from config.json's ``model_type``.
 * ``sentence-transformers/all-mpnet-base-v2``: a bare ``MPNetModel`` with its pooler (no prefix),
   an uncased WordPiece ``vocab.txt`` with MPNet's specials (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2,
   ``<unk>`` 3, then BERT's part with ``[UNK]``, the tokenizer's unk token, ``<mask>`` last) and the ``tokenizer.json`` of ``MPNetTokenizerFast`` (template
@@ -117,6 +123,7 @@ BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # MPNet's vocabulary: these, BERT's vocabulary (with its "[UNK]", MPNet's unk_token), "<mask>" last
 MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+DEBERTA_SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]  # "[MASK]" last
 MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
 MODERNBERT = "answerdotai/ModernBERT-base"
 
@@ -200,6 +207,24 @@ def bpe_vocab(texts: list, folder: str) -> None:
     tok.save_model(folder)  # vocab.json, merges.txt
     write_json(os.path.join(folder, "tokenizer_config.json"), {
         "tokenizer_class": "RobertaTokenizer", "model_max_length": MAX_LENGTH, "add_prefix_space": False})
+
+
+def deberta_bpe_vocab(texts: list, folder: str) -> None:
+    """DeBERTa (v1)'s GPT-2 style vocabulary: byte-level BPE with ``[PAD]`` 0, ``[CLS]`` 1, ``[SEP]`` 2,
+    ``[UNK]`` 3 and ``[MASK]`` after the learned tokens; its tokenizer_class is dropped once the model
+    is saved (main), so that the class comes from config.json's model_type."""
+    tok = tokenizers.ByteLevelBPETokenizer(add_prefix_space=False)
+    tok.train_from_iterator(texts, vocab_size=VOCAB_SIZE - 1, special_tokens=DEBERTA_SPECIALS, show_progress=False)
+    tok.save_model(folder)  # vocab.json, merges.txt
+    path = os.path.join(folder, "vocab.json")
+    with open(path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    vocab["[MASK]"] = len(vocab)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    write_json(os.path.join(folder, "tokenizer_config.json"), {
+        "tokenizer_class": "DebertaTokenizer", "do_lower_case": False, "vocab_type": "gpt2",
+        "model_max_length": MAX_LENGTH})
 
 
 def modernbert_tokenizer(texts: list, folder: str) -> None:
@@ -401,6 +426,12 @@ def models() -> dict:
             "uncased", True),
         "camembert-base": (camembert, "camembert", False),
         "multienc-test/camembert-spm-only": (camembert, "camembert-spm", True),
+        "microsoft/deberta-base": (
+            lambda v: transformers.DebertaForMaskedLM(transformers.DebertaConfig(
+                **COMMON, vocab_size=v, max_position_embeddings=MAX_LENGTH, type_vocab_size=0, hidden_act="gelu",
+                layer_norm_eps=1e-7, pad_token_id=0, relative_attention=True, position_biased_input=False,
+                max_relative_positions=-1, pos_att_type="c2p|p2c")),
+            "deberta", True),
     }
 
 
@@ -413,6 +444,8 @@ def write_vocabulary(texts: list, vocab: str, folder: str) -> None:
         mpnet_vocab(texts, folder)
     elif vocab == "deberta-v3":
         deberta_spm(texts, folder)
+    elif vocab == "deberta":
+        deberta_bpe_vocab(texts, folder)
     elif vocab in ("xlm-roberta", "camembert", "albert"):
         unigram_vocab(texts, folder, vocab)
     elif vocab.endswith("-spm"):
@@ -458,7 +491,7 @@ def main() -> None:
             build(folder, make(vocab_size), seed, as_bin)
             if vocab == "modernbert":
                 hub_spelling(folder)
-            if vocab in ("xlm-roberta-spm", "camembert", "camembert-spm"):
+            if vocab in ("xlm-roberta-spm", "camembert", "camembert-spm", "deberta"):
                 # the family from config.json's model_type (written by build)
                 cfg_path = os.path.join(folder, "tokenizer_config.json")
                 with open(cfg_path, encoding="utf-8") as f:

@@ -245,10 +245,14 @@ void me_deberta_backward_begin(MeEncoder *enc) {
 
 void me_deberta_backward_end(MeEncoder *enc) {
     const MeEncoderConfig *c = &enc->cfg;
-    if (!has_terms(c)) return;
     const MeDeberta *d = enc->deb;
-    const int S2 = 2 * d->span, H = c->hidden_size;
+    const int H = c->hidden_size;
     float *G = enc->grads;
+    if (c->zero_key_biases && c->relative_attention && (c->pos_att & ME_POS_C2P))
+        for (int l = 0; l < c->num_layers; l++) /* v1's pos_proj has no bias: its slot stays 0 */
+            enc->be->zero(G + d->layer[l].pk_b, (size_t)H * sizeof(float));
+    if (!has_terms(c)) return;
+    const int S2 = 2 * d->span;
     if (c->norm_rel_ebd)
         enc->be->layernorm_backward(G + d->rel, G + d->rln_w, G + d->rln_b, d->d_rel,
                                     enc->params + d->rel, d->rel_mean, d->rel_rstd,

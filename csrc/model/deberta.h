@@ -81,7 +81,7 @@ void me_deberta_attention_backward(struct MeEncoder *enc, int l, const float *q,
                                    float p_att, float p_rel, uint64_t seed, uint64_t att_site,
                                    uint64_t rel_site);
 /* Zero the relative embeddings' gradient accumulator (start of backward) / pass it through the
- * LayerNorm into the table's gradient (end of backward). */
+ * LayerNorm into the table's gradient and clear v1's c2p key bias gradients (end of backward). */
 void me_deberta_backward_begin(struct MeEncoder *enc);
 void me_deberta_backward_end(struct MeEncoder *enc);
 

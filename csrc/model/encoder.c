@@ -85,7 +85,7 @@ static int check_config(const MeEncoderConfig *c, char *err) {
                         "config: embedding_size != hidden_size is only supported for ELECTRA, "
                         "ALBERT and DeBERTa, not %s", fam);
     if (!deberta && (!c->position_biased_input || c->relative_attention || c->pos_att ||
-                     c->share_att_key || c->norm_rel_ebd))
+                     c->share_att_key || c->norm_rel_ebd || c->zero_key_biases))
         return me_error(err, ME_ERR_VALUE,
                         "config: relative attention and position_biased_input are DeBERTa's, not %s's",
                         fam);
@@ -1212,6 +1212,8 @@ int me_encoder_backward_device(MeEncoder *enc, double *grad_sumsq, char *err) {
             ME_TIMED(ME_PHASE_GEMM,
                      be->matmul_backward(db, G + o->qkv_w, G + o->qkv_b, dqkv, x, P + o->qkv_w, R, H, 3 * H, 1));
         }
+        if (c->zero_key_biases) /* DeBERTa v1 has no key bias: its slot of the qkv bias stays 0 */
+            ME_TIMED(ME_PHASE_OPTIMIZER, be->zero(G + o->qkv_b + H, (size_t)H * sizeof(float)));
         /* this weight set's gradients are complete (and still in cache): add their squares */
         if (grad_sumsq && first_application(enc, l))
             ME_TIMED(ME_PHASE_OPTIMIZER, *grad_sumsq += be->sum_squares(G + o->qkv_w, o->ln2_b + H - o->qkv_w));

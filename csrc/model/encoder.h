@@ -59,6 +59,9 @@ typedef struct {
     int max_relative_positions;  /* resolved (>= 1: config's, else max_position_embeddings) */
     int pos_att;                 /* ME_POS_C2P | ME_POS_P2C */
     int share_att_key, norm_rel_ebd;
+    int zero_key_biases;         /* DeBERTa (v1): its layers have no key bias (content and c2p projections):
+                                    those entries of the v2 layout hold 0 and their gradient is cleared in
+                                    every backward (before the norm reads it), so they stay 0 */
     int conv_kernel_size, conv_groups, conv_act; /* v2's ConvLayer after layer 0 (0: none); MeActivation */
     /* ModernBERT only (layer_norm_eps is its norm_eps, attention_dropout its attention_dropout) */
     int local_attention;       /* a local layer's query sees keys within local_attention / 2 */

@@ -32,6 +32,7 @@ static int parse_config(PyObject *cfgd, MeEncoderConfig *out) {
         ENGINE_INT("max_relative_positions", &c.max_relative_positions, 0, -1) ||
         ENGINE_INT("pos_att", &c.pos_att, 0, 0) || ENGINE_INT("share_att_key", &c.share_att_key, 0, 0) ||
         ENGINE_INT("norm_rel_ebd", &c.norm_rel_ebd, 0, 0) ||
+        ENGINE_INT("zero_key_biases", &c.zero_key_biases, 0, 0) ||
         ENGINE_INT("conv_kernel_size", &c.conv_kernel_size, 0, 0) ||
         ENGINE_INT("conv_groups", &c.conv_groups, 0, 1) || ENGINE_INT("conv_act", &c.conv_act, 0, 0) ||
         ENGINE_FLOAT("layer_norm_eps", &c.layer_norm_eps, 1e-12f) ||

@@ -23,9 +23,10 @@ from multienc.formats.safetensors import BFloat16Bits, release_pages, save_file
 from multienc.formats.weights import Tensor, WeightsError, find_weight_file, load_state_dict
 
 #: model_type -> the C engine's family (XLM-RoBERTa and CamemBERT are RoBERTa's architecture under
-#: other names; ERNIE is BERT's, with an optional task type table: see engine_config)
+#: other names; ERNIE is BERT's, with an optional task type table: see engine_config; DeBERTa (v1) is
+#: DeBERTa-v2's engine under v1's tensor names: see DebertaV1Names)
 FAMILIES = {"bert": 0, "ernie": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "electra": 2, "distilbert": 3,
-            "albert": 4, "mpnet": 5, "deberta-v2": 6, "modernbert": 7}
+            "albert": 4, "mpnet": 5, "deberta": 6, "deberta-v2": 6, "modernbert": 7}
 _ROBERTA, _DISTILBERT, _ALBERT, _MPNET, _DEBERTA = 1, 3, 4, 5, 6
 #: MPNetEmbeddings' padding index: 1 in transformers' code whatever config.pad_token_id says
 MPNET_PADDING_IDX = 1
@@ -57,6 +58,7 @@ _DEFAULTS = {
                "attention_probs_dropout_prob": 0.0, "embedding_size": 128, "num_hidden_groups": 1,
                "inner_group_num": 1},
     "mpnet": {**_COMMON_DEFAULTS, "pad_token_id": 1, "relative_attention_num_buckets": 32},
+    "deberta": {**_COMMON_DEFAULTS, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
     "deberta-v2": {**_COMMON_DEFAULTS, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
 }
 # LayerNorm weights (initialised to 1): BERT's "....LayerNorm.weight", DistilBERT's "..._layer_norm.weight",
@@ -98,6 +100,16 @@ _BERT_FIELDS: Dict[str, schema.Schema] = {
     "attention_probs_dropout_prob": _DROPOUT,
     "initializer_range": schema.Float(0.0, 1e3),
 }
+# DeBERTa's keys (v1 and v2/v3)
+_DEBERTA_FIELDS: Dict[str, schema.Schema] = {
+    "type_vocab_size": schema.Int(0, 1 << 16),
+    "position_biased_input": schema.Bool(),
+    "relative_attention": schema.Bool(),
+    "pos_att_type": schema.Opt(schema.Either(
+        schema.Str(max_len=100), schema.Arr(schema.Str(max_len=100), max_len=8),
+        what="a string like 'p2c|c2p' or an array of strings")),
+    "max_relative_positions": schema.Int(-1, 1 << 20),
+}
 _MODEL_TYPE_SCHEMA = schema.Obj({"model_type": _BERT_FIELDS["model_type"]}, required=("model_type",))
 _BERT_SCHEMA = schema.Obj(_BERT_FIELDS)
 _CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
@@ -111,16 +123,11 @@ _CONFIG_SCHEMAS: Dict[str, schema.Obj] = {
     "albert": schema.Obj({**_BERT_FIELDS, "num_hidden_groups": schema.Int(1, 1 << 12),
                           "inner_group_num": schema.Int(1, 1 << 12)}),
     "mpnet": schema.Obj({**_BERT_FIELDS, "relative_attention_num_buckets": _SIZE}),
+    "deberta": schema.Obj({**_BERT_FIELDS, **_DEBERTA_FIELDS, "talking_head": schema.Opt(schema.Bool())}),
     "deberta-v2": schema.Obj({
         **_BERT_FIELDS,
-        "type_vocab_size": schema.Int(0, 1 << 16),
-        "position_biased_input": schema.Bool(),
-        "relative_attention": schema.Bool(),
-        "pos_att_type": schema.Opt(schema.Either(
-            schema.Str(max_len=100), schema.Arr(schema.Str(max_len=100), max_len=8),
-            what="a string like 'p2c|c2p' or an array of strings")),
+        **_DEBERTA_FIELDS,
         "position_buckets": schema.Int(-1, 1 << 16),
-        "max_relative_positions": schema.Int(-1, 1 << 20),
         "share_att_key": schema.Bool(),
         "norm_rel_ebd": schema.Opt(schema.Str(max_len=100)),
         "conv_kernel_size": schema.Opt(schema.Int(0, 1 << 10)),
@@ -225,7 +232,7 @@ def engine_config(config: Mapping[str, Any], source: str = "config.json") -> Dic
         if family == _MPNET:
             cfg["relative_attention_num_buckets"] = int(get("relative_attention_num_buckets"))
         if family == _DEBERTA:
-            cfg.update(_deberta_config(config, cfg, source))
+            cfg.update(_deberta_config(config, cfg, source, v1=model_type == "deberta"))
         if family == _DISTILBERT:
             cfg["frozen_position_embeddings"] = int(bool(get("sinusoidal_pos_embds")))
         if model_type == "ernie" and get("use_task_id"):  # ErnieEmbeddings adds task_type_embeddings(0)
@@ -337,14 +344,16 @@ def param_table(config: Mapping[str, Any], source: str = "config.json") -> Dict[
 
 
 def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapping[str, Tensor],
-                  source: str) -> Dict[str, Tensor]:
+                  source: str, v1: Optional["DebertaV1Names"] = None) -> Dict[str, Tensor]:
     """The tensor for each parameter of the layout ``info``, by its engine name, from HF-named
-    tensors (heads and prefixes ignored).
+    tensors (heads and prefixes ignored; ``v1``: DeBERTa (v1)'s names, :class:`DebertaV1Names`).
 
     Every tensor the layout expects must be there with its shape and a float dtype
     (:class:`~multienc.formats.weights.WeightsError` naming ``source`` and the tensor otherwise);
     this is checked before the buffer is allocated or written, so a config whose sizes the weights
     do not back is refused without allocating what it declares."""
+    if v1 is not None:
+        tensors = v1.from_hf(tensors, info, source)
     found: Dict[str, Tensor] = {}
     for raw, arr in tensors.items():
         name = normalize_name(raw)
@@ -358,15 +367,33 @@ def match_weights(info: Mapping[str, Tuple[Tuple[int, ...], int]], tensors: Mapp
             raise WeightsError(f"{source}: tensor {raw!r} has dtype {arr.dtype}, expected floats")
         found[name] = arr
     missing = [n for n in info if n not in found]
+    if v1 is not None:  # as the checkpoint names them (a missing in_proj: its query block)
+        missing = [m for m in map(v1.hf_name, missing) if m is not None]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise WeightsError(f"{source}: missing weight tensor(s) {', '.join(missing[:3])}{more}")
     return found
 
 
-def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str) -> Dict[str, int]:
-    """DeBERTa-v2/v3's engine keys, read as DebertaV2Config and its modules read them (getattr
-    defaults for the keys the config class does not declare)."""
+def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: str, v1: bool) -> Dict[str, int]:
+    """DeBERTa's engine keys, read as DebertaV2Config and its modules read them (getattr defaults
+    for the keys the config class does not declare). DeBERTa (``v1``) is v2's engine with relative
+    distances without buckets, its own projections of the relative embeddings (``pos_proj`` without
+    bias, ``pos_q_proj``), no LayerNorm on them, no ConvLayer and no key biases (:class:`DebertaV1Names`);
+    its ``talking_head`` is refused."""
+    att = config.get("pos_att_type") or []
+    if isinstance(att, str):
+        att = [x.strip() for x in att.lower().split("|")]
+    max_rel = int(config.get("max_relative_positions", -1))
+    common = {"position_biased_input": int(bool(config.get("position_biased_input", True))),
+              "relative_attention": int(bool(config.get("relative_attention", False))),
+              "max_relative_positions": max_rel if max_rel >= 1 else cfg["max_position_embeddings"],
+              "pos_att": (1 if "c2p" in att else 0) | (2 if "p2c" in att else 0)}
+    if v1:
+        if config.get("talking_head"):
+            raise NotImplementedError(f"{source}: DeBERTa's talking_head is not supported (no released "
+                                      "checkpoint uses it)")
+        return {**common, "position_buckets": -1, "share_att_key": 0, "norm_rel_ebd": 0, "zero_key_biases": 1}
     conv = {}
     if int(config.get("conv_kernel_size") or 0) > 0:  # v2's ConvLayer after the first layer
         act = config.get("conv_act", "tanh")
@@ -380,16 +407,8 @@ def _deberta_config(config: Mapping[str, Any], cfg: Mapping[str, Any], source: s
         raise ModelConfigError(f"{source}: attention_head_size {head} x num_attention_heads "
                                f"{cfg['num_attention_heads']} != hidden_size {cfg['hidden_size']} (the attention "
                                "output projection is hidden_size x hidden_size)")
-    att = config.get("pos_att_type") or []
-    if isinstance(att, str):
-        att = [x.strip() for x in att.lower().split("|")]
-    max_rel = int(config.get("max_relative_positions", -1))
     norm = [x.strip() for x in str(config.get("norm_rel_ebd", "none")).lower().split("|")]
-    return {"position_biased_input": int(bool(config.get("position_biased_input", True))),
-            "relative_attention": int(bool(config.get("relative_attention", False))),
-            "position_buckets": int(config.get("position_buckets", -1)),
-            "max_relative_positions": max_rel if max_rel >= 1 else cfg["max_position_embeddings"],
-            "pos_att": (1 if "c2p" in att else 0) | (2 if "p2c" in att else 0),
+    return {**common, "position_buckets": int(config.get("position_buckets", -1)),
             "share_att_key": int(bool(config.get("share_att_key", False))),
             "norm_rel_ebd": int("layer_norm" in norm), **conv}
 
@@ -434,6 +453,102 @@ def normalize_name(name: str) -> Optional[str]:
     return name
 
 
+class DebertaV1Names:
+    """DeBERTa (v1)'s tensor names over the engine's DeBERTa-v2 layout (``zero_key_biases``).
+
+    A v1 layer projects queries, keys and values with one ``attention.self.in_proj`` without bias,
+    its rows interleaved by head (transformers' ``transpose_for_scores(qp).chunk(3)``: head h's
+    query, key and value rows are rows ``3hD + [0, D)``, ``3hD + [D, 2D)``, ``3hD + [2D, 3D)``), then
+    adds ``q_bias`` and ``v_bias``; it projects the relative embeddings with ``pos_proj`` (no bias,
+    c2p) and ``pos_q_proj`` (p2c). The engine holds them as v2's ``query_proj`` / ``key_proj`` /
+    ``value_proj`` and ``pos_key_proj`` / ``pos_query_proj``, whose two key biases stay 0: they exist
+    only in the engine and are neither read from nor written to a checkpoint."""
+
+    #: name within a layer's attention.self: engine -> v1 (None: the engine's zero key biases; the
+    #: key and value weights go into in_proj with the query's)
+    _RENAME = {"query_proj.weight": "in_proj.weight", "key_proj.weight": None, "value_proj.weight": None,
+               "query_proj.bias": "q_bias", "key_proj.bias": None, "value_proj.bias": "v_bias",
+               "pos_key_proj.weight": "pos_proj.weight", "pos_key_proj.bias": None,
+               "pos_query_proj.weight": "pos_q_proj.weight", "pos_query_proj.bias": "pos_q_proj.bias"}
+    _QKV = ("query_proj.weight", "key_proj.weight", "value_proj.weight")
+
+    def __init__(self, engine_cfg: Mapping[str, Any]):
+        H, NH = int(engine_cfg["hidden_size"]), int(engine_cfg["num_attention_heads"])
+        D = H // NH
+        j = np.arange(3 * H)
+        part, r = j // H, j % H
+        #: in_proj row of each row of the engine's fused [query; key; value] weight
+        self.rows = 3 * D * (r // D) + part * D + r % D
+        self.hidden = H
+
+    @staticmethod
+    def _split(name: str) -> Tuple[str, str]:
+        """(``encoder.layer.N.attention.self.``, the rest) of a name there, else ("", name)."""
+        parts = name.split(".", 4)
+        if len(parts) == 5 and parts[:2] == ["encoder", "layer"] and parts[2].isdigit() and \
+                parts[3] == "attention" and parts[4].startswith("self."):
+            prefix = ".".join(parts[:4]) + ".self."
+            return prefix, name[len(prefix):]
+        return "", name
+
+    def hf_name(self, name: str) -> Optional[str]:
+        """The v1 name of an engine parameter (None: not in a v1 checkpoint)."""
+        prefix, local = self._split(name)
+        if not prefix or local not in self._RENAME:
+            return name
+        v1 = self._RENAME[local]
+        return None if v1 is None else prefix + v1
+
+    def to_hf(self, tensors: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Engine-named tensors (parameters or gradients) under v1's names and layout."""
+        out: Dict[str, np.ndarray] = {}
+        for name, value in tensors.items():
+            v1 = self.hf_name(name)
+            if v1 is None:
+                continue
+            if v1.endswith(".in_proj.weight"):
+                prefix = self._split(name)[0]
+                fused = np.concatenate([tensors[prefix + n] for n in self._QKV])
+                value = np.empty_like(fused)
+                value[self.rows] = fused
+            out[v1] = value
+        return out
+
+    def from_hf(self, tensors: Mapping[str, Tensor], info: Mapping[str, Tuple[Tuple[int, ...], int]],
+                source: str) -> Dict[str, Tensor]:
+        """A v1 checkpoint's tensors (any prefix) under the engine's names of ``info``: in_proj split
+        into the query, key and value weights, zero key biases. Other tensors keep their names."""
+        out: Dict[str, Tensor] = {}
+        engine_of = {v1: n for n, v1 in zip(info, map(self.hf_name, info)) if v1 is not None}
+        for raw, value in tensors.items():
+            name = normalize_name(raw)
+            engine = engine_of.get(name) if name is not None else None
+            if engine is None or engine == name:
+                out[raw] = value
+            elif name.endswith(".in_proj.weight"):
+                if tuple(value.shape) != (3 * self.hidden, self.hidden):
+                    raise WeightsError(f"{source}: tensor {raw!r} has shape {tuple(value.shape)} but the config "
+                                       f"implies {(3 * self.hidden, self.hidden)}")
+                if not isinstance(value, BFloat16Bits) and not np.issubdtype(value.dtype, np.floating):
+                    raise WeightsError(f"{source}: tensor {raw!r} has dtype {value.dtype}, expected floats")
+                arr = value.widen() if isinstance(value, BFloat16Bits) else np.asarray(value, dtype=np.float32)
+                fused = arr[self.rows]
+                prefix = self._split(name)[0]
+                for k, n in enumerate(self._QKV):
+                    out[prefix + n] = fused[k * self.hidden:(k + 1) * self.hidden]
+            else:
+                out[engine] = value
+        for n, (shape, _) in info.items():
+            if self.hf_name(n) is None and n.endswith(".bias"):  # the engine's key biases
+                out[n] = np.zeros(shape, np.float32)
+        return out
+
+
+def deberta_v1_names(config: Mapping[str, Any], source: str = "config.json") -> Optional[DebertaV1Names]:
+    """:class:`DebertaV1Names` for a DeBERTa (v1) config, None for any other model."""
+    return DebertaV1Names(engine_config(config, source)) if config.get("model_type") == "deberta" else None
+
+
 def _int_array(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
@@ -446,8 +561,8 @@ def _int_array(x: Any, name: str) -> np.ndarray:
 
 
 class Encoder:
-    """A BERT / RoBERTa / XLM-RoBERTa / ELECTRA / DistilBERT / ALBERT / MPNet / DeBERTa-v2/v3 / ModernBERT
-    encoder computed by the C engine.
+    """A BERT / RoBERTa / XLM-RoBERTa / CamemBERT / ELECTRA / ERNIE / DistilBERT / ALBERT / MPNet / DeBERTa
+    (v1, v2, v3) / ModernBERT encoder computed by the C engine.
 
     Args:
         model_dir: folder with ``config.json`` and the weights (HF layout:
@@ -468,7 +583,8 @@ class Encoder:
         source = os.path.join(model_dir, "config.json")
         info = param_table(config, source)
         # float16 and bfloat16 weights as stored: _write_weights widens them one tensor at a time
-        found = match_weights(info, load_state_dict(model_dir, widen=False), find_weight_file(model_dir)[0])
+        found = match_weights(info, load_state_dict(model_dir, widen=False), find_weight_file(model_dir)[0],
+                              deberta_v1_names(config, source))
         self._init(config, source, device)
         self._write_weights(found)
 
@@ -499,7 +615,7 @@ class Encoder:
                         source: str = "state dict", device: Optional[str] = None) -> "Encoder":
         """An encoder with the given config and weights (e.g. from a multienc checkpoint)."""
         info = param_table(config, source)
-        found = match_weights(info, tensors, source)
+        found = match_weights(info, tensors, source, deberta_v1_names(config, source))
         self = cls.__new__(cls)
         self._init(dict(config), source, device)
         self._write_weights(found)
@@ -513,6 +629,7 @@ class Encoder:
         self._c = _C.Encoder(self.engine_config, device=self.device)
         self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
             name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
+        self._v1 = deberta_v1_names(config, source)
         self.hidden_size: int = self.engine_config["hidden_size"]
 
     @property
@@ -536,11 +653,15 @@ class Encoder:
     # ----------------------------------------------------------- parameters
     def param_names(self) -> list:
         """HF names of the encoder's parameters, in buffer order."""
+        if self._v1 is not None:
+            return [n for n in map(self._v1.hf_name, self._info) if n is not None]
         return list(self._info)
 
     def _unflatten(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        return {name: flat[off:off + int(np.prod(shape))].reshape(shape).copy()
-                for name, (shape, off) in self._info.items()}
+        """The flat buffer's tensors by HF name."""
+        tensors = {name: flat[off:off + int(np.prod(shape))].reshape(shape).copy()
+                   for name, (shape, off) in self._info.items()}
+        return tensors if self._v1 is None else self._v1.to_hf(tensors)
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of every parameter, keyed by HF base-model names."""
@@ -554,7 +675,7 @@ class Encoder:
         Raises :class:`~multienc.formats.weights.WeightsError` (a ValueError) naming ``source`` and
         the tensor on a missing tensor or a shape that disagrees with the config.
         """
-        self._write_weights(match_weights(self._info, tensors, source))
+        self._write_weights(match_weights(self._info, tensors, source, self._v1))
 
     def _write_weights(self, found: Mapping[str, Tensor]) -> None:
         """Copy each matched tensor (:func:`match_weights`) to its place in the parameter buffer,

@@ -727,9 +727,30 @@ def _spec_from_tokenizer_dict(d: Any, path: str) -> _Spec:
     return spec
 
 
+def _model_config(model_dir: str) -> Dict[str, Any]:
+    """config.json of a model folder ({} when absent or not an object)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    mc = _read_json(path)
+    return mc if isinstance(mc, dict) else {}
+
+
+def _is_deberta_bpe(model_dir: str, config: Dict[str, Any]) -> bool:
+    """Whether a vocab.json + merges.txt folder is DeBERTa (v1)'s: tokenizer_config.json's
+    ``tokenizer_class`` DebertaTokenizer(Fast), else (no class) config.json's model_type ``deberta``."""
+    cls = config.get("tokenizer_class")
+    if isinstance(cls, str):
+        return (cls[:-4] if cls.endswith("Fast") else cls) == "DebertaTokenizer"
+    return _model_config(model_dir).get("model_type") == "deberta"
+
+
 def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
-    """vocab.txt (WordPiece, BertTokenizer) or vocab.json + merges.txt (BPE, RobertaTokenizer)."""
+    """vocab.txt (WordPiece, BertTokenizer) or vocab.json + merges.txt (BPE: RobertaTokenizer, or
+    DebertaTokenizer as transformers 5.24 builds it: [CLS]/[SEP] specials (``[MASK]`` without the lstrip
+    its v4 class had), the template ``[CLS] A [SEP]`` / ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id and no offset trimming)."""
     vocab_txt = os.path.join(model_dir, "vocab.txt")
+    deberta = False
     vocab_json = os.path.join(model_dir, "vocab.json")
     if os.path.exists(vocab_txt):
         vocab: Dict[str, int] = {}
@@ -748,11 +769,15 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
         merges_txt = os.path.join(model_dir, "merges.txt")
         lines = [ln for ln in _read_lines(merges_txt) if not ln.startswith("#version")]
         aps = bool(config.get("add_prefix_space", False))
+        deberta = _is_deberta_bpe(model_dir, config)
         spec = _Spec(_BPE, vocab, merges=_merge_pairs(lines, merges_txt), pre_tokenizer=_PRE_BYTELEVEL,
-                     add_prefix_space=aps, post=_POST_TEMPLATE, trim_offsets=bool(config.get("trim_offsets", True)),
+                     add_prefix_space=aps, post=_POST_TEMPLATE,
+                     trim_offsets=not deberta and bool(config.get("trim_offsets", True)),
                      post_add_prefix_space=aps, decoder="bytelevel", merges_file=merges_txt)
-        roles = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
-                 "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+        roles = {"bos_token": "[CLS]", "eos_token": "[SEP]", "sep_token": "[SEP]", "cls_token": "[CLS]",
+                 "unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"} if deberta else \
+            {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+             "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
     else:
         raise TokenizerFileError(f"{model_dir}: no tokenizer.json, vocab.txt or vocab.json + merges.txt found")
 
@@ -1209,12 +1234,7 @@ def _spm_file(model_dir: str) -> Optional[str]:
 def _spm_folder_family(model_dir: str, path: str, config: Dict[str, Any]) -> str:
     """The family of the SentencePiece model ``path`` in ``model_dir``: :func:`spm_family` of the
     tokenizer config and config.json, else the one whose file name it has."""
-    model_config: Dict[str, Any] = {}
-    cfg_path = os.path.join(model_dir, "config.json")
-    if os.path.exists(cfg_path):
-        mc = _read_json(cfg_path)
-        model_config = mc if isinstance(mc, dict) else {}
-    family = spm_family(config, model_config)
+    family = spm_family(config, _model_config(model_dir))
     if family is None:
         family = next(f for f, (name, _) in SPM_FAMILIES.items() if os.path.basename(path) == name)
     return family

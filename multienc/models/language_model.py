@@ -48,6 +48,7 @@ _TOKENIZER_HINTS = {"bert": ("bert-base-cased", " (SpanBERT's vocabulary; 'bert-
                     "albert": ("albert-base-v2", ""),
                     "distilbert": ("distilbert-base-uncased", " ('distilbert-base-cased' for cased models)"),
                     "mpnet": ("sentence-transformers/all-mpnet-base-v2", ""),
+                    "deberta": ("microsoft/deberta-base", ""),
                     "deberta-v2": ("microsoft/deberta-v3-base", " (DeBERTa-v3's; 'microsoft/deberta-v2-xlarge' for v2)")}
 _WORD_LEVEL_ONLY_IN_TAGGER = ("word-level pooling makes one vector per word inside the sequence tagger "
                     "(multienc.models.SequenceTagger); use pooling='cls' or 'mean' for sentence vectors")
