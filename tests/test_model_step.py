@@ -387,7 +387,7 @@ def test_layers_compute_only_the_rows_read_exactly(name, pooling):
     computes the attention of every row (windowed too: the "modernbert-biases" fixture's last layer
     is a local one) and the tail at the read rows, DeBERTa's the read rows' attention (the disentangled
     scores of every row, its query mask for a padding row read), tail and query gradient; DeBERTa-v2 with a
-    ConvLayer computes every row; "some rows" reads padding rows too, so every layer but the last
+    ConvLayer prunes its last layer only; "some rows" reads padding rows too, so every layer but the last
     computes every row): in train
     mode, with dropout, for every family's tiny model, the logits and every encoder gradient equal
     the full encoder's (Encoder.forward / backward, which compute every row) read at those rows."""

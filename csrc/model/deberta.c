@@ -91,9 +91,10 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     MeDeberta *d = enc->deb;
     const MeEncoderConfig *c = &enc->cfg;
     const size_t N = (size_t)B * T, H = c->hidden_size;
-    const int pack = me_encoder_can_pack(enc); /* not d->pk: NULL when only counting (base NULL) */
-    d->pk = pack ? me_carve(base, off, N * 3 * H) : NULL;
-    d->qrow = pack ? (int32_t *)me_carve(base, off, N) : NULL;
+    /* not d->pk: NULL when only counting (base NULL); a ConvLayer model only prunes its last layer */
+    const int pack = me_encoder_can_pack(enc), last = me_encoder_can_prune_last(enc);
+    d->pk = pack || last ? me_carve(base, off, N * (pack ? 3 : 1) * H) : NULL;
+    d->qrow = pack || last ? (int32_t *)me_carve(base, off, N) : NULL;
     if (c->conv_kernel_size > 0) {
         d->conv_pre = me_carve(base, off, N * H);
         d->conv_r = me_carve(base, off, N * H);

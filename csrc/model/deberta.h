@@ -27,7 +27,8 @@ typedef struct MeDeberta {
     float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
     float *d_rel, *d_tmp, *d_posk, *d_posq;
     float *dis_scratch;       /* the disentangled ops' scratch */
-    float *pk;                /* [B*T, 3H] (me_encoder_can_pack): packed, the real rows' fused qkv [R, 3H]
+    float *pk;                /* [B*T, 3H] (me_encoder_can_pack; [B*T, H] for a ConvLayer model, whose
+                                 last layer alone prunes): packed, the real rows' fused qkv [R, 3H]
                                  before they go to their rows of the batch (their gradient on the way
                                  back); from the last layer's forward to its attention's backward, when
                                  it computes the read rows only, their queries [M, H] */

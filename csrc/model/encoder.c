@@ -356,13 +356,10 @@ static int can_prune_rows(const MeEncoder *enc) {
     return !enc->mb && !enc->deb && enc->be->attention_rows_forward && enc->be->dropout_rows_forward;
 }
 
-/* The last layer can compute only the rows a caller reads: those above, DeBERTa's without a
- * ConvLayer (the disentangled scores of every row, the attention and the rest at the read rows) and
- * ModernBERT's (the attention of every row, the rest at the read rows). */
-static int can_prune_last(const MeEncoder *enc) {
+int me_encoder_can_prune_last(const MeEncoder *enc) {
     if (enc->mb) return enc->be->dropout_rows_forward != NULL;
-    return can_prune_rows(enc) || (enc->deb && enc->cfg.conv_kernel_size <= 0 && enc->be->attention_rows_forward &&
-                                   enc->be->dropout_rows_forward);
+    return can_prune_rows(enc) || (enc->deb && (enc->cfg.conv_kernel_size <= 0 || enc->napps > 1) &&
+                                   enc->be->attention_rows_forward && enc->be->dropout_rows_forward);
 }
 
 int me_encoder_can_pack(const MeEncoder *enc) {
@@ -388,7 +385,7 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
     enc->qpos = (int32_t *)me_carve(base, &off, N);
     enc->xs = me_carve(base, &off, N * H);
     if (me_encoder_can_pack(enc)) enc->real = (int32_t *)me_carve(base, &off, N);
-    if (can_prune_last(enc)) enc->sel_in = (int32_t *)me_carve(base, &off, N);
+    if (me_encoder_can_prune_last(enc)) enc->sel_in = (int32_t *)me_carve(base, &off, N);
     if (can_prune_rows(enc)) {
         enc->rstart = (int32_t *)me_carve(base, &off, (size_t)B + 1);
         enc->rpos = (int32_t *)me_carve(base, &off, N);
@@ -803,8 +800,8 @@ static void deberta_backward_rows(MeEncoder *enc, int l, const float *x, const i
 
 /* Decide which rows a forward computes, its caller reading read_rows [nread] (NULL: every row):
  * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos; not a
- * DeBERTa-v2 ConvLayer model's); when every read row is a real token and some rows
- * are padding, every layer only the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types,
+ * one-layer DeBERTa-v2 ConvLayer model's); when every read row is a real token and some rows
+ * are padding (not with a ConvLayer), every layer only the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types,
  * *pos (those not NULL) then pointing at the packed rows' (host arrays in host_ints). Bad read rows
  * (not ascending, out of range) compute every row. */
 static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read_rows, int nread,
@@ -813,7 +810,8 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
     const int B = enc->B, T = enc->T, N = B * T;
     enc->M = enc->R = N;
     enc->packed = 0;
-    if (!read_rows || !me_encoder_can_pack(enc) || nread < 0 || nread > N) return;
+    const int pack = me_encoder_can_pack(enc), last = me_encoder_can_prune_last(enc);
+    if (!read_rows || !(pack || last) || nread < 0 || nread > N) return;
     for (int r = 0; r < nread; r++)
         if (read_rows[r] < 0 || read_rows[r] >= N || (r && read_rows[r] <= read_rows[r - 1])) return;
     int32_t *qstart = enc->host_ints + 4 * (size_t)N, *qpos = qstart + B + 1;
@@ -826,13 +824,12 @@ static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read
             if (mask[b * T + t]) rpos[R] = t, real[R++] = b * T + t;
     }
     rstart[B] = R;
-    int packed = R > 0 && R < N;
+    int packed = pack && R > 0 && R < N; /* not a DeBERTa-v2 ConvLayer model's (its convolution reads every row) */
     for (int r = 0, k = 0; r < nread && packed; r++) { /* each read row's place among the real ones */
         while (k < R && real[k] < read_rows[r]) k++;
         packed = k < R && real[k] == read_rows[r];
         sel_in[r] = k;
     }
-    const int last = can_prune_last(enc); /* else a DeBERTa-v2 ConvLayer model: its last layer runs every row */
     if (!packed && (nread == N || !last)) return;
     if (last) {
         for (int b = 0, r = 0; b <= B; b++) {

@@ -225,6 +225,11 @@ void me_batch_to_packed(const MeEncoder *enc, float *packed, const float *x, int
  * attention, which runs on a padded layout that the packed rows go to and come back from (every
  * family but DeBERTa-v2 with a ConvLayer). */
 int me_encoder_can_pack(const MeEncoder *enc);
+/* Whether the last layer can compute only the rows a caller reads: the families whose layers pack,
+ * DeBERTa's (the disentangled scores of every row, the attention and the rest at the read rows; with
+ * v2's ConvLayer, which reads every row of layer 0's output, when a layer follows layer 0) and
+ * ModernBERT's (the attention of every row, the rest at the read rows). */
+int me_encoder_can_prune_last(const MeEncoder *enc);
 
 /* Backward of the last forward given dL/d(last hidden state) (host [B,T,H]);
  * parameter gradients accumulate into enc->grads. */
