@@ -202,3 +202,39 @@ def test_special_tokens_missing_from_vocab(tmp_path):
     for t in ["hello [M] world", "[M][M]", "hello", "x <b>"]:
         assert tok.encode(t).ids == tf.backend_tokenizer.encode(t).ids, t
     assert tok.mask_token_id == tf.mask_token_id
+
+
+@pytest.mark.parametrize("repo, drop, where, cls, match", [
+    # cl-tohoku/bert-base-japanese: MeCab words before the WordPiece; transformers needs fugashi
+    ("SpanBERT/spanbert-base-cased", (), "tokenizer_config.json", "BertJapaneseTokenizer", "with vocab.txt"),
+    # vinai/bertweet-base: vocab.txt + bpe.codes, its class named in config.json
+    ("SpanBERT/spanbert-base-cased", (), "config.json", "BertweetTokenizer", "with vocab.txt"),
+    # microsoft/mpnet-base: MPNet's <s> A </s></s> B </s> from vocab.txt, not BERT's template
+    ("sentence-transformers/all-mpnet-base-v2", ("tokenizer.json",), "tokenizer_config.json", "MPNetTokenizer",
+     "with vocab.txt"),
+    # GPT-2's vocabulary files without RoBERTa's <s> ... </s>
+    ("roberta-base", (), "tokenizer_config.json", "GPT2TokenizerFast", r"with vocab.json \+ merges.txt"),
+    ("multienc-test/xlm-roberta-spm-only", (), "tokenizer_config.json", "XLNetTokenizer",
+     "with sentencepiece.bpe.model"),
+])
+def test_tokenizer_class_without_tokenizer_json_must_be_one_we_build(tmp_path, repo, drop, where, cls, match):
+    """A folder without tokenizer.json whose tokenizer_config.json (else config.json) names a class that
+    the vocabulary file's reader does not build exactly is refused, naming the file and the class,
+    rather than tokenized another way."""
+    import json
+    import shutil
+    from _tiny_hub import local
+    from multienc.engine.tokenization import UnsupportedTokenizerError
+    folder = tmp_path / "m"
+    shutil.copytree(local(repo), folder)
+    Tokenizer.from_pretrained(str(folder))  # as shipped: loads
+    for name in drop:
+        os.remove(folder / name)
+    for name in ("tokenizer_config.json", "config.json"):  # the class only where the case puts it
+        cfg = json.loads((folder / name).read_text(encoding="utf-8"))
+        cfg.pop("tokenizer_class", None)
+        if name == where:
+            cfg["tokenizer_class"] = cls
+        (folder / name).write_text(json.dumps(cfg), encoding="utf-8")
+    with pytest.raises(UnsupportedTokenizerError, match=f"{where}: tokenizer_class '{cls}' is not supported {match}"):
+        Tokenizer.from_pretrained(str(folder))

@@ -315,6 +315,7 @@ def test_spm_family_detection(tmp_path):
     assert spm_family({"tokenizer_class": "BertTokenizer"}, {"model_type": "bert"}) is None
     assert spm_family({"tokenizer_class": "CamembertTokenizerFast"}) == "camembert"
     assert spm_family({}, {"model_type": "camembert"}) == "camembert"
+    assert spm_family({}, {"tokenizer_class": "CamembertTokenizer", "model_type": "roberta"}) == "camembert"
     # a folder whose config says ALBERT but whose model file has the XLM-R name
     folder = tmp_path / "f"
     folder.mkdir()

@@ -736,12 +736,38 @@ def _model_config(model_dir: str) -> Dict[str, Any]:
     return mc if isinstance(mc, dict) else {}
 
 
-def _is_deberta_bpe(model_dir: str, config: Dict[str, Any]) -> bool:
-    """Whether a vocab.json + merges.txt folder is DeBERTa (v1)'s: tokenizer_config.json's
-    ``tokenizer_class`` DebertaTokenizer(Fast), else (no class) config.json's model_type ``deberta``."""
+#: The tokenizer classes (transformers' names, without "Fast") that a folder without tokenizer.json
+#: may name, per vocabulary file; any other is refused rather than tokenized another way (e.g.
+#: BertJapaneseTokenizer's MeCab words, BertweetTokenizer's vocab.txt + bpe.codes, MPNetTokenizer's template).
+_WORDPIECE_CLASSES = ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer")
+_BPE_CLASSES = ("RobertaTokenizer", "DebertaTokenizer")
+
+
+def _declared_class(model_dir: str, config: Dict[str, Any], allowed: Iterable[str], source: str) -> Optional[str]:
+    """The tokenizer class a folder names, as transformers' AutoTokenizer looks it up:
+    tokenizer_config.json's ``tokenizer_class``, else config.json's; without "Fast"; None when
+    neither names one. UnsupportedTokenizerError for a class not in ``allowed``."""
     cls = config.get("tokenizer_class")
-    if isinstance(cls, str):
-        return (cls[:-4] if cls.endswith("Fast") else cls) == "DebertaTokenizer"
+    where = "tokenizer_config.json"
+    if not isinstance(cls, str):
+        cls, where = _model_config(model_dir).get("tokenizer_class"), "config.json"
+    if not isinstance(cls, str):
+        return None
+    base = cls[:-4] if cls.endswith("Fast") else cls
+    allowed = tuple(allowed)
+    if base not in allowed:
+        raise UnsupportedTokenizerError(
+            f"{os.path.join(model_dir, where)}: tokenizer_class {cls!r} is not supported with {source} (without a "
+            f"tokenizer.json multienc builds {', '.join(allowed)} from it)")
+    return base
+
+
+def _is_deberta_bpe(model_dir: str, config: Dict[str, Any]) -> bool:
+    """Whether a vocab.json + merges.txt folder is DeBERTa (v1)'s: its tokenizer class
+    DebertaTokenizer, else (no class) config.json's model_type ``deberta``."""
+    cls = _declared_class(model_dir, config, _BPE_CLASSES, "vocab.json + merges.txt")
+    if cls is not None:
+        return cls == "DebertaTokenizer"
     return _model_config(model_dir).get("model_type") == "deberta"
 
 
@@ -753,6 +779,7 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     deberta = False
     vocab_json = os.path.join(model_dir, "vocab.json")
     if os.path.exists(vocab_txt):
+        _declared_class(model_dir, config, _WORDPIECE_CLASSES, "vocab.txt")
         vocab: Dict[str, int] = {}
         for i, line in enumerate(_read_lines(vocab_txt)):
             vocab[_rust_trim_end(line)] = i
@@ -978,13 +1005,13 @@ def spm_family(tokenizer_config: Optional[Dict[str, Any]] = None,
                model_config: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """The SentencePiece family ("xlm-roberta", "camembert", "albert", "deberta-v2") of a checkpoint: from
     tokenizer_config.json's ``tokenizer_class`` (with or without ``Fast``), else config.json's
-    ``model_type``; None when neither names one of them."""
-    cls = (tokenizer_config or {}).get("tokenizer_class")
-    if isinstance(cls, str):
-        base = cls[:-4] if cls.endswith("Fast") else cls
-        for fam, (_, name) in SPM_FAMILIES.items():
-            if base == name:
-                return fam
+    ``tokenizer_class``, else its ``model_type``; None when none names one of them."""
+    for cls in ((tokenizer_config or {}).get("tokenizer_class"), (model_config or {}).get("tokenizer_class")):
+        if isinstance(cls, str):
+            base = cls[:-4] if cls.endswith("Fast") else cls
+            for fam, (_, name) in SPM_FAMILIES.items():
+                if base == name:
+                    return fam
     mt = (model_config or {}).get("model_type")
     if isinstance(mt, str):
         mt = mt.replace("_", "-")
@@ -1233,7 +1260,9 @@ def _spm_file(model_dir: str) -> Optional[str]:
 
 def _spm_folder_family(model_dir: str, path: str, config: Dict[str, Any]) -> str:
     """The family of the SentencePiece model ``path`` in ``model_dir``: :func:`spm_family` of the
-    tokenizer config and config.json, else the one whose file name it has."""
+    tokenizer config and config.json, else the one whose file name it has; UnsupportedTokenizerError
+    when the folder names another tokenizer class."""
+    _declared_class(model_dir, config, (name for _, name in SPM_FAMILIES.values()), os.path.basename(path))
     family = spm_family(config, _model_config(model_dir))
     if family is None:
         family = next(f for f, (name, _) in SPM_FAMILIES.items() if os.path.basename(path) == name)
