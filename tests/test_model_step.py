@@ -541,16 +541,17 @@ def test_adamw_state_of_an_lm_with_frozen_positions():
     model.write_adamw(0, first, second, 1)
 
 
-@pytest.mark.parametrize("name", ["deberta", "deberta-c2p"])
+@pytest.mark.parametrize("name", ["deberta", "deberta-c2p", "deberta-abs"])
 def test_deberta_v1_key_bias_slots_stay_zero(name):
     """DeBERTa (v1) has no key biases; the engine's v2 layout holds them as 0 (DebertaV1Names): their
-    gradients are 0 after a backward (the c2p / p2c terms would give them one), so the step's norm is
+    gradients are 0 after a backward (the c2p / p2c terms would give them one; without relative attention
+    the softmax's rounding would), so the step's norm is
     the norm of DebertaModel's gradients (Encoder.gradients), and AdamW with weight decay leaves them 0."""
     rng = np.random.default_rng(14)
     enc = with_dropout(name)
     slots = [(off, int(np.prod(shape))) for n, shape, off in enc._c.param_info()
              if n.endswith(("attention.self.key_proj.bias", "attention.self.pos_key_proj.bias"))]
-    assert len(slots) == 4  # two layers: the content key bias and c2p's
+    assert len(slots) == (2 if name == "deberta-abs" else 4)  # two layers: the content key bias (and c2p's)
     model = _C.Model([enc._c], dict(combine=COMBINE["none"], task=0, num_classes=3))
     init_head(model, rng)
     inputs = [batch(rng, enc, 3, 9, "mean")]

@@ -8,7 +8,7 @@ For each fixture (bert, roberta, electra with embedding_size != hidden_size, xlm
 distilbert, distilbert-sinusoidal, albert with 4 layers over 2 groups of 2 shared layers,
 albert-uneven with 3 layers over 2 groups, mpnet with sequences of up to 140 tokens, so that every
 relative position bucket is used, the DeBERTa matrix below, ernie with ERNIE 2.0's task type
-table, and DeBERTa (v1) as deberta and deberta-c2p) it writes ``tests/fixtures/models/<name>/`` holding
+table, and DeBERTa (v1) as deberta, deberta-c2p and deberta-abs) it writes ``tests/fixtures/models/<name>/`` holding
 the model saved by transformers (``config.json`` + ``model.safetensors``) and ``reference.npz``
 with, per input case, the inputs, the eval-mode ``last_hidden_state``, a fixed random ``R`` and
 the gradient of ``sum(last_hidden_state * R)`` for EVERY parameter (keys ``grad/<hf name>``;
@@ -89,14 +89,17 @@ def configs() -> dict:
 
 def deberta_v1_configs(common: dict) -> dict:
     """DeBERTa (v1) as microsoft/deberta-base (relative attention only, c2p + p2c, distances clamped
-    at max_relative_positions = max_position_embeddings, no token types), and with c2p only, absolute
-    positions, token types and max_relative_positions 16, so that the 40-token cases reach the clamp."""
+    at max_relative_positions = max_position_embeddings, no token types), with c2p only, absolute
+    positions, token types and max_relative_positions 16, so that the 40-token cases reach the clamp,
+    and without relative attention (absolute positions and token types only)."""
     base = dict(common, hidden_act="gelu", layer_norm_eps=1e-7, pad_token_id=0, relative_attention=True,
                 position_biased_input=False, max_relative_positions=-1, type_vocab_size=0, pos_att_type="c2p|p2c")
     v = transformers.DebertaConfig
     return {"deberta": v(**base),
             "deberta-c2p": v(**{**base, "pos_att_type": "c2p", "position_biased_input": True, "type_vocab_size": 2,
-                                "max_relative_positions": 16})}
+                                "max_relative_positions": 16}),
+            "deberta-abs": v(**{**base, "relative_attention": False, "pos_att_type": None,
+                                "position_biased_input": True, "type_vocab_size": 2})}
 
 
 def deberta_configs(common: dict) -> dict:
@@ -130,7 +133,7 @@ def deberta_configs(common: dict) -> dict:
 TRAIN_CASE_SITES = {"xlm-roberta": (2, 3), "ernie": (2, 3), "distilbert": (3,), "distilbert-sinusoidal": (3,),
                     "albert": (2,), "albert-uneven": (2,), "mpnet": (2, 3), "deberta-v3": (2, 3),
                     "deberta-v3-separate": (2, 3), "deberta-v2-conv": (2, 3), "deberta": (2, 3),
-                    "deberta-c2p": (2, 3)}
+                    "deberta-c2p": (2, 3), "deberta-abs": (2, 3)}
 # ... and the sites of a layer application's dropouts before its attention probabilities:
 # DeBERTa's pos_dropout on the relative embeddings (SITE_REL 4)
 BEFORE_ATTENTION_SITES = {"deberta-v3": (4,), "deberta-v3-separate": (4,), "deberta-v2-conv": (4,), "deberta": (4,),
