@@ -193,3 +193,26 @@ def test_deberta_v1_vocab_json_folder():
     words = C.stress_words(300)
     assert_batch_matches(ours.encode_batch(words, truncation=False, is_split_into_words=True),
                          hf.encode_batch(words, is_pretokenized=True), words, "deberta words")
+
+
+def test_mpnet_vocab_txt_folder(tmp_path):
+    """An MPNet folder with vocab.txt and no tokenizer.json (MPNetTokenizer) builds what transformers 5.24
+    builds: BERT's WordPiece pipeline with <s>/</s>/<pad>/[UNK], ``<mask>`` with lstrip, RoBERTa's
+    processing ``<s> A </s></s> B </s>`` (one type id)."""
+    import shutil
+    from _tiny_hub import local
+    folder = tmp_path / "mpnet"
+    shutil.copytree(local("sentence-transformers/all-mpnet-base-v2"), folder)
+    os.remove(folder / "tokenizer.json")
+    hf = transformers.AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+    hf.no_truncation()
+    ours = Tokenizer.from_pretrained(str(folder))
+    assert ours.source == str(folder) and ours.cls_token_id == hf.token_to_id("<s>")
+    texts = ["The capital of France is <mask>.", "a  <mask>b", "<mask>", "Café 東京 don't"] + C.stress_texts(1000, seed=6)
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "mpnet")
+    assert_encode_matches(ours, hf, texts[:300], "mpnet, encode()")
+    pairs = list(zip(texts[::2], texts[1::2])) + C.stress_pairs(300)
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "mpnet pairs")
+    words = C.stress_words(300)
+    assert_batch_matches(ours.encode_batch(words, truncation=False, is_split_into_words=True),
+                         hf.encode_batch(words, is_pretokenized=True), words, "mpnet words")

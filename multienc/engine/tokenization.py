@@ -738,8 +738,8 @@ def _model_config(model_dir: str) -> Dict[str, Any]:
 
 #: The tokenizer classes (transformers' names, without "Fast") that a folder without tokenizer.json
 #: may name, per vocabulary file; any other is refused rather than tokenized another way (e.g.
-#: BertJapaneseTokenizer's MeCab words, BertweetTokenizer's vocab.txt + bpe.codes, MPNetTokenizer's template).
-_WORDPIECE_CLASSES = ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer")
+#: BertJapaneseTokenizer's MeCab words, BertweetTokenizer's vocab.txt + bpe.codes, GPT-2's without <s>).
+_WORDPIECE_CLASSES = ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MPNetTokenizer")
 _BPE_CLASSES = ("RobertaTokenizer", "DebertaTokenizer")
 
 
@@ -772,14 +772,16 @@ def _is_deberta_bpe(model_dir: str, config: Dict[str, Any]) -> bool:
 
 
 def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
-    """vocab.txt (WordPiece, BertTokenizer) or vocab.json + merges.txt (BPE: RobertaTokenizer, or
-    DebertaTokenizer as transformers 5.24 builds it: [CLS]/[SEP] specials (``[MASK]`` without the lstrip
-    its v4 class had), the template ``[CLS] A [SEP]`` / ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id and no offset trimming)."""
+    """vocab.txt (WordPiece: BertTokenizer, or MPNetTokenizer with ``<s>``/``</s>``/``<pad>``/``[UNK]``,
+    ``<mask>`` with lstrip and RoBERTa's processing ``<s> A </s></s> B </s>``) or vocab.json +
+    merges.txt (BPE: RobertaTokenizer, or DebertaTokenizer as transformers 5.24 builds it: [CLS]/[SEP]
+    specials (``[MASK]`` without the lstrip its v4 class had), the template ``[CLS] A [SEP]`` /
+    ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id and no offset trimming)."""
     vocab_txt = os.path.join(model_dir, "vocab.txt")
-    deberta = False
+    deberta = mpnet = False
     vocab_json = os.path.join(model_dir, "vocab.json")
     if os.path.exists(vocab_txt):
-        _declared_class(model_dir, config, _WORDPIECE_CLASSES, "vocab.txt")
+        mpnet = _declared_class(model_dir, config, _WORDPIECE_CLASSES, "vocab.txt") == "MPNetTokenizer"
         vocab: Dict[str, int] = {}
         for i, line in enumerate(_read_lines(vocab_txt)):
             vocab[_rust_trim_end(line)] = i
@@ -788,9 +790,12 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
         lower = bool(config.get("do_lower_case", True))
         spec = _Spec(_WORDPIECE, vocab, bert_normalizer=True, lowercase=lower,
                      handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
-                     strip_accents=config.get("strip_accents"), pre_tokenizer=_PRE_BERT, post=_POST_TEMPLATE)
-        roles = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                 "mask_token": "[MASK]"}
+                     strip_accents=config.get("strip_accents"), pre_tokenizer=_PRE_BERT, post=_POST_TEMPLATE,
+                     trim_offsets=mpnet)
+        roles = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "sep_token": "</s>",
+                 "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"} if mpnet else \
+            {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+             "mask_token": "[MASK]"}
     elif os.path.exists(vocab_json):
         vocab = _checked(_read_json(vocab_json), schema.MapOf(_ID), vocab_json)
         merges_txt = os.path.join(model_dir, "merges.txt")
@@ -825,18 +830,19 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
                                                      "pad_token", "cls_token", "mask_token") if r in roles):
         if content in added:
             continue
+        lstrip = mpnet and content == roles["mask_token"]
         if content in vocab:
-            added[content] = _added_dict(content, vocab[content])
+            added[content] = _added_dict(content, vocab[content], lstrip=lstrip)
         else:  # tokenizers' AddedVocabulary::add_tokens id rule
             top = max((a["id"] for a in added.values()), default=None)
             new_id = top + 1 if top is not None and top >= len(vocab) else len(vocab)
-            added[content] = _added_dict(content, new_id)
+            added[content] = _added_dict(content, new_id, lstrip=lstrip)
     spec.added = sorted(added.values(), key=lambda a: a["id"])
     spec.unk_token = roles["unk_token"] if spec.model == _WORDPIECE else None
     spec.special = roles
     ids = {**vocab, **{a["content"]: a["id"] for a in spec.added}}
     cls_id, sep_id = ids[roles["cls_token"]], ids[roles["sep_token"]]
-    if spec.model == _WORDPIECE:
+    if spec.model == _WORDPIECE and not mpnet:
         spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
         spec.pair = spec.single + [(_TMPL_B, 1), (sep_id, 1)]
     else:
