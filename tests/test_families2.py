@@ -70,42 +70,41 @@ def test_save_pretrained_round_trip(tmp_path, repo_id):
     check_save_pretrained(local(repo_id), repo_id, tmp_path / "saved")
 
 
-def test_ernie_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
-    """The seed's pairing: ERNIE (its task type table included: row 0 gets every token's gradient
-    and trains) with ELECTRA in a DME MultiEncoder through ModelTrainer, reloaded offline."""
-    lms = [LanguageModel(ERNIE), LanguageModel(ELECTRA)]
-    assert lms[0].config["model_type"] == "ernie" and lms[0].config["use_task_id"]
+def _train_with_electra(repo_id, tmp_path):
+    """``repo_id`` with ELECTRA in a DME MultiEncoder through ModelTrainer, reloaded offline with
+    identical predictions: (the LM, its weights before, after). The toy task's losses are noisy from
+    epoch to epoch (so are SpanBERT's or DeBERTa's with ELECTRA here): lower at the end, and the dev
+    split classified right by then."""
+    lms = [LanguageModel(repo_id), LanguageModel(ELECTRA)]
     before = lms[0].encoder.state_dict()
     trainer = ModelTrainer(TextClassifier(MultiEncoder(lms, combine_method="dme"), 2), classification_corpus())
     hist = trainer.train(learning_rate=1e-3, batch_size=4, epochs=8, shuffle_data=True, seed=3,
                          base_path=str(tmp_path), progress=False)
-    # the toy task's losses are noisy from epoch to epoch (so are SpanBERT's or DeBERTa's with ELECTRA here):
-    # lower at the end, and the dev split classified right by then
     assert hist["train_loss"][-1] < hist["train_loss"][0] and hist["dev_scores"][-1]["accuracy"] == 1.0
     after = lms[0].encoder.state_dict()
+    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
+    assert np.array(expected["DME scores"]).shape == (5, 2)
+    return lms[0], before, after
+
+
+def test_ernie_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
+    """The seed's pairing: ERNIE (its task type table included: row 0 gets every token's gradient
+    and trains) with ELECTRA."""
+    lm, before, after = _train_with_electra(ERNIE, tmp_path)
+    assert lm.config["model_type"] == "ernie" and lm.config["use_task_id"]
     task = "embeddings.task_type_embeddings.weight"
     moved = np.abs(after[task] - before[task]).max(axis=1)
     # row 0, which every token reads, takes AdamW steps; rows 1 and 2 get no gradient (weight decay alone)
     assert moved[0] > 100 * moved[1:].max()
-    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
-    assert np.array(expected["DME scores"]).shape == (5, 2)
 
 
 def test_deberta_v1_and_electra_in_a_dme_multi_encoder_train_and_reload_offline(server, tmp_path):
-    """DeBERTa (v1) with ELECTRA in a DME MultiEncoder through ModelTrainer: its fused in_proj, q_bias and
-    the relative projections train, and the checkpoint holds DebertaModel's names only (no key bias)."""
-    lms = [LanguageModel(DEBERTA_V1), LanguageModel(ELECTRA)]
-    assert lms[0].config["model_type"] == "deberta" and not lms[0].encoder.uses_token_types
-    before = lms[0].encoder.state_dict()
-    trainer = ModelTrainer(TextClassifier(MultiEncoder(lms, combine_method="dme"), 2), classification_corpus())
-    hist = trainer.train(learning_rate=1e-3, batch_size=4, epochs=8, shuffle_data=True, seed=3,
-                         base_path=str(tmp_path), progress=False)
-    assert hist["train_loss"][-1] < hist["train_loss"][0] and hist["dev_scores"][-1]["accuracy"] == 1.0
-    after = lms[0].encoder.state_dict()
+    """DeBERTa (v1) with ELECTRA: its fused in_proj, q_bias and the relative projections train, and
+    the checkpoint holds DebertaModel's names only (no key bias)."""
+    lm, before, after = _train_with_electra(DEBERTA_V1, tmp_path)
+    assert lm.config["model_type"] == "deberta" and not lm.encoder.uses_token_types
     assert set(after) == set(before) and not any("key_proj" in n for n in after)
     for name in ("encoder.rel_embeddings.weight", "encoder.layer.1.attention.self.in_proj.weight",
                  "encoder.layer.1.attention.self.q_bias", "encoder.layer.1.attention.self.pos_proj.weight",
                  "encoder.layer.1.attention.self.pos_q_proj.bias"):
         assert not np.array_equal(before[name], after[name]), name
-    expected = assert_reloads_offline(trainer, tmp_path, GOOD[:2] + BAD[:2] + [""])
-    assert np.array(expected["DME scores"]).shape == (5, 2)

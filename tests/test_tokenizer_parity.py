@@ -173,26 +173,33 @@ def test_roberta_lstrip_mask(tmp_path):
     assert_batch_matches(ours.encode_batch(pairs, truncation=False), ref.encode_batch(pairs), pairs, "lstrip pairs")
 
 
+def _assert_folder_matches_hf(folder: str, texts: list, label: str) -> Tokenizer:
+    """Our tokenizer of a model folder against transformers' AutoTokenizer backend built from it, on
+    ``texts`` plus a stress set: texts (batch and encode()), pairs, pre-split words. Returns ours."""
+    hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
+    hf.no_truncation()
+    ours = Tokenizer.from_pretrained(folder)
+    texts = texts + C.stress_texts(1000, seed=5)
+    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, label)
+    assert_encode_matches(ours, hf, texts[:300], f"{label}, encode()")
+    pairs = list(zip(texts[::2], texts[1::2])) + C.stress_pairs(300)
+    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, f"{label} pairs")
+    words = C.stress_words(300)
+    assert_batch_matches(ours.encode_batch(words, truncation=False, is_split_into_words=True),
+                         hf.encode_batch(words, is_pretokenized=True), words, f"{label} words")
+    return ours
+
+
 def test_deberta_v1_vocab_json_folder():
     """A DeBERTa (v1) folder (vocab.json + merges.txt; its tokenizer_config.json names no class, so
     config.json's model_type picks it) builds what transformers 5.24's DebertaTokenizer builds:
     [CLS]/[SEP] specials, ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id, offsets untrimmed (a
     template, not RoBERTa's processing) and ``[MASK]`` without lstrip."""
     from _tiny_hub import local
-    folder = local("microsoft/deberta-base")
-    hf = transformers.AutoTokenizer.from_pretrained(folder).backend_tokenizer
-    hf.no_truncation()
-    ours = Tokenizer.from_pretrained(folder)
+    ours = _assert_folder_matches_hf(local("microsoft/deberta-base"), [
+        "The capital of France is [MASK].", " [MASK] [MASK]", "[CLS] x [SEP] y", "a  [MASK]b", "  leading spaces"],
+        "deberta")
     assert (ours.cls_token_id, ours.sep_token_id, ours.pad_token_id) == (1, 2, 0)
-    texts = ["The capital of France is [MASK].", " [MASK] [MASK]", "[CLS] x [SEP] y", "a  [MASK]b",
-             "  leading spaces"] + C.stress_texts(1000, seed=5)
-    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "deberta")
-    assert_encode_matches(ours, hf, texts[:300], "deberta, encode()")
-    pairs = list(zip(texts[::2], texts[1::2])) + C.stress_pairs(300)
-    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "deberta pairs")
-    words = C.stress_words(300)
-    assert_batch_matches(ours.encode_batch(words, truncation=False, is_split_into_words=True),
-                         hf.encode_batch(words, is_pretokenized=True), words, "deberta words")
 
 
 def test_mpnet_vocab_txt_folder(tmp_path):
@@ -204,15 +211,6 @@ def test_mpnet_vocab_txt_folder(tmp_path):
     folder = tmp_path / "mpnet"
     shutil.copytree(local("sentence-transformers/all-mpnet-base-v2"), folder)
     os.remove(folder / "tokenizer.json")
-    hf = transformers.AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
-    hf.no_truncation()
-    ours = Tokenizer.from_pretrained(str(folder))
-    assert ours.source == str(folder) and ours.cls_token_id == hf.token_to_id("<s>")
-    texts = ["The capital of France is <mask>.", "a  <mask>b", "<mask>", "Café 東京 don't"] + C.stress_texts(1000, seed=6)
-    assert_batch_matches(ours.encode_batch(texts, truncation=False), hf.encode_batch(texts), texts, "mpnet")
-    assert_encode_matches(ours, hf, texts[:300], "mpnet, encode()")
-    pairs = list(zip(texts[::2], texts[1::2])) + C.stress_pairs(300)
-    assert_batch_matches(ours.encode_batch(pairs, truncation=False), hf.encode_batch(pairs), pairs, "mpnet pairs")
-    words = C.stress_words(300)
-    assert_batch_matches(ours.encode_batch(words, truncation=False, is_split_into_words=True),
-                         hf.encode_batch(words, is_pretokenized=True), words, "mpnet words")
+    ours = _assert_folder_matches_hf(str(folder), [
+        "The capital of France is <mask>.", "a  <mask>b", "<mask>", "Café 東京 don't"], "mpnet")
+    assert ours.source == str(folder) and ours.cls_token_id == ours.token_to_id("<s>")
