@@ -801,9 +801,9 @@ static void deberta_backward_rows(MeEncoder *enc, int l, const float *x, const i
 /* Decide which rows a forward computes, its caller reading read_rows [nread] (NULL: every row):
  * the last layer only those rows when fewer than all (enc->M; sel, sel_in, qstart, qpos; not a
  * one-layer DeBERTa-v2 ConvLayer model's); when every read row is a real token and some rows
- * are padding (not with a ConvLayer), every layer only the real tokens (packed: enc->R, real, rstart, rpos), *ids, *types,
- * *pos (those not NULL) then pointing at the packed rows' (host arrays in host_ints). Bad read rows
- * (not ascending, out of range) compute every row. */
+ * are padding (not with a ConvLayer), every layer only the real tokens (packed: enc->R, real, rstart,
+ * rpos), *ids, *types, *pos (those not NULL) then pointing at the packed rows' (host arrays in
+ * host_ints). Bad read rows (not ascending, out of range) compute every row. */
 static void choose_rows(MeEncoder *enc, const int32_t *mask, const int32_t *read_rows, int nread,
                         const int32_t **ids, const int32_t **types, const int32_t **pos) {
     const MeBackend *be = enc->be;
