@@ -186,3 +186,33 @@ def test_a_combination_of_models_not_given_is_refused(models, tmp_path):
     assert proc.returncode == 1
     assert f"multienc search: error: --combination '{models[0]},elsewhere' names elsewhere, not among the --lm " \
            f"models ({models[0]}, {models[1]})" in proc.stderr
+
+
+def test_a_sigterm_while_a_worker_starts_stops_that_worker_too(tmp_path, monkeypatch):
+    """A batch system's SIGTERM that arrives while the pool starts a worker (here: right after the
+    worker's process exists, before the pool has recorded it) still stops that worker: the pool exits
+    with 128 + SIGTERM and leaves no worker behind."""
+    from multienc.experiments import search
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen_then_sigterm(cmd, **kw):
+        proc = real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)  # a worker stand-in
+        started.append(proc)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before this returns
+        time.sleep(0.05)
+        return proc
+
+    monkeypatch.setattr(search.subprocess, "Popen", popen_then_sigterm)
+    plan = {"base_path": str(tmp_path), "runs": [SearchRun(("a",), 0), SearchRun(("a",), 1)]}
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            search._run_pool(plan, [0, 1], processes=2, threads=1, progress=False)
+        assert exc.value.code == 128 + signal.SIGTERM
+        assert len(started) == 1 and started[0].poll() == -signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is before  # the pool's handler is gone again
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()

@@ -154,10 +154,6 @@ def _worker_main(base_path: str, index: int) -> None:
     _train_run(plan, plan["runs"][index], None)
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads: int, progress: bool) -> List[str]:
     """Run the pending runs in at most ``processes`` worker processes at a time; the failed runs
     (one line each, naming its log)."""
@@ -166,8 +162,17 @@ def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads:
     running: Dict[int, Tuple[subprocess.Popen, Any]] = {}
     queue = list(pending)
     failed: List[str] = []
-    # a batch system's SIGTERM (a job's time limit) stops the workers too, as Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
+    # a batch system's SIGTERM (a job's time limit) stops the workers too, as Ctrl-C does; one that
+    # arrives while a worker starts takes effect once the worker is in `running`, so none is left behind
+    starting, stop = [False], []
+
+    def terminated(signum: int, frame: Any) -> None:
+        if starting[0]:
+            stop.append(signum)
+        else:
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() \
         else None
     try:
         while queue or running:
@@ -175,10 +180,16 @@ def _run_pool(plan: Dict[str, Any], pending: List[int], processes: int, threads:
                 i = queue.pop(0)
                 run = plan["runs"][i]
                 os.makedirs(run.folder(base), exist_ok=True)
-                log = open(os.path.join(run.folder(base), "worker.log"), "w", encoding="utf-8")
                 cmd = [sys.executable, "-c", "import sys; from multienc.experiments.search import _worker_main; "
                        "_worker_main(sys.argv[1], int(sys.argv[2]))", base, str(i)]
-                running[i] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+                starting[0] = True
+                try:
+                    log = open(os.path.join(run.folder(base), "worker.log"), "w", encoding="utf-8")
+                    running[i] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+                finally:
+                    starting[0] = False
+                if stop:
+                    raise SystemExit(128 + stop[0])
             time.sleep(0.2)
             for i, (proc, log) in list(running.items()):
                 if proc.poll() is None:
