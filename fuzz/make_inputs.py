@@ -371,6 +371,7 @@ def regressions(tmp: str) -> None:
     # fixed four-token input was refused as too long, a ValueError the config target did not expect
     deberta = json.loads(_read(CONFIG_MODELS["deberta-v2"], "config.json"))
     _write(os.path.join(c, "deberta-2-positions.json"), json.dumps({**deberta, "max_position_embeddings": 2}).encode())
+    _write(os.path.join(c, "deberta-1-position.json"), json.dumps({**deberta, "max_position_embeddings": 1}).encode())
     k = os.path.join(out, "checkpoint")
     seed = os.path.join(HERE, "seeds", "checkpoint", "classifier.pt")
     from multienc.formats.checkpoint import read_checkpoint, write_checkpoint

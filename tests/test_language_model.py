@@ -255,6 +255,18 @@ def test_max_length_is_the_smaller_of_tokenizer_and_positions(tmp_path, model_ma
     assert lm.embed([TEXTS[-1]]).shape == (1, 32)
 
 
+def test_positions_without_room_for_the_special_tokens(tmp_path):
+    """A config whose positions cannot hold a sentence pair's special tokens (DeBERTa-v3 has no position
+    table, so its weights do not catch it) is refused when the LM loads, not at its first batch."""
+    folder = copy_local(tmp_path, "microsoft/deberta-v3-base")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 3}))
+    assert LanguageModel(str(folder)).max_length == 3  # [CLS] A [SEP] B [SEP]: three special tokens
+    (folder / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 2}))
+    with pytest.raises(ModelConfigError, match="max_position_embeddings leaves 2 position.*no room for the 3 special"):
+        LanguageModel(str(folder))
+
+
 # ---------------------------------------------------------------------------- bad model folders
 
 

@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from multienc.engine import (Encoder, Tokenizer, TokenizerFileError, engine_config, hidden_dropout_key, read_config,
-                             spm_folder_tokenizer_json)
+from multienc.engine import (Encoder, ModelConfigError, Tokenizer, TokenizerFileError, engine_config,
+                             hidden_dropout_key, read_config, spm_folder_tokenizer_json)
 from multienc.formats import schema
 from multienc.hub import SENTENCEPIECE_FILES, TOKENIZER_FILES, resolve_model_files, resolve_tokenizer_files
 from multienc.models.inputs import in_length_batches, sentence_pool_weights
@@ -194,6 +194,11 @@ class LanguageModel:
         self.cls_position: int = 0 if self.tokenizer.encode("a").ids[0] == self.tokenizer.cls_token_id else -1
         limit = self.tokenizer.model_max_length
         self.max_length: int = min(self.encoder.max_positions, limit if limit is not None else 1 << 62)
+        specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        if self.max_length < specials:  # the tokenizer refuses such a model_max_length itself
+            raise ModelConfigError(
+                f"{self.model_id}: config.json's max_position_embeddings leaves {self.encoder.max_positions} "
+                f"position(s), no room for the {specials} special tokens of a sentence pair")
 
     @property
     def device(self) -> str:
