@@ -629,7 +629,7 @@ class Encoder:
         self._c = _C.Encoder(self.engine_config, device=self.device)
         self._info: Dict[str, Tuple[Tuple[int, ...], int]] = {
             name: (tuple(shape), off) for name, shape, off in self._c.param_info()}
-        self._v1 = deberta_v1_names(config, source)
+        self._v1 = DebertaV1Names(self.engine_config) if config.get("model_type") == "deberta" else None
         self.hidden_size: int = self.engine_config["hidden_size"]
 
     @property

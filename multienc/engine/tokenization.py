@@ -743,17 +743,23 @@ _WORDPIECE_CLASSES = ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer"
 _BPE_CLASSES = ("RobertaTokenizer", "DebertaTokenizer")
 
 
-def _declared_class(model_dir: str, config: Dict[str, Any], allowed: Iterable[str], source: str) -> Optional[str]:
+def _base_class(cls: str) -> str:
+    """A tokenizer class name without transformers' "Fast" suffix."""
+    return cls[:-4] if cls.endswith("Fast") else cls
+
+
+def _declared_class(model_dir: str, config: Dict[str, Any], model_config: Dict[str, Any], allowed: Iterable[str],
+                    source: str) -> Optional[str]:
     """The tokenizer class a folder names, as transformers' AutoTokenizer looks it up:
-    tokenizer_config.json's ``tokenizer_class``, else config.json's; without "Fast"; None when
-    neither names one. UnsupportedTokenizerError for a class not in ``allowed``."""
+    tokenizer_config.json's ``tokenizer_class`` (``config``), else config.json's (``model_config``);
+    without "Fast"; None when neither names one. UnsupportedTokenizerError for a class not in ``allowed``."""
     cls = config.get("tokenizer_class")
     where = "tokenizer_config.json"
     if not isinstance(cls, str):
-        cls, where = _model_config(model_dir).get("tokenizer_class"), "config.json"
+        cls, where = model_config.get("tokenizer_class"), "config.json"
     if not isinstance(cls, str):
         return None
-    base = cls[:-4] if cls.endswith("Fast") else cls
+    base = _base_class(cls)
     allowed = tuple(allowed)
     if base not in allowed:
         raise UnsupportedTokenizerError(
@@ -765,10 +771,11 @@ def _declared_class(model_dir: str, config: Dict[str, Any], allowed: Iterable[st
 def _is_deberta_bpe(model_dir: str, config: Dict[str, Any]) -> bool:
     """Whether a vocab.json + merges.txt folder is DeBERTa (v1)'s: its tokenizer class
     DebertaTokenizer, else (no class) config.json's model_type ``deberta``."""
-    cls = _declared_class(model_dir, config, _BPE_CLASSES, "vocab.json + merges.txt")
+    model_config = _model_config(model_dir)
+    cls = _declared_class(model_dir, config, model_config, _BPE_CLASSES, "vocab.json + merges.txt")
     if cls is not None:
         return cls == "DebertaTokenizer"
-    return _model_config(model_dir).get("model_type") == "deberta"
+    return model_config.get("model_type") == "deberta"
 
 
 def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
@@ -781,7 +788,8 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     deberta = mpnet = False
     vocab_json = os.path.join(model_dir, "vocab.json")
     if os.path.exists(vocab_txt):
-        mpnet = _declared_class(model_dir, config, _WORDPIECE_CLASSES, "vocab.txt") == "MPNetTokenizer"
+        mpnet = _declared_class(model_dir, config, _model_config(model_dir), _WORDPIECE_CLASSES,
+                                "vocab.txt") == "MPNetTokenizer"
         vocab: Dict[str, int] = {}
         for i, line in enumerate(_read_lines(vocab_txt)):
             vocab[_rust_trim_end(line)] = i
@@ -1014,9 +1022,8 @@ def spm_family(tokenizer_config: Optional[Dict[str, Any]] = None,
     ``tokenizer_class``, else its ``model_type``; None when none names one of them."""
     for cls in ((tokenizer_config or {}).get("tokenizer_class"), (model_config or {}).get("tokenizer_class")):
         if isinstance(cls, str):
-            base = cls[:-4] if cls.endswith("Fast") else cls
             for fam, (_, name) in SPM_FAMILIES.items():
-                if base == name:
+                if _base_class(cls) == name:
                     return fam
     mt = (model_config or {}).get("model_type")
     if isinstance(mt, str):
@@ -1268,8 +1275,10 @@ def _spm_folder_family(model_dir: str, path: str, config: Dict[str, Any]) -> str
     """The family of the SentencePiece model ``path`` in ``model_dir``: :func:`spm_family` of the
     tokenizer config and config.json, else the one whose file name it has; UnsupportedTokenizerError
     when the folder names another tokenizer class."""
-    _declared_class(model_dir, config, (name for _, name in SPM_FAMILIES.values()), os.path.basename(path))
-    family = spm_family(config, _model_config(model_dir))
+    model_config = _model_config(model_dir)
+    _declared_class(model_dir, config, model_config, (name for _, name in SPM_FAMILIES.values()),
+                    os.path.basename(path))
+    family = spm_family(config, model_config)
     if family is None:
         family = next(f for f, (name, _) in SPM_FAMILIES.items() if os.path.basename(path) == name)
     return family
