@@ -73,6 +73,13 @@ fixtures. Each model is the shape of the seed's checkpoints at toy size (hidden 
   ``pytorch_model.bin``, and a byte-level BPE ``vocab.json`` + ``merges.txt`` with DeBERTa's specials
   (``[PAD]`` 0, ``[CLS]`` 1, ``[SEP]`` 2, ``[UNK]`` 3, ``[MASK]`` last) whose ``tokenizer_config.json``
   names no class: transformers builds ``DebertaTokenizer`` from config.json's ``model_type``.
+* ``vinai/bertweet-base``: ``RobertaForMaskedLM`` (``roberta.`` prefix plus the LM head) with BERTweet's
+  tokenizer files: fastBPE ``bpe.codes`` (learned here on the corpus's whitespace-split words, ``</w>``
+  ending a word) and fairseq's ``vocab.txt`` ("token count" lines; "@@" marks a piece inside a word;
+  ``<s>``/``<pad>``/``</s>``/``<unk>`` implied as ids 0-3, ``<mask>`` appended by the tokenizer).
+  The class ``BertweetTokenizer`` is named only in ``config.json``, as in the hub repository; its
+  ``tokenizer_config.json`` holds ``model_max_length`` (the hub's has none, and transformers would
+  then not truncate the long reference inputs) and ``normalization`` false.
 * ``sentence-transformers/all-mpnet-base-v2``: a bare ``MPNetModel`` with its pooler (no prefix),
   an uncased WordPiece ``vocab.txt`` with MPNet's specials (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2,
   ``<unk>`` 3, then BERT's part with ``[UNK]``, the tokenizer's unk token, ``<mask>`` last) and the ``tokenizer.json`` of ``MPNetTokenizerFast`` (template
@@ -225,6 +232,52 @@ def deberta_bpe_vocab(texts: list, folder: str) -> None:
     write_json(os.path.join(folder, "tokenizer_config.json"), {
         "tokenizer_class": "DebertaTokenizer", "do_lower_case": False, "vocab_type": "gpt2",
         "model_max_length": MAX_LENGTH})
+
+
+def bertweet_vocab(texts: list, folder: str) -> None:
+    """fastBPE codes learned as fastBPE learns them (the most frequent adjacent pair of symbols over
+    the corpus's words, ties broken by the pair itself; ``</w>`` marks each word's last char), and the
+    vocabulary of the pieces BertweetTokenizer makes of the corpus with them, most frequent first, cut
+    so that some pieces are unknown. The class goes to config.json once the model is saved (main)."""
+    from collections import Counter
+    counts = Counter(w for t in texts for w in t.split())
+    words = {tuple(w[:-1]) + (w[-1] + "</w>",): c for w, c in counts.items()}
+    codes = []
+    for _ in range(VOCAB_SIZE // 2):
+        pairs: Counter = Counter()
+        for word, c in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += c
+        if not pairs:
+            break
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        codes.append(f"{best[0]} {best[1]} {pairs[best]}\n")
+        merged = {}
+        for word, c in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + c
+        words = merged
+    with open(os.path.join(folder, "bpe.codes"), "w", encoding="utf-8") as f:
+        f.writelines(codes)
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("a 1\n")  # a placeholder, to run the reference's BPE
+    bpe = transformers.BertweetTokenizer(os.path.join(folder, "vocab.txt"), os.path.join(folder, "bpe.codes")).bpe
+    pieces: Counter = Counter()
+    for w, c in counts.items():
+        for piece in bpe(w).split(" "):
+            pieces[piece] += c
+    kept = sorted(pieces.items(), key=lambda kv: (-kv[1], kv[0]))[:VOCAB_SIZE - 100]
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.writelines(f"{tok} {c}\n" for tok, c in kept)
+    write_json(os.path.join(folder, "tokenizer_config.json"), {
+        "tokenizer_class": "BertweetTokenizer", "model_max_length": MAX_LENGTH, "normalization": False})
 
 
 def modernbert_tokenizer(texts: list, folder: str) -> None:
@@ -425,6 +478,9 @@ def models() -> dict:
                 layer_norm_eps=1e-5, pad_token_id=0, use_task_id=True, task_type_vocab_size=3)),
             "uncased", True),
         "camembert-base": (camembert, "camembert", False),
+        "vinai/bertweet-base": (
+            lambda v: transformers.RobertaForMaskedLM(transformers.RobertaConfig(**ROBERTA_LIKE, vocab_size=v)),
+            "bertweet", True),
         "multienc-test/camembert-spm-only": (camembert, "camembert-spm", True),
         "microsoft/deberta-base": (
             lambda v: transformers.DebertaForMaskedLM(transformers.DebertaConfig(
@@ -446,6 +502,8 @@ def write_vocabulary(texts: list, vocab: str, folder: str) -> None:
         deberta_spm(texts, folder)
     elif vocab == "deberta":
         deberta_bpe_vocab(texts, folder)
+    elif vocab == "bertweet":
+        bertweet_vocab(texts, folder)
     elif vocab in ("xlm-roberta", "camembert", "albert"):
         unigram_vocab(texts, folder, vocab)
     elif vocab.endswith("-spm"):
@@ -491,12 +549,16 @@ def main() -> None:
             build(folder, make(vocab_size), seed, as_bin)
             if vocab == "modernbert":
                 hub_spelling(folder)
-            if vocab in ("xlm-roberta-spm", "camembert", "camembert-spm", "deberta"):
-                # the family from config.json's model_type (written by build)
+            if vocab in ("xlm-roberta-spm", "camembert", "camembert-spm", "deberta", "bertweet"):
+                # the family from config.json's model_type (written by build), or its tokenizer_class
                 cfg_path = os.path.join(folder, "tokenizer_config.json")
                 with open(cfg_path, encoding="utf-8") as f:
                     cfg = json.load(f)
                 write_json(cfg_path, {k: v for k, v in cfg.items() if k != "tokenizer_class"})
+                if vocab == "bertweet":
+                    model_cfg = os.path.join(folder, "config.json")
+                    with open(model_cfg, encoding="utf-8") as f:
+                        write_json(model_cfg, {**json.load(f), "tokenizer_class": "BertweetTokenizer"})
             out.update(reference(repo_id, folder))
         os.makedirs(ROOT, exist_ok=True)
         for repo_id in chosen:

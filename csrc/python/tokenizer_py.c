@@ -336,7 +336,8 @@ static int tok_init(TokenizerObject *self, PyObject *args, PyObject *kwds) {
         opt_int(opts, "pre_tokenizer", &o.pre_tokenizer) || opt_int(opts, "add_prefix_space", &o.add_prefix_space) ||
         opt_int(opts, "use_regex", &o.use_regex) || opt_int(opts, "post", &o.post) ||
         opt_int(opts, "trim_offsets", &o.trim_offsets) || opt_int(opts, "post_add_prefix_space", &o.post_add_prefix_space) ||
-        opt_int(opts, "unk_id", &unk) || opt_int(opts, "max_input_chars_per_word", &o.max_input_chars_per_word))
+        opt_int(opts, "unk_id", &unk) || opt_int(opts, "max_input_chars_per_word", &o.max_input_chars_per_word) ||
+        me_cfg_int(opts, "tokenizer options", "python_truncation", 0, 0, &o.python_truncation))
         return -1;
     o.unk_id = unk;
     char err[ME_ERRLEN];

@@ -1,5 +1,6 @@
 /* WordPiece, byte-level BPE and Unigram pipelines (normalizer, pre-tokenizer, model, added tokens,
- * truncation, post-processing) matching HuggingFace `tokenizers`; see docs/ARCHITECTURE.md. */
+ * truncation, post-processing) matching HuggingFace `tokenizers`, and fastBPE matching transformers'
+ * BertweetTokenizer; see docs/ARCHITECTURE.md. */
 #include "tokenize/tokenizer.h"
 
 #include <omp.h>
@@ -39,8 +40,10 @@ struct me_tok {
     size_t ntok;       /* ids 0 .. ntok-1 have slots */
     char *tok_arena;
     size_t tok_arena_len, tok_arena_cap;
-    me_pairmap merges; /* (left id << 32 | right id) -> (rank, merged id) */
+    me_pairmap merges; /* (left id << 32 | right id) -> (rank, merged id); fastBPE: symbol ids */
     int32_t nmerges;
+    me_strmap fsym;    /* fastBPE: symbol -> symbol id */
+    int32_t nfsym;
     int32_t byte_id[256]; /* BPE: vocabulary id of each byte's byte-level char, -1 if absent */
     added_tok *added;
     size_t nadded;
@@ -101,8 +104,8 @@ struct me_ws {
     size_t ucap, cbcap, ubccap;
     bpe_sym *sym;
     size_t symcap;
-    bpe_merge *heap;
-    size_t heapn, heapcap;
+    bpe_merge *heap, *round; /* round: fastBPE's merges of one rank */
+    size_t heapn, heapcap, roundcap;
     int32_t *bpe_out; /* (id, byte length) pairs of the current piece */
     size_t bpe_outcap;
     split_vec raw, norm;
@@ -219,9 +222,9 @@ static void free_template(me_tmpl_item *items, size_t n) {
 
 int me_tok_new(const me_tok_options *opt, me_tok **out, char *err) {
     *out = NULL;
-    if (opt->model != ME_TOK_WORDPIECE && opt->model != ME_TOK_BPE && opt->model != ME_TOK_UNIGRAM)
+    if (opt->model < ME_TOK_WORDPIECE || opt->model > ME_TOK_FASTBPE)
         return me_error(err, ME_ERR_VALUE, "unknown tokenizer model kind %d", opt->model);
-    if (opt->pre_tokenizer < ME_PRE_NONE || opt->pre_tokenizer > ME_PRE_STEPS)
+    if (opt->pre_tokenizer < ME_PRE_NONE || opt->pre_tokenizer > ME_PRE_PY_WORDS)
         return me_error(err, ME_ERR_VALUE, "unknown pre-tokenizer kind %d", opt->pre_tokenizer);
     me_tok *t = calloc(1, sizeof *t);
     if (!t) return me_error(err, ME_ERR_NOMEM, "out of memory creating a tokenizer");
@@ -239,6 +242,7 @@ void me_tok_free(me_tok *t) {
     free(t->tok_len);
     free(t->tok_arena);
     me_pairmap_free(&t->merges);
+    me_strmap_free(&t->fsym);
     for (size_t i = 0; i < t->nadded; i++) free(t->added[i].cp);
     free(t->added);
     free_template(t->tmpl[0], t->ntmpl[0]);
@@ -284,7 +288,36 @@ int me_tok_add_vocab(me_tok *t, const char *tok, size_t len, int32_t id, char *e
     return ME_OK;
 }
 
+/* The id of fastBPE symbol s[0..n), given a new one if it has none. */
+static int fsym_id(me_tok *t, const char *s, size_t n, int32_t *id) {
+    *id = me_strmap_get(&t->fsym, s, n);
+    if (*id >= 0) return ME_OK;
+    if (t->nfsym == INT32_MAX || me_strmap_put(&t->fsym, s, n, t->nfsym)) return ME_ERR_NOMEM;
+    *id = t->nfsym++;
+    return ME_OK;
+}
+
+static int add_fastbpe_merge(me_tok *t, const char *a, size_t alen, const char *b, size_t blen, char *err) {
+    char *buf = malloc(alen + blen + 1);
+    if (!buf) return me_error(err, ME_ERR_NOMEM, "out of memory reading merges");
+    memcpy(buf, a, alen);
+    memcpy(buf + alen, b, blen);
+    int32_t ia, ib, im;
+    int st = fsym_id(t, a, alen, &ia);
+    if (!st) st = fsym_id(t, b, blen, &ib);
+    if (!st) st = fsym_id(t, buf, alen + blen, &im);
+    free(buf);
+    uint64_t key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
+    if (st || me_pairmap_put(&t->merges, key, t->nmerges, im))
+        return me_error(err, ME_ERR_NOMEM, "out of memory reading merges");
+    t->nmerges++;
+    return ME_OK;
+}
+
 int me_tok_add_merge(me_tok *t, const char *a, size_t alen, const char *b, size_t blen, char *err) {
+    if (t->finalized) return me_error(err, ME_ERR_VALUE, "tokenizer already finalized");
+    if (t->nmerges == INT32_MAX) return me_error(err, ME_ERR_VALUE, "too many merges");
+    if (t->o.model == ME_TOK_FASTBPE) return add_fastbpe_merge(t, a, alen, b, blen, err);
     int32_t ia = me_strmap_get(&t->vocab, a, alen), ib = me_strmap_get(&t->vocab, b, blen);
     if (ia < 0 || ib < 0)
         return me_error(err, ME_ERR_VALUE, "merge %d: token '%.*s' is not in the vocabulary", (int)t->nmerges + 1,
@@ -420,14 +453,20 @@ int me_tok_finalize(me_tok *t, char *err) {
         if (!t->ug) return me_error(err, ME_ERR_VALUE, "Unigram: the model has no vocabulary scores");
         if (t->o.pre_tokenizer != ME_PRE_STEPS && t->o.pre_tokenizer != ME_PRE_NONE)
             return me_error(err, ME_ERR_VALUE, "Unigram: unsupported pre-tokenizer kind %d", t->o.pre_tokenizer);
-    } else if (t->o.model == ME_TOK_WORDPIECE) {
+    } else if (t->o.model == ME_TOK_WORDPIECE || t->o.model == ME_TOK_FASTBPE) {
+        int wp = t->o.model == ME_TOK_WORDPIECE;
         if (t->o.unk_id < 0 || (size_t)t->o.unk_id >= t->ntok || t->tok_len[t->o.unk_id] == UINT32_MAX)
-            return me_error(err, ME_ERR_VALUE, "WordPiece: the unknown token is not in the vocabulary");
+            return me_error(err, ME_ERR_VALUE, "%s: the unknown token is not in the vocabulary",
+                            wp ? "WordPiece" : "fastBPE");
+        if (!wp && t->o.pre_tokenizer == ME_PRE_STEPS)
+            return me_error(err, ME_ERR_VALUE, "fastBPE: unsupported pre-tokenizer kind %d", t->o.pre_tokenizer);
+        /* WordPiece: "##x" continues a word as x; fastBPE: "x@@" is x inside a word */
         me_strmap_clear(&t->cont);
         for (size_t i = 0; i < t->vocab.cap; i++) {
             const me_strmap_slot *s = &t->vocab.slots[i];
-            if (!s->hash || s->len < 2 || memcmp(t->vocab.arena + s->off, "##", 2) != 0) continue;
-            if (me_strmap_put(&t->cont, t->vocab.arena + s->off + 2, s->len - 2, s->value))
+            const char *k = t->vocab.arena + s->off;
+            if (!s->hash || s->len <= 2 || memcmp(wp ? k : k + s->len - 2, wp ? "##" : "@@", 2) != 0) continue;
+            if (me_strmap_put(&t->cont, wp ? k + 2 : k, s->len - 2, s->value))
                 return me_error(err, ME_ERR_NOMEM, "out of memory indexing the vocabulary");
         }
     } else {
@@ -498,6 +537,7 @@ void me_ws_free(me_ws *w) {
     free(w->cb);
     free(w->sym);
     free(w->heap);
+    free(w->round);
     free(w->bpe_out);
     free(w->raw.v);
     free(w->norm.v);
@@ -811,7 +851,84 @@ static int bpe_word(const me_tok *t, me_ws *w, size_t nb, size_t *nout) {
     return ME_OK;
 }
 
-/* BPE of the pre-token pc[a..b): bytes, cache, merges, tokens with char offsets. */
+static const me_pairmap_slot *fastbpe_merge_of(const me_tok *t, int32_t a, int32_t b) {
+    return a < 0 || b < 0 ? NULL : merge_of(t, a, b); /* -1: a symbol no merge names */
+}
+
+static int fastbpe_push_pair(const me_tok *t, me_ws *w, int32_t pos) {
+    int32_t next = w->sym[pos].next;
+    if (next < 0) return ME_OK;
+    const me_pairmap_slot *m = fastbpe_merge_of(t, w->sym[pos].c, w->sym[next].c);
+    return m ? heap_push(w, (bpe_merge){pos, m->a, m->b}) : ME_OK;
+}
+
+/* fastBPE of the bytes ub[0..nb) (chars as ubc marks them) into bpe_out as (id, byte length)
+ * pairs, as BertweetTokenizer.bpe: each round takes the lowest rank among the adjacent pairs and
+ * merges its occurrences left to right, an occurrence whose left symbol was just merged away
+ * skipped (a merged symbol never forms the same pair again: its string is longer). */
+static int fastbpe_word(const me_tok *t, me_ws *w, size_t nb, size_t *nout) {
+    if (me_grow((void **)&w->sym, &w->symcap, nb, sizeof *w->sym)) return ME_ERR_NOMEM;
+    size_t ns = 0;
+    for (size_t i = 0; i < nb;) {
+        size_t j = i + 1;
+        while (j < nb && w->ubc[j] == w->ubc[i]) j++;
+        int32_t id = -1;
+        if (j < nb) {
+            id = me_strmap_get(&t->fsym, w->ub + i, j - i);
+        } else if (j - i <= 4) { /* the word's last char, marked */
+            char last[8];
+            memcpy(last, w->ub + i, j - i);
+            memcpy(last + (j - i), "</w>", 4);
+            id = me_strmap_get(&t->fsym, last, j - i + 4);
+        }
+        w->sym[ns] = (bpe_sym){id, (int32_t)ns - 1, (int32_t)ns + 1, (uint32_t)(j - i)};
+        ns++;
+        i = j;
+    }
+    if (ns) w->sym[ns - 1].next = -1;
+    w->heapn = 0;
+    for (size_t i = 0; i + 1 < ns; i++)
+        if (fastbpe_push_pair(t, w, (int32_t)i)) return ME_ERR_NOMEM;
+    while (w->heapn) {
+        int32_t rank = w->heap[0].rank;
+        size_t nr = 0;
+        while (w->heapn && w->heap[0].rank == rank) { /* popped in position order */
+            if (me_grow((void **)&w->round, &w->roundcap, nr + 1, sizeof *w->round)) return ME_ERR_NOMEM;
+            w->round[nr++] = heap_pop(w);
+        }
+        for (size_t r = 0; r < nr; r++) {
+            int32_t pos = w->round[r].pos;
+            bpe_sym *cur = &w->sym[pos];
+            if (cur->len == 0 || cur->next == -1) continue;
+            int32_t np = cur->next;
+            bpe_sym right = w->sym[np];
+            const me_pairmap_slot *m = fastbpe_merge_of(t, cur->c, right.c);
+            if (!m || m->a != rank) continue;
+            cur->c = m->b;
+            cur->len += right.len;
+            cur->next = right.next;
+            w->sym[np].len = 0;
+            if (right.next >= 0) w->sym[right.next].prev = pos;
+            /* the new pairs rank elsewhere than this round's, so they wait in the heap */
+            if ((cur->prev >= 0 && fastbpe_push_pair(t, w, cur->prev)) || fastbpe_push_pair(t, w, pos))
+                return ME_ERR_NOMEM;
+        }
+    }
+    if (me_grow((void **)&w->bpe_out, &w->bpe_outcap, 2 * (ns ? ns : 1), sizeof *w->bpe_out)) return ME_ERR_NOMEM;
+    size_t k = 0, off = 0;
+    for (int32_t i = ns ? 0 : -1; i >= 0; i = w->sym[i].next) {
+        size_t len = w->sym[i].len;
+        int32_t id = me_strmap_get(w->sym[i].next < 0 ? &t->vocab : &t->cont, w->ub + off, len);
+        w->bpe_out[2 * k] = id >= 0 ? id : t->o.unk_id;
+        w->bpe_out[2 * k + 1] = (int32_t)len;
+        off += len;
+        k++;
+    }
+    *nout = k;
+    return ME_OK;
+}
+
+/* BPE (or fastBPE) of the pre-token pc[a..b): bytes, cache, merges, tokens with char offsets. */
 static int bpe_piece(ctx *x, size_t a, size_t b) {
     const me_tok *t = x->t;
     me_ws *w = x->w;
@@ -832,7 +949,7 @@ static int bpe_piece(ctx *x, size_t a, size_t b) {
         ntok = (size_t)w->cache_val[hit];
         toks = w->cache_val + hit + 1;
     } else {
-        int st = bpe_word(t, w, nb, &ntok);
+        int st = t->o.model == ME_TOK_FASTBPE ? fastbpe_word(t, w, nb, &ntok) : bpe_word(t, w, nb, &ntok);
         if (st) return st;
         toks = w->bpe_out;
         if (w->cache.count >= BPE_CACHE_WORDS || w->cache_n + 1 + 2 * ntok > BPE_CACHE_INTS) {
@@ -894,6 +1011,19 @@ static size_t gpt2_match(const uint32_t *c, size_t n, size_t i) {
 
 /* ------------------------------------------------------------------ pipeline */
 
+/* The model on the normalized chars nc[i..j) (BPE: copied to the piece buffer first). */
+static int model_run(ctx *x, size_t i, size_t j) {
+    if (x->t->o.model == ME_TOK_WORDPIECE) return wordpiece(x, i, j);
+    me_ws *w = x->w;
+    if (me_grow2((void **)&w->pc, sizeof *w->pc, (void **)&w->ps, sizeof *w->ps, &w->pcap, j - i)) return ME_ERR_NOMEM;
+    memcpy(w->pc, w->nc + i, (j - i) * sizeof *w->pc);
+    memcpy(w->ps, w->ns + i, (j - i) * sizeof *w->ps);
+    return bpe_piece(x, 0, j - i);
+}
+
+/* Python's str.isspace(): White_Space and the separators U+001C..U+001F. */
+static int py_space(uint32_t c) { return (me_uflags(c) & ME_UF_RE_SPACE) || (c >= 0x1C && c <= 0x1F); }
+
 static int pretokenize_and_model(ctx *x, size_t a, size_t b) {
     const me_tok *t = x->t;
     me_ws *w = x->w;
@@ -917,8 +1047,19 @@ static int pretokenize_and_model(ctx *x, size_t a, size_t b) {
         }
         return ME_OK;
     }
-    /* BERT pre-tokenizer (or none): split on whitespace, isolate punctuation. The model runs on
-     * the normalized chars; for BPE without ByteLevel the chars are copied to the piece buffer. */
+    if (t->o.pre_tokenizer == ME_PRE_PY_WORDS) { /* re.findall(r"\S+\n?") */
+        for (size_t i = a; i < b;) {
+            size_t j = i + 1;
+            if (py_space(w->nc[i])) { i = j; continue; }
+            while (j < b && !py_space(w->nc[j])) j++;
+            if (j < b && w->nc[j] == '\n') j++;
+            int st = model_run(x, i, j);
+            if (st) return st;
+            i = j;
+        }
+        return ME_OK;
+    }
+    /* BERT pre-tokenizer (or none): split on whitespace, isolate punctuation. */
     unsigned brk = t->o.pre_tokenizer == ME_PRE_BERT ? (ME_UF_SPACE | ME_UF_PUNCT) : 0;
     for (size_t i = a; i < b;) {
         unsigned f = me_uflags(w->nc[i]) & brk;
@@ -926,15 +1067,7 @@ static int pretokenize_and_model(ctx *x, size_t a, size_t b) {
         if (f & ME_UF_SPACE) { i = j; continue; }
         if (!(f & ME_UF_PUNCT))
             while (j < b && !(me_uflags(w->nc[j]) & brk)) j++;
-        int st;
-        if (t->o.model == ME_TOK_WORDPIECE) {
-            st = wordpiece(x, i, j);
-        } else {
-            if (me_grow2((void **)&w->pc, sizeof *w->pc, (void **)&w->ps, sizeof *w->ps, &w->pcap, j - i)) return ME_ERR_NOMEM;
-            memcpy(w->pc, w->nc + i, (j - i) * sizeof *w->pc);
-            memcpy(w->ps, w->ns + i, (j - i) * sizeof *w->ps);
-            st = bpe_piece(x, 0, j - i);
-        }
+        int st = model_run(x, i, j);
         if (st) return st;
         i = j;
     }
@@ -1218,12 +1351,26 @@ static void trim_offsets(const me_tok *t, me_enc *e, int add_prefix_space) {
 }
 
 /* tokenizers' truncate_encodings, strategy longest_first, direction right, stride 0. */
-static void truncate_longest_first(me_enc *a, me_enc *b, size_t max) {
+/* longest_first of transformers' Python tokenizers (truncate_sequences): the longer sequence loses
+ * the difference, then the two share the rest, the second losing the odd one. */
+static void truncate_python(me_enc *a, me_enc *b, size_t max) {
+    size_t na = a->n, nb = b->n, remove = na + nb - max;
+    size_t diff = na > nb ? na - nb : nb - na, first = diff < remove ? diff : remove, second = remove - first;
+    size_t ra = second / 2 + (na > nb ? first : 0), rb = remove - ra;
+    a->n = ra < na ? na - ra : 0;
+    b->n = rb < nb ? nb - rb : 0;
+}
+
+static void truncate_longest_first(const me_tok *t, me_enc *a, me_enc *b, size_t max) {
     if (!b) {
         if (a->n > max) a->n = max;
         return;
     }
     if (a->n + b->n <= max) return;
+    if (t->o.python_truncation) {
+        truncate_python(a, b, max);
+        return;
+    }
     size_t n1 = a->n, n2 = b->n;
     int swap = n1 > n2;
     if (swap) { size_t tmp = n1; n1 = n2; n2 = tmp; }
@@ -1276,7 +1423,7 @@ int me_tok_encode(const me_tok *t, me_ws *w, const me_seq *a, const me_seq *b, i
     if (st) return st;
     if (max_length >= 0) {
         size_t max = (size_t)max_length > added ? (size_t)max_length - added : 0;
-        truncate_longest_first(ea, eb, max);
+        truncate_longest_first(t, ea, eb, max);
     }
     if (t->o.trim_offsets) {
         trim_offsets(t, ea, t->o.post_add_prefix_space);

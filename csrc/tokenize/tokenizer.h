@@ -1,5 +1,5 @@
 /* WordPiece, byte-level BPE and SentencePiece Unigram tokenizers with the behaviour of HuggingFace
- * `tokenizers`.
+ * `tokenizers`, and fastBPE (BERTweet) with the behaviour of transformers' BertweetTokenizer.
  *
  * Text enters as Unicode code points (uint32). Offsets are code-point offsets into the
  * original text of their sequence (for pre-split words: into their word), as HF's Python
@@ -10,10 +10,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { ME_TOK_WORDPIECE = 1, ME_TOK_BPE = 2, ME_TOK_UNIGRAM = 3 };
+/* ME_TOK_FASTBPE: fastBPE codes over the chars of a word, the last char marked "</w>"; each round
+ * merges every occurrence (left to right) of the adjacent pair of lowest rank; a piece other than
+ * the word's last is looked up as its text + "@@", a one-char word as itself; a piece missing from
+ * the vocabulary is unk_id (required). */
+enum { ME_TOK_WORDPIECE = 1, ME_TOK_BPE = 2, ME_TOK_UNIGRAM = 3, ME_TOK_FASTBPE = 4 };
 /* ME_PRE_STEPS: the pre-tokenizers added with me_tok_add_pretokenizer, in order (the Unigram
- * pipelines; their normalizers come from me_tok_add_normalizer). */
-enum { ME_PRE_NONE = 0, ME_PRE_BERT = 1, ME_PRE_BYTELEVEL = 2, ME_PRE_STEPS = 3 };
+ * pipelines; their normalizers come from me_tok_add_normalizer). ME_PRE_PY_WORDS: the words of
+ * Python's re.findall(r"\S+\n?", text): runs of chars outside str.isspace(), each with one
+ * directly following "\n" (BertweetTokenizer). */
+enum { ME_PRE_NONE = 0, ME_PRE_BERT = 1, ME_PRE_BYTELEVEL = 2, ME_PRE_STEPS = 3, ME_PRE_PY_WORDS = 4 };
 /* Post-processing: none (type ids 0 / 1, no special tokens) or a template. TemplateProcessing,
  * BertProcessing and RobertaProcessing are all expressed as templates (RobertaProcessing: every
  * type id 0, which HF applies with and without special tokens alike). */
@@ -31,6 +37,7 @@ typedef struct {
     int post_add_prefix_space;
     int32_t unk_id;       /* WordPiece: required; BPE: -1 for none */
     int max_input_chars_per_word;
+    int python_truncation; /* longest_first as transformers' Python tokenizers split it (BertweetTokenizer) */
 } me_tok_options;
 
 /* Added-token flags (HF AddedToken). */
@@ -76,7 +83,9 @@ int me_tok_new(const me_tok_options *opt, me_tok **out, char *err);
 void me_tok_free(me_tok *t);
 /* Vocabulary entry (UTF-8 token). A later entry with the same token replaces the earlier. */
 int me_tok_add_vocab(me_tok *t, const char *tok, size_t len, int32_t id, char *err);
-/* BPE merge of two vocabulary tokens, in rank order (call in merges-file order). */
+/* BPE merge of two vocabulary tokens, in rank order (call in merges-file order); a repeated pair
+ * takes the later rank. ME_TOK_FASTBPE: a merge of two symbols (strings that need not be in the
+ * vocabulary; "</w>" ends a word's last). */
 int me_tok_add_merge(me_tok *t, const char *a, size_t alen, const char *b, size_t blen, char *err);
 /* Added token (content as code points and UTF-8). */
 int me_tok_add_added(me_tok *t, const uint32_t *content, size_t ncp, const char *utf8, size_t nbytes,

@@ -1,9 +1,10 @@
-"""Tokenizers for the BERT family (WordPiece), the RoBERTa family (byte-level BPE) and SentencePiece
-Unigram models (XLM-RoBERTa, ALBERT, DeBERTa-v2/v3).
+"""Tokenizers for the BERT family (WordPiece), the RoBERTa family (byte-level BPE), SentencePiece
+Unigram models (XLM-RoBERTa, ALBERT, DeBERTa-v2/v3) and BERTweet (fastBPE).
 
 The tokenization itself runs in C (``multienc.engine._C.Tokenizer``) with the behaviour of
 HuggingFace's fast tokenizers: the same ids, type ids, character offsets and word
-indices. This module reads the tokenizer files and offers the Python API::
+indices (BERTweet, which has only a Python tokenizer in transformers: its ids, with the
+offsets and word indices of its words and pieces). This module reads the tokenizer files and offers the Python API::
 
     tok = Tokenizer.from_pretrained("path/to/bert-base-uncased")
     enc = tok.encode("Hello world!", pair="Second sentence")
@@ -12,7 +13,8 @@ indices. This module reads the tokenizer files and offers the Python API::
     batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 Files understood: ``tokenizer.json`` (HF ``tokenizers`` format) or the legacy
-``vocab.txt`` (WordPiece) / ``vocab.json`` + ``merges.txt`` (BPE) or a SentencePiece model
+``vocab.txt`` (WordPiece; with ``bpe.codes``, BERTweet's fastBPE) / ``vocab.json`` + ``merges.txt``
+(BPE) or a SentencePiece model
 (``sentencepiece.bpe.model`` / ``spiece.model`` / ``spm.model``, read without protobuf), with
 ``tokenizer_config.json`` and ``special_tokens_map.json``.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import os
 import re
 import struct
@@ -39,8 +42,8 @@ TextInput = Union[str, Sequence[str]]
 BatchInput = Union[TextInput, Tuple[TextInput, TextInput], List[TextInput]]
 
 # Kinds shared with csrc/tokenize/tokenizer.h and csrc/tokenize/normalizers.h.
-_WORDPIECE, _BPE, _UNIGRAM = 1, 2, 3
-_PRE_NONE, _PRE_BERT, _PRE_BYTELEVEL, _PRE_STEPS = 0, 1, 2, 3
+_WORDPIECE, _BPE, _UNIGRAM, _FASTBPE = 1, 2, 3, 4
+_PRE_NONE, _PRE_BERT, _PRE_BYTELEVEL, _PRE_STEPS, _PRE_PY_WORDS = 0, 1, 2, 3, 4
 _NORM_KINDS = {"Precompiled": 1, "Replace": 2, "NFC": 3, "NFD": 4, "NFKC": 5, "NFKD": 6, "Strip": 7,
                "StripAccents": 8, "Lowercase": 9}
 _PRE_METASPACE, _PRE_WHITESPACE_SPLIT, _PRE_PUNCTUATION = 1, 2, 3
@@ -193,8 +196,9 @@ class _Spec:
     merges_file: Optional[str] = None  # named in merge errors
     trim_offsets: bool = False
     post_add_prefix_space: bool = False
+    python_truncation: bool = False  # longest_first as transformers' Python tokenizers split pairs
     added: List[Dict[str, Any]] = field(default_factory=list)  # HF AddedToken dicts with "id"
-    decoder: str = "wordpiece"  # or "bytelevel"
+    decoder: str = "wordpiece"  # or "bytelevel", "fastbpe", "steps"
     decoder_prefix: str = "##"
     decoder_cleanup: bool = True
     special: Dict[str, str] = field(default_factory=dict)  # role (e.g. "pad_token") -> token
@@ -203,7 +207,7 @@ class _Spec:
     # Unigram: pieces in id order (repeats allowed: the later id wins in `vocab`) and their scores
     pieces: List[str] = field(default_factory=list)
     scores: List[float] = field(default_factory=list)
-    unk_id: Optional[int] = None
+    unk_id: Optional[int] = None  # Unigram, fastBPE
     byte_fallback: bool = False
     # Unigram pipelines: normalizer / pre-tokenizer steps as the C binding takes them
     normalizers: List[Tuple[Any, ...]] = field(default_factory=list)
@@ -301,6 +305,17 @@ def _read_lines(path: str) -> List[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _read_text(path: str) -> str:
+    """A text file as Python's open(path, encoding="utf-8").read() gives it (universal newlines)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise TokenizerFileError(f"tokenizer file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TokenizerFileError(f"cannot read tokenizer file {path}: {e}") from None
 
 
 def _rust_trim_end(s: str) -> str:
@@ -738,8 +753,10 @@ def _model_config(model_dir: str) -> Dict[str, Any]:
 
 #: The tokenizer classes (transformers' names, without "Fast") that a folder without tokenizer.json
 #: may name, per vocabulary file; any other is refused rather than tokenized another way (e.g.
-#: BertJapaneseTokenizer's MeCab words, BertweetTokenizer's vocab.txt + bpe.codes, GPT-2's without <s>).
+#: BertJapaneseTokenizer's MeCab words, GPT-2's without <s>).
 _WORDPIECE_CLASSES = ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MPNetTokenizer")
+_FASTBPE_CLASSES = ("BertweetTokenizer", "PhobertTokenizer")  # vocab.txt with bpe.codes
+_VOCAB_TXT_CLASSES = _WORDPIECE_CLASSES + _FASTBPE_CLASSES
 _BPE_CLASSES = ("RobertaTokenizer", "DebertaTokenizer")
 
 
@@ -778,18 +795,97 @@ def _is_deberta_bpe(model_dir: str, config: Dict[str, Any]) -> bool:
     return model_config.get("model_type") == "deberta"
 
 
+def _config_added(config: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """tokenizer_config.json's added_tokens_decoder as added-token dicts by content."""
+    added: Dict[str, Dict[str, Any]] = {}
+    for tid, tok in (config.get("added_tokens_decoder") or {}).items():
+        if isinstance(tok, dict) and tok.get("content") is not None:
+            flags = {k: bool(tok[k]) for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if k in tok}
+            added[tok["content"]] = _added_dict(tok["content"], int(tid), **flags)
+    return added
+
+
+def _config_roles(roles: Dict[str, str], config: Dict[str, Any]) -> Dict[str, str]:
+    """The default special tokens ``roles``, overridden by those the config names."""
+    for role in _SPECIAL_KEYS:
+        if _token_content(config.get(role)) is not None:
+            roles[role] = _token_content(config[role])
+    return roles
+
+
+def _cls_sep_templates(spec: _Spec, ids: Dict[str, int], bert_pair: bool = False) -> None:
+    """The roles' ``cls A sep``; pairs ``cls A sep sep B sep`` with type ids 0 (RoBERTa's), or
+    ``cls A sep B sep`` with B's type id 1 (``bert_pair``)."""
+    cls_id, sep_id = ids[spec.special["cls_token"]], ids[spec.special["sep_token"]]
+    spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
+    spec.pair = spec.single + ([(_TMPL_B, 1), (sep_id, 1)] if bert_pair else [(sep_id, 0), (_TMPL_B, 0), (sep_id, 0)])
+
+
+def _spec_from_fastbpe(model_dir: str, vocab_txt: str, config: Dict[str, Any], cls: str) -> _Spec:
+    """BertweetTokenizer's or PhobertTokenizer's (the same but for Bertweet's normalization) vocab.txt (fairseq's "token count" lines after ``<s>`` 0, ``<pad>`` 1,
+    ``</s>`` 2, ``<unk>`` 3) and bpe.codes (fastBPE merges), built as transformers 5.24 builds it:
+    words of ``re.findall(r"\\S+\\n?")``, fastBPE with "@@" marking a piece inside a word, special
+    tokens missing from the vocabulary appended, ``<s> A </s></s> B </s>`` with type ids 0. Its
+    ``normalization`` (a tweet tokenizer and the emoji package's demojize) is refused."""
+    cfg_path = os.path.join(model_dir, "tokenizer_config.json")
+    if cls == "BertweetTokenizer" and config.get("normalization"):
+        raise UnsupportedTokenizerError(
+            f"{cfg_path}: normalization: true is not supported (BertweetTokenizer's tweet normalization depends on "
+            f"the emoji package's demojize); normalize the texts beforehand and set normalization to false")
+    codes = os.path.join(model_dir, "bpe.codes")
+    if not os.path.exists(codes):
+        raise TokenizerFileError(f"{codes}: not found ({cls} reads vocab.txt and bpe.codes)")
+    roles = _config_roles({"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                           "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}, config)
+    encoder: Dict[str, int] = {}
+    for i, role in enumerate(("bos_token", "pad_token", "eos_token", "unk_token")):
+        encoder[roles[role]] = i
+    text = _read_text(vocab_txt)
+    for n, line in enumerate(io.StringIO(text).readlines(), 1):
+        line = line.strip()
+        cut = line.rfind(" ")
+        if cut == -1:
+            raise TokenizerFileError(f"{vocab_txt}: line {n}: expected '<token> <count>', got {line[:60]!r}")
+        encoder[line[:cut]] = len(encoder)  # a repeated token takes the next id, as add_from_file does
+    merges = [m for m in (tuple(ln.split()[:-1]) for ln in _read_text(codes).split("\n")[:-1]) if len(m) == 2]
+    # Special tokens become added tokens (normalized=False); one missing from the vocabulary gets
+    # the next id of PythonBackend._add_tokens (the length of get_vocab()), in transformers' role order.
+    added = _config_added(config)
+    current = {**encoder, **{c: a["id"] for c, a in added.items()}}
+    new_id = len(current)
+    for content in dict.fromkeys(roles[r] for r in ("bos_token", "eos_token", "unk_token", "sep_token",
+                                                     "pad_token", "cls_token", "mask_token")):
+        if content in added:
+            continue
+        if content not in current:
+            current[content] = new_id
+            new_id += 1
+        added[content] = _added_dict(content, current[content])
+    # a piece is looked up among the added tokens first, then in the vocabulary
+    spec = _Spec(_FASTBPE, current, merges=merges, pre_tokenizer=_PRE_PY_WORDS, post=_POST_TEMPLATE,
+                 decoder="fastbpe", decoder_cleanup=bool(config.get("clean_up_tokenization_spaces", False)),
+                 unk_id=encoder[roles["unk_token"]], merges_file=codes, python_truncation=True)
+    spec.added = sorted(added.values(), key=lambda a: a["id"])
+    spec.special = roles
+    _cls_sep_templates(spec, current)
+    return spec
+
+
 def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     """vocab.txt (WordPiece: BertTokenizer, or MPNetTokenizer with ``<s>``/``</s>``/``<pad>``/``[UNK]``,
-    ``<mask>`` with lstrip and RoBERTa's processing ``<s> A </s></s> B </s>``) or vocab.json +
-    merges.txt (BPE: RobertaTokenizer, or DebertaTokenizer as transformers 5.24 builds it: [CLS]/[SEP]
-    specials (``[MASK]`` without the lstrip its v4 class had), the template ``[CLS] A [SEP]`` /
-    ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id and no offset trimming)."""
+    ``<mask>`` with lstrip and RoBERTa's processing ``<s> A </s></s> B </s>``; BertweetTokenizer's
+    or PhobertTokenizer's with bpe.codes) or vocab.json + merges.txt (BPE: RobertaTokenizer, or DebertaTokenizer as
+    transformers 5.24 builds it: [CLS]/[SEP] specials (``[MASK]`` without the lstrip its v4 class
+    had), the template ``[CLS] A [SEP]`` / ``[CLS] A [SEP] [SEP] B [SEP]`` with one type id and no
+    offset trimming)."""
     vocab_txt = os.path.join(model_dir, "vocab.txt")
     deberta = mpnet = False
     vocab_json = os.path.join(model_dir, "vocab.json")
     if os.path.exists(vocab_txt):
-        mpnet = _declared_class(model_dir, config, _model_config(model_dir), _WORDPIECE_CLASSES,
-                                "vocab.txt") == "MPNetTokenizer"
+        cls = _declared_class(model_dir, config, _model_config(model_dir), _VOCAB_TXT_CLASSES, "vocab.txt")
+        if cls in _FASTBPE_CLASSES:
+            return _spec_from_fastbpe(model_dir, vocab_txt, config, cls)
+        mpnet = cls == "MPNetTokenizer"
         vocab: Dict[str, int] = {}
         for i, line in enumerate(_read_lines(vocab_txt)):
             vocab[_rust_trim_end(line)] = i
@@ -821,19 +917,12 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     else:
         raise TokenizerFileError(f"{model_dir}: no tokenizer.json, vocab.txt or vocab.json + merges.txt found")
 
-    for role in _SPECIAL_KEYS:
-        if _token_content(config.get(role)) is not None:
-            roles[role] = _token_content(config[role])
+    _config_roles(roles, config)
     if spec.model == _WORDPIECE and roles["unk_token"] not in vocab:
         raise TokenizerFileError(f"{vocab_txt}: the unknown token {roles['unk_token']!r} is not in the vocabulary")
     # Special tokens become added tokens (normalized=False) as transformers registers them; one
     # missing from the vocabulary gets its id as tokenizers assigns it (in transformers' role order).
-    decoder_cfg = config.get("added_tokens_decoder") or {}
-    added: Dict[str, Dict[str, Any]] = {}
-    for tid, tok in decoder_cfg.items():
-        if isinstance(tok, dict) and tok.get("content") is not None:
-            flags = {k: bool(tok[k]) for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if k in tok}
-            added[tok["content"]] = _added_dict(tok["content"], int(tid), **flags)
+    added = _config_added(config)
     for content in dict.fromkeys(roles[r] for r in ("bos_token", "eos_token", "unk_token", "sep_token",
                                                      "pad_token", "cls_token", "mask_token") if r in roles):
         if content in added:
@@ -849,13 +938,7 @@ def _spec_from_legacy(model_dir: str, config: Dict[str, Any]) -> _Spec:
     spec.unk_token = roles["unk_token"] if spec.model == _WORDPIECE else None
     spec.special = roles
     ids = {**vocab, **{a["content"]: a["id"] for a in spec.added}}
-    cls_id, sep_id = ids[roles["cls_token"]], ids[roles["sep_token"]]
-    if spec.model == _WORDPIECE and not mpnet:
-        spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
-        spec.pair = spec.single + [(_TMPL_B, 1), (sep_id, 1)]
-    else:
-        spec.single = [(cls_id, 0), (_TMPL_A, 0), (sep_id, 0)]
-        spec.pair = spec.single + [(sep_id, 0), (_TMPL_B, 0), (sep_id, 0)]
+    _cls_sep_templates(spec, ids, bert_pair=spec.model == _WORDPIECE and not mpnet)
     return spec
 
 
@@ -1333,7 +1416,7 @@ def _read_config(model_dir: str) -> Dict[str, Any]:
 
 
 class Tokenizer:
-    """A WordPiece or byte-level BPE tokenizer with HF fast-tokenizer behaviour, running in C.
+    """A WordPiece, byte-level BPE, Unigram or fastBPE tokenizer with HF's behaviour, running in C.
 
     Build one with :meth:`from_pretrained` (a model folder) or :meth:`from_file` (a
     ``tokenizer.json``). ``encode`` returns an :class:`Encoding`; ``encode_batch`` returns
@@ -1365,10 +1448,11 @@ class Tokenizer:
             "trim_offsets": int(spec.trim_offsets), "post_add_prefix_space": int(spec.post_add_prefix_space),
             "unk_id": vocab.get(spec.unk_token, -1) if spec.unk_token is not None else -1,
             "max_input_chars_per_word": spec.max_input_chars_per_word,
-            "byte_fallback": int(spec.byte_fallback),
+            "byte_fallback": int(spec.byte_fallback), "python_truncation": int(spec.python_truncation),
         }
-        if spec.model == _UNIGRAM:
+        if spec.model in (_UNIGRAM, _FASTBPE):
             options["unk_id"] = -1 if spec.unk_id is None else spec.unk_id
+        if spec.model == _UNIGRAM:
             vocab_items = [(p, i) for i, p in enumerate(spec.pieces)]
         else:
             vocab_items = list(vocab.items())
@@ -1392,8 +1476,8 @@ class Tokenizer:
     def from_pretrained(cls, model_dir: str, **overrides: Any) -> "Tokenizer":
         """Load the tokenizer of a model folder.
 
-        Uses ``tokenizer.json`` when present, else ``vocab.txt`` (WordPiece) or ``vocab.json`` +
-        ``merges.txt`` (byte-level BPE), with ``tokenizer_config.json`` / ``special_tokens_map.json``
+        Uses ``tokenizer.json`` when present, else ``vocab.txt`` (WordPiece; with ``bpe.codes``,
+        BERTweet's or PhoBERT's fastBPE) or ``vocab.json`` + ``merges.txt`` (byte-level BPE), with ``tokenizer_config.json`` / ``special_tokens_map.json``
         (``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``add_prefix_space``,
         ``trim_offsets``, ``model_max_length``, special tokens), as ``transformers.AutoTokenizer``
         does. ``overrides`` replace config values, e.g. ``add_prefix_space=True`` (which RoBERTa
@@ -1565,14 +1649,23 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text of token ids, as HF ``tokenizers.Tokenizer.decode`` (WordPiece, ByteLevel or the Unigram
-        files' decoders: Metaspace, Replace, ByteFallback, Fuse, Strip)."""
+        files' decoders: Metaspace, Replace, ByteFallback, Fuse, Strip), or for fastBPE as
+        BertweetTokenizer.decode."""
+        fastbpe = self._spec.decoder == "fastbpe"
         tokens = []
         for i in ids:
             i = int(i)
-            tok = self._id_to_token.get(i)
-            if tok is None or (skip_special_tokens and i in self._special_ids):
+            if skip_special_tokens and i in self._special_ids:
                 continue
+            tok = self._id_to_token.get(i)
+            if tok is None:
+                if not fastbpe:
+                    continue  # tokenizers skips an unknown id
+                tok = self._spec.special["unk_token"]  # a Python tokenizer shows the unknown token
             tokens.append(tok)
+        if fastbpe:  # convert_tokens_to_string, then transformers' clean_up_tokenization if asked
+            text = " ".join(tokens).replace("@@ ", "").strip()
+            return _cleanup(text, dont=False) if self._spec.decoder_cleanup else text
         if self._spec.decoder == "bytelevel":
             return _bytelevel_decode(tokens)
         if self._spec.decoder == "steps":
@@ -1587,15 +1680,17 @@ class Tokenizer:
         return "".join(out)
 
     def __repr__(self) -> str:
-        kind = {_WORDPIECE: "WordPiece", _BPE: "BPE", _UNIGRAM: "Unigram"}[self._spec.model]
+        kind = {_WORDPIECE: "WordPiece", _BPE: "BPE", _UNIGRAM: "Unigram", _FASTBPE: "fastBPE"}[self._spec.model]
         return f"Tokenizer({kind}, vocab_size={self.vocab_size}, source={self.source!r})"
 
 
-def _cleanup(s: str) -> str:
-    """tokenizers' WordPiece decoder cleanup of tokenization spaces."""
+def _cleanup(s: str, dont: bool = True) -> str:
+    """tokenizers' WordPiece decoder cleanup of tokenization spaces; without its " do not" -> " don't"
+    (``dont=False``) transformers' clean_up_tokenization."""
     for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
                  (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
-        s = s.replace(a, b)
+        if dont or a != " do not":
+            s = s.replace(a, b)
     return s
 
 
