@@ -71,6 +71,7 @@ MODELS = {
     "camembert": ("tiny CamemBERT", "camembert-base"),
     "camembert-spm": ("tiny CamemBERT (sentencepiece.bpe.model only)", "multienc-test--camembert-spm-only"),
     "deberta": ("tiny DeBERTa (v1)", "microsoft--deberta-base"),
+    "bertweet": ("tiny BERTweet (vocab.txt + bpe.codes)", "vinai--bertweet-base"),
 }
 
 

@@ -33,6 +33,8 @@ from test_torch_pickle import G, I, S, state_dict, tensor, tup  # noqa: E402
 
 from multienc.formats import safetensors  # noqa: E402
 
+BERTWEET = os.path.join(ROOT, "tests", "fixtures", "tiny_hub", "vinai--bertweet-base", "main")
+
 
 def _write(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -249,11 +251,14 @@ def seeds(tmp: str) -> None:
                     "max_input_chars_per_word": 100, "vocab": {t: i for i, t in enumerate(vocab)}}}
     _write(os.path.join(out, "tokenizer_json", "wordpiece.json"), json.dumps(wp).encode())
     unigram_seeds(out)
-    # tokenizer files: the WordPiece and BPE fixture folders as bundles
+    # tokenizer files: the WordPiece, BPE and fastBPE fixture folders as bundles
     _write(os.path.join(out, "tokenizer_files", "wordpiece.bundle"),
            pack_bundle({n: _read(ELECTRA, n) for n in ("vocab.txt", "tokenizer_config.json")}))
     _write(os.path.join(out, "tokenizer_files", "bpe.bundle"),
            pack_bundle({n: _read(ROBERTA, n) for n in ("vocab.json", "merges.txt", "tokenizer_config.json")}))
+    _write(os.path.join(out, "tokenizer_files", "fastbpe.bundle"),  # BertweetTokenizer, named in config.json
+           pack_bundle({n: _read(BERTWEET, n) for n in ("vocab.txt", "bpe.codes", "tokenizer_config.json",
+                                                         "config.json")}))
     # config.json of each model whose weights the config target uses (one per model type)
     for model_type, folder in CONFIG_MODELS.items():
         _write(os.path.join(out, "config", model_type + ".json"), _read(folder, "config.json"))

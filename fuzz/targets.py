@@ -248,7 +248,7 @@ def run_c_api(data: bytes, folder: str) -> None:
 
 
 def _bundle_mutator(name: str) -> Callable:
-    return mutate_json if name.endswith(".json") else mutate_lines if name.endswith(".txt") else mutate_bytes
+    return mutate_json if name.endswith(".json") else mutate_lines if name.endswith((".txt", ".codes")) else mutate_bytes
 
 
 # ------------------------------------------------------------------ the table

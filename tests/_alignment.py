@@ -39,7 +39,8 @@ def sentence_digest(words):
 def hf_word_ids(folder, words):
     """HF's word ids (-1 for special tokens) and input ids of pre-split ``words``: from
     :data:`WORD_IDS_FIXTURE` for the folders it covers (transformers reads SentencePiece-only
-    checkpoints only with the sentencepiece package, absent here), else transformers run live."""
+    checkpoints only with the sentencepiece package, absent here), else transformers run live (a
+    Python tokenizer's word ids: its tokens of each word in turn, as it encodes pre-split words)."""
     repo = os.path.dirname(os.path.relpath(folder, HUB)).replace("--", "/")
     with gzip.open(WORD_IDS_FIXTURE, "rt", encoding="utf-8") as f:
         fixture = json.load(f)
@@ -51,6 +52,9 @@ def hf_word_ids(folder, words):
     bpe = os.path.exists(os.path.join(folder, "merges.txt"))
     tf = transformers.AutoTokenizer.from_pretrained(folder, **({"add_prefix_space": True} if bpe else {}))
     enc = tf(words, is_split_into_words=True, truncation=False)
+    if not tf.is_fast:  # a Python tokenizer (BERTweet's) has no word_ids(): it tokenizes word by word
+        return [[-1] + [n for n, w in enumerate(row) for _ in tf.tokenize(w)] + [-1] for row in words], \
+            enc["input_ids"]
     return [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(words))], enc["input_ids"]
 
 

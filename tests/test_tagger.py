@@ -27,6 +27,7 @@ ELECTRA = os.path.join(HUB, "google--electra-base-discriminator", "main")
 ROBERTA = os.path.join(HUB, "roberta-base", "main")
 SPANBERT = os.path.join(HUB, "SpanBERT--spanbert-base-cased", "main")
 DISTILBERT = os.path.join(HUB, "distilbert-base-uncased", "main")
+BERTWEET = os.path.join(HUB, "vinai--bertweet-base", "main")  # fastBPE: HF word ids from its Python tokenizer
 MODELS = os.path.join(HERE, "fixtures", "models")
 
 
@@ -34,7 +35,7 @@ MODELS = os.path.join(HERE, "fixtures", "models")
 
 def alignment_folders():
     real = [TC.vocab_dir(v) for v in TC.VOCABS] if TC.present() else []
-    return [ELECTRA, ROBERTA, SPANBERT, DISTILBERT, TC.minilm_dir()] + real
+    return [ELECTRA, ROBERTA, SPANBERT, DISTILBERT, BERTWEET, TC.minilm_dir()] + real
 
 
 @pytest.mark.parametrize("folder", alignment_folders(),

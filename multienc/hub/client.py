@@ -42,7 +42,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # without tokenizer.json, which holds the same tokenizer (transformers' converters made it).
 SENTENCEPIECE_FILES: Tuple[str, ...] = ("sentencepiece.bpe.model", "spiece.model", "spm.model")
 TOKENIZER_FILES: Tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                    "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
+                                    "vocab.txt", "vocab.json", "merges.txt", "bpe.codes", "added_tokens.json",
                                     *SENTENCEPIECE_FILES)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$", re.ASCII)
