@@ -3,8 +3,9 @@
 For each real vocabulary in ../shared/data/vocab (bert-base-uncased, bert-base-cased,
 roberta-base), for SentencePiece Unigram tokenizers (the 32k model trained on the corpora,
 tests/fixtures/unigram, as transformers' XLM-R and ALBERT converters write its tokenizer.json, and
-SentencePiece's test_model as the DeBERTa-v2 converter writes it) and every unique sentence of
-the shared corpora, in one run:
+SentencePiece's test_model as the DeBERTa-v2 converter writes it), BERTweet's fastBPE (the tiny hub's
+``vinai/bertweet-base`` files: a small vocabulary, against transformers' Python BertweetTokenizer,
+the only one transformers has) and every unique sentence of the shared corpora, in one run:
 
 * single-thread: one ``encode(text)`` call per sentence (multienc ``Tokenizer.encode`` vs
   ``tokenizers.Tokenizer.encode``, the backend ``transformers.AutoTokenizer`` builds);
@@ -17,7 +18,7 @@ the shared corpora, in one run:
 Tokens counted are those HF produces without truncation or padding (special tokens included);
 both sides produce the same.
 
-    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R] [--batch-size B] [--only all|vocab|unigram]
+    PYTHONPATH=. python benchmarks/bench_tokenizer.py [--limit N] [--repeat R] [--batch-size B] [--only all|vocab|unigram|fastbpe]
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import tempfile
 import warnings
 import sys
 import time
+from types import SimpleNamespace
 from typing import Callable, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +46,35 @@ UNIGRAMS = [("unigram 32k, XLM-R converter", os.path.join(FIXTURES, "trained-32k
             ("unigram 32k, ALBERT converter", os.path.join(FIXTURES, "trained-32k.model"), "albert"),
             ("unigram test_model, DeBERTa-v2 converter", os.path.join(C.SHARED_DATA, "spm", "test_model.model"),
              "deberta-v2")]
+FASTBPE = "fastBPE, tiny BERTweet files (HF: Python tokenizer)"
+BERTWEET = os.path.join(os.path.dirname(HERE), "tests", "fixtures", "tiny_hub", "vinai--bertweet-base", "main")
+
+
+class PythonBackend:
+    """transformers' Python tokenizer behind the calls this script makes of a tokenizers.Tokenizer."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.max_length, self.padding = tok, None, False
+
+    def no_truncation(self) -> None:
+        self.max_length = None
+
+    def no_padding(self) -> None:
+        self.padding = False
+
+    def enable_truncation(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def enable_padding(self, pad_id: int) -> None:
+        self.padding = True
+
+    def encode(self, text: str) -> SimpleNamespace:
+        return SimpleNamespace(ids=self.tok(text)["input_ids"])
+
+    def encode_batch(self, texts: List[str]) -> List[SimpleNamespace]:
+        out = self.tok(texts, truncation=self.max_length is not None, max_length=self.max_length,
+                       padding=self.padding)
+        return [SimpleNamespace(ids=ids) for ids in out["input_ids"]]
 
 
 def load_pairs(name: str, tmp: str):
@@ -62,6 +93,8 @@ def load_pairs(name: str, tmp: str):
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(d, f)
             return Tokenizer.from_file(path), tokenizers.Tokenizer.from_file(path)
+    if name == FASTBPE:
+        return Tokenizer.from_pretrained(BERTWEET), PythonBackend(transformers.AutoTokenizer.from_pretrained(BERTWEET))
     folder = C.vocab_dir(name)
     if folder is None:
         return None
@@ -82,8 +115,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N unique sentences")
     ap.add_argument("--repeat", type=int, default=3, help="best of R runs per measurement")
     ap.add_argument("--batch-size", type=int, default=1024, help="sentences per encode_batch call")
-    ap.add_argument("--only", choices=["all", "vocab", "unigram"], default="all",
-                    help="rows: the real vocabularies, the Unigram tokenizers, or both")
+    ap.add_argument("--only", choices=["all", "vocab", "unigram", "fastbpe"], default="all",
+                    help="rows: the real vocabularies, the Unigram tokenizers, BERTweet's fastBPE, or all")
     args = ap.parse_args()
 
     import tokenizers
@@ -103,8 +136,9 @@ def main() -> None:
           "batched ours (all threads) | batched ours (1 thread) | batched HF (all threads) | ratio |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|")
     tmp = tempfile.mkdtemp(prefix="bench-tok-")
-    names = (list(C.VOCABS) if args.only != "unigram" else []) + \
-        ([row for row, _, _ in UNIGRAMS] if args.only != "vocab" else [])
+    names = (list(C.VOCABS) if args.only in ("all", "vocab") else []) + \
+        ([row for row, _, _ in UNIGRAMS] if args.only in ("all", "unigram") else []) + \
+        ([FASTBPE] if args.only in ("all", "fastbpe") else [])
     for name in names:
         loaded = load_pairs(name, tmp)
         if loaded is None:
