@@ -1,5 +1,6 @@
 """DeBERTa-v3, MPNet, ERNIE (model_type ernie, the seed's "Electra with Ernie"), DeBERTa (v1,
-model_type deberta) and BERTweet (RoBERTa with BertweetTokenizer's fastBPE files) through the product: their tiny hub repositories under the real names (tools/make_tiny_hub.py; DeBERTa-v3 with
+model_type deberta) and BERTweet (RoBERTa with BertweetTokenizer's fastBPE files) through the
+product: their tiny hub repositories under the real names (tools/make_tiny_hub.py; DeBERTa-v3 with
 only spm.model, as microsoft/deberta-v3-base ships it, and pytorch_model.bin; MPNet with MPNet's
 WordPiece template; ERNIE as ErnieForMaskedLM with the task type table) resolve through the hub
 layout, tokenize and compute as HF does, train in a DME MultiEncoder with ELECTRA through

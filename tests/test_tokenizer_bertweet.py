@@ -137,7 +137,8 @@ ODD_VOCAB = (b"ab@@ 5\naba@@ 3\nb@@ 2\nx 9\nthe 9\nt@@ 1\nh@@ 1\ne 1\n  the  3  
 @pytest.mark.parametrize("vocab,codes,config", [
     (ODD_VOCAB, ODD_CODES, {}),
     (ODD_VOCAB.replace(b"\r\n", b"\n").replace(b"\n", b"\r"), ODD_CODES.replace(b"\n", b"\r\n") + b"\n", {}),
-    (ODD_VOCAB, ODD_CODES, {"bos_token": "<b>", "unk_token": "<u>", "mask_token": "a@@", "clean_up_tokenization_spaces": True}),
+    (ODD_VOCAB, ODD_CODES, {"bos_token": "<b>", "unk_token": "<u>", "mask_token": "a@@",
+                            "clean_up_tokenization_spaces": True}),
     (ODD_VOCAB, ODD_CODES, {"added_tokens_decoder": {"23": {"content": "<mask>", "special": True},
                                                      "24": {"content": "he@@", "special": False}}}),
 ])

@@ -4,7 +4,8 @@ Unigram models (XLM-RoBERTa, ALBERT, DeBERTa-v2/v3) and BERTweet (fastBPE).
 The tokenization itself runs in C (``multienc.engine._C.Tokenizer``) with the behaviour of
 HuggingFace's fast tokenizers: the same ids, type ids, character offsets and word
 indices (BERTweet, which has only a Python tokenizer in transformers: its ids, with the
-offsets and word indices of its words and pieces). This module reads the tokenizer files and offers the Python API::
+offsets and word indices of its words and pieces). This module reads the tokenizer files and
+offers the Python API::
 
     tok = Tokenizer.from_pretrained("path/to/bert-base-uncased")
     enc = tok.encode("Hello world!", pair="Second sentence")
@@ -822,8 +823,9 @@ def _cls_sep_templates(spec: _Spec, ids: Dict[str, int], bert_pair: bool = False
 
 
 def _spec_from_fastbpe(model_dir: str, vocab_txt: str, config: Dict[str, Any], cls: str) -> _Spec:
-    """BertweetTokenizer's or PhobertTokenizer's (the same but for Bertweet's normalization) vocab.txt (fairseq's "token count" lines after ``<s>`` 0, ``<pad>`` 1,
-    ``</s>`` 2, ``<unk>`` 3) and bpe.codes (fastBPE merges), built as transformers 5.24 builds it:
+    """BertweetTokenizer's or PhobertTokenizer's (the same but for Bertweet's normalization)
+    vocab.txt (fairseq's "token count" lines after ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3)
+    and bpe.codes (fastBPE merges), built as transformers 5.24 builds it:
     words of ``re.findall(r"\\S+\\n?")``, fastBPE with "@@" marking a piece inside a word, special
     tokens missing from the vocabulary appended, ``<s> A </s></s> B </s>`` with type ids 0. Its
     ``normalization`` (a tweet tokenizer and the emoji package's demojize) is refused."""
@@ -1477,7 +1479,8 @@ class Tokenizer:
         """Load the tokenizer of a model folder.
 
         Uses ``tokenizer.json`` when present, else ``vocab.txt`` (WordPiece; with ``bpe.codes``,
-        BERTweet's or PhoBERT's fastBPE) or ``vocab.json`` + ``merges.txt`` (byte-level BPE), with ``tokenizer_config.json`` / ``special_tokens_map.json``
+        BERTweet's or PhoBERT's fastBPE) or ``vocab.json`` + ``merges.txt`` (byte-level BPE), with
+        ``tokenizer_config.json`` / ``special_tokens_map.json``
         (``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``add_prefix_space``,
         ``trim_offsets``, ``model_max_length``, special tokens), as ``transformers.AutoTokenizer``
         does. ``overrides`` replace config values, e.g. ``add_prefix_space=True`` (which RoBERTa
