@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -16,6 +17,28 @@ def _flat(rows: list, pairs: bool = False) -> np.ndarray:
     if pairs:
         return np.fromiter(itertools.chain.from_iterable(items), dtype=np.int64).reshape(-1, 2)
     return np.fromiter(items, dtype=np.int64)
+
+
+def assert_concurrent_calls_agree(ours: Tokenizer, texts: Sequence[str]) -> None:
+    """4 threads calling encode and encode_batch on one tokenizer get the single-threaded results."""
+    expected = [ours.encode(t).ids for t in texts]
+    batch_expected = ours.encode_batch(texts)["input_ids"].tolist()
+    errors = []
+
+    def work():
+        try:
+            for _ in range(3):
+                assert [ours.encode(t).ids for t in texts] == expected
+                assert ours.encode_batch(texts)["input_ids"].tolist() == batch_expected
+        except BaseException as e:  # any failure in a thread, reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, f"{len(errors)} of 4 threads failed: {errors!r}"
 
 
 def assert_batch_matches(ours: dict, hf_encs, inputs: Sequence, label: str) -> int:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
 import transformers
 
 import _tok_corpora as C
+from _tok_compare import assert_concurrent_calls_agree
 from multienc.engine.tokenization import Tokenizer, TokenizerFileError
 
 
@@ -105,26 +105,7 @@ def test_max_length_too_small(both):
 
 
 def test_concurrent_calls_agree(both):
-    ours, _ = both
-    texts = C.stress_texts(300, seed=31)
-    expected = [ours.encode(t).ids for t in texts]
-    batch_expected = ours.encode_batch(texts)["input_ids"].tolist()
-    errors = []
-
-    def work():
-        try:
-            for _ in range(3):
-                assert [ours.encode(t).ids for t in texts] == expected
-                assert ours.encode_batch(texts)["input_ids"].tolist() == batch_expected
-        except BaseException as e:  # any failure in a thread, reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, f"{len(errors)} of 4 threads failed: {errors!r}"
+    assert_concurrent_calls_agree(both[0], C.stress_texts(300, seed=31))
 
 
 # ------------------------------------------------------------------ file errors

@@ -21,6 +21,7 @@ import transformers
 
 import _tok_corpora as C
 from _tiny_hub import TEXTS, local
+from _tok_compare import assert_concurrent_calls_agree
 from multienc.engine.tokenization import Tokenizer, TokenizerFileError, UnsupportedTokenizerError
 
 BERTWEET = local("vinai/bertweet-base")
@@ -186,6 +187,11 @@ def test_bertweet_bad_files_name_the_file(tmp_path, vocab, codes, match):
         os.remove(os.path.join(folder, "bpe.codes"))
     with pytest.raises(TokenizerFileError, match=match):
         Tokenizer.from_pretrained(folder)
+
+
+def test_bertweet_concurrent_calls_agree():
+    """Threads share the tokenizer's workspaces and their piece caches (fastBPE's results too)."""
+    assert_concurrent_calls_agree(Tokenizer.from_pretrained(BERTWEET), TWEETS + C.stress_texts(300, seed=31))
 
 
 def test_bertweet_long_words():
