@@ -106,6 +106,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 
 import numpy as np
 import sentencepiece as spm
@@ -239,7 +240,6 @@ def bertweet_vocab(texts: list, folder: str) -> None:
     the corpus's words, ties broken by the pair itself; ``</w>`` marks each word's last char), and the
     vocabulary of the pieces BertweetTokenizer makes of the corpus with them, most frequent first, cut
     so that some pieces are unknown. The class goes to config.json once the model is saved (main)."""
-    from collections import Counter
     counts = Counter(w for t in texts for w in t.split())
     words = {tuple(w[:-1]) + (w[-1] + "</w>",): c for w, c in counts.items()}
     codes = []

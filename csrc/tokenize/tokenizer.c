@@ -892,10 +892,8 @@ static int fastbpe_word(const me_tok *t, me_ws *w, size_t nb, size_t *nout) {
     while (w->heapn) {
         int32_t rank = w->heap[0].rank;
         size_t nr = 0;
-        while (w->heapn && w->heap[0].rank == rank) { /* popped in position order */
-            if (me_grow((void **)&w->round, &w->roundcap, nr + 1, sizeof *w->round)) return ME_ERR_NOMEM;
-            w->round[nr++] = heap_pop(w);
-        }
+        if (me_grow((void **)&w->round, &w->roundcap, w->heapn, sizeof *w->round)) return ME_ERR_NOMEM;
+        while (w->heapn && w->heap[0].rank == rank) w->round[nr++] = heap_pop(w); /* in position order */
         for (size_t r = 0; r < nr; r++) {
             int32_t pos = w->round[r].pos;
             bpe_sym *cur = &w->sym[pos];
@@ -1350,7 +1348,6 @@ static void trim_offsets(const me_tok *t, me_enc *e, int add_prefix_space) {
     }
 }
 
-/* tokenizers' truncate_encodings, strategy longest_first, direction right, stride 0. */
 /* longest_first of transformers' Python tokenizers (truncate_sequences): the longer sequence loses
  * the difference, then the two share the rest, the second losing the odd one. */
 static void truncate_python(me_enc *a, me_enc *b, size_t max) {
@@ -1361,6 +1358,8 @@ static void truncate_python(me_enc *a, me_enc *b, size_t max) {
     b->n = rb < nb ? nb - rb : 0;
 }
 
+/* tokenizers' truncate_encodings, strategy longest_first, direction right, stride 0 (or the Python
+ * tokenizers' split with python_truncation). */
 static void truncate_longest_first(const me_tok *t, me_enc *a, me_enc *b, size_t max) {
     if (!b) {
         if (a->n > max) a->n = max;
