@@ -186,6 +186,36 @@ def test_vector_variants_compute_the_same_bits():
             np.testing.assert_array_equal(a, b)
 
 
+def test_row_kernels_compute_the_same_bits_at_every_vector_level():
+    """The loops compiled for AVX-512, AVX2 and the baseline (LayerNorm's rows and column blocks, the
+    bias gradient's column sums, the attention's masked softmax and its backward through dropout, with
+    a score bias, padded queries and the score gradients; AdamW) give identical results, on widths
+    that are no multiple of the vectors or of the column blocks and past the single-thread size."""
+    best = _C_tests.cpu_level()
+    x, w, b = f32(129, 200), f32(200), f32(200)
+    dout, mm_in, mm_w = f32(129, 200), f32(129, 70), f32(200, 70)
+    qkv, mask = attention_inputs(3, 37, 2, 8)
+    bias = f32(3, 2, 37, 37)
+    dctx = f32(3, 37, 16)
+    adam = [f32(5000) for _ in range(4)]
+    adam[3] = np.abs(adam[3])  # the second moment
+    results = []
+    try:
+        for level in range(best, -1, -1):
+            _C_tests.cpu_level(level)
+            y, mean, rstd = _C_tests.ops_layernorm_forward(x, w, b, 1e-5)
+            ctx, probs = _C_tests.ops_attention_bias_forward(qkv, mask, bias, 2, 0.3, True, 0.2, 3, 9)
+            results.append([y, mean, rstd, *_C_tests.ops_layernorm_backward(dout, x, mean, rstd, w),
+                            *_C_tests.ops_matmul_backward(dout, mm_in, mm_w), ctx, probs,
+                            *_C_tests.ops_attention_bias_backward(dctx, qkv, probs, mask, 2, 0.3, True, 0.2, 3, 9),
+                            *_C_tests.ops_adamw(*adam, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3, 0.5)])
+    finally:
+        _C_tests.cpu_level(2)  # no cap, as in test_vector_variants_compute_the_same_bits
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- add
 @pytest.mark.parametrize("n", [1, 13, 9000])
 def test_add_forward_backward(n):

@@ -15,6 +15,26 @@
 #define ME_INLINE static inline
 #endif
 
+/* A void kernel compiled three times from its ME_INLINE body NAME_body: NAME_base, NAME_avx2 and
+ * NAME_avx512, and NAME, which runs the one me_cpu_level() picks. PARAMS is the parenthesised
+ * parameter list, ARGS the parenthesised arguments that pass them on. */
+#ifdef ME_VARIANTS
+#define ME_VARIANTS_OF(name, PARAMS, ARGS)                                   \
+    static void name##_base PARAMS { name##_body ARGS; }                     \
+    ME_TARGET_AVX2 static void name##_avx2 PARAMS { name##_body ARGS; }      \
+    ME_TARGET_AVX512 static void name##_avx512 PARAMS { name##_body ARGS; }  \
+    static void name PARAMS {                                                \
+        switch (me_cpu_level()) {                                            \
+        case 2: name##_avx512 ARGS; return;                                  \
+        case 1: name##_avx2 ARGS; return;                                    \
+        }                                                                    \
+        name##_base ARGS;                                                    \
+    }
+#else
+#define ME_VARIANTS_OF(name, PARAMS, ARGS) \
+    static void name PARAMS { name##_body ARGS; }
+#endif
+
 /* The most me_cpu_set_level allows (2 unless lowered), whatever the CPU and the build: for kernels
  * that check CPU features of their own (cpu/gemm_bf16.c). */
 int me_cpu_level_cap(void);

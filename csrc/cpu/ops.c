@@ -1,7 +1,9 @@
 /* CPU backend: every op of backend.h with OpenBLAS for matrix products and
  * OpenMP for element-wise work and reductions. All reductions use a fixed
  * partition (no atomics, no thread-order dependence), so results repeat
- * exactly for a given thread count. */
+ * exactly for a given thread count. The row and column-block loops of LayerNorm,
+ * the bias gradient and the attention's softmax are compiled three times
+ * (ME_VARIANTS_OF, cpu/dispatch.h) and compute the same bits in each. */
 #define _GNU_SOURCE /* mmap flags */
 #include "cpu/blas.h"
 #include <math.h>
@@ -12,6 +14,7 @@
 
 #include "backend.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/dispatch.h"
 #include "cpu/gemm_bf16.h"
 #include "cpu/vmath.h"
 
@@ -97,67 +100,99 @@ static void embedding_backward(float *dtable, const float *dout, const int32_t *
 
 /* --------------------------------------------------------------- layernorm */
 
+/* LayerNorm of row n */
+ME_INLINE void ln_forward_row_body(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                                   const float *b, int n, int C, float eps) {
+    const float *x = inp + (size_t)n * C;
+    const double m = me_sum_f64(x, (size_t)C) / C;
+    const double v = me_sumsq_dev_f64(x, m, (size_t)C) / C; /* biased variance, as torch */
+    float mf = (float)m;
+    float r = (float)(1.0 / sqrt(v + (double)eps));
+    float *o = out + (size_t)n * C;
+    for (int c = 0; c < C; c++) o[c] = ((x[c] - mf) * r) * w[c] + b[c];
+    mean[n] = mf;
+    rstd[n] = r;
+}
+ME_VARIANTS_OF(ln_forward_row,
+               (float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int n, int C,
+                float eps),
+               (out, mean, rstd, inp, w, b, n, C, eps))
+
 static void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                               const float *w, const float *b, int N, int C, float eps) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        const double m = me_sum_f64(x, (size_t)C) / C;
-        const double v = me_sumsq_dev_f64(x, m, (size_t)C) / C; /* biased variance, as torch */
-        float mf = (float)m;
-        float r = (float)(1.0 / sqrt(v + (double)eps));
-        float *o = out + (size_t)n * C;
-        for (int c = 0; c < C; c++) o[c] = ((x[c] - mf) * r) * w[c] + b[c];
-        mean[n] = mf;
-        rstd[n] = r;
+    for (int n = 0; n < N; n++) ln_forward_row(out, mean, rstd, inp, w, b, n, C, eps);
+}
+
+/* d(input) of LayerNorm's row n (accumulate: added to dinp's row) */
+ME_INLINE void ln_backward_row_body(float *dinp, const float *dout, const float *inp, const float *mean,
+                                    const float *rstd, const float *w, int n, int C, int accumulate) {
+    const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
+    const float m = mean[n], r = rstd[n];
+    double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sdx[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* as me_sum_f64 */
+    int c0 = 0;
+    for (; c0 + 8 <= C; c0 += 8)
+        for (int k = 0; k < 8; k++) {
+            const float xh = (x[c0 + k] - m) * r, dn = g[c0 + k] * w[c0 + k];
+            sd[k] += dn;
+            sdx[k] += (double)dn * xh;
+        }
+    for (int k = 0; c0 + k < C; k++) {
+        const float xh = (x[c0 + k] - m) * r, dn = g[c0 + k] * w[c0 + k];
+        sd[k] += dn;
+        sdx[k] += (double)dn * xh;
+    }
+    const float md = (float)(me_sum8_total(sd) / C), mdx = (float)(me_sum8_total(sdx) / C);
+    float *d = dinp + (size_t)n * C;
+    for (int c = 0; c < C; c++) {
+        const float xh = (x[c] - m) * r, v = (g[c] * w[c] - md - xh * mdx) * r;
+        d[c] = accumulate ? d[c] + v : v;
     }
 }
+ME_VARIANTS_OF(ln_backward_row,
+               (float *dinp, const float *dout, const float *inp, const float *mean, const float *rstd,
+                const float *w, int n, int C, int accumulate),
+               (dinp, dout, inp, mean, rstd, w, n, C, accumulate))
+
+/* Column blocks of this many columns, one per OpenMP iteration: each walks every row in order, so
+ * a column's sum has one order whatever the thread count (and the block width). */
+#define COL_BLOCK 64
+
+/* LayerNorm's weight and bias gradients of columns c0 .. c1 - 1, added to dw and db */
+ME_INLINE void ln_params_backward_cols_body(float *dw, float *db, const float *dout, const float *inp,
+                                            const float *mean, const float *rstd, int N, int C, int c0, int c1) {
+    float aw[COL_BLOCK], ab[COL_BLOCK];
+    for (int c = c0; c < c1; c++) aw[c - c0] = ab[c - c0] = 0.0f;
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
+        const float m = mean[n], r = rstd[n];
+        for (int c = c0; c < c1; c++) {
+            aw[c - c0] += g[c] * ((x[c] - m) * r);
+            ab[c - c0] += g[c];
+        }
+    }
+    for (int c = c0; c < c1; c++) {
+        dw[c] += aw[c - c0];
+        db[c] += ab[c - c0];
+    }
+}
+ME_VARIANTS_OF(ln_params_backward_cols,
+               (float *dw, float *db, const float *dout, const float *inp, const float *mean, const float *rstd,
+                int N, int C, int c0, int c1),
+               (dw, db, dout, inp, mean, rstd, N, C, c0, c1))
 
 static void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                                const float *inp, const float *mean, const float *rstd,
                                const float *w, int N, int C, int accumulate) {
     if (dinp) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
-            float m = mean[n], r = rstd[n];
-            double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sdx[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* as me_sum_f64 */
-            for (int c0 = 0; c0 < C; c0 += 8)
-                for (int k = 0; k < 8 && c0 + k < C; k++) {
-                    const int c = c0 + k;
-                    float xh = (x[c] - m) * r;
-                    float dn = g[c] * w[c];
-                    sd[k] += dn;
-                    sdx[k] += (double)dn * xh;
-                }
-            float md = (float)(me_sum8_total(sd) / C), mdx = (float)(me_sum8_total(sdx) / C);
-            float *d = dinp + (size_t)n * C;
-            for (int c = 0; c < C; c++) {
-                float xh = (x[c] - m) * r;
-                float v = (g[c] * w[c] - md - xh * mdx) * r;
-                d[c] = accumulate ? d[c] + v : v;
-            }
-        }
+        for (int n = 0; n < N; n++) ln_backward_row(dinp, dout, inp, mean, rstd, w, n, C, accumulate);
     }
-    const int BLK = 32;
-    int nblk = (C + BLK - 1) / BLK;
+    const int nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN) schedule(static)
     for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
-        float aw[32], ab[32];
-        for (int c = c0; c < c1; c++) aw[c - c0] = ab[c - c0] = 0.0f;
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
-            float m = mean[n], r = rstd[n];
-            for (int c = c0; c < c1; c++) {
-                aw[c - c0] += g[c] * ((x[c] - m) * r);
-                ab[c - c0] += g[c];
-            }
-        }
-        for (int c = c0; c < c1; c++) {
-            dw[c] += aw[c - c0];
-            db[c] += ab[c - c0];
-        }
+        const int c0 = blk * COL_BLOCK;
+        ln_params_backward_cols(dw, db, dout, inp, mean, rstd, N, C, c0, c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C);
     }
 }
 
@@ -193,19 +228,24 @@ static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, fl
     }
 }
 
+/* db[c] += the sum of dout's column c over its N rows, for columns c0 .. c1 - 1 */
+ME_INLINE void colsum_cols_body(float *db, const float *dout, int N, int OC, int c0, int c1) {
+    float acc[COL_BLOCK];
+    for (int c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+    for (int n = 0; n < N; n++) {
+        const float *g = dout + (size_t)n * OC;
+        for (int c = c0; c < c1; c++) acc[c - c0] += g[c];
+    }
+    for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
+}
+ME_VARIANTS_OF(colsum_cols, (float *db, const float *dout, int N, int OC, int c0, int c1), (db, dout, N, OC, c0, c1))
+
 static void colsum_accumulate(float *db, const float *dout, int N, int OC) {
-    const int BLK = 32;
-    int nblk = (OC + BLK - 1) / BLK;
+    const int nblk = (OC + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for if ((size_t)N * OC > PAR_MIN) schedule(static)
     for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * BLK, c1 = c0 + BLK < OC ? c0 + BLK : OC;
-        float acc[32];
-        for (int c = c0; c < c1; c++) acc[c - c0] = 0.0f;
-        for (int n = 0; n < N; n++) {
-            const float *g = dout + (size_t)n * OC;
-            for (int c = c0; c < c1; c++) acc[c - c0] += g[c];
-        }
-        for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
+        const int c0 = blk * COL_BLOCK;
+        colsum_cols(db, dout, N, OC, c0, c0 + COL_BLOCK < OC ? c0 + COL_BLOCK : OC);
     }
 }
 
@@ -353,7 +393,7 @@ static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
  * exactly 0, as HF's additive finfo.min mask gives); a row whose keys are all
  * masked, or (row_masked) the row of a padded query, becomes uniform over all
  * keys, as it does in HF. */
-static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_masked) {
+ME_INLINE void masked_softmax_row_body(float *row, const int32_t *mask, int T, int row_masked) {
     float mx = -INFINITY;
     uint32_t any = 0;
     if (!row_masked) {
@@ -380,6 +420,7 @@ static void masked_softmax_row(float *row, const int32_t *mask, int T, int row_m
     float inv = (float)(1.0 / me_sum_f64(row, (size_t)T));
     for (int j = 0; j < T; j++) row[j] *= inv;
 }
+ME_VARIANTS_OF(masked_softmax_row, (float *row, const int32_t *mask, int T, int row_masked), (row, mask, T, row_masked))
 
 /* The queries of one sentence: rows q0 .. q0 + m - 1 of q; row r is position pos(r) of the
  * sentence (pos NULL: position r, all T of them). */
@@ -411,7 +452,7 @@ static void attention_dropout(float *dst, const float *P, const Queries *s, int 
 
 /* dst = x dropped out by the factors attention_dropout drew for a tile of ones (0 or 1/(1-p)):
  * the same as drawing the mask again (a dropped element is +0 whatever x is) */
-static void apply_dropout_factors(float *dst, const float *x, const float *keep, size_t n) {
+ME_INLINE void apply_dropout_factors_body(float *dst, const float *x, const float *keep, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) { /* in integer bits, which vectorise: keep is +0 or > 0 */
         const float v = x[i] * keep[i];
@@ -422,6 +463,20 @@ static void apply_dropout_factors(float *dst, const float *x, const float *keep,
         memcpy(dst + i, &vb, sizeof vb);
     }
 }
+ME_VARIANTS_OF(apply_dropout_factors, (float *dst, const float *x, const float *keep, size_t n), (dst, x, keep, n))
+
+/* Back through one row's dropout and softmax: g holds the gradient of the row's dropped-out
+ * probabilities, pr the probabilities, keep the dropout factors (NULL: no dropout). Leaves the
+ * scores' gradient dS = P * (dP - sum(dP * P)) in ds (NULL: not wanted) and dS * scale in g. */
+ME_INLINE void softmax_backward_row_body(float *g, float *ds, const float *pr, const float *keep, int T, float scale) {
+    if (keep) apply_dropout_factors_body(g, g, keep, (size_t)T);
+    const float df = (float)me_dot_f64(g, pr, (size_t)T);
+    for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
+    if (ds) memcpy(ds, g, (size_t)T * sizeof(float));
+    for (int j = 0; j < T; j++) g[j] *= scale;
+}
+ME_VARIANTS_OF(softmax_backward_row, (float *g, float *ds, const float *pr, const float *keep, int T, float scale),
+               (g, ds, pr, keep, T, scale))
 
 /* Attention over the query rows of qstart / qpos (NULL: every position) with keys and values
  * of every position: q [*, ldq], k and v [B*T, ldkv] (row b*T + t), ctx [*, ldc]; probs holds
@@ -504,22 +559,16 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, Pd, T, dc, ldc, 0.0f, dv + kv0,
                         ldkv);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, 1.0f, dc, ldc, vb, ldkv, 0.0f, dP, T);
-            /* through dropout, then softmax: dS = P * (dP - sum(dP * P)); a padded query's row
-             * (query_mask) was filled, not computed, so its dS is 0. dS is the bias gradient;
-             * scaled, the gradient of q.k */
+            /* through dropout, then softmax; a padded query's row (query_mask) was filled, not
+             * computed, so its dS is 0. dS is the bias gradient; scaled, the gradient of q.k */
             for (int r = 0; r < s.m; r++) {
-                float *g = dP + (size_t)r * T;
-                const float *pr = P + (size_t)r * T;
-                const int t = s.pos ? s.pos[r] : r;
-                if (query_mask && !mk[t]) {
+                float *g = dP + (size_t)r * T, *dsr = ds ? ds + (size_t)(s.pos ? s.pos[r] : r) * T : NULL;
+                if (query_mask && !mk[s.pos ? s.pos[r] : r]) {
                     memset(g, 0, (size_t)T * sizeof(float));
+                    if (dsr) memset(dsr, 0, (size_t)T * sizeof(float));
                 } else {
-                    if (p > 0.0f) apply_dropout_factors(g, g, keep + (size_t)r * T, (size_t)T);
-                    const float df = (float)me_dot_f64(g, pr, (size_t)T);
-                    for (int j = 0; j < T; j++) g[j] = pr[j] * (g[j] - df);
+                    softmax_backward_row(g, dsr, P + (size_t)r * T, p > 0.0f ? keep + (size_t)r * T : NULL, T, scale);
                 }
-                if (ds) memcpy(ds + (size_t)t * T, g, (size_t)T * sizeof(float));
-                for (int j = 0; j < T; j++) g[j] *= scale;
             }
             /* dQ = dS K ; dK = dS^T Q */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, dP, T, kb, ldkv, 0.0f,

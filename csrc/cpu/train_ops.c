@@ -224,21 +224,7 @@ ME_INLINE void adamw_body(ADAMW_ARGS) {
         g[i] = 0.0f;
     }
 }
-static void adamw_base(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
-#ifdef ME_VARIANTS
-ME_TARGET_AVX512 static void adamw_avx512(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
-ME_TARGET_AVX2 static void adamw_avx2(ADAMW_ARGS) { adamw_body(ADAMW_CALL); }
-#endif
-
-static void adamw_range(ADAMW_ARGS) {
-#ifdef ME_VARIANTS
-    switch (me_cpu_level()) {
-    case 2: adamw_avx512(ADAMW_CALL); return;
-    case 1: adamw_avx2(ADAMW_CALL); return;
-    }
-#endif
-    adamw_base(ADAMW_CALL);
-}
+ME_VARIANTS_OF(adamw, (ADAMW_ARGS), (ADAMW_CALL))
 
 /* torch.optim.AdamW (single-tensor path, amsgrad off): scalars are computed in
  * double as Python does, then applied in float32 as the tensor ops do. */
@@ -253,7 +239,7 @@ void cpu_adamw_update(float *p, float *g, float *m, float *v, size_t n, double l
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int t = 0; t < nt; t++) {
         size_t a = t * chunk, b = a + chunk < n ? a + chunk : n;
-        if (a < b) adamw_range(p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, -step_size, grad_scale);
+        if (a < b) adamw(p, g, m, v, a, b, decay, w1, b2, w2, bc2_sqrt, epsf, -step_size, grad_scale);
     }
 }
 
