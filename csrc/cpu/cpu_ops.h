@@ -8,6 +8,11 @@
 
 #include "backend.h"
 
+/* C[i, j] = alpha * sum_k A(i, k) B[k, j] (+ C[i, j] when accumulate) for i < M, j < N: A(i, k) =
+ * A[i * ars + k * aks], B and C row-major with row strides ldb and ldc. The attention's products,
+ * single-threaded (each OpenMP thread runs its own heads); see attn_gemm.c. */
+void cpu_attn_gemm(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B, int ldb,
+                   float *C, int ldc, int accumulate);
 void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation act);

@@ -384,9 +384,24 @@ static void dropout_rows(float *out, const float *inp, const int32_t *rows, int 
 
 /* One (batch, head) pair per OpenMP iteration: scores, softmax, dropout and the
  * context product stay in that thread's cache; each thread owns three T x T
- * scratch tiles (backward: dropped probabilities, their gradient, the dropout factors). */
+ * scratch tiles (backward: dropped probabilities, their gradient, the dropout factors)
+ * and two of T x HS floats: cpu_attn_gemm's B operands, K or V transposed (q.k and dP) or
+ * a head's rows of K, V, Q or dctx made contiguous (their rows lie thousands of bytes apart in
+ * the fused layouts: read in place, the same few cache sets and a page per row served them). */
+static size_t attention_thread_floats(int T, int HS) { return 3 * (size_t)T * T + 2 * (size_t)HS * T; }
 static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
-    return 3 * (size_t)omp_get_max_threads() * T * T;
+    return (size_t)omp_get_max_threads() * attention_thread_floats(T, HS);
+}
+
+/* dst [HS, T] = the T rows of x [T, ld] (their first HS columns) transposed */
+static void transpose_rows(float *dst, const float *x, int ld, int T, int HS) {
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = x[(size_t)t * ld + d];
+}
+
+/* dst [T, HS] = the T rows of x [T, ld] (their first HS columns) */
+static void copy_rows(float *dst, const float *x, int ld, int T, int HS) {
+    for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * HS, x + (size_t)t * ld, (size_t)HS * sizeof(float));
 }
 
 /* Softmax over keys of one row of scores, masked keys excluded (probability
@@ -497,25 +512,24 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
             const float *qb = q + (size_t)s.q0 * ldq + h * HS;
             const float *kb = k + (size_t)b * T * ldkv + h * HS, *vb = v + (size_t)b * T * ldkv + h * HS;
             float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
-            float beta = 0.0f;
+            float *tile = scratch + attention_thread_floats(T, HS) * omp_get_thread_num(), *bt = tile + 3 * TT;
             if (bias) {
                 const float *bb = bias + ((bias_per_batch ? (size_t)b * NH : 0) + h) * TT;
                 for (int r = 0; r < s.m; r++)
                     memcpy(P + (size_t)r * T, bb + (size_t)(s.pos ? s.pos[r] : r) * T, (size_t)T * sizeof(float));
-                beta = 1.0f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, scale, qb, ldq, kb, ldkv, beta, P, T);
+            transpose_rows(bt, kb, ldkv, T, HS);
+            cpu_attn_gemm(s.m, T, HS, scale, qb, ldq, 1, bt, T, P, T, bias != NULL); /* scale q.k (+ bias) */
             const int32_t *mk = mask + (size_t)b * T;
             for (int r = 0; r < s.m; r++)
                 masked_softmax_row(P + (size_t)r * T, mk, T, query_mask && !mk[s.pos ? s.pos[r] : r]);
             const float *Pd = P;
             if (p > 0.0f) {
-                float *tile = scratch + 3 * TT * omp_get_thread_num();
                 attention_dropout(tile, P, &s, T, p, seed, site + (uint64_t)b * NH + h);
                 Pd = tile;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, Pd, T, vb, ldkv, 0.0f,
-                        ctx + (size_t)s.q0 * ldc + h * HS, ldc);
+            copy_rows(bt, vb, ldkv, T, HS); /* V's rows, contiguous, where K^T was */
+            cpu_attn_gemm(s.m, HS, T, 1.0f, Pd, T, 1, bt, HS, ctx + (size_t)s.q0 * ldc + h * HS, ldc, 0);
         }
 }
 
@@ -546,7 +560,8 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             const float *dc = dctx + (size_t)s.q0 * ldc + h * HS;
             const float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
             const int32_t *mk = mask + (size_t)b * T;
-            float *tile = scratch + 3 * TT * omp_get_thread_num(), *dP = tile + TT, *keep = dP + TT;
+            float *tile = scratch + attention_thread_floats(T, HS) * omp_get_thread_num(), *dP = tile + TT,
+                  *keep = dP + TT, *bt = keep + TT, *rows = bt + (size_t)T * HS;
             const uint64_t st = site + (uint64_t)b * NH + h;
             const float *Pd = P;
             if (p > 0.0f) { /* the mask drawn once: keep = 1/(1-p) where kept, 0 where dropped */
@@ -555,10 +570,11 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                 apply_dropout_factors(tile, P, keep, (size_t)s.m * T);
                 Pd = tile;
             }
-            /* dV = Pd^T dctx ; dPd = dctx V^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, Pd, T, dc, ldc, 0.0f, dv + kv0,
-                        ldkv);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, T, HS, 1.0f, dc, ldc, vb, ldkv, 0.0f, dP, T);
+            /* dV = Pd^T dctx ; dPd = dctx V^T (B operands: dctx's rows, V transposed) */
+            copy_rows(rows, dc, ldc, s.m, HS);
+            cpu_attn_gemm(T, HS, s.m, 1.0f, Pd, 1, T, rows, HS, dv + kv0, ldkv, 0);
+            transpose_rows(bt, vb, ldkv, T, HS);
+            cpu_attn_gemm(s.m, T, HS, 1.0f, dc, ldc, 1, bt, T, dP, T, 0);
             /* through dropout, then softmax; a padded query's row (query_mask) was filled, not
              * computed, so its dS is 0. dS is the bias gradient; scaled, the gradient of q.k */
             for (int r = 0; r < s.m; r++) {
@@ -570,11 +586,11 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                     softmax_backward_row(g, dsr, P + (size_t)r * T, p > 0.0f ? keep + (size_t)r * T : NULL, T, scale);
                 }
             }
-            /* dQ = dS K ; dK = dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.m, HS, T, 1.0f, dP, T, kb, ldkv, 0.0f,
-                        dq + (size_t)s.q0 * ldq + h * HS, ldq);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, s.m, 1.0f, dP, T, qb, ldq, 0.0f, dk + kv0,
-                        ldkv);
+            /* dQ = dS K ; dK = dS^T Q (B operands: K's rows, Q's rows) */
+            copy_rows(bt, kb, ldkv, T, HS);
+            cpu_attn_gemm(s.m, HS, T, 1.0f, dP, T, 1, bt, HS, dq + (size_t)s.q0 * ldq + h * HS, ldq, 0);
+            copy_rows(rows, qb, ldq, s.m, HS);
+            cpu_attn_gemm(T, HS, s.m, 1.0f, dP, 1, T, rows, HS, dk + kv0, ldkv, 0);
         }
 }
 

@@ -1,0 +1,71 @@
+/* The attention's per-(batch, head) matrix products (128 x 128 x 64 at BERT-base's shapes), in
+ * place of one OpenBLAS call each: OpenBLAS packs both operands and clears C (beta 0) on every
+ * call, which at these sizes cost about as much as the multiply-adds. Here one kernel reads A with
+ * any pair of strides (a transposed operand is just other strides: one value broadcast at a time)
+ * and B's rows as they lie; the attention hands it B contiguous (a head's rows of K, V, Q or dctx
+ * copied, or K or V transposed: T x HS floats per product, against T x T x HS multiply-adds). Tiles
+ * of 6 rows x 4 vectors keep 24 accumulators in registers. Compiled for AVX-512 (16 lanes), AVX2 (8)
+ * and baseline (1) from cpu/attn_gemm_body.h; all three compute the same bits. */
+#include <math.h>
+#include <stddef.h>
+
+#include "cpu/cpu_ops.h"
+#include "cpu/dispatch.h"
+#ifdef ME_VARIANTS
+#include <immintrin.h>
+#endif
+
+/* ------------------------------------------------------------ baseline: one lane, scalar C */
+#define W 1
+#define VF float
+#define FN(name) name##_base
+#define ATTR
+#define VZERO() 0.0f
+#define VSET1(x) (x)
+#define VLOAD(p) (*(p))
+#define VSTORE(p, v) (*(p) = (v))
+#define VFMA(a, b, c) fmaf((a), (b), (c))
+#define VMUL(a, b) ((a) * (b))
+#define VADD(a, b) ((a) + (b))
+#include "cpu/attn_gemm_body.h"
+
+#ifdef ME_VARIANTS
+/* ------------------------------------------------------------ AVX-512: 16 floats */
+#define W 16
+#define VF __m512
+#define FN(name) name##_avx512
+#define ATTR ME_TARGET_AVX512
+#define VZERO() _mm512_setzero_ps()
+#define VSET1(x) _mm512_set1_ps(x)
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define VMUL(a, b) _mm512_mul_ps((a), (b))
+#define VADD(a, b) _mm512_add_ps((a), (b))
+#include "cpu/attn_gemm_body.h"
+
+/* ------------------------------------------------------------ AVX2: 8 floats */
+#define W 8
+#define VF __m256
+#define FN(name) name##_avx2
+#define ATTR ME_TARGET_AVX2
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define VADD(a, b) _mm256_add_ps((a), (b))
+#include "cpu/attn_gemm_body.h"
+#endif
+
+void cpu_attn_gemm(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B, int ldb,
+                   float *C, int ldc, int accumulate) {
+#ifdef ME_VARIANTS
+    switch (me_cpu_level()) {
+    case 2: attn_gemm_avx512(M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate); return;
+    case 1: attn_gemm_avx2(M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate); return;
+    }
+#endif
+    attn_gemm_base(M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate);
+}
