@@ -1,4 +1,5 @@
-/* CPU backend: every op of backend.h with OpenBLAS for matrix products and
+/* CPU backend: every op of backend.h with OpenBLAS for the linear layers' matrix
+ * products (the attention's per-head ones: cpu_attn_gemm, attn_gemm.c) and
  * OpenMP for element-wise work and reductions. All reductions use a fixed
  * partition (no atomics, no thread-order dependence), so results repeat
  * exactly for a given thread count. The row and column-block loops of LayerNorm,
