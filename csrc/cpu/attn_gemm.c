@@ -8,6 +8,7 @@
  * and baseline (1) from cpu/attn_gemm_body.h; all three compute the same bits. */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "cpu/cpu_ops.h"
 #include "cpu/dispatch.h"
@@ -58,6 +59,15 @@
 #define VADD(a, b) _mm256_add_ps((a), (b))
 #include "cpu/attn_gemm_body.h"
 #endif
+
+void cpu_transpose_rows(float *dst, const float *x, int ld, int T, int HS) {
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = x[(size_t)t * ld + d];
+}
+
+void cpu_copy_rows(float *dst, const float *x, int ld, int T, int HS) {
+    for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * HS, x + (size_t)t * ld, (size_t)HS * sizeof(float));
+}
 
 void cpu_attn_gemm(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B, int ldb,
                    float *C, int ldc, int accumulate) {

@@ -1,12 +1,12 @@
 /* CPU backend, part 3: the ops ModernBERT adds to the BERT block: rotary position embeddings,
  * the gated linear unit of its feed-forward and self-attention limited to a window of keys.
- * Same conventions as ops.c: OpenMP over independent rows or (batch, head) pairs, single-threaded
- * sgemm inside, fixed summation orders, so results repeat for a given thread count. */
+ * Same conventions as ops.c: OpenMP over independent rows or (batch, head) pairs, the attention's
+ * products single-threaded inside (cpu_attn_gemm), fixed summation orders, so results repeat for a
+ * given thread count. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
-#include "cpu/blas.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/vmath.h"
 
@@ -139,11 +139,14 @@ static WaRow wa_row(int r, int window, int T, const int32_t *cnt) {
     return w;
 }
 
-/* Per thread: two QB x KW tiles, T floats, T + 1 prefix counts. */
-static size_t wa_thread_floats(WaGeometry g, int T) { return 2 * (size_t)g.QB * g.KW + 2 * (size_t)T + 1; }
+/* Per thread: two QB x KW tiles, two KW x HS ones (cpu_attn_gemm's B operands: the band's K or V
+ * transposed, or rows of K, V, Q or dO made contiguous), T floats, T + 1 prefix counts. */
+static size_t wa_thread_floats(WaGeometry g, int T, int HS) {
+    return 2 * (size_t)g.QB * g.KW + 2 * (size_t)g.KW * HS + 2 * (size_t)T + 1;
+}
 
 size_t cpu_window_attention_scratch_floats(int B, int T, int NH, int HS, int window) {
-    return (size_t)omp_get_max_threads() * wa_thread_floats(wa_geometry(T, window), T);
+    return (size_t)omp_get_max_threads() * wa_thread_floats(wa_geometry(T, window), T, HS);
 }
 
 static float keep_scale(float p) { return p >= 1.0f ? 0.0f : 1.0f / (1.0f - p); }
@@ -220,7 +223,7 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
     const int D = NH * HS, D3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)HS), scl = keep_scale(p);
     const WaGeometry g = wa_geometry(T, window);
-    const size_t per_thread = wa_thread_floats(g, T);
+    const size_t per_thread = wa_thread_floats(g, T, HS);
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * g.KW * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
@@ -229,18 +232,19 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
             const int32_t *m = mask + (size_t)b * T;
             const uint64_t s = site + (uint64_t)b * NH + h;
             float *S = scratch + per_thread * omp_get_thread_num(), *Pd = S + (size_t)g.QB * g.KW;
-            int32_t *cnt = (int32_t *)(Pd + (size_t)g.QB * g.KW + T);
+            float *bt = Pd + (size_t)g.QB * g.KW; /* KW x HS: the band's K^T, then its V rows */
+            int32_t *cnt = (int32_t *)(bt + 2 * (size_t)g.KW * HS + T);
             prefix_counts(cnt, m, T);
             for (int r0 = 0; r0 < T; r0 += g.QB) {
                 const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, scale, q + (size_t)r0 * D3, D3,
-                            k + (size_t)ks * D3, D3, 0.0f, S, g.KW);
+                cpu_transpose_rows(bt, k + (size_t)ks * D3, D3, g.KW, HS);
+                cpu_attn_gemm(n, g.KW, HS, scale, q + (size_t)r0 * D3, D3, 1, bt, g.KW, S, g.KW, 0);
                 for (int i = 0; i < n; i++)
                     wa_softmax_row(S + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m,
                                    &st[2 * (r0 + i)], &st[2 * (r0 + i) + 1]);
                 const float *P = p > 0.0f ? wa_dropout_band(Pd, S, n, g.KW, r0, ks, T, p, scl, seed, s) : S;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, g.KW, 1.0f, P, g.KW,
-                            v + (size_t)ks * D3, D3, 0.0f, o + (size_t)r0 * D, D);
+                cpu_copy_rows(bt, v + (size_t)ks * D3, D3, g.KW, HS);
+                cpu_attn_gemm(n, HS, g.KW, 1.0f, P, g.KW, 1, bt, HS, o + (size_t)r0 * D, D, 0);
                 for (int i = 0; i < n; i++) {
                     const int r = r0 + i;
                     if (wa_row(r, window, T, cnt).real) continue;
@@ -264,7 +268,7 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
     const int D = NH * HS, D3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)HS), scl = keep_scale(p);
     const WaGeometry g = wa_geometry(T, window);
-    const size_t per_thread = wa_thread_floats(g, T);
+    const size_t per_thread = wa_thread_floats(g, T, HS);
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * g.KW * HS > 100000)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
@@ -275,7 +279,8 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
             const int32_t *m = mask + (size_t)b * T;
             const uint64_t s = site + (uint64_t)b * NH + h;
             float *P = scratch + per_thread * omp_get_thread_num(), *G = P + (size_t)g.QB * g.KW;
-            float *dS = G + (size_t)g.QB * g.KW; /* T floats: a uniform row's score gradients */
+            float *bt = G + (size_t)g.QB * g.KW, *rows = bt + (size_t)g.KW * HS; /* KW x HS each */
+            float *dS = rows + (size_t)g.KW * HS; /* T floats: a uniform row's score gradients */
             int32_t *cnt = (int32_t *)(dS + T);
             prefix_counts(cnt, m, T);
             for (int t = 0; t < T; t++) {
@@ -285,18 +290,18 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
             for (int r0 = 0; r0 < T; r0 += g.QB) {
                 const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
                 /* the forward's probabilities, recomputed from its row statistics */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, scale, q + (size_t)r0 * D3, D3,
-                            k + (size_t)ks * D3, D3, 0.0f, P, g.KW);
+                cpu_transpose_rows(bt, k + (size_t)ks * D3, D3, g.KW, HS);
+                cpu_attn_gemm(n, g.KW, HS, scale, q + (size_t)r0 * D3, D3, 1, bt, g.KW, P, g.KW, 0);
                 for (int i = 0; i < n; i++)
                     wa_probs_row(P + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m, st[2 * (r0 + i)],
                                  st[2 * (r0 + i) + 1]);
                 /* dV += Pd^T dO (Pd: P with dropout, built in G) */
                 const float *Pd = p > 0.0f ? wa_dropout_band(G, P, n, g.KW, r0, ks, T, p, scl, seed, s) : P;
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.KW, HS, n, 1.0f, Pd, g.KW,
-                            dO + (size_t)r0 * D, D, 1.0f, dv + (size_t)ks * D3, D3);
+                cpu_copy_rows(rows, dO + (size_t)r0 * D, D, n, HS);
+                cpu_attn_gemm(g.KW, HS, n, 1.0f, Pd, 1, g.KW, rows, HS, dv + (size_t)ks * D3, D3, 1);
                 /* dPd = dO V^T; through dropout, then softmax: dS = P (dP - sum(dP P)) scale */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g.KW, HS, 1.0f, dO + (size_t)r0 * D, D,
-                            v + (size_t)ks * D3, D3, 0.0f, G, g.KW);
+                cpu_transpose_rows(bt, v + (size_t)ks * D3, D3, g.KW, HS);
+                cpu_attn_gemm(n, g.KW, HS, 1.0f, dO + (size_t)r0 * D, D, 1, bt, g.KW, G, g.KW, 0);
                 if (p > 0.0f) wa_dropout_band(G, G, n, g.KW, r0, ks, T, p, scl, seed, s);
                 for (int i = 0; i < n; i++) {
                     float *gr = G + (size_t)i * g.KW;
@@ -314,10 +319,10 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                     for (int jj = 0; jj < g.KW; jj++) gr[jj] = pr[jj] * (gr[jj] - df) * scale;
                 }
                 /* dQ = dS K ; dK += dS^T Q */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, g.KW, 1.0f, G, g.KW,
-                            k + (size_t)ks * D3, D3, 0.0f, dq + (size_t)r0 * D3, D3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.KW, HS, n, 1.0f, G, g.KW,
-                            q + (size_t)r0 * D3, D3, 1.0f, dk + (size_t)ks * D3, D3);
+                cpu_copy_rows(bt, k + (size_t)ks * D3, D3, g.KW, HS);
+                cpu_attn_gemm(n, HS, g.KW, 1.0f, G, g.KW, 1, bt, HS, dq + (size_t)r0 * D3, D3, 0);
+                cpu_copy_rows(rows, q + (size_t)r0 * D3, D3, n, HS);
+                cpu_attn_gemm(g.KW, HS, n, 1.0f, G, 1, g.KW, rows, HS, dk + (size_t)ks * D3, D3, 1);
                 /* rows without an allowed key: uniform over all T keys */
                 for (int i = 0; i < n; i++) {
                     const int r = r0 + i;

@@ -394,17 +394,6 @@ static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
     return (size_t)omp_get_max_threads() * attention_thread_floats(T, HS);
 }
 
-/* dst [HS, T] = the T rows of x [T, ld] (their first HS columns) transposed */
-static void transpose_rows(float *dst, const float *x, int ld, int T, int HS) {
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = x[(size_t)t * ld + d];
-}
-
-/* dst [T, HS] = the T rows of x [T, ld] (their first HS columns) */
-static void copy_rows(float *dst, const float *x, int ld, int T, int HS) {
-    for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * HS, x + (size_t)t * ld, (size_t)HS * sizeof(float));
-}
-
 /* Softmax over keys of one row of scores, masked keys excluded (probability
  * exactly 0, as HF's additive finfo.min mask gives); a row whose keys are all
  * masked, or (row_masked) the row of a padded query, becomes uniform over all
@@ -519,7 +508,7 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
                 for (int r = 0; r < s.m; r++)
                     memcpy(P + (size_t)r * T, bb + (size_t)(s.pos ? s.pos[r] : r) * T, (size_t)T * sizeof(float));
             }
-            transpose_rows(bt, kb, ldkv, T, HS);
+            cpu_transpose_rows(bt, kb, ldkv, T, HS);
             cpu_attn_gemm(s.m, T, HS, scale, qb, ldq, 1, bt, T, P, T, bias != NULL); /* scale q.k (+ bias) */
             const int32_t *mk = mask + (size_t)b * T;
             for (int r = 0; r < s.m; r++)
@@ -529,7 +518,7 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
                 attention_dropout(tile, P, &s, T, p, seed, site + (uint64_t)b * NH + h);
                 Pd = tile;
             }
-            copy_rows(bt, vb, ldkv, T, HS); /* V's rows, contiguous, where K^T was */
+            cpu_copy_rows(bt, vb, ldkv, T, HS); /* V's rows, contiguous, where K^T was */
             cpu_attn_gemm(s.m, HS, T, 1.0f, Pd, T, 1, bt, HS, ctx + (size_t)s.q0 * ldc + h * HS, ldc, 0);
         }
 }
@@ -572,9 +561,9 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                 Pd = tile;
             }
             /* dV = Pd^T dctx ; dPd = dctx V^T (B operands: dctx's rows, V transposed) */
-            copy_rows(rows, dc, ldc, s.m, HS);
+            cpu_copy_rows(rows, dc, ldc, s.m, HS);
             cpu_attn_gemm(T, HS, s.m, 1.0f, Pd, 1, T, rows, HS, dv + kv0, ldkv, 0);
-            transpose_rows(bt, vb, ldkv, T, HS);
+            cpu_transpose_rows(bt, vb, ldkv, T, HS);
             cpu_attn_gemm(s.m, T, HS, 1.0f, dc, ldc, 1, bt, T, dP, T, 0);
             /* through dropout, then softmax; a padded query's row (query_mask) was filled, not
              * computed, so its dS is 0. dS is the bias gradient; scaled, the gradient of q.k */
@@ -588,9 +577,9 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
                 }
             }
             /* dQ = dS K ; dK = dS^T Q (B operands: K's rows, Q's rows) */
-            copy_rows(bt, kb, ldkv, T, HS);
+            cpu_copy_rows(bt, kb, ldkv, T, HS);
             cpu_attn_gemm(s.m, HS, T, 1.0f, dP, T, 1, bt, HS, dq + (size_t)s.q0 * ldq + h * HS, ldq, 0);
-            copy_rows(rows, qb, ldq, s.m, HS);
+            cpu_copy_rows(rows, qb, ldq, s.m, HS);
             cpu_attn_gemm(T, HS, s.m, 1.0f, dP, 1, T, rows, HS, dk + kv0, ldkv, 0);
         }
 }
