@@ -139,10 +139,11 @@ static WaRow wa_row(int r, int window, int T, const int32_t *cnt) {
     return w;
 }
 
-/* Per thread: two QB x KW tiles, two KW x HS ones (cpu_attn_gemm's B operands: the band's K or V
- * transposed, or rows of K, V, Q or dO made contiguous), T floats, T + 1 prefix counts. */
+/* Per thread: two QB x KW tiles; cpu_attn_gemm's B operands: three T x HS (the head's K or V
+ * transposed, or its rows of K or V made contiguous, once per head: a band is a slice of them)
+ * and one QB x HS (a block's rows of Q or dO); T floats, T + 1 prefix counts. */
 static size_t wa_thread_floats(WaGeometry g, int T, int HS) {
-    return 2 * (size_t)g.QB * g.KW + 2 * (size_t)g.KW * HS + 2 * (size_t)T + 1;
+    return 2 * (size_t)g.QB * g.KW + 3 * (size_t)T * HS + (size_t)g.QB * HS + 2 * (size_t)T + 1;
 }
 
 size_t cpu_window_attention_scratch_floats(int B, int T, int NH, int HS, int window) {
@@ -232,19 +233,19 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
             const int32_t *m = mask + (size_t)b * T;
             const uint64_t s = site + (uint64_t)b * NH + h;
             float *S = scratch + per_thread * omp_get_thread_num(), *Pd = S + (size_t)g.QB * g.KW;
-            float *bt = Pd + (size_t)g.QB * g.KW; /* KW x HS: the band's K^T, then its V rows */
-            int32_t *cnt = (int32_t *)(bt + 2 * (size_t)g.KW * HS + T);
+            float *kt = Pd + (size_t)g.QB * g.KW, *vr = kt + (size_t)T * HS; /* K^T [HS, T], V [T, HS] */
+            int32_t *cnt = (int32_t *)(kt + 3 * (size_t)T * HS + (size_t)g.QB * HS + T);
             prefix_counts(cnt, m, T);
+            cpu_transpose_rows(kt, k, D3, T, HS);
+            cpu_copy_rows(vr, v, D3, T, HS);
             for (int r0 = 0; r0 < T; r0 += g.QB) {
                 const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
-                cpu_transpose_rows(bt, k + (size_t)ks * D3, D3, g.KW, HS);
-                cpu_attn_gemm(n, g.KW, HS, scale, q + (size_t)r0 * D3, D3, 1, bt, g.KW, S, g.KW, 0);
+                cpu_attn_gemm(n, g.KW, HS, scale, q + (size_t)r0 * D3, D3, 1, kt + ks, T, S, g.KW, 0);
                 for (int i = 0; i < n; i++)
                     wa_softmax_row(S + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m,
                                    &st[2 * (r0 + i)], &st[2 * (r0 + i) + 1]);
                 const float *P = p > 0.0f ? wa_dropout_band(Pd, S, n, g.KW, r0, ks, T, p, scl, seed, s) : S;
-                cpu_copy_rows(bt, v + (size_t)ks * D3, D3, g.KW, HS);
-                cpu_attn_gemm(n, HS, g.KW, 1.0f, P, g.KW, 1, bt, HS, o + (size_t)r0 * D, D, 0);
+                cpu_attn_gemm(n, HS, g.KW, 1.0f, P, g.KW, 1, vr + (size_t)ks * HS, HS, o + (size_t)r0 * D, D, 0);
                 for (int i = 0; i < n; i++) {
                     const int r = r0 + i;
                     if (wa_row(r, window, T, cnt).real) continue;
@@ -279,10 +280,14 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
             const int32_t *m = mask + (size_t)b * T;
             const uint64_t s = site + (uint64_t)b * NH + h;
             float *P = scratch + per_thread * omp_get_thread_num(), *G = P + (size_t)g.QB * g.KW;
-            float *bt = G + (size_t)g.QB * g.KW, *rows = bt + (size_t)g.KW * HS; /* KW x HS each */
-            float *dS = rows + (size_t)g.KW * HS; /* T floats: a uniform row's score gradients */
+            float *kt = G + (size_t)g.QB * g.KW, *vt = kt + (size_t)T * HS, *kr = vt + (size_t)T * HS;
+            float *rows = kr + (size_t)T * HS; /* K^T, V^T [HS, T], K [T, HS]; a block's rows [QB, HS] */
+            float *dS = rows + (size_t)g.QB * HS; /* T floats: a uniform row's score gradients */
             int32_t *cnt = (int32_t *)(dS + T);
             prefix_counts(cnt, m, T);
+            cpu_transpose_rows(kt, k, D3, T, HS);
+            cpu_transpose_rows(vt, v, D3, T, HS);
+            cpu_copy_rows(kr, k, D3, T, HS);
             for (int t = 0; t < T; t++) {
                 memset(dk + (size_t)t * D3, 0, sizeof(float) * HS);
                 memset(dv + (size_t)t * D3, 0, sizeof(float) * HS);
@@ -290,8 +295,7 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
             for (int r0 = 0; r0 < T; r0 += g.QB) {
                 const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
                 /* the forward's probabilities, recomputed from its row statistics */
-                cpu_transpose_rows(bt, k + (size_t)ks * D3, D3, g.KW, HS);
-                cpu_attn_gemm(n, g.KW, HS, scale, q + (size_t)r0 * D3, D3, 1, bt, g.KW, P, g.KW, 0);
+                cpu_attn_gemm(n, g.KW, HS, scale, q + (size_t)r0 * D3, D3, 1, kt + ks, T, P, g.KW, 0);
                 for (int i = 0; i < n; i++)
                     wa_probs_row(P + (size_t)i * g.KW, g.KW, ks, wa_row(r0 + i, window, T, cnt), m, st[2 * (r0 + i)],
                                  st[2 * (r0 + i) + 1]);
@@ -300,8 +304,7 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                 cpu_copy_rows(rows, dO + (size_t)r0 * D, D, n, HS);
                 cpu_attn_gemm(g.KW, HS, n, 1.0f, Pd, 1, g.KW, rows, HS, dv + (size_t)ks * D3, D3, 1);
                 /* dPd = dO V^T; through dropout, then softmax: dS = P (dP - sum(dP P)) scale */
-                cpu_transpose_rows(bt, v + (size_t)ks * D3, D3, g.KW, HS);
-                cpu_attn_gemm(n, g.KW, HS, 1.0f, dO + (size_t)r0 * D, D, 1, bt, g.KW, G, g.KW, 0);
+                cpu_attn_gemm(n, g.KW, HS, 1.0f, dO + (size_t)r0 * D, D, 1, vt + ks, T, G, g.KW, 0);
                 if (p > 0.0f) wa_dropout_band(G, G, n, g.KW, r0, ks, T, p, scl, seed, s);
                 for (int i = 0; i < n; i++) {
                     float *gr = G + (size_t)i * g.KW;
@@ -319,8 +322,7 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
                     for (int jj = 0; jj < g.KW; jj++) gr[jj] = pr[jj] * (gr[jj] - df) * scale;
                 }
                 /* dQ = dS K ; dK += dS^T Q */
-                cpu_copy_rows(bt, k + (size_t)ks * D3, D3, g.KW, HS);
-                cpu_attn_gemm(n, HS, g.KW, 1.0f, G, g.KW, 1, bt, HS, dq + (size_t)r0 * D3, D3, 0);
+                cpu_attn_gemm(n, HS, g.KW, 1.0f, G, g.KW, 1, kr + (size_t)ks * HS, HS, dq + (size_t)r0 * D3, D3, 0);
                 cpu_copy_rows(rows, q + (size_t)r0 * D3, D3, n, HS);
                 cpu_attn_gemm(g.KW, HS, n, 1.0f, G, 1, g.KW, rows, HS, dk + (size_t)ks * D3, D3, 1);
                 /* rows without an allowed key: uniform over all T keys */
