@@ -71,11 +71,5 @@ void cpu_copy_rows(float *dst, const float *x, int ld, int T, int HS) {
 
 void cpu_attn_gemm(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B, int ldb,
                    float *C, int ldc, int accumulate) {
-#ifdef ME_VARIANTS
-    switch (me_cpu_level()) {
-    case 2: attn_gemm_avx512(M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate); return;
-    case 1: attn_gemm_avx2(M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate); return;
-    }
-#endif
-    attn_gemm_base(M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate);
+    ME_DISPATCH(attn_gemm, M, N, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate);
 }

@@ -15,21 +15,29 @@
 #define ME_INLINE static inline
 #endif
 
+/* The statement that runs void kernel NAME's variant for me_cpu_level() (NAME_avx512, NAME_avx2,
+ * else NAME_base) on the arguments, then returns from the enclosing void function. */
+#ifdef ME_VARIANTS
+#define ME_DISPATCH(name, ...)                      \
+    switch (me_cpu_level()) {                       \
+    case 2: name##_avx512(__VA_ARGS__); return;     \
+    case 1: name##_avx2(__VA_ARGS__); return;       \
+    }                                               \
+    name##_base(__VA_ARGS__)
+#else
+#define ME_DISPATCH(name, ...) name##_base(__VA_ARGS__)
+#endif
+
 /* A void kernel compiled three times from its ME_INLINE body NAME_body: NAME_base, NAME_avx2 and
  * NAME_avx512, and NAME, which runs the one me_cpu_level() picks. PARAMS is the parenthesised
  * parameter list, ARGS the parenthesised arguments that pass them on. */
+#define ME_UNPAREN(...) __VA_ARGS__ /* (a, b) -> a, b */
 #ifdef ME_VARIANTS
 #define ME_VARIANTS_OF(name, PARAMS, ARGS)                                   \
     static void name##_base PARAMS { name##_body ARGS; }                     \
     ME_TARGET_AVX2 static void name##_avx2 PARAMS { name##_body ARGS; }      \
     ME_TARGET_AVX512 static void name##_avx512 PARAMS { name##_body ARGS; }  \
-    static void name PARAMS {                                                \
-        switch (me_cpu_level()) {                                            \
-        case 2: name##_avx512 ARGS; return;                                  \
-        case 1: name##_avx2 ARGS; return;                                    \
-        }                                                                    \
-        name##_base ARGS;                                                    \
-    }
+    static void name PARAMS { ME_DISPATCH(name, ME_UNPAREN ARGS); }
 #else
 #define ME_VARIANTS_OF(name, PARAMS, ARGS) \
     static void name PARAMS { name##_body ARGS; }

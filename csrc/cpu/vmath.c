@@ -208,22 +208,12 @@ int me_cpu_set_level(int level) {
     return me_cpu_level();
 }
 
-#ifdef ME_VARIANTS
-#define VM_DISPATCH(name, ...)                                  \
-    switch (me_cpu_level()) {                                   \
-    case 2: name##_avx512(__VA_ARGS__); return;                 \
-    case 1: name##_avx2(__VA_ARGS__); return;                   \
-    }                                                           \
-    name##_base(__VA_ARGS__)
-#else
-#define VM_DISPATCH(name, ...) name##_base(__VA_ARGS__)
-#endif
 
 void me_vgelu_forward(float *out, float *dact, const float *inp, size_t n, int tanh_form) {
-    VM_DISPATCH(gelu_forward, out, dact, inp, n, tanh_form);
+    ME_DISPATCH(gelu_forward, out, dact, inp, n, tanh_form);
 }
 
-void me_vexp(float *out, const float *inp, size_t n) { VM_DISPATCH(exp, out, inp, n); }
+void me_vexp(float *out, const float *inp, size_t n) { ME_DISPATCH(exp, out, inp, n); }
 
 /* ------------------------------------------------------------ dropout masks */
 
@@ -295,7 +285,7 @@ ME_TARGET_AVX2 static void dropout_avx2(float *out, const float *inp, size_t n, 
 
 void me_vdropout(float *out, const float *inp, size_t n, float p, float scale, uint64_t seed, uint64_t site,
                  uint64_t index0) {
-    VM_DISPATCH(dropout, out, inp, n, p, scale, seed, site, index0);
+    ME_DISPATCH(dropout, out, inp, n, p, scale, seed, site, index0);
 }
 
-void me_verf(float *out, const float *inp, size_t n) { VM_DISPATCH(erf, out, inp, n); }
+void me_verf(float *out, const float *inp, size_t n) { ME_DISPATCH(erf, out, inp, n); }
