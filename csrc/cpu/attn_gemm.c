@@ -4,7 +4,9 @@
  * any pair of strides (a transposed operand is just other strides: one value broadcast at a time)
  * and B's rows as they lie; the attention hands it B contiguous (a head's rows of K, V, Q or dctx
  * copied, or K or V transposed: T x HS floats per product, against T x T x HS multiply-adds). Tiles
- * of 6 rows x 4 vectors keep 24 accumulators in registers. Compiled for AVX-512 (16 lanes), AVX2 (8)
+ * of 6 rows x 4 vectors keep 24 accumulators in registers; a row's last partial vector is read as
+ * the whole vector that ends at its last column and stored through a mask, so any T of at least
+ * one vector runs at the vectors' rate. Compiled for AVX-512 (16 lanes), AVX2 (8)
  * and baseline (1) from cpu/attn_gemm_body.h; all three compute the same bits. */
 #include <math.h>
 #include <stddef.h>
@@ -28,6 +30,10 @@
 #define VFMA(a, b, c) fmaf((a), (b), (c))
 #define VMUL(a, b) ((a) * (b))
 #define VADD(a, b) ((a) + (b))
+#define MASKT int /* one lane: never a partial vector */
+#define VMASK_FROM(s) (s)
+#define VLOADM(p, m) (*(p))
+#define VSTOREM(p, m, v) (*(p) = (v))
 #include "cpu/attn_gemm_body.h"
 
 #ifdef ME_VARIANTS
@@ -43,6 +49,10 @@
 #define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm512_mul_ps((a), (b))
 #define VADD(a, b) _mm512_add_ps((a), (b))
+#define MASKT __mmask16
+#define VMASK_FROM(s) ((__mmask16)(0xffffu << (s)))
+#define VLOADM(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define VSTOREM(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
 #include "cpu/attn_gemm_body.h"
 
 /* ------------------------------------------------------------ AVX2: 8 floats */
@@ -57,12 +67,16 @@
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_ps((a), (b))
 #define VADD(a, b) _mm256_add_ps((a), (b))
+#define MASKT __m256i
+#define VMASK_FROM(s) _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((s) - 1))
+#define VLOADM(p, m) _mm256_maskload_ps((p), (m))
+#define VSTOREM(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #include "cpu/attn_gemm_body.h"
 #endif
 
-void cpu_transpose_rows(float *dst, const float *x, int ld, int T, int HS) {
+void cpu_transpose_rows(float *dst, int ldd, const float *x, int ld, int T, int HS) {
     for (int t = 0; t < T; t++)
-        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = x[(size_t)t * ld + d];
+        for (int d = 0; d < HS; d++) dst[(size_t)d * ldd + t] = x[(size_t)t * ld + d];
 }
 
 void cpu_copy_rows(float *dst, const float *x, int ld, int T, int HS) {

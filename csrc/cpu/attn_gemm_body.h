@@ -4,39 +4,54 @@
  *   W          lanes;  VF: W floats;  FN(name): the name with the variant's suffix;  ATTR: its target
  *   VZERO()    W zeros;  VSET1(x): x in every lane;  VLOAD / VSTORE: W floats from / to memory
  *   VFMA(a, b, c) = a * b + c rounded once;  VMUL, VADD: each rounded, as scalar C
+ *   MASKT: a lane mask;  VMASK_FROM(s): lanes s .. W - 1;  VLOADM / VSTOREM(p, m, v): the
+ *              mask's lanes from / to memory (the others read as 0, and neither touched)
  * Every output element is the same sequence of operations whatever W is (a running fused
  * multiply-add over k = 0 .. K-1 from 0, times alpha, then plus C when accumulating), so every
  * variant computes the same bits. */
 
 /* C[r, v W + l] for r < R, v < NV, l < W: the tile at A's and C's first row and B's and C's first
- * column (see attn_gemm) */
-ATTR static inline __attribute__((always_inline)) void FN(tile)(const int R, const int NV, int K, float alpha,
+ * column (see attn_gemm). SHIFTED: the last vector's columns start sh (0 < sh < W) columns
+ * earlier, overlapping the one before, and only its lanes of m (its last W - sh) are stored: a
+ * partial last vector read with whole loads that stay inside B's rows (a masked load in the k loop
+ * would keep GCC from holding the accumulators in registers). */
+ATTR static inline __attribute__((always_inline)) void FN(tile)(const int R, const int NV, const int SHIFTED,
+                                                                int sh, MASKT m, int K, float alpha,
                                                                 const float *A, int ars, int aks, const float *B,
                                                                 int ldb, float *C, int ldc, int accumulate) {
+    const int last = (NV - 1) * W - (SHIFTED ? sh : 0); /* the last vector's first column */
     VF acc[6][4];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++) acc[r][v] = VZERO();
     for (int k = 0; k < K; k++) {
         const float *b = B + (size_t)k * ldb;
         VF bv[4];
-        for (int v = 0; v < NV; v++) bv[v] = VLOAD(b + v * W);
+        for (int v = 0; v < NV - 1; v++) bv[v] = VLOAD(b + v * W);
+        bv[NV - 1] = VLOAD(b + last);
         for (int r = 0; r < R; r++) {
             const VF a = VSET1(A[(size_t)r * ars + (size_t)k * aks]);
             for (int v = 0; v < NV; v++) acc[r][v] = VFMA(a, bv[v], acc[r][v]);
         }
     }
     const VF al = VSET1(alpha);
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < NV; v++) {
-            float *c = C + (size_t)r * ldc + v * W;
+    for (int r = 0; r < R; r++) {
+        float *c = C + (size_t)r * ldc;
+        for (int v = 0; v < NV - SHIFTED; v++) {
             const VF x = VMUL(acc[r][v], al);
-            VSTORE(c, accumulate ? VADD(VLOAD(c), x) : x);
+            VSTORE(c + v * W, accumulate ? VADD(VLOAD(c + v * W), x) : x);
         }
+        if (SHIFTED) {
+            const VF x = VMUL(acc[r][NV - 1], al);
+            VSTOREM(c + last, m, accumulate ? VADD(VLOADM(c + last, m), x) : x);
+        }
+    }
 }
 
-/* The tile of R rows and NV vectors, R and NV constants in each case (the accumulators stay in
- * registers) */
-#define ATTN_TILE_NV(R, NV) FN(tile)(R, NV, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate)
+/* The tile of R rows and NV vectors, the last one shifted or not: R, NV and SHIFTED constants in
+ * each case (the accumulators stay in registers) */
+#define ATTN_TILE_NV(R, NV)                                                                               \
+    (sh ? FN(tile)(R, NV, 1, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate)                    \
+        : FN(tile)(R, NV, 0, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate))
 #define ATTN_TILE_R(R)                                          \
     case R:                                                     \
         switch (nv) {                                           \
@@ -47,8 +62,8 @@ ATTR static inline __attribute__((always_inline)) void FN(tile)(const int R, con
         }                                                       \
         break
 
-ATTR static void FN(tile_any)(int rows, int nv, int K, float alpha, const float *A, int ars, int aks,
-                              const float *B, int ldb, float *C, int ldc, int accumulate) {
+ATTR static void FN(tile_any)(int rows, int nv, int sh, MASKT m, int K, float alpha, const float *A, int ars,
+                              int aks, const float *B, int ldb, float *C, int ldc, int accumulate) {
     switch (rows) {
         ATTN_TILE_R(1);
         ATTN_TILE_R(2);
@@ -63,23 +78,24 @@ ATTR static void FN(tile_any)(int rows, int nv, int K, float alpha, const float 
 
 ATTR static void FN(attn_gemm)(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B,
                                int ldb, float *C, int ldc, int accumulate) {
+    const int full = N / (4 * W) * (4 * W), rest = N - full; /* columns after the tiles of 4 vectors */
+    const int nv = (rest + W - 1) / W, sh = nv * W - rest;     /* their vectors; the last one's shift */
+    const MASKT m = VMASK_FROM(sh);                              /* its lanes from sh on */
+    const int vec = N >= W; /* a shifted last vector needs a whole vector's columns in the row */
     for (int i0 = 0; i0 < M; i0 += 6) {
         const int rows = M - i0 < 6 ? M - i0 : 6;
         const float *Ai = A + (size_t)i0 * ars;
         float *Ci = C + (size_t)i0 * ldc;
-        int j0 = 0;
-        for (; j0 + 4 * W <= N; j0 += 4 * W) FN(tile_any)(rows, 4, K, alpha, Ai, ars, aks, B + j0, ldb, Ci + j0, ldc,
-                                                          accumulate);
-        const int nv = (N - j0) / W;
-        if (nv) {
-            FN(tile_any)(rows, nv, K, alpha, Ai, ars, aks, B + j0, ldb, Ci + j0, ldc, accumulate);
-            j0 += nv * W;
-        }
-        for (; j0 < N; j0++) /* the last N % W columns, one lane at a time: the same operations */
+        for (int j0 = 0; j0 < full; j0 += 4 * W)
+            FN(tile_any)(rows, 4, 0, m, K, alpha, Ai, ars, aks, B + j0, ldb, Ci + j0, ldc, accumulate);
+        if (nv && vec)
+            FN(tile_any)(rows, nv, sh, m, K, alpha, Ai, ars, aks, B + full, ldb, Ci + full, ldc, accumulate);
+        if (vec) continue;
+        for (int j = 0; j < N; j++) /* fewer columns than lanes: one at a time, the same operations */
             for (int r = 0; r < rows; r++) {
                 float acc = 0.0f;
-                for (int k = 0; k < K; k++) acc = fmaf(Ai[(size_t)r * ars + (size_t)k * aks], B[(size_t)k * ldb + j0], acc);
-                float *c = Ci + (size_t)r * ldc + j0;
+                for (int k = 0; k < K; k++) acc = fmaf(Ai[(size_t)r * ars + (size_t)k * aks], B[(size_t)k * ldb + j], acc);
+                float *c = Ci + (size_t)r * ldc + j;
                 *c = accumulate ? *c + acc * alpha : acc * alpha;
             }
     }
@@ -97,3 +113,7 @@ ATTR static void FN(attn_gemm)(int M, int N, int K, float alpha, const float *A,
 #undef VFMA
 #undef VMUL
 #undef VADD
+#undef MASKT
+#undef VMASK_FROM
+#undef VLOADM
+#undef VSTOREM

@@ -13,10 +13,13 @@
  * single-threaded (each OpenMP thread runs its own heads); see attn_gemm.c. */
 void cpu_attn_gemm(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B, int ldb,
                    float *C, int ldc, int accumulate);
-/* cpu_attn_gemm's B operands: dst [HS, T] = the T rows of x [T, ld] (their first HS columns)
- * transposed; dst [T, HS] = those rows, contiguous */
-void cpu_transpose_rows(float *dst, const float *x, int ld, int T, int HS);
+/* cpu_attn_gemm's B operands: dst [HS, ldd] = the T rows of x [T, ld] (their first HS columns)
+ * transposed (columns T .. ldd - 1 untouched); dst [T, HS] = those rows, contiguous */
+void cpu_transpose_rows(float *dst, int ldd, const float *x, int ld, int T, int HS);
 void cpu_copy_rows(float *dst, const float *x, int ld, int T, int HS);
+/* A row stride for n floats that starts every row on a 64-byte line when the first does (rows of
+ * B and C that straddle lines cost the products two accesses per vector) */
+static inline int cpu_line_stride(int n) { return (n + 15) & ~15; }
 void cpu_rope_forward(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_rope_backward(float *dqkv, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
 void cpu_glu_forward(float *out, const float *inp, int N, int C, MeActivation act);

@@ -236,7 +236,7 @@ void cpu_window_attention_forward(float *ctx, float *stats, const float *qkv, co
             float *kt = Pd + (size_t)g.QB * g.KW, *vr = kt + (size_t)T * HS; /* K^T [HS, T], V [T, HS] */
             int32_t *cnt = (int32_t *)(kt + 3 * (size_t)T * HS + (size_t)g.QB * HS + T);
             prefix_counts(cnt, m, T);
-            cpu_transpose_rows(kt, k, D3, T, HS);
+            cpu_transpose_rows(kt, T, k, D3, T, HS);
             cpu_copy_rows(vr, v, D3, T, HS);
             for (int r0 = 0; r0 < T; r0 += g.QB) {
                 const int n = r0 + g.QB <= T ? g.QB : T - r0, ks = wa_key_start(r0, window, T, g.KW);
@@ -285,8 +285,8 @@ void cpu_window_attention_backward(float *dqkv, const float *dctx, const float *
             float *dS = rows + (size_t)g.QB * HS; /* T floats: a uniform row's score gradients */
             int32_t *cnt = (int32_t *)(dS + T);
             prefix_counts(cnt, m, T);
-            cpu_transpose_rows(kt, k, D3, T, HS);
-            cpu_transpose_rows(vt, v, D3, T, HS);
+            cpu_transpose_rows(kt, T, k, D3, T, HS);
+            cpu_transpose_rows(vt, T, v, D3, T, HS);
             cpu_copy_rows(kr, k, D3, T, HS);
             for (int t = 0; t < T; t++) {
                 memset(dk + (size_t)t * D3, 0, sizeof(float) * HS);

@@ -388,8 +388,13 @@ static void dropout_rows(float *out, const float *inp, const int32_t *rows, int 
  * scratch tiles (backward: dropped probabilities, their gradient, the dropout factors)
  * and two of T x HS floats: cpu_attn_gemm's B operands, K or V transposed (q.k and dP) or
  * a head's rows of K, V, Q or dctx made contiguous (their rows lie thousands of bytes apart in
- * the fused layouts: read in place, the same few cache sets and a page per row served them). */
-static size_t attention_thread_floats(int T, int HS) { return 3 * (size_t)T * T + 2 * (size_t)HS * T; }
+ * the fused layouts: read in place, the same few cache sets and a page per row served them).
+ * The transposed operand and the probabilities' gradient, which the products read and write by
+ * rows of T, have rows of cpu_line_stride(T) floats. */
+static size_t attention_thread_floats(int T, int HS) {
+    const size_t ldt = (size_t)cpu_line_stride(T);
+    return 2 * (size_t)T * T + (T + HS) * ldt + (size_t)HS * T;
+}
 static size_t attention_scratch_floats(int B, int T, int NH, int HS) {
     return (size_t)omp_get_max_threads() * attention_thread_floats(T, HS);
 }
@@ -502,14 +507,15 @@ static void attention_core_forward(float *ctx, int ldc, float *probs, const floa
             const float *qb = q + (size_t)s.q0 * ldq + h * HS;
             const float *kb = k + (size_t)b * T * ldkv + h * HS, *vb = v + (size_t)b * T * ldkv + h * HS;
             float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
-            float *tile = scratch + attention_thread_floats(T, HS) * omp_get_thread_num(), *bt = tile + 3 * TT;
+            float *tile = scratch + attention_thread_floats(T, HS) * omp_get_thread_num(), *bt = tile + TT;
+            const int ldt = cpu_line_stride(T);
             if (bias) {
                 const float *bb = bias + ((bias_per_batch ? (size_t)b * NH : 0) + h) * TT;
                 for (int r = 0; r < s.m; r++)
                     memcpy(P + (size_t)r * T, bb + (size_t)(s.pos ? s.pos[r] : r) * T, (size_t)T * sizeof(float));
             }
-            cpu_transpose_rows(bt, kb, ldkv, T, HS);
-            cpu_attn_gemm(s.m, T, HS, scale, qb, ldq, 1, bt, T, P, T, bias != NULL); /* scale q.k (+ bias) */
+            cpu_transpose_rows(bt, ldt, kb, ldkv, T, HS);
+            cpu_attn_gemm(s.m, T, HS, scale, qb, ldq, 1, bt, ldt, P, T, bias != NULL); /* scale q.k (+ bias) */
             const int32_t *mk = mask + (size_t)b * T;
             for (int r = 0; r < s.m; r++)
                 masked_softmax_row(P + (size_t)r * T, mk, T, query_mask && !mk[s.pos ? s.pos[r] : r]);
@@ -550,8 +556,9 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             const float *dc = dctx + (size_t)s.q0 * ldc + h * HS;
             const float *P = probs + ((size_t)s.q0 * NH + (size_t)h * s.m) * T;
             const int32_t *mk = mask + (size_t)b * T;
-            float *tile = scratch + attention_thread_floats(T, HS) * omp_get_thread_num(), *dP = tile + TT,
-                  *keep = dP + TT, *bt = keep + TT, *rows = bt + (size_t)T * HS;
+            const int ldt = cpu_line_stride(T);
+            float *tile = scratch + attention_thread_floats(T, HS) * omp_get_thread_num(), *keep = tile + TT,
+                  *dP = keep + TT, *bt = dP + (size_t)T * ldt, *rows = bt + (size_t)HS * ldt;
             const uint64_t st = site + (uint64_t)b * NH + h;
             const float *Pd = P;
             if (p > 0.0f) { /* the mask drawn once: keep = 1/(1-p) where kept, 0 where dropped */
@@ -563,12 +570,12 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             /* dV = Pd^T dctx ; dPd = dctx V^T (B operands: dctx's rows, V transposed) */
             cpu_copy_rows(rows, dc, ldc, s.m, HS);
             cpu_attn_gemm(T, HS, s.m, 1.0f, Pd, 1, T, rows, HS, dv + kv0, ldkv, 0);
-            cpu_transpose_rows(bt, vb, ldkv, T, HS);
-            cpu_attn_gemm(s.m, T, HS, 1.0f, dc, ldc, 1, bt, T, dP, T, 0);
+            cpu_transpose_rows(bt, ldt, vb, ldkv, T, HS);
+            cpu_attn_gemm(s.m, T, HS, 1.0f, dc, ldc, 1, bt, ldt, dP, ldt, 0);
             /* through dropout, then softmax; a padded query's row (query_mask) was filled, not
              * computed, so its dS is 0. dS is the bias gradient; scaled, the gradient of q.k */
             for (int r = 0; r < s.m; r++) {
-                float *g = dP + (size_t)r * T, *dsr = ds ? ds + (size_t)(s.pos ? s.pos[r] : r) * T : NULL;
+                float *g = dP + (size_t)r * ldt, *dsr = ds ? ds + (size_t)(s.pos ? s.pos[r] : r) * T : NULL;
                 if (query_mask && !mk[s.pos ? s.pos[r] : r]) {
                     memset(g, 0, (size_t)T * sizeof(float));
                     if (dsr) memset(dsr, 0, (size_t)T * sizeof(float));
@@ -578,9 +585,9 @@ static void attention_core_backward(float *dq, int ldq, float *dk, float *dv, in
             }
             /* dQ = dS K ; dK = dS^T Q (B operands: K's rows, Q's rows) */
             cpu_copy_rows(bt, kb, ldkv, T, HS);
-            cpu_attn_gemm(s.m, HS, T, 1.0f, dP, T, 1, bt, HS, dq + (size_t)s.q0 * ldq + h * HS, ldq, 0);
+            cpu_attn_gemm(s.m, HS, T, 1.0f, dP, ldt, 1, bt, HS, dq + (size_t)s.q0 * ldq + h * HS, ldq, 0);
             cpu_copy_rows(rows, qb, ldq, s.m, HS);
-            cpu_attn_gemm(T, HS, s.m, 1.0f, dP, 1, T, rows, HS, dk + kv0, ldkv, 0);
+            cpu_attn_gemm(T, HS, s.m, 1.0f, dP, 1, ldt, rows, HS, dk + kv0, ldkv, 0);
         }
 }
 
