@@ -59,6 +59,10 @@ static inline double vm_pow2(double t) {
 #define ATTR
 #define LOADF(p) (*(p))
 #define STOREF(p, v) (*(p) = (v))
+#define FMASK int /* one lane: never a partial vector */
+#define FMASK_FIRST(k) (k)
+#define LOADFM(p, m) (*(p))
+#define STOREFM(p, m, v) (*(p) = (v))
 #define F2D(x) ((double)(x))
 #define D2F(x) ((float)(x))
 #define DSET(c) ((double)(c))
@@ -84,10 +88,6 @@ static inline double vm_pow2(double t) {
 #define FADD(a, b) ((a) + (b))
 #define FSUB(a, b) ((a) - (b))
 #define FMUL(a, b) ((a) * (b))
-/* the vector variants finish their tails with these */
-#define vm_gelu_forward_scalar gelu_forward_base
-#define vm_exp_scalar exp_f_base
-#define vm_erf_scalar erf_f_base
 #include "cpu/vmath_body.h"
 
 #ifdef ME_VARIANTS
@@ -99,6 +99,10 @@ static inline double vm_pow2(double t) {
 #define ATTR ME_TARGET_AVX512
 #define LOADF(p) _mm256_loadu_ps(p)
 #define STOREF(p, v) _mm256_storeu_ps((p), (v))
+#define FMASK __mmask8
+#define FMASK_FIRST(k) ((__mmask8)((1u << (k)) - 1u))
+#define LOADFM(p, m) _mm256_maskz_loadu_ps((m), (p))
+#define STOREFM(p, m, v) _mm256_mask_storeu_ps((p), (m), (v))
 #define F2D(x) _mm512_cvtps_pd(x)
 #define D2F(x) _mm512_cvtpd_ps(x)
 #define DSET(c) _mm512_set1_pd(c)
@@ -138,6 +142,10 @@ static inline double vm_pow2(double t) {
 #define ATTR ME_TARGET_AVX2
 #define LOADF(p) _mm_loadu_ps(p)
 #define STOREF(p, v) _mm_storeu_ps((p), (v))
+#define FMASK __m128i
+#define FMASK_FIRST(k) _mm_cmpgt_epi32(_mm_set1_epi32(k), _mm_setr_epi32(0, 1, 2, 3))
+#define LOADFM(p, m) _mm_maskload_ps((p), (m))
+#define STOREFM(p, m, v) _mm_maskstore_ps((p), (m), (v))
 #define F2D(x) _mm256_cvtps_pd(x)
 #define D2F(x) _mm256_cvtpd_ps(x)
 #define DSET(c) _mm256_set1_pd(c)
@@ -241,15 +249,14 @@ ME_TARGET_AVX512 static void dropout_avx512(float *out, const float *inp, size_t
     __m512i z0 = _mm512_add_epi64(
         _mm512_set1_epi64((long long)(me_uniform_key(seed, site) + (index0 + 1) * ME_RNG_GAMMA)),
         _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64((long long)ME_RNG_GAMMA)));
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8, z0 = _mm512_add_epi64(z0, step)) {
+    for (size_t i = 0; i < n; i += 8, z0 = _mm512_add_epi64(z0, step)) {
+        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1u); /* the last n % 8 */
         __m512i z = _mm512_mullo_epi64(_mm512_xor_si512(z0, _mm512_srli_epi64(z0, 30)), m1);
         z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
         z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-        const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(inp + i), vscale);
-        _mm256_storeu_ps(out + i, _mm256_maskz_mov_ps(_mm512_cmpge_epu64_mask(z, keep_from), x));
+        const __m256 x = _mm256_mul_ps(_mm256_maskz_loadu_ps(m, inp + i), vscale);
+        _mm256_mask_storeu_ps(out + i, m, _mm256_maskz_mov_ps(_mm512_cmpge_epu64_mask(z, keep_from), x));
     }
-    dropout_base(out + i, inp + i, n - i, p, scale, seed, site, index0 + i);
 }
 
 /* a * b mod 2^64 of 4 lanes from 32-bit products (AVX2 has no 64-bit multiply) */

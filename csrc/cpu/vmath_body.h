@@ -4,6 +4,8 @@
  *   W                      lanes;  VD / VF: W doubles / W floats;  MASK: a lane mask
  *   FN(name)               the name with the variant's suffix;  ATTR: its target attribute
  *   LOADF/STOREF           W floats from / to memory;  F2D / D2F: widen / round to nearest
+ *   FMASK: a float lane mask;  FMASK_FIRST(k): the first k lanes;  LOADFM / STOREFM(p, m, v): the
+ *                          mask's lanes from / to memory (the others read as 0, and neither touched)
  *   DSET, DADD, DSUB, DMUL, DDIV, DFMA(a, b, c) = a * b + c rounded once, DMIN, DMAX (non-NaN operands)
  *   DABS, DCOPYSIGN(magnitude, sign), DLT / DGE / DNAN (masks), DSEL(mask, then, else)
  *   MASK: a lane mask's type;  MOR(a, b);  MANY(m) / MALL(m): some lane / every lane set
@@ -58,49 +60,67 @@ ATTR static inline VF FN(tanh_f)(VF xf) {
 
 ATTR static inline VF FN(exp_f)(VF x) { return D2F(FN(exp_d)(F2D(x))); }
 
-/* The ops' loops: W elements at a time, then the tail one element at a time through the
- * scalar variant (the same operations, so the same bits). */
-#define VM_LOOP(i, n, VECTOR_BODY, SCALAR_CALL)      \
-    size_t i = 0;                                     \
-    for (; i + W <= (n); i += W) VECTOR_BODY;          \
-    for (; i < (n); i++) SCALAR_CALL
+/* The ops' loops: W elements at a time, then the last n % W through masked loads and stores (the
+ * lanes are independent: the same bits). The bodies read and write with LD and ST. */
+#define VM_LOOP(i, n, VECTOR_BODY)                                                      \
+    size_t i = 0;                                                                       \
+    {                                                                                   \
+        const int vm_part = 0;                                                          \
+        const FMASK vm_m = FMASK_FIRST(W);                                              \
+        for (; i + W <= (n); i += W) VECTOR_BODY;                                       \
+    }                                                                                   \
+    if (i < (n)) {                                                                      \
+        const int vm_part = 1;                                                          \
+        const FMASK vm_m = FMASK_FIRST((int)((n) - i));                                 \
+        VECTOR_BODY;                                                                    \
+    }
+#define LD(p) (vm_part ? LOADFM((p), vm_m) : LOADF(p))
+#define ST(p, v)                          \
+    do {                                  \
+        if (vm_part)                      \
+            STOREFM((p), vm_m, (v));      \
+        else                              \
+            STOREF((p), (v));             \
+    } while (0)
 
 /* out = GELU(inp) and dact = GELU'(inp), either NULL when not wanted; each may be inp. */
 ATTR static void FN(gelu_forward)(float *out, float *dact, const float *inp, size_t n, int tanh_form) {
     if (tanh_form) {
         VM_LOOP(i, n, {
-            VF x = LOADF(inp + i);
+            VF x = LD(inp + i);
             VF t = FN(tanh_f)(FMUL(FSET(VM_GELU_K), FADD(x, FMUL(FMUL(FMUL(FSET(0.044715f), x), x), x))));
             if (dact) {
                 VF dt = FMUL(FMUL(FSUB(FSET(1.0f), FMUL(t, t)), FSET(VM_GELU_K)),
                              FADD(FSET(1.0f), FMUL(FMUL(FSET(3.0f * 0.044715f), x), x)));
-                STOREF(dact + i, FADD(FMUL(FSET(0.5f), FADD(FSET(1.0f), t)), FMUL(FMUL(FSET(0.5f), x), dt)));
+                ST(dact + i, FADD(FMUL(FSET(0.5f), FADD(FSET(1.0f), t)), FMUL(FMUL(FSET(0.5f), x), dt)));
             }
-            if (out) STOREF(out + i, FMUL(FMUL(FSET(0.5f), x), FADD(FSET(1.0f), t)));
-        }, vm_gelu_forward_scalar(out ? out + i : NULL, dact ? dact + i : NULL, inp + i, 1, tanh_form));
+            if (out) ST(out + i, FMUL(FMUL(FSET(0.5f), x), FADD(FSET(1.0f), t)));
+        });
     } else {
         VM_LOOP(i, n, {
-            VF x = LOADF(inp + i);
+            VF x = LD(inp + i);
             VF e = FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)));
             if (dact) {
                 VF cdf = FMUL(FSET(0.5f), FADD(FSET(1.0f), e));
                 VF pdf = FMUL(FSET(VM_INV_SQRT_2PI), FN(exp_f)(FMUL(FMUL(FSET(-0.5f), x), x)));
-                STOREF(dact + i, FADD(cdf, FMUL(x, pdf)));
+                ST(dact + i, FADD(cdf, FMUL(x, pdf)));
             }
-            if (out) STOREF(out + i, FMUL(FMUL(x, FSET(0.5f)), FADD(FSET(1.0f), e)));
-        }, vm_gelu_forward_scalar(out ? out + i : NULL, dact ? dact + i : NULL, inp + i, 1, tanh_form));
+            if (out) ST(out + i, FMUL(FMUL(x, FSET(0.5f)), FADD(FSET(1.0f), e)));
+        });
     }
 }
 
 ATTR static void FN(exp)(float *out, const float *inp, size_t n) {
-    VM_LOOP(i, n, STOREF(out + i, FN(exp_f)(LOADF(inp + i))), out[i] = vm_exp_scalar(inp[i]));
+    VM_LOOP(i, n, ST(out + i, FN(exp_f)(LD(inp + i))));
 }
 
 ATTR static void FN(erf)(float *out, const float *inp, size_t n) {
-    VM_LOOP(i, n, STOREF(out + i, FN(erf_f)(LOADF(inp + i))), out[i] = vm_erf_scalar(inp[i]));
+    VM_LOOP(i, n, ST(out + i, FN(erf_f)(LD(inp + i))));
 }
 
 #undef VM_LOOP
+#undef LD
+#undef ST
 /* the ISA of this inclusion: the next one defines its own */
 #undef W
 #undef VD
@@ -109,6 +129,10 @@ ATTR static void FN(erf)(float *out, const float *inp, size_t n) {
 #undef ATTR
 #undef LOADF
 #undef STOREF
+#undef FMASK
+#undef FMASK_FIRST
+#undef LOADFM
+#undef STOREFM
 #undef F2D
 #undef D2F
 #undef DSET
