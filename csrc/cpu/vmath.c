@@ -61,8 +61,8 @@ static inline double vm_pow2(double t) {
 #define STOREF(p, v) (*(p) = (v))
 #define FMASK int /* one lane: never a partial vector */
 #define FMASK_FIRST(k) (k)
-#define LOADFM(p, m) (*(p))
-#define STOREFM(p, m, v) (*(p) = (v))
+#define LOADFM(p, m) ((void)(m), *(p))
+#define STOREFM(p, m, v) ((void)(m), *(p) = (v))
 #define F2D(x) ((double)(x))
 #define D2F(x) ((float)(x))
 #define DSET(c) ((double)(c))
