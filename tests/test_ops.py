@@ -191,7 +191,7 @@ def test_row_kernels_compute_the_same_bits_at_every_vector_level():
     """The loops compiled for AVX-512, AVX2 and the baseline (LayerNorm's rows and column blocks, the
     bias gradient's column sums, the attention's products, masked softmax and its backward through
     dropout, with a score bias, padded queries and the score gradients; the windowed attention's
-    products; AdamW) give identical results, on widths that are no multiple of the vectors or of the
+    products; DeBERTa's disentangled terms; AdamW) give identical results, on widths that are no multiple of the vectors or of the
     column blocks and past the single-thread size."""
     best = _C_tests.cpu_level()
     x, w, b = f32(129, 200), f32(200), f32(200)
@@ -199,6 +199,7 @@ def test_row_kernels_compute_the_same_bits_at_every_vector_level():
     qkv, mask = attention_inputs(3, 37, 2, 8)
     bias = f32(3, 2, 37, 37)
     dctx = f32(3, 37, 16)
+    posk, posq, idx = f32(20, 16), f32(20, 16), RNG.integers(0, 20, 2 * 37 - 1).astype(np.int32)
     adam = [f32(5000) for _ in range(4)]
     adam[3] = np.abs(adam[3])  # the second moment
     results = []
@@ -208,10 +209,12 @@ def test_row_kernels_compute_the_same_bits_at_every_vector_level():
             y, mean, rstd = _C_tests.ops_layernorm_forward(x, w, b, 1e-5)
             ctx, probs = _C_tests.ops_attention_bias_forward(qkv, mask, bias, 2, 0.3, True, 0.2, 3, 9)
             wctx, stats = _C_tests.ops_window_attention_forward(qkv, mask, 2, 2, 0.2, 3, 9)
+            dis = _C_tests.ops_disentangled_forward(qkv, posk, posq, idx, 2, 0.2)
             results.append([y, mean, rstd, *_C_tests.ops_layernorm_backward(dout, x, mean, rstd, w),
                             *_C_tests.ops_matmul_backward(dout, mm_in, mm_w), ctx, probs,
                             *_C_tests.ops_attention_bias_backward(dctx, qkv, probs, mask, 2, 0.3, True, 0.2, 3, 9),
                             wctx, stats, _C_tests.ops_window_attention_backward(dctx, qkv, stats, mask, 2, 2, 0.2, 3, 9),
+                            dis, *_C_tests.ops_disentangled_backward(bias, qkv, posk, posq, idx, 2, 0.2),
                             *_C_tests.ops_adamw(*adam, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3, 0.5)])
     finally:
         _C_tests.cpu_level(2)  # no cap, as in test_vector_variants_compute_the_same_bits

@@ -119,7 +119,13 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
     d->d_posk = me_carve(base, off, S2 * H);
     d->d_posq = me_carve(base, off, S2 * H);
     d->idx = (int32_t *)me_carve(base, off, 2 * (size_t)T);
-    d->dis_scratch = me_carve(base, off, enc->be->disentangled_scratch_floats(T, (int)S2));
+    d->dis_scratch = enc->att_scratch;
+}
+
+size_t me_deberta_scratch_floats(const MeEncoder *enc, int T) {
+    const MeEncoderConfig *c = &enc->cfg;
+    if (!has_terms(c)) return 0;
+    return enc->be->disentangled_scratch_floats(T, c->num_heads, c->hidden_size / c->num_heads, 2 * enc->deb->span);
 }
 
 /* The relative embeddings the layers read: the table, or its LayerNorm (norm_rel_ebd). */

@@ -26,7 +26,8 @@ typedef struct MeDeberta {
     MeDebertaLayer *layer;    /* [num_layers] */
     float *rel_ln, *rel_mean, *rel_rstd; /* the (normalised) relative embeddings [2S, H] */
     float *d_rel, *d_tmp, *d_posk, *d_posq;
-    float *dis_scratch;       /* the disentangled ops' scratch */
+    float *dis_scratch;       /* the disentangled ops' scratch: the encoder's att_scratch (see
+                                 me_deberta_scratch_floats) */
     float *pk;                /* [B*T, 3H] (me_encoder_can_pack; [B*T, H] for a ConvLayer model, whose
                                  last layer alone prunes): packed, the real rows' fused qkv [R, 3H]
                                  before they go to their rows of the batch (their gradient on the way
@@ -54,8 +55,12 @@ int me_deberta_bucket(int relative_pos, int position_buckets, int max_relative_p
 int me_deberta_add_params(struct MeEncoder *enc, MeParamList *pl);
 void me_deberta_free(struct MeEncoder *enc);
 
-/* Carve DeBERTa's workspace for (B, T) (base NULL: count only). */
+/* Carve DeBERTa's workspace for (B, T) (base NULL: count only), after the encoder's att_scratch. */
 void me_deberta_carve(struct MeEncoder *enc, float *base, size_t *off, int B, int T);
+/* The floats of scratch the disentangled terms need at length T (0 without them): they share the
+ * attention's scratch, which the encoder sizes for both (the terms run before the attention in the
+ * forward and after it in the backward). */
+size_t me_deberta_scratch_floats(const struct MeEncoder *enc, int T);
 
 /* v2's ConvLayer after layer 0: conv_out = mask * LN(h0 + act(dropout(mask * conv(x0)))), where x0
  * is the embedding output and h0 layer 0's output. */

@@ -424,7 +424,9 @@ static size_t carve(MeEncoder *enc, float *base, int B, int T) {
         a->ff = enc->train ? me_carve(base, &off, N * I) : NULL;
     }
     enc->ff = enc->train ? NULL : me_carve(base, &off, N * I);
-    enc->att_scratch = me_carve(base, &off, enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS));
+    size_t att_floats = enc->be->attention_scratch_floats(B, T, (int)NH, (int)HS);
+    if (enc->deb && me_deberta_scratch_floats(enc, T) > att_floats) att_floats = me_deberta_scratch_floats(enc, T);
+    enc->att_scratch = me_carve(base, &off, att_floats);
     enc->tmp = me_carve(base, &off, N * H);
     if (enc->infer) {
         if (base) enc->d_h = enc->d_a = enc->d_b = enc->d_qkv = enc->d_ff = NULL;
