@@ -26,10 +26,12 @@ ATTR static inline VD FN(exp_d)(VD v0) {
     return DSEL(DNAN(v0), v0, DMUL(p, POW2(t)));
 }
 
-/* erf(x) of floats, computed in double (see ERF_P and ERFC_R), rounded to float. */
-ATTR static inline VF FN(erf_f)(VF xf) {
+/* erf(x) of floats, computed in double (see ERF_P and ERFC_R), rounded to float. WITH_EXP: also
+ * *e = exp(-y^2) for y = |x| (computed for every lane, where the erfc branch needs it for some). */
+ATTR static inline VF FN(erf_exp_f)(VF xf, VD *e, const int WITH_EXP) {
     VD x = F2D(xf), y = DABS(x), t = DMUL(y, y);
     MASK low = DLT(y, DSET(1.0)), low_or_high = MOR(low, DGE(y, DSET(4.0)));
+    if (WITH_EXP) *e = FN(exp_d)(DSUB(DSET(0.0), t));
     VD r = DSET(1.0); /* y >= 4 */
     if (MANY(low)) { /* each branch only where a lane needs it (lanes are independent: same bits) */
         VD p = DSET(ERF_P[9]);
@@ -40,11 +42,13 @@ ATTR static inline VF FN(erf_f)(VF xf) {
         VD u = DMUL(DSUB(y, DSET(2.5)), DSET(2.0 / 3.0));
         VD q = DSET(ERFC_R[16]);
         for (int k = 15; k >= 0; k--) q = DFMA(q, u, DSET(ERFC_R[k]));
-        q = DSUB(DSET(1.0), DMUL(FN(exp_d)(DSUB(DSET(0.0), t)), q)); /* 1 - exp(-y^2) R */
+        q = DSUB(DSET(1.0), DMUL(WITH_EXP ? *e : FN(exp_d)(DSUB(DSET(0.0), t)), q)); /* 1 - exp(-y^2) R */
         r = DSEL(low_or_high, r, q);
     }
     return D2F(DCOPYSIGN(r, x));
 }
+
+ATTR static inline VF FN(erf_f)(VF xf) { return FN(erf_exp_f)(xf, NULL, 0); }
 
 /* tanh(x) of floats in double: x (1 - x^2/3 + 2x^4/15 - 17x^6/315) below 1/64, else
  * (e - 1) / (e + 1) with e = exp(2x); rounded to float. */
@@ -99,10 +103,11 @@ ATTR static void FN(gelu_forward)(float *out, float *dact, const float *inp, siz
     } else {
         VM_LOOP(i, n, {
             VF x = LD(inp + i);
-            VF e = FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)));
+            VD g; /* with dact: exp(-y^2) = exp(-x^2 / 2) for y = x / sqrt 2, erf's and the density's */
+            VF e = dact ? FN(erf_exp_f)(FMUL(x, FSET(VM_SQRT1_2)), &g, 1) : FN(erf_f)(FMUL(x, FSET(VM_SQRT1_2)));
             if (dact) {
                 VF cdf = FMUL(FSET(0.5f), FADD(FSET(1.0f), e));
-                VF pdf = FMUL(FSET(VM_INV_SQRT_2PI), FN(exp_f)(FMUL(FMUL(FSET(-0.5f), x), x)));
+                VF pdf = FMUL(FSET(VM_INV_SQRT_2PI), D2F(g));
                 ST(dact + i, FADD(cdf, FMUL(x, pdf)));
             }
             if (out) ST(out + i, FMUL(FMUL(x, FSET(0.5f)), FADD(FSET(1.0f), e)));
