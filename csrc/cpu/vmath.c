@@ -231,6 +231,18 @@ static void dropout_base(float *out, const float *inp, size_t n, float p, float 
 }
 
 #ifdef ME_VARIANTS
+/* the mask's lanes of 8 elements, z0 their counters' SplitMix64 states before the finaliser */
+ME_TARGET_AVX512 static inline __attribute__((always_inline)) void dropout8_avx512(float *out, const float *inp,
+                                                                                   __m512i z0, __m512i keep_from,
+                                                                                   __m256 vscale, __mmask8 m) {
+    __m512i z = _mm512_mullo_epi64(_mm512_xor_si512(z0, _mm512_srli_epi64(z0, 30)),
+                                   _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), _mm512_set1_epi64((long long)0x94D049BB133111EBULL));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+    const __m256 x = _mm256_mul_ps(_mm256_maskz_loadu_ps(m, inp), vscale);
+    _mm256_mask_storeu_ps(out, m, _mm256_maskz_mov_ps(_mm512_cmpge_epu64_mask(z, keep_from), x));
+}
+
 /* The same integer steps as me_uniform (backend.h), W lanes at a time: z = me_uniform_key +
  * (index + 1) G, the SplitMix64 finaliser, then u = (z >> 40) 2^-24 (exact in float) against p; kept
  * elements are inp * scale. AVX-512 compares in integers: u >= p iff (z >> 40) >= ceil(p 2^24) iff
@@ -242,21 +254,15 @@ ME_TARGET_AVX512 static void dropout_avx512(float *out, const float *inp, size_t
         return;
     }
     const __m512i step = _mm512_set1_epi64((long long)(8 * ME_RNG_GAMMA));
-    const __m512i m1 = _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL);
-    const __m512i m2 = _mm512_set1_epi64((long long)0x94D049BB133111EBULL);
     const __m512i keep_from = _mm512_set1_epi64((long long)((uint64_t)(p > 0.0f ? ceilf(p * 16777216.0f) : 0.0f) << 40));
     const __m256 vscale = _mm256_set1_ps(scale);
     __m512i z0 = _mm512_add_epi64(
         _mm512_set1_epi64((long long)(me_uniform_key(seed, site) + (index0 + 1) * ME_RNG_GAMMA)),
         _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64((long long)ME_RNG_GAMMA)));
-    for (size_t i = 0; i < n; i += 8, z0 = _mm512_add_epi64(z0, step)) {
-        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1u); /* the last n % 8 */
-        __m512i z = _mm512_mullo_epi64(_mm512_xor_si512(z0, _mm512_srli_epi64(z0, 30)), m1);
-        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
-        z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-        const __m256 x = _mm256_mul_ps(_mm256_maskz_loadu_ps(m, inp + i), vscale);
-        _mm256_mask_storeu_ps(out + i, m, _mm256_maskz_mov_ps(_mm512_cmpge_epu64_mask(z, keep_from), x));
-    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8, z0 = _mm512_add_epi64(z0, step))
+        dropout8_avx512(out + i, inp + i, z0, keep_from, vscale, (__mmask8)0xFF);
+    if (i < n) dropout8_avx512(out + i, inp + i, z0, keep_from, vscale, (__mmask8)((1u << (n - i)) - 1u));
 }
 
 /* a * b mod 2^64 of 4 lanes from 32-bit products (AVX2 has no 64-bit multiply) */
