@@ -198,7 +198,7 @@ typedef struct MeBackend {
      * r = idx[j - i + T - 1] (a row of the projected relative embeddings, idx [2T - 1] in [0, S2)),
      * bias[b,h,i,j] = scale * (q[b,i,h] . posk[r,h] + k[b,j,h] . posq[r,h]) (c2p + p2c; posk or
      * posq NULL drops its term). q, k: the q and k blocks of a fused qkv [B*T, 3*NH*HS];
-     * posk, posq [S2, NH*HS]; bias [B,NH,T,T]. scratch: disentangled_scratch_floats(T, NH, HS, S2).
+     * posk, posq [S2, NH*HS]; bias [B,NH,T,T]. scratch: disentangled_scratch_floats(T, HS, S2).
      * Optional. */
     void (*disentangled_forward)(float *bias, const float *qkv, const float *posk, const float *posq,
                                  const int32_t *idx, float scale, int B, int T, int NH, int HS, int S2,
@@ -209,7 +209,7 @@ typedef struct MeBackend {
                                   const float *qkv, const float *posk, const float *posq,
                                   const int32_t *idx, float scale, int B, int T, int NH, int HS, int S2,
                                   float *scratch);
-    size_t (*disentangled_scratch_floats)(int T, int NH, int HS, int S2);
+    size_t (*disentangled_scratch_floats)(int T, int HS, int S2);
 
     /* ---- pooling, combination, heads, losses, optimizer (the training step) ---- */
 

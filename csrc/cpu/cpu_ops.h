@@ -64,7 +64,7 @@ void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, 
 void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const float *dbias, const float *qkv,
                                const float *posk, const float *posq, const int32_t *idx, float scale, int B,
                                int T, int NH, int HS, int S2, float *scratch);
-size_t cpu_disentangled_scratch_floats(int T, int NH, int HS, int S2);
+size_t cpu_disentangled_scratch_floats(int T, int HS, int S2);
 void cpu_conv1d_forward(float *out, const float *inp, const float *w, const float *bias, int B, int T, int C,
                        int K, int G);
 void cpu_conv1d_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,

@@ -50,7 +50,7 @@ static size_t dis_thread_floats(int T, int HS, int S2) {
     return 2 * dis_table_floats(T, HS, S2) + (size_t)dis_rows(T) * ((size_t)dis_tile_stride(T, S2) + (size_t)HS);
 }
 
-size_t cpu_disentangled_scratch_floats(int T, int NH, int HS, int S2) {
+size_t cpu_disentangled_scratch_floats(int T, int HS, int S2) {
     return (size_t)omp_get_max_threads() * dis_thread_floats(T, HS, S2);
 }
 

@@ -125,7 +125,7 @@ void me_deberta_carve(MeEncoder *enc, float *base, size_t *off, int B, int T) {
 size_t me_deberta_scratch_floats(const MeEncoder *enc, int T) {
     const MeEncoderConfig *c = &enc->cfg;
     if (!has_terms(c)) return 0;
-    return enc->be->disentangled_scratch_floats(T, c->num_heads, c->hidden_size / c->num_heads, 2 * enc->deb->span);
+    return enc->be->disentangled_scratch_floats(T, c->hidden_size / c->num_heads, 2 * enc->deb->span);
 }
 
 /* The relative embeddings the layers read: the table, or its LayerNorm (norm_rel_ebd). */

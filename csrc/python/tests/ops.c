@@ -429,7 +429,7 @@ static int disentangled_shape(OpCall *c, int qkv, int posk, int posq, int idx, i
         if (c->arr[a] && (DIM(c, a, 0) != *S2 || DIM(c, a, 1) != D)) return op_fail("posk/posq must be [S2, NH*HS]");
     if (DIM(c, idx, 0) != 2 * T - 1) return op_fail("idx must have length 2T - 1");
     if (relbias_buckets(c, idx, *S2 > 0 ? *S2 : 1)) return -1;
-    c->scratch_bytes = sizeof(float) * BE(c)->disentangled_scratch_floats(T, c->val[nh].i, HS, *S2);
+    c->scratch_bytes = sizeof(float) * BE(c)->disentangled_scratch_floats(T, HS, *S2);
     return 0;
 }
 
