@@ -62,11 +62,19 @@ static DisScratch dis_scratch(float *scratch, int T, int HS, int S2) {
     return d;
 }
 
-/* Distances a block [a0, a1) of owner rows sees: c2p (query rows i, r = j - i + T - 1 over the
- * keys j) or p2c (key rows j, r = j - i + T - 1 over the queries i). */
-static void block_distances(int p2c, int a0, int a1, int T, int *r0, int *r1) {
-    *r0 = p2c ? a0 : T - a1;
-    *r1 = p2c ? a1 + T - 2 : 2 * T - 2 - a0;
+/* The block of owner rows [a0, a1) from a0 (at most DIS_RB of them), the range [c0, c0 + nc) of
+ * table rows it reaches and its tile's row stride. The distances it sees: c2p (query rows i,
+ * r = j - i + T - 1 over the keys j) or p2c (key rows j, r = j - i + T - 1 over the queries i). */
+typedef struct {
+    int a1, c0, nc, ldt;
+} DisBlock;
+
+static DisBlock dis_block(int p2c, int a0, int T, const int32_t *idx) {
+    DisBlock k;
+    k.a1 = a0 + dis_rows(T) < T ? a0 + dis_rows(T) : T;
+    idx_range(idx, p2c ? a0 : T - k.a1, p2c ? k.a1 + T - 2 : 2 * T - 2 - a0, &k.c0, &k.nc);
+    k.ldt = cpu_line_stride(k.nc);
+    return k;
 }
 
 void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, const float *posq,
@@ -96,11 +104,8 @@ void cpu_disentangled_forward(float *bias, const float *qkv, const float *posk, 
                         cpu_transpose_rows(sc.table[term], ldp, pos + (size_t)cb * D + (size_t)h * HS, (int)D,
                                            ncols, HS);
                     for (int a0 = 0; a0 < T; a0 += RB) {
-                        const int a1 = a0 + RB < T ? a0 + RB : T;
-                        int r0, r1, c0, nc;
-                        block_distances(term, a0, a1, T, &r0, &r1);
-                        idx_range(idx, r0, r1, &c0, &nc);
-                        const int ldt = cpu_line_stride(nc);
+                        const DisBlock bk = dis_block(term, a0, T, idx);
+                        const int a1 = bk.a1, c0 = bk.c0, nc = bk.nc, ldt = bk.ldt;
                         float *tile = sc.tile;
                         /* tile[a - a0, c - c0] = scale * x_a . pos[c, h] */
                         cpu_attn_gemm(a1 - a0, nc, HS, scale, x + (size_t)a0 * D3, (int)D3, 1, sc.table[term] + (c0 - cb),
@@ -151,11 +156,8 @@ void cpu_disentangled_backward(float *dqkv, float *dposk, float *dposq, const fl
                 float *dpos = term ? dposq : dposk, *dx = term ? dk : dq;
                 if (!(term ? posq : posk)) continue;
                 for (int a0 = 0; a0 < T; a0 += RB) {
-                    const int a1 = a0 + RB < T ? a0 + RB : T;
-                    int r0, r1, c0, nc;
-                    block_distances(term, a0, a1, T, &r0, &r1);
-                    idx_range(idx, r0, r1, &c0, &nc);
-                    const int ldt = cpu_line_stride(nc);
+                    const DisBlock bk = dis_block(term, a0, T, idx);
+                    const int a1 = bk.a1, c0 = bk.c0, nc = bk.nc, ldt = bk.ldt;
                     memset(tile, 0, (size_t)(a1 - a0) * ldt * sizeof(float));
                     if (!term) /* c2p: tile[i, idx[j - i + T - 1]] += g[i, j] */
                         for (int i = a0; i < a1; i++) {
