@@ -352,7 +352,8 @@ def attention_inputs(B, T, NH, HS):
     return _numeric.attention_inputs(RNG, B, T, NH, HS)
 
 
-@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8)])
+# (2, 40, 2, 24): whole 16 x 16 blocks of the transposed K and V with edges on both sides
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 33, 4, 8), (2, 40, 2, 24)])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_attention_forward(B, T, NH, HS, p):
     qkv, mask = attention_inputs(B, T, NH, HS)
@@ -396,7 +397,7 @@ def attention_grad_ref(dctx, qkv, mask, NH, p=0.0, seed=0, site=0, window=-1):
     return np.concatenate([merge(dq), merge(dk), merge(dv)], -1)
 
 
-@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16)])
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 2, 16), (2, 40, 2, 24)])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_attention_backward(B, T, NH, HS, p):
     qkv, mask = attention_inputs(B, T, NH, HS)

@@ -74,9 +74,58 @@
 #include "cpu/attn_gemm_body.h"
 #endif
 
+/* dst[d * ldd + t] = x[t * ld + d] for t0 <= t < t1, d0 <= d < d1 */
+static void transpose_block(float *dst, int ldd, const float *x, int ld, int t0, int t1, int d0, int d1) {
+    for (int t = t0; t < t1; t++)
+        for (int d = d0; d < d1; d++) dst[(size_t)d * ldd + t] = x[(size_t)t * ld + d];
+}
+
+static void transpose_rows_base(float *dst, int ldd, const float *x, int ld, int T, int HS) {
+    transpose_block(dst, ldd, x, ld, 0, T, 0, HS);
+}
+
+#ifdef ME_VARIANTS
+/* AVX-512: blocks of 16 x 16 through registers (unpacks, then in-lane and 128-bit-lane shuffles),
+ * the edges one element at a time; AVX2 uses the baseline (a copy: every variant's bits agree) */
+#define transpose_rows_avx2 transpose_rows_base
+ME_TARGET_AVX512 static void transpose16_avx512(float *dst, int ldd, const float *x, int ld) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(x + (size_t)i * ld);
+    for (int k = 0; k < 8; k++) { /* pairs of rows interleaved */
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) { /* 4 x 4 within each 128-bit lane */
+        r[4 * k + 0] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        r[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        r[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        r[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) { /* then the 128-bit lanes */
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)i * ldd, r[i]);
+}
+
+ME_TARGET_AVX512 static void transpose_rows_avx512(float *dst, int ldd, const float *x, int ld, int T, int HS) {
+    const int T16 = T / 16 * 16, H16 = HS / 16 * 16;
+    for (int t0 = 0; t0 < T16; t0 += 16)
+        for (int d0 = 0; d0 < H16; d0 += 16)
+            transpose16_avx512(dst + (size_t)d0 * ldd + t0, ldd, x + (size_t)t0 * ld + d0, ld);
+    transpose_block(dst, ldd, x, ld, 0, T16, H16, HS);
+    transpose_block(dst, ldd, x, ld, T16, T, 0, HS);
+}
+#endif
+
 void cpu_transpose_rows(float *dst, int ldd, const float *x, int ld, int T, int HS) {
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < HS; d++) dst[(size_t)d * ldd + t] = x[(size_t)t * ld + d];
+    ME_DISPATCH(transpose_rows, dst, ldd, x, ld, T, HS);
 }
 
 void cpu_copy_rows(float *dst, const float *x, int ld, int T, int HS) {
