@@ -16,7 +16,10 @@ M = out features, N = in features, K = T; TN). Per shape, GFLOP/s (2 M N K / tim
 
 Each number is the median of --runs runs (all listed), each run repeating the product for about
 --seconds; the engine's two products alternate shape by shape, and engine and PyTorch run by run.
-Needs the test extension (make build).
+After each engine run the cores' peaks are sampled on the same threads (_C_tests.fma_peak and
+bf16_dot_peak: independent chains of vfmadd231ps and of vdpbf16ps), and the last lines put both
+products against them: how fast this CPU runs bf16 dot products against fp32 FMAs bounds what the
+bf16 kernel can gain over sgemm. Needs the test extension (make build).
 """
 from __future__ import annotations
 
@@ -131,9 +134,12 @@ def main():
     ours = [[] for _ in shape_list]
     theirs = [[] for _ in shape_list] if py else None
     version = None
+    fma_peaks, dot_peaks = [], []
     for _ in range(args.runs):
         for acc, res in zip(ours, engine_side(shape_list, args.threads, args.seconds)):
             acc.append(res)
+        fma_peaks.append(_C_tests.fma_peak(args.threads))
+        dot_peaks.append(_C_tests.bf16_dot_peak(args.threads))
         if py:
             res = torch_run(py, args)
             version = res["version"]
@@ -156,6 +162,14 @@ def main():
         print(f"| {label} ({ops}) | {M} x {N} x {K} | {cell(bf16)} | {cell(sgemm)} | "
               f"{cell(t) if t else '-'} | {med / statistics.median(sgemm):.2f}x | "
               f"{f'{med / statistics.median(t):.2f}x' if t else '-'} |")
+    fma, dot = statistics.median(fma_peaks), statistics.median(dot_peaks)
+    bf16_share = [statistics.median(r["bf16"] for r in runs) / dot for runs in ours]
+    sgemm_share = [statistics.median(r["sgemm"] for r in runs) / fma for runs in ours]
+    print(f"\nThe cores' peaks on {args.threads} threads, sampled after each run (GFLOP/s, median (runs)): "
+          f"fp32 FMA (fma_peak) {cell(fma_peaks)}, bf16 dot products (bf16_dot_peak, vdpbf16ps) {cell(dot_peaks)}: "
+          f"bf16's peak is {dot / fma:.2f}x fp32's on this CPU. Against them, over the shapes: bf16 at "
+          f"{min(bf16_share):.0%}-{max(bf16_share):.0%} of the vdpbf16ps peak, sgemm at "
+          f"{min(sgemm_share):.0%}-{max(sgemm_share):.0%} of the FMA peak.")
 
 
 if __name__ == "__main__":

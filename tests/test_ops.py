@@ -2,6 +2,7 @@
 on odd shapes. Backward references are the analytic gradients written out in
 float64; the attention reference is additionally checked by finite differences."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -243,10 +244,26 @@ def test_fma_peak_is_a_rate_and_names_bad_arguments():
     for threads in (0, 1, 2):
         rate = _C_tests.fma_peak(threads, 1000)
         assert math.isfinite(rate) and rate > 0
-    with pytest.raises(ValueError, match="threads must be >= 0 and iterations >= 1, got -1 and"):
+    with pytest.raises(ValueError, match="fma_peak: threads must be >= 0 and iterations >= 1, got -1 and"):
         _C_tests.fma_peak(-1)
     with pytest.raises(ValueError, match="got 1 and 0"):
         _C_tests.fma_peak(1, 0)
+
+
+def test_bf16_dot_peak_is_a_rate_where_the_cpu_has_avx512_bf16_and_an_error_elsewhere():
+    """benchmarks/bench_gemm_bf16.py's yardstick: vdpbf16ps's rate where the CPU has it (by the CPU's
+    own flags, as the engine's bf16 check reads them), else a ValueError that says so; bad arguments
+    a ValueError naming them either way."""
+    with pytest.raises(ValueError, match="bf16_dot_peak: threads must be >= 0 and iterations >= 1, got -1 and"):
+        _C_tests.bf16_dot_peak(-1)
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    if "avx512_bf16" in flags:
+        for threads in (0, 1, 2):
+            rate = _C_tests.bf16_dot_peak(threads, 1000)
+            assert math.isfinite(rate) and rate > 0
+    else:
+        with pytest.raises(ValueError, match="bf16_dot_peak: (this CPU has no AVX512-BF16|x86-64 only)"):
+            _C_tests.bf16_dot_peak(1, 1000)
 
 
 # ------------------------------------------------------------------ dropout

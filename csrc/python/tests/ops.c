@@ -877,50 +877,62 @@ static PyObject *cpu_level(PyObject *self, PyObject *args) {
 static PyObject *cpu_has_bf16(PyObject *self, PyObject *noargs) { return PyBool_FromLong(me_cpu_has_bf16()); }
 
 /* fma_peak(threads=0, iterations=20000000) -> GFLOP/s: the cores' float32 multiply-add peak, the
- * yardstick beside benchmarks/bench_encoder.py's sgemm ceiling. Each of `threads` OpenMP threads
- * (0: as configured) runs `iterations` rounds of 12 independent multiply-add chains (enough to
- * hide the latency of two FMA pipes) on the widest vectors the CPU has (zmm with AVX-512F, else
- * ymm with FMA), 2 FLOPs a lane; the rate is all threads' FLOPs over the slowest thread's time,
- * the best of 3 runs. x86-64 only; a CPU without FMA gets a ValueError. */
+ * yardstick beside benchmarks/bench_encoder.py's sgemm ceiling; bf16_dot_peak(...) the same for
+ * AVX512-BF16's vdpbf16ps (two bf16 products added to each float32 lane), the yardstick beside
+ * benchmarks/bench_gemm_bf16.py's bf16 kernel. Each of `threads` OpenMP threads (0: as configured)
+ * runs `iterations` rounds of 12 independent chains of the instruction (enough to hide the latency
+ * of two pipes) on the widest vectors the CPU has (fma_peak: zmm with AVX-512F, else ymm with FMA;
+ * bf16_dot_peak: zmm), 2 FLOPs a product; the rate is all threads' FLOPs over the slowest thread's
+ * time, the best of 3 runs. x86-64 only; a CPU without the instruction gets a ValueError. */
 #if defined(__x86_64__) && defined(__GNUC__)
-#define FMA_ROUND(r) "vfmadd231ps %%" r "14, %%" r "15, %%" r "0\n\t"                                  \
-    "vfmadd231ps %%" r "14, %%" r "15, %%" r "1\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "2\n\t"          \
-    "vfmadd231ps %%" r "14, %%" r "15, %%" r "3\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "4\n\t"          \
-    "vfmadd231ps %%" r "14, %%" r "15, %%" r "5\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "6\n\t"          \
-    "vfmadd231ps %%" r "14, %%" r "15, %%" r "7\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "8\n\t"          \
-    "vfmadd231ps %%" r "14, %%" r "15, %%" r "9\n\t vfmadd231ps %%" r "14, %%" r "15, %%" r "10\n\t"         \
-    "vfmadd231ps %%" r "14, %%" r "15, %%" r "11\n\t"
-#define FMA_LOOP(r)                                                                                         \
+#define PEAK_ROUND(op, r) op " %%" r "14, %%" r "15, %%" r "0\n\t"                                              \
+    op " %%" r "14, %%" r "15, %%" r "1\n\t" op " %%" r "14, %%" r "15, %%" r "2\n\t"                            \
+    op " %%" r "14, %%" r "15, %%" r "3\n\t" op " %%" r "14, %%" r "15, %%" r "4\n\t"                            \
+    op " %%" r "14, %%" r "15, %%" r "5\n\t" op " %%" r "14, %%" r "15, %%" r "6\n\t"                            \
+    op " %%" r "14, %%" r "15, %%" r "7\n\t" op " %%" r "14, %%" r "15, %%" r "8\n\t"                            \
+    op " %%" r "14, %%" r "15, %%" r "9\n\t" op " %%" r "14, %%" r "15, %%" r "10\n\t"                           \
+    op " %%" r "14, %%" r "15, %%" r "11\n\t"
+#define PEAK_LOOP(op, r)                                                                                    \
     __asm__ volatile("vxorps %%xmm14, %%xmm14, %%xmm14\n\t vxorps %%xmm15, %%xmm15, %%xmm15\n\t"            \
-                     "1:\n\t" FMA_ROUND(r) "dec %0\n\t jnz 1b\n\t vzeroupper"                               \
+                     "1:\n\t" PEAK_ROUND(op, r) "dec %0\n\t jnz 1b\n\t vzeroupper"                           \
                      : "+r"(n)                                                                              \
                      :                                                                                      \
                      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
                        "xmm11", "xmm14", "xmm15", "cc")
 
-static double fma_seconds(long n, int zmm) {
+enum { PEAK_FMA_YMM, PEAK_FMA_ZMM, PEAK_BF16_ZMM };
+
+static double peak_seconds(long n, int form) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (zmm)
-        FMA_LOOP("zmm");
+    if (form == PEAK_BF16_ZMM)
+        PEAK_LOOP("vdpbf16ps", "zmm");
+    else if (form == PEAK_FMA_ZMM)
+        PEAK_LOOP("vfmadd231ps", "zmm");
     else
-        FMA_LOOP("ymm");
+        PEAK_LOOP("vfmadd231ps", "ymm");
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
 }
 #endif
 
-static PyObject *fma_peak(PyObject *self, PyObject *args) {
+/* The rate of `name` (fma_peak or bf16_dot_peak): its arguments checked, then the loop above. */
+static PyObject *peak_rate(PyObject *args, int bf16, const char *name) {
     int threads = 0;
     long iterations = 20000000;
     if (!PyArg_ParseTuple(args, "|il", &threads, &iterations)) return NULL;
     if (threads < 0 || iterations < 1)
-        return PyErr_Format(PyExc_ValueError, "fma_peak: threads must be >= 0 and iterations >= 1, got %d and %ld",
+        return PyErr_Format(PyExc_ValueError, "%s: threads must be >= 0 and iterations >= 1, got %d and %ld", name,
                             threads, iterations);
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("fma")) return PyErr_Format(PyExc_ValueError, "fma_peak: this CPU has no FMA");
-    const int zmm = __builtin_cpu_supports("avx512f"), nt = threads ? threads : omp_get_max_threads();
+    if (bf16 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16")))
+        return PyErr_Format(PyExc_ValueError, "%s: this CPU has no AVX512-BF16", name);
+    if (!bf16 && !__builtin_cpu_supports("fma")) return PyErr_Format(PyExc_ValueError, "%s: this CPU has no FMA", name);
+    const int form = bf16 ? PEAK_BF16_ZMM : __builtin_cpu_supports("avx512f") ? PEAK_FMA_ZMM : PEAK_FMA_YMM;
+    const int nt = threads ? threads : omp_get_max_threads();
+    /* FLOPs per instruction: 2 per product, a product per float32 lane (two with vdpbf16ps) */
+    const double flops = form == PEAK_BF16_ZMM ? 64 : form == PEAK_FMA_ZMM ? 32 : 16;
     double best = 0.0;
     Py_BEGIN_ALLOW_THREADS;
     for (int run = 0; run < 3; run++) {
@@ -928,17 +940,20 @@ static PyObject *fma_peak(PyObject *self, PyObject *args) {
 #pragma omp parallel num_threads(nt) reduction(max : slowest)
         {
 #pragma omp barrier
-            slowest = fma_seconds(iterations, zmm);
+            slowest = peak_seconds(iterations, form);
         }
-        const double rate = (double)nt * iterations * 12 * (zmm ? 16 : 8) * 2 / slowest / 1e9;
+        const double rate = (double)nt * iterations * 12 * flops / slowest / 1e9;
         if (rate > best) best = rate;
     }
     Py_END_ALLOW_THREADS;
     return PyFloat_FromDouble(best);
 #else
-    return PyErr_Format(PyExc_ValueError, "fma_peak: x86-64 only");
+    return PyErr_Format(PyExc_ValueError, "%s: x86-64 only", name);
 #endif
 }
+
+static PyObject *fma_peak(PyObject *self, PyObject *args) { return peak_rate(args, 0, "fma_peak"); }
+static PyObject *bf16_dot_peak(PyObject *self, PyObject *args) { return peak_rate(args, 1, "bf16_dot_peak"); }
 
 static PyMethodDef FUNCTIONS[] = {
     {"cpu_level", cpu_level, METH_VARARGS,
@@ -947,6 +962,8 @@ static PyMethodDef FUNCTIONS[] = {
      "cpu_has_bf16() -> whether ops_gemm_bf16 runs: AVX512-BF16 and cpu_level not capped below 2"},
     {"fma_peak", fma_peak, METH_VARARGS,
      "fma_peak(threads=0, iterations=20000000) -> GFLOP/s: the cores' float32 multiply-add peak"},
+    {"bf16_dot_peak", bf16_dot_peak, METH_VARARGS,
+     "bf16_dot_peak(threads=0, iterations=20000000) -> GFLOP/s: the cores' vdpbf16ps peak (AVX512-BF16)"},
     {NULL, NULL, 0, NULL},
 };
 
