@@ -258,6 +258,38 @@ def test_state_dict_round_trip(tmp_path):
     np.testing.assert_array_equal(again.forward(x), enc.forward(x))
 
 
+def test_state_dict_tensors_are_independent_of_the_engine_and_of_each_other():
+    """state_dict returns views of one copy of the buffer: writing one tensor changes neither the
+    engine's weights nor any other tensor, and the next state_dict is fresh."""
+    enc = Encoder(os.path.join(FIXTURES, "electra"))
+    first = enc.state_dict()
+    before = {k: v.copy() for k, v in first.items()}
+    name = "embeddings.word_embeddings.weight"
+    first[name][...] = 7.0
+    for k, v in first.items():
+        if k != name:
+            np.testing.assert_array_equal(v, before[k])
+    np.testing.assert_array_equal(enc.state_dict()[name], before[name])
+
+
+@pytest.mark.parametrize("value, finite", [(np.nan, False), (np.inf, False), (-np.inf, False),
+                                           (np.finfo(np.float32).max, True), (-np.finfo(np.float32).max, True)])
+def test_params_finite_sees_one_bad_value_anywhere(value, finite):
+    """params_finite (the trainer's end-of-epoch check, in place) against numpy's isfinite over the
+    state_dict: one value written into the first, a middle and the last tensor of the buffer. Float32's
+    largest values stay finite (their squares overflow float32, not the double sum)."""
+    enc = Encoder(os.path.join(FIXTURES, "electra"))
+    assert enc.params_finite()
+    info = enc._c.param_info()
+    for name, shape, off in (info[0], info[len(info) // 2], info[-1]):
+        saved = enc.state_dict()[name].copy()
+        enc._c.write_params(np.array([value], np.float32), off + int(np.prod(shape)) - 1)
+        assert enc.params_finite() is finite
+        assert bool(np.isfinite(enc.state_dict()[name]).all()) is finite
+        enc._c.write_params(saved.reshape(-1), off)
+        assert enc.params_finite()
+
+
 def test_float16_weights_load_widened_exactly(tmp_path):
     """A float16 checkpoint (as many hub models are saved) loads into the float32 parameters
     widened exactly (each value the float16 one), tensor by tensor."""

@@ -10,7 +10,7 @@ from test_api import ELECTRA, classification_corpus
 
 from multienc.datasets import CorpusFormatError
 from multienc.datasets.readers import read_sentences
-from multienc.models import LanguageModel, TextClassifier
+from multienc.models import LanguageModel, MultiEncoder, TextClassifier
 from multienc.trainer import ModelTrainer, TrainingError
 
 
@@ -43,6 +43,19 @@ def test_a_model_with_non_finite_weights_is_never_saved_as_best(tmp_path):
         trainer.train(learning_rate=3.4e38, batch_size=len(corpus.train), epochs=2, base_path=str(tmp_path),
                       progress=False, seed=3)
     assert "intact" not in str(info.value)
+
+
+def test_a_language_models_non_finite_weight_is_named_at_the_end_of_an_epoch(tmp_path):
+    """The end-of-epoch check looks at every LM's weights in place and names the tensor: one NaN in
+    an LM of two (the head finite) is found and named: what keeps an epoch's model from being the best."""
+    clf = TextClassifier(MultiEncoder([LanguageModel(ELECTRA), LanguageModel(ELECTRA)]), 2)
+    trainer = ModelTrainer(clf, classification_corpus())
+    assert trainer._not_finite(0.0, 0.0, True) == ""
+    enc = clf.language_models[1].encoder
+    name, shape, off = enc._c.param_info()[3]
+    enc._c.write_params(np.array([np.nan], np.float32), off)
+    problem = trainer._not_finite(0.0, 0.0, True)
+    assert problem == f"1 weight tensor(s) are not finite (e.g. lm.1.{name})"
 
 
 def test_the_intact_message_names_a_file_that_predicts_finite_values(tmp_path):

@@ -5,6 +5,7 @@
 #include "python/bindings.h"
 #include "common.h"
 #include "model/encoder.h"
+#include <math.h>
 
 /* Entries of Encoder_init's config dict `cfgd`. */
 #define ENGINE_INT(key, field, required, dflt) me_cfg_int(cfgd, "engine config", key, required, dflt, field)
@@ -156,6 +157,22 @@ static PyObject *Encoder_write_params(EncoderObject *self, PyObject *args) {
 }
 static PyObject *Encoder_read_grads(EncoderObject *self, PyObject *a) { return copy_buffer(self, a, 1, 1); }
 
+/* params_finite() -> whether every parameter is finite: their sum of squares, accumulated in double
+ * (which no float32's square overflows), is. One read pass on the device, no copy: the trainer's
+ * end-of-epoch check (a state_dict copied every weight for it). */
+static PyObject *Encoder_params_finite(EncoderObject *self, PyObject *noargs) {
+    if (!ready(self)) return NULL;
+    char err[ME_ERRLEN] = {0};
+    int st;
+    double s = 0.0;
+    LOCKED_COMPUTE(self, {
+        s = self->enc->be->sum_squares(self->enc->params, self->enc->nfloats);
+        st = self->enc->be->status(err);
+    });
+    if (st) return me_raise(st, err);
+    return PyBool_FromLong(isfinite(s));
+}
+
 static PyObject *Encoder_set_precision(EncoderObject *self, PyObject *arg) {
     if (!ready(self)) return NULL;
     const char *precision = me_precision_arg(arg);
@@ -300,6 +317,8 @@ static PyMethodDef Encoder_methods[] = {
      "write_params(array[, offset]): copy a float32 array into the parameter buffer: the whole buffer, or the "
      "array's length from offset on."},
     {"read_grads", (PyCFunction)Encoder_read_grads, METH_O, "Copy the gradient buffer into a float32 array."},
+    {"params_finite", (PyCFunction)Encoder_params_finite, METH_NOARGS,
+     "params_finite() -> whether every parameter is finite (no NaN, no infinity), without copying them."},
     {"zero_grad", (PyCFunction)Encoder_zero_grad, METH_NOARGS, "Set all gradients to zero."},
     {"set_precision", (PyCFunction)Encoder_set_precision, METH_O,
      "set_precision('fp32' | 'bf16'): the precision of the linear layers (bf16: CPUs with AVX512-BF16 only)."},

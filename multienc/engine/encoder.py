@@ -658,16 +658,24 @@ class Encoder:
         return list(self._info)
 
     def _unflatten(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        """The flat buffer's tensors by HF name."""
-        tensors = {name: flat[off:off + int(np.prod(shape))].reshape(shape).copy()
+        """The tensors of ``flat`` (a copy of the buffer, owned by the caller) by HF name: views of
+        it, not copies."""
+        tensors = {name: flat[off:off + int(np.prod(shape))].reshape(shape)
                    for name, (shape, off) in self._info.items()}
         return tensors if self._v1 is None else self._v1.to_hf(tensors)
 
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """Copies of every parameter, keyed by HF base-model names."""
+        """Every parameter, keyed by HF base-model names: views of one copy of the parameter buffer
+        made for this call, so the engine never sees changes to them (and a tensor kept alone keeps
+        that copy alive)."""
         flat = np.empty(self._c.num_floats, np.float32)
         self._c.read_params(flat)
         return self._unflatten(flat)
+
+    def params_finite(self) -> bool:
+        """Whether every parameter is finite (no NaN or infinity), checked where the parameters
+        live, without copying them."""
+        return self._c.params_finite()
 
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], source: str = "state dict") -> None:
         """Set every parameter from an HF-named mapping (task heads and prefixes are ignored).
@@ -737,7 +745,8 @@ class Encoder:
         return self.gradients()
 
     def gradients(self) -> Dict[str, np.ndarray]:
-        """Copies of the accumulated gradients keyed by HF names."""
+        """The accumulated gradients keyed by HF names: views of one copy of the gradient buffer
+        made for this call."""
         flat = np.empty(self._c.num_floats, np.float32)
         self._c.read_grads(flat)
         return self._unflatten(flat)

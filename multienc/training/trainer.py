@@ -667,7 +667,11 @@ class ModelTrainer:
 
     def _not_finite(self, dev_loss: float, main: float, has_dev: bool) -> str:
         """What is not finite about the current model ('' if nothing): its weights, dev loss or score."""
-        bad = [name for name, w in self.model.state_dict().items() if not np.isfinite(w).all()]
+        # each LM checked in place (copying every weight for it took seconds at base size); the
+        # names only when one is not finite
+        bad = [f"lm.{i}.{name}" for i, lm in enumerate(self.model.language_models) if not lm.encoder.params_finite()
+               for name, w in lm.encoder.state_dict().items() if not np.isfinite(w).all()]
+        bad += [name for name, w in self.model.task_model.state().items() if not np.isfinite(w).all()]
         if bad:
             return f"{len(bad)} weight tensor(s) are not finite (e.g. {bad[0]})"
         if has_dev and not (math.isfinite(dev_loss) and math.isfinite(main)):
