@@ -101,8 +101,12 @@ class Worker:
         if env.get("MULTIENC_SANITIZED") == "1":
             env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS", ""), "max_allocation_size_mb=2048",
                                                          "allocator_may_return_null=1"]))
+        # stderr to a file, not a pipe: nobody reads a pipe while the worker runs, and a target that
+        # warns on many inputs (the corpus readers' skipped rows) filled its 64 KiB and blocked the
+        # worker mid-write, which read as a hang
+        self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", self.name],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         self.served = 0
 
     def stop(self) -> str:
@@ -111,10 +115,14 @@ class Worker:
             return ""
         self.proc.kill()
         try:
-            _, err = self.proc.communicate(timeout=30)
+            self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            err = b""
+            pass
         self.proc = None
+        size = self.stderr.seek(0, os.SEEK_END)
+        self.stderr.seek(max(0, size - 6000))
+        err = self.stderr.read()
+        self.stderr.close()
         return err.decode("utf-8", "replace")[-6000:]
 
     def run(self, data: bytes, timeout: float) -> Dict[str, str]:

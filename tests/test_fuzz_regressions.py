@@ -31,3 +31,22 @@ def test_every_target_replays_its_regressions_without_a_finding(tmp_path):
     # every regression input is refused by its format's error (none is accepted as valid)
     assert stats["torch_zip"]["regressions"] == 11 and stats["checkpoint"]["regressions"] == 5
     assert stats["tokenizer_json"]["regressions"] == 12
+
+
+def test_a_worker_that_writes_much_to_stderr_keeps_answering(monkeypatch):
+    """The corpus readers warn about the rows they skip, in words that change with every input. 400
+    such inputs write far more than a pipe's 64 KiB to the worker's stderr; the harness must not
+    block the worker on it (it once did: a false "hang" finding in CI's fuzz run), and the tail of
+    that stderr still comes back when the worker stops."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "fuzz"))
+    monkeypatch.setenv("PYTHONPATH", PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    import fuzz
+    worker = fuzz.Worker("corpus")
+    try:
+        for i in range(400):
+            rows = ["s1\ts2\tlabel"] + [f"x{k}\ty\tgood" if k % (i % 7 + 2) else f"short\t{k}" for k in range(5 + i)]
+            answer = worker.run(("\n".join(rows) + "\n").encode(), 60)
+            assert answer["outcome"] in ("ok", "rejected"), (i, answer)
+    finally:
+        tail = worker.stop()
+    assert "skipped" in tail and len(tail) == 6000
