@@ -76,6 +76,41 @@ ATTR static void FN(tile_any)(int rows, int nv, int sh, MASKT m, int K, float al
 #undef ATTN_TILE_R
 #undef ATTN_TILE_NV
 
+/* C[r, j] for r < R, j < N = W - sh (fewer columns than lanes): each row of B and C read and written
+ * through the mask m of lanes sh .. W - 1 at sh floats before it, so lane sh + j is column j and no
+ * lane outside the row is touched. */
+ATTR static inline __attribute__((always_inline)) void FN(narrow)(const int R, int sh, MASKT m, int K, float alpha,
+                                                                  const float *A, int ars, int aks, const float *B,
+                                                                  int ldb, float *C, int ldc, int accumulate) {
+    VF acc[6];
+    for (int r = 0; r < R; r++) acc[r] = VZERO();
+    for (int k = 0; k < K; k++) {
+        const VF b = VLOADM(B + (size_t)k * ldb - sh, m);
+        for (int r = 0; r < R; r++) acc[r] = VFMA(VSET1(A[(size_t)r * ars + (size_t)k * aks]), b, acc[r]);
+    }
+    const VF al = VSET1(alpha);
+    for (int r = 0; r < R; r++) {
+        float *c = C + (size_t)r * ldc - sh;
+        const VF x = VMUL(acc[r], al);
+        VSTOREM(c, m, accumulate ? VADD(VLOADM(c, m), x) : x);
+    }
+}
+
+#define ATTN_NARROW_R(R) \
+    case R: FN(narrow)(R, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate); break
+ATTR static inline void FN(narrow_any)(int rows, int sh, MASKT m, int K, float alpha, const float *A, int ars,
+                                       int aks, const float *B, int ldb, float *C, int ldc, int accumulate) {
+    switch (rows) {
+        ATTN_NARROW_R(1);
+        ATTN_NARROW_R(2);
+        ATTN_NARROW_R(3);
+        ATTN_NARROW_R(4);
+        ATTN_NARROW_R(5);
+        ATTN_NARROW_R(6);
+    }
+}
+#undef ATTN_NARROW_R
+
 ATTR static void FN(attn_gemm)(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B,
                                int ldb, float *C, int ldc, int accumulate) {
     const int full = N / (4 * W) * (4 * W), rest = N - full; /* columns after the tiles of 4 vectors */
@@ -90,14 +125,8 @@ ATTR static void FN(attn_gemm)(int M, int N, int K, float alpha, const float *A,
             FN(tile_any)(rows, 4, 0, m, K, alpha, Ai, ars, aks, B + j0, ldb, Ci + j0, ldc, accumulate);
         if (nv && vec)
             FN(tile_any)(rows, nv, sh, m, K, alpha, Ai, ars, aks, B + full, ldb, Ci + full, ldc, accumulate);
-        if (vec) continue;
-        for (int j = 0; j < N; j++) /* fewer columns than lanes: one at a time, the same operations */
-            for (int r = 0; r < rows; r++) {
-                float acc = 0.0f;
-                for (int k = 0; k < K; k++) acc = fmaf(Ai[(size_t)r * ars + (size_t)k * aks], B[(size_t)k * ldb + j], acc);
-                float *c = Ci + (size_t)r * ldc + j;
-                *c = accumulate ? *c + acc * alpha : acc * alpha;
-            }
+        if (!vec && N > 0) /* fewer columns than lanes: one masked vector per row */
+            FN(narrow_any)(rows, sh, m, K, alpha, Ai, ars, aks, B, ldb, Ci, ldc, accumulate);
     }
 }
 
