@@ -14,9 +14,11 @@
  * column (see attn_gemm). SHIFTED: the last vector's columns start sh (0 < sh < W) columns
  * earlier, overlapping the one before, and only its lanes of m (its last W - sh) are stored: a
  * partial last vector read with whole loads that stay inside B's rows (a masked load in the k loop
- * would keep GCC from holding the accumulators in registers). */
+ * would keep GCC from holding the accumulators in registers). MASKED_B: B's last vector read through
+ * m as well, for a row narrower than one vector (NV 1), where no whole load stays inside the row;
+ * tile_any's nv 0 selects it. */
 ATTR static inline __attribute__((always_inline)) void FN(tile)(const int R, const int NV, const int SHIFTED,
-                                                                int sh, MASKT m, int K, float alpha,
+                                                                const int MASKED_B, int sh, MASKT m, int K, float alpha,
                                                                 const float *A, int ars, int aks, const float *B,
                                                                 int ldb, float *C, int ldc, int accumulate) {
     const int last = (NV - 1) * W - (SHIFTED ? sh : 0); /* the last vector's first column */
@@ -27,7 +29,7 @@ ATTR static inline __attribute__((always_inline)) void FN(tile)(const int R, con
         const float *b = B + (size_t)k * ldb;
         VF bv[4];
         for (int v = 0; v < NV - 1; v++) bv[v] = VLOAD(b + v * W);
-        bv[NV - 1] = VLOAD(b + last);
+        bv[NV - 1] = MASKED_B ? VLOADM(b + last, m) : VLOAD(b + last);
         for (int r = 0; r < R; r++) {
             const VF a = VSET1(A[(size_t)r * ars + (size_t)k * aks]);
             for (int v = 0; v < NV; v++) acc[r][v] = VFMA(a, bv[v], acc[r][v]);
@@ -50,11 +52,14 @@ ATTR static inline __attribute__((always_inline)) void FN(tile)(const int R, con
 /* The tile of R rows and NV vectors, the last one shifted or not: R, NV and SHIFTED constants in
  * each case (the accumulators stay in registers) */
 #define ATTN_TILE_NV(R, NV)                                                                               \
-    (sh ? FN(tile)(R, NV, 1, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate)                    \
-        : FN(tile)(R, NV, 0, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate))
+    (sh ? FN(tile)(R, NV, 1, 0, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate)                 \
+        : FN(tile)(R, NV, 0, 0, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate))
+/* fewer columns than lanes: the row's one vector shifted, B read through the mask too */
+#define ATTN_TILE_NARROW(R) FN(tile)(R, 1, 1, 1, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate)
 #define ATTN_TILE_R(R)                                          \
     case R:                                                     \
         switch (nv) {                                           \
+        case 0: ATTN_TILE_NARROW(R); break;                     \
         case 1: ATTN_TILE_NV(R, 1); break;                      \
         case 2: ATTN_TILE_NV(R, 2); break;                      \
         case 3: ATTN_TILE_NV(R, 3); break;                      \
@@ -75,41 +80,7 @@ ATTR static void FN(tile_any)(int rows, int nv, int sh, MASKT m, int K, float al
 }
 #undef ATTN_TILE_R
 #undef ATTN_TILE_NV
-
-/* C[r, j] for r < R, j < N = W - sh (fewer columns than lanes): each row of B and C read and written
- * through the mask m of lanes sh .. W - 1 at sh floats before it, so lane sh + j is column j and no
- * lane outside the row is touched. */
-ATTR static inline __attribute__((always_inline)) void FN(narrow)(const int R, int sh, MASKT m, int K, float alpha,
-                                                                  const float *A, int ars, int aks, const float *B,
-                                                                  int ldb, float *C, int ldc, int accumulate) {
-    VF acc[6];
-    for (int r = 0; r < R; r++) acc[r] = VZERO();
-    for (int k = 0; k < K; k++) {
-        const VF b = VLOADM(B + (size_t)k * ldb - sh, m);
-        for (int r = 0; r < R; r++) acc[r] = VFMA(VSET1(A[(size_t)r * ars + (size_t)k * aks]), b, acc[r]);
-    }
-    const VF al = VSET1(alpha);
-    for (int r = 0; r < R; r++) {
-        float *c = C + (size_t)r * ldc - sh;
-        const VF x = VMUL(acc[r], al);
-        VSTOREM(c, m, accumulate ? VADD(VLOADM(c, m), x) : x);
-    }
-}
-
-#define ATTN_NARROW_R(R) \
-    case R: FN(narrow)(R, sh, m, K, alpha, A, ars, aks, B, ldb, C, ldc, accumulate); break
-ATTR static inline void FN(narrow_any)(int rows, int sh, MASKT m, int K, float alpha, const float *A, int ars,
-                                       int aks, const float *B, int ldb, float *C, int ldc, int accumulate) {
-    switch (rows) {
-        ATTN_NARROW_R(1);
-        ATTN_NARROW_R(2);
-        ATTN_NARROW_R(3);
-        ATTN_NARROW_R(4);
-        ATTN_NARROW_R(5);
-        ATTN_NARROW_R(6);
-    }
-}
-#undef ATTN_NARROW_R
+#undef ATTN_TILE_NARROW
 
 ATTR static void FN(attn_gemm)(int M, int N, int K, float alpha, const float *A, int ars, int aks, const float *B,
                                int ldb, float *C, int ldc, int accumulate) {
@@ -125,8 +96,8 @@ ATTR static void FN(attn_gemm)(int M, int N, int K, float alpha, const float *A,
             FN(tile_any)(rows, 4, 0, m, K, alpha, Ai, ars, aks, B + j0, ldb, Ci + j0, ldc, accumulate);
         if (nv && vec)
             FN(tile_any)(rows, nv, sh, m, K, alpha, Ai, ars, aks, B + full, ldb, Ci + full, ldc, accumulate);
-        if (!vec && N > 0) /* fewer columns than lanes: one masked vector per row */
-            FN(narrow_any)(rows, sh, m, K, alpha, Ai, ars, aks, B, ldb, Ci, ldc, accumulate);
+        if (!vec && N > 0) /* fewer columns than lanes: one vector per row, B read and C written masked */
+            FN(tile_any)(rows, 0, sh, m, K, alpha, Ai, ars, aks, B, ldb, Ci, ldc, accumulate);
     }
 }
 
