@@ -250,6 +250,34 @@ def test_infinite_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
     np.testing.assert_array_equal(reloaded.predict(texts), best_predictions)
 
 
+def test_each_new_best_model_is_copied_into_the_same_buffers(tmp_path):
+    """The trainer copies each new best model's LM weights into arrays it allocated once (a fresh
+    copy each epoch cost seconds at base size): the best model stays the weights of its epoch, a
+    best model taken out earlier keeps its own, and best-model.pt holds the same weights."""
+    corpus = classification_corpus()
+    clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA)), 2)
+    trainer = ModelTrainer(clf, corpus)
+    texts = [s.text for s in corpus.dev]
+    trainer.train(learning_rate=1e-3, batch_size=4, epochs=1, base_path=str(tmp_path / "a"), progress=False, seed=1)
+    buffers = trainer._best_lm_buffers
+    first_best = trainer.best_model
+    first_probs = first_best.predict_proba(texts)
+    np.testing.assert_array_equal(first_probs, clf.predict_proba(texts))
+    trainer.train(learning_rate=1e-3, batch_size=4, epochs=1, base_path=str(tmp_path / "b"), progress=False, seed=2)
+    assert trainer._best_lm_buffers is buffers
+    for i, lm in enumerate(clf.language_models):
+        for name, w in lm.encoder.state_dict().items():
+            best = trainer._best[1][f"lm.{i}.{name}"]
+            assert np.shares_memory(best, buffers[i])
+            np.testing.assert_array_equal(best, w)
+    now = clf.predict_proba(texts)
+    assert not np.array_equal(now, first_probs)
+    np.testing.assert_array_equal(trainer.best_model.predict_proba(texts), now)
+    np.testing.assert_array_equal(first_best.predict_proba(texts), first_probs)
+    saved = TextClassifier.from_checkpoint(str(tmp_path / "b" / "best-model.pt"))
+    np.testing.assert_array_equal(saved.predict_proba(texts), now)
+
+
 def test_sentence_pairs_use_each_models_pair_template(tmp_path):
     # the label is in the second text only
     pairs = [(("what did they say", g), 1) for g in GOOD] + [(("what did they say", b), 0) for b in BAD]

@@ -272,6 +272,27 @@ def test_state_dict_tensors_are_independent_of_the_engine_and_of_each_other():
     np.testing.assert_array_equal(enc.state_dict()[name], before[name])
 
 
+def test_state_dict_into_a_given_array():
+    """state_dict(out=...) fills the caller's array and returns views of it, equal to a fresh
+    state_dict; an array of the wrong type, size or layout, or a read-only one, is refused."""
+    enc = Encoder(os.path.join(FIXTURES, "electra"))
+    fresh = enc.state_dict()
+    out = np.full(enc.num_floats, np.nan, np.float32)
+    got = enc.state_dict(out=out)
+    assert list(got) == list(fresh)
+    for k, v in got.items():
+        assert np.shares_memory(v, out)
+        np.testing.assert_array_equal(v, fresh[k])
+    read_only = np.empty(enc.num_floats, np.float32)
+    read_only.flags.writeable = False
+    for bad in (np.empty(enc.num_floats, np.float64), np.empty(enc.num_floats - 1, np.float32),
+                np.empty(2 * enc.num_floats, np.float32)[::2], read_only):
+        with pytest.raises(ValueError, match=f"float32 array of shape \\({enc.num_floats},\\)"):
+            enc.state_dict(out=bad)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        enc.state_dict(out=[0.0] * enc.num_floats)
+
+
 @pytest.mark.parametrize("value, finite", [(np.nan, False), (np.inf, False), (-np.inf, False),
                                            (np.finfo(np.float32).max, True), (-np.finfo(np.float32).max, True)])
 def test_params_finite_sees_one_bad_value_anywhere(value, finite):

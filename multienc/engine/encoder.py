@@ -664,11 +664,19 @@ class Encoder:
                    for name, (shape, off) in self._info.items()}
         return tensors if self._v1 is None else self._v1.to_hf(tensors)
 
-    def state_dict(self) -> Dict[str, np.ndarray]:
+    @property
+    def num_floats(self) -> int:
+        """Floats in the parameter buffer (the size of :meth:`state_dict`'s ``out``): every parameter
+        once, some padded to 64-byte boundaries."""
+        return self._c.num_floats
+
+    def state_dict(self, out: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         """Every parameter, keyed by HF base-model names: views of one copy of the parameter buffer
         made for this call, so the engine never sees changes to them (and a tensor kept alone keeps
-        that copy alive)."""
-        flat = np.empty(self._c.num_floats, np.float32)
+        that copy alive). ``out``, a writable contiguous float32 array of :attr:`num_floats`
+        elements, takes the copy instead of a fresh array (ValueError otherwise): what a caller
+        that copies the weights again and again reuses (the trainer's best model)."""
+        flat = np.empty(self._c.num_floats, np.float32) if out is None else out
         self._c.read_params(flat)
         return self._unflatten(flat)
 

@@ -121,11 +121,14 @@ class TaskHead:
         state["decoder.weight"], state["decoder.bias"] = w, b
         self.task_model.load_state(state)
 
-    def state_dict(self) -> Dict[str, np.ndarray]:
-        """Every weight: ``lm.<i>.<hf name>`` for each LM, then the head's ``combiner.*`` / ``decoder.*``."""
+    def state_dict(self, lm_out: Optional[Sequence[np.ndarray]] = None) -> Dict[str, np.ndarray]:
+        """Every weight: ``lm.<i>.<hf name>`` for each LM, then the head's ``combiner.*`` / ``decoder.*``.
+        ``lm_out``: one array per LM that takes its copy (:meth:`Encoder.state_dict`'s ``out``)."""
+        if lm_out is not None and len(lm_out) != len(self.language_models):
+            raise ValueError(f"lm_out holds {len(lm_out)} arrays for {len(self.language_models)} language models")
         out = {}
         for i, lm in enumerate(self.language_models):
-            for k, v in lm.encoder.state_dict().items():
+            for k, v in lm.encoder.state_dict(None if lm_out is None else lm_out[i]).items():
                 out[f"lm.{i}.{k}"] = v
         out.update(self.task_model.state())
         return out
@@ -248,15 +251,16 @@ class TaskHead:
             encoder = language_models[0]
         return cls(encoder, settings["num_classes"], **settings.get("options", {}))
 
-    def checkpoint(self) -> Tuple[Dict[str, str], Dict[str, np.ndarray]]:
-        """(metadata, tensors) of this model's checkpoint (see :mod:`multienc.formats.checkpoint`)."""
+    def checkpoint(self, lm_out: Optional[Sequence[np.ndarray]] = None) -> Tuple[Dict[str, str], Dict[str, np.ndarray]]:
+        """(metadata, tensors) of this model's checkpoint (see :mod:`multienc.formats.checkpoint`);
+        ``lm_out`` as :meth:`state_dict`'s."""
         meta = {"head": json.dumps({"head": type(self).__name__, **self.checkpoint_settings()}),
                 "language_models": json.dumps([lm.checkpoint_spec() for lm in self.language_models])}
         if self.label_map:
             meta["label_map"] = json.dumps(self.label_map)
         if self.corpus_name:
             meta["corpus_name"] = self.corpus_name
-        return meta, self.state_dict()
+        return meta, self.state_dict(lm_out)
 
     def save(self, path: str) -> None:
         """Write the model to ``path`` atomically (safetensors content; the seed's name is ``best-model.pt``)."""

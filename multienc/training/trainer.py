@@ -195,6 +195,9 @@ class ModelTrainer:
         self.best_model_score: Optional[float] = None
         self._best: Optional[Tuple[Dict[str, str], Dict[str, np.ndarray]]] = None
         self._best_model: Optional[TaskHead] = None
+        #: one array per LM that takes the best model's copy of its weights, allocated once and
+        #: overwritten at each new best (a fresh copy each time cost seconds at base size)
+        self._best_lm_buffers: Optional[List[np.ndarray]] = None
         #: the ranks of a distributed ``train`` call while it runs (None: one process)
         self.group: Optional[ProcessGroup] = None
 
@@ -656,13 +659,16 @@ class ModelTrainer:
         if problem:
             log.info(f"epoch {epoch}: {problem}: not saved as the best model")
         elif not dev or not pos.has_best or main > pos.best_score:
+            sizes = [lm.encoder.num_floats for lm in model.language_models]
+            if self._best_lm_buffers is None or [b.size for b in self._best_lm_buffers] != sizes:
+                self._best_lm_buffers = [np.empty(n, np.float32) for n in sizes]
+            self._best, self._best_model = None, None  # its buffers are overwritten now
+            self._best = model.checkpoint(self._best_lm_buffers)
             pos.has_best, pos.best_score = True, main
             self.best_model_score = main
-            self._best = model.checkpoint()
-            self._best_model = None
             if s.save_best_model and writes:
                 log.info("saving best model")
-                model.save(best_path)
+                write_checkpoint(best_path, self._best[1], self._best[0])
         log_line()
 
     def _not_finite(self, dev_loss: float, main: float, has_dev: bool) -> str:
