@@ -278,6 +278,32 @@ def test_each_new_best_model_is_copied_into_the_same_buffers(tmp_path):
     np.testing.assert_array_equal(saved.predict_proba(texts), now)
 
 
+def test_a_best_model_copy_that_fails_midway_leaves_no_best_model(tmp_path, monkeypatch):
+    """The copy of a new best overwrites the last best's buffers: when it fails halfway (epoch 2's
+    read of the second LM raises; the dev score rises every epoch, so each is a new best), the
+    trainer holds no best model rather than one made of half of each epoch's weights."""
+    clf = TextClassifier(MultiEncoder(lms(ELECTRA, ROBERTA)), 2)
+    trainer = ModelTrainer(clf, classification_corpus())
+    rising = iter([0.1, 0.2, 0.3])
+    monkeypatch.setattr(trainer, "evaluate", lambda dev, batch_size: (0.5, {trainer.main_metric: next(rising)}, None))
+    second = clf.language_models[1].encoder
+    calls = []
+    real = second.state_dict
+
+    def fails_the_second_time(out=None):
+        calls.append(out is trainer._best_lm_buffers[1])
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return real(out)
+
+    monkeypatch.setattr(second, "state_dict", fails_the_second_time)
+    with pytest.raises(RuntimeError, match="device lost"):
+        trainer.train(learning_rate=1e-3, batch_size=4, epochs=2, base_path=str(tmp_path), progress=False,
+                      seed=1, save_best_model=False)
+    assert calls == [True, True]
+    assert trainer._best is None and trainer.best_model is None
+
+
 def test_sentence_pairs_use_each_models_pair_template(tmp_path):
     # the label is in the second text only
     pairs = [(("what did they say", g), 1) for g in GOOD] + [(("what did they say", b), 0) for b in BAD]

@@ -662,7 +662,8 @@ class ModelTrainer:
             sizes = [lm.encoder.num_floats for lm in model.language_models]
             if self._best_lm_buffers is None or [b.size for b in self._best_lm_buffers] != sizes:
                 self._best_lm_buffers = [np.empty(n, np.float32) for n in sizes]
-            self._best, self._best_model = None, None  # its buffers are overwritten now
+            # the last best's buffers are overwritten now: no best model until the copy is whole
+            self._best, self._best_model, pos.has_best = None, None, False
             self._best = model.checkpoint(self._best_lm_buffers)
             pos.has_best, pos.best_score = True, main
             self.best_model_score = main
