@@ -675,8 +675,8 @@ class Encoder:
         made for this call, so the engine never sees changes to them (and a tensor kept alone keeps
         that copy alive). ``out``, a writable contiguous float32 array of :attr:`num_floats`
         elements, takes the copy instead of a fresh array (another array: ValueError; not an array:
-        TypeError): what a caller
-        that copies the weights again and again reuses (the trainer's best model)."""
+        TypeError): what a caller that copies the weights again and again reuses (the trainer's
+        best model)."""
         flat = np.empty(self._c.num_floats, np.float32) if out is None else out
         self._c.read_params(flat)
         return self._unflatten(flat)
